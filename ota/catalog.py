@@ -1,0 +1,113 @@
+"""The failure-cause catalog: every reason a device's upgrade job can fail.
+
+One enumeration with stable numeric codes (persisted in Redis and Kafka records:
+never renumber, only append). The English messages of platform- and device-side
+causes are IoTDA's own identifiers, kept verbatim because users search for them.
+Device result codes of `upgrade_progress_report` map onto causes here too.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class FailureCause(IntEnum):
+    # Platform-side causes (IoTDA failure table).
+    DEVICE_NOT_ONLINE = 1
+    TASK_CONFLICT = 2
+    ONLINE_TIMEOUT = 3
+    VERSION_REPORT_TIMEOUT = 4
+    DOWNLOAD_START_TIMEOUT = 5
+    DOWNLOAD_FINISH_TIMEOUT = 6
+    UPDATE_START_TIMEOUT = 7
+    RESULT_TIMEOUT = 8
+    VERIFY_TIMEOUT = 9
+    CELL_ID_TIMEOUT = 10
+    INVALID_URI = 11
+    SOURCE_VERSION_NOT_ALLOWED = 12
+    # Device-side causes (result codes of upgrade_progress_report).
+    DEVICE_BUSY = 20
+    POOR_SIGNAL = 21
+    LOW_BATTERY = 22
+    NOT_ENOUGH_STORAGE = 23
+    CONNECTION_LOST = 24
+    INTEGRITY_CHECK_FAILED = 25
+    UNSUPPORTED_PACKAGE_TYPE = 26
+    OUT_OF_MEMORY = 27
+    UPDATE_FAILED = 28
+
+    @property
+    def message(self) -> str:
+        return _MESSAGES[self]
+
+    @property
+    def retryable(self) -> bool:
+        """True when trying again later can plausibly succeed (IoTDA's FailWaitRetry)."""
+        return self not in _NOT_RETRYABLE
+
+    @property
+    def side(self) -> str:
+        return "device" if self.value >= 20 else "platform"
+
+
+_MESSAGES: dict[FailureCause, str] = {
+    FailureCause.DEVICE_NOT_ONLINE: "Device Abnormal is not online",
+    FailureCause.TASK_CONFLICT: "Task Conflict",
+    FailureCause.ONLINE_TIMEOUT: "Waiting for the device online timeout",
+    FailureCause.VERSION_REPORT_TIMEOUT: "Waiting for report device firmware version timeout",
+    FailureCause.DOWNLOAD_START_TIMEOUT: "Waiting for device start download package timeout",
+    FailureCause.DOWNLOAD_FINISH_TIMEOUT: "Waiting for device downloaded package timeout",
+    FailureCause.UPDATE_START_TIMEOUT: "Waiting for device start to update timeout",
+    FailureCause.RESULT_TIMEOUT: "Wait for the device to report upgrade result timeout",
+    FailureCause.VERIFY_TIMEOUT: "Updating timeout and query device version for check timeout",
+    FailureCause.CELL_ID_TIMEOUT: "Waiting for report cellId timeout",
+    FailureCause.INVALID_URI: "Invalid URI",
+    FailureCause.SOURCE_VERSION_NOT_ALLOWED: "Source version not allowed by the package",
+    FailureCause.DEVICE_BUSY: "Device busy",
+    FailureCause.POOR_SIGNAL: "Poor signal",
+    FailureCause.LOW_BATTERY: "Low battery",
+    FailureCause.NOT_ENOUGH_STORAGE: "Not enough storage for the new firmware package",
+    FailureCause.CONNECTION_LOST: "Connection lost during downloading process",
+    FailureCause.INTEGRITY_CHECK_FAILED: "Integrity check failure for new downloaded package",
+    FailureCause.UNSUPPORTED_PACKAGE_TYPE: "Unsupported package type",
+    FailureCause.OUT_OF_MEMORY: "Out of memory during downloading process",
+    FailureCause.UPDATE_FAILED: "Firmware update failed",
+}
+
+# Retrying cannot help: the package, the device's hardware or another task is in the way.
+_NOT_RETRYABLE = frozenset(
+    {
+        FailureCause.TASK_CONFLICT,
+        FailureCause.SOURCE_VERSION_NOT_ALLOWED,
+        FailureCause.NOT_ENOUGH_STORAGE,
+        FailureCause.UNSUPPORTED_PACKAGE_TYPE,
+    }
+)
+
+RESULT_SUCCESS = 0
+RESULT_ALREADY_LATEST = 3
+
+# upgrade_progress_report result_code -> cause. 0 and 3 are not failures.
+_RESULT_CODE_CAUSES: dict[int, FailureCause] = {
+    1: FailureCause.DEVICE_BUSY,
+    2: FailureCause.POOR_SIGNAL,
+    4: FailureCause.LOW_BATTERY,
+    5: FailureCause.NOT_ENOUGH_STORAGE,
+    6: FailureCause.CONNECTION_LOST,
+    7: FailureCause.INTEGRITY_CHECK_FAILED,
+    8: FailureCause.UNSUPPORTED_PACKAGE_TYPE,
+    9: FailureCause.OUT_OF_MEMORY,
+    10: FailureCause.UPDATE_FAILED,
+    255: FailureCause.UPDATE_FAILED,
+}
+
+
+def cause_for_result_code(result_code: int) -> FailureCause:
+    """The cause a failing result code stands for; unknown codes count as update failures."""
+    if result_code in (RESULT_SUCCESS, RESULT_ALREADY_LATEST):
+        raise ValueError(f"result code {result_code} is not a failure")
+    return _RESULT_CODE_CAUSES.get(result_code, FailureCause.UPDATE_FAILED)
+
+
+def known_result_codes() -> frozenset[int]:
+    return frozenset(_RESULT_CODE_CAUSES) | {RESULT_SUCCESS, RESULT_ALREADY_LATEST}

@@ -1,0 +1,512 @@
+"""The IoTDA OTA device protocol: topics, the envelope and every event, both ways.
+
+Pure functions only. Parsing is strict: each way a payload can be wrong raises one
+`ProtocolError` whose `reason` is a stable code (it becomes the dead-letter reason)
+and whose message says exactly what was wrong. The device id always comes from the
+topic; `object_device_id` may only repeat it or name a known child device.
+"""
+
+from __future__ import annotations
+
+import calendar
+import json
+import re
+from collections.abc import Container, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_DEPTH = 8
+MAX_EVENTS = 16
+MAX_VERSION_CHARS = 128
+MAX_TEXT_CHARS = 2048
+_DEVICE_ID = re.compile(r"[A-Za-z0-9_\-.:@]{1,128}")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+OTA_SERVICE = "$ota"
+SDK_INFO_SERVICE = "$sdk_info"
+
+
+class Reason(StrEnum):
+    """Why a payload was refused; stable codes used as dead-letter reasons and metric labels."""
+
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    INVALID_UTF8 = "invalid_utf8"
+    INVALID_JSON = "invalid_json"
+    NON_FINITE_NUMBER = "non_finite_number"
+    NUMBER_OUT_OF_RANGE = "number_out_of_range"
+    TOO_DEEP = "too_deep"
+    NOT_AN_OBJECT = "not_an_object"
+    BAD_TOPIC = "bad_topic"
+    BAD_DEVICE_ID = "bad_device_id"
+    DEVICE_MISMATCH = "device_mismatch"
+    MISSING_FIELD = "missing_field"
+    WRONG_TYPE = "wrong_type"
+    BAD_VALUE = "bad_value"
+    UNKNOWN_EVENT = "unknown_event"
+    TOO_MANY_EVENTS = "too_many_events"
+
+
+class ProtocolError(ValueError):
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class UplinkType(StrEnum):
+    VERSION_REPORT = "version_report"
+    UPGRADE_PROGRESS_REPORT = "upgrade_progress_report"
+    SDK_INFO_REPORT = "sdk_info_report"
+
+
+class DownlinkType(StrEnum):
+    VERSION_QUERY = "version_query"
+    FIRMWARE_UPGRADE = "firmware_upgrade"
+    SOFTWARE_UPGRADE = "software_upgrade"
+    FIRMWARE_UPGRADE_V2 = "firmware_upgrade_v2"
+    SOFTWARE_UPGRADE_V2 = "software_upgrade_v2"
+
+    @property
+    def is_upgrade(self) -> bool:
+        return self is not DownlinkType.VERSION_QUERY
+
+    @property
+    def presigned(self) -> bool:
+        return self in (DownlinkType.FIRMWARE_UPGRADE_V2, DownlinkType.SOFTWARE_UPGRADE_V2)
+
+
+_UPLINK_SERVICE: dict[UplinkType, str] = {
+    UplinkType.VERSION_REPORT: OTA_SERVICE,
+    UplinkType.UPGRADE_PROGRESS_REPORT: OTA_SERVICE,
+    UplinkType.SDK_INFO_REPORT: SDK_INFO_SERVICE,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event of an envelope, with `paras` normalised to the fields the protocol knows."""
+
+    event_type: str
+    paras: Mapping[str, Any]
+    event_id: str | None = None
+    event_time_ms: int | None = None  # the device's claim; never used for ordering
+    service_id: str = OTA_SERVICE
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A decoded envelope: the device it concerns and its events, in order."""
+
+    device_id: str
+    events: tuple[Event, ...] = field(default_factory=tuple)
+
+
+# ---------------------------------------------------------------- topics
+
+
+def up_topic(device_id: str) -> str:
+    return f"$oc/devices/{device_id}/sys/events/up"
+
+
+def down_topic(device_id: str) -> str:
+    return f"$oc/devices/{device_id}/sys/events/down"
+
+
+def device_id_from_topic(topic: str, direction: str = "up") -> str:
+    """The device id in `$oc/devices/<id>/sys/events/<direction>`."""
+    parts = topic.split("/")
+    if (
+        len(parts) != 6
+        or parts[0] != "$oc"
+        or parts[1] != "devices"
+        or parts[3:] != ["sys", "events", direction]
+    ):
+        raise ProtocolError(
+            Reason.BAD_TOPIC, f"topic {topic[:200]!r} is not an OTA {direction} topic"
+        )
+    check_device_id(parts[2])
+    return parts[2]
+
+
+def check_device_id(device_id: str) -> str:
+    if not _DEVICE_ID.fullmatch(device_id):
+        raise ProtocolError(
+            Reason.BAD_DEVICE_ID,
+            f"device id {device_id[:200]!r} must be 1-128 of letters, digits and _-.:@",
+        )
+    return device_id
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def load_json_object(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict[str, Any]:
+    """Decode a JSON object, naming the exact reason when the bytes are not one."""
+    if len(payload) > max_bytes:
+        raise ProtocolError(
+            Reason.PAYLOAD_TOO_LARGE, f"payload is {len(payload)} bytes, the limit is {max_bytes}"
+        )
+    try:
+        document = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise _explain_bad_json(payload, exc) from None
+    if not isinstance(document, dict):
+        raise ProtocolError(
+            Reason.NOT_AN_OBJECT, f"payload is a JSON {_kind(document)}, not an object"
+        )
+    if _depth(document) > MAX_DEPTH:
+        raise ProtocolError(Reason.TOO_DEEP, f"payload nests deeper than {MAX_DEPTH} levels")
+    return document
+
+
+def _explain_bad_json(payload: bytes, exc: orjson.JSONDecodeError) -> ProtocolError:
+    # Slow path only: find out *why* orjson refused, for a specific error.
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return ProtocolError(Reason.INVALID_UTF8, f"payload is not valid UTF-8 at byte {bad.start}")
+    if "recursion" in str(exc).lower():
+        return ProtocolError(Reason.TOO_DEEP, f"payload nests deeper than {MAX_DEPTH} levels")
+
+    def refuse_constant(name: str) -> None:
+        raise ProtocolError(Reason.NON_FINITE_NUMBER, f"{name} is not a valid JSON number")
+
+    try:
+        json.loads(text, parse_constant=refuse_constant)
+    except ProtocolError as specific:
+        return specific
+    except (ValueError, RecursionError):
+        return ProtocolError(Reason.INVALID_JSON, f"payload is not JSON: {exc}")
+    # The standard library accepts what orjson refused: an integer beyond 64 bits.
+    return ProtocolError(Reason.NUMBER_OUT_OF_RANGE, "a number in the payload exceeds 64 bits")
+
+
+def _depth(document: Any) -> int:
+    deepest, stack = 0, [(document, 1)]
+    while stack:
+        node, level = stack.pop()
+        deepest = max(deepest, level)
+        if deepest > MAX_DEPTH:
+            return deepest
+        children = (
+            node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        )
+        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
+def _kind(value: Any) -> str:
+    return {
+        dict: "object",
+        list: "array",
+        str: "string",
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+    }.get(type(value), "null")
+
+
+def _services(document: Mapping[str, Any]) -> list[Any]:
+    services = document.get("services")
+    if services is None:
+        raise ProtocolError(Reason.MISSING_FIELD, "services is required")
+    if not isinstance(services, list):
+        raise ProtocolError(Reason.WRONG_TYPE, f"services must be an array, got {_kind(services)}")
+    if not services:
+        raise ProtocolError(Reason.MISSING_FIELD, "services must hold at least one event")
+    if len(services) > MAX_EVENTS:
+        raise ProtocolError(
+            Reason.TOO_MANY_EVENTS,
+            f"services holds {len(services)} events, the limit is {MAX_EVENTS}",
+        )
+    return services
+
+
+def parse_uplink(topic: str, payload: bytes, *, known_children: Container[str] = ()) -> Message:
+    """Decode a device's message on its `.../sys/events/up` topic."""
+    device_id = device_id_from_topic(topic, "up")
+    document = load_json_object(payload)
+    device_id = _resolve_object_device(document, device_id, known_children)
+    events = []
+    for index, raw in enumerate(_services(document)):
+        where = f"services[{index}]"
+        if not isinstance(raw, dict):
+            raise ProtocolError(Reason.WRONG_TYPE, f"{where} must be an object, got {_kind(raw)}")
+        event_type = _required_str(raw, "event_type", where)
+        service_id = _required_str(raw, "service_id", where)
+        try:
+            kind = UplinkType(event_type)
+        except ValueError:
+            raise ProtocolError(
+                Reason.UNKNOWN_EVENT,
+                f"{where}.event_type {event_type[:100]!r} is not a device event",
+            ) from None
+        if _UPLINK_SERVICE[kind] != service_id:
+            raise ProtocolError(
+                Reason.UNKNOWN_EVENT,
+                f"{where}: {event_type} belongs to service {_UPLINK_SERVICE[kind]}, not {service_id[:100]!r}",
+            )
+        paras = _object(raw, "paras", where)
+        events.append(
+            Event(
+                event_type=kind.value,
+                paras=_UPLINK_PARAS[kind](paras, f"{where}.paras"),
+                event_id=_optional_str(raw, "event_id", where, MAX_VERSION_CHARS),
+                event_time_ms=parse_event_time(raw.get("event_time")),
+                service_id=service_id,
+            )
+        )
+    return Message(device_id, tuple(events))
+
+
+def _resolve_object_device(
+    document: Mapping[str, Any], topic_device: str, known_children: Container[str]
+) -> str:
+    claimed = document.get("object_device_id")
+    if claimed is None or claimed == topic_device:
+        return topic_device
+    if not isinstance(claimed, str):
+        raise ProtocolError(
+            Reason.WRONG_TYPE, f"object_device_id must be a string, got {_kind(claimed)}"
+        )
+    if claimed in known_children:
+        return check_device_id(claimed)
+    raise ProtocolError(
+        Reason.DEVICE_MISMATCH,
+        f"object_device_id {claimed[:200]!r} is neither the topic's device {topic_device!r} nor a known child",
+    )
+
+
+def _object(raw: Mapping[str, Any], name: str, where: str) -> Mapping[str, Any]:
+    value = raw.get(name, {})
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ProtocolError(
+            Reason.WRONG_TYPE, f"{where}.{name} must be an object, got {_kind(value)}"
+        )
+    return value
+
+
+def _required_str(
+    raw: Mapping[str, Any], name: str, where: str, limit: int = MAX_VERSION_CHARS
+) -> str:
+    if name not in raw:
+        raise ProtocolError(Reason.MISSING_FIELD, f"{where}.{name} is required")
+    value = _optional_str(raw, name, where, limit)
+    assert value is not None
+    return value
+
+
+def _optional_str(
+    raw: Mapping[str, Any], name: str, where: str, limit: int = MAX_VERSION_CHARS
+) -> str | None:
+    value = raw.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ProtocolError(
+            Reason.WRONG_TYPE, f"{where}.{name} must be a string, got {_kind(value)}"
+        )
+    if len(value) > limit:
+        raise ProtocolError(
+            Reason.BAD_VALUE, f"{where}.{name} is {len(value)} chars, the limit is {limit}"
+        )
+    return value
+
+
+def _required_int(raw: Mapping[str, Any], name: str, where: str, low: int, high: int) -> int:
+    if name not in raw or raw[name] is None:
+        raise ProtocolError(Reason.MISSING_FIELD, f"{where}.{name} is required")
+    value = _optional_int(raw, name, where, low, high)
+    assert value is not None
+    return value
+
+
+def _optional_int(raw: Mapping[str, Any], name: str, where: str, low: int, high: int) -> int | None:
+    value = raw.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProtocolError(
+            Reason.WRONG_TYPE, f"{where}.{name} must be an integer, got {_kind(value)}"
+        )
+    if not low <= value <= high:
+        raise ProtocolError(Reason.BAD_VALUE, f"{where}.{name}={value} is outside {low}..{high}")
+    return value
+
+
+def _strings(paras: Mapping[str, Any], where: str, names: tuple[str, ...]) -> dict[str, Any]:
+    out = {}
+    for name in names:
+        value = _optional_str(paras, name, where)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def _version_report(paras: Mapping[str, Any], where: str) -> dict[str, Any]:
+    return _strings(paras, where, ("fw_version", "sw_version"))
+
+
+def _sdk_info_report(paras: Mapping[str, Any], where: str) -> dict[str, Any]:
+    return _strings(paras, where, ("device_sdk_version", "sw_version", "fw_version"))
+
+
+def _progress_report(paras: Mapping[str, Any], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "result_code": _required_int(paras, "result_code", where, 0, 2**31 - 1),
+        "version": _required_str(paras, "version", where),
+    }
+    progress = _optional_int(paras, "progress", where, 0, 100)
+    if progress is not None:
+        out["progress"] = progress
+    description = _optional_str(paras, "description", where, MAX_TEXT_CHARS)
+    if description is not None:
+        out["description"] = description
+    return out
+
+
+_UPLINK_PARAS = {
+    UplinkType.VERSION_REPORT: _version_report,
+    UplinkType.UPGRADE_PROGRESS_REPORT: _progress_report,
+    UplinkType.SDK_INFO_REPORT: _sdk_info_report,
+}
+
+
+def parse_event_time(value: Any) -> int | None:
+    """Epoch ms from `yyyyMMddTHHmmssZ` (IoTDA) or `yyyy-MM-ddTHH:mm:ssZ` (Huawei's SDK)."""
+    if not isinstance(value, str):
+        return None
+    if len(value) == 16 and value[8] == "T" and value[15] == "Z":
+        digits = value[:8] + value[9:15]
+    elif (
+        len(value) == 20
+        and value[4] == value[7] == "-"
+        and value[10] == "T"
+        and value[13] == value[16] == ":"
+        and value[19] == "Z"
+    ):
+        digits = value[0:4] + value[5:7] + value[8:10] + value[11:13] + value[14:16] + value[17:19]
+    else:
+        return None
+    if not (digits.isascii() and digits.isdigit()):
+        return None
+    year, month, day = int(digits[0:4]), int(digits[4:6]), int(digits[6:8])
+    hour, minute, second = int(digits[8:10]), int(digits[10:12]), int(digits[12:14])
+    if not (
+        1970 <= year <= 9999
+        and 1 <= month <= 12
+        and 1 <= day <= calendar.monthrange(year, month)[1]
+        and hour < 24
+        and minute < 60
+        and second < 60
+    ):
+        return None
+    return calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0)) * 1000
+
+
+def format_event_time(epoch_ms: int) -> str:
+    import time
+
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(epoch_ms // 1000))
+
+
+# ---------------------------------------------------------------- downlink
+
+
+def _upgrade_paras(paras: Mapping[str, Any], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "version": _required_str(paras, "version", where),
+        "url": _required_str(paras, "url", where, MAX_TEXT_CHARS),
+        "file_size": _required_int(paras, "file_size", where, 0, 2**53),
+        "file_name": _required_str(paras, "file_name", where, 255),
+        "sign": _required_str(paras, "sign", where),
+    }
+    if not _SHA256_HEX.fullmatch(out["sign"]):
+        raise ProtocolError(Reason.BAD_VALUE, f"{where}.sign must be 64 lowercase hex digits")
+    for name in ("access_token", "custom_info", "task_id"):
+        text = _optional_str(paras, name, where, MAX_TEXT_CHARS)
+        if text is not None:
+            out[name] = text
+    for name in ("expires", "sub_device_count"):
+        number = _optional_int(paras, name, where, 0, 2**31 - 1)
+        if number is not None:
+            out[name] = number
+    if "task_ext_info" in paras:
+        out["task_ext_info"] = _object(paras, "task_ext_info", where)
+    return out
+
+
+def _version_query_paras(paras: Mapping[str, Any], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    task_id = _optional_str(paras, "task_id", where)
+    if task_id is not None:
+        out["task_id"] = task_id
+    count = _optional_int(paras, "sub_device_count", where, 0, 2**31 - 1)
+    if count is not None:
+        out["sub_device_count"] = count
+    if "task_ext_info" in paras:
+        out["task_ext_info"] = _object(paras, "task_ext_info", where)
+    return out
+
+
+def parse_downlink(device_id: str, payload: bytes) -> Message:
+    """Decode a platform command, as a device does (the reference agent uses this)."""
+    document = load_json_object(payload)
+    device_id = _resolve_object_device(document, device_id, ())
+    events = []
+    for index, raw in enumerate(_services(document)):
+        where = f"services[{index}]"
+        if not isinstance(raw, dict):
+            raise ProtocolError(Reason.WRONG_TYPE, f"{where} must be an object, got {_kind(raw)}")
+        event_type = _required_str(raw, "event_type", where)
+        try:
+            kind = DownlinkType(event_type)
+        except ValueError:
+            raise ProtocolError(
+                Reason.UNKNOWN_EVENT,
+                f"{where}.event_type {event_type[:100]!r} is not a platform command",
+            ) from None
+        paras = _object(raw, "paras", where)
+        parse = _upgrade_paras if kind.is_upgrade else _version_query_paras
+        events.append(
+            Event(
+                event_type=kind.value,
+                paras=parse(paras, f"{where}.paras"),
+                event_id=_optional_str(raw, "event_id", where),
+                event_time_ms=parse_event_time(raw.get("event_time")),
+            )
+        )
+    return Message(device_id, tuple(events))
+
+
+def encode_envelope(device_id: str, events: tuple[Event, ...] | list[Event], now_ms: int) -> bytes:
+    """The envelope carrying `events` for `device_id`, stamped with `now_ms` where unstamped."""
+    services = []
+    for event in events:
+        service: dict[str, Any] = {
+            "service_id": event.service_id,
+            "event_type": event.event_type,
+            "event_time": format_event_time(event.event_time_ms or now_ms),
+            "paras": dict(event.paras),
+        }
+        if event.event_id is not None:
+            service["event_id"] = event.event_id
+        services.append(service)
+    return orjson.dumps({"object_device_id": device_id, "services": services})
+
+
+def check_downlink_paras(event_type: str, paras: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate and normalise the paras of a platform command before it is sent."""
+    try:
+        kind = DownlinkType(event_type)
+    except ValueError:
+        raise ProtocolError(
+            Reason.UNKNOWN_EVENT, f"{event_type[:100]!r} is not a platform command"
+        ) from None
+    return (_upgrade_paras if kind.is_upgrade else _version_query_paras)(paras, "paras")
