@@ -169,7 +169,7 @@ def _explain_bad_json(payload: bytes, exc: orjson.JSONDecodeError) -> ProtocolEr
         text = payload.decode("utf-8")
     except UnicodeDecodeError as bad:
         return ProtocolError(Reason.INVALID_UTF8, f"payload is not valid UTF-8 at byte {bad.start}")
-    if "recursion" in str(exc).lower():
+    if "recursion" in str(exc).lower() or "depth" in str(exc).lower():
         return ProtocolError(Reason.TOO_DEEP, f"payload nests deeper than {MAX_DEPTH} levels")
 
     def refuse_constant(name: str) -> None:
@@ -181,8 +181,10 @@ def _explain_bad_json(payload: bytes, exc: orjson.JSONDecodeError) -> ProtocolEr
         return specific
     except (ValueError, RecursionError):
         return ProtocolError(Reason.INVALID_JSON, f"payload is not JSON: {exc}")
-    # The standard library accepts what orjson refused: an integer beyond 64 bits.
-    return ProtocolError(Reason.NUMBER_OUT_OF_RANGE, "a number in the payload exceeds 64 bits")
+    # The standard library accepts what orjson refused: a number beyond a double's range.
+    return ProtocolError(
+        Reason.NUMBER_OUT_OF_RANGE, "a number in the payload is beyond a double's range"
+    )
 
 
 def _depth(document: Any) -> int:

@@ -1,0 +1,68 @@
+"""The failure-cause catalog keeps IoTDA's identifiers and stable codes."""
+
+from __future__ import annotations
+
+import pytest
+
+from ota.catalog import FailureCause, cause_for_result_code, known_result_codes
+
+
+def test_codes_are_unique_and_stable() -> None:
+    # Persisted values: these numbers must never change.
+    assert FailureCause.DEVICE_NOT_ONLINE == 1
+    assert FailureCause.VERIFY_TIMEOUT == 9
+    assert FailureCause.UPDATE_FAILED == 28
+    assert len({c.value for c in FailureCause}) == len(FailureCause)
+
+
+def test_every_cause_has_a_distinct_message() -> None:
+    messages = [c.message for c in FailureCause]
+    assert all(messages)
+    assert len(set(messages)) == len(messages)
+
+
+def test_iotda_identifiers_are_verbatim() -> None:
+    assert FailureCause.TASK_CONFLICT.message == "Task Conflict"
+    assert (
+        FailureCause.VERIFY_TIMEOUT.message
+        == "Updating timeout and query device version for check timeout"
+    )
+    assert (
+        FailureCause.RESULT_TIMEOUT.message
+        == "Wait for the device to report upgrade result timeout"
+    )
+
+
+@pytest.mark.parametrize(
+    ("code", "cause"),
+    [
+        (1, FailureCause.DEVICE_BUSY),
+        (2, FailureCause.POOR_SIGNAL),
+        (4, FailureCause.LOW_BATTERY),
+        (5, FailureCause.NOT_ENOUGH_STORAGE),
+        (6, FailureCause.CONNECTION_LOST),
+        (7, FailureCause.INTEGRITY_CHECK_FAILED),
+        (8, FailureCause.UNSUPPORTED_PACKAGE_TYPE),
+        (9, FailureCause.OUT_OF_MEMORY),
+        (10, FailureCause.UPDATE_FAILED),
+        (255, FailureCause.UPDATE_FAILED),
+        (77, FailureCause.UPDATE_FAILED),
+    ],
+)
+def test_result_codes_map_to_causes(code: int, cause: FailureCause) -> None:
+    assert cause_for_result_code(code) is cause
+    assert cause.side == "device"
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_success_codes_are_not_failures(code: int) -> None:
+    assert code in known_result_codes()
+    with pytest.raises(ValueError, match="not a failure"):
+        cause_for_result_code(code)
+
+
+def test_retrying_is_offered_only_where_it_can_help() -> None:
+    assert FailureCause.ONLINE_TIMEOUT.retryable
+    assert FailureCause.DEVICE_BUSY.retryable
+    assert not FailureCause.SOURCE_VERSION_NOT_ALLOWED.retryable
+    assert not FailureCause.TASK_CONFLICT.retryable
