@@ -9,9 +9,9 @@ from ota.catalog import FailureCause, cause_for_result_code, known_result_codes
 
 def test_codes_are_unique_and_stable() -> None:
     # Persisted values: these numbers must never change.
-    assert FailureCause.DEVICE_NOT_ONLINE == 1
-    assert FailureCause.VERIFY_TIMEOUT == 9
-    assert FailureCause.UPDATE_FAILED == 28
+    assert FailureCause.DEVICE_NOT_ONLINE.value == 1
+    assert FailureCause.VERIFY_TIMEOUT.value == 9
+    assert FailureCause.UPDATE_FAILED.value == 28
     assert len({c.value for c in FailureCause}) == len(FailureCause)
 
 

@@ -168,7 +168,10 @@ def test_several_events_in_one_envelope_are_kept_in_order() -> None:
         (envelope({"event_type": "version_report", "paras": {}}), Reason.MISSING_FIELD),
         (envelope(service("reboot", {})), Reason.UNKNOWN_EVENT),
         (envelope(service("version_report", {}, "$other")), Reason.UNKNOWN_EVENT),
-        (envelope(service("version_report", [])), Reason.WRONG_TYPE),
+        (
+            envelope({"service_id": "$ota", "event_type": "version_report", "paras": []}),
+            Reason.WRONG_TYPE,
+        ),
         (envelope(service("version_report", {"fw_version": 1})), Reason.WRONG_TYPE),
         (envelope(service("version_report", {"fw_version": "x" * 500})), Reason.BAD_VALUE),
         (envelope(service("upgrade_progress_report", {"version": "1"})), Reason.MISSING_FIELD),
@@ -279,7 +282,7 @@ def test_topic_helpers_are_inverse() -> None:
     assert device_id_from_topic(down_topic(DEV), "down") == DEV
 
 
-versions = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
+versions = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40)
 
 
 @given(

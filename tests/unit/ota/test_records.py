@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ota.records import (
+    AnyRecord,
     CommandRecord,
     ConflictPolicy,
     DeadLetterRecord,
@@ -51,7 +52,7 @@ JOB = JobSpec(
     presigned_url=True,
 )
 
-RECORDS = [
+RECORDS: list[AnyRecord] = [
     DeviceEventRecord(
         device_id="d",
         event_type="version_report",
@@ -88,7 +89,7 @@ RECORDS = [
 
 
 @pytest.mark.parametrize("record", RECORDS, ids=lambda r: r.kind)
-def test_every_record_round_trips(record: Any) -> None:
+def test_every_record_round_trips(record: AnyRecord) -> None:
     raw = encode(record)
     assert orjson.loads(raw)["v"] == 1
     assert decode(raw) == record
