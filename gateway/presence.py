@@ -1,0 +1,241 @@
+"""Device presence from broker notices: pure parsers and the client -> device bookkeeping.
+
+Two broker dialects feed one `Notice` type:
+- Mosquitto writes connect and disconnect lines to `$SYS/broker/log/N` (with `log_dest
+  topic` and `log_type notice`), e.g. `New client connected from 127.0.0.1:55820 as
+  devA_0_0_2026112700 (p2, c1, k60, u'devA').` and `Client devA_0_0_2026112700
+  disconnected.` (a timestamp may precede them).
+- EMQX publishes JSON client events on `$SYS/brokers/<node>/clients/<clientid>/connected`
+  and `.../disconnected`.
+
+`PresenceTracker` turns notices into device online/offline changes: the user name (the
+device id on the device listener) wins over the client id; IoTDA client ids
+`<device_id>_0_0_<timestamp>` and plain ids both map to a device; the platform's own
+clients never count; a device is online while it has at least one connection.
+No I/O lives here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Protocol
+
+import orjson
+
+from ota.protocol import ProtocolError, check_device_id
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """One connect or disconnect of an MQTT client, as the broker reported it."""
+
+    client_id: str
+    online: bool
+    username: str | None = None
+    detail: str = ""  # why a client went away: "disconnected", "exceeded timeout", ...
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A device came online or went offline."""
+
+    device_id: str
+    online: bool
+
+
+class PresenceSource(Protocol):
+    """Where a broker publishes its client notices, and how to read them."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def topic_filter(self) -> str: ...
+
+    def parse(self, topic: str, payload: bytes) -> Notice | None: ...
+
+
+# ---------------------------------------------------------------- Mosquitto
+
+_STAMP = r"(?:[^ ]+: )?"  # log_timestamp (epoch or a configured format), when present
+_CONNECTED = re.compile(
+    _STAMP + r"New client connected from \S+ as (?P<client>\S+) "
+    r"\(p\d+, c\d+, k\d+(?:, u'(?P<user>.*)')?\)\.$"
+)
+# Every disconnect wording of Mosquitto 2.0; the tail names the cause.
+_DISCONNECTED = re.compile(
+    _STAMP + r"(?:Client (?P<client>\S+) (?P<why>"
+    r"disconnected\.|closed its connection\.|has exceeded timeout, disconnecting\."
+    r"|disconnected due to [^.]+\.|disconnected, not authorised\.|disconnected: .+\."
+    r"|been disconnected by administrative action\.)"
+    r"|Bad socket read/write on client (?P<bad>\S+): .+)$"
+)
+
+
+def parse_mosquitto_line(line: str) -> Notice | None:
+    """The notice in one `$SYS/broker/log/N` line, or None for every other line.
+
+    `Client X already connected, closing old connection.` is a session takeover: the
+    same client id connects again right after, so it is not a disconnect.
+    """
+    line = line.rstrip("\r\n")
+    match = _CONNECTED.match(line)
+    if match:
+        return Notice(match["client"], online=True, username=match["user"])
+    match = _DISCONNECTED.match(line)
+    if match:
+        if match["bad"]:
+            return Notice(match["bad"], online=False, detail="socket error")
+        why = match["why"].rstrip(".")
+        return Notice(match["client"], online=False, detail=why)
+    return None
+
+
+@dataclass(frozen=True)
+class MosquittoLogSource:
+    """Mosquitto's notice log on `$SYS/broker/log/N`."""
+
+    name: str = "mosquitto"
+    topic_filter: str = "$SYS/broker/log/N"
+
+    def parse(self, topic: str, payload: bytes) -> Notice | None:
+        return parse_mosquitto_line(payload.decode("utf-8", "replace"))
+
+
+# ---------------------------------------------------------------- EMQX
+
+_EMQX_TOPIC = re.compile(
+    r"\$SYS/brokers/[^/]+/clients/(?P<client>[^/]+)/(?P<what>connected|disconnected)"
+)
+
+
+def parse_emqx_event(topic: str, payload: bytes) -> Notice | None:
+    """The notice in an EMQX client event, or None for any other `$SYS` message."""
+    match = _EMQX_TOPIC.fullmatch(topic)
+    if not match:
+        return None
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    client = body.get("clientid")
+    username = body.get("username")
+    reason = body.get("reason")
+    return Notice(
+        client_id=client if isinstance(client, str) and client else match["client"],
+        online=match["what"] == "connected",
+        username=username if isinstance(username, str) and username else None,
+        detail=reason if isinstance(reason, str) else "",
+    )
+
+
+@dataclass(frozen=True)
+class EmqxEventSource:
+    """EMQX's client connected/disconnected events."""
+
+    name: str = "emqx"
+    topic_filter: str = "$SYS/brokers/+/clients/+/+"
+
+    def parse(self, topic: str, payload: bytes) -> Notice | None:
+        return parse_emqx_event(topic, payload)
+
+
+SOURCES: dict[str, PresenceSource] = {
+    "mosquitto": MosquittoLogSource(),
+    "emqx": EmqxEventSource(),
+}
+
+
+# ---------------------------------------------------------------- client -> device
+
+_IOTDA_CLIENT_ID = re.compile(r"(?P<device>.+)_0_[0-9]_[0-9]{10}")
+
+
+def device_of_client(client_id: str, username: str | None) -> str | None:
+    """The device a client stands for: its user name, else the IoTDA client id's device part,
+    else the client id itself; None when that is not a valid device id."""
+    if username:
+        candidate = username
+    else:
+        match = _IOTDA_CLIENT_ID.fullmatch(client_id)
+        candidate = match["device"] if match else client_id
+    try:
+        return check_device_id(candidate)
+    except ProtocolError:
+        return None
+
+
+class PresenceTracker:
+    """Which clients each device has open, so a device is offline only when its last one goes.
+
+    Platform clients (by user name, or by client id prefix when a disconnect names no user)
+    are ignored. The memory of client ids is bounded; a forgotten client's disconnect falls
+    back to the client id mapping.
+    """
+
+    def __init__(
+        self,
+        platform_users: frozenset[str],
+        platform_client_prefixes: tuple[str, ...] = ("ota-",),
+        max_clients: int = 1_000_000,
+    ) -> None:
+        self._platform_users = platform_users
+        self._platform_prefixes = platform_client_prefixes
+        self._max_clients = max_clients
+        self._device_of: OrderedDict[str, str] = OrderedDict()
+        self._clients_of: dict[str, set[str]] = {}
+
+    def apply(self, notice: Notice) -> Change | None:
+        """The device change a notice makes, or None when it changes nothing."""
+        if notice.online:
+            return self._connected(notice)
+        return self._disconnected(notice)
+
+    def _is_platform(self, notice: Notice) -> bool:
+        if notice.username is not None:
+            return notice.username in self._platform_users
+        return notice.client_id.startswith(self._platform_prefixes)
+
+    def _connected(self, notice: Notice) -> Change | None:
+        if self._is_platform(notice):
+            return None
+        device = device_of_client(notice.client_id, notice.username)
+        if device is None:
+            return None
+        previous = self._device_of.pop(notice.client_id, None)
+        if previous is not None and previous != device:
+            self._forget(notice.client_id, previous)
+        self._device_of[notice.client_id] = device
+        clients = self._clients_of.setdefault(device, set())
+        clients.add(notice.client_id)
+        while len(self._device_of) > self._max_clients:
+            old_client, old_device = self._device_of.popitem(last=False)
+            self._forget(old_client, old_device)
+        # Reported on every connect: a reconnect after an unseen drop is news too.
+        return Change(device, online=True)
+
+    def _disconnected(self, notice: Notice) -> Change | None:
+        device = self._device_of.pop(notice.client_id, None)
+        if device is None:
+            if self._is_platform(notice):
+                return None
+            device = device_of_client(notice.client_id, None)
+            if device is None:
+                return None
+        else:
+            self._forget(notice.client_id, device)
+        if self._clients_of.get(device):
+            return None  # another connection of the device is still open
+        return Change(device, online=False)
+
+    def _forget(self, client_id: str, device: str) -> None:
+        clients = self._clients_of.get(device)
+        if clients is None:
+            return
+        clients.discard(client_id)
+        if not clients:
+            del self._clients_of[device]

@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from gateway.presence import (
+    Change,
+    Notice,
+    PresenceTracker,
+    device_of_client,
+    parse_emqx_event,
+    parse_mosquitto_line,
+)
+
+STAMP = "2026-11-27T01:04:56: "
+
+
+@pytest.mark.parametrize("stamp", ["", STAMP, "1764205496: "])
+def test_connect_line_with_user_name(stamp: str) -> None:
+    line = f"{stamp}New client connected from 127.0.0.1:55820 as devA_0_0_2026112700 (p2, c1, k60, u'devA')."
+    assert parse_mosquitto_line(line) == Notice("devA_0_0_2026112700", True, "devA")
+
+
+def test_connect_line_without_user_name() -> None:
+    line = f"{STAMP}New client connected from 127.0.0.1:58128 as anon-x (p5, c0, k30)."
+    assert parse_mosquitto_line(line) == Notice("anon-x", True, None)
+
+
+def test_connect_line_of_ipv6_peer() -> None:
+    line = "New client connected from ::1:4000 as dev9 (p2, c1, k60, u'dev9')."
+    assert parse_mosquitto_line(line) == Notice("dev9", True, "dev9")
+
+
+@pytest.mark.parametrize(
+    ("tail", "detail"),
+    [
+        ("disconnected.", "disconnected"),
+        ("closed its connection.", "closed its connection"),
+        ("has exceeded timeout, disconnecting.", "has exceeded timeout, disconnecting"),
+        ("disconnected due to protocol error.", "disconnected due to protocol error"),
+        ("disconnected due to malformed packet.", "disconnected due to malformed packet"),
+        ("disconnected, not authorised.", "disconnected, not authorised"),
+        ("disconnected: session taken over.", "disconnected: session taken over"),
+        (
+            "been disconnected by administrative action.",
+            "been disconnected by administrative action",
+        ),
+    ],
+)
+def test_every_disconnect_wording(tail: str, detail: str) -> None:
+    line = f"{STAMP}Client devA_0_0_2026112700 {tail}"
+    assert parse_mosquitto_line(line) == Notice("devA_0_0_2026112700", False, None, detail)
+
+
+def test_socket_error_is_a_disconnect() -> None:
+    line = f"{STAMP}Bad socket read/write on client dev7: Connection reset by peer"
+    assert parse_mosquitto_line(line) == Notice("dev7", False, None, "socket error")
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        f"{STAMP}New connection from 127.0.0.1:58126 on port 1883.",
+        f"{STAMP}Client devA already connected, closing old connection.",
+        f"{STAMP}Saving in-memory database to /var/lib/mosquitto/mosquitto.db.",
+        f"{STAMP}Client <unknown> closed its connection.",
+        "",
+        "New client connected from 127.0.0.1:1 as x (garbage",
+    ],
+)
+def test_other_lines_are_not_notices(line: str) -> None:
+    notice = parse_mosquitto_line(line)
+    # "<unknown>" is a connection that never sent CONNECT: it parses, but maps to no device.
+    assert notice is None or device_of_client(notice.client_id, notice.username) is None
+
+
+@pytest.mark.parametrize(
+    ("client", "user", "device"),
+    [
+        ("devA_0_0_2026112700", None, "devA"),
+        ("dev_with_underscores_0_1_2026112700", None, "dev_with_underscores"),
+        ("plain-device-7", None, "plain-device-7"),
+        ("whatever-client", "devB", "devB"),
+        ("devA_0_0_2026112700", "devC", "devC"),
+        ("devA_0_0_20261127", None, "devA_0_0_20261127"),
+        ("<unknown>", None, None),
+        ("bad/id", None, None),
+    ],
+)
+def test_device_of_client(client: str, user: str | None, device: str | None) -> None:
+    assert device_of_client(client, user) == device
+
+
+def test_emqx_events() -> None:
+    topic = "$SYS/brokers/emqx@10.0.0.1/clients/devA_0_0_2026112700/connected"
+    payload = orjson.dumps({"clientid": "devA_0_0_2026112700", "username": "devA"})
+    assert parse_emqx_event(topic, payload) == Notice("devA_0_0_2026112700", True, "devA")
+    gone = topic.replace("/connected", "/disconnected")
+    body = orjson.dumps(
+        {"clientid": "devA_0_0_2026112700", "username": "devA", "reason": "keepalive_timeout"}
+    )
+    assert parse_emqx_event(gone, body) == Notice(
+        "devA_0_0_2026112700", False, "devA", "keepalive_timeout"
+    )
+    assert parse_emqx_event(gone, b"not json") == Notice("devA_0_0_2026112700", False, None, "")
+    assert parse_emqx_event("$SYS/brokers/n/stats/connections/count", b"1") is None
+
+
+def _tracker() -> PresenceTracker:
+    return PresenceTracker(frozenset({"ota-platform"}), ("ota-",))
+
+
+def test_tracker_online_then_offline() -> None:
+    tracker = _tracker()
+    assert tracker.apply(Notice("devA_0_0_2026112700", True, "devA")) == Change("devA", True)
+    assert tracker.apply(Notice("devA_0_0_2026112700", False)) == Change("devA", False)
+
+
+def test_tracker_offline_only_when_the_last_connection_goes() -> None:
+    tracker = _tracker()
+    assert tracker.apply(Notice("devA_0_0_2026112700", True, "devA")) == Change("devA", True)
+    assert tracker.apply(Notice("devA_0_0_2026112701", True, "devA")) == Change("devA", True)
+    assert tracker.apply(Notice("devA_0_0_2026112700", False)) is None
+    assert tracker.apply(Notice("devA_0_0_2026112701", False)) == Change("devA", False)
+
+
+def test_tracker_ignores_platform_clients() -> None:
+    tracker = _tracker()
+    assert tracker.apply(Notice("ota-gateway-0", True, "ota-platform")) is None
+    assert tracker.apply(Notice("ota-gateway-0", False)) is None
+    assert tracker.apply(Notice("ota-healthcheck-1", False)) is None
+
+
+def test_tracker_disconnect_of_unknown_client_maps_its_id() -> None:
+    assert _tracker().apply(Notice("devZ_0_0_2026112700", False)) == Change("devZ", False)
+
+
+def test_tracker_memory_is_bounded() -> None:
+    tracker = PresenceTracker(frozenset({"ota-platform"}), max_clients=2)
+    for n in range(3):
+        tracker.apply(Notice(f"c{n}", True, f"dev{n}"))
+    # c0 was forgotten; its disconnect falls back to the client id as device id.
+    assert tracker.apply(Notice("c0", False)) == Change("c0", False)
+    assert tracker.apply(Notice("c2", False)) == Change("dev2", False)
