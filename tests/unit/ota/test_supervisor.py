@@ -1,0 +1,51 @@
+"""`ota up` restarts crashed services, gives up on crash loops and stops cleanly."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ota import supervisor
+from ota.supervisor import Service, Supervisor
+
+
+def python_service(name: str, code: str, tmp_path: Path) -> Service:
+    return Service(name, (sys.executable, "-c", code), tmp_path / f"{name}.log")
+
+
+def test_a_crashed_service_is_restarted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(supervisor, "RESTART_BACKOFF_S", (0.0,))
+    marker = tmp_path / "runs"
+    code = f"open({str(marker)!r}, 'a').write('x'); import sys; sys.exit(3)"
+    service = python_service("flaky", code, tmp_path)
+    result = Supervisor([service], {}).run(until=time.monotonic() + 3)
+    runs = len(marker.read_text())
+    assert runs == supervisor.MAX_QUICK_CRASHES
+    assert result == 1  # it crashed every time within seconds, so the supervisor gave up
+
+
+def test_stop_terminates_long_running_services(tmp_path: Path) -> None:
+    service = python_service(
+        "sleeper", "import time; print('up', flush=True); time.sleep(60)", tmp_path
+    )
+    sup = Supervisor([service], {})
+    started = time.monotonic()
+    assert sup.run(until=time.monotonic() + 0.5) == 0
+    assert service.process is not None and service.process.returncode is not None
+    assert time.monotonic() - started < supervisor.STOP_GRACE_S
+    assert b"up" in service.log_path.read_bytes()
+
+
+def test_unknown_services_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        supervisor.parse_args(["gateway", "mailer"])
+    assert "unknown service mailer" in capsys.readouterr().err
+
+
+def test_replicas_get_their_own_logs(tmp_path: Path) -> None:
+    services = supervisor.build_services(["workers"], tmp_path, replicas=2)
+    assert [s.name for s in services] == ["workers-0", "workers-1"]
+    assert {s.log_path.name for s in services} == {"workers-0.log", "workers-1.log"}
