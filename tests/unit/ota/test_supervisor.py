@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -32,10 +33,9 @@ def test_stop_terminates_long_running_services(tmp_path: Path) -> None:
         "sleeper", "import time; print('up', flush=True); time.sleep(60)", tmp_path
     )
     sup = Supervisor([service], {})
-    started = time.monotonic()
     assert sup.run(until=time.monotonic() + 0.5) == 0
-    assert service.process is not None and service.process.returncode is not None
-    assert time.monotonic() - started < supervisor.STOP_GRACE_S
+    assert service.process is not None
+    assert service.process.returncode == -signal.SIGTERM  # asked to stop, not killed
     assert b"up" in service.log_path.read_bytes()
 
 
