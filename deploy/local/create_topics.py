@@ -1,0 +1,80 @@
+"""Create the platform's Kafka topics; topics that already exist are left as they are.
+
+Usage: .venv/bin/python deploy/local/create_topics.py --bootstrap 127.0.0.1:9092 \
+           --partitions 12 [--prefix test-]
+Event topics keep 7 days (inbox retention must cover the longest job, see DESIGN.md);
+control-plane topics are compacted, keyed by id, and are the system of record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from kafka.admin import KafkaAdminClient
+from kafka.errors import KafkaError
+
+WEEK_MS = 7 * 24 * 3600 * 1000
+EVENT_CONFIG = {"cleanup.policy": "delete", "retention.ms": str(WEEK_MS)}
+COMPACTED_CONFIG = {"cleanup.policy": "compact"}
+
+TOPICS: dict[str, dict[str, str]] = {
+    "ota.inbox": EVENT_CONFIG,
+    "ota.commands": EVENT_CONFIG,
+    "ota.job-events": EVENT_CONFIG,
+    "ota.dead-letters": EVENT_CONFIG,
+    "ota.task-events": EVENT_CONFIG,
+    "ota.packages": COMPACTED_CONFIG,
+    "ota.tasks": COMPACTED_CONFIG,
+    "ota.devices": COMPACTED_CONFIG,
+}
+
+TOPIC_ALREADY_EXISTS = 36  # Kafka protocol error code
+
+
+def create_topics(admin: KafkaAdminClient, prefix: str, partitions: int) -> list[str]:
+    """Creates missing topics; returns lines saying what was created (or that all exist)."""
+    request = {
+        prefix + name: {"num_partitions": partitions, "replication_factor": 1, "configs": config}
+        for name, config in TOPICS.items()
+    }
+    result = admin.create_topics(request, timeout_ms=30_000, raise_errors=False)
+    created: list[str] = []
+    failures: list[str] = []
+    for topic in result["topics"]:
+        name, code = topic["name"], topic["error_code"]
+        if code == 0:
+            created.append(name)
+        elif code != TOPIC_ALREADY_EXISTS:
+            failures.append(f"{name}: error {code} {topic.get('error_message') or ''}".strip())
+    if failures:
+        raise RuntimeError("could not create topics: " + "; ".join(failures))
+    admin.wait_for_topics(created, timeout_ms=30_000)
+    if not created:
+        return [f"all {len(request)} exist ({prefix}ota.*)"]
+    return [f"created {name} ({partitions} partitions)" for name in created]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bootstrap", required=True, help="host:port of the broker")
+    parser.add_argument("--partitions", type=int, default=12)
+    parser.add_argument("--prefix", default="", help="prepended as-is to every topic name")
+    args = parser.parse_args()
+    if args.partitions < 1:
+        parser.error("--partitions must be at least 1")
+
+    admin = KafkaAdminClient(bootstrap_servers=args.bootstrap, client_id="ota-create-topics")
+    try:
+        for line in create_topics(admin, args.prefix, args.partitions):
+            print(f"topics:    {line}")
+    except (KafkaError, RuntimeError) as exc:
+        print(f"topics: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        admin.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

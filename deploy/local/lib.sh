@@ -1,0 +1,182 @@
+# shellcheck shell=bash disable=SC2034  # the settings below are used by the sourcing scripts
+# Shared settings and helpers of deploy/local/{up,down,status,venv}. Sourced, never run.
+#
+# Everything the local stack writes lives under one state folder:
+#   $STATE_DIR/<service>/{data,logs,conf}   and   $STATE_DIR/<service>/<service>.pid
+# Only processes whose pid file is there (and whose command line still matches) are ever
+# signalled, so `down` never touches a Redis or Mosquitto it did not start.
+
+LOCAL_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd "$LOCAL_DIR/../.." && pwd)
+STATE_DIR=${OTA_STATE_DIR:-$REPO_DIR/.state}
+VENV_DIR=$REPO_DIR/.venv
+VENV_PY=$VENV_DIR/bin/python
+
+HOST=127.0.0.1
+KAFKA_PORT=${OTA_KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=${OTA_KAFKA_CONTROLLER_PORT:-9093}
+KAFKA_HEAP_OPTS=${OTA_KAFKA_HEAP_OPTS:--Xms512m -Xmx1g}
+REDIS_PORT=${OTA_REDIS_PORT:-6379}
+MQTT_PORT=${OTA_MQTT_PORT:-1883}
+MQTT_PLATFORM_PORT=${OTA_MQTT_PLATFORM_PORT:-1884}
+MQTT_PLATFORM_USER=${OTA_MQTT_PLATFORM_USER:-ota-platform}
+MQTT_PLATFORM_PASSWORD=${OTA_MQTT_PLATFORM_PASSWORD:-ota-platform-secret}
+PARTITIONS=${OTA_PARTITIONS:-12}
+TOPIC_PREFIX=${OTA_TOPIC_PREFIX:-}
+KAFKA_BOOTSTRAP=$HOST:$KAFKA_PORT
+
+# Seconds to wait for a service to answer after start, and for it to exit on SIGTERM.
+START_TIMEOUT=${OTA_START_TIMEOUT_S:-120}
+STOP_TIMEOUT=${OTA_STOP_TIMEOUT_S:-30}
+
+SERVICES=(kafka redis mosquitto)
+
+say() {
+  local who=$1
+  shift
+  printf '%-10s %s\n' "$who:" "$*"
+}
+die() { printf 'deploy/local: error: %s\n' "$*" >&2; exit 1; }
+
+check_settings() {
+  local name value
+  for name in KAFKA_PORT KAFKA_CONTROLLER_PORT REDIS_PORT MQTT_PORT MQTT_PLATFORM_PORT; do
+    value=${!name}
+    if [[ ! $value =~ ^[0-9]+$ ]] || ((value < 1 || value > 65535)); then
+      die "OTA_$name=$value is not a TCP port (1-65535)"
+    fi
+  done
+  local ports="$KAFKA_PORT $KAFKA_CONTROLLER_PORT $REDIS_PORT $MQTT_PORT $MQTT_PLATFORM_PORT"
+  [[ $(tr ' ' '\n' <<<"$ports" | sort -u | wc -l) -eq 5 ]] \
+    || die "the five service ports must differ, got: $ports"
+  if [[ ! $PARTITIONS =~ ^[0-9]+$ ]] || ((PARTITIONS < 1)); then
+    die "OTA_PARTITIONS=$PARTITIONS is not a positive integer"
+  fi
+  [[ -n $MQTT_PLATFORM_USER && $MQTT_PLATFORM_USER != *[[:space:]:]* ]] \
+    || die "OTA_MQTT_PLATFORM_USER must be non-empty without spaces or ':'"
+  [[ -n $MQTT_PLATFORM_PASSWORD ]] || die "OTA_MQTT_PLATFORM_PASSWORD must not be empty"
+}
+
+# --- processes and ports -------------------------------------------------------------
+
+pid_file() { printf '%s/%s/%s.pid' "$STATE_DIR" "$1" "$1"; }
+
+# The executable each service runs as; a pid whose command line lacks it is a stale file.
+service_command() {
+  case $1 in
+    kafka) echo "kafka.Kafka" ;;
+    redis) echo "redis-server" ;;
+    mosquitto) echo "mosquitto" ;;
+    *) die "unknown service $1" ;;
+  esac
+}
+
+# Prints the pid of a running service started by these scripts; fails if there is none.
+running_pid() {
+  local file pid
+  file=$(pid_file "$1")
+  [[ -r $file ]] || return 1
+  pid=$(tr -dc '0-9' <"$file")
+  [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$(service_command "$1")" || return 1
+  echo "$pid"
+}
+
+port_open() { (: <"/dev/tcp/$HOST/$1") 2>/dev/null; }
+
+# Fails with the name of whatever holds a port we are about to listen on.
+require_free_port() {
+  local port=$1 what=$2 holder
+  port_open "$port" || return 0
+  holder=$(ss -Hltnp "sport = :$port" 2>/dev/null | grep -o 'users:.*' | head -n 1 || true)
+  die "$what: port $port on $HOST is already in use${holder:+ by $holder}." \
+    "Stop that process (a distribution's own service? systemctl disable --now <name>)" \
+    "or choose another port."
+}
+
+# Waits until `$@` succeeds or the deadline passes; returns the command's last status.
+wait_until() {
+  local timeout=$1
+  shift
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.2
+  done
+}
+
+# Sends SIGTERM, waits, then SIGKILL. Only ever called with a pid from running_pid.
+stop_pid() {
+  local service=$1 pid=$2 deadline=$((SECONDS + STOP_TIMEOUT))
+  kill -TERM "$pid" 2>/dev/null || true
+  while kill -0 "$pid" 2>/dev/null; do
+    if ((SECONDS >= deadline)); then
+      say "$service" "did not exit ${STOP_TIMEOUT}s after SIGTERM; sending SIGKILL to $pid"
+      kill -KILL "$pid" 2>/dev/null || true
+      break
+    fi
+    sleep 0.2
+  done
+  wait_until 5 bash -c "! kill -0 $pid" || die "$service (pid $pid) survived SIGKILL"
+}
+
+show_log_tail() {
+  local file
+  for file in "$@"; do
+    [[ -s $file ]] || continue
+    printf -- '--- last lines of %s ---\n' "$file" >&2
+    tail -n 40 "$file" >&2
+  done
+}
+
+# --- Python environment --------------------------------------------------------------
+
+pyproject_hash() { sha256sum "$REPO_DIR/pyproject.toml" | cut -d' ' -f1; }
+
+ensure_venv() {
+  local stamp=$VENV_DIR/.ota-pyproject.sha256 python=${OTA_PYTHON:-python3}
+  if [[ -x $VENV_PY && -r $stamp && $(cat "$stamp") == "$(pyproject_hash)" ]]; then
+    return 0
+  fi
+  if [[ ! -x $VENV_PY ]]; then
+    command -v "$python" >/dev/null || die "$python not found (set OTA_PYTHON to Python 3.11+)"
+    "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+      || die "$python is older than 3.11 (set OTA_PYTHON to Python 3.11+)"
+    say venv "creating $VENV_DIR"
+    "$python" -m venv "$VENV_DIR"
+    "$VENV_PY" -m pip install -q --upgrade pip || die "could not upgrade pip in $VENV_DIR"
+  fi
+  local log=$VENV_DIR/.ota-pip-install.log
+  say venv "pip install -e '.[test,bench]' (first run or pyproject.toml changed; log $log)"
+  if ! (cd "$REPO_DIR" && "$VENV_PY" -m pip install -e '.[test,bench]') >"$log" 2>&1; then
+    show_log_tail "$log"
+    die "pip install failed; full log in $log"
+  fi
+  pyproject_hash >"$stamp"
+}
+
+# --- health checks (also used by status) -----------------------------------------------
+
+kafka_answers() {
+  "$VENV_PY" "$LOCAL_DIR/wait_kafka.py" --bootstrap "$KAFKA_BOOTSTRAP" --timeout "${1:-5}"
+}
+
+redis_answers() { [[ $(redis-cli -h "$HOST" -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]; }
+
+# A full MQTT connect + subscribe on the platform listener, and a TCP connect on the device
+# listener (a device-side MQTT probe would show up as a fake device coming online).
+mqtt_answers() {
+  port_open "$MQTT_PORT" || return 1
+  # shellcheck disable=SC2016  # a literal MQTT topic
+  mosquitto_sub -h "$HOST" -p "$MQTT_PLATFORM_PORT" -V mqttv5 \
+    -u "$MQTT_PLATFORM_USER" -P "$MQTT_PLATFORM_PASSWORD" -i "ota-healthcheck-$$" \
+    -t '$SYS/broker/version' -E -W 5 >/dev/null 2>&1
+}
+
+service_answers() {
+  case $1 in
+    kafka) kafka_answers 5 >/dev/null 2>&1 ;;
+    redis) redis_answers ;;
+    mosquitto) mqtt_answers ;;
+  esac
+}
