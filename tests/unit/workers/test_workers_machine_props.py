@@ -1,0 +1,183 @@
+"""Hypothesis stateful tests: random reports, duplicates, reorderings, presence flaps,
+cancellations, stale and early timeouts and clock jumps against the machine's invariants."""
+
+from __future__ import annotations
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from ota.catalog import FailureCause
+from ota.jobstates import JobState
+from ota.records import ConflictPolicy, TaskType
+from workers.codec import pack, unpack
+from workers.effects import EmitJobEvent
+from workers.events import Event, Kind
+from workers.machine import Outcome, step
+from workers.model import Device, Job
+
+from .helpers import DL_FINISHED, DL_STARTED, OFFLINE, ONLINE, SHA, TARGET, progress, spec, version
+
+VERSIONS = st.sampled_from(["1.0", "1.5", TARGET, None])
+TASKS = st.sampled_from(["t1", "t2", "t3"])
+CAUSED = frozenset({JobState.FAILED, JobState.WAITING_RETRY})
+
+
+def device_events() -> st.SearchStrategy[Event]:
+    return st.one_of(
+        st.just(ONLINE),
+        st.just(OFFLINE),
+        st.just(DL_STARTED),
+        st.just(DL_FINISHED),
+        st.just(Event(Kind.DOWNLOAD_STARTED, package_sha256="cd" * 32)),
+        st.builds(lambda fw, sw: version(fw=fw, sw=sw), VERSIONS, VERSIONS),
+        st.builds(lambda fw: Event(Kind.SDK_INFO, fw_version=fw), VERSIONS),
+        st.builds(
+            lambda code, pct, ver, echo: progress(code, pct, ver or "1.0", echo),
+            st.sampled_from([0, 0, 0, 1, 2, 3, 5, 7, 10, 255]),
+            st.none() | st.integers(0, 100),
+            VERSIONS,
+            st.none() | st.sampled_from(["w0-1-0", "dev-echo"]),
+        ),
+    )
+
+
+class JobMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.device = Device()
+        self.now_ms = 1_000_000
+        self.offset = 0
+        self.history: list[Event] = []
+        self.finished: dict[tuple[str, int], Job] = {}
+        self.last: Outcome | None = None
+        self.last_event: Event | None = None
+
+    def apply(self, event: Event) -> None:
+        self.offset += 1
+        ref = f"w0-{self.offset}"
+        before = self.device
+        outcome = step(before, event, self.now_ms, ref)
+        assert step(before, event, self.now_ms, ref) == outcome  # deterministic
+        self.device, self.last, self.last_event = outcome.device, outcome, event
+        self.history.append(event)
+        self.check_events(outcome, event)
+
+    def check_events(self, outcome: Outcome, event: Event) -> None:
+        for effect in outcome.effects:
+            if not isinstance(effect, EmitJobEvent):
+                continue
+            key = (effect.task_id, effect.attempt)
+            if key in self.finished:
+                assert effect.from_state == effect.to_state, f"finished {key} moved"
+            if effect.to_state == "SUCCEEDED":
+                assert effect.detail["version"] == TARGET
+                reported = (
+                    event.version
+                    if event.kind is Kind.PROGRESS
+                    else event.fw_version  # firmware task in these tests
+                )
+                assert reported == TARGET, "success without the target version reported"
+            if effect.to_state in ("FAILED", "WAITING_RETRY"):
+                assert effect.cause is not None
+                FailureCause(effect.cause)
+            elif effect.from_state != effect.to_state:
+                assert effect.cause is None
+
+    @rule(event=device_events())
+    def device_reports(self, event: Event) -> None:
+        self.apply(event)
+
+    @rule(
+        task=TASKS,
+        attempt=st.integers(1, 3),
+        retries=st.integers(0, 2),
+        wait=st.booleans(),
+        require_online=st.booleans(),
+        allowed=st.sampled_from([(), ("1.0",)]),
+    )
+    def job_start(
+        self,
+        task: str,
+        attempt: int,
+        retries: int,
+        wait: bool,
+        require_online: bool,
+        allowed: tuple[str, ...],
+    ) -> None:
+        policy = ConflictPolicy.WAIT if wait else ConflictPolicy.FAIL
+        job_spec = spec(
+            task,
+            task_type=TaskType.FIRMWARE,
+            retry_count=retries,
+            on_conflict=policy,
+            require_online=require_online,
+            allowed=allowed,
+        )
+        self.apply(Event(Kind.START, spec=job_spec, attempt=attempt))
+
+    @rule(task=TASKS)
+    def cancel(self, task: str) -> None:
+        self.apply(Event(Kind.CANCEL, task_id=task))
+
+    @precondition(lambda self: self.device.deadline_ms is not None)
+    @rule(late_ms=st.integers(0, 10_000))
+    def due_timeout(self, late_ms: int) -> None:
+        for job in (self.device.job, *self.device.queue):
+            if job is not None and job.deadline_ms == self.device.deadline_ms:
+                self.now_ms = max(self.now_ms, job.deadline_ms + late_ms)
+                self.apply(Event(Kind.TIMEOUT, task_id=job.task_id, job_version=job.version))
+                return
+
+    @rule(task=TASKS, job_version=st.integers(0, 30))
+    def stray_timeout(self, task: str, job_version: int) -> None:
+        self.apply(Event(Kind.TIMEOUT, task_id=task, job_version=job_version))
+
+    @precondition(lambda self: bool(self.history))
+    @rule(back=st.integers(1, 5))
+    def duplicate_or_reordered(self, back: int) -> None:
+        """Re-apply an earlier event: a duplicate, or (further back) one out of order."""
+        self.apply(self.history[-min(back, len(self.history))])
+
+    @rule(jump_ms=st.integers(-60_000, 3_600_000))
+    def clock_jump(self, jump_ms: int) -> None:
+        self.now_ms = max(0, self.now_ms + jump_ms)
+
+    @invariant()
+    def finished_jobs_never_change(self) -> None:
+        for job in (self.device.job, *self.device.queue):
+            if job is None:
+                continue
+            key = (job.task_id, job.attempt)
+            if key in self.finished:
+                assert job == self.finished[key]
+            elif job.state.terminal:
+                self.finished[key] = job
+
+    @invariant()
+    def deadlines_exactly_on_unfinished_jobs(self) -> None:
+        for job in (self.device.job, *self.device.queue):
+            if job is not None:
+                assert (job.deadline_ms is None) == job.state.terminal, job
+
+    @invariant()
+    def one_cause_exactly_when_failing(self) -> None:
+        for job in (self.device.job, *self.device.queue):
+            if job is not None:
+                assert (job.cause is not None) == (job.state in CAUSED), job
+
+    @invariant()
+    def at_most_one_active_job_and_queue_only_behind_it(self) -> None:
+        if self.device.queue:
+            assert self.device.job is not None
+            assert not self.device.job.state.terminal
+            assert all(q.state is JobState.QUEUED for q in self.device.queue)
+
+    @invariant()
+    def stored_form_round_trips(self) -> None:
+        assert unpack(pack(self.device)) == self.device
+        assert SHA  # every package in these tests is the same one
+
+
+JobMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
+TestJobMachine = JobMachine.TestCase

@@ -1,0 +1,60 @@
+"""The per-device state a worker keeps: presence, known versions, the current job and
+the jobs queued behind it. Plain immutable values; no I/O (the codec is `workers.codec`).
+
+A device holds at most one job that is in flight (`job`, or the last finished one, kept
+so late reports can be noted against it), jobs waiting behind it (`queue`, conflict
+policy WAIT) and the (task, attempt) pairs of jobs it finished earlier (`done`, bounded),
+so a re-sent job start for a finished job stays a no-op.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ota.catalog import FailureCause
+from ota.jobstates import JobState
+from ota.records import JobSpec
+
+DONE_KEPT = 4  # finished (task, attempt) pairs remembered besides the current job
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    spec: JobSpec
+    attempt: int
+    state: JobState
+    version: int  # bumped on every transition; timeouts carry it to prove they are current
+    deadline_ms: int | None = None  # None exactly when the job is terminal
+    tries: int = 0  # retries used so far (IoTDA's FailWaitRetry cycles)
+    cause: FailureCause | None = None  # set in FAILED and WAITING_RETRY
+    command_ms: int = 0  # when the current upgrade command went out (start of upgrade_total_s)
+    command_id: str = ""  # id of that command, which devices may echo as event_id
+
+    @property
+    def task_id(self) -> str:
+        return self.spec.task_id
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    online: bool | None = None  # None: never seen by this worker
+    fw_version: str | None = None
+    sw_version: str | None = None
+    job: Job | None = None
+    queue: tuple[Job, ...] = ()
+    done: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def active(self) -> bool:
+        """True while any job still needs this device (its key then never expires)."""
+        return bool(self.queue) or (self.job is not None and not self.job.state.terminal)
+
+    @property
+    def deadline_ms(self) -> int | None:
+        """The earliest deadline of the current and queued jobs: the device's sweeper entry."""
+        due = [j.deadline_ms for j in (self.job, *self.queue) if j is not None]
+        present = [d for d in due if d is not None]
+        return min(present) if present else None
+
+    def version_of(self, spec: JobSpec) -> str | None:
+        return self.fw_version if spec.task_type.version_field == "fw_version" else self.sw_version
