@@ -18,6 +18,8 @@ from ota.protocol import Event, ProtocolError, parse_uplink
 from ota.records import DeadLetterRecord, DeviceEventRecord, new_id
 
 SOURCE = "gateway"
+# A dead letter keeps at most this much of the raw message, so it always fits in a Kafka record.
+MAX_RAW_BYTES = 64 * 1024
 
 
 def record_id(device_id: str, index: int, event: Event) -> str:
@@ -57,8 +59,11 @@ def dead_letter(
     return DeadLetterRecord(
         source=SOURCE,
         reason=error.reason.value,
-        message=error.message,
-        raw_b64=DeadLetterRecord.raw_bytes(payload),
+        message=error.message
+        + (
+            f" (raw bytes cut to the first {MAX_RAW_BYTES})" if len(payload) > MAX_RAW_BYTES else ""
+        ),
+        raw_b64=DeadLetterRecord.raw_bytes(payload[:MAX_RAW_BYTES]),
         origin=topic,
         key=_device_part(topic),
         id=digest,

@@ -5,7 +5,7 @@ import base64
 import orjson
 import pytest
 
-from gateway.uplink import dead_letter, device_records
+from gateway.uplink import MAX_RAW_BYTES, dead_letter, device_records
 from ota.protocol import ProtocolError, Reason, up_topic
 
 TOPIC = up_topic("devA")
@@ -79,7 +79,7 @@ def test_malformed_messages_become_dead_letters(payload: bytes, reason: Reason) 
         device_records(TOPIC, payload, 1)
     letter = dead_letter(TOPIC, payload, caught.value, 77)
     assert letter.reason == reason.value
-    assert base64.b64decode(letter.raw_b64) == payload
+    assert base64.b64decode(letter.raw_b64) == payload[:MAX_RAW_BYTES]
     assert letter.origin == TOPIC
     assert letter.key == "devA"
     assert letter.at_ms == 77
@@ -90,3 +90,13 @@ def test_dead_letter_of_a_bad_topic() -> None:
     with pytest.raises(ProtocolError) as caught:
         device_records("$oc/devices", b"{}", 1)
     assert dead_letter("$oc/devices", b"{}", caught.value, 1).key is None
+
+
+def test_dead_letter_of_a_huge_payload_keeps_its_head() -> None:
+    payload = b"x" * (1024 * 1024)
+    with pytest.raises(ProtocolError) as caught:
+        device_records(TOPIC, payload, 1)
+    letter = dead_letter(TOPIC, payload, caught.value, 1)
+    assert letter.reason == "payload_too_large"
+    assert len(base64.b64decode(letter.raw_b64)) == MAX_RAW_BYTES
+    assert "cut to the first" in letter.message

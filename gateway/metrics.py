@@ -1,0 +1,31 @@
+"""The gateway's Prometheus metrics (ota_gateway_*)."""
+
+from __future__ import annotations
+
+from ota.metrics import counter, gauge, histogram
+
+SERVICE = "gateway"
+
+MESSAGES_IN = counter(
+    SERVICE,
+    "messages_in_total",
+    "MQTT messages received, by event type (or malformed/foreign)",
+    ("type",),
+)
+MESSAGES_OUT = counter(
+    SERVICE, "messages_out_total", "Commands published to devices, by type", ("type",)
+)
+DEAD_LETTERS = counter(
+    SERVICE, "dead_letters_total", "Messages sent to the dead-letter topic", ("reason",)
+)
+PRODUCE_LATENCY = histogram(SERVICE, "produce_latency_seconds", "Kafka produce until acknowledged")
+PUBLISH_LATENCY = histogram(SERVICE, "publish_latency_seconds", "MQTT publish until PUBACK")
+PRESENCE = counter(
+    SERVICE, "presence_events_total", "Presence records written", ("source", "state")
+)
+CONNECTED = gauge(SERVICE, "connected", "1 while the link is up", ("link",))
+IN_FLIGHT = gauge(SERVICE, "in_flight", "Messages being handled", ("direction",))
+RETRIES = counter(SERVICE, "retries_total", "Retried operations", ("what",))
+PAUSED = gauge(
+    SERVICE, "uplink_paused", "1 while the gateway stopped reading uplinks (backpressure)"
+)

@@ -1,0 +1,256 @@
+"""Downlink: commands from Kafka published to devices, offsets committed after PUBACK.
+
+kafka-python's consumer is blocking and not thread-safe, so every call on it runs on one
+dedicated thread; the event loop publishes. Each command is published with QoS 1 in the
+IoTDA envelope (event_id = the command record's id) and a bounded number are in flight.
+A partition's offset is committed only past commands the broker acknowledged
+(`OffsetTracker`), so a crash republishes, never skips. A record that is not a valid
+command goes to the dead-letter topic and counts as done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
+from kafka.errors import KafkaError
+
+from gateway import metrics
+from gateway.kafka_bridge import AsyncProducer
+from gateway.offsets import OffsetTracker
+from gateway.uplink import MAX_RAW_BYTES, SOURCE
+from ota.backoff import Backoff
+from ota.clock import now_ms
+from ota.mqtt import MqttLink, SessionLostError
+from ota.protocol import Event, ProtocolError, check_downlink_paras, down_topic, encode_envelope
+from ota.records import CommandRecord, DeadLetterRecord, RecordError, decode, encode
+
+log = logging.getLogger(__name__)
+
+COMMIT_INTERVAL_S = 0.5
+POLL_TIMEOUT_MS = 200
+COMMAND_KINDS = frozenset({"command"})
+RETRY = Backoff(0.1, 5.0)
+
+
+def command_payload(command: CommandRecord) -> bytes:
+    """The IoTDA envelope a device receives for a command; raises ProtocolError if invalid."""
+    paras = check_downlink_paras(command.event_type, command.paras)
+    event = Event(event_type=command.event_type, paras=paras, event_id=command.id)
+    return encode_envelope(command.device_id, (event,), command.at_ms or now_ms())
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Runs on the consumer thread inside poll(); the tracker lives on the loop."""
+
+    def __init__(self, outbound: Outbound) -> None:
+        self._outbound = outbound
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self._outbound.on_revoked_from_thread(revoked)
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info(
+            "downlink partitions assigned",
+            extra={"partitions": sorted(tp.partition for tp in assigned)},
+        )
+
+
+class Outbound:
+    def __init__(
+        self,
+        consumer_factory: Callable[[], KafkaConsumer],
+        topic: str,
+        link: MqttLink,
+        producer: AsyncProducer,
+        dead_letter_topic: str,
+        in_flight: int,
+        backoff: Backoff = RETRY,
+    ) -> None:
+        self._consumer_factory = consumer_factory
+        self._topic = topic
+        self._link = link
+        self._producer = producer
+        self._dead_letter_topic = dead_letter_topic
+        self._slots = asyncio.Semaphore(in_flight)
+        self._backoff = backoff
+        self._tracker = OffsetTracker()
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="downlink")
+        self._consumer: KafkaConsumer | None = None
+        self._loop = asyncio.get_running_loop()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._generation = 0  # bumped on revocation: late acks of old work are ignored
+
+    async def _on_thread(self, call: Callable[..., Any], *args: Any) -> Any:
+        return await self._loop.run_in_executor(self._thread, call, *args)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        attempt = 0
+        while self._consumer is None:
+            try:
+                self._consumer = await self._on_thread(self._consumer_factory)
+                await self._on_thread(self._subscribe)
+            except KafkaError as exc:
+                delay = self._backoff.delay_s(attempt)
+                attempt += 1
+                metrics.RETRIES.labels("consumer").inc()
+                log.warning(
+                    "kafka consumer start failed", extra={"error": str(exc), "retry_in_s": delay}
+                )
+                if await _stopped_within(stop, delay):
+                    return
+        last_commit = time.monotonic()
+        while not stop.is_set():
+            batches = await self._on_thread(self._poll)
+            for records in batches:
+                for record in records:
+                    await self._slots.acquire()
+                    self._tracker.started(record.partition, record.offset)
+                    self._spawn(record.partition, record.offset, record.value)
+            metrics.IN_FLIGHT.labels("downlink").set(self._tracker.in_flight())
+            if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
+                await self._commit()
+                last_commit = time.monotonic()
+
+    def _subscribe(self) -> None:
+        assert self._consumer is not None
+        self._consumer.subscribe([self._topic], listener=_Rebalance(self))
+
+    def _poll(self) -> list[list[Any]]:
+        assert self._consumer is not None
+        try:
+            return list(self._consumer.poll(timeout_ms=POLL_TIMEOUT_MS).values())
+        except KafkaError as exc:
+            log.warning("kafka poll failed", extra={"error": str(exc)})
+            metrics.RETRIES.labels("poll").inc()
+            time.sleep(0.5)  # on the consumer thread: spaces out retries while Kafka is away
+            return []
+
+    def _spawn(self, partition: int, offset: int, value: bytes) -> None:
+        task = asyncio.create_task(self._publish(partition, offset, value, self._generation))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _publish(self, partition: int, offset: int, value: bytes, generation: int) -> None:
+        try:
+            await self._publish_one(partition, offset, value)
+        finally:
+            self._slots.release()
+        # Only reached on success: a cancelled publish (shutdown) is left uncommitted.
+        if generation == self._generation:
+            self._tracker.finished(partition, offset)
+
+    async def _publish_one(self, partition: int, offset: int, value: bytes) -> None:
+        origin = f"{self._topic}/{partition}/{offset}"
+        try:
+            command: CommandRecord = decode(value, COMMAND_KINDS)
+            payload = command_payload(command)
+        except (RecordError, ProtocolError) as error:
+            await self._dead_letter(origin, value, error)
+            return
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            try:
+                await self._link.publish_acked(down_topic(command.device_id), payload)
+            except (SessionLostError, OSError, OverflowError, AttributeError) as exc:
+                # Session dropped, socket gone mid-write, or gmqtt between connections:
+                # publish again once the link is back; the offset stays uncommitted meanwhile.
+                delay = self._backoff.delay_s(attempt)
+                attempt += 1
+                metrics.RETRIES.labels("publish").inc()
+                log.warning(
+                    "publish failed; retrying",
+                    extra={"error": repr(exc), "retry_in_s": round(delay, 3)},
+                )
+                await asyncio.sleep(delay)
+                continue
+            metrics.PUBLISH_LATENCY.observe(time.monotonic() - started)
+            metrics.MESSAGES_OUT.labels(command.event_type).inc()
+            return
+
+    async def _dead_letter(
+        self, origin: str, value: bytes, error: RecordError | ProtocolError
+    ) -> None:
+        reason = error.reason if isinstance(error.reason, str) else str(error.reason)
+        letter = DeadLetterRecord(
+            source=SOURCE,
+            reason=reason,
+            message=error.message,
+            raw_b64=DeadLetterRecord.raw_bytes(value[:MAX_RAW_BYTES]),
+            origin=origin,
+            at_ms=now_ms(),
+        )
+        metrics.DEAD_LETTERS.labels(reason).inc()
+        log.info("dead letter", extra={"reason": reason, "origin": origin, "detail": error.message})
+        attempt = 0
+        while True:
+            try:
+                await self._producer.send(self._dead_letter_topic, SOURCE.encode(), encode(letter))
+                return
+            except Exception as exc:
+                metrics.RETRIES.labels("produce").inc()
+                log.warning("dead letter produce failed", extra={"error": str(exc)})
+                await asyncio.sleep(self._backoff.delay_s(attempt))
+                attempt += 1
+
+    async def _commit(self) -> None:
+        offsets = self._tracker.committable()
+        if offsets:
+            await self._on_thread(self._commit_offsets, offsets)
+
+    def _commit_offsets(self, offsets: dict[int, int]) -> None:
+        assert self._consumer is not None
+        try:
+            self._consumer.commit(
+                {
+                    TopicPartition(self._topic, partition): OffsetAndMetadata(offset, "", -1)
+                    for partition, offset in offsets.items()
+                }
+            )
+        except KafkaError as exc:
+            # Not fatal: the offsets are committed with a later batch, or the commands are
+            # republished after a rebalance (devices and workers drop duplicates by event id).
+            log.warning("downlink commit failed", extra={"error": str(exc)})
+
+    def on_revoked_from_thread(self, revoked: list[TopicPartition]) -> None:
+        """Commit what was acknowledged and drop the rest of the revoked partitions."""
+        partitions = {tp.partition for tp in revoked}
+
+        def settle() -> dict[int, int]:
+            offsets = self._tracker.committable()
+            self._tracker.forget(partitions)
+            self._generation += 1
+            return {p: o for p, o in offsets.items() if p in partitions}
+
+        offsets = asyncio.run_coroutine_threadsafe(_call(settle), self._loop).result(timeout=30)
+        if offsets:
+            self._commit_offsets(offsets)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Wait (bounded) for in-flight publishes, commit what they acknowledged, close."""
+        if self._tasks:
+            _done, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+        if self._consumer is not None:
+            await self._commit()
+            await self._on_thread(self._consumer.close)
+        self._thread.shutdown(wait=False)
+
+
+async def _call(function: Callable[[], dict[int, int]]) -> dict[int, int]:
+    return function()
+
+
+async def _stopped_within(stop: asyncio.Event, delay_s: float) -> bool:
+    try:
+        await asyncio.wait_for(stop.wait(), delay_s)
+    except TimeoutError:
+        return False
+    return True

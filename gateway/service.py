@@ -1,0 +1,175 @@
+"""The gateway process: wires the MQTT link, Kafka, uplink/presence and downlink together.
+
+Start-up: Kafka producer (retried with backoff until a broker answers), then the MQTT
+link (stable client id, persistent session, PUBACK after the handler), then the
+downlink consumer. Shutdown (stop event): stop reading MQTT, wait (bounded) for the
+uplinks being handled to be acknowledged, drain in-flight downlink publishes and commit,
+flush and close the producer, disconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+
+from gateway import metrics
+from gateway.inbound import Inbound
+from gateway.kafka_bridge import AsyncProducer
+from gateway.outbound import Outbound
+from gateway.presence import SOURCES
+from gateway.settings import UPLINK_FILTER, GatewaySettings
+from ota.backoff import Backoff
+from ota.kafka_clients import make_consumer, make_producer
+from ota.mqtt import LinkConfig, MqttLink
+
+log = logging.getLogger(__name__)
+
+BACKOFF = Backoff(0.2, 10.0)
+
+
+async def _start_producer(settings: GatewaySettings, stop: asyncio.Event) -> KafkaProducer | None:
+    attempt = 0
+    while not stop.is_set():
+        try:
+            producer: KafkaProducer = await asyncio.to_thread(
+                make_producer,
+                settings.common,
+                client_id=settings.client_id,
+                linger_ms=settings.produce_linger_ms,
+                max_block_ms=5_000,
+            )
+            # Fetch the topics' metadata now, so send() never waits for it on the loop.
+            for topic in (settings.common.topics.inbox, settings.common.topics.dead_letters):
+                await asyncio.to_thread(producer.partitions_for, topic)
+            metrics.CONNECTED.labels("kafka").set(1)
+            return producer
+        except KafkaError as exc:
+            delay = BACKOFF.delay_s(attempt)
+            attempt += 1
+            metrics.RETRIES.labels("kafka_connect").inc()
+            log.warning(
+                "kafka not reachable", extra={"error": str(exc), "retry_in_s": round(delay, 3)}
+            )
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except TimeoutError:
+                continue
+    return None
+
+
+def _link_config(settings: GatewaySettings) -> LinkConfig:
+    common = settings.common
+    return LinkConfig(
+        host=common.mqtt_host,
+        port=common.mqtt_platform_port,
+        client_id=settings.client_id,
+        username=common.mqtt_platform_user,
+        password=common.mqtt_platform_password,
+        clean_start=False,
+        session_expiry_s=settings.session_expiry_s,
+        receive_maximum=min(settings.uplink_in_flight, 65535),
+        ack_after_handler=True,
+        max_publishes_in_flight=settings.downlink_in_flight,
+        backoff=BACKOFF,
+    )
+
+
+async def run(
+    settings: GatewaySettings, stop: asyncio.Event, ready: asyncio.Event | None = None
+) -> None:
+    """Run until `stop` is set; `ready` is set once uplinks are subscribed (tests wait on it)."""
+    loop = asyncio.get_running_loop()
+    kafka = await _start_producer(settings, stop)
+    if kafka is None:
+        return
+    producer = AsyncProducer(kafka, loop)
+    presence = SOURCES.get(settings.presence_source)
+    subscriptions = [(settings.split.uplink_filter(UPLINK_FILTER), 1)]
+    if presence is not None:
+        subscriptions.append((presence.topic_filter, 1))
+
+    link_box: list[MqttLink] = []
+    inbound = Inbound(
+        settings,
+        producer,
+        presence,
+        pause_reading=lambda: link_box[0].pause_reading(),
+        resume_reading=lambda: link_box[0].resume_reading(),
+    )
+    link = MqttLink(
+        _link_config(settings),
+        subscriptions,
+        on_message=inbound.handle,
+        on_state=lambda up: metrics.CONNECTED.labels("mqtt").set(1 if up else 0),
+    )
+    link_box.append(link)
+    try:
+        await link.connect(stop)
+    except ConnectionAbortedError:
+        await producer.close(settings.drain_timeout_s)
+        return
+    log.info(
+        "gateway started",
+        extra={
+            "client_id": settings.client_id,
+            "split": settings.split.mode.value,
+            "replicas": settings.split.replicas,
+            "index": settings.split.index,
+        },
+    )
+    outbound = Outbound(
+        lambda: make_consumer(
+            settings.common,
+            group_id=settings.consumer_group,
+            client_id=settings.client_id,
+            max_poll_records=min(settings.downlink_in_flight, 2000),
+        ),
+        settings.common.topics.commands,
+        link,
+        producer,
+        settings.common.topics.dead_letters,
+        settings.downlink_in_flight,
+    )
+    downlink = asyncio.create_task(outbound.run(stop), name="downlink")
+    if ready is not None:
+        await link.subscribed.wait()
+        ready.set()
+    stopped = asyncio.create_task(stop.wait(), name="stop")
+    try:
+        done, _ = await asyncio.wait({downlink, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if downlink in done:
+            downlink.result()  # a crash of the downlink loop ends the process
+    finally:
+        await _shutdown(settings, link, inbound, outbound, producer, downlink)
+        stopped.cancel()
+
+
+async def _shutdown(
+    settings: GatewaySettings,
+    link: MqttLink,
+    inbound: Inbound,
+    outbound: Outbound,
+    producer: AsyncProducer,
+    downlink: asyncio.Task[None],
+) -> None:
+    log.info("gateway stopping", extra={"uplinks_in_flight": inbound.in_flight})
+    link.pause_reading()
+    try:
+        await asyncio.wait_for(inbound.idle.wait(), settings.drain_timeout_s)
+    except TimeoutError:
+        log.warning(
+            "uplinks still in flight at shutdown; the broker redelivers them",
+            extra={"in_flight": inbound.in_flight},
+        )
+    with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+        await asyncio.wait_for(downlink, settings.drain_timeout_s)
+    await outbound.drain(settings.drain_timeout_s)
+    await link.close()
+    await producer.close(settings.drain_timeout_s)
+    metrics.CONNECTED.labels("mqtt").set(0)
+    metrics.CONNECTED.labels("kafka").set(0)
+    log.info("gateway stopped")

@@ -1,0 +1,83 @@
+"""The gateway's settings, read once from OTA_ environment variables (see docs/gateway.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gateway.presence import SOURCES
+from gateway.slots import Split, SplitMode
+from ota.settings import CommonSettings, Env, SettingsError
+
+UPLINK_FILTER = "$oc/devices/+/sys/events/up"
+PAUSE_POINTS = ("", "before_kafka_ack", "before_puback")
+
+
+@dataclass(frozen=True)
+class GatewaySettings:
+    common: CommonSettings
+    split: Split
+    client_id: str
+    session_expiry_s: int
+    uplink_in_flight: int
+    downlink_in_flight: int
+    consumer_group: str
+    presence_source: str  # a key of gateway.presence.SOURCES, or "none"
+    uplink_presence_interval_ms: int
+    platform_client_prefixes: tuple[str, ...]
+    metrics_port: int
+    drain_timeout_s: float
+    produce_linger_ms: int
+    # Test hook, off unless set: stop handling uplinks at this point (crash tests kill -9 there).
+    test_pause_at: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
+        env = Env(environ)
+        common = CommonSettings.from_env(environ)
+        replicas = env.integer("GATEWAY_REPLICAS", 1, min_value=1, max_value=1024)
+        index = env.integer("GATEWAY_INDEX", 0, min_value=0, max_value=replicas - 1)
+        mode = env.text("GATEWAY_SPLIT", "slot")
+        if mode not in SplitMode.__members__.values():
+            raise SettingsError(f"OTA_GATEWAY_SPLIT={mode!r} is not slot or shared")
+        presence = env.text("GATEWAY_PRESENCE_SOURCE", "mosquitto")
+        if presence != "none" and presence not in SOURCES:
+            raise SettingsError(
+                f"OTA_GATEWAY_PRESENCE_SOURCE={presence!r} is not one of {', '.join([*SOURCES, 'none'])}"
+            )
+        pause = env.text("GATEWAY_TEST_PAUSE_AT", "")
+        if pause not in PAUSE_POINTS:
+            raise SettingsError(
+                f"OTA_GATEWAY_TEST_PAUSE_AT={pause!r} is not one of {PAUSE_POINTS[1:]}"
+            )
+        return cls(
+            common=common,
+            split=Split(
+                SplitMode(mode),
+                replicas,
+                index,
+                env.text("GATEWAY_SHARE_GROUP", "ota-gateway"),
+            ),
+            client_id=env.text("GATEWAY_CLIENT_ID", f"ota-gateway-{index}"),
+            session_expiry_s=env.integer(
+                "GATEWAY_SESSION_EXPIRY_S", 3600, min_value=1, max_value=0xFFFFFFFF
+            ),
+            uplink_in_flight=env.integer(
+                "GATEWAY_UPLINK_IN_FLIGHT", 4000, min_value=1, max_value=65535
+            ),
+            downlink_in_flight=env.integer(
+                "GATEWAY_DOWNLINK_IN_FLIGHT", 500, min_value=1, max_value=65000
+            ),
+            consumer_group=env.text("GATEWAY_CONSUMER_GROUP", "ota-gateway"),
+            presence_source=presence,
+            uplink_presence_interval_ms=env.integer(
+                "GATEWAY_UPLINK_PRESENCE_INTERVAL_MS", 30_000, min_value=0
+            ),
+            platform_client_prefixes=env.items("GATEWAY_PLATFORM_CLIENT_PREFIXES", ("ota-",)),
+            metrics_port=env.integer("GATEWAY_METRICS_PORT", 9102, min_value=0, max_value=65535),
+            drain_timeout_s=env.number("GATEWAY_DRAIN_TIMEOUT_S", 10.0, min_value=0.0),
+            produce_linger_ms=env.integer(
+                "GATEWAY_PRODUCE_LINGER_MS", 5, min_value=0, max_value=1000
+            ),
+            test_pause_at=pause,
+        )

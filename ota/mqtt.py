@@ -1,0 +1,219 @@
+"""gmqtt, made to await acknowledgements and to push back: what every MQTT user here shares.
+
+gmqtt 0.8 publishes QoS 1 without telling when the PUBACK came; it only removes the
+packet from its "persistent storage" then. `AckStorage` is that storage with a future
+per packet id, so `publish_acked` can await the broker's acknowledgement, and a
+session the broker did not keep fails the waiters (the caller publishes again) instead
+of leaving them hanging. In-flight publishes must stay below the broker's
+receive-maximum or gmqtt's id pool raises OverflowError; `MqttLink` bounds them.
+
+`pause_reading`/`resume_reading` stop and restart reading the socket, so a consumer of
+messages that cannot keep up makes TCP (and then the broker) hold the messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gmqtt import Client, Message, Subscription
+from gmqtt.mqtt.constants import MQTTv50
+from gmqtt.storage import PersistentStorage
+
+from ota.backoff import Backoff
+
+log = logging.getLogger(__name__)
+
+MessageHandler = Callable[[str, bytes, int], Awaitable[int]]
+
+
+class SessionLostError(ConnectionError):
+    """The broker started a new session: unacknowledged publishes must be sent again."""
+
+
+class AckStorage(PersistentStorage):  # type: ignore[misc]
+    """gmqtt's in-flight store, resolving a future when a packet id is acknowledged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._waiters: dict[int, asyncio.Future[None]] = {}
+        self.last_mid = 0
+
+    def push_message(self, mid: int, raw_package: bytes) -> None:
+        super().push_message(mid, raw_package)
+        self.last_mid = mid
+
+    def wait_for(self, mid: int) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters[mid] = future
+        return future
+
+    def remove_message_by_mid(self, mid: int) -> None:
+        super().remove_message_by_mid(mid)
+        future = self._waiters.pop(mid, None)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    def clear(self) -> None:
+        super().clear()
+        waiters, self._waiters = self._waiters, {}
+        for future in waiters.values():
+            if not future.done():
+                future.set_exception(SessionLostError("the broker did not keep the session"))
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    host: str
+    port: int
+    client_id: str
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    clean_start: bool = True
+    session_expiry_s: int = 0
+    receive_maximum: int = 1000  # how many unacknowledged messages the broker may send us
+    keepalive_s: int = 60
+    ack_after_handler: bool = False  # PUBACK only when the handler returned (QoS 1 inbound)
+    max_publishes_in_flight: int = 500
+    backoff: Backoff = field(default_factory=lambda: Backoff(0.2, 10.0))
+
+
+class MqttLink:
+    """One MQTT 5 connection: reconnecting with jittered backoff, subscriptions restored."""
+
+    def __init__(
+        self,
+        config: LinkConfig,
+        subscriptions: list[tuple[str, int]] = (),  # type: ignore[assignment]
+        on_message: MessageHandler | None = None,
+        on_state: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.config = config
+        self._subscriptions = list(subscriptions)
+        self._on_message = on_message
+        self._on_state = on_state
+        self._storage = AckStorage()
+        self.connected = asyncio.Event()
+        self.subscribed = asyncio.Event()  # set once the broker acknowledged the subscriptions
+        self._failures = 0
+        self._slots = asyncio.Semaphore(config.max_publishes_in_flight)
+        self.client = self._make_client()
+
+    def _make_client(self) -> Client:
+        properties: dict[str, Any] = {"receive_maximum": self.config.receive_maximum}
+        if self.config.session_expiry_s:
+            properties["session_expiry_interval"] = self.config.session_expiry_s
+        client = Client(
+            self.config.client_id,
+            clean_session=self.config.clean_start,
+            optimistic_acknowledgement=not self.config.ack_after_handler,
+            persistent_storage=self._storage,
+            **properties,
+        )
+        if self.config.username is not None:
+            client.set_auth_credentials(self.config.username, self.config.password)
+        client.on_connect = self._connected
+        client.on_subscribe = lambda *_args: self.subscribed.set()
+        client.on_disconnect = self._disconnected
+        if self._on_message is not None:
+            handler = self._on_message
+
+            async def on_message(
+                _client: Client, topic: str, payload: bytes, qos: int, _props: Any
+            ) -> int:
+                return await handler(topic, payload, qos)
+
+            client.on_message = on_message
+        return client
+
+    def _connected(self, _client: Client, _flags: int, _rc: int, _props: Any) -> None:
+        self._failures = 0
+        if self._subscriptions:
+            self.client.subscriptions.clear()  # gmqtt appends on every subscribe call
+            self.client.subscribe(
+                [Subscription(topic, qos=qos) for topic, qos in self._subscriptions]
+            )
+        self.connected.set()
+        if self._on_state is not None:
+            self._on_state(True)
+
+    def _disconnected(self, _client: Client, _packet: Any, _exc: Any = None) -> None:
+        self.connected.clear()
+        self.subscribed.clear()
+        # gmqtt reconnects by itself after `reconnect_delay`; make that delay jittered.
+        self.client.reconnect_delay = self.config.backoff.delay_s(self._failures)
+        self._failures += 1
+        if self._on_state is not None:
+            self._on_state(False)
+
+    async def connect(self, stop: asyncio.Event | None = None) -> None:
+        """Connect, retrying with the backoff policy until connected or `stop` is set."""
+        attempt = 0
+        while True:
+            try:
+                await self.client.connect(
+                    self.config.host,
+                    self.config.port,
+                    keepalive=self.config.keepalive_s,
+                    version=MQTTv50,
+                )
+                return
+            except (TimeoutError, OSError) as exc:
+                if self.config.backoff.gives_up(attempt):
+                    raise
+                delay = self.config.backoff.delay_s(attempt)
+                log.warning(
+                    "mqtt connect failed",
+                    extra={
+                        "client_id": self.config.client_id,
+                        "error": str(exc),
+                        "retry_in_s": round(delay, 3),
+                    },
+                )
+                attempt += 1
+                if stop is not None:
+                    try:
+                        await asyncio.wait_for(stop.wait(), delay)
+                        raise ConnectionAbortedError("stopped while connecting")
+                    except TimeoutError:
+                        continue
+                await asyncio.sleep(delay)
+
+    async def publish_acked(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        """Publish and wait for the broker's PUBACK (QoS 1); raises SessionLostError when the
+        broker dropped the session before acknowledging."""
+        async with self._slots:
+            await self.connected.wait()
+            self.client.publish(Message(topic, payload, qos=qos))
+            if qos == 0:
+                return
+            await self._storage.wait_for(self._storage.last_mid)
+
+    def publish_nowait(self, topic: str, payload: bytes, qos: int = 0) -> None:
+        self.client.publish(Message(topic, payload, qos=qos))
+
+    def pause_reading(self) -> None:
+        transport = self._transport()
+        if transport is not None:
+            transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        transport = self._transport()
+        if transport is not None and not transport.is_closing():
+            transport.resume_reading()
+
+    def _transport(self) -> asyncio.Transport | None:
+        # gmqtt keeps the asyncio transport on its connection object (0.8: `_transport`).
+        connection = getattr(self.client, "_connection", None)
+        transport = getattr(connection, "_transport", None)
+        return transport if isinstance(transport, asyncio.Transport) else None
+
+    async def close(self) -> None:
+        self.connected.clear()
+        # OSError/AttributeError: never connected, or the socket is already gone.
+        with contextlib.suppress(OSError, AttributeError):
+            await self.client.disconnect()
