@@ -22,7 +22,7 @@ from dataclasses import dataclass
 # Positions with more significant digits than this are beyond any file we could hold
 # (10**19 > 2**63); treating them as "huge" keeps int() off attacker-sized strings.
 MAX_DIGITS = 19
-HUGE = 10**MAX_DIGITS
+HUGE = 10_000_000_000_000_000_000  # 10**MAX_DIGITS
 DEFAULT_MAX_RANGES = 16
 DEFAULT_MAX_OVERLAPS = 2
 # Ranges separated by fewer bytes than a multipart part header are sent as one.
@@ -35,19 +35,19 @@ class RangeError(ValueError):
     """A Range header that cannot be honoured as asked."""
 
 
-class Malformed(RangeError):
+class Malformed(RangeError):  # noqa: N818 - the names HTTP code reads best
     """Not a syntactically valid byte-range set."""
 
 
-class Unsupported(RangeError):
+class Unsupported(RangeError):  # noqa: N818 - the names HTTP code reads best
     """A range unit other than `bytes`."""
 
 
-class TooComplex(RangeError):
+class TooComplex(RangeError):  # noqa: N818 - the names HTTP code reads best
     """Too many ranges, or too many of them overlapping: served as the whole file."""
 
 
-class NotSatisfiable(RangeError):
+class NotSatisfiable(RangeError):  # noqa: N818 - the names HTTP code reads best
     """Valid, but every range starts beyond the end of the representation."""
 
 

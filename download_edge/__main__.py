@@ -1,0 +1,3 @@
+from download_edge.main import main
+
+main()

@@ -1,0 +1,341 @@
+"""One client connection: parse HTTP/1.1 with httptools, answer requests in order.
+
+The protocol only decodes, asks `Edge.answer` for a plan, and hands the plan to a body
+writer; protocol errors become responses here (400, 408, 413, 431, 505, 503). Requests
+are answered one at a time; reading pauses while a response is being written, so a
+pipelining client cannot queue unbounded work. Timeouts are checked by the server's
+sweeper through `check_timeouts` (one timer for all connections, not one per socket).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Any, cast
+
+import httptools
+
+from download_edge import metrics as m
+from download_edge import responses
+from download_edge.app import Answer, Edge, Miss
+from download_edge.request import Request
+from download_edge.writers import CopyWriter, SendfileWriter
+from ota.clock import now_s
+
+MAX_HEADERS = 64
+MAX_BODY_BYTES = 64 * 1024
+_WANTED = {b"authorization": 0, b"range": 1, b"if-range": 2}
+_STATUS_CHILDREN: dict[int, Any] = {}
+
+IDLE, READING, BUSY = 0, 1, 2
+
+
+def _count_status(status: int) -> None:
+    child = _STATUS_CHILDREN.get(status)
+    if child is None:
+        child = _STATUS_CHILDREN[status] = m.requests.labels(str(status))
+    child.inc()
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, edge: Edge, connections: set[Connection]) -> None:
+        self._edge = edge
+        self._connections = connections
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._writer: SendfileWriter | CopyWriter | None = None
+        self._queue: deque[Request] = deque()
+        self._state = IDLE
+        self._since = time.monotonic()
+        self._served = 0
+        self._pending_bytes = 0
+        self._url = b""
+        self._fields: list[str | None] = [None, None, None]
+        self._header_count = 0
+        self._body_bytes = 0
+        self._headers_done = False
+        self._waiting_drain: Answer | None = None
+        self._fill_task: asyncio.Task[None] | None = None
+        self._in_next = False
+        self._again = False
+        self._answer: Answer | None = None
+        self._request_at = 0.0
+
+    # ------------------------------------------------------------ transport events
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        transport = cast(asyncio.Transport, transport)
+        self._transport = transport
+        if len(self._connections) >= self._edge.settings.max_connections:
+            m.connections_refused.inc()
+            self._reject(503, "too many connections")
+            return
+        self._connections.add(self)
+        m.connections.inc()
+        if transport.get_extra_info("sslcontext") is None:
+            # Pause as soon as anything is buffered: sendfile must find the buffer empty.
+            transport.set_write_buffer_limits(high=0)
+            self._writer = SendfileWriter(self._loop, transport.get_extra_info("socket").fileno())
+        else:
+            transport.set_write_buffer_limits(high=256 * 1024, low=64 * 1024)
+            self._writer = CopyWriter(self._loop, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self in self._connections:
+            self._connections.discard(self)
+            m.connections.dec()
+        if self._fill_task is not None:
+            self._fill_task.cancel()
+        if isinstance(self._writer, SendfileWriter):
+            self._writer.close()
+        elif self._writer is not None:
+            self._writer.abort()
+        self._queue.clear()
+
+    def pause_writing(self) -> None:
+        if isinstance(self._writer, CopyWriter):
+            self._writer.pause()
+
+    def resume_writing(self) -> None:
+        if isinstance(self._writer, CopyWriter):
+            self._writer.resume()
+        elif self._waiting_drain is not None:
+            answer, self._waiting_drain = self._waiting_drain, None
+            self._send(answer)
+
+    def data_received(self, data: bytes) -> None:
+        if self._state == IDLE:
+            self._state, self._since = READING, time.monotonic()
+        if not self._headers_done:
+            self._pending_bytes += len(data)
+            if self._pending_bytes > self._edge.settings.max_header_bytes:
+                self._reject(431, "request header too large")
+                return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._reject(400, "protocol upgrade not supported")
+        except httptools.HttpParserError as exc:
+            self._reject(400, f"bad request: {exc}")
+
+    # ------------------------------------------------------------ parser callbacks
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._fields = [None, None, None]
+        self._header_count = 0
+        self._body_bytes = 0
+        self._headers_done = False
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > MAX_HEADERS:
+            raise httptools.HttpParserError("too many header fields")
+        index = _WANTED.get(name.lower())
+        if index is not None:
+            self._fields[index] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        if self._body_bytes > MAX_BODY_BYTES:
+            raise httptools.HttpParserError("request body too large")
+
+    def on_message_complete(self) -> None:
+        self._pending_bytes = 0
+        self._headers_done = False
+        parser = self._parser
+        version = parser.get_http_version()
+        try:
+            url = httptools.parse_url(self._url)
+        except httptools.HttpParserInvalidURLError:
+            self._reject(400, "bad request target")
+            return
+        if version not in ("1.1", "1.0"):
+            self._reject(505, "HTTP/1.0 or HTTP/1.1 only")
+            return
+        authorization, range_header, if_range = self._fields
+        self._queue.append(
+            Request(
+                method=parser.get_method().decode("ascii", "replace"),
+                path=url.path or b"",
+                query=url.query or b"",
+                authorization=authorization,
+                range=range_header,
+                if_range=if_range,
+                keep_alive=parser.should_keep_alive(),
+            )
+        )
+        self._next()
+
+    # ------------------------------------------------------------ answering
+
+    def _next(self) -> None:
+        """Answer queued requests in order; iterative, since sends may finish at once."""
+        if self._in_next:
+            self._again = True
+            return
+        self._in_next = True
+        try:
+            self._again = True
+            while self._again:
+                self._again = False
+                if self._state == BUSY or self._transport is None:
+                    return
+                if not self._queue:
+                    self._state, self._since = IDLE, time.monotonic()
+                    if not self._transport.is_closing():
+                        self._transport.resume_reading()
+                    return
+                self._start(self._queue.popleft())
+        finally:
+            self._in_next = False
+
+    def _start(self, req: Request) -> None:
+        assert self._transport is not None
+        self._state, self._since = BUSY, time.monotonic()
+        self._request_at = self._since
+        self._transport.pause_reading()
+        result = self._edge.answer(req, now_s())
+        if isinstance(result, Miss):
+            self._fill_task = self._loop.create_task(self._fill(req, result.package_sha256))
+            return
+        self._send(result)
+
+    async def _fill(self, req: Request, package_sha256: str) -> None:
+        failure = await self._edge.fill(package_sha256, req.keep_alive, now_s())
+        self._fill_task = None
+        if failure is not None:
+            self._send(Answer(failure))
+            return
+        result = self._edge.answer(req, now_s())
+        self._send(
+            result
+            if isinstance(result, Answer)
+            else Answer(
+                responses.error(502, "package unavailable", keep_alive=False, now_s=now_s())
+            )
+        )
+
+    def _send(self, answer: Answer) -> None:
+        transport, writer = self._transport, self._writer
+        assert transport is not None
+        assert writer is not None
+        if transport.is_closing():
+            return
+        plan = answer.plan
+        self._answer = answer
+        if answer.package is None or not any(isinstance(p, responses.FileSpan) for p in plan.body):
+            transport.write(plan.head + b"".join(p for p in plan.body if isinstance(p, bytes)))
+            self._done(True)
+            return
+        if isinstance(writer, SendfileWriter) and transport.get_write_buffer_size():
+            self._waiting_drain = answer
+            return
+        if plan.status == 206 and plan.first_offset > 0:
+            m.resumed.inc()
+        bucket = None
+        limiter = self._edge.limiter
+        if limiter is not None and answer.device_id is not None:
+            bucket = limiter.bucket(answer.device_id, time.monotonic())
+        writer.start(
+            (plan.head, *plan.body),
+            answer.package,
+            bucket,
+            self._on_span,
+            self._on_first_byte,
+            self._done,
+        )
+
+    def _on_span(self, offset: int, count: int) -> None:
+        answer = self._answer
+        m.bytes_sent.inc(count)
+        recorder = self._edge.recorder
+        if recorder is not None and answer is not None and answer.device_id is not None:
+            assert answer.package is not None
+            recorder.note(
+                answer.device_id, answer.package.sha256, answer.package.size, offset, offset + count
+            )
+
+    def _on_first_byte(self) -> None:
+        now = time.monotonic()
+        m.ttfb.observe(now - self._request_at)
+        self._since = now
+
+    def _done(self, ok: bool) -> None:
+        answer, self._answer = self._answer, None
+        transport = self._transport
+        assert answer is not None
+        assert transport is not None
+        _count_status(answer.plan.status)
+        self._served += 1
+        if not ok:
+            transport.abort()
+            return
+        if not answer.plan.keep_alive:
+            transport.close()
+            return
+        self._state = IDLE
+        self._next()
+
+    def _reject(self, status: int, reason: str) -> None:
+        """Answer a request we will not parse further, then close."""
+        transport = self._transport
+        assert transport is not None
+        if self._state != BUSY and not transport.is_closing():
+            _count_status(status)
+            plan = responses.error(status, reason, keep_alive=False, now_s=now_s())
+            transport.write(plan.head + b"".join(p for p in plan.body if isinstance(p, bytes)))
+        transport.close()
+
+    # ------------------------------------------------------------ timeouts
+
+    def check_timeouts(self, now: float) -> None:
+        """Close the connection if it waited too long in its current state."""
+        settings = self._edge.settings
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        waited = now - self._since
+        if self._state == IDLE:
+            limit = settings.idle_timeout_s if self._served else settings.header_timeout_s
+            if waited > limit:
+                m.timeouts.labels("idle").inc()
+                transport.close()
+        elif self._state == READING:
+            if waited > settings.header_timeout_s:
+                m.timeouts.labels("header").inc()
+                self._reject(408, "request header timeout")
+        elif (
+            self._writer is not None
+            and self._writer.active
+            and now - self._writer.progress_at > settings.idle_timeout_s
+        ):
+            m.timeouts.labels("send").inc()
+            transport.abort()
+
+    def shutdown(self) -> None:
+        """Stop intake: close now if idle, else after the response in progress."""
+        transport = self._transport
+        if transport is None:
+            return
+        if self._state != BUSY:
+            transport.close()
+        else:
+            self._queue.clear()
+            if self._answer is not None:
+                self._answer.plan = responses.Plan(
+                    self._answer.plan.status, self._answer.plan.head, (), keep_alive=False
+                )
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()

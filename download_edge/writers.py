@@ -1,0 +1,221 @@
+"""Body writers: how a plan's bytes leave the process.
+
+`SendfileWriter` (plain TCP) bypasses the transport: the head goes out with
+`send(MSG_MORE)` so the kernel holds it for the body (what TCP_CORK/nginx's tcp_nopush
+achieve, without two extra system calls per response) and the file spans go with
+`os.sendfile`, zero-copy. uvloop refuses `add_writer` on a descriptor its transport
+owns, so the writer works on a duplicate of the socket's descriptor; the caller makes
+sure the transport's own buffer is empty before a writer starts, and keeps reading
+paused while it runs.
+
+`CopyWriter` (TLS, where the kernel offers no TLS offload) reads the file in chunks with
+`os.pread` into the SSL transport and stops while the transport says its buffer is full.
+
+Both report delivered spans through `on_span(offset, count)` (bytes the kernel or the TLS
+layer accepted), the first body byte through `on_first_byte()`, and the end through
+`on_done(ok)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import Callable
+
+from download_edge.cache import Package
+from download_edge.ratelimit import Bucket
+from download_edge.responses import Body, FileSpan
+
+SENDFILE_MAX = 1 << 30
+COPY_CHUNK = 128 * 1024
+
+OnSpan = Callable[[int, int], None]
+OnDone = Callable[[bool], None]
+
+
+class _Writer:
+    """Shared bookkeeping: the parts, where we are in them, and the callbacks."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._parts: Body = ()
+        self._index = 0
+        self._pos = 0
+        self._package: Package | None = None
+        self._bucket: Bucket | None = None
+        self._on_span: OnSpan = _ignore_span
+        self._on_first: Callable[[], None] = _ignore
+        self._on_done: OnDone = _ignore_done
+        self._first_pending = False
+        self._timer: asyncio.TimerHandle | None = None
+        self.active = False
+        self.progress_at = 0.0  # monotonic time of the last byte accepted
+
+    def start(
+        self,
+        parts: Body,
+        package: Package | None,
+        bucket: Bucket | None,
+        on_span: OnSpan,
+        on_first_byte: Callable[[], None],
+        on_done: OnDone,
+    ) -> None:
+        self._parts, self._index, self._pos = parts, 0, 0
+        self._package, self._bucket = package, bucket
+        self._on_span, self._on_first, self._on_done = on_span, on_first_byte, on_done
+        self._first_pending = True
+        self.active = True
+        self.progress_at = time.monotonic()
+        if package is not None:
+            package.acquire()
+        self._pump()
+
+    def abort(self) -> None:
+        """The connection is gone: report what was delivered and stop."""
+        if self.active:
+            self._finish(False)
+
+    def _pump(self) -> None:
+        raise NotImplementedError
+
+    def _grant(self, wanted: int) -> int:
+        """Bytes the device's rate limit allows now; 0 schedules a later pump."""
+        if self._bucket is None:
+            return wanted
+        granted = self._bucket.take(wanted, time.monotonic())
+        if not granted:
+            self._timer = self._loop.call_later(self._bucket.wait_s(), self._pump)
+        return granted
+
+    def _advance(self, part: bytes | FileSpan, sent: int) -> None:
+        if self._first_pending and isinstance(part, FileSpan):
+            self._first_pending = False
+            self._on_first()
+        self._pos += sent
+        self.progress_at = time.monotonic()
+        size = part.count if isinstance(part, FileSpan) else len(part)
+        if self._pos >= size:
+            if isinstance(part, FileSpan):
+                self._on_span(part.offset, part.count)
+            self._index += 1
+            self._pos = 0
+
+    def _finish(self, ok: bool) -> None:
+        self.active = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not ok and self._index < len(self._parts):
+            part = self._parts[self._index]
+            if isinstance(part, FileSpan) and self._pos:
+                self._on_span(part.offset, self._pos)
+        if self._package is not None:
+            self._package.release()
+            self._package = None
+        self._parts = ()
+        self._on_done(ok)
+
+
+class SendfileWriter(_Writer):
+    def __init__(self, loop: asyncio.AbstractEventLoop, socket_fd: int) -> None:
+        super().__init__(loop)
+        self._sock = socket.socket(fileno=os.dup(socket_fd))
+        self._fd = self._sock.fileno()
+        self._watching = False
+
+    def close(self) -> None:
+        self.abort()
+        self._sock.close()
+
+    def _pump(self) -> None:
+        self._timer = None
+        parts = self._parts
+        try:
+            while self._index < len(parts):
+                part = parts[self._index]
+                if isinstance(part, bytes):
+                    more = self._index + 1 < len(parts)
+                    view = memoryview(part)[self._pos :]
+                    sent = self._sock.send(view, socket.MSG_MORE if more else 0)
+                else:
+                    assert self._package is not None
+                    wanted = self._grant(min(part.count - self._pos, SENDFILE_MAX))
+                    if not wanted:
+                        return
+                    offset = part.offset + self._pos
+                    sent = os.sendfile(self._fd, self._package.fd, offset, wanted)
+                    if self._bucket is not None:
+                        self._bucket.refund(wanted - sent)
+                    if sent == 0:  # the file is shorter than it said: never pad
+                        self._finish(False)
+                        return
+                self._advance(part, sent)
+        except BlockingIOError:
+            if not self._watching:
+                self._watching = True
+                self._loop.add_writer(self._fd, self._pump)
+            return
+        except OSError:  # reset, broken pipe: the client went away
+            self._finish(False)
+            return
+        self._finish(True)
+
+    def _finish(self, ok: bool) -> None:
+        if self._watching:
+            self._watching = False
+            self._loop.remove_writer(self._fd)
+        super()._finish(ok)
+
+
+class CopyWriter(_Writer):
+    def __init__(self, loop: asyncio.AbstractEventLoop, transport: asyncio.WriteTransport) -> None:
+        super().__init__(loop)
+        self._transport = transport
+        self._paused = False
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+        if self.active and self._timer is None:
+            self._pump()
+
+    def _pump(self) -> None:
+        self._timer = None
+        parts = self._parts
+        while self._index < len(parts):
+            if self._paused or self._transport.is_closing():
+                return
+            part = parts[self._index]
+            if isinstance(part, bytes):
+                self._transport.write(part)
+                self._advance(part, len(part))
+                continue
+            assert self._package is not None
+            wanted = self._grant(min(part.count - self._pos, COPY_CHUNK))
+            if not wanted:
+                return
+            data = os.pread(self._package.fd, wanted, part.offset + self._pos)
+            if self._bucket is not None:
+                self._bucket.refund(wanted - len(data))
+            if not data:
+                self._finish(False)
+                return
+            self._transport.write(data)
+            self._advance(part, len(data))
+        self._finish(True)
+
+
+def _ignore() -> None:
+    return None
+
+
+def _ignore_span(offset: int, count: int) -> None:
+    return None
+
+
+def _ignore_done(ok: bool) -> None:
+    return None
