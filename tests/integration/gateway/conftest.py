@@ -211,6 +211,8 @@ def kill_hard(process: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
     process.wait(10)
+    if process.stderr is not None:
+        process.stderr.close()
 
 
 class Device:

@@ -1,0 +1,3 @@
+from tests.integration.gateway.conftest import kafka_producer, readers, stack
+
+__all__ = ["kafka_producer", "readers", "stack"]
