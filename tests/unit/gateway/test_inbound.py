@@ -101,7 +101,7 @@ async def test_reading_pauses_at_the_bound_and_resumes_at_half() -> None:
 
 
 async def test_foreign_slot_is_acknowledged_without_kafka() -> None:
-    producer, calls = ScriptedProducer(), []
+    producer = ScriptedProducer()
     settings = GatewaySettings.from_env({"OTA_GATEWAY_REPLICAS": "2", "OTA_GATEWAY_INDEX": "0"})
     inbound = Inbound(settings, producer, None, lambda: None, lambda: None)  # type: ignore[arg-type]
     # crc32("devA") % 2 == 1: another replica's device.
