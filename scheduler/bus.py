@@ -1,0 +1,102 @@
+"""Kafka I/O for the scheduler without blocking the event loop.
+
+kafka-python is blocking, so each client lives on its own single thread: the
+producer's sends and flushes run there, and each consumer polls and commits there.
+A consumer hands every polled batch to an async handler and commits only after the
+handler returned (at-least-once; handlers are idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from ota.kafka_clients import make_consumer, make_producer
+from ota.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+
+SEND_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Out:
+    topic: str
+    key: str
+    value: bytes | None  # None: a tombstone on a compacted topic
+
+
+class Producer:
+    def __init__(self, settings: CommonSettings) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="kafka-produce")
+        self._producer = make_producer(settings, client_id="ota-scheduler")
+
+    async def send(self, records: Iterable[Out]) -> None:
+        """Send and wait until Kafka acknowledged every record (raises on failure)."""
+        batch = list(records)
+        if batch:
+            await asyncio.get_running_loop().run_in_executor(self._pool, self._send_sync, batch)
+
+    def _send_sync(self, batch: list[Out]) -> None:
+        futures = [
+            self._producer.send(out.topic, key=out.key.encode(), value=out.value) for out in batch
+        ]
+        self._producer.flush(timeout=SEND_TIMEOUT_S)
+        for future in futures:
+            future.get(timeout=SEND_TIMEOUT_S)
+
+    async def close(self) -> None:
+        def close() -> None:
+            self._producer.flush(timeout=SEND_TIMEOUT_S)
+            self._producer.close(timeout=SEND_TIMEOUT_S)
+
+        await asyncio.get_running_loop().run_in_executor(self._pool, close)
+        self._pool.shutdown(wait=True)
+
+
+Handler = Callable[[Sequence[Any]], Awaitable[None]]
+
+
+class Consumer:
+    """One consumer group member feeding `handler` batches, committing after each batch."""
+
+    def __init__(
+        self,
+        settings: CommonSettings,
+        *,
+        topics: Sequence[str],
+        group_id: str,
+        handler: Handler,
+        name: str,
+        poll_ms: int = 200,
+    ) -> None:
+        self._settings, self._topics, self._group = settings, topics, group_id
+        self._handler, self._name, self._poll_ms = handler, name, poll_ms
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"kafka-{name}")
+
+    async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        consumer = await loop.run_in_executor(
+            self._pool,
+            lambda: make_consumer(
+                self._settings, group_id=self._group, client_id=f"ota-scheduler-{self._name}"
+            ),
+        )
+        try:
+            await loop.run_in_executor(self._pool, consumer.subscribe, list(self._topics))
+            while not stop.is_set():
+                polled = await loop.run_in_executor(
+                    self._pool, lambda: consumer.poll(timeout_ms=self._poll_ms)
+                )
+                records = [r for batch in polled.values() for r in batch]
+                if not records:
+                    continue
+                await self._handler(records)
+                await loop.run_in_executor(self._pool, consumer.commit)
+        finally:
+            await loop.run_in_executor(self._pool, consumer.close)
+            self._pool.shutdown(wait=True)

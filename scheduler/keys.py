@@ -1,0 +1,97 @@
+"""Redis key names of the scheduler (all under `ota:sched:`), in one place.
+
+Packages, devices and tasks are materialised views of the compacted topics and the
+inbox/job-event logs; per-task runtime (cursor, counts, lease) lives next to them.
+"""
+
+from __future__ import annotations
+
+P = "ota:sched:"
+
+PACKAGES = P + "pkgs"  # zset id -> created_ms
+DEVICES = P + "devs"  # zset of every known device id (score 0: lexical paging)
+ONLINE = P + "online"  # set of online device ids
+GROUPS = P + "groups"  # set of group names
+TASKS = P + "tasks"  # zset id -> created_ms
+ACTIVE_TASKS = P + "active"  # set of task ids the reconciler paces
+WEBHOOKS = P + "hooks"  # hash id -> JSON
+NOTIFY_STREAM = P + "notify"  # stream of notifications for webhook delivery
+
+
+def package(pid: str) -> str:
+    return f"{P}pkg:{pid}"
+
+
+def package_dedupe(sha256: str, kind: str, version: str, product: str) -> str:
+    return f"{P}pkgdedupe:{sha256}:{kind}:{product}:{version}"
+
+
+def package_blob_refs(sha256: str) -> str:
+    return f"{P}pkgrefs:{sha256}"  # set of package ids sharing one stored file
+
+
+def package_users(pid: str) -> str:
+    return f"{P}pkguse:{pid}"  # set of unfinished task ids using the package
+
+
+def device(device_id: str) -> str:
+    return f"{P}dev:{device_id}"  # hash: fw, sw, online, seen_ms, groups, tags, task, state, ...
+
+
+def timeline(device_id: str) -> str:
+    return f"{P}dev:{device_id}:tl"
+
+
+def group(name: str) -> str:
+    return f"{P}group:{name}"
+
+
+def tag(name: str) -> str:
+    return f"{P}tag:{name}"
+
+
+def version(kind: str, value: str) -> str:
+    return f"{P}ver:{kind}:{value}"  # kind fw|sw
+
+
+def task(tid: str) -> str:
+    return f"{P}task:{tid}"  # JSON document
+
+
+def task_list(tid: str) -> str:
+    return f"{P}task:{tid}:list"  # list: device ids in release order (retries appended)
+
+
+def task_runtime(tid: str) -> str:
+    return f"{P}task:{tid}:rt"  # hash: cursor, wave, hold, tokens, bucket_ms, stopping
+
+
+def task_devices(tid: str) -> str:
+    return f"{P}task:{tid}:devs"  # hash device -> "state|attempt|job_version|cause|wave"
+
+
+def task_counts(tid: str) -> str:
+    return f"{P}task:{tid}:counts"  # hash: state -> n, "cause:<code>" -> n, "w<k>:<bucket>" -> n
+
+
+def task_state_index(tid: str, state: str) -> str:
+    return f"{P}task:{tid}:st:{state}"  # zset (score 0) of devices in one state
+
+
+def lease(tid: str) -> str:
+    return f"{P}lease:{tid}"  # "<owner>|<fence>" with a TTL
+
+
+def fence(tid: str) -> str:
+    return f"{P}fence:{tid}"  # monotonic fencing counter
+
+
+def target_list(lid: str) -> str:
+    return f"{P}tlist:{lid}"  # uploaded device-id list (set), expires
+
+
+def webhook_log(hid: str) -> str:
+    return f"{P}hook:{hid}:log"  # capped list of delivery attempts
+
+
+TAGS = P + "tags"  # set of every tag name in use

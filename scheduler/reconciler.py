@@ -1,0 +1,254 @@
+"""The pacing reconciler: every few seconds (or when woken), for each active task it
+holds the lease of, release the next devices, judge waves and abort criteria, pause,
+stop or finish the task. Decisions come from the pure `pacing.decide`.
+
+Exactly one replica paces a task: the lease (`taskstate.lease`) carries a fencing
+token that the release script checks, so a replica that lost its lease mid-step
+cannot record anything. Releases are produced to the inbox first and recorded after;
+a crash between the two re-releases the same devices with the same record ids
+(deterministic per task, device and attempt), which the workers recognise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import Any
+
+import redis.asyncio
+
+from ota import metrics
+from ota.clock import now_ms
+from ota.jobstates import ACTIVE as ACTIVE_JOB_STATES
+from ota.records import (
+    JobCancelRecord,
+    JobSpec,
+    JobStartRecord,
+    PackageRef,
+    TaskType,
+    encode,
+)
+from ota.settings import Topics
+from scheduler import keys
+from scheduler.bus import Out, Producer
+from scheduler.errors import Conflict, NotFound
+from scheduler.pacing import MAX_BATCH, PaceInput, decide
+from scheduler.policy import TaskPolicy, parse_policy
+from scheduler.settings import SchedulerSettings
+from scheduler.tasks import Tasks
+from scheduler.taskstate import PENDING, RELEASED, TaskState, causes, split_entry, tally
+from scheduler.taskstatus import FINISHED, TaskStatus
+from scheduler.waves import wave_ends
+
+log = logging.getLogger(__name__)
+RELEASED_TOTAL = metrics.counter("scheduler", "released_total", "Devices released into the inbox")
+CANCELS_TOTAL = metrics.counter("scheduler", "cancels_total", "Job cancel records produced")
+PACE_ERRORS = metrics.counter("scheduler", "pace_errors_total", "Reconciler steps that failed")
+_RECORD_NS = uuid.UUID("5b0c3a52-8e7e-4a4f-9a0b-0f6d1f0c7a11")
+
+
+def start_record_id(task_id: str, device_id: str, attempt: int) -> str:
+    """The same release of the same device always has the same record id."""
+    return uuid.uuid5(_RECORD_NS, f"{task_id}/{device_id}/{attempt}").hex
+
+
+def job_spec(doc: dict[str, Any], policy: TaskPolicy) -> JobSpec:
+    pkg = doc["package"]
+    return JobSpec(
+        task_id=doc["id"],
+        task_type=TaskType(doc["type"]),
+        package=PackageRef(**{**pkg, "allowed_sources": tuple(pkg["allowed_sources"])}),
+        windows=policy.windows,
+        retry_count=policy.retry_count,
+        retry_interval_s=policy.retry_interval_min * 60,
+        require_online=policy.require_online,
+        on_conflict=policy.on_conflict,
+        presigned_url=policy.presigned_url,
+    )
+
+
+class Reconciler:
+    def __init__(
+        self,
+        r: redis.asyncio.Redis[bytes],
+        producer: Producer,
+        topics: Topics,
+        tasks: Tasks,
+        state: TaskState,
+        settings: SchedulerSettings,
+        wake: asyncio.Event,
+    ) -> None:
+        self._r, self._producer, self._topics = r, producer, topics
+        self._tasks, self._state, self._wake = tasks, state, wake
+        self._owner = settings.instance_id
+        self._interval = settings.reconcile_interval_s
+        self._ttl_ms = int(settings.lease_ttl_s * 1000)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self._wake.clear()
+            busy = await self.tick()
+            if busy:
+                await asyncio.sleep(0)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
+
+    async def tick(self) -> bool:
+        """One pass over the active tasks; True when some task has more to release now."""
+        busy = False
+        for raw in await self._r.smembers(keys.ACTIVE_TASKS):
+            tid = raw.decode()
+            try:
+                busy |= await self.pace(tid)
+            except (Conflict, NotFound) as exc:
+                log.info(
+                    "task changed under the reconciler", extra={"task_id": tid, "why": str(exc)}
+                )
+            except redis.RedisError:
+                PACE_ERRORS.inc()
+                log.exception("reconciler step failed", extra={"task_id": tid})
+        return busy
+
+    async def pace(self, tid: str) -> bool:
+        lease = await self._state.lease(tid, self._owner, self._ttl_ms)
+        if lease is None:
+            return False
+        try:
+            doc = await self._tasks.doc(tid)
+        except NotFound:
+            await self._r.srem(keys.ACTIVE_TASKS, tid)
+            return False
+        rt = {
+            k.decode(): v.decode()
+            for k, v in (await self._r.hgetall(keys.task_runtime(tid))).items()
+        }
+        counts = await self._state.counts(tid)
+        total = tally(counts)
+        status = TaskStatus(doc["status"])
+        if rt.get("stopping") == "1":
+            return await self._stop(tid, doc, lease, rt, total.pending + total.active == 0)
+        if status in FINISHED:
+            await self._finish(tid, doc)
+            return False
+        policy = parse_policy(doc["policy"], None)
+        length = await self._r.llen(keys.task_list(tid))
+        ends = wave_ends(doc["devices"], policy.waves)
+        ends[-1] = max(ends[-1], length)
+        cursor = int(rt.get("cursor", "0"))
+        snapshot = PaceInput(
+            status=status,
+            policy=policy,
+            ends=tuple(ends),
+            cursor=cursor,
+            wave=int(rt.get("wave", "0")),
+            hold=rt.get("hold", ""),
+            tokens=float(rt.get("tokens", "0")),
+            bucket_ms=int(rt.get("bucket_ms", "0")),
+            stopping=False,
+            tally=total,
+            wave_tallies=tuple(tally(counts, f"w{i}:") for i in range(len(policy.waves))),
+            causes=causes(counts),
+        )
+        step = decide(snapshot, now_ms())
+        if step.abort:
+            await self._tasks.transition(
+                tid, {status}, TaskStatus.STOPPED, step.reason, {"stopping": 1}
+            )
+            return True
+        if step.status is not None and step.status is not status:
+            runtime: dict[str | bytes, bytes | float | int | str] = {"wave": step.wave}
+            if step.status is TaskStatus.PAUSED:
+                runtime["hold"] = step.hold
+            await self._tasks.transition(tid, {status}, step.status, step.reason, runtime)
+            if step.status in FINISHED:
+                await self._finish(tid, doc)
+                return False
+            if step.status is TaskStatus.PAUSED:
+                return False
+        await self._r.hset(
+            keys.task_runtime(tid),
+            mapping={"wave": step.wave, "tokens": step.tokens, "bucket_ms": step.bucket_ms},
+        )
+        if step.release:
+            await self._release(tid, doc, policy, lease, cursor, step.release, step.wave)
+        return step.release >= MAX_BATCH
+
+    async def _release(
+        self,
+        tid: str,
+        doc: dict[str, Any],
+        policy: TaskPolicy,
+        lease: str,
+        cursor: int,
+        n: int,
+        wave: int,
+    ) -> None:
+        ids = [
+            d.decode() for d in await self._r.lrange(keys.task_list(tid), cursor, cursor + n - 1)
+        ]
+        entries = await self._r.hmget(keys.task_devices(tid), ids) if ids else []
+        spec = job_spec(doc, policy)
+        now = now_ms()
+        out = []
+        for device, raw in zip(ids, entries, strict=True):
+            if raw is None:
+                continue
+            state, attempt, *_ = split_entry(raw)
+            if state != PENDING:
+                continue
+            record = JobStartRecord(
+                device_id=device,
+                job=spec,
+                attempt=attempt + 1,
+                id=start_record_id(tid, device, attempt + 1),
+                at_ms=now,
+            )
+            out.append(Out(self._topics.inbox, device, encode(record)))
+        await self._producer.send(out)
+        recorded = await self._state.release(tid, lease, cursor, cursor + len(ids), wave, ids)
+        if recorded < 0:
+            log.warning("release not recorded: lease or cursor moved", extra={"task_id": tid})
+            return
+        RELEASED_TOTAL.inc(recorded)
+
+    async def _stop(
+        self, tid: str, doc: dict[str, Any], lease: str, rt: dict[str, str], idle: bool
+    ) -> bool:
+        if rt.get("cancel_done") != "1":
+            states = [RELEASED, *(s.value for s in ACTIVE_JOB_STATES)]
+            devices: set[str] = set()
+            for state in states:
+                members = await self._r.zrange(keys.task_state_index(tid, state), 0, -1)
+                devices.update(m.decode() for m in members)
+            # A replica that lost the lease may have produced the next batch unrecorded.
+            cursor = int(rt.get("cursor", "0"))
+            ahead = await self._r.lrange(keys.task_list(tid), cursor, cursor + MAX_BATCH - 1)
+            devices.update(d.decode() for d in ahead)
+            now = now_ms()
+            await self._producer.send(
+                Out(
+                    self._topics.inbox,
+                    d,
+                    encode(JobCancelRecord(device_id=d, task_id=tid, at_ms=now)),
+                )
+                for d in sorted(devices)
+            )
+            CANCELS_TOTAL.inc(len(devices))
+            while (moved := await self._state.cancel_pending(tid, lease)) > 0:
+                pass
+            if moved < 0:
+                return False
+            await self._r.hset(keys.task_runtime(tid), "cancel_done", 1)
+            counts = tally(await self._state.counts(tid))
+            idle = counts.pending + counts.active == 0
+        if idle:
+            await self._finish(tid, doc)
+        return False
+
+    async def _finish(self, tid: str, doc: dict[str, Any]) -> None:
+        await self._r.srem(keys.ACTIVE_TASKS, tid)
+        await self._r.srem(keys.package_users(doc["package_id"]), tid)
+        await self._r.delete(keys.lease(tid))

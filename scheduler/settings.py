@@ -1,0 +1,93 @@
+"""The scheduler's settings, read once from OTA_ environment variables."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from ota.settings import PREFIX, CommonSettings, Env, SettingsError
+
+
+class Scope(StrEnum):
+    READ = "read"
+    WRITE = "write"
+
+
+def parse_api_keys(spec: str) -> dict[str, frozenset[Scope]]:
+    """`key:read,key2:read+write` -> {key: scopes}; write implies read."""
+    keys: dict[str, frozenset[Scope]] = {}
+    for item in spec.split(","):
+        key, sep, scopes = item.strip().rpartition(":")
+        if not sep or not key:
+            raise SettingsError(f"{PREFIX}API_KEYS entry {item.strip()!r} is not key:scope[+scope]")
+        if len(key) < 8:
+            raise SettingsError(f"{PREFIX}API_KEYS has a key under 8 characters")
+        try:
+            parsed = {Scope(s.strip()) for s in scopes.split("+")}
+        except ValueError:
+            raise SettingsError(
+                f"{PREFIX}API_KEYS scopes {scopes!r} are not read, write or read+write"
+            ) from None
+        if Scope.WRITE in parsed:
+            parsed.add(Scope.READ)
+        keys[key] = frozenset(parsed)
+    return keys
+
+
+# Development keys so the local stack works out of the box; production sets its own.
+DEV_API_KEYS = "dev-read-key:read,dev-write-key:read+write"
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    common: CommonSettings
+    http_host: str
+    http_port: int
+    api_keys: Mapping[str, frozenset[Scope]] = field(repr=False)
+    package_dir: Path
+    package_max_bytes: int
+    signing_key_path: Path | None  # PEM public key (Ed25519 or ECDSA P-256)
+    require_signature: bool
+    reconcile_interval_s: float
+    lease_ttl_s: float
+    timeline_cap: int
+    webhook_attempts: int
+    webhook_backoff_s: float
+    webhook_timeout_s: float
+    instance_id: str
+    consumer_group: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> SchedulerSettings:
+        env = Env(environ)
+        key_path = env.text("PACKAGE_PUBLIC_KEY", "")
+        settings = cls(
+            common=CommonSettings.from_env(environ),
+            http_host=env.text("SCHEDULER_HOST", "127.0.0.1"),
+            http_port=env.integer("SCHEDULER_PORT", 8080, min_value=0, max_value=65535),
+            api_keys=parse_api_keys(env.text("API_KEYS", DEV_API_KEYS)),
+            package_dir=Path(env.text("PACKAGE_DIR", "var/packages")),
+            package_max_bytes=env.integer(
+                "PACKAGE_MAX_BYTES", 4 * 1024**3, min_value=1, max_value=2**40
+            ),
+            signing_key_path=Path(key_path) if key_path else None,
+            require_signature=env.flag("PACKAGE_REQUIRE_SIGNATURE", False),
+            reconcile_interval_s=env.number(
+                "RECONCILE_INTERVAL_S", 2.0, min_value=0.05, max_value=60
+            ),
+            lease_ttl_s=env.number("LEASE_TTL_S", 15.0, min_value=1, max_value=600),
+            timeline_cap=env.integer("TIMELINE_CAP", 200, min_value=10, max_value=10_000),
+            webhook_attempts=env.integer("WEBHOOK_ATTEMPTS", 8, min_value=1, max_value=50),
+            webhook_backoff_s=env.number("WEBHOOK_BACKOFF_S", 1.0, min_value=0.01, max_value=600),
+            webhook_timeout_s=env.number("WEBHOOK_TIMEOUT_S", 10.0, min_value=0.1, max_value=120),
+            instance_id=env.text("INSTANCE_ID", "") or uuid.uuid4().hex[:12],
+            consumer_group=env.text("SCHEDULER_GROUP", "ota-scheduler"),
+        )
+        if settings.require_signature and settings.signing_key_path is None:
+            raise SettingsError(
+                f"{PREFIX}PACKAGE_REQUIRE_SIGNATURE needs {PREFIX}PACKAGE_PUBLIC_KEY"
+            )
+        return settings

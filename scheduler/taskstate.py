@@ -1,0 +1,275 @@
+"""Per-task device states and counts in Redis, changed only by these Lua scripts.
+
+Each device of a task has one entry `state|attempt|job_version|cause|wave` (a state is
+PENDING before release, RELEASED until the worker's first job event, then a JobState
+name). Counts per state, per failure cause and per wave bucket change in the same
+script as the entry, so they always agree with the entries:
+- `apply` takes a job event only if it is newer than the entry (attempt, then
+  job_version): a replayed or reordered event changes nothing, so nothing double-counts;
+- `release` records released devices only for the current lease holder (fencing token)
+  and the expected cursor, so a stale pacer can never move a task;
+- `cancel_pending` and `retry` move devices back and forth for cancel and retry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import redis.asyncio
+
+from ota.jobstates import TERMINAL, JobState
+from scheduler import keys
+from scheduler.taskstatus import Tally
+
+PENDING = "PENDING"
+RELEASED = "RELEASED"  # produced to the inbox, no job event yet (IoTDA: Waiting)
+STATES = (PENDING, RELEASED, *(s.value for s in JobState))
+
+_BUCKET = {
+    PENDING: "pending",
+    JobState.SUCCEEDED.value: "succeeded",
+    JobState.FAILED.value: "failed",
+    JobState.CANCELLED.value: "cancelled",
+}
+
+
+def bucket(state: str) -> str:
+    return _BUCKET.get(state, "active")
+
+
+_COMMON = """
+local function split(entry)
+  local s, a, v, c, w = string.match(entry, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
+  return s, tonumber(a), tonumber(v), c, tonumber(w)
+end
+local function bucket(state)
+  if state == 'PENDING' then return 'pending' end
+  if state == 'SUCCEEDED' then return 'succeeded' end
+  if state == 'FAILED' then return 'failed' end
+  if state == 'CANCELLED' then return 'cancelled' end
+  return 'active'
+end
+-- Move one device from its old entry to a new one, keeping every count in step.
+-- idx is the key prefix of the per-state device indexes.
+local function move(devs, counts, idx, device, old, new)
+  local s0, a0, v0, c0, w0 = split(old)
+  local s1, a1, v1, c1, w1 = split(new)
+  redis.call('HSET', devs, device, new)
+  if s0 ~= s1 then
+    redis.call('HINCRBY', counts, 's:' .. s0, -1)
+    redis.call('HINCRBY', counts, 's:' .. s1, 1)
+    redis.call('ZREM', idx .. s0, device)
+    redis.call('ZADD', idx .. s1, 0, device)
+  end
+  if s0 == 'FAILED' and c0 ~= '' then redis.call('HINCRBY', counts, 'c:' .. c0, -1) end
+  if s1 == 'FAILED' and c1 ~= '' then redis.call('HINCRBY', counts, 'c:' .. c1, 1) end
+  if w0 >= 0 then redis.call('HINCRBY', counts, 'w' .. w0 .. ':' .. bucket(s0), -1) end
+  if w1 >= 0 then redis.call('HINCRBY', counts, 'w' .. w1 .. ':' .. bucket(s1), 1) end
+end
+"""
+
+# KEYS: devs hash, counts hash. ARGV: device, attempt, job_version, state, cause, index prefix.
+# Returns 0 ignored (unknown device, older or same event), 1 applied, 2 applied and terminal.
+_APPLY = (
+    _COMMON
+    + """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if not old then return 0 end
+local s0, a0, v0, c0, w0 = split(old)
+local a1, v1 = tonumber(ARGV[2]), tonumber(ARGV[3])
+if a1 < a0 or (a1 == a0 and v1 <= v0) then return 0 end
+if s0 == 'PENDING' then w0 = -1 end
+local new = ARGV[4] .. '|' .. a1 .. '|' .. v1 .. '|' .. ARGV[5] .. '|' .. w0
+move(KEYS[1], KEYS[2], ARGV[6], ARGV[1], old, new)
+local b = bucket(ARGV[4])
+if b == 'succeeded' or b == 'failed' or b == 'cancelled' then return 2 end
+return 1
+"""
+)
+
+# KEYS: lease, runtime hash, devs hash, counts hash.
+# ARGV: lease value, expected cursor, new cursor, wave, index prefix, device ids...
+# Returns the number of devices recorded, -1 lost lease, -2 cursor moved.
+_RELEASE = (
+    _COMMON
+    + """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if (redis.call('HGET', KEYS[2], 'cursor') or '0') ~= ARGV[2] then return -2 end
+redis.call('HSET', KEYS[2], 'cursor', ARGV[3])
+local n = 0
+for i = 6, #ARGV do
+  local old = redis.call('HGET', KEYS[3], ARGV[i])
+  if old then
+    local s, a, v, c, w = split(old)
+    if s == 'PENDING' then
+      move(KEYS[3], KEYS[4], ARGV[5], ARGV[i], old, 'RELEASED|' .. (a + 1) .. '|0||' .. ARGV[4])
+      n = n + 1
+    end
+  end
+end
+return n
+"""
+)
+
+# KEYS: lease, devs hash, counts hash, pending index. ARGV: lease value, index prefix, limit.
+# Returns how many pending devices became CANCELLED (call again until 0), -1 lost lease.
+_CANCEL_PENDING = (
+    _COMMON
+    + """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local ids = redis.call('ZRANGE', KEYS[4], 0, tonumber(ARGV[3]) - 1)
+for _, d in ipairs(ids) do
+  local old = redis.call('HGET', KEYS[2], d)
+  local s, a, v, c, w = split(old)
+  move(KEYS[2], KEYS[3], ARGV[2], d, old, 'CANCELLED|' .. a .. '|' .. v .. '||' .. w)
+end
+return #ids
+"""
+)
+
+# Put Fail, FailWaitRetry and Stopped devices back to PENDING and append them to the list.
+# KEYS: devs, counts, list, runtime. ARGV: index prefix, retry wave, states to retry...
+# Returns how many devices will be retried.
+_RETRY = (
+    _COMMON
+    + """
+local n = 0
+for i = 3, #ARGV do
+  local ids = redis.call('ZRANGE', ARGV[1] .. ARGV[i], 0, -1)
+  for _, d in ipairs(ids) do
+    local old = redis.call('HGET', KEYS[1], d)
+    local s, a, v, c, w = split(old)
+    move(KEYS[1], KEYS[2], ARGV[1], d, old, 'PENDING|' .. a .. '|' .. v .. '||-1')
+    redis.call('RPUSH', KEYS[3], d)
+    n = n + 1
+  end
+end
+if n > 0 then
+  redis.call('HSET', KEYS[4], 'wave', ARGV[2], 'hold', '', 'stopping', '0', 'cancel_done', '0')
+end
+return n
+"""
+)
+
+# KEYS: lease, fence counter. ARGV: owner, ttl ms. Returns the lease value or nil.
+_LEASE = """
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  if string.sub(cur, 1, #ARGV[1] + 1) == ARGV[1] .. '|' then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return cur
+  end
+  return false
+end
+local value = ARGV[1] .. '|' .. redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
+return value
+"""
+
+
+def index_prefix(tid: str) -> str:
+    return keys.task_state_index(tid, "")
+
+
+def pending_entry() -> str:
+    return f"{PENDING}|0|0||-1"
+
+
+def split_entry(raw: bytes) -> tuple[str, int, int, int | None, int]:
+    state, attempt, version, cause, wave = raw.decode().split("|")
+    return state, int(attempt), int(version), int(cause) if cause else None, int(wave)
+
+
+class TaskState:
+    def __init__(self, r: redis.asyncio.Redis[bytes]) -> None:
+        self._r = r
+        self._apply = r.register_script(_APPLY)
+        self._release = r.register_script(_RELEASE)
+        self._cancel = r.register_script(_CANCEL_PENDING)
+        self._retry = r.register_script(_RETRY)
+        self._lease = r.register_script(_LEASE)
+
+    async def apply(
+        self, tid: str, device: str, attempt: int, job_version: int, state: str, cause: int | None
+    ) -> int:
+        result = await self._apply(
+            keys=[keys.task_devices(tid), keys.task_counts(tid)],
+            args=[
+                device,
+                attempt,
+                job_version,
+                state,
+                "" if cause is None else cause,
+                index_prefix(tid),
+            ],
+        )
+        return int(result)
+
+    async def lease(self, tid: str, owner: str, ttl_ms: int) -> str | None:
+        value = await self._lease(keys=[keys.lease(tid), keys.fence(tid)], args=[owner, ttl_ms])
+        return None if value is None else value.decode()
+
+    async def release(
+        self, tid: str, lease: str, cursor: int, new_cursor: int, wave: int, devices: Sequence[str]
+    ) -> int:
+        result = await self._release(
+            keys=[
+                keys.lease(tid),
+                keys.task_runtime(tid),
+                keys.task_devices(tid),
+                keys.task_counts(tid),
+            ],
+            args=[lease, cursor, new_cursor, wave, index_prefix(tid), *devices],
+        )
+        return int(result)
+
+    async def cancel_pending(self, tid: str, lease: str, limit: int = 5000) -> int:
+        result = await self._cancel(
+            keys=[
+                keys.lease(tid),
+                keys.task_devices(tid),
+                keys.task_counts(tid),
+                keys.task_state_index(tid, PENDING),
+            ],
+            args=[lease, index_prefix(tid), limit],
+        )
+        return int(result)
+
+    async def retry(self, tid: str, wave: int) -> int:
+        states = (JobState.FAILED, JobState.WAITING_RETRY, JobState.CANCELLED)
+        result = await self._retry(
+            keys=[
+                keys.task_devices(tid),
+                keys.task_counts(tid),
+                keys.task_list(tid),
+                keys.task_runtime(tid),
+            ],
+            args=[index_prefix(tid), wave, *(s.value for s in states)],
+        )
+        return int(result)
+
+    async def counts(self, tid: str) -> dict[str, int]:
+        raw = await self._r.hgetall(keys.task_counts(tid))
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+
+def tally(counts: Mapping[str, int], prefix: str = "s:") -> Tally:
+    """Sum per-state counts (prefix s:) or a wave's bucket counts (prefix w<k>:) into a Tally."""
+    if prefix == "s:":
+        sums = {"pending": 0, "active": 0, "succeeded": 0, "failed": 0, "cancelled": 0}
+        for state in STATES:
+            sums[bucket(state)] += counts.get(f"s:{state}", 0)
+        return Tally(**sums)
+    return Tally(
+        **{
+            b: counts.get(prefix + b, 0)
+            for b in ("pending", "active", "succeeded", "failed", "cancelled")
+        }
+    )
+
+
+def causes(counts: Mapping[str, int]) -> dict[int, int]:
+    return {int(k[2:]): v for k, v in counts.items() if k.startswith("c:") and v}
+
+
+TERMINAL_STATES = frozenset(s.value for s in TERMINAL)

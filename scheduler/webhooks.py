@@ -1,0 +1,195 @@
+"""Webhooks: registration, and at-least-once delivery of notifications with a log.
+
+Each notification in the Redis stream is delivered to every matching webhook as an
+HTTP POST of its JSON body, signed with `X-OTA-Signature: sha256=<hex HMAC-SHA256 of
+the body with the webhook's secret>`. A failed attempt (no 2xx, or a transport error)
+is retried with jittered exponential backoff up to the configured attempts; the
+stream entry is acknowledged once every webhook got it or gave up, and entries of a
+replica that died are claimed by another after `CLAIM_IDLE_MS`. Every attempt is
+written to the webhook's delivery log (capped), readable through the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import random
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+import redis.asyncio
+from redis.exceptions import ResponseError
+
+from ota import metrics
+from ota.clock import now_ms
+from ota.records import new_id
+from scheduler import keys
+from scheduler.errors import NotFound, ValidationError
+from scheduler.fields import Obj
+
+log = logging.getLogger(__name__)
+GROUP = "webhooks"
+CLAIM_IDLE_MS = 60_000
+LOG_CAP = 1000
+MAX_BACKOFF_S = 300.0
+EVENT_KINDS = ("task_status", "device_result")
+DELIVERIES = metrics.counter(
+    "scheduler", "webhook_attempts_total", "Webhook attempts", ("outcome",)
+)
+
+
+def signature(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def backoff_s(attempt: int, base_s: float, rng: random.Random) -> float:
+    """Delay before attempt `attempt + 1`: base * 2^(attempt-1), jittered by +-50%, capped."""
+    delay: float = min(MAX_BACKOFF_S, base_s * 2.0 ** (attempt - 1))
+    return delay * rng.uniform(0.5, 1.5)
+
+
+def parse_webhook(body: Any) -> dict[str, Any]:
+    b = Obj(body, "", frozenset({"url", "secret", "events", "task_id"}))
+    url = b.text("url", max_len=2048)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValidationError(
+            f"url {url[:80]!r} is not an http(s) URL", code="bad_url", field="url"
+        )
+    secret = b.text("secret", max_len=256)
+    if len(secret) < 16:
+        raise ValidationError(
+            "secret must be at least 16 characters", code="weak_secret", field="secret"
+        )
+    events = b.strings("events", max_items=len(EVENT_KINDS)) or EVENT_KINDS
+    for kind in events:
+        if kind not in EVENT_KINDS:
+            raise ValidationError(
+                f"events has {kind!r}; use {', '.join(EVENT_KINDS)}",
+                code="bad_value",
+                field="events",
+            )
+    return {
+        "url": url,
+        "secret": secret,
+        "events": list(events),
+        "task_id": b.text("task_id", None, max_len=64),
+    }
+
+
+def public(hook: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in hook.items() if k != "secret"}
+
+
+class Webhooks:
+    def __init__(self, r: redis.asyncio.Redis[bytes]) -> None:
+        self._r = r
+
+    async def create(self, body: Any) -> dict[str, Any]:
+        hook = {"id": new_id(), **parse_webhook(body), "created_ms": now_ms()}
+        await self._r.hset(keys.WEBHOOKS, hook["id"], orjson.dumps(hook))
+        return public(hook)
+
+    async def all(self) -> list[dict[str, Any]]:
+        raw = await self._r.hgetall(keys.WEBHOOKS)
+        return sorted((orjson.loads(v) for v in raw.values()), key=lambda h: h["created_ms"])
+
+    async def delete(self, hid: str) -> None:
+        if not await self._r.hdel(keys.WEBHOOKS, hid):
+            raise NotFound(f"webhook {hid!r} does not exist", code="unknown_webhook")
+
+    async def deliveries(self, hid: str, limit: int) -> list[dict[str, Any]]:
+        if not await self._r.hexists(keys.WEBHOOKS, hid):
+            raise NotFound(f"webhook {hid!r} does not exist", code="unknown_webhook")
+        return [orjson.loads(e) for e in await self._r.lrange(keys.webhook_log(hid), 0, limit - 1)]
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        r: redis.asyncio.Redis[bytes],
+        hooks: Webhooks,
+        *,
+        consumer: str,
+        attempts: int,
+        backoff_s: float,
+        timeout_s: float,
+    ) -> None:
+        self._r, self._hooks, self._consumer = r, hooks, consumer
+        self._attempts, self._backoff, self._timeout = attempts, backoff_s, timeout_s
+        self._rng = random.Random()
+        self._gate = asyncio.Semaphore(64)
+
+    async def ensure_group(self) -> None:
+        try:
+            await self._r.xgroup_create(keys.NOTIFY_STREAM, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.ensure_group()
+        async with httpx.AsyncClient(timeout=self._timeout) as client:
+            while not stop.is_set():
+                claimed = await self._r.xautoclaim(
+                    keys.NOTIFY_STREAM, GROUP, self._consumer, CLAIM_IDLE_MS, "0-0", count=100
+                )
+                entries = list(claimed[1])
+                if not entries:
+                    read = await self._r.xreadgroup(
+                        GROUP, self._consumer, {keys.NOTIFY_STREAM: ">"}, count=100, block=500
+                    )
+                    entries = [e for _, batch in read for e in batch]
+                if entries:
+                    await asyncio.gather(*(self._entry(client, eid, f) for eid, f in entries))
+
+    async def _entry(
+        self, client: httpx.AsyncClient, eid: bytes, fields: dict[bytes, bytes]
+    ) -> None:
+        body = fields.get(b"body", b"{}")
+        event = orjson.loads(body)
+        hooks = [
+            h
+            for h in await self._hooks.all()
+            if event.get("kind") in h["events"] and h.get("task_id") in (None, event.get("task_id"))
+        ]
+        await asyncio.gather(*(self._deliver(client, h, event, body) for h in hooks))
+        await self._r.xack(keys.NOTIFY_STREAM, GROUP, eid)  # type: ignore[no-untyped-call]
+
+    async def _deliver(
+        self, client: httpx.AsyncClient, hook: dict[str, Any], event: dict[str, Any], body: bytes
+    ) -> None:
+        headers = {
+            "Content-Type": "application/json",
+            "X-OTA-Signature": signature(hook["secret"], body),
+            "X-OTA-Event-Id": event.get("id", ""),
+        }
+        for attempt in range(1, self._attempts + 1):
+            outcome: dict[str, Any] = {
+                "event_id": event.get("id"),
+                "kind": event.get("kind"),
+                "attempt": attempt,
+            }
+            async with self._gate:
+                try:
+                    response = await client.post(hook["url"], content=body, headers=headers)
+                    outcome["status_code"] = response.status_code
+                    ok = 200 <= response.status_code < 300
+                except httpx.HTTPError as exc:
+                    outcome["error"] = f"{type(exc).__name__}: {exc}"[:300]
+                    ok = False
+            outcome.update(ok=ok, at_ms=now_ms(), final=ok or attempt == self._attempts)
+            pipe = self._r.pipeline(transaction=False)
+            pipe.lpush(keys.webhook_log(hook["id"]), orjson.dumps(outcome))
+            pipe.ltrim(keys.webhook_log(hook["id"]), 0, LOG_CAP - 1)
+            await pipe.execute()
+            DELIVERIES.labels("ok" if ok else "failed").inc()
+            if ok:
+                return
+            if attempt < self._attempts:
+                await asyncio.sleep(backoff_s(attempt, self._backoff, self._rng))
+        log.warning("webhook gave up", extra={"webhook": hook["id"], "event_id": event.get("id")})
