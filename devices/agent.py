@@ -1,0 +1,273 @@
+"""The reference device agent: the IoTDA OTA protocol as a device speaks it.
+
+The agent is transport-free: it is handed each downlink payload and a `publish`
+coroutine for its uplink, so the same logic runs behind its own MQTT connection
+(`devices.connection`) or inside a multiplexed fleet. It answers `version_query` with
+`version_report`, handles `firmware_upgrade`/`software_upgrade` and their `_v2` forms
+(download with the token, resume with Range/If-Range, verify the SHA-256, report progress
+and the final result code, switch its version), and follows its `Behaviour` knobs.
+A repeated command (same event_id) is recognised and not acted on twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from devices.behaviour import WELL_BEHAVED, Behaviour, FailStage, stage_of
+from devices.download import Download, DownloadError, Interrupted, fetch
+from ota.clock import now_ms
+from ota.protocol import (
+    DownlinkType,
+    Event,
+    ProtocolError,
+    encode_envelope,
+    parse_downlink,
+    up_topic,
+)
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, bytes], Awaitable[None]]
+GoOffline = Callable[[float], Awaitable[None]]
+
+RESULT_OK = 0
+RESULT_ALREADY_LATEST = 3
+RESULT_BAD_PACKAGE = 7
+RESULT_DOWNLOAD_FAILED = 6
+DOWNLOAD_ATTEMPTS = 5
+DOWNLOAD_SHARE = 90  # progress 0..90 is the download, 95 installing, 100 done
+_MAX_SEEN_IDS = 64
+
+
+@dataclass
+class Outcome:
+    """What happened to one device, for fleet reports (monotonic seconds)."""
+
+    version_queries: int = 0
+    upgrade_commands: int = 0
+    first_command_at: float | None = None
+    finished_at: float | None = None
+    result_code: int | None = None
+    reported_version: str | None = None
+    resumed_downloads: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.first_command_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.first_command_at
+
+
+class DeviceAgent:
+    def __init__(
+        self,
+        device_id: str,
+        publish: Publish,
+        http: httpx.AsyncClient,
+        behaviour: Behaviour = WELL_BEHAVED,
+        *,
+        go_offline: GoOffline | None = None,
+        download_dir: Path | None = None,
+    ) -> None:
+        self.device_id = device_id
+        self.behaviour = behaviour
+        self.fw_version = behaviour.fw_version
+        self.sw_version = behaviour.sw_version
+        self.outcome = Outcome()
+        self._publish = publish
+        self._http = http
+        self._go_offline = go_offline
+        self._download_dir = download_dir
+        self._seen: list[str] = []
+        self._busy: str | None = None  # target version of the upgrade under way
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.finished = asyncio.Event()
+
+    # ------------------------------------------------------------ inputs
+
+    async def boot(self) -> None:
+        """Just connected: report the versions when the device is set to."""
+        if self.behaviour.report_at_boot:
+            await self._send(self._version_event(None))
+
+    def on_downlink(self, payload: bytes) -> None:
+        try:
+            message = parse_downlink(self.device_id, payload)
+        except ProtocolError as error:
+            self.outcome.errors.append(f"{error.reason}: {error.message}")
+            log.warning("bad command", extra={"device_id": self.device_id, "reason": error.reason})
+            return
+        for event in message.events:
+            if event.event_id is not None:
+                if event.event_id in self._seen:
+                    continue  # the platform (or broker) sent this command again
+                self._seen = [*self._seen[-(_MAX_SEEN_IDS - 1) :], event.event_id]
+            self._spawn(self._handle(event))
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        async def run() -> None:
+            await work
+
+        task = asyncio.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.outcome.errors.append(repr(task.exception()))
+            log.error(
+                "agent task failed", exc_info=task.exception(), extra={"device_id": self.device_id}
+            )
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------ handling
+
+    async def _handle(self, event: Event) -> None:
+        kind = DownlinkType(event.event_type)
+        if kind is DownlinkType.VERSION_QUERY:
+            self.outcome.version_queries += 1
+            if self.behaviour.answer_version_query:
+                await self._pause()
+                await self._send(self._version_event(event.event_id))
+            return
+        self.outcome.upgrade_commands += 1
+        if self.outcome.first_command_at is None:
+            self.outcome.first_command_at = time.monotonic()
+        if self.behaviour.ignore_upgrades:
+            return
+        await self._upgrade(kind, event)
+
+    async def _upgrade(self, kind: DownlinkType, event: Event) -> None:
+        paras = event.paras
+        target: str = paras["version"]
+        firmware = kind in (DownlinkType.FIRMWARE_UPGRADE, DownlinkType.FIRMWARE_UPGRADE_V2)
+        current = self.fw_version if firmware else self.sw_version
+        if self._busy is not None:
+            if self._busy != target:
+                await self._progress(event, 1, None, current, "busy with another upgrade")
+            return
+        await self._pause()
+        if current == target:
+            await self._finish(event, RESULT_ALREADY_LATEST, current, "already the latest version")
+            return
+        fail = self.behaviour.fail_with
+        if fail is not None and stage_of(fail) is FailStage.BEFORE_DOWNLOAD:
+            await self._finish(event, fail, current, f"refused with result code {fail}")
+            return
+        self._busy = target
+        try:
+            code = await self._download(kind, event, current)
+            if code != RESULT_OK:
+                await self._finish(event, code, current, "download failed")
+                return
+            await self._progress(event, RESULT_OK, 95, current, "installing")
+            if self.behaviour.install_s:
+                await asyncio.sleep(self.behaviour.install_s)
+            if fail is not None:
+                await self._finish(event, fail, current, f"install failed with result code {fail}")
+                return
+            if firmware:
+                self.fw_version = target
+            else:
+                self.sw_version = target
+            reported = self.behaviour.wrong_version or target
+            await self._finish(event, RESULT_OK, reported, "upgrade succeeded")
+        finally:
+            self._busy = None
+
+    async def _download(self, kind: DownlinkType, event: Event, current: str) -> int:
+        paras = event.paras
+        job = Download(
+            url=paras["url"],
+            size=paras["file_size"],
+            token=None if kind.presigned else paras.get("access_token"),
+            target=self._download_dir / f"{self.device_id}-{paras['file_name']}"
+            if self._download_dir
+            else None,
+        )
+        await self._progress(event, RESULT_OK, 0, current, "downloading")
+        step = self.behaviour.progress_every_pct
+        next_report = [step]
+
+        async def on_progress(received: int) -> None:
+            if not step or not job.size:
+                return
+            pct = received * 100 // job.size
+            if pct >= next_report[0] and pct < 100:
+                next_report[0] = (pct // step + 1) * step
+                await self._progress(
+                    event, RESULT_OK, pct * DOWNLOAD_SHARE // 100, current, "downloading"
+                )
+
+        cut = self.behaviour.drop_download_at
+        failures = 0
+        while not job.done:
+            try:
+                await fetch(self._http, job, stop_at=cut, on_progress=on_progress)
+            except Interrupted:
+                cut = None
+                if self.behaviour.offline_mid_download_s and self._go_offline is not None:
+                    await self._go_offline(self.behaviour.offline_mid_download_s)
+                continue
+            except DownloadError as error:
+                failures += 1
+                self.outcome.errors.append(str(error))
+                if failures >= DOWNLOAD_ATTEMPTS or error.result_code != RESULT_DOWNLOAD_FAILED:
+                    return error.result_code
+                await asyncio.sleep(min(2.0, 0.1 * 2**failures))
+        self.outcome.resumed_downloads += job.resumed
+        if self.behaviour.fail_with in (6, 9):
+            return self.behaviour.fail_with
+        if self.behaviour.fail_with == RESULT_BAD_PACKAGE or job.sha256() != paras["sign"]:
+            return RESULT_BAD_PACKAGE
+        return RESULT_OK
+
+    # ------------------------------------------------------------ reports
+
+    async def _finish(self, event: Event, code: int, version: str, description: str) -> None:
+        await self._progress(event, code, 100, version, description)
+        self.outcome.result_code = code
+        self.outcome.reported_version = version
+        self.outcome.finished_at = time.monotonic()
+        self.finished.set()
+
+    async def _progress(
+        self, command: Event, code: int, progress: int | None, version: str, description: str
+    ) -> None:
+        paras: dict[str, Any] = {
+            "result_code": code,
+            "version": version,
+            "description": description,
+        }
+        if progress is not None:
+            paras["progress"] = progress
+        await self._send(
+            Event("upgrade_progress_report", paras, event_id=command.event_id, service_id="$ota")
+        )
+
+    def _version_event(self, event_id: str | None) -> Event:
+        paras = {"fw_version": self.fw_version, "sw_version": self.sw_version}
+        return Event("version_report", paras, event_id=event_id, service_id="$ota")
+
+    async def _send(self, event: Event) -> None:
+        payload = encode_envelope(self.device_id, (event,), now_ms())
+        for _ in range(2 if self.behaviour.answer_twice else 1):
+            await self._publish(up_topic(self.device_id), payload)
+
+    async def _pause(self) -> None:
+        if self.behaviour.slow_s:
+            await asyncio.sleep(self.behaviour.slow_s)

@@ -1,0 +1,51 @@
+"""How a simulated device behaves: the knobs tests and benchmarks script per device.
+
+The default is a well-behaved IoTDA device. Each knob bends one thing; knobs combine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+# Result codes a device reports before it downloads anything (it refuses up front).
+BEFORE_DOWNLOAD_CODES = frozenset({1, 2, 4, 5, 8})
+# Result codes that can only come from the download (6: lost, 7: bad hash, 9: out of memory).
+DOWNLOAD_CODES = frozenset({6, 7, 9})
+
+
+class FailStage(StrEnum):
+    BEFORE_DOWNLOAD = "before_download"
+    DOWNLOAD = "download"
+    INSTALL = "install"
+
+
+def stage_of(result_code: int) -> FailStage:
+    """Where in the upgrade a device fails with this result code."""
+    if result_code in BEFORE_DOWNLOAD_CODES:
+        return FailStage.BEFORE_DOWNLOAD
+    if result_code in DOWNLOAD_CODES:
+        return FailStage.DOWNLOAD
+    return FailStage.INSTALL
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    fw_version: str = "1.0"
+    sw_version: str = "1.0"
+    report_at_boot: bool = True  # send version_report right after connecting
+    offline_for_s: float = 0.0  # stay offline this long before the first connect
+    answer_version_query: bool = True  # False: never answer (platform times out)
+    answer_twice: bool = False  # every report goes out twice
+    ignore_upgrades: bool = False  # receive upgrade commands but never act on them
+    fail_with: int | None = None  # report this result code instead of succeeding
+    wrong_version: str | None = None  # after "installing", report this version
+    slow_s: float = 0.0  # wait this long before each answer
+    install_s: float = 0.0  # how long "installing" takes
+    drop_download_at: int | None = None  # cut the download after this many bytes, then resume
+    offline_mid_download_s: float = 0.0  # with drop_download_at: also leave MQTT this long
+    progress_every_pct: int = 25  # download progress report granularity (0: none)
+    keepalive_s: int = 60
+
+
+WELL_BEHAVED = Behaviour()

@@ -1,0 +1,114 @@
+"""A device's own MQTT connection, driving a `DeviceAgent`.
+
+IoTDA style: client id `<device_id>_0_0_<yyyymmddhh>`, user name = device id (the broker's
+ACL keys on it), subscribed to its down topic with QoS 1; uplink published with QoS 1
+and awaited. `go_offline` disconnects for a while and comes back (scripted behaviour).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from devices.agent import DeviceAgent
+from devices.behaviour import WELL_BEHAVED, Behaviour
+from ota.backoff import Backoff
+from ota.mqtt import LinkConfig, MqttLink, SessionLostError
+from ota.protocol import down_topic
+
+
+def iotda_client_id(device_id: str, epoch_s: float | None = None) -> str:
+    stamp = time.strftime("%Y%m%d%H", time.gmtime(time.time() if epoch_s is None else epoch_s))
+    return f"{device_id}_0_0_{stamp}"
+
+
+class DeviceConnection:
+    def __init__(
+        self,
+        device_id: str,
+        host: str,
+        port: int,
+        http: httpx.AsyncClient,
+        behaviour: Behaviour = WELL_BEHAVED,
+        *,
+        download_dir: Path | None = None,
+        backoff: Backoff | None = None,
+        on_state: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.device_id = device_id
+        self._host, self._port = host, port
+        self._backoff = backoff or Backoff(0.2, 5.0)
+        self._on_state = on_state
+        self.agent = DeviceAgent(
+            device_id,
+            self._publish,
+            http,
+            behaviour,
+            go_offline=self.go_offline,
+            download_dir=download_dir,
+        )
+        self._link: MqttLink | None = None
+
+    def _new_link(self) -> MqttLink:
+        config = LinkConfig(
+            host=self._host,
+            port=self._port,
+            client_id=iotda_client_id(self.device_id),
+            username=self.device_id,
+            keepalive_s=self.agent.behaviour.keepalive_s,
+            max_publishes_in_flight=10,
+            backoff=self._backoff,
+        )
+        return MqttLink(
+            config,
+            [(down_topic(self.device_id), 1)],
+            on_message=self._on_message,
+            on_state=self._on_state,
+        )
+
+    async def _on_message(self, _topic: str, payload: bytes, _qos: int) -> int:
+        self.agent.on_downlink(payload)
+        return 0
+
+    async def start(self) -> None:
+        """Connect (after the scripted offline time), subscribe, and boot the agent."""
+        if self.agent.behaviour.offline_for_s:
+            await asyncio.sleep(self.agent.behaviour.offline_for_s)
+        await self._online()
+
+    async def _online(self) -> None:
+        self._link = self._new_link()
+        await self._link.connect()
+        await self._link.subscribed.wait()
+        await self.agent.boot()
+
+    async def _publish(self, topic: str, payload: bytes) -> None:
+        while True:
+            link = self._link
+            if link is None:
+                await asyncio.sleep(0.05)
+                continue
+            try:
+                await link.publish_acked(topic, payload)
+                return
+            except SessionLostError:
+                continue  # reconnected without the session: send again
+
+    async def go_offline(self, seconds: float) -> None:
+        if self._link is not None:
+            link, self._link = self._link, None
+            await link.close()
+        await asyncio.sleep(seconds)
+        await self._online()
+
+    async def stop(self) -> None:
+        await self.agent.close()
+        if self._link is not None:
+            with contextlib.suppress(Exception):
+                await self._link.close()
+            self._link = None
