@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from devices.behaviour import Behaviour
+from devices.behaviour import WELL_BEHAVED, Behaviour
 from devices.connection import DeviceConnection
 from tests.integration.devices.conftest import Platform, new_device
 from tests.integration.devices.package_server import PackageServer
@@ -22,7 +22,7 @@ async def connect(
 ) -> AsyncIterator[Callable[..., Any]]:
     opened: list[DeviceConnection] = []
 
-    async def open_device(device_id: str, behaviour: Behaviour = Behaviour()) -> DeviceConnection:
+    async def open_device(device_id: str, behaviour: Behaviour = WELL_BEHAVED) -> DeviceConnection:
         connection = DeviceConnection(device_id, mqtt_host, mqtt_device_port, http, behaviour)
         await connection.start()
         opened.append(connection)
