@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -24,6 +25,7 @@ from ota.records import (
 )
 
 MAX_VERSION_CHARS = 128
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class InvalidEventError(ValueError):
@@ -77,6 +79,8 @@ def event_from_record(record: InboxRecord) -> Event:
     if isinstance(record, JobStartRecord):
         if record.attempt < 1:
             raise InvalidEventError("bad_value", f"job_start attempt {record.attempt} is below 1")
+        if not _SHA256_HEX.fullmatch(record.job.package.sha256):
+            raise InvalidEventError("bad_value", "job.package.sha256 must be 64 hex digits")
         return Event(Kind.START, spec=record.job, attempt=record.attempt)
     if isinstance(record, JobCancelRecord):
         return Event(Kind.CANCEL, task_id=record.task_id)

@@ -1,0 +1,154 @@
+"""Applies one poll batch of a partition's inbox records to the device states it touches.
+
+Pure apart from minting tokens (a pure function of the keys and the record's time):
+given the states read from Redis and the records, it returns the states to write, the
+deadlines to move and the records to produce. The record's time is `at_ms`, or the Kafka
+timestamp when a producer left it at 0; both are in the log, so a replay sees the same.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+
+from ota.records import DeadLetterRecord, JobEventRecord, RecordError, decode_inbox, encode
+from ota.settings import CommonSettings
+from workers.codec import StateCorruptError, pack, unpack
+from workers.events import InvalidEventError, Kind, event_from_record
+from workers.machine import step
+from workers.model import Device
+from workers.outputs import to_record
+
+COMMANDS, JOB_EVENTS, DEAD_LETTERS = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class InboxItem:
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    topic: int  # COMMANDS, JOB_EVENTS or DEAD_LETTERS
+    key: bytes
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceWrite:
+    device_id: str
+    value: bytes
+    expire_at_ms: int  # 0: keep for good (a job still needs the device)
+    deadline_ms: int | None
+
+
+@dataclass(slots=True)
+class BatchResult:
+    writes: list[DeviceWrite] = field(default_factory=list)
+    outputs: list[Output] = field(default_factory=list)
+    transitions: int = 0
+    dead_letters: int = 0
+
+
+@dataclass(slots=True)
+class _Touched:
+    device: Device
+    changed: bool
+    last_ms: int
+
+
+def device_ids(items: list[InboxItem]) -> list[str]:
+    """The device keys a batch may touch (records without a usable key touch none)."""
+    seen: dict[str, None] = {}
+    for item in items:
+        if item.key:
+            try:
+                seen[item.key.decode()] = None
+            except UnicodeDecodeError:
+                continue
+    return list(seen)
+
+
+def apply_batch(
+    settings: CommonSettings,
+    topic: str,
+    partition: int,
+    items: list[InboxItem],
+    stored: dict[str, bytes | None],
+    retention_ms: int,
+) -> BatchResult:
+    result = BatchResult()
+    touched: dict[str, _Touched] = {}
+    for item in items:
+        origin = f"{topic}/{partition}/{item.offset}"
+        try:
+            record = decode_inbox(item.value or b"")
+            if item.key is None or item.key != record.device_id.encode():
+                raise RecordError("key_mismatch", "record key is not the record's device_id")
+            event = event_from_record(record)
+        except (RecordError, InvalidEventError) as exc:
+            _dead_letter(result, item, origin, exc.reason, exc.message)
+            continue
+        device_id = record.device_id
+        entry = touched.get(device_id)
+        if entry is None:
+            entry = _Touched(_load(result, item, origin, stored.get(device_id)), False, 0)
+            touched[device_id] = entry
+        now_ms = record.at_ms or item.timestamp_ms
+        outcome = step(entry.device, event, now_ms, f"w{partition}-{item.offset}")
+        # A timeout always rewrites the device's deadline: the sweeper popped it.
+        if outcome.device != entry.device or event.kind is Kind.TIMEOUT:
+            entry.changed = True
+        entry.device = outcome.device
+        entry.last_ms = max(entry.last_ms, now_ms)
+        for effect in outcome.effects:
+            out = to_record(settings, device_id, effect, now_ms)
+            if isinstance(out, JobEventRecord):
+                result.transitions += out.from_state != out.to_state
+                result.outputs.append(Output(JOB_EVENTS, item.key, encode(out)))
+            else:
+                result.outputs.append(Output(COMMANDS, item.key, encode(out)))
+    for device_id, entry in touched.items():
+        if entry.changed:
+            device = entry.device
+            result.writes.append(
+                DeviceWrite(
+                    device_id,
+                    pack(device),
+                    0 if device.active else entry.last_ms + retention_ms,
+                    device.deadline_ms,
+                )
+            )
+    return result
+
+
+def _load(result: BatchResult, item: InboxItem, origin: str, raw: bytes | None) -> Device:
+    if raw is None:
+        return Device()
+    try:
+        return unpack(raw)
+    except StateCorruptError as exc:
+        # The record still applies, to a fresh state; `rebuild` restores the lost one.
+        _dead_letter(result, item, origin, "state_corrupt", str(exc))
+        return Device()
+
+
+def _dead_letter(
+    result: BatchResult, item: InboxItem, origin: str, reason: str, message: str
+) -> None:
+    key = None if item.key is None else item.key.decode("utf-8", "replace")
+    record = DeadLetterRecord(
+        source="worker",
+        reason=reason,
+        message=message,
+        raw_b64=base64.b64encode(item.value or b"").decode("ascii"),
+        origin=origin,
+        key=key,
+        id=f"w{origin.rsplit('/', 2)[-2]}-{item.offset}-dl",
+        at_ms=item.timestamp_ms,
+    )
+    result.outputs.append(Output(DEAD_LETTERS, b"worker", encode(record)))
+    result.dead_letters += 1

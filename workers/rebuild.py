@@ -1,0 +1,106 @@
+"""Rebuild a partition's Redis state from the inbox: `python -m workers rebuild [--partition N]`.
+
+Replays the partition from its first offset through the same code the worker runs, into a
+Redis holding nothing of that partition, without producing anything (history must not
+command devices again). Because the machine only reads the time written in each record,
+the result is the state the workers had built, byte for byte.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+
+from kafka import KafkaConsumer
+from kafka.structs import TopicPartition
+
+from ota import logs
+from ota.kafka_clients import make_consumer
+from ota.redis_clients import make_redis
+from workers.batch import InboxItem
+from workers.consumer import apply_partition
+from workers.settings import WorkerSettings
+from workers.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class NotEmptyError(RuntimeError):
+    """The target Redis already holds state of a partition being rebuilt."""
+
+
+def rebuild(
+    settings: WorkerSettings, store: Store, partitions: Sequence[int] | None = None
+) -> dict[int, int]:
+    """Replay `partitions` (default: all) up to their current end; returns records per partition."""
+    consumer = make_consumer(settings.common, group_id=None, client_id="ota-worker-rebuild")
+    try:
+        inbox = settings.common.topics.inbox
+        chosen = sorted(
+            partitions if partitions is not None else consumer.partitions_for_topic(inbox) or ()
+        )
+        for partition in chosen:
+            keys = store.keys(partition)
+            if store.client.exists(keys.offset) or store.client.zcard(keys.deadlines):
+                raise NotEmptyError(f"partition {partition} already has state in this Redis")
+        return {p: _replay(settings, store, consumer, inbox, p) for p in chosen}
+    finally:
+        consumer.close()
+
+
+def _replay(
+    settings: WorkerSettings, store: Store, consumer: KafkaConsumer, inbox: str, partition: int
+) -> int:
+    tp = TopicPartition(inbox, partition)
+    consumer.assign([tp])
+    consumer.seek_to_beginning(tp)
+    end = consumer.end_offsets([tp])[tp]
+    count = 0
+    while consumer.position(tp) < end:
+        polled = consumer.poll(timeout_ms=1000, max_records=settings.max_poll_records)
+        for records in polled.values():
+            items = [
+                InboxItem(r.offset, r.key, r.value, r.timestamp) for r in records if r.offset < end
+            ]
+            if items:
+                apply_partition(store, settings, inbox, partition, items, with_outbox=False)
+                count += len(items)
+    log.info("partition rebuilt", extra={"partition": partition, "records": count, "end": end})
+    return count
+
+
+def main(argv: Sequence[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m workers rebuild")
+    parser.add_argument(
+        "--partition",
+        type=int,
+        action="append",
+        help="partition to rebuild (repeatable); default all",
+    )
+    args = parser.parse_args(argv)
+    settings = WorkerSettings.from_env()
+    logs.setup("worker", settings.common.log_level)
+    rebuild(settings, Store(make_redis(settings.common)), args.partition)
+
+
+def dump_partition(store: Store, partition: int) -> dict[str, object]:
+    """Everything of a partition's view that a rebuild must reproduce: each device's
+    stored bytes and expiry, the deadlines and the applied offset."""
+    keys = store.keys(partition)
+    client = store.client
+    devices = sorted(
+        client.scan_iter(
+            match=keys.device_prefix.replace("{", "\\{").replace("}", "\\}") + "*", count=1000
+        )
+    )
+    pipe = client.pipeline(transaction=False)
+    for key in devices:
+        pipe.get(key)
+        pipe.pexpiretime(key)
+    replies = pipe.execute()
+    return {
+        "devices": {key: (replies[2 * i], replies[2 * i + 1]) for i, key in enumerate(devices)},
+        "deadlines": client.zrange(keys.deadlines, 0, -1, withscores=True),
+        "offset": client.get(keys.offset),
+    }

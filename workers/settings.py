@@ -1,0 +1,40 @@
+"""The worker's settings, read once from OTA_WORKER_* (and the common OTA_*) variables."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ota.settings import CommonSettings, Env
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    common: CommonSettings
+    group_id: str = "ota-workers"
+    retention_s: int = 7 * 24 * 3600  # finished jobs (and idle devices) expire after this
+    max_poll_records: int = 2000
+    poll_timeout_ms: int = 200
+    sweep_batch: int = 1000  # deadlines popped per Lua call
+    sweep_idle_ms: int = 200  # longest sleep between sweeps when nothing is due sooner
+    sweep_lease_ms: int = 30_000  # a popped deadline fires again if its timeout was not sent
+    drain_timeout_s: float = 10.0
+    metrics_port: int = 0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
+        env = Env(environ)
+        return cls(
+            common=CommonSettings.from_env(environ),
+            group_id=env.text("WORKER_GROUP_ID", "ota-workers"),
+            retention_s=env.integer("WORKER_RETENTION_S", 7 * 24 * 3600, min_value=1),
+            max_poll_records=env.integer(
+                "WORKER_MAX_POLL_RECORDS", 2000, min_value=1, max_value=100_000
+            ),
+            poll_timeout_ms=env.integer("WORKER_POLL_TIMEOUT_MS", 200, min_value=1),
+            sweep_batch=env.integer("WORKER_SWEEP_BATCH", 1000, min_value=1, max_value=5000),
+            sweep_idle_ms=env.integer("WORKER_SWEEP_IDLE_MS", 200, min_value=1),
+            sweep_lease_ms=env.integer("WORKER_SWEEP_LEASE_MS", 30_000, min_value=100),
+            drain_timeout_s=env.number("WORKER_DRAIN_TIMEOUT_S", 10.0, min_value=0.1),
+            metrics_port=env.integer("WORKER_METRICS_PORT", 0, min_value=0, max_value=65535),
+        )

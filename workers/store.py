@@ -1,0 +1,208 @@
+"""The worker's Redis state for one inbox partition, and the Lua scripts that change it.
+
+Keys (all under `ota:{p<partition>}:`, one Redis Cluster slot per partition):
+  d:<device_id>  string  the device's packed state (workers.codec); expires `retention`
+                         after its last record once no job needs it
+  deadlines      zset    device_id -> earliest deadline of its jobs (epoch ms)
+  offset         string  the last inbox offset applied to this partition's state
+  outbox         hash    offset -> records produced by the batch ending there, until Kafka
+                         acknowledged them (at-least-once across a crash after the write)
+  fired          zset    device_id -> lease expiry: deadlines popped by the sweeper whose
+                         timeout records are not yet acknowledged by Kafka
+
+The state, the deadlines and the offset change only through APPLY, which compares the
+partition's offset with the one the batch was computed from: a second owner (a worker
+that lost the partition in a rebalance) or a redelivered batch then writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import orjson
+import redis
+
+from ota.redis_clients import partition_tag
+from workers.batch import DeviceWrite, Output
+
+NO_OFFSET = -1
+
+# KEYS[1] offset, KEYS[2] deadlines, KEYS[3] outbox, KEYS[4..] the device keys written
+# ARGV[1] expected offset (-1: none yet), ARGV[2] new offset, ARGV[3] outbox blob ("" none),
+# then per device key, 3 values: packed state, expire-at ms (0: keep), deadline ms ("": none),
+# and finally the device ids (deadline members) in KEYS order.
+# Returns {1} when written, {0, stored offset} when the expected offset is not the stored one.
+APPLY = """
+local stored = redis.call('GET', KEYS[1]) or '-1'
+if stored ~= ARGV[1] then return {0, stored} end
+local n = #KEYS - 3
+local ids = 3 + 3 * n
+for i = 1, n do
+  local key, a = KEYS[3 + i], 1 + 3 * i
+  local id = ARGV[ids + i]
+  redis.call('SET', key, ARGV[a])
+  if ARGV[a + 1] ~= '0' then redis.call('PEXPIREAT', key, ARGV[a + 1]) end
+  if ARGV[a + 2] == '' then
+    redis.call('ZREM', KEYS[2], id)
+  else
+    redis.call('ZADD', KEYS[2], ARGV[a + 2], id)
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[3], ARGV[2], ARGV[3]) end
+return {1}
+"""
+
+# KEYS[1] deadlines, KEYS[2] fired
+# ARGV[1] now ms, ARGV[2] most entries to return, ARGV[3] lease ms
+# Leases (moves to `fired`, due again at now + lease) the entries of `fired` whose lease ran
+# out and then the due deadlines; returns them. A crash before their timeouts reach Kafka
+# only delays them by the lease.
+POP_DUE = """
+local now, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)
+local room = limit - #out
+if room > 0 then
+  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, room)
+  if #due > 0 then
+    redis.call('ZREM', KEYS[1], unpack(due))
+    for _, m in ipairs(due) do out[#out + 1] = m end
+  end
+end
+local lease = now + tonumber(ARGV[3])
+for _, m in ipairs(out) do redis.call('ZADD', KEYS[2], lease, m) end
+return out
+"""
+
+# KEYS[1] fired; ARGV[1] the lease expiry given by POP_DUE, ARGV[2..] members.
+# Drops the leases still at that expiry (a later POP_DUE may have renewed them).
+ACK_FIRED = """
+local n = 0
+for i = 2, #ARGV do
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if score and tonumber(score) == tonumber(ARGV[1]) then
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    n = n + 1
+  end
+end
+return n
+"""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    offset: int
+    states: dict[str, bytes | None]
+
+
+class PartitionKeys:
+    def __init__(self, partition: int) -> None:
+        tag = partition_tag(partition)
+        self.partition = partition
+        self.device_prefix = f"{tag}d:"
+        self.deadlines = f"{tag}deadlines"
+        self.offset = f"{tag}offset"
+        self.outbox = f"{tag}outbox"
+        self.fired = f"{tag}fired"
+
+    def device(self, device_id: str) -> str:
+        return self.device_prefix + device_id
+
+
+class Store:
+    """Reads and writes the state of the partitions a process owns."""
+
+    def __init__(self, client: redis.Redis[bytes]) -> None:
+        self.client = client
+        self._apply = client.register_script(APPLY)
+        self._pop = client.register_script(POP_DUE)
+        self._ack = client.register_script(ACK_FIRED)
+        self._keys: dict[int, PartitionKeys] = {}
+
+    def keys(self, partition: int) -> PartitionKeys:
+        keys = self._keys.get(partition)
+        if keys is None:
+            keys = self._keys[partition] = PartitionKeys(partition)
+        return keys
+
+    def offset(self, partition: int) -> int:
+        raw = self.client.get(self.keys(partition).offset)
+        return NO_OFFSET if raw is None else int(raw)
+
+    def snapshot(self, partition: int, device_ids: Sequence[str]) -> Snapshot:
+        """The partition's offset and these devices' states, read together (MULTI)."""
+        keys = self.keys(partition)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.get(keys.offset)
+        if device_ids:
+            pipe.mget([keys.device(d) for d in device_ids])
+        replies = pipe.execute()
+        offset = NO_OFFSET if replies[0] is None else int(replies[0])
+        values = replies[1] if device_ids else []
+        return Snapshot(offset, dict(zip(device_ids, values, strict=True)))
+
+    def apply(
+        self,
+        partition: int,
+        expected_offset: int,
+        new_offset: int,
+        writes: Sequence[DeviceWrite],
+        outbox: bytes,
+    ) -> int | None:
+        """Write a batch if the partition is still at `expected_offset`; else return the
+        offset found (another owner or an earlier run got there first)."""
+        keys = self.keys(partition)
+        args: list[bytes | str | int] = [expected_offset, new_offset, outbox]
+        for write in writes:
+            args += [
+                write.value,
+                write.expire_at_ms,
+                "" if write.deadline_ms is None else write.deadline_ms,
+            ]
+        args += [w.device_id for w in writes]
+        reply = self._apply(
+            keys=[
+                keys.offset,
+                keys.deadlines,
+                keys.outbox,
+                *(keys.device(w.device_id) for w in writes),
+            ],
+            args=args,
+        )
+        if int(reply[0]) == 1:
+            return None
+        return int(reply[1])
+
+    def clear_outbox(self, partition: int, offsets: Sequence[int]) -> None:
+        if offsets:
+            self.client.hdel(self.keys(partition).outbox, *[str(o) for o in offsets])
+
+    def pending_outbox(self, partition: int) -> list[tuple[int, list[Output]]]:
+        """Batches written but maybe not produced, oldest first."""
+        raw = self.client.hgetall(self.keys(partition).outbox)
+        return sorted((int(offset), decode_outputs(blob)) for offset, blob in raw.items())
+
+    def pop_due(self, partition: int, now_ms: int, limit: int, lease_ms: int) -> list[str]:
+        keys = self.keys(partition)
+        members = self._pop(keys=[keys.deadlines, keys.fired], args=[now_ms, limit, lease_ms])
+        return [m.decode() for m in members]
+
+    def ack_fired(self, partition: int, lease_until_ms: int, device_ids: Sequence[str]) -> None:
+        if device_ids:
+            self._ack(keys=[self.keys(partition).fired], args=[lease_until_ms, *device_ids])
+
+    def states(self, partition: int, device_ids: Sequence[str]) -> list[bytes | None]:
+        keys = self.keys(partition)
+        values: list[bytes | None] = self.client.mget([keys.device(d) for d in device_ids])
+        return values
+
+
+def encode_outputs(outputs: Sequence[Output]) -> bytes:
+    if not outputs:
+        return b""
+    return orjson.dumps([[o.topic, o.key.decode(), o.value.decode()] for o in outputs])
+
+
+def decode_outputs(blob: bytes) -> list[Output]:
+    return [Output(topic, key.encode(), value.encode()) for topic, key, value in orjson.loads(blob)]
