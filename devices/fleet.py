@@ -1,0 +1,417 @@
+"""The fleet simulator: many reference agents in one process, for load and end-to-end tests.
+
+Two modes:
+- `connections`: one MQTT connection per device on the device listener, exactly as real
+  devices connect (presence comes from the broker's connect notices). Raises the
+  open-file limit; about 28,000 connections fit one loopback source address.
+- `multiplexed`: a few platform-listener connections publish on behalf of many device ids
+  (presence then comes from each device's first uplink, its boot version_report), and one
+  wildcard subscription to `$oc/devices/+/sys/events/down` routes commands to the agents.
+  Mosquitto delivers a matching message once per subscribing connection, so only one
+  connection subscribes.
+
+As a library: `async with Fleet(config) as fleet: ...; fleet.report()`. As a command:
+`python -m devices.fleet --help`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import resource
+import statistics
+import sys
+import time
+import zlib
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import TracebackType
+
+import httpx
+
+from devices.agent import DeviceAgent, Publish
+from devices.behaviour import WELL_BEHAVED, Behaviour
+from devices.connection import DeviceConnection
+from ota.mqtt import LinkConfig, MqttLink, SessionLostError
+from ota.protocol import ProtocolError, device_id_from_topic
+from ota.settings import CommonSettings
+
+
+class Mode(StrEnum):
+    CONNECTIONS = "connections"
+    MULTIPLEXED = "multiplexed"
+
+
+BehaviourOf = Callable[[int, str], Behaviour]
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    size: int
+    mode: Mode = Mode.CONNECTIONS
+    prefix: str = "sim"
+    host: str = "127.0.0.1"
+    device_port: int = 1883
+    platform_port: int = 1884
+    platform_user: str = "ota-platform"
+    platform_password: str = field(default="ota-platform-secret", repr=False)
+    mux_connections: int = 4
+    connects_in_parallel: int = 200
+    behaviour_of: BehaviourOf = field(default=lambda _index, _device: WELL_BEHAVED)
+    http_connections: int = 256
+
+    @classmethod
+    def from_settings(cls, settings: CommonSettings, size: int, **overrides: object) -> FleetConfig:
+        base = cls(
+            size=size,
+            host=settings.mqtt_host,
+            device_port=settings.mqtt_device_port,
+            platform_port=settings.mqtt_platform_port,
+            platform_user=settings.mqtt_platform_user,
+            platform_password=settings.mqtt_platform_password,
+        )
+        return FleetConfig(**{**base.__dict__, **overrides})
+
+    def device_ids(self) -> list[str]:
+        return [device_name(self.prefix, n) for n in range(self.size)]
+
+
+def device_name(prefix: str, index: int) -> str:
+    return f"{prefix}-{index:07d}"
+
+
+def outcome_of(agent: DeviceAgent) -> str:
+    """One word per device: succeeded, already_latest, failed_<code>, wrong_version,
+    in_progress (commanded, no final result yet) or idle (never commanded)."""
+    outcome = agent.outcome
+    if outcome.result_code is None:
+        return "in_progress" if outcome.upgrade_commands else "idle"
+    if outcome.result_code == 3:
+        return "already_latest"
+    if outcome.result_code != 0:
+        return f"failed_{outcome.result_code}"
+    if agent.behaviour.wrong_version is not None:
+        return "wrong_version"
+    return "succeeded"
+
+
+@dataclass(frozen=True)
+class FleetReport:
+    size: int
+    online: int
+    outcomes: dict[str, int]
+    durations_s: dict[str, float]  # of finished upgrades: p50, p90, p99, max
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "size": self.size,
+            "online": self.online,
+            "outcomes": self.outcomes,
+            "durations_s": self.durations_s,
+        }
+
+
+def summarize(durations: list[float]) -> dict[str, float]:
+    if not durations:
+        return {}
+    ordered = sorted(durations)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
+
+    return {
+        "p50": round(statistics.median(ordered), 3),
+        "p90": at(0.9),
+        "p99": at(0.99),
+        "max": round(ordered[-1], 3),
+    }
+
+
+def raise_file_limit(wanted: int) -> int:
+    """Raise the soft open-file limit towards `wanted` (capped by the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return target
+    return soft
+
+
+class Fleet:
+    def __init__(self, config: FleetConfig) -> None:
+        self.config = config
+        self.agents: dict[str, DeviceAgent] = {}
+        self._connections: list[DeviceConnection] = []
+        self._links: list[MqttLink] = []
+        self._http: httpx.AsyncClient | None = None
+        self._online = 0
+        self._late_starts: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> Fleet:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, _t: type[BaseException] | None, _e: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    @property
+    def online(self) -> int:
+        return self._online
+
+    async def start(self) -> None:
+        limits = httpx.Limits(max_connections=self.config.http_connections)
+        self._http = httpx.AsyncClient(timeout=60, limits=limits)
+        if self.config.mode is Mode.CONNECTIONS:
+            await self._start_connections()
+        else:
+            await self._start_multiplexed()
+
+    # ------------------------------------------------------------ one connection per device
+
+    async def _start_connections(self) -> None:
+        assert self._http is not None
+        raise_file_limit(self.config.size + 1024)
+        gate = asyncio.Semaphore(self.config.connects_in_parallel)
+
+        def on_state(up: bool) -> None:
+            self._online += 1 if up else -1
+
+        async def start_one(connection: DeviceConnection) -> None:
+            async with gate:
+                await connection.start()
+
+        later: list[asyncio.Task[None]] = []
+        starts = []
+        for index, device_id in enumerate(self.config.device_ids()):
+            behaviour = self.config.behaviour_of(index, device_id)
+            connection = DeviceConnection(
+                device_id,
+                self.config.host,
+                self.config.device_port,
+                self._http,
+                behaviour,
+                on_state=on_state,
+            )
+            self._connections.append(connection)
+            self.agents[device_id] = connection.agent
+            if behaviour.offline_for_s:
+                later.append(asyncio.create_task(connection.start()))
+            else:
+                starts.append(start_one(connection))
+        await asyncio.gather(*starts)
+        self._late_starts = later
+
+    # ------------------------------------------------------------ multiplexed
+
+    async def _start_multiplexed(self) -> None:
+        assert self._http is not None
+        config = self.config
+        for n in range(max(1, config.mux_connections)):
+            link = MqttLink(
+                LinkConfig(
+                    host=config.host,
+                    port=config.platform_port,
+                    client_id=f"ota-sim-{config.prefix}-{n}",
+                    username=config.platform_user,
+                    password=config.platform_password,
+                    max_publishes_in_flight=500,
+                ),
+                [("$oc/devices/+/sys/events/down", 1)] if n == 0 else [],
+                on_message=self._route if n == 0 else None,
+            )
+            await link.connect()
+            self._links.append(link)
+        await self._links[0].subscribed.wait()
+        boots = []
+        for index, device_id in enumerate(config.device_ids()):
+            link = self._links[zlib.crc32(device_id.encode()) % len(self._links)]
+            agent = DeviceAgent(
+                device_id,
+                self._mux_publisher(link),
+                self._http,
+                config.behaviour_of(index, device_id),
+                go_offline=asyncio.sleep,
+            )
+            self.agents[device_id] = agent
+            boots.append(self._boot_later(agent))
+        await asyncio.gather(*boots)
+
+    async def _boot_later(self, agent: DeviceAgent) -> None:
+        if agent.behaviour.offline_for_s:
+            await asyncio.sleep(agent.behaviour.offline_for_s)
+        await agent.boot()
+        self._online += 1
+
+    @staticmethod
+    def _mux_publisher(link: MqttLink) -> Publish:
+        async def publish(topic: str, payload: bytes) -> None:
+            while True:
+                try:
+                    await link.publish_acked(topic, payload)
+                    return
+                except SessionLostError:
+                    continue
+
+        return publish
+
+    async def _route(self, topic: str, payload: bytes, _qos: int) -> int:
+        try:
+            device_id = device_id_from_topic(topic, "down")
+        except ProtocolError:
+            return 0
+        agent = self.agents.get(device_id)
+        if agent is not None:
+            agent.on_downlink(payload)
+        return 0
+
+    # ------------------------------------------------------------ results
+
+    def report(self) -> FleetReport:
+        outcomes = Counter(outcome_of(agent) for agent in self.agents.values())
+        durations = [
+            d
+            for agent in self.agents.values()
+            if (d := agent.outcome.duration_s) is not None and outcome_of(agent) == "succeeded"
+        ]
+        return FleetReport(
+            self.config.size, self._online, dict(sorted(outcomes.items())), summarize(durations)
+        )
+
+    async def wait_until(self, predicate: Callable[[Fleet], bool], timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while not predicate(self):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.1)
+        return True
+
+    def finished(self) -> int:
+        return sum(1 for agent in self.agents.values() if agent.outcome.result_code is not None)
+
+    async def stop(self) -> None:
+        for task in self._late_starts:
+            task.cancel()
+        for agent in self.agents.values():
+            await agent.close()
+        gate = asyncio.Semaphore(500)
+
+        async def stop_one(connection: DeviceConnection) -> None:
+            async with gate:
+                with contextlib.suppress(Exception):
+                    await connection.stop()
+
+        await asyncio.gather(*(stop_one(c) for c in self._connections))
+        for link in self._links:
+            await link.close()
+        if self._http is not None:
+            await self._http.aclose()
+        self._online = 0
+
+
+# ------------------------------------------------------------ command line
+
+
+def _behaviour_of(args: argparse.Namespace) -> BehaviourOf:
+    def of(index: int, device_id: str) -> Behaviour:
+        # A stable per-device draw in [0, 1): the same devices misbehave on every run.
+        draw = zlib.crc32(device_id.encode()) / 2**32
+        kwargs: dict[str, object] = {
+            "fw_version": args.fw_version,
+            "sw_version": args.sw_version,
+            "slow_s": args.slow_s,
+        }
+        if draw < args.fail_rate:
+            kwargs["fail_with"] = args.fail_code
+        elif draw < args.fail_rate + args.silent_rate:
+            kwargs["answer_version_query"] = False
+        return Behaviour(**kwargs)  # type: ignore[arg-type]
+
+    return of
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m devices.fleet",
+        description="Simulate a fleet of IoTDA OTA devices against the broker (settings from OTA_ variables).",
+    )
+    parser.add_argument("--size", type=int, default=100, help="number of devices (default 100)")
+    parser.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.CONNECTIONS.value)
+    parser.add_argument("--prefix", default="sim", help="device ids are <prefix>-<0000000>")
+    parser.add_argument(
+        "--mux-connections", type=int, default=4, help="platform connections (multiplexed)"
+    )
+    parser.add_argument("--fw-version", default="1.0")
+    parser.add_argument("--sw-version", default="1.0")
+    parser.add_argument(
+        "--fail-rate", type=float, default=0.0, help="share of devices that fail upgrades"
+    )
+    parser.add_argument(
+        "--fail-code", type=int, default=10, help="result code failing devices report"
+    )
+    parser.add_argument(
+        "--silent-rate", type=float, default=0.0, help="share that never answer version_query"
+    )
+    parser.add_argument("--slow-s", type=float, default=0.0, help="delay before each answer")
+    parser.add_argument(
+        "--duration-s",
+        type=float,
+        default=0.0,
+        help="stop after this long (0: until all finished or Ctrl-C)",
+    )
+    parser.add_argument("--report-every-s", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    if args.size < 1:
+        parser.error("--size must be at least 1")
+    return args
+
+
+async def _run(args: argparse.Namespace) -> FleetReport:
+    config = FleetConfig.from_settings(
+        CommonSettings.from_env(),
+        args.size,
+        mode=Mode(args.mode),
+        prefix=args.prefix,
+        mux_connections=args.mux_connections,
+        behaviour_of=_behaviour_of(args),
+    )
+    started = time.monotonic()
+    async with Fleet(config) as fleet:
+        print(
+            json.dumps(
+                {
+                    "started": True,
+                    "online": fleet.online,
+                    "connect_s": round(time.monotonic() - started, 2),
+                }
+            ),
+            flush=True,
+        )
+        while True:
+            await asyncio.sleep(args.report_every_s)
+            print(json.dumps(fleet.report().as_dict()), flush=True)
+            elapsed = time.monotonic() - started
+            if args.duration_s and elapsed >= args.duration_s:
+                break
+            if not args.duration_s and fleet.finished() == args.size:
+                break
+        return fleet.report()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        report = asyncio.run(_run(args))
+    except KeyboardInterrupt:
+        return 130
+    print(json.dumps({"final": report.as_dict()}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

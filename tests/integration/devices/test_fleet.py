@@ -1,0 +1,57 @@
+"""The fleet simulator in both modes, driven by platform-side commands on the real broker."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from devices.behaviour import WELL_BEHAVED, Behaviour
+from devices.fleet import Fleet, FleetConfig, Mode
+from tests.integration.devices.conftest import Platform
+from tests.integration.devices.package_server import PackageServer
+
+SIZE = 24
+
+
+def _behaviour(index: int, _device: str) -> Behaviour:
+    if index % 6 == 0:
+        return Behaviour(fail_with=10)
+    if index % 6 == 1:
+        return Behaviour(fw_version="2.0")
+    return WELL_BEHAVED
+
+
+@pytest.mark.parametrize("mode", [Mode.CONNECTIONS, Mode.MULTIPLEXED])
+async def test_fleet_reports_every_outcome(
+    platform: Platform, packages: PackageServer, mqtt_platform: object, mode: Mode
+) -> None:
+    sha = packages.add(b"firmware" * 1000)
+    config = FleetConfig(
+        size=SIZE,
+        mode=mode,
+        prefix=f"fleet-{uuid.uuid4().hex[:8]}",
+        behaviour_of=_behaviour,
+        platform_user=mqtt_platform.user,  # type: ignore[attr-defined]
+        platform_password=mqtt_platform.password,  # type: ignore[attr-defined]
+    )
+    async with Fleet(config) as fleet:
+        assert fleet.online == SIZE
+        await platform.wait_for(
+            lambda: all(platform.events(d, "version_report") for d in config.device_ids())
+        )
+        paras = {
+            "version": "2.0",
+            "url": packages.url(sha),
+            "file_size": 8000,
+            "file_name": "fw",
+            "sign": sha,
+            "access_token": packages.token,
+        }
+        for device_id in config.device_ids():
+            platform.command(device_id, "firmware_upgrade", paras, f"u-{device_id}")
+        assert await fleet.wait_until(lambda f: f.finished() == SIZE, timeout_s=60)
+        report = fleet.report()
+    assert report.outcomes == {"already_latest": 4, "failed_10": 4, "succeeded": 16}
+    assert set(report.durations_s) == {"p50", "p90", "p99", "max"}
+    assert fleet.online == 0
