@@ -1,0 +1,1 @@
+"""The scheduler's REST API (Starlette on uvicorn)."""

@@ -1,0 +1,75 @@
+"""Wiring: one object holding the scheduler's services, built from settings."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import redis.asyncio
+
+from scheduler.blobs import BlobStore
+from scheduler.bus import Producer
+from scheduler.devices import Registry
+from scheduler.notify import Notifier
+from scheduler.packages import Packages
+from scheduler.settings import SchedulerSettings
+from scheduler.signing import load_public_key
+from scheduler.tasks import Tasks
+from scheduler.taskstate import TaskState
+from scheduler.webhooks import Webhooks
+
+
+@dataclass
+class Services:
+    settings: SchedulerSettings
+    redis: redis.asyncio.Redis[bytes]
+    producer: Producer
+    blobs: BlobStore
+    packages: Packages
+    registry: Registry
+    state: TaskState
+    notifier: Notifier
+    tasks: Tasks
+    webhooks: Webhooks
+    wake: asyncio.Event
+
+    @classmethod
+    def build(cls, settings: SchedulerSettings) -> Services:
+        common = settings.common
+        r: redis.asyncio.Redis[bytes] = redis.asyncio.Redis.from_url(
+            common.redis_url, health_check_interval=30
+        )
+        producer = Producer(common)
+        blobs = BlobStore(settings.package_dir)
+        key = load_public_key(settings.signing_key_path) if settings.signing_key_path else None
+        packages = Packages(
+            r,
+            producer,
+            common.topics,
+            blobs,
+            public_key=key,
+            require_signature=settings.require_signature,
+            max_bytes=settings.package_max_bytes,
+        )
+        registry = Registry(r, producer, common.topics, settings.timeline_cap)
+        state = TaskState(r)
+        notifier = Notifier(r, producer, common.topics)
+        wake = asyncio.Event()
+        tasks = Tasks(r, producer, common.topics, packages, registry, state, notifier, wake)
+        return cls(
+            settings,
+            r,
+            producer,
+            blobs,
+            packages,
+            registry,
+            state,
+            notifier,
+            tasks,
+            Webhooks(r),
+            wake,
+        )
+
+    async def close(self) -> None:
+        await self.producer.close()
+        await self.redis.aclose()  # type: ignore[attr-defined]  # stubs predate aclose

@@ -1,0 +1,48 @@
+"""Fixtures of the scheduler's integration tests: a live scheduler per test (see sched_harness)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from ota.settings import Topics
+from tests.integration.scheduler.sched_harness import REDIS_DB, Harness, make_settings
+
+
+@pytest.fixture
+def sched_topics(topic_factory: Any) -> Topics:
+    names = {}
+    for field in dataclasses.fields(Topics):
+        partitions = 3 if field.name in ("inbox", "job_events") else 1
+        names[field.name] = topic_factory(f"sched-{field.name}", partitions)
+    return Topics(**names)
+
+
+@pytest.fixture
+def sched_redis(redis_url: str) -> redis.Redis[bytes]:
+    client = redis.Redis.from_url(redis_url, db=REDIS_DB)
+    client.flushdb()
+    return client
+
+
+@pytest.fixture
+async def harness(
+    kafka_bootstrap: str,
+    redis_url: str,
+    tmp_path: Path,
+    sched_topics: Topics,
+    sched_redis: redis.Redis[bytes],
+) -> AsyncIterator[Harness]:
+    h = Harness(make_settings(kafka_bootstrap, redis_url, tmp_path, sched_topics))
+    await h.start()
+    try:
+        yield h
+    finally:
+        await h.close()
+        sched_redis.flushdb()
+        sched_redis.close()

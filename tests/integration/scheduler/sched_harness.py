@@ -1,0 +1,210 @@
+"""A live scheduler on the local stack for one test: its own topics, Redis db 11, a free port.
+
+`Harness.client` talks to the real HTTP server; `harness.releases()` reads what the
+scheduler produced to the inbox; `harness.job_event(...)` produces job events as a
+worker would, so tasks can be driven without the workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from ota.kafka_clients import make_consumer, make_producer
+from ota.records import JobEventRecord, JobStartRecord, decode_inbox, encode
+from ota.settings import Topics
+from scheduler.main import serve
+from scheduler.settings import SchedulerSettings
+
+REDIS_DB = 11
+T = TypeVar("T")
+WRITE_KEY = "test-write-key-0123"
+READ_KEY = "test-read-key-0123"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]], what: str, timeout_s: float = 30.0
+) -> T:
+    """Poll `probe` until it returns something truthy, or fail after the deadline."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}; last saw {last!r}")
+
+
+class Harness:
+    def __init__(self, settings: SchedulerSettings) -> None:
+        self.settings = settings
+        self.topics = settings.common.topics
+        base = f"http://127.0.0.1:{settings.http_port}"
+        self.base_url = base
+        self.client = httpx.AsyncClient(
+            base_url=base, headers={"Authorization": f"Bearer {WRITE_KEY}"}, timeout=30
+        )
+        self.anon = httpx.AsyncClient(base_url=base, timeout=30)
+        self._producer = make_producer(settings.common, client_id="test-worker")
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._inbox = make_consumer(settings.common, group_id=None, client_id="test-inbox")
+        self._inbox_assigned = False
+        self.seen: list[JobStartRecord] = []
+
+    async def start(self) -> None:
+        self._stop = asyncio.Event()
+        self._task = asyncio.create_task(serve(self.settings, self._stop))
+
+        async def up() -> bool:
+            if self._task is not None and self._task.done():
+                self._task.result()
+            try:
+                return (await self.anon.get("/healthz")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await eventually(up, "the scheduler to answer /healthz")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await asyncio.wait_for(self._task, 30)
+            self._task = None
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.stop()
+        await self.client.aclose()
+        await self.anon.aclose()
+        self._producer.close(timeout=5)
+        self._inbox.close()
+
+    def job_event(
+        self,
+        device: str,
+        task_id: str,
+        to_state: str,
+        *,
+        from_state: str = "QUEUED",
+        attempt: int = 1,
+        job_version: int = 1,
+        cause: int | None = None,
+        event_id: str | None = None,
+    ) -> JobEventRecord:
+        record = JobEventRecord(
+            device_id=device,
+            task_id=task_id,
+            attempt=attempt,
+            job_version=job_version,
+            from_state=from_state,
+            to_state=to_state,
+            cause=cause,
+            at_ms=int(time.time() * 1000),
+            **({"id": event_id} if event_id else {}),
+        )
+        self._producer.send(self.topics.job_events, key=device.encode(), value=encode(record))
+        self._producer.flush()
+        return record
+
+    def produce_raw(self, topic: str, key: str, value: bytes) -> None:
+        self._producer.send(topic, key=key.encode(), value=value)
+        self._producer.flush()
+
+    async def releases(self) -> list[JobStartRecord]:
+        """Every JobStartRecord the scheduler produced so far (read from the inbox)."""
+        if not self._inbox_assigned:
+            from kafka import TopicPartition
+
+            parts = self._inbox.partitions_for_topic(self.topics.inbox) or set()
+            tps = [TopicPartition(self.topics.inbox, p) for p in parts]
+            self._inbox.assign(tps)
+            self._inbox.seek_to_beginning(*tps)
+            self._inbox_assigned = True
+        polled = await asyncio.to_thread(self._inbox.poll, 200, 10_000)
+        for batch in polled.values():
+            for r in batch:
+                record = decode_inbox(r.value)
+                if isinstance(record, JobStartRecord):
+                    self.seen.append(record)
+        return self.seen
+
+    async def wait_releases(self, count: int, timeout_s: float = 30.0) -> list[JobStartRecord]:
+        async def enough() -> list[JobStartRecord] | None:
+            got = await self.releases()
+            return got if len(got) >= count else None
+
+        return await eventually(enough, f"{count} releases", timeout_s)
+
+    async def task(self, tid: str) -> dict[str, Any]:
+        response = await self.client.get(f"/v1/tasks/{tid}")
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def wait_status(self, tid: str, status: str, timeout_s: float = 30.0) -> dict[str, Any]:
+        async def reached() -> dict[str, Any] | None:
+            task = await self.task(tid)
+            return task if task["status"] == status else None
+
+        return await eventually(reached, f"task {tid} to be {status}", timeout_s)
+
+    async def upload(self, content: bytes, **meta: str) -> dict[str, Any]:
+        params = {"type": "firmware", "version": "2.0", "file_name": "fw.bin", **meta}
+        response = await self.client.post("/v1/packages", params=params, content=content)
+        assert response.status_code in (200, 201), response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def create_task(self, package_id: str, devices: list[str], **policy: Any) -> str:
+        response = await self.client.post(
+            "/v1/tasks",
+            json={
+                "type": "firmware",
+                "package_id": package_id,
+                "targets": {"device_ids": devices},
+                "policy": policy,
+            },
+        )
+        assert response.status_code == 201, response.text
+        tid: str = response.json()["id"]
+        return tid
+
+
+def make_settings(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path, topics: Topics, **env: str
+) -> SchedulerSettings:
+    url = redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
+    environ = {
+        "OTA_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "OTA_REDIS_URL": url,
+        "OTA_API_KEYS": f"{READ_KEY}:read,{WRITE_KEY}:read+write",
+        "OTA_PACKAGE_DIR": str(tmp_path / "packages"),
+        "OTA_SCHEDULER_PORT": str(free_port()),
+        "OTA_RECONCILE_INTERVAL_S": "0.2",
+        "OTA_LEASE_TTL_S": "3",
+        "OTA_WEBHOOK_BACKOFF_S": "0.05",
+        "OTA_WEBHOOK_TIMEOUT_S": "2",
+        "OTA_SCHEDULER_GROUP": f"test-sched-{uuid.uuid4().hex[:8]}",
+        **env,
+    }
+    settings = SchedulerSettings.from_env(environ)
+    common = dataclasses.replace(settings.common, topics=topics)
+    return dataclasses.replace(settings, common=common)
