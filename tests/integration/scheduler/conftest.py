@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from ota.settings import Topics
-from tests.integration.scheduler.sched_harness import REDIS_DB, Harness, make_settings
+from tests.integration.scheduler.sched_harness import REDIS_DB, Harness, db_url, make_settings
 
 
 @pytest.fixture
@@ -25,7 +25,8 @@ def sched_topics(topic_factory: Any) -> Topics:
 
 @pytest.fixture
 def sched_redis(redis_url: str) -> redis.Redis[bytes]:
-    client = redis.Redis.from_url(redis_url, db=REDIS_DB)
+    client = redis.Redis.from_url(db_url(redis_url))
+    assert client.connection_pool.connection_kwargs["db"] == REDIS_DB
     client.flushdb()
     return client
 
@@ -44,5 +45,34 @@ async def harness(
         yield h
     finally:
         await h.close()
+        sched_redis.flushdb()
+        sched_redis.close()
+
+
+StartHarness = Callable[..., Awaitable[Harness]]
+
+
+@pytest.fixture
+async def start_harness(
+    kafka_bootstrap: str,
+    redis_url: str,
+    tmp_path: Path,
+    sched_topics: Topics,
+    sched_redis: redis.Redis[bytes],
+) -> AsyncIterator[StartHarness]:
+    """Start a scheduler with extra OTA_ environment settings (for limits, keys, restarts)."""
+    started: list[Harness] = []
+
+    async def start(**env: str) -> Harness:
+        h = Harness(make_settings(kafka_bootstrap, redis_url, tmp_path, sched_topics, **env))
+        started.append(h)
+        await h.start()
+        return h
+
+    try:
+        yield start
+    finally:
+        for h in started:
+            await h.close()
         sched_redis.flushdb()
         sched_redis.close()

@@ -20,7 +20,14 @@ from typing import Any, TypeVar
 import httpx
 
 from ota.kafka_clients import make_consumer, make_producer
-from ota.records import JobEventRecord, JobStartRecord, decode_inbox, encode
+from ota.records import (
+    DeviceEventRecord,
+    JobEventRecord,
+    JobStartRecord,
+    PresenceRecord,
+    decode_inbox,
+    encode,
+)
 from ota.settings import Topics
 from scheduler.main import serve
 from scheduler.settings import SchedulerSettings
@@ -124,6 +131,31 @@ class Harness:
         self._producer.flush()
         return record
 
+    def report(self, device: str, *, fw: str | None = None, sw: str | None = None) -> None:
+        """A version_report as the gateway would put it in the inbox."""
+        paras = {k: v for k, v in (("fw_version", fw), ("sw_version", sw)) if v is not None}
+        record = DeviceEventRecord(
+            device_id=device,
+            event_type="version_report",
+            paras=paras,
+            at_ms=int(time.time() * 1000),
+        )
+        self.produce_raw(self.topics.inbox, device, encode(record))
+
+    def presence(self, device: str, online: bool) -> None:
+        record = PresenceRecord(device_id=device, online=online, at_ms=int(time.time() * 1000))
+        self.produce_raw(self.topics.inbox, device, encode(record))
+
+    async def wait_device(self, device: str, **expected: Any) -> dict[str, Any]:
+        async def matches() -> dict[str, Any] | None:
+            response = await self.client.get(f"/v1/devices/{device}")
+            if response.status_code != 200:
+                return None
+            body: dict[str, Any] = response.json()
+            return body if all(body.get(k) == v for k, v in expected.items()) else None
+
+        return await eventually(matches, f"device {device} to show {expected}")
+
     def produce_raw(self, topic: str, key: str, value: bytes) -> None:
         self._producer.send(topic, key=key.encode(), value=value)
         self._producer.flush()
@@ -188,10 +220,16 @@ class Harness:
         return tid
 
 
+def db_url(redis_url: str) -> str:
+    """The stack's Redis URL pointed at this suite's own db (a URL's db wins over kwargs)."""
+    base, _, last = redis_url.rstrip("/").rpartition("/")
+    return f"{base if last.isdigit() else redis_url.rstrip('/')}/{REDIS_DB}"
+
+
 def make_settings(
     kafka_bootstrap: str, redis_url: str, tmp_path: Path, topics: Topics, **env: str
 ) -> SchedulerSettings:
-    url = redis_url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
+    url = db_url(redis_url)
     environ = {
         "OTA_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "OTA_REDIS_URL": url,
