@@ -6,8 +6,7 @@ import hashlib
 import socket
 from collections.abc import Callable
 
-from .conftest import EdgeFactory, Package, RunningEdge, wait_until
-from .test_http import get
+from .edge_support import EdgeFactory, Package, RunningEdge, get, wait_until
 
 
 def read_all(sock: socket.socket) -> bytes:

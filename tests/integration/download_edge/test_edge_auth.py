@@ -10,8 +10,7 @@ import pytest
 from ota.settings import TokenKeys
 from ota.tokens import mint
 
-from .conftest import Package, RunningEdge
-from .test_http import get
+from .edge_support import Package, RunningEdge, get
 
 
 def test_no_token_is_401(edge: RunningEdge, package: Package) -> None:

@@ -16,8 +16,7 @@ import pytest
 from download_edge.cache import FillError, PackageCache
 from download_edge.origin import DirectoryOrigin
 
-from .conftest import EdgeFactory, write_package
-from .test_http import get
+from .edge_support import EdgeFactory, get, write_package
 
 
 @pytest.fixture
@@ -63,7 +62,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     root: Path
     seen_auth: list[str | None]
 
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         self.seen_auth.append(self.headers.get("Authorization"))
         name = self.path.removeprefix("/store/sha256/")
         target = self.root / "sha256" / name
@@ -76,7 +75,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         return
 
 

@@ -2,34 +2,15 @@
 
 from __future__ import annotations
 
+import email.message
 import email.parser
+import email.policy
 import http.client
-import socket
 from collections.abc import Callable
 
 import pytest
 
-from .conftest import Package, RunningEdge
-
-
-def get(
-    edge: RunningEdge, path: str, headers: dict[str, str] | None = None, method: str = "GET"
-) -> tuple[http.client.HTTPResponse, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", edge.port, timeout=10)
-    conn.request(method, path, headers=headers or {})
-    reply = conn.getresponse()
-    body = reply.read()
-    conn.close()
-    return reply, body
-
-
-def raw(edge: RunningEdge, request: bytes, timeout_s: float = 10) -> bytes:
-    with socket.create_connection(("127.0.0.1", edge.port), timeout=timeout_s) as sock:
-        sock.sendall(request)
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    return b"".join(chunks)
+from .edge_support import Package, RunningEdge, get, raw
 
 
 @pytest.fixture
@@ -91,10 +72,11 @@ def test_multiple_ranges_are_multipart(
     assert reply.status == 206
     content_type = reply.getheader("Content-Type") or ""
     assert content_type.startswith("multipart/byteranges; boundary=")
-    message = email.parser.BytesParser().parsebytes(
+    message = email.parser.BytesParser(policy=email.policy.default).parsebytes(
         b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body
     )
-    parts = [(p["Content-Range"], p.get_payload(decode=True)) for p in message.get_payload()]
+    assert isinstance(message, email.message.EmailMessage)
+    parts = [(p["Content-Range"], p.get_payload(decode=True)) for p in message.iter_parts()]
     size = len(package.data)
     assert parts == [
         (f"bytes 0-9/{size}", package.data[:10]),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Package, RunningEdge
+from .edge_support import Package, RunningEdge
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("curl") and shutil.which("wget")), reason="needs Debian's curl and wget"

@@ -18,8 +18,7 @@ from ota.kafka_clients import make_consumer, make_producer
 from ota.records import DownloadPhase, DownloadRecord, decode_inbox
 from ota.settings import CommonSettings, Topics
 
-from .conftest import EdgeFactory, Package, RunningEdge
-from .test_http import get
+from .edge_support import EdgeFactory, Package, RunningEdge, get
 
 EDGE_TEST_DB = 12
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from .conftest import EdgeFactory, Package, RunningEdge
+from .edge_support import EdgeFactory, Package, RunningEdge
 
 
 @pytest.fixture
