@@ -1,0 +1,226 @@
+"""Gateway throughput for one gateway process on the local stack.
+
+uplink: a gateway connects once (creating its persistent session), stops; M messages are
+  published to up topics of D devices while it is away (the broker queues them for the
+  session); the gateway starts again and the time until every record (M events + D uplink
+  presence records) is in Kafka is measured. Every message is acknowledged only after
+  Kafka acknowledged it, so the rate is the ack-after-Kafka ingest rate.
+downlink: M command records are produced first; the gateway starts with a fresh consumer
+  group and the time until a wildcard subscriber on the down topics received all M
+  commands is measured (each published QoS 1 and committed after the PUBACK).
+
+Usage: python bench/gateway_bench.py uplink|downlink [--messages M] [--devices D] [--runs R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+from gmqtt import Client
+from gmqtt.mqtt.constants import MQTTv50
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+
+from ota.mqtt import LinkConfig, MqttLink
+from ota.protocol import up_topic
+from ota.records import CommandRecord, encode
+from ota.settings import CommonSettings, Topics
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _env(prefix: str, tag: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "OTA_TOPIC_PREFIX": prefix,
+        "OTA_GATEWAY_CLIENT_ID": f"ota-gw-bench-{tag}",
+        "OTA_GATEWAY_CONSUMER_GROUP": f"ota-gw-bench-{tag}",
+        "OTA_GATEWAY_METRICS_PORT": "0",
+        "OTA_GATEWAY_PRESENCE_SOURCE": "none",
+        "OTA_LOG_LEVEL": "WARNING",
+    }
+
+
+def _start_gateway(env: dict[str, str], profile: bool = False) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "gateway"]
+    out = os.environ.get("OTA_BENCH_PROFILE", "")
+    if profile and out:  # a py-spy flame graph of the measured gateway run
+        command = [str(Path(sys.executable).parent / "py-spy"), "record", "-o", out, "--", *command]
+    return subprocess.Popen(
+        command, cwd=REPO, env={**env, "OTA_LOG_LEVEL": "INFO"}, stderr=subprocess.PIPE
+    )
+
+
+def _wait_started(process: subprocess.Popen[bytes]) -> float:
+    assert process.stderr is not None
+    for line in process.stderr:
+        if b"gateway started" in line:
+            return time.monotonic()
+    raise RuntimeError("gateway exited before it started")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGINT)  # py-spy passes it on and writes its profile
+    process.wait(60)
+
+
+def _end_total(consumer: KafkaConsumer, topic: str, partitions: int) -> int:
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    return sum(consumer.end_offsets(tps).values())
+
+
+async def _publish_all(settings: CommonSettings, messages: int, devices: int) -> None:
+    link = MqttLink(
+        LinkConfig(
+            host=settings.mqtt_host,
+            port=settings.mqtt_platform_port,
+            client_id=f"ota-bench-pub-{uuid.uuid4().hex[:6]}",
+            username=settings.mqtt_platform_user,
+            password=settings.mqtt_platform_password,
+            max_publishes_in_flight=500,
+        )
+    )
+    await link.connect()
+    ids = [f"bench-{n:06d}" for n in range(devices)]
+
+    async def one(n: int) -> None:
+        device = ids[n % devices]
+        payload = orjson.dumps(
+            {
+                "services": [
+                    {
+                        "service_id": "$ota",
+                        "event_type": "upgrade_progress_report",
+                        "event_id": f"e{n}",
+                        "paras": {"result_code": 0, "progress": n % 100, "version": "1.0"},
+                    }
+                ]
+            }
+        )
+        await link.publish_acked(up_topic(device), payload)
+
+    for start in range(0, messages, 2000):
+        await asyncio.gather(*(one(n) for n in range(start, min(messages, start + 2000))))
+    await link.close()
+
+
+def uplink_run(settings: CommonSettings, messages: int, devices: int) -> float:
+    tag = uuid.uuid4().hex[:8]
+    prefix = f"bench-{tag}."
+    topics = Topics.with_prefix(prefix)
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    names = [topics.inbox, topics.commands, topics.dead_letters]
+    admin.create_topics([NewTopic(n, 12, 1) for n in names], wait_for_metadata=True)
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        env = _env(prefix, tag)
+        gateway = _start_gateway(env)
+        _wait_started(gateway)
+        _stop(gateway)  # the broker now queues for the gateway's session
+        asyncio.run(_publish_all(settings, messages, devices))
+        expected = messages + devices
+        gateway = _start_gateway(env, profile=True)
+        started = _wait_started(gateway)
+        deadline = started + 600
+        while _end_total(consumer, topics.inbox, 12) < expected:
+            if time.monotonic() > deadline:
+                raise RuntimeError("records did not all arrive")
+            time.sleep(0.05)
+        elapsed = time.monotonic() - started
+        _stop(gateway)
+        return messages / elapsed
+    finally:
+        consumer.close()
+        admin.delete_topics(names)
+        admin.close()
+
+
+async def _count_down(
+    settings: CommonSettings, messages: int, ready: asyncio.Event, done: asyncio.Event
+) -> None:
+    count = 0
+
+    def on_message(_c: Client, _t: str, _p: bytes, _q: int, _props: Any) -> int:
+        nonlocal count
+        count += 1
+        if count >= messages:
+            done.set()
+        return 0
+
+    client = Client(f"ota-bench-sub-{uuid.uuid4().hex[:6]}")
+    client.set_auth_credentials(settings.mqtt_platform_user, settings.mqtt_platform_password)
+    client.on_message = on_message
+    client.on_subscribe = lambda *_a: ready.set()
+    await client.connect(settings.mqtt_host, settings.mqtt_platform_port, version=MQTTv50)
+    client.subscribe("$oc/devices/+/sys/events/down", qos=0)
+    await done.wait()
+    await client.disconnect()
+
+
+def downlink_run(settings: CommonSettings, messages: int, devices: int) -> float:
+    tag = uuid.uuid4().hex[:8]
+    prefix = f"bench-{tag}."
+    topics = Topics.with_prefix(prefix)
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    names = [topics.inbox, topics.commands, topics.dead_letters]
+    admin.create_topics([NewTopic(n, 12, 1) for n in names], wait_for_metadata=True)
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=20)
+    for n in range(messages):
+        device = f"bench-{n % devices:06d}"
+        record = CommandRecord(device_id=device, event_type="version_query", paras={}, at_ms=1)
+        producer.send(topics.commands, key=device.encode(), value=encode(record))
+    producer.flush()
+    producer.close()
+
+    async def measure() -> float:
+        ready, done = asyncio.Event(), asyncio.Event()
+        counter = asyncio.create_task(_count_down(settings, messages, ready, done))
+        await ready.wait()
+        gateway = await asyncio.to_thread(_start_gateway, _env(prefix, tag), True)
+        started = await asyncio.to_thread(_wait_started, gateway)
+        await asyncio.wait_for(done.wait(), 600)
+        elapsed = time.monotonic() - started
+        await counter
+        await asyncio.to_thread(_stop, gateway)
+        return messages / elapsed
+
+    try:
+        return asyncio.run(measure())
+    finally:
+        admin.delete_topics(names)
+        admin.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("direction", choices=["uplink", "downlink"])
+    parser.add_argument("--messages", type=int, default=60_000)
+    parser.add_argument("--devices", type=int, default=1_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    settings = CommonSettings.from_env()
+    run = uplink_run if args.direction == "uplink" else downlink_run
+    rates = []
+    for n in range(args.runs):
+        rate = run(settings, args.messages, args.devices)
+        rates.append(rate)
+        print(f"run {n + 1}: {rate:,.0f} msgs/s", flush=True)
+    print(
+        f"gateway.{args.direction}_per_s = {statistics.median(rates):.0f} msgs/s (median of {args.runs})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
