@@ -1,0 +1,136 @@
+"""Pure parts of the edge: routing, tokens to statuses, plans, intervals, rate buckets."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from download_edge import intervals, request, responses
+from download_edge.auth import Authorizer, DeniedError
+from download_edge.ratelimit import Bucket, DeviceLimiter
+from download_edge.responses import FileSpan
+from ota.settings import TokenKeys
+from ota.tokens import mint
+
+SHA = "ab" * 32
+KEYS = TokenKeys.parse("k1:0123456789abcdef0123", None)
+NOW = 1_800_000_000
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        (f"/packages/sha256/{SHA}".encode(), SHA),
+        (f"/packages/sha256/{SHA.upper()}".encode(), None),
+        (f"/packages/sha256/{SHA}/".encode(), None),
+        (f"/packages/sha256/{SHA[:-1]}".encode(), None),
+        (f"/packages/sha256/{SHA[:-2]}..".encode(), None),
+        (b"/packages/sha256/", None),
+        (b"/etc/passwd", None),
+    ],
+)
+def test_package_of(path: bytes, expected: str | None) -> None:
+    assert request.package_of(path) == expected
+
+
+def test_token_sources() -> None:
+    assert request.token_of("Bearer abc", b"") == "abc"
+    assert request.token_of("bearer  abc ", b"token=zzz") == "abc"
+    assert request.token_of(None, b"a=1&token=t%2Bx") == "t+x"
+    assert request.token_of("Basic Zm9v", b"") is None
+    assert request.token_of("Bearer ", b"") is None
+    assert request.token_of(None, b"\xff=1") is None
+    assert request.token_of(None, b"") is None
+
+
+def test_authorizer_statuses() -> None:
+    auth = Authorizer(KEYS, cache_size=2)
+    token = mint(KEYS, device_id="d1", package_sha256=SHA, expires_s=NOW + 10)
+    assert auth.device_for(token, SHA, NOW) == "d1"
+    assert auth.device_for(token, SHA, NOW + 5) == "d1"  # remembered
+    cases = [
+        (None, SHA, NOW, 401),
+        ("junk", SHA, NOW, 403),
+        (token, "cd" * 32, NOW, 403),
+        (token, SHA, NOW + 10, 410),
+    ]
+    for tok, sha, now, status in cases:
+        with pytest.raises(DeniedError) as denied:
+            auth.device_for(tok, sha, now)
+        assert denied.value.status == status
+
+
+def _plan(
+    range_header: str | None, if_range: str | None = None, method: str = "GET"
+) -> responses.Plan:
+    return responses.for_package(
+        method=method,
+        package_sha256=SHA,
+        size=1000,
+        range_header=range_header,
+        if_range=if_range,
+        keep_alive=True,
+        now_s=NOW,
+        boundary="B",
+    )
+
+
+def test_plans() -> None:
+    whole = _plan(None)
+    assert (whole.status, whole.body) == (200, (FileSpan(0, 1000),))
+    assert b"Content-Length: 1000\r\n" in whole.head
+    assert whole.head.endswith(b"Connection: keep-alive\r\n\r\n")
+    part = _plan("bytes=10-19")
+    assert (part.status, part.body, part.first_offset) == (206, (FileSpan(10, 10),), 10)
+    assert b"Content-Range: bytes 10-19/1000\r\n" in part.head
+    assert _plan("bytes=10-19", if_range='"other"').status == 200
+    assert _plan("bytes=10-19", method="HEAD").body == ()
+    assert _plan("bytes=x").status == 400
+    unsatisfiable = _plan("bytes=1000-")
+    assert unsatisfiable.status == 416
+    assert b"Content-Range: bytes */1000\r\n" in unsatisfiable.head
+    multi = _plan("bytes=0-0,500-500")
+    assert multi.status == 206
+    assert b"multipart/byteranges; boundary=B" in multi.head
+    assert f"Content-Length: {multi.body_bytes}\r\n".encode() in multi.head
+    assert [p for p in multi.body if isinstance(p, FileSpan)] == [FileSpan(0, 1), FileSpan(500, 1)]
+
+
+def test_error_plan_for_head_has_no_body() -> None:
+    plan = responses.error(404, "nope", keep_alive=False, now_s=NOW, with_body=False)
+    assert plan.body == ()
+    assert b"Content-Length: 5\r\n" in plan.head
+    assert plan.head.endswith(b"Connection: close\r\n\r\n")
+
+
+spans = st.lists(
+    st.tuples(st.integers(0, 500), st.integers(0, 100)).map(lambda t: (t[0], t[0] + t[1])),
+    max_size=20,
+)
+
+
+@given(spans, spans)
+def test_merge_is_the_union(first: list[tuple[int, int]], second: list[tuple[int, int]]) -> None:
+    merged = intervals.merge(intervals.merge([], first), second)
+    covered = {n for s, e in first + second for n in range(s, e)}
+    assert {n for s, e in merged for n in range(s, e)} == covered
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(merged))
+    assert intervals.complete(merged, 600) == (covered == set(range(600)))
+
+
+def test_bucket() -> None:
+    bucket = Bucket(1000, now=0.0)
+    assert bucket.take(600, 0.0) == 600
+    assert bucket.take(600, 0.0) == 400
+    assert bucket.take(600, 0.0) == 0
+    assert bucket.wait_s() == pytest.approx(1.0)
+    assert bucket.take(600, 0.5) == 500
+    bucket.refund(100)
+    assert bucket.take(10_000, 100.0) == 1000  # never more than a second's worth
+    limiter = DeviceLimiter(1000)
+    assert limiter.bucket("d", 0.0) is limiter.bucket("d", 1.0)
+    limiter.forget_idle(100.0, 60.0)
+    assert limiter.bucket("d", 100.0).take(5000, 100.0) == 1000
