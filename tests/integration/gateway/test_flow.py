@@ -20,7 +20,7 @@ from tests.integration.gateway.conftest import (
 )
 
 SHA = "ab" * 32
-UPGRADE = {
+UPGRADE: dict[str, Any] = {
     "version": "2.0",
     "url": "https://edge/packages/sha256/" + SHA,
     "file_size": 10,

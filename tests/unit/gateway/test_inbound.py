@@ -55,7 +55,7 @@ async def _settle() -> None:
 
 
 async def test_returns_only_after_kafka_acknowledged() -> None:
-    producer, calls = ScriptedProducer(), []
+    producer, calls = ScriptedProducer(), list[str]()
     inbound = _inbound(producer, 10, calls)
     handled = asyncio.create_task(inbound.handle(up_topic("d1"), PAYLOAD, 1))
     await _settle()
@@ -68,7 +68,7 @@ async def test_returns_only_after_kafka_acknowledged() -> None:
 
 
 async def test_failed_records_are_sent_again_with_the_same_id() -> None:
-    producer, calls = ScriptedProducer(), []
+    producer, calls = ScriptedProducer(), list[str]()
     inbound = _inbound(producer, 10, calls)
     handled = asyncio.create_task(inbound.handle(up_topic("d1"), PAYLOAD, 1))
     await _settle()
@@ -85,7 +85,7 @@ async def test_failed_records_are_sent_again_with_the_same_id() -> None:
 
 
 async def test_reading_pauses_at_the_bound_and_resumes_at_half() -> None:
-    producer, calls = ScriptedProducer(), []
+    producer, calls = ScriptedProducer(), list[str]()
     inbound = _inbound(producer, 4, calls)
     tasks = [asyncio.create_task(inbound.handle(up_topic(f"d{n}"), PAYLOAD, 1)) for n in range(4)]
     await _settle()

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 
 import orjson
 import pytest
@@ -11,7 +12,7 @@ from ota.protocol import ProtocolError, Reason, up_topic
 TOPIC = up_topic("devA")
 
 
-def _envelope(*services: dict[str, object]) -> bytes:
+def _envelope(*services: Mapping[str, object]) -> bytes:
     return orjson.dumps({"services": list(services)})
 
 
