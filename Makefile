@@ -18,6 +18,10 @@ SHELL_SCRIPTS := deploy/local/up deploy/local/down deploy/local/status deploy/lo
 # Python outside the packages of pyproject.toml's [tool.mypy], checked as strictly; add
 # files here as they become clean (the whole of tests/ has several conftest.py modules).
 MYPY_EXTRA := deploy/local bench/clients.py tests/conftest.py tests/integration/test_stack.py
+# Recipes that talk to the stack take its settings (ports, URLs) from the env file `up`
+# writes; variables set by the caller win.
+STATE_DIR := $(or $(OTA_STATE_DIR),$(CURDIR)/.state)
+WITH_STACK_ENV := set -a && . "$(STATE_DIR)/env.sh" && set +a &&
 # The smoke check moves to the ota package once it has one.
 SMOKE := $(if $(wildcard ota/smoke.py),$(PY) -m ota.smoke,$(PY) deploy/local/smoke.py)
 
@@ -45,7 +49,7 @@ lint: venv
 
 # pytest exits 5 when it collected nothing: a broken path or marker, never a pass.
 pytest: stack
-	@status=0; .venv/bin/pytest $(PYTEST_ARGS) || status=$$?; \
+	@$(WITH_STACK_ENV) status=0; .venv/bin/pytest $(PYTEST_ARGS) || status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests (exit 5): failing" >&2; fi; \
 	exit $$status
 
@@ -54,7 +58,7 @@ test: lint pytest
 check: test
 
 demo: stack
-	$(SMOKE)
+	@$(WITH_STACK_ENV) $(SMOKE)
 
 bench-clients: stack
-	$(PY) bench/clients.py
+	@$(WITH_STACK_ENV) $(PY) bench/clients.py
