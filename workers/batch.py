@@ -101,9 +101,11 @@ def apply_batch(
         outcome = step(entry.device, event, now_ms, f"w{partition}-{item.offset}")
         # A timeout always rewrites the device's deadline: the sweeper popped it.
         if outcome.device != entry.device or event.kind is Kind.TIMEOUT:
+            # Expiry counts from the last record that changed the state, so it does not
+            # depend on how records were grouped into batches (a rebuild groups them anew).
             entry.changed = True
+            entry.last_ms = now_ms
         entry.device = outcome.device
-        entry.last_ms = max(entry.last_ms, now_ms)
         for effect in outcome.effects:
             out = to_record(settings, device_id, effect, now_ms)
             if isinstance(out, JobEventRecord):

@@ -36,6 +36,7 @@ from workers.store import NO_OFFSET, Store, encode_outputs
 
 log = logging.getLogger(__name__)
 MAX_CONFLICT_RETRIES = 5
+METADATA_WAIT_S = 30
 
 
 class OwnershipLostError(RuntimeError):
@@ -70,6 +71,12 @@ class Worker:
             return sorted(self._owned)
 
     def subscribe(self) -> None:
+        # Joining before the inbox's metadata is known would get an empty assignment.
+        deadline = time.monotonic() + METADATA_WAIT_S
+        while not self.consumer.partitions_for_topic(self.inbox):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"topic {self.inbox} has no partitions")
+            time.sleep(0.1)
         self.consumer.subscribe(topics=[self.inbox], listener=_Rebalance(self))
 
     def on_assigned(self, assigned: Iterable[TopicPartition]) -> None:

@@ -97,7 +97,7 @@ def dump_partition(store: Store, partition: int) -> dict[str, object]:
     pipe = client.pipeline(transaction=False)
     for key in devices:
         pipe.get(key)
-        pipe.pexpiretime(key)
+        pipe.execute_command("PEXPIRETIME", key)  # type: ignore[no-untyped-call]
     replies = pipe.execute()
     return {
         "devices": {key: (replies[2 * i], replies[2 * i + 1]) for i, key in enumerate(devices)},

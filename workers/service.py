@@ -31,6 +31,8 @@ def build(settings: WorkerSettings, client_id: str = "ota-worker") -> tuple[Work
         max_poll_records=settings.max_poll_records,
         fetch_max_bytes=64 * 1024 * 1024,
         max_partition_fetch_bytes=8 * 1024 * 1024,
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=max(300, settings.session_timeout_ms // 3),
     )
     producer = make_producer(common, client_id=client_id)
     worker = Worker(settings, consumer, producer, Store(make_redis(common)))

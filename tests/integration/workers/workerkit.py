@@ -83,6 +83,7 @@ def make_settings(
         "sweep_idle_ms": 50,
         "sweep_lease_ms": 2000,
         "poll_timeout_ms": 50,
+        "session_timeout_ms": 6000,  # the broker's minimum: killed workers leave the group soon
     }
     values.update(overrides)
     return WorkerSettings(common=common, **values)
@@ -98,6 +99,7 @@ def env_for(settings: WorkerSettings) -> dict[str, str]:
         "OTA_WORKER_SWEEP_IDLE_MS": str(settings.sweep_idle_ms),
         "OTA_WORKER_SWEEP_LEASE_MS": str(settings.sweep_lease_ms),
         "OTA_WORKER_POLL_TIMEOUT_MS": str(settings.poll_timeout_ms),
+        "OTA_WORKER_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
         "OTA_TEST_TOPICS": ",".join(
             [topics.inbox, topics.commands, topics.job_events, topics.dead_letters]
         ),
@@ -177,7 +179,7 @@ class Reader:
             self.records += [decode(r.value) for r in batch]
         return self.records
 
-    def wait(self, condition: Callable[[list[Any]], bool], timeout_s: float = 30) -> list[Any]:
+    def wait(self, condition: Callable[[list[Any]], bool], timeout_s: float = 60) -> list[Any]:
         deadline = time.monotonic() + timeout_s
         while not condition(self.drain()):
             if time.monotonic() > deadline:
