@@ -7,6 +7,7 @@ plan at once; only a cache miss returns `Miss`, and the connection then awaits
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from download_edge.progress import ProgressRecorder
 from download_edge.ratelimit import DeviceLimiter
 from download_edge.responses import Plan
 from download_edge.settings import EdgeSettings
+from download_edge.writers import WritableWaiter
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,18 @@ class Edge:
         self.limiter = (
             DeviceLimiter(settings.rate_limit_bytes_s) if settings.rate_limit_bytes_s else None
         )
+        self._waiter: WritableWaiter | None = None
+
+    def waiter(self, loop: asyncio.AbstractEventLoop) -> WritableWaiter:
+        """The process's one epoll set for sockets waiting to take more of a body."""
+        if self._waiter is None:
+            self._waiter = WritableWaiter(loop)
+        return self._waiter
+
+    def close(self) -> None:
+        if self._waiter is not None:
+            self._waiter.close()
+            self._waiter = None
 
     def answer(self, req: rq.Request, now_s: int) -> Answer | Miss:
         keep = req.keep_alive

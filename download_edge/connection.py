@@ -78,7 +78,11 @@ class Connection(asyncio.Protocol):
         if transport.get_extra_info("sslcontext") is None:
             # Pause as soon as anything is buffered: sendfile must find the buffer empty.
             transport.set_write_buffer_limits(high=0)
-            self._writer = SendfileWriter(self._loop, transport.get_extra_info("socket").fileno())
+            self._writer = SendfileWriter(
+                self._loop,
+                self._edge.waiter(self._loop),
+                transport.get_extra_info("socket").fileno(),
+            )
         else:
             transport.set_write_buffer_limits(high=256 * 1024, low=64 * 1024)
             self._writer = CopyWriter(self._loop, transport)
@@ -278,7 +282,7 @@ class Connection(asyncio.Protocol):
         _count_status(answer.plan.status)
         self._served += 1
         if not ok:
-            transport.abort()
+            self.abort()
             return
         if not answer.plan.keep_alive:
             transport.close()
@@ -320,7 +324,7 @@ class Connection(asyncio.Protocol):
             and now - self._writer.progress_at > settings.idle_timeout_s
         ):
             m.timeouts.labels("send").inc()
-            transport.abort()
+            self.abort()
 
     def shutdown(self) -> None:
         """Stop intake: close now if idle, else after the response in progress."""
@@ -337,5 +341,8 @@ class Connection(asyncio.Protocol):
                 )
 
     def abort(self) -> None:
+        """Drop the connection now; the writer lets go of the socket first."""
+        if isinstance(self._writer, SendfileWriter):
+            self._writer.close()
         if self._transport is not None:
             self._transport.abort()

@@ -27,12 +27,16 @@ from ota.redis_clients import make_redis
 from ota.settings import SettingsError
 
 log = logging.getLogger("download_edge")
+WANTED_FILES = 65_536
 
 
 def _raise_file_limit() -> None:
-    """Each slow download holds two descriptors (the socket and its sendfile duplicate)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
+    """One descriptor per connection: 10,000 slow downloads need more than the usual 1024."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max(hard, WANTED_FILES)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))
+    except (ValueError, PermissionError):  # not privileged: the hard limit is the ceiling
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 

@@ -115,5 +115,6 @@ class EdgeServer:
         await self._server.wait_closed()
         if self.recorder is not None:
             await asyncio.to_thread(self.recorder.close, self.settings.drain_s)
+        self.edge.close()
         self.cache.close()
         log.info("edge stopped")

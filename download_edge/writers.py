@@ -3,10 +3,9 @@
 `SendfileWriter` (plain TCP) bypasses the transport: the head goes out with
 `send(MSG_MORE)` so the kernel holds it for the body (what TCP_CORK/nginx's tcp_nopush
 achieve, without two extra system calls per response) and the file spans go with
-`os.sendfile`, zero-copy. uvloop refuses `add_writer` on a descriptor its transport
-owns, so the writer works on a duplicate of the socket's descriptor; the caller makes
-sure the transport's own buffer is empty before a writer starts, and keeps reading
-paused while it runs.
+`os.sendfile`, zero-copy. On EAGAIN it waits through the process's `WritableWaiter`.
+The caller makes sure the transport's own buffer is empty before a writer starts, and
+keeps reading paused while it runs.
 
 `CopyWriter` (TLS, where the kernel offers no TLS offload) reads the file in chunks with
 `os.pread` into the SSL transport and stops while the transport says its buffer is full.
@@ -19,7 +18,9 @@ layer accepted), the first body byte through `on_first_byte()`, and the end thro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import select
 import socket
 import time
 from collections.abc import Callable
@@ -118,16 +119,78 @@ class _Writer:
         self._on_done(ok)
 
 
+class WritableWaiter:
+    """Wakes writers when their sockets can take more data: one epoll for the process.
+
+    uvloop refuses `add_writer` on a descriptor its transport owns, so instead of one
+    duplicated descriptor per connection (which would double the descriptors that 10,000
+    slow downloads hold), one extra epoll set registered with the loop as a reader watches
+    every socket waiting to write (one-shot, re-armed on the next EAGAIN).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._epoll = select.epoll()
+        self._owners: dict[int, object] = {}  # registered descriptor -> its writer
+        self._callbacks: dict[int, Callable[[], None]] = {}
+        loop.add_reader(self._epoll.fileno(), self._ready)
+
+    def close(self) -> None:
+        self._loop.remove_reader(self._epoll.fileno())
+        self._epoll.close()
+
+    def wait(self, fd: int, owner: object, callback: Callable[[], None]) -> None:
+        events = select.EPOLLOUT | select.EPOLLONESHOT
+        if self._owners.get(fd) is owner:
+            try:
+                self._epoll.modify(fd, events)
+            except FileNotFoundError:
+                self._epoll.register(fd, events)
+        else:
+            # A closed socket leaves epoll by itself; its number may be reused since.
+            try:
+                self._epoll.register(fd, events)
+            except FileExistsError:
+                self._epoll.modify(fd, events)
+            self._owners[fd] = owner
+        self._callbacks[fd] = callback
+
+    def forget(self, fd: int, owner: object) -> None:
+        """Stop watching `fd` for `owner`; call before its socket is closed."""
+        if self._owners.get(fd) is not owner:
+            return
+        del self._owners[fd]
+        self._callbacks.pop(fd, None)
+        with contextlib.suppress(OSError):  # already gone with its socket
+            self._epoll.unregister(fd)
+
+    def _ready(self) -> None:
+        for fd, _ in self._epoll.poll(0):
+            callback = self._callbacks.pop(fd, None)
+            if callback is not None:
+                callback()
+
+
 class SendfileWriter(_Writer):
-    def __init__(self, loop: asyncio.AbstractEventLoop, socket_fd: int) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, waiter: WritableWaiter, socket_fd: int
+    ) -> None:
         super().__init__(loop)
-        self._sock = socket.socket(fileno=os.dup(socket_fd))
-        self._fd = self._sock.fileno()
-        self._watching = False
+        self._waiter = waiter
+        self._fd = socket_fd
 
     def close(self) -> None:
         self.abort()
-        self._sock.close()
+        self._waiter.forget(self._fd, self)
+
+    def _send_bytes(self, data: memoryview, more: bool) -> int:
+        # uvloop's transport socket has no send(); a detached wrapper borrows the descriptor
+        # (family and type given, so no system call probes them) to pass MSG_MORE.
+        borrowed = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, self._fd)
+        try:
+            return borrowed.send(data, socket.MSG_MORE if more else 0)
+        finally:
+            borrowed.detach()
 
     def _pump(self) -> None:
         self._timer = None
@@ -137,8 +200,7 @@ class SendfileWriter(_Writer):
                 part = parts[self._index]
                 if isinstance(part, bytes):
                     more = self._index + 1 < len(parts)
-                    view = memoryview(part)[self._pos :]
-                    sent = self._sock.send(view, socket.MSG_MORE if more else 0)
+                    sent = self._send_bytes(memoryview(part)[self._pos :], more)
                 else:
                     assert self._package is not None
                     wanted = self._grant(min(part.count - self._pos, SENDFILE_MAX))
@@ -153,9 +215,7 @@ class SendfileWriter(_Writer):
                         return
                 self._advance(part, sent)
         except BlockingIOError:
-            if not self._watching:
-                self._watching = True
-                self._loop.add_writer(self._fd, self._pump)
+            self._waiter.wait(self._fd, self, self._pump)
             return
         except OSError:  # reset, broken pipe: the client went away
             self._finish(False)
@@ -163,9 +223,8 @@ class SendfileWriter(_Writer):
         self._finish(True)
 
     def _finish(self, ok: bool) -> None:
-        if self._watching:
-            self._watching = False
-            self._loop.remove_writer(self._fd)
+        if not ok:
+            self._waiter.forget(self._fd, self)
         super()._finish(ok)
 
 

@@ -1,0 +1,63 @@
+"""Hold many slow downloads open against one server, for the resident-memory figure.
+
+Each client asks for the whole package with a small receive buffer and then reads a
+kilobyte a second, so the server keeps every response in flight. Prints `connected N`
+once all requests are sent, then holds until killed.
+
+    python bench/edge/slow_clients.py HOST PORT PATH TOKEN COUNT
+"""
+
+from __future__ import annotations
+
+import resource
+import selectors
+import socket
+import sys
+import time
+
+
+def main() -> None:
+    host, port, path, token, count = (
+        sys.argv[1],
+        int(sys.argv[2]),
+        sys.argv[3],
+        sys.argv[4],
+        int(sys.argv[5]),
+    )
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    want = max(hard, count + 1024)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n"
+    ).encode()
+    selector = selectors.DefaultSelector()
+    sockets: list[socket.socket] = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        for attempt in range(50):
+            try:
+                sock.connect((host, port))
+                break
+            except OSError:  # accept queue full for a moment
+                time.sleep(0.01 * (attempt + 1))
+        sock.sendall(request)
+        sock.setblocking(False)
+        sockets.append(sock)
+        selector.register(sock, selectors.EVENT_READ)
+    print(f"connected {len(sockets)}", flush=True)
+    while True:
+        for key, _ in selector.select(timeout=1.0):
+            sock = key.fileobj
+            if not isinstance(sock, socket.socket):
+                continue
+            try:
+                if not sock.recv(1024):
+                    selector.unregister(sock)
+            except OSError:
+                selector.unregister(sock)
+        time.sleep(1.0)
+
+
+if __name__ == "__main__":
+    main()
