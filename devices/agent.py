@@ -89,6 +89,7 @@ class DeviceAgent:
         self._download_dir = download_dir
         self._seen: list[str] = []
         self._busy: str | None = None  # target version of the upgrade under way
+        self._muted = False  # mute_after_install took effect
         self._tasks: set[asyncio.Task[None]] = set()
         self.finished = asyncio.Event()
 
@@ -140,7 +141,7 @@ class DeviceAgent:
         kind = DownlinkType(event.event_type)
         if kind is DownlinkType.VERSION_QUERY:
             self.outcome.version_queries += 1
-            if self.behaviour.answer_version_query:
+            if self.behaviour.answer_version_query and not self._muted:
                 await self._pause()
                 await self._send(self._version_event(event.event_id))
             return
@@ -184,6 +185,11 @@ class DeviceAgent:
                 self.fw_version = target
             else:
                 self.sw_version = target
+            if self.behaviour.mute_after_install or not self.behaviour.report_result:
+                self._muted = self.behaviour.mute_after_install
+                self.outcome.finished_at = time.monotonic()
+                self.finished.set()
+                return
             reported = self.behaviour.wrong_version or target
             await self._finish(event, RESULT_OK, reported, "upgrade succeeded")
         finally:
