@@ -9,7 +9,10 @@ downlink: M command records are produced first; the gateway starts with a fresh 
   group and the time until a wildcard subscriber on the down topics received all M
   commands is measured (each published QoS 1 and committed after the PUBACK).
 
-Usage: python bench/gateway_bench.py uplink|downlink [--messages M] [--devices D] [--runs R]
+peer: the uplink measurement with a bare gmqtt subscriber (ack after an empty handler, no
+  Kafka) draining the same queued session: the MQTT-side ceiling, for a ratio.
+
+Usage: python bench/gateway_bench.py uplink|downlink|peer [--messages M] [--devices D] [--runs R]
 """
 
 from __future__ import annotations
@@ -202,23 +205,65 @@ def downlink_run(settings: CommonSettings, messages: int, devices: int) -> float
         admin.close()
 
 
+async def _drain_session(settings: CommonSettings, client_id: str, messages: int | None) -> float:
+    """Connect a bare ack-after-handler subscriber; with `messages`, time draining that many."""
+    done, count = asyncio.Event(), 0
+
+    async def on_message(_c: Client, _t: str, _p: bytes, _q: int, _props: Any) -> int:
+        nonlocal count
+        count += 1
+        if messages is not None and count >= messages:
+            done.set()
+        return 0
+
+    client = Client(
+        client_id,
+        clean_session=False,
+        optimistic_acknowledgement=False,
+        session_expiry_interval=600,
+        receive_maximum=4000,
+    )
+    client.set_auth_credentials(settings.mqtt_platform_user, settings.mqtt_platform_password)
+    client.on_message = on_message
+    subscribed = asyncio.Event()
+    client.on_subscribe = lambda *_a: subscribed.set()
+    started = time.monotonic()
+    await client.connect(settings.mqtt_host, settings.mqtt_platform_port, version=MQTTv50)
+    if messages is None:
+        client.subscribe("$oc/devices/+/sys/events/up", qos=1)
+        await subscribed.wait()
+    else:
+        await asyncio.wait_for(done.wait(), 600)
+    elapsed = time.monotonic() - started
+    await client.disconnect()
+    return elapsed
+
+
+def peer_run(settings: CommonSettings, messages: int, devices: int) -> float:
+    """The same queued-session drain by a bare gmqtt subscriber that acknowledges after its
+    (empty) handler: the ceiling of the MQTT side without Kafka."""
+    client_id = f"ota-bench-peer-{uuid.uuid4().hex[:6]}"
+    asyncio.run(_drain_session(settings, client_id, None))
+    asyncio.run(_publish_all(settings, messages, devices))
+    return messages / asyncio.run(_drain_session(settings, client_id, messages))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("direction", choices=["uplink", "downlink"])
+    parser.add_argument("direction", choices=["uplink", "downlink", "peer"])
     parser.add_argument("--messages", type=int, default=60_000)
     parser.add_argument("--devices", type=int, default=1_000)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     settings = CommonSettings.from_env()
-    run = uplink_run if args.direction == "uplink" else downlink_run
+    run = {"uplink": uplink_run, "downlink": downlink_run, "peer": peer_run}[args.direction]
     rates = []
     for n in range(args.runs):
         rate = run(settings, args.messages, args.devices)
         rates.append(rate)
         print(f"run {n + 1}: {rate:,.0f} msgs/s", flush=True)
-    print(
-        f"gateway.{args.direction}_per_s = {statistics.median(rates):.0f} msgs/s (median of {args.runs})"
-    )
+    name = "peer.mqtt_drain" if args.direction == "peer" else f"gateway.{args.direction}"
+    print(f"{name}_per_s = {statistics.median(rates):.0f} msgs/s (median of {args.runs})")
     return 0
 
 
