@@ -39,6 +39,7 @@ class Service:
     quick_crashes: int = 0
     restart_at: float | None = None
     log: IO[bytes] | None = field(default=None, repr=False)
+    env: Mapping[str, str] = field(default_factory=dict)  # this replica's own variables
 
     def start(self, env: Mapping[str, str]) -> None:
         if self.log is None:
@@ -47,7 +48,7 @@ class Service:
             list(self.command),
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            env=dict(env),
+            env={**env, **self.env},
             start_new_session=True,
         )
         self.started_at, self.restart_at = time.monotonic(), None
@@ -133,14 +134,65 @@ class Supervisor:
                 service.log = None
 
 
-def build_services(names: Sequence[str], log_dir: Path, replicas: int = 1) -> list[Service]:
+# Per-replica metrics port variables; replica i listens on the configured port + i.
+METRICS_PORT_VARS = {"workers": "WORKER_METRICS_PORT", "gateway": "GATEWAY_METRICS_PORT"}
+DEFAULT_METRICS_PORTS = {"workers": 0, "gateway": 9102}
+
+
+def replica_env(name: str, index: int, replicas: int, env: Mapping[str, str]) -> dict[str, str]:
+    """What replica `index` of `replicas` needs to differ in: gateway slot and client id,
+    metrics ports. Workers share their consumer group; the edge scales with its own
+    OTA_EDGE_PROCESSES (one port, SO_REUSEPORT)."""
+    if replicas == 1:
+        return {}
+    out: dict[str, str] = {}
+    var = METRICS_PORT_VARS.get(name)
+    if var is not None:
+        port = int(env.get(f"OTA_{var}") or DEFAULT_METRICS_PORTS[name])
+        if port:
+            out[f"OTA_{var}"] = str(port + index)
+    if name == "gateway":
+        client = env.get("OTA_GATEWAY_CLIENT_ID") or "ota-gateway"
+        out |= {
+            "OTA_GATEWAY_REPLICAS": str(replicas),
+            "OTA_GATEWAY_INDEX": str(index),
+            "OTA_GATEWAY_CLIENT_ID": f"{client}-r{index}",
+        }
+    return out
+
+
+def build_services(
+    names: Sequence[str],
+    log_dir: Path,
+    replicas: int | Mapping[str, int] = 1,
+    env: Mapping[str, str] | None = None,
+) -> list[Service]:
     log_dir.mkdir(parents=True, exist_ok=True)
     services = []
     for name in names:
-        for index in range(replicas):
-            label = name if replicas == 1 else f"{name}-{index}"
-            services.append(Service(label, (sys.executable, "-m", name), log_dir / f"{label}.log"))
+        count = replicas if isinstance(replicas, int) else replicas.get(name, 1)
+        for index in range(count):
+            label = name if count == 1 else f"{name}-{index}"
+            services.append(
+                Service(
+                    label,
+                    (sys.executable, "-m", name),
+                    log_dir / f"{label}.log",
+                    env=replica_env(name, index, count, env or {}),
+                )
+            )
     return services
+
+
+def parse_scale(spec: str) -> dict[str, int]:
+    """`workers=2,gateway=2` -> {"workers": 2, "gateway": 2}."""
+    scale: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, sep, count = item.partition("=")
+        if not sep or name not in SERVICES or not count.isdigit() or not 1 <= int(count) <= 64:
+            raise ValueError(f"--scale entry {item!r} is not <service>=<1..64>")
+        scale[name] = int(count)
+    return scale
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -160,7 +212,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="where service logs go (default: $OTA_STATE_DIR/logs or .state/logs)",
     )
     parser.add_argument("--for-seconds", type=float, default=None, help="stop after this long")
+    parser.add_argument(
+        "--scale",
+        default="",
+        help="replicas per service, e.g. workers=2,gateway=2 (the edge: OTA_EDGE_PROCESSES)",
+    )
     args = parser.parse_args(argv)
+    try:
+        args.scale = parse_scale(args.scale)
+    except ValueError as exc:
+        parser.error(str(exc))
     unknown = sorted(set(args.services) - set(SERVICES))
     if unknown:
         parser.error(f"unknown service {', '.join(unknown)}; choose from {', '.join(SERVICES)}")
@@ -171,7 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     state_dir = Path(os.environ.get("OTA_STATE_DIR", ".state"))
     log_dir = args.log_dir or state_dir / "logs"
-    supervisor = Supervisor(build_services(args.services or SERVICES, log_dir), os.environ)
+    services = build_services(args.services or SERVICES, log_dir, args.scale, os.environ)
+    supervisor = Supervisor(services, os.environ)
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
     until = None if args.for_seconds is None else time.monotonic() + args.for_seconds
