@@ -162,7 +162,7 @@ class Worker:
         if not offsets:
             return
         try:
-            self.consumer.commit(
+            self.consumer.commit_async(
                 {tp: OffsetAndMetadata(o + 1, "", -1) for tp, o in offsets.items()}
             )
         except (CommitFailedError, KafkaError) as exc:

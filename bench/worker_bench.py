@@ -1,0 +1,280 @@
+"""Worker benchmarks: end-to-end transitions/s (Kafka -> worker -> Redis -> Kafka) with one
+and two worker processes, Redis bytes per in-flight job, and how late due deadlines are
+applied while 1,000,000 deadlines are pending.
+
+    .venv/bin/python bench/worker_bench.py throughput --devices 20000 --procs 1
+    .venv/bin/python bench/worker_bench.py deadlines --pending 1000000 --due 20000
+
+Uses Redis db 14 (flushed) and topics under a fresh OTA_TOPIC_PREFIX (deleted after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import redis
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+
+from ota.clock import now_ms
+from ota.kafka_clients import make_admin
+from ota.records import (
+    DeviceEventRecord,
+    DownloadPhase,
+    DownloadRecord,
+    JobSpec,
+    JobStartRecord,
+    PackageRef,
+    PresenceRecord,
+    TaskType,
+    Windows,
+    decode,
+    encode,
+)
+from ota.settings import CommonSettings, Topics
+from workers.batch import DeviceWrite
+from workers.codec import pack
+from workers.events import Event, Kind
+from workers.machine import step
+from workers.model import Device
+from workers.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+SHA = "ab" * 32
+REDIS_URL = os.environ.get("OTA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+PARTITIONS = 12
+
+
+def job_spec(windows: Windows = Windows()) -> JobSpec:
+    return JobSpec(
+        task_id="5f0c9a2e4b7d4e3f9a1b2c3d4e5f6a7b",
+        task_type=TaskType.FIRMWARE,
+        package=PackageRef(SHA, "2.0.0", "firmware-2.0.0.bin", 8_388_608),
+        windows=windows,
+    )
+
+
+def setup(prefix: str) -> CommonSettings:
+    common = replace(
+        CommonSettings.from_env(), topics=Topics.with_prefix(prefix), redis_url=REDIS_URL
+    )
+    admin = make_admin(common)
+    t = common.topics
+    admin.create_topics(
+        [NewTopic(t.inbox, PARTITIONS, 1)]
+        + [NewTopic(n, PARTITIONS, 1) for n in (t.commands, t.job_events, t.dead_letters)]
+    )
+    admin.close()
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    return common
+
+
+def teardown(common: CommonSettings) -> None:
+    t = common.topics
+    admin = make_admin(common)
+    admin.delete_topics([t.inbox, t.commands, t.job_events, t.dead_letters])
+    admin.close()
+    redis.Redis.from_url(REDIS_URL).flushdb()
+
+
+def spawn(common: CommonSettings, prefix: str, group: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "OTA_TOPIC_PREFIX": prefix,
+        "OTA_REDIS_URL": REDIS_URL,
+        "OTA_WORKER_GROUP_ID": group,
+        "OTA_LOG_LEVEL": "WARNING",
+        "OTA_WORKER_SESSION_TIMEOUT_MS": "6000",
+    }
+    return subprocess.Popen([sys.executable, "-m", "workers"], cwd=ROOT, env=env)
+
+
+def prefill(common: CommonSettings, devices: int) -> int:
+    producer = KafkaProducer(
+        bootstrap_servers=common.kafka_bootstrap, acks=1, linger_ms=20, batch_size=512 * 1024
+    )
+    spec, t = job_spec(), now_ms()
+    sent = 0
+    for i in range(devices):
+        d = f"bench-{i:07d}"
+        records = [
+            PresenceRecord(device_id=d, online=True, at_ms=t),
+            JobStartRecord(device_id=d, job=spec, at_ms=t),
+            DeviceEventRecord(
+                device_id=d, event_type="version_report", paras={"fw_version": "1.0.0"}, at_ms=t
+            ),
+            DownloadRecord(device_id=d, package_sha256=SHA, phase=DownloadPhase.STARTED, at_ms=t),
+            DownloadRecord(device_id=d, package_sha256=SHA, phase=DownloadPhase.FINISHED, at_ms=t),
+            DeviceEventRecord(
+                device_id=d,
+                event_type="upgrade_progress_report",
+                paras={"result_code": 0, "progress": 50, "version": "1.0.0"},
+                at_ms=t,
+            ),
+            DeviceEventRecord(
+                device_id=d,
+                event_type="upgrade_progress_report",
+                paras={"result_code": 0, "progress": 100, "version": "2.0.0"},
+                at_ms=t,
+            ),
+        ]
+        for r in records:
+            producer.send(common.topics.inbox, value=encode(r), key=d.encode())
+        sent += len(records)
+    producer.flush()
+    producer.close()
+    return sent
+
+
+def end_offsets(common: CommonSettings) -> dict[int, int]:
+    consumer = KafkaConsumer(bootstrap_servers=common.kafka_bootstrap)
+    tps = [TopicPartition(common.topics.inbox, p) for p in range(PARTITIONS)]
+    ends = {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
+    consumer.close()
+    return ends
+
+
+def throughput(devices: int, procs: int) -> float:
+    prefix = f"bench-{uuid.uuid4().hex[:8]}."
+    common = setup(prefix)
+    try:
+        prefill(common, devices)
+        ends = end_offsets(common)
+        store = Store(redis.Redis.from_url(REDIS_URL))
+        workers = [spawn(common, prefix, f"bench-{uuid.uuid4().hex[:6]}") for _ in range(1)]
+        group_env = workers[0].args  # the group id is per run: a second process joins it
+        del group_env
+        if procs == 2:
+            workers[0].kill()
+            workers[0].wait()
+            group = f"bench-{uuid.uuid4().hex[:6]}"
+            workers = [spawn(common, prefix, group) for _ in range(2)]
+        first = None
+        while True:
+            done = {p: store.offset(p) for p in range(PARTITIONS)}
+            applied = sum(max(0, done[p] + 1) for p in done)
+            if first is None and applied > 0:
+                first = (time.monotonic(), applied)
+            if all(done[p] + 1 >= ends[p] for p in ends):
+                break
+            time.sleep(0.02)
+        finished = time.monotonic()
+        for w in workers:
+            w.terminate()
+            w.wait(30)
+        assert first is not None
+        records = sum(ends.values()) - first[1]
+        rate = records * 6 / 7 / (finished - first[0])  # 6 transitions per 7 records
+        return rate
+    finally:
+        teardown(common)
+
+
+def deadlines(pending: int, due: int, spread_s: int) -> tuple[float, float, float, float]:
+    """Returns (bytes per in-flight job, lag p50 ms, lag p99 ms, timeouts applied per s)."""
+    prefix = f"bench-{uuid.uuid4().hex[:8]}."
+    common = setup(prefix)
+    client = redis.Redis.from_url(REDIS_URL)
+    store = Store(client)
+    try:
+        base_memory = int(client.info("memory")["used_memory"])
+        t0 = now_ms()
+        far = job_spec(Windows(version_s=3600))
+        _load(store, pending, far, t0, "p")
+        per_job = (int(client.info("memory")["used_memory"]) - base_memory) / pending
+        soon = job_spec(Windows(version_s=1))
+        start_at = now_ms() + 15_000  # the worker is up by then
+        expected: dict[str, int] = {}
+        for i in range(due):
+            at = start_at + (i * spread_s * 1000) // due
+            expected[f"due-{i:07d}"] = at + 1000
+        _load(store, due, soon, 0, "due", times=[v - 1000 for v in expected.values()])
+        worker = spawn(common, prefix, f"bench-{uuid.uuid4().hex[:6]}")
+        consumer = KafkaConsumer(bootstrap_servers=common.kafka_bootstrap, enable_auto_commit=False)
+        tps = [TopicPartition(common.topics.job_events, p) for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning()
+        lags: list[int] = []
+        stamps: list[int] = []
+        deadline = time.monotonic() + spread_s + 120
+        while len(lags) < due and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=200).values():
+                for r in batch:
+                    event = decode(r.value)
+                    if event.to_state == "FAILED":
+                        lags.append(r.timestamp - expected[event.device_id])
+                        stamps.append(r.timestamp)
+        worker.terminate()
+        worker.wait(30)
+        consumer.close()
+        lags.sort()
+        p50 = lags[len(lags) // 2]
+        p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
+        rate = len(stamps) / max(0.001, (max(stamps) - min(stamps)) / 1000)
+        print(f"applied {len(lags)}/{due} timeouts", file=sys.stderr)
+        return per_job, p50, p99, rate
+    finally:
+        teardown(common)
+
+
+def _load(
+    store: Store, count: int, spec: JobSpec, at_ms: int, name: str, times: list[int] | None = None
+) -> None:
+    """Device states as the machine makes them (job started, querying the version), with
+    their deadlines, written straight to Redis in batches per partition."""
+    batch: dict[int, list[DeviceWrite]] = {}
+    for i in range(count):
+        d = f"{name}-{i:07d}"
+        t = times[i] if times is not None else at_ms
+        out = step(Device(online=True), Event(Kind.START, spec=spec, attempt=1), t, "w0-0")
+        device = out.device
+        p = hash(d) % PARTITIONS
+        batch.setdefault(p, []).append(DeviceWrite(d, pack(device), 0, device.deadline_ms))
+        if len(batch[p]) >= 2000:
+            _flush(store, p, batch.pop(p))
+    for p, writes in batch.items():
+        _flush(store, p, writes)
+
+
+def _flush(store: Store, partition: int, writes: list[DeviceWrite]) -> None:
+    current = store.offset(partition)
+    assert store.apply(partition, current, current, writes, b"") is None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="what", required=True)
+    t = sub.add_parser("throughput")
+    t.add_argument("--devices", type=int, default=20_000)
+    t.add_argument("--procs", type=int, choices=(1, 2), default=1)
+    t.add_argument("--runs", type=int, default=3)
+    d = sub.add_parser("deadlines")
+    d.add_argument("--pending", type=int, default=1_000_000)
+    d.add_argument("--due", type=int, default=20_000)
+    d.add_argument("--spread-s", type=int, default=10)
+    args = parser.parse_args()
+    if args.what == "throughput":
+        rates = [throughput(args.devices, args.procs) for _ in range(args.runs)]
+        print("runs:", [round(r) for r in rates])
+        name = "worker.transitions_per_s" + ("_2proc" if args.procs == 2 else "")
+        print(f"{name} = {statistics.median(rates):.0f} transitions/s")
+    else:
+        per_job, p50, p99, rate = deadlines(args.pending, args.due, args.spread_s)
+        print(f"redis.bytes_per_job = {per_job:.0f} bytes")
+        print(f"sweeper.due_lag_p50_ms = {p50:.0f} ms")
+        print(f"sweeper.due_lag_p99_ms = {p99:.0f} ms")
+        print(
+            f"sweeper.timeouts_applied_per_s = {rate:.0f} /s (due rate {args.due / args.spread_s:.0f}/s)"
+        )
+
+
+if __name__ == "__main__":
+    main()
