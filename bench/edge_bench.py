@@ -201,6 +201,7 @@ def main() -> None:
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="edge-bench-"))
+    root.chmod(0o755)  # nginx's workers run unprivileged
     data = os.urandom(PACKAGE_MIB * 1024 * 1024)
     sha = hashlib.sha256(data).hexdigest()
     (root / "cache" / "sha256").mkdir(parents=True)

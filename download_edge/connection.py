@@ -237,7 +237,7 @@ class Connection(asyncio.Protocol):
             return
         plan = answer.plan
         self._answer = answer
-        if answer.package is None or not any(isinstance(p, responses.FileSpan) for p in plan.body):
+        if answer.package is None or not plan.has_file:
             transport.write(plan.head + b"".join(p for p in plan.body if isinstance(p, bytes)))
             self._done(True)
             return

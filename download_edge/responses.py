@@ -53,15 +53,12 @@ class Plan:
     head: bytes
     body: Body = ()
     keep_alive: bool = True
+    has_file: bool = False  # the body reads the package (else it is all in `head`/`body`)
+    first_offset: int = 0  # where in the package the body starts
 
     @property
     def body_bytes(self) -> int:
         return sum(p.count if isinstance(p, FileSpan) else len(p) for p in self.body)
-
-    @property
-    def first_offset(self) -> int:
-        """Where in the package the body starts (0 when it carries no file bytes)."""
-        return next((p.offset for p in self.body if isinstance(p, FileSpan)), 0)
 
 
 class _Date:
@@ -90,6 +87,25 @@ def head(status: int, headers: list[tuple[str, str]], *, keep_alive: bool, now_s
         "\r\n",
     ]
     return "\r\n".join(lines).encode("latin-1")
+
+
+def head_for_file(
+    status: int,
+    length: int,
+    content_range: str | None,
+    etag: str,
+    keep_alive: bool,
+    now_s: int,
+) -> bytes:
+    """The head of a 200/206 with a package body: one format call, on every request."""
+    range_line = f"Content-Range: {content_range}\r\n" if content_range else ""
+    connection = "keep-alive" if keep_alive else "close"
+    return (
+        f"HTTP/1.1 {status} {REASONS[status]}\r\nServer: ota-edge\r\nDate: {_date.at(now_s)}\r\n"
+        f"Content-Type: {OCTETS}\r\nContent-Length: {length}\r\n{range_line}"
+        f"Accept-Ranges: bytes\r\nETag: {etag}\r\nX-Content-Type-Options: nosniff\r\n"
+        f"Cache-Control: private, no-transform\r\nConnection: {connection}\r\n\r\n"
+    ).encode("latin-1")
 
 
 def error(
@@ -159,24 +175,22 @@ def for_package(
                 now_s=now_s,
                 extra=(("Content-Range", ranges.unsatisfied_range(size)), *common[:2]),
             )
-    with_body = method == "GET"
     if selected is None:
-        headers = [("Content-Type", OCTETS), ("Content-Length", str(size)), *common]
-        body: Body = (FileSpan(0, size),) if with_body and size else ()
-        return Plan(200, head(200, headers, keep_alive=keep_alive, now_s=now_s), body, keep_alive)
+        whole = head_for_file(200, size, None, etag, keep_alive, now_s)
+        if method != "GET" or not size:
+            return Plan(200, whole, (), keep_alive)
+        return Plan(200, whole, (FileSpan(0, size),), keep_alive, True, 0)
     if len(selected) == 1:
         part = selected[0]
-        headers = [
-            ("Content-Type", OCTETS),
-            ("Content-Length", str(part.length)),
-            ("Content-Range", ranges.content_range(part, size)),
-            *common,
-        ]
         return Plan(
             206,
-            head(206, headers, keep_alive=keep_alive, now_s=now_s),
+            head_for_file(
+                206, part.length, ranges.content_range(part, size), etag, keep_alive, now_s
+            ),
             (FileSpan(part.start, part.length),),
             keep_alive,
+            True,
+            part.start,
         )
     return _multipart(selected, size, common, keep_alive, now_s, boundary or secrets.token_hex(16))
 
@@ -204,6 +218,5 @@ def _multipart(
         ("Content-Length", str(length)),
         *common,
     ]
-    return Plan(
-        206, head(206, headers, keep_alive=keep_alive, now_s=now_s), tuple(body), keep_alive
-    )
+    head_bytes = head(206, headers, keep_alive=keep_alive, now_s=now_s)
+    return Plan(206, head_bytes, tuple(body), keep_alive, True, selected[0].start)

@@ -80,7 +80,7 @@ def _plan(
 
 def test_plans() -> None:
     whole = _plan(None)
-    assert (whole.status, whole.body) == (200, (FileSpan(0, 1000),))
+    assert (whole.status, whole.body, whole.has_file) == (200, (FileSpan(0, 1000),), True)
     assert b"Content-Length: 1000\r\n" in whole.head
     assert whole.head.endswith(b"Connection: keep-alive\r\n\r\n")
     part = _plan("bytes=10-19")
@@ -93,7 +93,7 @@ def test_plans() -> None:
     assert unsatisfiable.status == 416
     assert b"Content-Range: bytes */1000\r\n" in unsatisfiable.head
     multi = _plan("bytes=0-0,500-500")
-    assert multi.status == 206
+    assert (multi.status, multi.has_file, multi.first_offset) == (206, True, 0)
     assert b"multipart/byteranges; boundary=B" in multi.head
     assert f"Content-Length: {multi.body_bytes}\r\n".encode() in multi.head
     assert [p for p in multi.body if isinstance(p, FileSpan)] == [FileSpan(0, 1), FileSpan(500, 1)]
