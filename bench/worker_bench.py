@@ -51,9 +51,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SHA = "ab" * 32
 REDIS_URL = os.environ.get("OTA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 PARTITIONS = 12
+DEFAULT_WINDOWS = Windows()
 
 
-def job_spec(windows: Windows = Windows()) -> JobSpec:
+def job_spec(windows: Windows = DEFAULT_WINDOWS) -> JobSpec:
     return JobSpec(
         task_id="5f0c9a2e4b7d4e3f9a1b2c3d4e5f6a7b",
         task_type=TaskType.FIRMWARE,

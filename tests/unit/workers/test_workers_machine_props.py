@@ -70,7 +70,7 @@ class JobMachine(RuleBasedStateMachine):
             key = (effect.task_id, effect.attempt)
             if key in self.finished:
                 assert effect.from_state == effect.to_state, f"finished {key} moved"
-            if effect.to_state == "SUCCEEDED":
+            if effect.to_state == "SUCCEEDED" and effect.from_state != "SUCCEEDED":
                 assert effect.detail["version"] == TARGET
                 reported = (
                     event.version
