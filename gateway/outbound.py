@@ -177,7 +177,7 @@ class Outbound:
     async def _dead_letter(
         self, origin: str, value: bytes, error: RecordError | ProtocolError
     ) -> None:
-        reason = error.reason if isinstance(error.reason, str) else str(error.reason)
+        reason = str(error.reason)  # a RecordError code or an ota.protocol.Reason value
         letter = DeadLetterRecord(
             source=SOURCE,
             reason=reason,
