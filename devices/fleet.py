@@ -86,9 +86,11 @@ def device_name(prefix: str, index: int) -> str:
 
 def outcome_of(agent: DeviceAgent) -> str:
     """One word per device: succeeded, already_latest, failed_<code>, wrong_version,
-    in_progress (commanded, no final result yet) or idle (never commanded)."""
+    installed_silently, in_progress (commanded, no final result yet) or idle."""
     outcome = agent.outcome
     if outcome.result_code is None:
+        if outcome.finished_at is not None:
+            return "installed_silently"  # switched version without reporting a result
         return "in_progress" if outcome.upgrade_commands else "idle"
     if outcome.result_code == 3:
         return "already_latest"
