@@ -1,0 +1,249 @@
+"""Run the four services of one `StackPlan` under `ota up`, and know when they are ready.
+
+`Stack.start()` creates the plan's topics, starts the supervisor as a child process
+(service logs in `<state dir>/logs/`), and waits until the scheduler answers, the edge
+accepts connections, every metrics endpoint answers and every consumer group of the
+stack holds all its partitions. `Stack.stop()` stops the supervisor (which stops the
+services with SIGTERM, then SIGKILL after its grace period).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from kafka.admin import KafkaAdminClient
+
+from ota.demo_env import StackPlan, stack_env
+
+REPO = Path(__file__).resolve().parent.parent
+CREATE_TOPICS = REPO / "deploy" / "local" / "create_topics.py"
+STARTED = re.compile(r"\[ota up\] (\S+) started \(pid (\d+),")
+# A member that joined while its topic's metadata was still missing can keep an empty
+# assignment (kafka-python); restarting that service makes it join again.
+REJOIN_AFTER_S = 10.0
+
+
+class StackError(RuntimeError):
+    """The stack did not come up; the message names what and where its log is."""
+
+
+class Stack:
+    def __init__(
+        self,
+        plan: StackPlan,
+        *,
+        scale: Mapping[str, int] | None = None,
+        base_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.plan = plan
+        self.scale = dict(scale or {})
+        self.env = stack_env(plan, base_env)
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def supervisor_log(self) -> Path:
+        return self.plan.state_dir / "supervisor.log"
+
+    def groups(self) -> dict[str, str]:
+        """Consumer group -> the service it belongs to."""
+        name = self.plan.name
+        return {
+            f"{name}-workers": "workers",
+            f"{name}-gateway": "gateway",
+            f"{name}-scheduler-registry": "scheduler",
+            f"{name}-scheduler-jobs": "scheduler",
+        }
+
+    # ------------------------------------------------------------ lifecycle
+
+    def create_topics(self) -> None:
+        done = subprocess.run(
+            [
+                sys.executable,
+                str(CREATE_TOPICS),
+                "--bootstrap",
+                self.env.get("OTA_KAFKA_BOOTSTRAP") or "127.0.0.1:9092",
+                "--partitions",
+                str(self.plan.partitions),
+                "--prefix",
+                self.plan.topic_prefix,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise StackError(f"creating topics failed: {done.stderr.strip()}")
+
+    def start(self, timeout_s: float = 90.0) -> None:
+        self.plan.state_dir.mkdir(parents=True, exist_ok=True)
+        self.create_topics()
+        command = [sys.executable, "-m", "ota.supervisor", "--log-dir", str(self.plan.log_dir)]
+        if self.scale:
+            command += ["--scale", ",".join(f"{k}={v}" for k, v in self.scale.items())]
+        self._log = self.supervisor_log.open("ab")
+        self.process = subprocess.Popen(
+            command,
+            cwd=REPO,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            self.wait_ready(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, timeout_s: float = 40.0) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.send_signal(signal.SIGINT)  # the second signal kills at once
+                self.process.wait(10)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> Stack:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------ readiness
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        checks = [("scheduler API", self._api_up), ("edge port", self._edge_up)]
+        checks += [(f"{n} metrics", self._metrics_up(u)) for n, u in self._metrics_urls().items()]
+        for what, probe in checks:
+            self._until(probe, what, deadline)
+        self._wait_groups(deadline)
+
+    def _until(self, probe: Any, what: str, deadline: float) -> None:
+        while not probe():
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise StackError(f"{what} not ready in time; see {self.plan.log_dir}")
+            time.sleep(0.2)
+
+    def _check_alive(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise StackError(
+                f"ota up exited with {self.process.returncode}; see {self.supervisor_log}"
+            )
+
+    def _api_up(self) -> bool:
+        return _http_ok(f"{self.plan.api_url}/healthz")
+
+    def _edge_up(self) -> bool:
+        with socket.socket() as s:
+            s.settimeout(1.0)
+            return s.connect_ex(("127.0.0.1", self.plan.ports.edge)) == 0
+
+    def _metrics_urls(self) -> dict[str, str]:
+        urls = self.plan.metrics_urls()
+        out = {}
+        for name, url in urls.items():
+            count = self.scale.get(name, 1)
+            if count == 1 or name not in ("workers", "gateway"):
+                out[name] = url
+                continue
+            base, port = url.rsplit(":", 1)[0], int(url.rsplit(":", 1)[1].split("/")[0])
+            for i in range(count):
+                out[f"{name}-{i}"] = f"{base}:{port + i}/metrics"
+        return out
+
+    def metrics_urls(self) -> dict[str, str]:
+        return self._metrics_urls()
+
+    @staticmethod
+    def _metrics_up(url: str) -> Any:
+        return lambda: _http_ok(url)
+
+    def _wait_groups(self, deadline: float) -> None:
+        admin = KafkaAdminClient(
+            bootstrap_servers=self.env.get("OTA_KAFKA_BOOTSTRAP") or "127.0.0.1:9092",
+            client_id=f"{self.plan.name}-ready",
+        )
+        try:
+            restarted: set[str] = set()
+            empty_since: dict[str, float] = {}
+            while True:
+                missing = self._unassigned(admin)
+                if not missing:
+                    return
+                self._check_alive()
+                now = time.monotonic()
+                if now > deadline:
+                    raise StackError(f"consumer groups {sorted(missing)} hold no partitions")
+                for group in missing:
+                    since = empty_since.setdefault(group, now)
+                    service = self.groups()[group]
+                    if now - since > REJOIN_AFTER_S and service not in restarted:
+                        self.restart(service)
+                        restarted.add(service)
+                        empty_since.pop(group)
+                time.sleep(0.5)
+        finally:
+            admin.close()
+
+    def _unassigned(self, admin: KafkaAdminClient) -> set[str]:
+        """Groups whose members do not hold all partitions of their topic yet."""
+        described = admin.describe_groups(list(self.groups()))
+        missing = set()
+        for group, info in described.items():
+            held = sum(
+                len(t["partitions"])
+                for m in info.get("members") or []
+                for t in (m.get("member_assignment") or {}).get("assigned_partitions") or []
+            )
+            members = len(info.get("members") or [])
+            expected_members = self.scale.get(self.groups()[group], 1)
+            if (
+                info.get("group_state") != "Stable"
+                or held < self.plan.partitions
+                or members < expected_members
+            ):
+                missing.add(group)
+        return missing
+
+    def pids(self) -> dict[str, int]:
+        """The current process of each service, from the supervisor's log."""
+        found: dict[str, int] = {}
+        if self.supervisor_log.exists():
+            for match in STARTED.finditer(self.supervisor_log.read_text(errors="replace")):
+                found[match.group(1)] = int(match.group(2))
+        return found
+
+    def restart(self, service: str) -> None:
+        """Stop a service's processes; the supervisor starts them again."""
+        for label, pid in self.pids().items():
+            if label == service or label.startswith(f"{service}-"):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False

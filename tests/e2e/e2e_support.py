@@ -1,0 +1,211 @@
+"""What the e2e tests share: the stack's addresses, a webhook receiver, and a rollout runner.
+
+A rollout here is real end to end: simulated devices on their own MQTT connections, a
+package uploaded through the API, a task created through the API, the services as
+separate processes (`ota up`), and the webhook notifications received over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, TypeVar
+
+import httpx
+
+from devices.behaviour import Behaviour
+from devices.fleet import Fleet, FleetConfig, Mode, outcome_of
+from ota.demo_env import StackPlan
+from ota.settings import CommonSettings
+
+T = TypeVar("T")
+FINISHED = ("Success", "Fail", "PartialSuccess", "Stopped")
+WEBHOOK_SECRET = "e2e-webhook-secret-0123"
+
+
+class WebhookReceiver:
+    """A local HTTP server that keeps every notification POSTed to it."""
+
+    def __init__(self) -> None:
+        received: list[dict[str, Any]] = []
+        lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                with lock:
+                    received.append(json.loads(body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *_args: object) -> None:
+                return
+
+        self._received, self._lock = received, lock
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def of_task(self, task_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [n for n in self._received if n.get("task_id") == task_id]
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@dataclass
+class E2E:
+    """The running stack of the e2e session."""
+
+    plan: StackPlan
+    env: Mapping[str, str]
+    webhooks: WebhookReceiver
+
+    def api(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.plan.api_url,
+            headers={"Authorization": f"Bearer {self.plan.write_key}"},
+            timeout=30,
+        )
+
+    def common(self) -> CommonSettings:
+        return CommonSettings.from_env(self.env)
+
+
+async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, timeout_s: float) -> T:
+    """Poll `probe` until it returns something truthy; fail after the deadline."""
+    deadline = time.monotonic() + timeout_s
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last saw {last!r}")
+
+
+@dataclass
+class Rollout:
+    """Everything a finished rollout left to assert on."""
+
+    task: dict[str, Any]
+    devices: dict[str, dict[str, Any]]  # task device rows by device id
+    views: dict[str, dict[str, Any]]  # /v1/devices/<id> (with the timeline) by device id
+    notifications: list[dict[str, Any]]
+    outcomes: dict[str, str]  # the simulator's own view, by device id
+    ids: dict[str, str] = field(default_factory=dict)  # scenario -> device id
+
+    def device(self, scenario: str) -> dict[str, Any]:
+        return self.devices[self.ids[scenario]]
+
+    def timeline(self, scenario: str) -> list[dict[str, Any]]:
+        entries = [
+            e for e in self.views[self.ids[scenario]]["timeline"] if e["task_id"] == self.task["id"]
+        ]
+        return sorted(entries, key=lambda e: (e["at_ms"], e["job_version"]))
+
+    def timeline_states(self, scenario: str) -> list[str]:
+        """The job states the device went through for this task, oldest first."""
+        states: list[str] = []
+        for entry in self.timeline(scenario):
+            state = entry["to"]
+            if state and (not states or states[-1] != state):
+                states.append(state)
+        return states
+
+    def device_results(self, scenario: str) -> list[dict[str, Any]]:
+        device_id = self.ids[scenario]
+        return [
+            n
+            for n in self.notifications
+            if n["kind"] == "device_result" and n["device_id"] == device_id
+        ]
+
+
+async def upload(api: httpx.AsyncClient, content: bytes, **meta: str) -> dict[str, Any]:
+    params = {"type": "firmware", "version": "2.0", "file_name": "fw.bin", **meta}
+    response = await api.post("/v1/packages", params=params, content=content)
+    assert response.status_code in (200, 201), response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def run_rollout(
+    e2e: E2E,
+    behaviours: Sequence[tuple[str, Behaviour]],
+    *,
+    package: bytes,
+    policy: Mapping[str, Any],
+    allowed_sources: str = "",
+    timeout_s: float = 120.0,
+) -> Rollout:
+    """One task over one simulated device per (scenario, behaviour), run to its end."""
+    run = uuid.uuid4().hex[:8]
+    by_index = dict(enumerate(b for _, b in behaviours))
+    config = FleetConfig.from_settings(
+        e2e.common(),
+        len(behaviours),
+        mode=Mode.CONNECTIONS,
+        prefix=f"e2e-{run}",
+        behaviour_of=lambda index, _device: by_index[index],
+    )
+    ids = {name: device for (name, _), device in zip(behaviours, config.device_ids(), strict=True)}
+    async with e2e.api() as api, Fleet(config) as fleet:
+        meta = {"allowed_sources": allowed_sources} if allowed_sources else {}
+        pkg = await upload(api, package, **meta)
+        created = await api.post(
+            "/v1/tasks",
+            json={
+                "name": f"e2e {run}",
+                "type": "firmware",
+                "package_id": pkg["id"],
+                "targets": {"device_ids": list(ids.values())},
+                "policy": dict(policy),
+            },
+        )
+        assert created.status_code == 201, created.text
+        tid = created.json()["id"]
+
+        async def finished() -> dict[str, Any] | None:
+            task: dict[str, Any] = (await api.get(f"/v1/tasks/{tid}")).json()
+            return task if task["status"] in FINISHED else None
+
+        task = await eventually(finished, f"task {tid} to finish", timeout_s)
+
+        async def final_notice() -> list[dict[str, Any]] | None:
+            notes = e2e.webhooks.of_task(tid)
+            done = [n for n in notes if n["kind"] == "task_status" and n["status"] in FINISHED]
+            results = {n["device_id"] for n in notes if n["kind"] == "device_result"}
+            return notes if done and len(results) == len(ids) else None
+
+        notifications = await eventually(final_notice, "the webhook notifications", 30)
+        rows = (await api.get(f"/v1/tasks/{tid}/devices", params={"limit": 1000})).json()
+        views = {d: (await api.get(f"/v1/devices/{d}")).json() for d in ids.values()}
+        outcomes = {d: outcome_of(agent) for d, agent in fleet.agents.items()}
+    return Rollout(
+        task=task,
+        devices={row["device_id"]: row for row in rows["items"]},
+        views=views,
+        notifications=notifications,
+        outcomes=outcomes,
+        ids=ids,
+    )
+
+
+@contextmanager
+def receiver() -> Iterator[WebhookReceiver]:
+    hooks = WebhookReceiver()
+    try:
+        yield hooks
+    finally:
+        hooks.close()
