@@ -94,7 +94,7 @@ require_free_port() {
     "or choose another port."
 }
 
-# Waits until `$@` succeeds or the deadline passes; returns the command's last status.
+# Runs `$@` until it succeeds; fails once `timeout` seconds have passed.
 wait_until() {
   local timeout=$1
   shift
@@ -105,19 +105,16 @@ wait_until() {
   done
 }
 
-# Sends SIGTERM, waits, then SIGKILL. Only ever called with a pid from running_pid.
+pid_gone() { ! kill -0 "$1" 2>/dev/null; }
+
+# SIGTERM, up to STOP_TIMEOUT seconds, then SIGKILL. Only given pids from running_pid.
 stop_pid() {
-  local service=$1 pid=$2 deadline=$((SECONDS + STOP_TIMEOUT))
-  kill -TERM "$pid" 2>/dev/null || true
-  while kill -0 "$pid" 2>/dev/null; do
-    if ((SECONDS >= deadline)); then
-      say "$service" "did not exit ${STOP_TIMEOUT}s after SIGTERM; sending SIGKILL to $pid"
-      kill -KILL "$pid" 2>/dev/null || true
-      break
-    fi
-    sleep 0.2
-  done
-  wait_until 5 bash -c "! kill -0 $pid" || die "$service (pid $pid) survived SIGKILL"
+  local service=$1 pid=$2
+  kill -TERM "$pid" 2>/dev/null || return 0
+  wait_until "$STOP_TIMEOUT" pid_gone "$pid" && return 0
+  say "$service" "still running ${STOP_TIMEOUT}s after SIGTERM; sending SIGKILL to $pid"
+  kill -KILL "$pid" 2>/dev/null || return 0
+  wait_until 5 pid_gone "$pid" || die "$service (pid $pid) survived SIGKILL"
 }
 
 show_log_tail() {
