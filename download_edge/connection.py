@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import Any, cast
+from typing import cast
 
 import httptools
 
@@ -26,16 +26,8 @@ from ota.clock import now_s
 MAX_HEADERS = 64
 MAX_BODY_BYTES = 64 * 1024
 _WANTED = {b"authorization": 0, b"range": 1, b"if-range": 2}
-_STATUS_CHILDREN: dict[int, Any] = {}
 
 IDLE, READING, BUSY = 0, 1, 2
-
-
-def _count_status(status: int) -> None:
-    child = _STATUS_CHILDREN.get(status)
-    if child is None:
-        child = _STATUS_CHILDREN[status] = m.requests.labels(str(status))
-    child.inc()
 
 
 class Connection(asyncio.Protocol):
@@ -127,13 +119,6 @@ class Connection(asyncio.Protocol):
 
     # ------------------------------------------------------------ parser callbacks
 
-    def on_message_begin(self) -> None:
-        self._url = b""
-        self._fields = [None, None, None]
-        self._header_count = 0
-        self._body_bytes = 0
-        self._headers_done = False
-
     def on_url(self, url: bytes) -> None:
         self._url += url
 
@@ -154,19 +139,21 @@ class Connection(asyncio.Protocol):
             raise httptools.HttpParserError("request body too large")
 
     def on_message_complete(self) -> None:
-        self._pending_bytes = 0
+        url_bytes, self._url = self._url, b""
+        fields, self._fields = self._fields, [None, None, None]
+        self._pending_bytes = self._header_count = self._body_bytes = 0
         self._headers_done = False
         parser = self._parser
         version = parser.get_http_version()
         try:
-            url = httptools.parse_url(self._url)
+            url = httptools.parse_url(url_bytes)
         except httptools.HttpParserInvalidURLError:
             self._reject(400, "bad request target")
             return
         if version not in ("1.1", "1.0"):
             self._reject(505, "HTTP/1.0 or HTTP/1.1 only")
             return
-        authorization, range_header, if_range = self._fields
+        authorization, range_header, if_range = fields
         self._queue.append(
             Request(
                 method=parser.get_method().decode("ascii", "replace"),
@@ -207,12 +194,14 @@ class Connection(asyncio.Protocol):
         assert self._transport is not None
         self._state, self._since = BUSY, time.monotonic()
         self._request_at = self._since
-        self._transport.pause_reading()
         result = self._edge.answer(req, now_s())
         if isinstance(result, Miss):
             self._fill_task = self._loop.create_task(self._fill(req, result.package_sha256))
-            return
-        self._send(result)
+        else:
+            self._send(result)
+        if self._state == BUSY and not self._transport.is_closing():
+            # Still writing (or filling): hold further requests in the kernel meanwhile.
+            self._transport.pause_reading()
 
     async def _fill(self, req: Request, package_sha256: str) -> None:
         failure = await self._edge.fill(package_sha256, req.keep_alive, now_s())
@@ -245,7 +234,7 @@ class Connection(asyncio.Protocol):
             self._waiting_drain = answer
             return
         if plan.status == 206 and plan.first_offset > 0:
-            m.resumed.inc()
+            m.tally.resumed += 1
         bucket = None
         limiter = self._edge.limiter
         if limiter is not None and answer.device_id is not None:
@@ -261,7 +250,7 @@ class Connection(asyncio.Protocol):
 
     def _on_span(self, offset: int, count: int) -> None:
         answer = self._answer
-        m.bytes_sent.inc(count)
+        m.tally.bytes_sent += count
         recorder = self._edge.recorder
         if recorder is not None and answer is not None and answer.device_id is not None:
             assert answer.package is not None
@@ -279,7 +268,7 @@ class Connection(asyncio.Protocol):
         transport = self._transport
         assert answer is not None
         assert transport is not None
-        _count_status(answer.plan.status)
+        m.tally.status(answer.plan.status)
         self._served += 1
         if not ok:
             self.abort()
@@ -295,7 +284,7 @@ class Connection(asyncio.Protocol):
         transport = self._transport
         assert transport is not None
         if self._state != BUSY and not transport.is_closing():
-            _count_status(status)
+            m.tally.status(status)
             plan = responses.error(status, reason, keep_alive=False, now_s=now_s())
             transport.write(plan.head + b"".join(p for p in plan.body if isinstance(p, bytes)))
         transport.close()

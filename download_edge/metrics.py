@@ -31,3 +31,32 @@ events = metrics.counter(SERVICE, "download_events_total", "Download records pro
 progress_dropped = metrics.counter(
     SERVICE, "progress_dropped_total", "Delivered-byte notes dropped (queue full or store down)"
 )
+
+
+class Tally:
+    """Hot-path counts kept as plain integers; the server's sweeper adds them to Prometheus
+    twice a second (a labelled Prometheus increment takes a lock on every call)."""
+
+    __slots__ = ("bytes_sent", "resumed", "statuses")
+
+    def __init__(self) -> None:
+        self.statuses: dict[int, int] = {}
+        self.bytes_sent = 0
+        self.resumed = 0
+
+    def status(self, status: int) -> None:
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+
+    def flush(self) -> None:
+        statuses, self.statuses = self.statuses, {}
+        for status, count in statuses.items():
+            requests.labels(str(status)).inc(count)
+        if self.bytes_sent:
+            bytes_sent.inc(self.bytes_sent)
+            self.bytes_sent = 0
+        if self.resumed:
+            resumed.inc(self.resumed)
+            self.resumed = 0
+
+
+tally = Tally()

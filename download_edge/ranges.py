@@ -134,6 +134,14 @@ def parse_range(
         raise Malformed("Range is not <unit>=<ranges>")
     if unit.lower() != "bytes":
         raise Unsupported(f"range unit {unit[:32]!r} is not supported")
+    if "," not in spec_text:  # the common case: one range, nothing to merge or count
+        item = spec_text.strip(_OWS)
+        if not item:
+            raise Malformed("Range names no ranges")
+        single = _spec(item, size)
+        if single is None:
+            raise NotSatisfiable(f"no range overlaps the {size} bytes")
+        return (single,)
     wanted: list[ByteRange] = []
     seen = 0
     for raw in spec_text.split(","):

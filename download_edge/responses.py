@@ -152,12 +152,6 @@ def for_package(
 ) -> Plan:
     """The answer to a GET or HEAD of a package the client may have."""
     etag = etag_of(package_sha256)
-    common = [
-        ("Accept-Ranges", "bytes"),
-        ("ETag", etag),
-        ("X-Content-Type-Options", "nosniff"),
-        ("Cache-Control", "private, no-transform"),
-    ]
     selected: tuple[ByteRange, ...] | None = None
     # RFC 9110 14.2: Range applies to GET only, and only while If-Range still matches.
     if method == "GET" and range_header is not None and ranges.if_range_allows(if_range, etag):
@@ -173,7 +167,11 @@ def for_package(
                 "range not satisfiable",
                 keep_alive=keep_alive,
                 now_s=now_s,
-                extra=(("Content-Range", ranges.unsatisfied_range(size)), *common[:2]),
+                extra=(
+                    ("Content-Range", ranges.unsatisfied_range(size)),
+                    ("Accept-Ranges", "bytes"),
+                    ("ETag", etag),
+                ),
             )
     if selected is None:
         whole = head_for_file(200, size, None, etag, keep_alive, now_s)
@@ -192,6 +190,12 @@ def for_package(
             True,
             part.start,
         )
+    common = [
+        ("Accept-Ranges", "bytes"),
+        ("ETag", etag),
+        ("X-Content-Type-Options", "nosniff"),
+        ("Cache-Control", "private, no-transform"),
+    ]
     return _multipart(selected, size, common, keep_alive, now_s, boundary or secrets.token_hex(16))
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import redis
 
+from download_edge import metrics as m
 from download_edge.app import Edge
 from download_edge.cache import PackageCache
 from download_edge.connection import Connection
@@ -96,6 +97,7 @@ class EdgeServer:
             now = time.monotonic()
             for connection in list(self.connections):
                 connection.check_timeouts(now)
+            m.tally.flush()
             if limiter is not None:
                 limiter.forget_idle(now, 60.0)
 
@@ -115,6 +117,7 @@ class EdgeServer:
         await self._server.wait_closed()
         if self.recorder is not None:
             await asyncio.to_thread(self.recorder.close, self.settings.drain_s)
+        m.tally.flush()
         self.edge.close()
         self.cache.close()
         log.info("edge stopped")

@@ -98,7 +98,6 @@ class _Writer:
             self._first_pending = False
             self._on_first()
         self._pos += sent
-        self.progress_at = time.monotonic()
         size = part.count if isinstance(part, FileSpan) else len(part)
         if self._pos >= size:
             if isinstance(part, FileSpan):
@@ -256,6 +255,7 @@ class SendfileWriter(_Writer):
                         self._finish(False)
                         return
                 self._advance(part, sent)
+                self.progress_at = time.monotonic()
         except BlockingIOError:
             self._waiter.wait(self._fd, self, self._pump)
             return
@@ -307,6 +307,7 @@ class CopyWriter(_Writer):
                 return
             self._transport.write(data)
             self._advance(part, len(data))
+            self.progress_at = time.monotonic()
         self._finish(True)
 
 
