@@ -84,6 +84,16 @@ class _Writer:
     def _pump(self) -> None:
         raise NotImplementedError
 
+    def _small_response(self) -> tuple[bytes, FileSpan] | None:
+        """(head, span) when the plan is a head and one span small enough to copy at once."""
+        parts = self._parts
+        if self._index or self._pos or len(parts) != 2 or self._bucket is not None:
+            return None
+        head, span = parts
+        if isinstance(head, bytes) and isinstance(span, FileSpan) and span.count <= SMALL_BODY:
+            return head, span
+        return None
+
     def _grant(self, wanted: int) -> int:
         """Bytes the device's rate limit allows now; 0 schedules a later pump."""
         if self._bucket is None:
@@ -223,16 +233,9 @@ class SendfileWriter(_Writer):
         self._timer = None
         parts = self._parts
         try:
-            if (
-                self._index == 0
-                and self._pos == 0
-                and len(parts) == 2
-                and self._bucket is None
-                and isinstance(parts[1], FileSpan)
-                and parts[1].count <= SMALL_BODY
-                and isinstance(parts[0], bytes)
-            ):
-                done = self._send_small(parts[0], parts[1])
+            small = self._small_response()
+            if small is not None:
+                done = self._send_small(*small)
                 if done is not False:
                     self._finish(bool(done))
                     return
@@ -287,6 +290,20 @@ class CopyWriter(_Writer):
     def _pump(self) -> None:
         self._timer = None
         parts = self._parts
+        small = self._small_response()
+        if small is not None and not self._paused:
+            # One TLS write for head and body: one record where the client allows it.
+            head, span = small
+            assert self._package is not None
+            data = os.pread(self._package.fd, span.count, span.offset)
+            if len(data) < span.count:
+                self._finish(False)
+                return
+            self._transport.write(head + data)
+            self._advance(head, len(head))
+            self._advance(span, span.count)
+            self._finish(True)
+            return
         while self._index < len(parts):
             if self._paused or self._transport.is_closing():
                 return
