@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple, NoReturn, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -150,7 +151,10 @@ def redis_url() -> str:
 @pytest.fixture
 def redis_client(redis_url: str) -> Iterator[redis.Redis[bytes]]:
     """A client (bytes replies) on scratch db 15, flushed before and after the test."""
-    client = redis.Redis.from_url(redis_url, db=SCRATCH_REDIS_DB)
+    # A URL's db path wins over a `db=` argument in redis-py, so the path is replaced.
+    client = redis.Redis.from_url(
+        urlunsplit(urlsplit(redis_url)._replace(path=f"/{SCRATCH_REDIS_DB}"))
+    )
     client.flushdb()
     try:
         yield client
@@ -228,4 +232,3 @@ def mqtt_platform(mqtt_host: str) -> MqttPlatform:
     if code != 0:
         _unavailable(where, f"CONNACK {code} for user {platform.user!r}: wrong password?")
     return platform
-
