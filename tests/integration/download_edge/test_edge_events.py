@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -25,7 +26,9 @@ EDGE_TEST_DB = 12
 
 @pytest.fixture
 def store(redis_url: str) -> Iterator[redis.Redis[bytes]]:
-    client: redis.Redis[bytes] = redis.Redis.from_url(redis_url, db=EDGE_TEST_DB)
+    # A URL's db path wins over a `db=` argument in redis-py, so the path is replaced.
+    url = urlunsplit(urlsplit(redis_url)._replace(path=f"/{EDGE_TEST_DB}"))
+    client: redis.Redis[bytes] = redis.Redis.from_url(url)
     client.flushdb()
     yield client
     client.flushdb()
