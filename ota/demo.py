@@ -1,0 +1,273 @@
+"""`make demo`: a whole rollout on this machine, from an empty stack to a summary.
+
+1. the local stack (Kafka, Redis, Mosquitto) up: `deploy/local/up`;
+2. the gateway, workers, download edge and scheduler under `ota up` (logs in
+   `<state dir>/logs/`), with one consistent set of settings (`ota.demo_env`);
+3. a sample firmware package uploaded through the API;
+4. a simulated fleet with a realistic mix (`ota.demo_fleet`) in its own process;
+5. a task with a canary wave and an exponential rate ramp, live progress until it ends;
+6. a summary: outcomes, failure causes, duration, devices per second, where to look next.
+Everything started is stopped at the end unless `--keep-running`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ota.demo_env import StackPlan
+from ota.demo_fleet import Mix
+from ota.demo_progress import Progress, summary_lines
+from ota.demo_stack import REPO, Stack, StackError
+
+FINISHED = ("Success", "Fail", "PartialSuccess", "Stopped")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m ota.demo", description="Run a whole OTA rollout on this machine."
+    )
+    parser.add_argument("--size", type=int, default=10_000, help="devices (default 10000)")
+    parser.add_argument(
+        "--mode",
+        choices=("connections", "multiplexed"),
+        default="connections",
+        help="one MQTT connection per device, or a few shared ones (large fleets)",
+    )
+    parser.add_argument(
+        "--mix",
+        default="",
+        help="percent per kind: offline_back, offline_gone, on_target, unsupported, fails, "
+        "resume (default 5,1,5,2,2,5); `none` for an all well-behaved fleet",
+    )
+    parser.add_argument("--package-kib", type=int, default=512, help="firmware size in KiB")
+    parser.add_argument("--canary", type=int, default=0, help="canary wave size (default 1%%)")
+    parser.add_argument("--canary-threshold", type=float, default=70.0, help="percent to pass")
+    parser.add_argument("--ramp", default="6000,2,500,120000", help="base/min,factor,every,max/min")
+    parser.add_argument("--online-window-s", type=int, default=60)
+    parser.add_argument("--timeout-s", type=float, default=900.0, help="give up after this long")
+    parser.add_argument("--state-dir", type=Path, default=REPO / ".state" / "demo")
+    parser.add_argument("--scale", default="", help="replicas, e.g. workers=2,gateway=2")
+    parser.add_argument("--no-stack-up", action="store_true", help="do not run deploy/local/up")
+    parser.add_argument(
+        "--keep-running", action="store_true", help="leave the services running at the end"
+    )
+    args = parser.parse_args(argv)
+    if args.size < 1:
+        parser.error("--size must be at least 1")
+    try:
+        Mix.parse(args.mix)
+        base, factor, every, top = args.ramp.split(",")
+        args.ramp = {
+            "base_per_min": int(base),
+            "factor": float(factor),
+            "every_successes": int(every),
+            "max_per_min": int(top),
+        }
+    except ValueError as exc:
+        parser.error(f"{exc} (--ramp is base_per_min,factor,every_successes,max_per_min)")
+    return args
+
+
+def policy(args: argparse.Namespace) -> dict[str, Any]:
+    canary = args.canary or max(10, args.size // 100)
+    return {
+        "waves": [
+            {"count": min(canary, args.size), "success_threshold_pct": args.canary_threshold}
+        ],
+        "ramp": args.ramp,
+        "timeouts": {"online_s": args.online_window_s, "version_s": 60, "verify_s": 60},
+    }
+
+
+class FleetProcess:
+    """`python -m ota.demo_fleet` as a child; JSON lines on its stdout."""
+
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        self.command, self.env = command, env
+        self.process: asyncio.subprocess.Process | None = None
+        self.last: dict[str, Any] = {}
+
+    async def start(self, timeout_s: float) -> dict[str, Any]:
+        self.process = await asyncio.create_subprocess_exec(
+            *self.command,
+            env=self.env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=1 << 24,
+        )
+        ready = await asyncio.wait_for(self._next("ready"), timeout_s)
+        asyncio.get_running_loop().create_task(self._follow())
+        return ready
+
+    async def _next(self, key: str) -> dict[str, Any]:
+        assert self.process is not None
+        assert self.process.stdout is not None
+        while True:
+            raw = await self.process.stdout.readline()
+            if not raw:
+                raise StackError(f"the fleet exited ({self.process.returncode}) before {key}")
+            line: dict[str, Any] = json.loads(raw)
+            if key in line:
+                return line
+
+    async def _follow(self) -> None:
+        with contextlib.suppress(StackError, ValueError):
+            while True:
+                line = await self._next("report")
+                self.last = line["report"]
+
+    async def stop(self) -> dict[str, Any]:
+        if self.process is None or self.process.returncode is not None:
+            return self.last
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            await asyncio.wait_for(self.process.wait(), 60)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+        return self.last
+
+
+async def upload_targets(api: httpx.AsyncClient, device_ids: list[str]) -> str:
+    response = await api.post("/v1/target-lists", content="\n".join(device_ids).encode())
+    response.raise_for_status()
+    list_id: str = response.json()["list_id"]
+    return list_id
+
+
+async def rollout(args: argparse.Namespace, stack: Stack) -> int:
+    plan = stack.plan
+    run = uuid.uuid4().hex[:6]
+    prefix = f"demo-{run}"
+    package = os.urandom(args.package_kib * 1024)
+    fleet = FleetProcess(
+        [
+            sys.executable,
+            "-m",
+            "ota.demo_fleet",
+            "--size",
+            str(args.size),
+            "--prefix",
+            prefix,
+            "--mode",
+            args.mode,
+            "--mix",
+            args.mix,
+            "--package-size",
+            str(len(package)),
+            "--back-after-s",
+            str(args.online_window_s / 2),
+        ],
+        stack.env,
+    )
+    print(f"[demo] connecting {args.size} simulated devices ({args.mode}) ...", flush=True)
+    started = time.monotonic()
+    ready = await fleet.start(timeout_s=max(120.0, args.size / 50))
+    print(
+        f"[demo] fleet up in {time.monotonic() - started:.1f}s: "
+        + ", ".join(f"{k} {v}" for k, v in ready["kinds"].items()),
+        flush=True,
+    )
+    headers = {"Authorization": f"Bearer {plan.write_key}"}
+    task: dict[str, Any] = {}
+    async with httpx.AsyncClient(base_url=plan.api_url, headers=headers, timeout=60) as api:
+        try:
+            uploaded = await api.post(
+                "/v1/packages",
+                params={
+                    "type": "firmware",
+                    "version": "2.0",
+                    "file_name": "demo-firmware-2.0.bin",
+                    "allowed_sources": "1.0,1.1",
+                    "description": "make demo sample firmware",
+                },
+                content=package,
+            )
+            uploaded.raise_for_status()
+            pkg = uploaded.json()
+            print(f"[demo] package {pkg['id']} uploaded ({len(package) // 1024} KiB)", flush=True)
+            ids = [f"{prefix}-{n:07d}" for n in range(args.size)]
+            created = await api.post(
+                "/v1/tasks",
+                json={
+                    "name": f"demo rollout {run}",
+                    "type": "firmware",
+                    "package_id": pkg["id"],
+                    "targets": {"list_id": await upload_targets(api, ids)},
+                    "policy": policy(args),
+                },
+            )
+            if created.status_code != 201:
+                raise StackError(f"creating the task failed: {created.text}")
+            tid = created.json()["id"]
+            t0 = time.monotonic()
+            progress = Progress(sys.stdout, args.size)
+            deadline = t0 + args.timeout_s
+            while time.monotonic() < deadline:
+                answer = await api.get(f"/v1/tasks/{tid}")
+                if answer.status_code != 200:
+                    print(f"[demo] reading the task: {answer.status_code} {answer.text[:200]}")
+                    await asyncio.sleep(1.0)
+                    continue
+                task = answer.json()
+                progress.show(task, time.monotonic() - t0)
+                if task["status"] in FINISHED:
+                    break
+                await asyncio.sleep(0.5)
+            elapsed = time.monotonic() - t0
+            progress.close()
+        finally:
+            devices = await fleet.stop()
+    for line in summary_lines(task, elapsed, devices, plan, stack.metrics_urls()):
+        print(line)
+    return 0 if task.get("status") in FINISHED else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not args.no_stack_up:
+        print("[demo] local stack: deploy/local/up", flush=True)
+        subprocess.run([str(REPO / "deploy" / "local" / "up")], check=True)
+    plan = StackPlan(state_dir=args.state_dir.resolve())
+    scale = {}
+    if args.scale:
+        from ota.supervisor import parse_scale
+
+        scale = parse_scale(args.scale)
+    stack = Stack(plan, scale=scale)
+    print(f"[demo] starting services (ota up); logs in {plan.log_dir}", flush=True)
+    stack.start()
+    code = 1
+    try:
+        code = asyncio.run(rollout(args, stack))
+    except KeyboardInterrupt:
+        print("\n[demo] interrupted", flush=True)
+        code = 130
+    finally:
+        if args.keep_running and stack.process is not None:
+            print(
+                f"[demo] services keep running (ota up pid {stack.process.pid}); "
+                f"stop them with: kill {stack.process.pid}",
+                flush=True,
+            )
+        else:
+            print("[demo] stopping services", flush=True)
+            stack.stop()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

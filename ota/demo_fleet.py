@@ -1,0 +1,206 @@
+"""A simulated fleet with a realistic mix of devices, as its own process (for CPU parallelism).
+
+`python -m ota.demo_fleet --size 10000 --prefix demo-ab12 [--mix offline_back=5,...]`
+connects the fleet, prints `{"ready": ...}` as one JSON line, then a JSON report line
+every `--report-every-s` seconds, and a final `{"final": ...}` line when stdin closes or
+on SIGTERM. Settings (broker addresses) come from the OTA_ variables.
+
+The mix assigns each device one kind by a stable draw from its id, so a re-run misbehaves
+in the same devices:
+- `offline_back`: offline for a while after the rollout starts, back within the window;
+- `offline_gone`: offline past the task's online window;
+- `on_target`: already runs the target version;
+- `unsupported`: runs a source version the package does not allow;
+- `fails`: reports a device result code (spread over the IoTDA codes);
+- `resume`: its download is cut once and resumed with a Range request;
+- the rest are well-behaved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+import uvloop
+
+from devices.behaviour import Behaviour
+from devices.fleet import BehaviourOf, Fleet, FleetConfig, Mode
+from ota.settings import CommonSettings
+
+SOURCE_VERSION = "1.0"
+UNSUPPORTED_VERSION = "0.9"
+FAIL_CODES = (1, 2, 4, 5, 6, 7, 8, 9, 10, 255)
+
+
+@dataclass(frozen=True)
+class Mix:
+    """Percent of the fleet of each kind; the remainder is well-behaved."""
+
+    offline_back: float = 5.0
+    offline_gone: float = 1.0
+    on_target: float = 5.0
+    unsupported: float = 2.0
+    fails: float = 2.0
+    resume: float = 5.0
+
+    @classmethod
+    def parse(cls, spec: str) -> Mix:
+        """`offline_back=5,fails=1` (percent); unnamed kinds keep their defaults; `none`: all 0."""
+        if spec.strip() == "none":
+            return cls(**{f.name: 0.0 for f in fields(cls)})
+        values: dict[str, float] = {}
+        names = {f.name for f in fields(cls)}
+        for item in filter(None, (p.strip() for p in spec.split(","))):
+            name, sep, raw = item.partition("=")
+            if not sep or name not in names:
+                raise ValueError(
+                    f"mix entry {item!r} is not <kind>=<percent>; kinds: {sorted(names)}"
+                )
+            try:
+                values[name] = float(raw)
+            except ValueError:
+                raise ValueError(f"mix entry {item!r}: {raw!r} is not a number") from None
+            if not 0 <= values[name] <= 100:
+                raise ValueError(f"mix entry {item!r} is not within 0..100")
+        mix = cls(**values)
+        if mix.total() > 100:
+            raise ValueError(f"the mix adds up to {mix.total()}%, over 100%")
+        return mix
+
+    def total(self) -> float:
+        return sum(self.as_dict().values())
+
+    def as_dict(self) -> dict[str, float]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def kind_of(device_id: str, mix: Mix) -> str:
+    """The device's kind by a stable draw in [0, 100) from its id."""
+    draw = zlib.crc32(device_id.encode()) / 2**32 * 100
+    edge = 0.0
+    for name, share in mix.as_dict().items():
+        edge += share
+        if draw < edge:
+            return name
+    return "ok"
+
+
+def behaviour_of(
+    mix: Mix,
+    *,
+    target: str,
+    package_size: int,
+    back_after_s: float,
+    gone_for_s: float,
+) -> BehaviourOf:
+    def of(_index: int, device_id: str) -> Behaviour:
+        kind = kind_of(device_id, mix)
+        spread = zlib.crc32(device_id.encode()[::-1])
+        if kind == "offline_back":
+            return Behaviour(offline_for_s=back_after_s * (0.5 + (spread % 100) / 200))
+        if kind == "offline_gone":
+            return Behaviour(offline_for_s=gone_for_s)
+        if kind == "on_target":
+            return Behaviour(fw_version=target)
+        if kind == "unsupported":
+            return Behaviour(fw_version=UNSUPPORTED_VERSION)
+        if kind == "fails":
+            return Behaviour(fail_with=FAIL_CODES[spread % len(FAIL_CODES)])
+        if kind == "resume":
+            return Behaviour(drop_download_at=max(1, package_size // 3))
+        return Behaviour(progress_every_pct=50)
+
+    return of
+
+
+def kinds(device_ids: list[str], mix: Mix) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for device_id in device_ids:
+        kind = kind_of(device_id, mix)
+        counts[kind] = counts.get(kind, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m ota.demo_fleet", description=__doc__)
+    parser.add_argument("--size", type=int, required=True)
+    parser.add_argument("--prefix", required=True, help="device ids are <prefix>-<0000000>")
+    parser.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.CONNECTIONS.value)
+    parser.add_argument("--mux-connections", type=int, default=4)
+    parser.add_argument("--mix", default="", help="e.g. offline_back=5,fails=2 or none")
+    parser.add_argument("--target", default="2.0", help="the version the rollout installs")
+    parser.add_argument("--package-size", type=int, default=1 << 20)
+    parser.add_argument("--back-after-s", type=float, default=30.0)
+    parser.add_argument("--gone-for-s", type=float, default=3600.0)
+    parser.add_argument("--connects-in-parallel", type=int, default=200)
+    parser.add_argument("--report-every-s", type=float, default=2.0)
+    args = parser.parse_args(argv)
+    try:
+        args.mix = Mix.parse(args.mix)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.size < 1:
+        parser.error("--size must be at least 1")
+    return args
+
+
+def emit(line: Mapping[str, object]) -> None:
+    print(json.dumps(line), flush=True)
+
+
+async def run(args: argparse.Namespace) -> None:
+    config = FleetConfig.from_settings(
+        CommonSettings.from_env(),
+        args.size,
+        mode=Mode(args.mode),
+        prefix=args.prefix,
+        mux_connections=args.mux_connections,
+        connects_in_parallel=args.connects_in_parallel,
+        behaviour_of=behaviour_of(
+            args.mix,
+            target=args.target,
+            package_size=args.package_size,
+            back_after_s=args.back_after_s,
+            gone_for_s=args.gone_for_s,
+        ),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    stdin = sys.stdin.fileno()
+    loop.add_reader(stdin, lambda: None if os.read(stdin, 64) else stop.set())
+    started = time.monotonic()
+    async with Fleet(config) as fleet:
+        emit(
+            {
+                "ready": True,
+                "online": fleet.online,
+                "connect_s": round(time.monotonic() - started, 2),
+                "kinds": kinds(config.device_ids(), args.mix),
+            }
+        )
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), args.report_every_s)
+            except TimeoutError:
+                emit({"report": fleet.report().as_dict()})
+        emit({"final": fleet.report().as_dict()})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    uvloop.run(run(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
