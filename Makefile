@@ -7,12 +7,15 @@
 #   make lint           ruff, mypy (strict), shellcheck when installed; a few seconds
 #   make pytest         start the stack, run the test suite (PYTEST_ARGS="-k stack" to narrow)
 #   make test           lint, then pytest
-#   make demo           start the stack and run the smoke check
+#   make demo           a whole rollout: stack, services, fleet, task, progress, summary
+#                       (DEMO_ARGS="--size 2000 --keep-running"; see python -m ota.demo --help)
+#   make smoke          start the stack and run the smoke check
 #   make bench-clients  raw client figures into bench/RESULTS.md
 
 SHELL := /bin/bash
 PY := .venv/bin/python
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
 SHELL_SCRIPTS := deploy/local/up deploy/local/down deploy/local/status deploy/local/venv \
 	deploy/local/lib.sh .ci/run
 # Python outside the packages of pyproject.toml's [tool.mypy], checked as strictly; add
@@ -25,7 +28,7 @@ WITH_STACK_ENV := set -a && . "$(STATE_DIR)/env.sh" && set +a &&
 # The smoke check moves to the ota package once it has one.
 SMOKE := $(if $(wildcard ota/smoke.py),$(PY) -m ota.smoke,$(PY) deploy/local/smoke.py)
 
-.PHONY: venv stack status down lint pytest test check demo bench-clients
+.PHONY: venv stack status down lint pytest test check demo smoke bench-clients
 
 venv:
 	@deploy/local/venv
@@ -58,6 +61,9 @@ test: lint pytest
 check: test
 
 demo: stack
+	@$(WITH_STACK_ENV) $(PY) -m ota.demo --no-stack-up $(DEMO_ARGS)
+
+smoke: stack
 	@$(WITH_STACK_ENV) $(SMOKE)
 
 bench-clients: stack
