@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from ota.settings import CommonSettings
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 30.0
+METADATA_WAIT_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +85,14 @@ class Consumer:
         consumer = await loop.run_in_executor(
             self._pool,
             lambda: make_consumer(
-                self._settings, group_id=self._group, client_id=f"ota-scheduler-{self._name}"
+                self._settings,
+                group_id=self._group,
+                client_id=f"ota-scheduler-{self._name}",
+                metadata_max_age_ms=30_000,  # notice new partitions within half a minute
             ),
         )
         try:
+            await loop.run_in_executor(self._pool, self._await_metadata, consumer, stop)
             await loop.run_in_executor(self._pool, consumer.subscribe, list(self._topics))
             while not stop.is_set():
                 polled = await loop.run_in_executor(
@@ -100,3 +106,13 @@ class Consumer:
         finally:
             await loop.run_in_executor(self._pool, consumer.close)
             self._pool.shutdown(wait=True)
+
+    def _await_metadata(self, consumer: Any, stop: asyncio.Event) -> None:
+        # Joining the group before the topics' metadata is known gets no partitions
+        # assigned until the next metadata refresh, so wait for it first.
+        deadline = time.monotonic() + METADATA_WAIT_S
+        while not stop.is_set() and time.monotonic() < deadline:
+            if all(consumer.partitions_for_topic(t) for t in self._topics):
+                return
+            time.sleep(0.2)
+        log.warning("topics have no metadata yet", extra={"topics": list(self._topics)})

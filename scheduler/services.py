@@ -6,6 +6,10 @@ import asyncio
 from dataclasses import dataclass
 
 import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from scheduler.blobs import BlobStore
 from scheduler.bus import Producer
@@ -36,8 +40,13 @@ class Services:
     @classmethod
     def build(cls, settings: SchedulerSettings) -> Services:
         common = settings.common
+        # A dropped connection (Redis restart, failover, a killed client) is retried
+        # on a fresh one instead of failing the request or the reconciler step.
         r: redis.asyncio.Redis[bytes] = redis.asyncio.Redis.from_url(
-            common.redis_url, health_check_interval=30
+            common.redis_url,
+            health_check_interval=30,
+            retry=Retry(ExponentialBackoff(cap=1.0, base=0.02), retries=5),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
         )
         producer = Producer(common)
         blobs = BlobStore(settings.package_dir)

@@ -75,6 +75,7 @@ class Harness:
         self._inbox = make_consumer(settings.common, group_id=None, client_id="test-inbox")
         self._inbox_assigned = False
         self.seen: list[JobStartRecord] = []
+        self.last_task: dict[str, Any] = {}
 
     async def start(self) -> None:
         self._stop = asyncio.Event()
@@ -194,9 +195,13 @@ class Harness:
     async def wait_status(self, tid: str, status: str, timeout_s: float = 30.0) -> dict[str, Any]:
         async def reached() -> dict[str, Any] | None:
             task = await self.task(tid)
+            self.last_task = task
             return task if task["status"] == status else None
 
-        return await eventually(reached, f"task {tid} to be {status}", timeout_s)
+        try:
+            return await eventually(reached, f"task {tid} to be {status}", timeout_s)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the task: {self.last_task}") from None
 
     async def upload(self, content: bytes, **meta: str) -> dict[str, Any]:
         params = {"type": "firmware", "version": "2.0", "file_name": "fw.bin", **meta}
