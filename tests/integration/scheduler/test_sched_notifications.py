@@ -1,0 +1,141 @@
+"""Notifications: the task-events topic and webhooks (signature, retries, delivery log)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import orjson
+import pytest
+from kafka import TopicPartition
+
+from ota.kafka_clients import make_consumer
+from tests.integration.scheduler.sched_harness import Harness, eventually
+
+SECRET = "webhook-secret-0123456789"
+
+
+@dataclass
+class Receiver:
+    """A tiny HTTP server answering with scripted status codes, then 200."""
+
+    script: list[int]
+    port: int = 0
+    received: list[tuple[dict[str, str], bytes, int]] = field(default_factory=list)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode().split("\r\n")
+                headers = {
+                    k.strip().lower(): v.strip()
+                    for k, _, v in (line.partition(":") for line in lines[1:] if line)
+                }
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                status = self.script.pop(0) if self.script else 200
+                self.received.append((headers, body, status))
+                writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\n\r\n".encode())
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    r = Receiver(script=[500, 503])
+    server = await asyncio.start_server(r.handle, "127.0.0.1", 0)
+    r.port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield r
+
+
+async def test_webhook_retries_until_delivered_and_logs_attempts(
+    harness: Harness, receiver: Receiver
+) -> None:
+    hook = (
+        await harness.client.post(
+            "/v1/webhooks",
+            json={
+                "url": f"http://127.0.0.1:{receiver.port}/ota",
+                "secret": SECRET,
+                "events": ["task_status"],
+            },
+        )
+    ).json()
+    device = f"hook-{uuid.uuid4().hex[:6]}"
+    package = await harness.upload(b"webhooks")
+    tid = await harness.create_task(package["id"], [device])
+    await harness.wait_releases(1)
+    harness.job_event(device, tid, "SUCCEEDED")
+    await harness.wait_status(tid, "Success")
+
+    async def delivered() -> list[str] | None:
+        statuses = [
+            orjson.loads(body)["status"] for _, body, code in receiver.received if code == 200
+        ]
+        return statuses if "Success" in statuses else None
+
+    statuses = await eventually(delivered, "the Success notification to be delivered")
+    assert "Processing" in statuses
+    first_headers, first_body, first_code = receiver.received[0]
+    assert first_code == 500
+    expected = "sha256=" + hmac.new(SECRET.encode(), first_body, hashlib.sha256).hexdigest()
+    assert first_headers["x-ota-signature"] == expected
+    assert first_headers["content-type"] == "application/json"
+    # The first notification took three attempts (500, 503, 200), all logged.
+    first_id = orjson.loads(first_body)["id"]
+    attempts = [b for _, b, _ in receiver.received if orjson.loads(b)["id"] == first_id]
+    assert len(attempts) == 3
+
+    async def logged() -> list[dict[str, object]] | None:
+        log = (await harness.client.get(f"/v1/webhooks/{hook['id']}/deliveries")).json()["items"]
+        mine = [e for e in log if e["event_id"] == first_id]
+        return mine if len(mine) == 3 else None
+
+    entries = await eventually(logged, "three logged attempts")
+    assert [e["attempt"] for e in reversed(entries)] == [1, 2, 3]
+    assert [e["ok"] for e in reversed(entries)] == [False, False, True]
+    assert entries[0]["final"] is True
+
+
+async def test_task_events_topic_carries_status_changes_and_device_results(
+    harness: Harness,
+) -> None:
+    devices = [f"te-{uuid.uuid4().hex[:6]}-{i}" for i in range(2)]
+    package = await harness.upload(b"task events")
+    tid = await harness.create_task(package["id"], devices)
+    await harness.wait_releases(2)
+    harness.job_event(devices[0], tid, "SUCCEEDED")
+    harness.job_event(devices[1], tid, "FAILED", cause=28)
+    harness.job_event(devices[1], tid, "FAILED", cause=28)  # a duplicate: no second result
+    await harness.wait_status(tid, "PartialSuccess")
+    consumer = make_consumer(harness.settings.common, group_id=None)
+    try:
+        tp = TopicPartition(harness.topics.task_events, 0)
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        events: list[dict[str, object]] = []
+        for _ in range(20):
+            polled = await asyncio.to_thread(consumer.poll, 500)
+            events += [orjson.loads(r.value) for batch in polled.values() for r in batch]
+            statuses = [e["status"] for e in events if e["kind"] == "task_status"]
+            if "PartialSuccess" in statuses:
+                break
+    finally:
+        consumer.close()
+    assert all(e["task_id"] == tid for e in events)
+    assert [e["status"] for e in events if e["kind"] == "task_status"] == [
+        "Processing",
+        "PartialSuccess",
+    ]
+    results = sorted(
+        (str(e["device_id"]), str(e["status"]), e["cause"])
+        for e in events
+        if e["kind"] == "device_result"
+    )
+    assert results == [(devices[0], "Success", None), (devices[1], "Fail", 28)]
