@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass
 
 import redis.asyncio
+from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -42,12 +43,19 @@ class Services:
         common = settings.common
         # A dropped connection (Redis restart, failover, a killed client) is retried
         # on a fresh one instead of failing the request or the reconciler step.
-        r: redis.asyncio.Redis[bytes] = redis.asyncio.Redis.from_url(
-            common.redis_url,
-            health_check_interval=30,
-            retry=Retry(ExponentialBackoff(cap=1.0, base=0.02), retries=5),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        # Gathers (webhook batches, consumers) may want more connections than redis-py's
+        # default pool of 100, which raises past it; this pool makes them wait instead.
+        pool: redis.asyncio.BlockingConnectionPool[Connection] = (
+            redis.asyncio.BlockingConnectionPool.from_url(
+                common.redis_url,
+                max_connections=256,
+                timeout=30,
+                health_check_interval=30,
+                retry=Retry(ExponentialBackoff(cap=1.0, base=0.02), retries=5),
+                retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            )
         )
+        r: redis.asyncio.Redis[bytes] = redis.asyncio.Redis(connection_pool=pool)
         producer = Producer(common)
         blobs = BlobStore(settings.package_dir)
         key = load_public_key(settings.signing_key_path) if settings.signing_key_path else None
