@@ -5,7 +5,7 @@ applied while 1,000,000 deadlines are pending.
     .venv/bin/python bench/worker_bench.py throughput --devices 20000 --procs 1
     .venv/bin/python bench/worker_bench.py deadlines --pending 1000000 --due 20000
 
-Uses Redis db 14 (flushed) and topics under a fresh OTA_TOPIC_PREFIX (deleted after).
+Uses Redis db 13 (flushed; db 14 is the worker tests') and topics under a fresh OTA_TOPIC_PREFIX (deleted after).
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from ota.records import (
     encode,
 )
 from ota.settings import CommonSettings, Topics
-from workers.batch import DeviceWrite
-from workers.codec import pack
+from workers.batch import DeviceWrite, SpecWrite
+from workers.codec import SpecRef, pack, spec_ref
 from workers.events import Event, Kind
 from workers.machine import step
 from workers.model import Device
@@ -49,7 +49,7 @@ from workers.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 SHA = "ab" * 32
-REDIS_URL = os.environ.get("OTA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+REDIS_URL = os.environ.get("OTA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 PARTITIONS = 12
 DEFAULT_WINDOWS = Windows()
 
@@ -226,12 +226,33 @@ def deadlines(pending: int, due: int, spread_s: int) -> tuple[float, float, floa
         teardown(common)
 
 
+def memory(jobs: int) -> tuple[float, float]:
+    """Bytes per in-flight job (QUERYING_VERSION, with its deadline entry and its share of
+    the task's spec): (INFO used_memory growth, sum of MEMORY USAGE) / jobs."""
+    client = redis.Redis.from_url(REDIS_URL)
+    client.flushdb()
+    store = Store(client)
+    try:
+        base_memory = int(client.info("memory")["used_memory"])
+        _load(store, jobs, job_spec(Windows(version_s=3600)), now_ms(), "m")
+        used = (int(client.info("memory")["used_memory"]) - base_memory) / jobs
+        pipe = client.pipeline(transaction=False)
+        keys = [k for k in client.scan_iter(match="ota:*", count=10_000)]
+        for key in keys:
+            pipe.memory_usage(key, samples=0)
+        usage = sum(n or 0 for n in pipe.execute()) / jobs
+        return used, usage
+    finally:
+        client.flushdb()
+
+
 def _load(
     store: Store, count: int, spec: JobSpec, at_ms: int, name: str, times: list[int] | None = None
 ) -> None:
     """Device states as the machine makes them (job started, querying the version), with
     their deadlines, written straight to Redis in batches per partition."""
     batch: dict[int, list[DeviceWrite]] = {}
+    ref = spec_ref(spec)
     for i in range(count):
         d = f"{name}-{i:07d}"
         t = times[i] if times is not None else at_ms
@@ -240,14 +261,15 @@ def _load(
         p = hash(d) % PARTITIONS
         batch.setdefault(p, []).append(DeviceWrite(d, pack(device), 0, device.deadline_ms))
         if len(batch[p]) >= 2000:
-            _flush(store, p, batch.pop(p))
+            _flush(store, p, batch.pop(p), ref)
     for p, writes in batch.items():
-        _flush(store, p, writes)
+        _flush(store, p, writes, ref)
 
 
-def _flush(store: Store, partition: int, writes: list[DeviceWrite]) -> None:
+def _flush(store: Store, partition: int, writes: list[DeviceWrite], ref: SpecRef) -> None:
     current = store.offset(partition)
-    assert store.apply(partition, current, current, writes, b"") is None
+    specs = [SpecWrite(ref, len(writes), 0)]
+    assert store.apply(partition, current, current, writes, b"", specs) is None
 
 
 def main() -> None:
@@ -257,6 +279,8 @@ def main() -> None:
     t.add_argument("--devices", type=int, default=20_000)
     t.add_argument("--procs", type=int, choices=(1, 2), default=1)
     t.add_argument("--runs", type=int, default=3)
+    m = sub.add_parser("memory")
+    m.add_argument("--jobs", type=int, default=1_000_000)
     d = sub.add_parser("deadlines")
     d.add_argument("--pending", type=int, default=1_000_000)
     d.add_argument("--due", type=int, default=20_000)
@@ -267,6 +291,10 @@ def main() -> None:
         print("runs:", [round(r) for r in rates])
         name = "worker.transitions_per_s" + ("_2proc" if args.procs == 2 else "")
         print(f"{name} = {statistics.median(rates):.0f} transitions/s")
+    elif args.what == "memory":
+        used, usage = memory(args.jobs)
+        print(f"INFO used_memory growth per job: {used:.0f} bytes")
+        print(f"redis.bytes_per_job = {usage:.0f} bytes  (MEMORY USAGE, keys + deadline zset)")
     else:
         per_job, p50, p99, rate = deadlines(args.pending, args.due, args.spread_s)
         print(f"redis.bytes_per_job = {per_job:.0f} bytes")

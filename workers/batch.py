@@ -11,9 +11,9 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass, field
 
-from ota.records import DeadLetterRecord, JobEventRecord, RecordError, decode_inbox, encode
+from ota.records import DeadLetterRecord, JobEventRecord, JobSpec, RecordError, decode_inbox, encode
 from ota.settings import CommonSettings
-from workers.codec import StateCorruptError, pack, unpack
+from workers.codec import SpecRef, StateCorruptError, pack, spec_refs, unpack
 from workers.events import InvalidEventError, Kind, event_from_record
 from workers.machine import step
 from workers.model import Device
@@ -45,9 +45,22 @@ class DeviceWrite:
     deadline_ms: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class SpecWrite:
+    """A shared spec the batch's devices refer to: stored if absent; `refs` changes its
+    count of in-flight devices; `expire_floor_ms` (0: none) is the latest expiry of a
+    finished device referring to it. Once no in-flight device refers to it, it expires
+    with the last of those, so it never outlives or underlives a device that needs it."""
+
+    ref: SpecRef
+    refs: int
+    expire_floor_ms: int
+
+
 @dataclass(slots=True)
 class BatchResult:
     writes: list[DeviceWrite] = field(default_factory=list)
+    specs: list[SpecWrite] = field(default_factory=list)
     outputs: list[Output] = field(default_factory=list)
     transitions: int = 0
     dead_letters: int = 0
@@ -58,6 +71,8 @@ class _Touched:
     device: Device
     changed: bool
     last_ms: int
+    before: dict[str, SpecRef]  # the specs the stored state referred to
+    was_active: bool
 
 
 def device_ids(items: list[InboxItem]) -> list[str]:
@@ -78,10 +93,14 @@ def apply_batch(
     partition: int,
     items: list[InboxItem],
     stored: dict[str, bytes | None],
+    specs: dict[str, JobSpec],
     retention_ms: int,
 ) -> BatchResult:
+    """`specs` holds the specs the stored states refer to, by digest."""
     result = BatchResult()
     touched: dict[str, _Touched] = {}
+    floors: dict[str, int] = {}
+    shared: dict[str, SpecRef] = {}
     for item in items:
         origin = f"{topic}/{partition}/{item.offset}"
         try:
@@ -95,7 +114,8 @@ def apply_batch(
         device_id = record.device_id
         entry = touched.get(device_id)
         if entry is None:
-            entry = _Touched(_load(result, item, origin, stored.get(device_id)), False, 0)
+            loaded = _load(result, item, origin, stored.get(device_id), specs)
+            entry = _Touched(loaded, False, 0, spec_refs(loaded), loaded.active)
             touched[device_id] = entry
         now_ms = record.at_ms or item.timestamp_ms
         outcome = step(entry.device, event, now_ms, f"w{partition}-{item.offset}")
@@ -105,6 +125,11 @@ def apply_batch(
             # depend on how records were grouped into batches (a rebuild groups them anew).
             entry.changed = True
             entry.last_ms = now_ms
+            if not outcome.device.active:
+                # Per record, not per batch: a rebuild batches differently, same floors.
+                for digest, ref in spec_refs(outcome.device).items():
+                    floors[digest] = max(floors.get(digest, 0), now_ms + retention_ms)
+                    shared[digest] = ref
         entry.device = outcome.device
         for effect in outcome.effects:
             out = to_record(settings, device_id, effect, now_ms)
@@ -113,6 +138,7 @@ def apply_batch(
                 result.outputs.append(Output(JOB_EVENTS, item.key, encode(out)))
             else:
                 result.outputs.append(Output(COMMANDS, item.key, encode(out)))
+    counts: dict[str, int] = {}
     for device_id, entry in touched.items():
         if entry.changed:
             device = entry.device
@@ -124,14 +150,29 @@ def apply_batch(
                     device.deadline_ms,
                 )
             )
+            after = spec_refs(device)
+            for refs, sign, active in (
+                (entry.before, -1, entry.was_active),
+                (after, 1, device.active),
+            ):
+                shared.update(refs)
+                for digest in refs:
+                    counts[digest] = counts.get(digest, 0) + (sign if active else 0)
+    result.specs = [SpecWrite(ref, counts.get(d, 0), floors.get(d, 0)) for d, ref in shared.items()]
     return result
 
 
-def _load(result: BatchResult, item: InboxItem, origin: str, raw: bytes | None) -> Device:
+def _load(
+    result: BatchResult,
+    item: InboxItem,
+    origin: str,
+    raw: bytes | None,
+    specs: dict[str, JobSpec],
+) -> Device:
     if raw is None:
         return Device()
     try:
-        return unpack(raw)
+        return unpack(raw, specs)
     except StateCorruptError as exc:
         # The record still applies, to a fresh state; `rebuild` restores the lost one.
         _dead_letter(result, item, origin, "state_corrupt", str(exc))

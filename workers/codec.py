@@ -1,22 +1,30 @@
-"""The stored form of a device's state: one compact, deterministic JSON array.
+"""The stored form of a device's state: one compact, deterministic JSON array, with the
+task's job spec stored once per partition and referenced by its digest.
 
-Positional arrays keep an in-flight job to a few hundred bytes (field names would double
-it) and orjson writes the same bytes for the same value, so a rebuild from the log is
-byte-for-byte comparable. Layout (append-only; never reorder or renumber):
+Positional arrays keep an in-flight job to well under a hundred bytes (field names would
+double it), trailing default values are left out, and orjson writes the same bytes for
+the same value, so a rebuild from the log is byte-for-byte comparable. A spec is shared
+by every device of a task, so a device keeps only the spec's digest (16 hex digits of
+BLAKE2b over the packed spec: content-addressed, so two attempts or devices with
+different specs never share one entry). Layout (append-only; never reorder or renumber):
 
-  device = [online, fw_version, sw_version, job | null, [job...] (queue), [[task, attempt]...] (done)]
-  job    = [spec, attempt, state code, version, deadline_ms | null, tries, cause | null,
-            command_ms, command_id]
+  device = [online, fw_version, sw_version, job | null, [job...] (queue),
+            [[task, attempt]...] (done)]
+  job    = [spec digest, attempt, state code, version, deadline_ms | null, tries,
+            cause | null, command_ms, command_id]
   spec   = [task_id, "f" | "s", sha256, version, file_name, file_size, custom_info,
             [allowed source...], windows (0 = defaults, else the 8 values in field order),
             retry_count, retry_interval_s, flags (1 require_online, 2 presigned_url, 4 wait)]
 
-`unpack` raises `StateCorruptError` for bytes it cannot read; nothing else.
+`unpack` and `unpack_spec` raise `StateCorruptError` for bytes they cannot read (a device
+whose spec is not given counts as unreadable); nothing else.
 """
 
 from __future__ import annotations
 
-from dataclasses import astuple
+from collections.abc import Mapping
+from dataclasses import astuple, dataclass
+from hashlib import blake2b
 from typing import Any
 
 import orjson
@@ -44,29 +52,111 @@ STATE_CODES: dict[JobState, int] = {
 _STATES = {code: state for state, code in STATE_CODES.items()}
 _DEFAULT_WINDOWS = Windows()
 _REQUIRE_ONLINE, _PRESIGNED, _WAIT = 1, 2, 4
-_SPEC_CACHE_MAX = 4096
+_CACHE_MAX = 4096
+# Values a job or device array may leave off at its end (in field order).
+_JOB_DEFAULTS: tuple[Any, ...] = (0, None, 0, "")  # tries, cause, command_ms, command_id
+_DEVICE_DEFAULTS: tuple[Any, ...] = ([], [])  # queue, done
 
 
 class StateCorruptError(ValueError):
     """Stored bytes that are not a device state this version can read."""
 
 
+@dataclass(frozen=True, slots=True)
+class SpecRef:
+    """A spec as stored: its digest (the device's reference) and its packed bytes."""
+
+    digest: str
+    packed: bytes
+
+
+# Jobs of one task share one spec object (decoded once per worker): both directions are
+# cached. Keyed by identity, holding the spec so its id cannot be reused while cached.
+_refs_by_id: dict[int, tuple[JobSpec, SpecRef]] = {}
+_specs_by_digest: dict[str, JobSpec] = {}
+
+
+def spec_ref(spec: JobSpec) -> SpecRef:
+    cached = _refs_by_id.get(id(spec))
+    if cached is not None and cached[0] is spec:
+        return cached[1]
+    packed = orjson.dumps(_pack_spec(spec))
+    ref = SpecRef(blake2b(packed, digest_size=8).hexdigest(), packed)
+    if len(_refs_by_id) >= _CACHE_MAX:
+        _refs_by_id.clear()
+    _refs_by_id[id(spec)] = (spec, ref)
+    _remember_spec(ref.digest, spec)
+    return ref
+
+
+def cached_spec(digest: str) -> JobSpec | None:
+    return _specs_by_digest.get(digest)
+
+
+def unpack_spec(digest: str, packed: bytes) -> JobSpec:
+    """The spec stored under `digest`; the bytes must hash to it."""
+    if blake2b(packed, digest_size=8).hexdigest() != digest:
+        raise StateCorruptError(f"stored spec {digest} does not match its digest")
+    try:
+        spec = _unpack_spec(orjson.loads(packed))
+    except (orjson.JSONDecodeError, ValueError, TypeError, KeyError) as exc:
+        raise StateCorruptError(f"stored spec {digest} is unreadable: {exc}") from None
+    _remember_spec(digest, spec)
+    return spec
+
+
+def _remember_spec(digest: str, spec: JobSpec) -> None:
+    if len(_specs_by_digest) >= _CACHE_MAX:
+        _specs_by_digest.clear()
+    _specs_by_digest.setdefault(digest, spec)
+
+
+def jobs_of(device: Device) -> tuple[Job, ...]:
+    return device.queue if device.job is None else (device.job, *device.queue)
+
+
+def spec_refs(device: Device) -> dict[str, SpecRef]:
+    """The specs a device's stored form refers to, by digest."""
+    refs: dict[str, SpecRef] = {}
+    for job in jobs_of(device):
+        ref = spec_ref(job.spec)
+        refs[ref.digest] = ref
+    return refs
+
+
+def stored_digests(raw: bytes) -> list[str]:
+    """The spec digests a stored device refers to ([] for bytes `unpack` would refuse)."""
+    try:
+        data = orjson.loads(raw)
+        jobs = ([data[3]] if data[3] is not None else []) + list(data[4] if len(data) > 4 else [])
+        return [str(job[0]) for job in jobs]
+    except (orjson.JSONDecodeError, ValueError, TypeError, KeyError, IndexError):
+        return []
+
+
 def pack(device: Device) -> bytes:
-    return orjson.dumps(
-        [
-            device.online,
-            device.fw_version,
-            device.sw_version,
-            None if device.job is None else _pack_job(device.job),
-            [_pack_job(job) for job in device.queue],
-            [list(entry) for entry in device.done],
-        ]
-    )
+    data: list[Any] = [
+        device.online,
+        device.fw_version,
+        device.sw_version,
+        None if device.job is None else _pack_job(device.job),
+        [_pack_job(job) for job in device.queue],
+        [list(entry) for entry in device.done],
+    ]
+    return orjson.dumps(_trim(data, _DEVICE_DEFAULTS))
+
+
+def _trim(data: list[Any], defaults: tuple[Any, ...]) -> list[Any]:
+    """Leaves off the trailing values that equal their defaults."""
+    end, first_optional = len(data), len(data) - len(defaults)
+    while end > first_optional and data[end - 1] == defaults[end - 1 - first_optional]:
+        end -= 1
+    return data[:end]
 
 
 def _pack_job(job: Job) -> list[Any]:
-    return [
-        _pack_spec(job.spec),
+    data = [
+        spec_ref(job.spec).digest,
         job.attempt,
         STATE_CODES[job.state],
         job.version,
@@ -76,6 +166,7 @@ def _pack_job(job: Job) -> list[Any]:
         job.command_ms,
         job.command_id,
     ]
+    return _trim(data, _JOB_DEFAULTS)
 
 
 def _pack_spec(spec: JobSpec) -> list[Any]:
@@ -102,29 +193,29 @@ def _pack_spec(spec: JobSpec) -> list[Any]:
     ]
 
 
-# Jobs of one task share one spec: decoding it once per worker saves most of unpack's work.
-_spec_cache: dict[str, JobSpec] = {}
-
-
-def unpack(raw: bytes) -> Device:
+def unpack(raw: bytes, specs: Mapping[str, JobSpec]) -> Device:
+    """The device stored as `raw`; `specs` holds (at least) the specs it refers to."""
     try:
-        online, fw, sw, job, queue, done = orjson.loads(raw)
+        online, fw, sw, job, *rest = orjson.loads(raw)
+        queue = rest[0] if rest else []
+        done = rest[1] if len(rest) > 1 else []
         return Device(
             online=online,
             fw_version=fw,
             sw_version=sw,
-            job=None if job is None else _unpack_job(job),
-            queue=tuple(_unpack_job(q) for q in queue),
+            job=None if job is None else _unpack_job(job, specs),
+            queue=tuple(_unpack_job(q, specs) for q in queue),
             done=tuple((task, attempt) for task, attempt in done),
         )
     except (orjson.JSONDecodeError, ValueError, TypeError, KeyError) as exc:
-        raise StateCorruptError(f"stored device state is unreadable: {exc}") from None
+        raise StateCorruptError(f"stored device state is unreadable: {exc!r}") from None
 
 
-def _unpack_job(data: list[Any]) -> Job:
-    spec, attempt, state, version, deadline, tries, cause, command_ms, command_id = data
+def _unpack_job(data: list[Any], specs: Mapping[str, JobSpec]) -> Job:
+    digest, attempt, state, version, deadline, *rest = data
+    tries, cause, command_ms, command_id = (*rest, *_JOB_DEFAULTS[len(rest) :])
     return Job(
-        spec=_unpack_spec(spec),
+        spec=specs[digest],
         attempt=attempt,
         state=_STATES[state],
         version=version,
@@ -137,12 +228,8 @@ def _unpack_job(data: list[Any]) -> Job:
 
 
 def _unpack_spec(data: list[Any]) -> JobSpec:
-    key = orjson.dumps(data).decode()
-    cached = _spec_cache.get(key)
-    if cached is not None:
-        return cached
     task_id, kind, sha, version, name, size, info, sources, windows, retries, interval, flags = data
-    spec = JobSpec(
+    return JobSpec(
         task_id=task_id,
         task_type=TaskType.FIRMWARE if kind == "f" else TaskType.SOFTWARE,
         package=PackageRef(sha, version, name, size, info, tuple(sources)),
@@ -153,7 +240,3 @@ def _unpack_spec(data: list[Any]) -> JobSpec:
         on_conflict=ConflictPolicy.WAIT if flags & _WAIT else ConflictPolicy.FAIL,
         presigned_url=bool(flags & _PRESIGNED),
     )
-    if len(_spec_cache) >= _SPEC_CACHE_MAX:
-        _spec_cache.clear()
-    _spec_cache[key] = spec
-    return spec

@@ -190,11 +190,14 @@ def apply_partition(
         if not fresh:
             telemetry.RECORDS.labels("redelivered").inc(len(items))
             return None
+        specs = store.specs(partition, snapshot.states.values())
         result = apply_batch(
-            settings.common, inbox, partition, fresh, snapshot.states, retention_ms
+            settings.common, inbox, partition, fresh, snapshot.states, specs, retention_ms
         )
         outbox = encode_outputs(result.outputs) if with_outbox else b""
-        found = store.apply(partition, snapshot.offset, fresh[-1].offset, result.writes, outbox)
+        found = store.apply(
+            partition, snapshot.offset, fresh[-1].offset, result.writes, outbox, result.specs
+        )
         if found is None:
             telemetry.RECORDS.labels("redelivered").inc(len(items) - len(fresh))
             telemetry.RECORDS.labels("applied").inc(len(fresh))

@@ -12,6 +12,7 @@ import argparse
 import logging
 from collections.abc import Sequence
 
+import redis
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
@@ -86,21 +87,31 @@ def main(argv: Sequence[str]) -> None:
 
 def dump_partition(store: Store, partition: int) -> dict[str, object]:
     """Everything of a partition's view that a rebuild must reproduce: each device's
-    stored bytes and expiry, the deadlines and the applied offset."""
+    stored bytes and expiry, the shared specs (with their counts) and expiry, the
+    deadlines and the applied offset."""
     keys = store.keys(partition)
     client = store.client
-    devices = sorted(
-        client.scan_iter(
-            match=keys.device_prefix.replace("{", "\\{").replace("}", "\\}") + "*", count=1000
-        )
-    )
+    devices = _scan(client, keys.device_prefix)
+    specs = _scan(client, keys.spec_prefix)
     pipe = client.pipeline(transaction=False)
     for key in devices:
         pipe.get(key)
         pipe.execute_command("PEXPIRETIME", key)  # type: ignore[no-untyped-call]
+    for key in specs:
+        pipe.hgetall(key)
+        pipe.execute_command("PEXPIRETIME", key)  # type: ignore[no-untyped-call]
     replies = pipe.execute()
+    at = len(devices) * 2
     return {
         "devices": {key: (replies[2 * i], replies[2 * i + 1]) for i, key in enumerate(devices)},
+        "specs": {
+            key: (replies[at + 2 * i], replies[at + 2 * i + 1]) for i, key in enumerate(specs)
+        },
         "deadlines": client.zrange(keys.deadlines, 0, -1, withscores=True),
         "offset": client.get(keys.offset),
     }
+
+
+def _scan(client: redis.Redis[bytes], prefix: str) -> list[bytes]:
+    pattern = prefix.replace("{", "\\{").replace("}", "\\}") + "*"
+    return sorted(client.scan_iter(match=pattern, count=1000))

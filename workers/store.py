@@ -3,6 +3,9 @@
 Keys (all under `ota:{p<partition>}:`, one Redis Cluster slot per partition):
   d:<device_id>  string  the device's packed state (workers.codec); expires `retention`
                          after its last record once no job needs it
+  s:<digest>     hash    a job spec its devices share: v packed spec, n in-flight devices
+                         referring to it, x latest expiry of a finished one; no TTL while
+                         n > 0, else expires at x (with the last device that needs it)
   deadlines      zset    device_id -> earliest deadline of its jobs (epoch ms)
   offset         string  the last inbox offset applied to this partition's state
   outbox         hash    offset -> records produced by the batch ending there, until Kafka
@@ -17,37 +20,49 @@ that lost the partition in a rebalance) or a redelivered batch then writes nothi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import orjson
 import redis
 
+from ota.records import JobSpec
 from ota.redis_clients import partition_tag
-from workers.batch import DeviceWrite, Output
+from workers.batch import DeviceWrite, Output, SpecWrite
+from workers.codec import StateCorruptError, cached_spec, stored_digests, unpack_spec
 
 NO_OFFSET = -1
 
-# KEYS[1] offset, KEYS[2] deadlines, KEYS[3] outbox, KEYS[4..] the device keys written
-# ARGV[1] expected offset (-1: none yet), ARGV[2] new offset, ARGV[3] outbox blob ("" none),
-# then per device key, 3 values: packed state, expire-at ms (0: keep), deadline ms ("": none),
-# and finally the device ids (deadline members) in KEYS order.
+# KEYS[1] offset, KEYS[2] deadlines, KEYS[3] outbox, then the n device keys written, then
+# the m spec keys. ARGV[1] expected offset (-1: none yet), ARGV[2] new offset, ARGV[3]
+# outbox blob ("" none), ARGV[4] n, then per device 4 values: packed state, expire-at ms
+# (0: keep), deadline ms ("": none), device id (the deadline member); then per spec 3
+# values: packed spec, change of its in-flight count, expiry floor ms (0: none).
 # Returns {1} when written, {0, stored offset} when the expected offset is not the stored one.
 APPLY = """
 local stored = redis.call('GET', KEYS[1]) or '-1'
 if stored ~= ARGV[1] then return {0, stored} end
-local n = #KEYS - 3
-local ids = 3 + 3 * n
+local n = tonumber(ARGV[4])
 for i = 1, n do
-  local key, a = KEYS[3 + i], 1 + 3 * i
-  local id = ARGV[ids + i]
+  local key, a = KEYS[3 + i], 1 + 4 * i
   redis.call('SET', key, ARGV[a])
   if ARGV[a + 1] ~= '0' then redis.call('PEXPIREAT', key, ARGV[a + 1]) end
   if ARGV[a + 2] == '' then
-    redis.call('ZREM', KEYS[2], id)
+    redis.call('ZREM', KEYS[2], ARGV[a + 3])
   else
-    redis.call('ZADD', KEYS[2], ARGV[a + 2], id)
+    redis.call('ZADD', KEYS[2], ARGV[a + 2], ARGV[a + 3])
   end
+end
+for j = 1, #KEYS - 3 - n do
+  local key, a = KEYS[3 + n + j], 5 + 4 * n + 3 * (j - 1)
+  redis.call('HSETNX', key, 'v', ARGV[a])
+  local refs = redis.call('HINCRBY', key, 'n', ARGV[a + 1])
+  local floor = redis.call('HGET', key, 'x') or '0'
+  if tonumber(ARGV[a + 2]) > tonumber(floor) then
+    floor = ARGV[a + 2]
+    redis.call('HSET', key, 'x', floor)
+  end
+  if refs > 0 then redis.call('PERSIST', key) else redis.call('PEXPIREAT', key, floor) end
 end
 redis.call('SET', KEYS[1], ARGV[2])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[3], ARGV[2], ARGV[3]) end
@@ -101,6 +116,7 @@ class PartitionKeys:
         tag = partition_tag(partition)
         self.partition = partition
         self.device_prefix = f"{tag}d:"
+        self.spec_prefix = f"{tag}s:"
         self.deadlines = f"{tag}deadlines"
         self.offset = f"{tag}offset"
         self.outbox = f"{tag}outbox"
@@ -108,6 +124,9 @@ class PartitionKeys:
 
     def device(self, device_id: str) -> str:
         return self.device_prefix + device_id
+
+    def spec(self, digest: str) -> str:
+        return self.spec_prefix + digest
 
 
 class Store:
@@ -149,24 +168,28 @@ class Store:
         new_offset: int,
         writes: Sequence[DeviceWrite],
         outbox: bytes,
+        specs: Sequence[SpecWrite] = (),
     ) -> int | None:
         """Write a batch if the partition is still at `expected_offset`; else return the
         offset found (another owner or an earlier run got there first)."""
         keys = self.keys(partition)
-        args: list[bytes | str | int] = [expected_offset, new_offset, outbox]
+        args: list[bytes | str | int] = [expected_offset, new_offset, outbox, len(writes)]
         for write in writes:
             args += [
                 write.value,
                 write.expire_at_ms,
                 "" if write.deadline_ms is None else write.deadline_ms,
+                write.device_id,
             ]
-        args += [w.device_id for w in writes]
+        for spec in specs:
+            args += [spec.ref.packed, spec.refs, spec.expire_floor_ms]
         reply = self._apply(
             keys=[
                 keys.offset,
                 keys.deadlines,
                 keys.outbox,
                 *(keys.device(w.device_id) for w in writes),
+                *(keys.spec(s.ref.digest) for s in specs),
             ],
             args=args,
         )
@@ -191,6 +214,35 @@ class Store:
     def ack_fired(self, partition: int, lease_until_ms: int, device_ids: Sequence[str]) -> None:
         if device_ids:
             self._ack(keys=[self.keys(partition).fired], args=[lease_until_ms, *device_ids])
+
+    def specs(self, partition: int, values: Iterable[bytes | None]) -> dict[str, JobSpec]:
+        """The specs the stored device `values` refer to (from the process's cache, else
+        from Redis); a spec missing or unreadable is left out (its devices are corrupt)."""
+        found: dict[str, JobSpec] = {}
+        missing: list[str] = []
+        for raw in values:
+            if raw is None:
+                continue
+            for digest in stored_digests(raw):
+                if digest not in found:
+                    spec = cached_spec(digest)
+                    if spec is None:
+                        missing.append(digest)
+                    else:
+                        found[digest] = spec
+        if missing:
+            keys = self.keys(partition)
+            missing = list(dict.fromkeys(missing))
+            pipe = self.client.pipeline(transaction=False)
+            for digest in missing:
+                pipe.hget(keys.spec(digest), "v")
+            for digest, packed in zip(missing, pipe.execute(), strict=True):
+                if packed is not None:
+                    try:
+                        found[digest] = unpack_spec(digest, packed)
+                    except StateCorruptError:
+                        continue
+        return found
 
     def states(self, partition: int, device_ids: Sequence[str]) -> list[bytes | None]:
         keys = self.keys(partition)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from kafka import KafkaProducer
 
 from ota.clock import now_ms
-from ota.records import TimeoutRecord, encode
+from ota.records import JobSpec, TimeoutRecord, encode
 from workers import telemetry
 from workers.codec import StateCorruptError, unpack
 from workers.store import Store
@@ -24,12 +24,14 @@ from workers.store import Store
 log = logging.getLogger(__name__)
 
 
-def due_timeouts(device_id: str, raw: bytes | None, now: int) -> list[tuple[TimeoutRecord, int]]:
+def due_timeouts(
+    device_id: str, raw: bytes | None, specs: Mapping[str, JobSpec], now: int
+) -> list[tuple[TimeoutRecord, int]]:
     """The timeout records for a device's jobs whose deadline has passed, with the deadline."""
     if raw is None:
         return []
     try:
-        device = unpack(raw)
+        device = unpack(raw, specs)
     except StateCorruptError:
         return []  # the worker dead-letters and replaces a corrupt state on its next record
     return [
@@ -96,9 +98,10 @@ class Sweeper:
         if not device_ids:
             return 0
         values = self.store.states(partition, device_ids)
+        specs = self.store.specs(partition, values)
         futures = []
         for device_id, raw in zip(device_ids, values, strict=True):
-            for record, deadline_ms in due_timeouts(device_id, raw, now):
+            for record, deadline_ms in due_timeouts(device_id, raw, specs, now):
                 futures.append(
                     self.producer.send(
                         self.inbox_topic,
