@@ -87,14 +87,19 @@ class Reconciler:
         self._ttl_ms = int(settings.lease_ttl_s * 1000)
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            self._wake.clear()
-            busy = await self.tick()
-            if busy:
-                await asyncio.sleep(0)
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                busy = await self.tick()
+                if busy:
+                    await asyncio.sleep(0)
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._interval)
+        finally:
+            # Hand the tasks over at once rather than after the lease TTL.
+            for raw in await self._r.smembers(keys.ACTIVE_TASKS):
+                await self._state.unlease(raw.decode(), self._owner)
 
     async def tick(self) -> bool:
         """One pass over the active tasks; True when some task has more to release now."""

@@ -55,7 +55,8 @@ class Services:
                 retry_on_error=[RedisConnectionError, RedisTimeoutError],
             )
         )
-        r: redis.asyncio.Redis[bytes] = redis.asyncio.Redis(connection_pool=pool)
+        # from_pool: closing the client closes the pool (stubs predate it).
+        r: redis.asyncio.Redis[bytes] = redis.asyncio.Redis.from_pool(pool)  # type: ignore[attr-defined]
         producer = Producer(common)
         blobs = BlobStore(settings.package_dir)
         key = load_public_key(settings.signing_key_path) if settings.signing_key_path else None
@@ -90,3 +91,4 @@ class Services:
     async def close(self) -> None:
         await self.producer.close()
         await self.redis.aclose()  # type: ignore[attr-defined]  # stubs predate aclose
+        await self.redis.connection_pool.disconnect()  # a pool passed in is not closed by aclose

@@ -166,6 +166,15 @@ redis.call('SET', KEYS[1], value, 'PX', ARGV[2])
 return value
 """
 
+# KEYS: lease. ARGV: owner. Gives the lease up if this owner holds it (graceful shutdown).
+_UNLEASE = """
+local cur = redis.call('GET', KEYS[1])
+if cur and string.sub(cur, 1, #ARGV[1] + 1) == ARGV[1] .. '|' then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
 
 def index_prefix(tid: str) -> str:
     return keys.task_state_index(tid, "")
@@ -188,6 +197,7 @@ class TaskState:
         self._cancel = r.register_script(_CANCEL_PENDING)
         self._retry = r.register_script(_RETRY)
         self._lease = r.register_script(_LEASE)
+        self._unlease = r.register_script(_UNLEASE)
 
     async def apply(
         self, tid: str, device: str, attempt: int, job_version: int, state: str, cause: int | None
@@ -208,6 +218,9 @@ class TaskState:
     async def lease(self, tid: str, owner: str, ttl_ms: int) -> str | None:
         value = await self._lease(keys=[keys.lease(tid), keys.fence(tid)], args=[owner, ttl_ms])
         return None if value is None else value.decode()
+
+    async def unlease(self, tid: str, owner: str) -> bool:
+        return bool(await self._unlease(keys=[keys.lease(tid)], args=[owner]))
 
     async def release(
         self, tid: str, lease: str, cursor: int, new_cursor: int, wave: int, devices: Sequence[str]

@@ -145,19 +145,26 @@ class Dispatcher:
                     )
                     entries = [e for _, batch in read for e in batch]
                 if entries:
-                    await asyncio.gather(*(self._entry(client, eid, f) for eid, f in entries))
+                    hooks = await self._hooks.all()
+                    await asyncio.gather(
+                        *(self._entry(client, hooks, eid, f) for eid, f in entries)
+                    )
 
     async def _entry(
-        self, client: httpx.AsyncClient, eid: bytes, fields: dict[bytes, bytes]
+        self,
+        client: httpx.AsyncClient,
+        hooks: list[dict[str, Any]],
+        eid: bytes,
+        fields: dict[bytes, bytes],
     ) -> None:
         body = fields.get(b"body", b"{}")
         event = orjson.loads(body)
-        hooks = [
+        matching = [
             h
-            for h in await self._hooks.all()
+            for h in hooks
             if event.get("kind") in h["events"] and h.get("task_id") in (None, event.get("task_id"))
         ]
-        await asyncio.gather(*(self._deliver(client, h, event, body) for h in hooks))
+        await asyncio.gather(*(self._deliver(client, h, event, body) for h in matching))
         await self._r.xack(keys.NOTIFY_STREAM, GROUP, eid)  # type: ignore[no-untyped-call]
 
     async def _deliver(

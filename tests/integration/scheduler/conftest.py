@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
+import fcntl
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +26,33 @@ def sched_topics(topic_factory: Any) -> Topics:
     return Topics(**names)
 
 
+LOCK_PATH = Path(tempfile.gettempdir()) / f"ota-scheduler-tests-db{REDIS_DB}.lock"
+LOCK_WAIT_S = 240.0
+
+
 @pytest.fixture
-def sched_redis(redis_url: str) -> redis.Redis[bytes]:
-    client = redis.Redis.from_url(db_url(redis_url))
-    assert client.connection_pool.connection_kwargs["db"] == REDIS_DB
-    client.flushdb()
-    return client
+def sched_redis(redis_url: str) -> Iterator[redis.Redis[bytes]]:
+    """Redis db 11, flushed, held for this test only: concurrent runs of this suite on the
+    same machine (a developer and CI) take turns per test instead of flushing each other."""
+    with LOCK_PATH.open("a") as lock:
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"another run held {LOCK_PATH} for {LOCK_WAIT_S:.0f}s")
+                time.sleep(0.2)
+        client = redis.Redis.from_url(db_url(redis_url))
+        assert client.connection_pool.connection_kwargs["db"] == REDIS_DB
+        client.flushdb()
+        try:
+            yield client
+        finally:
+            client.flushdb()
+            client.close()
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture
@@ -45,8 +69,6 @@ async def harness(
         yield h
     finally:
         await h.close()
-        sched_redis.flushdb()
-        sched_redis.close()
 
 
 StartHarness = Callable[..., Awaitable[Harness]]
@@ -74,5 +96,3 @@ async def start_harness(
     finally:
         for h in started:
             await h.close()
-        sched_redis.flushdb()
-        sched_redis.close()
