@@ -52,6 +52,7 @@ class Connection(asyncio.Protocol):
         self._fill_task: asyncio.Task[None] | None = None
         self._in_next = False
         self._again = False
+        self._reading_paused = False
         self._answer: Answer | None = None
         self._request_at = 0.0
 
@@ -76,7 +77,7 @@ class Connection(asyncio.Protocol):
                 transport.get_extra_info("socket").fileno(),
             )
         else:
-            transport.set_write_buffer_limits(high=256 * 1024, low=64 * 1024)
+            # uvloop's default TLS write buffer limits keep slow TLS downloads small.
             self._writer = CopyWriter(self._loop, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -103,6 +104,8 @@ class Connection(asyncio.Protocol):
             self._send(answer)
 
     def data_received(self, data: bytes) -> None:
+        if self._writer is None or (self._transport is not None and self._transport.is_closing()):
+            return  # refused or closing: nothing more is read
         if self._state == IDLE:
             self._state, self._since = READING, time.monotonic()
         if not self._headers_done:
@@ -113,7 +116,9 @@ class Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._reject(400, "protocol upgrade not supported")
+            # Upgrade is ignored (RFC 9110 7.8): the request is answered as HTTP/1.1, then
+            # the connection ends, since the parser stops at an upgrade.
+            self.shutdown()
         except httptools.HttpParserError as exc:
             self._reject(400, f"bad request: {exc}")
 
@@ -183,7 +188,8 @@ class Connection(asyncio.Protocol):
                     return
                 if not self._queue:
                     self._state, self._since = IDLE, time.monotonic()
-                    if not self._transport.is_closing():
+                    if self._reading_paused and not self._transport.is_closing():
+                        self._reading_paused = False
                         self._transport.resume_reading()
                     return
                 self._start(self._queue.popleft())
@@ -201,6 +207,7 @@ class Connection(asyncio.Protocol):
             self._send(result)
         if self._state == BUSY and not self._transport.is_closing():
             # Still writing (or filling): hold further requests in the kernel meanwhile.
+            self._reading_paused = True
             self._transport.pause_reading()
 
     async def _fill(self, req: Request, package_sha256: str) -> None:

@@ -194,7 +194,10 @@ def test_only_package_paths_exist(
 
 def test_bad_requests_get_400(edge: RunningEdge) -> None:
     assert raw(edge, b"NOT HTTP AT ALL\r\n\r\n").startswith(b"HTTP/1.1 400")
-    assert raw(edge, b"GET / HTTP/2.0\r\n\r\n").startswith(b"HTTP/1.1 ")
+    assert raw(edge, b"GET / HTTP/2.0\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 505")
+    upgrade = raw(edge, b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n")
+    assert upgrade.startswith(b"HTTP/1.1 404")
+    assert upgrade.count(b"HTTP/1.1 ") == 1
 
 
 def test_symlinked_cache_entry_is_not_followed(
