@@ -16,11 +16,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from kafka.errors import KafkaError
+from redis.exceptions import RedisError
+
+from ota import metrics
 from ota.kafka_clients import make_consumer, make_producer
 from ota.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
+HANDLER_RETRIES = metrics.counter(
+    "scheduler", "batch_retries_total", "Consumer batches retried after an error", ("consumer",)
+)
 SEND_TIMEOUT_S = 30.0
 METADATA_WAIT_S = 30.0
 
@@ -101,11 +108,26 @@ class Consumer:
                 records = [r for batch in polled.values() for r in batch]
                 if not records:
                     continue
-                await self._handler(records)
-                await loop.run_in_executor(self._pool, consumer.commit)
+                if await self._handle(records, stop):
+                    await loop.run_in_executor(self._pool, consumer.commit)
         finally:
             await loop.run_in_executor(self._pool, consumer.close)
             self._pool.shutdown(wait=True)
+
+    async def _handle(self, records: Sequence[Any], stop: asyncio.Event) -> bool:
+        """Apply a batch, retrying while Redis or Kafka is unavailable; False if stopped first."""
+        delay = 0.1
+        while True:
+            try:
+                await self._handler(records)
+                return True
+            except (RedisError, KafkaError):
+                HANDLER_RETRIES.labels(self._name).inc()
+                log.exception("batch failed; retrying it", extra={"consumer": self._name})
+            if stop.is_set():
+                return False  # uncommitted: the next owner of the partitions applies it
+            await asyncio.sleep(delay)
+            delay = min(5.0, delay * 2)
 
     def _await_metadata(self, consumer: Any, stop: asyncio.Event) -> None:
         # Joining the group before the topics' metadata is known gets no partitions

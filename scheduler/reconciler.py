@@ -90,7 +90,12 @@ class Reconciler:
         try:
             while not stop.is_set():
                 self._wake.clear()
-                busy = await self.tick()
+                try:
+                    busy = await self.tick()
+                except redis.RedisError:
+                    PACE_ERRORS.inc()
+                    log.exception("reconciler pass failed; retrying")
+                    busy = False
                 if busy:
                     await asyncio.sleep(0)
                     continue
@@ -98,8 +103,9 @@ class Reconciler:
                     await asyncio.wait_for(self._wake.wait(), self._interval)
         finally:
             # Hand the tasks over at once rather than after the lease TTL.
-            for raw in await self._r.smembers(keys.ACTIVE_TASKS):
-                await self._state.unlease(raw.decode(), self._owner)
+            with contextlib.suppress(redis.RedisError):
+                for raw in await self._r.smembers(keys.ACTIVE_TASKS):
+                    await self._state.unlease(raw.decode(), self._owner)
 
     async def tick(self) -> bool:
         """One pass over the active tasks; True when some task has more to release now."""

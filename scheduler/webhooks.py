@@ -12,6 +12,7 @@ written to the webhook's delivery log (capped), readable through the API.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -22,7 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 import redis.asyncio
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from ota import metrics
 from ota.clock import now_ms
@@ -135,20 +136,29 @@ class Dispatcher:
         await self.ensure_group()
         async with httpx.AsyncClient(timeout=self._timeout) as client:
             while not stop.is_set():
-                claimed = await self._r.xautoclaim(
-                    keys.NOTIFY_STREAM, GROUP, self._consumer, CLAIM_IDLE_MS, "0-0", count=100
-                )
-                entries = list(claimed[1])
-                if not entries:
-                    read = await self._r.xreadgroup(
-                        GROUP, self._consumer, {keys.NOTIFY_STREAM: ">"}, count=100, block=500
-                    )
-                    entries = [e for _, batch in read for e in batch]
-                if entries:
-                    hooks = await self._hooks.all()
-                    await asyncio.gather(
-                        *(self._entry(client, hooks, eid, f) for eid, f in entries)
-                    )
+                try:
+                    await self._round(client)
+                except (RedisError, ResponseError) as exc:
+                    # The stream or its group vanished (Redis flushed or replaced) or
+                    # Redis is away: recreate the group and carry on.
+                    log.warning("webhook dispatcher: %s; recovering", exc)
+                    await asyncio.sleep(1.0)
+                    with contextlib.suppress(RedisError):
+                        await self.ensure_group()
+
+    async def _round(self, client: httpx.AsyncClient) -> None:
+        claimed = await self._r.xautoclaim(
+            keys.NOTIFY_STREAM, GROUP, self._consumer, CLAIM_IDLE_MS, "0-0", count=100
+        )
+        entries = list(claimed[1])
+        if not entries:
+            read = await self._r.xreadgroup(
+                GROUP, self._consumer, {keys.NOTIFY_STREAM: ">"}, count=100, block=500
+            )
+            entries = [e for _, batch in read for e in batch]
+        if entries:
+            hooks = await self._hooks.all()
+            await asyncio.gather(*(self._entry(client, hooks, eid, f) for eid, f in entries))
 
     async def _entry(
         self,

@@ -1,0 +1,225 @@
+"""Control-plane figures of the scheduler, against the local stack.
+
+- scheduler.task_100k_accept_s: upload a 100,000-id target list and create the task,
+  until the API answers 201 (the task, its device list, states and counts are stored);
+- scheduler.task_100k_release_s: from that answer until the reconciler has released
+  every device into the inbox, at an unlimited rate;
+- scheduler.status_reads_per_s: GET /v1/tasks/{id} of that task from concurrent clients.
+
+The scheduler runs as its own process (`python -m scheduler`) on fresh topics and Redis
+db 11 (taken in turns with the scheduler's tests through the same lock file); the load
+comes from this process. Each figure: one warm-up run, then the median of --runs.
+
+    .venv/bin/python bench/scheduler_bench.py [--devices 100000] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import redis
+from kafka.admin import KafkaAdminClient, NewTopic
+
+KEY = "bench-write-key-0123"
+REDIS_DB = 11
+LOCK = Path(tempfile.gettempdir()) / f"ota-scheduler-tests-db{REDIS_DB}.lock"
+TOPICS = (
+    "inbox",
+    "commands",
+    "job-events",
+    "dead-letters",
+    "task-events",
+    "packages",
+    "tasks",
+    "devices",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Scheduler:
+    def __init__(self, bootstrap: str, redis_base: str, workdir: Path) -> None:
+        self.prefix = f"bench-{uuid.uuid4().hex[:8]}."
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.bootstrap = bootstrap
+        self.redis_url = f"{redis_base}/{REDIS_DB}"
+        self.env = {
+            **os.environ,
+            "OTA_KAFKA_BOOTSTRAP": bootstrap,
+            "OTA_REDIS_URL": self.redis_url,
+            "OTA_TOPIC_PREFIX": self.prefix,
+            "OTA_API_KEYS": f"{KEY}:read+write",
+            "OTA_PACKAGE_DIR": str(workdir / "packages"),
+            "OTA_SCHEDULER_PORT": str(self.port),
+            "OTA_SCHEDULER_GROUP": f"{self.prefix}sched",
+            "OTA_LOG_LEVEL": "WARNING",
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def topics(self) -> list[str]:
+        return [self.prefix + "ota." + t for t in TOPICS]
+
+    def start(self) -> None:
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="bench")
+        try:
+            admin.create_topics(
+                [
+                    NewTopic(t, 12 if t.endswith(("inbox", "job-events")) else 1, 1)
+                    for t in self.topics()
+                ]
+            )
+        finally:
+            admin.close()
+        self.proc = subprocess.Popen([sys.executable, "-m", "scheduler"], env=self.env)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError("the scheduler did not come up")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(30)
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="bench")
+        try:
+            admin.delete_topics(self.topics())
+        finally:
+            admin.close()
+
+
+async def create_and_release(
+    api: httpx.AsyncClient, package_id: str, n: int
+) -> tuple[float, float, str]:
+    run = uuid.uuid4().hex[:6]
+    ids = "\n".join(f"bench-{run}-{i:07d}" for i in range(n)).encode()
+    t0 = time.perf_counter()
+    listed = await api.post("/v1/target-lists", content=ids)
+    listed.raise_for_status()
+    created = await api.post(
+        "/v1/tasks",
+        json={
+            "type": "firmware",
+            "package_id": package_id,
+            "targets": {"list_id": listed.json()["list_id"]},
+        },
+    )
+    if created.status_code != 201:
+        raise RuntimeError(created.text)
+    accepted = time.perf_counter() - t0
+    tid = created.json()["id"]
+    t1 = time.perf_counter()
+    while True:
+        task = (await api.get(f"/v1/tasks/{tid}")).json()
+        if task["runtime"]["released"] >= n:
+            break
+        await asyncio.sleep(0.05)
+    released = time.perf_counter() - t1
+    await api.post(f"/v1/tasks/{tid}/cancel")  # stops the task so the next run paces alone
+    return accepted, released, tid
+
+
+async def status_reads(url: str, tid: str, seconds: float, clients: int) -> float:
+    count = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def client() -> None:
+        nonlocal count
+        async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {KEY}"}) as c:
+            while time.perf_counter() < stop_at:
+                r = await c.get(f"/v1/tasks/{tid}")
+                r.raise_for_status()
+                count += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return count / (time.perf_counter() - started)
+
+
+async def bench(args: argparse.Namespace, sched: Scheduler) -> dict[str, list[float]]:
+    results: dict[str, list[float]] = {"accept": [], "release": [], "reads": []}
+    async with httpx.AsyncClient(
+        base_url=sched.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=600
+    ) as api:
+        uploaded = await api.post(
+            "/v1/packages",
+            params={"type": "firmware", "version": "2.0", "file_name": "bench.bin"},
+            content=os.urandom(64 * 1024),
+        )
+        uploaded.raise_for_status()
+        package_id = uploaded.json()["id"]
+        for i in range(args.runs + 1):
+            accepted, released, tid = await create_and_release(api, package_id, args.devices)
+            reads = await status_reads(sched.url, tid, args.read_seconds, args.clients)
+            label = "warm-up" if i == 0 else f"run {i}"
+            print(
+                f"{label}: accept {accepted:.2f}s release {released:.2f}s reads {reads:.0f}/s",
+                flush=True,
+            )
+            if i:
+                results["accept"].append(accepted)
+                results["release"].append(released)
+                results["reads"].append(reads)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--devices", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--read-seconds", type=float, default=10.0)
+    parser.add_argument("--clients", type=int, default=16)
+    args = parser.parse_args()
+    bootstrap = os.environ.get("OTA_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    redis_base = os.environ.get("OTA_REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0]
+    with LOCK.open("a") as lock, tempfile.TemporaryDirectory() as work:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        r = redis.Redis.from_url(f"{redis_base}/{REDIS_DB}")
+        r.flushdb()
+        sched = Scheduler(bootstrap, redis_base, Path(work))
+        sched.start()
+        try:
+            load = os.getloadavg()
+            results = asyncio.run(bench(args, sched))
+        finally:
+            sched.stop()
+            r.flushdb()
+    print(
+        f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, load average at start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
+    print(
+        f"runs: accept {[round(x, 2) for x in results['accept']]} release "
+        f"{[round(x, 2) for x in results['release']]} reads {[round(x) for x in results['reads']]}"
+    )
+    print(f"scheduler.task_100k_accept_s = {statistics.median(results['accept']):.2f} s")
+    print(f"scheduler.task_100k_release_s = {statistics.median(results['release']):.2f} s")
+    print(f"scheduler.status_reads_per_s = {statistics.median(results['reads']):.0f} requests/s")
+
+
+if __name__ == "__main__":
+    main()
