@@ -155,6 +155,11 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis[bytes]]:
     client = redis.Redis.from_url(
         urlunsplit(urlsplit(redis_url)._replace(path=f"/{SCRATCH_REDIS_DB}"))
     )
+    # FLUSHDB is destructive: make sure of the db (a ?db= query would also win).
+    db = client.connection_pool.connection_kwargs.get("db")
+    if db != SCRATCH_REDIS_DB:
+        client.close()
+        pytest.fail(f"redis_client would flush db {db} of {redis_url}, not {SCRATCH_REDIS_DB}")
     client.flushdb()
     try:
         yield client
