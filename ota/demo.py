@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,13 +26,34 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
+from kafka.admin import KafkaAdminClient
 
-from ota.demo_env import StackPlan
+from ota.demo_env import StackPlan, stack_env
 from ota.demo_fleet import Mix
 from ota.demo_progress import Progress, summary_lines
 from ota.demo_stack import REPO, Stack, StackError
 
 FINISHED = ("Success", "Fail", "PartialSuccess", "Stopped")
+# Each run has its own topics (demo-<run>.ota.*) and starts from an empty Redis db, so
+# nothing of an earlier run (or of anything else on the machine) is replayed into it.
+DEMO_REDIS_DB = 8
+
+
+def flush_db(env: dict[str, str]) -> None:
+    client = redis.Redis.from_url(env["OTA_REDIS_URL"])
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+def delete_topics(env: dict[str, str], prefix: str) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=env.get("OTA_KAFKA_BOOTSTRAP") or "127.0.0.1:9092")
+    try:
+        admin.delete_topics([t for t in admin.list_topics() if t.startswith(prefix)])
+    finally:
+        admin.close()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -59,6 +81,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout-s", type=float, default=900.0, help="give up after this long")
     parser.add_argument("--state-dir", type=Path, default=REPO / ".state" / "demo")
     parser.add_argument("--scale", default="", help="replicas, e.g. workers=2,gateway=2")
+    parser.add_argument(
+        "--redis-db", type=int, default=DEMO_REDIS_DB, help="the demo's own Redis db (flushed)"
+    )
     parser.add_argument("--no-stack-up", action="store_true", help="do not run deploy/local/up")
     parser.add_argument(
         "--keep-running", action="store_true", help="leave the services running at the end"
@@ -150,8 +175,11 @@ async def upload_targets(api: httpx.AsyncClient, device_ids: list[str]) -> str:
 
 async def rollout(args: argparse.Namespace, stack: Stack) -> int:
     plan = stack.plan
-    run = uuid.uuid4().hex[:6]
-    prefix = f"demo-{run}"
+    interrupted = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, interrupted.set)
+    run, prefix = plan.name.removeprefix("demo-"), plan.name
     package = os.urandom(args.package_kib * 1024)
     fleet = FleetProcess(
         [
@@ -216,7 +244,7 @@ async def rollout(args: argparse.Namespace, stack: Stack) -> int:
             t0 = time.monotonic()
             progress = Progress(sys.stdout, args.size)
             deadline = t0 + args.timeout_s
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not interrupted.is_set():
                 answer = await api.get(f"/v1/tasks/{tid}")
                 if answer.status_code != 200:
                     print(f"[demo] reading the task: {answer.status_code} {answer.text[:200]}")
@@ -233,6 +261,9 @@ async def rollout(args: argparse.Namespace, stack: Stack) -> int:
             devices = await fleet.stop()
     for line in summary_lines(task, elapsed, devices, plan, stack.metrics_urls()):
         print(line)
+    if interrupted.is_set():
+        print("[demo] interrupted")
+        return 130
     return 0 if task.get("status") in FINISHED else 1
 
 
@@ -241,7 +272,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_stack_up:
         print("[demo] local stack: deploy/local/up", flush=True)
         subprocess.run([str(REPO / "deploy" / "local" / "up")], check=True)
-    plan = StackPlan(state_dir=args.state_dir.resolve())
+    run = uuid.uuid4().hex[:6]
+    plan = StackPlan(
+        state_dir=args.state_dir.resolve(),
+        name=f"demo-{run}",
+        topic_prefix=f"demo-{run}.",
+        redis_db=args.redis_db,
+    )
+    flush_db(stack_env(plan))
     scale = {}
     if args.scale:
         from ota.supervisor import parse_scale
@@ -266,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("[demo] stopping services", flush=True)
             stack.stop()
+            delete_topics(stack.env, plan.topic_prefix)
     return code
 
 

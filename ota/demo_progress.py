@@ -77,7 +77,11 @@ class Progress:
             "PartialSuccess",
             "Stopped",
         ):
-            self.out.write(rows[0] + "\n")
+            p = task.get("progress") or {}
+            self.out.write(
+                f"{rows[0]}   finished {int(p.get('finished') or 0):,}/{self.total:,}"
+                f" (ok {int(p.get('succeeded') or 0):,}, failed {int(p.get('failed') or 0):,})\n"
+            )
             self.last_plain = elapsed_s
         self.out.flush()
 
