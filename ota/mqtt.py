@@ -7,6 +7,19 @@ session the broker did not keep fails the waiters (the caller publishes again) i
 of leaving them hanging. In-flight publishes must stay below the broker's
 receive-maximum or gmqtt's id pool raises OverflowError; `MqttLink` bounds them.
 
+A QoS 1 publish the broker refuses (MQTT 5 PUBACK reason code >= 0x80, e.g. 0x87 not
+authorised) raises `PublishRefusedError` with the code: it was not delivered. gmqtt
+ignores PUBACK reason codes, so the link reads the code itself before gmqtt frees the id.
+
+`on_message_acked` is the fast inbound path: a plain function called with the message
+and an `ack(reason_code)` to call once the message is safely handled (PUBACK for QoS 1;
+no-op for QoS 0), without a task per message. An ack for a connection that has since
+dropped is not sent: the broker redelivers on the new one, whose packet ids differ.
+
+gmqtt reconnects by itself after a lost connection, waiting `reconnect_delay` before
+every attempt; the link sets that delay from its backoff policy before each attempt, so
+it grows (with jitter) through a long broker outage and resets once connected.
+
 `pause_reading`/`resume_reading` stop and restart reading the socket, so a consumer of
 messages that cannot keep up makes TCP (and then the broker) hold the messages.
 """
@@ -29,6 +42,17 @@ from ota.backoff import Backoff
 log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[str, bytes, int], Awaitable[int]]
+Ack = Callable[[int], None]
+AckedHandler = Callable[[str, bytes, int, Ack], None]
+REFUSED = 0x80  # MQTT 5 reason codes from here up are failures
+
+
+class PublishRefusedError(Exception):
+    """The broker answered a publish with a failure reason code; it was not delivered."""
+
+    def __init__(self, reason_code: int) -> None:
+        super().__init__(f"the broker refused the publish (reason code 0x{reason_code:02x})")
+        self.reason_code = reason_code
 
 
 class SessionLostError(ConnectionError):
@@ -41,6 +65,7 @@ class AckStorage(PersistentStorage):  # type: ignore[misc]
     def __init__(self) -> None:
         super().__init__()
         self._waiters: dict[int, asyncio.Future[None]] = {}
+        self._refused: dict[int, int] = {}
         self.last_mid = 0
 
     def push_message(self, mid: int, raw_package: bytes) -> None:
@@ -52,18 +77,60 @@ class AckStorage(PersistentStorage):  # type: ignore[misc]
         self._waiters[mid] = future
         return future
 
+    def refused(self, mid: int, reason_code: int) -> None:
+        """The PUBACK of `mid` carried a failure code (read before gmqtt removes the packet)."""
+        self._refused[mid] = reason_code
+
     def remove_message_by_mid(self, mid: int) -> None:
         super().remove_message_by_mid(mid)
+        reason = self._refused.pop(mid, None)
         future = self._waiters.pop(mid, None)
-        if future is not None and not future.done():
+        if future is None or future.done():
+            return
+        if reason is None:
             future.set_result(None)
+        else:
+            future.set_exception(PublishRefusedError(reason))
 
     def clear(self) -> None:
         super().clear()
+        self._refused.clear()
         waiters, self._waiters = self._waiters, {}
         for future in waiters.values():
             if not future.done():
                 future.set_exception(SessionLostError("the broker did not keep the session"))
+
+
+class _Client(Client):  # type: ignore[misc]
+    """gmqtt's client, waiting a backoff-policy delay before each reconnect attempt."""
+
+    def __init__(self, client_id: str, backoff: Backoff, **kwargs: Any) -> None:
+        super().__init__(client_id, **kwargs)
+        self.backoff = backoff
+        self.reconnect_attempts = 0  # since the last successful connect
+
+    def next_reconnect_delay(self) -> float | None:
+        """The wait before the next attempt, or None when the policy gives up."""
+        attempt = self.reconnect_attempts
+        if self.backoff.gives_up(attempt):
+            return None
+        self.reconnect_attempts += 1
+        return self.backoff.delay_s(attempt)
+
+    async def reconnect(self, delay: bool = False) -> None:
+        # gmqtt calls this after a lost connection and again after each failed attempt,
+        # always sleeping `reconnect_delay` first: set it per attempt.
+        if delay:
+            wait = self.next_reconnect_delay()
+            if wait is None:
+                self.stop_reconnect()
+                return
+            self.reconnect_delay = wait
+        await super().reconnect(delay=delay)
+
+
+def _no_ack(_reason_code: int) -> None:
+    """QoS 0 messages have nothing to acknowledge."""
 
 
 @dataclass(frozen=True)
@@ -91,24 +158,26 @@ class MqttLink:
         subscriptions: list[tuple[str, int]] = (),  # type: ignore[assignment]
         on_message: MessageHandler | None = None,
         on_state: Callable[[bool], None] | None = None,
+        on_message_acked: AckedHandler | None = None,
     ) -> None:
         self.config = config
         self._subscriptions = list(subscriptions)
         self._on_message = on_message
+        self._on_message_acked = on_message_acked
         self._on_state = on_state
         self._storage = AckStorage()
         self.connected = asyncio.Event()
         self.subscribed = asyncio.Event()  # set once the broker acknowledged the subscriptions
-        self._failures = 0
         self._slots = asyncio.Semaphore(config.max_publishes_in_flight)
         self.client = self._make_client()
 
-    def _make_client(self) -> Client:
+    def _make_client(self) -> _Client:
         properties: dict[str, Any] = {"receive_maximum": self.config.receive_maximum}
         if self.config.session_expiry_s:
             properties["session_expiry_interval"] = self.config.session_expiry_s
-        client = Client(
+        client = _Client(
             self.config.client_id,
+            self.config.backoff,
             clean_session=self.config.clean_start,
             optimistic_acknowledgement=not self.config.ack_after_handler,
             persistent_storage=self._storage,
@@ -128,10 +197,49 @@ class MqttLink:
                 return await handler(topic, payload, qos)
 
             client.on_message = on_message
+        if self._on_message_acked is not None:
+            self._route_acked(client, self._on_message_acked)
+        self._read_puback_reasons(client)
         return client
 
+    def _route_acked(self, client: Client, handler: AckedHandler) -> None:
+        # gmqtt would wrap each QoS 1 message in a task and PUBACK when it finishes; the
+        # handler acknowledges by itself instead (gmqtt 0.8 dispatches QoS 1 publishes to
+        # `_handle_qos_1_publish_packet(mid, payload, topic, properties)` on its handler).
+        packets = client._package_handler
+        if not hasattr(packets, "_handle_qos_1_publish_packet"):
+            raise RuntimeError("this gmqtt version has no QoS 1 publish hook")
+
+        def on_qos1(mid: int, payload: bytes, topic: str, _props: Any) -> None:
+            connection = client._connection
+
+            def ack(reason_code: int) -> None:
+                if client._connection is connection and not connection.is_closing():
+                    packets._send_puback(mid, reason_code=reason_code)
+
+            handler(topic, payload, 1, ack)
+
+        def on_qos0(_client: Client, topic: str, payload: bytes, qos: int, _props: Any) -> None:
+            handler(topic, payload, qos, _no_ack)
+
+        packets._handle_qos_1_publish_packet = on_qos1
+        client.on_message = on_qos0  # QoS 0 (and 2, which this link never subscribes with)
+
+    def _read_puback_reasons(self, client: Client) -> None:
+        # MQTT 5 PUBACK: packet id, then an optional reason code (absent = success).
+        packets = client._package_handler
+        original = packets._handle_puback_packet
+        storage = self._storage
+
+        def on_puback(cmd: int, packet: bytes) -> None:
+            if len(packet) > 2 and packet[2] >= REFUSED:
+                storage.refused(int.from_bytes(packet[:2], "big"), packet[2])
+            original(cmd, packet)
+
+        packets._handle_puback_packet = on_puback
+
     def _connected(self, _client: Client, _flags: int, _rc: int, _props: Any) -> None:
-        self._failures = 0
+        self.client.reconnect_attempts = 0
         if self._subscriptions:
             self.client.subscriptions.clear()  # gmqtt appends on every subscribe call
             self.client.subscribe(
@@ -144,9 +252,6 @@ class MqttLink:
     def _disconnected(self, _client: Client, _packet: Any, _exc: Any = None) -> None:
         self.connected.clear()
         self.subscribed.clear()
-        # gmqtt reconnects by itself after `reconnect_delay`; make that delay jittered.
-        self.client.reconnect_delay = self.config.backoff.delay_s(self._failures)
-        self._failures += 1
         if self._on_state is not None:
             self._on_state(False)
 
@@ -185,7 +290,8 @@ class MqttLink:
 
     async def publish_acked(self, topic: str, payload: bytes, qos: int = 1) -> None:
         """Publish and wait for the broker's PUBACK (QoS 1); raises SessionLostError when the
-        broker dropped the session before acknowledging."""
+        broker dropped the session before acknowledging, PublishRefusedError when it
+        answered with a failure reason code."""
         async with self._slots:
             await self.connected.wait()
             self.client.publish(Message(topic, payload, qos=qos))

@@ -1,0 +1,58 @@
+"""ota.mqtt's additions to gmqtt, without a broker: reconnect delays from the backoff
+policy that grow through an outage, and PUBACK failure reason codes reaching the waiter."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ota.backoff import Backoff
+from ota.mqtt import LinkConfig, MqttLink, PublishRefusedError
+
+PUBACK = 0x40
+
+
+def _link(backoff: Backoff) -> MqttLink:
+    return MqttLink(LinkConfig(host="127.0.0.1", port=1, client_id="t", backoff=backoff))
+
+
+async def test_reconnect_delay_grows_per_attempt_and_resets_once_connected() -> None:
+    link = _link(Backoff(0.2, 1.0, rand=lambda: 1.0))
+    delays = [link.client.next_reconnect_delay() for _ in range(5)]
+    assert delays == [0.2, 0.4, 0.8, 1.0, 1.0]
+    link._connected(link.client, 0, 0, {})
+    assert link.client.next_reconnect_delay() == 0.2
+
+
+async def test_reconnect_stops_when_the_policy_gives_up() -> None:
+    link = _link(Backoff(0.2, 1.0, attempts=2, rand=lambda: 1.0))
+    assert [link.client.next_reconnect_delay() for _ in range(3)] == [0.2, 0.4, None]
+
+
+async def test_gmqtt_sleeps_the_policy_delay_before_each_attempt() -> None:
+    link = _link(Backoff(0.2, 10.0, rand=lambda: 0.5))
+    await link.client.reconnect(delay=True)  # not active: gmqtt returns before connecting
+    await link.client.reconnect(delay=True)
+    assert link.client.reconnect_delay == 0.2  # attempt 1: 0.5 * min(10, 0.2 * 2)
+
+
+def _stored(link: MqttLink, mid: int) -> asyncio.Future[None]:
+    link._storage.push_message(mid, b"raw")
+    return link._storage.wait_for(mid)
+
+
+async def test_refused_puback_fails_the_publish_with_its_reason_code() -> None:
+    link = _link(Backoff())
+    handler = link.client._package_handler
+    refused, accepted, no_subscribers = _stored(link, 5), _stored(link, 6), _stored(link, 7)
+    handler._handle_puback_packet(PUBACK, b"\x00\x05\x87")  # not authorised
+    handler._handle_puback_packet(PUBACK, b"\x00\x06")  # v3-style: no reason code
+    handler._handle_puback_packet(PUBACK, b"\x00\x07\x10")  # no matching subscribers: success
+    with pytest.raises(PublishRefusedError) as caught:
+        await refused
+    assert caught.value.reason_code == 0x87
+    await accepted  # resolved without an error
+    await no_subscribers
+    assert accepted.done()
+    assert no_subscribers.done()
