@@ -1,9 +1,23 @@
 """Uplink and presence handling: MQTT message in, Kafka records acknowledged, then PUBACK.
 
-`Inbound.handle` is gmqtt's `on_message` (with optimistic acknowledgement off): it
-returns only after Kafka acknowledged every record the message became, and gmqtt sends
-the PUBACK then. If Kafka fails, the records are produced again with backoff; the
-message stays unacknowledged meanwhile, so a crash makes the broker redeliver it.
+`Inbound.receive` is the MQTT link's acknowledged-message handler: it turns the message
+into records, produces them, and calls the message's `ack` only once Kafka acknowledged
+every one (acks=all), so a crash at any point before makes the broker redeliver it.
+The hot path is plain callbacks (no task or future per message): completions come back
+in one loop wake-up per produced batch.
+
+Kafka failures:
+- A record Kafka refuses for good (not retriable: too large, invalid topic, not
+  authorised, ...) is replaced by a dead letter (reason `kafka_refused`, the Kafka error,
+  the raw MQTT message); the message is acknowledged once that is written.
+- A retriable failure (timeout, Kafka away) starts a recovery: reading stops, messages
+  already read are held unsent, and once every record in flight has an answer the failed
+  ones are produced again, in arrival order and with backoff, until Kafka takes them;
+  only then do the held messages go, in order. A record is never sent while an earlier
+  record of the gateway is being retried, so a retry cannot put a device's later
+  record ahead of its earlier one (Kafka's idempotent producer keeps the order of what
+  is in flight per partition).
+
 The number of messages being handled is bounded: past the bound the gateway stops
 reading the socket, and the broker holds the rest.
 """
@@ -13,16 +27,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
+from functools import partial
+
+from prometheus_client import Counter
 
 from gateway import metrics
 from gateway.kafka_bridge import AsyncProducer, ProduceError
 from gateway.presence import PresenceSource, PresenceTracker
 from gateway.settings import GatewaySettings
 from gateway.throttle import PresenceThrottle
-from gateway.uplink import dead_letter, device_records
+from gateway.uplink import dead_letter, device_records, refused_letter
 from ota.backoff import Backoff
 from ota.clock import now_ms
+from ota.mqtt import Ack
 from ota.protocol import ProtocolError
 from ota.records import DeadLetterRecord, DeviceEventRecord, PresenceRecord, encode
 
@@ -32,6 +51,41 @@ log = logging.getLogger(__name__)
 
 PUBACK_SUCCESS = 0
 RETRY = Backoff(0.1, 5.0)
+
+
+class _Out:
+    """One record of a message, encoded and routed."""
+
+    __slots__ = ("dead_letter", "key", "topic", "value")
+
+    def __init__(self, topic: str, key: bytes | None, value: bytes, dead_letter: bool) -> None:
+        self.topic, self.key, self.value, self.dead_letter = topic, key, value, dead_letter
+
+
+class _Message:
+    """A received message until Kafka acknowledged all its records."""
+
+    __slots__ = (
+        "ack",
+        "failed",
+        "left",
+        "outs",
+        "payload",
+        "received_ms",
+        "seq",
+        "started",
+        "topic",
+    )
+
+    def __init__(
+        self, seq: int, topic: str, payload: bytes, ack: Ack, outs: list[_Out], received_ms: int
+    ) -> None:
+        self.seq, self.topic, self.payload, self.ack = seq, topic, payload, ack
+        self.outs = outs
+        self.left = len(outs)  # records not yet acknowledged
+        self.failed: list[int] = []  # indexes of records to produce again
+        self.received_ms = received_ms
+        self.started = 0.0
 
 
 class Inbound:
@@ -45,7 +99,9 @@ class Inbound:
         backoff: Backoff = RETRY,
     ) -> None:
         self._settings = settings
-        self._topics = settings.common.topics
+        self._split = settings.split
+        self._inbox = settings.common.topics.inbox
+        self._dead_letters = settings.common.topics.dead_letters
         self._producer = producer
         self._presence = presence
         self._tracker = PresenceTracker(
@@ -56,8 +112,16 @@ class Inbound:
         self._resume_reading = resume_reading
         self._backoff = backoff
         self._limit = settings.uplink_in_flight
+        self._pause_at = settings.test_pause_at
         self._in_flight = 0
         self._paused = False
+        self._seq = 0
+        self._unanswered = 0  # records sent that Kafka has not answered yet
+        self._recovering: asyncio.Task[None] | None = None
+        self._retry: list[_Message] = []
+        self._held: deque[_Message] = deque()
+        self._answered = asyncio.Event()  # set when nothing is unanswered (during recovery)
+        self._counters: dict[str, Counter] = {}
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -65,122 +129,214 @@ class Inbound:
     def in_flight(self) -> int:
         return self._in_flight
 
-    async def handle(self, topic: str, payload: bytes, _qos: int) -> int:
+    # ------------------------------------------------------------------ intake
+
+    def receive(self, topic: str, payload: bytes, _qos: int, ack: Ack) -> None:
+        """Handle one MQTT message; `ack(PUBACK_SUCCESS)` once it is safely in Kafka."""
         self._enter()
-        try:
-            if topic.startswith("$SYS/"):
-                await self._deliver(self._presence_records(topic, payload))
-            else:
-                await self._uplink(topic, payload)
-            return PUBACK_SUCCESS
-        finally:
+        received = now_ms()
+        if topic.startswith("$SYS/"):
+            records = self._presence_records(topic, payload, received)
+        else:
+            records = self._uplink_records(topic, payload, received)
+        if not records:
+            ack(PUBACK_SUCCESS)
             self._leave()
+            return
+        self._seq += 1
+        message = _Message(
+            self._seq, topic, payload, ack, [self._route(r) for r in records], received
+        )
+        if self._pause_at == "before_kafka_ack":
+            log.warning("test pause", extra={"point": self._pause_at})
+            return  # held until the test kills the process
+        if self._recovering is not None:
+            self._held.append(message)
+        else:
+            self._send(message)
 
-    def _enter(self) -> None:
-        self._in_flight += 1
-        self.idle.clear()
-        if self._in_flight >= self._limit and not self._paused:
-            self._paused = True
-            metrics.PAUSED.set(1)
-            self._pause_reading()
-
-    def _leave(self) -> None:
-        self._in_flight -= 1
-        if self._paused and self._in_flight <= self._limit // 2:
-            self._paused = False
-            metrics.PAUSED.set(0)
-            self._resume_reading()
-        if self._in_flight == 0:
-            self.idle.set()
-
-    async def _uplink(self, topic: str, payload: bytes) -> None:
+    def _uplink_records(self, topic: str, payload: bytes, received: int) -> list[OutRecord]:
         parts = topic.split("/", 3)
         device = parts[2] if len(parts) > 2 else ""
-        if not self._settings.split.owns(device):
-            metrics.MESSAGES_IN.labels("foreign").inc()
-            return
-        received = now_ms()
-        records: list[OutRecord]
+        if not self._split.owns(device):
+            self._count("foreign")
+            return []
         try:
             events = device_records(topic, payload, received)
         except ProtocolError as error:
             letter = dead_letter(topic, payload, error, received)
-            metrics.MESSAGES_IN.labels("malformed").inc()
+            self._count("malformed")
             metrics.DEAD_LETTERS.labels(letter.reason).inc()
             log.info(
                 "dead letter",
                 extra={"reason": letter.reason, "detail": error.message, "topic": topic[:200]},
             )
-            records = [letter]
-        else:
-            for event in events:
-                metrics.MESSAGES_IN.labels(event.event_type).inc()
-            records = list(events)
-            if self._throttle.should_emit(device, received):
-                records.append(
-                    PresenceRecord(device_id=device, online=True, source="uplink", at_ms=received)
-                )
-                metrics.PRESENCE.labels("uplink", "online").inc()
-        await self._pause_point("before_kafka_ack")
-        await self._deliver(records)
-        await self._pause_point("before_puback")
+            return [letter]
+        records: list[OutRecord] = []
+        for event in events:
+            self._count(event.event_type)
+            records.append(event)
+        if self._throttle.should_emit(device, received):
+            records.append(
+                PresenceRecord(device_id=device, online=True, source="uplink", at_ms=received)
+            )
+            metrics.PRESENCE.labels("uplink", "online").inc()
+        return records
 
-    def _presence_records(self, topic: str, payload: bytes) -> list[OutRecord]:
+    def _presence_records(self, topic: str, payload: bytes, received: int) -> list[OutRecord]:
         if self._presence is None:
             return []
         notice = self._presence.parse(topic, payload)
         if notice is None:
             return []
         change = self._tracker.apply(notice)
-        if change is None or not self._settings.split.owns_presence(change.device_id):
+        if change is None or not self._split.owns_presence(change.device_id):
             return []
         if not change.online:
             self._throttle.offline(change.device_id)
         state = "online" if change.online else "offline"
         metrics.PRESENCE.labels("broker", state).inc()
-        metrics.MESSAGES_IN.labels("presence").inc()
+        self._count("presence")
         log.debug("presence", extra={"device_id": change.device_id, "state": state})
-        return [PresenceRecord(device_id=change.device_id, online=change.online, at_ms=now_ms())]
+        return [PresenceRecord(device_id=change.device_id, online=change.online, at_ms=received)]
 
-    async def _deliver(self, records: list[OutRecord]) -> None:
-        """Produce the records and wait for Kafka; retry with backoff until it takes them."""
+    def _count(self, kind: str) -> None:
+        counter = self._counters.get(kind)
+        if counter is None:
+            counter = self._counters[kind] = metrics.MESSAGES_IN.labels(kind)
+        counter.inc()
+
+    def _route(self, record: OutRecord) -> _Out:
+        if isinstance(record, DeadLetterRecord):
+            return _Out(self._dead_letters, record.source.encode(), encode(record), True)
+        return _Out(self._inbox, record.device_id.encode(), encode(record), False)
+
+    # --------------------------------------------------------------- producing
+
+    def _send(self, message: _Message) -> None:
+        message.started = time.monotonic()
+        for index in range(len(message.outs)):
+            self._produce(message, index)
+
+    def _produce(self, message: _Message, index: int) -> None:
+        out = message.outs[index]
+        self._unanswered += 1
+        self._producer.produce(
+            out.topic, out.key, out.value, partial(self._answered_by_kafka, message, index)
+        )
+
+    def _answered_by_kafka(
+        self, message: _Message, index: int, error: BaseException | None
+    ) -> None:
+        self._unanswered -= 1
+        if error is None:
+            message.left -= 1
+            if message.left == 0:
+                self._delivered(message)
+        elif isinstance(error, ProduceError) and error.retriable:
+            message.failed.append(index)
+            self._start_recovery(message, error)
+        else:
+            self._refused(message, index, error)
+        if self._unanswered == 0 and self._recovering is not None:
+            self._answered.set()
+
+    def _refused(self, message: _Message, index: int, error: BaseException) -> None:
+        name = error.name if isinstance(error, ProduceError) else type(error).__name__
+        metrics.DEAD_LETTERS.labels("kafka_refused").inc()
+        if message.outs[index].dead_letter:
+            # Even the dead letter was refused: nothing more can be done with it.
+            log.error(
+                "kafka refused a dead letter; dropped",
+                extra={"error": str(error), "topic": message.topic[:200]},
+            )
+            metrics.DROPPED.labels(name).inc()
+            message.left -= 1
+            if message.left == 0:
+                self._delivered(message)
+            return
+        log.error(
+            "kafka refused a record for good; dead-lettered",
+            extra={"error": str(error), "topic": message.topic[:200]},
+        )
+        letter = refused_letter(message.topic, message.payload, index, error, message.received_ms)
+        message.outs[index] = self._route(letter)
+        self._produce(message, index)
+
+    def _delivered(self, message: _Message) -> None:
+        metrics.PRODUCE_LATENCY.observe(time.monotonic() - message.started)
+        if self._pause_at == "before_puback":
+            log.warning("test pause", extra={"point": self._pause_at})
+            return  # never acknowledged: the test kills the process here
+        message.ack(PUBACK_SUCCESS)
+        self._leave()
+
+    # ---------------------------------------------------------------- recovery
+
+    def _start_recovery(self, message: _Message, error: ProduceError) -> None:
+        if not message.failed[:-1]:  # first failure of this message
+            self._retry.append(message)
+        if self._recovering is None:
+            log.warning(
+                "kafka produce failed; holding intake to retry", extra={"error": str(error)}
+            )
+            self._answered.clear()
+            self._recovering = asyncio.get_running_loop().create_task(self._recover())
+            self._update_reading()
+
+    async def _recover(self) -> None:
         attempt = 0
-        while records:
-            started = time.monotonic()
-            futures = [self._producer.send(*self._route(record)) for record in records]
-            results: list[BaseException | None] = []
-            for future in futures:  # all are already sent; awaiting in turn costs no latency
-                try:
-                    await future
-                    results.append(None)
-                except ProduceError as exc:
-                    results.append(exc)
-            failed = [r for r, result in zip(records, results, strict=True) if result is not None]
-            if len(failed) < len(records):
-                metrics.PRODUCE_LATENCY.observe(time.monotonic() - started)
-            if not failed:
-                return
-            error = next(result for result in results if isinstance(result, ProduceError))
-            if not error.retriable:
-                log.error("kafka refused a record for good", extra={"error": str(error)})
+        while True:
+            if self._unanswered:
+                await self._answered.wait()  # every record sent so far has an answer
+            self._answered.clear()
+            retry, self._retry = sorted(self._retry, key=lambda m: m.seq), []
+            if not retry:
+                break
             delay = self._backoff.delay_s(attempt)
+            attempt += 1
             metrics.RETRIES.labels("produce").inc()
             log.warning(
-                "kafka produce failed; retrying",
-                extra={"error": str(error), "records": len(failed), "retry_in_s": round(delay, 3)},
+                "retrying records in arrival order",
+                extra={
+                    "records": sum(len(m.failed) for m in retry),
+                    "retry_in_s": round(delay, 3),
+                },
             )
-            attempt += 1
             await asyncio.sleep(delay)
-            # Records Kafka took stay taken; only the failed ones go again (ids unchanged).
-            records = failed
+            for message in retry:  # records Kafka took stay taken; ids are unchanged
+                failed, message.failed = sorted(message.failed), []
+                for index in failed:
+                    self._produce(message, index)
+        self._recovering = None
+        held, self._held = self._held, deque()
+        for message in held:
+            self._send(message)
+        self._update_reading()
 
-    def _route(self, record: OutRecord) -> tuple[str, bytes | None, bytes]:
-        if isinstance(record, DeadLetterRecord):
-            return self._topics.dead_letters, record.source.encode(), encode(record)
-        return self._topics.inbox, record.device_id.encode(), encode(record)
+    # ---------------------------------------------------------------- bounding
 
-    async def _pause_point(self, point: str) -> None:
-        if self._settings.test_pause_at != point:
-            return
-        log.warning("test pause", extra={"point": point})
-        await asyncio.Event().wait()  # until the test kills the process
+    def _enter(self) -> None:
+        self._in_flight += 1
+        if self._in_flight == 1:
+            self.idle.clear()
+        if self._in_flight >= self._limit and not self._paused:
+            self._update_reading()
+
+    def _leave(self) -> None:
+        self._in_flight -= 1
+        if self._paused and self._in_flight <= self._limit // 2:
+            self._update_reading()
+        if self._in_flight == 0:
+            self.idle.set()
+
+    def _update_reading(self) -> None:
+        if not self._paused:
+            if self._recovering is not None or self._in_flight >= self._limit:
+                self._paused = True
+                metrics.PAUSED.set(1)
+                self._pause_reading()
+        elif self._recovering is None and self._in_flight <= self._limit // 2:
+            self._paused = False
+            metrics.PAUSED.set(0)
+            self._resume_reading()

@@ -1,10 +1,15 @@
-"""kafka-python's threaded producer, awaited from asyncio without blocking the loop.
+"""kafka-python's threaded producer, driven from asyncio without blocking the loop.
 
 `KafkaProducer.send` only appends to a batch; its background thread delivers batches
 (linger and batch size decide when, never a flush per message) and resolves each
-record's future on that thread. Completions are collected under a lock and handed to
-the event loop in one `call_soon_threadsafe` per burst, not one wake-up per record,
-which matters at tens of thousands of records a second.
+record's future on that thread. Completions are queued under a lock and handed to the
+event loop in one `call_soon_threadsafe` per burst (one wake-up for a whole produced
+batch, not one per record), and run there as plain callbacks: no asyncio future or
+task per record, which matters at tens of thousands of records a second.
+
+The partition of a keyed record is computed here once per key (Kafka's murmur2, as
+kafka-python's default partitioner and the Java client do) and cached, so `send` skips
+the per-record partitioner.
 """
 
 from __future__ import annotations
@@ -12,20 +17,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
+from kafka.partitioner.default import murmur2
 
-_Completion = tuple["asyncio.Future[None]", BaseException | None]
+OnDone = Callable[[BaseException | None], None]
+
+# Errors a later attempt can get past although Kafka does not flag them retriable.
+_RETRIABLE_NAMES = frozenset({"KafkaTimeoutError", "NoBrokersAvailable", "KafkaConnectionError"})
+# Cached partitions per topic; a bound so a fleet of millions does not grow it forever.
+MAX_CACHED_KEYS = 1_000_000
+PARTITION_REFRESH_S = 5.0
 
 
 class ProduceError(Exception):
     """Kafka did not take a record; `retriable` says whether sending it again may work."""
 
-    def __init__(self, message: str, *, retriable: bool) -> None:
+    def __init__(self, message: str, *, retriable: bool, name: str = "KafkaError") -> None:
         super().__init__(message)
         self.retriable = retriable
+        self.name = name  # the Kafka error's class name, for dead-letter reasons and logs
 
 
 class AsyncProducer:
@@ -33,35 +47,77 @@ class AsyncProducer:
         self._producer = producer
         self._loop = loop
         self._lock = threading.Lock()
-        self._done: list[_Completion] = []
+        self._done: list[tuple[OnDone, BaseException | None]] = []
         self._scheduled = False
+        self._partitions: dict[str, list[int]] = {}
+        self._keys: dict[tuple[str, bytes], int] = {}
+        self._refreshed = 0.0
+
+    def produce(self, topic: str, key: bytes | None, value: bytes, on_done: OnDone) -> None:
+        """Send a record; `on_done(None | ProduceError)` runs on the loop once Kafka answered
+        (acks=all). Never calls `on_done` before returning."""
+        try:
+            partition = self._partition(topic, key)
+            pending = self._producer.send(topic, value=value, key=key, partition=partition)
+        except (KafkaError, ValueError) as exc:  # no metadata in time, closed, bad topic
+            self._complete(on_done, exc)
+            return
+        pending.add_both(self._complete, on_done)
 
     def send(self, topic: str, key: bytes | None, value: bytes) -> asyncio.Future[None]:
-        """A future resolved once Kafka acknowledged the record (acks=all)."""
+        """A future resolved once Kafka acknowledged the record (for occasional records)."""
         future: asyncio.Future[None] = self._loop.create_future()
-        try:
-            pending = self._producer.send(topic, value=value, key=key)
-        except KafkaError as exc:
-            future.set_exception(_translate(exc))
-            return future
-        pending.add_callback(self._on_success, future)
-        pending.add_errback(self._on_error, future)
+
+        def settle(error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+        self.produce(topic, key, value, settle)
         return future
 
-    def _on_success(self, future: asyncio.Future[None], _metadata: Any) -> None:
-        self._complete(future, None)
+    def _partition(self, topic: str, key: bytes | None) -> int | None:
+        if key is None:
+            return None
+        now = self._loop.time()
+        if now - self._refreshed > PARTITION_REFRESH_S:
+            self._refreshed = now
+            self._refresh()
+        cached = self._keys.get((topic, key))
+        if cached is not None:
+            return cached
+        partitions = self._partitions.get(topic)
+        if partitions is None:
+            known = self._producer.partitions_for(topic)
+            if not known:
+                return None  # let kafka-python wait for the metadata and choose
+            partitions = self._partitions[topic] = sorted(known)
+        partition: int = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+        if len(self._keys) >= MAX_CACHED_KEYS:
+            self._keys.clear()
+        self._keys[(topic, key)] = partition
+        return partition
 
-    def _on_error(self, future: asyncio.Future[None], exc: BaseException) -> None:
-        self._complete(future, exc)
+    def _refresh(self) -> None:
+        # A topic may gain partitions: then its keys map anew, as every producer's do.
+        for topic, partitions in list(self._partitions.items()):
+            known = self._producer.partitions_for(topic)
+            if known and len(known) != len(partitions):
+                self._partitions[topic] = sorted(known)
+                self._keys = {k: p for k, p in self._keys.items() if k[0] != topic}
 
-    def _complete(self, future: asyncio.Future[None], exc: BaseException | None) -> None:
-        # Runs on the producer's thread (or inline when the record failed at once).
+    def _complete(self, on_done: OnDone, result: Any) -> None:
+        # Runs on the producer's thread, or inline when the record failed at once.
+        error = _translate(result) if isinstance(result, BaseException) else None
         with self._lock:
-            self._done.append((future, exc))
+            self._done.append((on_done, error))
             if self._scheduled:
                 return
             self._scheduled = True
-        # A closed loop raises RuntimeError: nobody awaits these futures any more.
+        # A closed loop raises RuntimeError: nobody waits for these completions any more.
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._drain)
 
@@ -69,13 +125,8 @@ class AsyncProducer:
         with self._lock:
             done, self._done = self._done, []
             self._scheduled = False
-        for future, exc in done:
-            if future.done():
-                continue
-            if exc is None:
-                future.set_result(None)
-            else:
-                future.set_exception(_translate(exc))
+        for on_done, error in done:
+            on_done(error)
 
     async def close(self, timeout_s: float) -> None:
         """Deliver what is batched (bounded by `timeout_s`), then close the producer."""
@@ -83,8 +134,6 @@ class AsyncProducer:
 
 
 def _translate(exc: BaseException) -> ProduceError:
-    retriable = bool(getattr(exc, "retriable", False)) or type(exc).__name__ in (
-        "KafkaTimeoutError",
-        "NoBrokersAvailable",
-    )
-    return ProduceError(f"{type(exc).__name__}: {exc}", retriable=retriable)
+    name = type(exc).__name__
+    retriable = bool(getattr(exc, "retriable", False)) or name in _RETRIABLE_NAMES
+    return ProduceError(f"{name}: {exc}", retriable=retriable, name=name)

@@ -18,6 +18,12 @@ MESSAGES_OUT = counter(
 DEAD_LETTERS = counter(
     SERVICE, "dead_letters_total", "Messages sent to the dead-letter topic", ("reason",)
 )
+DROPPED = counter(
+    SERVICE,
+    "records_dropped_total",
+    "Dead letters Kafka refused for good (lost), by Kafka error",
+    ("error",),
+)
 PRODUCE_LATENCY = histogram(SERVICE, "produce_latency_seconds", "Kafka produce until acknowledged")
 PUBLISH_LATENCY = histogram(SERVICE, "publish_latency_seconds", "MQTT publish until PUBACK")
 PRESENCE = counter(

@@ -103,7 +103,7 @@ async def run(
     link = MqttLink(
         _link_config(settings),
         subscriptions,
-        on_message=inbound.handle,
+        on_message_acked=inbound.receive,
         on_state=lambda up: metrics.CONNECTED.labels("mqtt").set(1 if up else 0),
     )
     link_box.append(link)

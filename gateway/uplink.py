@@ -5,7 +5,8 @@ device id, time = receive time). When the device gave an `event_id`, the record 
 derived from it and the event's content, so a message the broker redelivers (after a
 gateway crash before its PUBACK) yields records with the same ids and consumers drop
 the copies; distinct reports that echo one command's event_id keep distinct ids.
-A malformed message becomes one `DeadLetterRecord` carrying the reason and raw bytes.
+A malformed message becomes one `DeadLetterRecord` carrying the reason and raw bytes, and
+so does a record Kafka refuses for good (reason `kafka_refused`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ota.protocol import Event, ProtocolError, parse_uplink
 from ota.records import DeadLetterRecord, DeviceEventRecord, new_id
 
 SOURCE = "gateway"
+KAFKA_REFUSED = "kafka_refused"
 # A dead letter keeps at most this much of the raw message, so it always fits in a Kafka record.
 MAX_RAW_BYTES = 64 * 1024
 
@@ -63,6 +65,26 @@ def dead_letter(
         + (
             f" (raw bytes cut to the first {MAX_RAW_BYTES})" if len(payload) > MAX_RAW_BYTES else ""
         ),
+        raw_b64=DeadLetterRecord.raw_bytes(payload[:MAX_RAW_BYTES]),
+        origin=topic,
+        key=_device_part(topic),
+        id=digest,
+        at_ms=received_ms,
+    )
+
+
+def refused_letter(
+    topic: str, payload: bytes, index: int, error: BaseException, received_ms: int
+) -> DeadLetterRecord:
+    """The dead letter of record `index` of a message, refused by Kafka for good; its id
+    repeats for a redelivered copy."""
+    digest = hashlib.blake2b(
+        b"%s\0%d\0%s" % (topic.encode(), index, payload), digest_size=16
+    ).hexdigest()
+    return DeadLetterRecord(
+        source=SOURCE,
+        reason=KAFKA_REFUSED,
+        message=f"Kafka refused record {index} of this message for good: {str(error)[:500]}",
         raw_b64=DeadLetterRecord.raw_bytes(payload[:MAX_RAW_BYTES]),
         origin=topic,
         key=_device_part(topic),

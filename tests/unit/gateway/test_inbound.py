@@ -1,6 +1,7 @@
 """The uplink handler's contract, with a scripted stand-in for the Kafka bridge:
-PUBACK (return) only after every record was acknowledged, retries on failure, and
-reading pauses at the in-flight bound."""
+PUBACK (ack) only after every record was acknowledged, retries in arrival order with
+intake held, dead letters for records Kafka refuses for good, and reading pauses at the
+in-flight bound."""
 
 from __future__ import annotations
 
@@ -9,25 +10,39 @@ import asyncio
 import orjson
 
 from gateway.inbound import Inbound
-from gateway.kafka_bridge import ProduceError
+from gateway.kafka_bridge import OnDone, ProduceError
 from gateway.settings import GatewaySettings
 from ota.backoff import Backoff
 from ota.protocol import up_topic
-from ota.records import decode
+from ota.records import DeadLetterRecord, DeviceEventRecord, decode
+
+TIMEOUT = ProduceError("KafkaTimeoutError: no answer", retriable=True, name="KafkaTimeoutError")
+TOO_LARGE = ProduceError(
+    "MessageSizeTooLargeError: too large", retriable=False, name="MessageSizeTooLargeError"
+)
 
 
 class ScriptedProducer:
-    """Hands out futures the test resolves; records what was sent."""
+    """Records what was sent; the test answers each record in its own time."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, bytes]] = []
-        self.futures: list[asyncio.Future[None]] = []
+        self.answers: list[OnDone] = []
 
-    def send(self, topic: str, key: bytes | None, value: bytes) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def produce(self, topic: str, key: bytes | None, value: bytes, on_done: OnDone) -> None:
         self.sent.append((topic, key, value))
-        self.futures.append(future)
-        return future
+        self.answers.append(on_done)
+
+    def answer(self, index: int, error: ProduceError | None = None) -> None:
+        self.answers[index](error)
+
+
+class Acks:
+    def __init__(self) -> None:
+        self.codes: dict[str, int] = {}
+
+    def for_(self, name: str) -> object:
+        return lambda code: self.codes.__setitem__(name, code)
 
 
 def _inbound(producer: ScriptedProducer, limit: int, calls: list[str]) -> Inbound:
@@ -44,66 +59,130 @@ def _inbound(producer: ScriptedProducer, limit: int, calls: list[str]) -> Inboun
     )
 
 
-PAYLOAD = orjson.dumps(
-    {"services": [{"service_id": "$ota", "event_type": "version_report", "paras": {}}]}
-)
+def _payload(event_id: str | None = None) -> bytes:
+    event: dict[str, object] = {"service_id": "$ota", "event_type": "version_report", "paras": {}}
+    if event_id is not None:
+        event["event_id"] = event_id
+    return orjson.dumps({"services": [event]})
 
 
-async def _settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0)
+PAYLOAD = _payload()
 
 
-async def test_returns_only_after_kafka_acknowledged() -> None:
-    producer, calls = ScriptedProducer(), list[str]()
+async def _until(condition: object, rounds: int = 200) -> None:
+    for _ in range(rounds):
+        if condition():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.002)
+    raise AssertionError("condition not reached")
+
+
+async def test_acknowledges_only_after_kafka_acknowledged() -> None:
+    producer, calls, acks = ScriptedProducer(), list[str](), Acks()
     inbound = _inbound(producer, 10, calls)
-    handled = asyncio.create_task(inbound.handle(up_topic("d1"), PAYLOAD, 1))
-    await _settle()
-    assert not handled.done()
+    inbound.receive(up_topic("d1"), PAYLOAD, 1, acks.for_("m"))  # type: ignore[arg-type]
     assert [decode(v).kind for _, _, v in producer.sent] == ["device_event", "presence"]
-    for future in producer.futures:
-        future.set_result(None)
-    assert await handled == 0
+    producer.answer(0)
+    assert acks.codes == {}
+    producer.answer(1)
+    assert acks.codes == {"m": 0}
     assert inbound.idle.is_set()
 
 
 async def test_failed_records_are_sent_again_with_the_same_id() -> None:
-    producer, calls = ScriptedProducer(), list[str]()
+    producer, calls, acks = ScriptedProducer(), list[str](), Acks()
     inbound = _inbound(producer, 10, calls)
-    handled = asyncio.create_task(inbound.handle(up_topic("d1"), PAYLOAD, 1))
-    await _settle()
-    producer.futures[0].set_exception(ProduceError("KafkaTimeoutError", retriable=True))
-    producer.futures[1].set_result(None)
-    for _ in range(100):
-        if len(producer.sent) == 3:
-            break
-        await asyncio.sleep(0.002)
-    assert not handled.done()
+    inbound.receive(up_topic("d1"), PAYLOAD, 1, acks.for_("m"))  # type: ignore[arg-type]
+    producer.answer(0, TIMEOUT)
+    producer.answer(1)
+    await _until(lambda: len(producer.sent) == 3)
+    assert acks.codes == {}
     assert producer.sent[2] == producer.sent[0]  # only the failed record, unchanged
-    producer.futures[2].set_result(None)
-    assert await handled == 0
+    producer.answer(2)
+    assert acks.codes == {"m": 0}
+
+
+async def test_retry_keeps_arrival_order_and_holds_intake() -> None:
+    producer, calls, acks = ScriptedProducer(), list[str](), Acks()
+    inbound = _inbound(producer, 100, calls)
+    for n in range(3):
+        inbound.receive(up_topic("d1"), _payload(f"e{n}"), 1, acks.for_(f"m{n}"))  # type: ignore[arg-type]
+    # Records: e0 + presence, e1, e2. e0 and e1 time out, answered in reverse order.
+    producer.answer(3)
+    producer.answer(2, TIMEOUT)
+    producer.answer(0, TIMEOUT)
+    assert calls == ["pause"]  # intake stops at the first failure
+    inbound.receive(up_topic("d1"), _payload("e3"), 1, acks.for_("m3"))  # type: ignore[arg-type]
+    assert len(producer.sent) == 4  # e3 is held, not sent
+    producer.answer(1)
+    await _until(lambda: len(producer.sent) == 6)
+    retried = [decode(v) for _, _, v in producer.sent[4:]]
+    assert [r.device_event_id for r in retried if isinstance(r, DeviceEventRecord)] == ["e0", "e1"]
+    assert len(producer.sent) == 6  # e3 waits until the retried records are through
+    producer.answer(4)
+    producer.answer(5)
+    await _until(lambda: len(producer.sent) == 7)
+    last = decode(producer.sent[6][2])
+    assert isinstance(last, DeviceEventRecord)
+    assert last.device_event_id == "e3"
+    assert calls == ["pause", "resume"]
+    producer.answer(6)
+    assert acks.codes == {"m0": 0, "m1": 0, "m2": 0, "m3": 0}
+
+
+async def test_record_refused_for_good_is_dead_lettered_then_acknowledged() -> None:
+    producer, calls, acks = ScriptedProducer(), list[str](), Acks()
+    inbound = _inbound(producer, 10, calls)
+    inbound.receive(up_topic("d1"), PAYLOAD, 1, acks.for_("m"))  # type: ignore[arg-type]
+    producer.answer(1)
+    producer.answer(0, TOO_LARGE)
+    assert len(producer.sent) == 3
+    assert calls == []
+    topic, key, value = producer.sent[2]
+    letter = decode(value)
+    assert topic.endswith("dead-letters")
+    assert key == b"gateway"
+    assert isinstance(letter, DeadLetterRecord)
+    assert letter.reason == "kafka_refused"
+    assert "MessageSizeTooLargeError" in letter.message
+    assert letter.origin == up_topic("d1")
+    assert letter.key == "d1"
+    assert DeadLetterRecord.raw_bytes(PAYLOAD) == letter.raw_b64
+    assert acks.codes == {}
+    producer.answer(2)
+    assert acks.codes == {"m": 0}
+
+
+async def test_refused_dead_letter_is_dropped_and_acknowledged() -> None:
+    producer, calls, acks = ScriptedProducer(), list[str](), Acks()
+    inbound = _inbound(producer, 10, calls)
+    inbound.receive(up_topic("d1"), b"not json", 1, acks.for_("m"))  # type: ignore[arg-type]
+    assert len(producer.sent) == 1
+    producer.answer(0, TOO_LARGE)
+    assert len(producer.sent) == 1
+    assert acks.codes == {"m": 0}
 
 
 async def test_reading_pauses_at_the_bound_and_resumes_at_half() -> None:
-    producer, calls = ScriptedProducer(), list[str]()
+    producer, calls, acks = ScriptedProducer(), list[str](), Acks()
     inbound = _inbound(producer, 4, calls)
-    tasks = [asyncio.create_task(inbound.handle(up_topic(f"d{n}"), PAYLOAD, 1)) for n in range(4)]
-    await _settle()
+    for n in range(4):
+        inbound.receive(up_topic(f"d{n}"), PAYLOAD, 1, acks.for_(f"m{n}"))  # type: ignore[arg-type]
     assert calls == ["pause"]
     assert inbound.in_flight == 4
-    for future in producer.futures[:4]:  # two devices' records
-        future.set_result(None)
-    await _settle()
+    for index in range(4):  # two devices' records
+        producer.answer(index)
     assert calls == ["pause", "resume"]
-    for future in producer.futures[4:]:
-        future.set_result(None)
-    assert await asyncio.gather(*tasks) == [0, 0, 0, 0]
+    for index in range(4, 8):
+        producer.answer(index)
+    assert acks.codes == {"m0": 0, "m1": 0, "m2": 0, "m3": 0}
 
 
 async def test_foreign_slot_is_acknowledged_without_kafka() -> None:
-    producer = ScriptedProducer()
+    producer, acks = ScriptedProducer(), Acks()
     settings = GatewaySettings.from_env({"OTA_GATEWAY_REPLICAS": "2", "OTA_GATEWAY_INDEX": "0"})
     inbound = Inbound(settings, producer, None, lambda: None, lambda: None)  # type: ignore[arg-type]
     # crc32("devA") % 2 == 1: another replica's device.
-    assert await inbound.handle(up_topic("devA"), PAYLOAD, 1) == 0
+    inbound.receive(up_topic("devA"), PAYLOAD, 1, acks.for_("m"))  # type: ignore[arg-type]
+    assert acks.codes == {"m": 0}
     assert producer.sent == []
