@@ -26,7 +26,7 @@ from gateway.offsets import OffsetTracker
 from gateway.uplink import MAX_RAW_BYTES, SOURCE
 from ota.backoff import Backoff
 from ota.clock import now_ms
-from ota.mqtt import MqttLink, SessionLostError
+from ota.mqtt import MqttLink, PublishRefusedError, SessionLostError
 from ota.protocol import Event, ProtocolError, check_downlink_paras, down_topic, encode_envelope
 from ota.records import CommandRecord, DeadLetterRecord, RecordError, decode, encode
 
@@ -36,6 +36,8 @@ COMMIT_INTERVAL_S = 0.5
 POLL_TIMEOUT_MS = 200
 COMMAND_KINDS = frozenset({"command"})
 RETRY = Backoff(0.1, 5.0)
+# PUBACK failure codes worth publishing again: quota exceeded, the broker's own trouble.
+RETRIABLE_REFUSALS = frozenset({0x97, 0x83})
 
 
 def command_payload(command: CommandRecord) -> bytes:
@@ -151,7 +153,8 @@ class Outbound:
             command: CommandRecord = decode(value, COMMAND_KINDS)
             payload = command_payload(command)
         except (RecordError, ProtocolError) as error:
-            await self._dead_letter(origin, value, error)
+            # A RecordError code or an ota.protocol.Reason value.
+            await self._dead_letter(origin, value, str(error.reason), error.message)
             return
         attempt = 0
         while True:
@@ -170,24 +173,35 @@ class Outbound:
                 )
                 await asyncio.sleep(delay)
                 continue
+            except PublishRefusedError as refused:
+                if refused.reason_code not in RETRIABLE_REFUSALS:
+                    reason = f"publish_refused_0x{refused.reason_code:02x}"
+                    await self._dead_letter(origin, value, reason, str(refused))
+                    return
+                delay = self._backoff.delay_s(attempt)
+                attempt += 1
+                metrics.RETRIES.labels("publish").inc()
+                log.warning(
+                    "publish refused for now; retrying",
+                    extra={"error": str(refused), "retry_in_s": round(delay, 3)},
+                )
+                await asyncio.sleep(delay)
+                continue
             metrics.PUBLISH_LATENCY.observe(time.monotonic() - started)
             metrics.MESSAGES_OUT.labels(command.event_type).inc()
             return
 
-    async def _dead_letter(
-        self, origin: str, value: bytes, error: RecordError | ProtocolError
-    ) -> None:
-        reason = str(error.reason)  # a RecordError code or an ota.protocol.Reason value
+    async def _dead_letter(self, origin: str, value: bytes, reason: str, message: str) -> None:
         letter = DeadLetterRecord(
             source=SOURCE,
             reason=reason,
-            message=error.message,
+            message=message,
             raw_b64=DeadLetterRecord.raw_bytes(value[:MAX_RAW_BYTES]),
             origin=origin,
             at_ms=now_ms(),
         )
         metrics.DEAD_LETTERS.labels(reason).inc()
-        log.info("dead letter", extra={"reason": reason, "origin": origin, "detail": error.message})
+        log.info("dead letter", extra={"reason": reason, "origin": origin, "detail": message})
         attempt = 0
         while True:
             try:
