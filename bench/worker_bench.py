@@ -143,7 +143,17 @@ def end_offsets(common: CommonSettings) -> dict[int, int]:
     return ends
 
 
-def throughput(devices: int, procs: int) -> float:
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes (all threads) so far."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def throughput(devices: int, procs: int) -> tuple[float, float]:
+    """Returns (transitions/s, transitions per CPU-second of the worker processes)."""
     prefix = f"bench-{uuid.uuid4().hex[:8]}."
     common = setup(prefix)
     try:
@@ -163,18 +173,19 @@ def throughput(devices: int, procs: int) -> float:
             done = {p: store.offset(p) for p in range(PARTITIONS)}
             applied = sum(max(0, done[p] + 1) for p in done)
             if first is None and applied > 0:
-                first = (time.monotonic(), applied)
+                first = (time.monotonic(), applied, cpu_seconds([w.pid for w in workers]))
             if all(done[p] + 1 >= ends[p] for p in ends):
                 break
             time.sleep(0.02)
         finished = time.monotonic()
+        cpu = cpu_seconds([w.pid for w in workers])
         for w in workers:
             w.terminate()
             w.wait(30)
         assert first is not None
         records = sum(ends.values()) - first[1]
-        rate = records * 6 / 7 / (finished - first[0])  # 6 transitions per 7 records
-        return rate
+        transitions = records * 6 / 7  # 6 transitions per 7 records
+        return transitions / (finished - first[0]), transitions / max(0.01, cpu - first[2])
     finally:
         teardown(common)
 
@@ -287,10 +298,14 @@ def main() -> None:
     d.add_argument("--spread-s", type=int, default=10)
     args = parser.parse_args()
     if args.what == "throughput":
-        rates = [throughput(args.devices, args.procs) for _ in range(args.runs)]
-        print("runs:", [round(r) for r in rates])
+        print(f"load average at start: {os.getloadavg()}")
+        runs = [throughput(args.devices, args.procs) for _ in range(args.runs)]
+        rates, per_cpu = [r for r, _ in runs], [c for _, c in runs]
+        print("runs:", [round(r) for r in rates], "per CPU-second:", [round(c) for c in per_cpu])
+        print(f"load average at end: {os.getloadavg()}")
         name = "worker.transitions_per_s" + ("_2proc" if args.procs == 2 else "")
         print(f"{name} = {statistics.median(rates):.0f} transitions/s")
+        print(f"worker.transitions_per_cpu_s = {statistics.median(per_cpu):.0f} transitions/s")
     elif args.what == "memory":
         used, usage = memory(args.jobs)
         print(f"INFO used_memory growth per job: {used:.0f} bytes")

@@ -1,11 +1,15 @@
 """The worker's consumer loop: inbox partitions in, Redis state and Kafka records out.
 
-Per poll, for each partition: read the touched devices' states and the partition's
-offset (one MULTI), apply the records with the pure machine (`workers.batch`), write the
-states, deadlines, offset and an outbox of the records to produce with one Lua call
-(guarded by the offset), then produce, flush, clear the outbox and commit the Kafka
-offsets. A crash anywhere repeats at most the produce (records carry deterministic ids);
-Redis's offset, not Kafka's, says where each partition resumes.
+Per poll: read every polled partition's offset and touched devices' states (one MULTI
+for all of them), apply the records with the pure machine (`workers.batch`), write each
+partition's states, deadlines, offset and an outbox of the records to produce with one
+Lua call guarded by the offset (one pipelined round trip for all), then hand the records
+to the producer. The loop does not wait for Kafka's acknowledgement: a batch's outbox
+entry is dropped (in the next poll's MULTI) once every record of it was acknowledged,
+and revocation, shutdown or too many unacknowledged records wait for them. Kafka offsets
+are committed at most once a second: Redis's offset, not Kafka's, says where each
+partition resumes. A crash anywhere repeats at most the produce (records carry
+deterministic ids).
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError, KafkaError
+from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from workers import telemetry
@@ -32,11 +38,22 @@ from workers.batch import (
     device_ids,
 )
 from workers.settings import WorkerSettings
-from workers.store import NO_OFFSET, Store, encode_outputs
+from workers.store import NO_OFFSET, Store, Write, encode_outputs
 
 log = logging.getLogger(__name__)
 MAX_CONFLICT_RETRIES = 5
 METADATA_WAIT_S = 30
+COMMIT_INTERVAL_S = 1.0
+MAX_UNACKED = 50_000  # records handed to the producer and not acknowledged yet
+
+
+@dataclass
+class _Sent:
+    """A written batch whose records the producer has not acknowledged yet."""
+
+    partition: int
+    offset: int
+    futures: list[FutureRecordMetadata]
 
 
 class OwnershipLostError(RuntimeError):
@@ -63,6 +80,10 @@ class Worker:
         self._owned: set[int] = set()
         self._owned_lock = threading.Lock()
         self.stopping = threading.Event()
+        self._sent: list[_Sent] = []
+        self._unacked = 0
+        self._to_commit: dict[TopicPartition, int] = {}
+        self._committed_at = 0.0
 
     # ------------------------------------------------------------------ ownership
 
@@ -95,8 +116,10 @@ class Worker:
         telemetry.OWNED.set(len(self._owned))
 
     def on_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        # Batches are applied, produced and committed inside the loop, before poll() can
-        # call this: nothing is in flight here; the sweeper just stops touching them.
+        # Batches are applied inside the loop, before poll() can call this; their records
+        # may still be on their way to Kafka: wait for them so the next owner finds no
+        # outbox to replay (no duplicates), then the sweeper stops touching them.
+        self.drain()
         with self._owned_lock:
             for tp in revoked:
                 self._owned.discard(tp.partition)
@@ -107,7 +130,7 @@ class Worker:
         pending = self.store.pending_outbox(partition)
         if not pending:
             return
-        self._produce([out for _, outputs in pending for out in outputs])
+        self._replay([out for _, outputs in pending for out in outputs])
         self.store.clear_outbox(partition, [offset for offset, _ in pending])
         log.info("outbox replayed", extra={"partition": partition, "batches": len(pending)})
 
@@ -115,52 +138,125 @@ class Worker:
 
     def run(self) -> None:
         self.subscribe()
-        while not self.stopping.is_set():
-            self.poll_once()
+        try:
+            while not self.stopping.is_set():
+                self.poll_once()
+        finally:
+            self.drain()
 
     def poll_once(self) -> int:
         polled = self.consumer.poll(
             timeout_ms=self.settings.poll_timeout_ms, max_records=self.settings.max_poll_records
         )
         if not polled:
+            self.store.drop_outboxes(self._acked())
+            self._commit(force=False)
             return 0
         return self.process(polled)
 
     def process(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> int:
         started = time.monotonic()
-        last: dict[TopicPartition, int] = {}
-        written: dict[int, int] = {}
-        outputs: list[Output] = []
+        parts = [
+            (tp, [InboxItem(r.offset, r.key, r.value, r.timestamp) for r in records])
+            for tp, records in polled.items()
+        ]
+        snapshots = self.store.snapshots(
+            [(tp.partition, device_ids(items)) for tp, items in parts], self._acked()
+        )
+        retention_ms = self.settings.retention_s * 1000
+        plans: list[tuple[TopicPartition, list[InboxItem], Write, BatchResult]] = []
+        for (tp, items), snapshot in zip(parts, snapshots, strict=True):
+            self._to_commit[tp] = items[-1].offset
+            fresh = [item for item in items if item.offset > snapshot.offset]
+            telemetry.RECORDS.labels("redelivered").inc(len(items) - len(fresh))
+            if not fresh:
+                continue
+            specs = self.store.specs(tp.partition, snapshot.states.values())
+            result = apply_batch(
+                self.settings.common,
+                self.inbox,
+                tp.partition,
+                fresh,
+                snapshot.states,
+                specs,
+                retention_ms,
+            )
+            write = Write(
+                tp.partition,
+                snapshot.offset,
+                fresh[-1].offset,
+                result.writes,
+                encode_outputs(result.outputs),
+                result.specs,
+            )
+            plans.append((tp, fresh, write, result))
+        found = self.store.apply_many([write for _, _, write, _ in plans])
         transitions = 0
-        for tp, records in polled.items():
-            items = [InboxItem(r.offset, r.key, r.value, r.timestamp) for r in records]
-            last[tp] = items[-1].offset
-            applied = apply_partition(self.store, self.settings, self.inbox, tp.partition, items)
+        for (tp, fresh, _, result), moved in zip(plans, found, strict=True):
+            applied: BatchResult | None = result
+            if moved is None:
+                telemetry.RECORDS.labels("applied").inc(len(fresh))
+                telemetry.DEAD_LETTERS.inc(result.dead_letters)
+            else:
+                telemetry.CONFLICTS.inc()
+                applied = apply_partition(
+                    self.store, self.settings, self.inbox, tp.partition, fresh
+                )
             if applied is not None:
-                written[tp.partition] = items[-1].offset
-                outputs += applied.outputs
+                self._send(tp.partition, fresh[-1].offset, applied.outputs)
                 transitions += applied.transitions
-        self._produce(outputs)
-        for partition, offset in written.items():
-            self.store.clear_outbox(partition, [offset])
-        self._commit(last)
+        self._commit(force=False)
         telemetry.TRANSITIONS.inc(transitions)
         telemetry.BATCH_SECONDS.observe(time.monotonic() - started)
         return transitions
 
-    def _produce(self, outputs: Sequence[Output]) -> None:
-        """Send and wait for Kafka's acknowledgement of every record."""
+    def drain(self) -> None:
+        """Wait for every record handed to the producer, drop the outbox entries and
+        commit: afterwards nothing of this process is in flight."""
+        if self._sent:
+            self.producer.flush()
+            self.store.drop_outboxes(self._acked())
+        self._commit(force=True)
+
+    def _send(self, partition: int, offset: int, outputs: Sequence[Output]) -> None:
+        send, targets = self.producer.send, self.targets
+        futures = [send(targets[out.topic], value=out.value, key=out.key) for out in outputs]
+        self._sent.append(_Sent(partition, offset, futures))
+        self._unacked += len(futures)
+        if self._unacked > MAX_UNACKED:
+            self.producer.flush()
+
+    def _acked(self) -> list[tuple[int, int]]:
+        """The (partition, offset) of the batches Kafka acknowledged entirely, oldest
+        first; raises the first failure (the outbox keeps those records: whoever owns the
+        partition next sends them)."""
+        done = 0
+        for sent in self._sent:
+            if not all(f.is_done for f in sent.futures):
+                break
+            for future in sent.futures:
+                if future.failed():
+                    raise future.exception
+            done += 1
+        acked, self._sent = self._sent[:done], self._sent[done:]
+        self._unacked -= sum(len(s.futures) for s in acked)
+        return [(s.partition, s.offset) for s in acked]
+
+    def _replay(self, outputs: Sequence[Output]) -> None:
         send, targets = self.producer.send, self.targets
         futures = [send(targets[out.topic], value=out.value, key=out.key) for out in outputs]
         self.producer.flush()
         for future in futures:
             if future.failed():
-                # The outbox keeps these records: whoever owns the partition next sends them.
                 raise future.exception
 
-    def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        if not offsets:
+    def _commit(self, *, force: bool) -> None:
+        if not self._to_commit:
             return
+        if not force and time.monotonic() - self._committed_at < COMMIT_INTERVAL_S:
+            return
+        offsets, self._to_commit = self._to_commit, {}
+        self._committed_at = time.monotonic()
         try:
             self.consumer.commit_async(
                 {tp: OffsetAndMetadata(o + 1, "", -1) for tp, o in offsets.items()}

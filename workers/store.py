@@ -111,6 +111,18 @@ class Snapshot:
     states: dict[str, bytes | None]
 
 
+@dataclass(frozen=True)
+class Write:
+    """One partition's batch for APPLY (see `Store.apply`)."""
+
+    partition: int
+    expected_offset: int
+    new_offset: int
+    writes: Sequence[DeviceWrite]
+    outbox: bytes
+    specs: Sequence[SpecWrite] = ()
+
+
 class PartitionKeys:
     def __init__(self, partition: int) -> None:
         tag = partition_tag(partition)
@@ -151,15 +163,31 @@ class Store:
 
     def snapshot(self, partition: int, device_ids: Sequence[str]) -> Snapshot:
         """The partition's offset and these devices' states, read together (MULTI)."""
-        keys = self.keys(partition)
+        return self.snapshots([(partition, device_ids)])[0]
+
+    def snapshots(
+        self,
+        wanted: Sequence[tuple[int, Sequence[str]]],
+        clear: Sequence[tuple[int, int]] = (),
+    ) -> list[Snapshot]:
+        """`snapshot` for several partitions in one round trip (one MULTI), which also
+        drops the outbox entries `clear` names (partition, batch offset)."""
         pipe = self.client.pipeline(transaction=True)
-        pipe.get(keys.offset)
-        if device_ids:
-            pipe.mget([keys.device(d) for d in device_ids])
-        replies = pipe.execute()
-        offset = NO_OFFSET if replies[0] is None else int(replies[0])
-        values = replies[1] if device_ids else []
-        return Snapshot(offset, dict(zip(device_ids, values, strict=True)))
+        for partition, offset in clear:
+            pipe.hdel(self.keys(partition).outbox, str(offset))
+        for partition, device_ids in wanted:
+            keys = self.keys(partition)
+            pipe.get(keys.offset)
+            if device_ids:
+                pipe.mget([keys.device(d) for d in device_ids])
+        replies = iter(pipe.execute()[len(clear) :])
+        snapshots = []
+        for _, device_ids in wanted:
+            raw = next(replies)
+            values = next(replies) if device_ids else []
+            offset = NO_OFFSET if raw is None else int(raw)
+            snapshots.append(Snapshot(offset, dict(zip(device_ids, values, strict=True))))
+        return snapshots
 
     def apply(
         self,
@@ -172,30 +200,49 @@ class Store:
     ) -> int | None:
         """Write a batch if the partition is still at `expected_offset`; else return the
         offset found (another owner or an earlier run got there first)."""
-        keys = self.keys(partition)
-        args: list[bytes | str | int] = [expected_offset, new_offset, outbox, len(writes)]
-        for write in writes:
-            args += [
-                write.value,
-                write.expire_at_ms,
-                "" if write.deadline_ms is None else write.deadline_ms,
-                write.device_id,
+        plan = Write(partition, expected_offset, new_offset, writes, outbox, specs)
+        return self.apply_many([plan])[0]
+
+    def apply_many(self, plans: Sequence[Write]) -> list[int | None]:
+        """`apply` for several partitions in one round trip; each is atomic on its own."""
+        pipe = self.client.pipeline(transaction=False)
+        for plan in plans:
+            keys = self.keys(plan.partition)
+            args: list[bytes | str | int] = [
+                plan.expected_offset,
+                plan.new_offset,
+                plan.outbox,
+                len(plan.writes),
             ]
-        for spec in specs:
-            args += [spec.ref.packed, spec.refs, spec.expire_floor_ms]
-        reply = self._apply(
-            keys=[
-                keys.offset,
-                keys.deadlines,
-                keys.outbox,
-                *(keys.device(w.device_id) for w in writes),
-                *(keys.spec(s.ref.digest) for s in specs),
-            ],
-            args=args,
-        )
-        if int(reply[0]) == 1:
-            return None
-        return int(reply[1])
+            for write in plan.writes:
+                args += [
+                    write.value,
+                    write.expire_at_ms,
+                    "" if write.deadline_ms is None else write.deadline_ms,
+                    write.device_id,
+                ]
+            for spec in plan.specs:
+                args += [spec.ref.packed, spec.refs, spec.expire_floor_ms]
+            self._apply(
+                keys=[
+                    keys.offset,
+                    keys.deadlines,
+                    keys.outbox,
+                    *(keys.device(w.device_id) for w in plan.writes),
+                    *(keys.spec(s.ref.digest) for s in plan.specs),
+                ],
+                args=args,
+                client=pipe,
+            )
+        return [None if int(r[0]) == 1 else int(r[1]) for r in pipe.execute()]
+
+    def drop_outboxes(self, batches: Sequence[tuple[int, int]]) -> None:
+        """Drops the outbox entries of these (partition, batch offset)s."""
+        if batches:
+            pipe = self.client.pipeline(transaction=False)
+            for partition, offset in batches:
+                pipe.hdel(self.keys(partition).outbox, str(offset))
+            pipe.execute()
 
     def clear_outbox(self, partition: int, offsets: Sequence[int]) -> None:
         if offsets:

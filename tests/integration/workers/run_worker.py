@@ -2,7 +2,7 @@
 
 Topics come from OTA_TEST_TOPICS (inbox,commands,job-events,dead-letters) because the test
 topics do not share a prefix. `--crash-after-write N` kills the process with SIGKILL right
-after its Nth batch reached Redis, before anything is produced or committed.
+after its Nth partition batch reached Redis, before anything is produced or committed.
 """
 
 from __future__ import annotations
@@ -40,18 +40,18 @@ def main() -> None:
 
 
 def _crash_after(writes: int) -> None:
-    original = Store.apply
+    original = Store.apply_many
     count = 0
 
-    def apply(self: Store, *a: Any, **kw: Any) -> int | None:
+    def apply_many(self: Store, *a: Any, **kw: Any) -> list[int | None]:
         nonlocal count
         found = original(self, *a, **kw)
-        count += found is None
+        count += sum(f is None for f in found)
         if count >= writes:
             os.kill(os.getpid(), signal.SIGKILL)
         return found
 
-    Store.apply = apply  # type: ignore[method-assign]
+    Store.apply_many = apply_many  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":
