@@ -50,7 +50,7 @@ async def eventually(
 ) -> T:
     """Poll `probe` until it returns something truthy, or fail after the deadline."""
     deadline = time.monotonic() + timeout_s
-    last: Any = None
+    last: T | None = None
     while time.monotonic() < deadline:
         last = await probe()
         if last:
@@ -126,8 +126,9 @@ class Harness:
             to_state=to_state,
             cause=cause,
             at_ms=int(time.time() * 1000),
-            **({"id": event_id} if event_id else {}),
         )
+        if event_id is not None:
+            record = dataclasses.replace(record, id=event_id)
         self._producer.send(self.topics.job_events, key=device.encode(), value=encode(record))
         self._producer.flush()
         return record

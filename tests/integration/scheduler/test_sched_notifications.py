@@ -106,7 +106,8 @@ async def test_webhook_retries_until_delivered_and_logs_attempts(
 async def test_task_events_topic_carries_status_changes_and_device_results(
     harness: Harness,
 ) -> None:
-    devices = [f"te-{uuid.uuid4().hex[:6]}-{i}" for i in range(2)]
+    run = uuid.uuid4().hex[:6]
+    devices = [f"te-{run}-{i}" for i in range(2)]
     package = await harness.upload(b"task events")
     tid = await harness.create_task(package["id"], devices)
     await harness.wait_releases(2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from typing import Any
 
 from ota.catalog import FailureCause
 from tests.integration.scheduler.conftest import StartHarness
@@ -112,7 +113,7 @@ async def test_cancel_stops_unstarted_and_reports_in_flight(harness: Harness) ->
     async def applied() -> bool:
         task = await harness.task(tid)
         states = task["counts"]["states"]
-        return states.get("DOWNLOADING") == 1 and states.get("WAITING_ONLINE") == 1
+        return bool(states.get("DOWNLOADING") == 1 and states.get("WAITING_ONLINE") == 1)
 
     await eventually(applied, "job events to be counted")
     result = (await harness.client.post(f"/v1/tasks/{tid}/cancel")).json()
@@ -126,7 +127,7 @@ async def test_cancel_stops_unstarted_and_reports_in_flight(harness: Harness) ->
     harness.job_event(devices[2], tid, "CANCELLED", job_version=1)
     harness.job_event(devices[1], tid, "SUCCEEDED", job_version=6)
 
-    async def settled() -> dict[str, object] | None:
+    async def settled() -> dict[str, Any] | None:
         task = await harness.task(tid)
         return task if task["progress"]["finished"] == 6 else None
 
@@ -187,7 +188,7 @@ async def test_restart_mid_task_loses_and_repeats_nothing(start_harness: StartHa
         first.job_event(d, tid, "SUCCEEDED", job_version=3)
 
     async def counted() -> bool:
-        return (await first.task(tid))["progress"]["succeeded"] == 10
+        return bool((await first.task(tid))["progress"]["succeeded"] == 10)
 
     await eventually(counted, "ten successes counted")
     await first.stop()
