@@ -6,17 +6,19 @@ every one (acks=all), so a crash at any point before makes the broker redeliver 
 The hot path is plain callbacks (no task or future per message): completions come back
 in one loop wake-up per produced batch.
 
-Kafka failures:
-- A record Kafka refuses for good (not retriable: too large, invalid topic, not
-  authorised, ...) is replaced by a dead letter (reason `kafka_refused`, the Kafka error,
-  the raw MQTT message); the message is acknowledged once that is written.
-- A retriable failure (timeout, Kafka away) starts a recovery: reading stops, messages
-  already read are held unsent, and once every record in flight has an answer the failed
-  ones are produced again, in arrival order and with backoff, until Kafka takes them;
-  only then do the held messages go, in order. A record is never sent while an earlier
-  record of the gateway is being retried, so a retry cannot put a device's later
-  record ahead of its earlier one (Kafka's idempotent producer keeps the order of what
-  is in flight per partition).
+Kafka failures stop intake (reading stops; messages already read are held unsent) until
+the failed records are through, so a retry never puts a device's later record ahead of
+an earlier one (what is already in flight keeps its per-partition order through Kafka's
+idempotent producer):
+- Retriable (timeout, Kafka away): once every record in flight has an answer, the failed
+  ones are produced again in arrival order, with backoff, until Kafka takes them.
+- Not retriable (record too large for the topic, invalid topic, not authorised, ...):
+  kafka-python's idempotent producer then fails everything after it too, so the
+  producer is renewed and the failed records are sent again one at a time, in order.
+  One refused again is the culprit: it is replaced by a dead letter (reason
+  `kafka_refused`, the Kafka error, the raw MQTT message) and its message acknowledged
+  once that is written. Only a dead letter itself refused for good is dropped (logged,
+  counted in `records_dropped_total`).
 
 The number of messages being handled is bounded: past the bound the gateway stops
 reading the socket, and the broker holds the rest.
@@ -38,7 +40,7 @@ from gateway.kafka_bridge import AsyncProducer, ProduceError
 from gateway.presence import PresenceSource, PresenceTracker
 from gateway.settings import GatewaySettings
 from gateway.throttle import PresenceThrottle
-from gateway.uplink import dead_letter, device_records, refused_letter
+from gateway.uplink import KAFKA_REFUSED, dead_letter, device_records, refused_letter
 from ota.backoff import Backoff
 from ota.clock import now_ms
 from ota.mqtt import Ack
@@ -119,6 +121,7 @@ class Inbound:
         self._unanswered = 0  # records sent that Kafka has not answered yet
         self._recovering: asyncio.Task[None] | None = None
         self._retry: list[_Message] = []
+        self._suspect = False  # a non-retriable error since the producer was last renewed
         self._held: deque[_Message] = deque()
         self._answered = asyncio.Event()  # set when nothing is unanswered (during recovery)
         self._counters: dict[str, Counter] = {}
@@ -230,38 +233,24 @@ class Inbound:
     ) -> None:
         self._unanswered -= 1
         if error is None:
-            message.left -= 1
-            if message.left == 0:
-                self._delivered(message)
-        elif isinstance(error, ProduceError) and error.retriable:
-            message.failed.append(index)
-            self._start_recovery(message, error)
+            self._acknowledged(message)
         else:
-            self._refused(message, index, error)
+            self._failed(message, index)
+            if not _retriable(error):
+                self._suspect = True
+            self._start_recovery(error)
         if self._unanswered == 0 and self._recovering is not None:
             self._answered.set()
 
-    def _refused(self, message: _Message, index: int, error: BaseException) -> None:
-        name = error.name if isinstance(error, ProduceError) else type(error).__name__
-        metrics.DEAD_LETTERS.labels("kafka_refused").inc()
-        if message.outs[index].dead_letter:
-            # Even the dead letter was refused: nothing more can be done with it.
-            log.error(
-                "kafka refused a dead letter; dropped",
-                extra={"error": str(error), "topic": message.topic[:200]},
-            )
-            metrics.DROPPED.labels(name).inc()
-            message.left -= 1
-            if message.left == 0:
-                self._delivered(message)
-            return
-        log.error(
-            "kafka refused a record for good; dead-lettered",
-            extra={"error": str(error), "topic": message.topic[:200]},
-        )
-        letter = refused_letter(message.topic, message.payload, index, error, message.received_ms)
-        message.outs[index] = self._route(letter)
-        self._produce(message, index)
+    def _acknowledged(self, message: _Message) -> None:
+        message.left -= 1
+        if message.left == 0:
+            self._delivered(message)
+
+    def _failed(self, message: _Message, index: int) -> None:
+        if not message.failed:
+            self._retry.append(message)
+        message.failed.append(index)
 
     def _delivered(self, message: _Message) -> None:
         metrics.PRODUCE_LATENCY.observe(time.monotonic() - message.started)
@@ -273,9 +262,7 @@ class Inbound:
 
     # ---------------------------------------------------------------- recovery
 
-    def _start_recovery(self, message: _Message, error: ProduceError) -> None:
-        if not message.failed[:-1]:  # first failure of this message
-            self._retry.append(message)
+    def _start_recovery(self, error: BaseException) -> None:
         if self._recovering is None:
             log.warning(
                 "kafka produce failed; holding intake to retry", extra={"error": str(error)}
@@ -293,26 +280,71 @@ class Inbound:
             retry, self._retry = sorted(self._retry, key=lambda m: m.seq), []
             if not retry:
                 break
+            pending = [(m, i) for m in retry for i in sorted(m.failed)]
+            for message in retry:
+                message.failed = []
+            if self._suspect:
+                self._suspect = False
+                await self._producer.renew()
+                await self._isolate(pending)
+                continue
             delay = self._backoff.delay_s(attempt)
             attempt += 1
             metrics.RETRIES.labels("produce").inc()
             log.warning(
                 "retrying records in arrival order",
-                extra={
-                    "records": sum(len(m.failed) for m in retry),
-                    "retry_in_s": round(delay, 3),
-                },
+                extra={"records": len(pending), "retry_in_s": round(delay, 3)},
             )
             await asyncio.sleep(delay)
-            for message in retry:  # records Kafka took stay taken; ids are unchanged
-                failed, message.failed = sorted(message.failed), []
-                for index in failed:
-                    self._produce(message, index)
+            for message, index in pending:  # records Kafka took stay taken; ids unchanged
+                self._produce(message, index)
         self._recovering = None
         held, self._held = self._held, deque()
         for message in held:
             self._send(message)
         self._update_reading()
+
+    async def _isolate(self, pending: list[tuple[_Message, int]]) -> None:
+        """Send the records one at a time, in order, to find the one Kafka refuses."""
+        for position, (message, index) in enumerate(pending):
+            while True:
+                error = await self._alone(message, index)
+                if error is None:
+                    self._acknowledged(message)
+                    break
+                if _retriable(error):  # back to the ordered retries, from this record on
+                    for later, later_index in pending[position:]:
+                        self._failed(later, later_index)
+                    return
+                await self._producer.renew()  # the refusal left the producer failing all
+                if message.outs[index].dead_letter:
+                    self._drop(message, error)
+                    break
+                self._dead_letter(message, index, error)  # and send that, alone
+
+    async def _alone(self, message: _Message, index: int) -> BaseException | None:
+        out = message.outs[index]
+        answer: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+        self._producer.produce(out.topic, out.key, out.value, answer.set_result)
+        return await answer
+
+    def _dead_letter(self, message: _Message, index: int, error: BaseException) -> None:
+        metrics.DEAD_LETTERS.labels(KAFKA_REFUSED).inc()
+        log.error(
+            "kafka refused a record for good; dead-lettered",
+            extra={"error": str(error), "topic": message.topic[:200]},
+        )
+        letter = refused_letter(message.topic, message.payload, index, error, message.received_ms)
+        message.outs[index] = self._route(letter)
+
+    def _drop(self, message: _Message, error: BaseException) -> None:
+        name = error.name if isinstance(error, ProduceError) else type(error).__name__
+        log.error(
+            "kafka refused a dead letter for good; dropped",
+            extra={"error": str(error), "topic": message.topic[:200]},
+        )
+        metrics.DROPPED.labels(name).inc()
+        self._acknowledged(message)
 
     # ---------------------------------------------------------------- bounding
 
@@ -340,3 +372,7 @@ class Inbound:
             self._paused = False
             metrics.PAUSED.set(0)
             self._resume_reading()
+
+
+def _retriable(error: BaseException) -> bool:
+    return isinstance(error, ProduceError) and error.retriable

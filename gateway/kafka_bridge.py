@@ -7,6 +7,10 @@ event loop in one `call_soon_threadsafe` per burst (one wake-up for a whole prod
 batch, not one per record), and run there as plain callbacks: no asyncio future or
 task per record, which matters at tens of thousands of records a second.
 
+kafka-python's idempotent producer turns every non-retriable produce error (a record
+too large for the topic, an invalid topic, ...) into a fatal state in which it fails
+all later records too; `renew` replaces it with a fresh producer.
+
 The partition of a keyed record is computed here once per key (Kafka's murmur2, as
 kafka-python's default partitioner and the Java client do) and cached, so `send` skips
 the per-record partitioner.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +29,10 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from kafka.partitioner.default import murmur2
 
+from ota.backoff import Backoff
+
+log = logging.getLogger(__name__)
+
 OnDone = Callable[[BaseException | None], None]
 
 # Errors a later attempt can get past although Kafka does not flag them retriable.
@@ -31,6 +40,7 @@ _RETRIABLE_NAMES = frozenset({"KafkaTimeoutError", "NoBrokersAvailable", "KafkaC
 # Cached partitions per topic; a bound so a fleet of millions does not grow it forever.
 MAX_CACHED_KEYS = 1_000_000
 PARTITION_REFRESH_S = 5.0
+RENEW_BACKOFF = Backoff(0.2, 10.0)
 
 
 class ProduceError(Exception):
@@ -43,9 +53,17 @@ class ProduceError(Exception):
 
 
 class AsyncProducer:
-    def __init__(self, producer: KafkaProducer, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        producer: KafkaProducer,
+        loop: asyncio.AbstractEventLoop,
+        create: Callable[[], KafkaProducer] | None = None,
+        backoff: Backoff = RENEW_BACKOFF,
+    ) -> None:
         self._producer = producer
         self._loop = loop
+        self._create = create  # blocking: runs on a worker thread
+        self._backoff = backoff
         self._lock = threading.Lock()
         self._done: list[tuple[OnDone, BaseException | None]] = []
         self._scheduled = False
@@ -127,6 +145,28 @@ class AsyncProducer:
             self._scheduled = False
         for on_done, error in done:
             on_done(error)
+
+    async def renew(self) -> None:
+        """Replace the producer with a new one (retrying until Kafka answers); what the old
+        one still held is failed, not delivered."""
+        if self._create is None:
+            raise RuntimeError("this producer has no factory to renew it with")
+        attempt = 0
+        while True:
+            try:
+                fresh = await asyncio.to_thread(self._create)
+                break
+            except KafkaError as exc:
+                delay = self._backoff.delay_s(attempt)
+                attempt += 1
+                log.warning(
+                    "kafka producer renewal failed",
+                    extra={"error": str(exc), "retry_in_s": round(delay, 3)},
+                )
+                await asyncio.sleep(delay)
+        old, self._producer = self._producer, fresh
+        log.warning("kafka producer renewed")
+        await asyncio.to_thread(old.close, timeout=0)
 
     async def close(self, timeout_s: float) -> None:
         """Deliver what is batched (bounded by `timeout_s`), then close the producer."""

@@ -31,20 +31,29 @@ log = logging.getLogger(__name__)
 BACKOFF = Backoff(0.2, 10.0)
 
 
+def _new_producer(settings: GatewaySettings) -> KafkaProducer:
+    """A producer with the topics' metadata fetched, so send() never waits for it on the
+    loop (blocking: call it on a worker thread)."""
+    producer: KafkaProducer = make_producer(
+        settings.common,
+        client_id=settings.client_id,
+        linger_ms=settings.produce_linger_ms,
+        max_block_ms=5_000,
+    )
+    try:
+        for topic in (settings.common.topics.inbox, settings.common.topics.dead_letters):
+            producer.partitions_for(topic)
+    except KafkaError:
+        producer.close(timeout=0)
+        raise
+    return producer
+
+
 async def _start_producer(settings: GatewaySettings, stop: asyncio.Event) -> KafkaProducer | None:
     attempt = 0
     while not stop.is_set():
         try:
-            producer: KafkaProducer = await asyncio.to_thread(
-                make_producer,
-                settings.common,
-                client_id=settings.client_id,
-                linger_ms=settings.produce_linger_ms,
-                max_block_ms=5_000,
-            )
-            # Fetch the topics' metadata now, so send() never waits for it on the loop.
-            for topic in (settings.common.topics.inbox, settings.common.topics.dead_letters):
-                await asyncio.to_thread(producer.partitions_for, topic)
+            producer = await asyncio.to_thread(_new_producer, settings)
             metrics.CONNECTED.labels("kafka").set(1)
             return producer
         except KafkaError as exc:
@@ -86,7 +95,7 @@ async def run(
     kafka = await _start_producer(settings, stop)
     if kafka is None:
         return
-    producer = AsyncProducer(kafka, loop)
+    producer = AsyncProducer(kafka, loop, lambda: _new_producer(settings), BACKOFF)
     presence = SOURCES.get(settings.presence_source)
     subscriptions = [(settings.split.uplink_filter(UPLINK_FILTER), 1)]
     if presence is not None:

@@ -28,6 +28,10 @@ class ScriptedProducer:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, bytes]] = []
         self.answers: list[OnDone] = []
+        self.renewals = 0
+
+    async def renew(self) -> None:
+        self.renewals += 1
 
     def produce(self, topic: str, key: bytes | None, value: bytes, on_done: OnDone) -> None:
         self.sent.append((topic, key, value))
@@ -136,9 +140,16 @@ async def test_record_refused_for_good_is_dead_lettered_then_acknowledged() -> N
     inbound.receive(up_topic("d1"), PAYLOAD, 1, acks.for_("m"))  # type: ignore[arg-type]
     producer.answer(1)
     producer.answer(0, TOO_LARGE)
-    assert len(producer.sent) == 3
-    assert calls == []
-    topic, key, value = producer.sent[2]
+    assert calls == ["pause"]
+    # The producer is renewed and the record sent again alone: refused again, it is the
+    # culprit; the producer is renewed once more and its dead letter sent.
+    await _until(lambda: len(producer.sent) == 3)
+    assert producer.renewals == 1
+    assert producer.sent[2] == producer.sent[0]
+    producer.answer(2, TOO_LARGE)
+    await _until(lambda: len(producer.sent) == 4)
+    assert producer.renewals == 2
+    topic, key, value = producer.sent[3]
     letter = decode(value)
     assert topic.endswith("dead-letters")
     assert key == b"gateway"
@@ -149,8 +160,31 @@ async def test_record_refused_for_good_is_dead_lettered_then_acknowledged() -> N
     assert letter.key == "d1"
     assert DeadLetterRecord.raw_bytes(PAYLOAD) == letter.raw_b64
     assert acks.codes == {}
-    producer.answer(2)
-    assert acks.codes == {"m": 0}
+    producer.answer(3)
+    await _until(lambda: acks.codes == {"m": 0})
+    assert calls == ["pause", "resume"]
+
+
+async def test_records_failed_beside_a_refused_one_are_delivered_not_dead_lettered() -> None:
+    producer, calls, acks = ScriptedProducer(), list[str](), Acks()
+    inbound = _inbound(producer, 10, calls)
+    inbound.receive(up_topic("d1"), _payload("big"), 1, acks.for_("m0"))  # type: ignore[arg-type]
+    inbound.receive(up_topic("d1"), _payload("ok"), 1, acks.for_("m1"))  # type: ignore[arg-type]
+    for index in range(3):  # the idempotent producer fails them all with the one error
+        producer.answer(index, TOO_LARGE)
+    await _until(lambda: len(producer.sent) == 4)
+    producer.answer(3, TOO_LARGE)  # big, alone: the culprit
+    await _until(lambda: len(producer.sent) == 5)
+    assert isinstance(decode(producer.sent[4][2]), DeadLetterRecord)
+    producer.answer(4)
+    await _until(lambda: len(producer.sent) == 6)  # presence of m0, alone
+    assert producer.sent[5] == producer.sent[1]
+    producer.answer(5)
+    await _until(lambda: len(producer.sent) == 7)  # ok, alone
+    assert producer.sent[6] == producer.sent[2]
+    producer.answer(6)
+    await _until(lambda: acks.codes == {"m0": 0, "m1": 0})
+    assert producer.renewals == 2
 
 
 async def test_refused_dead_letter_is_dropped_and_acknowledged() -> None:
@@ -159,8 +193,11 @@ async def test_refused_dead_letter_is_dropped_and_acknowledged() -> None:
     inbound.receive(up_topic("d1"), b"not json", 1, acks.for_("m"))  # type: ignore[arg-type]
     assert len(producer.sent) == 1
     producer.answer(0, TOO_LARGE)
-    assert len(producer.sent) == 1
-    assert acks.codes == {"m": 0}
+    await _until(lambda: len(producer.sent) == 2)
+    producer.answer(1, TOO_LARGE)
+    await _until(lambda: acks.codes == {"m": 0})
+    assert len(producer.sent) == 2
+    assert producer.renewals == 2
 
 
 async def test_reading_pauses_at_the_bound_and_resumes_at_half() -> None:

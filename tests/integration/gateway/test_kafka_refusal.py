@@ -1,0 +1,91 @@
+"""A record Kafka refuses for good is dead-lettered with the reason and acknowledged; the
+messages around it flow on. The test's own inbox topic gets a small max.message.bytes, so
+Kafka answers a large (but valid) uplink's record with MessageSizeTooLarge."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from kafka.admin import KafkaAdminClient
+from kafka.admin._configs import ConfigResource, ConfigResourceType
+
+from ota.protocol import up_topic
+from ota.records import DeadLetterRecord, DeviceEventRecord
+from tests.integration.gateway.conftest import (
+    Device,
+    KafkaReader,
+    Stack,
+    new_device,
+    running_gateway,
+)
+
+LIMIT = 1000  # bytes per record batch on the inbox topic
+
+
+def _limit_inbox(stack: Stack) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=stack.bootstrap, client_id="ota-tests-gateway")
+    try:
+        admin.alter_configs(
+            [
+                ConfigResource(
+                    ConfigResourceType.TOPIC,
+                    stack.topics.inbox,
+                    configs={"max.message.bytes": str(LIMIT)},
+                )
+            ]
+        )
+    finally:
+        admin.close()
+
+
+def _report(event_id: str, description: str = "") -> bytes:
+    paras = {"result_code": 0, "progress": 50, "version": "2.0", "description": description}
+    return orjson.dumps(
+        {
+            "services": [
+                {
+                    "service_id": "$ota",
+                    "event_type": "upgrade_progress_report",
+                    "event_id": event_id,
+                    "paras": paras,
+                }
+            ]
+        }
+    )
+
+
+def _event_ids(records: list[Any], device_id: str) -> list[str | None]:
+    return [
+        r.device_event_id
+        for r in records
+        if isinstance(r, DeviceEventRecord) and r.device_id == device_id
+    ]
+
+
+async def test_record_too_large_for_kafka_is_dead_lettered_and_acknowledged(
+    stack: Stack, readers: Callable[[str], KafkaReader]
+) -> None:
+    _limit_inbox(stack)
+    inbox, letters = readers(stack.topics.inbox), readers(stack.topics.dead_letters)
+    device_id = new_device("big")
+    big = _report("big", "x" * 2000)  # valid (<= 2048 chars), too large for Kafka
+    async with running_gateway(stack, OTA_GATEWAY_PRESENCE_SOURCE="none"):
+        device = Device(stack, device_id)
+        await device.connect()
+        device.publish(up_topic(device_id), _report("before"))
+        await inbox.wait_for(lambda rs: _event_ids(rs, device_id) == ["before"])
+        device.publish(up_topic(device_id), big)
+        dead = await letters.wait_for(lambda rs: len(rs) == 1)
+        device.publish(up_topic(device_id), _report("after"))
+        records = await inbox.wait_for(lambda rs: "after" in _event_ids(rs, device_id))
+        await device.close()
+    assert _event_ids(records, device_id) == ["before", "after"]
+    letter = dead[0]
+    assert isinstance(letter, DeadLetterRecord)
+    assert letter.reason == "kafka_refused"
+    assert "MessageSizeTooLarge" in letter.message
+    assert letter.origin == up_topic(device_id)
+    assert letter.key == device_id
+    assert letter.raw_b64 == DeadLetterRecord.raw_bytes(big)
