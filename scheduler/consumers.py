@@ -39,6 +39,10 @@ from scheduler.taskstate import TaskState
 
 log = logging.getLogger(__name__)
 CONSUMED = metrics.counter("scheduler", "records_total", "Records consumed", ("topic", "outcome"))
+# Applied job transitions (duplicates not counted): rollout progress and failure causes.
+JOB_TRANSITIONS = metrics.counter(
+    "scheduler", "job_transitions_total", "Job state changes applied", ("state", "cause")
+)
 _TYPE_CACHE_MAX = 10_000
 
 
@@ -128,6 +132,9 @@ class JobEventHandler:
                     event.cause,
                 )
                 changed |= result > 0
+                if result > 0:
+                    cause = "" if event.cause is None else str(event.cause)
+                    JOB_TRANSITIONS.labels(state.value, cause).inc()
                 if result == 2:
                     notes.append(
                         device_result_event(
