@@ -25,7 +25,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
 from ota.clock import now_ms
-from ota.kafka_clients import make_admin
+from ota.kafka_clients import make_admin, make_consumer, make_producer
 from ota.records import (
     DeviceEventRecord,
     DownloadPhase,
@@ -45,6 +45,7 @@ from workers.codec import SpecRef, pack, spec_ref
 from workers.events import Event, Kind
 from workers.machine import step
 from workers.model import Device
+from workers.partitioner import KeyHashPartitioner
 from workers.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,6 +151,52 @@ def cpu_seconds(pids: list[int]) -> float:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
     return total / os.sysconf("SC_CLK_TCK")
+
+
+def raw_clients(common: CommonSettings) -> tuple[float, float, float, float]:
+    """kafka-python alone, in this process, on the benchmark's own records: consume the
+    pre-filled inbox with a consumer configured like the worker's, then produce as many
+    records (the same values) with the worker's producer settings to a scratch topic.
+    Returns (consume/s, consume per CPU-second, produce/s, produce per CPU-second)."""
+    consumer = make_consumer(
+        common,
+        group_id=f"bench-raw-{uuid.uuid4().hex[:6]}",
+        max_poll_records=2000,
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
+    consumer.subscribe([common.topics.inbox])
+    total = sum(end_offsets(common).values())
+    values: list[tuple[bytes, bytes]] = []
+    started, cpu = 0.0, 0.0
+    while len(values) < total:
+        polled = consumer.poll(timeout_ms=500)
+        if polled and not started:
+            started, cpu = time.perf_counter(), time.process_time()
+        for records in polled.values():
+            values += [(r.key, r.value) for r in records]
+    consume = (len(values) / (time.perf_counter() - started), time.process_time() - cpu)
+    consumer.close()
+    topic = common.topics.dead_letters  # unused by the throughput run
+    producer = make_producer(common, client_id="bench-raw", partitioner=KeyHashPartitioner())
+    started, cpu = time.perf_counter(), time.process_time()
+    for key, value in values:
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    producer.close()
+    n = len(values)
+    return consume[0], n / consume[1], n / wall, n / cpu
+
+
+def raw_run(devices: int) -> tuple[float, float, float, float]:
+    prefix = f"bench-{uuid.uuid4().hex[:8]}."
+    common = setup(prefix)
+    try:
+        prefill(common, devices)
+        return raw_clients(common)
+    finally:
+        teardown(common)
 
 
 def throughput(devices: int, procs: int) -> tuple[float, float]:
@@ -290,6 +337,7 @@ def main() -> None:
     t.add_argument("--devices", type=int, default=20_000)
     t.add_argument("--procs", type=int, choices=(1, 2), default=1)
     t.add_argument("--runs", type=int, default=3)
+    t.add_argument("--raw", action="store_true", help="kafka-python alone, same records")
     m = sub.add_parser("memory")
     m.add_argument("--jobs", type=int, default=1_000_000)
     d = sub.add_parser("deadlines")
@@ -299,6 +347,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.what == "throughput":
         print(f"load average at start: {os.getloadavg()}")
+        if args.raw:
+            raw = [raw_run(args.devices) for _ in range(args.runs)]
+            for i, name in enumerate(("consume", "consume_cpu", "produce", "produce_cpu")):
+                got = [r[i] for r in raw]
+                print(f"kafka_python.{name}_per_s = {statistics.median(got):.0f} records/s", got)
+            cons, prod = statistics.median(r[1] for r in raw), statistics.median(r[3] for r in raw)
+            ceiling = 1 / (7 / 6 / cons + 8 / 6 / prod)  # 7 consumed, 8 produced per 6
+            print(f"kafka_python.ceiling_transitions_per_cpu_s = {ceiling:.0f} transitions/s")
         runs = [throughput(args.devices, args.procs) for _ in range(args.runs)]
         rates, per_cpu = [r for r, _ in runs], [c for _, c in runs]
         print("runs:", [round(r) for r in rates], "per CPU-second:", [round(c) for c in per_cpu])

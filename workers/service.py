@@ -15,6 +15,7 @@ from ota.kafka_clients import make_consumer, make_producer
 from ota.metrics import serve_metrics
 from ota.redis_clients import make_redis
 from workers.consumer import Worker
+from workers.partitioner import KeyHashPartitioner
 from workers.settings import WorkerSettings
 from workers.store import Store
 from workers.sweeper import Sweeper
@@ -34,7 +35,7 @@ def build(settings: WorkerSettings, client_id: str = "ota-worker") -> tuple[Work
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=max(300, settings.session_timeout_ms // 3),
     )
-    producer = make_producer(common, client_id=client_id)
+    producer = make_producer(common, client_id=client_id, partitioner=KeyHashPartitioner())
     worker = Worker(settings, consumer, producer, Store(make_redis(common)))
     sweeper = Sweeper(
         Store(make_redis(common)),

@@ -20,10 +20,10 @@ that lost the partition in a rebalance) or a redelivered batch then writes nothi
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import orjson
 import redis
 
 from ota.records import JobSpec
@@ -32,6 +32,7 @@ from workers.batch import DeviceWrite, Output, SpecWrite
 from workers.codec import StateCorruptError, cached_spec, stored_digests, unpack_spec
 
 NO_OFFSET = -1
+_HEAD = struct.Struct(">BII")  # outbox record: target topic, key length, value length
 
 # KEYS[1] offset, KEYS[2] deadlines, KEYS[3] outbox, then the n device keys written, then
 # the m spec keys. ARGV[1] expected offset (-1: none yet), ARGV[2] new offset, ARGV[3]
@@ -253,14 +254,47 @@ class Store:
         raw = self.client.hgetall(self.keys(partition).outbox)
         return sorted((int(offset), decode_outputs(blob)) for offset, blob in raw.items())
 
-    def pop_due(self, partition: int, now_ms: int, limit: int, lease_ms: int) -> list[str]:
-        keys = self.keys(partition)
-        members = self._pop(keys=[keys.deadlines, keys.fired], args=[now_ms, limit, lease_ms])
-        return [m.decode() for m in members]
+    def pop_due_many(
+        self, partitions: Sequence[int], now_ms: int, limit: int, lease_ms: int
+    ) -> list[tuple[list[str], int | None]]:
+        """POP_DUE for each partition, in one round trip: the device ids leased (due
+        deadlines and leases that ran out), each with the earliest deadline left in the
+        partition (None: none)."""
+        pipe = self.client.pipeline(transaction=False)
+        for partition in partitions:
+            keys = self.keys(partition)
+            self._pop(
+                keys=[keys.deadlines, keys.fired], args=[now_ms, limit, lease_ms], client=pipe
+            )
+            pipe.zrange(keys.deadlines, 0, 0, withscores=True)
+        replies = pipe.execute()
+        out: list[tuple[list[str], int | None]] = []
+        for i in range(len(partitions)):
+            members, first = replies[2 * i], replies[2 * i + 1]
+            out.append(([m.decode() for m in members], int(first[0][1]) if first else None))
+        return out
 
-    def ack_fired(self, partition: int, lease_until_ms: int, device_ids: Sequence[str]) -> None:
-        if device_ids:
-            self._ack(keys=[self.keys(partition).fired], args=[lease_until_ms, *device_ids])
+    def states_many(self, wanted: Sequence[tuple[int, Sequence[str]]]) -> list[list[bytes | None]]:
+        """The stored states of these devices, per partition, in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for partition, device_ids in wanted:
+            keys = self.keys(partition)
+            pipe.mget([keys.device(d) for d in device_ids])
+        values: list[list[bytes | None]] = pipe.execute()
+        return values
+
+    def ack_fired_many(self, leases: Sequence[tuple[int, int, Sequence[str]]]) -> None:
+        """ACK_FIRED for each (partition, lease expiry given by POP_DUE, device ids), in
+        one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for partition, lease_until_ms, device_ids in leases:
+            if device_ids:
+                self._ack(
+                    keys=[self.keys(partition).fired],
+                    args=[lease_until_ms, *device_ids],
+                    client=pipe,
+                )
+        pipe.execute()
 
     def specs(self, partition: int, values: Iterable[bytes | None]) -> dict[str, JobSpec]:
         """The specs the stored device `values` refer to (from the process's cache, else
@@ -291,17 +325,23 @@ class Store:
                         continue
         return found
 
-    def states(self, partition: int, device_ids: Sequence[str]) -> list[bytes | None]:
-        keys = self.keys(partition)
-        values: list[bytes | None] = self.client.mget([keys.device(d) for d in device_ids])
-        return values
-
 
 def encode_outputs(outputs: Sequence[Output]) -> bytes:
+    """The outbox form: per record its target (1 byte), key and value, length-prefixed."""
     if not outputs:
         return b""
-    return orjson.dumps([[o.topic, o.key.decode(), o.value.decode()] for o in outputs])
+    parts = []
+    for o in outputs:
+        parts += [_HEAD.pack(o.topic, len(o.key), len(o.value)), o.key, o.value]
+    return b"".join(parts)
 
 
 def decode_outputs(blob: bytes) -> list[Output]:
-    return [Output(topic, key.encode(), value.encode()) for topic, key, value in orjson.loads(blob)]
+    outputs, at = [], 0
+    while at < len(blob):
+        topic, key_len, value_len = _HEAD.unpack_from(blob, at)
+        at += _HEAD.size
+        key, value = blob[at : at + key_len], blob[at + key_len : at + key_len + value_len]
+        at += key_len + value_len
+        outputs.append(Output(topic, key, value))
+    return outputs

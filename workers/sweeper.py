@@ -1,7 +1,7 @@
 """Turns due deadlines into timeout records in the inbox, for the partitions this process owns.
 
-Redis is the only truth about deadlines: `Store.pop_due` leases due entries atomically,
-this loop reads the devices' states, writes one TimeoutRecord per due job (same key and
+Redis is the only truth about deadlines: `POP_DUE` leases due entries atomically, this
+loop reads the devices' states, writes one TimeoutRecord per due job (same key and
 partition as the device's other records, carrying the job's version and the sweeper's
 time) and, once Kafka acknowledged them, drops the leases. A crash in between leaves the
 leases to run out and fire again; the worker ignores the duplicate by the job version.
@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 from kafka import KafkaProducer
+from kafka.producer.future import FutureRecordMetadata
 
 from ota.clock import now_ms
 from ota.records import JobSpec, TimeoutRecord, encode
@@ -22,6 +24,7 @@ from workers.codec import StateCorruptError, unpack
 from workers.store import Store
 
 log = logging.getLogger(__name__)
+MIN_WAIT_MS = 10
 
 
 def due_timeouts(
@@ -50,7 +53,23 @@ def due_timeouts(
     ]
 
 
+@dataclass
+class _Fired:
+    """Timeouts handed to the producer; their leases are dropped once Kafka has them all."""
+
+    partition: int
+    lease_until_ms: int
+    device_ids: list[str]
+    futures: list[FutureRecordMetadata]
+
+
 class Sweeper:
+    """One pass (`sweep`) reads every owned partition's due deadlines and the next one in
+    a single Redis round trip; it sleeps until the earliest next deadline (at least
+    `MIN_WAIT_MS`, so a steady stream of deadlines is swept in batches, at most
+    `idle_ms`, so new partitions and earlier deadlines are noticed). Timeouts are not
+    waited for: their leases are dropped on a later pass, once Kafka acknowledged them."""
+
     def __init__(
         self,
         store: Store,
@@ -70,34 +89,41 @@ class Sweeper:
         )
         self.batch, self.idle_ms, self.lease_ms = batch, idle_ms, lease_ms
         self.stopping = threading.Event()
+        self._fired: list[_Fired] = []
 
     def run(self) -> None:
         while not self.stopping.is_set():
             wait_ms = self.sweep()
             self.stopping.wait(wait_ms / 1000)
+        self.producer.flush()
+        self._ack()
 
     def stop(self) -> None:
         self.stopping.set()
 
     def sweep(self) -> int:
-        """Fire everything due now in every owned partition; return how long to sleep (ms)."""
-        wait_ms = self.idle_ms
-        for partition in list(self.owned()):
-            while self.sweep_partition(partition) == self.batch:
-                pass
-            nxt = self.store.client.zrange(
-                self.store.keys(partition).deadlines, 0, 0, withscores=True
-            )
-            if nxt:
-                wait_ms = min(wait_ms, max(1, int(nxt[0][1]) - now_ms()))
-        return wait_ms
-
-    def sweep_partition(self, partition: int) -> int:
+        """Fire what is due now in every owned partition; return how long to sleep (ms)."""
+        self._ack()
+        partitions = list(self.owned())
+        if not partitions:
+            return self.idle_ms
         now = now_ms()
-        device_ids = self.store.pop_due(partition, now, self.batch, self.lease_ms)
-        if not device_ids:
-            return 0
-        values = self.store.states(partition, device_ids)
+        popped = self.store.pop_due_many(partitions, now, self.batch, self.lease_ms)
+        due = [(p, ids) for p, (ids, _) in zip(partitions, popped, strict=True) if ids]
+        if due:
+            values = self.store.states_many(due)
+            for (partition, device_ids), states in zip(due, values, strict=True):
+                self._fire(partition, device_ids, states, now)
+        if any(len(ids) == self.batch for ids, _ in popped):
+            return 0  # more is due: go on at once
+        nexts = [first for _, first in popped if first is not None]
+        if not nexts:
+            return self.idle_ms
+        return min(self.idle_ms, max(MIN_WAIT_MS, min(nexts) - now_ms()))
+
+    def _fire(
+        self, partition: int, device_ids: list[str], values: list[bytes | None], now: int
+    ) -> None:
         specs = self.store.specs(partition, values)
         futures = []
         for device_id, raw in zip(device_ids, values, strict=True):
@@ -111,9 +137,26 @@ class Sweeper:
                     )
                 )
                 telemetry.DUE_LAG_SECONDS.observe(max(0, now - deadline_ms) / 1000)
-        self.producer.flush()
-        for future in futures:
-            future.get(timeout=0)  # raises if Kafka refused one: the leases then fire again
         telemetry.TIMEOUTS.inc(len(futures))
-        self.store.ack_fired(partition, now + self.lease_ms, device_ids)
-        return len(device_ids)
+        self._fired.append(_Fired(partition, now + self.lease_ms, device_ids, futures))
+
+    def _ack(self) -> None:
+        """Drop the leases of timeouts Kafka acknowledged; a refused one keeps its lease,
+        which runs out and fires the deadline again."""
+        done: list[_Fired] = []
+        pending: list[_Fired] = []
+        for fired in self._fired:
+            (done if all(f.is_done for f in fired.futures) else pending).append(fired)
+        self._fired = pending
+        leases = []
+        for fired in done:
+            failed = [f for f in fired.futures if f.failed()]
+            if failed:
+                log.warning(
+                    "timeouts not written; their deadlines fire again after the lease",
+                    extra={"partition": fired.partition, "error": str(failed[0].exception)},
+                )
+                continue
+            leases.append((fired.partition, fired.lease_until_ms, fired.device_ids))
+        if leases:
+            self.store.ack_fired_many(leases)
