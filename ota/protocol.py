@@ -158,7 +158,8 @@ def load_json_object(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict
         raise ProtocolError(
             Reason.NOT_AN_OBJECT, f"payload is a JSON {_kind(document)}, not an object"
         )
-    if _depth(document) > MAX_DEPTH:
+    # Every level opens a bracket: with few brackets in the bytes, skip the walk.
+    if payload.count(b"{") + payload.count(b"[") > MAX_DEPTH and _depth(document) > MAX_DEPTH:
         raise ProtocolError(Reason.TOO_DEEP, f"payload nests deeper than {MAX_DEPTH} levels")
     return document
 
