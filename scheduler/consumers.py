@@ -21,6 +21,7 @@ import redis.asyncio
 from ota import metrics
 from ota.jobstates import JobState
 from ota.records import (
+    FORMAT_VERSION,
     DeadLetterRecord,
     DeviceEventRecord,
     JobEventRecord,
@@ -44,6 +45,12 @@ JOB_TRANSITIONS = metrics.counter(
     "scheduler", "job_transitions_total", "Job state changes applied", ("state", "cause")
 )
 _TYPE_CACHE_MAX = 10_000
+# Inbox records the registry has no use for, recognised by the prefix `ota.records.encode`
+# writes, so the scheduler's own releases are not decoded again (the workers validate them).
+_NOT_FOR_REGISTRY = tuple(
+    b'{"v":%d,"kind":"%s",' % (FORMAT_VERSION, kind.encode())
+    for kind in ("job_start", "job_cancel", "download", "timeout")
+)
 
 
 def dead_letter(record: Any, exc: RecordError) -> DeadLetterRecord:
@@ -64,6 +71,9 @@ class InboxHandler:
     async def __call__(self, records: Sequence[Any]) -> None:
         dead = []
         for record in records:
+            if (record.value or b"").startswith(_NOT_FOR_REGISTRY):
+                CONSUMED.labels("inbox", "skipped").inc()
+                continue
             try:
                 decoded = decode_inbox(record.value or b"")
             except RecordError as exc:

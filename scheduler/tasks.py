@@ -327,12 +327,16 @@ class Tasks:
     # ------------------------------------------------------------ reads
 
     async def view(self, tid: str) -> dict[str, Any]:
-        doc = await self.doc(tid)
-        counts = await self._state.counts(tid)
-        runtime = {
-            k.decode(): v.decode()
-            for k, v in (await self._r.hgetall(keys.task_runtime(tid))).items()
-        }
+        pipe = self._r.pipeline(transaction=False)
+        pipe.get(keys.task(tid))
+        pipe.hgetall(keys.task_counts(tid))
+        pipe.hgetall(keys.task_runtime(tid))
+        raw_doc, raw_counts, raw_runtime = await pipe.execute()
+        if raw_doc is None:
+            raise NotFound(f"task {tid!r} does not exist", code="unknown_task")
+        doc: dict[str, Any] = orjson.loads(raw_doc)
+        counts = {k.decode(): int(v) for k, v in raw_counts.items()}
+        runtime = {k.decode(): v.decode() for k, v in raw_runtime.items()}
         total = tally(counts)
         states = {s: counts.get(f"s:{s}", 0) for s in STATES if counts.get(f"s:{s}", 0)}
         statuses: dict[str, int] = {s.value: 0 for s in DeviceStatus}
