@@ -1,0 +1,279 @@
+"""The fleet rollout benchmark: N simulated devices through the whole pipeline.
+
+    .venv/bin/python bench/rollout.py --size 10000 --mode connections --package-kib 64
+    .venv/bin/python bench/rollout.py --size 100000 --mode multiplexed --package-kib 64
+    .venv/bin/python bench/rollout.py --size 10000 --scale workers=2,gateway=2 --edge-processes 2
+
+Each run starts its own stack under `ota up` (own topic prefix, Redis db 9, free ports),
+a well-behaved fleet in its own process, uploads the package and creates one task with
+no rate limit. While the task runs it samples, every second, the task's per-state
+counts and the CPU time of every service process (from /proc). At the end it reads the
+job events back from Kafka for the per-device time from release to success, and
+records: devices completed per second (whole task and steady middle 80%), time to
+finish, p50/p99 per device, CPU seconds per service, Redis memory, Kafka bytes, and a
+py-spy profile of the busiest service. Outputs go to bench/rollout/<label>.{json,png,svg}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
+
+from rollout_report import (  # noqa: E402
+    job_latencies,
+    kafka_bytes,
+    plot_states,
+    proc_cpu_s,
+    steady_rate,
+)
+
+from ota.demo import FleetProcess, upload_targets  # noqa: E402
+from ota.demo_env import Ports, StackPlan, redis_url_with_db  # noqa: E402
+from ota.demo_stack import Stack  # noqa: E402
+from ota.supervisor import parse_scale  # noqa: E402
+
+OUT = REPO / "bench" / "rollout"
+REDIS_DB = 9
+FINISHED = ("Success", "Fail", "PartialSuccess", "Stopped")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="OTA fleet rollout benchmark")
+    parser.add_argument("--size", type=int, default=10_000)
+    parser.add_argument("--mode", choices=("connections", "multiplexed"), default="connections")
+    parser.add_argument("--mux-connections", type=int, default=4)
+    parser.add_argument("--package-kib", type=int, default=64)
+    parser.add_argument("--scale", default="", help="e.g. workers=2,gateway=2")
+    parser.add_argument("--edge-processes", type=int, default=1)
+    parser.add_argument("--partitions", type=int, default=12)
+    parser.add_argument("--timeout-s", type=float, default=1800)
+    parser.add_argument("--profile-s", type=float, default=15, help="py-spy duration (0: off)")
+    parser.add_argument("--label", default="", help="output name (default from the options)")
+    parser.add_argument(
+        "--kafka-data",
+        type=Path,
+        default=REPO / ".state" / "kafka" / "data",
+        help="the broker's log directory (for the run's Kafka bytes)",
+    )
+    parser.add_argument("--out", type=Path, default=OUT, help="where results go")
+    return parser.parse_args(argv)
+
+
+def label_of(args: argparse.Namespace) -> str:
+    scale = f"-x{args.scale.replace(',', '-').replace('=', '')}" if args.scale else ""
+    edges = f"-edge{args.edge_processes}" if args.edge_processes > 1 else ""
+    return args.label or f"{args.mode}-{args.size}-{args.package_kib}k{scale}{edges}"
+
+
+def service_pids(stack: Stack) -> dict[str, list[int]]:
+    """Each service's process and its children (the edge forks with OTA_EDGE_PROCESSES)."""
+    out: dict[str, list[int]] = {}
+    for name, pid in stack.pids().items():
+        children = Path(f"/proc/{pid}/task/{pid}/children")
+        kids = [int(k) for k in children.read_text().split()] if children.exists() else []
+        out[name] = [pid, *kids]
+    return out
+
+
+class Sampler:
+    """Per-second samples of the task's state counts and each process's CPU seconds."""
+
+    def __init__(self, pids: dict[str, list[int]]) -> None:
+        self.pids = pids
+        self.t0 = time.monotonic()
+        self.states: list[tuple[float, dict[str, int]]] = []
+        self.cpu0 = self.cpu()
+
+    def cpu(self) -> dict[str, float]:
+        return {name: sum(proc_cpu_s(p) for p in pids) for name, pids in self.pids.items()}
+
+    def add(self, task: dict[str, Any]) -> None:
+        counts = dict((task.get("counts") or {}).get("states") or {})
+        pending = task["progress"]["total"] - sum(counts.values())
+        counts["PENDING"] = max(0, pending)
+        self.states.append((time.monotonic() - self.t0, counts))
+
+    def cpu_used(self) -> dict[str, float]:
+        now = self.cpu()
+        return {name: round(now[name] - self.cpu0.get(name, 0.0), 1) for name in now}
+
+
+def profile(pid: int, seconds: float, target: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            str(REPO / ".venv" / "bin" / "py-spy"),
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(int(seconds)),
+            "--rate",
+            "50",
+            "--format",
+            "speedscope" if target.suffix == ".json" else "flamegraph",
+            "--output",
+            str(target),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    label = label_of(args)
+    run_id = uuid.uuid4().hex[:6]
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    base_redis = os.environ.get("OTA_REDIS_URL") or "redis://127.0.0.1:6379/0"
+    r = redis.Redis.from_url(redis_url_with_db(base_redis, REDIS_DB))
+    r.flushdb()
+    extra = {"OTA_EDGE_PROCESSES": str(args.edge_processes), "OTA_LOG_LEVEL": "WARNING"}
+    plan = StackPlan(
+        state_dir=REPO / ".state" / f"bench-{run_id}",
+        name=f"bench-{run_id}",
+        topic_prefix=f"bench-{run_id}.",
+        redis_db=REDIS_DB,
+        partitions=args.partitions,
+        ports=Ports.free(),
+        extra=extra,
+    )
+    stack = Stack(plan, scale=parse_scale(args.scale))
+    stack.start(timeout_s=120)
+    package = os.urandom(args.package_kib * 1024)
+    prefix = f"b{run_id}"
+    fleet = FleetProcess(
+        [
+            sys.executable,
+            "-m",
+            "ota.demo_fleet",
+            "--size",
+            str(args.size),
+            "--prefix",
+            prefix,
+            "--mode",
+            args.mode,
+            "--mux-connections",
+            str(args.mux_connections),
+            "--mix",
+            "none",
+            "--report-every-s",
+            "10",
+        ],
+        stack.env,
+    )
+    result: dict[str, Any] = {"label": label, "args": vars(args)}
+    try:
+        t_connect = time.monotonic()
+        await fleet.start(timeout_s=max(300.0, args.size / 100))
+        result["connect_s"] = round(time.monotonic() - t_connect, 1)
+        assert fleet.process is not None
+        pids = service_pids(stack)
+        pids["fleet"] = [fleet.process.pid]
+        headers = {"Authorization": f"Bearer {plan.write_key}"}
+        async with httpx.AsyncClient(base_url=plan.api_url, headers=headers, timeout=120) as api:
+            pkg = (
+                await api.post(
+                    "/v1/packages",
+                    params={"type": "firmware", "version": "2.0", "file_name": "bench.bin"},
+                    content=package,
+                )
+            ).json()
+            ids = [f"{prefix}-{n:07d}" for n in range(args.size)]
+            list_id = await upload_targets(api, ids)
+            sampler = Sampler(pids)
+            created = await api.post(
+                "/v1/tasks",
+                json={
+                    "name": f"bench {label}",
+                    "type": "firmware",
+                    "package_id": pkg["id"],
+                    "targets": {"list_id": list_id},
+                    "policy": {"timeouts": {"online_s": 600}},
+                },
+            )
+            assert created.status_code == 201, created.text
+            tid = created.json()["id"]
+            t0 = time.monotonic()
+            spy: subprocess.Popen[bytes] | None = None
+            task: dict[str, Any] = {}
+            while time.monotonic() - t0 < args.timeout_s:
+                answer = await api.get(f"/v1/tasks/{tid}")
+                if answer.status_code == 200:
+                    task = answer.json()
+                    sampler.add(task)
+                    done = task["progress"]["finished"]
+                    if spy is None and args.profile_s and done >= args.size * 0.2:
+                        cpu = sampler.cpu_used()
+                        busiest = max(
+                            (n for n in cpu if n != "fleet"), key=lambda n: cpu[n], default=None
+                        )
+                        if busiest is not None:
+                            result["profiled"] = busiest
+                            spy = profile(
+                                pids[busiest][-1], args.profile_s, out / f"{label}-{busiest}.svg"
+                            )
+                    if task["status"] in FINISHED:
+                        break
+                await asyncio.sleep(1.0)
+            elapsed = time.monotonic() - t0
+            if spy is not None:
+                spy.wait(60)
+        result["cpu_s"] = sampler.cpu_used()
+        result["wall_s"] = round(elapsed, 1)
+        result["status"] = task.get("status")
+        result["progress"] = task.get("progress")
+        finished = int((task.get("progress") or {}).get("finished") or 0)
+        succeeded = int((task.get("progress") or {}).get("succeeded") or 0)
+        result["devices_per_s"] = round(succeeded / elapsed, 1) if elapsed else 0.0
+        result["steady_devices_per_s"] = round(steady_rate(sampler.states), 1)
+        result["finished"] = finished
+        info = r.info("memory")
+        result["redis_used_memory_mb"] = round(int(info["used_memory"]) / 2**20, 1)
+        result["redis_db_keys"] = int(r.dbsize())
+        result["kafka_bytes"] = kafka_bytes(args.kafka_data, plan.topic_prefix)
+        result["latency_s"] = job_latencies(stack.env, plan.topic_prefix + "ota.job-events")
+        plot_states(sampler.states, out / f"{label}.png", title=f"{label}: devices per state")
+        result["fleet"] = await fleet.stop()
+    finally:
+        await fleet.stop()
+        stack.stop()
+        r.flushdb()
+        _delete_topics(stack.env, plan.topic_prefix)
+    (out / f"{label}.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _delete_topics(env: dict[str, str], prefix: str) -> None:
+    from kafka.admin import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=env.get("OTA_KAFKA_BOOTSTRAP") or "127.0.0.1:9092")
+    try:
+        admin.delete_topics([t for t in admin.list_topics() if t.startswith(prefix)])
+    finally:
+        admin.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    result = asyncio.run(run(args))
+    print(json.dumps({k: v for k, v in result.items() if k != "fleet"}, indent=2))
+    return 0 if result.get("status") in FINISHED else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

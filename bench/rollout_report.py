@@ -1,0 +1,131 @@
+"""Measurements for bench/rollout.py: CPU from /proc, rates, Kafka bytes, latencies, the PNG."""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from kafka import KafkaConsumer, TopicPartition
+
+from ota.records import JobEventRecord, decode
+
+TICKS = os.sysconf("SC_CLK_TCK")
+STATE_ORDER = (
+    "PENDING",
+    "QUEUED",
+    "WAITING_ONLINE",
+    "QUERYING_VERSION",
+    "COMMAND_SENT",
+    "DOWNLOADING",
+    "DOWNLOADED",
+    "UPDATING",
+    "VERIFYING",
+    "WAITING_RETRY",
+    "SUCCEEDED",
+    "FAILED",
+    "CANCELLED",
+)
+
+
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def steady_rate(samples: Sequence[tuple[float, Mapping[str, int]]]) -> float:
+    """Completions per second between 10% and 90% of the final count (ramp-up/tail cut)."""
+    if not samples:
+        return 0.0
+    done = [(t, c.get("SUCCEEDED", 0) + c.get("FAILED", 0)) for t, c in samples]
+    total = done[-1][1]
+    low = next(((t, n) for t, n in done if n >= 0.1 * total), None)
+    high = next(((t, n) for t, n in done if n >= 0.9 * total), None)
+    if low is None or high is None or high[0] <= low[0]:
+        return 0.0
+    return (high[1] - low[1]) / (high[0] - low[0])
+
+
+def kafka_bytes(data_dir: Path, prefix: str) -> int:
+    """On-disk size of the run's topic partitions (the broker's log directory)."""
+    total = 0
+    if not data_dir.is_dir():
+        return 0
+    for entry in data_dir.iterdir():
+        if entry.is_dir() and entry.name.startswith(prefix):
+            total += sum(f.stat().st_size for f in entry.iterdir() if f.is_file())
+    return total
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def job_latencies(env: Mapping[str, str], topic: str) -> dict[str, float]:
+    """Per device, first job event (its release) to SUCCEEDED, from the job-events topic."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=env.get("OTA_KAFKA_BOOTSTRAP") or "127.0.0.1:9092",
+        enable_auto_commit=False,
+        max_poll_records=10_000,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        ends = consumer.end_offsets(parts)
+        first: dict[str, int] = {}
+        succeeded: dict[str, int] = {}
+        while any(consumer.position(tp) < ends[tp] for tp in parts):
+            for batch in consumer.poll(timeout_ms=1000).values():
+                for message in batch:
+                    record = decode(message.value)
+                    if not isinstance(record, JobEventRecord):
+                        continue
+                    device = record.device_id
+                    if device not in first or record.at_ms < first[device]:
+                        first[device] = record.at_ms
+                    if record.to_state == "SUCCEEDED":
+                        succeeded[device] = record.at_ms
+    finally:
+        consumer.close()
+    spans = sorted((succeeded[d] - first[d]) / 1000 for d in succeeded)
+    if not spans:
+        return {}
+    return {
+        "count": len(spans),
+        "p50": round(statistics.median(spans), 2),
+        "p90": round(percentile(spans, 0.9), 2),
+        "p99": round(percentile(spans, 0.99), 2),
+        "max": round(spans[-1], 2),
+    }
+
+
+def plot_states(
+    samples: Sequence[tuple[float, Mapping[str, int]]], target: Path, *, title: str
+) -> None:
+    """Devices per job state over time, stacked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not samples:
+        return
+    times = [t for t, _ in samples]
+    present = [s for s in STATE_ORDER if any(c.get(s, 0) for _, c in samples)]
+    series = [[c.get(s, 0) for _, c in samples] for s in present]
+    fig, ax = plt.subplots(figsize=(10, 5))
+    ax.stackplot(times, series, labels=present)
+    ax.set_xlabel("seconds since the task was created")
+    ax.set_ylabel("devices")
+    ax.set_title(title)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(target, dpi=100)
+    plt.close(fig)
