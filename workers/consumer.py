@@ -51,7 +51,7 @@ MAX_UNACKED = 50_000  # records handed to the producer and not acknowledged yet
 class _Sent:
     """A written batch whose records the producer has not acknowledged yet."""
 
-    partition: int
+    tp: TopicPartition
     offset: int
     futures: list[FutureRecordMetadata]
 
@@ -83,6 +83,8 @@ class Worker:
         self._sent: list[_Sent] = []
         self._unacked = 0
         self._to_commit: dict[TopicPartition, int] = {}
+        self._quiet_until: dict[int, int] = {}
+        self._unknown: set[TopicPartition] = set()
         self._committed_at = 0.0
 
     # ------------------------------------------------------------------ ownership
@@ -104,7 +106,9 @@ class Worker:
         for tp in assigned:
             self._replay_outbox(tp.partition)
             offset = self.store.offset(tp.partition)
+            self._quiet_until.pop(tp.partition, None)
             if offset == NO_OFFSET:
+                self._unknown.add(tp)  # see _catch_up_quietly (no blocking calls here)
                 self.consumer.seek_to_beginning(tp)
             else:
                 self.consumer.seek(tp, offset + 1)
@@ -115,14 +119,31 @@ class Worker:
             )
         telemetry.OWNED.set(len(self._owned))
 
+    def _catch_up_quietly(self, tp: TopicPartition) -> None:
+        """No state in Redis for a partition the group has committed offsets of: Redis
+        was lost (or emptied). The records before the committed offset had their
+        commands and job events produced already (commits follow Kafka's acknowledgement),
+        so they are applied without producing anything, as `rebuild` does; from the
+        committed offset on, the worker produces as usual (a few may repeat, same ids)."""
+        committed = self.consumer.committed(tp)
+        if committed:
+            self._quiet_until[tp.partition] = committed
+            log.warning(
+                "no state in Redis: rebuilding from the log without producing",
+                extra={"partition": tp.partition, "quiet_until": committed},
+            )
+
     def on_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         # Batches are applied inside the loop, before poll() can call this; their records
         # may still be on their way to Kafka: wait for them so the next owner finds no
         # outbox to replay (no duplicates), then the sweeper stops touching them.
-        self.drain()
+        # (This runs on kafka-python's IO thread: the commit must not block.)
+        self.drain(wait_commit=False)
         with self._owned_lock:
             for tp in revoked:
                 self._owned.discard(tp.partition)
+                self._unknown.discard(tp)
+                self._quiet_until.pop(tp.partition, None)
         telemetry.OWNED.set(len(self._owned))
 
     def _replay_outbox(self, partition: int) -> None:
@@ -142,7 +163,7 @@ class Worker:
             while not self.stopping.is_set():
                 self.poll_once()
         finally:
-            self.drain()
+            self.drain(wait_commit=True)
 
     def poll_once(self) -> int:
         polled = self.consumer.poll(
@@ -156,20 +177,26 @@ class Worker:
 
     def process(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> int:
         started = time.monotonic()
-        parts = [
-            (tp, [InboxItem(r.offset, r.key, r.value, r.timestamp) for r in records])
-            for tp, records in polled.items()
-        ]
+        parts = []
+        for tp, records in polled.items():
+            items = [InboxItem(r.offset, r.key, r.value, r.timestamp) for r in records]
+            if tp in self._unknown:
+                self._unknown.discard(tp)
+                self._catch_up_quietly(tp)
+            if tp.partition in self._quiet_until:
+                items = self._quiet(tp, items)
+            if items:
+                parts.append((tp, items))
         snapshots = self.store.snapshots(
             [(tp.partition, device_ids(items)) for tp, items in parts], self._acked()
         )
         retention_ms = self.settings.retention_s * 1000
         plans: list[tuple[TopicPartition, list[InboxItem], Write, BatchResult]] = []
         for (tp, items), snapshot in zip(parts, snapshots, strict=True):
-            self._to_commit[tp] = items[-1].offset
             fresh = [item for item in items if item.offset > snapshot.offset]
             telemetry.RECORDS.labels("redelivered").inc(len(items) - len(fresh))
             if not fresh:
+                self._to_commit[tp] = items[-1].offset
                 continue
             specs = self.store.specs(tp.partition, snapshot.states.values())
             result = apply_batch(
@@ -202,34 +229,51 @@ class Worker:
                 applied = apply_partition(
                     self.store, self.settings, self.inbox, tp.partition, fresh
                 )
-            if applied is not None:
-                self._send(tp.partition, fresh[-1].offset, applied.outputs)
+            if applied is None:
+                self._to_commit[tp] = fresh[-1].offset
+            else:
+                self._send(tp, fresh[-1].offset, applied.outputs)
                 transitions += applied.transitions
         self._commit(force=False)
         telemetry.TRANSITIONS.inc(transitions)
         telemetry.BATCH_SECONDS.observe(time.monotonic() - started)
         return transitions
 
-    def drain(self) -> None:
+    def _quiet(self, tp: TopicPartition, items: list[InboxItem]) -> list[InboxItem]:
+        """Applies the records before the partition's quiet bound without producing;
+        returns the others."""
+        bound = self._quiet_until[tp.partition]
+        quiet = [item for item in items if item.offset < bound]
+        if quiet:
+            apply_partition(
+                self.store, self.settings, self.inbox, tp.partition, quiet, with_outbox=False
+            )
+            self._to_commit[tp] = quiet[-1].offset
+        if items[-1].offset >= bound - 1:
+            del self._quiet_until[tp.partition]
+            log.info("partition rebuilt from the log", extra={"partition": tp.partition})
+        return items[len(quiet) :]
+
+    def drain(self, *, wait_commit: bool) -> None:
         """Wait for every record handed to the producer, drop the outbox entries and
         commit: afterwards nothing of this process is in flight."""
         if self._sent:
             self.producer.flush()
             self.store.drop_outboxes(self._acked())
-        self._commit(force=True)
+        self._commit(force=True, wait=wait_commit)
 
-    def _send(self, partition: int, offset: int, outputs: Sequence[Output]) -> None:
+    def _send(self, tp: TopicPartition, offset: int, outputs: Sequence[Output]) -> None:
         send, targets = self.producer.send, self.targets
         futures = [send(targets[out.topic], value=out.value, key=out.key) for out in outputs]
-        self._sent.append(_Sent(partition, offset, futures))
+        self._sent.append(_Sent(tp, offset, futures))
         self._unacked += len(futures)
         if self._unacked > MAX_UNACKED:
             self.producer.flush()
 
     def _acked(self) -> list[tuple[int, int]]:
         """The (partition, offset) of the batches Kafka acknowledged entirely, oldest
-        first; raises the first failure (the outbox keeps those records: whoever owns the
-        partition next sends them)."""
+        first, which become committable; raises the first failure (the outbox keeps those
+        records: whoever owns the partition next sends them)."""
         done = 0
         for sent in self._sent:
             if not all(f.is_done for f in sent.futures):
@@ -240,7 +284,9 @@ class Worker:
             done += 1
         acked, self._sent = self._sent[:done], self._sent[done:]
         self._unacked -= sum(len(s.futures) for s in acked)
-        return [(s.partition, s.offset) for s in acked]
+        for sent in acked:
+            self._to_commit[sent.tp] = sent.offset
+        return [(s.tp.partition, s.offset) for s in acked]
 
     def _replay(self, outputs: Sequence[Output]) -> None:
         send, targets = self.producer.send, self.targets
@@ -250,17 +296,18 @@ class Worker:
             if future.failed():
                 raise future.exception
 
-    def _commit(self, *, force: bool) -> None:
+    def _commit(self, *, force: bool, wait: bool = False) -> None:
+        """Commits what Kafka acknowledged: at most once a second in the loop, at once
+        when `force`d (revocation, shutdown); `wait` waits for the answer."""
         if not self._to_commit:
             return
         if not force and time.monotonic() - self._committed_at < COMMIT_INTERVAL_S:
             return
         offsets, self._to_commit = self._to_commit, {}
         self._committed_at = time.monotonic()
+        commit = self.consumer.commit if wait else self.consumer.commit_async
         try:
-            self.consumer.commit_async(
-                {tp: OffsetAndMetadata(o + 1, "", -1) for tp, o in offsets.items()}
-            )
+            commit({tp: OffsetAndMetadata(o + 1, "", -1) for tp, o in offsets.items()})
         except (CommitFailedError, KafkaError) as exc:
             # Redis holds the applied offset; Kafka's is only where a new owner starts reading.
             log.warning("offset commit failed", extra={"error": str(exc)})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 import uuid
 
 import redis
@@ -127,3 +128,41 @@ def test_rebuild_reproduces_state_after_timeouts_retries_and_crashes(
     for p in PARTITIONS:
         for key, value in before[p].items():
             assert after[p][key] == value, (p, key)
+
+
+def test_lost_redis_is_rebuilt_without_sending_history_again(
+    wsettings: WorkerSettings, inbox: Inbox, wredis: redis.Redis[bytes]
+) -> None:
+    d = dev()
+    events = Reader(wsettings.common.kafka_bootstrap, wsettings.common.topics.job_events)
+    commands = Reader(wsettings.common.kafka_bootstrap, wsettings.common.topics.commands)
+    worker = ThreadWorker(wsettings)
+    try:
+        inbox.online(d)
+        inbox.start(d, "task-l")
+        inbox.version(d, "1.0")
+        events.wait(lambda rs: reached(rs, d, "COMMAND_SENT"))
+    finally:
+        worker.stop()  # commits the group's offsets
+    store = Store(wredis)
+    before = {p: dump_partition(store, p) for p in PARTITIONS}
+    wredis.flushdb()  # Redis lost
+    again = ThreadWorker(wsettings)  # same group: its committed offsets mark the history
+    try:
+        deadline = time.monotonic() + 60
+        while {p: dump_partition(store, p) for p in PARTITIONS} != before:
+            assert time.monotonic() < deadline, "the state was never rebuilt"
+            time.sleep(0.1)
+        inbox.download(d, DownloadPhase.STARTED)
+        got = events.wait(lambda rs: reached(rs, d, "DOWNLOADING"))
+    finally:
+        again.stop()
+    sent = commands.drain()
+    events.close()
+    commands.close()
+    assert [type(r).__name__ for r in sent] == ["CommandRecord", "CommandRecord"]
+    assert [(r.from_state, r.to_state) for r in got if isinstance(r, JobEventRecord)] == [
+        ("QUEUED", "QUERYING_VERSION"),
+        ("QUERYING_VERSION", "COMMAND_SENT"),
+        ("COMMAND_SENT", "DOWNLOADING"),
+    ]
