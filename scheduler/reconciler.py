@@ -25,7 +25,6 @@ from ota.jobstates import ACTIVE as ACTIVE_JOB_STATES
 from ota.records import (
     JobCancelRecord,
     JobSpec,
-    JobStartRecord,
     PackageRef,
     TaskType,
     encode,
@@ -37,6 +36,7 @@ from scheduler.errors import Conflict, NotFound
 from scheduler.pacing import MAX_BATCH, PaceInput, decide
 from scheduler.policy import TaskPolicy, parse_policy
 from scheduler.settings import SchedulerSettings
+from scheduler.startrecords import StartEncoder
 from scheduler.tasks import Tasks
 from scheduler.taskstate import PENDING, RELEASED, TaskState, causes, split_entry, tally
 from scheduler.taskstatus import FINISHED, TaskStatus
@@ -201,7 +201,7 @@ class Reconciler:
             d.decode() for d in await self._r.lrange(keys.task_list(tid), cursor, cursor + n - 1)
         ]
         entries = await self._r.hmget(keys.task_devices(tid), ids) if ids else []
-        spec = job_spec(doc, policy)
+        starts = StartEncoder(job_spec(doc, policy))
         now = now_ms()
         out = []
         for device, raw in zip(ids, entries, strict=True):
@@ -210,14 +210,9 @@ class Reconciler:
             state, attempt, *_ = split_entry(raw)
             if state != PENDING:
                 continue
-            record = JobStartRecord(
-                device_id=device,
-                job=spec,
-                attempt=attempt + 1,
-                id=start_record_id(tid, device, attempt + 1),
-                at_ms=now,
-            )
-            out.append(Out(self._topics.inbox, device, encode(record)))
+            record_id = start_record_id(tid, device, attempt + 1)
+            raw = starts.encode(device, attempt + 1, record_id, now)
+            out.append(Out(self._topics.inbox, device, raw))
         await self._producer.send(out)
         recorded = await self._state.release(tid, lease, cursor, cursor + len(ids), wave, ids)
         if recorded < 0:
