@@ -39,6 +39,7 @@ from gateway import metrics
 from gateway.kafka_bridge import AsyncProducer, ProduceError
 from gateway.presence import PresenceSource, PresenceTracker
 from gateway.settings import GatewaySettings
+from gateway.slots import SplitMode
 from gateway.throttle import PresenceThrottle
 from gateway.uplink import KAFKA_REFUSED, dead_letter, device_records, refused_letter
 from ota.backoff import Backoff
@@ -102,6 +103,8 @@ class Inbound:
     ) -> None:
         self._settings = settings
         self._split = settings.split
+        # Shared subscription or a single replica: every device is ours, skip the slot test.
+        self._owns_all = settings.split.mode is SplitMode.SHARED or settings.split.replicas == 1
         self._inbox = settings.common.topics.inbox
         self._dead_letters = settings.common.topics.dead_letters
         self._producer = producer
@@ -161,7 +164,7 @@ class Inbound:
     def _uplink_records(self, topic: str, payload: bytes, received: int) -> list[OutRecord]:
         parts = topic.split("/", 3)
         device = parts[2] if len(parts) > 2 else ""
-        if not self._split.owns(device):
+        if not self._owns_all and not self._split.owns(device):
             self._count("foreign")
             return []
         try:

@@ -23,6 +23,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from kafka import KafkaProducer
@@ -80,7 +81,9 @@ class AsyncProducer:
         except (KafkaError, ValueError) as exc:  # no metadata in time, closed, bad topic
             self._complete(on_done, exc)
             return
-        pending.add_both(self._complete, on_done)
+        complete = partial(self._complete, on_done)  # one partial for both outcomes
+        pending.add_callback(complete)
+        pending.add_errback(complete)
 
     def send(self, topic: str, key: bytes | None, value: bytes) -> asyncio.Future[None]:
         """A future resolved once Kafka acknowledged the record (for occasional records)."""

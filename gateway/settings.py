@@ -77,7 +77,7 @@ class GatewaySettings:
             metrics_port=env.integer("GATEWAY_METRICS_PORT", 9102, min_value=0, max_value=65535),
             drain_timeout_s=env.number("GATEWAY_DRAIN_TIMEOUT_S", 10.0, min_value=0.0),
             produce_linger_ms=env.integer(
-                "GATEWAY_PRODUCE_LINGER_MS", 5, min_value=0, max_value=1000
+                "GATEWAY_PRODUCE_LINGER_MS", 25, min_value=0, max_value=1000
             ),
             test_pause_at=pause,
         )

@@ -13,8 +13,9 @@ ignores PUBACK reason codes, so the link reads the code itself before gmqtt free
 
 `on_message_acked` is the fast inbound path: a plain function called with the message
 and an `ack(reason_code)` to call once the message is safely handled (PUBACK for QoS 1;
-no-op for QoS 0), without a task per message. An ack for a connection that has since
-dropped is not sent: the broker redelivers on the new one, whose packet ids differ.
+no-op for QoS 0), without a task per message; the PUBACKs of one loop pass go out in one
+socket write. An ack for a connection that has since dropped is not sent: the broker
+redelivers on the new one, whose packet ids differ.
 
 gmqtt reconnects by itself after a lost connection, waiting `reconnect_delay` before
 every attempt; the link sets that delay from its backoff policy before each attempt, so
@@ -129,6 +130,13 @@ class _Client(Client):  # type: ignore[misc]
         await super().reconnect(delay=delay)
 
 
+def _puback_packet(mid: int, reason_code: int) -> bytes:
+    """An MQTT 5 PUBACK; success leaves the reason code out (remaining length 2)."""
+    if reason_code == 0:
+        return b"\x40\x02" + mid.to_bytes(2, "big")
+    return b"\x40\x03" + mid.to_bytes(2, "big") + bytes((reason_code,))
+
+
 def _no_ack(_reason_code: int) -> None:
     """QoS 0 messages have nothing to acknowledge."""
 
@@ -169,6 +177,8 @@ class MqttLink:
         self.connected = asyncio.Event()
         self.subscribed = asyncio.Event()  # set once the broker acknowledged the subscriptions
         self._slots = asyncio.Semaphore(config.max_publishes_in_flight)
+        self._pubacks: list[bytes] = []
+        self._pubacks_for: Any = None  # the gmqtt connection the buffered PUBACKs belong to
         self.client = self._make_client()
 
     def _make_client(self) -> _Client:
@@ -214,8 +224,7 @@ class MqttLink:
             connection = client._connection
 
             def ack(reason_code: int) -> None:
-                if client._connection is connection and not connection.is_closing():
-                    packets._send_puback(mid, reason_code=reason_code)
+                self._puback(connection, mid, reason_code)
 
             handler(topic, payload, 1, ack)
 
@@ -224,6 +233,27 @@ class MqttLink:
 
         packets._handle_qos_1_publish_packet = on_qos1
         client.on_message = on_qos0  # QoS 0 (and 2, which this link never subscribes with)
+
+    def _puback(self, connection: Any, mid: int, reason_code: int) -> None:
+        # PUBACKs are written together once per loop pass: one write, not one per message.
+        if connection is not self.client._connection:
+            return  # that connection is gone: the broker redelivers on the new one
+        if self._pubacks and self._pubacks_for is not connection:
+            self._flush_pubacks()
+        self._pubacks_for = connection
+        self._pubacks.append(_puback_packet(mid, reason_code))
+        if len(self._pubacks) == 1:
+            asyncio.get_running_loop().call_soon(self._flush_pubacks)
+
+    def _flush_pubacks(self) -> None:
+        if not self._pubacks:
+            return
+        data = b"".join(self._pubacks)
+        self._pubacks.clear()
+        transport = self._transport()
+        current = self._pubacks_for is self.client._connection
+        if current and transport is not None and not transport.is_closing():
+            transport.write(data)
 
     def _read_puback_reasons(self, client: Client) -> None:
         # MQTT 5 PUBACK: packet id, then an optional reason code (absent = success).

@@ -56,3 +56,35 @@ async def test_refused_puback_fails_the_publish_with_its_reason_code() -> None:
     await no_subscribers
     assert accepted.done()
     assert no_subscribers.done()
+
+
+class _Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return False
+
+
+class _Connection:
+    def __init__(self) -> None:
+        self._transport = _Transport()
+
+
+async def test_pubacks_of_one_pass_go_out_in_one_write_and_stale_ones_not_at_all() -> None:
+    link = _link(Backoff())
+    old, new = _Connection(), _Connection()
+    link.client._connection = new
+    link._puback(new, 1, 0)
+    link._puback(new, 0x1234, 0)
+    link._puback(new, 7, 0x80)  # a failure code travels in the long form
+    link._puback(old, 9, 0)  # acknowledged after its connection dropped: not sent
+    await asyncio.sleep(0)
+    assert new._transport.writes == [
+        b"\x40\x02\x00\x01" + b"\x40\x02\x12\x34" + b"\x40\x03\x00\x07\x80"
+    ]
+    assert old._transport.writes == []
