@@ -9,10 +9,17 @@ downlink: M command records are produced first; the gateway starts with a fresh 
   group and the time until a wildcard subscriber on the down topics received all M
   commands is measured (each published QoS 1 and committed after the PUBACK).
 
+raw: kafka-python alone producing M such records with the gateway's producer settings,
+  until all are acknowledged: the Kafka-side ceiling, for a ratio.
+
 peer: the uplink measurement with a bare gmqtt subscriber (ack after an empty handler, no
   Kafka) draining the same queued session: the MQTT-side ceiling, for a ratio.
 
-Usage: python bench/gateway_bench.py uplink|downlink|peer [--messages M] [--devices D] [--runs R]
+uplink --replicas N: N gateway processes split the devices by slot (each receives every
+  message, forwards its own devices' and acknowledges the rest at once).
+
+Usage: python bench/gateway_bench.py uplink|downlink|peer|raw [--messages M] [--devices D] [--runs R]
+       [--replicas N]
 """
 
 from __future__ import annotations
@@ -35,9 +42,10 @@ from gmqtt.mqtt.constants import MQTTv50
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
+from ota.kafka_clients import make_producer
 from ota.mqtt import LinkConfig, MqttLink
 from ota.protocol import up_topic
-from ota.records import CommandRecord, encode
+from ota.records import CommandRecord, DeviceEventRecord, encode
 from ota.settings import CommonSettings, Topics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,7 +67,9 @@ def _start_gateway(env: dict[str, str], profile: bool = False) -> subprocess.Pop
     command = [sys.executable, "-m", "gateway"]
     out = os.environ.get("OTA_BENCH_PROFILE", "")
     if profile and out:  # a py-spy flame graph of the measured gateway run
-        command = [str(Path(sys.executable).parent / "py-spy"), "record", "-o", out, "--", *command]
+        raw = ["--format", "raw"] if out.endswith(".txt") else []  # collapsed stacks
+        spy = str(Path(sys.executable).parent / "py-spy")
+        command = [spy, "record", "--threads", *raw, "-o", out, "--", *command]
     return subprocess.Popen(
         command, cwd=REPO, env={**env, "OTA_LOG_LEVEL": "INFO"}, stderr=subprocess.PIPE
     )
@@ -76,6 +86,12 @@ def _wait_started(process: subprocess.Popen[bytes]) -> float:
 def _stop(process: subprocess.Popen[bytes]) -> None:
     process.send_signal(signal.SIGINT)  # py-spy passes it on and writes its profile
     process.wait(60)
+
+
+def _cpu_s(process: subprocess.Popen[bytes]) -> float:
+    """User + system CPU seconds the process used so far (Linux /proc)."""
+    fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _end_total(consumer: KafkaConsumer, topic: str, partitions: int) -> int:
@@ -118,7 +134,7 @@ async def _publish_all(settings: CommonSettings, messages: int, devices: int) ->
     await link.close()
 
 
-def uplink_run(settings: CommonSettings, messages: int, devices: int) -> float:
+def uplink_run(settings: CommonSettings, messages: int, devices: int, replicas: int = 1) -> float:
     tag = uuid.uuid4().hex[:8]
     prefix = f"bench-{tag}."
     topics = Topics.with_prefix(prefix)
@@ -126,22 +142,43 @@ def uplink_run(settings: CommonSettings, messages: int, devices: int) -> float:
     names = [topics.inbox, topics.commands, topics.dead_letters]
     admin.create_topics([NewTopic(n, 12, 1) for n in names], wait_for_metadata=True)
     consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    envs = [
+        {
+            **_env(prefix, tag),
+            "OTA_GATEWAY_CLIENT_ID": f"ota-gw-bench-{tag}-{index}",
+            "OTA_GATEWAY_REPLICAS": str(replicas),
+            "OTA_GATEWAY_INDEX": str(index),
+        }
+        for index in range(replicas)
+    ]
     try:
-        env = _env(prefix, tag)
-        gateway = _start_gateway(env)
-        _wait_started(gateway)
-        _stop(gateway)  # the broker now queues for the gateway's session
+        gateways = [_start_gateway(env) for env in envs]
+        for gateway in gateways:
+            _wait_started(gateway)
+        for gateway in gateways:
+            _stop(gateway)  # the broker now queues for each gateway's session
         asyncio.run(_publish_all(settings, messages, devices))
         expected = messages + devices
-        gateway = _start_gateway(env, profile=True)
-        started = _wait_started(gateway)
+        profile = replicas == 1
+        gateways = [_start_gateway(env, profile=profile) for env in envs]
+        started = min(_wait_started(gateway) for gateway in gateways)
+        cpu = [_cpu_s(gateway) for gateway in gateways]
         deadline = started + 600
         while _end_total(consumer, topics.inbox, 12) < expected:
             if time.monotonic() > deadline:
                 raise RuntimeError("records did not all arrive")
             time.sleep(0.05)
         elapsed = time.monotonic() - started
-        _stop(gateway)
+        used = [_cpu_s(gateway) - before for gateway, before in zip(gateways, cpu, strict=True)]
+        for gateway in gateways:
+            _stop(gateway)
+        if not (profile and os.environ.get("OTA_BENCH_PROFILE")):  # else it is py-spy's CPU
+            total = sum(used)
+            print(
+                f"  gateway CPU {total:.1f} s = {total / messages * 1e6:.0f} us/msg"
+                f" ({', '.join(f'{u:.1f}' for u in used)} s per process)",
+                flush=True,
+            )
         return messages / elapsed
     finally:
         consumer.close()
@@ -248,21 +285,66 @@ def peer_run(settings: CommonSettings, messages: int, devices: int) -> float:
     return messages / asyncio.run(_drain_session(settings, client_id, messages))
 
 
+def raw_run(settings: CommonSettings, messages: int, devices: int) -> float:
+    """kafka-python alone producing the gateway's records (same producer settings, keys and
+    sizes) from one thread, waiting for every acknowledgement: the Kafka-side ceiling."""
+    tag = uuid.uuid4().hex[:8]
+    topics = Topics.with_prefix(f"bench-{tag}.")
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin.create_topics([NewTopic(topics.inbox, 12, 1)], wait_for_metadata=True)
+    producer = make_producer(settings, client_id=f"ota-bench-raw-{tag}", linger_ms=25)
+    records = [
+        (
+            f"bench-{n % devices:06d}".encode(),
+            encode(
+                DeviceEventRecord(
+                    device_id=f"bench-{n % devices:06d}",
+                    event_type="upgrade_progress_report",
+                    paras={"result_code": 0, "progress": n % 100, "version": "1.0"},
+                    device_event_id=f"e{n}",
+                    id=uuid.uuid4().hex,
+                    at_ms=1,
+                )
+            ),
+        )
+        for n in range(messages)
+    ]
+    try:
+        producer.partitions_for(topics.inbox)
+        started = time.monotonic()
+        futures = [producer.send(topics.inbox, key=key, value=value) for key, value in records]
+        producer.flush()
+        elapsed = time.monotonic() - started
+        assert all(future.succeeded() for future in futures)
+        return messages / elapsed
+    finally:
+        producer.close()
+        admin.delete_topics([topics.inbox])
+        admin.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("direction", choices=["uplink", "downlink", "peer"])
+    parser.add_argument("direction", choices=["uplink", "downlink", "peer", "raw"])
     parser.add_argument("--messages", type=int, default=60_000)
     parser.add_argument("--devices", type=int, default=1_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--replicas", type=int, default=1)
     args = parser.parse_args()
     settings = CommonSettings.from_env()
-    run = {"uplink": uplink_run, "downlink": downlink_run, "peer": peer_run}[args.direction]
+    run = {"downlink": downlink_run, "peer": peer_run, "raw": raw_run}.get(args.direction)
     rates = []
     for n in range(args.runs):
-        rate = run(settings, args.messages, args.devices)
+        if args.direction == "uplink":
+            rate = uplink_run(settings, args.messages, args.devices, args.replicas)
+        else:
+            assert run is not None
+            rate = run(settings, args.messages, args.devices)
         rates.append(rate)
         print(f"run {n + 1}: {rate:,.0f} msgs/s", flush=True)
-    name = "peer.mqtt_drain" if args.direction == "peer" else f"gateway.{args.direction}"
+    name = {"peer": "peer.mqtt_drain", "raw": "peer.kafka_produce"}.get(
+        args.direction, f"gateway.{args.direction}"
+    )
     print(f"{name}_per_s = {statistics.median(rates):.0f} msgs/s (median of {args.runs})")
     return 0
 
