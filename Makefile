@@ -21,6 +21,11 @@ SHELL_SCRIPTS := deploy/local/up deploy/local/down deploy/local/status deploy/lo
 # Python outside the packages of pyproject.toml's [tool.mypy], checked as strictly; add
 # files here as they become clean (the whole of tests/ has several conftest.py modules).
 MYPY_EXTRA := deploy/local bench/clients.py tests/conftest.py tests/integration/test_stack.py
+# The worker tests (and bench) in a run of their own: their conftests would clash with
+# tests/conftest.py as top-level modules, so modules are named from the repo root, and
+# their shared kit (workerkit) is imported by name.
+MYPY_WORKERS := tests/unit/workers tests/integration/workers tests/faults/workers \
+	bench/worker_bench.py
 # Recipes that talk to the stack take its settings (ports, URLs) from the env file `up`
 # writes; variables set by the caller win.
 STATE_DIR := $(or $(OTA_STATE_DIR),$(CURDIR)/.state)
@@ -46,6 +51,7 @@ lint: venv
 	.venv/bin/ruff check .
 	.venv/bin/mypy
 	.venv/bin/mypy $(MYPY_EXTRA)
+	MYPYPATH=tests/integration/workers .venv/bin/mypy --explicit-package-bases $(MYPY_WORKERS)
 	@if command -v shellcheck >/dev/null; then \
 		echo "shellcheck -x $(SHELL_SCRIPTS)"; shellcheck -x $(SHELL_SCRIPTS); \
 	else echo "shellcheck not installed; shell scripts not linted"; fi

@@ -30,6 +30,7 @@ from ota.records import (
     DeviceEventRecord,
     DownloadPhase,
     DownloadRecord,
+    InboxRecord,
     JobSpec,
     JobStartRecord,
     PackageRef,
@@ -107,7 +108,7 @@ def prefill(common: CommonSettings, devices: int) -> int:
     sent = 0
     for i in range(devices):
         d = f"bench-{i:07d}"
-        records = [
+        records: list[InboxRecord] = [
             PresenceRecord(device_id=d, online=True, at_ms=t),
             JobStartRecord(device_id=d, job=spec, at_ms=t),
             DeviceEventRecord(

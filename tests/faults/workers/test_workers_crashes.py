@@ -6,6 +6,7 @@ import signal
 import subprocess
 import time
 import uuid
+from typing import cast
 
 import redis
 from workerkit import TARGET, Inbox, Reader, ThreadWorker, reached, spawn_worker, transitions
@@ -120,7 +121,7 @@ def test_rebuild_reproduces_state_after_timeouts_retries_and_crashes(
     assert len([t for t in transitions(events.records, retried) if t[2] == "WAITING_RETRY"]) == 2
     store = Store(wredis)
     before = {p: dump_partition(store, p) for p in PARTITIONS}
-    assert sum(len(b["devices"]) for b in before.values()) == 5  # type: ignore[arg-type]
+    assert sum(len(cast(dict[bytes, object], b["devices"])) for b in before.values()) == 5
     wredis.flushdb()
     counts = rebuild(wsettings, store, list(PARTITIONS))
     assert sum(counts.values()) >= 20

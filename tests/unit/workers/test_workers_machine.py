@@ -126,7 +126,7 @@ def test_newer_attempt_restarts_a_finished_job_and_keeps_counting_versions() -> 
     assert run.state is S.FAILED
     failed_version = run.job.version
     run(start(attempt=2))
-    assert run.state is S.QUERYING_VERSION
+    assert run.job.state is S.QUERYING_VERSION
     assert run.job.attempt == 2
     assert run.job.version == failed_version + 1
 
@@ -254,7 +254,7 @@ def test_software_task_compares_sw_version() -> None:
     assert run.state is S.QUERYING_VERSION
     assert notes(out) == ["version_missing"]
     run(version(sw=TARGET))
-    assert run.state is S.SUCCEEDED
+    assert run.job.state is S.SUCCEEDED
 
 
 def test_querying_offline_goes_back_to_waiting_online() -> None:
@@ -298,7 +298,7 @@ def test_download_started_then_finished_from_the_edge() -> None:
     assert run.state is S.DOWNLOADING
     assert run(DL_STARTED).effects == ()  # a repeated status is a no-op
     run(DL_FINISHED)
-    assert run.state is S.DOWNLOADED
+    assert run.job.state is S.DOWNLOADED
 
 
 def test_download_finished_straight_from_command_sent() -> None:
@@ -363,7 +363,7 @@ def test_report_echoing_an_older_command_is_ignored() -> None:
     assert run.state is S.DOWNLOADING
     assert notes(out) == ["stale_report"]
     run(progress(0, 100, TARGET, echo=run.job.command_id))
-    assert run.state is S.SUCCEEDED
+    assert run.job.state is S.SUCCEEDED
 
 
 def test_device_chosen_event_ids_are_not_mistaken_for_ours() -> None:
@@ -461,7 +461,7 @@ def test_retry_sends_a_fresh_command_and_ignores_old_reports() -> None:
     assert run.state is S.WAITING_RETRY
     run.timeout()
     run(version(fw="1.0"))
-    assert run.state is S.COMMAND_SENT
+    assert run.job.state is S.COMMAND_SENT
     assert run.job.command_id != old_command
     out = run(progress(0, 100, TARGET, echo=old_command))
     assert notes(out) == ["stale_report"]

@@ -124,7 +124,9 @@ class JobMachine(RuleBasedStateMachine):
     @rule(late_ms=st.integers(0, 10_000))
     def due_timeout(self, late_ms: int) -> None:
         for job in (self.device.job, *self.device.queue):
-            if job is not None and job.deadline_ms == self.device.deadline_ms:
+            if job is None or job.deadline_ms is None:
+                continue
+            if job.deadline_ms == self.device.deadline_ms:
                 self.now_ms = max(self.now_ms, job.deadline_ms + late_ms)
                 self.apply(Event(Kind.TIMEOUT, task_id=job.task_id, job_version=job.version))
                 return
