@@ -56,6 +56,7 @@ class StackPlan:
     ports: Ports = field(default_factory=Ports)
     write_key: str = DEMO_WRITE_KEY
     read_key: str = DEMO_READ_KEY
+    gateway_session_expiry_s: int = 60
     extra: Mapping[str, str] = field(default_factory=dict)  # last word on any variable
 
     @property
@@ -117,6 +118,9 @@ def stack_env(plan: StackPlan, base: Mapping[str, str] | None = None) -> dict[st
             "OTA_GATEWAY_CLIENT_ID": f"ota-gateway-{plan.name}-0",
             "OTA_GATEWAY_CONSUMER_GROUP": f"{plan.name}-gateway",
             "OTA_GATEWAY_METRICS_PORT": str(p.gateway_metrics),
+            # These stacks come and go with fresh client ids; a long session expiry would
+            # leave the broker queueing every uplink for a gateway that never returns.
+            "OTA_GATEWAY_SESSION_EXPIRY_S": str(plan.gateway_session_expiry_s),
             # workers
             "OTA_WORKER_GROUP_ID": f"{plan.name}-workers",
             "OTA_WORKER_METRICS_PORT": str(p.worker_metrics),
