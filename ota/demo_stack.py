@@ -31,7 +31,7 @@ CREATE_TOPICS = REPO / "deploy" / "local" / "create_topics.py"
 STARTED = re.compile(r"\[ota up\] (\S+) started \(pid (\d+),")
 # A member that joined while its topic's metadata was still missing can keep an empty
 # assignment (kafka-python); restarting that service makes it join again.
-REJOIN_AFTER_S = 10.0
+REJOIN_AFTER_S = 30.0
 
 
 class StackError(RuntimeError):
@@ -185,45 +185,46 @@ class Stack:
         )
         try:
             restarted: set[str] = set()
-            empty_since: dict[str, float] = {}
+            stuck_since: dict[str, float] = {}
             while True:
-                missing = self._unassigned(admin)
-                if not missing:
+                waiting, stuck = self._unassigned(admin)
+                if not waiting:
                     return
                 self._check_alive()
                 now = time.monotonic()
                 if now > deadline:
-                    raise StackError(f"consumer groups {sorted(missing)} hold no partitions")
-                for group in missing:
-                    since = empty_since.setdefault(group, now)
+                    raise StackError(f"consumer groups {sorted(waiting)} hold no partitions")
+                for group in set(stuck_since) - stuck:
+                    stuck_since.pop(group)
+                for group in stuck:
                     service = self.groups()[group]
+                    since = stuck_since.setdefault(group, now)
                     if now - since > REJOIN_AFTER_S and service not in restarted:
                         self.restart(service)
                         restarted.add(service)
-                        empty_since.pop(group)
                 time.sleep(0.5)
         finally:
             admin.close()
 
-    def _unassigned(self, admin: KafkaAdminClient) -> set[str]:
-        """Groups whose members do not hold all partitions of their topic yet."""
+    def _unassigned(self, admin: KafkaAdminClient) -> tuple[set[str], set[str]]:
+        """Groups not fully assigned yet, and of those the ones that settled (Stable)
+        with partitions nobody holds."""
         described = admin.describe_groups(list(self.groups()))
-        missing = set()
+        waiting, stuck = set(), set()
         for group, info in described.items():
+            members = info.get("members") or []
             held = sum(
                 len(t["partitions"])
-                for m in info.get("members") or []
+                for m in members
                 for t in (m.get("member_assignment") or {}).get("assigned_partitions") or []
             )
-            members = len(info.get("members") or [])
             expected_members = self.scale.get(self.groups()[group], 1)
-            if (
-                info.get("group_state") != "Stable"
-                or held < self.plan.partitions
-                or members < expected_members
-            ):
-                missing.add(group)
-        return missing
+            stable = info.get("group_state") == "Stable"
+            if not stable or held < self.plan.partitions or len(members) < expected_members:
+                waiting.add(group)
+                if stable and len(members) >= expected_members and held < self.plan.partitions:
+                    stuck.add(group)
+        return waiting, stuck
 
     def pids(self) -> dict[str, int]:
         """The current process of each service, from the supervisor's log."""
