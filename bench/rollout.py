@@ -153,7 +153,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         extra=extra,
     )
     stack = Stack(plan, scale=parse_scale(args.scale))
-    stack.start(timeout_s=120)
+    stack.start(timeout_s=300)
     package = os.urandom(args.package_kib * 1024)
     prefix = f"b{run_id}"
     fleet = FleetProcess(
