@@ -31,7 +31,7 @@ def main() -> None:
         f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n"
     ).encode()
     selector = selectors.DefaultSelector()
-    sockets: list[socket.socket] = []
+    sockets: dict[int, socket.socket] = {}
     for _ in range(count):
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -43,14 +43,12 @@ def main() -> None:
                 time.sleep(0.01 * (attempt + 1))
         sock.sendall(request)
         sock.setblocking(False)
-        sockets.append(sock)
+        sockets[sock.fileno()] = sock
         selector.register(sock, selectors.EVENT_READ)
     print(f"connected {len(sockets)}", flush=True)
     while True:
         for key, _ in selector.select(timeout=1.0):
-            sock = key.fileobj
-            if not isinstance(sock, socket.socket):
-                continue
+            sock = sockets[key.fd]
             try:
                 if not sock.recv(1024):
                     selector.unregister(sock)

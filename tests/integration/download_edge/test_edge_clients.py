@@ -4,19 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import shutil
 import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
-from .edge_support import Package, RunningEdge
-
-pytestmark = pytest.mark.skipif(
-    not (shutil.which("curl") and shutil.which("wget")), reason="needs Debian's curl and wget"
-)
+from .edge_support import Package, RunningEdge, require_tool
 
 
 def url(edge: RunningEdge, package: Package) -> str:
@@ -30,7 +23,7 @@ def test_curl_resumes(
     target.write_bytes(package.data[:1_000_000])  # what an interrupted download left
     subprocess.run(
         [
-            "curl",
+            require_tool("curl"),
             "-sSf",
             "-C",
             "-",
@@ -53,7 +46,7 @@ def test_wget_resumes_with_a_presigned_url(
     target.write_bytes(package.data[:777_777])
     subprocess.run(
         [
-            "wget",
+            require_tool("wget"),
             "-q",
             "-c",
             "-O",

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .edge_support import Package, wait_until
+from .edge_support import Package, require_tool, wait_until
 
 
 def _free_port() -> int:
@@ -47,7 +47,7 @@ def test_processes_share_the_port_and_stop_on_sigterm(
         for start in range(0, 40_000, 1000):
             reply = subprocess.run(
                 [
-                    "curl",
+                    require_tool("curl"),
                     "-sSf",
                     "-r",
                     f"{start}-{start + 999}",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import shutil
 import ssl
 import subprocess
 from collections.abc import Callable
@@ -13,7 +12,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from .edge_support import EdgeFactory, Package, RunningEdge
+from .edge_support import EdgeFactory, Package, RunningEdge, require_tool
 
 
 @pytest.fixture
@@ -65,7 +64,6 @@ def test_untrusted_client_fails_the_handshake(tls_edge: RunningEdge, package: Pa
     conn.close()
 
 
-@pytest.mark.skipif(not shutil.which("curl"), reason="needs Debian's curl")
 def test_curl_resumes_over_https(
     tls_edge: RunningEdge,
     package: Package,
@@ -79,7 +77,7 @@ def test_curl_resumes_over_https(
     target.write_bytes(package.data[:2_000_000])
     subprocess.run(
         [
-            "curl",
+            require_tool("curl"),
             "-sSf",
             "--cacert",
             str(ca_file),
