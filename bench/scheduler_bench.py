@@ -132,8 +132,10 @@ async def create_and_release(
     tid = created.json()["id"]
     t1 = time.perf_counter()
     while True:
-        task = (await api.get(f"/v1/tasks/{tid}")).json()
-        if task["runtime"]["released"] >= n:
+        answer = await api.get(f"/v1/tasks/{tid}")
+        if answer.status_code != 200:  # a busy shared Redis answers 503 now and then
+            print(f"  status read: {answer.status_code} {answer.text[:120]}", flush=True)
+        elif answer.json()["runtime"]["released"] >= n:
             break
         await asyncio.sleep(0.05)
     released = time.perf_counter() - t1
@@ -151,8 +153,7 @@ async def reads(url: str, path: str, seconds: float, clients: int) -> float:
         async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {KEY}"}) as c:
             while time.perf_counter() < stop_at:
                 r = await c.get(path)
-                r.raise_for_status()
-                count += 1
+                count += r.status_code == 200
 
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))

@@ -22,6 +22,7 @@ from ota import logs
 from scheduler.api.app import build_app
 from scheduler.bus import Consumer
 from scheduler.consumers import InboxHandler, JobEventHandler
+from scheduler.rebuild import restore
 from scheduler.reconciler import Reconciler
 from scheduler.services import Services
 from scheduler.settings import SchedulerSettings
@@ -108,6 +109,7 @@ async def serve(settings: SchedulerSettings, stop: asyncio.Event | None = None) 
         timeout_s=settings.webhook_timeout_s,
     )
     await dispatcher.ensure_group()
+    await restore(services.redis, settings.common)
 
     async def until_stopped() -> None:
         await stop.wait()

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 RELEASED_TOTAL = metrics.counter("scheduler", "released_total", "Devices released into the inbox")
 CANCELS_TOTAL = metrics.counter("scheduler", "cancels_total", "Job cancel records produced")
 PACE_ERRORS = metrics.counter("scheduler", "pace_errors_total", "Reconciler steps that failed")
+RECORD_SLICE = 1000
 _RECORD_NS = uuid.UUID("5b0c3a52-8e7e-4a4f-9a0b-0f6d1f0c7a11")
 
 
@@ -214,11 +215,15 @@ class Reconciler:
             raw = starts.encode(device, attempt + 1, record_id, now)
             out.append(Out(self._topics.inbox, device, raw))
         await self._producer.send(out)
-        recorded = await self._state.release(tid, lease, cursor, cursor + len(ids), wave, ids)
-        if recorded < 0:
-            log.warning("release not recorded: lease or cursor moved", extra={"task_id": tid})
-            return
-        RELEASED_TOTAL.inc(recorded)
+        # Recorded in slices so no single script holds Redis for long.
+        for start in range(0, len(ids), RECORD_SLICE):
+            part = ids[start : start + RECORD_SLICE]
+            at = cursor + start
+            recorded = await self._state.release(tid, lease, at, at + len(part), wave, part)
+            if recorded < 0:
+                log.warning("release not recorded: lease or cursor moved", extra={"task_id": tid})
+                return
+            RELEASED_TOTAL.inc(recorded)
 
     async def _stop(
         self, tid: str, doc: dict[str, Any], lease: str, rt: dict[str, str], idle: bool

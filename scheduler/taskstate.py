@@ -236,7 +236,7 @@ class TaskState:
         )
         return int(result)
 
-    async def cancel_pending(self, tid: str, lease: str, limit: int = 5000) -> int:
+    async def cancel_pending(self, tid: str, lease: str, limit: int = 1000) -> int:
         result = await self._cancel(
             keys=[
                 keys.lease(tid),

@@ -1,0 +1,99 @@
+"""Restore the control-plane catalog from its compacted topics into Redis at start-up.
+
+Packages (`ota.packages`), task documents (`ota.tasks`) and groups and tags
+(`ota.devices`) are recorded in Kafka first; when Redis was lost or replaced, this puts
+back whatever Redis lacks. It only adds what is missing, so every replica may run it on
+every start. A task's device list and runtime live in Redis only: a restored task shows
+its document and last status, not its per-device progress (see docs/scheduler.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+import redis.asyncio
+from kafka import TopicPartition
+
+from ota.kafka_clients import make_consumer
+from ota.settings import CommonSettings
+from scheduler import keys
+
+log = logging.getLogger(__name__)
+POLL_MS = 500
+
+
+def read_latest(
+    settings: CommonSettings, topics: Iterable[str]
+) -> dict[str, dict[str, bytes | None]]:
+    """The last value of every key of each topic, read from the start to the current end."""
+    consumer = make_consumer(settings, group_id=None, client_id="ota-scheduler-rebuild")
+    latest: dict[str, dict[str, bytes | None]] = {}
+    try:
+        parts = []
+        for topic in topics:
+            latest[topic] = {}
+            parts += [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not parts:
+            return latest
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        ends = consumer.end_offsets(parts)
+        while any(consumer.position(tp) < end for tp, end in ends.items()):
+            for tp, records in consumer.poll(timeout_ms=POLL_MS).items():
+                for record in records:
+                    if record.key is not None:
+                        latest[tp.topic][record.key.decode()] = record.value
+    finally:
+        consumer.close()
+    return latest
+
+
+async def restore(r: redis.asyncio.Redis[bytes], settings: CommonSettings) -> dict[str, int]:
+    topics = settings.topics
+    latest = await asyncio.get_running_loop().run_in_executor(
+        None, read_latest, settings, (topics.packages, topics.tasks, topics.devices)
+    )
+    restored = {"packages": 0, "tasks": 0, "groups": 0, "labels": 0}
+    for pid, raw in latest[topics.packages].items():
+        if raw is None or await r.exists(keys.package(pid)):
+            continue
+        doc: dict[str, Any] = orjson.loads(raw)
+        pipe = r.pipeline(transaction=True)
+        pipe.set(keys.package(pid), raw)
+        pipe.zadd(keys.PACKAGES, {pid: doc["created_ms"]})
+        pipe.sadd(keys.package_blob_refs(doc["sha256"]), pid)
+        dedupe = keys.package_dedupe(doc["sha256"], doc["type"], doc["version"], doc["product"])
+        pipe.set(dedupe, pid, nx=True)
+        await pipe.execute()
+        restored["packages"] += 1
+    for tid, raw in latest[topics.tasks].items():
+        if raw is None or await r.exists(keys.task(tid)):
+            continue
+        doc = orjson.loads(raw)
+        await r.set(keys.task(tid), raw)
+        await r.zadd(keys.TASKS, {tid: doc["created_ms"]})
+        restored["tasks"] += 1
+    for key, raw in latest[topics.devices].items():
+        if key.startswith("group:"):
+            if raw is not None:
+                restored["groups"] += await r.sadd(keys.GROUPS, key[len("group:") :])
+            continue
+        if raw is None:
+            continue
+        labels = orjson.loads(raw)
+        pipe = r.pipeline(transaction=False)
+        pipe.zadd(keys.DEVICES, {key: 0})
+        for group in labels.get("groups", []):
+            pipe.sadd(keys.group(group), key)
+        for tag in labels.get("tags", []):
+            pipe.sadd(keys.tag(tag), key)
+            pipe.sadd(keys.TAGS, tag)
+        added = await pipe.execute()
+        restored["labels"] += int(any(added[1:]))
+    if any(restored.values()):
+        log.warning("restored the catalog from Kafka", extra=restored)
+    return restored
