@@ -195,6 +195,7 @@ def main() -> None:
     parser.add_argument("--connections", default="64,1000")
     parser.add_argument("--spans", default="1048576,4096")
     parser.add_argument("--modes", default="plain,tls")
+    parser.add_argument("--slow-modes", default="plain", help="plain,tls: where to hold them")
     parser.add_argument(
         "--slow", type=int, default=10_000, help="slow downloads for the RSS figure (0: skip)"
     )
@@ -312,27 +313,35 @@ def main() -> None:
                             runs.append(run)
                             print(json.dumps(asdict(run)), flush=True)
         if args.slow:
-            for server, port, pid in (
-                ("edge", ports["edge"], edge.pid),
-                ("nginx", ports["nginx"], nginx.pid),
-            ):
-                idle = rss_mb(pid)
-                client = subprocess.Popen(
-                    [python, str(SLOW), "127.0.0.1", str(port), path, token, str(args.slow)],
-                    stdout=subprocess.PIPE,
-                    text=True,
-                )
-                assert client.stdout is not None
-                line = client.stdout.readline().strip()
-                time.sleep(5)
-                rss[server] = rss_mb(pid)
-                rss[f"{server}_idle"] = idle
-                print(
-                    f"{server}: {line}, RSS {rss[server]:.1f} MB (idle {idle:.1f} MB)", flush=True
-                )
-                client.terminate()
-                client.wait()
-                time.sleep(2)
+            for slow_mode in args.slow_modes.split(","):
+                tls = slow_mode == "tls"
+                for server, port, pid in (
+                    (
+                        "edge",
+                        ports["edge_tls" if tls else "edge"],
+                        edge_tls.pid if tls else edge.pid,
+                    ),
+                    ("nginx", ports["nginx_tls" if tls else "nginx"], nginx.pid),
+                ):
+                    name = f"{server}_tls" if tls else server
+                    idle = rss_mb(pid)
+                    client = subprocess.Popen(
+                        [python, str(SLOW), "127.0.0.1", str(port), path, token, str(args.slow)]
+                        + (["tls"] if tls else []),
+                        stdout=subprocess.PIPE,
+                        text=True,
+                    )
+                    assert client.stdout is not None
+                    line = client.stdout.readline().strip()
+                    time.sleep(5)
+                    rss[name] = rss_mb(pid)
+                    rss[f"{name}_idle"] = idle
+                    print(
+                        f"{name}: {line}, RSS {rss[name]:.1f} MB (idle {idle:.1f} MB)", flush=True
+                    )
+                    client.terminate()
+                    client.wait()
+                    time.sleep(2)
     report(args, runs, rss)
     out = REPO / "bench" / "out"
     out.mkdir(exist_ok=True)
@@ -375,6 +384,10 @@ def report(args: argparse.Namespace, runs: list[Run], rss: dict[str, float]) -> 
     for key, ratios in headline.items():
         print(
             f"edge.nginx_ratio_{key} = {min(ratios):.2f} x  (lowest over connection counts: {', '.join(f'{r:.2f}' for r in ratios)})"
+        )
+    if "edge_tls" in rss:
+        print(
+            f"edge.rss_10k_slow_tls_mb = {rss['edge_tls']:.0f} MB  (nginx {rss.get('nginx_tls', float('nan')):.0f} MB)"
         )
     if "edge" in rss:
         print(

@@ -33,7 +33,7 @@ SENDFILE_MAX = 1 << 30
 # Bodies up to this size are copied (pread + one writev with the head): one packet, no
 # socket wrapper, as cheap as sendfile for a few pages.
 SMALL_BODY = 16 * 1024
-COPY_CHUNK = 128 * 1024
+COPY_CHUNK = 64 * 1024
 
 OnSpan = Callable[[int, int], None]
 OnDone = Callable[[bool], None]

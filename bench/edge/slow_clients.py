@@ -4,7 +4,7 @@ Each client asks for the whole package with a small receive buffer and then read
 kilobyte a second, so the server keeps every response in flight. Prints `connected N`
 once all requests are sent, then holds until killed.
 
-    python bench/edge/slow_clients.py HOST PORT PATH TOKEN COUNT
+    python bench/edge/slow_clients.py HOST PORT PATH TOKEN COUNT [tls]
 """
 
 from __future__ import annotations
@@ -12,11 +12,16 @@ from __future__ import annotations
 import resource
 import selectors
 import socket
+import ssl
 import sys
 import time
 
 
 def main() -> None:
+    tls = sys.argv[6:] == ["tls"]
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # a benchmark client: the server is ours, on loopback
     host, port, path, token, count = (
         sys.argv[1],
         int(sys.argv[2]),
@@ -33,7 +38,7 @@ def main() -> None:
     selector = selectors.DefaultSelector()
     sockets: dict[int, socket.socket] = {}
     for _ in range(count):
-        sock = socket.socket()
+        sock: socket.socket = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         for attempt in range(50):
             try:
@@ -41,6 +46,8 @@ def main() -> None:
                 break
             except OSError:  # accept queue full for a moment
                 time.sleep(0.01 * (attempt + 1))
+        if tls:
+            sock = context.wrap_socket(sock)
         sock.sendall(request)
         sock.setblocking(False)
         sockets[sock.fileno()] = sock
@@ -52,6 +59,8 @@ def main() -> None:
             try:
                 if not sock.recv(1024):
                     selector.unregister(sock)
+            except ssl.SSLWantReadError:
+                continue
             except OSError:
                 selector.unregister(sock)
         time.sleep(1.0)
