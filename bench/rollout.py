@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -227,6 +228,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                             spy = profile(
                                 pids[busiest][-1], args.profile_s, out / f"{label}-{busiest}.svg"
                             )
+                    if len(sampler.states) % 10 == 1:
+                        print(json.dumps({"t": round(time.monotonic() - t0), **task["progress"]}))
                     if task["status"] in FINISHED:
                         break
                 await asyncio.sleep(1.0)
@@ -268,8 +271,13 @@ def _delete_topics(env: dict[str, str], prefix: str) -> None:
         admin.close()
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt  # cleanup runs as on Ctrl-C (background jobs ignore SIGINT)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     result = asyncio.run(run(args))
     print(json.dumps({k: v for k, v in result.items() if k != "fleet"}, indent=2))
     return 0 if result.get("status") in FINISHED else 1
