@@ -88,6 +88,22 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
     process.wait(60)
 
 
+async def _clear_sessions_async(settings: CommonSettings, client_ids: list[str]) -> None:
+    async def clear(client_id: str) -> None:
+        client = Client(client_id, clean_session=True, session_expiry_interval=0)
+        client.set_auth_credentials(settings.mqtt_platform_user, settings.mqtt_platform_password)
+        await client.connect(settings.mqtt_host, settings.mqtt_platform_port, version=MQTTv50)
+        await client.disconnect()
+
+    await asyncio.gather(*(clear(client_id) for client_id in client_ids))
+
+
+def _clear_sessions(settings: CommonSettings, client_ids: list[str]) -> None:
+    """End the persistent sessions a run created: a stale one keeps collecting every uplink
+    on the shared broker until it expires."""
+    asyncio.run(_clear_sessions_async(settings, client_ids))
+
+
 def _cpu_s(process: subprocess.Popen[bytes]) -> float:
     """User + system CPU seconds the process used so far (Linux /proc)."""
     fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -181,6 +197,7 @@ def uplink_run(settings: CommonSettings, messages: int, devices: int, replicas: 
             )
         return messages / elapsed
     finally:
+        _clear_sessions(settings, [env["OTA_GATEWAY_CLIENT_ID"] for env in envs])
         consumer.close()
         admin.delete_topics(names)
         admin.close()
@@ -238,6 +255,7 @@ def downlink_run(settings: CommonSettings, messages: int, devices: int) -> float
     try:
         return asyncio.run(measure())
     finally:
+        _clear_sessions(settings, [_env(prefix, tag)["OTA_GATEWAY_CLIENT_ID"]])
         admin.delete_topics(names)
         admin.close()
 
@@ -280,9 +298,12 @@ def peer_run(settings: CommonSettings, messages: int, devices: int) -> float:
     """The same queued-session drain by a bare gmqtt subscriber that acknowledges after its
     (empty) handler: the ceiling of the MQTT side without Kafka."""
     client_id = f"ota-bench-peer-{uuid.uuid4().hex[:6]}"
-    asyncio.run(_drain_session(settings, client_id, None))
-    asyncio.run(_publish_all(settings, messages, devices))
-    return messages / asyncio.run(_drain_session(settings, client_id, messages))
+    try:
+        asyncio.run(_drain_session(settings, client_id, None))
+        asyncio.run(_publish_all(settings, messages, devices))
+        return messages / asyncio.run(_drain_session(settings, client_id, messages))
+    finally:
+        _clear_sessions(settings, [client_id])
 
 
 def raw_run(settings: CommonSettings, messages: int, devices: int) -> float:

@@ -130,6 +130,7 @@ class Inbound:
         self._counters: dict[str, Counter] = {}
         self.idle = asyncio.Event()
         self.idle.set()
+        metrics.PAUSED.set(0)
 
     @property
     def in_flight(self) -> int:

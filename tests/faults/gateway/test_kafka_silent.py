@@ -121,7 +121,9 @@ async def test_kafka_not_answering_holds_acknowledgements_and_loses_nothing(
         try:
             for n in range(1, MESSAGES + 1):
                 device.publish(up_topic(device_id), _payload(n))
-            await _until(lambda: _paused() == 1.0, timeout_s=2.0)
+            await _until(
+                lambda: _paused() == 1.0 and _received() - before >= IN_FLIGHT - 1, timeout_s=3.0
+            )
             taken = _received() - before
             await asyncio.sleep(1.0)  # Kafka stays silent a while longer
             # The window was taken (e0 may still hold a slot if its presence record's

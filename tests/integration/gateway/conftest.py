@@ -64,6 +64,8 @@ def stack(kafka_bootstrap: str, mqtt_platform: Any, mqtt_device_port: int) -> It
         "OTA_MQTT_PLATFORM_USER": mqtt_platform.user,
         "OTA_MQTT_PLATFORM_PASSWORD": mqtt_platform.password,
         "OTA_GATEWAY_CLIENT_ID": f"ota-gw-test-{tag}",
+        # Long enough for the crash tests' restart; a stale session collects every uplink.
+        "OTA_GATEWAY_SESSION_EXPIRY_S": "60",
         "OTA_GATEWAY_CONSUMER_GROUP": f"ota-gw-test-{tag}",
         "OTA_GATEWAY_METRICS_PORT": "0",
         "OTA_GATEWAY_UPLINK_PRESENCE_INTERVAL_MS": "60000",
