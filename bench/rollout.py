@@ -50,6 +50,22 @@ from ota.supervisor import parse_scale  # noqa: E402
 OUT = REPO / "bench" / "rollout"
 REDIS_DB = 9
 FINISHED = ("Success", "Fail", "PartialSuccess", "Stopped")
+# Windows short enough that a report the broker lost is settled within the run (retry, or
+# the last version query), as a real fleet's would be within the day; no rate limit.
+POLICY = {
+    "retry_count": 3,
+    "retry_interval_min": 0,
+    "timeouts": {
+        "online_s": 300,
+        "version_s": 30,
+        "download_start_s": 60,
+        "download_finish_s": 120,
+        "update_start_s": 60,
+        "result_s": 60,
+        "verify_s": 30,
+        "upgrade_total_s": 90,
+    },
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -204,7 +220,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "type": "firmware",
                     "package_id": pkg["id"],
                     "targets": {"list_id": list_id},
-                    "policy": {"timeouts": {"online_s": 600}},
+                    "policy": POLICY,
                 },
             )
             assert created.status_code == 201, created.text

@@ -112,7 +112,20 @@ def policy(args: argparse.Namespace) -> dict[str, Any]:
             {"count": min(canary, args.size), "success_threshold_pct": args.canary_threshold}
         ],
         "ramp": args.ramp,
-        "timeouts": {"online_s": args.online_window_s, "version_s": 60, "verify_s": 60},
+        # Seconds, not IoTDA's hours: a report lost on the way (a broker dropping messages
+        # under load) is settled by a retry or the last version query within the demo.
+        "retry_count": 2,
+        "retry_interval_min": 0,
+        "timeouts": {
+            "online_s": args.online_window_s,
+            "version_s": 30,
+            "download_start_s": 60,
+            "download_finish_s": 120,
+            "update_start_s": 60,
+            "result_s": 60,
+            "verify_s": 30,
+            "upgrade_total_s": 120,
+        },
     }
 
 
