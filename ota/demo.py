@@ -77,7 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--canary", type=int, default=0, help="canary wave size (default 1%%)")
     parser.add_argument("--canary-threshold", type=float, default=70.0, help="percent to pass")
     parser.add_argument("--ramp", default="6000,2,500,120000", help="base/min,factor,every,max/min")
-    parser.add_argument("--online-window-s", type=int, default=60)
+    parser.add_argument("--online-window-s", type=int, default=45)
     parser.add_argument("--timeout-s", type=float, default=900.0, help="give up after this long")
     parser.add_argument("--state-dir", type=Path, default=REPO / ".state" / "demo")
     parser.add_argument("--scale", default="", help="replicas, e.g. workers=2,gateway=2")
@@ -114,7 +114,7 @@ def policy(args: argparse.Namespace) -> dict[str, Any]:
         "ramp": args.ramp,
         # Seconds, not IoTDA's hours: a report lost on the way (a broker dropping messages
         # under load) is settled by a retry or the last version query within the demo.
-        "retry_count": 2,
+        "retry_count": 1,
         "retry_interval_min": 0,
         "timeouts": {
             "online_s": args.online_window_s,
