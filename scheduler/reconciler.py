@@ -204,26 +204,53 @@ class Reconciler:
         entries = await self._r.hmget(keys.task_devices(tid), ids) if ids else []
         starts = StartEncoder(job_spec(doc, policy))
         now = now_ms()
-        out = []
-        for device, raw in zip(ids, entries, strict=True):
-            if raw is None:
-                continue
-            state, attempt, *_ = split_entry(raw)
-            if state != PENDING:
-                continue
-            record_id = start_record_id(tid, device, attempt + 1)
-            raw = starts.encode(device, attempt + 1, record_id, now)
-            out.append(Out(self._topics.inbox, device, raw))
-        await self._producer.send(out)
-        # Recorded in slices so no single script holds Redis for long.
+        slices: list[list[Out]] = []
         for start in range(0, len(ids), RECORD_SLICE):
-            part = ids[start : start + RECORD_SLICE]
-            at = cursor + start
-            recorded = await self._state.release(tid, lease, at, at + len(part), wave, part)
-            if recorded < 0:
-                log.warning("release not recorded: lease or cursor moved", extra={"task_id": tid})
-                return
-            RELEASED_TOTAL.inc(recorded)
+            out = []
+            for device, raw in zip(
+                ids[start : start + RECORD_SLICE],
+                entries[start : start + RECORD_SLICE],
+                strict=True,
+            ):
+                if raw is None:
+                    continue
+                state, attempt, *_ = split_entry(raw)
+                if state != PENDING:
+                    continue
+                record_id = start_record_id(tid, device, attempt + 1)
+                out.append(
+                    Out(
+                        self._topics.inbox,
+                        device,
+                        starts.encode(device, attempt + 1, record_id, now),
+                    )
+                )
+            slices.append(out)
+        # Slice k is recorded only after Kafka acknowledged it, while slice k + 1 is
+        # already on its way: the produce and the recording overlap, and no single
+        # script holds Redis for long.
+        sending = asyncio.ensure_future(self._producer.send(slices[0])) if slices else None
+        try:
+            for k in range(len(slices)):
+                assert sending is not None
+                await sending
+                sending = (
+                    asyncio.ensure_future(self._producer.send(slices[k + 1]))
+                    if k + 1 < len(slices)
+                    else None
+                )
+                at = cursor + k * RECORD_SLICE
+                part = ids[k * RECORD_SLICE : (k + 1) * RECORD_SLICE]
+                recorded = await self._state.release(tid, lease, at, at + len(part), wave, part)
+                if recorded < 0:
+                    log.warning(
+                        "release not recorded: lease or cursor moved", extra={"task_id": tid}
+                    )
+                    return
+                RELEASED_TOTAL.inc(recorded)
+        finally:
+            if sending is not None:
+                await sending  # produced but not recorded: the next holder releases it again
 
     async def _stop(
         self, tid: str, doc: dict[str, Any], lease: str, rt: dict[str, str], idle: bool
