@@ -32,7 +32,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from gmqtt import Client, Message, Subscription
 from gmqtt.mqtt.constants import MQTTv50
@@ -46,6 +46,7 @@ MessageHandler = Callable[[str, bytes, int], Awaitable[int]]
 Ack = Callable[[int], None]
 AckedHandler = Callable[[str, bytes, int, Ack], None]
 REFUSED = 0x80  # MQTT 5 reason codes from here up are failures
+_TRANSPORT_METHODS = ("write", "is_closing", "pause_reading", "resume_reading")
 
 
 class PublishRefusedError(Exception):
@@ -343,10 +344,13 @@ class MqttLink:
             transport.resume_reading()
 
     def _transport(self) -> asyncio.Transport | None:
-        # gmqtt keeps the asyncio transport on its connection object (0.8: `_transport`).
+        # gmqtt keeps the transport on its connection object (0.8: `_transport`). uvloop's
+        # transports are not asyncio.Transport subclasses, so check what is used instead.
         connection = getattr(self.client, "_connection", None)
         transport = getattr(connection, "_transport", None)
-        return transport if isinstance(transport, asyncio.Transport) else None
+        if all(hasattr(transport, name) for name in _TRANSPORT_METHODS):
+            return cast(asyncio.Transport, transport)
+        return None
 
     async def close(self) -> None:
         self.connected.clear()

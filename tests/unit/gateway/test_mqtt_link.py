@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import uvloop
 
 from ota.backoff import Backoff
 from ota.mqtt import LinkConfig, MqttLink, PublishRefusedError
@@ -88,3 +89,35 @@ async def test_pubacks_of_one_pass_go_out_in_one_write_and_stale_ones_not_at_all
         b"\x40\x02\x00\x01" + b"\x40\x02\x12\x34" + b"\x40\x03\x00\x07\x80"
     ]
     assert old._transport.writes == []
+
+
+def test_pubacks_reach_the_socket_under_uvloop() -> None:
+    # uvloop's transports are no asyncio.Transport subclasses: the link must still find
+    # the transport, or no PUBACK would ever be written and the broker would stop sending.
+    async def scenario() -> bytes:
+        received: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await received.put(await reader.readexactly(8))
+            writer.close()
+            await writer.wait_closed()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport, _ = await asyncio.get_running_loop().create_connection(
+            asyncio.Protocol, "127.0.0.1", port
+        )
+        link = _link(Backoff())
+        connection = _Connection()
+        connection._transport = transport  # type: ignore[assignment]
+        link.client._connection = connection
+        link._puback(connection, 1, 0)
+        link._puback(connection, 2, 0)
+        data = await asyncio.wait_for(received.get(), 5)
+        transport.close()
+        server.close()
+        await server.wait_closed()
+        await asyncio.sleep(0.01)  # let the closed transports finish
+        return data
+
+    assert uvloop.run(scenario()) == b"\x40\x02\x00\x01\x40\x02\x00\x02"
