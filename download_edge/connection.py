@@ -25,7 +25,6 @@ from ota.clock import now_s
 
 MAX_HEADERS = 64
 MAX_BODY_BYTES = 64 * 1024
-TLS_HIGH_WATER = 64 * 1024
 _WANTED = {b"authorization": 0, b"range": 1, b"if-range": 2}
 
 IDLE, READING, BUSY = 0, 1, 2
@@ -79,8 +78,9 @@ class Connection(asyncio.Protocol):
             )
         else:
             # uvloop's TLS default (512 KiB) times 10,000 slow downloads would be gigabytes.
-            transport.set_write_buffer_limits(high=TLS_HIGH_WATER, low=TLS_HIGH_WATER // 4)
-            self._writer = CopyWriter(self._loop, transport)
+            buffer = self._edge.settings.tls_buffer_bytes
+            transport.set_write_buffer_limits(high=buffer, low=buffer // 4)
+            self._writer = CopyWriter(self._loop, transport, buffer)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self in self._connections:

@@ -30,6 +30,7 @@ class EdgeSettings:
     max_connections: int = 20_000
     max_ranges: int = 16
     rate_limit_bytes_s: int = 0  # per device across its connections; 0 = unlimited
+    tls_buffer_bytes: int = 64 * 1024  # TLS copy chunk and write high-water, per connection
     events: bool = True  # track delivered bytes in Redis and emit download records
     progress_flush_ms: int = 200
     progress_ttl_s: int = 26 * 3600  # longer than a token lives
@@ -76,6 +77,9 @@ class EdgeSettings:
             ),
             max_ranges=env.integer("EDGE_MAX_RANGES", 16, min_value=1, max_value=1000),
             rate_limit_bytes_s=env.integer("EDGE_RATE_LIMIT_BYTES_S", 0, min_value=0),
+            tls_buffer_bytes=env.integer(
+                "EDGE_TLS_BUFFER_BYTES", 64 * 1024, min_value=4096, max_value=4 << 20
+            ),
             events=env.flag("EDGE_EVENTS", True),
             progress_flush_ms=env.integer(
                 "EDGE_PROGRESS_FLUSH_MS", 200, min_value=10, max_value=60_000

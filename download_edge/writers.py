@@ -33,7 +33,6 @@ SENDFILE_MAX = 1 << 30
 # Bodies up to this size are copied (pread + one writev with the head): one packet, no
 # socket wrapper, as cheap as sendfile for a few pages.
 SMALL_BODY = 16 * 1024
-COPY_CHUNK = 64 * 1024
 
 OnSpan = Callable[[int, int], None]
 OnDone = Callable[[bool], None]
@@ -274,9 +273,12 @@ class SendfileWriter(_Writer):
 
 
 class CopyWriter(_Writer):
-    def __init__(self, loop: asyncio.AbstractEventLoop, transport: asyncio.WriteTransport) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, transport: asyncio.WriteTransport, chunk: int
+    ) -> None:
         super().__init__(loop)
         self._transport = transport
+        self._chunk = chunk
         self._paused = False
 
     def pause(self) -> None:
@@ -313,7 +315,7 @@ class CopyWriter(_Writer):
                 self._advance(part, len(part))
                 continue
             assert self._package is not None
-            wanted = self._grant(min(part.count - self._pos, COPY_CHUNK))
+            wanted = self._grant(min(part.count - self._pos, self._chunk))
             if not wanted:
                 return
             data = os.pread(self._package.fd, wanted, part.offset + self._pos)

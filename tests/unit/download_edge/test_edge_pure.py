@@ -12,7 +12,8 @@ from download_edge import intervals, request, responses
 from download_edge.auth import Authorizer, DeniedError
 from download_edge.ratelimit import Bucket, DeviceLimiter
 from download_edge.responses import FileSpan
-from ota.settings import TokenKeys
+from download_edge.settings import EdgeSettings
+from ota.settings import SettingsError, TokenKeys
 from ota.tokens import mint
 
 SHA = "ab" * 32
@@ -134,3 +135,31 @@ def test_bucket() -> None:
     assert limiter.bucket("d", 0.0) is limiter.bucket("d", 1.0)
     limiter.forget_idle(100.0, 60.0)
     assert limiter.bucket("d", 100.0).take(5000, 100.0) == 1000
+
+
+def test_settings_from_env() -> None:
+    settings = EdgeSettings.from_env(
+        {
+            "OTA_EDGE_PORT": "9443",
+            "OTA_EDGE_PROCESSES": "2",
+            "OTA_EDGE_TLS_CERT": "/etc/edge.pem",
+            "OTA_EDGE_TLS_KEY": "/etc/edge.key",
+            "OTA_EDGE_ORIGIN_URL": "https://store.example/packages/",
+            "OTA_EDGE_EVENTS": "false",
+        }
+    )
+    assert (settings.port, settings.processes, settings.tls, settings.events) == (
+        9443,
+        2,
+        True,
+        False,
+    )
+    assert settings.origin_url == "https://store.example/packages"
+    for bad in (
+        {"OTA_EDGE_TLS_CERT": "/etc/edge.pem"},
+        {"OTA_EDGE_ORIGIN_URL": "ftp://store"},
+        {"OTA_EDGE_PORT": "70000"},
+        {"OTA_EDGE_TLS_BUFFER_BYTES": "100"},
+    ):
+        with pytest.raises(SettingsError):
+            EdgeSettings.from_env(bad)
