@@ -1,4 +1,4 @@
-"""Byte intervals delivered to a device: merge, count, and tell when a package is whole.
+"""Byte intervals delivered to a device, merged before they go to the progress store.
 
 Pure. Intervals are half-open `(start, end)`, kept sorted and disjoint, adjacent ones
 joined, so a download resumed any number of times collapses to one interval.
@@ -19,7 +19,3 @@ def merge(intervals: list[Interval], new: list[Interval]) -> list[Interval]:
         else:
             merged.append((start, end))
     return merged
-
-
-def complete(intervals: list[Interval], size: int) -> bool:
-    return len(intervals) == 1 and intervals[0][0] == 0 and intervals[0][1] >= size

@@ -56,10 +56,6 @@ class Plan:
     has_file: bool = False  # the body reads the package (else it is all in `head`/`body`)
     first_offset: int = 0  # where in the package the body starts
 
-    @property
-    def body_bytes(self) -> int:
-        return sum(p.count if isinstance(p, FileSpan) else len(p) for p in self.body)
-
 
 class _Date:
     """The Date header value, formatted at most once a second."""

@@ -96,7 +96,8 @@ def test_plans() -> None:
     multi = _plan("bytes=0-0,500-500")
     assert (multi.status, multi.has_file, multi.first_offset) == (206, True, 0)
     assert b"multipart/byteranges; boundary=B" in multi.head
-    assert f"Content-Length: {multi.body_bytes}\r\n".encode() in multi.head
+    length = sum(p.count if isinstance(p, FileSpan) else len(p) for p in multi.body)
+    assert f"Content-Length: {length}\r\n".encode() in multi.head
     assert [p for p in multi.body if isinstance(p, FileSpan)] == [FileSpan(0, 1), FileSpan(500, 1)]
 
 
@@ -119,7 +120,6 @@ def test_merge_is_the_union(first: list[tuple[int, int]], second: list[tuple[int
     covered = {n for s, e in first + second for n in range(s, e)}
     assert {n for s, e in merged for n in range(s, e)} == covered
     assert all(a[1] < b[0] for a, b in itertools.pairwise(merged))
-    assert intervals.complete(merged, 600) == (covered == set(range(600)))
 
 
 def test_bucket() -> None:
