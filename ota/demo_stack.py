@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Mapping
@@ -205,6 +206,45 @@ class Stack:
                 time.sleep(0.5)
         finally:
             admin.close()
+
+    def watch(self, every_s: float = 5.0, grace_s: float = 20.0) -> None:
+        """Keep every consumer group of the stack holding its partitions, in a thread.
+
+        A kafka-python member that dropped out of its group under load (session timeout
+        while the machine is saturated) may never join again while its process runs on:
+        its partitions then go unread. The watch restarts such a service through the
+        supervisor, as a liveness probe would, and says so on stdout.
+        """
+
+        def loop() -> None:
+            admin = KafkaAdminClient(
+                bootstrap_servers=self.env.get("OTA_KAFKA_BOOTSTRAP") or "127.0.0.1:9092",
+                client_id=f"{self.plan.name}-watch",
+            )
+            bad_since: dict[str, float] = {}
+            last_restart: dict[str, float] = {}
+            try:
+                while self.process is not None and self.process.poll() is None:
+                    try:
+                        waiting, _ = self._unassigned(admin)
+                    except Exception:  # a slow broker: look again on the next round
+                        waiting = set()
+                    now = time.monotonic()
+                    for group in set(bad_since) - waiting:
+                        bad_since.pop(group)
+                    for group in waiting:
+                        service = self.groups()[group]
+                        since = bad_since.setdefault(group, now)
+                        if now - since > grace_s and now - last_restart.get(service, 0) > 60:
+                            print(f"[ota stack] {group} holds no partitions: restarting {service}")
+                            self.restart(service)
+                            last_restart[service] = now
+                            bad_since.pop(group)
+                    time.sleep(every_s)
+            finally:
+                admin.close()
+
+        threading.Thread(target=loop, name="group-watch", daemon=True).start()
 
     def _unassigned(self, admin: KafkaAdminClient) -> tuple[set[str], set[str]]:
         """Groups not fully assigned yet, and of those the ones that settled (Stable)
