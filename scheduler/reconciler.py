@@ -229,16 +229,14 @@ class Reconciler:
         # Slice k is recorded only after Kafka acknowledged it, while slice k + 1 is
         # already on its way: the produce and the recording overlap, and no single
         # script holds Redis for long.
-        sending = asyncio.ensure_future(self._producer.send(slices[0])) if slices else None
+        if not slices:
+            return
+        sending = asyncio.ensure_future(self._producer.send(slices[0]))
         try:
             for k in range(len(slices)):
-                assert sending is not None
                 await sending
-                sending = (
-                    asyncio.ensure_future(self._producer.send(slices[k + 1]))
-                    if k + 1 < len(slices)
-                    else None
-                )
+                if k + 1 < len(slices):
+                    sending = asyncio.ensure_future(self._producer.send(slices[k + 1]))
                 at = cursor + k * RECORD_SLICE
                 part = ids[k * RECORD_SLICE : (k + 1) * RECORD_SLICE]
                 recorded = await self._state.release(tid, lease, at, at + len(part), wave, part)
@@ -249,8 +247,7 @@ class Reconciler:
                     return
                 RELEASED_TOTAL.inc(recorded)
         finally:
-            if sending is not None:
-                await sending  # produced but not recorded: the next holder releases it again
+            await sending  # produced but not recorded: the next holder releases it again
 
     async def _stop(
         self, tid: str, doc: dict[str, Any], lease: str, rt: dict[str, str], idle: bool
