@@ -194,7 +194,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         ],
         stack.env,
     )
-    result: dict[str, Any] = {"label": label, "args": vars(args)}
+    result: dict[str, Any] = {"label": label, "args": {k: str(v) for k, v in vars(args).items()}}
     try:
         t_connect = time.monotonic()
         await fleet.start(timeout_s=max(300.0, args.size / 100))
