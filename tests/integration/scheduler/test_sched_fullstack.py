@@ -170,8 +170,13 @@ async def test_canary_miss_pauses_then_resume_and_retry(
         assert done["status"] == "PartialSuccess"
         assert done["progress"]["succeeded"] == 3
         for device in devices[1:]:
-            view = (await api.get(f"/v1/devices/{device}")).json()
-            assert view["fw_version"] == "2.0"
+            # The registry learns the new version from the inbox, on its own consumer.
+
+            async def upgraded(device: str = device) -> bool:
+                view = (await api.get(f"/v1/devices/{device}")).json()
+                return bool(view["fw_version"] == "2.0")
+
+            await eventually(upgraded, f"{device} to report 2.0", 30)
         retried = (await api.post(f"/v1/tasks/{tid}/retry")).json()
         assert retried["retried"] == 1
         again = await status(api, tid, FINISHED)
