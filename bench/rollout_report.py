@@ -52,13 +52,14 @@ def steady_rate(samples: Sequence[tuple[float, Mapping[str, int]]]) -> float:
 
 
 def kafka_bytes(data_dir: Path, prefix: str) -> int:
-    """On-disk size of the run's topic partitions (the broker's log directory)."""
+    """Bytes in the run's topic partition logs (the broker's log directory)."""
     total = 0
     if not data_dir.is_dir():
         return 0
     for entry in data_dir.iterdir():
         if entry.is_dir() and entry.name.startswith(prefix):
-            total += sum(f.stat().st_size for f in entry.iterdir() if f.is_file())
+            # .log segments only: Kafka preallocates 10 MiB index files per partition.
+            total += sum(f.stat().st_size for f in entry.glob("*.log"))
     return total
 
 
