@@ -332,8 +332,12 @@ def memory(jobs: int) -> tuple[float, float]:
         keys = [k for k in client.scan_iter(match="ota:*", count=10_000)]
         for key in keys:
             pipe.memory_usage(key, samples=0)
-        usage = sum(n or 0 for n in pipe.execute()) / jobs
-        return used, usage
+        by_kind: dict[str, int] = {}
+        for key, n in zip(keys, pipe.execute(), strict=True):
+            kind = key.split(b"}:", 1)[1].split(b":", 1)[0].decode()
+            by_kind[kind] = by_kind.get(kind, 0) + (n or 0)
+        print(", ".join(f"{k}: {v / jobs:.1f}" for k, v in sorted(by_kind.items())), "bytes/job")
+        return used, sum(by_kind.values()) / jobs
     finally:
         client.flushdb()
 

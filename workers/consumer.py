@@ -49,7 +49,9 @@ MAX_UNACKED = 50_000  # records handed to the producer and not acknowledged yet
 
 @dataclass
 class _Sent:
-    """A written batch whose records the producer has not acknowledged yet."""
+    """A batch whose records the producer has not acknowledged yet, in poll order: its
+    offset becomes committable only after every batch before it (one with no records
+    waits for those too)."""
 
     tp: TopicPartition
     offset: int
@@ -196,7 +198,7 @@ class Worker:
             fresh = [item for item in items if item.offset > snapshot.offset]
             telemetry.RECORDS.labels("redelivered").inc(len(items) - len(fresh))
             if not fresh:
-                self._to_commit[tp] = items[-1].offset
+                self._sent.append(_Sent(tp, items[-1].offset, []))  # nothing to send
                 continue
             specs = self.store.specs(tp.partition, snapshot.states.values())
             result = apply_batch(
@@ -230,7 +232,7 @@ class Worker:
                     self.store, self.settings, self.inbox, tp.partition, fresh
                 )
             if applied is None:
-                self._to_commit[tp] = fresh[-1].offset
+                self._sent.append(_Sent(tp, fresh[-1].offset, []))
             else:
                 self._send(tp, fresh[-1].offset, applied.outputs)
                 transitions += applied.transitions
@@ -248,7 +250,7 @@ class Worker:
             apply_partition(
                 self.store, self.settings, self.inbox, tp.partition, quiet, with_outbox=False
             )
-            self._to_commit[tp] = quiet[-1].offset
+            self._sent.append(_Sent(tp, quiet[-1].offset, []))
         if items[-1].offset >= bound - 1:
             del self._quiet_until[tp.partition]
             log.info("partition rebuilt from the log", extra={"partition": tp.partition})
@@ -259,7 +261,7 @@ class Worker:
         commit: afterwards nothing of this process is in flight."""
         if self._sent:
             self.producer.flush()
-            self.store.drop_outboxes(self._acked())
+        self.store.drop_outboxes(self._acked())
         self._commit(force=True, wait=wait_commit)
 
     def _send(self, tp: TopicPartition, offset: int, outputs: Sequence[Output]) -> None:
@@ -286,7 +288,7 @@ class Worker:
         self._unacked -= sum(len(s.futures) for s in acked)
         for sent in acked:
             self._to_commit[sent.tp] = sent.offset
-        return [(s.tp.partition, s.offset) for s in acked]
+        return [(s.tp.partition, s.offset) for s in acked if s.futures]
 
     def _replay(self, outputs: Sequence[Output]) -> None:
         send, targets = self.producer.send, self.targets

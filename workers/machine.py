@@ -59,15 +59,21 @@ class _Ctx:
         return f"{self.ref}-{len(self.effects)}"
 
     def emit(
-        self, job: Job, to: JobState, cause: FailureCause | None, detail: Mapping[str, Any]
+        self,
+        job: Job,
+        source: JobState,
+        to: JobState,
+        cause: FailureCause | None,
+        detail: Mapping[str, Any],
     ) -> None:
+        """A job event from `source` to `to`; `job` gives the task, attempt and version."""
         self.effects.append(
             EmitJobEvent(
                 self.next_id(),
                 job.task_id,
                 job.attempt,
                 job.version,
-                job.state.value,
+                source.value,
                 to.value,
                 None if cause is None else cause.value,
                 dict(detail),
@@ -85,11 +91,11 @@ class _Ctx:
         moved = replace(
             job, state=to, version=job.version + 1, deadline_ms=deadline_ms, cause=cause
         )
-        self.emit(replace(moved, state=job.state), to, cause, detail)
+        self.emit(moved, job.state, to, cause, detail)
         return moved
 
     def note(self, job: Job, note: str, **detail: Any) -> None:
-        self.emit(job, job.state, job.cause, {"note": note, **detail})
+        self.emit(job, job.state, job.state, job.cause, {"note": note, **detail})
 
     def after(self, seconds: int) -> int:
         return self.now_ms + seconds * 1000
