@@ -329,7 +329,12 @@ class Inbound:
     async def _alone(self, message: _Message, index: int) -> BaseException | None:
         out = message.outs[index]
         answer: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
-        self._producer.produce(out.topic, out.key, out.value, answer.set_result)
+
+        def settle(error: BaseException | None) -> None:
+            if not answer.done():  # cancelled at shutdown
+                answer.set_result(error)
+
+        self._producer.produce(out.topic, out.key, out.value, settle)
         return await answer
 
     def _dead_letter(self, message: _Message, index: int, error: BaseException) -> None:

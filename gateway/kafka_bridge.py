@@ -38,8 +38,9 @@ OnDone = Callable[[BaseException | None], None]
 
 # Errors a later attempt can get past although Kafka does not flag them retriable.
 _RETRIABLE_NAMES = frozenset({"KafkaTimeoutError", "NoBrokersAvailable", "KafkaConnectionError"})
-# Cached partitions per topic; a bound so a fleet of millions does not grow it forever.
-MAX_CACHED_KEYS = 1_000_000
+# Cached key partitions (about 200 bytes each); a bound so a fleet of millions does not
+# grow it forever. Past it the cache starts again.
+MAX_CACHED_KEYS = 100_000
 PARTITION_REFRESH_S = 5.0
 RENEW_BACKOFF = Backoff(0.2, 10.0)
 
