@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
 from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -45,6 +45,7 @@ MAX_CONFLICT_RETRIES = 5
 METADATA_WAIT_S = 30
 COMMIT_INTERVAL_S = 1.0
 MAX_UNACKED = 50_000  # records handed to the producer and not acknowledged yet
+REVOKE_FLUSH_S = 3.0  # longest wait for them when partitions are taken away
 
 
 @dataclass
@@ -139,8 +140,9 @@ class Worker:
         # Batches are applied inside the loop, before poll() can call this; their records
         # may still be on their way to Kafka: wait for them so the next owner finds no
         # outbox to replay (no duplicates), then the sweeper stops touching them.
-        # (This runs on kafka-python's IO thread: the commit must not block.)
-        self.drain(wait_commit=False)
+        # This runs on kafka-python's IO thread: the commit must not block, and the wait
+        # is bounded (what is still unacknowledged stays in the outbox for the next owner).
+        self.drain(wait_commit=False, flush_timeout_s=REVOKE_FLUSH_S)
         with self._owned_lock:
             for tp in revoked:
                 self._owned.discard(tp.partition)
@@ -256,11 +258,15 @@ class Worker:
             log.info("partition rebuilt from the log", extra={"partition": tp.partition})
         return items[len(quiet) :]
 
-    def drain(self, *, wait_commit: bool) -> None:
+    def drain(self, *, wait_commit: bool, flush_timeout_s: float | None = None) -> None:
         """Wait for every record handed to the producer, drop the outbox entries and
-        commit: afterwards nothing of this process is in flight."""
+        commit: afterwards nothing of this process is in flight (unless the flush timed
+        out: those batches keep their outbox entries)."""
         if self._sent:
-            self.producer.flush()
+            try:
+                self.producer.flush(flush_timeout_s)
+            except KafkaTimeoutError:
+                log.warning("records still unacknowledged; their outbox stays in Redis")
         self.store.drop_outboxes(self._acked())
         self._commit(force=True, wait=wait_commit)
 
