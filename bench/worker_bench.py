@@ -1,11 +1,18 @@
 """Worker benchmarks: end-to-end transitions/s (Kafka -> worker -> Redis -> Kafka) with one
-and two worker processes, Redis bytes per in-flight job, and how late due deadlines are
-applied while 1,000,000 deadlines are pending.
+and two worker processes, also per CPU-second of the worker processes; kafka-python alone on
+the same records (--raw); the pure apply path's CPU per transition; Redis bytes per
+in-flight job (MEMORY USAGE); and how late due deadlines are applied while 1,000,000
+deadlines are pending.
 
-    .venv/bin/python bench/worker_bench.py throughput --devices 20000 --procs 1
+    .venv/bin/python bench/worker_bench.py throughput --devices 10000 --procs 1 --runs 3 --raw
+    .venv/bin/python bench/worker_bench.py throughput --devices 10000 --procs 2 --runs 3
     .venv/bin/python bench/worker_bench.py deadlines --pending 1000000 --due 20000
+    .venv/bin/python bench/worker_bench.py memory --jobs 1000000
+    .venv/bin/python bench/worker_bench.py apply --devices 20000
 
-Uses Redis db 13 (flushed; db 14 is the worker tests') and topics under a fresh OTA_TOPIC_PREFIX (deleted after).
+Uses Redis db 13 (flushed; db 14 is the worker tests') and topics under a fresh
+OTA_TOPIC_PREFIX (deleted after). The worker processes run `python -m workers` from this
+checkout (the working directory is the repository root).
 """
 
 from __future__ import annotations
