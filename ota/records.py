@@ -249,11 +249,17 @@ def encode(record: AnyRecord) -> bytes:
     return b'{"v":%d,"kind":"%s",' % (FORMAT_VERSION, record.kind.encode()) + body[1:]
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # per dataclass: `fields()` is slow per call
+
+
 def _plain(value: Any) -> Any:
     # Dataclasses come through here (nested ones too); ClassVars such as `kind` stay out.
-    if not is_dataclass(value):
-        raise TypeError(f"cannot encode {type(value).__name__}")
-    return {f.name: getattr(value, f.name) for f in fields(value)}
+    names = _FIELD_NAMES.get(type(value))
+    if names is None:
+        if not is_dataclass(value) or isinstance(value, type):
+            raise TypeError(f"cannot encode {type(value).__name__}")
+        names = _FIELD_NAMES[type(value)] = tuple(f.name for f in fields(value))
+    return {name: getattr(value, name) for name in names}
 
 
 class _Reader:
