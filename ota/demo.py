@@ -60,7 +60,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m ota.demo", description="Run a whole OTA rollout on this machine."
     )
-    parser.add_argument("--size", type=int, default=10_000, help="devices (default 10000)")
+    parser.add_argument(
+        "--size", type=int, default=2_000, help="devices (default 2000; see docs/demo.md)"
+    )
     parser.add_argument(
         "--mode",
         choices=("connections", "multiplexed"),
@@ -73,7 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="percent per kind: offline_back, offline_gone, on_target, unsupported, fails, "
         "resume (default 5,1,5,2,2,5); `none` for an all well-behaved fleet",
     )
-    parser.add_argument("--package-kib", type=int, default=512, help="firmware size in KiB")
+    parser.add_argument("--package-kib", type=int, default=256, help="firmware size in KiB")
     parser.add_argument("--canary", type=int, default=0, help="canary wave size (default 1%%)")
     parser.add_argument("--canary-threshold", type=float, default=70.0, help="percent to pass")
     parser.add_argument("--ramp", default="6000,2,500,120000", help="base/min,factor,every,max/min")
