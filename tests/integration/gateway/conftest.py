@@ -235,6 +235,13 @@ class Device:
     async def connect(self) -> None:
         await self.client.connect(self._stack.mqtt_host, self._stack.device_port, version=MQTTv50)
 
+    async def subscribe(self, topic: str, qos: int = 1) -> None:
+        """Subscribe and wait for the SUBACK, so nothing published after is missed."""
+        subscribed = asyncio.Event()
+        self.client.on_subscribe = lambda *_args: subscribed.set()
+        self.client.subscribe(topic, qos=qos)
+        await asyncio.wait_for(subscribed.wait(), 20)
+
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         self.client.publish(Message(topic, payload, qos=qos))
 

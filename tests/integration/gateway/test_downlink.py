@@ -34,7 +34,7 @@ async def test_restart_resumes_after_the_acknowledged_commands(
     device_id = new_device("down")
     device = Device(stack, device_id)
     await device.connect()
-    device.client.subscribe(down_topic(device_id), qos=1)
+    await device.subscribe(down_topic(device_id))
 
     def send(value: bytes) -> None:
         kafka_producer.send(stack.topics.commands, key=device_id.encode(), value=value)

@@ -94,7 +94,7 @@ async def test_every_command_type_reaches_the_device(
     device_id = new_device()
     device = Device(stack, device_id)
     await device.connect()
-    device.client.subscribe(down_topic(device_id), qos=1)
+    await device.subscribe(down_topic(device_id))
     commands = []
     for kind in DownlinkType:
         paras = {} if kind is DownlinkType.VERSION_QUERY else dict(UPGRADE)
