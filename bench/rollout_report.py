@@ -82,6 +82,8 @@ def job_latencies(env: Mapping[str, str], topic: str) -> dict[str, float]:
         ends = consumer.end_offsets(parts)
         first: dict[str, int] = {}
         succeeded: dict[str, int] = {}
+        seen: set[tuple[str, str, int, int, str]] = set()
+        repeated = 0  # the same transition delivered twice (at-least-once duplicates)
         while any(consumer.position(tp) < ends[tp] for tp in parts):
             for batch in consumer.poll(timeout_ms=1000).values():
                 for message in batch:
@@ -89,6 +91,15 @@ def job_latencies(env: Mapping[str, str], topic: str) -> dict[str, float]:
                     if not isinstance(record, JobEventRecord):
                         continue
                     device = record.device_id
+                    step = (
+                        device,
+                        record.task_id,
+                        record.attempt,
+                        record.job_version,
+                        record.to_state,
+                    )
+                    repeated += step in seen
+                    seen.add(step)
                     if device not in first or record.at_ms < first[device]:
                         first[device] = record.at_ms
                     if record.to_state == "SUCCEEDED":
@@ -100,6 +111,8 @@ def job_latencies(env: Mapping[str, str], topic: str) -> dict[str, float]:
         return {}
     return {
         "count": len(spans),
+        "devices_with_jobs": len(first),
+        "repeated_transitions": repeated,
         "p50": round(statistics.median(spans), 2),
         "p90": round(percentile(spans, 0.9), 2),
         "p99": round(percentile(spans, 0.99), 2),
