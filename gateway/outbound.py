@@ -121,6 +121,9 @@ class Outbound:
 
     def _subscribe(self) -> None:
         assert self._consumer is not None
+        # With the topic's metadata known before the first join, the group leader assigns
+        # its partitions at once (otherwise it may assign nothing and rebalance later).
+        self._consumer.partitions_for_topic(self._topic)
         self._consumer.subscribe([self._topic], listener=_Rebalance(self))
 
     def _poll(self) -> list[list[Any]]:
