@@ -39,6 +39,7 @@ from rollout_report import (  # noqa: E402
     kafka_bytes,
     plot_states,
     proc_cpu_s,
+    redis_bytes,
     steady_rate,
 )
 
@@ -265,6 +266,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         info = r.info("memory")
         result["redis_used_memory_mb"] = round(int(info["used_memory"]) / 2**20, 1)
         result["redis_db_keys"] = int(r.dbsize())
+        result["redis_db_bytes"] = redis_bytes(r)
         result["kafka_bytes"] = kafka_bytes(args.kafka_data, plan.topic_prefix)
         result["latency_s"] = job_latencies(stack.env, plan.topic_prefix + "ota.job-events")
         plot_states(sampler.states, out / f"{label}.png", title=f"{label}: devices per state")

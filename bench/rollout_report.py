@@ -6,6 +6,7 @@ import os
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
@@ -61,6 +62,20 @@ def kafka_bytes(data_dir: Path, prefix: str) -> int:
             # .log segments only: Kafka preallocates 10 MiB index files per partition.
             total += sum(f.stat().st_size for f in entry.glob("*.log"))
     return total
+
+
+def redis_bytes(client: Any, sample: int = 2000) -> int:
+    """The run's db size in bytes, from MEMORY USAGE of a sample of its keys."""
+    keys = int(client.dbsize())
+    if not keys:
+        return 0
+    sampled, total = 0, 0
+    for key in client.scan_iter(count=500):
+        total += int(client.memory_usage(key, samples=0) or 0)
+        sampled += 1
+        if sampled >= sample:
+            break
+    return total * keys // max(1, sampled)
 
 
 def percentile(ordered: Sequence[float], q: float) -> float:
