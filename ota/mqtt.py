@@ -7,9 +7,10 @@ session the broker did not keep fails the waiters (the caller publishes again) i
 of leaving them hanging. In-flight publishes must stay below the broker's
 receive-maximum or gmqtt's id pool raises OverflowError; `MqttLink` bounds them.
 
-A QoS 1 publish the broker refuses (MQTT 5 PUBACK reason code >= 0x80, e.g. 0x87 not
-authorised) raises `PublishRefusedError` with the code: it was not delivered. gmqtt
-ignores PUBACK reason codes, so the link reads the code itself before gmqtt frees the id.
+With `refusals_raise`, a QoS 1 publish the broker refuses (MQTT 5 PUBACK reason code
+>= 0x80, e.g. 0x87 not authorised) raises `PublishRefusedError` with the code: it was not
+delivered. gmqtt ignores PUBACK reason codes, so the link reads the code itself before
+gmqtt frees the id.
 
 `on_message_acked` is the fast inbound path: a plain function called with the message
 and an `ack(reason_code)` to call once the message is safely handled (PUBACK for QoS 1;
@@ -156,6 +157,9 @@ class LinkConfig:
     ack_after_handler: bool = False  # PUBACK only when the handler returned (QoS 1 inbound)
     max_publishes_in_flight: int = 500
     backoff: Backoff = field(default_factory=lambda: Backoff(0.2, 10.0))
+    # publish_acked raises PublishRefusedError on a PUBACK failure code (off: as before,
+    # any PUBACK counts as delivered).
+    refusals_raise: bool = False
 
 
 class MqttLink:
@@ -210,7 +214,8 @@ class MqttLink:
             client.on_message = on_message
         if self._on_message_acked is not None:
             self._route_acked(client, self._on_message_acked)
-        self._read_puback_reasons(client)
+        if self.config.refusals_raise:
+            self._read_puback_reasons(client)
         return client
 
     def _route_acked(self, client: Client, handler: AckedHandler) -> None:

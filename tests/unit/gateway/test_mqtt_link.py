@@ -44,7 +44,7 @@ def _stored(link: MqttLink, mid: int) -> asyncio.Future[None]:
 
 
 async def test_refused_puback_fails_the_publish_with_its_reason_code() -> None:
-    link = _link(Backoff())
+    link = MqttLink(LinkConfig(host="127.0.0.1", port=1, client_id="t", refusals_raise=True))
     handler = link.client._package_handler
     refused, accepted, no_subscribers = _stored(link, 5), _stored(link, 6), _stored(link, 7)
     handler._handle_puback_packet(PUBACK, b"\x00\x05\x87")  # not authorised
@@ -121,3 +121,11 @@ def test_pubacks_reach_the_socket_under_uvloop() -> None:
         return data
 
     assert uvloop.run(scenario()) == b"\x40\x02\x00\x01\x40\x02\x00\x02"
+
+
+async def test_without_refusals_raise_any_puback_counts_as_delivered() -> None:
+    link = _link(Backoff())  # the devices' links: behaviour as before
+    refused = _stored(link, 5)
+    link.client._package_handler._handle_puback_packet(PUBACK, b"\x00\x05\x87")
+    await refused
+    assert refused.done()
