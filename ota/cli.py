@@ -341,7 +341,10 @@ def tasks_watch(api: Api, args: argparse.Namespace, out: TextIO) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="ota", description="Operate OTA rollouts through the scheduler API."
+        prog="ota",
+        description="Operate OTA rollouts through the scheduler API.",
+        epilog="Also: `ota up` runs the services (python -m ota.supervisor --help), "
+        "`ota demo` runs a whole rollout on this machine (python -m ota.demo --help).",
     )
     p.add_argument(
         "--url", default=None, help="API base URL (OTA_API_URL, default http://127.0.0.1:8080)"
@@ -446,6 +449,16 @@ def main(
 ) -> int:
     environ = os.environ if environ is None else environ
     out, err = out or sys.stdout, err or sys.stderr
+    words = list(sys.argv[1:] if argv is None else argv)
+    # Local commands that run processes rather than call the API.
+    if words[:1] == ["up"]:
+        from ota import supervisor
+
+        return supervisor.main(words[1:])
+    if words[:1] == ["demo"]:
+        from ota import demo
+
+        return demo.main(words[1:])
     args = parser().parse_args(argv)
     url = args.url or environ.get("OTA_API_URL") or "http://127.0.0.1:8080"
     key = args.key or environ.get("OTA_API_KEY", "")
