@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from ota.kafka_clients import make_consumer, make_producer
 from ota.records import (
@@ -69,11 +70,11 @@ class Harness:
             base_url=base, headers={"Authorization": f"Bearer {WRITE_KEY}"}, timeout=30
         )
         self.anon = httpx.AsyncClient(base_url=base, timeout=30)
-        self._producer = make_producer(settings.common, client_id="test-worker")
+        # Kafka clients are made on first use: most API tests need neither.
+        self._producer_client: KafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
-        self._inbox = make_consumer(settings.common, group_id=None, client_id="test-inbox")
-        self._inbox_assigned = False
+        self._inbox_client: KafkaConsumer | None = None
         self.seen: list[JobStartRecord] = []
         self.last_task: dict[str, Any] = {}
 
@@ -102,8 +103,16 @@ class Harness:
             await self.stop()
         await self.client.aclose()
         await self.anon.aclose()
-        self._producer.close(timeout=5)
-        self._inbox.close()
+        if self._producer_client is not None:
+            self._producer_client.close(timeout=5)
+        if self._inbox_client is not None:
+            self._inbox_client.close()
+
+    @property
+    def _producer(self) -> KafkaProducer:
+        if self._producer_client is None:
+            self._producer_client = make_producer(self.settings.common, client_id="test-worker")
+        return self._producer_client
 
     def job_event(
         self,
@@ -164,15 +173,14 @@ class Harness:
 
     async def releases(self) -> list[JobStartRecord]:
         """Every JobStartRecord the scheduler produced so far (read from the inbox)."""
-        if not self._inbox_assigned:
-            from kafka import TopicPartition
-
-            parts = self._inbox.partitions_for_topic(self.topics.inbox) or set()
+        if self._inbox_client is None:
+            inbox = make_consumer(self.settings.common, group_id=None, client_id="test-inbox")
+            parts = inbox.partitions_for_topic(self.topics.inbox) or set()
             tps = [TopicPartition(self.topics.inbox, p) for p in parts]
-            self._inbox.assign(tps)
-            self._inbox.seek_to_beginning(*tps)
-            self._inbox_assigned = True
-        polled = await asyncio.to_thread(self._inbox.poll, 200, 10_000)
+            inbox.assign(tps)
+            inbox.seek_to_beginning(*tps)
+            self._inbox_client = inbox
+        polled = await asyncio.to_thread(self._inbox_client.poll, 200, 10_000)
         for batch in polled.values():
             for r in batch:
                 record = decode_inbox(r.value)
