@@ -8,6 +8,7 @@ import pytest
 
 from devices.behaviour import WELL_BEHAVED, Behaviour
 from devices.fleet import Fleet, FleetConfig, Mode
+from tests.conftest import MqttPlatform
 from tests.integration.devices.conftest import Platform
 from tests.integration.devices.package_server import PackageServer
 
@@ -24,7 +25,11 @@ def _behaviour(index: int, _device: str) -> Behaviour:
 
 @pytest.mark.parametrize("mode", [Mode.CONNECTIONS, Mode.MULTIPLEXED])
 async def test_fleet_reports_every_outcome(
-    platform: Platform, packages: PackageServer, mqtt_platform: object, mode: Mode
+    platform: Platform,
+    packages: PackageServer,
+    mqtt_platform: MqttPlatform,
+    mqtt_device_port: int,
+    mode: Mode,
 ) -> None:
     sha = packages.add(b"firmware" * 1000)
     config = FleetConfig(
@@ -32,8 +37,11 @@ async def test_fleet_reports_every_outcome(
         mode=mode,
         prefix=f"fleet-{uuid.uuid4().hex[:8]}",
         behaviour_of=_behaviour,
-        platform_user=mqtt_platform.user,  # type: ignore[attr-defined]
-        platform_password=mqtt_platform.password,  # type: ignore[attr-defined]
+        host=mqtt_platform.host,
+        device_port=mqtt_device_port,
+        platform_port=mqtt_platform.port,
+        platform_user=mqtt_platform.user,
+        platform_password=mqtt_platform.password,
     )
     async with Fleet(config) as fleet:
         assert fleet.online == SIZE
