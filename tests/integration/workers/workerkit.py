@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
@@ -252,3 +253,30 @@ def worker_redis(url: str) -> Iterator[redis.Redis[bytes]]:
     finally:
         client.flushdb()
         client.close()
+
+
+# Fixtures shared by the integration and fault tests (their conftests import these).
+
+
+@pytest.fixture
+def wredis(redis_url: str) -> Iterator[redis.Redis[bytes]]:
+    yield from worker_redis(worker_redis_url(redis_url))
+
+
+@pytest.fixture
+def wsettings(
+    kafka_bootstrap: str,
+    redis_url: str,
+    topic_factory: Callable[..., str],
+    wredis: redis.Redis[bytes],
+) -> WorkerSettings:
+    return make_settings(
+        kafka_bootstrap, worker_redis_url(redis_url), make_topics(topic_factory, 4)
+    )
+
+
+@pytest.fixture
+def inbox(wsettings: WorkerSettings) -> Iterator[Inbox]:
+    writer = Inbox(wsettings)
+    yield writer
+    writer.close()
