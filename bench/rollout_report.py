@@ -106,15 +106,16 @@ def job_latencies(env: Mapping[str, str], topic: str) -> dict[str, float]:
                     if not isinstance(record, JobEventRecord):
                         continue
                     device = record.device_id
-                    step = (
-                        device,
-                        record.task_id,
-                        record.attempt,
-                        record.job_version,
-                        record.to_state,
-                    )
-                    repeated += step in seen
-                    seen.add(step)
+                    if record.from_state != record.to_state:  # a move, not a timeline note
+                        step = (
+                            device,
+                            record.task_id,
+                            record.attempt,
+                            record.job_version,
+                            record.to_state,
+                        )
+                        repeated += step in seen
+                        seen.add(step)
                     if device not in first or record.at_ms < first[device]:
                         first[device] = record.at_ms
                     if record.to_state == "SUCCEEDED":
