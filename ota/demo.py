@@ -138,6 +138,7 @@ class FleetProcess:
         self.command, self.env = command, env
         self.process: asyncio.subprocess.Process | None = None
         self.last: dict[str, Any] = {}
+        self._following: asyncio.Task[None] | None = None
 
     async def start(self, timeout_s: float) -> dict[str, Any]:
         self.process = await asyncio.create_subprocess_exec(
@@ -148,7 +149,7 @@ class FleetProcess:
             limit=1 << 24,
         )
         ready = await asyncio.wait_for(self._next("ready"), timeout_s)
-        asyncio.get_running_loop().create_task(self._follow())
+        self._following = asyncio.get_running_loop().create_task(self._follow())
         return ready
 
     async def _next(self, key: str) -> dict[str, Any]:
@@ -159,22 +160,27 @@ class FleetProcess:
             if not raw:
                 raise StackError(f"the fleet exited ({self.process.returncode}) before {key}")
             line: dict[str, Any] = json.loads(raw)
-            if key in line:
+            if key in line or "final" in line:
                 return line
 
     async def _follow(self) -> None:
         with contextlib.suppress(StackError, ValueError):
             while True:
                 line = await self._next("report")
+                if "final" in line:
+                    self.last = line["final"]
+                    return
                 self.last = line["report"]
 
     async def stop(self) -> dict[str, Any]:
         if self.process is None or self.process.returncode is not None:
             return self.last
         assert self.process.stdin is not None
-        self.process.stdin.close()
+        self.process.stdin.close()  # the fleet prints its final report, then exits
         try:
             await asyncio.wait_for(self.process.wait(), 60)
+            if self._following is not None:
+                await asyncio.wait_for(self._following, 5)
         except TimeoutError:
             self.process.kill()
             await self.process.wait()
