@@ -21,7 +21,11 @@ idempotent producer):
   counted in `records_dropped_total`).
 
 The number of messages being handled is bounded: past the bound the gateway stops
-reading the socket, and the broker holds the rest.
+reading the socket, and the broker holds the rest. Every message taken into the window
+leaves it exactly once, when its `ack` is called (`ota_gateway_in_flight{direction="uplink"}`
+shows the count): a message the gateway fails to translate (a defect, not bad input) is
+dead-lettered (reason `gateway_error`) rather than left holding a slot and a broker
+receive-maximum credit forever.
 """
 
 from __future__ import annotations
@@ -41,7 +45,14 @@ from gateway.presence import PresenceSource, PresenceTracker
 from gateway.settings import GatewaySettings
 from gateway.slots import SplitMode
 from gateway.throttle import PresenceThrottle
-from gateway.uplink import KAFKA_REFUSED, dead_letter, device_records, refused_letter
+from gateway.uplink import (
+    GATEWAY_ERROR,
+    KAFKA_REFUSED,
+    dead_letter,
+    device_records,
+    error_letter,
+    refused_letter,
+)
 from ota.backoff import Backoff
 from ota.clock import now_ms
 from ota.mqtt import Ack
@@ -119,6 +130,8 @@ class Inbound:
         self._limit = settings.uplink_in_flight
         self._pause_at = settings.test_pause_at
         self._in_flight = 0
+        self._in_flight_gauge = metrics.IN_FLIGHT.labels("uplink")
+        self._in_flight_gauge.set(0)
         self._paused = False
         self._seq = 0
         self._unanswered = 0  # records sent that Kafka has not answered yet
@@ -142,18 +155,22 @@ class Inbound:
         """Handle one MQTT message; `ack(PUBACK_SUCCESS)` once it is safely in Kafka."""
         self._enter()
         received = now_ms()
-        if topic.startswith("$SYS/"):
-            records = self._presence_records(topic, payload, received)
-        else:
-            records = self._uplink_records(topic, payload, received)
-        if not records:
+        try:
+            if topic.startswith("$SYS/"):
+                records = self._presence_records(topic, payload, received)
+            else:
+                records = self._uplink_records(topic, payload, received)
+            outs = [self._route(r) for r in records]
+        except Exception as error:  # a defect: still leave the window through a dead letter
+            log.exception("uplink translation failed; dead-lettered", extra={"topic": topic[:200]})
+            metrics.DEAD_LETTERS.labels(GATEWAY_ERROR).inc()
+            outs = [self._route(error_letter(topic, payload, error, received))]
+        if not outs:
             ack(PUBACK_SUCCESS)
             self._leave()
             return
         self._seq += 1
-        message = _Message(
-            self._seq, topic, payload, ack, [self._route(r) for r in records], received
-        )
+        message = _Message(self._seq, topic, payload, ack, outs, received)
         if self._pause_at == "before_kafka_ack":
             log.warning("test pause", extra={"point": self._pause_at})
             return  # held until the test kills the process
@@ -359,6 +376,7 @@ class Inbound:
 
     def _enter(self) -> None:
         self._in_flight += 1
+        self._in_flight_gauge.set(self._in_flight)
         if self._in_flight == 1:
             self.idle.clear()
         if self._in_flight >= self._limit and not self._paused:
@@ -366,6 +384,7 @@ class Inbound:
 
     def _leave(self) -> None:
         self._in_flight -= 1
+        self._in_flight_gauge.set(self._in_flight)
         if self._paused and self._in_flight <= self._limit // 2:
             self._update_reading()
         if self._in_flight == 0:

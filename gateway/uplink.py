@@ -6,7 +6,8 @@ derived from it and the event's content, so a message the broker redelivers (aft
 gateway crash before its PUBACK) yields records with the same ids and consumers drop
 the copies; distinct reports that echo one command's event_id keep distinct ids.
 A malformed message becomes one `DeadLetterRecord` carrying the reason and raw bytes, and
-so does a record Kafka refuses for good (reason `kafka_refused`).
+so does a record Kafka refuses for good (reason `kafka_refused`) and a message the
+gateway itself failed to translate (reason `gateway_error`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ota.records import DeadLetterRecord, DeviceEventRecord, new_id
 
 SOURCE = "gateway"
 KAFKA_REFUSED = "kafka_refused"
+GATEWAY_ERROR = "gateway_error"
 # A dead letter keeps at most this much of the raw message, so it always fits in a Kafka record.
 MAX_RAW_BYTES = 64 * 1024
 
@@ -89,6 +91,25 @@ def refused_letter(
         origin=topic,
         key=_device_part(topic),
         id=digest,
+        at_ms=received_ms,
+    )
+
+
+def error_letter(
+    topic: str, payload: bytes, error: Exception, received_ms: int
+) -> DeadLetterRecord:
+    """The dead letter of a message the gateway failed to translate (a defect in the
+    gateway); its id repeats for a redelivered copy."""
+    digest = hashlib.blake2b(b"error\0" + topic.encode() + b"\0" + payload, digest_size=16)
+    return DeadLetterRecord(
+        source=SOURCE,
+        reason=GATEWAY_ERROR,
+        message=f"the gateway failed to translate this message: {type(error).__name__}: "
+        + str(error)[:500],
+        raw_b64=DeadLetterRecord.raw_bytes(payload[:MAX_RAW_BYTES]),
+        origin=topic,
+        key=_device_part(topic),
+        id=digest.hexdigest(),
         at_ms=received_ms,
     )
 

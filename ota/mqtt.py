@@ -184,6 +184,7 @@ class MqttLink:
         self._slots = asyncio.Semaphore(config.max_publishes_in_flight)
         self._pubacks: list[bytes] = []
         self._pubacks_for: Any = None  # the gmqtt connection the buffered PUBACKs belong to
+        self._no_transport_logged = False
         self.client = self._make_client()
 
     def _make_client(self) -> _Client:
@@ -258,6 +259,13 @@ class MqttLink:
         self._pubacks.clear()
         transport = self._transport()
         current = self._pubacks_for is self.client._connection
+        if current and transport is None and not self._no_transport_logged:
+            # Unwritten PUBACKs stall the broker at our receive maximum: say so loudly.
+            self._no_transport_logged = True
+            log.error(
+                "cannot write PUBACKs: the MQTT connection has no usable transport",
+                extra={"client_id": self.config.client_id},
+            )
         if current and transport is not None and not transport.is_closing():
             transport.write(data)
 

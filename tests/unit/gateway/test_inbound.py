@@ -13,6 +13,7 @@ from gateway.inbound import Inbound
 from gateway.kafka_bridge import OnDone, ProduceError
 from gateway.settings import GatewaySettings
 from ota.backoff import Backoff
+from ota.metrics import REGISTRY
 from ota.protocol import up_topic
 from ota.records import DeadLetterRecord, DeviceEventRecord, decode
 
@@ -223,3 +224,44 @@ async def test_foreign_slot_is_acknowledged_without_kafka() -> None:
     inbound.receive(up_topic("devA"), PAYLOAD, 1, acks.for_("m"))  # type: ignore[arg-type]
     assert acks.codes == {"m": 0}
     assert producer.sent == []
+
+
+class _BrokenPresence:
+    """A presence parser with a defect: it raises on every notice."""
+
+    name = "broken"
+    topic_filter = "$SYS/broker/log/N"
+
+    def parse(self, topic: str, payload: bytes) -> None:
+        raise RuntimeError("parser defect")
+
+
+async def test_a_translation_defect_is_dead_lettered_and_leaves_the_window() -> None:
+    producer, acks = ScriptedProducer(), Acks()
+    settings = GatewaySettings.from_env({"OTA_GATEWAY_UPLINK_IN_FLIGHT": "2"})
+    inbound = Inbound(settings, producer, _BrokenPresence(), lambda: None, lambda: None)  # type: ignore[arg-type]
+    inbound.receive("$SYS/broker/log/N", b"New client connected", 1, acks.for_("m"))  # type: ignore[arg-type]
+    [(topic, _, value)] = producer.sent
+    letter = decode(value)
+    assert topic == settings.common.topics.dead_letters
+    assert isinstance(letter, DeadLetterRecord)
+    assert letter.reason == "gateway_error"
+    assert "parser defect" in letter.message
+    assert acks.codes == {}
+    producer.answer(0)
+    assert acks.codes == {"m": 0}
+    assert inbound.in_flight == 0
+    assert inbound.idle.is_set()
+
+
+async def test_in_flight_gauge_follows_the_window() -> None:
+    producer, acks = ScriptedProducer(), Acks()
+    inbound = _inbound(producer, 10, [])
+    gauge = ("ota_gateway_in_flight", {"direction": "uplink"})
+    inbound.receive(up_topic("d1"), PAYLOAD, 1, acks.for_("a"))  # type: ignore[arg-type]
+    inbound.receive(up_topic("d2"), b"{not json", 1, acks.for_("b"))  # type: ignore[arg-type]
+    assert REGISTRY.get_sample_value(*gauge) == 2
+    for index in range(len(producer.sent)):
+        producer.answer(index)
+    assert acks.codes == {"a": 0, "b": 0}
+    assert REGISTRY.get_sample_value(*gauge) == 0
