@@ -129,3 +129,18 @@ async def test_without_refusals_raise_any_puback_counts_as_delivered() -> None:
     link.client._package_handler._handle_puback_packet(PUBACK, b"\x00\x05\x87")
     await refused
     assert refused.done()
+
+
+async def test_pubacks_without_a_usable_transport_are_reported_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Unwritten PUBACKs stall the broker at the receive maximum: that must not be silent.
+    link = _link(Backoff())
+    connection = _Connection()
+    connection._transport = object()  # type: ignore[assignment]
+    link.client._connection = connection
+    for mid in (1, 2):
+        link._puback(connection, mid, 0)
+        await asyncio.sleep(0)
+    errors = [r for r in caplog.records if "cannot write PUBACKs" in r.getMessage()]
+    assert len(errors) == 1
