@@ -3,7 +3,8 @@
 Producers are idempotent with acks=all (nothing acknowledged is lost, retries do not
 duplicate); consumers never auto-commit (services commit after their own write).
 Callers pass overrides for tuning; kafka-python's metrics are off because the
-services export their own through Prometheus.
+services export their own through Prometheus. Consumers are `GroupConsumer`s, which
+finish a group join that kafka-python would otherwise leave half done.
 """
 
 from __future__ import annotations
@@ -32,9 +33,33 @@ def make_producer(
     return KafkaProducer(**config)
 
 
+class GroupConsumer(KafkaConsumer):  # type: ignore[misc]
+    """A KafkaConsumer whose poll() never leaves a join of its group half done.
+
+    kafka-python 3.0.12: when the group leader rejoins because topic metadata changed, the
+    JoinGroup/SyncGroup round trip runs as a task that only a poll() applies. If that poll's
+    timeout ends first (a short poll, a loaded machine), the task itself has already updated
+    the metadata snapshot, so the next poll sees no reason to rejoin and never applies the
+    finished join: the member stays "rebalancing" with heartbeats off, the broker drops it
+    after session_timeout_ms, commits fail, and it never joins again while the process runs.
+    Asking for a rejoin then makes the next poll complete the join (or join anew).
+    """
+
+    def poll(
+        self, timeout_ms: int = 0, max_records: int | None = None, update_offsets: bool = True
+    ) -> dict[Any, list[Any]]:
+        records: dict[Any, list[Any]] = super().poll(
+            timeout_ms=timeout_ms, max_records=max_records, update_offsets=update_offsets
+        )
+        coordinator = self._coordinator
+        if coordinator.rebalance_in_progress() and not coordinator.need_rejoin():
+            coordinator.request_rejoin()
+        return records
+
+
 def make_consumer(
     settings: CommonSettings, *, group_id: str | None, client_id: str = "ota", **overrides: Any
-) -> KafkaConsumer:
+) -> GroupConsumer:
     config: dict[str, Any] = {
         "bootstrap_servers": settings.kafka_bootstrap,
         "client_id": client_id,
@@ -46,7 +71,7 @@ def make_consumer(
         "metrics_enabled": False,
     }
     config.update(overrides)
-    return KafkaConsumer(**config)
+    return GroupConsumer(**config)
 
 
 def make_admin(settings: CommonSettings, **overrides: Any) -> KafkaAdminClient:

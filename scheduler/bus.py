@@ -4,6 +4,11 @@ kafka-python is blocking, so each client lives on its own single thread: the
 producer's sends and flushes run there, and each consumer polls and commits there.
 A consumer hands every polled batch to an async handler and commits only after the
 handler returned (at-least-once; handlers are idempotent).
+
+Group membership outlives slow batches: while a handler runs (or retries while Redis
+or Kafka is away) the consumer keeps polling with its partitions paused, so it keeps
+answering rebalances and never exceeds max_poll_interval_ms. A commit refused because
+the group moved on is not fatal: the partitions' next owner applies the batch again.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 from redis.exceptions import RedisError
 
@@ -28,8 +34,21 @@ log = logging.getLogger(__name__)
 HANDLER_RETRIES = metrics.counter(
     "scheduler", "batch_retries_total", "Consumer batches retried after an error", ("consumer",)
 )
+COMMIT_FAILURES = metrics.counter(
+    "scheduler", "commit_failures_total", "Consumer commits Kafka refused", ("consumer",)
+)
 SEND_TIMEOUT_S = 30.0
 METADATA_WAIT_S = 30.0
+# Group timings: a member survives ~45 s of CPU starvation before the group drops it, and
+# the poll interval bound only matters if the loop itself stalls (it polls while busy).
+GROUP_CONFIG: dict[str, Any] = {
+    "session_timeout_ms": 45_000,
+    "heartbeat_interval_ms": 3_000,
+    "max_poll_interval_ms": 300_000,
+}
+# A batch that takes longer than this gets the consumer polling (paused) meanwhile; each
+# such poll waits this long, enough for a rebalance's JoinGroup/SyncGroup to complete in it.
+BUSY_POLL_MS = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +101,11 @@ class Consumer:
         handler: Handler,
         name: str,
         poll_ms: int = 200,
+        group_config: dict[str, Any] | None = None,
     ) -> None:
         self._settings, self._topics, self._group = settings, topics, group_id
         self._handler, self._name, self._poll_ms = handler, name, poll_ms
+        self._group_config = GROUP_CONFIG if group_config is None else group_config
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"kafka-{name}")
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -96,6 +117,7 @@ class Consumer:
                 group_id=self._group,
                 client_id=f"ota-scheduler-{self._name}",
                 metadata_max_age_ms=30_000,  # notice new partitions within half a minute
+                **self._group_config,
             ),
         )
         try:
@@ -108,11 +130,39 @@ class Consumer:
                 records = [r for batch in polled.values() for r in batch]
                 if not records:
                     continue
-                if await self._handle(records, stop):
-                    await loop.run_in_executor(self._pool, consumer.commit)
+                if await self._handle_polling(consumer, records, stop):
+                    await loop.run_in_executor(self._pool, self._commit, consumer)
         finally:
             await loop.run_in_executor(self._pool, consumer.close)
             self._pool.shutdown(wait=True)
+
+    async def _handle_polling(
+        self, consumer: KafkaConsumer, records: Sequence[Any], stop: asyncio.Event
+    ) -> bool:
+        """`_handle` while the consumer polls with every partition paused (heartbeats,
+        rebalances); resumes the partitions it still owns afterwards."""
+        loop = asyncio.get_running_loop()
+        handling = asyncio.ensure_future(self._handle(records, stop))
+        await asyncio.wait({handling}, timeout=BUSY_POLL_MS / 1000)
+        if handling.done():
+            return handling.result()
+        try:
+            while not handling.done():
+                await loop.run_in_executor(self._pool, _poll_paused, consumer)
+        finally:
+            if not handling.done():
+                handling.cancel()
+            await loop.run_in_executor(self._pool, _resume_all, consumer)
+        return handling.result()
+
+    def _commit(self, consumer: KafkaConsumer) -> None:
+        try:
+            consumer.commit()
+        except KafkaError as exc:
+            # The group rebalanced (or dropped this member) meanwhile: the partitions' next
+            # owner applies the batch again; the next poll rejoins if needed.
+            COMMIT_FAILURES.labels(self._name).inc()
+            log.warning("commit failed", extra={"consumer": self._name, "error": str(exc)})
 
     async def _handle(self, records: Sequence[Any], stop: asyncio.Event) -> bool:
         """Apply a batch, retrying while Redis or Kafka is unavailable; False if stopped first."""
@@ -138,3 +188,18 @@ class Consumer:
                 return
             time.sleep(0.2)
         log.warning("topics have no metadata yet", extra={"topics": list(self._topics)})
+
+
+def _poll_paused(consumer: KafkaConsumer) -> None:
+    consumer.pause(*consumer.assignment())
+    polled = consumer.poll(timeout_ms=BUSY_POLL_MS)
+    # Partitions a rebalance inside that poll assigned start unpaused: what they returned
+    # is read again once the batch is done.
+    for tp, batch in polled.items():
+        if batch:
+            consumer.seek(tp, batch[0].offset)
+    consumer.pause(*consumer.assignment())
+
+
+def _resume_all(consumer: KafkaConsumer) -> None:
+    consumer.resume(*consumer.paused())
