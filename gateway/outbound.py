@@ -6,12 +6,18 @@ IoTDA envelope (event_id = the command record's id) and a bounded number are in 
 A partition's offset is committed only past commands the broker acknowledged
 (`OffsetTracker`), so a crash republishes, never skips. A record that is not a valid
 command goes to the dead-letter topic and counts as done.
+
+The poll loop never waits long on publishes: it polls for at most as many records as
+there are free in-flight slots, and while none are free (the broker slow to acknowledge,
+the link down) it keeps polling with its partitions paused, so the consumer stays in its
+group and takes part in rebalances however long the backlog lasts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -34,6 +40,7 @@ log = logging.getLogger(__name__)
 
 COMMIT_INTERVAL_S = 0.5
 POLL_TIMEOUT_MS = 200
+FULL_WAIT_S = 1.0  # with every slot taken, wait this long for one before polling paused
 COMMAND_KINDS = frozenset({"command"})
 RETRY = Backoff(0.1, 5.0)
 # PUBACK failure codes worth publishing again: quota exceeded, the broker's own trouble.
@@ -79,7 +86,9 @@ class Outbound:
         self._link = link
         self._producer = producer
         self._dead_letter_topic = dead_letter_topic
-        self._slots = asyncio.Semaphore(in_flight)
+        self._in_flight = in_flight
+        self._busy = 0  # publishes started and not finished
+        self._freed = asyncio.Event()
         self._backoff = backoff
         self._tracker = OffsetTracker()
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="downlink")
@@ -87,6 +96,7 @@ class Outbound:
         self._loop = asyncio.get_running_loop()
         self._tasks: set[asyncio.Task[None]] = set()
         self._generation = 0  # bumped on revocation: late acks of old work are ignored
+        self._unsent_commit: dict[int, int] = {}  # a refused commit, tried again next time
 
     async def _on_thread(self, call: Callable[..., Any], *args: Any) -> Any:
         return await self._loop.run_in_executor(self._thread, call, *args)
@@ -108,10 +118,14 @@ class Outbound:
                     return
         last_commit = time.monotonic()
         while not stop.is_set():
-            batches = await self._on_thread(self._poll)
+            if self._busy >= self._in_flight:
+                self._freed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._freed.wait(), FULL_WAIT_S)
+            batches = await self._on_thread(self._poll, self._in_flight - self._busy)
             for records in batches:
                 for record in records:
-                    await self._slots.acquire()
+                    self._busy += 1
                     self._tracker.started(record.partition, record.offset)
                     self._spawn(record.partition, record.offset, record.value)
             metrics.IN_FLIGHT.labels("downlink").set(self._tracker.in_flight())
@@ -126,10 +140,23 @@ class Outbound:
         self._consumer.partitions_for_topic(self._topic)
         self._consumer.subscribe([self._topic], listener=_Rebalance(self))
 
-    def _poll(self) -> list[list[Any]]:
-        assert self._consumer is not None
+    def _poll(self, free: int) -> list[list[Any]]:
+        """At most `free` records; none while `free` is 0, polling paused to stay in the group."""
+        consumer = self._consumer
+        assert consumer is not None
         try:
-            return list(self._consumer.poll(timeout_ms=POLL_TIMEOUT_MS).values())
+            if free > 0:
+                consumer.resume(*consumer.paused())
+                limit = min(free, consumer.config["max_poll_records"])
+                return list(consumer.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=limit).values())
+            consumer.pause(*consumer.assignment())
+            polled = consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
+            # Partitions a rebalance inside that poll assigned start unpaused: what they
+            # returned is read again once slots are free.
+            for tp, records in polled.items():
+                if records:
+                    consumer.seek(tp, records[0].offset)
+            return []
         except KafkaError as exc:
             log.warning("kafka poll failed", extra={"error": str(exc)})
             metrics.RETRIES.labels("poll").inc()
@@ -145,7 +172,8 @@ class Outbound:
         try:
             await self._publish_one(partition, offset, value)
         finally:
-            self._slots.release()
+            self._busy -= 1
+            self._freed.set()
         # Only reached on success: a cancelled publish (shutdown) is left uncommitted.
         if generation == self._generation:
             self._tracker.finished(partition, offset)
@@ -217,11 +245,16 @@ class Outbound:
                 attempt += 1
 
     async def _commit(self) -> None:
-        offsets = self._tracker.committable()
+        offsets = {**self._unsent_commit, **self._tracker.committable()}
+        self._unsent_commit = {}
         if offsets:
-            await self._on_thread(self._commit_offsets, offsets)
+            generation = self._generation
+            done = await self._on_thread(self._commit_offsets, offsets)
+            # After a revocation meanwhile, these offsets may be another member's to commit.
+            if not done and generation == self._generation:
+                self._unsent_commit = {**offsets, **self._unsent_commit}
 
-    def _commit_offsets(self, offsets: dict[int, int]) -> None:
+    def _commit_offsets(self, offsets: dict[int, int]) -> bool:
         assert self._consumer is not None
         try:
             self._consumer.commit(
@@ -231,17 +264,21 @@ class Outbound:
                 }
             )
         except KafkaError as exc:
-            # Not fatal: the offsets are committed with a later batch, or the commands are
+            # Not fatal: the offsets are committed on the next round, or the commands are
             # republished after a rebalance (devices and workers drop duplicates by event id).
             log.warning("downlink commit failed", extra={"error": str(exc)})
+            return False
+        return True
 
     def on_revoked_from_thread(self, revoked: list[TopicPartition]) -> None:
         """Commit what was acknowledged and drop the rest of the revoked partitions."""
         partitions = {tp.partition for tp in revoked}
 
         def settle() -> dict[int, int]:
-            offsets = self._tracker.committable()
+            offsets = {**self._unsent_commit, **self._tracker.committable()}
             self._tracker.forget(partitions)
+            # The kept partitions' commit points go with the next regular commit.
+            self._unsent_commit = {p: o for p, o in offsets.items() if p not in partitions}
             self._generation += 1
             return {p: o for p, o in offsets.items() if p in partitions}
 
