@@ -19,7 +19,9 @@ class WorkerSettings:
     sweep_idle_ms: int = 200  # longest sleep between sweeps when nothing is due sooner
     sweep_lease_ms: int = 30_000  # a popped deadline fires again if its timeout was not sent
     drain_timeout_s: float = 10.0
-    session_timeout_ms: int = 10_000  # how soon the group notices a killed worker
+    # How soon the group notices a killed worker; long enough that a CPU-starved but live
+    # worker keeps its partitions.
+    session_timeout_ms: int = 30_000
     metrics_port: int = 0
 
     @classmethod
@@ -38,7 +40,7 @@ class WorkerSettings:
             sweep_lease_ms=env.integer("WORKER_SWEEP_LEASE_MS", 30_000, min_value=100),
             drain_timeout_s=env.number("WORKER_DRAIN_TIMEOUT_S", 10.0, min_value=0.1),
             session_timeout_ms=env.integer(
-                "WORKER_SESSION_TIMEOUT_MS", 10_000, min_value=1000, max_value=300_000
+                "WORKER_SESSION_TIMEOUT_MS", 30_000, min_value=1000, max_value=300_000
             ),
             metrics_port=env.integer("WORKER_METRICS_PORT", 0, min_value=0, max_value=65535),
         )
