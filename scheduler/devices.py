@@ -54,21 +54,32 @@ end
 return 1
 """
 
-# Record a job event as the device's current job (if not older) and on its timeline.
+# Record a job event as the device's current job (if newer) and on its timeline.
+# The timeline keeps the job-events log's order (one partition per device): each entry's
+# score is its at_ms raised above the newest entry's, because records stamped by
+# different services (gateway, edge, sweeper) may reach the log out of time order. A
+# replayed entry keeps its place (NX). Within one task, newer means a later attempt or a
+# higher job version; time decides only between different tasks.
 # KEYS[1] device hash, KEYS[2] timeline zset, KEYS[3] all-devices zset
 # ARGV: device id, at_ms, task id, attempt, job_version, state, cause, task type, entry, cap
 _JOB = """
 redis.call('ZADD', KEYS[3], 0, ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[9])
-redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[10]) - 1)
-local at = tonumber(redis.call('HGET', KEYS[1], 'job_at_ms') or '0')
-if tonumber(ARGV[2]) < at then return 0 end
+local score = tonumber(ARGV[2])
+local newest = redis.call('ZREVRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+if newest[2] and tonumber(newest[2]) >= score then score = tonumber(newest[2]) + 1 end
+if redis.call('ZSCORE', KEYS[2], ARGV[9]) == false then
+  redis.call('ZADD', KEYS[2], score, ARGV[9])
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[10]) - 1)
+end
 if redis.call('HGET', KEYS[1], 'task') == ARGV[3] then
   local attempt = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0')
   local version = tonumber(redis.call('HGET', KEYS[1], 'job_version') or '0')
   if tonumber(ARGV[4]) < attempt or (tonumber(ARGV[4]) == attempt and tonumber(ARGV[5]) <= version) then
     return 0
   end
+else
+  local at = tonumber(redis.call('HGET', KEYS[1], 'job_at_ms') or '0')
+  if tonumber(ARGV[2]) < at then return 0 end
 end
 redis.call('HSET', KEYS[1], 'job_at_ms', ARGV[2], 'task', ARGV[3], 'attempt', ARGV[4],
   'job_version', ARGV[5], 'state', ARGV[6], 'cause', ARGV[7])

@@ -125,6 +125,7 @@ class Harness:
         job_version: int = 1,
         cause: int | None = None,
         event_id: str | None = None,
+        at_ms: int | None = None,
     ) -> JobEventRecord:
         record = JobEventRecord(
             device_id=device,
@@ -134,7 +135,7 @@ class Harness:
             from_state=from_state,
             to_state=to_state,
             cause=cause,
-            at_ms=int(time.time() * 1000),
+            at_ms=int(time.time() * 1000) if at_ms is None else at_ms,
         )
         if event_id is not None:
             record = dataclasses.replace(record, id=event_id)

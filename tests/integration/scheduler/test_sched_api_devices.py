@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from tests.integration.scheduler.sched_harness import Harness, eventually
@@ -115,3 +116,37 @@ async def test_device_timeline_and_current_job(harness: Harness) -> None:
     assert {e["id"] for e in entries} >= {replay.id}
     failed = [e for e in entries if e["to"] == "FAILED"]
     assert failed[0]["cause"] == 3
+
+
+async def test_timeline_follows_the_log_when_stamps_disagree(harness: Harness) -> None:
+    # The edge stamps "downloaded" a moment after the gateway stamped the device's
+    # failing result, yet the worker applied them in the other order: the log's order wins.
+    (device,) = ids("order", 1)
+    package = await harness.upload(b"log order")
+    tid = await harness.create_task(package["id"], [device])
+    await harness.wait_releases(1)
+    t = int(time.time() * 1000)
+    steps = [("QUERYING_VERSION", t), ("COMMAND_SENT", t + 1000), ("DOWNLOADED", t + 5000)]
+    for version, (state, at_ms) in enumerate(steps, start=1):
+        last = harness.job_event(device, tid, state, job_version=version, at_ms=at_ms)
+    harness.job_event(
+        device, tid, "FAILED", from_state="DOWNLOADED", job_version=4, cause=25, at_ms=t + 4000
+    )
+    harness.job_event(device, tid, "DOWNLOADED", job_version=3, at_ms=t + 5000, event_id=last.id)
+
+    async def timeline() -> dict[str, object] | None:
+        shown = (await harness.client.get(f"/v1/devices/{device}")).json()
+        return shown if len(shown.get("timeline", [])) >= 4 else None
+
+    shown = await eventually(timeline, "four timeline entries")
+    job = shown["current_job"]
+    assert isinstance(job, dict)
+    assert job["state"] == "FAILED"
+    entries = shown["timeline"]
+    assert isinstance(entries, list)
+    assert [e["to"] for e in entries] == [
+        "FAILED",
+        "DOWNLOADED",
+        "COMMAND_SENT",
+        "QUERYING_VERSION",
+    ]
