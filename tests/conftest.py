@@ -51,11 +51,15 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
-def _unavailable(what: str, reason: str) -> NoReturn:
-    message = f"{what} is not answering ({reason}); start the local stack with `make stack`"
+def missing(message: str) -> NoReturn:
+    """Something a test needs is absent: fail under CI (never a silent skip), skip elsewhere."""
     if _in_ci():
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
+
+
+def _unavailable(what: str, reason: str) -> NoReturn:
+    missing(f"{what} is not answering ({reason}); start the local stack with `make stack`")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import http.client
-import os
 import shutil
 import socket
 import threading
@@ -17,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import uvloop
 
 from download_edge.progress import Sink
 from download_edge.server import EdgeServer
 from download_edge.settings import EdgeSettings
+from tests.conftest import missing
 
 
 @dataclass(frozen=True)
@@ -128,8 +127,5 @@ def require_tool(name: str) -> str:
     """The path of a Debian client the test needs; fails under CI, skips elsewhere."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed (apt-get install {name})"
-        if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        missing(f"{name} is not installed (apt-get install {name})")
     return path
