@@ -176,24 +176,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     package = os.urandom(args.package_kib * 1024)
     prefix = f"b{run_id}"
     fleet = FleetProcess(
-        [
-            sys.executable,
-            "-m",
-            "ota.demo_fleet",
-            "--size",
-            str(args.size),
-            "--prefix",
-            prefix,
-            "--mode",
-            args.mode,
-            "--mux-connections",
-            str(args.mux_connections),
-            "--mix",
-            "none",
-            "--report-every-s",
-            "10",
-        ],
         stack.env,
+        size=args.size,
+        prefix=prefix,
+        mode=args.mode,
+        mux_connections=args.mux_connections,
+        mix="none",
+        report_every_s=10,
     )
     result: dict[str, Any] = {"label": label, "args": {k: str(v) for k, v in vars(args).items()}}
     try:

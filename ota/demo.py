@@ -134,8 +134,12 @@ def policy(args: argparse.Namespace) -> dict[str, Any]:
 class FleetProcess:
     """`python -m ota.demo_fleet` as a child; JSON lines on its stdout."""
 
-    def __init__(self, command: list[str], env: dict[str, str]) -> None:
-        self.command, self.env = command, env
+    def __init__(self, env: dict[str, str], **options: object) -> None:
+        """`options` become the fleet's flags: `mux_connections=4` -> `--mux-connections 4`."""
+        self.command = [sys.executable, "-m", "ota.demo_fleet"]
+        for name, value in options.items():
+            self.command += [f"--{name.replace('_', '-')}", str(value)]
+        self.env = env
         self.process: asyncio.subprocess.Process | None = None
         self.last: dict[str, Any] = {}
         self._following: asyncio.Task[None] | None = None
@@ -203,24 +207,13 @@ async def rollout(args: argparse.Namespace, stack: Stack) -> int:
     run, prefix = plan.name.removeprefix("demo-"), plan.name
     package = os.urandom(args.package_kib * 1024)
     fleet = FleetProcess(
-        [
-            sys.executable,
-            "-m",
-            "ota.demo_fleet",
-            "--size",
-            str(args.size),
-            "--prefix",
-            prefix,
-            "--mode",
-            args.mode,
-            "--mix",
-            args.mix,
-            "--package-size",
-            str(len(package)),
-            "--back-after-s",
-            str(args.online_window_s / 2),
-        ],
         stack.env,
+        size=args.size,
+        prefix=prefix,
+        mode=args.mode,
+        mix=args.mix,
+        package_size=len(package),
+        back_after_s=args.online_window_s / 2,
     )
     print(f"[demo] connecting {args.size} simulated devices ({args.mode}) ...", flush=True)
     started = time.monotonic()
