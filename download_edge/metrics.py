@@ -28,6 +28,11 @@ fills = metrics.counter(
     ("outcome",),
 )
 events = metrics.counter(SERVICE, "download_events_total", "Download records produced", ("phase",))
+events_resent = metrics.counter(
+    SERVICE,
+    "download_events_resent_total",
+    "Download records produced again because Kafka's acknowledgement never came",
+)
 progress_dropped = metrics.counter(
     SERVICE, "progress_dropped_total", "Delivered-byte notes dropped (queue full or store down)"
 )

@@ -8,9 +8,12 @@ in Redis (`ota:edge:dl:<package>:<device>`) means a download resumed on another 
 replica still finishes. Kafka or Redis being slow or down never blocks a request: notes
 wait in the queue (bounded; overflow is counted and dropped).
 
-A record is produced at least once per cycle: should the process die between the Redis
-update and the produce, that one record is lost, and the worker's download windows
-(which never depend on the edge) still bound the job.
+Nothing is lost between the Redis update and the produce: the script that decides a
+record is due also stores it in the hash (`ps`/`pf`: its timestamp) and lists the hash
+in an outbox (`ota:edge:dl-outbox`, scored by time). Kafka's acknowledgement clears
+both; any replica re-produces entries left unacknowledged for `RESEND_AFTER_MS` (the
+edge died, or Kafka refused), byte for byte the same record. So each record arrives at
+least once; the worker ignores a repeated download record.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import redis
@@ -31,22 +35,29 @@ from ota.records import DownloadPhase, DownloadRecord, encode
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "ota:edge:dl:"
+OUTBOX_KEY = "ota:edge:dl-outbox"
 MAX_QUEUE = 200_000
 MAX_INTERVALS = 256  # a device fragmenting its download past this stops being tracked
+RESEND_AFTER_MS = 30_000  # far beyond a produce's acknowledgement on a healthy broker
+RESEND_BATCH = 500
+PHASE_FIELDS = {DownloadPhase.STARTED: "ps", DownloadPhase.FINISHED: "pf"}
 
-# KEYS[1]: the (package, device) hash {iv = "s:e,s:e...", fin = "1" once finished}
-# ARGV[1]: package size; ARGV[2]: TTL seconds; ARGV[3]: interval cap;
-# ARGV[4..]: start, end pairs (half-open, sorted, disjoint).
+# KEYS[1]: the (package, device) hash {iv = "s:e,s:e...", fin = "1" once finished,
+#   ps / pf = time of a started / finished record not yet acknowledged by Kafka};
+# KEYS[2]: the outbox (sorted set of such hashes, by time).
+# ARGV[1]: package size; ARGV[2]: TTL seconds; ARGV[3]: interval cap; ARGV[4]: now (ms);
+# ARGV[5..]: start, end pairs (half-open, sorted, disjoint).
 # Returns {started, finished}: 1 when this call began or completed a download cycle.
 # A finished download fetched again from byte 0 starts a new cycle (a retried job).
 MERGE_SCRIPT = """
 local size = tonumber(ARGV[1])
 local cap = tonumber(ARGV[3])
+local now = ARGV[4]
 local old = redis.call('HMGET', KEYS[1], 'iv', 'fin')
 local ivs = {}
 local fin = old[2] == '1'
 local started = 0
-if not old[1] or (fin and tonumber(ARGV[4]) == 0) then
+if not old[1] or (fin and tonumber(ARGV[5]) == 0) then
   started = 1
   fin = false
 else
@@ -54,7 +65,7 @@ else
     ivs[#ivs + 1] = {tonumber(s), tonumber(e)}
   end
 end
-for i = 4, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   ivs[#ivs + 1] = {tonumber(ARGV[i]), tonumber(ARGV[i + 1])}
 end
 table.sort(ivs, function(a, b) return a[1] < b[1] end)
@@ -76,8 +87,24 @@ if #merged > cap then return {started, finished} end
 local parts = {}
 for i, iv in ipairs(merged) do parts[i] = iv[1] .. ':' .. iv[2] end
 redis.call('HSET', KEYS[1], 'iv', table.concat(parts, ','), 'fin', fin and '1' or '0')
+if started == 1 then
+  redis.call('HDEL', KEYS[1], 'pf')  -- an earlier cycle's record is superseded
+  redis.call('HSET', KEYS[1], 'ps', now)
+end
+if finished == 1 then redis.call('HSET', KEYS[1], 'pf', now) end
+if started == 1 or finished == 1 then redis.call('ZADD', KEYS[2], now, KEYS[1]) end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 return {started, finished}
+"""
+
+# KEYS[1]: the hash; KEYS[2]: the outbox. ARGV[1]: the field (ps/pf); ARGV[2]: its time.
+# Clears the field if it still holds that record, and the outbox entry once none is left.
+ACK_SCRIPT = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
+if redis.call('HEXISTS', KEYS[1], 'ps') == 0 and redis.call('HEXISTS', KEYS[1], 'pf') == 0 then
+  redis.call('ZREM', KEYS[2], KEYS[1])
+end
+return 1
 """
 
 
@@ -90,6 +117,20 @@ class Sink(Protocol):
 
 
 Key = tuple[str, str]  # device id, package sha256
+Ack = tuple[str, str, DownloadPhase, int]  # device id, package sha256, phase, at_ms
+
+
+def hash_key(device_id: str, sha: str) -> str:
+    return f"{KEY_PREFIX}{sha}:{device_id}"
+
+
+def parse_hash_key(key: str) -> Key | None:
+    """(device id, sha256) of a progress hash's key; None for a key of another shape."""
+    rest = key.removeprefix(KEY_PREFIX)
+    sha, sep, device_id = rest.partition(":")
+    if rest == key or not sep or len(sha) != 64 or not device_id:
+        return None
+    return device_id, sha
 
 
 class ProgressRecorder:
@@ -101,16 +142,21 @@ class ProgressRecorder:
         *,
         flush_ms: int,
         ttl_s: int,
+        resend_after_ms: int = RESEND_AFTER_MS,
     ) -> None:
         self._store = store
         self._sink = sink
         self._topic = topic
         self._flush_s = flush_ms / 1000
         self._ttl_s = ttl_s
+        self._resend_after_ms = resend_after_ms
         self._notes: deque[tuple[str, str, int, int, int]] = deque()
         self._carry: dict[Key, tuple[int, list[intervals.Interval]]] = {}
+        self._acks: deque[Ack] = deque()  # appended by the producer's thread
+        self._next_resend_ms = 0
         self._stop = threading.Event()
         self._script = store.register_script(MERGE_SCRIPT)
+        self._ack_script = store.register_script(ACK_SCRIPT)
         self._thread = threading.Thread(target=self._run, name="edge-progress", daemon=True)
 
     def start(self) -> None:
@@ -130,6 +176,7 @@ class ProgressRecorder:
         self._stop.set()
         self._thread.join(timeout_s)
         self._sink.flush(timeout=timeout_s)
+        self._guarded(self._clear_acked)
 
     def _run(self) -> None:
         while not self._stop.wait(self._flush_s):
@@ -137,6 +184,21 @@ class ProgressRecorder:
         self.flush_once()
 
     def flush_once(self) -> None:
+        """One cycle: merge the queued notes into Redis and produce the records they make
+        due, clear what Kafka acknowledged, and re-produce outbox entries left behind."""
+        self._guarded(self._clear_acked)
+        self._merge_notes()
+        if now_ms() >= self._next_resend_ms:
+            self._next_resend_ms = now_ms() + self._resend_after_ms // 4
+            self._guarded(self.resend_unacknowledged)
+
+    def _guarded(self, step: Callable[[], object]) -> None:
+        try:
+            step()
+        except redis.RedisError as exc:
+            log.warning("progress store unavailable", extra={"error": str(exc)})
+
+    def _merge_notes(self) -> None:
         batch = self._carry
         self._carry = {}
         while self._notes:
@@ -145,25 +207,26 @@ class ProgressRecorder:
             batch[(device_id, sha)] = (size, intervals.merge(known, [(start, end)]))
         if not batch:
             return
+        at = now_ms()
         try:
-            outcomes = self._apply(batch)
+            outcomes = self._apply(batch, at)
         except redis.RedisError as exc:
             log.warning("progress store unavailable", extra={"error": str(exc)})
             self._keep(batch)
             return
         for (device_id, sha), (started, finished) in zip(batch, outcomes, strict=True):
             if started:
-                self._emit(device_id, sha, DownloadPhase.STARTED)
+                self._emit(device_id, sha, DownloadPhase.STARTED, at)
             if finished:
-                self._emit(device_id, sha, DownloadPhase.FINISHED)
+                self._emit(device_id, sha, DownloadPhase.FINISHED, at)
 
-    def _apply(self, batch: dict[Key, tuple[int, list[intervals.Interval]]]) -> list[Any]:
+    def _apply(self, batch: dict[Key, tuple[int, list[intervals.Interval]]], at: int) -> list[Any]:
         pipe = self._store.pipeline(transaction=False)
         for (device_id, sha), (size, ivs) in batch.items():
             flat = [n for iv in ivs for n in iv]
             self._script(
-                keys=[f"{KEY_PREFIX}{sha}:{device_id}"],
-                args=[size, self._ttl_s, MAX_INTERVALS, *flat],
+                keys=[hash_key(device_id, sha), OUTBOX_KEY],
+                args=[size, self._ttl_s, MAX_INTERVALS, at, *flat],
                 client=pipe,
             )
         return [tuple(int(x) for x in result) for result in pipe.execute()]
@@ -175,17 +238,57 @@ class ProgressRecorder:
             else:
                 self._carry[key] = value
 
-    def _emit(self, device_id: str, sha: str, phase: DownloadPhase) -> None:
-        record = DownloadRecord(
-            device_id=device_id, package_sha256=sha, phase=phase, at_ms=now_ms()
-        )
-        try:
-            self._sink.send(self._topic, key=device_id.encode(), value=encode(record))
-        except KafkaError as exc:
-            m.progress_dropped.inc()
-            log.error(
-                "download record not produced",
-                extra={"device_id": device_id, "package_sha256": sha, "error": str(exc)},
+    def _clear_acked(self) -> None:
+        if not self._acks:
+            return
+        pipe = self._store.pipeline(transaction=False)
+        while self._acks:
+            device_id, sha, phase, at = self._acks.popleft()
+            self._ack_script(
+                keys=[hash_key(device_id, sha), OUTBOX_KEY],
+                args=[PHASE_FIELDS[phase], at],
+                client=pipe,
             )
+        pipe.execute()
+
+    def resend_unacknowledged(self) -> int:
+        """Produce again the records whose acknowledgement never came; how many."""
+        due = self._store.zrangebyscore(
+            OUTBOX_KEY, "-inf", now_ms() - self._resend_after_ms, start=0, num=RESEND_BATCH
+        )
+        sent = 0
+        for raw in due:
+            key = raw.decode()
+            found = parse_hash_key(key)
+            ps, pf = self._store.hmget(key, ["ps", "pf"])
+            if found is None or (ps is None and pf is None):
+                self._store.zrem(OUTBOX_KEY, key)  # acknowledged, expired or not ours
+                continue
+            self._store.zadd(OUTBOX_KEY, {key: now_ms()})  # next try after another wait
+            for phase, at in ((DownloadPhase.STARTED, ps), (DownloadPhase.FINISHED, pf)):
+                if at is not None:
+                    self._emit(*found, phase, int(at))
+                    sent += 1
+        if sent:
+            m.events_resent.inc(sent)
+            log.warning("download records produced again", extra={"count": sent})
+        return sent
+
+    def _emit(self, device_id: str, sha: str, phase: DownloadPhase, at: int) -> None:
+        record = DownloadRecord(device_id=device_id, package_sha256=sha, phase=phase, at_ms=at)
+        try:
+            future = self._sink.send(self._topic, key=device_id.encode(), value=encode(record))
+        except KafkaError as exc:
+            self._not_produced(device_id, sha, exc)
             return
         m.events.labels(phase.value).inc()
+        if future is not None:
+            future.add_callback(lambda _meta: self._acks.append((device_id, sha, phase, at)))
+            future.add_errback(lambda exc: self._not_produced(device_id, sha, exc))
+
+    @staticmethod
+    def _not_produced(device_id: str, sha: str, exc: BaseException) -> None:
+        log.error(
+            "download record not produced yet; the outbox produces it again",
+            extra={"device_id": device_id, "package_sha256": sha, "error": str(exc)},
+        )

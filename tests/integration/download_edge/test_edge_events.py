@@ -15,6 +15,7 @@ import pytest
 import redis
 from kafka import KafkaProducer, TopicPartition
 
+from download_edge.progress import OUTBOX_KEY, ProgressRecorder, hash_key
 from ota.kafka_clients import make_consumer, make_producer
 from ota.records import DownloadPhase, DownloadRecord, decode_inbox
 from ota.settings import CommonSettings, Topics
@@ -174,3 +175,56 @@ def test_download_again_after_finishing_is_a_new_cycle(
     phases = [r.phase for r in records(kafka_settings, 4, device)]
     assert phases == [DownloadPhase.STARTED, DownloadPhase.FINISHED] * 2
     assert store.ttl(f"ota:edge:dl:{package.sha256}:{device}") > 0
+
+
+class DiedBeforeProducing:
+    """An edge that updated Redis, then died before its records reached Kafka."""
+
+    def send(self, topic: str, *, key: bytes, value: bytes) -> None:
+        return None
+
+    def flush(self, timeout: float | None = None) -> None:
+        return None
+
+
+def test_records_lost_in_a_crash_are_produced_again_by_the_next_edge(
+    store: redis.Redis[bytes],
+    sink: KafkaProducer,
+    kafka_settings: CommonSettings,
+) -> None:
+    device, sha = f"dev-{uuid.uuid4().hex[:8]}", "ab" * 32
+    crashed = ProgressRecorder(
+        store, DiedBeforeProducing(), kafka_settings.topics.inbox, flush_ms=20, ttl_s=600
+    )
+    crashed.note(device, sha, 100, 0, 100)
+    crashed.flush_once()  # the Redis update happened; the produce never did
+    assert store.zcard(OUTBOX_KEY) == 1
+    stamped = [int(at) for at in store.hmget(hash_key(device, sha), ["ps", "pf"])]
+
+    successor = ProgressRecorder(
+        store, sink, kafka_settings.topics.inbox, flush_ms=20, ttl_s=600, resend_after_ms=0
+    )
+    assert successor.resend_unacknowledged() == 2
+    sink.flush(timeout=10)
+    successor.flush_once()  # takes in Kafka's acknowledgements
+    seen = records(kafka_settings, 2, device)
+    assert [r.phase for r in seen] == [DownloadPhase.STARTED, DownloadPhase.FINISHED]
+    assert [r.at_ms for r in seen] == stamped  # the very records the dead edge owed
+    assert store.zcard(OUTBOX_KEY) == 0
+    assert successor.resend_unacknowledged() == 0
+
+
+def test_acknowledged_records_leave_the_outbox(
+    store: redis.Redis[bytes], sink: KafkaProducer, kafka_settings: CommonSettings
+) -> None:
+    device, sha = f"dev-{uuid.uuid4().hex[:8]}", "cd" * 32
+    recorder = ProgressRecorder(store, sink, kafka_settings.topics.inbox, flush_ms=20, ttl_s=600)
+    recorder.note(device, sha, 100, 0, 40)
+    recorder.flush_once()
+    recorder.note(device, sha, 100, 40, 100)
+    recorder.flush_once()
+    sink.flush(timeout=10)
+    recorder.flush_once()
+    assert store.zcard(OUTBOX_KEY) == 0
+    assert store.hmget(hash_key(device, sha), ["ps", "pf"]) == [None, None]
+    assert len(records(kafka_settings, 2, device)) == 2
