@@ -7,16 +7,22 @@ symlink planted in the cache is refused, and the descriptor's real path is check
 inside the cache. A miss is filled once however many requests wait for it (single-flight):
 the origin streams into a temporary file, the hash is checked, then an atomic rename
 publishes it. A fill whose hash differs is discarded and the requests get a 502.
+
+With a size cap, each fill makes room by deleting the least recently used packages
+(opening a file from disk stamps its mtime). Deleting is safe while a send reads the
+file: the open descriptor keeps the bytes until it closes; the next request refills.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
 import stat
 import tempfile
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -60,7 +66,9 @@ class Package:
 
 
 class PackageCache:
-    def __init__(self, cache_dir: Path, origin: Origin | None, open_files: int) -> None:
+    def __init__(
+        self, cache_dir: Path, origin: Origin | None, open_files: int, max_bytes: int = 0
+    ) -> None:
         self._root = cache_dir.resolve()
         self._dir = self._root / "sha256"
         self._tmp = self._root / "tmp"
@@ -69,8 +77,9 @@ class PackageCache:
         self._dir_fd = os.open(self._dir, os.O_RDONLY | os.O_DIRECTORY)
         self._origin = origin
         self._open_files = open_files
+        self._max_bytes = max_bytes  # 0: unbounded
         self._open: OrderedDict[str, Package] = OrderedDict()
-        self._fills: dict[str, asyncio.Future[None]] = {}
+        self._fills: dict[str, asyncio.Future[list[str]]] = {}
 
     def close(self) -> None:
         for package in self._open.values():
@@ -96,13 +105,16 @@ class PackageCache:
             fill = asyncio.ensure_future(asyncio.to_thread(self._fill, sha256))
             self._fills[sha256] = fill
             fill.add_done_callback(functools.partial(self._fill_done, sha256))
-        await asyncio.shield(fill)
+        for evicted in await asyncio.shield(fill):
+            stale = self._open.pop(evicted, None)
+            if stale is not None:
+                stale.evict()
         package = self._open_file(sha256)
         if package is None:
             raise FillError(f"package {sha256} vanished after its fill")
         return package
 
-    def _fill_done(self, sha256: str, fill: asyncio.Future[None]) -> None:
+    def _fill_done(self, sha256: str, fill: asyncio.Future[list[str]]) -> None:
         del self._fills[sha256]
         if not fill.cancelled():
             fill.exception()  # waiters re-raise it; this keeps asyncio from logging it
@@ -120,6 +132,9 @@ class PackageCache:
         except OSError:
             os.close(fd)
             raise
+        if self._max_bytes:
+            now = time.time_ns()  # precise: the kernel's own stamp is a coarse tick
+            os.utime(fd, ns=(now, now))  # last use, for the size cap's eviction order
         package = Package(sha256, fd, info.st_size)
         self._open[sha256] = package
         if len(self._open) > self._open_files:
@@ -127,8 +142,9 @@ class PackageCache:
             oldest.evict()
         return package
 
-    def _fill(self, sha256: str) -> None:
-        """Blocking: stream from the origin into a temp file, verify, rename into place."""
+    def _fill(self, sha256: str) -> list[str]:
+        """Blocking: stream from the origin into a temp file, verify, rename into place;
+        then make room under the size cap. Returns the packages deleted for room."""
         if self._origin is None:
             raise PackageMissingError(f"package {sha256} is not cached and no origin is set")
         handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed below, kept on success
@@ -145,6 +161,7 @@ class PackageCache:
             os.chmod(temp, 0o444)
             os.replace(temp, self._dir / sha256)
             log.info("package cached", extra={"package_sha256": sha256})
+            return self._make_room(keep=sha256)
         except OriginError as exc:
             temp.unlink(missing_ok=True)
             if exc.missing:
@@ -153,3 +170,29 @@ class PackageCache:
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
+
+    def _make_room(self, keep: str) -> list[str]:
+        """Delete least recently used packages until the cache fits its cap."""
+        if not self._max_bytes:
+            return []
+        entries = []
+        for entry in os.scandir(self._dir):
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # another edge process deleted it
+            entries.append((info.st_mtime, entry.name, info.st_size))
+        total = sum(size for _, _, size in entries)
+        evicted = []
+        for _, name, size in sorted(entries):
+            if total <= self._max_bytes:
+                break
+            if name == keep:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=self._dir_fd)
+            total -= size
+            evicted.append(name)
+        if evicted:
+            log.info("packages evicted from the cache", extra={"count": len(evicted)})
+        return evicted

@@ -57,7 +57,9 @@ class EdgeServer:
         sink: Sink | None = None,
     ) -> None:
         self.settings = settings
-        self.cache = PackageCache(settings.cache_dir, origin_of(settings), settings.open_files)
+        self.cache = PackageCache(
+            settings.cache_dir, origin_of(settings), settings.open_files, settings.cache_max_bytes
+        )
         self.recorder: ProgressRecorder | None = None
         if settings.events and store is not None and sink is not None:
             self.recorder = ProgressRecorder(

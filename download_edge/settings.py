@@ -19,6 +19,7 @@ class EdgeSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     cache_dir: Path = Path("/var/cache/ota-edge")
+    cache_max_bytes: int = 0  # least recently used packages go beyond this; 0 = unbounded
     origin_dir: Path | None = None  # a shared package store laid out as <dir>/sha256/<hex>
     origin_url: str | None = None  # or an HTTP origin serving <url>/sha256/<hex>
     origin_token: str | None = None  # bearer sent to the HTTP origin
@@ -62,6 +63,7 @@ class EdgeSettings:
             tls_cert=Path(cert) if cert else None,
             tls_key=Path(key) if key else None,
             cache_dir=Path(env.text("EDGE_CACHE_DIR", "/var/cache/ota-edge")),
+            cache_max_bytes=env.integer("EDGE_CACHE_MAX_BYTES", 0, min_value=0),
             origin_dir=Path(origin_dir) if origin_dir else None,
             origin_url=origin_url or None,
             origin_token=env.text("EDGE_ORIGIN_TOKEN", "") or None,

@@ -145,3 +145,29 @@ async def test_failed_fill_reaches_every_waiter(tmp_path: Path, origin_dir: Path
     results = await asyncio.gather(*(cache.get(claimed) for _ in range(5)), return_exceptions=True)
     assert all(isinstance(r, FillError) for r in results)
     cache.close()
+
+
+async def test_size_cap_evicts_the_least_recently_used(tmp_path: Path, origin_dir: Path) -> None:
+    first, second, third = (write_package(origin_dir, os.urandom(1000)) for _ in range(3))
+    cache = PackageCache(tmp_path / "cache", DirectoryOrigin(origin_dir), 1, max_bytes=2500)
+    await cache.get(first.sha256)
+    in_use = await cache.get(second.sha256)
+    in_use.acquire()  # a send is reading the second package
+    await cache.get(first.sha256)  # reopened from disk: now the most recently used
+    await cache.get(third.sha256)  # 3000 bytes > 2500: the second one goes
+    on_disk = {p.name for p in (tmp_path / "cache" / "sha256").iterdir()}
+    assert on_disk == {first.sha256, third.sha256}
+    assert os.pread(in_use.fd, 1000, 0) == second.data  # the running send still reads it
+    in_use.release()
+    again = await cache.get(second.sha256)  # refilled from the origin
+    assert os.pread(again.fd, 1000, 0) == second.data
+    cache.close()
+
+
+async def test_unbounded_cache_keeps_everything(tmp_path: Path, origin_dir: Path) -> None:
+    packages = [write_package(origin_dir, os.urandom(1000)) for _ in range(3)]
+    cache = PackageCache(tmp_path / "cache", DirectoryOrigin(origin_dir), 1)
+    for package in packages:
+        await cache.get(package.sha256)
+    assert len(list((tmp_path / "cache" / "sha256").iterdir())) == 3
+    cache.close()
