@@ -52,6 +52,7 @@ lint: venv
 	.venv/bin/mypy
 	.venv/bin/mypy $(MYPY_EXTRA)
 	MYPYPATH=tests/integration/workers .venv/bin/mypy --explicit-package-bases $(MYPY_WORKERS)
+	.venv/bin/python deploy/check_manifests.py
 	@if command -v shellcheck >/dev/null; then \
 		echo "shellcheck -x $(SHELL_SCRIPTS)"; shellcheck -x $(SHELL_SCRIPTS); \
 	else echo "shellcheck not installed; shell scripts not linted"; fi
