@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from devices.behaviour import WELL_BEHAVED, Behaviour, FailStage, stage_of
 from devices.download import Download, DownloadError, Interrupted, fetch
+from devices.http import HttpClient
 from ota.clock import now_ms
 from ota.protocol import (
     DownlinkType,
@@ -72,7 +71,7 @@ class DeviceAgent:
         self,
         device_id: str,
         publish: Publish,
-        http: httpx.AsyncClient,
+        http: HttpClient,
         behaviour: Behaviour = WELL_BEHAVED,
         *,
         go_offline: GoOffline | None = None,

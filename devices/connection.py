@@ -13,10 +13,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
-
 from devices.agent import DeviceAgent
 from devices.behaviour import WELL_BEHAVED, Behaviour
+from devices.http import HttpClient
 from ota.backoff import Backoff
 from ota.mqtt import LinkConfig, MqttLink, SessionLostError
 from ota.protocol import down_topic
@@ -33,7 +32,7 @@ class DeviceConnection:
         device_id: str,
         host: str,
         port: int,
-        http: httpx.AsyncClient,
+        http: HttpClient,
         behaviour: Behaviour = WELL_BEHAVED,
         *,
         download_dir: Path | None = None,

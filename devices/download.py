@@ -3,8 +3,9 @@
 `Range: bytes=N-` continues an interrupted download and `If-Range` (the ETag of the first
 response, the package SHA-256) makes the server send the whole file again if it changed,
 in which case the hash restarts. v1 commands send `Authorization: Bearer <token>`; v2
-URLs carry the token already. Bytes are optionally written to a file; the SHA-256 is
-always computed while streaming, so a simulated fleet needs no disk.
+URLs carry the token already. Each fetch is one connection (`devices.http`). Bytes are
+optionally written to a file; the SHA-256 is always computed while streaming, so a
+simulated fleet needs no disk.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-import httpx
+from devices.http import HttpClient, HttpError
 
 
 class DownloadError(Exception):
@@ -63,7 +64,7 @@ ProgressHook = Callable[[int], Awaitable[None]]
 
 
 async def fetch(
-    http: httpx.AsyncClient,
+    http: HttpClient,
     job: Download,
     *,
     stop_at: int | None = None,
@@ -72,22 +73,22 @@ async def fetch(
     """Fetch the rest of `job`. Raises Interrupted at `stop_at` bytes (once), DownloadError
     when the server refuses or the connection fails."""
     try:
-        async with http.stream("GET", job.url, headers=job.headers()) as response:
-            if response.status_code == 200:
+        async with http.get(job.url, job.headers()) as response:
+            if response.status == 200:
                 if job.received:
                     job.received, job.digest = 0, hashlib.sha256()  # file changed: start over
-            elif response.status_code == 206:
+            elif response.status == 206:
                 start = _range_start(response.headers.get("content-range", ""))
                 if start != job.received:
                     raise DownloadError(f"server resumed at {start}, not {job.received}")
                 job.resumed += 1
-            elif response.status_code == 416 and job.received >= job.size:
+            elif response.status == 416 and job.received >= job.size:
                 return
             else:
-                raise DownloadError(f"HTTP {response.status_code} for the package")
+                raise DownloadError(f"HTTP {response.status} for the package")
             job.etag = response.headers.get("etag", job.etag)
             with _open(job) as sink:
-                async for chunk in response.aiter_bytes():
+                async for chunk in response.chunks():
                     if stop_at is not None and job.received + len(chunk) >= stop_at:
                         chunk = chunk[: max(0, stop_at - job.received)]
                         _take(job, sink, chunk)
@@ -95,8 +96,8 @@ async def fetch(
                     _take(job, sink, chunk)
                     if on_progress is not None:
                         await on_progress(job.received)
-    except httpx.HTTPError as exc:
-        raise DownloadError(f"{type(exc).__name__}: {exc}") from exc
+    except HttpError as exc:
+        raise DownloadError(str(exc)) from exc
     if not job.done:
         raise DownloadError(f"connection closed at {job.received} of {job.size} bytes")
 

@@ -31,11 +31,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
 
-import httpx
-
 from devices.agent import DeviceAgent, Publish
 from devices.behaviour import WELL_BEHAVED, Behaviour
 from devices.connection import DeviceConnection
+from devices.http import HttpClient
 from ota.mqtt import LinkConfig, MqttLink, SessionLostError
 from ota.protocol import ProtocolError, device_id_from_topic
 from ota.settings import CommonSettings
@@ -62,7 +61,7 @@ class FleetConfig:
     mux_connections: int = 4
     connects_in_parallel: int = 200
     behaviour_of: BehaviourOf = field(default=lambda _index, _device: WELL_BEHAVED)
-    http_connections: int = 256
+    download_slots: int = 2048  # downloads in flight at once; the rest wait
 
     @classmethod
     def from_settings(cls, settings: CommonSettings, size: int, **overrides: object) -> FleetConfig:
@@ -149,7 +148,7 @@ class Fleet:
         self.agents: dict[str, DeviceAgent] = {}
         self._connections: list[DeviceConnection] = []
         self._links: list[MqttLink] = []
-        self._http: httpx.AsyncClient | None = None
+        self._http: HttpClient | None = None
         self._online = 0
         self._late_starts: list[asyncio.Task[None]] = []
 
@@ -167,8 +166,7 @@ class Fleet:
         return self._online
 
     async def start(self) -> None:
-        limits = httpx.Limits(max_connections=self.config.http_connections)
-        self._http = httpx.AsyncClient(timeout=60, limits=limits)
+        self._http = HttpClient(slots=self.config.download_slots)
         if self.config.mode is Mode.CONNECTIONS:
             await self._start_connections()
         else:
@@ -311,8 +309,6 @@ class Fleet:
         await asyncio.gather(*(stop_one(c) for c in self._connections))
         for link in self._links:
             await link.close()
-        if self._http is not None:
-            await self._http.aclose()
         self._online = 0
 
 

@@ -142,11 +142,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gone-for-s", type=float, default=3600.0)
     parser.add_argument("--connects-in-parallel", type=int, default=200)
     parser.add_argument(
-        "--http-connections",
+        "--download-slots",
         type=int,
         default=2048,
-        help="the fleet's HTTP pool; downloads beyond it queue in httpcore, whose queue "
-        "scan is quadratic and starves the whole simulator at thousands of waiters",
+        help="downloads in flight at once (one connection each); the rest wait",
     )
     parser.add_argument("--report-every-s", type=float, default=2.0)
     args = parser.parse_args(argv)
@@ -171,7 +170,7 @@ async def run(args: argparse.Namespace) -> None:
         prefix=args.prefix,
         mux_connections=args.mux_connections,
         connects_in_parallel=args.connects_in_parallel,
-        http_connections=args.http_connections,
+        download_slots=args.download_slots,
         behaviour_of=behaviour_of(
             args.mix,
             target=args.target,

@@ -9,12 +9,12 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 from gmqtt import Client, Message
 from gmqtt.mqtt.constants import MQTTv50
 
+from devices.http import HttpClient
 from ota.protocol import Message as Envelope
 from ota.protocol import down_topic, parse_uplink
 from tests.integration.devices.package_server import PackageServer
@@ -29,9 +29,8 @@ async def packages() -> AsyncIterator[PackageServer]:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=10) as client:
-        yield client
+async def http() -> HttpClient:
+    return HttpClient(connect_timeout_s=10, read_timeout_s=10)
 
 
 class Platform:

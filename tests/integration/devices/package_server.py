@@ -1,7 +1,7 @@
 """A tiny HTTP/1.1 package server for device tests: token check, Range and If-Range.
 
 Serves `/packages/sha256/<hex>` from memory. A request needs `Authorization: Bearer
-<token>` or `?token=<token>` equal to the server's token. `Range: bytes=N-` gets 206
+<token>` or `?token=<token>` equal to the server's token. http, or https with `tls`. `Range: bytes=N-` gets 206
 unless `If-Range` differs from the ETag (then 200, the whole file). Every request's
 headers are kept for assertions. Test-only: the platform's own edge is download_edge.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import ssl
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,6 +22,7 @@ class PackageServer:
     packages: dict[str, bytes] = field(default_factory=dict)
     requests: list[dict[str, str]] = field(default_factory=list)
     port: int = 0
+    tls: ssl.SSLContext | None = None  # serve https with this context
     _server: asyncio.Server | None = None
 
     def add(self, body: bytes) -> str:
@@ -29,10 +31,11 @@ class PackageServer:
         return sha
 
     def url(self, sha: str) -> str:
-        return f"http://127.0.0.1:{self.port}/packages/sha256/{sha}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/packages/sha256/{sha}"
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:

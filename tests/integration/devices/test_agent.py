@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx
 import pytest
 
 from devices.behaviour import WELL_BEHAVED, Behaviour
 from devices.connection import DeviceConnection
+from devices.http import HttpClient
 from tests.integration.devices.conftest import Platform, new_device
 from tests.integration.devices.package_server import PackageServer
 
@@ -18,7 +18,7 @@ BODY = bytes(range(256)) * 400  # 100 KiB
 
 @pytest.fixture
 async def connect(
-    http: httpx.AsyncClient, mqtt_host: str, mqtt_device_port: int
+    http: HttpClient, mqtt_host: str, mqtt_device_port: int
 ) -> AsyncIterator[Callable[..., Any]]:
     opened: list[DeviceConnection] = []
 
