@@ -4,6 +4,8 @@
 - job events -> per-task device states and counts (idempotent `TaskState.apply`),
   the device's current job and timeline, and a device-result notification when a
   device's job reaches a terminal state for the first time.
+Each polled batch is decoded first, then applied with one script call per task (counts)
+and one for the registry, in log order, instead of Redis round trips per record.
 A record that cannot be decoded goes to the dead-letter topic with the reason and
 never stops the partition.
 """
@@ -12,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -36,7 +40,7 @@ from scheduler import keys
 from scheduler.bus import Out, Producer
 from scheduler.devices import Registry
 from scheduler.notify import Notifier, device_result_event
-from scheduler.taskstate import TaskState
+from scheduler.taskstate import TaskState, Transition
 
 log = logging.getLogger(__name__)
 CONSUMED = metrics.counter("scheduler", "records_total", "Records consumed", ("topic", "outcome"))
@@ -45,6 +49,8 @@ JOB_TRANSITIONS = metrics.counter(
     "scheduler", "job_transitions_total", "Job state changes applied", ("state", "cause")
 )
 _TYPE_CACHE_MAX = 10_000
+_JOB_EVENT = frozenset({"job_event"})
+_JOB_STATES = frozenset(s.value for s in JobState)
 # Inbox records the registry has no use for, recognised by the prefix `ota.records.encode`
 # writes, so the scheduler's own releases are not decoded again (the workers validate them).
 _NOT_FOR_REGISTRY = tuple(
@@ -64,28 +70,78 @@ def dead_letter(record: Any, exc: RecordError) -> DeadLetterRecord:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """A consumer batch sorted out: what to apply, in log order, and what to dead-letter."""
+
+    items: list[Any]
+    dead: list[DeadLetterRecord]
+    skipped: int = 0
+
+
+def parse_inbox(records: Sequence[Any]) -> Parsed:
+    """The batch's device reports and presence changes; the releases, cancels, downloads
+    and timeouts the registry has no use for are skipped before decoding."""
+    items: list[Any] = []
+    dead: list[DeadLetterRecord] = []
+    skipped = 0
+    for record in records:
+        value = record.value or b""
+        if value.startswith(_NOT_FOR_REGISTRY):
+            skipped += 1
+            continue
+        try:
+            decoded = decode_inbox(value)
+        except RecordError as exc:
+            dead.append(dead_letter(record, exc))
+            continue
+        if isinstance(decoded, DeviceEventRecord | PresenceRecord):
+            items.append(decoded)
+        else:
+            skipped += 1
+    return Parsed(items, dead, skipped)
+
+
+def parse_job_events(records: Sequence[Any]) -> Parsed:
+    """The batch's job events (items: JobEventRecord); any other record is dead-lettered."""
+    items: list[Any] = []
+    dead: list[DeadLetterRecord] = []
+    for record in records:
+        try:
+            event: JobEventRecord = decode(record.value or b"", _JOB_EVENT)
+        except RecordError as exc:
+            dead.append(dead_letter(record, exc))
+            continue
+        if event.to_state not in _JOB_STATES:
+            bad = RecordError(
+                "bad_value", f"job_event.to_state={event.to_state!r} is not a job state"
+            )
+            dead.append(dead_letter(record, bad))
+            continue
+        items.append(event)
+    return Parsed(items, dead)
+
+
+def by_task(events: Sequence[JobEventRecord]) -> dict[str, list[int]]:
+    """Positions of the batch's events per task, in log order (a task's counts depend only
+    on its own events, so each task's events are applied in one call)."""
+    out: dict[str, list[int]] = {}
+    for i, event in enumerate(events):
+        out.setdefault(event.task_id, []).append(i)
+    return out
+
+
 class InboxHandler:
     def __init__(self, registry: Registry, producer: Producer, topics: Topics) -> None:
         self._registry, self._producer, self._topics = registry, producer, topics
 
     async def __call__(self, records: Sequence[Any]) -> None:
-        dead = []
-        for record in records:
-            if (record.value or b"").startswith(_NOT_FOR_REGISTRY):
-                CONSUMED.labels("inbox", "skipped").inc()
-                continue
-            try:
-                decoded = decode_inbox(record.value or b"")
-            except RecordError as exc:
-                dead.append(dead_letter(record, exc))
-                CONSUMED.labels("inbox", "dead_letter").inc()
-                continue
-            if isinstance(decoded, DeviceEventRecord | PresenceRecord):
-                await self._registry.observe(decoded)
-            CONSUMED.labels("inbox", "ok").inc()
+        parsed = parse_inbox(records)
+        await self._registry.observe(parsed.items)
         await self._producer.send(
-            Out(self._topics.dead_letters, "scheduler", encode(d)) for d in dead
+            Out(self._topics.dead_letters, "scheduler", encode(d)) for d in parsed.dead
         )
+        _count("inbox", ok=len(parsed.items), skipped=parsed.skipped, dead=len(parsed.dead))
 
 
 class JobEventHandler:
@@ -114,53 +170,51 @@ class JobEventHandler:
         return self._types[tid]
 
     async def __call__(self, records: Sequence[Any]) -> None:
-        dead, notes = [], []
-        changed = False
-        for record in records:
-            try:
-                event: JobEventRecord = decode(record.value or b"", frozenset({"job_event"}))
-                state = JobState(event.to_state)
-            except RecordError as exc:
-                dead.append(dead_letter(record, exc))
-                CONSUMED.labels("job_events", "dead_letter").inc()
+        parsed = parse_job_events(records)
+        events: list[JobEventRecord] = parsed.items
+        types = {tid: await self._task_type(tid) for tid in {e.task_id for e in events}}
+        results = [0] * len(events)
+        for tid, positions in by_task(events).items():
+            if not types[tid]:
                 continue
-            except ValueError:
-                bad = RecordError(
-                    "bad_value", f"job_event.to_state={event.to_state!r} is not a job state"
-                )
-                dead.append(dead_letter(record, bad))
-                CONSUMED.labels("job_events", "dead_letter").inc()
-                continue
-            task_type = await self._task_type(event.task_id)
-            if task_type:
-                result = await self._state.apply(
-                    event.task_id,
-                    event.device_id,
-                    event.attempt,
-                    event.job_version,
-                    state.value,
-                    event.cause,
-                )
-                changed |= result > 0
-                if result > 0:
-                    cause = "" if event.cause is None else str(event.cause)
-                    JOB_TRANSITIONS.labels(state.value, cause).inc()
-                if result == 2:
-                    notes.append(
-                        device_result_event(
-                            event.task_id,
-                            event.device_id,
-                            state.value,
-                            state.device_status.value,
-                            event.cause,
-                            event.attempt,
-                        )
+            applied = await self._state.apply(
+                tid,
+                [
+                    Transition(e.device_id, e.attempt, e.job_version, e.to_state, e.cause)
+                    for e in (events[i] for i in positions)
+                ],
+            )
+            for i, result in zip(positions, applied, strict=True):
+                results[i] = result
+        await self._registry.job_events([(e, types[e.task_id]) for e in events])
+        notes = []
+        transitions: Counter[tuple[str, str]] = Counter()
+        for event, result in zip(events, results, strict=True):
+            if result > 0:
+                transitions[event.to_state, "" if event.cause is None else str(event.cause)] += 1
+            if result == 2:
+                notes.append(
+                    device_result_event(
+                        event.task_id,
+                        event.device_id,
+                        event.to_state,
+                        JobState(event.to_state).device_status.value,
+                        event.cause,
+                        event.attempt,
                     )
-            await self._registry.job_event(event, task_type)
-            CONSUMED.labels("job_events", "ok").inc()
+                )
         await self._producer.send(
-            Out(self._topics.dead_letters, "scheduler", encode(d)) for d in dead
+            Out(self._topics.dead_letters, "scheduler", encode(d)) for d in parsed.dead
         )
         await self._notifier.emit(notes)
-        if changed:
+        for (state, cause), n in transitions.items():
+            JOB_TRANSITIONS.labels(state, cause).inc(n)
+        _count("job_events", ok=len(events), skipped=0, dead=len(parsed.dead))
+        if transitions:
             self._wake.set()
+
+
+def _count(topic: str, *, ok: int, skipped: int, dead: int) -> None:
+    for outcome, n in (("ok", ok), ("skipped", skipped), ("dead_letter", dead)):
+        if n:
+            CONSUMED.labels(topic, outcome).inc(n)

@@ -27,63 +27,81 @@ from scheduler.errors import NotFound, ValidationError
 
 NAME = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 MAX_PAGE = 1000
+# Records per registry script call: bounds how long one call holds Redis.
+CHUNK = 500
 
-# Apply a device report or presence change, only forward in record time.
-# KEYS[1] device hash, KEYS[2] all-devices zset, KEYS[3] online set
-# ARGV: device id, at_ms, fw ('' unchanged), sw ('' unchanged), online ('1'/'0'/''), index prefix
+# Device reports and presence changes in log order, each only forward in record time.
+# KEYS[1] all-devices zset, KEYS[2] online set
+# ARGV[1] version index prefix, ARGV[2] the software task type, then per record:
+# device hash, device id, at_ms, fw ('' unchanged), sw ('' unchanged), online ('1'/'0'/''),
+# progress version ('' none: the version of whatever the device's current job upgrades)
 _OBSERVE = """
-redis.call('ZADD', KEYS[2], 0, ARGV[1])
-local seen = tonumber(redis.call('HGET', KEYS[1], 'seen_ms') or '0')
-if tonumber(ARGV[2]) < seen then return 0 end
-redis.call('HSET', KEYS[1], 'seen_ms', ARGV[2])
-local kinds = {'fw', 'sw'}
-for i = 1, 2 do
-  local v = ARGV[2 + i]
-  if v ~= '' then
-    local old = redis.call('HGET', KEYS[1], kinds[i])
-    if old and old ~= v then redis.call('SREM', ARGV[6] .. kinds[i] .. ':' .. old, ARGV[1]) end
-    redis.call('HSET', KEYS[1], kinds[i], v)
-    redis.call('SADD', ARGV[6] .. kinds[i] .. ':' .. v, ARGV[1])
+local function observe(dev, id, at, fw, sw, online, progress)
+  redis.call('ZADD', KEYS[1], 0, id)
+  local seen = tonumber(redis.call('HGET', dev, 'seen_ms') or '0')
+  if tonumber(at) < seen then return end
+  redis.call('HSET', dev, 'seen_ms', at)
+  if progress ~= '' then
+    if redis.call('HGET', dev, 'task_type') == ARGV[2] then sw = progress else fw = progress end
+  end
+  local versions = {fw = fw, sw = sw}
+  for _, kind in ipairs({'fw', 'sw'}) do
+    local v = versions[kind]
+    if v ~= '' then
+      local old = redis.call('HGET', dev, kind)
+      if old and old ~= v then redis.call('SREM', ARGV[1] .. kind .. ':' .. old, id) end
+      redis.call('HSET', dev, kind, v)
+      redis.call('SADD', ARGV[1] .. kind .. ':' .. v, id)
+    end
+  end
+  if online == '1' then
+    redis.call('HSET', dev, 'online', '1'); redis.call('SADD', KEYS[2], id)
+  elseif online == '0' then
+    redis.call('HSET', dev, 'online', '0'); redis.call('SREM', KEYS[2], id)
   end
 end
-if ARGV[5] == '1' then
-  redis.call('HSET', KEYS[1], 'online', '1'); redis.call('SADD', KEYS[3], ARGV[1])
-elseif ARGV[5] == '0' then
-  redis.call('HSET', KEYS[1], 'online', '0'); redis.call('SREM', KEYS[3], ARGV[1])
+for i = 3, #ARGV, 7 do
+  observe(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6])
 end
 return 1
 """
 
-# Record a job event as the device's current job (if newer) and on its timeline.
-# The timeline keeps the job-events log's order (one partition per device): each entry's
-# score is its at_ms raised above the newest entry's, because records stamped by
-# different services (gateway, edge, sweeper) may reach the log out of time order. A
-# replayed entry keeps its place (NX). Within one task, newer means a later attempt or a
-# higher job version; time decides only between different tasks.
-# KEYS[1] device hash, KEYS[2] timeline zset, KEYS[3] all-devices zset
-# ARGV: device id, at_ms, task id, attempt, job_version, state, cause, task type, entry, cap
+# Job events in log order: each becomes the device's current job (if newer) and goes on
+# its timeline. The timeline keeps the job-events log's order (one partition per device):
+# each entry's score is its at_ms raised above the newest entry's, because records
+# stamped by different services (gateway, edge, sweeper) may reach the log out of time
+# order. A replayed entry keeps its place (NX). Within one task, newer means a later
+# attempt or a higher job version; time decides only between different tasks.
+# KEYS[1] all-devices zset. ARGV[1] timeline cap, then per event: device hash, timeline
+# zset, device id, at_ms, task id, attempt, job_version, state, cause, task type, entry
 _JOB = """
-redis.call('ZADD', KEYS[3], 0, ARGV[1])
-local score = tonumber(ARGV[2])
-local newest = redis.call('ZREVRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-if newest[2] and tonumber(newest[2]) >= score then score = tonumber(newest[2]) + 1 end
-if redis.call('ZSCORE', KEYS[2], ARGV[9]) == false then
-  redis.call('ZADD', KEYS[2], score, ARGV[9])
-  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[10]) - 1)
-end
-if redis.call('HGET', KEYS[1], 'task') == ARGV[3] then
-  local attempt = tonumber(redis.call('HGET', KEYS[1], 'attempt') or '0')
-  local version = tonumber(redis.call('HGET', KEYS[1], 'job_version') or '0')
-  if tonumber(ARGV[4]) < attempt or (tonumber(ARGV[4]) == attempt and tonumber(ARGV[5]) <= version) then
-    return 0
+local cap = tonumber(ARGV[1])
+local function job(dev, tl, id, at_ms, task, attempt, version, state, cause, kind, entry)
+  redis.call('ZADD', KEYS[1], 0, id)
+  local at = tonumber(at_ms)
+  local score = at
+  local newest = redis.call('ZREVRANGE', tl, 0, 0, 'WITHSCORES')
+  if newest[2] and tonumber(newest[2]) >= score then score = tonumber(newest[2]) + 1 end
+  if redis.call('ZSCORE', tl, entry) == false then
+    redis.call('ZADD', tl, score, entry)
+    redis.call('ZREMRANGEBYRANK', tl, 0, -cap - 1)
   end
-else
-  local at = tonumber(redis.call('HGET', KEYS[1], 'job_at_ms') or '0')
-  if tonumber(ARGV[2]) < at then return 0 end
+  local a, v = tonumber(attempt), tonumber(version)
+  if redis.call('HGET', dev, 'task') == task then
+    local a0 = tonumber(redis.call('HGET', dev, 'attempt') or '0')
+    local v0 = tonumber(redis.call('HGET', dev, 'job_version') or '0')
+    if a < a0 or (a == a0 and v <= v0) then return end
+  else
+    if at < tonumber(redis.call('HGET', dev, 'job_at_ms') or '0') then return end
+  end
+  redis.call('HSET', dev, 'job_at_ms', at_ms, 'task', task, 'attempt', attempt,
+    'job_version', version, 'state', state, 'cause', cause)
+  if kind ~= '' then redis.call('HSET', dev, 'task_type', kind) end
 end
-redis.call('HSET', KEYS[1], 'job_at_ms', ARGV[2], 'task', ARGV[3], 'attempt', ARGV[4],
-  'job_version', ARGV[5], 'state', ARGV[6], 'cause', ARGV[7])
-if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'task_type', ARGV[8]) end
+for i = 2, #ARGV, 11 do
+  job(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6],
+    ARGV[i + 7], ARGV[i + 8], ARGV[i + 9], ARGV[i + 10])
+end
 return 1
 """
 
@@ -121,57 +139,36 @@ class Registry:
 
     # ------------------------------------------------------------ fed by the logs
 
-    async def observe(self, record: DeviceEventRecord | PresenceRecord) -> None:
-        fw = sw = online = ""
-        if isinstance(record, PresenceRecord):
-            online = "1" if record.online else "0"
-        else:
-            paras = record.paras
-            if record.event_type in ("version_report", "sdk_info_report"):
-                fw, sw = _text(paras.get("fw_version")), _text(paras.get("sw_version"))
-            elif record.event_type == "upgrade_progress_report":
-                # The report's version belongs to whatever the device's current job upgrades.
-                kind = await self._r.hget(keys.device(record.device_id), "task_type")
-                version = _text(paras.get("version"))
-                if kind == TaskType.SOFTWARE.value.encode():
-                    sw = version
-                else:
-                    fw = version
-        await self._observe(
-            keys=[keys.device(record.device_id), keys.DEVICES, keys.ONLINE],
-            args=[record.device_id, record.at_ms, fw, sw, online, keys.P + "ver:"],
-        )
+    async def observe(self, records: Sequence[DeviceEventRecord | PresenceRecord]) -> None:
+        """Apply a batch of inbox records in log order, `CHUNK` per script call."""
+        for start in range(0, len(records), CHUNK):
+            args: list[str | int] = [keys.P + "ver:", TaskType.SOFTWARE.value]
+            for record in records[start : start + CHUNK]:
+                args.append(keys.device(record.device_id))
+                args.append(record.device_id)
+                args.append(record.at_ms)
+                args += observation(record)
+            await self._observe(keys=[keys.DEVICES, keys.ONLINE], args=args)
 
-    async def job_event(self, event: JobEventRecord, task_type: str) -> None:
-        entry = orjson.dumps(
-            {
-                "id": event.id,
-                "at_ms": event.at_ms,
-                "task_id": event.task_id,
-                "attempt": event.attempt,
-                "job_version": event.job_version,
-                "from": event.from_state,
-                "to": event.to_state,
-                "cause": event.cause,
-                "cause_message": _cause_message(event.cause),
-                "detail": dict(event.detail),
-            }
-        )
-        await self._job(
-            keys=[keys.device(event.device_id), keys.timeline(event.device_id), keys.DEVICES],
-            args=[
-                event.device_id,
-                event.at_ms,
-                event.task_id,
-                event.attempt,
-                event.job_version,
-                event.to_state,
-                "" if event.cause is None else event.cause,
-                task_type,
-                entry,
-                self._cap,
-            ],
-        )
+    async def job_events(self, events: Sequence[tuple[JobEventRecord, str]]) -> None:
+        """Record a batch of (job event, its task's type) in log order, `CHUNK` per call."""
+        for start in range(0, len(events), CHUNK):
+            args: list[str | int | bytes] = [self._cap]
+            for event, task_type in events[start : start + CHUNK]:
+                args += (
+                    keys.device(event.device_id),
+                    keys.timeline(event.device_id),
+                    event.device_id,
+                    event.at_ms,
+                    event.task_id,
+                    event.attempt,
+                    event.job_version,
+                    event.to_state,
+                    "" if event.cause is None else event.cause,
+                    task_type,
+                    timeline_entry(event),
+                )
+            await self._job(keys=[keys.DEVICES], args=args)
 
     # ------------------------------------------------------------ queries
 
@@ -365,6 +362,36 @@ class Registry:
             )
             for v in views
         )
+
+
+def observation(record: DeviceEventRecord | PresenceRecord) -> tuple[str, str, str, str]:
+    """(fw, sw, online, progress version) a record tells the registry, '' for nothing."""
+    if isinstance(record, PresenceRecord):
+        return "", "", "1" if record.online else "0", ""
+    paras = record.paras
+    if record.event_type in ("version_report", "sdk_info_report"):
+        return _text(paras.get("fw_version")), _text(paras.get("sw_version")), "", ""
+    if record.event_type == "upgrade_progress_report":
+        return "", "", "", _text(paras.get("version"))
+    return "", "", "", ""
+
+
+def timeline_entry(event: JobEventRecord) -> bytes:
+    """A job event as stored on the device's timeline; the same event, the same bytes."""
+    return orjson.dumps(
+        {
+            "id": event.id,
+            "at_ms": event.at_ms,
+            "task_id": event.task_id,
+            "attempt": event.attempt,
+            "job_version": event.job_version,
+            "from": event.from_state,
+            "to": event.to_state,
+            "cause": event.cause,
+            "cause_message": _cause_message(event.cause),
+            "detail": dict(event.detail),
+        }
+    )
 
 
 def _strs(members: Any) -> set[str]:

@@ -5,7 +5,8 @@ PENDING before release, RELEASED until the worker's first job event, then a JobS
 name). Counts per state, per failure cause and per wave bucket change in the same
 script as the entry, so they always agree with the entries:
 - `apply` takes a job event only if it is newer than the entry (attempt, then
-  job_version): a replayed or reordered event changes nothing, so nothing double-counts;
+  job_version): a replayed or reordered event changes nothing, so nothing double-counts.
+  It takes a task's events of a whole consumer batch in one call, in log order;
 - `release` records released devices only for the current lease holder (fencing token)
   and the expected cursor, so a stale pacer can never move a task;
 - `cancel_pending` and `retry` move devices back and forth for cancel and retry.
@@ -14,12 +15,16 @@ script as the entry, so they always agree with the entries:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import redis.asyncio
 
 from ota.jobstates import TERMINAL, JobState
 from scheduler import keys
 from scheduler.taskstatus import Tally
+
+# Events per apply script call: bounds how long one call holds Redis.
+APPLY_CHUNK = 500
 
 PENDING = "PENDING"
 RELEASED = "RELEASED"  # produced to the inbox, no job event yet (IoTDA: Waiting)
@@ -68,22 +73,31 @@ local function move(devs, counts, idx, device, old, new)
 end
 """
 
-# KEYS: devs hash, counts hash. ARGV: device, attempt, job_version, state, cause, index prefix.
-# Returns 0 ignored (unknown device, older or same event), 1 applied, 2 applied and terminal.
+# Job events of one task, in log order. KEYS: devs hash, counts hash.
+# ARGV: index prefix, then per event: device, attempt, job_version, state, cause.
+# Returns one result per event: 0 ignored (unknown device, older or same event),
+# 1 applied, 2 applied and terminal.
 _APPLY = (
     _COMMON
     + """
-local old = redis.call('HGET', KEYS[1], ARGV[1])
-if not old then return 0 end
-local s0, a0, v0, c0, w0 = split(old)
-local a1, v1 = tonumber(ARGV[2]), tonumber(ARGV[3])
-if a1 < a0 or (a1 == a0 and v1 <= v0) then return 0 end
-if s0 == 'PENDING' then w0 = -1 end
-local new = ARGV[4] .. '|' .. a1 .. '|' .. v1 .. '|' .. ARGV[5] .. '|' .. w0
-move(KEYS[1], KEYS[2], ARGV[6], ARGV[1], old, new)
-local b = bucket(ARGV[4])
-if b == 'succeeded' or b == 'failed' or b == 'cancelled' then return 2 end
-return 1
+local function apply(device, a1, v1, state, cause)
+  local old = redis.call('HGET', KEYS[1], device)
+  if not old then return 0 end
+  local s0, a0, v0, c0, w0 = split(old)
+  if a1 < a0 or (a1 == a0 and v1 <= v0) then return 0 end
+  if s0 == 'PENDING' then w0 = -1 end
+  local new = state .. '|' .. a1 .. '|' .. v1 .. '|' .. cause .. '|' .. w0
+  move(KEYS[1], KEYS[2], ARGV[1], device, old, new)
+  local b = bucket(state)
+  if b == 'succeeded' or b == 'failed' or b == 'cancelled' then return 2 end
+  return 1
+end
+local out = {}
+for i = 2, #ARGV, 5 do
+  out[#out + 1] = apply(ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3],
+    ARGV[i + 4])
+end
+return out
 """
 )
 
@@ -176,6 +190,17 @@ return 0
 """
 
 
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One job event as `TaskState.apply` records it."""
+
+    device: str
+    attempt: int
+    job_version: int
+    state: str
+    cause: int | None
+
+
 def index_prefix(tid: str) -> str:
     return keys.task_state_index(tid, "")
 
@@ -199,21 +224,18 @@ class TaskState:
         self._lease = r.register_script(_LEASE)
         self._unlease = r.register_script(_UNLEASE)
 
-    async def apply(
-        self, tid: str, device: str, attempt: int, job_version: int, state: str, cause: int | None
-    ) -> int:
-        result = await self._apply(
-            keys=[keys.task_devices(tid), keys.task_counts(tid)],
-            args=[
-                device,
-                attempt,
-                job_version,
-                state,
-                "" if cause is None else cause,
-                index_prefix(tid),
-            ],
-        )
-        return int(result)
+    async def apply(self, tid: str, transitions: Sequence[Transition]) -> list[int]:
+        """Apply one task's job events in log order, `APPLY_CHUNK` per script call; one
+        result per event (0 ignored, 1 applied, 2 applied and terminal)."""
+        results: list[int] = []
+        for start in range(0, len(transitions), APPLY_CHUNK):
+            args: list[str | int] = [index_prefix(tid)]
+            for t in transitions[start : start + APPLY_CHUNK]:
+                cause = "" if t.cause is None else t.cause
+                args += (t.device, t.attempt, t.job_version, t.state, cause)
+            out = await self._apply(keys=[keys.task_devices(tid), keys.task_counts(tid)], args=args)
+            results += (int(x) for x in out)
+        return results
 
     async def lease(self, tid: str, owner: str, ttl_ms: int) -> str | None:
         value = await self._lease(keys=[keys.lease(tid), keys.fence(tid)], args=[owner, ttl_ms])
