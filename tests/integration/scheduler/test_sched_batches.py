@@ -1,0 +1,121 @@
+"""Batched job-event and inbox application against the real Redis: a batch with
+duplicates and stale events inside it counts each transition once, and the same batch
+applied again (redelivery after a crash before the commit) changes nothing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis
+import redis.asyncio
+
+from ota.records import DeviceEventRecord, JobEventRecord, PresenceRecord, TaskType
+from ota.settings import Topics
+from scheduler import keys, taskstate
+from scheduler.bus import Producer
+from scheduler.devices import Registry
+from scheduler.taskstate import TaskState, Transition
+from tests.integration.scheduler.sched_harness import db_url, make_settings
+
+
+@pytest.fixture
+async def aredis(
+    redis_url: str, sched_redis: redis.Redis[bytes]
+) -> AsyncIterator[redis.asyncio.Redis[bytes]]:
+    client: redis.asyncio.Redis[bytes] = redis.asyncio.Redis.from_url(db_url(redis_url))
+    try:
+        yield client
+    finally:
+        await client.aclose()  # type: ignore[attr-defined]  # stubs predate aclose
+
+
+@pytest.fixture
+async def registry(
+    aredis: redis.asyncio.Redis[bytes], kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> AsyncIterator[Registry]:
+    topics = Topics.with_prefix(f"t-{uuid.uuid4().hex[:8]}.")  # nothing is produced here
+    producer = Producer(make_settings(kafka_bootstrap, redis_url, tmp_path, topics).common)
+    try:
+        yield Registry(aredis, producer, topics, timeline_cap=50)
+    finally:
+        await producer.close()
+
+
+async def test_a_batch_counts_each_transition_once_even_when_redelivered(
+    aredis: redis.asyncio.Redis[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(taskstate, "APPLY_CHUNK", 2)  # chunk boundaries inside the batch
+    tid = f"t-{uuid.uuid4().hex[:8]}"
+    await aredis.hset(
+        keys.task_devices(tid), mapping=dict.fromkeys(("d1", "d2", "d3"), "RELEASED|1|0||0")
+    )
+    await aredis.hset(keys.task_counts(tid), mapping={"s:RELEASED": 3, "w0:active": 3})
+    batch = [
+        Transition("d1", 1, 2, "DOWNLOADING", None),
+        Transition("d1", 1, 5, "SUCCEEDED", None),
+        Transition("d2", 1, 3, "FAILED", 28),
+        Transition("d1", 1, 2, "DOWNLOADING", None),  # a duplicate, now older than the entry
+        Transition("d3", 1, 1, "UPDATING", None),
+        Transition("ghost", 1, 1, "UPDATING", None),  # not a device of this task
+    ]
+    state = TaskState(aredis)
+    assert await state.apply(tid, batch) == [1, 2, 2, 0, 1, 0]
+    expected = {
+        "s:RELEASED": 0,
+        "s:DOWNLOADING": 0,
+        "s:SUCCEEDED": 1,
+        "s:FAILED": 1,
+        "s:UPDATING": 1,
+        "c:28": 1,
+        "w0:active": 1,
+        "w0:succeeded": 1,
+        "w0:failed": 1,
+    }
+    assert await state.counts(tid) == expected
+    assert await state.apply(tid, batch) == [0] * len(batch)
+    assert await state.counts(tid) == expected
+    assert await aredis.hget(keys.task_devices(tid), "d1") == b"SUCCEEDED|1|5||0"
+    assert await aredis.zrange(keys.task_state_index(tid, "FAILED"), 0, -1) == [b"d2"]
+
+
+async def test_registry_batches_keep_log_order_and_store_a_replay_once(
+    registry: Registry, aredis: redis.asyncio.Redis[bytes]
+) -> None:
+    device, tid = f"dev-{uuid.uuid4().hex[:8]}", f"t-{uuid.uuid4().hex[:8]}"
+    events = [
+        JobEventRecord(device, tid, 1, v, "QUEUED", state, at_ms=1000 - v)  # stamps go back
+        for v, state in enumerate(("COMMAND_SENT", "DOWNLOADING", "SUCCEEDED"), start=1)
+    ]
+    batch = [(e, TaskType.SOFTWARE.value) for e in events]
+    await registry.job_events(batch)
+    await registry.job_events(batch)  # redelivered
+    timeline = await aredis.zrange(keys.timeline(device), 0, -1)
+    assert [e.split(b'"to":"')[1].split(b'"')[0] for e in timeline] == [
+        b"COMMAND_SENT",
+        b"DOWNLOADING",
+        b"SUCCEEDED",
+    ]
+    current = await aredis.hmget(keys.device(device), ["state", "job_version", "task_type"])
+    assert current == [b"SUCCEEDED", b"3", b"software"]
+
+    # A progress report's version belongs to the current job's kind (software here); an
+    # older presence change in the same batch does not undo a newer one.
+    await registry.observe(
+        [
+            PresenceRecord(device_id=device, online=True, at_ms=2000),
+            DeviceEventRecord(
+                device_id=device,
+                event_type="upgrade_progress_report",
+                paras={"version": "2.0"},
+                at_ms=2001,
+            ),
+            PresenceRecord(device_id=device, online=False, at_ms=1500),
+        ]
+    )
+    fields = await aredis.hmget(keys.device(device), ["online", "sw", "fw", "seen_ms"])
+    assert fields == [b"1", b"2.0", None, b"2001"]
+    assert await aredis.sismember(keys.ONLINE, device)
+    assert await aredis.sismember(keys.version("sw", "2.0"), device)
