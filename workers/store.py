@@ -16,15 +16,25 @@ Keys (all under `ota:{p<partition>}:`, one Redis Cluster slot per partition):
 The state, the deadlines and the offset change only through APPLY, which compares the
 partition's offset with the one the batch was computed from: a second owner (a worker
 that lost the partition in a rebalance) or a redelivered batch then writes nothing.
+
+Scripts are called by digest (EVALSHA) inside pipelines: redis-py's pipelined scripts
+would ask SCRIPT EXISTS first, a second round trip per pipeline. A call Redis refuses
+with NOSCRIPT (restarted, scripts flushed) did not run: the scripts are loaded and only
+those calls run again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import redis
+from redis.client import Pipeline
+from redis.exceptions import NoScriptError
 
 from ota.records import JobSpec
 from ota.redis_clients import partition_tag
@@ -32,6 +42,8 @@ from workers.batch import DeviceWrite, Output, SpecWrite
 from workers.codec import StateCorruptError, cached_spec, stored_digests, unpack_spec
 
 NO_OFFSET = -1
+# Queues one command on a pipeline (so that it can be queued again on another).
+Step = Callable[["Pipeline[bytes]"], object]
 _HEAD = struct.Struct(">BII")  # outbox record: target topic, key length, value length
 
 # KEYS[1] offset, KEYS[2] deadlines, KEYS[3] outbox, then the n device keys written, then
@@ -147,9 +159,7 @@ class Store:
 
     def __init__(self, client: redis.Redis[bytes]) -> None:
         self.client = client
-        self._apply = client.register_script(APPLY)
-        self._pop = client.register_script(POP_DUE)
-        self._ack = client.register_script(ACK_FIRED)
+        self._apply, self._pop, self._ack = (_sha(s) for s in _SCRIPTS)
         self._keys: dict[int, PartitionKeys] = {}
 
     def keys(self, partition: int) -> PartitionKeys:
@@ -206,7 +216,7 @@ class Store:
 
     def apply_many(self, plans: Sequence[Write]) -> list[int | None]:
         """`apply` for several partitions in one round trip; each is atomic on its own."""
-        pipe = self.client.pipeline(transaction=False)
+        steps: list[Step] = []
         for plan in plans:
             keys = self.keys(plan.partition)
             args: list[bytes | str | int] = [
@@ -224,18 +234,15 @@ class Store:
                 ]
             for spec in plan.specs:
                 args += [spec.ref.packed, spec.refs, spec.expire_floor_ms]
-            self._apply(
-                keys=[
-                    keys.offset,
-                    keys.deadlines,
-                    keys.outbox,
-                    *(keys.device(w.device_id) for w in plan.writes),
-                    *(keys.spec(s.ref.digest) for s in plan.specs),
-                ],
-                args=args,
-                client=pipe,
-            )
-        return [None if int(r[0]) == 1 else int(r[1]) for r in pipe.execute()]
+            keys_of = [
+                keys.offset,
+                keys.deadlines,
+                keys.outbox,
+                *(keys.device(w.device_id) for w in plan.writes),
+                *(keys.spec(s.ref.digest) for s in plan.specs),
+            ]
+            steps.append(partial(_evalsha, self._apply, keys_of, args))
+        return [None if int(r[0]) == 1 else int(r[1]) for r in self._run(steps)]
 
     def drop_outboxes(self, batches: Sequence[tuple[int, int]]) -> None:
         """Drops the outbox entries of these (partition, batch offset)s."""
@@ -260,14 +267,16 @@ class Store:
         """POP_DUE for each partition, in one round trip: the device ids leased (due
         deadlines and leases that ran out), each with the earliest deadline left in the
         partition (None: none)."""
-        pipe = self.client.pipeline(transaction=False)
+        steps: list[Step] = []
         for partition in partitions:
             keys = self.keys(partition)
-            self._pop(
-                keys=[keys.deadlines, keys.fired], args=[now_ms, limit, lease_ms], client=pipe
+            steps.append(
+                partial(
+                    _evalsha, self._pop, [keys.deadlines, keys.fired], [now_ms, limit, lease_ms]
+                )
             )
-            pipe.zrange(keys.deadlines, 0, 0, withscores=True)
-        replies = pipe.execute()
+            steps.append(partial(_first_deadline, keys.deadlines))
+        replies = self._run(steps)
         out: list[tuple[list[str], int | None]] = []
         for i in range(len(partitions)):
             members, first = replies[2 * i], replies[2 * i + 1]
@@ -286,15 +295,39 @@ class Store:
     def ack_fired_many(self, leases: Sequence[tuple[int, int, Sequence[str]]]) -> None:
         """ACK_FIRED for each (partition, lease expiry given by POP_DUE, device ids), in
         one round trip."""
-        pipe = self.client.pipeline(transaction=False)
-        for partition, lease_until_ms, device_ids in leases:
-            if device_ids:
-                self._ack(
-                    keys=[self.keys(partition).fired],
-                    args=[lease_until_ms, *device_ids],
-                    client=pipe,
+        self._run(
+            [
+                partial(
+                    _evalsha, self._ack, [self.keys(partition).fired], [lease_until_ms, *device_ids]
                 )
-        pipe.execute()
+                for partition, lease_until_ms, device_ids in leases
+                if device_ids
+            ]
+        )
+
+    def _run(self, steps: Sequence[Step]) -> list[Any]:
+        """The replies of `steps`, run in one pipelined round trip (no transaction); raises
+        the first error, after every step ran."""
+        if not steps:
+            return []
+        replies = self._execute(steps)
+        lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if lost:
+            for script in _SCRIPTS:
+                self.client.execute_command("SCRIPT LOAD", script)
+            for i, reply in zip(lost, self._execute([steps[i] for i in lost]), strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    def _execute(self, steps: Sequence[Step]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for step in steps:
+            step(pipe)
+        replies: list[Any] = pipe.execute(raise_on_error=False)
+        return replies
 
     def specs(self, partition: int, values: Iterable[bytes | None]) -> dict[str, JobSpec]:
         """The specs the stored device `values` refer to (from the process's cache, else
@@ -324,6 +357,23 @@ class Store:
                     except StateCorruptError:
                         continue
         return found
+
+
+_SCRIPTS = (APPLY, POP_DUE, ACK_FIRED)
+
+
+def _sha(script: str) -> str:
+    return hashlib.sha1(script.encode()).hexdigest()  # the digest EVALSHA names a script by
+
+
+def _evalsha(
+    sha: str, keys: Sequence[str], args: Sequence[bytes | str | int], pipe: Pipeline[bytes]
+) -> None:
+    pipe.evalsha(sha, len(keys), *keys, *args)
+
+
+def _first_deadline(key: str, pipe: Pipeline[bytes]) -> None:
+    pipe.zrange(key, 0, 0, withscores=True)
 
 
 def encode_outputs(outputs: Sequence[Output]) -> bytes:
