@@ -1,13 +1,17 @@
 """The fleet rollout benchmark: N simulated devices through the whole pipeline.
 
     .venv/bin/python bench/rollout.py --size 10000 --mode connections --package-kib 64
-    .venv/bin/python bench/rollout.py --size 100000 --mode multiplexed --package-kib 64
+    .venv/bin/python bench/rollout.py --size 100000 --mode multiplexed --package-kib 64 \
+        --fleet-processes 2
     .venv/bin/python bench/rollout.py --size 10000 --scale workers=2,gateway=2 --edge-processes 2
 
 Each run starts its own stack under `ota up` (own topic prefix, Redis db 9, free ports),
 a well-behaved fleet in its own process, uploads the package and creates one task with
 no rate limit. While the task runs it samples, every second, the task's per-state
-counts and the CPU time of every service process (from /proc). At the end it reads the
+counts and the CPU time of every service process, of the fleet's simulator processes and
+of the shared infrastructure (Kafka, Redis, Mosquitto, found by the pid files of
+deploy/local under .state/; their CPU includes whatever else uses them meanwhile), all
+from /proc; `cpu_ms_per_device` divides each by the fleet size. At the end it reads the
 job events back from Kafka for the per-device time from release to success, and
 records: devices completed per second (whole task and steady middle 80%), time to
 finish, p50/p99 per device, CPU seconds per service, Redis memory, Kafka bytes, and a
@@ -43,13 +47,14 @@ from rollout_report import (  # noqa: E402
     steady_rate,
 )
 
-from ota.demo import FleetProcess, upload_targets  # noqa: E402
+from ota.demo import FleetGroup, default_fleet_processes, upload_targets  # noqa: E402
 from ota.demo_env import Ports, StackPlan, redis_url_with_db  # noqa: E402
 from ota.demo_stack import Stack  # noqa: E402
 from ota.supervisor import parse_scale  # noqa: E402
 
 OUT = REPO / "bench" / "rollout"
 REDIS_DB = 9
+INFRA = ("kafka", "redis", "mosquitto")  # deploy/local's services, by pid file
 FINISHED = ("Success", "Fail", "PartialSuccess", "Stopped")
 # Windows short enough that a report the broker lost is settled within the run (retry, or
 # the last version query), as a real fleet's would be within the day; no rate limit.
@@ -74,6 +79,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=10_000)
     parser.add_argument("--mode", choices=("connections", "multiplexed"), default="connections")
     parser.add_argument("--mux-connections", type=int, default=4)
+    parser.add_argument(
+        "--fleet-processes",
+        type=int,
+        default=0,
+        help="simulator processes (default: 2 from 5000 devices, else 1)",
+    )
     parser.add_argument("--package-kib", type=int, default=64)
     parser.add_argument("--scale", default="", help="e.g. workers=2,gateway=2")
     parser.add_argument("--edge-processes", type=int, default=1)
@@ -88,13 +99,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the broker's log directory (for the run's Kafka bytes)",
     )
     parser.add_argument("--out", type=Path, default=OUT, help="where results go")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.fleet_processes = args.fleet_processes or default_fleet_processes(args.size)
+    return args
 
 
 def label_of(args: argparse.Namespace) -> str:
     scale = f"-x{args.scale.replace(',', '-').replace('=', '')}" if args.scale else ""
     edges = f"-edge{args.edge_processes}" if args.edge_processes > 1 else ""
-    return args.label or f"{args.mode}-{args.size}-{args.package_kib}k{scale}{edges}"
+    sims = f"-sim{args.fleet_processes}" if args.fleet_processes > 1 else ""
+    return args.label or f"{args.mode}-{args.size}-{args.package_kib}k{scale}{edges}{sims}"
 
 
 def service_pids(stack: Stack) -> dict[str, list[int]]:
@@ -105,6 +119,26 @@ def service_pids(stack: Stack) -> dict[str, list[int]]:
         kids = [int(k) for k in children.read_text().split()] if children.exists() else []
         out[name] = [pid, *kids]
     return out
+
+
+def infra_pids(state_dir: Path = REPO / ".state") -> dict[str, list[int]]:
+    """Kafka, Redis and Mosquitto of the local stack (those whose pid file names a live
+    process)."""
+    out: dict[str, list[int]] = {}
+    for name in INFRA:
+        try:
+            pid = int((state_dir / name / f"{name}.pid").read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if Path(f"/proc/{pid}").exists():
+            out[name] = [pid]
+    return out
+
+
+def per_device_ms(cpu_s: dict[str, float], size: int) -> dict[str, float]:
+    per = {name: round(seconds * 1000 / size, 2) for name, seconds in cpu_s.items()}
+    per["total"] = round(sum(cpu_s.values()) * 1000 / size, 2)
+    return per
 
 
 class Sampler:
@@ -175,9 +209,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     stack.watch()
     package = os.urandom(args.package_kib * 1024)
     prefix = f"b{run_id}"
-    fleet = FleetProcess(
+    fleet = FleetGroup(
         stack.env,
         size=args.size,
+        processes=args.fleet_processes,
         prefix=prefix,
         mode=args.mode,
         mux_connections=args.mux_connections,
@@ -189,9 +224,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         t_connect = time.monotonic()
         await fleet.start(timeout_s=max(300.0, args.size / 100))
         result["connect_s"] = round(time.monotonic() - t_connect, 1)
-        assert fleet.process is not None
         pids = service_pids(stack)
-        pids["fleet"] = [fleet.process.pid]
+        pids["fleet"] = fleet.pids()
+        pids.update(infra_pids())
         headers = {"Authorization": f"Bearer {plan.write_key}"}
         async with httpx.AsyncClient(base_url=plan.api_url, headers=headers, timeout=120) as api:
             pkg = (
@@ -228,7 +263,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     if spy is None and args.profile_s and done >= args.size * 0.2:
                         cpu = sampler.cpu_used()
                         busiest = max(
-                            (n for n in cpu if n != "fleet"), key=lambda n: cpu[n], default=None
+                            (n for n in cpu if n != "fleet" and n not in INFRA),
+                            key=lambda n: cpu[n],
+                            default=None,
                         )
                         if busiest is not None:
                             result["profiled"] = busiest
@@ -244,6 +281,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if spy is not None:
                 spy.wait(60)
         result["cpu_s"] = sampler.cpu_used()
+        result["cpu_ms_per_device"] = per_device_ms(result["cpu_s"], args.size)
         result["wall_s"] = round(elapsed, 1)
         result["status"] = task.get("status")
         result["progress"] = task.get("progress")

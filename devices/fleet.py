@@ -8,7 +8,8 @@ Two modes:
   (presence then comes from each device's first uplink, its boot version_report), and one
   wildcard subscription to `$oc/devices/+/sys/events/down` routes commands to the agents.
   Mosquitto delivers a matching message once per subscribing connection, so only one
-  connection subscribes.
+  connection subscribes. A fleet split over several processes (`first`, `own_downlinks`)
+  subscribes to each of its devices' down topics instead, to receive only its own.
 
 As a library: `async with Fleet(config) as fleet: ...; fleet.report()`. As a command:
 `python -m devices.fleet --help`.
@@ -21,7 +22,6 @@ import asyncio
 import contextlib
 import json
 import resource
-import statistics
 import sys
 import time
 import zlib
@@ -35,8 +35,9 @@ from devices.agent import DeviceAgent, Publish
 from devices.behaviour import WELL_BEHAVED, Behaviour
 from devices.connection import DeviceConnection
 from devices.http import HttpClient
+from devices.report import FleetReport, histogram, summarize
 from ota.mqtt import LinkConfig, MqttLink, SessionLostError
-from ota.protocol import ProtocolError, device_id_from_topic
+from ota.protocol import ProtocolError, device_id_from_topic, down_topic
 from ota.settings import CommonSettings
 
 
@@ -62,6 +63,10 @@ class FleetConfig:
     connects_in_parallel: int = 200
     behaviour_of: BehaviourOf = field(default=lambda _index, _device: WELL_BEHAVED)
     download_slots: int = 2048  # downloads in flight at once; the rest wait
+    first: int = 0  # index of the first device: a slice of a fleet split over processes
+    # Multiplexed: subscribe to each device's down topic instead of the wildcard, so that
+    # processes sharing the broker each receive only their own devices' commands.
+    own_downlinks: bool = False
 
     @classmethod
     def from_settings(cls, settings: CommonSettings, size: int, **overrides: object) -> FleetConfig:
@@ -76,7 +81,10 @@ class FleetConfig:
         return FleetConfig(**{**base.__dict__, **overrides})
 
     def device_ids(self) -> list[str]:
-        return [device_name(self.prefix, n) for n in range(self.size)]
+        return [device_name(self.prefix, n) for n in self.indexes()]
+
+    def indexes(self) -> range:
+        return range(self.first, self.first + self.size)
 
 
 def device_name(prefix: str, index: int) -> str:
@@ -98,38 +106,6 @@ def outcome_of(agent: DeviceAgent) -> str:
     if agent.behaviour.wrong_version is not None:
         return "wrong_version"
     return "succeeded"
-
-
-@dataclass(frozen=True)
-class FleetReport:
-    size: int
-    online: int
-    outcomes: dict[str, int]
-    durations_s: dict[str, float]  # of finished upgrades: p50, p90, p99, max
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "size": self.size,
-            "online": self.online,
-            "outcomes": self.outcomes,
-            "durations_s": self.durations_s,
-        }
-
-
-def summarize(durations: list[float]) -> dict[str, float]:
-    if not durations:
-        return {}
-    ordered = sorted(durations)
-
-    def at(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
-
-    return {
-        "p50": round(statistics.median(ordered), 3),
-        "p90": at(0.9),
-        "p99": at(0.99),
-        "max": round(ordered[-1], 3),
-    }
 
 
 def raise_file_limit(wanted: int) -> int:
@@ -188,7 +164,7 @@ class Fleet:
 
         later: list[asyncio.Task[None]] = []
         starts = []
-        for index, device_id in enumerate(self.config.device_ids()):
+        for index, device_id in zip(self.config.indexes(), self.config.device_ids(), strict=True):
             behaviour = self.config.behaviour_of(index, device_id)
             connection = DeviceConnection(
                 device_id,
@@ -212,24 +188,27 @@ class Fleet:
     async def _start_multiplexed(self) -> None:
         assert self._http is not None
         config = self.config
+        downlinks = [("$oc/devices/+/sys/events/down", 1)]
+        if config.own_downlinks:
+            downlinks = [(down_topic(device_id), 1) for device_id in config.device_ids()]
         for n in range(max(1, config.mux_connections)):
             link = MqttLink(
                 LinkConfig(
                     host=config.host,
                     port=config.platform_port,
-                    client_id=f"ota-sim-{config.prefix}-{n}",
+                    client_id=f"ota-sim-{config.prefix}-{config.first}-{n}",
                     username=config.platform_user,
                     password=config.platform_password,
                     max_publishes_in_flight=500,
                 ),
-                [("$oc/devices/+/sys/events/down", 1)] if n == 0 else [],
+                downlinks if n == 0 else [],
                 on_message=self._route if n == 0 else None,
             )
             await link.connect()
             self._links.append(link)
         await self._links[0].subscribed.wait()
         boots = []
-        for index, device_id in enumerate(config.device_ids()):
+        for index, device_id in zip(config.indexes(), config.device_ids(), strict=True):
             link = self._links[zlib.crc32(device_id.encode()) % len(self._links)]
             agent = DeviceAgent(
                 device_id,
@@ -280,7 +259,11 @@ class Fleet:
             if (d := agent.outcome.duration_s) is not None and outcome_of(agent) == "succeeded"
         ]
         return FleetReport(
-            self.config.size, self._online, dict(sorted(outcomes.items())), summarize(durations)
+            self.config.size,
+            self._online,
+            dict(sorted(outcomes.items())),
+            summarize(durations),
+            histogram(durations),
         )
 
     async def wait_until(self, predicate: Callable[[Fleet], bool], timeout_s: float) -> bool:

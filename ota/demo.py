@@ -29,6 +29,7 @@ import httpx
 import redis
 from kafka.admin import KafkaAdminClient
 
+from devices.report import merge
 from ota.demo_env import StackPlan, stack_env
 from ota.demo_fleet import Mix
 from ota.demo_progress import Progress, summary_lines
@@ -38,6 +39,8 @@ FINISHED = ("Success", "Fail", "PartialSuccess", "Stopped")
 # Each run has its own topics (demo-<run>.ota.*) and starts from an empty Redis db, so
 # nothing of an earlier run (or of anything else on the machine) is replayed into it.
 DEMO_REDIS_DB = 8
+# From this many devices a fleet is simulated by two processes (two cores) by default.
+SPLIT_FLEET_AT = 5_000
 
 
 def flush_db(env: dict[str, str]) -> None:
@@ -76,6 +79,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "resume (default 5,1,5,2,2,5); `none` for an all well-behaved fleet",
     )
     parser.add_argument("--package-kib", type=int, default=256, help="firmware size in KiB")
+    parser.add_argument(
+        "--fleet-processes",
+        type=int,
+        default=0,
+        help=f"simulator processes (default: 2 from {SPLIT_FLEET_AT} devices, else 1)",
+    )
     parser.add_argument("--canary", type=int, default=0, help="canary wave size (default 1%%)")
     parser.add_argument("--canary-threshold", type=float, default=70.0, help="percent to pass")
     parser.add_argument("--ramp", default="6000,2,500,120000", help="base/min,factor,every,max/min")
@@ -93,6 +102,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.size < 1:
         parser.error("--size must be at least 1")
+    if args.fleet_processes < 0:
+        parser.error("--fleet-processes must not be negative")
+    args.fleet_processes = args.fleet_processes or default_fleet_processes(args.size)
     try:
         Mix.parse(args.mix)
         base, factor, every, top = args.ramp.split(",")
@@ -131,14 +143,48 @@ def policy(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def default_fleet_processes(size: int) -> int:
+    return 2 if size >= SPLIT_FLEET_AT else 1
+
+
+def slices(size: int, parts: int) -> list[tuple[int, int]]:
+    """(first index, count) of `parts` contiguous slices of a fleet, sizes within one."""
+    parts = max(1, min(parts, size))
+    base, extra = divmod(size, parts)
+    out, first = [], 0
+    for n in range(parts):
+        count = base + (1 if n < extra else 0)
+        out.append((first, count))
+        first += count
+    return out
+
+
+def merge_ready(lines: list[dict[str, Any]]) -> dict[str, Any]:
+    kinds: dict[str, int] = {}
+    for line in lines:
+        for kind, count in (line.get("kinds") or {}).items():
+            kinds[kind] = kinds.get(kind, 0) + count
+    return {
+        "ready": True,
+        "online": sum(int(line.get("online", 0)) for line in lines),
+        "connect_s": max(float(line.get("connect_s", 0.0)) for line in lines),
+        "kinds": dict(sorted(kinds.items())),
+    }
+
+
 class FleetProcess:
     """`python -m ota.demo_fleet` as a child; JSON lines on its stdout."""
 
     def __init__(self, env: dict[str, str], **options: object) -> None:
-        """`options` become the fleet's flags: `mux_connections=4` -> `--mux-connections 4`."""
+        """`options` become the fleet's flags: `mux_connections=4` -> `--mux-connections 4`,
+        `own_downlinks=True` -> `--own-downlinks` (False: left out)."""
         self.command = [sys.executable, "-m", "ota.demo_fleet"]
         for name, value in options.items():
-            self.command += [f"--{name.replace('_', '-')}", str(value)]
+            flag = f"--{name.replace('_', '-')}"
+            if isinstance(value, bool):
+                self.command += [flag] if value else []
+            else:
+                self.command += [flag, str(value)]
         self.env = env
         self.process: asyncio.subprocess.Process | None = None
         self.last: dict[str, Any] = {}
@@ -191,6 +237,41 @@ class FleetProcess:
         return self.last
 
 
+class FleetGroup:
+    """One fleet simulated by `processes` FleetProcesses over contiguous index slices;
+    their ready and report lines merged into one (`devices.report.merge`). Multiplexed
+    slices subscribe to their own devices' down topics, so each gets only its commands."""
+
+    def __init__(
+        self, env: dict[str, str], *, size: int, processes: int = 1, **options: object
+    ) -> None:
+        parts = slices(size, processes)
+        own = len(parts) > 1 and options.get("mode") == "multiplexed"
+        self.members = [
+            FleetProcess(env, size=count, first=first, own_downlinks=own, **options)
+            for first, count in parts
+        ]
+
+    def pids(self) -> list[int]:
+        return [m.process.pid for m in self.members if m.process is not None]
+
+    async def start(self, timeout_s: float) -> dict[str, Any]:
+        """Start every process and wait until all are ready (stopping them all if one fails)."""
+        try:
+            readies = await asyncio.gather(*(m.start(timeout_s) for m in self.members))
+        except BaseException:
+            await self.stop()
+            raise
+        return merge_ready(list(readies))
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return merge(m.last for m in self.members)
+
+    async def stop(self) -> dict[str, Any]:
+        return merge(await asyncio.gather(*(m.stop() for m in self.members)))
+
+
 async def upload_targets(api: httpx.AsyncClient, device_ids: list[str]) -> str:
     response = await api.post("/v1/target-lists", content="\n".join(device_ids).encode())
     response.raise_for_status()
@@ -206,16 +287,21 @@ async def rollout(args: argparse.Namespace, stack: Stack) -> int:
         loop.add_signal_handler(signum, interrupted.set)
     run, prefix = plan.name.removeprefix("demo-"), plan.name
     package = os.urandom(args.package_kib * 1024)
-    fleet = FleetProcess(
+    fleet = FleetGroup(
         stack.env,
         size=args.size,
+        processes=args.fleet_processes,
         prefix=prefix,
         mode=args.mode,
         mix=args.mix,
         package_size=len(package),
         back_after_s=args.online_window_s / 2,
     )
-    print(f"[demo] connecting {args.size} simulated devices ({args.mode}) ...", flush=True)
+    print(
+        f"[demo] connecting {args.size} simulated devices ({args.mode}, "
+        f"{len(fleet.members)} simulator processes) ...",
+        flush=True,
+    )
     started = time.monotonic()
     ready = await fleet.start(timeout_s=max(120.0, args.size / 50))
     print(

@@ -1,9 +1,10 @@
 """A simulated fleet with a realistic mix of devices, as its own process (for CPU parallelism).
 
 `python -m ota.demo_fleet --size 10000 --prefix demo-ab12 [--mix offline_back=5,...]`
-connects the fleet, prints `{"ready": ...}` as one JSON line, then a JSON report line
-every `--report-every-s` seconds, and a final `{"final": ...}` line when stdin closes or
-on SIGTERM. Settings (broker addresses) come from the OTA_ variables.
+connects the fleet (devices <prefix>-<index>, indexes from `--first`, so one fleet can
+be split over several processes), prints `{"ready": ...}` as one JSON line, then a JSON
+report line every `--report-every-s` seconds, and a final `{"final": ...}` line when
+stdin closes or on SIGTERM. Settings (broker addresses) come from the OTA_ variables.
 
 The mix assigns each device one kind by a stable draw from its id, so a re-run misbehaves
 in the same devices:
@@ -133,6 +134,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m ota.demo_fleet", description=__doc__)
     parser.add_argument("--size", type=int, required=True)
     parser.add_argument("--prefix", required=True, help="device ids are <prefix>-<0000000>")
+    parser.add_argument(
+        "--first", type=int, default=0, help="index of the first device (a fleet's slice)"
+    )
+    parser.add_argument(
+        "--own-downlinks",
+        action="store_true",
+        help="multiplexed: subscribe per device, not to the wildcard (several processes)",
+    )
     parser.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.CONNECTIONS.value)
     parser.add_argument("--mux-connections", type=int, default=4)
     parser.add_argument("--mix", default="", help="e.g. offline_back=5,fails=2 or none")
@@ -155,6 +164,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(str(exc))
     if args.size < 1:
         parser.error("--size must be at least 1")
+    if args.first < 0:
+        parser.error("--first must not be negative")
     return args
 
 
@@ -168,6 +179,8 @@ async def run(args: argparse.Namespace) -> None:
         args.size,
         mode=Mode(args.mode),
         prefix=args.prefix,
+        first=args.first,
+        own_downlinks=args.own_downlinks,
         mux_connections=args.mux_connections,
         connects_in_parallel=args.connects_in_parallel,
         download_slots=args.download_slots,

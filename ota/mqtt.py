@@ -160,6 +160,9 @@ class LinkConfig:
     # publish_acked raises PublishRefusedError on a PUBACK failure code (off: as before,
     # any PUBACK counts as delivered).
     refusals_raise: bool = False
+    # Topic filters per SUBSCRIBE packet: a link subscribing to many filters (one per
+    # device) sends several packets; `subscribed` is set when all are acknowledged.
+    subscribe_batch: int = 1000
 
 
 class MqttLink:
@@ -181,6 +184,7 @@ class MqttLink:
         self._storage = AckStorage()
         self.connected = asyncio.Event()
         self.subscribed = asyncio.Event()  # set once the broker acknowledged the subscriptions
+        self._subacks_due = 0
         self._slots = asyncio.Semaphore(config.max_publishes_in_flight)
         self._pubacks: list[bytes] = []
         self._pubacks_for: Any = None  # the gmqtt connection the buffered PUBACKs belong to
@@ -202,7 +206,7 @@ class MqttLink:
         if self.config.username is not None:
             client.set_auth_credentials(self.config.username, self.config.password)
         client.on_connect = self._connected
-        client.on_subscribe = lambda *_args: self.subscribed.set()
+        client.on_subscribe = self._subacked
         client.on_disconnect = self._disconnected
         if self._on_message is not None:
             handler = self._on_message
@@ -286,12 +290,21 @@ class MqttLink:
         self.client.reconnect_attempts = 0
         if self._subscriptions:
             self.client.subscriptions.clear()  # gmqtt appends on every subscribe call
-            self.client.subscribe(
-                [Subscription(topic, qos=qos) for topic, qos in self._subscriptions]
-            )
+            step = max(1, self.config.subscribe_batch)
+            batches = [
+                self._subscriptions[i : i + step] for i in range(0, len(self._subscriptions), step)
+            ]
+            self._subacks_due = len(batches)
+            for batch in batches:
+                self.client.subscribe([Subscription(topic, qos=qos) for topic, qos in batch])
         self.connected.set()
         if self._on_state is not None:
             self._on_state(True)
+
+    def _subacked(self, *_args: Any) -> None:
+        self._subacks_due -= 1
+        if self._subacks_due <= 0:
+            self.subscribed.set()
 
     def _disconnected(self, _client: Client, _packet: Any, _exc: Any = None) -> None:
         self.connected.clear()

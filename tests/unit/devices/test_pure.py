@@ -5,7 +5,8 @@ import pytest
 from devices.behaviour import FailStage, stage_of
 from devices.connection import iotda_client_id
 from devices.download import Download, _range_start
-from devices.fleet import device_name, parse_args, summarize
+from devices.fleet import device_name, parse_args
+from devices.report import summarize
 
 
 @pytest.mark.parametrize(
