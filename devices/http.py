@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 import ssl
 from collections.abc import AsyncIterator, Mapping
@@ -47,6 +48,7 @@ class Target:
         return host if self.port == default else f"{host}:{self.port}"
 
 
+@functools.lru_cache(maxsize=1024)  # a fleet fetches one package URL many times (v1)
 def parse_url(url: str) -> Target:
     try:
         parts = urlsplit(url)
