@@ -165,7 +165,8 @@ async def test_canary_miss_pauses_then_resume_and_retry(
                 "count": 1,
             }
         ]
-        await api.post(f"/v1/tasks/{tid}/resume")
+        resumed = await api.post(f"/v1/tasks/{tid}/resume")
+        assert resumed.status_code == 200, resumed.text
         done = await status(api, tid, FINISHED)
         assert done["status"] == "PartialSuccess"
         assert done["progress"]["succeeded"] == 3
