@@ -11,6 +11,10 @@ kafka-python's idempotent producer turns every non-retriable produce error (a re
 too large for the topic, an invalid topic, ...) into a fatal state in which it fails
 all later records too; `renew` replaces it with a fresh producer.
 
+The sends of one loop pass (gmqtt hands over every message of a socket read in one
+pass) wake the producer's sender thread once, at the end of the pass, not once per new
+batch (`WakeupHold`).
+
 The partition of a keyed record is computed here once per key (Kafka's murmur2, as
 kafka-python's default partitioner and the Java client do) and cached, so `send` skips
 the per-record partitioner.
@@ -31,6 +35,7 @@ from kafka.errors import KafkaError
 from kafka.partitioner.default import murmur2
 
 from ota.backoff import Backoff
+from ota.kafka_clients import WakeupHold
 
 log = logging.getLogger(__name__)
 
@@ -72,10 +77,15 @@ class AsyncProducer:
         self._partitions: dict[str, list[int]] = {}
         self._keys: dict[tuple[str, bytes], int] = {}
         self._refreshed = 0.0
+        self._wakeups: WakeupHold | None = None  # holding until the end of this loop pass
 
     def produce(self, topic: str, key: bytes | None, value: bytes, on_done: OnDone) -> None:
         """Send a record; `on_done(None | ProduceError)` runs on the loop once Kafka answered
         (acks=all). Never calls `on_done` before returning."""
+        if self._wakeups is None:
+            self._wakeups = WakeupHold(self._producer)
+            self._wakeups.hold()
+            self._loop.call_soon(self._release)
         try:
             partition = self._partition(topic, key)
             pending = self._producer.send(topic, value=value, key=key, partition=partition)
@@ -85,6 +95,11 @@ class AsyncProducer:
         complete = partial(self._complete, on_done)  # one partial for both outcomes
         pending.add_callback(complete)
         pending.add_errback(complete)
+
+    def _release(self) -> None:
+        if self._wakeups is not None:
+            self._wakeups.release()
+            self._wakeups = None
 
     def send(self, topic: str, key: bytes | None, value: bytes) -> asyncio.Future[None]:
         """A future resolved once Kafka acknowledged the record (for occasional records)."""
@@ -168,6 +183,7 @@ class AsyncProducer:
                     extra={"error": str(exc), "retry_in_s": round(delay, 3)},
                 )
                 await asyncio.sleep(delay)
+        self._release()
         old, self._producer = self._producer, fresh
         log.warning("kafka producer renewed")
         await asyncio.to_thread(old.close, timeout=0)

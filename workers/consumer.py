@@ -26,6 +26,7 @@ from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
 from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from ota.kafka_clients import WakeupHold
 from workers import telemetry
 from workers.batch import (
     COMMANDS,
@@ -89,6 +90,7 @@ class Worker:
         self._quiet_until: dict[int, int] = {}
         self._unknown: set[TopicPartition] = set()
         self._committed_at = 0.0
+        self._wakeups = WakeupHold(producer)
 
     # ------------------------------------------------------------------ ownership
 
@@ -222,6 +224,25 @@ class Worker:
             )
             plans.append((tp, fresh, write, result))
         found = self.store.apply_many([write for _, _, write, _ in plans])
+        self._wakeups.hold()  # the sends below start a batch per output partition: wake once
+        try:
+            transitions = self._apply_results(plans, found)
+        finally:
+            self._wakeups.release()
+        if self._unacked > MAX_UNACKED:
+            self.producer.flush()
+        self._commit(force=False)
+        telemetry.TRANSITIONS.inc(transitions)
+        telemetry.BATCH_SECONDS.observe(time.monotonic() - started)
+        return transitions
+
+    def _apply_results(
+        self,
+        plans: list[tuple[TopicPartition, list[InboxItem], Write, BatchResult]],
+        found: list[int | None],
+    ) -> int:
+        """Hands each partition's records to the producer (recomputed first where the
+        stored offset moved); returns the transitions."""
         transitions = 0
         for (tp, fresh, _, result), moved in zip(plans, found, strict=True):
             applied: BatchResult | None = result
@@ -238,9 +259,6 @@ class Worker:
             else:
                 self._send(tp, fresh[-1].offset, applied.outputs)
                 transitions += applied.transitions
-        self._commit(force=False)
-        telemetry.TRANSITIONS.inc(transitions)
-        telemetry.BATCH_SECONDS.observe(time.monotonic() - started)
         return transitions
 
     def _quiet(self, tp: TopicPartition, items: list[InboxItem]) -> list[InboxItem]:
@@ -275,8 +293,6 @@ class Worker:
         futures = [send(targets[out.topic], value=out.value, key=out.key) for out in outputs]
         self._sent.append(_Sent(tp, offset, futures))
         self._unacked += len(futures)
-        if self._unacked > MAX_UNACKED:
-            self.producer.flush()
 
     def _acked(self) -> list[tuple[int, int]]:
         """The (partition, offset) of the batches Kafka acknowledged entirely, oldest

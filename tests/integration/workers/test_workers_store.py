@@ -24,9 +24,7 @@ def unknown_scripts(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _write(partition: int, expected: int, new: int, device_id: str) -> Write:
-    return Write(
-        partition, expected, new, [DeviceWrite(device_id, b"[true]", 0, 1_000)], b"outbox"
-    )
+    return Write(partition, expected, new, [DeviceWrite(device_id, b"[true]", 0, 1_000)], b"outbox")
 
 
 @pytest.mark.usefixtures("unknown_scripts")

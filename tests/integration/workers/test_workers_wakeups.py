@@ -1,0 +1,77 @@
+"""`ota.kafka_clients.WakeupHold` with a real producer: a held burst of sends wakes the
+sender thread once, at release, and every record still arrives; a flush, or another
+thread's send, is never held."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+from kafka import KafkaProducer
+from kafka.producer.sender import Sender
+
+from ota.kafka_clients import WakeupHold, make_producer
+from ota.settings import CommonSettings
+
+PARTITIONS = 6
+
+
+@pytest.fixture
+def wakeups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the threads that really woke a sender, in order."""
+    woken: list[str] = []
+    wakeup = Sender.wakeup
+
+    def counting(sender: Sender) -> None:
+        woken.append(threading.current_thread().name)
+        wakeup(sender)
+
+    monkeypatch.setattr(Sender, "wakeup", counting)
+    return woken
+
+
+@pytest.fixture
+def producer(kafka_bootstrap: str) -> Iterator[KafkaProducer]:
+    settings = CommonSettings.from_env({"OTA_KAFKA_BOOTSTRAP": kafka_bootstrap})
+    client = make_producer(settings, client_id="wakeup-test", linger_ms=0)
+    yield client
+    client.close(timeout=5)
+
+
+def test_a_held_burst_wakes_the_sender_once_and_is_delivered(
+    producer: KafkaProducer, topic_factory: Callable[..., str], wakeups: list[str]
+) -> None:
+    topic = topic_factory("wakeups", partitions=PARTITIONS)
+    producer.partitions_for(topic)  # metadata first: a send waiting for it is never held
+    hold = WakeupHold(producer)
+    wakeups.clear()
+    hold.hold()
+    futures = [producer.send(topic, value=b"v", partition=p) for p in range(PARTITIONS)]
+    assert wakeups == []  # each of those started a batch: unheld, six wake-ups
+    hold.release()
+    assert len(wakeups) == 1
+    for future in futures:
+        assert future.get(timeout=10).topic == topic
+
+
+def test_flush_and_other_threads_are_never_held(
+    producer: KafkaProducer, topic_factory: Callable[..., str], wakeups: list[str]
+) -> None:
+    topic = topic_factory("wakeups", partitions=PARTITIONS)
+    producer.partitions_for(topic)
+    hold = WakeupHold(producer)
+    wakeups.clear()
+    hold.hold()
+    try:
+        other = threading.Thread(
+            target=lambda: producer.send(topic, value=b"o", partition=0), name="other"
+        )
+        other.start()
+        other.join(10)
+        assert wakeups == ["other"]
+        producer.send(topic, value=b"h", partition=1)
+        producer.flush(timeout=10)  # would wait for the held wake-up if flush were held
+        assert len(wakeups) == 2
+    finally:
+        hold.release()
