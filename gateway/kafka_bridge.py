@@ -11,9 +11,11 @@ kafka-python's idempotent producer turns every non-retriable produce error (a re
 too large for the topic, an invalid topic, ...) into a fatal state in which it fails
 all later records too; `renew` replaces it with a fresh producer.
 
-The sends of one loop pass (gmqtt hands over every message of a socket read in one
-pass) wake the producer's sender thread once, at the end of the pass, not once per new
-batch (`WakeupHold`).
+kafka-python wakes its sender thread for every send that starts a batch; here the
+wake-ups are held (`WakeupHold`) and given once per `wakeup_delay_s` (0: at the end of
+the loop pass). A new batch waits for linger_ms before it is sent whatever happens, so
+a wake-up given within the linger delays nothing, and a steady trickle of uplinks to
+many partitions costs one sender pass per delay instead of one per record.
 
 The partition of a keyed record is computed here once per key (Kafka's murmur2, as
 kafka-python's default partitioner and the Java client do) and cached, so `send` skips
@@ -66,8 +68,10 @@ class AsyncProducer:
         loop: asyncio.AbstractEventLoop,
         create: Callable[[], KafkaProducer] | None = None,
         backoff: Backoff = RENEW_BACKOFF,
+        wakeup_delay_s: float = 0.0,
     ) -> None:
         self._producer = producer
+        self._wakeup_delay_s = wakeup_delay_s  # keep it below the producer's linger
         self._loop = loop
         self._create = create  # blocking: runs on a worker thread
         self._backoff = backoff
@@ -77,7 +81,7 @@ class AsyncProducer:
         self._partitions: dict[str, list[int]] = {}
         self._keys: dict[tuple[str, bytes], int] = {}
         self._refreshed = 0.0
-        self._wakeups: WakeupHold | None = None  # holding until the end of this loop pass
+        self._wakeups: WakeupHold | None = None  # holding until `_release` runs
 
     def produce(self, topic: str, key: bytes | None, value: bytes, on_done: OnDone) -> None:
         """Send a record; `on_done(None | ProduceError)` runs on the loop once Kafka answered
@@ -85,7 +89,10 @@ class AsyncProducer:
         if self._wakeups is None:
             self._wakeups = WakeupHold(self._producer)
             self._wakeups.hold()
-            self._loop.call_soon(self._release)
+            if self._wakeup_delay_s > 0:
+                self._loop.call_later(self._wakeup_delay_s, self._release)
+            else:
+                self._loop.call_soon(self._release)
         try:
             partition = self._partition(topic, key)
             pending = self._producer.send(topic, value=value, key=key, partition=partition)

@@ -96,7 +96,13 @@ async def run(
     kafka = await _start_producer(settings, stop)
     if kafka is None:
         return
-    producer = AsyncProducer(kafka, loop, lambda: _new_producer(settings), BACKOFF)
+    producer = AsyncProducer(
+        kafka,
+        loop,
+        lambda: _new_producer(settings),
+        BACKOFF,
+        wakeup_delay_s=settings.produce_linger_ms / 2000,  # half the linger: delays nothing
+    )
     presence = SOURCES.get(settings.presence_source)
     subscriptions = [(settings.split.uplink_filter(UPLINK_FILTER), 1)]
     if presence is not None:

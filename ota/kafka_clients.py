@@ -44,9 +44,9 @@ class WakeupHold:
     kafka-python 3.0.12 wakes the sender (a socket write, then a pass of the sender
     thread competing for the GIL) on every send that starts a new batch, which is most
     of them when a burst spreads a few records over many partitions. A wake-up only makes
-    the sender look at the new batches sooner; held ones are given at `release()`,
-    microseconds later. Other threads' wake-ups (close, another sender of the same
-    producer) go through at once.
+    the sender look at the new batches sooner, and a batch is not sent before linger_ms
+    anyway: a release within the linger of the first held send delays no record. Other
+    threads' wake-ups (close, another sender of the same producer) go through at once.
     """
 
     def __init__(self, producer: KafkaProducer) -> None:
