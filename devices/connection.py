@@ -17,7 +17,7 @@ from devices.agent import DeviceAgent
 from devices.behaviour import WELL_BEHAVED, Behaviour
 from devices.http import HttpClient
 from ota.backoff import Backoff
-from ota.mqtt import LinkConfig, MqttLink, SessionLostError
+from ota.mqtt import Ack, LinkConfig, MqttLink, SessionLostError
 from ota.protocol import down_topic
 
 
@@ -66,13 +66,13 @@ class DeviceConnection:
         return MqttLink(
             config,
             [(down_topic(self.device_id), 1)],
-            on_message=self._on_message,
+            on_message_acked=self._on_message,
             on_state=self._on_state,
         )
 
-    async def _on_message(self, _topic: str, payload: bytes, _qos: int) -> int:
-        self.agent.on_downlink(payload)
-        return 0
+    def _on_message(self, _topic: str, payload: bytes, _qos: int, ack: Ack) -> None:
+        self.agent.on_downlink(payload)  # spawns the agent's work: acknowledge at once
+        ack(0)
 
     async def start(self) -> None:
         """Connect (after the scripted offline time), subscribe, and boot the agent."""

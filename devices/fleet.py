@@ -36,7 +36,7 @@ from devices.behaviour import WELL_BEHAVED, Behaviour
 from devices.connection import DeviceConnection
 from devices.http import HttpClient
 from devices.report import FleetReport, histogram, summarize
-from ota.mqtt import LinkConfig, MqttLink, SessionLostError
+from ota.mqtt import Ack, LinkConfig, MqttLink, SessionLostError
 from ota.protocol import ProtocolError, device_id_from_topic, down_topic
 from ota.settings import CommonSettings
 
@@ -202,7 +202,7 @@ class Fleet:
                     max_publishes_in_flight=500,
                 ),
                 downlinks if n == 0 else [],
-                on_message=self._route if n == 0 else None,
+                on_message_acked=self._route if n == 0 else None,
             )
             await link.connect()
             self._links.append(link)
@@ -239,15 +239,15 @@ class Fleet:
 
         return publish
 
-    async def _route(self, topic: str, payload: bytes, _qos: int) -> int:
+    def _route(self, topic: str, payload: bytes, _qos: int, ack: Ack) -> None:
+        # Called in the read loop, no task per message; the agent spawns its own work.
         try:
-            device_id = device_id_from_topic(topic, "down")
+            agent = self.agents.get(device_id_from_topic(topic, "down"))
         except ProtocolError:
-            return 0
-        agent = self.agents.get(device_id)
+            agent = None
         if agent is not None:
             agent.on_downlink(payload)
-        return 0
+        ack(0)
 
     # ------------------------------------------------------------ results
 
