@@ -14,7 +14,9 @@ class WorkerSettings:
     group_id: str = "ota-workers"
     retention_s: int = 7 * 24 * 3600  # finished jobs (and idle devices) expire after this
     max_poll_records: int = 2000
-    poll_timeout_ms: int = 200
+    # How long an idle poll waits (records end it at once): the loop's idle wake-ups
+    # (outbox drops, commits, the stop check) are its only cost.
+    poll_timeout_ms: int = 1000
     sweep_batch: int = 1000  # deadlines popped per Lua call
     sweep_idle_ms: int = 200  # longest sleep between sweeps when nothing is due sooner
     sweep_lease_ms: int = 30_000  # a popped deadline fires again if its timeout was not sent
@@ -34,7 +36,7 @@ class WorkerSettings:
             max_poll_records=env.integer(
                 "WORKER_MAX_POLL_RECORDS", 2000, min_value=1, max_value=100_000
             ),
-            poll_timeout_ms=env.integer("WORKER_POLL_TIMEOUT_MS", 200, min_value=1),
+            poll_timeout_ms=env.integer("WORKER_POLL_TIMEOUT_MS", 1000, min_value=1),
             sweep_batch=env.integer("WORKER_SWEEP_BATCH", 1000, min_value=1, max_value=5000),
             sweep_idle_ms=env.integer("WORKER_SWEEP_IDLE_MS", 200, min_value=1),
             sweep_lease_ms=env.integer("WORKER_SWEEP_LEASE_MS", 30_000, min_value=100),
