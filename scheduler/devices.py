@@ -32,9 +32,9 @@ CHUNK = 500
 
 # Device reports and presence changes in log order, each only forward in record time.
 # KEYS[1] all-devices zset, KEYS[2] online set
-# ARGV[1] version index prefix, ARGV[2] the software task type, then per record:
-# device hash, device id, at_ms, fw ('' unchanged), sw ('' unchanged), online ('1'/'0'/''),
-# progress version ('' none: the version of whatever the device's current job upgrades)
+# ARGV[1] version index prefix, ARGV[2] the software task type, ARGV[3] a JSON array of
+# [device hash, device id, at_ms, fw ('' unchanged), sw ('' unchanged), online ('1'/'0'/''),
+# progress version ('' none: the version of whatever the device's current job upgrades)]
 _OBSERVE = """
 local function observe(dev, id, at, fw, sw, online, progress)
   redis.call('ZADD', KEYS[1], 0, id)
@@ -60,8 +60,8 @@ local function observe(dev, id, at, fw, sw, online, progress)
     redis.call('HSET', dev, 'online', '0'); redis.call('SREM', KEYS[2], id)
   end
 end
-for i = 3, #ARGV, 7 do
-  observe(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6])
+for _, r in ipairs(cjson.decode(ARGV[3])) do
+  observe(r[1], r[2], r[3], r[4], r[5], r[6], r[7])
 end
 return 1
 """
@@ -72,8 +72,9 @@ return 1
 # stamped by different services (gateway, edge, sweeper) may reach the log out of time
 # order. A replayed entry keeps its place (NX). Within one task, newer means a later
 # attempt or a higher job version; time decides only between different tasks.
-# KEYS[1] all-devices zset. ARGV[1] timeline cap, then per event: device hash, timeline
-# zset, device id, at_ms, task id, attempt, job_version, state, cause, task type, entry
+# KEYS[1] all-devices zset. ARGV[1] timeline cap, ARGV[2] a JSON array of [device hash,
+# timeline zset, device id, at_ms, task id, attempt, job_version, state, cause, task type,
+# timeline entry], all strings (one argument is far cheaper to send than eleven per event)
 _JOB = """
 local cap = tonumber(ARGV[1])
 local function job(dev, tl, id, at_ms, task, attempt, version, state, cause, kind, entry)
@@ -98,9 +99,8 @@ local function job(dev, tl, id, at_ms, task, attempt, version, state, cause, kin
     'job_version', version, 'state', state, 'cause', cause)
   if kind ~= '' then redis.call('HSET', dev, 'task_type', kind) end
 end
-for i = 2, #ARGV, 11 do
-  job(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], ARGV[i + 6],
-    ARGV[i + 7], ARGV[i + 8], ARGV[i + 9], ARGV[i + 10])
+for _, e in ipairs(cjson.decode(ARGV[2])) do
+  job(e[1], e[2], e[3], e[4], e[5], e[6], e[7], e[8], e[9], e[10], e[11])
 end
 return 1
 """
@@ -142,33 +142,39 @@ class Registry:
     async def observe(self, records: Sequence[DeviceEventRecord | PresenceRecord]) -> None:
         """Apply a batch of inbox records in log order, `CHUNK` per script call."""
         for start in range(0, len(records), CHUNK):
-            args: list[str | int] = [keys.P + "ver:", TaskType.SOFTWARE.value]
-            for record in records[start : start + CHUNK]:
-                args.append(keys.device(record.device_id))
-                args.append(record.device_id)
-                args.append(record.at_ms)
-                args += observation(record)
-            await self._observe(keys=[keys.DEVICES, keys.ONLINE], args=args)
+            batch = orjson.dumps(
+                [
+                    [keys.device(r.device_id), r.device_id, str(r.at_ms), *observation(r)]
+                    for r in records[start : start + CHUNK]
+                ]
+            )
+            await self._observe(
+                keys=[keys.DEVICES, keys.ONLINE],
+                args=[keys.P + "ver:", TaskType.SOFTWARE.value, batch],
+            )
 
     async def job_events(self, events: Sequence[tuple[JobEventRecord, str]]) -> None:
         """Record a batch of (job event, its task's type) in log order, `CHUNK` per call."""
         for start in range(0, len(events), CHUNK):
-            args: list[str | int | bytes] = [self._cap]
-            for event, task_type in events[start : start + CHUNK]:
-                args += (
-                    keys.device(event.device_id),
-                    keys.timeline(event.device_id),
-                    event.device_id,
-                    event.at_ms,
-                    event.task_id,
-                    event.attempt,
-                    event.job_version,
-                    event.to_state,
-                    "" if event.cause is None else event.cause,
-                    task_type,
-                    timeline_entry(event),
-                )
-            await self._job(keys=[keys.DEVICES], args=args)
+            batch = orjson.dumps(
+                [
+                    [
+                        keys.device(event.device_id),
+                        keys.timeline(event.device_id),
+                        event.device_id,
+                        str(event.at_ms),
+                        event.task_id,
+                        str(event.attempt),
+                        str(event.job_version),
+                        event.to_state,
+                        "" if event.cause is None else str(event.cause),
+                        task_type,
+                        timeline_entry(event).decode(),
+                    ]
+                    for event, task_type in events[start : start + CHUNK]
+                ]
+            )
+            await self._job(keys=[keys.DEVICES], args=[self._cap, batch])
 
     # ------------------------------------------------------------ queries
 

@@ -180,10 +180,14 @@ class Reconciler:
                 return False
             if step.status is TaskStatus.PAUSED:
                 return False
-        await self._r.hset(
-            keys.task_runtime(tid),
-            mapping={"wave": step.wave, "tokens": step.tokens, "bucket_ms": step.bucket_ms},
-        )
+        # Written only when it changed: a pass over a paused task must not put back the
+        # wave it read while the operator's resume moves it on.
+        moved = (step.wave, step.tokens, step.bucket_ms)
+        if moved != (snapshot.wave, snapshot.tokens, snapshot.bucket_ms):
+            await self._r.hset(
+                keys.task_runtime(tid),
+                mapping={"wave": step.wave, "tokens": step.tokens, "bucket_ms": step.bucket_ms},
+            )
         if step.release:
             await self._release(tid, doc, policy, lease, cursor, step.release, step.wave)
         return step.release >= MAX_BATCH

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import orjson
 import redis.asyncio
 
 from ota.jobstates import TERMINAL, JobState
@@ -74,7 +75,8 @@ end
 """
 
 # Job events of one task, in log order. KEYS: devs hash, counts hash.
-# ARGV: index prefix, then per event: device, attempt, job_version, state, cause.
+# ARGV: index prefix, a JSON array of events [device, attempt, job_version, state, cause]
+# (all strings, as separate arguments would be; one argument is far cheaper to send).
 # Returns one result per event: 0 ignored (unknown device, older or same event),
 # 1 applied, 2 applied and terminal.
 _APPLY = (
@@ -93,9 +95,8 @@ local function apply(device, a1, v1, state, cause)
   return 1
 end
 local out = {}
-for i = 2, #ARGV, 5 do
-  out[#out + 1] = apply(ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), ARGV[i + 3],
-    ARGV[i + 4])
+for _, e in ipairs(cjson.decode(ARGV[2])) do
+  out[#out + 1] = apply(e[1], tonumber(e[2]), tonumber(e[3]), e[4], e[5])
 end
 return out
 """
@@ -201,6 +202,10 @@ class Transition:
     cause: int | None
 
 
+def _text(value: int | None) -> str:
+    return "" if value is None else str(value)
+
+
 def index_prefix(tid: str) -> str:
     return keys.task_state_index(tid, "")
 
@@ -229,11 +234,16 @@ class TaskState:
         result per event (0 ignored, 1 applied, 2 applied and terminal)."""
         results: list[int] = []
         for start in range(0, len(transitions), APPLY_CHUNK):
-            args: list[str | int] = [index_prefix(tid)]
-            for t in transitions[start : start + APPLY_CHUNK]:
-                cause = "" if t.cause is None else t.cause
-                args += (t.device, t.attempt, t.job_version, t.state, cause)
-            out = await self._apply(keys=[keys.task_devices(tid), keys.task_counts(tid)], args=args)
+            events = orjson.dumps(
+                [
+                    [t.device, str(t.attempt), str(t.job_version), t.state, _text(t.cause)]
+                    for t in transitions[start : start + APPLY_CHUNK]
+                ]
+            )
+            out = await self._apply(
+                keys=[keys.task_devices(tid), keys.task_counts(tid)],
+                args=[index_prefix(tid), events],
+            )
             results += (int(x) for x in out)
         return results
 

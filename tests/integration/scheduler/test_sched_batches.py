@@ -16,7 +16,7 @@ from ota.records import DeviceEventRecord, JobEventRecord, PresenceRecord, TaskT
 from ota.settings import Topics
 from scheduler import keys, taskstate
 from scheduler.bus import Producer
-from scheduler.devices import Registry
+from scheduler.devices import Registry, timeline_entry
 from scheduler.taskstate import TaskState, Transition
 from tests.integration.scheduler.sched_harness import db_url, make_settings
 
@@ -119,3 +119,30 @@ async def test_registry_batches_keep_log_order_and_store_a_replay_once(
     assert fields == [b"1", b"2.0", None, b"2001"]
     assert await aredis.sismember(keys.ONLINE, device)
     assert await aredis.sismember(keys.version("sw", "2.0"), device)
+
+
+async def test_batched_arguments_keep_every_character(
+    registry: Registry, aredis: redis.asyncio.Redis[bytes]
+) -> None:
+    """Batches reach the scripts as one JSON argument: what is stored is byte for byte what
+    separate arguments would have stored (a replay must find its timeline entry again)."""
+    device = f'dev-"ü\\{uuid.uuid4().hex[:6]}'
+    event = JobEventRecord(
+        device,
+        "t-odd",
+        1,
+        1,
+        "QUEUED",
+        "DOWNLOADING",
+        detail={"note": 'line\nbreak "quoted" \u2603 \x01'},
+        at_ms=1_795_000_000_123,
+    )
+    await registry.job_events([(event, "")])
+    await registry.job_events([(event, "")])
+    assert await aredis.zrange(keys.timeline(device), 0, -1) == [timeline_entry(event)]
+    assert await aredis.hget(keys.device(device), "job_at_ms") == b"1795000000123"
+    await registry.observe(
+        [DeviceEventRecord(device, "version_report", {"fw_version": "1.0 \u00df"}, at_ms=5)]
+    )
+    assert await aredis.hget(keys.device(device), "fw") == "1.0 \u00df".encode()
+    assert await aredis.zscore(keys.DEVICES, device) == 0
