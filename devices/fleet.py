@@ -218,7 +218,10 @@ class Fleet:
                 go_offline=asyncio.sleep,
             )
             self.agents[device_id] = agent
-            boots.append(self._boot_later(agent))
+            if agent.behaviour.offline_for_s:  # comes online later: do not wait for it
+                self._late_starts.append(asyncio.create_task(self._boot_later(agent)))
+            else:
+                boots.append(self._boot_later(agent))
         await asyncio.gather(*boots)
 
     async def _boot_later(self, agent: DeviceAgent) -> None:

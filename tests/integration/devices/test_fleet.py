@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -63,3 +64,26 @@ async def test_fleet_reports_every_outcome(
     assert report.outcomes == {"already_latest": 4, "failed_10": 4, "succeeded": 16}
     assert set(report.durations_s) == {"p50", "p90", "p99", "max"}
     assert fleet.online == 0
+
+
+@pytest.mark.parametrize("mode", [Mode.CONNECTIONS, Mode.MULTIPLEXED])
+async def test_a_fleet_is_up_without_waiting_for_devices_that_come_later(
+    mqtt_platform: MqttPlatform, mqtt_device_port: int, mode: Mode
+) -> None:
+    config = FleetConfig(
+        size=4,
+        mode=mode,
+        prefix=f"late-{uuid.uuid4().hex[:8]}",
+        behaviour_of=lambda index, _d: Behaviour(offline_for_s=3600 if index == 0 else 0),
+        host=mqtt_platform.host,
+        device_port=mqtt_device_port,
+        platform_port=mqtt_platform.port,
+        platform_user=mqtt_platform.user,
+        platform_password=mqtt_platform.password,
+    )
+    fleet = Fleet(config)
+    try:
+        await asyncio.wait_for(fleet.start(), 30)
+        assert fleet.online == 3
+    finally:
+        await fleet.stop()
