@@ -127,6 +127,7 @@ class Fleet:
         self._http: HttpClient | None = None
         self._online = 0
         self._late_starts: list[asyncio.Task[None]] = []
+        self._not_yet_online: set[str] = set()  # multiplexed: scripted to come later
 
     async def __aenter__(self) -> Fleet:
         await self.start()
@@ -219,6 +220,7 @@ class Fleet:
             )
             self.agents[device_id] = agent
             if agent.behaviour.offline_for_s:  # comes online later: do not wait for it
+                self._not_yet_online.add(device_id)
                 self._late_starts.append(asyncio.create_task(self._boot_later(agent)))
             else:
                 boots.append(self._boot_later(agent))
@@ -227,6 +229,7 @@ class Fleet:
     async def _boot_later(self, agent: DeviceAgent) -> None:
         if agent.behaviour.offline_for_s:
             await asyncio.sleep(agent.behaviour.offline_for_s)
+            self._not_yet_online.discard(agent.device_id)
         await agent.boot()
         self._online += 1
 
@@ -245,11 +248,12 @@ class Fleet:
     def _route(self, topic: str, payload: bytes, _qos: int, ack: Ack) -> None:
         # Called in the read loop, no task per message; the agent spawns its own work.
         try:
-            agent = self.agents.get(device_id_from_topic(topic, "down"))
+            device_id = device_id_from_topic(topic, "down")
         except ProtocolError:
-            agent = None
-        if agent is not None:
-            agent.on_downlink(payload)
+            device_id = ""
+        agent = self.agents.get(device_id)
+        if agent is not None and device_id not in self._not_yet_online:
+            agent.on_downlink(payload)  # an offline device would not receive it
         ack(0)
 
     # ------------------------------------------------------------ results

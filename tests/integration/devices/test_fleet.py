@@ -68,7 +68,7 @@ async def test_fleet_reports_every_outcome(
 
 @pytest.mark.parametrize("mode", [Mode.CONNECTIONS, Mode.MULTIPLEXED])
 async def test_a_fleet_is_up_without_waiting_for_devices_that_come_later(
-    mqtt_platform: MqttPlatform, mqtt_device_port: int, mode: Mode
+    platform: Platform, mqtt_platform: MqttPlatform, mqtt_device_port: int, mode: Mode
 ) -> None:
     config = FleetConfig(
         size=4,
@@ -85,5 +85,11 @@ async def test_a_fleet_is_up_without_waiting_for_devices_that_come_later(
     try:
         await asyncio.wait_for(fleet.start(), 30)
         assert fleet.online == 3
+        late, up = config.device_ids()[:2]
+        for device_id in (late, up):
+            platform.command(device_id, "version_query", {}, f"q-{device_id}")
+        await platform.wait_for(lambda: len(platform.events(up, "version_report")) == 2)
+        assert platform.events(late) == []  # offline: it neither hears nor answers
+        assert fleet.agents[late].outcome.version_queries == 0
     finally:
         await fleet.stop()
