@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m ota.demo", description="Run a whole OTA rollout on this machine."
     )
     parser.add_argument(
-        "--size", type=int, default=2_000, help="devices (default 2000; see docs/demo.md)"
+        "--size", type=int, default=10_000, help="devices (default 10000; see docs/demo.md)"
     )
     parser.add_argument(
         "--mode",
@@ -388,7 +388,6 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack(plan, scale=scale)
     print(f"[demo] starting services (ota up); logs in {plan.log_dir}", flush=True)
     stack.start()
-    stack.watch()
     code = 1
     try:
         code = asyncio.run(rollout(args, stack))
