@@ -42,7 +42,7 @@ def _raise_file_limit() -> None:
 
 async def serve(settings: EdgeSettings, index: int) -> None:
     if settings.metrics_port:
-        serve_metrics(settings.metrics_port + index, "0.0.0.0")
+        serve_metrics(settings.metrics_port + index, settings.common.metrics_host)
     store = sink = None
     if settings.events:
         store = make_redis(settings.common)

@@ -42,7 +42,7 @@ def main() -> int:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
     setup("gateway", settings.common.log_level)
-    serve_metrics(settings.metrics_port)
+    serve_metrics(settings.metrics_port, settings.common.metrics_host)
     uvloop.run(_main(settings))
     return 0
 

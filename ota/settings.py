@@ -155,6 +155,7 @@ class CommonSettings:
     token_keys: TokenKeys = field(repr=False)
     download_base_url: str = "http://127.0.0.1:8443"
     log_level: str = "INFO"
+    metrics_host: str = "127.0.0.1"  # 0.0.0.0 where a scraper reaches the pod (Kubernetes)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> CommonSettings:
@@ -179,4 +180,5 @@ class CommonSettings:
             ),
             download_base_url=env.text("DOWNLOAD_BASE_URL", "http://127.0.0.1:8443").rstrip("/"),
             log_level=log_level,
+            metrics_host=env.text("METRICS_HOST", "127.0.0.1"),
         )

@@ -83,7 +83,7 @@ def run(settings: WorkerSettings) -> None:
 def main() -> None:
     settings = WorkerSettings.from_env()
     logs.setup("worker", settings.common.log_level)
-    serve_metrics(settings.metrics_port)
+    serve_metrics(settings.metrics_port, settings.common.metrics_host)
     run(settings)
 
 

@@ -18,6 +18,7 @@ def test_defaults_describe_the_local_stack() -> None:
         1884,
     )
     assert settings.token_keys.current == "dev1"
+    assert settings.metrics_host == "127.0.0.1"  # metrics stay on loopback unless asked
 
 
 def test_values_are_read_with_their_prefix_and_trimmed() -> None:
@@ -28,8 +29,10 @@ def test_values_are_read_with_their_prefix_and_trimmed() -> None:
             "OTA_TOPIC_PREFIX": "t1.",
             "OTA_DOWNLOAD_BASE_URL": "https://edge.example/",
             "OTA_LOG_LEVEL": "debug",
+            "OTA_METRICS_HOST": "0.0.0.0",
         }
     )
+    assert settings.metrics_host == "0.0.0.0"
     assert (settings.kafka_bootstrap, settings.partitions, settings.log_level) == (
         "k:1",
         3,
