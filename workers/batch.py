@@ -64,6 +64,7 @@ class BatchResult:
     outputs: list[Output] = field(default_factory=list)
     transitions: int = 0
     dead_letters: int = 0
+    events: list[JobEventRecord] = field(default_factory=list)  # for the service's log
 
 
 @dataclass(slots=True)
@@ -135,6 +136,7 @@ def apply_batch(
             out = to_record(settings, device_id, effect, now_ms)
             if isinstance(out, JobEventRecord):
                 result.transitions += out.from_state != out.to_state
+                result.events.append(out)
                 result.outputs.append(Output(JOB_EVENTS, item.key, encode(out)))
             else:
                 result.outputs.append(Output(COMMANDS, item.key, encode(out)))

@@ -38,6 +38,7 @@ from workers.batch import (
     apply_batch,
     device_ids,
 )
+from workers.joblog import log_jobs
 from workers.settings import WorkerSettings
 from workers.store import NO_OFFSET, Store, Write, encode_outputs
 
@@ -249,6 +250,7 @@ class Worker:
             if moved is None:
                 telemetry.RECORDS.labels("applied").inc(len(fresh))
                 telemetry.DEAD_LETTERS.inc(result.dead_letters)
+                log_jobs(result.events)
             else:
                 telemetry.CONFLICTS.inc()
                 applied = apply_partition(
@@ -369,6 +371,8 @@ def apply_partition(
             telemetry.RECORDS.labels("redelivered").inc(len(items) - len(fresh))
             telemetry.RECORDS.labels("applied").inc(len(fresh))
             telemetry.DEAD_LETTERS.inc(result.dead_letters)
+            if with_outbox:  # a rebuild replays history: its jobs were logged the first time
+                log_jobs(result.events)
             return result
         telemetry.CONFLICTS.inc()
         log.warning(
