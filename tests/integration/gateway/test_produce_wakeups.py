@@ -8,9 +8,6 @@ import asyncio
 import threading
 from collections.abc import Callable
 
-import pytest
-from kafka.producer.sender import Sender
-
 from gateway.kafka_bridge import AsyncProducer
 from ota.kafka_clients import make_producer
 from ota.settings import CommonSettings
@@ -19,7 +16,7 @@ PARTITIONS = 6
 
 
 async def test_records_of_several_loop_passes_wake_the_sender_once(
-    kafka_bootstrap: str, topic_factory: Callable[..., str], monkeypatch: pytest.MonkeyPatch
+    kafka_bootstrap: str, topic_factory: Callable[..., str], wakeups: list[str]
 ) -> None:
     topic = topic_factory("wakeups", partitions=PARTITIONS)
     settings = CommonSettings.from_env({"OTA_KAFKA_BOOTSTRAP": kafka_bootstrap})
@@ -27,14 +24,7 @@ async def test_records_of_several_loop_passes_wake_the_sender_once(
         make_producer, settings, client_id="gw-wakeup-test", linger_ms=200
     )
     await asyncio.to_thread(kafka.partitions_for, topic)
-    woken: list[str] = []
-    wakeup = Sender.wakeup
-
-    def counting(sender: Sender) -> None:
-        woken.append(threading.current_thread().name)
-        wakeup(sender)
-
-    monkeypatch.setattr(Sender, "wakeup", counting)
+    wakeups.clear()
     loop = asyncio.get_running_loop()
     bridge = AsyncProducer(kafka, loop, wakeup_delay_s=0.1)
     answers: list[BaseException | None] = []
@@ -49,9 +39,9 @@ async def test_records_of_several_loop_passes_wake_the_sender_once(
         for n in range(PARTITIONS):  # distinct keys over the partitions, one per loop pass
             bridge.produce(topic, f"device-{n}".encode(), b"v", on_done)
             await asyncio.sleep(0)
-        assert woken == []  # unheld, each send that started a batch would have woken it
+        assert wakeups == []  # unheld, each send that started a batch would have woken it
         await asyncio.wait_for(done.wait(), 20)
         assert answers == [None] * PARTITIONS
-        assert woken == [threading.current_thread().name]  # the one release, on the loop
+        assert wakeups == [threading.current_thread().name]  # the one release, on the loop
     finally:
         await bridge.close(5)

@@ -9,26 +9,11 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from kafka import KafkaProducer
-from kafka.producer.sender import Sender
 
 from ota.kafka_clients import WakeupHold, make_producer
 from ota.settings import CommonSettings
 
 PARTITIONS = 6
-
-
-@pytest.fixture
-def wakeups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The names of the threads that really woke a sender, in order."""
-    woken: list[str] = []
-    wakeup = Sender.wakeup
-
-    def counting(sender: Sender) -> None:
-        woken.append(threading.current_thread().name)
-        wakeup(sender)
-
-    monkeypatch.setattr(Sender, "wakeup", counting)
-    return woken
 
 
 @pytest.fixture
