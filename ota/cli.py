@@ -209,7 +209,7 @@ def build_task(args: argparse.Namespace, api: Api) -> dict[str, Any]:
     policy: dict[str, Any] = {}
     if args.schedule:
         policy["schedule_time_ms"] = specs.when(args.schedule, now_ms())
-    for name in ("retry_count", "retry_interval_min", "rate_per_min"):
+    for name in ("retry_count", "retry_interval_min", "rate_per_min", "max_in_flight"):
         if getattr(args, name) is not None:
             policy[name] = getattr(args, name)
     if args.timeout:
@@ -411,6 +411,9 @@ def parser() -> argparse.ArgumentParser:
     cr.add_argument("--retry-interval-min", type=int)
     cr.add_argument("--timeout", action="append", help="NAME=SECONDS, e.g. online_s=3600")
     cr.add_argument("--rate-per-min", type=int)
+    cr.add_argument(
+        "--max-in-flight", type=int, help="release while fewer released devices are unfinished"
+    )
     cr.add_argument("--ramp", help="BASE,FACTOR,EVERY_SUCCESSES,MAX (devices per minute)")
     cr.add_argument("--wave", action="append", help="SIZE[:THRESHOLD[:approve]]; SIZE 10 or 5%%")
     cr.add_argument("--abort", action="append", help="PERCENT:MIN_FINISHED[:CAUSE]")

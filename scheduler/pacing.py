@@ -4,6 +4,9 @@ Pure: `decide` reads a snapshot of the task (`PaceInput`) and the time, and retu
 `Step`; the reconciler applies it. Pieces:
 - rate: a fixed devices-per-minute, or AWS IoT Jobs' exponential ramp driven by
   successes; enforced with a token bucket (`refill`) whose state is stored per task;
+- in flight: with `max_in_flight`, releases only while fewer of the task's released
+  devices are unfinished (any non-terminal state, waiting for a retry included), so the
+  pipeline holds a bounded number of the task's devices whatever its capacity;
 - maintenance window: releases only inside it (UTC);
 - waves: release up to the current wave's end, judge it (`waves.verdict`), then move
   on, pause for approval, or pause on a missed threshold;
@@ -44,6 +47,13 @@ def rate_per_min(policy: TaskPolicy, successes: int) -> float | None:
     if policy.ramp is not None:
         return ramp_rate(policy.ramp, successes)
     return None if policy.rate_per_min is None else float(policy.rate_per_min)
+
+
+def in_flight_room(policy: TaskPolicy, active: int) -> int:
+    """Devices that may be released before the task reaches its in-flight cap."""
+    if policy.max_in_flight is None:
+        return MAX_BATCH
+    return max(0, policy.max_in_flight - active)
 
 
 def refill(tokens: float, at_ms: int, rate: float, now_ms: int) -> float:
@@ -143,11 +153,13 @@ def decide(s: PaceInput, now_ms: int) -> Step:
     room = max(0, end - s.cursor)
     if room == 0 or not in_window(s.policy.maintenance, now_ms):
         return Step(tokens=s.tokens, bucket_ms=s.bucket_ms, wave=wave, status=started)
+    # The stricter of wave, in-flight cap, batch and rate wins.
+    room = min(room, in_flight_room(s.policy, s.tally.active), MAX_BATCH)
     rate = rate_per_min(s.policy, s.tally.succeeded)
     if rate is None:
-        return Step(release=min(room, MAX_BATCH), wave=wave, status=started)
+        return Step(release=room, wave=wave, status=started)
     tokens = refill(s.tokens, s.bucket_ms or now_ms, rate, now_ms)
-    release = min(room, int(tokens), MAX_BATCH)
+    release = min(room, int(tokens))
     return Step(
         release=release, tokens=tokens - release, bucket_ms=now_ms, wave=wave, status=started
     )

@@ -22,6 +22,7 @@ MAX_RETRY_COUNT = 5
 MAX_RETRY_INTERVAL_MIN = 1440
 MAX_WINDOW_S = 7 * 24 * 3600
 MAX_RATE_PER_MIN = 1_000_000
+MAX_IN_FLIGHT = 10_000_000  # a task's largest device count
 MAX_WAVES = 20
 MAX_ABORT_RULES = 10
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -73,6 +74,7 @@ class TaskPolicy:
     windows: Windows = Windows()  # noqa: RUF009 - frozen, so one shared default is safe
     rate_per_min: int | None = None  # None: unlimited
     ramp: Ramp | None = None
+    max_in_flight: int | None = None  # released devices not finished yet; None: unlimited
     waves: tuple[Wave, ...] = ()
     abort: tuple[AbortRule, ...] = ()
     maintenance: MaintenanceWindow | None = None
@@ -90,6 +92,7 @@ _POLICY_FIELDS = frozenset(
         "timeouts",
         "rate_per_min",
         "ramp",
+        "max_in_flight",
         "waves",
         "abort",
         "maintenance_window",
@@ -132,6 +135,7 @@ def parse_policy(data: Any, now_ms: int | None) -> TaskPolicy:
         windows=_windows(p),
         rate_per_min=rate,
         ramp=ramp,
+        max_in_flight=p.integer("max_in_flight", None, low=1, high=MAX_IN_FLIGHT),
         waves=_waves(p),
         abort=_abort(p),
         maintenance=_maintenance(p),
@@ -312,6 +316,8 @@ def policy_json(policy: TaskPolicy) -> dict[str, Any]:
             "every_successes": r.every_successes,
             "max_per_min": r.max_per_min,
         }
+    if policy.max_in_flight is not None:
+        out["max_in_flight"] = policy.max_in_flight
     if policy.maintenance is not None:
         m = policy.maintenance
         out["maintenance_window"] = {

@@ -367,6 +367,8 @@ class Tasks:
             "succeeded": total.succeeded,
             "failed": total.failed,
             "cancelled": total.cancelled,
+            # released and not finished: what policy.max_in_flight caps
+            "in_flight": total.active,
             "percent": round(100.0 * total.finished / total.total, 2) if total.total else 100.0,
         }
         doc["waves"] = waves

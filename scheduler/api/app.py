@@ -22,6 +22,7 @@ from starlette.routing import Route
 from scheduler.api import routes as h
 from scheduler.api.spec import Endpoint, Handler, Param, openapi
 from scheduler.errors import Forbidden, SchedulerError, Unauthorized
+from scheduler.policy import MAX_IN_FLIGHT, MAX_RATE_PER_MIN
 from scheduler.services import Services
 from scheduler.settings import Scope
 
@@ -331,7 +332,14 @@ TASK_SCHEMA = {
                 "retry_count": {"type": "integer", "minimum": 0, "maximum": 5},
                 "retry_interval_min": {"type": "integer", "minimum": 0, "maximum": 1440},
                 "timeouts": {"type": "object", "additionalProperties": {"type": "integer"}},
-                "rate_per_min": {"type": "integer", "minimum": 1},
+                "rate_per_min": {"type": "integer", "minimum": 1, "maximum": MAX_RATE_PER_MIN},
+                "max_in_flight": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": MAX_IN_FLIGHT,
+                    "description": "release a device only while fewer of the task's released "
+                    "devices are unfinished (waiting for a retry included); absent = unlimited",
+                },
                 "ramp": {
                     "type": "object",
                     "properties": {

@@ -170,6 +170,7 @@ async def test_reads_operations_and_their_errors(harness: Harness) -> None:
         "succeeded": 0,
         "failed": 0,
         "cancelled": 0,
+        "in_flight": 0,
         "percent": 0.0,
     }
     page = (await harness.client.get(f"/v1/tasks/{tid}/devices", params={"limit": 2})).json()

@@ -63,11 +63,13 @@ async def test_cli_end_to_end(harness: Harness, tmp_path: Path) -> None:
         harness, "tasks", "create", "--type", "firmware", "--package", package_id,
         "--devices", ",".join(devices), "--wave", "2:50", "--abort", "90:4",
         "--retry-count", "2", "--timeout", "online_s=600", "--name", "cli rollout",
+        "--max-in-flight", "3",
     )  # fmt: skip
     assert code == 0
     tid = out.split()[2]
     task = await ota_json(harness, "tasks", "show", tid)
     assert task["policy"]["waves"][0]["count"] == 2
+    assert task["policy"]["max_in_flight"] == 3
     assert task["policy"]["timeouts"]["online_s"] == 600
     await harness.wait_releases(2)
     harness.job_event(devices[0], tid, "SUCCEEDED")
@@ -123,6 +125,13 @@ async def test_cli_errors_are_clear(harness: Harness, tmp_path: Path) -> None:
     )
     assert code == 1
     assert "unknown_package [package_id]" in err
+    code, _, err = await ota(
+        harness, "tasks", "create", "--type", "firmware", "--package", "nope", "--devices", "a",
+        "--max-in-flight", "0",
+    )  # fmt: skip
+    assert code == 1
+    assert "out_of_range [policy.max_in_flight]" in err
+    assert "policy.max_in_flight=0 is out of range" in err
     code, _, err = await ota(harness, "packages", "upload", str(tmp_path / "missing.bin"),
                              "--type", "firmware", "--version", "1")  # fmt: skip
     assert code == 2

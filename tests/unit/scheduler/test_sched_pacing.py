@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import replace
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scheduler.pacing import (
@@ -13,11 +13,13 @@ from scheduler.pacing import (
     Hold,
     PaceInput,
     decide,
+    in_flight_room,
     in_window,
     ramp_rate,
     refill,
 )
 from scheduler.policy import AbortRule, MaintenanceWindow, Ramp, TaskPolicy, Wave
+from scheduler.taskstate import tally
 from scheduler.taskstatus import Tally, TaskStatus
 from scheduler.waves import wave_ends
 
@@ -173,3 +175,102 @@ def test_stopping_task_releases_nothing() -> None:
     step = decide(s, NOW)
     assert step.release == 0
     assert step.status is None
+
+
+def test_in_flight_cap_releases_only_up_to_the_cap() -> None:
+    policy = TaskPolicy(max_in_flight=10)
+    assert in_flight_room(policy, 0) == 10
+    assert in_flight_room(policy, 12) == 0
+    assert in_flight_room(TaskPolicy(), 10**6) == MAX_BATCH
+    assert decide(snapshot(policy, 100), NOW).release == 10
+    busy = snapshot(policy, 100, cursor=10, tally=Tally(pending=90, active=7, succeeded=3))
+    assert decide(busy, NOW).release == 3
+    full = replace(busy, tally=Tally(pending=90, active=10))
+    assert decide(full, NOW).release == 0
+    big = TaskPolicy(max_in_flight=MAX_BATCH * 3)
+    assert decide(snapshot(big, MAX_BATCH * 4), NOW).release == MAX_BATCH
+
+
+def test_devices_waiting_for_a_retry_count_as_in_flight() -> None:
+    counts = {"s:WAITING_RETRY": 3, "s:RELEASED": 2, "s:QUERYING_VERSION": 1, "s:SUCCEEDED": 4}
+    held = tally(counts)
+    assert held.active == 6
+    policy = TaskPolicy(max_in_flight=6)
+    s = snapshot(policy, 20, cursor=10, tally=replace(held, pending=10))
+    assert decide(s, NOW).release == 0
+
+
+def test_rate_and_in_flight_cap_the_stricter_wins_and_tokens_are_kept() -> None:
+    # 600/min holds a 50-token burst; the cap allows 2 more, so 48 tokens stay.
+    policy = TaskPolicy(rate_per_min=600, max_in_flight=10)
+    s = snapshot(
+        policy, 100, cursor=8, tokens=50.0, bucket_ms=NOW, tally=Tally(pending=92, active=8)
+    )
+    step = decide(s, NOW)
+    assert step.release == 2
+    assert step.tokens == 48.0
+    # With room under the cap, the bucket is the limit.
+    slow = replace(s, tokens=1.0, tally=Tally(pending=92, succeeded=8))
+    assert decide(slow, NOW).release == 1
+
+
+def test_ramp_and_in_flight_cap() -> None:
+    ramp = Ramp(base_per_min=1200, factor=2.0, every_successes=5, max_per_min=4800)
+    policy = TaskPolicy(ramp=ramp, max_in_flight=30)
+    first = decide(snapshot(policy, 1000, bucket_ms=NOW - 60_000), NOW)
+    assert first.release == 30  # the bucket holds 100, the cap 30
+    grown = snapshot(
+        policy, 1000, cursor=30, tokens=3.0, bucket_ms=NOW, tally=Tally(pending=970, succeeded=30)
+    )
+    assert decide(grown, NOW).release == 3  # the bucket is stricter now
+
+
+def test_wave_end_and_in_flight_cap() -> None:
+    policy = TaskPolicy(waves=(Wave(count=10, success_threshold_pct=50),), max_in_flight=4)
+    assert decide(snapshot(policy, 100), NOW).release == 4
+    mid = snapshot(
+        policy,
+        100,
+        cursor=8,
+        tally=Tally(pending=92, active=1, succeeded=7),
+        wave_tallies=(Tally(pending=2, active=1, succeeded=7),),
+    )
+    assert decide(mid, NOW).release == 2  # the wave ends before the cap does
+
+
+@settings(max_examples=200)
+@given(
+    total=st.integers(1, 300),
+    cap=st.integers(1, 50),
+    rate=st.one_of(st.none(), st.integers(1, 5000)),
+    finishes=st.lists(st.floats(0, 1), min_size=1, max_size=50),
+)
+def test_in_flight_never_exceeds_the_cap_and_every_device_is_released(
+    total: int, cap: int, rate: int | None, finishes: list[float]
+) -> None:
+    policy = TaskPolicy(rate_per_min=rate, max_in_flight=cap)
+    cursor, active, done, tokens, bucket_ms = 0, 0, 0, 0.0, 0
+    now = NOW
+    # A minute per step refills at least one token, so every step releases or finishes.
+    for i in range(2 * total + 2):
+        s = snapshot(
+            policy,
+            total,
+            cursor=cursor,
+            tokens=tokens,
+            bucket_ms=bucket_ms,
+            tally=Tally(pending=total - cursor, active=active, succeeded=done),
+        )
+        step = decide(s, now)
+        if step.status is TaskStatus.SUCCESS:
+            break
+        cursor, active = cursor + step.release, active + step.release
+        tokens, bucket_ms = step.tokens, step.bucket_ms
+        assert active <= cap
+        finished = round(active * finishes[i % len(finishes)])
+        if finished == 0 and active:  # the devices finish, given time
+            finished = 1
+        active, done = active - finished, done + finished
+        now += 60_000
+    assert cursor == total
+    assert done == total

@@ -12,6 +12,7 @@ from ota.catalog import FailureCause
 from ota.records import ConflictPolicy
 from scheduler.errors import ValidationError
 from scheduler.policy import (
+    MAX_IN_FLIGHT,
     MAX_SCHEDULE_AHEAD_MS,
     TaskPolicy,
     parse_policy,
@@ -24,6 +25,8 @@ NOW = 1_800_000_000_000
 def test_empty_policy_has_iotda_defaults() -> None:
     policy = parse_policy(None, NOW)
     assert policy == TaskPolicy()
+    assert policy.max_in_flight is None
+    assert "max_in_flight" not in policy_json(policy)
     assert policy.windows.online_s == 25 * 3600
     assert policy.windows.version_s == 180
 
@@ -36,6 +39,7 @@ def test_full_policy_parses() -> None:
             "retry_interval_min": 1440,
             "timeouts": {"online_s": 60, "version_s": 30},
             "ramp": {"base_per_min": 10, "factor": 2, "every_successes": 5, "max_per_min": 100},
+            "max_in_flight": 500,
             "waves": [{"count": 5, "success_threshold_pct": 80, "approval": True}, {"percent": 10}],
             "abort": [{"failure_pct": 20, "min_finished": 10, "cause": 28}],
             "maintenance_window": {"start": "22:00", "end": "04:30", "days": ["sat", "sun"]},
@@ -52,7 +56,16 @@ def test_full_policy_parses() -> None:
     assert policy.maintenance.days == (5, 6)
     assert policy.maintenance.end_min == 4 * 60 + 30
     assert policy.on_conflict is ConflictPolicy.WAIT
+    assert policy.max_in_flight == 500
     assert parse_policy(policy_json(policy), None) == policy
+
+
+def test_max_in_flight_bounds_are_inclusive() -> None:
+    assert parse_policy({"max_in_flight": 1}, NOW).max_in_flight == 1
+    assert parse_policy({"max_in_flight": MAX_IN_FLIGHT}, NOW).max_in_flight == MAX_IN_FLIGHT
+    assert parse_policy({"max_in_flight": 20.0}, NOW).max_in_flight == 20  # JSON's 20.0
+    with pytest.raises(ValidationError, match=r"policy.max_in_flight=0 is out of range \[1, "):
+        parse_policy({"max_in_flight": 0}, NOW)
 
 
 @pytest.mark.parametrize(
@@ -73,6 +86,13 @@ def test_full_policy_parses() -> None:
         ({"timeouts": {"online_sec": 5}}, "unknown_field", "policy.timeouts.online_sec"),
         ({"rate_per_min": 0}, "out_of_range", "policy.rate_per_min"),
         ({"rate_per_min": 1.5}, "wrong_type", "policy.rate_per_min"),
+        ({"max_in_flight": 0}, "out_of_range", "policy.max_in_flight"),
+        ({"max_in_flight": -5}, "out_of_range", "policy.max_in_flight"),
+        ({"max_in_flight": MAX_IN_FLIGHT + 1}, "out_of_range", "policy.max_in_flight"),
+        ({"max_in_flight": 2.5}, "wrong_type", "policy.max_in_flight"),
+        ({"max_in_flight": "100"}, "wrong_type", "policy.max_in_flight"),
+        ({"max_in_flight": True}, "wrong_type", "policy.max_in_flight"),
+        ({"max_in_flight": [10]}, "wrong_type", "policy.max_in_flight"),
         (
             {
                 "rate_per_min": 5,
@@ -130,10 +150,15 @@ def test_bad_policy_is_rejected_specifically(policy: Any, code: str, field: str 
     retry=st.integers(0, 5),
     interval=st.integers(0, 1440),
     rate=st.one_of(st.none(), st.integers(1, 1_000_000)),
+    in_flight=st.one_of(st.none(), st.integers(1, MAX_IN_FLIGHT)),
     waves=st.lists(st.tuples(st.integers(1, 1000), st.floats(0, 100), st.booleans()), max_size=5),
 )
 def test_round_trip(
-    retry: int, interval: int, rate: int | None, waves: list[tuple[int, float, bool]]
+    retry: int,
+    interval: int,
+    rate: int | None,
+    in_flight: int | None,
+    waves: list[tuple[int, float, bool]],
 ) -> None:
     data: dict[str, Any] = {
         "retry_count": retry,
@@ -142,5 +167,7 @@ def test_round_trip(
     }
     if rate is not None:
         data["rate_per_min"] = rate
+    if in_flight is not None:
+        data["max_in_flight"] = in_flight
     policy = parse_policy(data, NOW)
     assert parse_policy(policy_json(policy), None) == policy
