@@ -226,3 +226,26 @@ async def test_conflict_counted_and_failed_then_cancel_stops_the_waiting_device(
         final = await eventually(cancelled, "the worker to cancel the job", 60)
         assert final["counts"]["statuses"]["Stopped"] == 1
         assert stopped["reason"] == "cancelled by operator"
+
+
+async def test_max_in_flight_holds_while_real_devices_upgrade(
+    stack: Running, api: httpx.AsyncClient
+) -> None:
+    prefix = f"fs-cap-{uuid.uuid4().hex[:6]}"
+    cap = 2
+    async with stack.fleet(prefix, [Behaviour(install_s=0.5) for _ in range(6)]) as fleet:
+        package_id = await upload(api)
+        tid = await create(api, package_id, list(fleet.agents), max_in_flight=cap)
+        # The scheduler's own count, sampled until the task ends: a device installs for
+        # half a second, so the cap is reached while the samples run.
+        seen: list[int] = []
+
+        async def finished() -> dict[str, Any] | None:
+            task: dict[str, Any] = (await api.get(f"/v1/tasks/{tid}")).json()
+            seen.append(task["progress"]["in_flight"])
+            return task if task["status"] in FINISHED else None
+
+        done = await eventually(finished, f"task {tid} to finish", 90)
+        assert done["status"] == "Success", done
+        assert max(seen) == cap
+        assert done["progress"]["in_flight"] == 0
