@@ -161,6 +161,7 @@ def test_task_counts_and_final_notification(rollout: Rollout) -> None:
         "succeeded": wanted["SUCCEEDED"],
         "failed": wanted["FAILED"],
         "cancelled": 0,
+        "in_flight": 0,
         "percent": 100.0,
     }
     assert task["counts"]["states"] == dict(wanted)
