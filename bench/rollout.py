@@ -300,12 +300,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         result["latency_s"] = job_latencies(stack.env, plan.topic_prefix + "ota.job-events")
         plot_states(sampler.states, out / f"{label}.png", title=f"{label}: devices per state")
         result["fleet"] = await fleet.stop()
+        # Written before the clean-up, which a slow server can fail after a long run.
+        (out / f"{label}.json").write_text(json.dumps(result, indent=2))
     finally:
         await fleet.stop()
         stack.stop()
-        r.flushdb()
+        r.flushdb(asynchronous=True)  # millions of keys: freed in the background
         _delete_topics(stack.env, plan.topic_prefix)
-    (out / f"{label}.json").write_text(json.dumps(result, indent=2))
     return result
 
 
