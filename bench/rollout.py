@@ -209,6 +209,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     stack = Stack(plan, scale=parse_scale(args.scale))
     stack.start(timeout_s=300)
+    stack.watch()
     package = os.urandom(args.package_kib * 1024)
     prefix = f"b{run_id}"
     fleet = FleetGroup(

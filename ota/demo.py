@@ -388,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack(plan, scale=scale)
     print(f"[demo] starting services (ota up); logs in {plan.log_dir}", flush=True)
     stack.start()
+    stack.watch()
     code = 1
     try:
         code = asyncio.run(rollout(args, stack))

@@ -3,17 +3,20 @@
 `Stack.start()` creates the plan's topics, starts the supervisor as a child process
 (service logs in `<state dir>/logs/`), and waits until the scheduler answers, the edge
 accepts connections, every metrics endpoint answers and every consumer group of the
-stack holds all its partitions (a group that never does fails the start, naming it). `Stack.stop()` stops the supervisor (which stops the
+stack holds all its partitions. `Stack.stop()` stops the supervisor (which stops the
 services with SIGTERM, then SIGKILL after its grace period).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Mapping
@@ -27,6 +30,9 @@ from ota.demo_env import StackPlan, stack_env
 REPO = Path(__file__).resolve().parent.parent
 CREATE_TOPICS = REPO / "deploy" / "local" / "create_topics.py"
 STARTED = re.compile(r"\[ota up\] (\S+) started \(pid (\d+),")
+# A member that joined while its topic's metadata was still missing can keep an empty
+# assignment (kafka-python); restarting that service makes it join again.
+REJOIN_AFTER_S = 30.0
 
 
 class StackError(RuntimeError):
@@ -179,21 +185,72 @@ class Stack:
             client_id=f"{self.plan.name}-ready",
         )
         try:
-            while waiting := self._unassigned(admin):
+            restarted: set[str] = set()
+            stuck_since: dict[str, float] = {}
+            while True:
+                waiting, stuck = self._unassigned(admin)
+                if not waiting:
+                    return
                 self._check_alive()
-                if time.monotonic() > deadline:
-                    raise StackError(
-                        f"consumer groups {sorted(waiting)} hold no partitions; "
-                        f"see {self.plan.log_dir}"
-                    )
+                now = time.monotonic()
+                if now > deadline:
+                    raise StackError(f"consumer groups {sorted(waiting)} hold no partitions")
+                for group in set(stuck_since) - stuck:
+                    stuck_since.pop(group)
+                for group in stuck:
+                    service = self.groups()[group]
+                    since = stuck_since.setdefault(group, now)
+                    if now - since > REJOIN_AFTER_S and service not in restarted:
+                        self.restart(service)
+                        restarted.add(service)
                 time.sleep(0.5)
         finally:
             admin.close()
 
-    def _unassigned(self, admin: KafkaAdminClient) -> set[str]:
-        """Groups not settled yet with every partition held and every member joined."""
+    def watch(self, every_s: float = 5.0, grace_s: float = 20.0) -> None:
+        """Keep every consumer group of the stack holding its partitions, in a thread.
+
+        A kafka-python member that dropped out of its group under load (session timeout
+        while the machine is saturated) may never join again while its process runs on:
+        its partitions then go unread. The watch restarts such a service through the
+        supervisor, as a liveness probe would, and says so on stdout.
+        """
+
+        def loop() -> None:
+            admin = KafkaAdminClient(
+                bootstrap_servers=self.env.get("OTA_KAFKA_BOOTSTRAP") or "127.0.0.1:9092",
+                client_id=f"{self.plan.name}-watch",
+            )
+            bad_since: dict[str, float] = {}
+            last_restart: dict[str, float] = {}
+            try:
+                while self.process is not None and self.process.poll() is None:
+                    try:
+                        waiting, _ = self._unassigned(admin)
+                    except Exception:  # a slow broker: look again on the next round
+                        waiting = set()
+                    now = time.monotonic()
+                    for group in set(bad_since) - waiting:
+                        bad_since.pop(group)
+                    for group in waiting:
+                        service = self.groups()[group]
+                        since = bad_since.setdefault(group, now)
+                        if now - since > grace_s and now - last_restart.get(service, 0) > 60:
+                            print(f"[ota stack] {group} holds no partitions: restarting {service}")
+                            self.restart(service)
+                            last_restart[service] = now
+                            bad_since.pop(group)
+                    time.sleep(every_s)
+            finally:
+                admin.close()
+
+        threading.Thread(target=loop, name="group-watch", daemon=True).start()
+
+    def _unassigned(self, admin: KafkaAdminClient) -> tuple[set[str], set[str]]:
+        """Groups not fully assigned yet, and of those the ones that settled (Stable)
+        with partitions nobody holds."""
         described = admin.describe_groups(list(self.groups()))
-        waiting = set()
+        waiting, stuck = set(), set()
         for group, info in described.items():
             members = info.get("members") or []
             held = sum(
@@ -205,7 +262,9 @@ class Stack:
             stable = info.get("group_state") == "Stable"
             if not stable or held < self.plan.partitions or len(members) < expected_members:
                 waiting.add(group)
-        return waiting
+                if stable and len(members) >= expected_members and held < self.plan.partitions:
+                    stuck.add(group)
+        return waiting, stuck
 
     def pids(self) -> dict[str, int]:
         """The current process of each service, from the supervisor's log."""
@@ -214,6 +273,13 @@ class Stack:
             for match in STARTED.finditer(self.supervisor_log.read_text(errors="replace")):
                 found[match.group(1)] = int(match.group(2))
         return found
+
+    def restart(self, service: str) -> None:
+        """Stop a service's processes; the supervisor starts them again."""
+        for label, pid in self.pids().items():
+            if label == service or label.startswith(f"{service}-"):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
 
 
 def _http_ok(url: str) -> bool:
