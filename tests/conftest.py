@@ -241,3 +241,15 @@ def mqtt_platform(mqtt_host: str) -> MqttPlatform:
     if code != 0:
         _unavailable(where, f"CONNACK {code} for user {platform.user!r}: wrong password?")
     return platform
+
+
+@pytest.fixture(scope="session")
+def mqtt_env(mqtt_device_port: int, mqtt_platform: MqttPlatform) -> dict[str, str]:
+    """The OTA_MQTT_* variables of the listeners in use, for services a test starts."""
+    return {
+        "OTA_MQTT_HOST": mqtt_platform.host,
+        "OTA_MQTT_PORT": str(mqtt_device_port),
+        "OTA_MQTT_PLATFORM_PORT": str(mqtt_platform.port),
+        "OTA_MQTT_PLATFORM_USER": mqtt_platform.user,
+        "OTA_MQTT_PLATFORM_PASSWORD": mqtt_platform.password,
+    }

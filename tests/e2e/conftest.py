@@ -27,8 +27,7 @@ REDIS_DB = 10
 def e2e(
     kafka_bootstrap: str,
     redis_url: str,
-    mqtt_device_port: int,
-    mqtt_platform: object,
+    mqtt_env: dict[str, str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[E2E]:
     run = uuid.uuid4().hex[:8]
@@ -42,6 +41,7 @@ def e2e(
         partitions=4,
         ports=Ports.free(),
         extra={
+            **mqtt_env,
             "OTA_KAFKA_BOOTSTRAP": kafka_bootstrap,
             "OTA_RECONCILE_INTERVAL_S": "0.2",
             "OTA_WEBHOOK_BACKOFF_S": "0.05",

@@ -59,7 +59,7 @@ class Running:
 
 @pytest.fixture(scope="module")
 def stack(
-    kafka_bootstrap: str, redis_url: str, mqtt_device_port: int, mqtt_platform: object,
+    kafka_bootstrap: str, redis_url: str, mqtt_env: dict[str, str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Running]:  # fmt: skip
     url = redis_url_with_db(redis_url, REDIS_DB)
@@ -75,6 +75,7 @@ def stack(
             partitions=4,
             ports=Ports.free(),
             extra={
+                **mqtt_env,
                 "OTA_KAFKA_BOOTSTRAP": kafka_bootstrap,
                 "OTA_RECONCILE_INTERVAL_S": "0.2",
                 "OTA_WORKER_SWEEP_IDLE_MS": "100",
