@@ -16,7 +16,7 @@ from workers.events import Event, Kind
 from workers.machine import Outcome, step
 from workers.model import Device, Job
 
-from .helpers import DL_FINISHED, DL_STARTED, OFFLINE, ONLINE, SHA, TARGET, progress, spec, version
+from .helpers import DL_FINISHED, DL_STARTED, OFFLINE, ONLINE, TARGET, progress, spec, version
 
 VERSIONS = st.sampled_from(["1.0", "1.5", TARGET, None])
 TASKS = st.sampled_from(["t1", "t2", "t3"])
@@ -179,7 +179,6 @@ class JobMachine(RuleBasedStateMachine):
     def stored_form_round_trips(self) -> None:
         specs = {spec_ref(job.spec).digest: job.spec for job in jobs_of(self.device)}
         assert unpack(pack(self.device), specs) == self.device
-        assert SHA  # every package in these tests is the same one
 
 
 JobMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
