@@ -21,16 +21,40 @@ def test_every_cause_has_a_distinct_message() -> None:
     assert len(set(messages)) == len(messages)
 
 
-def test_iotda_identifiers_are_verbatim() -> None:
-    assert FailureCause.TASK_CONFLICT.message == "Task Conflict"
-    assert (
-        FailureCause.VERIFY_TIMEOUT.message
-        == "Updating timeout and query device version for check timeout"
-    )
-    assert (
-        FailureCause.RESULT_TIMEOUT.message
-        == "Wait for the device to report upgrade result timeout"
-    )
+# IoTDA's failure table, copied by hand from its documentation (not from the catalog), so
+# a changed letter in either fails here: users search for these exact strings.
+IOTDA_MESSAGES = {
+    FailureCause.DEVICE_NOT_ONLINE: "Device Abnormal is not online",
+    FailureCause.TASK_CONFLICT: "Task Conflict",
+    FailureCause.ONLINE_TIMEOUT: "Waiting for the device online timeout",
+    FailureCause.RESULT_TIMEOUT: "Wait for the device to report upgrade result timeout",
+    FailureCause.VERSION_REPORT_TIMEOUT: "Waiting for report device firmware version timeout",
+    FailureCause.CELL_ID_TIMEOUT: "Waiting for report cellId timeout",
+    FailureCause.VERIFY_TIMEOUT: "Updating timeout and query device version for check timeout",
+    FailureCause.DOWNLOAD_FINISH_TIMEOUT: "Waiting for device downloaded package timeout",
+    FailureCause.UPDATE_START_TIMEOUT: "Waiting for device start to update timeout",
+    FailureCause.DOWNLOAD_START_TIMEOUT: "Waiting for device start download package timeout",
+    FailureCause.NOT_ENOUGH_STORAGE: "Not enough storage for the new firmware package",
+    FailureCause.OUT_OF_MEMORY: "Out of memory during downloading process",
+    FailureCause.CONNECTION_LOST: "Connection lost during downloading process",
+    FailureCause.INTEGRITY_CHECK_FAILED: "Integrity check failure for new downloaded package",
+    FailureCause.UNSUPPORTED_PACKAGE_TYPE: "Unsupported package type",
+    FailureCause.INVALID_URI: "Invalid URI",
+    FailureCause.UPDATE_FAILED: "Firmware update failed",
+}
+
+
+def test_iotda_table_has_seventeen_distinct_causes() -> None:
+    # 10 platform-side and 7 device-side rows: a row lost from the table above fails here.
+    assert len(IOTDA_MESSAGES) == 17
+    assert len(set(IOTDA_MESSAGES.values())) == 17
+
+
+@pytest.mark.parametrize(
+    ("cause", "message"), IOTDA_MESSAGES.items(), ids=[c.name for c in IOTDA_MESSAGES]
+)
+def test_iotda_identifiers_are_verbatim(cause: FailureCause, message: str) -> None:
+    assert cause.message == message
 
 
 @pytest.mark.parametrize(
