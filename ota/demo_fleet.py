@@ -36,7 +36,6 @@ from devices.behaviour import Behaviour
 from devices.fleet import BehaviourOf, Fleet, FleetConfig, Mode
 from ota.settings import CommonSettings
 
-SOURCE_VERSION = "1.0"
 UNSUPPORTED_VERSION = "0.9"
 FAIL_CODES = (1, 2, 4, 5, 6, 7, 8, 9, 10, 255)
 

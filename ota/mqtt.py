@@ -356,9 +356,6 @@ class MqttLink:
                 return
             await self._storage.wait_for(self._storage.last_mid)
 
-    def publish_nowait(self, topic: str, payload: bytes, qos: int = 0) -> None:
-        self.client.publish(Message(topic, payload, qos=qos))
-
     def pause_reading(self) -> None:
         transport = self._transport()
         if transport is not None:

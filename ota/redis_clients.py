@@ -7,17 +7,12 @@ Cluster keeps them on one slot and one Lua script may touch them together.
 from __future__ import annotations
 
 import redis
-import redis.asyncio
 
 from ota.settings import CommonSettings
 
 
 def make_redis(settings: CommonSettings) -> redis.Redis[bytes]:
     return redis.Redis.from_url(settings.redis_url, health_check_interval=30)
-
-
-def make_async_redis(settings: CommonSettings) -> redis.asyncio.Redis[bytes]:
-    return redis.asyncio.Redis.from_url(settings.redis_url, health_check_interval=30)
 
 
 def partition_tag(partition: int) -> str:

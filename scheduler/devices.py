@@ -26,7 +26,6 @@ from scheduler.bus import Out, Producer
 from scheduler.errors import NotFound, ValidationError
 
 NAME = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
-MAX_PAGE = 1000
 # Records per registry script call: bounds how long one call holds Redis.
 CHUNK = 500
 

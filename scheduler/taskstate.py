@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import orjson
 import redis.asyncio
 
-from ota.jobstates import TERMINAL, JobState
+from ota.jobstates import JobState
 from scheduler import keys
 from scheduler.taskstatus import Tally
 
@@ -315,6 +315,3 @@ def tally(counts: Mapping[str, int], prefix: str = "s:") -> Tally:
 
 def causes(counts: Mapping[str, int]) -> dict[int, int]:
     return {int(k[2:]): v for k, v in counts.items() if k.startswith("c:") and v}
-
-
-TERMINAL_STATES = frozenset(s.value for s in TERMINAL)
