@@ -22,6 +22,7 @@ from typing import Any
 from devices.behaviour import WELL_BEHAVED, Behaviour, FailStage, stage_of
 from devices.download import Download, DownloadError, Interrupted, fetch
 from devices.http import HttpClient
+from ota.catalog import RESULT_ALREADY_LATEST, RESULT_SUCCESS
 from ota.clock import now_ms
 from ota.protocol import (
     DownlinkType,
@@ -37,8 +38,6 @@ log = logging.getLogger(__name__)
 Publish = Callable[[str, bytes], Awaitable[None]]
 GoOffline = Callable[[float], Awaitable[None]]
 
-RESULT_OK = 0
-RESULT_ALREADY_LATEST = 3
 RESULT_BAD_PACKAGE = 7
 RESULT_DOWNLOAD_FAILED = 6
 DOWNLOAD_ATTEMPTS = 5
@@ -171,10 +170,10 @@ class DeviceAgent:
         self._busy = target
         try:
             code = await self._download(kind, event, current)
-            if code != RESULT_OK:
+            if code != RESULT_SUCCESS:
                 await self._finish(event, code, current, "download failed")
                 return
-            await self._progress(event, RESULT_OK, 95, current, "installing")
+            await self._progress(event, RESULT_SUCCESS, 95, current, "installing")
             if self.behaviour.install_s:
                 await asyncio.sleep(self.behaviour.install_s)
             if fail is not None:
@@ -190,7 +189,7 @@ class DeviceAgent:
                 self.finished.set()
                 return
             reported = self.behaviour.wrong_version or target
-            await self._finish(event, RESULT_OK, reported, "upgrade succeeded")
+            await self._finish(event, RESULT_SUCCESS, reported, "upgrade succeeded")
         finally:
             self._busy = None
 
@@ -204,7 +203,7 @@ class DeviceAgent:
             if self._download_dir
             else None,
         )
-        await self._progress(event, RESULT_OK, 0, current, "downloading")
+        await self._progress(event, RESULT_SUCCESS, 0, current, "downloading")
         step = self.behaviour.progress_every_pct
         next_report = [step]
 
@@ -215,7 +214,7 @@ class DeviceAgent:
             if pct >= next_report[0] and pct < 100:
                 next_report[0] = (pct // step + 1) * step
                 await self._progress(
-                    event, RESULT_OK, pct * DOWNLOAD_SHARE // 100, current, "downloading"
+                    event, RESULT_SUCCESS, pct * DOWNLOAD_SHARE // 100, current, "downloading"
                 )
 
         cut = self.behaviour.drop_download_at
@@ -239,7 +238,7 @@ class DeviceAgent:
             return self.behaviour.fail_with
         if self.behaviour.fail_with == RESULT_BAD_PACKAGE or job.sha256() != paras["sign"]:
             return RESULT_BAD_PACKAGE
-        return RESULT_OK
+        return RESULT_SUCCESS
 
     # ------------------------------------------------------------ reports
 

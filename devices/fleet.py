@@ -36,6 +36,7 @@ from devices.behaviour import WELL_BEHAVED, Behaviour
 from devices.connection import DeviceConnection
 from devices.http import HttpClient
 from devices.report import FleetReport, histogram, summarize
+from ota.catalog import RESULT_ALREADY_LATEST, RESULT_SUCCESS
 from ota.mqtt import Ack, LinkConfig, MqttLink, SessionLostError
 from ota.protocol import ProtocolError, device_id_from_topic, down_topic
 from ota.settings import CommonSettings
@@ -99,9 +100,9 @@ def outcome_of(agent: DeviceAgent) -> str:
         if outcome.finished_at is not None:
             return "installed_silently"  # switched version without reporting a result
         return "in_progress" if outcome.upgrade_commands else "idle"
-    if outcome.result_code == 3:
+    if outcome.result_code == RESULT_ALREADY_LATEST:
         return "already_latest"
-    if outcome.result_code != 0:
+    if outcome.result_code != RESULT_SUCCESS:
         return f"failed_{outcome.result_code}"
     if agent.behaviour.wrong_version is not None:
         return "wrong_version"

@@ -16,6 +16,7 @@ import orjson
 import redis.asyncio
 
 from ota.clock import now_ms
+from ota.protocol import MAX_VERSION_CHARS
 from ota.records import PackageRef, TaskType, new_id
 from ota.settings import Topics
 from scheduler import keys
@@ -25,7 +26,8 @@ from scheduler.errors import Conflict, NotFound, ValidationError
 from scheduler.signing import PublicKey, verify
 
 MAX_ALLOWED_SOURCES = 20  # IoTDA's limit
-_VERSION = re.compile(r"[A-Za-z0-9._+\-:~]{1,128}")
+# A package version must fit in the version fields devices report.
+_VERSION = re.compile(rf"[A-Za-z0-9._+\-:~]{{1,{MAX_VERSION_CHARS}}}")
 _FILE_NAME = re.compile(r"[A-Za-z0-9._+\-]{1,255}")
 
 
@@ -111,7 +113,10 @@ def parse_meta(query: Mapping[str, str]) -> PackageMeta:
         raise _bad("type", f"type={raw_type!r} must be firmware or software") from None
     version = query.get("version", "")
     if not _VERSION.fullmatch(version):
-        raise _bad("version", "version is required: 1-128 of letters, digits and . _ + - : ~")
+        raise _bad(
+            "version",
+            f"version is required: 1-{MAX_VERSION_CHARS} of letters, digits and . _ + - : ~",
+        )
     file_name = query.get("file_name", "")
     if not _FILE_NAME.fullmatch(file_name):
         raise _bad("file_name", "file_name is required: 1-255 of letters, digits and . _ + -")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from ota.protocol import MAX_VERSION_CHARS
 from ota.records import (
     DeviceEventRecord,
     DownloadPhase,
@@ -24,7 +25,6 @@ from ota.records import (
     TimeoutRecord,
 )
 
-MAX_VERSION_CHARS = 128
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 
@@ -133,5 +133,7 @@ def _text(paras: Mapping[str, Any], name: str, *, required: bool) -> str | None:
             raise InvalidEventError("missing_field", f"paras.{name} is required")
         return None
     if not isinstance(value, str) or not value or len(value) > MAX_VERSION_CHARS:
-        raise InvalidEventError("bad_value", f"paras.{name} must be a string of 1..128 characters")
+        raise InvalidEventError(
+            "bad_value", f"paras.{name} must be a string of 1..{MAX_VERSION_CHARS} characters"
+        )
     return value
