@@ -9,8 +9,6 @@ from ota.records import CommandRecord, JobEventRecord, TaskType
 from ota.settings import CommonSettings
 from workers.effects import Effect, EmitJobEvent, SendUpgrade, SendVersionQuery
 
-TOKEN_LIFETIME_S = tokens.DEFAULT_LIFETIME_S
-
 
 def to_record(
     settings: CommonSettings, device_id: str, effect: Effect, at_ms: int
@@ -59,6 +57,12 @@ def _upgrade(
         "file_size": package.file_size,
         "file_name": package.file_name,
         "sign": sha,
+        # Both forms say how long the token (header or URL) lives, as IoTDA's do: what is
+        # left of it at the record's time (the machine set its expiry from that time).
+        "expires": max(0, effect.token_expires_s - at_ms // 1000),
+        # IoTDA's task fields: the platform task id always. sub_device_count is for gateway
+        # batch mode, which tasks here do not use; tasks carry no task_ext_info yet.
+        "task_id": spec.task_id,
     }
     if spec.presigned_url:
         kind = DownlinkType.FIRMWARE_UPGRADE_V2 if firmware else DownlinkType.SOFTWARE_UPGRADE_V2
@@ -67,7 +71,6 @@ def _upgrade(
         kind = DownlinkType.FIRMWARE_UPGRADE if firmware else DownlinkType.SOFTWARE_UPGRADE
         paras["url"] = url
         paras["access_token"] = token
-        paras["expires"] = TOKEN_LIFETIME_S
     if package.custom_info:
         paras["custom_info"] = package.custom_info
     return CommandRecord(
