@@ -49,9 +49,9 @@ from gateway.uplink import (
     GATEWAY_ERROR,
     KAFKA_REFUSED,
     dead_letter,
-    device_records,
     error_letter,
     refused_letter,
+    translate,
 )
 from ota.backoff import Backoff
 from ota.clock import now_ms
@@ -186,7 +186,7 @@ class Inbound:
             self._count("foreign")
             return []
         try:
-            events = device_records(topic, payload, received)
+            uplink = translate(topic, payload, received)
         except ProtocolError as error:
             letter = dead_letter(topic, payload, error, received)
             self._count("malformed")
@@ -197,9 +197,11 @@ class Inbound:
             )
             return [letter]
         records: list[OutRecord] = []
-        for event in events:
+        for event in uplink.records:
             self._count(event.event_type)
             records.append(event)
+        for service_id, event_type in uplink.ignored:  # few pairs: the labels stay bounded
+            metrics.SYSTEM_EVENTS.labels(service_id, event_type).inc()
         if self._throttle.should_emit(device, received):
             records.append(
                 PresenceRecord(device_id=device, online=True, source="uplink", at_ms=received)

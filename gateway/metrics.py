@@ -15,6 +15,12 @@ MESSAGES_IN = counter(
 MESSAGES_OUT = counter(
     SERVICE, "messages_out_total", "Commands published to devices, by type", ("type",)
 )
+SYSTEM_EVENTS = counter(
+    SERVICE,
+    "system_events_ignored_total",
+    "IoTDA system events accepted and not forwarded ($log, $time_sync), by service and type",
+    ("service", "event_type"),
+)
 DEAD_LETTERS = counter(
     SERVICE, "dead_letters_total", "Messages sent to the dead-letter topic", ("reason",)
 )

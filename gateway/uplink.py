@@ -5,6 +5,8 @@ device id, time = receive time). When the device gave an `event_id`, the record 
 derived from it and the event's content, so a message the broker redelivers (after a
 gateway crash before its PUBACK) yields records with the same ids and consumers drop
 the copies; distinct reports that echo one command's event_id keep distinct ids.
+IoTDA system events the platform has no use for (`$log`, `$time_sync`) become no record:
+they are only named, for the gateway to count.
 A malformed message becomes one `DeadLetterRecord` carrying the reason and raw bytes, and
 so does a record Kafka refuses for good (reason `kafka_refused`) and a message the
 gateway itself failed to translate (reason `gateway_error`).
@@ -13,6 +15,7 @@ gateway itself failed to translate (reason `gateway_error`).
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import orjson
 
@@ -38,10 +41,19 @@ def record_id(device_id: str, index: int, event: Event) -> str:
     return digest.hexdigest()
 
 
-def device_records(topic: str, payload: bytes, received_ms: int) -> list[DeviceEventRecord]:
+@dataclass(frozen=True, slots=True)
+class Uplink:
+    """One uplink message translated: its inbox records, and the (service_id, event_type)
+    of the system events it carried that are accepted but not forwarded."""
+
+    records: list[DeviceEventRecord]
+    ignored: tuple[tuple[str, str], ...] = ()
+
+
+def translate(topic: str, payload: bytes, received_ms: int) -> Uplink:
     """The inbox records of one uplink message; raises ProtocolError when it is malformed."""
     message = parse_uplink(topic, payload)
-    return [
+    records = [
         DeviceEventRecord(
             device_id=message.device_id,
             event_type=event.event_type,
@@ -53,6 +65,7 @@ def device_records(topic: str, payload: bytes, received_ms: int) -> list[DeviceE
         )
         for index, event in enumerate(message.events)
     ]
+    return Uplink(records, message.ignored)
 
 
 def dead_letter(

@@ -29,6 +29,16 @@ _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 OTA_SERVICE = "$ota"
 SDK_INFO_SERVICE = "$sdk_info"
+LOG_SERVICE = "$log"
+TIME_SYNC_SERVICE = "$time_sync"
+
+# IoTDA system events that SDK devices send on their own around connecting (log lines,
+# clock sync requests). Normal traffic with no bearing on upgrades: accepted without
+# looking at their paras, named in `Message.ignored`, never an error. Other events of
+# these services are as unknown as any other.
+IGNORED_UPLINK: frozenset[tuple[str, str]] = frozenset(
+    {(LOG_SERVICE, "log_report"), (TIME_SYNC_SERVICE, "time_sync_request")}
+)
 
 
 class Reason(StrEnum):
@@ -100,10 +110,12 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """A decoded envelope: the device it concerns and its events, in order."""
+    """A decoded envelope: the device it concerns, its events in order, and the
+    (service_id, event_type) of each system event accepted but left out (IGNORED_UPLINK)."""
 
     device_id: str
     events: tuple[Event, ...] = field(default_factory=tuple)
+    ignored: tuple[tuple[str, str], ...] = ()
 
 
 # ---------------------------------------------------------------- topics
@@ -236,12 +248,16 @@ def parse_uplink(topic: str, payload: bytes, *, known_children: Container[str] =
     document = load_json_object(payload)
     device_id = _resolve_object_device(document, device_id, known_children)
     events = []
+    ignored = []
     for index, raw in enumerate(_services(document)):
         where = f"services[{index}]"
         if not isinstance(raw, dict):
             raise ProtocolError(Reason.WRONG_TYPE, f"{where} must be an object, got {_kind(raw)}")
         event_type = _required_str(raw, "event_type", where)
         service_id = _required_str(raw, "service_id", where)
+        if (service_id, event_type) in IGNORED_UPLINK:
+            ignored.append((service_id, event_type))
+            continue
         try:
             kind = UplinkType(event_type)
         except ValueError:
@@ -264,7 +280,7 @@ def parse_uplink(topic: str, payload: bytes, *, known_children: Container[str] =
                 service_id=service_id,
             )
         )
-    return Message(device_id, tuple(events))
+    return Message(device_id, tuple(events), tuple(ignored))
 
 
 def _resolve_object_device(

@@ -11,6 +11,7 @@ import orjson
 from gmqtt import Client, Message
 from gmqtt.mqtt.constants import MQTTv50
 
+from ota.metrics import REGISTRY
 from ota.protocol import up_topic
 from ota.records import DeadLetterRecord, DeviceEventRecord, PresenceRecord
 from tests.integration.gateway.conftest import (
@@ -144,6 +145,51 @@ async def test_malformed_payloads_are_dead_lettered_while_valid_ones_flow(
         assert payload.startswith(base64.b64decode(letter.raw_b64))
         assert letter.message
     assert {key for key, _ in letters.raw} == {b"gateway"}
+
+
+def _system_event(service_id: str, event_type: str, paras: dict[str, Any]) -> bytes:
+    return orjson.dumps(
+        {"services": [{"service_id": service_id, "event_type": event_type, "paras": paras}]}
+    )
+
+
+async def test_sdk_system_events_are_counted_not_dead_lettered(
+    stack: Stack, readers: Callable[[str], KafkaReader]
+) -> None:
+    inbox = readers(stack.topics.inbox)
+    letters = readers(stack.topics.dead_letters)
+    device_id = new_device()
+    logged = (
+        "ota_gateway_system_events_ignored_total",
+        {"service": "$log", "event_type": "log_report"},
+    )
+    before = REGISTRY.get_sample_value(*logged) or 0.0
+    unknown = _system_event("$remote_login", "remote_login_request", {})
+    async with running_gateway(stack):
+        device = Device(stack, device_id)
+        await device.connect()
+        topic = up_topic(device_id)
+        device.publish(topic, _system_event("$log", "log_report", {"content": "connected"}))
+        device.publish(
+            topic, _system_event("$time_sync", "time_sync_request", {"device_send_time": 1})
+        )
+        # Published after them on the same topic: had they been dead-lettered, their letters
+        # would come first (one partition for the gateway's dead letters).
+        device.publish(topic, unknown)
+        device.publish(topic, _report("1.0", "after"))
+        dead = await letters.wait_for(lambda rs: len(rs) >= 1)
+        await inbox.wait_for(
+            lambda rs: any(
+                isinstance(r, DeviceEventRecord) and r.device_event_id == "after" for r in rs
+            )
+        )
+        await device.close()
+    assert [(d.reason, base64.b64decode(d.raw_b64)) for d in dead] == [("unknown_event", unknown)]
+    assert not any(
+        isinstance(r, DeviceEventRecord) and r.event_type != "version_report"
+        for r in inbox.snapshot()
+    )
+    assert REGISTRY.get_sample_value(*logged) == before + 1
 
 
 async def test_two_replicas_split_the_devices_by_slot(

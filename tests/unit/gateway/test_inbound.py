@@ -265,3 +265,20 @@ async def test_in_flight_gauge_follows_the_window() -> None:
         producer.answer(index)
     assert acks.codes == {"a": 0, "b": 0}
     assert REGISTRY.get_sample_value(*gauge) == 0
+
+
+async def test_sdk_system_events_are_counted_never_dead_lettered() -> None:
+    producer, acks = ScriptedProducer(), Acks()
+    inbound = _inbound(producer, 10, [])
+    sample = (
+        "ota_gateway_system_events_ignored_total",
+        {"service": "$log", "event_type": "log_report"},
+    )
+    before = REGISTRY.get_sample_value(*sample) or 0.0
+    log = {"service_id": "$log", "event_type": "log_report", "paras": {"content": "connected"}}
+    inbound.receive(up_topic("d1"), orjson.dumps({"services": [log]}), 1, acks.for_("m"))  # type: ignore[arg-type]
+    # Only the presence it proves: no device event, no dead letter.
+    assert [decode(v).kind for _, _, v in producer.sent] == ["presence"]
+    assert REGISTRY.get_sample_value(*sample) == before + 1
+    producer.answer(0)
+    assert acks.codes == {"m": 0}

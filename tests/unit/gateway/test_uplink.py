@@ -6,10 +6,15 @@ from collections.abc import Mapping
 import orjson
 import pytest
 
-from gateway.uplink import MAX_RAW_BYTES, dead_letter, device_records
+from gateway.uplink import MAX_RAW_BYTES, dead_letter, translate
 from ota.protocol import ProtocolError, Reason, up_topic
+from ota.records import DeviceEventRecord
 
 TOPIC = up_topic("devA")
+
+
+def device_records(topic: str, payload: bytes, received_ms: int) -> list[DeviceEventRecord]:
+    return translate(topic, payload, received_ms).records
 
 
 def _envelope(*services: Mapping[str, object]) -> bytes:
@@ -33,6 +38,14 @@ def test_one_record_per_event_keyed_by_the_topic_device() -> None:
     assert records[1].device_event_id == "cmd-1"
     assert records[1].device_time_ms == 1_795_780_800_000
     assert records[1].paras == {"result_code": 0, "progress": 50, "version": "1.0"}
+
+
+def test_sdk_system_events_become_no_record_and_are_named() -> None:
+    log = {"service_id": "$log", "event_type": "log_report", "paras": {"content": "connected"}}
+    sync = {"service_id": "$time_sync", "event_type": "time_sync_request", "paras": {}}
+    uplink = translate(TOPIC, _envelope(log, REPORT, sync), 1)
+    assert [r.event_type for r in uplink.records] == ["upgrade_progress_report"]
+    assert uplink.ignored == (("$log", "log_report"), ("$time_sync", "time_sync_request"))
 
 
 def test_redelivered_message_gets_the_same_ids() -> None:

@@ -134,6 +134,31 @@ def test_every_downlink_event_round_trips(event_type: str) -> None:
     assert DownlinkType(event_type).presigned == event_type.endswith("_v2")
 
 
+# What Huawei's device SDKs send on their own when they connect (paras as theirs look).
+LOG_REPORT = service(
+    "log_report",
+    {"timestamp": "1795000000000", "type": "DEVICE_STATUS", "content": "connect complete"},
+    "$log",
+)
+TIME_SYNC = service("time_sync_request", {"device_send_time": 1_795_000_000_000}, "$time_sync")
+
+
+def test_sdk_system_events_are_accepted_and_set_aside() -> None:
+    message = parse_uplink(TOPIC, envelope(LOG_REPORT, UPLINK_EVENTS[0], TIME_SYNC))
+    assert [e.event_type for e in message.events] == ["version_report"]
+    assert message.ignored == (("$log", "log_report"), ("$time_sync", "time_sync_request"))
+
+
+def test_system_events_are_accepted_whatever_their_paras() -> None:
+    odd = service("log_report", {"content": ["not", "text"], "timestamp": 7}, "$log")
+    message = parse_uplink(TOPIC, envelope(odd))
+    assert (message.events, message.ignored) == ((), (("$log", "log_report"),))
+
+
+def test_ota_events_carry_nothing_ignored() -> None:
+    assert parse_uplink(TOPIC, envelope(*UPLINK_EVENTS)).ignored == ()
+
+
 def test_several_events_in_one_envelope_are_kept_in_order() -> None:
     message = parse_uplink(TOPIC, envelope(*UPLINK_EVENTS))
     assert [e.event_type for e in message.events] == [s["event_type"] for s in UPLINK_EVENTS]
@@ -168,6 +193,16 @@ def test_several_events_in_one_envelope_are_kept_in_order() -> None:
         (envelope({"event_type": "version_report", "paras": {}}), Reason.MISSING_FIELD),
         (envelope(service("reboot", {})), Reason.UNKNOWN_EVENT),
         (envelope(service("version_report", {}, "$other")), Reason.UNKNOWN_EVENT),
+        # Only the named system events are accepted: not another event of their services,
+        # not their event types under another service, not another system service.
+        (envelope(service("log_config", {}, "$log")), Reason.UNKNOWN_EVENT),
+        (envelope(service("time_sync_response", {}, "$time_sync")), Reason.UNKNOWN_EVENT),
+        (envelope(service("log_report", {})), Reason.UNKNOWN_EVENT),
+        (
+            envelope(service("sub_device_update_status", {}, "$sub_device_manager")),
+            Reason.UNKNOWN_EVENT,
+        ),
+        (envelope(LOG_REPORT, service("reboot", {})), Reason.UNKNOWN_EVENT),
         (
             envelope({"service_id": "$ota", "event_type": "version_report", "paras": []}),
             Reason.WRONG_TYPE,
