@@ -9,15 +9,20 @@ from enum import StrEnum
 from pathlib import Path
 
 from ota.settings import PREFIX, CommonSettings, Env, SettingsError
+from scheduler.secretbox import DEV_CREDENTIAL_KEYS, CredentialKeys
 
 
 class Scope(StrEnum):
     READ = "read"
     WRITE = "write"
+    BROKER = "broker"  # the device broker's authentication calls, and nothing else
 
 
 def parse_api_keys(spec: str) -> dict[str, frozenset[Scope]]:
-    """`key:read,key2:read+write` -> {key: scopes}; write implies read."""
+    """`key:read,key2:read+write,key3:broker` -> {key: scopes}; write implies read.
+
+    A broker key carries no other scope: it sits in the broker's configuration, so it must
+    not be able to read or change anything else."""
     keys: dict[str, frozenset[Scope]] = {}
     for item in spec.split(","):
         key, sep, scopes = item.strip().rpartition(":")
@@ -29,8 +34,10 @@ def parse_api_keys(spec: str) -> dict[str, frozenset[Scope]]:
             parsed = {Scope(s.strip()) for s in scopes.split("+")}
         except ValueError:
             raise SettingsError(
-                f"{PREFIX}API_KEYS scopes {scopes!r} are not read, write or read+write"
+                f"{PREFIX}API_KEYS scopes {scopes!r} are not read, write, read+write or broker"
             ) from None
+        if Scope.BROKER in parsed and len(parsed) > 1:
+            raise SettingsError(f"{PREFIX}API_KEYS: a broker key may carry no other scope")
         if Scope.WRITE in parsed:
             parsed.add(Scope.READ)
         keys[key] = frozenset(parsed)
@@ -38,7 +45,25 @@ def parse_api_keys(spec: str) -> dict[str, frozenset[Scope]]:
 
 
 # Development keys so the local stack works out of the box; production sets its own.
-DEV_API_KEYS = "dev-read-key:read,dev-write-key:read+write"
+DEV_API_KEYS = "dev-read-key:read,dev-write-key:read+write,dev-broker-key:broker"
+
+
+def credential_keys(env: Env) -> tuple[CredentialKeys, bool]:
+    """The device-secret keys and whether they are the development ones.
+
+    Unset, the public development key is used only while the download-token keys are the
+    development ones too (nothing configured: the local stack, tests, the demo); a
+    deployment that configured its secrets must configure this one, or the scheduler
+    refuses to start rather than seal device secrets under a published key."""
+    spec = env.text("CREDENTIAL_KEYS", "")
+    if spec:
+        return CredentialKeys.parse(spec), False
+    if env.text("TOKEN_KEYS", ""):
+        raise SettingsError(
+            f"{PREFIX}CREDENTIAL_KEYS is required once {PREFIX}TOKEN_KEYS is set: "
+            "kid:base64key with a 32-byte key (head -c 32 /dev/urandom | base64)"
+        )
+    return CredentialKeys.parse(DEV_CREDENTIAL_KEYS), True
 
 
 @dataclass(frozen=True)
@@ -59,11 +84,14 @@ class SchedulerSettings:
     webhook_timeout_s: float
     instance_id: str
     consumer_group: str
+    credential_keys: CredentialKeys = field(repr=False)
+    credential_dev_key: bool  # the public development key is in use
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SchedulerSettings:
         env = Env(environ)
         key_path = env.text("PACKAGE_PUBLIC_KEY", "")
+        cred_keys, cred_dev = credential_keys(env)
         settings = cls(
             common=CommonSettings.from_env(environ),
             http_host=env.text("SCHEDULER_HOST", "127.0.0.1"),
@@ -85,6 +113,8 @@ class SchedulerSettings:
             webhook_timeout_s=env.number("WEBHOOK_TIMEOUT_S", 10.0, min_value=0.1, max_value=120),
             instance_id=env.text("INSTANCE_ID", "") or uuid.uuid4().hex[:12],
             consumer_group=env.text("SCHEDULER_GROUP", "ota-scheduler"),
+            credential_keys=cred_keys,
+            credential_dev_key=cred_dev,
         )
         if settings.require_signature and settings.signing_key_path is None:
             raise SettingsError(
