@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Any
 from devices.behaviour import WELL_BEHAVED, Behaviour, FailStage, stage_of
 from devices.download import Download, DownloadError, Interrupted, fetch
 from devices.http import HttpClient
-from ota.catalog import RESULT_ALREADY_LATEST, RESULT_SUCCESS
+from ota.catalog import RESULT_ALREADY_LATEST, RESULT_INVALID_URI, RESULT_SUCCESS
 from ota.clock import now_ms
 from ota.protocol import (
     DownlinkType,
@@ -173,6 +174,9 @@ class DeviceAgent:
             if code != RESULT_SUCCESS:
                 await self._finish(event, code, current, "download failed")
                 return
+            if self.behaviour.mute_after_download:
+                self._mute()
+                return
             await self._progress(event, RESULT_SUCCESS, 95, current, "installing")
             if self.behaviour.install_s:
                 await asyncio.sleep(self.behaviour.install_s)
@@ -183,8 +187,10 @@ class DeviceAgent:
                 self.fw_version = target
             else:
                 self.sw_version = target
-            if self.behaviour.mute_after_install or not self.behaviour.report_result:
-                self._muted = self.behaviour.mute_after_install
+            if self.behaviour.mute_after_install:
+                self._mute()
+                return
+            if not self.behaviour.report_result:
                 self.outcome.finished_at = time.monotonic()
                 self.finished.set()
                 return
@@ -193,8 +199,15 @@ class DeviceAgent:
         finally:
             self._busy = None
 
+    def _mute(self) -> None:
+        self._muted = True
+        self.outcome.finished_at = time.monotonic()
+        self.finished.set()
+
     async def _download(self, kind: DownlinkType, event: Event, current: str) -> int:
         paras = event.paras
+        if not usable_url(paras["url"]):
+            return RESULT_INVALID_URI
         job = Download(
             url=paras["url"],
             size=paras["file_size"],
@@ -275,3 +288,13 @@ class DeviceAgent:
     async def _pause(self) -> None:
         if self.behaviour.slow_s:
             await asyncio.sleep(self.behaviour.slow_s)
+
+
+def usable_url(url: str) -> bool:
+    """An address the device can download from: http(s) with a host. Anything else is
+    reported as result code 11, IoTDA's "Invalid URI"."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)

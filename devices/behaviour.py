@@ -47,6 +47,7 @@ class Behaviour:
     progress_every_pct: int = 25  # download progress report granularity (0: none)
     report_result: bool = True  # False: install and switch version, never report the result
     mute_after_install: bool = False  # once installed, answer nothing (no result, no version)
+    mute_after_download: bool = False  # once downloaded, answer nothing (no install, no result)
     keepalive_s: int = 60
 
 

@@ -43,23 +43,27 @@ RESEND_BATCH = 500
 PHASE_FIELDS = {DownloadPhase.STARTED: "ps", DownloadPhase.FINISHED: "pf"}
 
 # KEYS[1]: the (package, device) hash {iv = "s:e,s:e...", fin = "1" once finished,
-#   ps / pf = time of a started / finished record not yet acknowledged by Kafka};
+#   ps / pf = time of a started / finished record not yet acknowledged by Kafka,
+#   t0 = when the cycle started, sv = bytes sent in the cycle (the finished record's figures)};
 # KEYS[2]: the outbox (sorted set of such hashes, by time).
 # ARGV[1]: package size; ARGV[2]: TTL seconds; ARGV[3]: interval cap; ARGV[4]: now (ms);
 # ARGV[5..]: start, end pairs (half-open, sorted, disjoint).
-# Returns {started, finished}: 1 when this call began or completed a download cycle.
+# Returns {started, finished, bytes sent in the cycle, ms since it started}: started /
+# finished are 1 when this call began or completed a download cycle.
 # A finished download fetched again from byte 0 starts a new cycle (a retried job).
 MERGE_SCRIPT = """
 local size = tonumber(ARGV[1])
 local cap = tonumber(ARGV[3])
 local now = ARGV[4]
-local old = redis.call('HMGET', KEYS[1], 'iv', 'fin')
+local old = redis.call('HMGET', KEYS[1], 'iv', 'fin', 't0', 'sv')
 local ivs = {}
 local fin = old[2] == '1'
 local started = 0
+local t0, sent = tonumber(old[3] or now), tonumber(old[4] or '0')
 if not old[1] or (fin and tonumber(ARGV[5]) == 0) then
   started = 1
   fin = false
+  t0, sent = tonumber(now), 0
 else
   for s, e in string.gmatch(old[1], '(%d+):(%d+)') do
     ivs[#ivs + 1] = {tonumber(s), tonumber(e)}
@@ -67,6 +71,7 @@ else
 end
 for i = 5, #ARGV, 2 do
   ivs[#ivs + 1] = {tonumber(ARGV[i]), tonumber(ARGV[i + 1])}
+  sent = sent + tonumber(ARGV[i + 1]) - tonumber(ARGV[i])
 end
 table.sort(ivs, function(a, b) return a[1] < b[1] end)
 local merged = {}
@@ -83,10 +88,12 @@ if not fin and #merged == 1 and merged[1][1] == 0 and merged[1][2] >= size then
   finished = 1
   fin = true
 end
-if #merged > cap then return {started, finished} end
+local took = tonumber(now) - t0
+if #merged > cap then return {started, finished, sent, took} end
 local parts = {}
 for i, iv in ipairs(merged) do parts[i] = iv[1] .. ':' .. iv[2] end
-redis.call('HSET', KEYS[1], 'iv', table.concat(parts, ','), 'fin', fin and '1' or '0')
+redis.call('HSET', KEYS[1], 'iv', table.concat(parts, ','), 'fin', fin and '1' or '0',
+  't0', t0, 'sv', sent)
 if started == 1 then
   redis.call('HDEL', KEYS[1], 'pf')  -- an earlier cycle's record is superseded
   redis.call('HSET', KEYS[1], 'ps', now)
@@ -94,7 +101,7 @@ end
 if finished == 1 then redis.call('HSET', KEYS[1], 'pf', now) end
 if started == 1 or finished == 1 then redis.call('ZADD', KEYS[2], now, KEYS[1]) end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
-return {started, finished}
+return {started, finished, sent, took}
 """
 
 # KEYS[1]: the hash; KEYS[2]: the outbox. ARGV[1]: the field (ps/pf); ARGV[2]: its time.
@@ -214,11 +221,11 @@ class ProgressRecorder:
             log.warning("progress store unavailable", extra={"error": str(exc)})
             self._keep(batch)
             return
-        for (device_id, sha), (started, finished) in zip(batch, outcomes, strict=True):
+        for (device_id, sha), (started, finished, sent, took) in zip(batch, outcomes, strict=True):
             if started:
                 self._emit(device_id, sha, DownloadPhase.STARTED, at)
             if finished:
-                self._emit(device_id, sha, DownloadPhase.FINISHED, at)
+                self._emit(device_id, sha, DownloadPhase.FINISHED, at, sent, took)
 
     def _apply(self, batch: dict[Key, tuple[int, list[intervals.Interval]]], at: int) -> list[Any]:
         pipe = self._store.pipeline(transaction=False)
@@ -260,22 +267,40 @@ class ProgressRecorder:
         for raw in due:
             key = raw.decode()
             found = parse_hash_key(key)
-            ps, pf = self._store.hmget(key, ["ps", "pf"])
+            ps, pf, t0, sent_bytes = self._store.hmget(key, ["ps", "pf", "t0", "sv"])
             if found is None or (ps is None and pf is None):
                 self._store.zrem(OUTBOX_KEY, key)  # acknowledged, expired or not ours
                 continue
             self._store.zadd(OUTBOX_KEY, {key: now_ms()})  # next try after another wait
-            for phase, at in ((DownloadPhase.STARTED, ps), (DownloadPhase.FINISHED, pf)):
-                if at is not None:
-                    self._emit(*found, phase, int(at))
-                    sent += 1
+            if ps is not None:
+                self._emit(*found, DownloadPhase.STARTED, int(ps))
+                sent += 1
+            if pf is not None:
+                took = int(pf) - int(t0 or pf)
+                self._emit(*found, DownloadPhase.FINISHED, int(pf), int(sent_bytes or 0), took)
+                sent += 1
         if sent:
             m.events_resent.inc(sent)
             log.warning("download records produced again", extra={"count": sent})
         return sent
 
-    def _emit(self, device_id: str, sha: str, phase: DownloadPhase, at: int) -> None:
-        record = DownloadRecord(device_id=device_id, package_sha256=sha, phase=phase, at_ms=at)
+    def _emit(
+        self,
+        device_id: str,
+        sha: str,
+        phase: DownloadPhase,
+        at: int,
+        bytes_served: int = 0,
+        duration_ms: int = 0,
+    ) -> None:
+        record = DownloadRecord(
+            device_id=device_id,
+            package_sha256=sha,
+            phase=phase,
+            bytes_served=bytes_served,
+            duration_ms=duration_ms,
+            at_ms=at,
+        )
         try:
             future = self._sink.send(self._topic, key=device_id.encode(), value=encode(record))
         except KafkaError as exc:

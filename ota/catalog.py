@@ -22,8 +22,8 @@ class FailureCause(IntEnum):
     UPDATE_START_TIMEOUT = 7
     RESULT_TIMEOUT = 8
     VERIFY_TIMEOUT = 9
-    CELL_ID_TIMEOUT = 10
-    INVALID_URI = 11
+    CELL_ID_TIMEOUT = 10  # NB-IoT only (LwM2M devices report a cell id): catalogued, never produced
+    INVALID_URI = 11  # device-side despite its number (reported as result code 11)
     SOURCE_VERSION_NOT_ALLOWED = 12
     # Device-side causes (result codes of upgrade_progress_report).
     DEVICE_BUSY = 20
@@ -47,7 +47,7 @@ class FailureCause(IntEnum):
 
     @property
     def side(self) -> str:
-        return "device" if self.value >= 20 else "platform"
+        return "device" if self.value >= 20 or self is FailureCause.INVALID_URI else "platform"
 
 
 _MESSAGES: dict[FailureCause, str] = {
@@ -86,6 +86,9 @@ _NOT_RETRYABLE = frozenset(
 
 RESULT_SUCCESS = 0
 RESULT_ALREADY_LATEST = 3
+# Not in IoTDA's MQTT result codes (0-10, 255): this platform's code for "the device could
+# not use the download URL" (malformed, unsupported scheme), IoTDA's "Invalid URI" cause.
+RESULT_INVALID_URI = 11
 
 # upgrade_progress_report result_code -> cause. 0 and 3 are not failures.
 _RESULT_CODE_CAUSES: dict[int, FailureCause] = {
@@ -98,6 +101,7 @@ _RESULT_CODE_CAUSES: dict[int, FailureCause] = {
     8: FailureCause.UNSUPPORTED_PACKAGE_TYPE,
     9: FailureCause.OUT_OF_MEMORY,
     10: FailureCause.UPDATE_FAILED,
+    RESULT_INVALID_URI: FailureCause.INVALID_URI,
     255: FailureCause.UPDATE_FAILED,
 }
 

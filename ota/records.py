@@ -161,6 +161,8 @@ class DownloadRecord:
     device_id: str
     package_sha256: str
     phase: DownloadPhase
+    bytes_served: int = 0  # finished: bytes sent in this download cycle (resends included)
+    duration_ms: int = 0  # finished: from the cycle's first byte to its last
     id: str = field(default_factory=new_id)
     at_ms: int = 0
 
@@ -373,6 +375,8 @@ _DECODERS: dict[str, Callable[[_Reader], Any]] = {
     "download": lambda r: DownloadRecord(
         package_sha256=r.get("package_sha256", str),
         phase=r.enum("phase", DownloadPhase),
+        bytes_served=r.non_negative("bytes_served", 0),
+        duration_ms=r.non_negative("duration_ms", 0),
         **_common(r),
     ),
     "timeout": lambda r: TimeoutRecord(

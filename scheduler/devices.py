@@ -71,20 +71,32 @@ return 1
 # stamped by different services (gateway, edge, sweeper) may reach the log out of time
 # order. A replayed entry keeps its place (NX). Within one task, newer means a later
 # attempt or a higher job version; time decides only between different tasks.
+# A download fact that reached a finished try after its result (`before_result`) is
+# placed just below that result's entry: the device downloaded before it reported. The
+# device hash remembers the last closing entry (`tl_close` = task|attempt|version, and
+# `tl_close_at` = its score); entry scores are integers, so a fraction below it fits.
 # KEYS[1] all-devices zset. ARGV[1] timeline cap, ARGV[2] a JSON array of [device hash,
 # timeline zset, device id, at_ms, task id, attempt, job_version, state, cause, task type,
-# timeline entry], all strings (one argument is far cheaper to send than eleven per event)
+# timeline entry, placement ('' | 'close' | a fraction below the closing entry)], all
+# strings (one argument is far cheaper to send than twelve per event)
 _JOB = """
 local cap = tonumber(ARGV[1])
-local function job(dev, tl, id, at_ms, task, attempt, version, state, cause, kind, entry)
+local function job(dev, tl, id, at_ms, task, attempt, version, state, cause, kind, entry,
+                   place)
   redis.call('ZADD', KEYS[1], 0, id)
   local at = tonumber(at_ms)
   local score = at
   local newest = redis.call('ZREVRANGE', tl, 0, 0, 'WITHSCORES')
   if newest[2] and tonumber(newest[2]) >= score then score = tonumber(newest[2]) + 1 end
+  local this = task .. '|' .. attempt .. '|' .. version
+  if place ~= '' and place ~= 'close' then
+    local closing = redis.call('HMGET', dev, 'tl_close', 'tl_close_at')
+    if closing[1] == this then score = tonumber(closing[2]) - tonumber(place) end
+  end
   if redis.call('ZSCORE', tl, entry) == false then
     redis.call('ZADD', tl, score, entry)
     redis.call('ZREMRANGEBYRANK', tl, 0, -cap - 1)
+    if place == 'close' then redis.call('HSET', dev, 'tl_close', this, 'tl_close_at', score) end
   end
   local a, v = tonumber(attempt), tonumber(version)
   if redis.call('HGET', dev, 'task') == task then
@@ -99,7 +111,7 @@ local function job(dev, tl, id, at_ms, task, attempt, version, state, cause, kin
   if kind ~= '' then redis.call('HSET', dev, 'task_type', kind) end
 end
 for _, e in ipairs(cjson.decode(ARGV[2])) do
-  job(e[1], e[2], e[3], e[4], e[5], e[6], e[7], e[8], e[9], e[10], e[11])
+  job(e[1], e[2], e[3], e[4], e[5], e[6], e[7], e[8], e[9], e[10], e[11], e[12])
 end
 return 1
 """
@@ -169,6 +181,7 @@ class Registry:
                         "" if event.cause is None else str(event.cause),
                         task_type,
                         timeline_entry(event).decode(),
+                        timeline_place(event),
                     ]
                     for event, task_type in events[start : start + CHUNK]
                 ]
@@ -379,6 +392,22 @@ def observation(record: DeviceEventRecord | PresenceRecord) -> tuple[str, str, s
     if record.event_type == "upgrade_progress_report":
         return "", "", "", _text(paras.get("version"))
     return "", "", "", ""
+
+
+# States that close a try: its result is the entry that before-result facts go below.
+_CLOSING = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "WAITING_RETRY"})
+# How far below the closing entry a before-result download fact goes (started first).
+_BEFORE_RESULT = {"DOWNLOADING": "0.6666", "DOWNLOADED": "0.3333"}
+
+
+def timeline_place(event: JobEventRecord) -> str:
+    """Where the entry goes: '' in log order, 'close' (it closes a try: remember its
+    place), or a fraction below the closing entry (a download fact from before it)."""
+    if event.from_state != event.to_state and event.to_state in _CLOSING:
+        return "close"
+    if event.detail.get("before_result") is True:
+        return _BEFORE_RESULT.get(event.to_state, "0.5")
+    return ""
 
 
 def timeline_entry(event: JobEventRecord) -> bytes:

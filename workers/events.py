@@ -69,6 +69,8 @@ class Event:
     version: str = ""
     device_event_id: str | None = None
     package_sha256: str = ""  # DOWNLOAD_*
+    bytes_served: int = 0  # DOWNLOAD_FINISHED: bytes the edge sent in this download
+    duration_ms: int = 0  # DOWNLOAD_FINISHED: from its first to its last byte
 
 
 def event_from_record(record: InboxRecord) -> Event:
@@ -90,7 +92,12 @@ def event_from_record(record: InboxRecord) -> Event:
             if record.phase is DownloadPhase.STARTED
             else Kind.DOWNLOAD_FINISHED
         )
-        return Event(kind, package_sha256=record.package_sha256.lower())
+        return Event(
+            kind,
+            package_sha256=record.package_sha256.lower(),
+            bytes_served=record.bytes_served,
+            duration_ms=record.duration_ms,
+        )
     if isinstance(record, TimeoutRecord):
         return Event(Kind.TIMEOUT, task_id=record.task_id, job_version=record.job_version)
     raise InvalidEventError("unknown_kind", f"{type(record).__name__} is not an inbox record")

@@ -10,11 +10,23 @@ Rules of this module:
 3. Effects are data (`workers.effects`); their ids come from `ref`, the record's place
    in the log, so a replay produces the same ids.
 
-Invariants (checked by tests/unit/workers/test_machine_props.py):
+Invariants (checked by tests/unit/workers/test_workers_machine_props.py):
 - a terminal job never changes; late, duplicate or older-attempt reports only add notes;
 - SUCCEEDED only when the target version was reported (result or version report);
 - every non-terminal job has a deadline, every terminal one none;
 - FAILED and WAITING_RETRY carry exactly one catalogued cause, other states none.
+
+IoTDA gives one window for download plus result (`upgrade_total_s`, 24 h by default).
+When it closes, the platform queries the version once more (VERIFYING): the target
+version is a success; otherwise the cause names the furthest stage the try reached
+(`Job.stage`): no download started, started but not finished, downloaded but no update
+progress, and after update progress either another version (result timeout) or silence
+(version check timeout). A state's own, shorter window fails with its own cause at once.
+
+The download edge's records race the device's own reports. A download fact that reaches
+a finished try (terminal or waiting to retry) after its result is a fact of that try:
+it is emitted as a note in the download state it stands for, marked `before_result`, so
+the timeline shows it before the result while the job itself does not move.
 """
 
 from __future__ import annotations
@@ -27,16 +39,22 @@ from typing import Any
 from ota.catalog import RESULT_ALREADY_LATEST, RESULT_SUCCESS, FailureCause, cause_for_result_code
 from ota.jobstates import CANCELLABLE, JobState
 from ota.records import ConflictPolicy, JobSpec
+from ota.tokens import TOKEN_LIFETIME_S
 from workers.effects import Effect, EmitJobEvent, SendUpgrade, SendVersionQuery
 from workers.events import Event, Kind
 from workers.model import DONE_KEPT, Device, Job
 
 S = JobState
-TOKEN_LIFETIME_S = 24 * 3600
 # Effect ids are `<ref>-<index>` with ref `w<partition>-<offset>` (see workers.effects).
 EFFECT_ID = re.compile(r"w[0-9]+-[0-9]+-[0-9]+")
-# States after the upgrade command went out, bounded together by upgrade_total_s.
-UPGRADING = frozenset({S.COMMAND_SENT, S.DOWNLOADING, S.DOWNLOADED, S.UPDATING, S.VERIFYING})
+# The post-command stages in order, and the cause when the last version query fails there.
+_STAGES = (S.COMMAND_SENT, S.DOWNLOADING, S.DOWNLOADED, S.UPDATING)
+_STAGE_CAUSES = {
+    S.COMMAND_SENT: FailureCause.DOWNLOAD_START_TIMEOUT,
+    S.DOWNLOADING: FailureCause.DOWNLOAD_FINISH_TIMEOUT,
+    S.DOWNLOADED: FailureCause.UPDATE_START_TIMEOUT,
+    S.UPDATING: FailureCause.RESULT_TIMEOUT,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +107,12 @@ class _Ctx:
         **detail: Any,
     ) -> Job:
         moved = replace(
-            job, state=to, version=job.version + 1, deadline_ms=deadline_ms, cause=cause
+            job,
+            state=to,
+            version=job.version + 1,
+            deadline_ms=deadline_ms,
+            cause=cause,
+            stage=_furthest(job.stage, to),
         )
         self.emit(moved, job.state, to, cause, detail)
         return moved
@@ -102,6 +125,12 @@ class _Ctx:
 
 
 # ------------------------------------------------------------------ shared steps
+
+
+def _furthest(stage: JobState | None, to: JobState) -> JobState | None:
+    if to not in _STAGES or (stage is not None and _STAGES.index(stage) >= _STAGES.index(to)):
+        return stage
+    return to
 
 
 def _fail(ctx: _Ctx, job: Job, cause: FailureCause, **detail: Any) -> Job:
@@ -139,10 +168,13 @@ def _send_upgrade(ctx: _Ctx, job: Job) -> Job:
     return replace(job, command_ms=ctx.now_ms, command_id=command_id)
 
 
-def _upgrade(ctx: _Ctx, job: Job) -> Job:
+def _upgrade(ctx: _Ctx, job: Job, reported: str | None) -> Job:
     sent = _send_upgrade(ctx, job)
     return ctx.move(
-        sent, S.COMMAND_SENT, _upgrade_deadline(ctx, sent, sent.spec.windows.download_start_s)
+        sent,
+        S.COMMAND_SENT,
+        _upgrade_deadline(ctx, sent, sent.spec.windows.download_start_s),
+        version=reported,
     )
 
 
@@ -162,7 +194,7 @@ def _evaluate_version(ctx: _Ctx, job: Job, reported: str | None) -> Job:
         return ctx.move(job, S.SUCCEEDED, None, version=reported, by="version_report")
     if package.allowed_sources and reported not in package.allowed_sources:
         return _fail(ctx, job, FailureCause.SOURCE_VERSION_NOT_ALLOWED, version=reported)
-    return _upgrade(ctx, job)
+    return _upgrade(ctx, job, reported)
 
 
 def _verify(ctx: _Ctx, job: Job) -> Job:
@@ -229,7 +261,7 @@ def _download_started(ctx: _Ctx, job: Job, ev: Event) -> Job:
         job,
         S.DOWNLOADING,
         _upgrade_deadline(ctx, job, job.spec.windows.download_finish_s),
-        by="edge",
+        **_download_detail(ev),
     )
 
 
@@ -238,7 +270,10 @@ def _download_finished(ctx: _Ctx, job: Job, ev: Event) -> Job:
         ctx.note(job, "other_package", package_sha256=ev.package_sha256)
         return job
     return ctx.move(
-        job, S.DOWNLOADED, _upgrade_deadline(ctx, job, job.spec.windows.update_start_s), by="edge"
+        job,
+        S.DOWNLOADED,
+        _upgrade_deadline(ctx, job, job.spec.windows.update_start_s),
+        **_download_detail(ev),
     )
 
 
@@ -281,7 +316,53 @@ def _verifying_version(ctx: _Ctx, job: Job, ev: Event) -> Job:
         return job
     if reported == job.spec.package.version:
         return ctx.move(job, S.SUCCEEDED, None, version=reported, by="verify")
-    return _fail(ctx, job, FailureCause.RESULT_TIMEOUT, version=reported)
+    return _fail(ctx, job, _stage_cause(job), version=reported, stage=_stage_name(job))
+
+
+def _verifying_timeout(ctx: _Ctx, job: Job, ev: Event) -> Job:
+    """No answer to the last version query: after update progress, IoTDA's "query device
+    version for check" timeout; before it, the stage the try stopped at."""
+    cause = FailureCause.VERIFY_TIMEOUT if job.stage is S.UPDATING else _stage_cause(job)
+    return _fail(ctx, job, cause, stage=_stage_name(job))
+
+
+def _stage_cause(job: Job) -> FailureCause:
+    return _STAGE_CAUSES[job.stage or S.COMMAND_SENT]
+
+
+def _stage_name(job: Job) -> str:
+    return (job.stage or S.COMMAND_SENT).value
+
+
+def _verifying_download(ctx: _Ctx, job: Job, ev: Event) -> Job:
+    """The edge's record of a download reached the last version query: the stage moves on."""
+    if ev.package_sha256 != job.spec.package.sha256.lower():
+        ctx.note(job, "other_package", package_sha256=ev.package_sha256)
+        return job
+    to = S.DOWNLOADING if ev.kind is Kind.DOWNLOAD_STARTED else S.DOWNLOADED
+    ctx.note(job, ev.kind.value, **_download_detail(ev))
+    return replace(job, stage=_furthest(job.stage, to))
+
+
+def _verifying_progress(ctx: _Ctx, job: Job, ev: Event) -> Job:
+    """A result ends the query; progress after the download counts as update progress."""
+    if ev.result_code == RESULT_SUCCESS and ev.progress is not None and ev.progress < 100:
+        if job.stage is S.DOWNLOADED:
+            return replace(job, stage=S.UPDATING)
+        return job
+    return _progress(ctx, job, ev)
+
+
+def _download_detail(ev: Event) -> dict[str, Any]:
+    detail: dict[str, Any] = {"by": "edge"}
+    if ev.kind is Kind.DOWNLOAD_FINISHED:
+        detail.update(bytes=ev.bytes_served, duration_ms=ev.duration_ms)
+    return detail
+
+
+def _timeout_updating(ctx: _Ctx, job: Job, ev: Event) -> Job:
+    """No result after update progress (its own window or the whole one): ask once more."""
+    return _verify(ctx, job)
 
 
 def _timeout_failing(cause: FailureCause) -> Handler:
@@ -292,8 +373,8 @@ def _timeout_failing(cause: FailureCause) -> Handler:
 
 
 def _timeout_upgrading(cause: FailureCause) -> Handler:
-    """A post-command window ran out: its own cause, or a last version query when the
-    overall upgrade window (download plus result) is what ran out."""
+    """A post-command window ran out: its own cause when that window was the shorter one,
+    else (download plus result ran out) a last version query."""
 
     def handler(ctx: _Ctx, job: Job, ev: Event) -> Job:
         if job.deadline_ms is not None and job.deadline_ms >= _total_deadline(job):
@@ -303,12 +384,8 @@ def _timeout_upgrading(cause: FailureCause) -> Handler:
     return handler
 
 
-def _timeout_updating(ctx: _Ctx, job: Job, ev: Event) -> Job:
-    return _verify(ctx, job)
-
-
 def _timeout_retry(ctx: _Ctx, job: Job, ev: Event) -> Job:
-    return _begin(ctx, replace(job, tries=job.tries + 1, command_id="", command_ms=0))
+    return _begin(ctx, replace(job, tries=job.tries + 1, command_id="", command_ms=0, stage=None))
 
 
 F = FailureCause
@@ -335,13 +412,16 @@ TRANSITIONS: dict[tuple[JobState, Kind], Handler] = {
     (S.UPDATING, Kind.PROGRESS): _progress,
     (S.UPDATING, Kind.TIMEOUT): _timeout_updating,
     (S.VERIFYING, Kind.VERSION): _verifying_version,
-    (S.VERIFYING, Kind.PROGRESS): _progress,
-    (S.VERIFYING, Kind.TIMEOUT): _timeout_failing(F.VERIFY_TIMEOUT),
+    (S.VERIFYING, Kind.PROGRESS): _verifying_progress,
+    (S.VERIFYING, Kind.DOWNLOAD_STARTED): _verifying_download,
+    (S.VERIFYING, Kind.DOWNLOAD_FINISHED): _verifying_download,
+    (S.VERIFYING, Kind.TIMEOUT): _verifying_timeout,
     (S.WAITING_RETRY, Kind.TIMEOUT): _timeout_retry,
 }
 
 # Reports a finished job notes on its timeline (versions and presence are routine).
 _NOTED_WHEN_FINISHED = frozenset({Kind.PROGRESS, Kind.DOWNLOAD_STARTED, Kind.DOWNLOAD_FINISHED})
+_DOWNLOAD_KINDS = frozenset({Kind.DOWNLOAD_STARTED, Kind.DOWNLOAD_FINISHED})
 
 
 # ------------------------------------------------------------------ device-level steps
@@ -384,6 +464,9 @@ def _dispatch(ctx: _Ctx, device: Device, ev: Event) -> Device:
     job = device.job
     if job is None:
         return device
+    if ev.kind in _DOWNLOAD_KINDS and _download_before_result(job, ev):
+        _note_download_before_result(ctx, job, ev)
+        return device
     if job.state.terminal:
         if ev.kind in _NOTED_WHEN_FINISHED:
             ctx.note(job, "late_report", event=ev.kind.value, result_code=ev.result_code)
@@ -393,6 +476,26 @@ def _dispatch(ctx: _Ctx, device: Device, ev: Event) -> Device:
         return device
     ctx.device = device
     return _with_job(device, handler(ctx, job, ev))
+
+
+def _download_before_result(job: Job, ev: Event) -> bool:
+    """The edge's record of a download stage this finished try never saw, for the package
+    its command asked for: the device went through it before it reported the result."""
+    stage = S.DOWNLOADING if ev.kind is Kind.DOWNLOAD_STARTED else S.DOWNLOADED
+    return (
+        (job.state.terminal or job.state is S.WAITING_RETRY)
+        and bool(job.command_id)
+        and ev.package_sha256 == job.spec.package.sha256.lower()
+        and _furthest(job.stage, stage) is not job.stage
+    )
+
+
+def _note_download_before_result(ctx: _Ctx, job: Job, ev: Event) -> None:
+    """Shown in the download state it stands for, at the job's version, so that views
+    keyed by (attempt, version) keep the result and the timeline places it before."""
+    state = S.DOWNLOADING if ev.kind is Kind.DOWNLOAD_STARTED else S.DOWNLOADED
+    detail = {"note": ev.kind.value, "before_result": True, **_download_detail(ev)}
+    ctx.emit(job, state, state, None, detail)
 
 
 def _with_job(device: Device, job: Job) -> Device:

@@ -29,6 +29,9 @@ class Job:
     cause: FailureCause | None = None  # set in FAILED and WAITING_RETRY
     command_ms: int = 0  # when the current upgrade command went out (start of upgrade_total_s)
     command_id: str = ""  # id of that command, which devices may echo as event_id
+    # The furthest post-command state this try reached (COMMAND_SENT .. UPDATING); kept
+    # through VERIFYING so the last version query's failure names the stage seen.
+    stage: JobState | None = None
 
     @property
     def task_id(self) -> str:
@@ -55,6 +58,3 @@ class Device:
         due = [j.deadline_ms for j in (self.job, *self.queue) if j is not None]
         present = [d for d in due if d is not None]
         return min(present) if present else None
-
-    def version_of(self, spec: JobSpec) -> str | None:
-        return self.fw_version if spec.task_type.version_field == "fw_version" else self.sw_version

@@ -22,7 +22,12 @@ from starlette.routing import Route
 from scheduler.api import routes as h
 from scheduler.api.spec import Endpoint, Handler, Param, openapi
 from scheduler.errors import Forbidden, SchedulerError, Unauthorized
-from scheduler.policy import MAX_IN_FLIGHT, MAX_RATE_PER_MIN
+from scheduler.policy import (
+    MAX_IN_FLIGHT,
+    MAX_RATE_PER_MIN,
+    MAX_RETRY_COUNT,
+    MAX_RETRY_INTERVAL_MIN,
+)
 from scheduler.services import Services
 from scheduler.settings import Scope
 
@@ -329,8 +334,12 @@ TASK_SCHEMA = {
             "type": "object",
             "properties": {
                 "schedule_time_ms": {"type": "integer", "description": "within 7 days"},
-                "retry_count": {"type": "integer", "minimum": 0, "maximum": 5},
-                "retry_interval_min": {"type": "integer", "minimum": 0, "maximum": 1440},
+                "retry_count": {"type": "integer", "minimum": 0, "maximum": MAX_RETRY_COUNT},
+                "retry_interval_min": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": MAX_RETRY_INTERVAL_MIN,
+                },
                 "timeouts": {"type": "object", "additionalProperties": {"type": "integer"}},
                 "rate_per_min": {"type": "integer", "minimum": 1, "maximum": MAX_RATE_PER_MIN},
                 "max_in_flight": {

@@ -109,10 +109,12 @@ class Rollout:
         return self.devices[self.ids[scenario]]
 
     def timeline(self, scenario: str) -> list[dict[str, Any]]:
+        """This task's entries, oldest first, in the order the API gives them (the order
+        the job saw them; never re-sorted by the stamps of different services' clocks)."""
         entries = [
             e for e in self.views[self.ids[scenario]]["timeline"] if e["task_id"] == self.task["id"]
         ]
-        return sorted(entries, key=lambda e: (e["at_ms"], e["job_version"]))
+        return entries[::-1]  # the API lists the newest first
 
     def timeline_states(self, scenario: str) -> list[str]:
         """The job states the device went through for this task, oldest first."""

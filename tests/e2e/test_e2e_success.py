@@ -23,6 +23,10 @@ async def test_one_device_upgrades_and_the_webhook_hears_it(e2e: E2E) -> None:
     assert states[0] in ("QUERYING_VERSION", "WAITING_ONLINE")
     assert "COMMAND_SENT" in states
     assert states[-1] == "SUCCEEDED"
+    assert states.index("DOWNLOADED") < states.index("SUCCEEDED")
+    [downloaded] = [e for e in rollout.timeline("ok") if e["to"] == "DOWNLOADED"]
+    assert downloaded["detail"]["bytes"] >= 256 * 1024
+    assert downloaded["detail"]["duration_ms"] >= 0
     [result] = rollout.device_results("ok")
     assert (result["state"], result["status"], result["cause"]) == ("SUCCEEDED", "Success", None)
     statuses = [n["status"] for n in rollout.notifications if n["kind"] == "task_status"]
