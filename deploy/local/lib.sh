@@ -24,12 +24,25 @@ MQTT_PLATFORM_PASSWORD=${OTA_MQTT_PLATFORM_PASSWORD:-ota-platform-secret}
 PARTITIONS=${OTA_PARTITIONS:-12}
 TOPIC_PREFIX=${OTA_TOPIC_PREFIX:-}
 KAFKA_BOOTSTRAP=$HOST:$KAFKA_PORT
+# The device broker (HiveMQ CE + the project's extension, deploy/broker; docs/broker.md). It
+# runs beside Mosquitto on its own ports until the platform switches over. Devices are
+# authenticated by the scheduler's API (its development broker key by default).
+BROKER_TLS_PORT=${OTA_BROKER_TLS_PORT:-8883}
+BROKER_PORT=${OTA_BROKER_PORT:-1893}
+BROKER_PLATFORM_PORT=${OTA_BROKER_PLATFORM_PORT:-1894}
+BROKER_METRICS_PORT=${OTA_BROKER_METRICS_PORT:-9410}
+BROKER_AUTH_URL=${OTA_BROKER_AUTH_URL:-http://$HOST:${OTA_SCHEDULER_PORT:-8080}/v1/broker/authenticate}
+BROKER_AUTH_KEY=${OTA_BROKER_AUTH_KEY:-dev-broker-key}
+BROKER_HEAP_OPTS=${OTA_BROKER_HEAP_OPTS:--Xms128m -Xmx768m}
+BROKER_SRC=$REPO_DIR/deploy/broker
+BROKER_LIB=$STATE_DIR/broker/lib
+TLS_DIR=$STATE_DIR/tls
 
 # Seconds to wait for a service to answer after start, and for it to exit on SIGTERM.
 START_TIMEOUT=${OTA_START_TIMEOUT_S:-120}
 STOP_TIMEOUT=${OTA_STOP_TIMEOUT_S:-30}
 
-SERVICES=(kafka redis mosquitto)
+SERVICES=(kafka redis mosquitto broker)
 
 say() {
   local who=$1
@@ -59,6 +72,22 @@ check_settings() {
 
 # --- processes and ports -------------------------------------------------------------
 
+check_broker_settings() {
+  local name value
+  for name in BROKER_TLS_PORT BROKER_PORT BROKER_PLATFORM_PORT BROKER_METRICS_PORT; do
+    value=${!name}
+    if [[ ! $value =~ ^[0-9]+$ ]] || ((value < 1 || value > 65535)); then
+      die "OTA_$name=$value is not a TCP port (1-65535)"
+    fi
+  done
+  local ports="$KAFKA_PORT $KAFKA_CONTROLLER_PORT $REDIS_PORT $MQTT_PORT $MQTT_PLATFORM_PORT"
+  ports+=" $BROKER_TLS_PORT $BROKER_PORT $BROKER_PLATFORM_PORT $BROKER_METRICS_PORT"
+  [[ $(tr ' ' '\n' <<<"$ports" | sort -u | wc -l) -eq 9 ]] \
+    || die "the broker's four ports must differ from each other and the other services', got: $ports"
+  [[ $BROKER_AUTH_URL =~ ^https?://[^/]+ ]] || die "OTA_BROKER_AUTH_URL=$BROKER_AUTH_URL is not an http(s) URL"
+  [[ -n $BROKER_AUTH_KEY ]] || die "OTA_BROKER_AUTH_KEY must not be empty"
+}
+
 pid_file() { printf '%s/%s/%s.pid' "$STATE_DIR" "$1" "$1"; }
 
 # The executable each service runs as; a pid whose command line lacks it is a stale file.
@@ -67,6 +96,7 @@ service_command() {
     kafka) echo "kafka.Kafka" ;;
     redis) echo "redis-server" ;;
     mosquitto) echo "mosquitto" ;;
+    broker) echo "io.otarollout.broker.Launcher" ;;
     *) die "unknown service $1" ;;
   esac
 }
@@ -170,10 +200,18 @@ mqtt_answers() {
     -t '$SYS/broker/version' -E -W 5 >/dev/null 2>&1
 }
 
+# The broker's /health says 200 once HiveMQ started and every listener accepts connections
+# (a device-side MQTT probe would show up as a fake device, and needs the control plane).
+broker_answers() {
+  port_open "$BROKER_PLATFORM_PORT" || return 1
+  curl -fsS -m 2 -o /dev/null "http://$HOST:$BROKER_METRICS_PORT/health"
+}
+
 service_answers() {
   case $1 in
     kafka) kafka_answers 5 >/dev/null 2>&1 ;;
     redis) redis_answers ;;
     mosquitto) mqtt_answers ;;
+    broker) broker_answers ;;
   esac
 }

@@ -1,0 +1,116 @@
+package io.otarollout.broker;
+
+import java.net.URI;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.HashMap;
+import java.util.Map;
+
+/**
+ * Every setting of the broker, read once at start from OTA_BROKER_* variables (plus the
+ * platform account, OTA_MQTT_PLATFORM_USER/_PASSWORD, shared with the rest of the stack).
+ * A port of 0 switches that listener off. See docs/broker.md for the table.
+ */
+public record BrokerConfig(
+        Path stateDir,
+        String deviceHost,
+        int tlsPort,
+        int plainPort,
+        String platformHost,
+        int platformPort,
+        String metricsHost,
+        int metricsPort,
+        Path tlsKeystore,
+        String tlsKeystorePassword,
+        URI authUrl,
+        String authKey,
+        Duration authTimeout,
+        String platformUser,
+        String platformPassword,
+        int maxPacketBytes,
+        int receiveMaximum,
+        int maxQueuedMessages,
+        int sessionExpiryMaxSeconds,
+        int maxConnections,
+        int connectRatePerSecond) {
+
+    public static final String TLS_LISTENER = "device-tls";
+    public static final String PLAIN_LISTENER = "device-plain";
+    public static final String PLATFORM_LISTENER = "platform";
+
+    public static BrokerConfig fromEnv(Map<String, String> env) {
+        EnvReader in = new EnvReader(env);
+        int tlsPort = in.port("OTA_BROKER_TLS_PORT", 8883);
+        boolean tls = tlsPort != 0;
+        BrokerConfig config = new BrokerConfig(
+                in.path("OTA_BROKER_STATE_DIR", "the folder for HiveMQ's config and data"),
+                in.string("OTA_BROKER_HOST", "127.0.0.1"),
+                tlsPort,
+                in.port("OTA_BROKER_PORT", 1893),
+                in.string("OTA_BROKER_PLATFORM_HOST", "127.0.0.1"),
+                in.port("OTA_BROKER_PLATFORM_PORT", 1894),
+                in.string("OTA_BROKER_METRICS_HOST", "127.0.0.1"),
+                in.port("OTA_BROKER_METRICS_PORT", 9410),
+                tls ? in.path("OTA_BROKER_TLS_KEYSTORE", "PKCS12 keystore of the TLS listener")
+                        : Path.of("."),
+                tls ? in.required("OTA_BROKER_TLS_KEYSTORE_PASSWORD", "the keystore's password")
+                        : "",
+                in.httpUrl("OTA_BROKER_AUTH_URL", "the control plane's device authentication"),
+                in.required("OTA_BROKER_AUTH_KEY", "bearer key for the authentication call"),
+                Duration.ofMillis(in.integer("OTA_BROKER_AUTH_TIMEOUT_MS", 2000, 50, 60_000)),
+                in.required("OTA_MQTT_PLATFORM_USER", "the platform services' MQTT account"),
+                in.required("OTA_MQTT_PLATFORM_PASSWORD", "the platform account's password"),
+                in.integer("OTA_BROKER_MAX_PACKET_BYTES", 1 << 20, 1024, 268_435_460),
+                in.integer("OTA_BROKER_RECEIVE_MAXIMUM", 1000, 1, 65_535),
+                in.integer("OTA_BROKER_MAX_QUEUED_MESSAGES", 100_000, 1, Integer.MAX_VALUE),
+                in.integer("OTA_BROKER_SESSION_EXPIRY_MAX_S", 86_400, 0, Integer.MAX_VALUE),
+                in.integer("OTA_BROKER_MAX_CONNECTIONS", -1, -1, Integer.MAX_VALUE),
+                in.integer("OTA_BROKER_CONNECT_RATE_PER_S", 0, 0, 1_000_000));
+        config.checkPorts(in);
+        in.check();
+        return config;
+    }
+
+    private void checkPorts(EnvReader in) {
+        if (platformPort == 0) {
+            in.problem("OTA_BROKER_PLATFORM_PORT must not be 0: the platform needs its listener");
+        }
+        if (tlsPort == 0 && plainPort == 0) {
+            in.problem("OTA_BROKER_TLS_PORT and OTA_BROKER_PORT are both 0: no device listener");
+        }
+        Map<Integer, String> seen = new HashMap<>();
+        String[][] ports = {
+            {"OTA_BROKER_TLS_PORT", Integer.toString(tlsPort)},
+            {"OTA_BROKER_PORT", Integer.toString(plainPort)},
+            {"OTA_BROKER_PLATFORM_PORT", Integer.toString(platformPort)},
+            {"OTA_BROKER_METRICS_PORT", Integer.toString(metricsPort)},
+        };
+        for (String[] entry : ports) {
+            int port = Integer.parseInt(entry[1]);
+            String before = seen.putIfAbsent(port, entry[0]);
+            if (port != 0 && before != null) {
+                in.problem(entry[0] + " and " + before + " are both " + port);
+            }
+        }
+    }
+
+    public Path configFolder() {
+        return stateDir.resolve("conf");
+    }
+
+    public Path dataFolder() {
+        return stateDir.resolve("data");
+    }
+
+    public Path extensionsFolder() {
+        return stateDir.resolve("extensions");
+    }
+
+    /** Never prints secrets: records' default toString would. */
+    @Override
+    public String toString() {
+        return "BrokerConfig[devices tls " + deviceHost + ":" + tlsPort + ", plain " + deviceHost
+                + ":" + plainPort + ", platform " + platformHost + ":" + platformPort + ", metrics "
+                + metricsHost + ":" + metricsPort + ", auth " + authUrl + ", state " + stateDir + "]";
+    }
+}

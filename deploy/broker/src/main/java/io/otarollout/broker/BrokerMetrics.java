@@ -1,0 +1,69 @@
+package io.otarollout.broker;
+
+import java.util.Map;
+import java.util.TreeMap;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.LongAdder;
+
+/**
+ * The extension's counters, rendered in Prometheus' text format by {@link #render()}.
+ * Label values come only from {@link Reason}, so their number is bounded.
+ */
+final class BrokerMetrics {
+    enum Kind { DEVICE, PLATFORM }
+
+    private final Map<Reason, LongAdder> connects = new ConcurrentHashMap<>();
+    private final Map<Kind, AtomicLong> connected = new ConcurrentHashMap<>();
+    private final LongAdder kicks = new LongAdder();
+    private final LongAdder presenceFailures = new LongAdder();
+
+    void connect(Reason reason) {
+        connects.computeIfAbsent(reason, r -> new LongAdder()).increment();
+    }
+
+    void connected(Kind kind) {
+        connected.computeIfAbsent(kind, k -> new AtomicLong()).incrementAndGet();
+    }
+
+    void disconnected(Kind kind) {
+        connected.computeIfAbsent(kind, k -> new AtomicLong()).decrementAndGet();
+    }
+
+    long connectedNow(Kind kind) {
+        AtomicLong count = connected.get(kind);
+        return count == null ? 0 : count.get();
+    }
+
+    void kick() {
+        kicks.increment();
+    }
+
+    void presenceFailed() {
+        presenceFailures.increment();
+    }
+
+    String render() {
+        StringBuilder out = new StringBuilder(1024);
+        out.append("# HELP ota_broker_connects_total CONNECTs by outcome and reason.\n")
+                .append("# TYPE ota_broker_connects_total counter\n");
+        Map<String, Long> sorted = new TreeMap<>();
+        connects.forEach((reason, count) -> sorted.put(reason.code(), count.sum()));
+        sorted.forEach((reason, count) -> out.append("ota_broker_connects_total{result=\"")
+                .append("ok".equals(reason) ? "allow" : "deny").append("\",reason=\"")
+                .append(reason).append("\"} ").append(count).append('\n'));
+        out.append("# HELP ota_broker_connected_clients Clients connected now.\n")
+                .append("# TYPE ota_broker_connected_clients gauge\n");
+        for (Kind kind : Kind.values()) {
+            out.append("ota_broker_connected_clients{kind=\"").append(kind.name().toLowerCase())
+                    .append("\"} ").append(connectedNow(kind)).append('\n');
+        }
+        out.append("# HELP ota_broker_kicks_total Kick requests from the platform.\n")
+                .append("# TYPE ota_broker_kicks_total counter\n")
+                .append("ota_broker_kicks_total ").append(kicks.sum()).append('\n')
+                .append("# HELP ota_broker_presence_failures_total Presence events not published.\n")
+                .append("# TYPE ota_broker_presence_failures_total counter\n")
+                .append("ota_broker_presence_failures_total ").append(presenceFailures.sum()).append('\n');
+        return out.toString();
+    }
+}

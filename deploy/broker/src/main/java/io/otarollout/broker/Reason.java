@@ -1,0 +1,50 @@
+package io.otarollout.broker;
+
+import com.hivemq.extension.sdk.api.packets.connect.ConnackReasonCode;
+import java.util.Locale;
+import java.util.Optional;
+
+/**
+ * Why a connection was accepted or refused: the control plane's reason codes plus the
+ * extension's own. The code is the metrics label and the log word; the CONNACK is what the
+ * client sees (HiveMQ maps it to a 3.1.1 return code for MQTT 3 clients).
+ */
+enum Reason {
+    OK(ConnackReasonCode.SUCCESS),
+    // The control plane's (POST {OTA_BROKER_AUTH_URL} answers one of these).
+    MALFORMED_CLIENT_ID(ConnackReasonCode.BAD_USER_NAME_OR_PASSWORD),
+    UNKNOWN_DEVICE(ConnackReasonCode.BAD_USER_NAME_OR_PASSWORD),
+    BAD_PASSWORD(ConnackReasonCode.BAD_USER_NAME_OR_PASSWORD),
+    DISABLED(ConnackReasonCode.NOT_AUTHORIZED),
+    CLOCK_SKEW(ConnackReasonCode.BAD_USER_NAME_OR_PASSWORD),
+    USERNAME_MISMATCH(ConnackReasonCode.BAD_USER_NAME_OR_PASSWORD),
+    /** A deny with a reason this broker does not know (kept out of the metric's labels). */
+    DENIED(ConnackReasonCode.NOT_AUTHORIZED),
+    // The extension's.
+    AUTH_UNAVAILABLE(ConnackReasonCode.SERVER_UNAVAILABLE),
+    DEVICE_ON_PLATFORM_LISTENER(ConnackReasonCode.NOT_AUTHORIZED),
+    PLATFORM_ON_DEVICE_LISTENER(ConnackReasonCode.NOT_AUTHORIZED),
+    RATE_LIMITED(ConnackReasonCode.SERVER_BUSY);
+
+    final ConnackReasonCode connack;
+
+    Reason(ConnackReasonCode connack) {
+        this.connack = connack;
+    }
+
+    String code() {
+        return name().toLowerCase(Locale.ROOT);
+    }
+
+    /** The reasons the control plane may send with a deny. */
+    static Optional<Reason> ofControlPlane(String code) {
+        for (Reason reason : values()) {
+            if (reason.ordinal() >= MALFORMED_CLIENT_ID.ordinal()
+                    && reason.ordinal() <= USERNAME_MISMATCH.ordinal()
+                    && reason.code().equals(code)) {
+                return Optional.of(reason);
+            }
+        }
+        return Optional.empty();
+    }
+}

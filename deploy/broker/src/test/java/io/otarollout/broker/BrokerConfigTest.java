@@ -1,0 +1,97 @@
+package io.otarollout.broker;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.HashMap;
+import java.util.Map;
+import org.junit.jupiter.api.Test;
+
+class BrokerConfigTest {
+    private static Map<String, String> minimal() {
+        Map<String, String> env = new HashMap<>();
+        env.put("OTA_BROKER_STATE_DIR", "/tmp/broker");
+        env.put("OTA_BROKER_TLS_KEYSTORE", "/tmp/tls/server.p12");
+        env.put("OTA_BROKER_TLS_KEYSTORE_PASSWORD", "ks-secret");
+        env.put("OTA_BROKER_AUTH_URL", "http://127.0.0.1:8080/v1/broker/authenticate");
+        env.put("OTA_BROKER_AUTH_KEY", "dev-broker-key");
+        env.put("OTA_MQTT_PLATFORM_USER", "ota-platform");
+        env.put("OTA_MQTT_PLATFORM_PASSWORD", "platform-secret");
+        return env;
+    }
+
+    @Test
+    void defaults() {
+        BrokerConfig config = BrokerConfig.fromEnv(minimal());
+        assertEquals(8883, config.tlsPort());
+        assertEquals(1893, config.plainPort());
+        assertEquals(1894, config.platformPort());
+        assertEquals(9410, config.metricsPort());
+        assertEquals("127.0.0.1", config.platformHost());
+        assertEquals(Duration.ofSeconds(2), config.authTimeout());
+        assertEquals(1000, config.receiveMaximum());
+        assertEquals(0, config.connectRatePerSecond());
+        assertEquals(Path.of("/tmp/broker/conf"), config.configFolder());
+    }
+
+    @Test
+    void reportsEveryBadVariableAtOnce() {
+        Map<String, String> env = minimal();
+        env.put("OTA_BROKER_TLS_PORT", "88830");
+        env.put("OTA_BROKER_AUTH_URL", "ftp://x");
+        env.put("OTA_BROKER_RECEIVE_MAXIMUM", "lots");
+        env.remove("OTA_MQTT_PLATFORM_PASSWORD");
+        String message = assertThrows(ConfigException.class, () -> BrokerConfig.fromEnv(env)).getMessage();
+        for (String name : new String[] {"OTA_BROKER_TLS_PORT=88830", "OTA_BROKER_AUTH_URL=ftp://x",
+                "OTA_BROKER_RECEIVE_MAXIMUM=lots", "OTA_MQTT_PLATFORM_PASSWORD is not set"}) {
+            assertTrue(message.contains(name), message);
+        }
+    }
+
+    @Test
+    void portsMustDifferAndAPlatformListenerExists() {
+        Map<String, String> env = minimal();
+        env.put("OTA_BROKER_PORT", "1894");
+        assertThrows(ConfigException.class, () -> BrokerConfig.fromEnv(env));
+        env.put("OTA_BROKER_PORT", "1893");
+        env.put("OTA_BROKER_PLATFORM_PORT", "0");
+        assertThrows(ConfigException.class, () -> BrokerConfig.fromEnv(env));
+    }
+
+    @Test
+    void tlsOffNeedsNoKeystore() {
+        Map<String, String> env = minimal();
+        env.put("OTA_BROKER_TLS_PORT", "0");
+        env.remove("OTA_BROKER_TLS_KEYSTORE");
+        env.remove("OTA_BROKER_TLS_KEYSTORE_PASSWORD");
+        assertEquals(0, BrokerConfig.fromEnv(env).tlsPort());
+    }
+
+    @Test
+    void toStringHidesSecrets() {
+        String text = BrokerConfig.fromEnv(minimal()).toString();
+        for (String secret : new String[] {"ks-secret", "dev-broker-key", "platform-secret"}) {
+            assertFalse(text.contains(secret), text);
+        }
+    }
+
+    @Test
+    void configXmlHasTheListenersAndLimits() {
+        Map<String, String> env = minimal();
+        env.put("OTA_BROKER_TLS_KEYSTORE_PASSWORD", "a<b&c");
+        String xml = HiveMqConfigXml.render(BrokerConfig.fromEnv(env));
+        assertTrue(xml.contains("<port>8883</port>"));
+        assertTrue(xml.contains("<name>device-tls</name>"));
+        assertTrue(xml.contains("<name>device-plain</name>"));
+        assertTrue(xml.contains("<name>platform</name>"));
+        assertTrue(xml.contains("<password>a&lt;b&amp;c</password>"));
+        assertTrue(xml.contains("<server-receive-maximum>1000</server-receive-maximum>"));
+        assertTrue(xml.contains("<mode>in-memory</mode>"));
+        env.put("OTA_BROKER_PORT", "0");
+        assertFalse(HiveMqConfigXml.render(BrokerConfig.fromEnv(env)).contains("device-plain"));
+    }
+}
