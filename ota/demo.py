@@ -31,7 +31,7 @@ from kafka.admin import KafkaAdminClient
 
 from devices.report import merge
 from ota.demo_env import StackPlan, stack_env
-from ota.demo_fleet import Mix
+from ota.demo_fleet import Mix, verdict
 from ota.demo_progress import Progress, summary_lines
 from ota.demo_stack import REPO, Stack, StackError
 
@@ -364,7 +364,13 @@ async def rollout(args: argparse.Namespace, stack: Stack) -> int:
     if interrupted.is_set():
         print("[demo] interrupted")
         return 130
-    return 0 if task.get("status") in FINISHED else 1
+    if task.get("status") not in FINISHED:
+        print(f"[demo] FAILED: the task did not finish within {args.timeout_s:.0f}s")
+        return 1
+    problems = verdict(task, ready["kinds"])
+    for problem in problems:
+        print(f"[demo] FAILED: {problem}")
+    return 1 if problems else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -129,6 +129,27 @@ def kinds(device_ids: list[str], mix: Mix) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+# Kinds whose devices end FAILED whatever the platform does (gone past the online window,
+# a source version the package refuses, a device that reports a failure code).
+FAILING_KINDS = frozenset({"offline_gone", "unsupported", "fails"})
+
+
+def verdict(task: Mapping[str, object], kinds: Mapping[str, int]) -> list[str]:
+    """Why the finished task is not what the fleet's mix predicts ([] when it is)."""
+    failed = sum(n for kind, n in kinds.items() if kind in FAILING_KINDS)
+    succeeded = sum(kinds.values()) - failed
+    status = "Success" if not failed else "Fail" if not succeeded else "PartialSuccess"
+    progress = task.get("progress")
+    got = progress if isinstance(progress, Mapping) else {}
+    problems = []
+    if task.get("status") != status:
+        problems.append(f"the task ended {task.get('status')!r}, the mix predicts {status!r}")
+    for name, wanted in (("succeeded", succeeded), ("failed", failed)):
+        if got.get(name) != wanted:
+            problems.append(f"{got.get(name)} devices {name}, the mix predicts {wanted}")
+    return problems
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m ota.demo_fleet", description=__doc__)
     parser.add_argument("--size", type=int, required=True)
