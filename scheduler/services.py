@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 import redis.asyncio
@@ -14,14 +15,18 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from scheduler.blobs import BlobStore
 from scheduler.bus import Producer
+from scheduler.credentials import Credentials, RevokeHook, count_revocation
 from scheduler.devices import Registry
 from scheduler.notify import Notifier
 from scheduler.packages import Packages
+from scheduler.secretbox import SecretBox
 from scheduler.settings import SchedulerSettings
 from scheduler.signing import load_public_key
 from scheduler.tasks import Tasks
 from scheduler.taskstate import TaskState
 from scheduler.webhooks import Webhooks
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -37,6 +42,11 @@ class Services:
     tasks: Tasks
     webhooks: Webhooks
     wake: asyncio.Event
+    credentials: Credentials
+    # Awaited with (device id, "rotated" | "disabled" | "deleted") after Redis has the
+    # change: the seam through which the broker will disconnect the device's session.
+    # Today it holds `count_revocation`; append a hook to act on revocations.
+    on_revoked: list[RevokeHook]
 
     @classmethod
     def build(cls, settings: SchedulerSettings) -> Services:
@@ -74,6 +84,13 @@ class Services:
         notifier = Notifier(r, producer, common.topics)
         wake = asyncio.Event()
         tasks = Tasks(r, producer, common.topics, packages, registry, state, notifier, wake)
+        if settings.credential_dev_key:
+            log.warning(
+                "device secrets are sealed with the public development key: "
+                "set OTA_CREDENTIAL_KEYS outside development"
+            )
+        on_revoked: list[RevokeHook] = [count_revocation]
+        credentials = Credentials(r, SecretBox(settings.credential_keys), on_revoked)
         return cls(
             settings,
             r,
@@ -86,6 +103,8 @@ class Services:
             tasks,
             Webhooks(r),
             wake,
+            credentials,
+            on_revoked,
         )
 
     async def close(self) -> None:

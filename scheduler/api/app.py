@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from scheduler.api import credential_routes
 from scheduler.api import routes as h
 from scheduler.api.spec import Endpoint, Handler, Param, openapi
 from scheduler.errors import Forbidden, SchedulerError, Unauthorized
@@ -300,6 +301,7 @@ def endpoints() -> list[Endpoint]:
             (HOOK, LIMIT),
             responses={200: "OK", 404: "unknown webhook"},
         ),
+        *credential_routes.endpoints(),
     ]
 
 

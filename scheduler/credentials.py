@@ -1,0 +1,258 @@
+"""Device credentials: each device's secret, sealed in Redis, and the broker's check against it.
+
+One small hash per device, `ota:sched:cred:<device id>`: `kid` (the sealing key's id),
+`box` (base64 of nonce || ciphertext || tag, see `scheduler.secretbox`), `on` (`1`
+enabled, `0` disabled), `created_ms` and, once rotated, `rotated_ms`. A secret is returned
+once, when it is set (generated, or given by the caller), and never logged or shown again.
+
+Revocations (rotate, disable, delete) call every hook in `on_revoked` with the device id
+and what happened, after Redis has the change. This is the seam through which the broker
+will disconnect the device's live session; today the one hook counts revocations
+(`ota_scheduler_credentials_revoked_total{action}`). A hook is awaited in the request that
+revoked: it must bound its own time and retries.
+
+Redis is the only store of credentials (no compacted topic holds them, unlike packages and
+tasks): it runs with AOF, and losing it means re-importing the fleet's secrets.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis.asyncio
+
+from ota import device_auth
+from ota.clock import now_ms
+from ota.device_auth import Decision, Reason
+from ota.metrics import counter
+from ota.protocol import ProtocolError, check_device_id
+from scheduler import keys
+from scheduler.errors import Conflict, NotFound, SchedulerError, ValidationError
+from scheduler.secretbox import SecretBox, SecretBoxError
+
+log = logging.getLogger(__name__)
+
+# IoTDA's rule for device secrets: 8-32 letters, digits, _ and -.
+SECRET = re.compile(r"[A-Za-z0-9_\-]{8,32}")
+GENERATED_SECRET_BYTES = 24  # token_urlsafe: 32 characters, inside IoTDA's rule
+FIELDS = ("kid", "box", "on")
+
+REVOKED = counter(
+    "scheduler",
+    "credentials_revoked_total",
+    "Device credentials revoked (rotated, disabled, deleted): sessions to disconnect",
+    ("action",),
+)
+
+RevokeHook = Callable[[str, str], Awaitable[None]]  # (device id, "rotated"|"disabled"|"deleted")
+
+
+async def count_revocation(device_id: str, action: str) -> None:
+    REVOKED.labels(action).inc()
+
+
+def record_key(device_id: str) -> str:
+    # Beside the registry's keys (scheduler/keys.py): not hash-tagged, like all of them.
+    return f"{keys.P}cred:{device_id}"
+
+
+# Register unless present. KEYS[1] the record; ARGV kid, box, created_ms. Returns 1 or 0.
+_REGISTER = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'kid', ARGV[1], 'box', ARGV[2], 'on', '1', 'created_ms', ARGV[3])
+return 1
+"""
+
+# Replace the secret of a present record. KEYS[1] the record; ARGV kid, box, rotated_ms.
+_ROTATE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'kid', ARGV[1], 'box', ARGV[2], 'rotated_ms', ARGV[3])
+return 1
+"""
+
+# Set the enabled flag. KEYS[1] the record; ARGV[1] '1' or '0'.
+# Returns -1 no such record, 0 already so, 1 changed.
+_SET_ENABLED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('HGET', KEYS[1], 'on') == ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'on', ARGV[1])
+return 1
+"""
+
+# Register many, each only if absent, in order (a device twice in one batch: the first
+# wins). No KEYS: records are named from ARGV[1], the record key prefix, as the registry's
+# scripts name their index keys. ARGV[2] created_ms, ARGV[3] a JSON array of
+# [device id, kid, box]. Returns one 1 (stored) or 0 (already registered) per entry.
+_IMPORT = """
+local out = {}
+for i, e in ipairs(cjson.decode(ARGV[3])) do
+  local k = ARGV[1] .. e[1]
+  if redis.call('EXISTS', k) == 1 then
+    out[i] = 0
+  else
+    redis.call('HSET', k, 'kid', e[2], 'box', e[3], 'on', '1', 'created_ms', ARGV[2])
+    out[i] = 1
+  end
+end
+return out
+"""
+
+
+class CredentialUnreadable(SchedulerError):  # noqa: N818 - names what is wrong
+    """A stored secret cannot be opened: its key was removed from the settings, or the
+    record was altered. The platform's fault, not the device's: 500, logged."""
+
+    status = 500
+    code = "credential_unreadable"
+
+
+def check_secret(secret: Any, field: str = "secret") -> str:
+    if not isinstance(secret, str):
+        raise ValidationError(f"{field} must be a string", code="wrong_type", field=field)
+    if not SECRET.fullmatch(secret):
+        # The message never repeats the secret: it may be a real one with a typo.
+        raise ValidationError(
+            f"{field} must be 8-32 of letters, digits, _ and - (IoTDA's rule)",
+            code="bad_secret",
+            field=field,
+        )
+    return secret
+
+
+def check_device(device_id: str, field: str = "device_id") -> str:
+    try:
+        return check_device_id(device_id)
+    except ProtocolError as exc:
+        raise ValidationError(exc.message, code="bad_device_id", field=field) from None
+
+
+def generate_secret() -> str:
+    return secrets.token_urlsafe(GENERATED_SECRET_BYTES)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportEntry:
+    line: int
+    device_id: str  # checked
+    secret: str | None  # checked; None: generate one
+
+
+class Credentials:
+    def __init__(
+        self, r: redis.asyncio.Redis[bytes], box: SecretBox, on_revoked: list[RevokeHook]
+    ) -> None:
+        self._r, self._box = r, box
+        # The caller's list, not a copy: hooks added after start are called too.
+        self.on_revoked = on_revoked
+        self._register = r.register_script(_REGISTER)
+        self._rotate = r.register_script(_ROTATE)
+        self._set_enabled = r.register_script(_SET_ENABLED)
+        self._import = r.register_script(_IMPORT)
+
+    def _seal(self, device_id: str, secret: str) -> tuple[str, str]:
+        kid, sealed = self._box.seal(device_id, secret)
+        return kid, base64.b64encode(sealed).decode()
+
+    async def _revoked(self, device_id: str, action: str) -> None:
+        log.info("credentials of %s %s", device_id, action)
+        for hook in self.on_revoked:
+            await hook(device_id, action)
+
+    # ------------------------------------------------------------ operator actions
+
+    async def register(self, device_id: str, secret: str | None) -> tuple[dict[str, Any], str]:
+        """Store a device's secret (generated when None): (status, the secret)."""
+        secret = generate_secret() if secret is None else secret
+        kid, box = self._seal(device_id, secret)
+        if not await self._register(keys=[record_key(device_id)], args=[kid, box, now_ms()]):
+            raise Conflict(
+                f"device {device_id!r} already has credentials; rotate them instead",
+                code="credentials_exist",
+            )
+        log.info("credentials of %s registered", device_id)
+        return await self.status(device_id), secret
+
+    async def rotate(self, device_id: str, secret: str | None) -> tuple[dict[str, Any], str]:
+        """Replace a device's secret (generated when None); the old one stops working."""
+        secret = generate_secret() if secret is None else secret
+        kid, box = self._seal(device_id, secret)
+        if not await self._rotate(keys=[record_key(device_id)], args=[kid, box, now_ms()]):
+            raise self._unknown(device_id)
+        await self._revoked(device_id, "rotated")
+        return await self.status(device_id), secret
+
+    async def set_enabled(self, device_id: str, enabled: bool) -> dict[str, Any]:
+        changed = await self._set_enabled(
+            keys=[record_key(device_id)], args=["1" if enabled else "0"]
+        )
+        if changed == -1:
+            raise self._unknown(device_id)
+        if changed == 1 and not enabled:
+            await self._revoked(device_id, "disabled")
+        elif changed == 1:
+            log.info("credentials of %s enabled", device_id)
+        return await self.status(device_id)
+
+    async def delete(self, device_id: str) -> None:
+        if not await self._r.delete(record_key(device_id)):
+            raise self._unknown(device_id)
+        await self._revoked(device_id, "deleted")
+
+    async def status(self, device_id: str) -> dict[str, Any]:
+        kid, on, created, rotated = await self._r.hmget(
+            record_key(device_id), ("kid", "on", "created_ms", "rotated_ms")
+        )
+        if kid is None:
+            raise self._unknown(device_id)
+        return {
+            "device_id": device_id,
+            "enabled": on == b"1",
+            "key_id": kid.decode(),
+            "created_ms": int(created or 0),
+            "rotated_ms": int(rotated) if rotated else None,
+        }
+
+    async def import_batch(self, entries: Sequence[ImportEntry]) -> list[str | None]:
+        """Register a batch in one script call: per entry the secret stored (generated or
+        given), or None when the device already had credentials (nothing changed)."""
+        chosen = [generate_secret() if e.secret is None else e.secret for e in entries]
+        batch = []
+        for entry, secret in zip(entries, chosen, strict=True):
+            kid, box = self._seal(entry.device_id, secret)
+            batch.append((entry.device_id, kid, box))
+        stored = await self._import(args=[record_key(""), now_ms(), orjson.dumps(batch)])
+        return [s if ok else None for s, ok in zip(chosen, stored, strict=True)]
+
+    @staticmethod
+    def _unknown(device_id: str) -> NotFound:
+        return NotFound(f"device {device_id!r} has no credentials", code="unknown_credentials")
+
+    # ------------------------------------------------------------ the broker's check
+
+    async def verify(self, client_id: str, username: str, password: str, now: int) -> Decision:
+        """Decide a device's connection at `now` (epoch ms): one Redis round trip at most."""
+        parsed = device_auth.screen(client_id, username, now)
+        if isinstance(parsed, Decision):
+            return parsed
+        device_id = parsed.device_id
+        try:
+            check_device_id(device_id)
+        except ProtocolError:
+            # No such id can be registered: answer without asking Redis.
+            return Decision(Reason.UNKNOWN_DEVICE, device_id)
+        kid, box, on = await self._r.hmget(record_key(device_id), FIELDS)
+        secret: str | None = None
+        if kid is not None and box is not None:
+            try:
+                secret = self._box.open(device_id, kid.decode(), base64.b64decode(box))
+            except SecretBoxError as exc:
+                log.error("cannot open the credentials of %s: %s", device_id, exc)
+                raise CredentialUnreadable(str(exc)) from None
+        return device_auth.decide(parsed, password, secret, on == b"1")
