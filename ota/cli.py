@@ -4,6 +4,8 @@
     ota packages list
     ota devices list [--fw-version V] [--group G] [--tag T] [--online|--offline]
     ota devices show DEVICE
+    ota devices credentials register|rotate|disable|enable|delete|show DEVICE
+    ota devices credentials import FILE [--output REPORT.csv]
     ota tasks create --type firmware --package ID (--devices a,b | --devices-file F |
                      --group G | --filter-...) [policy options] [--dry-run]
     ota tasks list|show|pause|resume|cancel|retry|watch ...
@@ -388,6 +390,10 @@ def parser() -> argparse.ArgumentParser:
     ds = dv.add_parser("show", help="a device with its current job and timeline")
     ds.add_argument("device_id")
     ds.set_defaults(run=devices_show)
+    # Imported here: ota.cli_credentials builds on this module's Api and CliError.
+    from ota import cli_credentials
+
+    cli_credentials.add_parser(dv)
 
     tk = groups.add_parser("tasks", help="create and operate upgrade tasks").add_subparsers(
         dest="cmd", required=True
