@@ -156,7 +156,7 @@ class Inbound:
         self._enter()
         received = now_ms()
         try:
-            if topic.startswith("$SYS/"):
+            if not topic.startswith("$oc/"):  # $SYS/... or $ota/presence/...: broker notices
                 records = self._presence_records(topic, payload, received)
             else:
                 records = self._uplink_records(topic, payload, received)

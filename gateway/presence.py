@@ -1,6 +1,9 @@
 """Device presence from broker notices: pure parsers and the client -> device bookkeeping.
 
-Two broker dialects feed one `Notice` type:
+Three broker dialects feed one `Notice` type:
+- The project's own broker (HiveMQ CE with deploy/broker's extension, docs/broker.md)
+  publishes JSON on `$ota/presence/<device_id>`: `{"device_id", "client_id", "online",
+  "at_ms", "reason"}`, for authenticated devices only.
 - Mosquitto writes connect and disconnect lines to `$SYS/broker/log/N` (with `log_dest
   topic` and `log_type notice`), e.g. `New client connected from 127.0.0.1:55820 as
   devA_0_0_2026112700 (p2, c1, k60, u'devA').` and `Client devA_0_0_2026112700
@@ -144,7 +147,46 @@ class EmqxEventSource:
         return parse_emqx_event(topic, payload)
 
 
+# ---------------------------------------------------------------- the project's broker
+
+_OTA_TOPIC = re.compile(r"\$ota/presence/(?P<device>[^/]+)")
+
+
+def parse_ota_broker_event(topic: str, payload: bytes) -> Notice | None:
+    """The notice in a presence event of the project's broker extension, or None.
+
+    The topic names the device the broker authenticated; the payload must agree with it
+    (only the platform account may publish there, but a mismatch is still no notice).
+    """
+    match = _OTA_TOPIC.fullmatch(topic)
+    if not match:
+        return None
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    device, client, online = body.get("device_id"), body.get("client_id"), body.get("online")
+    if device != match["device"] or not isinstance(client, str) or not isinstance(online, bool):
+        return None
+    reason = body.get("reason")
+    return Notice(client, online, username=device, detail=reason if isinstance(reason, str) else "")
+
+
+@dataclass(frozen=True)
+class OtaBrokerSource:
+    """Presence events of the project's broker extension."""
+
+    name: str = "ota"
+    topic_filter: str = "$ota/presence/+"
+
+    def parse(self, topic: str, payload: bytes) -> Notice | None:
+        return parse_ota_broker_event(topic, payload)
+
+
 SOURCES: dict[str, PresenceSource] = {
+    "ota": OtaBrokerSource(),
     "mosquitto": MosquittoLogSource(),
     "emqx": EmqxEventSource(),
 }

@@ -10,6 +10,7 @@ from gateway.presence import (
     device_of_client,
     parse_emqx_event,
     parse_mosquitto_line,
+    parse_ota_broker_event,
 )
 
 STAMP = "2026-11-27T01:04:56: "
@@ -142,3 +143,39 @@ def test_tracker_memory_is_bounded() -> None:
     # c0 was forgotten; its disconnect falls back to the client id as device id.
     assert tracker.apply(Notice("c0", False)) == Change("c0", False)
     assert tracker.apply(Notice("c2", False)) == Change("dev2", False)
+
+
+def _ota_event(device: str = "devA", **over: object) -> bytes:
+    body: dict[str, object] = {
+        "device_id": device,
+        "client_id": f"{device}_0_1_2026120519",
+        "online": True,
+        "at_ms": 1,
+        "reason": "connect",
+    }
+    return orjson.dumps({**body, **over})
+
+
+def test_ota_broker_events() -> None:
+    notice = parse_ota_broker_event("$ota/presence/devA", _ota_event())
+    assert notice == Notice("devA_0_1_2026120519", True, username="devA", detail="connect")
+    gone = parse_ota_broker_event(
+        "$ota/presence/devA", _ota_event(online=False, reason="connection_lost")
+    )
+    assert gone == Notice("devA_0_1_2026120519", False, username="devA", detail="connection_lost")
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload"),
+    [
+        ("$ota/presence/devB", _ota_event()),  # the payload names another device
+        ("$ota/presence/devA/x", _ota_event()),
+        ("$ota/kick/devA", _ota_event()),
+        ("$ota/presence/devA", b"not json"),
+        ("$ota/presence/devA", b"[1]"),
+        ("$ota/presence/devA", _ota_event(online="yes")),
+        ("$ota/presence/devA", _ota_event(client_id=7)),
+    ],
+)
+def test_ota_broker_events_that_are_not_notices(topic: str, payload: bytes) -> None:
+    assert parse_ota_broker_event(topic, payload) is None
