@@ -20,8 +20,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import resource
+import ssl
 import sys
 import time
 import zlib
@@ -33,7 +36,7 @@ from types import TracebackType
 
 from devices.agent import DeviceAgent, Publish
 from devices.behaviour import WELL_BEHAVED, Behaviour
-from devices.connection import DeviceConnection
+from devices.connection import DeviceAccess, DeviceConnection
 from devices.http import HttpClient
 from devices.report import FleetReport, histogram, summarize
 from ota.catalog import RESULT_ALREADY_LATEST, RESULT_SUCCESS
@@ -68,6 +71,12 @@ class FleetConfig:
     # Multiplexed: subscribe to each device's down topic instead of the wildcard, so that
     # processes sharing the broker each receive only their own devices' commands.
     own_downlinks: bool = False
+    # Connections mode: each device's secret (None: no password, for an open development
+    # listener), whether devices SUBSCRIBE themselves (IoTDA devices do not: the broker
+    # subscribes them), and TLS for the device listener (8883).
+    secret_of: Callable[[str], str] | None = field(default=None, repr=False)
+    subscribe: bool = True
+    tls: ssl.SSLContext | None = field(default=None, repr=False)
 
     @classmethod
     def from_settings(cls, settings: CommonSettings, size: int, **overrides: object) -> FleetConfig:
@@ -90,6 +99,12 @@ class FleetConfig:
 
 def device_name(prefix: str, index: int) -> str:
     return f"{prefix}-{index:07d}"
+
+
+def derived_secret(seed: str, device_id: str) -> str:
+    """A simulated device's secret, derived from the fleet's seed so that the process
+    that registers the fleet and the processes that run it agree without sharing a file."""
+    return hmac.new(seed.encode(), device_id.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def outcome_of(agent: DeviceAgent) -> str:
@@ -168,6 +183,12 @@ class Fleet:
         starts = []
         for index, device_id in zip(self.config.indexes(), self.config.device_ids(), strict=True):
             behaviour = self.config.behaviour_of(index, device_id)
+            secret_of = self.config.secret_of
+            access = DeviceAccess(
+                secret=None if secret_of is None else secret_of(device_id),
+                subscribe=self.config.subscribe,
+                tls=self.config.tls,
+            )
             connection = DeviceConnection(
                 device_id,
                 self.config.host,
@@ -175,6 +196,7 @@ class Fleet:
                 self._http,
                 behaviour,
                 on_state=on_state,
+                access=access,
             )
             self._connections.append(connection)
             self.agents[device_id] = connection.agent

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -163,6 +164,8 @@ class LinkConfig:
     # Topic filters per SUBSCRIBE packet: a link subscribing to many filters (one per
     # device) sends several packets; `subscribed` is set when all are acknowledged.
     subscribe_batch: int = 1000
+    # MQTT over TLS (a device on 8883 verifying the platform's CA); None: plain TCP.
+    tls: ssl.SSLContext | None = field(default=None, repr=False)
 
 
 class MqttLink:
@@ -297,6 +300,8 @@ class MqttLink:
             self._subacks_due = len(batches)
             for batch in batches:
                 self.client.subscribe([Subscription(topic, qos=qos) for topic, qos in batch])
+        else:
+            self.subscribed.set()  # nothing to subscribe (the broker subscribes devices)
         self.connected.set()
         if self._on_state is not None:
             self._on_state(True)
@@ -320,6 +325,7 @@ class MqttLink:
                 await self.client.connect(
                     self.config.host,
                     self.config.port,
+                    ssl=self.config.tls or False,
                     keepalive=self.config.keepalive_s,
                     version=MQTTv50,
                 )
