@@ -4,7 +4,10 @@ device confined to its own topics. Every wait is for an event, with a deadline."
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
+
+import pytest
 
 from .broker_support import BrokerProcess
 from .conftest import DeviceCreds, Platform, connect_gmqtt
@@ -98,3 +101,10 @@ async def test_a_device_cannot_subscribe_to_another_devices_topics(
         assert await client.subscribe(creds.topic("events/down")) == 1
     finally:
         client.abort()
+
+
+async def test_a_device_that_does_not_trust_the_local_ca_cannot_connect(
+    broker: BrokerProcess,
+) -> None:
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await RawClient.open("127.0.0.1", broker.tls_port, ssl.create_default_context())

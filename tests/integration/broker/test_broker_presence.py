@@ -127,3 +127,18 @@ async def test_connected_devices_gauge(
     await client.disconnect()
     await event(platform, creds, False)
     assert broker.metric(gauge) == before
+
+
+async def test_a_device_cannot_kick_another(
+    broker: BrokerProcess, platform: Platform, device: Device
+) -> None:
+    attacker, victim = device(), device()
+    client = await connected(broker, attacker)
+    target = await connected(broker, victim)
+    await event(platform, victim, True)
+    await client.send_publish(f"$ota/kick/{victim.device_id}", b"", qos=1)
+    await client.closed_by_broker(10)  # not its topic: HiveMQ disconnects the publisher
+    assert (await event(platform, attacker, False))["reason"] != "kicked"
+    platform.client.publish(victim.topic("events/down"), b"still connected", qos=1)
+    assert await target.receive() == (victim.topic("events/down"), b"still connected")
+    target.abort()
