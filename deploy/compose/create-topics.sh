@@ -1,25 +1,36 @@
 #!/bin/sh
 # One-shot job: creates the platform's topics (idempotent: --if-not-exists), like
-# deploy/local/create_topics.py. Event topics keep 7 days (the inbox must cover the longest
-# job); control-plane topics are compacted, keyed by id, and are the system of record.
+# deploy/local/create_topics.py. The topics and their settings come from deploy/topics.toml
+# (the block below is generated from it; `make lint` fails when they differ).
 set -eu
 bootstrap=${KAFKA_BOOTSTRAP:-kafka:9092}
 partitions=${OTA_PARTITIONS:-12}
 replicas=${REPLICATION_FACTOR:-1}
 prefix=${OTA_TOPIC_PREFIX:-}
-week_ms=604800000
 topics=/opt/kafka/bin/kafka-topics.sh
 
+# create NAME KEY=VALUE...: one topic with its Kafka settings.
 create() {
+  name=$1
+  shift
+  configs=""
+  for setting in "$@"; do
+    configs="$configs --config $setting"
+  done
+  # shellcheck disable=SC2086 # $configs is split on purpose (settings have no spaces)
   "$topics" --bootstrap-server "$bootstrap" --create --if-not-exists \
-    --topic "$prefix$1" --partitions "$partitions" --replication-factor "$replicas" \
-    --config "$2"
+    --topic "$prefix$name" --partitions "$partitions" --replication-factor "$replicas" \
+    $configs
 }
 
-for name in ota.inbox ota.commands ota.job-events ota.dead-letters ota.task-events; do
-  create "$name" "retention.ms=$week_ms"
-done
-for name in ota.packages ota.tasks ota.devices; do
-  create "$name" "cleanup.policy=compact"
-done
+# BEGIN topics: generated from deploy/topics.toml by deploy/topics.py --write
+create ota.inbox cleanup.policy=delete retention.ms=604800000
+create ota.commands cleanup.policy=delete retention.ms=604800000
+create ota.job-events cleanup.policy=delete retention.ms=604800000
+create ota.dead-letters cleanup.policy=delete retention.ms=604800000
+create ota.task-events cleanup.policy=delete retention.ms=604800000
+create ota.packages cleanup.policy=compact
+create ota.tasks cleanup.policy=compact
+create ota.devices cleanup.policy=compact
+# END topics
 "$topics" --bootstrap-server "$bootstrap" --list

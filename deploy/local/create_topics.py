@@ -2,32 +2,25 @@
 
 Usage: .venv/bin/python deploy/local/create_topics.py --bootstrap 127.0.0.1:9092 \
            --partitions 12 [--prefix test-]
-Event topics keep 7 days (inbox retention must cover the longest job, see DESIGN.md);
-control-plane topics are compacted, keyed by id, and are the system of record.
+The topics and their settings come from deploy/topics.toml (the one table of topics; see
+deploy/topics.py): event topics keep 7 days, control-plane topics are compacted.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 
-WEEK_MS = 7 * 24 * 3600 * 1000
-EVENT_CONFIG = {"cleanup.policy": "delete", "retention.ms": str(WEEK_MS)}
-COMPACTED_CONFIG = {"cleanup.policy": "compact"}
+# deploy/topics.py reads deploy/topics.toml; this script runs as a file, not a package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import topics
 
-TOPICS: dict[str, dict[str, str]] = {
-    "ota.inbox": EVENT_CONFIG,
-    "ota.commands": EVENT_CONFIG,
-    "ota.job-events": EVENT_CONFIG,
-    "ota.dead-letters": EVENT_CONFIG,
-    "ota.task-events": EVENT_CONFIG,
-    "ota.packages": COMPACTED_CONFIG,
-    "ota.tasks": COMPACTED_CONFIG,
-    "ota.devices": COMPACTED_CONFIG,
-}
+TABLE = topics.load()
+TOPICS: dict[str, dict[str, str]] = {t.name: t.config() for t in TABLE.topics}
 
 TOPIC_ALREADY_EXISTS = 36  # Kafka protocol error code
 
@@ -58,7 +51,7 @@ def create_topics(admin: KafkaAdminClient, prefix: str, partitions: int) -> list
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bootstrap", required=True, help="host:port of the broker")
-    parser.add_argument("--partitions", type=int, default=12)
+    parser.add_argument("--partitions", type=int, default=TABLE.development.partitions)
     parser.add_argument("--prefix", default="", help="prepended as-is to every topic name")
     args = parser.parse_args()
     if args.partitions < 1:
