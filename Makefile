@@ -20,7 +20,7 @@ SHELL_SCRIPTS := deploy/local/up deploy/local/down deploy/local/status deploy/lo
 	deploy/local/lib.sh .ci/run
 # Python outside the packages of pyproject.toml's [tool.mypy], checked as strictly; add
 # files here as they become clean (the whole of tests/ has several conftest.py modules).
-MYPY_EXTRA := deploy/local bench/clients.py tests/conftest.py tests/integration/test_stack.py
+MYPY_EXTRA := deploy/local deploy/topics.py bench/clients.py tests/conftest.py tests/integration/test_stack.py
 # The worker tests (and bench) in a run of their own: their conftests would clash with
 # tests/conftest.py as top-level modules, so modules are named from the repo root, and
 # their shared kit (workerkit) is imported by name.
@@ -53,6 +53,7 @@ lint: venv
 	.venv/bin/mypy $(MYPY_EXTRA)
 	MYPYPATH=tests/integration/workers .venv/bin/mypy --explicit-package-bases $(MYPY_WORKERS)
 	.venv/bin/python deploy/check_manifests.py
+	.venv/bin/python deploy/topics.py --check
 	@if command -v shellcheck >/dev/null; then \
 		echo "shellcheck -x $(SHELL_SCRIPTS)"; shellcheck -x $(SHELL_SCRIPTS); \
 	else echo "shellcheck not installed; shell scripts not linted"; fi
