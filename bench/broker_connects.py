@@ -1,0 +1,304 @@
+"""Authenticated device connects per second on the device broker (deploy/broker), TLS and
+plain, and the broker's resident memory with N devices connected.
+
+Starts its own broker (the launcher jar built by deploy/local/up, on free ports) whose
+authentication URL points at a fast control-plane stand-in running in a second process of
+this script: an asyncio HTTP/1.1 keep-alive server that checks IoTDA's HMAC password, as the
+scheduler's endpoint does, without its Redis look-up. So a figure is the broker's cost plus
+one local HTTP round trip per connect, not the scheduler's.
+
+Per mode (plain, then TLS): one warm-up round, then --runs rounds of opening --connections
+MQTT 3.1.1 connections (--concurrency CONNECTs in flight, one asyncio client process,
+clean session, user name and HMAC password as IoTDA devices send), waiting for every CONNACK
+(each must be 0), reading the broker's RSS with all of them held, then dropping them and
+waiting until the broker counts no device. Prints each round and the medians.
+
+Usage: .venv/bin/python bench/broker_connects.py [--connections 5000] [--concurrency 200]
+       [--runs 3] [--lib .state/broker/lib]
+Needs: java, the broker build (deploy/local/up), `ulimit -n` above --connections + 100.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import multiprocessing
+import os
+import re
+import resource
+import secrets
+import socket
+import ssl
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+AUTH_KEY = "bench-broker-key"
+CLIENT_ID = re.compile(rb"^(.+)_0_[01]_(\d{10})$")
+
+
+# --- the control-plane stand-in (second process) ----------------------------------------
+
+
+def secret_of(device_id: str) -> str:
+    return f"secret-{device_id}"
+
+
+def password_of(device_id: str, hour: str) -> str:
+    return hmac.new(hour.encode(), secret_of(device_id).encode(), hashlib.sha256).hexdigest()
+
+
+def _decide(body: bytes) -> bytes:
+    request = orjson.loads(body)
+    match = CLIENT_ID.match(str(request.get("clientid", "")).encode())
+    if match is None:
+        return orjson.dumps({"result": "deny", "reason": "malformed_client_id"})
+    device_id, hour = match[1].decode(), match[2].decode()
+    if request.get("username") != device_id:
+        return orjson.dumps({"result": "deny", "reason": "username_mismatch"})
+    if not hmac.compare_digest(password_of(device_id, hour), str(request.get("password", ""))):
+        return orjson.dumps({"result": "deny", "reason": "bad_password"})
+    return orjson.dumps(
+        {"result": "allow", "is_superuser": False, "reason": "ok", "device_id": device_id}
+    )
+
+
+async def _serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length:\s*(\d+)", head)[1])  # type: ignore[index]
+            body = await reader.readexactly(length)
+            authorized = f"authorization: bearer {AUTH_KEY}".encode() in head.lower()
+            status, reply = (b"200 OK", _decide(body)) if authorized else (b"401 No", b"{}")
+            writer.write(
+                b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\n"
+                b"Content-Length: " + str(len(reply)).encode() + b"\r\n\r\n" + reply
+            )
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+def serve_auth(port: int) -> None:
+    """The second process's main: serves until killed."""
+
+    async def main() -> None:
+        server = await asyncio.start_server(_serve_connection, "127.0.0.1", port, backlog=1024)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+# --- the broker ---------------------------------------------------------------------------
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@dataclass
+class Broker:
+    process: subprocess.Popen[bytes]
+    tls_port: int
+    plain_port: int
+    metrics_port: int
+    ca_file: Path
+
+    def rss_mib(self) -> float:
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        kib = int(re.search(r"VmRSS:\s+(\d+) kB", status)[1])  # type: ignore[index]
+        return kib / 1024
+
+    def devices_connected(self) -> int:
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        found = re.search(r'ota_broker_connected_clients\{kind="device"\} (-?\d+)', text)
+        return int(found[1]) if found else 0
+
+
+def start_broker(lib: Path, folder: Path, auth_port: int) -> Broker:
+    tls = folder / "tls"
+    subprocess.run(
+        [sys.executable, str(REPO / "deploy/local/make_certs.py"), "--dir", str(tls)],
+        check=True,
+        capture_output=True,
+    )
+    tls_port, plain_port, platform_port, metrics_port = free_ports(4)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTA_BROKER_")}
+    env |= {
+        "OTA_BROKER_STATE_DIR": str(folder / "broker"),
+        "OTA_BROKER_TLS_PORT": str(tls_port),
+        "OTA_BROKER_PORT": str(plain_port),
+        "OTA_BROKER_PLATFORM_PORT": str(platform_port),
+        "OTA_BROKER_METRICS_PORT": str(metrics_port),
+        "OTA_BROKER_TLS_KEYSTORE": str(tls / "server.p12"),
+        "OTA_BROKER_TLS_KEYSTORE_PASSWORD": (tls / "server.p12.pass").read_text(),
+        "OTA_BROKER_AUTH_URL": f"http://127.0.0.1:{auth_port}/v1/broker/authenticate",
+        "OTA_BROKER_AUTH_KEY": AUTH_KEY,
+        "OTA_MQTT_PLATFORM_USER": "ota-platform-bench",
+        "OTA_MQTT_PLATFORM_PASSWORD": secrets.token_urlsafe(16),
+    }
+    log = (folder / "broker.log").open("wb")
+    process = subprocess.Popen(
+        [
+            "java",
+            "-Xms128m",
+            "-Xmx768m",
+            "-XX:+UseG1GC",
+            "-cp",
+            f"{lib}/*",
+            "io.otarollout.broker.Launcher",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    log.close()
+    deadline = time.monotonic() + 120
+    while b"ota-broker: ready" not in (folder / "broker.log").read_bytes():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            sys.exit(f"the broker did not start; log: {folder / 'broker.log'}")
+        time.sleep(0.1)
+    return Broker(process, tls_port, plain_port, metrics_port, tls / "ca.pem")
+
+
+# --- the devices --------------------------------------------------------------------------
+
+
+def connect_packet(client_id: str, user: str, password: str) -> bytes:
+    def field(text: str) -> bytes:
+        data = text.encode()
+        return struct.pack("!H", len(data)) + data
+
+    body = field("MQTT") + bytes([4, 0xC2]) + struct.pack("!H", 300)
+    body += field(client_id) + field(user) + field(password)
+    assert len(body) < 16384
+    length = (
+        bytes([len(body) & 0x7F | 0x80, len(body) >> 7]) if len(body) > 127 else bytes([len(body)])
+    )
+    return b"\x10" + length + body
+
+
+async def open_device(
+    port: int, tls: ssl.SSLContext | None, device_id: str, hour: str
+) -> asyncio.StreamWriter:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls)
+    writer.write(connect_packet(f"{device_id}_0_0_{hour}", device_id, password_of(device_id, hour)))
+    connack = await reader.readexactly(4)
+    if connack[0] != 0x20 or connack[3] != 0:
+        writer.transport.abort()
+        raise RuntimeError(f"{device_id}: CONNACK {connack.hex()}")
+    return writer
+
+
+async def one_round(
+    broker: Broker, tls: ssl.SSLContext | None, count: int, concurrency: int, tag: str
+) -> tuple[float, float]:
+    """Connects `count` devices; (connects per second, broker RSS MiB with them held)."""
+    port = broker.tls_port if tls else broker.plain_port
+    hour = datetime.now(UTC).strftime("%Y%m%d%H")
+    gate = asyncio.Semaphore(concurrency)
+    writers: list[asyncio.StreamWriter] = []
+
+    async def device(i: int) -> None:
+        async with gate:
+            writers.append(await open_device(port, tls, f"bench-{tag}-{i}", hour))
+
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(600):
+            await asyncio.gather(*(device(i) for i in range(count)))
+        elapsed = time.perf_counter() - started
+        rss = broker.rss_mib()
+    finally:
+        for writer in writers:
+            writer.transport.abort()
+    deadline = time.monotonic() + 60
+    while broker.devices_connected() > 0:  # the broker has let go of every connection
+        if time.monotonic() > deadline:
+            raise RuntimeError("the broker still counts devices 60 s after they left")
+        await asyncio.sleep(0.2)
+    return count / elapsed, rss
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--connections", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=3)
+    state = os.environ.get("OTA_STATE_DIR") or str(REPO / ".state")
+    parser.add_argument("--lib", type=Path, default=Path(state) / "broker" / "lib")
+    args = parser.parse_args()
+    if not (args.lib / "ota-broker.jar").is_file():
+        sys.exit(f"no broker build in {args.lib}; run deploy/local/up first")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(
+        resource.RLIMIT_NOFILE, (min(hard, max(soft, args.connections + 1000)), hard)
+    )
+
+    (auth_port,) = free_ports(1)
+    auth = multiprocessing.get_context("spawn").Process(target=serve_auth, args=(auth_port,))
+    auth.start()
+    with tempfile.TemporaryDirectory(prefix="broker-bench-") as folder:
+        broker = start_broker(args.lib, Path(folder), auth_port)
+        try:
+            idle = broker.rss_mib()
+            print(f"broker RSS idle after start: {idle:.0f} MiB", flush=True)
+            tls = ssl.create_default_context(cafile=str(broker.ca_file))
+            for mode, context in (("plain", None), ("tls", tls)):
+                warm = asyncio.run(one_round(broker, context, 1000, args.concurrency, f"{mode}-w"))
+                print(f"{mode} warm-up: {warm[0]:.0f} connects/s", flush=True)
+                rates, rss = [], []
+                for run in range(args.runs):
+                    rate, held = asyncio.run(
+                        one_round(
+                            broker, context, args.connections, args.concurrency, f"{mode}{run}"
+                        )
+                    )
+                    rates.append(rate)
+                    rss.append(held)
+                    print(
+                        f"{mode} run {run + 1}: {rate:.0f} connects/s, broker RSS {held:.0f} MiB"
+                        f" with {args.connections} connected",
+                        flush=True,
+                    )
+                print(
+                    f"broker.connects.{mode} = {statistics.median(rates):.0f} connects/s "
+                    f"(median of {args.runs}); RSS with {args.connections} connected "
+                    f"{statistics.median(rss):.0f} MiB (idle {idle:.0f} MiB)",
+                    flush=True,
+                )
+        finally:
+            broker.process.terminate()
+            broker.process.wait(30)
+            auth.terminate()
+            auth.join(10)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
