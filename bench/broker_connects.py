@@ -10,11 +10,11 @@ one local HTTP round trip per connect, not the scheduler's.
 Per mode (plain, then TLS): one warm-up round, then --runs rounds of opening --connections
 MQTT 3.1.1 connections (--concurrency CONNECTs in flight, one asyncio client process,
 clean session, user name and HMAC password as IoTDA devices send), waiting for every CONNACK
-(each must be 0), reading the broker's RSS with all of them held, then dropping them and
+(refusals are counted and reported: 3 is the 2 s authentication timeout), reading the broker's RSS with all of them held, then dropping them and
 waiting until the broker counts no device. Prints each round and the medians.
 
 Usage: .venv/bin/python bench/broker_connects.py [--connections 5000] [--concurrency 200]
-       [--runs 3] [--lib .state/broker/lib]
+       [--runs 3] [--warmup 3000] [--lib .state/broker/lib]
 Needs: java, the broker build (deploy/local/up), `ulimit -n` above --connections + 100.
 """
 
@@ -139,6 +139,22 @@ class Broker:
         return int(found[1]) if found else 0
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Round:
+    rate: float  # connects per second
+    rss_mib: float  # broker RSS with every device connected
+    broker_cpu_ms: float  # broker CPU per connect
+    auth_cpu_ms: float  # control-plane stand-in CPU per connect
+    client_cpu_ms: float  # this process's CPU per connect
+    refused: dict[int, int]  # CONNACK code -> count (3 = auth_unavailable: the 2 s timeout)
+
+
 def start_broker(lib: Path, folder: Path, auth_port: int) -> Broker:
     tls = folder / "tls"
     subprocess.run(
@@ -205,34 +221,46 @@ def connect_packet(client_id: str, user: str, password: str) -> bytes:
 
 async def open_device(
     port: int, tls: ssl.SSLContext | None, device_id: str, hour: str
-) -> asyncio.StreamWriter:
+) -> tuple[int, asyncio.StreamWriter]:
+    """(CONNACK return code, the connection)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls)
     writer.write(connect_packet(f"{device_id}_0_0_{hour}", device_id, password_of(device_id, hour)))
     connack = await reader.readexactly(4)
-    if connack[0] != 0x20 or connack[3] != 0:
-        writer.transport.abort()
-        raise RuntimeError(f"{device_id}: CONNACK {connack.hex()}")
-    return writer
+    if connack[0] != 0x20:
+        raise RuntimeError(f"{device_id}: not a CONNACK: {connack.hex()}")
+    return connack[3], writer
 
 
 async def one_round(
-    broker: Broker, tls: ssl.SSLContext | None, count: int, concurrency: int, tag: str
-) -> tuple[float, float]:
-    """Connects `count` devices; (connects per second, broker RSS MiB with them held)."""
+    broker: Broker,
+    auth_pid: int,
+    tls: ssl.SSLContext | None,
+    count: int,
+    concurrency: int,
+    tag: str,
+) -> Round:
+    """Connects `count` devices, holds them, drops them."""
     port = broker.tls_port if tls else broker.plain_port
     hour = datetime.now(UTC).strftime("%Y%m%d%H")
     gate = asyncio.Semaphore(concurrency)
     writers: list[asyncio.StreamWriter] = []
 
+    refused: dict[int, int] = {}
+
     async def device(i: int) -> None:
         async with gate:
-            writers.append(await open_device(port, tls, f"bench-{tag}-{i}", hour))
+            code, writer = await open_device(port, tls, f"bench-{tag}-{i}", hour)
+            writers.append(writer)
+            if code:
+                refused[code] = refused.get(code, 0) + 1
 
+    cpu_before = (cpu_s(broker.process.pid), cpu_s(auth_pid), time.process_time())
     started = time.perf_counter()
     try:
         async with asyncio.timeout(600):
             await asyncio.gather(*(device(i) for i in range(count)))
         elapsed = time.perf_counter() - started
+        cpu_after = (cpu_s(broker.process.pid), cpu_s(auth_pid), time.process_time())
         rss = broker.rss_mib()
     finally:
         for writer in writers:
@@ -242,7 +270,11 @@ async def one_round(
         if time.monotonic() > deadline:
             raise RuntimeError("the broker still counts devices 60 s after they left")
         await asyncio.sleep(0.2)
-    return count / elapsed, rss
+    broker_ms, auth_ms, client_ms = (
+        (after - before) * 1000 / count for before, after in zip(cpu_before, cpu_after, strict=True)
+    )
+    accepted = count - sum(refused.values())
+    return Round(accepted / elapsed, rss, broker_ms, auth_ms, client_ms, refused)
 
 
 def main() -> int:
@@ -250,6 +282,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=3000, help="connections per warm-up round")
     state = os.environ.get("OTA_STATE_DIR") or str(REPO / ".state")
     parser.add_argument("--lib", type=Path, default=Path(state) / "broker" / "lib")
     args = parser.parse_args()
@@ -263,6 +296,8 @@ def main() -> int:
     (auth_port,) = free_ports(1)
     auth = multiprocessing.get_context("spawn").Process(target=serve_auth, args=(auth_port,))
     auth.start()
+    auth_pid = auth.pid
+    assert auth_pid is not None
     with tempfile.TemporaryDirectory(prefix="broker-bench-") as folder:
         broker = start_broker(args.lib, Path(folder), auth_port)
         try:
@@ -270,26 +305,34 @@ def main() -> int:
             print(f"broker RSS idle after start: {idle:.0f} MiB", flush=True)
             tls = ssl.create_default_context(cafile=str(broker.ca_file))
             for mode, context in (("plain", None), ("tls", tls)):
-                warm = asyncio.run(one_round(broker, context, 1000, args.concurrency, f"{mode}-w"))
-                print(f"{mode} warm-up: {warm[0]:.0f} connects/s", flush=True)
-                rates, rss = [], []
+                warm = asyncio.run(
+                    one_round(broker, auth_pid, context, args.warmup, args.concurrency, f"{mode}-w")
+                )
+                print(f"{mode} warm-up: {warm.rate:.0f} connects/s", flush=True)
+                rounds = []
                 for run in range(args.runs):
-                    rate, held = asyncio.run(
+                    tag = f"{mode}{run}"
+                    r = asyncio.run(
                         one_round(
-                            broker, context, args.connections, args.concurrency, f"{mode}{run}"
+                            broker, auth_pid, context, args.connections, args.concurrency, tag
                         )
                     )
-                    rates.append(rate)
-                    rss.append(held)
+                    rounds.append(r)
                     print(
-                        f"{mode} run {run + 1}: {rate:.0f} connects/s, broker RSS {held:.0f} MiB"
-                        f" with {args.connections} connected",
+                        f"{mode} run {run + 1}: {r.rate:.0f} connects/s, broker RSS "
+                        f"{r.rss_mib:.0f} MiB with {args.connections} connected; CPU ms per "
+                        f"connect: broker {r.broker_cpu_ms:.2f}, auth {r.auth_cpu_ms:.2f}, "
+                        f"client {r.client_cpu_ms:.2f}"
+                        + (f"; REFUSED {r.refused}" if r.refused else ""),
                         flush=True,
                     )
                 print(
-                    f"broker.connects.{mode} = {statistics.median(rates):.0f} connects/s "
-                    f"(median of {args.runs}); RSS with {args.connections} connected "
-                    f"{statistics.median(rss):.0f} MiB (idle {idle:.0f} MiB)",
+                    f"broker.connects.{mode} = {statistics.median(r.rate for r in rounds):.0f} "
+                    f"connects/s (median of {args.runs}); broker CPU "
+                    f"{statistics.median(r.broker_cpu_ms for r in rounds):.2f} ms per connect; "
+                    f"RSS with {args.connections} connected "
+                    f"{statistics.median(r.rss_mib for r in rounds):.0f} MiB (idle {idle:.0f} MiB); "
+                    f"load average {os.getloadavg()[0]:.1f}",
                     flush=True,
                 )
         finally:
