@@ -264,14 +264,17 @@ class Registry:
         return result
 
     async def page(
-        self, flt: DeviceFilter, *, after: str, limit: int
+        self, flt: DeviceFilter, *, after: str, limit: int, prefix: str = ""
     ) -> tuple[list[dict[str, Any]], str | None]:
+        """Devices in id order after `after`, optionally only ids starting with `prefix`."""
         if flt.empty:
-            low = f"({after}" if after else "-"
-            raw = await self._r.zrangebylex(keys.DEVICES, low, "+", start=0, num=limit)
+            low = f"({after}" if after else (f"[{prefix}" if prefix else "-")
+            high = f"[{prefix}\xff" if prefix else "+"  # ids are ASCII: U+00FF sorts after
+            raw = await self._r.zrangebylex(keys.DEVICES, low, high, start=0, num=limit)
             ids = [m.decode() for m in raw]
         else:
-            ids = sorted(d for d in await self.matching(flt) if d > after)[:limit]
+            matched = await self.matching(flt)
+            ids = sorted(d for d in matched if d > after and d.startswith(prefix))[:limit]
         pipe = self._r.pipeline(transaction=False)
         for device_id in ids:
             pipe.hgetall(keys.device(device_id))

@@ -22,6 +22,7 @@ from starlette.routing import Route
 from scheduler.api import credential_routes
 from scheduler.api import routes as h
 from scheduler.api.spec import Endpoint, Handler, Param, openapi
+from scheduler.console import app as console
 from scheduler.errors import Forbidden, SchedulerError, Unauthorized
 from scheduler.policy import (
     MAX_IN_FLIGHT,
@@ -452,7 +453,7 @@ def build_app(services: Services, version: str = "1") -> Starlette:
     routes = [
         Route(path, dispatcher(methods), methods=list(methods)) for path, methods in by_path.items()
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=[*routes, *console.mount(services)])  # the console: /console
     app.state.services = services
     app.state.openapi = openapi(declared, version)
     return app

@@ -1,0 +1,78 @@
+"""The overview: devices by version, online now, active tasks, recent failure causes."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from scheduler import keys
+from scheduler.console import charts
+from scheduler.console.web import Ctx, page
+
+VERSIONS_TTL_S = 30.0  # the version census scans keys: reuse it for a while
+TOP_VERSIONS = 12
+ACTIVE_SHOWN = 20
+RECENT_TASKS = 200  # failure causes are summed over the newest tasks updated in 24 h
+DAY_MS = 24 * 3600 * 1000
+
+_census: dict[str, tuple[float, list[tuple[str, int]]]] = {}
+
+
+async def versions(ctx: Ctx, kind: str) -> list[tuple[str, int]]:
+    """(version, devices) for the most common versions of `kind` ('fw' or 'sw')."""
+    cached = _census.get(kind)
+    if cached and time.monotonic() - cached[0] < VERSIONS_TTL_S:
+        return cached[1]
+    r = ctx.services.redis
+    prefix = keys.version(kind, "")
+    names = [k async for k in r.scan_iter(match=prefix + "*", count=10_000)]
+    pipe = r.pipeline(transaction=False)
+    for name in names:
+        pipe.scard(name)
+    sizes = await pipe.execute() if names else []
+    found = sorted(
+        ((n.decode()[len(prefix) :], s) for n, s in zip(names, sizes, strict=True) if s),
+        key=lambda item: -item[1],
+    )[:TOP_VERSIONS]
+    _census[kind] = (time.monotonic(), found)
+    return found
+
+
+async def _recent_causes(ctx: Ctx) -> list[dict[str, Any]]:
+    r = ctx.services.redis
+    ids = await r.zrevrange(keys.TASKS, 0, RECENT_TASKS - 1)
+    docs = await r.mget([keys.task(i.decode()) for i in ids]) if ids else []
+    since = int(time.time() * 1000) - DAY_MS
+    recent = [d["id"] for raw in docs if raw and (d := orjson.loads(raw))["updated_ms"] >= since]
+    total: Counter[int] = Counter()
+    messages: dict[int, str] = {}
+    for tid in recent:
+        view = await ctx.services.tasks.view(tid)
+        for cause in view["failure_causes"]:
+            total[cause["code"]] += cause["count"]
+            messages[cause["code"]] = cause["message"]
+    return [{"code": c, "message": messages[c], "count": n} for c, n in total.most_common()]
+
+
+@page
+async def overview(request: Request, ctx: Ctx) -> Response:
+    r = ctx.services.redis
+    devices, online = await r.zcard(keys.DEVICES), await r.scard(keys.ONLINE)
+    active_ids = sorted(m.decode() for m in await r.smembers(keys.ACTIVE_TASKS))[:ACTIVE_SHOWN]
+    active = [await ctx.services.tasks.view(t) for t in active_ids]
+    fw, sw = await versions(ctx, "fw"), await versions(ctx, "sw")
+    return ctx.render(
+        request,
+        "overview.html",
+        devices=devices,
+        online=online,
+        active=sorted(active, key=lambda t: -t["created_ms"]),
+        fw_chart=charts.bars(fw, "devices by firmware version"),
+        sw_chart=charts.bars(sw, "devices by software version"),
+        causes=await _recent_causes(ctx),
+    )
