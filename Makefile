@@ -4,7 +4,8 @@
 #   make venv           .venv with the project and its test/bench extras
 #   make stack          install and start Kafka, Redis, Mosquitto (deploy/local/up)
 #   make status / down  state of the local services / stop them (data is kept)
-#   make lint           ruff, mypy (strict), shellcheck when installed; a few seconds
+#   make lint           ruff, mypy (strict), shellcheck when installed, the deploy files
+#                       (deploy/helm/validate.py; the first run builds helm: ~3-5 min)
 #   make pytest         start the stack, run the test suite (PYTEST_ARGS="-k stack" to narrow)
 #   make test           lint, then pytest
 #   make demo           a whole rollout: stack, services, fleet, task, progress, summary
@@ -17,10 +18,11 @@ PY := .venv/bin/python
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 SHELL_SCRIPTS := deploy/local/up deploy/local/down deploy/local/status deploy/local/venv \
-	deploy/local/lib.sh .ci/run
+	deploy/local/lib.sh .ci/run deploy/tools/install deploy/compose/create-topics.sh
 # Python outside the packages of pyproject.toml's [tool.mypy], checked as strictly; add
 # files here as they become clean (the whole of tests/ has several conftest.py modules).
-MYPY_EXTRA := deploy/local deploy/topics.py bench/clients.py tests/conftest.py tests/integration/test_stack.py
+MYPY_EXTRA := deploy/local deploy/topics.py deploy/check_manifests.py deploy/helm/validate.py \
+	bench/clients.py tests/conftest.py tests/integration/test_stack.py
 # The worker tests (and bench) in a run of their own: their conftests would clash with
 # tests/conftest.py as top-level modules, so modules are named from the repo root, and
 # their shared kit (workerkit) is imported by name.
@@ -54,6 +56,10 @@ lint: venv
 	MYPYPATH=tests/integration/workers .venv/bin/mypy --explicit-package-bases $(MYPY_WORKERS)
 	.venv/bin/python deploy/check_manifests.py
 	.venv/bin/python deploy/topics.py --check
+	@# The chart and manifests, checked statically (no cluster here): helm, kubernetes-validate,
+	@# CRD schemas, checkov, hadolint. install builds/installs them into .tools/ once.
+	deploy/tools/install
+	.tools/venv/bin/python deploy/helm/validate.py
 	@if command -v shellcheck >/dev/null; then \
 		echo "shellcheck -x $(SHELL_SCRIPTS)"; shellcheck -x $(SHELL_SCRIPTS); \
 	else echo "shellcheck not installed; shell scripts not linted"; fi

@@ -19,12 +19,19 @@ SETTINGS = ["ota/settings.py"] + [
     f"{service}/settings.py" for service in ("workers", "gateway", "download_edge", "scheduler")
 ]
 SETTING_CALL = re.compile(r'env\.\w+\(\s*"([A-Z0-9_]+)"')
+# The device broker (Java) reads its settings in BrokerConfig.fromEnv: in.port("OTA_...").
+BROKER_CONFIG = "deploy/broker/src/main/java/io/otarollout/broker/BrokerConfig.java"
+BROKER_CALL = re.compile(r'in\.\w+\(\s*"(OTA_[A-Z0-9_]+)"')
 OTA_NAME = re.compile(r"\bOTA_[A-Z0-9_]+")
 
 
 def known_names() -> set[str]:
     text = "\n".join((ROOT / path).read_text() for path in SETTINGS)
-    return {"OTA_" + name for name in SETTING_CALL.findall(text)}
+    names = {"OTA_" + name for name in SETTING_CALL.findall(text)}
+    broker = ROOT / BROKER_CONFIG
+    if broker.exists():
+        names |= set(BROKER_CALL.findall(broker.read_text()))
+    return names
 
 
 def check() -> tuple[list[str], int]:

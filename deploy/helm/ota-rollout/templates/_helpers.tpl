@@ -1,0 +1,176 @@
+{{/* Names: <release>-<component>, shortened for DNS labels. */}}
+{{- define "ota.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "ota.name" -}}
+{{- printf "%s-%s" (include "ota.fullname" .root) .component -}}
+{{- end -}}
+
+{{- define "ota.selectorLabels" -}}
+app.kubernetes.io/name: {{ .root.Chart.Name }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "ota.labels" -}}
+{{ include "ota.selectorLabels" . }}
+app.kubernetes.io/part-of: ota-rollout
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+helm.sh/chart: {{ printf "%s-%s" .root.Chart.Name .root.Chart.Version }}
+{{- end -}}
+
+{{- define "ota.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "ota.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* repository@digest when a digest is set, else repository:tag (tag defaults to appVersion). */}}
+{{- define "ota.imageRef" -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .image.repository (default .root.Chart.AppVersion .image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Pod Security "restricted": non-root, RuntimeDefault seccomp, no token, the image's user.
+*/}}
+{{- define "ota.podSecurity" -}}
+automountServiceAccountToken: false
+serviceAccountName: {{ include "ota.serviceAccountName" . }}
+securityContext:
+  runAsNonRoot: true
+  runAsUser: 10001
+  runAsGroup: 10001
+  fsGroup: 10001
+  seccompProfile: {type: RuntimeDefault}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{- define "ota.containerSecurity" -}}
+securityContext:
+  allowPrivilegeEscalation: false
+  readOnlyRootFilesystem: true
+  runAsNonRoot: true
+  runAsUser: 10001
+  runAsGroup: 10001
+  capabilities: {drop: [ALL]}
+  seccompProfile: {type: RuntimeDefault}
+{{- end -}}
+
+{{/* Spread one component's pods over zones, then nodes. */}}
+{{- define "ota.topologySpread" -}}
+{{- if .root.Values.topologySpread.enabled }}
+topologySpreadConstraints:
+  {{- range list "topology.kubernetes.io/zone" "kubernetes.io/hostname" }}
+  - maxSkew: {{ $.root.Values.topologySpread.maxSkew }}
+    topologyKey: {{ . }}
+    whenUnsatisfiable: {{ $.root.Values.topologySpread.whenUnsatisfiable }}
+    labelSelector:
+      matchLabels:
+        {{- include "ota.selectorLabels" $ | nindent 8 }}
+  {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* nodeSelector, tolerations and affinity of one component's values (.cfg). */}}
+{{- define "ota.scheduling" -}}
+{{- with .cfg.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .cfg.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .cfg.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* An env entry from credentials.<name> ({secretName, key}). */}}
+{{- define "ota.secretEnv" -}}
+{{- $ref := index .root.Values.credentials .credential -}}
+- name: {{ .env }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ required (printf "credentials.%s.secretName is required" .credential) $ref.secretName }}
+      key: {{ required (printf "credentials.%s.key is required" .credential) $ref.key }}
+      {{- if .optional }}
+      optional: true
+      {{- end }}
+{{- end -}}
+
+{{/* The MQTT broker as the platform reaches it: host, device port, platform port, presence. */}}
+{{- define "ota.mqttHost" -}}
+{{- $b := .Values.broker -}}
+{{- if eq $b.kind "hivemq" -}}{{ include "ota.name" (dict "root" . "component" "broker") }}
+{{- else if eq $b.kind "emqx" -}}{{ $b.emqx.host }}
+{{- else if eq $b.kind "external" -}}{{ $b.external.host }}
+{{- else -}}{{ fail "broker.kind must be hivemq, emqx or external" }}
+{{- end -}}
+{{- end -}}
+
+{{- define "ota.mqttDevicePort" -}}
+{{- $b := .Values.broker -}}
+{{- if eq $b.kind "hivemq" -}}{{ $b.hivemq.tlsPort }}
+{{- else if eq $b.kind "emqx" -}}{{ $b.emqx.devicePort }}
+{{- else -}}{{ $b.external.devicePort }}
+{{- end -}}
+{{- end -}}
+
+{{- define "ota.mqttPlatformPort" -}}
+{{- $b := .Values.broker -}}
+{{- if eq $b.kind "hivemq" -}}{{ $b.hivemq.platformPort }}
+{{- else if eq $b.kind "emqx" -}}{{ $b.emqx.platformPort }}
+{{- else -}}{{ $b.external.platformPort }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Environment every service reads (ota/settings.py CommonSettings): the shared ConfigMap,
+the Redis URL when it is secret, and the two shared credentials.
+*/}}
+{{- define "ota.commonEnv" -}}
+envFrom:
+  - configMapRef:
+      name: {{ include "ota.name" (dict "root" .root "component" "config") }}
+env:
+  {{- if .root.Values.redis.existingSecret.name }}
+  - name: OTA_REDIS_URL
+    valueFrom:
+      secretKeyRef:
+        name: {{ .root.Values.redis.existingSecret.name }}
+        key: {{ .root.Values.redis.existingSecret.key }}
+  {{- end }}
+  {{- include "ota.secretEnv" (dict "root" .root "credential" "mqttPlatformPassword" "env" "OTA_MQTT_PLATFORM_PASSWORD") | nindent 2 }}
+  {{- include "ota.secretEnv" (dict "root" .root "credential" "tokenKeys" "env" "OTA_TOKEN_KEYS") | nindent 2 }}
+  {{- include "ota.secretEnv" (dict "root" .root "credential" "tokenKeyId" "env" "OTA_TOKEN_KEY_ID" "optional" true) | nindent 2 }}
+{{- end -}}
+
+{{/* A component's extraEnv, last in its env list so that it wins over the chart's. */}}
+{{- define "ota.extraEnv" -}}
+{{- range $name, $value := .extraEnv }}
+- name: {{ $name }}
+  value: {{ $value | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* Annotations that restart pods when the shared ConfigMap changes. */}}
+{{- define "ota.configChecksum" -}}
+checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
+{{- end -}}
