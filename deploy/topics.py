@@ -79,7 +79,9 @@ def _sizing(raw: object, where: str) -> Sizing:
     return Sizing(
         partitions=_int(raw.get("partitions"), f"{where}.partitions"),
         replicas=_int(raw.get("replicas"), f"{where}.replicas"),
-        min_insync_replicas=None if insync is None else _int(insync, f"{where}.min_insync_replicas"),
+        min_insync_replicas=None
+        if insync is None
+        else _int(insync, f"{where}.min_insync_replicas"),
     )
 
 
@@ -211,7 +213,9 @@ def drift(table: Table) -> list[str]:
         current = path.read_text() if path.exists() else ""
         try:
             if render(current) != current:
-                problems.append(f"{name}: differs from deploy/topics.toml (run deploy/topics.py --write)")
+                problems.append(
+                    f"{name}: differs from deploy/topics.toml (run deploy/topics.py --write)"
+                )
         except ValueError as exc:
             problems.append(str(exc))
     settings = (ROOT / "ota/settings.py").read_text()
