@@ -14,7 +14,7 @@ from scheduler import keys
 from scheduler.console import charts
 from scheduler.console.web import Ctx, page
 
-VERSIONS_TTL_S = 30.0  # the version census scans keys: reuse it for a while
+VERSIONS_TTL_S = 10.0  # the version census scans keys: reuse it for a while
 TOP_VERSIONS = 12
 ACTIVE_SHOWN = 20
 RECENT_TASKS = 200  # failure causes are summed over the newest tasks updated in 24 h
@@ -39,7 +39,8 @@ async def versions(ctx: Ctx, kind: str) -> list[tuple[str, int]]:
         ((n.decode()[len(prefix) :], s) for n, s in zip(names, sizes, strict=True) if s),
         key=lambda item: -item[1],
     )[:TOP_VERSIONS]
-    _census[kind] = (time.monotonic(), found)
+    if found:  # an empty census (a fresh registry) is not worth keeping
+        _census[kind] = (time.monotonic(), found)
     return found
 
 

@@ -236,6 +236,8 @@ def test_overview_devices_and_narrow_screen(
     browser.login(console_stack.read_key)
     browser.open("/console/")
     browser.wait_text("#devices-total", "12")
+    chart = browser.text("section[aria-labelledby=fw-h]")
+    assert "1.0" in chart  # the census may be up to 10 s old: the fleet started on 1.0
     browser.shot("11-overview")
     prefix = fleet["canary"][0][:-2]
     browser.open(f"/console/devices?q={prefix}")
