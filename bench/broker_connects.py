@@ -29,6 +29,7 @@ import os
 import re
 import resource
 import secrets
+import shutil
 import socket
 import ssl
 import statistics
@@ -131,6 +132,18 @@ class Broker:
         kib = int(re.search(r"VmRSS:\s+(\d+) kB", status)[1])  # type: ignore[index]
         return kib / 1024
 
+    def live_heap_mib(self) -> float:
+        """Java heap in use right after a full GC (jcmd): what the connections really hold,
+        unlike RSS, which grows with the heap G1 chose to keep."""
+        jcmd = shutil.which("jcmd")
+        if jcmd is None:
+            return float("nan")
+        pid = str(self.process.pid)
+        subprocess.run([jcmd, pid, "GC.run"], check=True, capture_output=True)
+        info = subprocess.run([jcmd, pid, "GC.heap_info"], check=True, capture_output=True)
+        used = re.search(rb"garbage-first heap\s+total \d+K, used (\d+)K", info.stdout)
+        return int(used[1]) / 1024 if used else float("nan")
+
     def devices_connected(self) -> int:
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -149,6 +162,7 @@ def cpu_s(pid: int) -> float:
 class Round:
     rate: float  # connects per second
     rss_mib: float  # broker RSS with every device connected
+    heap_mib: float  # live Java heap with every device connected (after a full GC)
     broker_cpu_ms: float  # broker CPU per connect
     auth_cpu_ms: float  # control-plane stand-in CPU per connect
     client_cpu_ms: float  # this process's CPU per connect
@@ -262,6 +276,7 @@ async def one_round(
         elapsed = time.perf_counter() - started
         cpu_after = (cpu_s(broker.process.pid), cpu_s(auth_pid), time.process_time())
         rss = broker.rss_mib()
+        heap = broker.live_heap_mib()
     finally:
         for writer in writers:
             writer.transport.abort()
@@ -274,7 +289,7 @@ async def one_round(
         (after - before) * 1000 / count for before, after in zip(cpu_before, cpu_after, strict=True)
     )
     accepted = count - sum(refused.values())
-    return Round(accepted / elapsed, rss, broker_ms, auth_ms, client_ms, refused)
+    return Round(accepted / elapsed, rss, heap, broker_ms, auth_ms, client_ms, refused)
 
 
 def main() -> int:
@@ -302,13 +317,17 @@ def main() -> int:
         broker = start_broker(args.lib, Path(folder), auth_port)
         try:
             idle = broker.rss_mib()
-            print(f"broker RSS idle after start: {idle:.0f} MiB", flush=True)
+            print(f"broker idle after start: RSS {idle:.0f} MiB", flush=True)
             tls = ssl.create_default_context(cafile=str(broker.ca_file))
             for mode, context in (("plain", None), ("tls", tls)):
                 warm = asyncio.run(
                     one_round(broker, auth_pid, context, args.warmup, args.concurrency, f"{mode}-w")
                 )
-                print(f"{mode} warm-up: {warm.rate:.0f} connects/s", flush=True)
+                idle_heap = broker.live_heap_mib()  # after the warm-up's devices have left
+                print(
+                    f"{mode} warm-up: {warm.rate:.0f} connects/s; then live heap {idle_heap:.0f} MiB",
+                    flush=True,
+                )
                 rounds = []
                 for run in range(args.runs):
                     tag = f"{mode}{run}"
@@ -320,7 +339,8 @@ def main() -> int:
                     rounds.append(r)
                     print(
                         f"{mode} run {run + 1}: {r.rate:.0f} connects/s, broker RSS "
-                        f"{r.rss_mib:.0f} MiB with {args.connections} connected; CPU ms per "
+                        f"{r.rss_mib:.0f} MiB, live heap {r.heap_mib:.0f} MiB (idle {idle_heap:.0f})"
+                        f" with {args.connections} connected; CPU ms per "
                         f"connect: broker {r.broker_cpu_ms:.2f}, auth {r.auth_cpu_ms:.2f}, "
                         f"client {r.client_cpu_ms:.2f}"
                         + (f"; REFUSED {r.refused}" if r.refused else ""),
@@ -331,7 +351,9 @@ def main() -> int:
                     f"connects/s (median of {args.runs}); broker CPU "
                     f"{statistics.median(r.broker_cpu_ms for r in rounds):.2f} ms per connect; "
                     f"RSS with {args.connections} connected "
-                    f"{statistics.median(r.rss_mib for r in rounds):.0f} MiB (idle {idle:.0f} MiB); "
+                    f"{statistics.median(r.rss_mib for r in rounds):.0f} MiB (idle {idle:.0f} MiB), "
+                    f"live heap {statistics.median(r.heap_mib for r in rounds):.0f} MiB "
+                    f"(idle {idle_heap:.0f} MiB); "
                     f"load average {os.getloadavg()[0]:.1f}",
                     flush=True,
                 )
