@@ -38,22 +38,26 @@ class Authorizer:
 
     def device_for(self, token: str | None, package_sha256: str, now_s: int) -> str:
         """The device the token was minted for, or `DeniedError`."""
+        return self.check(token, package_sha256, now_s)[0]
+
+    def check(self, token: str | None, package_sha256: str, now_s: int) -> tuple[str, int]:
+        """(device id, expiry in epoch seconds) of a valid token, or `DeniedError`."""
         if token is None:
             raise DeniedError(401, "download token required")
         key = (token, package_sha256)
         known = self._valid.get(key)
         if known is not None:
-            device_id, expires_s = known
-            if now_s >= expires_s:
+            if now_s >= known[1]:
                 del self._valid[key]
                 raise DeniedError(410, _REASON[Verdict.EXPIRED])
-            return device_id
+            return known
         check = verify(self._keys, token, package_sha256=package_sha256, now_s=now_s)
         if check.verdict is not Verdict.VALID:
             raise DeniedError(_STATUS[check.verdict], _REASON[check.verdict])
         assert check.device_id is not None
         assert check.expires_s is not None
-        self._valid[key] = (check.device_id, check.expires_s)
+        known = (check.device_id, check.expires_s)
+        self._valid[key] = known
         if len(self._valid) > self._cache_size:
             self._valid.popitem(last=False)
-        return check.device_id
+        return known

@@ -7,12 +7,11 @@ the URL) can reach outside the package store.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
-PACKAGE_PREFIX = b"/packages/sha256/"
-_HEX = frozenset(b"0123456789abcdef")
-SHA256_HEX_LEN = 64
+_PACKAGE_PATH = re.compile(rb"/packages/sha256/([0-9a-f]{64})")
 
 
 @dataclass(slots=True)
@@ -28,12 +27,13 @@ class Request:
 
 def package_of(path: bytes) -> str | None:
     """The package SHA-256 the path names, or None when it names nothing we serve."""
-    if not path.startswith(PACKAGE_PREFIX):
-        return None
-    digest = path[len(PACKAGE_PREFIX) :]
-    if len(digest) != SHA256_HEX_LEN or not _HEX.issuperset(digest):
-        return None
-    return digest.decode("ascii")
+    found = _PACKAGE_PATH.fullmatch(path)
+    return None if found is None else found[1].decode("ascii")
+
+
+def is_package_path(target: bytes) -> bool:
+    """Whether a request target is exactly a package path (no query, nothing to decode)."""
+    return _PACKAGE_PATH.fullmatch(target) is not None
 
 
 def token_of(authorization: str | None, query: bytes) -> str | None:

@@ -7,12 +7,16 @@ import itertools
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.exposition import generate_latest
 
 from download_edge import intervals, request, responses
+from download_edge import metrics as m
 from download_edge.auth import Authorizer, DeniedError
 from download_edge.ratelimit import Bucket, DeviceLimiter
 from download_edge.responses import FileSpan
 from download_edge.settings import EdgeSettings
+from ota.metrics import LATENCY_BUCKETS_S
 from ota.settings import SettingsError, TokenKeys
 from ota.tokens import mint
 
@@ -163,3 +167,49 @@ def test_settings_from_env() -> None:
     ):
         with pytest.raises(SettingsError):
             EdgeSettings.from_env(bad)
+
+
+@given(
+    st.integers(min_value=0, max_value=2**40),
+    st.integers(min_value=0, max_value=2**40),
+    st.integers(min_value=1, max_value=2**41),
+)
+def test_range_head_is_the_planned_head(first: int, length: int, size: int) -> None:
+    """The small-range shortcut's head, byte for byte what `for_package` plans."""
+    if first >= size:
+        return
+    last = min(first + length, size - 1)
+    plan = responses.for_package(
+        method="GET",
+        package_sha256=SHA,
+        size=size,
+        range_header=f"bytes={first}-{last}",
+        if_range=None,
+        keep_alive=True,
+        now_s=NOW,
+    )
+    assert responses.range_head(SHA, first, last, size, NOW) == plan.head
+
+
+def test_tallied_first_bytes_expose_as_observed() -> None:
+    """The batched time-to-first-byte histogram equals one fed by observe()."""
+    registry = CollectorRegistry()
+    observed = Histogram("observed", "", registry=registry, buckets=LATENCY_BUCKETS_S)
+    tallied = Histogram("tallied", "", registry=registry, buckets=LATENCY_BUCKETS_S)
+    values = [0.0, 1e-6, *LATENCY_BUCKETS_S, *(b * 1.01 for b in LATENCY_BUCKETS_S), 1e9]
+    tally = m.Tally()
+    for value in values:
+        observed.observe(value)
+        tally.first_byte(value)
+    original, m.ttfb = m.ttfb, tallied
+    try:
+        tally.flush()
+    finally:
+        m.ttfb = original
+    exposed = generate_latest(registry).decode()
+    lines = {
+        line.split(" ")[0]: line.split(" ")[1] for line in exposed.splitlines() if line[0] != "#"
+    }
+    for name, value in lines.items():
+        if name.startswith("observed_") and not name.startswith("observed_created"):
+            assert lines[name.replace("observed", "tallied", 1)] == value, name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import pytest
 from hypothesis import example, given
@@ -18,6 +19,7 @@ from download_edge.ranges import (
     Unsupported,
     content_range,
     if_range_allows,
+    parse_general,
     parse_range,
     unsatisfied_range,
 )
@@ -199,3 +201,27 @@ def test_fuzz_header_grammar(tokens: list[str], size: int) -> None:
         return
     assert all(0 <= r.start <= r.end < size for r in ranges)
     assert len(ranges) <= 16
+
+
+def _outcome(parse: Callable[[str, int], tuple[ByteRange, ...]], header: str, size: int) -> object:
+    try:
+        return parse(header, size)
+    except RangeError as exc:
+        return type(exc)
+
+
+@given(
+    st.integers(min_value=0, max_value=10**20),
+    st.integers(min_value=0, max_value=10**20),
+    st.integers(min_value=0, max_value=2**63),
+    st.sampled_from(["bytes={}-{}", "bytes=0{}-{}", "bytes={}-0{}", "bytes={}-{} ", "Bytes={}-{}"]),
+)
+@example(5, 4, 100, "bytes={}-{}")  # ends before it starts
+@example(100, 200, 100, "bytes={}-{}")  # past the end
+@example(0, 0, 0, "bytes={}-{}")  # empty representation
+@example(10**18 - 1, 10**18, 2**63, "bytes={}-{}")  # the longest positions the shortcut takes
+def test_single_range_shortcut_matches_general_parse(
+    first: int, last: int, size: int, shape: str
+) -> None:
+    header = shape.format(first, last)
+    assert _outcome(parse_range, header, size) == _outcome(parse_general, header, size)
