@@ -64,11 +64,14 @@ class _Writer:
         on_span: OnSpan,
         on_first_byte: Callable[[], None],
         on_done: OnDone,
+        *,
+        first_byte_sent: bool = False,
     ) -> None:
+        """Send `parts`; `first_byte_sent`: the caller already sent (and reported) body bytes."""
         self._parts, self._index, self._pos = parts, 0, 0
         self._package, self._bucket = package, bucket
         self._on_span, self._on_first, self._on_done = on_span, on_first_byte, on_done
-        self._first_pending = True
+        self._first_pending = not first_byte_sent
         self.active = True
         self.progress_at = time.monotonic()
         if package is not None:
@@ -280,6 +283,10 @@ class CopyWriter(_Writer):
         self._transport = transport
         self._chunk = chunk
         self._paused = False
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
 
     def pause(self) -> None:
         self._paused = True

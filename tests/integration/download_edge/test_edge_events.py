@@ -5,6 +5,7 @@ Uses the real Kafka and Redis (the edge's test db, 12).
 
 from __future__ import annotations
 
+import http.client
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -125,6 +126,37 @@ def test_started_then_finished_across_resumed_requests(
         (DownloadPhase.STARTED, package.sha256),
         (DownloadPhase.FINISHED, package.sha256),
     ]
+
+
+def test_finished_by_small_ranges_on_one_connection(
+    event_edge_factory: Callable[[], RunningEdge],
+    package: Package,
+    token_for: Callable[..., str],
+    kafka_settings: CommonSettings,
+) -> None:
+    """A device with little RAM: 16 KiB ranges on one keep-alive connection (the edge's
+    small-range shortcut after the first) still make one started and one finished."""
+    device = f"dev-{uuid.uuid4().hex[:8]}"
+    edge = event_edge_factory()
+    auth = {"Authorization": f"Bearer {token_for(package.sha256, device_id=device)}"}
+    conn = http.client.HTTPConnection("127.0.0.1", edge.port, timeout=10)
+    body = b""
+    span = 16 * 1024
+    for start in range(0, len(package.data), span):
+        conn.request(
+            "GET", package.path, headers={**auth, "Range": f"bytes={start}-{start + span - 1}"}
+        )
+        reply = conn.getresponse()
+        assert reply.status == 206
+        body += reply.read()
+    conn.close()
+    assert body == package.data
+    seen = records(kafka_settings, 2, device)
+    assert [(r.phase, r.package_sha256) for r in seen] == [
+        (DownloadPhase.STARTED, package.sha256),
+        (DownloadPhase.FINISHED, package.sha256),
+    ]
+    assert seen[1].bytes_served == len(package.data)
 
 
 def test_partial_download_only_starts(

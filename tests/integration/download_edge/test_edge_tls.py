@@ -93,3 +93,24 @@ def test_curl_resumes_over_https(
         timeout=60,
     )
     assert hashlib.sha256(target.read_bytes()).hexdigest() == package.sha256
+
+
+def test_https_small_ranges_on_one_connection(
+    tls_edge: RunningEdge, package: Package, ca: trustme.CA, token_for: Callable[..., str]
+) -> None:
+    """After the first request, small ranges take the edge's one-write shortcut."""
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    conn = http.client.HTTPSConnection("127.0.0.1", tls_edge.port, context=context, timeout=10)
+    auth = {"Authorization": f"Bearer {token_for(package.sha256)}"}
+    for start in range(0, 200_000, 4096):
+        conn.request(
+            "GET", package.path, headers={**auth, "Range": f"bytes={start}-{start + 4095}"}
+        )
+        reply = conn.getresponse()
+        assert reply.status == 206
+        assert (
+            reply.getheader("Content-Range") == f"bytes {start}-{start + 4095}/{len(package.data)}"
+        )
+        assert reply.read() == package.data[start : start + 4096]
+    conn.close()
