@@ -142,3 +142,19 @@ async def test_a_device_cannot_kick_another(
     platform.client.publish(victim.topic("events/down"), b"still connected", qos=1)
     assert await target.receive() == (victim.topic("events/down"), b"still connected")
     target.abort()
+
+
+async def test_a_device_that_drops_at_once_is_online_then_offline_in_that_order(
+    broker: BrokerProcess, platform: Platform, device: Device
+) -> None:
+    devices = [device() for _ in range(10)]
+    for creds in devices:
+        (await connected(broker, creds)).abort()  # right after CONNACK
+    for creds in devices:
+        await event(platform, creds, False)
+        mine = [
+            json.loads(payload)["online"]
+            for topic, payload in platform.inbox.messages
+            if topic == f"$ota/presence/{creds.device_id}"
+        ]
+        assert mine == [True, False], (creds.device_id, mine)

@@ -9,11 +9,13 @@ import java.util.Optional;
  * store. Per connection rather than per client id, so when a device reconnects with the same
  * id (session take-over) the old connection's disconnect still reads its own data.
  * The authenticator writes the device id; the initializer writes the kind once it counted
- * and indexed the connection, so a disconnect undoes exactly what the initializer did.
+ * and indexed the connection, so a disconnect undoes exactly what the initializer did, and
+ * a token naming the connection for {@link OnlineAnnouncements}.
  */
 final class ConnectionAttributes {
     private static final String DEVICE_ID = "ota.device_id";
     private static final String KIND_KEY = "ota.kind";
+    private static final String TOKEN = "ota.connection";
 
     private ConnectionAttributes() {}
 
@@ -23,6 +25,14 @@ final class ConnectionAttributes {
 
     static Optional<String> deviceId(ConnectionAttributeStore store) {
         return store.getAsString(DEVICE_ID);
+    }
+
+    static void rememberToken(ConnectionAttributeStore store, String token) {
+        store.putAsString(TOKEN, token);
+    }
+
+    static Optional<String> token(ConnectionAttributeStore store) {
+        return store.getAsString(TOKEN);
     }
 
     static void markInitialized(ConnectionAttributeStore store, BrokerMetrics.Kind kind) {

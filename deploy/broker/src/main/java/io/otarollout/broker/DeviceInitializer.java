@@ -10,6 +10,7 @@ import com.hivemq.extension.sdk.api.services.intializer.ClientInitializer;
 import com.hivemq.extension.sdk.api.services.subscription.TopicSubscription;
 import java.util.Optional;
 import java.util.Set;
+import java.util.concurrent.CompletableFuture;
 import java.util.stream.Collectors;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -27,12 +28,15 @@ final class DeviceInitializer implements ClientInitializer {
     private final DeviceIndex index;
     private final Presence presence;
     private final KickInterceptor kick;
+    private final OnlineAnnouncements announcements;
 
-    DeviceInitializer(BrokerMetrics metrics, DeviceIndex index, Presence presence, KickInterceptor kick) {
+    DeviceInitializer(BrokerMetrics metrics, DeviceIndex index, Presence presence, KickInterceptor kick,
+            OnlineAnnouncements announcements) {
         this.metrics = metrics;
         this.index = index;
         this.presence = presence;
         this.kick = kick;
+        this.announcements = announcements;
     }
 
     @Override
@@ -48,26 +52,36 @@ final class DeviceInitializer implements ClientInitializer {
             return;
         }
         String device = deviceId.get();
+        // Registered first: once the kind is marked, a disconnect may already wait for it.
+        String token = OnlineAnnouncements.newToken();
+        CompletableFuture<Void> announced = new CompletableFuture<>();
+        announcements.started(token, announced);
+        ConnectionAttributes.rememberToken(store, token);
         index.add(device, clientId);
         ConnectionAttributes.markInitialized(store, BrokerMetrics.Kind.DEVICE);
         metrics.connected(BrokerMetrics.Kind.DEVICE);
         Set<TopicSubscription> downlinks = Topics.serverSideSubscriptions(device).stream()
                 .map(topic -> Builders.topicSubscription().topicFilter(topic).qos(Qos.AT_LEAST_ONCE).build())
                 .collect(Collectors.toSet());
-        Services.subscriptionStore().addSubscriptions(clientId, downlinks).whenComplete((ok, error) -> {
-            if (error == null) {
-                presence.publish(new PresenceEvent(device, clientId, true, System.currentTimeMillis(), "connect"));
-                return;
-            }
-            // A device without its downlink would look online and never hear a command:
-            // drop it, so it reconnects and gets another try.
-            LOG.warn("downlink subscription of client_id={} failed ({}); disconnecting it",
-                    clientId, error.toString());
-            Services.clientService().disconnectClient(clientId).whenComplete((done, failed) -> {
-                if (failed != null) {
-                    LOG.warn("could not disconnect client_id={}: {}", clientId, failed.toString());
-                }
-            });
-        });
+        Services.subscriptionStore()
+                .addSubscriptions(clientId, downlinks)
+                .handle((ok, error) -> error)
+                .thenCompose(error -> {
+                    if (error == null) {
+                        return presence.publish(new PresenceEvent(
+                                device, clientId, true, System.currentTimeMillis(), "connect"));
+                    }
+                    // A device without its downlink would look online and never hear a command:
+                    // drop it, so it reconnects and gets another try.
+                    LOG.warn("downlink subscription of client_id={} failed ({}); disconnecting it",
+                            clientId, error.toString());
+                    return Services.clientService().disconnectClient(clientId).handle((done, failed) -> {
+                        if (failed != null) {
+                            LOG.warn("could not disconnect client_id={}: {}", clientId, failed.toString());
+                        }
+                        return null;
+                    });
+                })
+                .whenComplete((done, failed) -> announced.complete(null));
     }
 }

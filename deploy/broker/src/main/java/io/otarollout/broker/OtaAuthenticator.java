@@ -13,6 +13,7 @@ import java.net.InetAddress;
 import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
+import java.util.concurrent.CompletableFuture;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -77,16 +78,22 @@ final class OtaAuthenticator implements SimpleAuthenticator {
         String peer = connection.getInetAddress().map(InetAddress::getHostAddress).orElse("");
         Async<SimpleAuthOutput> async = output.async(asyncTimeout, TimeoutFallback.FAILURE,
                 ConnackReasonCode.SERVER_UNAVAILABLE, Reason.AUTH_UNAVAILABLE.code());
-        auth.authenticate(clientId, username, new String(password, StandardCharsets.UTF_8), peer)
-                .whenComplete((decision, error) -> {
-                    try {
-                        AuthDecision outcome = error == null ? decision
-                                : AuthDecision.unavailable(error.toString());
-                        finish(input, output, clientId, outcome);
-                    } finally {
-                        async.resume();
-                    }
-                });
+        CompletableFuture<AuthDecision> answer;
+        try {
+            answer = auth.authenticate(
+                    clientId, username, new String(password, StandardCharsets.UTF_8), peer);
+        } catch (RuntimeException e) {
+            // Never leave the connection to HiveMQ's timeout: that would be neither logged nor counted.
+            answer = CompletableFuture.completedFuture(AuthDecision.unavailable(e.toString()));
+        }
+        answer.whenComplete((decision, error) -> {
+            try {
+                AuthDecision outcome = error == null ? decision : AuthDecision.unavailable(error.toString());
+                finish(input, output, clientId, outcome);
+            } finally {
+                async.resume();
+            }
+        });
     }
 
     private void finish(SimpleAuthInput input, SimpleAuthOutput output, String clientId,

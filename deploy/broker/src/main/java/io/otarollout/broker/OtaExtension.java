@@ -29,9 +29,10 @@ final class OtaExtension implements ExtensionMain {
         Presence presence = new Presence(metrics);
         KickInterceptor kick = new KickInterceptor(index, metrics);
         Services.securityRegistry().setAuthenticatorProvider(providerInput -> authenticator);
+        OnlineAnnouncements announcements = new OnlineAnnouncements();
         Services.initializerRegistry().setClientInitializer(
-                new DeviceInitializer(metrics, index, presence, kick));
-        PresenceListener lifecycle = new PresenceListener(metrics, index, presence);
+                new DeviceInitializer(metrics, index, presence, kick, announcements));
+        PresenceListener lifecycle = new PresenceListener(metrics, index, presence, announcements);
         Services.eventRegistry().setClientLifecycleEventListener(providerInput -> lifecycle);
     }
 

@@ -4,6 +4,7 @@ import com.hivemq.extension.sdk.api.packets.general.Qos;
 import com.hivemq.extension.sdk.api.services.Services;
 import com.hivemq.extension.sdk.api.services.builder.Builders;
 import java.nio.ByteBuffer;
+import java.util.concurrent.CompletableFuture;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -17,19 +18,21 @@ final class Presence {
         this.metrics = metrics;
     }
 
-    void publish(PresenceEvent event) {
-        Services.publishService().publish(Builders.publish()
+    /** Completes once HiveMQ took the event or failed to (logged); never exceptionally. */
+    CompletableFuture<Void> publish(PresenceEvent event) {
+        return Services.publishService().publish(Builders.publish()
                         .topic(Topics.presence(event.deviceId()))
                         .qos(Qos.AT_LEAST_ONCE)
                         .retain(false)
                         .payload(ByteBuffer.wrap(event.toJson()))
                         .build())
-                .whenComplete((ignored, error) -> {
+                .handle((ignored, error) -> {
                     if (error != null) {
                         metrics.presenceFailed();
                         LOG.warn("presence of device_id={} online={} not published: {}",
                                 event.deviceId(), event.online(), error.toString());
                     }
+                    return null;
                 });
     }
 }

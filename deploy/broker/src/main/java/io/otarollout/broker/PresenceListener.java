@@ -9,22 +9,27 @@ import com.hivemq.extension.sdk.api.events.client.parameters.ConnectionStartInpu
 import com.hivemq.extension.sdk.api.events.client.parameters.DisconnectEventInput;
 import com.hivemq.extension.sdk.api.events.client.parameters.ServerInitiatedDisconnectInput;
 import java.util.Optional;
+import java.util.concurrent.CompletableFuture;
 
 /**
  * The end of a connection: undoes what {@link DeviceInitializer} counted and indexed, and
- * publishes the device's offline presence. (Online is published by the initializer, once
- * the device's downlink subscriptions exist.) Connections refused at CONNECT were never
+ * publishes the device's offline presence, after the connection's online event
+ * ({@link OnlineAnnouncements}; online is published by the initializer once the device's
+ * downlink subscriptions exist). Connections refused at CONNECT were never
  * initialized and are ignored.
  */
 final class PresenceListener implements ClientLifecycleEventListener {
     private final BrokerMetrics metrics;
     private final DeviceIndex index;
     private final Presence presence;
+    private final OnlineAnnouncements announcements;
 
-    PresenceListener(BrokerMetrics metrics, DeviceIndex index, Presence presence) {
+    PresenceListener(BrokerMetrics metrics, DeviceIndex index, Presence presence,
+            OnlineAnnouncements announcements) {
         this.metrics = metrics;
         this.index = index;
         this.presence = presence;
+        this.announcements = announcements;
     }
 
     @Override
@@ -66,7 +71,11 @@ final class PresenceListener implements ClientLifecycleEventListener {
         }
         String clientId = input.getClientInformation().getClientId();
         index.remove(deviceId.get(), clientId);
-        OfflineReason.of(ending, input.getReasonCode()).ifPresent(reason -> presence.publish(
-                new PresenceEvent(deviceId.get(), clientId, false, System.currentTimeMillis(), reason)));
+        long atMs = System.currentTimeMillis();
+        CompletableFuture<Void> online = ConnectionAttributes.token(store)
+                .map(announcements::ended)
+                .orElseGet(() -> CompletableFuture.completedFuture(null));
+        OfflineReason.of(ending, input.getReasonCode()).ifPresent(reason -> online.thenRun(() ->
+                presence.publish(new PresenceEvent(deviceId.get(), clientId, false, atMs, reason))));
     }
 }
