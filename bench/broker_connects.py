@@ -199,7 +199,7 @@ def start_broker(lib: Path, folder: Path, auth_port: int) -> Broker:
             "-Xmx768m",
             "-XX:+UseG1GC",
             "-cp",
-            f"{lib}/*",
+            f"{lib.resolve()}/*",
             "io.otarollout.broker.Launcher",
         ],
         env=env,

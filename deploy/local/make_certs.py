@@ -107,7 +107,9 @@ def _load_ca(folder: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey
 def _server_still_good(folder: Path, ca: x509.Certificate, now: dt.datetime) -> bool:
     try:
         cert = x509.load_pem_x509_certificate((folder / "server.pem").read_bytes())
-        present = all((folder / name).is_file() for name in ("server.key", "server.p12", "server.p12.pass"))
+        present = all(
+            (folder / name).is_file() for name in ("server.key", "server.p12", "server.p12.pass")
+        )
         ca_key = ca.public_key()
         assert isinstance(ca_key, ec.EllipticCurvePublicKey)
         ca_key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(hashes.SHA256()))

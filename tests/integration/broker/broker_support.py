@@ -1,6 +1,7 @@
 """Runs the device broker (deploy/broker's launcher jar) as a process of its own for tests.
 
-The jars come from OTA_BROKER_LIB, else `<state>/broker/lib` (built by deploy/local/up).
+The jars come from OTA_BROKER_LIB, else `<state>/broker/lib` (built by deploy/local/up; a
+symlink to the current build, resolved at start so a rebuild never swaps jars under us).
 Every port is a free one, the TLS files are made in a temporary folder by
 deploy/local/make_certs.py, and the authentication URL is the caller's, so a test suite
 runs its own broker beside the stack's.
@@ -141,7 +142,7 @@ def start_broker(
         **settings,
     }
     process = subprocess.Popen(
-        ["java", "-Xmx512m", "-XX:+UseG1GC", "-cp", f"{lib}/*", LAUNCHER],
+        ["java", "-Xmx512m", "-XX:+UseG1GC", "-cp", f"{lib.resolve()}/*", LAUNCHER],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
