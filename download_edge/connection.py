@@ -29,6 +29,16 @@ from ota.clock import now_s
 MAX_HEADERS = 64
 MAX_BODY_BYTES = 64 * 1024
 _WANTED = {b"authorization": 0, b"range": 1, b"if-range": 2}
+# Fields by their usual spelling (-1: not wanted), so most need no lower-casing.
+_SPELLED = {
+    b"Authorization": 0,
+    b"Range": 1,
+    b"If-Range": 2,
+    b"Host": -1,
+    b"User-Agent": -1,
+    b"Accept": -1,
+    b"Connection": -1,
+}
 
 IDLE, READING, BUSY = 0, 1, 2
 
@@ -47,6 +57,7 @@ class Connection(asyncio.Protocol):
         self._since = time.monotonic()
         self._served = 0
         self._pending_bytes = 0
+        self._max_header_bytes = edge.settings.max_header_bytes
         self._url = b""
         self._fields: list[str | None] = [None, None, None]
         self._header_count = 0
@@ -116,7 +127,7 @@ class Connection(asyncio.Protocol):
             self._state, self._since = READING, time.monotonic()
         if not self._headers_done:
             self._pending_bytes += len(data)
-            if self._pending_bytes > self._edge.settings.max_header_bytes:
+            if self._pending_bytes > self._max_header_bytes:
                 self._reject(431, "request header too large")
                 return
         try:
@@ -137,8 +148,10 @@ class Connection(asyncio.Protocol):
         self._header_count += 1
         if self._header_count > MAX_HEADERS:
             raise httptools.HttpParserError("too many header fields")
-        index = _WANTED.get(name.lower())
-        if index is not None:
+        index = _SPELLED.get(name)
+        if index is None:
+            index = _WANTED.get(name.lower())
+        if index is not None and index >= 0:
             self._fields[index] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
@@ -235,12 +248,7 @@ class Connection(asyncio.Protocol):
                 self._send_rest(grant, package, head, first, count, sent, started)
                 return True
         now = time.monotonic()
-        tally = m.tally
-        tally.first_byte(now - started)
-        tally.bytes_sent += count
-        if first:
-            tally.resumed += 1
-        tally.status(206)
+        m.tally.sent_small(count, first > 0, now - started)
         recorder = self._edge.recorder
         if recorder is not None:
             recorder.note(grant.device_id, grant.package_sha256, package.size, first, first + count)

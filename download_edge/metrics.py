@@ -66,6 +66,15 @@ class Tally:
         self.ttfb_counts[bisect_left(_TTFB_BOUNDS, seconds)] += 1
         self.ttfb_sum += seconds
 
+    def sent_small(self, count: int, resumed: bool, first_byte_s: float) -> None:
+        """A 206 of `count` bytes sent whole at once: every count it makes, in one call."""
+        self.ttfb_counts[bisect_left(_TTFB_BOUNDS, first_byte_s)] += 1
+        self.ttfb_sum += first_byte_s
+        self.bytes_sent += count
+        if resumed:
+            self.resumed += 1
+        self.statuses[206] = self.statuses.get(206, 0) + 1
+
     def flush(self) -> None:
         statuses, self.statuses = self.statuses, {}
         for status, count in statuses.items():
