@@ -58,6 +58,20 @@ async def count_revocation(device_id: str, action: str) -> None:
     REVOKED.labels(action).inc()
 
 
+# The device broker listens here and disconnects the device's live sessions (docs/broker.md).
+REVOKED_CHANNEL = f"{keys.P}cred-revoked"
+
+
+def announce_revocation(r: redis.asyncio.Redis[bytes]) -> RevokeHook:
+    """A hook publishing `{"device_id", "action"}` on `REVOKED_CHANNEL` (fire once: a
+    broker that is down misses it, and its devices reconnect through the new check)."""
+
+    async def hook(device_id: str, action: str) -> None:
+        await r.publish(REVOKED_CHANNEL, orjson.dumps({"device_id": device_id, "action": action}))
+
+    return hook
+
+
 def record_key(device_id: str) -> str:
     # Beside the registry's keys (scheduler/keys.py): not hash-tagged, like all of them.
     return f"{keys.P}cred:{device_id}"

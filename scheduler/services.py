@@ -7,6 +7,7 @@ import logging
 from dataclasses import dataclass
 
 import redis.asyncio
+from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -15,7 +16,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from scheduler.blobs import BlobStore
 from scheduler.bus import Producer
-from scheduler.credentials import Credentials, RevokeHook, count_revocation
+from scheduler.credentials import (
+    Credentials,
+    RevokeHook,
+    announce_revocation,
+    count_revocation,
+)
 from scheduler.devices import Registry
 from scheduler.notify import Notifier
 from scheduler.packages import Packages
@@ -44,9 +50,10 @@ class Services:
     wake: asyncio.Event
     credentials: Credentials
     # Awaited with (device id, "rotated" | "disabled" | "deleted") after Redis has the
-    # change: the seam through which the broker will disconnect the device's session.
-    # Today it holds `count_revocation`; append a hook to act on revocations.
+    # change: counted, and announced on the channel the device broker listens to, which
+    # disconnects the device's live sessions.
     on_revoked: list[RevokeHook]
+    credentials_redis: AsyncRedis[bytes]  # `redis` unless configured apart
 
     @classmethod
     def build(cls, settings: SchedulerSettings) -> Services:
@@ -89,8 +96,11 @@ class Services:
                 "device secrets are sealed with the public development key: "
                 "set OTA_CREDENTIAL_KEYS outside development"
             )
-        on_revoked: list[RevokeHook] = [count_revocation]
-        credentials = Credentials(r, SecretBox(settings.credential_keys), on_revoked)
+        cred_r = r
+        if settings.credentials_redis_url != common.redis_url:
+            cred_r = redis.asyncio.Redis.from_url(settings.credentials_redis_url)
+        on_revoked: list[RevokeHook] = [count_revocation, announce_revocation(cred_r)]
+        credentials = Credentials(cred_r, SecretBox(settings.credential_keys), on_revoked)
         return cls(
             settings,
             r,
@@ -105,9 +115,12 @@ class Services:
             wake,
             credentials,
             on_revoked,
+            cred_r,
         )
 
     async def close(self) -> None:
         await self.producer.close()
         await self.redis.aclose()  # type: ignore[attr-defined]  # stubs predate aclose
         await self.redis.connection_pool.disconnect()  # a pool passed in is not closed by aclose
+        if self.credentials_redis is not self.redis:
+            await self.credentials_redis.aclose()  # type: ignore[attr-defined]  # stubs predate aclose

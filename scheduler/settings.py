@@ -86,14 +86,18 @@ class SchedulerSettings:
     consumer_group: str
     credential_keys: CredentialKeys = field(repr=False)
     credential_dev_key: bool  # the public development key is in use
+    # Device credentials are the platform's, not one deployment's: the device broker reads
+    # them from here too (docs/broker.md), so every stack sharing a broker shares this.
+    credentials_redis_url: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SchedulerSettings:
         env = Env(environ)
         key_path = env.text("PACKAGE_PUBLIC_KEY", "")
         cred_keys, cred_dev = credential_keys(env)
+        common = CommonSettings.from_env(environ)
         settings = cls(
-            common=CommonSettings.from_env(environ),
+            common=common,
             http_host=env.text("SCHEDULER_HOST", "127.0.0.1"),
             http_port=env.integer("SCHEDULER_PORT", 8080, min_value=0, max_value=65535),
             api_keys=parse_api_keys(env.text("API_KEYS", DEV_API_KEYS)),
@@ -115,6 +119,7 @@ class SchedulerSettings:
             consumer_group=env.text("SCHEDULER_GROUP", "ota-scheduler"),
             credential_keys=cred_keys,
             credential_dev_key=cred_dev,
+            credentials_redis_url=env.text("CREDENTIALS_REDIS_URL", "") or common.redis_url,
         )
         if settings.require_signature and settings.signing_key_path is None:
             raise SettingsError(

@@ -8,13 +8,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import redis
 
 from ota.clock import now_ms
 from ota.device_auth import HOUR_MS, Credentials, Reason, SignType, credentials_for
 from ota.metrics import REGISTRY
-from scheduler.credentials import record_key
+from scheduler.credentials import REVOKED_CHANNEL, record_key
 from tests.integration.scheduler.conftest import StartHarness
 from tests.integration.scheduler.sched_harness import READ_KEY, WRITE_KEY, Harness
 
@@ -172,6 +173,36 @@ async def test_disable_enable_delete(h: Harness, broker: httpx.AsyncClient) -> N
         missing = await h.client.request(method, path(d, op))
         assert missing.status_code == 404, (method, op)
         assert missing.json()["error"]["code"] == "unknown_credentials"
+
+
+async def test_revocations_are_announced_to_the_broker(
+    h: Harness, sched_redis: redis.Redis[bytes]
+) -> None:
+    """Rotate, disable and delete each publish on the channel the device broker listens to
+    (it disconnects the device's live session); enabling does not."""
+    d = device()
+    await h.client.post(path(d), json={"secret": SECRET})
+    listener = sched_redis.pubsub()
+    listener.subscribe(REVOKED_CHANNEL)
+    try:
+        assert listener.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
+        for method, op in (
+            ("POST", "rotate"),
+            ("POST", "disable"),
+            ("POST", "enable"),
+            ("DELETE", ""),
+        ):
+            assert (await h.client.request(method, path(d, op))).status_code in (200, 204)
+        heard = []
+        while (message := listener.get_message(timeout=2)) is not None:
+            heard.append(orjson.loads(message["data"]))
+    finally:
+        listener.close()
+    assert heard == [
+        {"device_id": d, "action": "rotated"},
+        {"device_id": d, "action": "disabled"},
+        {"device_id": d, "action": "deleted"},
+    ]
 
 
 async def test_bad_input(h: Harness, broker: httpx.AsyncClient) -> None:
