@@ -144,9 +144,9 @@ def single_range(header: str, size: int) -> tuple[int, int] | None:
     simple = _SIMPLE.fullmatch(header)
     if simple is None:
         return None
-    first, last = int(simple[1]), int(simple[2])
+    first, last = map(int, simple.groups())
     if first <= last and first < size:
-        return first, min(last, size - 1)
+        return first, (last if last < size else size - 1)
     return None
 
 

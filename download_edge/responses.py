@@ -105,15 +105,24 @@ def head_for_file(
 
 def range_head(package_sha256: str, first: int, last: int, size: int, now_s: int) -> bytes:
     """The head `for_package` gives a keep-alive GET of one range, in one format call."""
-    return (
-        f"{_lead(206, now_s)}{last - first + 1}\r\nContent-Range: bytes {first}-{last}/{size}\r\n"
-        f"{_package_tail(package_sha256)}"
-    ).encode("latin-1")
+    return b"%b%d\r\nContent-Range: bytes %d-%d/%d\r\n%b" % (
+        _lead_bytes(now_s),
+        last - first + 1,
+        first,
+        last,
+        size,
+        _package_tail(package_sha256),
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _lead_bytes(now_s: int) -> bytes:
+    return _lead(206, now_s).encode("latin-1")
 
 
 @functools.lru_cache(maxsize=4096)
-def _package_tail(package_sha256: str) -> str:
-    return _tail(etag_of(package_sha256), True)
+def _package_tail(package_sha256: str) -> bytes:
+    return _tail(etag_of(package_sha256), True).encode("latin-1")
 
 
 @functools.lru_cache(maxsize=8)
