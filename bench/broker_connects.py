@@ -7,14 +7,17 @@ this script: an asyncio HTTP/1.1 keep-alive server that checks IoTDA's HMAC pass
 scheduler's endpoint does, without its Redis look-up. So a figure is the broker's cost plus
 one local HTTP round trip per connect, not the scheduler's.
 
-Per mode (plain, then TLS): one warm-up round, then --runs rounds of opening --connections
-MQTT 3.1.1 connections (--concurrency CONNECTs in flight, one asyncio client process,
-clean session, user name and HMAC password as IoTDA devices send), waiting for every CONNACK
-(refusals are counted and reported: 3 is the 2 s authentication timeout), reading the broker's RSS with all of them held, then dropping them and
-waiting until the broker counts no device. Prints each round and the medians.
+First one warm-up round per mode (plain and TLS, --warmup connections each: the JIT needs
+many thousand connects), then per mode --runs rounds of opening --connections MQTT 3.1.1
+connections (--concurrency CONNECTs in flight, one asyncio client process, clean session,
+user name and HMAC password as IoTDA devices send), waiting for every CONNACK (refusals are
+counted and reported: 3 is the 2 s authentication timeout), reading the broker's RSS and its
+live heap after a full GC (jcmd) with all of them held, then dropping them and waiting until
+the broker counts no device. Prints each round, CPU per connect of the broker, the stand-in
+and the client, and the medians.
 
 Usage: .venv/bin/python bench/broker_connects.py [--connections 5000] [--concurrency 200]
-       [--runs 3] [--warmup 3000] [--lib .state/broker/lib]
+       [--runs 3] [--warmup 10000] [--modes plain,tls] [--lib .state/broker/lib]
 Needs: java, the broker build (deploy/local/up), `ulimit -n` above --connections + 100.
 """
 
@@ -297,7 +300,8 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=3000, help="connections per warm-up round")
+    parser.add_argument("--warmup", type=int, default=10_000, help="connections per warm-up round")
+    parser.add_argument("--modes", default="plain,tls", help="plain, tls or both (plain,tls)")
     state = os.environ.get("OTA_STATE_DIR") or str(REPO / ".state")
     parser.add_argument("--lib", type=Path, default=Path(state) / "broker" / "lib")
     args = parser.parse_args()
@@ -319,15 +323,21 @@ def main() -> int:
             idle = broker.rss_mib()
             print(f"broker idle after start: RSS {idle:.0f} MiB", flush=True)
             tls = ssl.create_default_context(cafile=str(broker.ca_file))
-            for mode, context in (("plain", None), ("tls", tls)):
+            contexts = {"plain": None, "tls": tls}
+            modes = args.modes.split(",")
+            # Every path warm before any round: the JIT needs many thousand connects (plain
+            # measured first after 3,000 ran at half the rate it reached later).
+            for mode in modes:
                 warm = asyncio.run(
-                    one_round(broker, auth_pid, context, args.warmup, args.concurrency, f"{mode}-w")
+                    one_round(
+                        broker, auth_pid, contexts[mode], args.warmup, args.concurrency, f"{mode}-w"
+                    )
                 )
-                idle_heap = broker.live_heap_mib()  # after the warm-up's devices have left
-                print(
-                    f"{mode} warm-up: {warm.rate:.0f} connects/s; then live heap {idle_heap:.0f} MiB",
-                    flush=True,
-                )
+                print(f"{mode} warm-up: {warm.rate:.0f} connects/s", flush=True)
+            idle_heap = broker.live_heap_mib()  # after the warm-ups' devices have left
+            print(f"live heap after the warm-ups: {idle_heap:.0f} MiB", flush=True)
+            for mode in modes:
+                context = contexts[mode]
                 rounds = []
                 for run in range(args.runs):
                     tag = f"{mode}{run}"
