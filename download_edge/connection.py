@@ -18,8 +18,8 @@ from typing import cast
 import httptools
 
 from download_edge import metrics as m
+from download_edge import repeats, responses
 from download_edge import request as rq
-from download_edge import responses
 from download_edge.app import Answer, Edge, Grant, Miss
 from download_edge.cache import Package
 from download_edge.responses import FileSpan, Plan
@@ -70,6 +70,12 @@ class Connection(asyncio.Protocol):
         self._reading_paused = False
         self._answer: Answer | None = None
         self._grant: Grant | None = None  # the last request's, for the next one to reuse
+        # The last request as a template (`repeats`), and the grant it was answered under.
+        self._repeat: tuple[repeats.Template, Grant] | None = None
+        self._at_boundary = True  # the parser holds no part of a request
+        self._completed = 0  # requests parsed so far
+        # The last request parsed: target, Authorization, and Range when without If-Range.
+        self._last: tuple[bytes, str | None, str | None] = (b"", None, None)
         self._request_at = 0.0
 
     # ------------------------------------------------------------ transport events
@@ -123,6 +129,15 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._writer is None or (self._transport is not None and self._transport.is_closing()):
             return  # refused or closing: nothing more is read
+        repeat = self._repeat
+        if repeat is not None and self._state == IDLE and len(data) <= self._max_header_bytes:
+            # The parser is between requests and still holds the template's request as
+            # its last one (any feed drops the template), so its checks stay true.
+            range_header = repeats.range_of(repeat[0], data)
+            if range_header is not None and self._send_small(repeat[1], range_header):
+                return
+        self._repeat = None
+        at_boundary, completed = self._at_boundary, self._completed
         if self._state == IDLE:
             self._state, self._since = READING, time.monotonic()
         if not self._headers_done:
@@ -132,6 +147,13 @@ class Connection(asyncio.Protocol):
                 return
         try:
             self._parser.feed_data(data)
+            if (
+                at_boundary
+                and self._at_boundary
+                and self._completed == completed + 1
+                and self._state == IDLE
+            ):
+                self._learn(data)
         except httptools.HttpParserUpgrade:
             # Upgrade is ignored (RFC 9110 7.8): the request is answered as HTTP/1.1, then
             # the connection ends, since the parser stops at an upgrade.
@@ -140,6 +162,9 @@ class Connection(asyncio.Protocol):
             self._reject(400, f"bad request: {exc}")
 
     # ------------------------------------------------------------ parser callbacks
+
+    def on_message_begin(self) -> None:
+        self._at_boundary = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -167,7 +192,10 @@ class Connection(asyncio.Protocol):
         fields, self._fields = self._fields, [None, None, None]
         self._pending_bytes = self._header_count = self._body_bytes = 0
         self._headers_done = False
+        self._at_boundary = True
+        self._completed += 1
         authorization, range_header, if_range = fields
+        self._last = (url_bytes, authorization, range_header if if_range is None else None)
         grant = self._grant
         if (
             grant is not None
@@ -207,6 +235,27 @@ class Connection(asyncio.Protocol):
             )
         )
         self._next()
+
+    def _learn(self, data: bytes) -> None:
+        """Keep a one-read request answered in one step as the template of the next ones:
+        only one the small-range path would take again (same target and credentials as
+        the grant, a keep-alive HTTP/1.1 GET, a Range and no If-Range)."""
+        grant, parser = self._grant, self._parser
+        target, authorization, range_header = self._last
+        if (
+            grant is None
+            or range_header is None
+            or target != grant.path
+            or authorization != grant.authorization
+            or grant.query
+            or parser.get_method() != b"GET"
+            or parser.get_http_version() != "1.1"
+            or not parser.should_keep_alive()
+        ):
+            return
+        template = repeats.learn(data, range_header)
+        if template is not None:
+            self._repeat = (template, grant)
 
     # ------------------------------------------------------------ answering
 

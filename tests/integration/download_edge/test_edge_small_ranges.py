@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from download_edge import connection as edge_connection
+from download_edge import repeats
 from download_edge.connection import Connection
 from ota.settings import CommonSettings
 from ota.tokens import verify
@@ -240,3 +241,60 @@ def test_a_partly_taken_answer_is_finished_by_the_writer(
     ]
     assert all(head.startswith(b"HTTP/1.1 206 ") for head, _ in replies)
     assert rests, "the kernel took every answer whole: the test did not reach the rest path"
+
+
+def test_a_denied_request_is_denied_each_time(
+    edge: RunningEdge, package: Package, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The template of a connection (its last request, recognised again without parsing)
+    never carries one request's grant over to another's credentials."""
+    recognised: list[str] = []
+    range_of = repeats.range_of
+
+    def counting(template: repeats.Template, data: bytes) -> str | None:
+        found = range_of(template, data)
+        if found is not None:
+            recognised.append(found)
+        return found
+
+    monkeypatch.setattr(repeats, "range_of", counting)
+    assert _fresh(edge, "GET", package.path, {**auth, "Range": WARM_UP})[0] == 206  # opens it
+    forged = {"Authorization": auth["Authorization"][:-4] + "AAAA"}
+    conn = http.client.HTTPConnection("127.0.0.1", edge.port, timeout=10)
+    sequence = [auth, auth, forged, forged, auth, forged, auth, auth, {}, {}]
+    statuses = []
+    for index, headers in enumerate(sequence):
+        start = index * 100
+        reply = _reply(
+            conn, "GET", package.path, {**headers, "Range": f"bytes={start}-{start + 9}"}
+        )
+        statuses.append(reply[0])
+        if reply[0] == 206:
+            assert reply[2] == package.data[start : start + 10]
+    conn.close()
+    assert statuses == [206, 206, 403, 403, 206, 403, 206, 206, 401, 401]
+    assert recognised == ["bytes=100-109", "bytes=700-709"]  # the 2nd and the 8th
+
+
+def test_a_request_split_over_reads(
+    edge: RunningEdge, package: Package, auth: dict[str, str]
+) -> None:
+    one = (
+        f"GET {package.path} HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: {auth['Authorization']}\r\nRange: bytes=%d-%d\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for start in (0, 100, 200):
+            sock.sendall((one % (start, start + 9)).encode())
+            assert _read_replies(sock, 1)[0][1] == package.data[start : start + 10]
+        request = (one % (300, 309)).encode()
+        for cut in (5, len(request) - 20, len(request) - 2):
+            sock.sendall(request[:cut])
+            time.sleep(0.05)  # let the edge read the first part on its own
+            sock.sendall(request[cut:])
+            assert _read_replies(sock, 1)[0][1] == package.data[300:310]
+        sock.sendall(request + request[:10])  # one request and the start of another
+        time.sleep(0.05)
+        sock.sendall(request[10:])
+        assert [body for _, body in _read_replies(sock, 2)] == [package.data[300:310]] * 2
