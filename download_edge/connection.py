@@ -131,10 +131,9 @@ class Connection(asyncio.Protocol):
             return  # refused or closing: nothing more is read
         repeat = self._repeat
         if repeat is not None and self._state == IDLE and len(data) <= self._max_header_bytes:
-            # The parser is between requests and still holds the template's request as
-            # its last one (any feed drops the template), so its checks stay true.
+            # A keep-alive HTTP/1.1 GET like the template's request (checked when learnt).
             range_header = repeats.range_of(repeat[0], data)
-            if range_header is not None and self._send_small(repeat[1], range_header):
+            if range_header is not None and self._write_small(repeat[1], range_header):
                 return
         self._repeat = None
         at_boundary, completed = self._at_boundary, self._completed
@@ -264,18 +263,21 @@ class Connection(asyncio.Protocol):
         of, sent in one step: the same bytes, records and counts as the general path, in a
         fraction of its calls. False (nothing sent) leaves the request to the general path.
         """
-        parser, transport, writer = self._parser, self._transport, self._writer
-        assert transport is not None
+        parser = self._parser
         if (
             parser.get_method() != b"GET"
             or parser.get_http_version() != "1.1"
             or not parser.should_keep_alive()
-            or transport.is_closing()
-            or (
-                writer.paused
-                if isinstance(writer, CopyWriter)
-                else transport.get_write_buffer_size()
-            )
+        ):
+            return False
+        return self._write_small(grant, range_header)
+
+    def _write_small(self, grant: Grant, range_header: str) -> bool:
+        """`_send_small` for a request known to be a keep-alive HTTP/1.1 GET."""
+        transport, writer = self._transport, self._writer
+        assert transport is not None
+        if transport.is_closing() or (
+            writer.paused if isinstance(writer, CopyWriter) else transport.get_write_buffer_size()
         ):
             return False
         started = time.monotonic()
