@@ -22,9 +22,15 @@ public record BrokerConfig(
         int metricsPort,
         Path tlsKeystore,
         String tlsKeystorePassword,
+        AuthMode authMode,
         URI authUrl,
         String authKey,
         Duration authTimeout,
+        String redisUrl,
+        String credentialPrefix,
+        String revocationChannel,
+        CredentialKeys credentialKeys,
+        boolean devCredentialKeys,
         String platformUser,
         String platformPassword,
         int maxPacketBytes,
@@ -34,6 +40,9 @@ public record BrokerConfig(
         int maxConnections,
         int connectRatePerSecond) {
 
+    /** How devices are authenticated: the control plane over HTTP, or the credential store. */
+    public enum AuthMode { HTTP, REDIS }
+
     public static final String TLS_LISTENER = "device-tls";
     public static final String PLAIN_LISTENER = "device-plain";
     public static final String PLATFORM_LISTENER = "platform";
@@ -42,6 +51,13 @@ public record BrokerConfig(
         EnvReader in = new EnvReader(env);
         int tlsPort = in.port("OTA_BROKER_TLS_PORT", 8883);
         boolean tls = tlsPort != 0;
+        AuthMode mode = AuthMode.valueOf(
+                in.choice("OTA_BROKER_AUTH_MODE", "http", "http", "redis").toUpperCase(java.util.Locale.ROOT));
+        boolean http = mode == AuthMode.HTTP;
+        String redisUrl = in.redisUrl("OTA_BROKER_REDIS_URL", !http,
+                "the credential store's Redis, e.g. redis://127.0.0.1:6379/1");
+        boolean devKeys = in.string(CredentialKeys.NAME, "").isEmpty();
+        CredentialKeys keys = http ? null : credentialKeys(in, devKeys);
         BrokerConfig config = new BrokerConfig(
                 in.path("OTA_BROKER_STATE_DIR", "the folder for HiveMQ's config and data"),
                 in.string("OTA_BROKER_HOST", "127.0.0.1"),
@@ -55,9 +71,16 @@ public record BrokerConfig(
                         : Path.of("."),
                 tls ? in.required("OTA_BROKER_TLS_KEYSTORE_PASSWORD", "the keystore's password")
                         : "",
-                in.httpUrl("OTA_BROKER_AUTH_URL", "the control plane's device authentication"),
-                in.required("OTA_BROKER_AUTH_KEY", "bearer key for the authentication call"),
+                mode,
+                http ? in.httpUrl("OTA_BROKER_AUTH_URL", "the control plane's device authentication")
+                        : URI.create("http://unused/"),
+                http ? in.required("OTA_BROKER_AUTH_KEY", "bearer key for the authentication call") : "",
                 Duration.ofMillis(in.integer("OTA_BROKER_AUTH_TIMEOUT_MS", 2000, 50, 60_000)),
+                redisUrl,
+                in.string("OTA_BROKER_CREDENTIAL_PREFIX", "ota:sched:cred:"),
+                in.string("OTA_BROKER_REVOCATION_CHANNEL", "ota:sched:cred-revoked"),
+                keys,
+                !http && devKeys,
                 in.required("OTA_MQTT_PLATFORM_USER", "the platform services' MQTT account"),
                 in.required("OTA_MQTT_PLATFORM_PASSWORD", "the platform account's password"),
                 in.integer("OTA_BROKER_MAX_PACKET_BYTES", 1 << 20, 1024, 268_435_460),
@@ -69,6 +92,27 @@ public record BrokerConfig(
         config.checkPorts(in);
         in.check();
         return config;
+    }
+
+    /** As the scheduler (scheduler/settings.py): unset means the public development key,
+     * unless the deployment configured its other secrets (OTA_TOKEN_KEYS). */
+    private static CredentialKeys credentialKeys(EnvReader in, boolean unset) {
+        if (unset && !in.string("OTA_TOKEN_KEYS", "").isEmpty()) {
+            in.problem(CredentialKeys.NAME + " is required once OTA_TOKEN_KEYS is set: "
+                    + "kid:base64key with a 32-byte key, the scheduler's");
+            return CredentialKeys.parse(CredentialKeys.DEV);
+        }
+        try {
+            return CredentialKeys.parse(unset ? CredentialKeys.DEV : in.string(CredentialKeys.NAME, ""));
+        } catch (IllegalArgumentException e) {
+            in.problem(e.getMessage());
+            return CredentialKeys.parse(CredentialKeys.DEV);
+        }
+    }
+
+    /** Where revocations are read: the credential store, in either mode if set. */
+    public boolean listensForRevocations() {
+        return !redisUrl.isEmpty();
     }
 
     private void checkPorts(EnvReader in) {
@@ -111,6 +155,18 @@ public record BrokerConfig(
     public String toString() {
         return "BrokerConfig[devices tls " + deviceHost + ":" + tlsPort + ", plain " + deviceHost
                 + ":" + plainPort + ", platform " + platformHost + ":" + platformPort + ", metrics "
-                + metricsHost + ":" + metricsPort + ", auth " + authUrl + ", state " + stateDir + "]";
+                + metricsHost + ":" + metricsPort + ", auth " + describeAuth() + ", state " + stateDir + "]";
+    }
+
+    private String describeAuth() {
+        String store = redisUrl.isEmpty() ? "" : redactedRedisUrl();
+        return authMode == AuthMode.HTTP
+                ? "http " + authUrl + (store.isEmpty() ? "" : ", revocations from " + store)
+                : "redis " + store + " prefix " + credentialPrefix + " keys " + credentialKeys.keys().keySet();
+    }
+
+    /** The Redis URL without a password it may hold. */
+    private String redactedRedisUrl() {
+        return redisUrl.replaceFirst("//[^@/]*@", "//***@");
     }
 }

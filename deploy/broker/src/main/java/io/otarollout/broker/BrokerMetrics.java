@@ -17,6 +17,9 @@ final class BrokerMetrics {
     private final Map<Kind, AtomicLong> connected = new ConcurrentHashMap<>();
     private final LongAdder kicks = new LongAdder();
     private final LongAdder presenceFailures = new LongAdder();
+    private final Map<String, LongAdder> revocations = new ConcurrentHashMap<>();
+    private final LongAdder revocationDisconnects = new LongAdder();
+    private final AtomicLong revocationsSubscribed = new AtomicLong();
 
     void connect(Reason reason) {
         connects.computeIfAbsent(reason, r -> new LongAdder()).increment();
@@ -43,6 +46,19 @@ final class BrokerMetrics {
         presenceFailures.increment();
     }
 
+    /** action: Revocation.ACTIONS, "other" or "malformed" (bounded). */
+    void revocation(String action) {
+        revocations.computeIfAbsent(action, a -> new LongAdder()).increment();
+    }
+
+    void revocationDisconnects(int count) {
+        revocationDisconnects.add(count);
+    }
+
+    void revocationsSubscribed(boolean subscribed) {
+        revocationsSubscribed.set(subscribed ? 1 : 0);
+    }
+
     String render() {
         StringBuilder out = new StringBuilder(1024);
         out.append("# HELP ota_broker_connects_total CONNECTs by outcome and reason.\n")
@@ -64,6 +80,16 @@ final class BrokerMetrics {
                 .append("# HELP ota_broker_presence_failures_total Presence events not published.\n")
                 .append("# TYPE ota_broker_presence_failures_total counter\n")
                 .append("ota_broker_presence_failures_total ").append(presenceFailures.sum()).append('\n');
+        out.append("# HELP ota_broker_revocations_total Revocation messages from the credential store.\n")
+                .append("# TYPE ota_broker_revocations_total counter\n");
+        new TreeMap<>(revocations).forEach((action, count) -> out.append("ota_broker_revocations_total{action=\"")
+                .append(action).append("\"} ").append(count.sum()).append('\n'));
+        out.append("# HELP ota_broker_revocation_disconnects_total Connections closed by revocations.\n")
+                .append("# TYPE ota_broker_revocation_disconnects_total counter\n")
+                .append("ota_broker_revocation_disconnects_total ").append(revocationDisconnects.sum()).append('\n')
+                .append("# HELP ota_broker_revocations_subscribed 1 while subscribed to the revocation channel.\n")
+                .append("# TYPE ota_broker_revocations_subscribed gauge\n")
+                .append("ota_broker_revocations_subscribed ").append(revocationsSubscribed.get()).append('\n');
         return out.toString();
     }
 }

@@ -82,6 +82,41 @@ final class EnvReader {
         return URI.create("http://invalid/");
     }
 
+    /** One of {@code allowed} (lower case), or the fallback when unset. */
+    String choice(String name, String fallback, String... allowed) {
+        String value = raw(name).toLowerCase(java.util.Locale.ROOT);
+        if (value.isEmpty()) {
+            return fallback;
+        }
+        for (String option : allowed) {
+            if (option.equals(value)) {
+                return value;
+            }
+        }
+        problems.add(name + "=" + raw(name) + " is not one of " + String.join(", ", allowed));
+        return fallback;
+    }
+
+    /** A redis:// or rediss:// URL with a host, or "" when unset and not required. */
+    String redisUrl(String name, boolean required, String why) {
+        String value = required ? required(name, why) : raw(name);
+        if (value.isEmpty()) {
+            return "";
+        }
+        try {
+            URI uri = new URI(value);
+            String scheme = uri.getScheme();
+            if (("redis".equals(scheme) || "rediss".equals(scheme)) && uri.getHost() != null) {
+                io.lettuce.core.RedisURI.create(value); // Lettuce's own parse: the database number
+                return value;
+            }
+        } catch (URISyntaxException | IllegalArgumentException ignored) {
+            // reported below
+        }
+        problems.add(name + "=" + value + " is not a redis:// or rediss:// URL with a host");
+        return "";
+    }
+
     void problem(String message) {
         problems.add(message);
     }

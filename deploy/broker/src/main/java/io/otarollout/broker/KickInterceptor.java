@@ -4,12 +4,8 @@ import com.hivemq.extension.sdk.api.async.Async;
 import com.hivemq.extension.sdk.api.interceptor.publish.PublishInboundInterceptor;
 import com.hivemq.extension.sdk.api.interceptor.publish.parameter.PublishInboundInput;
 import com.hivemq.extension.sdk.api.interceptor.publish.parameter.PublishInboundOutput;
-import com.hivemq.extension.sdk.api.packets.disconnect.DisconnectReasonCode;
-import com.hivemq.extension.sdk.api.services.Services;
 import java.time.Duration;
 import java.util.Optional;
-import java.util.Set;
-import java.util.concurrent.CompletableFuture;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -23,11 +19,11 @@ final class KickInterceptor implements PublishInboundInterceptor {
     private static final Logger LOG = LoggerFactory.getLogger(KickInterceptor.class);
     private static final Duration DISCONNECT_TIMEOUT = Duration.ofSeconds(10);
 
-    private final DeviceIndex index;
+    private final DeviceKicker kicker;
     private final BrokerMetrics metrics;
 
-    KickInterceptor(DeviceIndex index, BrokerMetrics metrics) {
-        this.index = index;
+    KickInterceptor(DeviceKicker kicker, BrokerMetrics metrics) {
+        this.kicker = kicker;
         this.metrics = metrics;
     }
 
@@ -44,21 +40,7 @@ final class KickInterceptor implements PublishInboundInterceptor {
             return;
         }
         metrics.kick();
-        Set<String> clients = index.clientsOf(deviceId.get());
-        LOG.info("kick device_id={}: disconnecting {}", deviceId.get(), clients);
-        if (clients.isEmpty()) {
-            return;
-        }
         Async<PublishInboundOutput> async = output.async(DISCONNECT_TIMEOUT);
-        CompletableFuture<?>[] disconnects = clients.stream()
-                .map(clientId -> Services.clientService().disconnectClient(
-                        clientId, true, DisconnectReasonCode.ADMINISTRATIVE_ACTION, "kicked"))
-                .toArray(CompletableFuture<?>[]::new);
-        CompletableFuture.allOf(disconnects).whenComplete((ignored, error) -> {
-            if (error != null) {
-                LOG.warn("kick device_id={} failed: {}", deviceId.get(), error.toString());
-            }
-            async.resume();
-        });
+        kicker.kick(deviceId.get(), "kicked").whenComplete((count, error) -> async.resume());
     }
 }

@@ -11,34 +11,35 @@ import com.hivemq.extension.sdk.api.packets.connect.ConnackReasonCode;
 import com.hivemq.extension.sdk.api.packets.connect.ConnectPacket;
 import java.net.InetAddress;
 import java.nio.ByteBuffer;
-import java.nio.charset.StandardCharsets;
 import java.time.Duration;
+import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
  * Decides every CONNECT. On the platform listener only the platform account gets in
- * (checked here); on the device listeners everyone else is a device, asked about over HTTP
- * without blocking HiveMQ's thread ({@code output.async} until the answer arrives).
+ * (checked here); on the device listeners everyone else is a device, decided by the
+ * {@link DeviceAuthenticator} of the mode (the control plane over HTTP, or the credential
+ * store) without blocking HiveMQ's thread ({@code output.async} until the answer arrives).
  * Granted permissions are set here, DENY by default; see {@link Topics}.
  */
 final class OtaAuthenticator implements SimpleAuthenticator {
     private static final Logger LOG = LoggerFactory.getLogger(OtaAuthenticator.class);
 
     private final PlatformAccount platform;
-    private final AuthClient auth;
+    private final DeviceAuthenticator devices;
     private final ConnectRateLimiter limiter;
     private final BrokerMetrics metrics;
     private final Duration asyncTimeout;
 
-    OtaAuthenticator(PlatformAccount platform, AuthClient auth, ConnectRateLimiter limiter,
+    OtaAuthenticator(PlatformAccount platform, DeviceAuthenticator devices, ConnectRateLimiter limiter,
             BrokerMetrics metrics, Duration authTimeout) {
         this.platform = platform;
-        this.auth = auth;
+        this.devices = devices;
         this.limiter = limiter;
         this.metrics = metrics;
-        // HiveMQ's own fallback only fires if the HTTP client's timeout somehow did not.
+        // HiveMQ's own fallback only fires if the authenticator's timeout somehow did not.
         this.asyncTimeout = authTimeout.plusSeconds(1);
     }
 
@@ -67,8 +68,9 @@ final class OtaAuthenticator implements SimpleAuthenticator {
             refuse(output, clientId, Reason.PLATFORM_ON_DEVICE_LISTENER, "");
             return;
         }
-        if (ClientId.parse(clientId).isEmpty()) {
-            refuse(output, clientId, Reason.MALFORMED_CLIENT_ID, "checked by the broker");
+        Optional<AuthDecision> screened = devices.screen(clientId, username);
+        if (screened.isPresent()) {
+            refuse(output, clientId, screened.get().reason(), screened.get().detail());
             return;
         }
         if (!limiter.tryAcquire()) {
@@ -80,8 +82,7 @@ final class OtaAuthenticator implements SimpleAuthenticator {
                 ConnackReasonCode.SERVER_UNAVAILABLE, Reason.AUTH_UNAVAILABLE.code());
         CompletableFuture<AuthDecision> answer;
         try {
-            answer = auth.authenticate(
-                    clientId, username, new String(password, StandardCharsets.UTF_8), peer);
+            answer = devices.authenticate(clientId, username, password, peer);
         } catch (RuntimeException e) {
             // Never leave the connection to HiveMQ's timeout: that would be neither logged nor counted.
             answer = CompletableFuture.completedFuture(AuthDecision.unavailable(e.toString()));

@@ -6,11 +6,18 @@ import com.hivemq.extension.sdk.api.parameter.ExtensionStartOutput;
 import com.hivemq.extension.sdk.api.parameter.ExtensionStopInput;
 import com.hivemq.extension.sdk.api.parameter.ExtensionStopOutput;
 import com.hivemq.extension.sdk.api.services.Services;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /** Wires the extension's pieces into HiveMQ; each piece is one class with one concern. */
 final class OtaExtension implements ExtensionMain {
+    private static final Logger LOG = LoggerFactory.getLogger(OtaExtension.class);
+
     private final BrokerConfig config;
     private final BrokerMetrics metrics;
+    private RedisConnections redis;
+    private RedisCredentialStore store;
+    private RevocationListener revocations;
 
     OtaExtension(BrokerConfig config, BrokerMetrics metrics) {
         this.config = config;
@@ -19,23 +26,55 @@ final class OtaExtension implements ExtensionMain {
 
     @Override
     public void extensionStart(ExtensionStartInput input, ExtensionStartOutput output) {
+        if (config.listensForRevocations()) {
+            redis = new RedisConnections(config.redisUrl(), config.authTimeout());
+        }
         OtaAuthenticator authenticator = new OtaAuthenticator(
                 new PlatformAccount(config.platformUser(), config.platformPassword()),
-                new AuthClient(config.authUrl(), config.authKey(), config.authTimeout()),
+                deviceAuthenticator(),
                 new ConnectRateLimiter(config.connectRatePerSecond(), System::nanoTime),
                 metrics,
                 config.authTimeout());
         DeviceIndex index = new DeviceIndex();
+        DeviceKicker kicker = new DeviceKicker(index);
         Presence presence = new Presence(metrics);
-        KickInterceptor kick = new KickInterceptor(index, metrics);
+        KickInterceptor kick = new KickInterceptor(kicker, metrics);
         Services.securityRegistry().setAuthenticatorProvider(providerInput -> authenticator);
         OnlineAnnouncements announcements = new OnlineAnnouncements();
         Services.initializerRegistry().setClientInitializer(
                 new DeviceInitializer(metrics, index, presence, kick, announcements));
         PresenceListener lifecycle = new PresenceListener(metrics, index, presence, announcements);
         Services.eventRegistry().setClientLifecycleEventListener(providerInput -> lifecycle);
+        if (redis != null) {
+            revocations = new RevocationListener(redis, config.revocationChannel(), kicker, metrics);
+            revocations.start();
+        }
+    }
+
+    private DeviceAuthenticator deviceAuthenticator() {
+        if (config.authMode() == BrokerConfig.AuthMode.HTTP) {
+            return new HttpDeviceAuth(new AuthClient(config.authUrl(), config.authKey(), config.authTimeout()));
+        }
+        if (config.devCredentialKeys()) {
+            LOG.warn("device secrets are opened with the public development key: "
+                    + "set OTA_CREDENTIAL_KEYS (the scheduler's) outside development");
+        }
+        store = new RedisCredentialStore(redis, config.credentialPrefix(), config.authTimeout(), System::nanoTime);
+        store.start();
+        return new RedisDeviceAuth(store,
+                new CredentialCheck(new SecretBox(config.credentialKeys())), System::currentTimeMillis);
     }
 
     @Override
-    public void extensionStop(ExtensionStopInput input, ExtensionStopOutput output) {}
+    public void extensionStop(ExtensionStopInput input, ExtensionStopOutput output) {
+        if (revocations != null) {
+            revocations.close();
+        }
+        if (store != null) {
+            store.close();
+        }
+        if (redis != null) {
+            redis.close();
+        }
+    }
 }

@@ -94,4 +94,54 @@ class BrokerConfigTest {
         env.put("OTA_BROKER_PORT", "0");
         assertFalse(HiveMqConfigXml.render(BrokerConfig.fromEnv(env)).contains("device-plain"));
     }
+
+    @Test
+    void redisModeNeedsTheStoreNotTheEndpoint() {
+        Map<String, String> env = minimal();
+        env.remove("OTA_BROKER_AUTH_URL");
+        env.remove("OTA_BROKER_AUTH_KEY");
+        env.put("OTA_BROKER_AUTH_MODE", "redis");
+        env.put("OTA_BROKER_REDIS_URL", "redis://127.0.0.1:6379/1");
+        BrokerConfig config = BrokerConfig.fromEnv(env);
+        assertEquals(BrokerConfig.AuthMode.REDIS, config.authMode());
+        assertEquals("ota:sched:cred:", config.credentialPrefix());
+        assertEquals("ota:sched:cred-revoked", config.revocationChannel());
+        assertTrue(config.devCredentialKeys());
+        assertEquals("dev0", config.credentialKeys().current());
+        assertTrue(config.listensForRevocations());
+        env.put("OTA_CREDENTIAL_KEYS", "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=");
+        assertFalse(BrokerConfig.fromEnv(env).devCredentialKeys());
+    }
+
+    @Test
+    void httpModeIsTheDefaultAndListensForRevocationsOnlyWithAStore() {
+        BrokerConfig config = BrokerConfig.fromEnv(minimal());
+        assertEquals(BrokerConfig.AuthMode.HTTP, config.authMode());
+        assertFalse(config.listensForRevocations());
+        Map<String, String> env = minimal();
+        env.put("OTA_BROKER_REDIS_URL", "redis://:pw@127.0.0.1:6379/1");
+        assertTrue(BrokerConfig.fromEnv(env).listensForRevocations());
+        assertFalse(BrokerConfig.fromEnv(env).toString().contains("pw@"));
+    }
+
+    @Test
+    void badRedisModeSettingsAreNamed() {
+        Map<String, String> env = minimal();
+        env.put("OTA_BROKER_AUTH_MODE", "ldap");
+        assertTrue(assertThrows(ConfigException.class, () -> BrokerConfig.fromEnv(env)).getMessage()
+                .contains("OTA_BROKER_AUTH_MODE=ldap is not one of http, redis"));
+        env.put("OTA_BROKER_AUTH_MODE", "redis");
+        String missing = assertThrows(ConfigException.class, () -> BrokerConfig.fromEnv(env)).getMessage();
+        assertTrue(missing.contains("OTA_BROKER_REDIS_URL is not set"), missing);
+        env.put("OTA_BROKER_REDIS_URL", "http://127.0.0.1:6379/1");
+        env.put("OTA_CREDENTIAL_KEYS", "k1:short");
+        String bad = assertThrows(ConfigException.class, () -> BrokerConfig.fromEnv(env)).getMessage();
+        assertTrue(bad.contains("OTA_BROKER_REDIS_URL=http://127.0.0.1:6379/1 is not a redis://"), bad);
+        assertTrue(bad.contains("OTA_CREDENTIAL_KEYS key 'k1'"), bad);
+        env.put("OTA_BROKER_REDIS_URL", "redis://127.0.0.1:6379/1");
+        env.remove("OTA_CREDENTIAL_KEYS");
+        env.put("OTA_TOKEN_KEYS", "k1:a-long-download-token-secret");
+        String configured = assertThrows(ConfigException.class, () -> BrokerConfig.fromEnv(env)).getMessage();
+        assertTrue(configured.contains("OTA_CREDENTIAL_KEYS is required once OTA_TOKEN_KEYS is set"), configured);
+    }
 }
