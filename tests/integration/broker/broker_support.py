@@ -119,9 +119,10 @@ class BrokerProcess:
 
 
 def start_broker(
-    lib: Path, state_dir: Path, auth_url: str, auth_key: str, **settings: str
+    lib: Path, state_dir: Path, auth_url: str = "", auth_key: str = "", **settings: str
 ) -> BrokerProcess:
-    """Starts the launcher and waits for its ready line (at most 120 s)."""
+    """Starts the launcher and waits for its ready line (at most 120 s). The authentication
+    URL and key are http mode's; redis mode's settings come in `settings`."""
     tls_dir = state_dir / "tls"
     make_certs(tls_dir)
     tls_port, plain_port, platform_port, metrics_port = free_ports(4)
@@ -135,12 +136,12 @@ def start_broker(
         "OTA_BROKER_METRICS_PORT": str(metrics_port),
         "OTA_BROKER_TLS_KEYSTORE": str(tls_dir / "server.p12"),
         "OTA_BROKER_TLS_KEYSTORE_PASSWORD": (tls_dir / "server.p12.pass").read_text(),
-        "OTA_BROKER_AUTH_URL": auth_url,
-        "OTA_BROKER_AUTH_KEY": auth_key,
         "OTA_MQTT_PLATFORM_USER": user,
         "OTA_MQTT_PLATFORM_PASSWORD": password,
         **settings,
     }
+    if auth_url:
+        env |= {"OTA_BROKER_AUTH_URL": auth_url, "OTA_BROKER_AUTH_KEY": auth_key}
     process = subprocess.Popen(
         ["java", "-Xmx512m", "-XX:+UseG1GC", "-cp", f"{lib.resolve()}/*", LAUNCHER],
         env=env,

@@ -7,6 +7,8 @@ authentication server in the test process, and clients to talk to it.
 | `broker`    | the running `BrokerProcess` (ports, CA, platform account, log, metrics) |
 | `device`    | `device()` -> a new `DeviceCreds` registered with `auth`                |
 | `platform`  | a connected gmqtt platform client collecting what it receives           |
+| `redis_broker` | a second broker in redis mode, on the stack's Redis, database 2        |
+| `credentials`  | the real `scheduler.credentials.Credentials` on that database           |
 
 No sleeps: `Inbox.wait_for` awaits a message with a deadline.
 """
@@ -19,17 +21,27 @@ import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+import redis
+import redis.asyncio
 from gmqtt import Client, Subscription
 from gmqtt.mqtt.constants import MQTTv50
+
+from scheduler.credentials import Credentials, announce_revocation
+from scheduler.secretbox import DEV_CREDENTIAL_KEYS, CredentialKeys, SecretBox
 
 from .authserver import AuthServer, iotda_hour, iotda_password
 from .broker_support import BrokerProcess, broker_lib, start_broker
 
 AUTH_KEY = "test-broker-key"
 AUTH_TIMEOUT_MS = 800  # short, so the "slow endpoint" test is quick
+# redis mode's credential store: a database of the stack's Redis that nothing else uses
+# (the stack's credentials are in 1), flushed when the session starts.
+CREDENTIALS_DB = 2
 
 
 def _missing(message: str) -> NoReturn:
@@ -53,21 +65,68 @@ def auth(auth_server: AuthServer) -> Iterator[AuthServer]:
     auth_server.set_mode("normal")
 
 
-@pytest.fixture(scope="session")
-def broker(
-    auth_server: AuthServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[BrokerProcess]:
+def _checked_lib() -> Path:
     lib = broker_lib()
     if not (lib / "ota-broker.jar").is_file():
         _missing(f"no broker build in {lib}; run deploy/local/up (or set OTA_BROKER_LIB)")
     if shutil.which("java") is None:
         _missing("java is not installed; deploy/local/up installs it")
+    return lib
+
+
+@pytest.fixture(scope="session")
+def broker(
+    auth_server: AuthServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BrokerProcess]:
+    lib = _checked_lib()
     state = tmp_path_factory.mktemp("broker")
     process = start_broker(
         lib, state, auth_server.url, AUTH_KEY, OTA_BROKER_AUTH_TIMEOUT_MS=str(AUTH_TIMEOUT_MS)
     )
     yield process
     process.stop()
+
+
+@pytest.fixture(scope="session")
+def credentials_url() -> str:
+    """The credential store of redis mode, emptied once per session."""
+    stack = urlsplit(os.environ.get("OTA_REDIS_URL", "").strip() or "redis://127.0.0.1:6379/0")
+    url = urlunsplit((stack.scheme, stack.netloc, f"/{CREDENTIALS_DB}", "", ""))
+    client = redis.Redis.from_url(url)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        _missing(f"no Redis at {stack.netloc}; run deploy/local/up")
+    client.flushdb()
+    client.close()
+    return url
+
+
+@pytest.fixture(scope="session")
+def redis_broker(
+    credentials_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BrokerProcess]:
+    """A broker reading `credentials_url` directly (redis mode), with the dev keys."""
+    process = start_broker(
+        _checked_lib(),
+        tmp_path_factory.mktemp("redis-broker"),
+        OTA_BROKER_AUTH_MODE="redis",
+        OTA_BROKER_REDIS_URL=credentials_url,
+        OTA_CREDENTIAL_KEYS=DEV_CREDENTIAL_KEYS,
+        OTA_BROKER_AUTH_TIMEOUT_MS=str(AUTH_TIMEOUT_MS),
+    )
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+async def credentials(credentials_url: str) -> AsyncIterator[Credentials]:
+    """The scheduler's own credentials class on the store, announcing revocations as the
+    scheduler does (its Redis client is per test: it belongs to the test's event loop)."""
+    client: redis.asyncio.Redis[bytes] = redis.asyncio.Redis.from_url(credentials_url)
+    box = SecretBox(CredentialKeys.parse(DEV_CREDENTIAL_KEYS))
+    yield Credentials(client, box, [announce_revocation(client)])
+    await client.aclose()  # type: ignore[attr-defined]  # stubs predate aclose
 
 
 @dataclass(frozen=True)
