@@ -16,10 +16,12 @@ Prints a table and the headline lines; writes the raw runs to bench/out/edge-<ut
 from __future__ import annotations
 
 import argparse
+import atexit
 import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -202,6 +204,7 @@ def main() -> None:
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="edge-bench-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)  # the 64 MiB package and certs
     root.chmod(0o755)  # nginx's workers run unprivileged
     data = os.urandom(PACKAGE_MIB * 1024 * 1024)
     sha = hashlib.sha256(data).hexdigest()
