@@ -1,11 +1,16 @@
 """Authenticated device connects per second on the device broker (deploy/broker), TLS and
-plain, and the broker's resident memory with N devices connected.
+plain, and the broker's resident memory with N devices connected, per authentication mode.
 
-Starts its own broker (the launcher jar built by deploy/local/up, on free ports) whose
-authentication URL points at a fast control-plane stand-in running in a second process of
-this script: an asyncio HTTP/1.1 keep-alive server that checks IoTDA's HMAC password, as the
-scheduler's endpoint does, without its Redis look-up. So a figure is the broker's cost plus
-one local HTTP round trip per connect, not the scheduler's.
+Starts its own broker (the launcher jar built by deploy/local/up, on free ports) per mode:
+- `http`: the authentication URL points at a fast control-plane stand-in running in a second
+  process of this script: an asyncio HTTP/1.1 keep-alive server that checks IoTDA's HMAC
+  password, as the scheduler's endpoint does, without its Redis look-up. So a figure is the
+  broker's cost plus one local HTTP round trip per connect, not the scheduler's (which costs
+  more Python CPU: ~0.22 ms per connect measured).
+- `redis`: the broker reads the credential store itself: the stack's Redis (OTA_REDIS_URL's
+  server, database --redis-db, which nothing else uses; its `bench-*` records are deleted
+  afterwards), the devices registered by the scheduler's own `Credentials.import_batch`.
+The "helper" CPU is the stand-in's (http) or the Redis server's (redis, when it runs here).
 
 First one warm-up round per mode (plain and TLS, --warmup connections each: the JIT needs
 many thousand connects), then per mode --runs rounds of opening --connections MQTT 3.1.1
@@ -17,7 +22,8 @@ the broker counts no device. Prints each round, CPU per connect of the broker, t
 and the client, and the medians.
 
 Usage: .venv/bin/python bench/broker_connects.py [--connections 5000] [--concurrency 200]
-       [--runs 3] [--warmup 10000] [--modes plain,tls] [--lib .state/broker/lib]
+       [--runs 3] [--warmup 10000] [--modes plain,tls] [--auth http,redis] [--redis-db 3]
+       [--java java] [--lib .state/broker/lib]
 Needs: java, the broker build (deploy/local/up), `ulimit -n` above --connections + 100.
 """
 
@@ -45,11 +51,18 @@ import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
+import redis
+import redis.asyncio
+
+from scheduler.credentials import Credentials, ImportEntry
+from scheduler.secretbox import DEV_CREDENTIAL_KEYS, CredentialKeys, SecretBox
 
 REPO = Path(__file__).resolve().parents[1]
 AUTH_KEY = "bench-broker-key"
+BENCH_RECORDS = "ota:sched:cred:bench-*"  # the bench's devices, deleted after the run
 CLIENT_ID = re.compile(rb"^(.+)_0_[01]_(\d{10})$")
 
 
@@ -161,18 +174,23 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def helper_cpu_s(pid: int) -> float:
+    """0 when the helper is not a process of this machine (a remote Redis)."""
+    return cpu_s(pid) if pid and Path(f"/proc/{pid}").exists() else 0.0
+
+
 @dataclass
 class Round:
     rate: float  # connects per second
     rss_mib: float  # broker RSS with every device connected
     heap_mib: float  # live Java heap with every device connected (after a full GC)
     broker_cpu_ms: float  # broker CPU per connect
-    auth_cpu_ms: float  # control-plane stand-in CPU per connect
+    auth_cpu_ms: float  # helper CPU per connect: the http stand-in's, or Redis's
     client_cpu_ms: float  # this process's CPU per connect
     refused: dict[int, int]  # CONNACK code -> count (3 = auth_unavailable: the 2 s timeout)
 
 
-def start_broker(lib: Path, folder: Path, auth_port: int) -> Broker:
+def start_broker(lib: Path, folder: Path, java: str, auth: dict[str, str]) -> Broker:
     tls = folder / "tls"
     subprocess.run(
         [sys.executable, str(REPO / "deploy/local/make_certs.py"), "--dir", str(tls)],
@@ -189,15 +207,14 @@ def start_broker(lib: Path, folder: Path, auth_port: int) -> Broker:
         "OTA_BROKER_METRICS_PORT": str(metrics_port),
         "OTA_BROKER_TLS_KEYSTORE": str(tls / "server.p12"),
         "OTA_BROKER_TLS_KEYSTORE_PASSWORD": (tls / "server.p12.pass").read_text(),
-        "OTA_BROKER_AUTH_URL": f"http://127.0.0.1:{auth_port}/v1/broker/authenticate",
-        "OTA_BROKER_AUTH_KEY": AUTH_KEY,
+        **auth,
         "OTA_MQTT_PLATFORM_USER": "ota-platform-bench",
         "OTA_MQTT_PLATFORM_PASSWORD": secrets.token_urlsafe(16),
     }
     log = (folder / "broker.log").open("wb")
     process = subprocess.Popen(
         [
-            "java",
+            java,
             "-Xms128m",
             "-Xmx768m",
             "-XX:+UseG1GC",
@@ -271,13 +288,13 @@ async def one_round(
             if code:
                 refused[code] = refused.get(code, 0) + 1
 
-    cpu_before = (cpu_s(broker.process.pid), cpu_s(auth_pid), time.process_time())
+    cpu_before = (cpu_s(broker.process.pid), helper_cpu_s(auth_pid), time.process_time())
     started = time.perf_counter()
     try:
         async with asyncio.timeout(600):
             await asyncio.gather(*(device(i) for i in range(count)))
         elapsed = time.perf_counter() - started
-        cpu_after = (cpu_s(broker.process.pid), cpu_s(auth_pid), time.process_time())
+        cpu_after = (cpu_s(broker.process.pid), helper_cpu_s(auth_pid), time.process_time())
         rss = broker.rss_mib()
         heap = broker.live_heap_mib()
     finally:
@@ -295,6 +312,124 @@ async def one_round(
     return Round(accepted / elapsed, rss, heap, broker_ms, auth_ms, client_ms, refused)
 
 
+async def register_devices(url: str, device_ids: list[str]) -> None:
+    """The bench's devices in the credential store, as the scheduler registers them."""
+    client: redis.asyncio.Redis[bytes] = redis.asyncio.Redis.from_url(url)
+    credentials = Credentials(client, SecretBox(CredentialKeys.parse(DEV_CREDENTIAL_KEYS)), [])
+    for start in range(0, len(device_ids), 2000):
+        batch = device_ids[start : start + 2000]
+        await credentials.import_batch(
+            [ImportEntry(i, d, secret_of(d)) for i, d in enumerate(batch)]
+        )
+    await client.aclose()  # type: ignore[attr-defined]  # stubs predate aclose
+
+
+def delete_devices(url: str) -> None:
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=BENCH_RECORDS, count=5000))
+    for start in range(0, len(keys), 5000):
+        client.delete(*keys[start : start + 5000])
+    client.close()
+
+
+def redis_pid(url: str) -> int:
+    client = redis.Redis.from_url(url)
+    pid = int(client.info("server")["process_id"])
+    client.close()
+    return pid
+
+
+def run_auth_mode(args: argparse.Namespace, auth_mode: str, redis_url: str) -> None:
+    """Starts a broker for one authentication mode and runs every round on it."""
+    modes = args.modes.split(",")
+    tags = [f"{mode}-w" for mode in modes] + [f"{m}{r}" for m in modes for r in range(args.runs)]
+    helper = None
+    if auth_mode == "http":
+        (auth_port,) = free_ports(1)
+        helper = multiprocessing.get_context("spawn").Process(target=serve_auth, args=(auth_port,))
+        helper.start()
+        assert helper.pid is not None
+        helper_pid = helper.pid
+        auth = {
+            "OTA_BROKER_AUTH_URL": f"http://127.0.0.1:{auth_port}/v1/broker/authenticate",
+            "OTA_BROKER_AUTH_KEY": AUTH_KEY,
+        }
+    else:
+        counts = {tag: args.warmup if tag.endswith("-w") else args.connections for tag in tags}
+        ids = [f"bench-{tag}-{i}" for tag, n in counts.items() for i in range(n)]
+        started = time.perf_counter()
+        asyncio.run(register_devices(redis_url, ids))
+        print(f"registered {len(ids)} devices in {time.perf_counter() - started:.1f} s", flush=True)
+        helper_pid = redis_pid(redis_url)
+        auth = {
+            "OTA_BROKER_AUTH_MODE": "redis",
+            "OTA_BROKER_REDIS_URL": redis_url,
+            "OTA_CREDENTIAL_KEYS": DEV_CREDENTIAL_KEYS,
+        }
+    with tempfile.TemporaryDirectory(prefix="broker-bench-") as folder:
+        broker = start_broker(args.lib, Path(folder), args.java, auth)
+        try:
+            measure(args, auth_mode, broker, helper_pid, modes)
+        finally:
+            broker.process.terminate()
+            broker.process.wait(30)
+            if helper is not None:
+                helper.terminate()
+                helper.join(10)
+            if auth_mode == "redis":
+                delete_devices(redis_url)
+
+
+def measure(
+    args: argparse.Namespace, auth_mode: str, broker: Broker, helper_pid: int, modes: list[str]
+) -> None:
+    idle = broker.rss_mib()
+    print(f"[{auth_mode}] broker idle after start: RSS {idle:.0f} MiB", flush=True)
+    tls = ssl.create_default_context(cafile=str(broker.ca_file))
+    contexts = {"plain": None, "tls": tls}
+    # Every path warm before any round: the JIT needs many thousand connects (plain
+    # measured first after 3,000 ran at half the rate it reached later).
+    for mode in modes:
+        warm = asyncio.run(
+            one_round(
+                broker, helper_pid, contexts[mode], args.warmup, args.concurrency, f"{mode}-w"
+            )
+        )
+        print(f"[{auth_mode}] {mode} warm-up: {warm.rate:.0f} connects/s", flush=True)
+    idle_heap = broker.live_heap_mib()  # after the warm-ups' devices have left
+    print(f"[{auth_mode}] live heap after the warm-ups: {idle_heap:.0f} MiB", flush=True)
+    helper = "auth" if auth_mode == "http" else "redis"
+    for mode in modes:
+        context = contexts[mode]
+        rounds = []
+        for run in range(args.runs):
+            tag = f"{mode}{run}"
+            r = asyncio.run(
+                one_round(broker, helper_pid, context, args.connections, args.concurrency, tag)
+            )
+            rounds.append(r)
+            print(
+                f"[{auth_mode}] {mode} run {run + 1}: {r.rate:.0f} connects/s, broker RSS "
+                f"{r.rss_mib:.0f} MiB, live heap {r.heap_mib:.0f} MiB (idle {idle_heap:.0f})"
+                f" with {args.connections} connected; CPU ms per "
+                f"connect: broker {r.broker_cpu_ms:.3f}, {helper} {r.auth_cpu_ms:.3f}, "
+                f"client {r.client_cpu_ms:.2f}" + (f"; REFUSED {r.refused}" if r.refused else ""),
+                flush=True,
+            )
+        print(
+            f"broker.connects.{auth_mode}.{mode} = "
+            f"{statistics.median(r.rate for r in rounds):.0f} connects/s (median of "
+            f"{args.runs}); broker CPU {statistics.median(r.broker_cpu_ms for r in rounds):.3f}"
+            f" ms per connect, {helper} "
+            f"{statistics.median(r.auth_cpu_ms for r in rounds):.3f} ms; "
+            f"RSS with {args.connections} connected "
+            f"{statistics.median(r.rss_mib for r in rounds):.0f} MiB (idle {idle:.0f} MiB), "
+            f"live heap {statistics.median(r.heap_mib for r in rounds):.0f} MiB "
+            f"(idle {idle_heap:.0f} MiB); load average {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=5000)
@@ -302,6 +437,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=10_000, help="connections per warm-up round")
     parser.add_argument("--modes", default="plain,tls", help="plain, tls or both (plain,tls)")
+    parser.add_argument("--auth", default="http,redis", help="http, redis or both (http,redis)")
+    parser.add_argument("--redis-db", type=int, default=3, help="redis mode's store database")
+    parser.add_argument("--java", default="java", help="the java binary (another JDK)")
     state = os.environ.get("OTA_STATE_DIR") or str(REPO / ".state")
     parser.add_argument("--lib", type=Path, default=Path(state) / "broker" / "lib")
     args = parser.parse_args()
@@ -311,67 +449,12 @@ def main() -> int:
     resource.setrlimit(
         resource.RLIMIT_NOFILE, (min(hard, max(soft, args.connections + 1000)), hard)
     )
-
-    (auth_port,) = free_ports(1)
-    auth = multiprocessing.get_context("spawn").Process(target=serve_auth, args=(auth_port,))
-    auth.start()
-    auth_pid = auth.pid
-    assert auth_pid is not None
-    with tempfile.TemporaryDirectory(prefix="broker-bench-") as folder:
-        broker = start_broker(args.lib, Path(folder), auth_port)
-        try:
-            idle = broker.rss_mib()
-            print(f"broker idle after start: RSS {idle:.0f} MiB", flush=True)
-            tls = ssl.create_default_context(cafile=str(broker.ca_file))
-            contexts = {"plain": None, "tls": tls}
-            modes = args.modes.split(",")
-            # Every path warm before any round: the JIT needs many thousand connects (plain
-            # measured first after 3,000 ran at half the rate it reached later).
-            for mode in modes:
-                warm = asyncio.run(
-                    one_round(
-                        broker, auth_pid, contexts[mode], args.warmup, args.concurrency, f"{mode}-w"
-                    )
-                )
-                print(f"{mode} warm-up: {warm.rate:.0f} connects/s", flush=True)
-            idle_heap = broker.live_heap_mib()  # after the warm-ups' devices have left
-            print(f"live heap after the warm-ups: {idle_heap:.0f} MiB", flush=True)
-            for mode in modes:
-                context = contexts[mode]
-                rounds = []
-                for run in range(args.runs):
-                    tag = f"{mode}{run}"
-                    r = asyncio.run(
-                        one_round(
-                            broker, auth_pid, context, args.connections, args.concurrency, tag
-                        )
-                    )
-                    rounds.append(r)
-                    print(
-                        f"{mode} run {run + 1}: {r.rate:.0f} connects/s, broker RSS "
-                        f"{r.rss_mib:.0f} MiB, live heap {r.heap_mib:.0f} MiB (idle {idle_heap:.0f})"
-                        f" with {args.connections} connected; CPU ms per "
-                        f"connect: broker {r.broker_cpu_ms:.2f}, auth {r.auth_cpu_ms:.2f}, "
-                        f"client {r.client_cpu_ms:.2f}"
-                        + (f"; REFUSED {r.refused}" if r.refused else ""),
-                        flush=True,
-                    )
-                print(
-                    f"broker.connects.{mode} = {statistics.median(r.rate for r in rounds):.0f} "
-                    f"connects/s (median of {args.runs}); broker CPU "
-                    f"{statistics.median(r.broker_cpu_ms for r in rounds):.2f} ms per connect; "
-                    f"RSS with {args.connections} connected "
-                    f"{statistics.median(r.rss_mib for r in rounds):.0f} MiB (idle {idle:.0f} MiB), "
-                    f"live heap {statistics.median(r.heap_mib for r in rounds):.0f} MiB "
-                    f"(idle {idle_heap:.0f} MiB); "
-                    f"load average {os.getloadavg()[0]:.1f}",
-                    flush=True,
-                )
-        finally:
-            broker.process.terminate()
-            broker.process.wait(30)
-            auth.terminate()
-            auth.join(10)
+    stack = urlsplit(os.environ.get("OTA_REDIS_URL", "").strip() or "redis://127.0.0.1:6379/0")
+    redis_url = urlunsplit((stack.scheme, stack.netloc, f"/{args.redis_db}", "", ""))
+    version = subprocess.run([args.java, "-version"], capture_output=True, text=True).stderr
+    print(f"java: {version.splitlines()[0]}", flush=True)
+    for auth_mode in args.auth.split(","):
+        run_auth_mode(args, auth_mode, redis_url)
     return 0
 
 
