@@ -142,6 +142,7 @@ class Broker:
     plain_port: int
     metrics_port: int
     ca_file: Path
+    jcmd: str | None  # the one of the broker's JDK: another JDK's cannot attach
 
     def rss_mib(self) -> float:
         status = Path(f"/proc/{self.process.pid}/status").read_text()
@@ -151,13 +152,13 @@ class Broker:
     def live_heap_mib(self) -> float:
         """Java heap in use right after a full GC (jcmd): what the connections really hold,
         unlike RSS, which grows with the heap G1 chose to keep."""
-        jcmd = shutil.which("jcmd")
+        jcmd = self.jcmd
         if jcmd is None:
             return float("nan")
         pid = str(self.process.pid)
         subprocess.run([jcmd, pid, "GC.run"], check=True, capture_output=True)
         info = subprocess.run([jcmd, pid, "GC.heap_info"], check=True, capture_output=True)
-        used = re.search(rb"garbage-first heap\s+total \d+K, used (\d+)K", info.stdout)
+        used = re.search(rb"garbage-first heap\s+total[^\n]*?used (\d+)K", info.stdout)  # 17 and 25
         return int(used[1]) / 1024 if used else float("nan")
 
     def devices_connected(self) -> int:
@@ -233,7 +234,9 @@ def start_broker(lib: Path, folder: Path, java: str, auth: dict[str, str]) -> Br
             process.kill()
             sys.exit(f"the broker did not start; log: {folder / 'broker.log'}")
         time.sleep(0.1)
-    return Broker(process, tls_port, plain_port, metrics_port, tls / "ca.pem")
+    beside = Path(shutil.which(java) or java).resolve().parent / "jcmd"
+    jcmd = str(beside) if beside.is_file() else shutil.which("jcmd")
+    return Broker(process, tls_port, plain_port, metrics_port, tls / "ca.pem", jcmd)
 
 
 # --- the devices --------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import io.lettuce.core.SocketOptions;
 import io.lettuce.core.TimeoutOptions;
 import io.lettuce.core.resource.ClientResources;
 import io.lettuce.core.resource.DefaultClientResources;
+import io.lettuce.core.resource.Delay;
 import java.time.Duration;
 import java.util.concurrent.TimeUnit;
 
@@ -24,10 +25,12 @@ final class RedisConnections implements AutoCloseable {
 
     RedisConnections(String url, Duration timeout) {
         this.uri = RedisURI.create(url);
-        // Two I/O threads are plenty for one connection and one subscription.
+        // Two I/O threads are plenty for one connection and one subscription. Reconnect
+        // attempts back off to 2 s, not Lettuce's 30 s: every device is refused until then.
         this.resources = DefaultClientResources.builder()
                 .ioThreadPoolSize(2)
                 .computationThreadPoolSize(2)
+                .reconnectDelay(Delay.exponential(Duration.ofMillis(50), Duration.ofSeconds(2), 2, TimeUnit.MILLISECONDS))
                 .build();
         this.client = RedisClient.create(resources);
         client.setOptions(ClientOptions.builder()
