@@ -6,8 +6,8 @@ Usage: .tools/venv/bin/python deploy/helm/validate.py   (after deploy/tools/inst
 No cluster or container runtime is available where this runs, so this is what stands in
 for `kubectl apply --dry-run=server`:
 1. `helm lint --strict` and `helm template` of the chart for every value set in
-   deploy/helm/values/ (minimal, production with everything on, EMQX broker), plus the
-   plain manifests of deploy/k8s.
+   deploy/helm/values/ (minimal, production with everything on, the broker in http auth
+   mode, EMQX broker), plus the plain manifests of deploy/k8s.
 2. Every object against the Kubernetes OpenAPI schemas of the oldest and newest supported
    versions (kubernetes-validate, strict: unknown fields are errors), and every custom
    resource (Strimzi, Prometheus Operator, KEDA) against the openAPIV3Schema of its CRD,

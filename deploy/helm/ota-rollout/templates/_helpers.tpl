@@ -115,6 +115,26 @@ affinity:
       {{- end }}
 {{- end -}}
 
+{{/*
+An env entry .env with the device credential store's URL: redis.credentials (url or
+Secret), else the services' Redis (redis.url or redis.existingSecret). The scheduler
+(OTA_CREDENTIALS_REDIS_URL) and the broker (OTA_BROKER_REDIS_URL) get it from here alike.
+*/}}
+{{- define "ota.credentialsRedisEnv" -}}
+{{- $r := .root.Values.redis -}}
+{{- $secret := $r.credentials.existingSecret -}}
+{{- if and (not $secret.name) (not $r.credentials.url) -}}{{- $secret = $r.existingSecret -}}{{- end -}}
+- name: {{ .env }}
+{{- if $secret.name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret.name }}
+      key: {{ required "redis.credentials.existingSecret.key is required" $secret.key }}
+{{- else }}
+  value: {{ default $r.url $r.credentials.url | required "redis.url or redis.credentials.url is required" | quote }}
+{{- end }}
+{{- end -}}
+
 {{/* The MQTT broker as the platform reaches it: host, device port, platform port, presence. */}}
 {{- define "ota.mqttHost" -}}
 {{- $b := .Values.broker -}}
