@@ -4,7 +4,7 @@
 # Everything the local stack writes lives under one state folder:
 #   $STATE_DIR/<service>/{data,logs,conf}   and   $STATE_DIR/<service>/<service>.pid
 # Only processes whose pid file is there (and whose command line still matches) are ever
-# signalled, so `down` never touches a Redis or Mosquitto it did not start.
+# signalled, so `down` never touches a Redis or broker it did not start.
 
 LOCAL_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$LOCAL_DIR/../.." && pwd)
@@ -24,15 +24,16 @@ MQTT_PLATFORM_PASSWORD=${OTA_MQTT_PLATFORM_PASSWORD:-ota-platform-secret}
 PARTITIONS=${OTA_PARTITIONS:-12}
 TOPIC_PREFIX=${OTA_TOPIC_PREFIX:-}
 KAFKA_BOOTSTRAP=$HOST:$KAFKA_PORT
-# The device broker (HiveMQ CE + the project's extension, deploy/broker; docs/broker.md). It
-# runs beside Mosquitto on its own ports until the platform switches over. Devices are
-# authenticated by the scheduler's API (its development broker key by default).
-BROKER_TLS_PORT=${OTA_BROKER_TLS_PORT:-8883}
-BROKER_PORT=${OTA_BROKER_PORT:-1893}
-BROKER_PLATFORM_PORT=${OTA_BROKER_PLATFORM_PORT:-1894}
+# The device broker (HiveMQ CE + the project's extension, deploy/broker; docs/broker.md):
+# devices on TLS (OTA_MQTT_TLS_PORT) and, for development, plain MQTT (OTA_MQTT_PORT); the
+# services on the platform listener. It checks each device's IoTDA credentials in the
+# credential store (Redis db $CREDENTIALS_DB), which every stack on this broker shares.
+BROKER_TLS_PORT=${OTA_MQTT_TLS_PORT:-8883}
+BROKER_PORT=$MQTT_PORT
+BROKER_PLATFORM_PORT=$MQTT_PLATFORM_PORT
 BROKER_METRICS_PORT=${OTA_BROKER_METRICS_PORT:-9410}
-BROKER_AUTH_URL=${OTA_BROKER_AUTH_URL:-http://$HOST:${OTA_SCHEDULER_PORT:-8080}/v1/broker/authenticate}
-BROKER_AUTH_KEY=${OTA_BROKER_AUTH_KEY:-dev-broker-key}
+CREDENTIALS_DB=${OTA_CREDENTIALS_DB:-1}
+CREDENTIALS_REDIS_URL=redis://$HOST:$REDIS_PORT/$CREDENTIALS_DB
 BROKER_HEAP_OPTS=${OTA_BROKER_HEAP_OPTS:--Xms128m -Xmx768m}
 BROKER_SRC=$REPO_DIR/deploy/broker
 BROKER_LIB=$STATE_DIR/broker/lib
@@ -42,7 +43,7 @@ TLS_DIR=$STATE_DIR/tls
 START_TIMEOUT=${OTA_START_TIMEOUT_S:-120}
 STOP_TIMEOUT=${OTA_STOP_TIMEOUT_S:-30}
 
-SERVICES=(kafka redis mosquitto broker)
+SERVICES=(kafka redis broker)
 
 say() {
   local who=$1
@@ -74,18 +75,17 @@ check_settings() {
 
 check_broker_settings() {
   local name value
-  for name in BROKER_TLS_PORT BROKER_PORT BROKER_PLATFORM_PORT BROKER_METRICS_PORT; do
+  for name in BROKER_TLS_PORT BROKER_METRICS_PORT; do
     value=${!name}
     if [[ ! $value =~ ^[0-9]+$ ]] || ((value < 1 || value > 65535)); then
       die "OTA_$name=$value is not a TCP port (1-65535)"
     fi
   done
   local ports="$KAFKA_PORT $KAFKA_CONTROLLER_PORT $REDIS_PORT $MQTT_PORT $MQTT_PLATFORM_PORT"
-  ports+=" $BROKER_TLS_PORT $BROKER_PORT $BROKER_PLATFORM_PORT $BROKER_METRICS_PORT"
-  [[ $(tr ' ' '\n' <<<"$ports" | sort -u | wc -l) -eq 9 ]] \
-    || die "the broker's four ports must differ from each other and the other services', got: $ports"
-  [[ $BROKER_AUTH_URL =~ ^https?://[^/]+ ]] || die "OTA_BROKER_AUTH_URL=$BROKER_AUTH_URL is not an http(s) URL"
-  [[ -n $BROKER_AUTH_KEY ]] || die "OTA_BROKER_AUTH_KEY must not be empty"
+  ports+=" $BROKER_TLS_PORT $BROKER_METRICS_PORT"
+  [[ $(tr ' ' '\n' <<<"$ports" | sort -u | wc -l) -eq 7 ]] \
+    || die "the broker's TLS and metrics ports must differ from each other and the other services', got: $ports"
+  [[ $CREDENTIALS_DB =~ ^[0-9]+$ ]] || die "OTA_CREDENTIALS_DB=$CREDENTIALS_DB is not a Redis database number"
 }
 
 pid_file() { printf '%s/%s/%s.pid' "$STATE_DIR" "$1" "$1"; }
@@ -95,7 +95,6 @@ service_command() {
   case $1 in
     kafka) echo "kafka.Kafka" ;;
     redis) echo "redis-server" ;;
-    mosquitto) echo "mosquitto" ;;
     broker) echo "io.otarollout.broker.Launcher" ;;
     *) die "unknown service $1" ;;
   esac
@@ -190,16 +189,6 @@ kafka_answers() {
 
 redis_answers() { [[ $(redis-cli -h "$HOST" -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]; }
 
-# A full MQTT connect + subscribe on the platform listener, and a TCP connect on the device
-# listener (a device-side MQTT probe would show up as a fake device coming online).
-mqtt_answers() {
-  port_open "$MQTT_PORT" || return 1
-  # shellcheck disable=SC2016  # a literal MQTT topic
-  mosquitto_sub -h "$HOST" -p "$MQTT_PLATFORM_PORT" -V mqttv5 \
-    -u "$MQTT_PLATFORM_USER" -P "$MQTT_PLATFORM_PASSWORD" -i "ota-healthcheck-$$" \
-    -t '$SYS/broker/version' -E -W 5 >/dev/null 2>&1
-}
-
 # The broker's /health says 200 once HiveMQ started and every listener accepts connections
 # (a device-side MQTT probe would show up as a fake device, and needs the control plane).
 broker_answers() {
@@ -211,7 +200,6 @@ service_answers() {
   case $1 in
     kafka) kafka_answers 5 >/dev/null 2>&1 ;;
     redis) redis_answers ;;
-    mosquitto) mqtt_answers ;;
     broker) broker_answers ;;
   esac
 }
