@@ -1,13 +1,9 @@
 """Device presence from broker notices: pure parsers and the client -> device bookkeeping.
 
-Three broker dialects feed one `Notice` type:
+Two broker dialects feed one `Notice` type:
 - The project's own broker (HiveMQ CE with deploy/broker's extension, docs/broker.md)
   publishes JSON on `$ota/presence/<device_id>`: `{"device_id", "client_id", "online",
   "at_ms", "reason"}`, for authenticated devices only.
-- Mosquitto writes connect and disconnect lines to `$SYS/broker/log/N` (with `log_dest
-  topic` and `log_type notice`), e.g. `New client connected from 127.0.0.1:55820 as
-  devA_0_0_2026112700 (p2, c1, k60, u'devA').` and `Client devA_0_0_2026112700
-  disconnected.` (a timestamp may precede them).
 - EMQX publishes JSON client events on `$SYS/brokers/<node>/clients/<clientid>/connected`
   and `.../disconnected`.
 
@@ -58,53 +54,6 @@ class PresenceSource(Protocol):
     def topic_filter(self) -> str: ...
 
     def parse(self, topic: str, payload: bytes) -> Notice | None: ...
-
-
-# ---------------------------------------------------------------- Mosquitto
-
-_STAMP = r"(?:[^ ]+: )?"  # log_timestamp (epoch or a configured format), when present
-_CONNECTED = re.compile(
-    _STAMP + r"New client connected from \S+ as (?P<client>\S+) "
-    r"\(p\d+, c\d+, k\d+(?:, u'(?P<user>.*)')?\)\.$"
-)
-# Every disconnect wording of Mosquitto 2.0; the tail names the cause.
-_DISCONNECTED = re.compile(
-    _STAMP + r"(?:Client (?P<client>\S+) (?P<why>"
-    r"disconnected\.|closed its connection\.|has exceeded timeout, disconnecting\."
-    r"|disconnected due to [^.]+\.|disconnected, not authorised\.|disconnected: .+\."
-    r"|been disconnected by administrative action\.)"
-    r"|Bad socket read/write on client (?P<bad>\S+): .+)$"
-)
-
-
-def parse_mosquitto_line(line: str) -> Notice | None:
-    """The notice in one `$SYS/broker/log/N` line, or None for every other line.
-
-    `Client X already connected, closing old connection.` is a session takeover: the
-    same client id connects again right after, so it is not a disconnect.
-    """
-    line = line.rstrip("\r\n")
-    match = _CONNECTED.match(line)
-    if match:
-        return Notice(match["client"], online=True, username=match["user"])
-    match = _DISCONNECTED.match(line)
-    if match:
-        if match["bad"]:
-            return Notice(match["bad"], online=False, detail="socket error")
-        why = match["why"].rstrip(".")
-        return Notice(match["client"], online=False, detail=why)
-    return None
-
-
-@dataclass(frozen=True)
-class MosquittoLogSource:
-    """Mosquitto's notice log on `$SYS/broker/log/N`."""
-
-    name: str = "mosquitto"
-    topic_filter: str = "$SYS/broker/log/N"
-
-    def parse(self, topic: str, payload: bytes) -> Notice | None:
-        return parse_mosquitto_line(payload.decode("utf-8", "replace"))
 
 
 # ---------------------------------------------------------------- EMQX
@@ -187,7 +136,6 @@ class OtaBrokerSource:
 
 SOURCES: dict[str, PresenceSource] = {
     "ota": OtaBrokerSource(),
-    "mosquitto": MosquittoLogSource(),
     "emqx": EmqxEventSource(),
 }
 

@@ -40,7 +40,7 @@ class GatewaySettings:
         mode = env.text("GATEWAY_SPLIT", "slot")
         if mode not in SplitMode.__members__.values():
             raise SettingsError(f"OTA_GATEWAY_SPLIT={mode!r} is not slot or shared")
-        presence = env.text("GATEWAY_PRESENCE_SOURCE", "mosquitto")
+        presence = env.text("GATEWAY_PRESENCE_SOURCE", "ota")
         if presence != "none" and presence not in SOURCES:
             raise SettingsError(
                 f"OTA_GATEWAY_PRESENCE_SOURCE={presence!r} is not one of {', '.join([*SOURCES, 'none'])}"

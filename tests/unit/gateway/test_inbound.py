@@ -52,7 +52,7 @@ class Acks:
 
 def _inbound(producer: ScriptedProducer, limit: int, calls: list[str]) -> Inbound:
     settings = GatewaySettings.from_env(
-        {"OTA_GATEWAY_UPLINK_IN_FLIGHT": str(limit), "OTA_GATEWAY_PRESENCE_SOURCE": "mosquitto"}
+        {"OTA_GATEWAY_UPLINK_IN_FLIGHT": str(limit), "OTA_GATEWAY_PRESENCE_SOURCE": "ota"}
     )
     return Inbound(
         settings,
@@ -230,7 +230,7 @@ class _BrokenPresence:
     """A presence parser with a defect: it raises on every notice."""
 
     name = "broken"
-    topic_filter = "$SYS/broker/log/N"
+    topic_filter = "$ota/presence/+"
 
     def parse(self, topic: str, payload: bytes) -> None:
         raise RuntimeError("parser defect")
@@ -240,7 +240,7 @@ async def test_a_translation_defect_is_dead_lettered_and_leaves_the_window() -> 
     producer, acks = ScriptedProducer(), Acks()
     settings = GatewaySettings.from_env({"OTA_GATEWAY_UPLINK_IN_FLIGHT": "2"})
     inbound = Inbound(settings, producer, _BrokenPresence(), lambda: None, lambda: None)  # type: ignore[arg-type]
-    inbound.receive("$SYS/broker/log/N", b"New client connected", 1, acks.for_("m"))  # type: ignore[arg-type]
+    inbound.receive("$ota/presence/dev-1", b"{}", 1, acks.for_("m"))  # type: ignore[arg-type]
     [(topic, _, value)] = producer.sent
     letter = decode(value)
     assert topic == settings.common.topics.dead_letters

@@ -9,70 +9,8 @@ from gateway.presence import (
     PresenceTracker,
     device_of_client,
     parse_emqx_event,
-    parse_mosquitto_line,
     parse_ota_broker_event,
 )
-
-STAMP = "2026-11-27T01:04:56: "
-
-
-@pytest.mark.parametrize("stamp", ["", STAMP, "1764205496: "])
-def test_connect_line_with_user_name(stamp: str) -> None:
-    line = f"{stamp}New client connected from 127.0.0.1:55820 as devA_0_0_2026112700 (p2, c1, k60, u'devA')."
-    assert parse_mosquitto_line(line) == Notice("devA_0_0_2026112700", True, "devA")
-
-
-def test_connect_line_without_user_name() -> None:
-    line = f"{STAMP}New client connected from 127.0.0.1:58128 as anon-x (p5, c0, k30)."
-    assert parse_mosquitto_line(line) == Notice("anon-x", True, None)
-
-
-def test_connect_line_of_ipv6_peer() -> None:
-    line = "New client connected from ::1:4000 as dev9 (p2, c1, k60, u'dev9')."
-    assert parse_mosquitto_line(line) == Notice("dev9", True, "dev9")
-
-
-@pytest.mark.parametrize(
-    ("tail", "detail"),
-    [
-        ("disconnected.", "disconnected"),
-        ("closed its connection.", "closed its connection"),
-        ("has exceeded timeout, disconnecting.", "has exceeded timeout, disconnecting"),
-        ("disconnected due to protocol error.", "disconnected due to protocol error"),
-        ("disconnected due to malformed packet.", "disconnected due to malformed packet"),
-        ("disconnected, not authorised.", "disconnected, not authorised"),
-        ("disconnected: session taken over.", "disconnected: session taken over"),
-        (
-            "been disconnected by administrative action.",
-            "been disconnected by administrative action",
-        ),
-    ],
-)
-def test_every_disconnect_wording(tail: str, detail: str) -> None:
-    line = f"{STAMP}Client devA_0_0_2026112700 {tail}"
-    assert parse_mosquitto_line(line) == Notice("devA_0_0_2026112700", False, None, detail)
-
-
-def test_socket_error_is_a_disconnect() -> None:
-    line = f"{STAMP}Bad socket read/write on client dev7: Connection reset by peer"
-    assert parse_mosquitto_line(line) == Notice("dev7", False, None, "socket error")
-
-
-@pytest.mark.parametrize(
-    "line",
-    [
-        f"{STAMP}New connection from 127.0.0.1:58126 on port 1883.",
-        f"{STAMP}Client devA already connected, closing old connection.",
-        f"{STAMP}Saving in-memory database to /var/lib/mosquitto/mosquitto.db.",
-        f"{STAMP}Client <unknown> closed its connection.",
-        "",
-        "New client connected from 127.0.0.1:1 as x (garbage",
-    ],
-)
-def test_other_lines_are_not_notices(line: str) -> None:
-    notice = parse_mosquitto_line(line)
-    # "<unknown>" is a connection that never sent CONNECT: it parses, but maps to no device.
-    assert notice is None or device_of_client(notice.client_id, notice.username) is None
 
 
 @pytest.mark.parametrize(
