@@ -9,7 +9,7 @@ Each run starts its own stack under `ota up` (own topic prefix, Redis db 9, free
 a well-behaved fleet in its own process, uploads the package and creates one task with
 no rate limit. While the task runs it samples, every second, the task's per-state
 counts and the CPU time of every service process, of the fleet's simulator processes and
-of the shared infrastructure (Kafka, Redis, Mosquitto, found by the pid files of
+of the shared infrastructure (Kafka, Redis, the device broker, found by the pid files of
 deploy/local under .state/; their CPU includes whatever else uses them meanwhile), all
 from /proc; `cpu_ms_per_device` divides each by the fleet size. At the end it reads the
 job events back from Kafka for the per-device time from release to success, and
@@ -47,14 +47,19 @@ from rollout_report import (  # noqa: E402
     steady_rate,
 )
 
-from ota.demo import FleetGroup, default_fleet_processes, upload_targets  # noqa: E402
+from ota.demo import (  # noqa: E402
+    FleetGroup,
+    default_fleet_processes,
+    register_fleet,
+    upload_targets,
+)
 from ota.demo_env import Ports, StackPlan, redis_url_with_db  # noqa: E402
 from ota.demo_stack import Stack  # noqa: E402
 from ota.supervisor import parse_scale  # noqa: E402
 
 OUT = REPO / "bench" / "rollout"
 REDIS_DB = 9
-INFRA = ("kafka", "redis", "mosquitto")  # deploy/local's services, by pid file
+INFRA = ("kafka", "redis", "broker")  # deploy/local's services, by pid file
 FINISHED = ("Success", "Fail", "PartialSuccess", "Stopped")
 # Windows short enough that a report the broker lost is settled within the run (retry, or
 # the last version query), as a real fleet's would be within the day; no rate limit.
@@ -125,7 +130,7 @@ def service_pids(stack: Stack) -> dict[str, list[int]]:
 
 
 def infra_pids(state_dir: Path = REPO / ".state") -> dict[str, list[int]]:
-    """Kafka, Redis and Mosquitto of the local stack (those whose pid file names a live
+    """Kafka, Redis and the device broker of the local stack (those whose pid file names a live
     process)."""
     out: dict[str, list[int]] = {}
     for name in INFRA:
@@ -223,14 +228,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         report_every_s=10,
     )
     result: dict[str, Any] = {"label": label, "args": {k: str(v) for k, v in vars(args).items()}}
+    headers = {"Authorization": f"Bearer {plan.write_key}"}
+    ids = [f"{prefix}-{n:07d}" for n in range(args.size)]
     try:
+        async with httpx.AsyncClient(base_url=plan.api_url, headers=headers, timeout=120) as api:
+            t_register = time.monotonic()
+            result["credentials"] = await register_fleet(api, ids)
+            result["register_s"] = round(time.monotonic() - t_register, 1)
         t_connect = time.monotonic()
         await fleet.start(timeout_s=max(300.0, args.size / 100))
         result["connect_s"] = round(time.monotonic() - t_connect, 1)
         pids = service_pids(stack)
         pids["fleet"] = fleet.pids()
         pids.update(infra_pids())
-        headers = {"Authorization": f"Bearer {plan.write_key}"}
         async with httpx.AsyncClient(base_url=plan.api_url, headers=headers, timeout=120) as api:
             pkg = (
                 await api.post(
@@ -239,7 +249,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     content=package,
                 )
             ).json()
-            ids = [f"{prefix}-{n:07d}" for n in range(args.size)]
             list_id = await upload_targets(api, ids)
             sampler = Sampler(pids)
             created = await api.post(

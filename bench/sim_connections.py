@@ -1,7 +1,8 @@
-"""How many concurrent device connections the fleet simulator and Mosquitto hold here.
+"""How many concurrent device connections the fleet simulator and the device broker hold.
 
-Opens N device connections (one MQTT connection each, IoTDA client ids, subscribed to
-their down topics), holds them, checks they are all still up, and prints
+Registers N simulated devices in the credential store (OTA_CREDENTIALS_REDIS_URL, with
+the development key), opens one MQTT connection each (IoTDA credentials, no SUBSCRIBE:
+the broker subscribes them), holds them, checks they are all still up, and prints
 `sim.connections = N connections` with the time connecting took.
 
 Usage: python bench/sim_connections.py [--size N] [--hold-s S] [--runs R]
@@ -11,16 +12,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import time
 import uuid
 
 from devices.behaviour import Behaviour
-from devices.fleet import Fleet, FleetConfig, Mode
+from devices.fleet import DEFAULT_SEED, Fleet, FleetConfig, Mode, derived_secret
 from ota.settings import CommonSettings
+from scheduler.credential_import import import_pairs
+from scheduler.secretbox import DEV_CREDENTIAL_KEYS, CredentialKeys
 
 QUIET = Behaviour(report_at_boot=False, keepalive_s=300)
+CREDENTIALS_URL = os.environ.get("OTA_CREDENTIALS_REDIS_URL", "redis://127.0.0.1:6379/1")
+
+
+async def register(device_ids: list[str]) -> int:
+    keys = CredentialKeys.parse(os.environ.get("OTA_CREDENTIAL_KEYS") or DEV_CREDENTIAL_KEYS)
+    pairs = ((d, derived_secret(DEFAULT_SEED, d)) for d in device_ids)
+    return await import_pairs(CREDENTIALS_URL, keys, pairs)
 
 
 async def one_run(size: int, hold_s: float) -> tuple[int, float]:
@@ -31,6 +42,7 @@ async def one_run(size: int, hold_s: float) -> tuple[int, float]:
         prefix=f"bench-conn-{uuid.uuid4().hex[:6]}",
         behaviour_of=lambda _i, _d: QUIET,
         connects_in_parallel=500,
+        register=register,
     )
     started = time.monotonic()
     fleet = Fleet(config)

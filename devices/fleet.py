@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import hashlib
 import hmac
 import json
@@ -29,7 +30,7 @@ import sys
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
@@ -77,9 +78,14 @@ class FleetConfig:
     secret_of: Callable[[str], str] | None = field(default=None, repr=False)
     subscribe: bool = True
     tls: ssl.SSLContext | None = field(default=None, repr=False)
+    # Connections mode: called with the device ids before any connects, to register their
+    # secrets where the broker checks them (the API's bulk import, or the store directly).
+    register: Callable[[list[str]], Awaitable[object]] | None = field(default=None, repr=False)
 
     @classmethod
     def from_settings(cls, settings: CommonSettings, size: int, **overrides: object) -> FleetConfig:
+        """A fleet of IoTDA-built devices on the stack's broker: secrets derived from
+        `DEFAULT_SEED` (register them first: `fleet_credentials`), no SUBSCRIBE."""
         base = cls(
             size=size,
             host=settings.mqtt_host,
@@ -87,6 +93,8 @@ class FleetConfig:
             platform_port=settings.mqtt_platform_port,
             platform_user=settings.mqtt_platform_user,
             platform_password=settings.mqtt_platform_password,
+            secret_of=seeded_secrets(DEFAULT_SEED),
+            subscribe=False,
         )
         return FleetConfig(**{**base.__dict__, **overrides})
 
@@ -101,10 +109,23 @@ def device_name(prefix: str, index: int) -> str:
     return f"{prefix}-{index:07d}"
 
 
+# Simulated fleets derive their secrets from this; a real fleet's secrets are its own.
+DEFAULT_SEED = "ota-simulated-fleet"
+
+
 def derived_secret(seed: str, device_id: str) -> str:
     """A simulated device's secret, derived from the fleet's seed so that the process
     that registers the fleet and the processes that run it agree without sharing a file."""
     return hmac.new(seed.encode(), device_id.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def seeded_secrets(seed: str) -> Callable[[str], str]:
+    return functools.partial(derived_secret, seed)
+
+
+def fleet_credentials(device_ids: list[str], seed: str = DEFAULT_SEED) -> bytes:
+    """The bulk-import body (`POST /v1/credentials/import`) registering these devices."""
+    return "".join(f"{d},{derived_secret(seed, d)}\n" for d in device_ids).encode()
 
 
 def outcome_of(agent: DeviceAgent) -> str:
@@ -170,6 +191,8 @@ class Fleet:
     async def _start_connections(self) -> None:
         assert self._http is not None
         raise_file_limit(self.config.size + 1024)
+        if self.config.register is not None:
+            await self.config.register(self.config.device_ids())
         gate = asyncio.Semaphore(self.config.connects_in_parallel)
 
         def on_state(up: bool) -> None:

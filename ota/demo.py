@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ import httpx
 import redis
 from kafka.admin import KafkaAdminClient
 
+from devices.fleet import device_name, fleet_credentials
 from devices.report import merge
 from ota.demo_env import StackPlan, stack_env
 from ota.demo_fleet import Mix, verdict
@@ -272,6 +274,30 @@ class FleetGroup:
         return merge(await asyncio.gather(*(m.stop() for m in self.members)))
 
 
+async def register_fleet(api: httpx.AsyncClient, device_ids: list[str]) -> str:
+    """Registers the simulated devices' secrets (derived from the fleet's seed) through the
+    bulk import, so that the broker lets them in; the import's summary line."""
+    response = await api.post(
+        "/v1/credentials/import", content=fleet_credentials(device_ids), timeout=600
+    )
+    response.raise_for_status()
+    summary = [line for line in response.text.splitlines() if line.startswith("#")]
+    if not summary or "aborted" in summary[-1]:
+        raise StackError(f"registering the fleet failed: {response.text[-500:]}")
+    return summary[-1].lstrip("# ")
+
+
+def registrar(plan: StackPlan) -> Callable[[list[str]], Awaitable[str]]:
+    """`FleetConfig.register` for a fleet on `plan`'s stack: the API's bulk import."""
+
+    async def register(device_ids: list[str]) -> str:
+        headers = {"Authorization": f"Bearer {plan.write_key}"}
+        async with httpx.AsyncClient(base_url=plan.api_url, headers=headers) as api:
+            return await register_fleet(api, device_ids)
+
+    return register
+
+
 async def upload_targets(api: httpx.AsyncClient, device_ids: list[str]) -> str:
     response = await api.post("/v1/target-lists", content="\n".join(device_ids).encode())
     response.raise_for_status()
@@ -297,6 +323,10 @@ async def rollout(args: argparse.Namespace, stack: Stack) -> int:
         package_size=len(package),
         back_after_s=args.online_window_s / 2,
     )
+    headers = {"Authorization": f"Bearer {plan.write_key}"}
+    ids = [device_name(prefix, n) for n in range(args.size)]
+    async with httpx.AsyncClient(base_url=plan.api_url, headers=headers, timeout=60) as api:
+        print(f"[demo] credentials: {await register_fleet(api, ids)}", flush=True)
     print(
         f"[demo] connecting {args.size} simulated devices ({args.mode}, "
         f"{len(fleet.members)} simulator processes) ...",
@@ -309,7 +339,6 @@ async def rollout(args: argparse.Namespace, stack: Stack) -> int:
         + ", ".join(f"{k} {v}" for k, v in ready["kinds"].items()),
         flush=True,
     )
-    headers = {"Authorization": f"Bearer {plan.write_key}"}
     task: dict[str, Any] = {}
     async with httpx.AsyncClient(base_url=plan.api_url, headers=headers, timeout=60) as api:
         try:
@@ -327,7 +356,6 @@ async def rollout(args: argparse.Namespace, stack: Stack) -> int:
             uploaded.raise_for_status()
             pkg = uploaded.json()
             print(f"[demo] package {pkg['id']} uploaded ({len(package) // 1024} KiB)", flush=True)
-            ids = [f"{prefix}-{n:07d}" for n in range(args.size)]
             created = await api.post(
                 "/v1/tasks",
                 json={

@@ -91,13 +91,16 @@ def redis_url_with_db(url: str, db: int) -> str:
 def stack_env(plan: StackPlan, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The full environment for the services of `plan`, on top of `base` (os.environ)."""
     env = dict(os.environ if base is None else base)
-    redis_url = redis_url_with_db(
-        env.get("OTA_REDIS_URL") or "redis://127.0.0.1:6379", plan.redis_db
-    )
+    base_redis = env.get("OTA_REDIS_URL") or "redis://127.0.0.1:6379"
+    redis_url = redis_url_with_db(base_redis, plan.redis_db)
+    # Device credentials are the broker's: every stack on it shares one store (db 1 unless
+    # the local stack's env says otherwise).
+    credentials_url = env.get("OTA_CREDENTIALS_REDIS_URL") or redis_url_with_db(base_redis, 1)
     p = plan.ports
     env.update(
         {
             "OTA_REDIS_URL": redis_url,
+            "OTA_CREDENTIALS_REDIS_URL": credentials_url,
             "OTA_TOPIC_PREFIX": plan.topic_prefix,
             "OTA_PARTITIONS": str(plan.partitions),
             "OTA_DOWNLOAD_BASE_URL": f"http://127.0.0.1:{p.edge}",

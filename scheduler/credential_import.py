@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 
+import redis.asyncio
 from redis.exceptions import RedisError
 
 from scheduler.credentials import Credentials, ImportEntry, check_device, check_secret
 from scheduler.errors import SchedulerError, ValidationError
+from scheduler.secretbox import CredentialKeys, SecretBox
 
 CHUNK = 1000
 MAX_LINE_BYTES = 1024
@@ -185,3 +187,26 @@ async def run_import(
         emit(f"# aborted after line {job.applied_through}: {exc}\n".encode())
         raise
     emit(job.summary())
+
+
+async def import_pairs(
+    redis_url: str, keys: CredentialKeys, pairs: Iterable[tuple[str, str]]
+) -> int:
+    """Registers (device id, secret) pairs straight into the store at `redis_url`, CHUNK at
+    a time, for tools that run without a scheduler (simulated fleets in tests and
+    benchmarks); devices already registered are left alone. How many were stored."""
+    client: redis.asyncio.Redis[bytes] = redis.asyncio.Redis.from_url(redis_url)
+    store = Credentials(client, SecretBox(keys), [])
+    stored = 0
+    try:
+        batch: list[ImportEntry] = []
+        for number, (device_id, secret) in enumerate(pairs, 1):
+            batch.append(ImportEntry(number, check_device(device_id), check_secret(secret)))
+            if len(batch) == CHUNK:
+                stored += sum(s is not None for s in await store.import_batch(batch))
+                batch = []
+        if batch:
+            stored += sum(s is not None for s in await store.import_batch(batch))
+    finally:
+        await client.aclose()  # type: ignore[attr-defined]  # stubs predate aclose
+    return stored
