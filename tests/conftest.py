@@ -12,6 +12,8 @@ deploy/local/up and ota.settings:
 | `mqtt_platform`    | `MqttPlatform`     | OTA_MQTT_PLATFORM_PORT/_USER/_PASSWORD                  |
 | `topic_factory`    | `TopicFactory`     | creates Kafka topics for one test, deletes them after   |
 | `redis_client`     | `Redis[bytes]`     | Redis db 15, flushed before and after the test          |
+| `register_devices` | async callable     | registers simulated devices' secrets in the credential  |
+|                    |                    | store the broker checks (OTA_CREDENTIALS_REDIS_URL)     |
 
 Each service fixture first checks that the service answers. When it does not, the test
 fails with the reason if CI is set (CI must never skip silently), and is skipped with the
@@ -26,7 +28,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple, NoReturn, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -35,6 +37,10 @@ import pytest
 import redis
 from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
+
+from devices.fleet import DEFAULT_SEED, derived_secret
+from scheduler.credential_import import import_pairs
+from scheduler.secretbox import DEV_CREDENTIAL_KEYS, CredentialKeys
 
 INTEGRATION_DIRS = ("integration", "e2e", "faults")
 TESTS_DIR = Path(__file__).resolve().parent
@@ -152,6 +158,25 @@ def redis_url() -> str:
     return url
 
 
+class RegisterDevices(Protocol):
+    async def __call__(self, device_ids: Sequence[str], seed: str = DEFAULT_SEED) -> None: ...
+
+
+@pytest.fixture(scope="session")
+def register_devices(redis_url: str) -> RegisterDevices:
+    """Registers devices with secrets derived from `seed` (as simulated fleets use) in the
+    credential store the broker checks, as the scheduler's bulk import would: a device
+    must prove its identity to connect."""
+    db1 = urlunsplit(urlsplit(redis_url)._replace(path="/1"))
+    url = _env("OTA_CREDENTIALS_REDIS_URL", db1)
+
+    async def register(device_ids: Sequence[str], seed: str = DEFAULT_SEED) -> None:
+        keys = CredentialKeys.parse(DEV_CREDENTIAL_KEYS)
+        await import_pairs(url, keys, ((d, derived_secret(seed, d)) for d in device_ids))
+
+    return register
+
+
 @pytest.fixture
 def redis_client(redis_url: str) -> Iterator[redis.Redis[bytes]]:
     """A client (bytes replies) on scratch db 15, flushed before and after the test."""
@@ -214,7 +239,7 @@ def mqtt_host() -> str:
 
 @pytest.fixture(scope="session")
 def mqtt_device_port(mqtt_host: str) -> int:
-    """Port of the device listener (user name = device id, no password on the dev stack).
+    """Port of the device listener (plain MQTT, for development: IoTDA credentials).
     Checked with a TCP connect only: an MQTT probe would look like a device coming online."""
     port = int(_env("OTA_MQTT_PORT", "1883"))
     try:

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
@@ -22,6 +22,7 @@ import httpx
 
 from devices.behaviour import Behaviour
 from devices.fleet import Fleet, FleetConfig, Mode, outcome_of
+from ota.demo import registrar
 from ota.demo_env import StackPlan
 from ota.settings import CommonSettings
 
@@ -162,38 +163,52 @@ async def run_rollout(
         behaviour_of=lambda index, _device: by_index[index],
     )
     ids = {name: device for (name, _), device in zip(behaviours, config.device_ids(), strict=True)}
-    async with e2e.api() as api, Fleet(config) as fleet:
-        meta = {"allowed_sources": allowed_sources} if allowed_sources else {}
-        pkg = await upload(api, package, **meta)
-        created = await api.post(
-            "/v1/tasks",
-            json={
-                "name": f"e2e {run}",
-                "type": "firmware",
-                "package_id": pkg["id"],
-                "targets": {"device_ids": list(ids.values())},
-                "policy": dict(policy),
-            },
-        )
-        assert created.status_code == 201, created.text
-        tid = created.json()["id"]
+    async with e2e.api() as api, Fleet(replace(config, register=registrar(e2e.plan))) as fleet:
+        return await _run(e2e, api, fleet, ids, package, policy, allowed_sources, timeout_s)
 
-        async def finished() -> dict[str, Any] | None:
-            task: dict[str, Any] = (await api.get(f"/v1/tasks/{tid}")).json()
-            return task if task["status"] in FINISHED else None
 
-        task = await eventually(finished, f"task {tid} to finish", timeout_s)
+async def _run(
+    e2e: E2E,
+    api: httpx.AsyncClient,
+    fleet: Fleet,
+    ids: dict[str, str],
+    package: bytes,
+    policy: Mapping[str, Any],
+    allowed_sources: str,
+    timeout_s: float,
+) -> Rollout:
+    run = uuid.uuid4().hex[:8]
+    meta = {"allowed_sources": allowed_sources} if allowed_sources else {}
+    pkg = await upload(api, package, **meta)
+    created = await api.post(
+        "/v1/tasks",
+        json={
+            "name": f"e2e {run}",
+            "type": "firmware",
+            "package_id": pkg["id"],
+            "targets": {"device_ids": list(ids.values())},
+            "policy": dict(policy),
+        },
+    )
+    assert created.status_code == 201, created.text
+    tid = created.json()["id"]
 
-        async def final_notice() -> list[dict[str, Any]] | None:
-            notes = e2e.webhooks.of_task(tid)
-            done = [n for n in notes if n["kind"] == "task_status" and n["status"] in FINISHED]
-            results = {n["device_id"] for n in notes if n["kind"] == "device_result"}
-            return notes if done and len(results) == len(ids) else None
+    async def finished() -> dict[str, Any] | None:
+        task: dict[str, Any] = (await api.get(f"/v1/tasks/{tid}")).json()
+        return task if task["status"] in FINISHED else None
 
-        notifications = await eventually(final_notice, "the webhook notifications", 30)
-        rows = (await api.get(f"/v1/tasks/{tid}/devices", params={"limit": 1000})).json()
-        views = {d: (await api.get(f"/v1/devices/{d}")).json() for d in ids.values()}
-        outcomes = {d: outcome_of(agent) for d, agent in fleet.agents.items()}
+    task = await eventually(finished, f"task {tid} to finish", timeout_s)
+
+    async def final_notice() -> list[dict[str, Any]] | None:
+        notes = e2e.webhooks.of_task(tid)
+        done = [n for n in notes if n["kind"] == "task_status" and n["status"] in FINISHED]
+        results = {n["device_id"] for n in notes if n["kind"] == "device_result"}
+        return notes if done and len(results) == len(ids) else None
+
+    notifications = await eventually(final_notice, "the webhook notifications", 30)
+    rows = (await api.get(f"/v1/tasks/{tid}/devices", params={"limit": 1000})).json()
+    views = {d: (await api.get(f"/v1/devices/{d}")).json() for d in ids.values()}
+    outcomes = {d: outcome_of(agent) for d, agent in fleet.agents.items()}
     return Rollout(
         task=task,
         devices={row["device_id"]: row for row in rows["items"]},

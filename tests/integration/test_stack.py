@@ -1,18 +1,22 @@
-"""The local stack itself: Kafka, Redis and Mosquitto behave as the services rely on.
+"""The local stack itself: Kafka, Redis and the device broker behave as the services rely on.
 
 What is checked here is what DESIGN.md builds on: idempotent acks=all produce and
 group consumption with manual commits; an atomic Redis check-and-set by EVALSHA; the
-broker's two listeners, the per-device ACL and the presence notices on $SYS/broker/log/N.
+broker's device and platform listeners, its server-side subscription of signed-in
+devices, its presence events, and refusal of a device without its secret (the broker's
+own suite, tests/integration/broker, covers every rule in depth).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import pytest
 import redis
 from gmqtt import Client as MqttClient
@@ -20,11 +24,15 @@ from gmqtt.mqtt.constants import MQTTv50
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient
 
+from devices.fleet import DEFAULT_SEED, derived_secret
+from ota.clock import now_ms
+from ota.device_auth import credentials_for
+
 if TYPE_CHECKING:
-    from conftest import MqttPlatform, TopicFactory
+    from conftest import MqttPlatform, RegisterDevices, TopicFactory
 
 DEADLINE_S = 20.0
-NOT_AUTHORIZED = 0x87  # MQTT 5 reason code 135
+BAD_USER_NAME_OR_PASSWORD, NOT_AUTHORIZED = 4, 5  # MQTT 3.1.1 CONNACK return codes
 
 
 def unique(text: str) -> str:
@@ -117,8 +125,8 @@ def test_redis_evalsha_check_and_set_is_atomic_on_version(
 class Mqtt:
     """A gmqtt MQTT 5 client that records what it receives, for tests."""
 
-    def __init__(self, user: str, password: str | None = None) -> None:
-        self.client_id = unique(user)
+    def __init__(self, user: str, password: str | None = None, client_id: str = "") -> None:
+        self.client_id = client_id or unique(user)
         self.received: list[tuple[str, bytes]] = []
         self._arrived = asyncio.Condition()
         self._subacks: dict[int, asyncio.Future[list[int]]] = {}
@@ -164,51 +172,6 @@ class Mqtt:
         await self.client.disconnect()
 
 
-async def mqtt5_publish_qos1(host: str, port: int, user: str, topic: str, payload: bytes) -> int:
-    """Publishes once at QoS 1 over a bare MQTT 5 connection and returns the PUBACK reason
-    code (gmqtt 0.8 drops it). Enough protocol for this one exchange, nothing more."""
-
-    def text(value: str) -> bytes:
-        data = value.encode()
-        return len(data).to_bytes(2, "big") + data
-
-    def packet(header: int, body: bytes) -> bytes:
-        length, encoded = len(body), bytearray()
-        while True:
-            byte, length = length % 128, length // 128
-            encoded.append(byte | (0x80 if length else 0))
-            if not length:
-                return bytes([header]) + bytes(encoded) + body
-
-    async def read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-        header = (await reader.readexactly(1))[0]
-        length, shift = 0, 0
-        while True:
-            byte = (await reader.readexactly(1))[0]
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                return header, await reader.readexactly(length)
-
-    connect = text("MQTT") + bytes([5, 0x82]) + (30).to_bytes(2, "big") + b"\x00"
-    connect += text(unique(user)) + text(user)
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
-        writer.write(packet(0x10, connect))
-        header, body = await asyncio.wait_for(read_packet(reader), DEADLINE_S)
-        assert header == 0x20, f"not a CONNACK: {header:#x}"
-        assert body[1] == 0, f"CONNACK refused: {body!r}"
-        writer.write(packet(0x32, text(topic) + (1).to_bytes(2, "big") + b"\x00" + payload))
-        header, body = await asyncio.wait_for(read_packet(reader), DEADLINE_S)
-        assert header == 0x40, f"not a PUBACK: {header:#x}"
-        assert body[:2] == b"\x00\x01", f"not our PUBACK: {body!r}"
-        writer.write(packet(0xE0, b""))
-        return body[2] if len(body) > 2 else 0
-    finally:
-        writer.close()
-        await writer.wait_closed()
-
-
 def up_topic(device: str) -> str:
     return f"$oc/devices/{device}/sys/events/up"
 
@@ -217,78 +180,95 @@ def down_topic(device: str) -> str:
     return f"$oc/devices/{device}/sys/events/down"
 
 
+async def device_client(
+    register_devices: RegisterDevices, mqtt_host: str, port: int, device_id: str
+) -> Mqtt:
+    """A registered device signed in as IoTDA devices are (no SUBSCRIBE follows)."""
+    await register_devices([device_id])
+    sent = credentials_for(device_id, derived_secret(DEFAULT_SEED, device_id), now_ms())
+    client = Mqtt(sent.username, sent.password, client_id=sent.client_id)
+    return await client.connect(mqtt_host, port)
+
+
 @pytest.fixture
 async def platform(mqtt_platform: MqttPlatform) -> AsyncIterator[Mqtt]:
-    """A platform-side client subscribed to device reports and broker notices."""
+    """A platform-side client subscribed to device reports and the broker's presence."""
     client = await Mqtt(mqtt_platform.user, mqtt_platform.password).connect(
         mqtt_platform.host, mqtt_platform.port
     )
     try:
-        assert await client.subscribe(up_topic("+"), "$SYS/broker/log/N") == [1, 1]
+        assert await client.subscribe(up_topic("+"), "$ota/presence/+") == [1, 1]
         yield client
     finally:
         await client.close()
 
 
-async def test_device_report_reaches_platform_listener(
-    platform: Mqtt, mqtt_host: str, mqtt_device_port: int
+async def test_a_device_reports_and_is_commanded_without_subscribing(
+    platform: Mqtt,
+    mqtt_platform: MqttPlatform,
+    mqtt_host: str,
+    mqtt_device_port: int,
+    register_devices: RegisterDevices,
 ) -> None:
-    payload = unique("report").encode()
-    device = await Mqtt("dev-a").connect(mqtt_host, mqtt_device_port)
+    """The broker subscribes a signed-in device to its down topic itself (IoTDA does)."""
+    device_id = unique("dev")
+    report, command = unique("report").encode(), unique("command").encode()
+    device = await device_client(register_devices, mqtt_host, mqtt_device_port, device_id)
     try:
-        device.client.publish(up_topic("dev-a"), payload, qos=1)
-        topic, _ = await platform.wait_for(lambda _t, p: p == payload)
+        device.client.publish(up_topic(device_id), report, qos=1)
+        topic, _ = await platform.wait_for(lambda _t, p: p == report)
+        assert topic == up_topic(device_id)
+        platform.client.publish(down_topic(device_id), command, qos=1)
+        await device.wait_for(lambda t, p: (t, p) == (down_topic(device_id), command))
     finally:
         await device.close()
-    assert topic == up_topic("dev-a")
 
 
-async def test_device_cannot_publish_on_another_devices_topic(
-    platform: Mqtt, mqtt_host: str, mqtt_device_port: int
+async def test_presence_events_report_device_connects(
+    platform: Mqtt, mqtt_host: str, mqtt_device_port: int, register_devices: RegisterDevices
 ) -> None:
-    forged, marker = unique("forged").encode(), unique("marker").encode()
-
-    code = await mqtt5_publish_qos1(mqtt_host, mqtt_device_port, "dev-b", up_topic("dev-a"), forged)
-    assert code == NOT_AUTHORIZED
-    # The refusal came before the PUBACK, so once a later message arrived the forged one
-    # can no longer show up.
-    code = await mqtt5_publish_qos1(mqtt_host, mqtt_device_port, "dev-a", up_topic("dev-a"), marker)
-    assert code == 0
-    await platform.wait_for(lambda _t, p: p == marker)
-    assert all(payload != forged for _, payload in platform.received)
-
-
-async def test_device_never_receives_another_devices_commands(
-    mqtt_platform: MqttPlatform, mqtt_host: str, mqtt_device_port: int
-) -> None:
-    secret, marker = unique("command-for-a").encode(), unique("command-for-b").encode()
-    sender = await Mqtt(mqtt_platform.user, mqtt_platform.password).connect(
-        mqtt_platform.host, mqtt_platform.port
-    )
-    spy = await Mqtt("dev-b").connect(mqtt_host, mqtt_device_port)
-    try:
-        codes = await spy.subscribe(down_topic("dev-a"), down_topic("+"), down_topic("dev-b"))
-        # Mosquitto 2.0 grants any subscription (codes [1, 1, 1]) and applies the read ACL
-        # when delivering; a refusal (>= 0x80) would be just as good.
-        assert codes[2] == 1
-        sender.client.publish(down_topic("dev-a"), secret, qos=1)
-        sender.client.publish(down_topic("dev-b"), marker, qos=1)
-        await spy.wait_for(lambda _t, p: p == marker)
-    finally:
-        await spy.close()
-        await sender.close()
-    # Overlapping subscriptions may deliver the marker twice; the secret never.
-    assert set(spy.received) == {(down_topic("dev-b"), marker)}
-
-
-async def test_sys_log_notices_report_device_connects(
-    platform: Mqtt, mqtt_host: str, mqtt_device_port: int
-) -> None:
-    device = await Mqtt("dev-a").connect(mqtt_host, mqtt_device_port)
+    device_id = unique("dev")
+    device = await device_client(register_devices, mqtt_host, mqtt_device_port, device_id)
     await device.close()
+    seen = []
+    for online in (True, False):
 
-    _, line = await platform.wait_for(
-        lambda _t, p: f" as {device.client_id} (".encode() in p and b"u'dev-a'" in p
-    )
-    assert b"New client connected from " in line
-    await platform.wait_for(lambda _t, p: f"Client {device.client_id} disconnected".encode() in p)
+        def presence(topic: str, payload: bytes, want: bool = online) -> bool:
+            return topic == f"$ota/presence/{device_id}" and orjson.loads(payload)["online"] is want
+
+        seen.append(orjson.loads((await platform.wait_for(presence))[1]))
+    assert [(e["device_id"], e["client_id"]) for e in seen] == [(device_id, device.client_id)] * 2
+
+
+@pytest.mark.parametrize("password", [None, "", "wrong-password"])
+async def test_a_device_without_its_secret_is_refused(
+    mqtt_host: str, mqtt_device_port: int, register_devices: RegisterDevices, password: str | None
+) -> None:
+    device_id = unique("dev")
+    await register_devices([device_id])
+    sent = credentials_for(device_id, derived_secret(DEFAULT_SEED, device_id), now_ms())
+    assert await connack(mqtt_host, mqtt_device_port, sent.client_id, device_id, sent.password) == 0
+    code = await connack(mqtt_host, mqtt_device_port, sent.client_id, device_id, password)
+    assert code in (BAD_USER_NAME_OR_PASSWORD, NOT_AUTHORIZED)
+
+
+async def connack(host: str, port: int, client_id: str, user: str, password: str | None) -> int:
+    """The return code of a bare MQTT 3.1.1 CONNECT (as Huawei's SDK sends; 0: accepted)."""
+
+    def text(value: str) -> bytes:
+        data = value.encode()
+        return len(data).to_bytes(2, "big") + data
+
+    flags = 0x82 | (0x40 if password is not None else 0)  # clean session, user name
+    body = text("MQTT") + bytes([4, flags]) + (30).to_bytes(2, "big") + text(client_id)
+    body += text(user) + (text(password) if password is not None else b"")
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(bytes([0x10, len(body)]) + body)
+        reply = await asyncio.wait_for(reader.readexactly(4), DEADLINE_S)
+        assert reply[0] == 0x20, f"not a CONNACK: {reply!r}"
+        return reply[3]
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()

@@ -22,6 +22,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from devices.behaviour import Behaviour
 from devices.fleet import FleetConfig, Mode
 from ota.catalog import cause_for_result_code
+from ota.demo import registrar
 from ota.demo_env import StackPlan, stack_env
 from ota.settings import CommonSettings
 
@@ -47,6 +48,7 @@ def fleet(console_stack: StackPlan) -> Iterator[dict[str, list[str]]]:
         mode=Mode.CONNECTIONS,
         prefix=prefix,
         behaviour_of=lambda index, _device: behaviours[index],
+        register=registrar(console_stack),
     )
     ids = config.device_ids()
     with FleetThread(config):

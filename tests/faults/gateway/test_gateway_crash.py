@@ -56,7 +56,11 @@ async def test_kill_at_a_pause_point_loses_nothing(
             ]
         }
     )
-    process = gateway_process(stack, OTA_GATEWAY_TEST_PAUSE_AT=point)
+    # No presence: the broker announces the device before its report arrives, and the pause
+    # must hold the report, not that announcement.
+    process = gateway_process(
+        stack, OTA_GATEWAY_TEST_PAUSE_AT=point, OTA_GATEWAY_PRESENCE_SOURCE="none"
+    )
     try:
         wait_log(process, "gateway started")
         device = Device(stack, device_id)

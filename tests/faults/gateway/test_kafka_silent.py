@@ -5,9 +5,9 @@ SIGCONT: produce requests get no answer meanwhile. (A per-topic way does not exi
 this one-node Kafka 4.1: min.insync.replicas above the replication factor is capped to
 it, so acks=all still succeeds; a missing topic blocks send() for max_block_ms instead
 of leaving records unacknowledged.) Other engineers' clients on the shared broker only
-see a few seconds of latency. While it lasts the gateway holds exactly its in-flight
-window unacknowledged and stops reading; the broker keeps the rest for the gateway's
-session. Afterwards every message arrives once, in the device's order.
+see a few seconds of latency. While it lasts the gateway holds at most its in-flight
+window unacknowledged; the broker keeps the rest for the gateway's session. Afterwards
+every message arrives once, in the device's order.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from typing import Any
 
 import orjson
 import pytest
+from kafka import KafkaProducer
 
 from ota.metrics import REGISTRY
 from ota.protocol import up_topic
-from ota.records import DeviceEventRecord
+from ota.records import CommandRecord, DeviceEventRecord, encode
 from tests.conftest import missing
 from tests.integration.gateway.conftest import (
     REPO,
@@ -99,6 +100,7 @@ async def _until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None
 async def test_kafka_not_answering_holds_acknowledgements_and_loses_nothing(
     stack: Stack,
     readers: Callable[[str], KafkaReader],
+    kafka_producer: KafkaProducer,
     kafka_pause: tuple[Callable[[], None], Callable[[], None]],
 ) -> None:
     stop_kafka, resume_kafka = kafka_pause
@@ -113,22 +115,29 @@ async def test_kafka_not_answering_holds_acknowledgements_and_loses_nothing(
         await device.connect()
         device.publish(up_topic(device_id), _payload(0))
         await inbox.wait_for(lambda rs: _event_ids(rs, device_id) == ["e0"])
+        # A command through the gateway proves its command consumer is up too: Kafka must
+        # not stop while that consumer is still starting (its start then blocks for the
+        # request timeout and the test would measure that instead).
+        query = CommandRecord(device_id=device_id, event_type="version_query", paras={}, at_ms=1)
+        kafka_producer.send(stack.topics.commands, key=device_id.encode(), value=encode(query))
+        kafka_producer.flush()
+        await _until(lambda: len(device.received) == 1)
         before = _received()
 
         stop_kafka()
         try:
             for n in range(1, MESSAGES + 1):
                 device.publish(up_topic(device_id), _payload(n))
-            await _until(
-                lambda: _paused() == 1.0 and _received() - before >= IN_FLIGHT - 1, timeout_s=3.0
-            )
-            taken = _received() - before
+            await _until(lambda: _received() - before >= 1, timeout_s=3.0)
             await asyncio.sleep(1.0)  # Kafka stays silent a while longer
-            # The window was taken (e0 may still hold a slot if its presence record's
-            # acknowledgement was late) and no more: the broker holds the other messages.
-            assert IN_FLIGHT - 1 <= taken <= IN_FLIGHT
-            assert _received() - before == taken
-            assert _paused() == 1.0
+            # Unacknowledged, the gateway is sent no more than its window (its receive
+            # maximum): the broker holds the rest for its session. How much of the window
+            # the broker fills while acknowledgements are held is the broker's choice (the
+            # project's broker sends what was queued when it last polled; a full window
+            # pauses the gateway's reading, which tests/unit/gateway covers).
+            taken = _received() - before
+            assert 1 <= taken <= IN_FLIGHT
+            assert _paused() == (1.0 if taken == IN_FLIGHT else 0.0)
         finally:
             resume_kafka()
 

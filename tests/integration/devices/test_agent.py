@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from devices.behaviour import WELL_BEHAVED, Behaviour
-from devices.connection import DeviceConnection
+from devices.connection import DeviceAccess, DeviceConnection
+from devices.fleet import DEFAULT_SEED, derived_secret
 from devices.http import HttpClient
 from tests.integration.devices.conftest import Platform, new_device
 from tests.integration.devices.package_server import PackageServer
@@ -18,12 +19,17 @@ BODY = bytes(range(256)) * 400  # 100 KiB
 
 @pytest.fixture
 async def connect(
-    http: HttpClient, mqtt_host: str, mqtt_device_port: int
+    http: HttpClient, mqtt_host: str, mqtt_device_port: int, register_devices: Any
 ) -> AsyncIterator[Callable[..., Any]]:
+    """Opens IoTDA-style device connections: registered secret, no SUBSCRIBE."""
     opened: list[DeviceConnection] = []
 
     async def open_device(device_id: str, behaviour: Behaviour = WELL_BEHAVED) -> DeviceConnection:
-        connection = DeviceConnection(device_id, mqtt_host, mqtt_device_port, http, behaviour)
+        await register_devices([device_id])
+        access = DeviceAccess(secret=derived_secret(DEFAULT_SEED, device_id), subscribe=False)
+        connection = DeviceConnection(
+            device_id, mqtt_host, mqtt_device_port, http, behaviour, access=access
+        )
         await connection.start()
         opened.append(connection)
         return connection

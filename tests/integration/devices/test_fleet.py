@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
 import pytest
 
 from devices.behaviour import WELL_BEHAVED, Behaviour
-from devices.fleet import Fleet, FleetConfig, Mode
+from devices.fleet import DEFAULT_SEED, Fleet, FleetConfig, Mode, seeded_secrets
 from tests.conftest import MqttPlatform
 from tests.integration.devices.conftest import Platform
 from tests.integration.devices.package_server import PackageServer
@@ -31,6 +32,7 @@ async def test_fleet_reports_every_outcome(
     mqtt_platform: MqttPlatform,
     mqtt_device_port: int,
     mode: Mode,
+    register_devices: Any,
 ) -> None:
     sha = packages.add(b"firmware" * 1000)
     config = FleetConfig(
@@ -43,7 +45,10 @@ async def test_fleet_reports_every_outcome(
         platform_port=mqtt_platform.port,
         platform_user=mqtt_platform.user,
         platform_password=mqtt_platform.password,
+        secret_of=seeded_secrets(DEFAULT_SEED),
+        subscribe=False,
     )
+    await register_devices(config.device_ids())
     async with Fleet(config) as fleet:
         assert fleet.online == SIZE
         await platform.wait_for(
@@ -68,7 +73,11 @@ async def test_fleet_reports_every_outcome(
 
 @pytest.mark.parametrize("mode", [Mode.CONNECTIONS, Mode.MULTIPLEXED])
 async def test_a_fleet_is_up_without_waiting_for_devices_that_come_later(
-    platform: Platform, mqtt_platform: MqttPlatform, mqtt_device_port: int, mode: Mode
+    platform: Platform,
+    mqtt_platform: MqttPlatform,
+    mqtt_device_port: int,
+    mode: Mode,
+    register_devices: Any,
 ) -> None:
     config = FleetConfig(
         size=4,
@@ -80,7 +89,10 @@ async def test_a_fleet_is_up_without_waiting_for_devices_that_come_later(
         platform_port=mqtt_platform.port,
         platform_user=mqtt_platform.user,
         platform_password=mqtt_platform.password,
+        secret_of=seeded_secrets(DEFAULT_SEED),
+        subscribe=False,
     )
+    await register_devices(config.device_ids())
     fleet = Fleet(config)
     try:
         await asyncio.wait_for(fleet.start(), 30)

@@ -27,8 +27,11 @@ from gmqtt.mqtt.constants import MQTTv50
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
+from devices.fleet import DEFAULT_SEED, derived_secret
 from gateway.service import run
 from gateway.settings import GatewaySettings
+from ota.clock import now_ms
+from ota.device_auth import credentials_for
 from ota.records import decode
 from ota.settings import Topics
 
@@ -44,10 +47,13 @@ class Stack:
     device_port: int
     platform_port: int
     env: dict[str, str] = field(default_factory=dict)
+    register: Any = None  # tests/conftest.py's register_devices
 
 
 @pytest.fixture
-def stack(kafka_bootstrap: str, mqtt_platform: Any, mqtt_device_port: int) -> Iterator[Stack]:
+def stack(
+    kafka_bootstrap: str, mqtt_platform: Any, mqtt_device_port: int, register_devices: Any
+) -> Iterator[Stack]:
     topics = Topics.with_prefix(f"t-{uuid.uuid4().hex[:10]}.")
     names = [topics.inbox, topics.commands, topics.dead_letters]
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="ota-tests-gateway")
@@ -73,7 +79,13 @@ def stack(kafka_bootstrap: str, mqtt_platform: Any, mqtt_device_port: int) -> It
     }
     try:
         yield Stack(
-            kafka_bootstrap, topics, mqtt_platform.host, mqtt_device_port, mqtt_platform.port, env
+            kafka_bootstrap,
+            topics,
+            mqtt_platform.host,
+            mqtt_device_port,
+            mqtt_platform.port,
+            env,
+            register_devices,
         )
     finally:
         with contextlib.suppress(Exception):
@@ -218,12 +230,14 @@ def kill_hard(process: subprocess.Popen[bytes]) -> None:
 
 
 class Device:
-    """A raw MQTT 5 device client on the device listener (user name = device id)."""
+    """A raw MQTT 5 device client on the device listener, registered and signed in with
+    IoTDA credentials (a secret derived from the simulated fleets' seed)."""
 
-    def __init__(self, stack: Stack, device_id: str, client_id: str | None = None) -> None:
+    def __init__(self, stack: Stack, device_id: str) -> None:
         self.device_id = device_id
-        self.client = Client(client_id or f"{device_id}_0_0_{time.strftime('%Y%m%d%H')}")
-        self.client.set_auth_credentials(device_id)
+        sent = credentials_for(device_id, derived_secret(DEFAULT_SEED, device_id), now_ms())
+        self.client = Client(sent.client_id)
+        self.client.set_auth_credentials(sent.username, sent.password)
         self.received: list[tuple[str, bytes]] = []
         self.client.on_message = self._on_message
         self._stack = stack
@@ -233,6 +247,7 @@ class Device:
         return 0
 
     async def connect(self) -> None:
+        await self._stack.register([self.device_id])
         await self.client.connect(self._stack.mqtt_host, self._stack.device_port, version=MQTTv50)
 
     async def subscribe(self, topic: str, qos: int = 1) -> None:

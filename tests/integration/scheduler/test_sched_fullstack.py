@@ -24,6 +24,7 @@ from kafka.admin import KafkaAdminClient
 from devices.behaviour import Behaviour
 from devices.fleet import Fleet, FleetConfig, Mode
 from ota.catalog import FailureCause
+from ota.demo import registrar
 from ota.demo_env import Ports, StackPlan, redis_url_with_db
 from ota.demo_stack import Stack
 from ota.settings import CommonSettings
@@ -53,6 +54,7 @@ class Running:
             mode=Mode.CONNECTIONS,
             prefix=prefix,
             behaviour_of=lambda index, _device: behaviours[index],
+            register=registrar(self.plan),
         )
         return Fleet(config)
 
