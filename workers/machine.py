@@ -16,17 +16,9 @@ Invariants (checked by tests/unit/workers/test_workers_machine_props.py):
 - every non-terminal job has a deadline, every terminal one none;
 - FAILED and WAITING_RETRY carry exactly one catalogued cause, other states none.
 
-IoTDA gives one window for download plus result (`upgrade_total_s`, 24 h by default).
-When it closes, the platform queries the version once more (VERIFYING): the target
-version is a success; otherwise the cause names the furthest stage the try reached
-(`Job.stage`): no download started, started but not finished, downloaded but no update
-progress, and after update progress either another version (result timeout) or silence
-(version check timeout). A state's own, shorter window fails with its own cause at once.
-
-The download edge's records race the device's own reports. A download fact that reaches
-a finished try (terminal or waiting to retry) after its result is a fact of that try:
-it is emitted as a note in the download state it stands for, marked `before_result`, so
-the timeline shows it before the result while the job itself does not move.
+When `upgrade_total_s` closes, a last version query decides: the target version succeeds,
+else the cause names the furthest stage reached (`Job.stage`). An edge download record
+reaching a finished try is a `before_result` note (docs/workers.md, "Timeline order").
 """
 
 from __future__ import annotations
@@ -316,22 +308,19 @@ def _verifying_version(ctx: _Ctx, job: Job, ev: Event) -> Job:
         return job
     if reported == job.spec.package.version:
         return ctx.move(job, S.SUCCEEDED, None, version=reported, by="verify")
-    return _fail(ctx, job, _stage_cause(job), version=reported, stage=_stage_name(job))
+    stage = _stage(job)
+    return _fail(ctx, job, _STAGE_CAUSES[stage], version=reported, stage=stage.value)
 
 
 def _verifying_timeout(ctx: _Ctx, job: Job, ev: Event) -> Job:
-    """No answer to the last version query: after update progress, IoTDA's "query device
-    version for check" timeout; before it, the stage the try stopped at."""
-    cause = FailureCause.VERIFY_TIMEOUT if job.stage is S.UPDATING else _stage_cause(job)
-    return _fail(ctx, job, cause, stage=_stage_name(job))
+    """No answer to the last query: after update progress, IoTDA's check timeout."""
+    stage = _stage(job)
+    cause = FailureCause.VERIFY_TIMEOUT if stage is S.UPDATING else _STAGE_CAUSES[stage]
+    return _fail(ctx, job, cause, stage=stage.value)
 
 
-def _stage_cause(job: Job) -> FailureCause:
-    return _STAGE_CAUSES[job.stage or S.COMMAND_SENT]
-
-
-def _stage_name(job: Job) -> str:
-    return (job.stage or S.COMMAND_SENT).value
+def _stage(job: Job) -> JobState:
+    return job.stage or S.COMMAND_SENT
 
 
 def _verifying_download(ctx: _Ctx, job: Job, ev: Event) -> Job:
@@ -339,9 +328,8 @@ def _verifying_download(ctx: _Ctx, job: Job, ev: Event) -> Job:
     if ev.package_sha256 != job.spec.package.sha256.lower():
         ctx.note(job, "other_package", package_sha256=ev.package_sha256)
         return job
-    to = S.DOWNLOADING if ev.kind is Kind.DOWNLOAD_STARTED else S.DOWNLOADED
     ctx.note(job, ev.kind.value, **_download_detail(ev))
-    return replace(job, stage=_furthest(job.stage, to))
+    return replace(job, stage=_furthest(job.stage, _DOWNLOAD_STATES[ev.kind]))
 
 
 def _verifying_progress(ctx: _Ctx, job: Job, ev: Event) -> Job:
@@ -421,7 +409,7 @@ TRANSITIONS: dict[tuple[JobState, Kind], Handler] = {
 
 # Reports a finished job notes on its timeline (versions and presence are routine).
 _NOTED_WHEN_FINISHED = frozenset({Kind.PROGRESS, Kind.DOWNLOAD_STARTED, Kind.DOWNLOAD_FINISHED})
-_DOWNLOAD_KINDS = frozenset({Kind.DOWNLOAD_STARTED, Kind.DOWNLOAD_FINISHED})
+_DOWNLOAD_STATES = {Kind.DOWNLOAD_STARTED: S.DOWNLOADING, Kind.DOWNLOAD_FINISHED: S.DOWNLOADED}
 
 
 # ------------------------------------------------------------------ device-level steps
@@ -464,8 +452,7 @@ def _dispatch(ctx: _Ctx, device: Device, ev: Event) -> Device:
     job = device.job
     if job is None:
         return device
-    if ev.kind in _DOWNLOAD_KINDS and _download_before_result(job, ev):
-        _note_download_before_result(ctx, job, ev)
+    if ev.kind in _DOWNLOAD_STATES and _noted_before_result(ctx, job, ev):
         return device
     if job.state.terminal:
         if ev.kind in _NOTED_WHEN_FINISHED:
@@ -478,24 +465,21 @@ def _dispatch(ctx: _Ctx, device: Device, ev: Event) -> Device:
     return _with_job(device, handler(ctx, job, ev))
 
 
-def _download_before_result(job: Job, ev: Event) -> bool:
-    """The edge's record of a download stage this finished try never saw, for the package
-    its command asked for: the device went through it before it reported the result."""
-    stage = S.DOWNLOADING if ev.kind is Kind.DOWNLOAD_STARTED else S.DOWNLOADED
-    return (
+def _noted_before_result(ctx: _Ctx, job: Job, ev: Event) -> bool:
+    """The edge's record of a download stage this finished try never saw (for the package
+    its command asked for) is noted in the state it stands for, at the job's version:
+    views keyed by (attempt, version) keep the result, the timeline places it before."""
+    state = _DOWNLOAD_STATES[ev.kind]
+    if not (
         (job.state.terminal or job.state is S.WAITING_RETRY)
         and bool(job.command_id)
         and ev.package_sha256 == job.spec.package.sha256.lower()
-        and _furthest(job.stage, stage) is not job.stage
-    )
-
-
-def _note_download_before_result(ctx: _Ctx, job: Job, ev: Event) -> None:
-    """Shown in the download state it stands for, at the job's version, so that views
-    keyed by (attempt, version) keep the result and the timeline places it before."""
-    state = S.DOWNLOADING if ev.kind is Kind.DOWNLOAD_STARTED else S.DOWNLOADED
+        and _furthest(job.stage, state) is not job.stage
+    ):
+        return False
     detail = {"note": ev.kind.value, "before_result": True, **_download_detail(ev)}
     ctx.emit(job, state, state, None, detail)
+    return True
 
 
 def _with_job(device: Device, job: Job) -> Device:
