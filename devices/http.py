@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 MAX_HEAD_BYTES = 64 * 1024
 READ_CHUNK = 64 * 1024
+CLOSE_WAIT_S = 1.0  # how long closing a download connection may wait for the peer
 _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 
 
@@ -176,6 +177,10 @@ class HttpClient:
                 yield Response(await self._read_head(reader), reader, self._read_timeout_s)
             finally:
                 writer.close()
+                # Until the transport is gone its socket is open: a caller that ends its
+                # loop right after would leak it. Bounded: TLS close waits for the peer.
+                with contextlib.suppress(OSError, TimeoutError):
+                    await asyncio.wait_for(writer.wait_closed(), CLOSE_WAIT_S)
 
     async def _connect(self, target: Target) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         context: ssl.SSLContext | None = None
