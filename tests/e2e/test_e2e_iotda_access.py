@@ -21,22 +21,20 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 from e2e_support import eventually, upload
-from kafka.admin import KafkaAdminClient
 
 from devices.behaviour import Behaviour
 from devices.fleet import Fleet, FleetConfig, Mode, derived_secret, outcome_of
 from ota.clock import now_ms
-from ota.demo_env import Ports, StackPlan, redis_url_with_db
-from ota.demo_stack import Stack
+from ota.demo_env import Ports, StackPlan
 from ota.device_auth import credentials_for
+from tests.stack_kit import running_stack
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration" / "broker"))
 from broker_support import BrokerProcess, broker_lib, start_broker
 from rawmqtt import ACCEPTED, RawClient
 
-REDIS_DB = 11
+REDIS_DB = 14
 BROKER_KEY = "e2e-broker-key-0001"
 SEED = "e2e-iotda-fleet"
 FINISHED = {"Success", "Fail", "PartialSuccess", "Stopped"}
@@ -63,9 +61,6 @@ def access(
     lib = broker_lib()
     if not (lib / "ota-broker.jar").is_file():
         pytest.fail(f"no broker build in {lib}: deploy/local/up builds it", pytrace=False)
-    run = uuid.uuid4().hex[:8]
-    url = redis_url_with_db(redis_url, REDIS_DB)
-    redis.Redis.from_url(url).flushdb()
     ports = Ports.free()
     state = tmp_path_factory.mktemp("iotda-stack")
     broker = start_broker(
@@ -74,42 +69,30 @@ def access(
         f"http://127.0.0.1:{ports.api}/v1/broker/authenticate",
         BROKER_KEY,
     )
-    plan = StackPlan(
-        state_dir=state,
-        name=f"iotda-{run}",
-        topic_prefix=f"iotda-{run}.",
-        redis_db=REDIS_DB,
-        partitions=4,
-        ports=ports,
-        extra={
-            "OTA_KAFKA_BOOTSTRAP": kafka_bootstrap,
-            "OTA_MQTT_HOST": "127.0.0.1",
-            "OTA_MQTT_PORT": str(broker.tls_port),
-            "OTA_MQTT_PLATFORM_PORT": str(broker.platform_port),
-            "OTA_MQTT_PLATFORM_USER": broker.platform_user,
-            "OTA_MQTT_PLATFORM_PASSWORD": broker.platform_password,
-            "OTA_GATEWAY_PRESENCE_SOURCE": "ota",
-            "OTA_API_KEYS": (
-                f"{StackPlan.read_key}:read,{StackPlan.write_key}:read+write,{BROKER_KEY}:broker"
-            ),
-            "OTA_RECONCILE_INTERVAL_S": "0.2",
-            "OTA_WORKER_SWEEP_IDLE_MS": "100",
-            "OTA_EDGE_PROGRESS_FLUSH_MS": "100",
-        },
-    )
-    stack = Stack(plan, base_env={"OTA_REDIS_URL": url, "PATH": "/usr/bin:/bin"})
-    stack.start()
+    extra = {
+        "OTA_MQTT_HOST": "127.0.0.1",
+        "OTA_MQTT_PORT": str(broker.tls_port),
+        "OTA_MQTT_PLATFORM_PORT": str(broker.platform_port),
+        "OTA_MQTT_PLATFORM_USER": broker.platform_user,
+        "OTA_MQTT_PLATFORM_PASSWORD": broker.platform_password,
+        "OTA_GATEWAY_PRESENCE_SOURCE": "ota",
+        "OTA_API_KEYS": (
+            f"{StackPlan.read_key}:read,{StackPlan.write_key}:read+write,{BROKER_KEY}:broker"
+        ),
+    }
     try:
-        yield Access(plan, stack.env, broker)
+        with running_stack(
+            "iotda",
+            kafka_bootstrap=kafka_bootstrap,
+            redis_url=redis_url,
+            redis_db=REDIS_DB,
+            state_dir=state,
+            ports=ports,
+            extra=extra,
+        ) as stack:
+            yield Access(stack.plan, stack.env, broker)
     finally:
-        stack.stop()
         broker.stop()
-        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="iotda-cleanup")
-        try:
-            admin.delete_topics([t for t in admin.list_topics() if t.startswith(plan.topic_prefix)])
-        finally:
-            admin.close()
-        redis.Redis.from_url(url).flushdb()
 
 
 async def register(api: httpx.AsyncClient, device_ids: list[str]) -> None:

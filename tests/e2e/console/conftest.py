@@ -5,21 +5,18 @@ before other e2e modules start theirs), and a headless Chromium."""
 from __future__ import annotations
 
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
-from kafka.admin import KafkaAdminClient
 
-from ota.demo_env import Ports, StackPlan, redis_url_with_db
-from ota.demo_stack import Stack
+from ota.demo_env import StackPlan
 
 sys.path.insert(0, str(Path(__file__).parent))
 from console_kit import Browser, browser_paths, chromium
 
 from tests.conftest import missing
+from tests.stack_kit import running_stack
 
 REDIS_DB = 13
 
@@ -31,37 +28,16 @@ def console_stack(
     mqtt_env: dict[str, str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[StackPlan]:
-    run = uuid.uuid4().hex[:8]
-    url = redis_url_with_db(redis_url, REDIS_DB)
-    redis.Redis.from_url(url).flushdb()
-    plan = StackPlan(
-        state_dir=tmp_path_factory.mktemp("console-stack"),
-        name=f"console-{run}",
-        topic_prefix=f"console-{run}.",
+    with running_stack(
+        "console",
+        kafka_bootstrap=kafka_bootstrap,
+        redis_url=redis_url,
         redis_db=REDIS_DB,
+        state_dir=tmp_path_factory.mktemp("console-stack"),
         partitions=2,
-        ports=Ports.free(),
-        extra={
-            **mqtt_env,
-            "OTA_KAFKA_BOOTSTRAP": kafka_bootstrap,
-            "OTA_RECONCILE_INTERVAL_S": "0.2",
-            "OTA_WORKER_SWEEP_IDLE_MS": "100",
-            "OTA_EDGE_PROGRESS_FLUSH_MS": "100",
-            "OTA_CONSOLE_LIVE_INTERVAL_S": "0.3",
-        },
-    )
-    stack = Stack(plan, base_env={"OTA_REDIS_URL": url, "PATH": "/usr/bin:/bin"})
-    stack.start()
-    try:
-        yield plan
-    finally:
-        stack.stop()
-        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="console-cleanup")
-        try:
-            admin.delete_topics([t for t in admin.list_topics() if t.startswith(plan.topic_prefix)])
-        finally:
-            admin.close()
-        redis.Redis.from_url(url).flushdb()
+        extra={**mqtt_env, "OTA_CONSOLE_LIVE_INTERVAL_S": "0.3"},
+    ) as stack:
+        yield stack.plan
 
 
 @pytest.fixture(scope="module")

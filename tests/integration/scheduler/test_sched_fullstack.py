@@ -18,18 +18,16 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
-from kafka.admin import KafkaAdminClient
 
 from devices.behaviour import Behaviour
 from devices.fleet import Fleet, FleetConfig, Mode
 from ota.catalog import FailureCause
 from ota.demo import registrar
-from ota.demo_env import Ports, StackPlan, redis_url_with_db
-from ota.demo_stack import Stack
+from ota.demo_env import StackPlan
 from ota.settings import CommonSettings
 from tests.integration.scheduler.conftest import LOCK_PATH
 from tests.integration.scheduler.sched_harness import REDIS_DB, eventually
+from tests.stack_kit import running_stack
 
 FINISHED = ("Success", "Fail", "PartialSuccess", "Stopped")
 POLICY_TIMEOUTS = {"online_s": 600, "version_s": 10, "verify_s": 10}
@@ -64,39 +62,17 @@ def stack(
     kafka_bootstrap: str, redis_url: str, mqtt_env: dict[str, str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Running]:  # fmt: skip
-    url = redis_url_with_db(redis_url, REDIS_DB)
     with LOCK_PATH.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        redis.Redis.from_url(url).flushdb()
-        run = uuid.uuid4().hex[:8]
-        plan = StackPlan(
-            state_dir=tmp_path_factory.mktemp("sched-stack"),
-            name=f"sched-{run}",
-            topic_prefix=f"sched-{run}.",
+        fcntl.flock(lock, fcntl.LOCK_EX)  # db 11 is the scheduler suites': take turns
+        with running_stack(
+            "sched",
+            kafka_bootstrap=kafka_bootstrap,
+            redis_url=redis_url,
             redis_db=REDIS_DB,
-            partitions=4,
-            ports=Ports.free(),
-            extra={
-                **mqtt_env,
-                "OTA_KAFKA_BOOTSTRAP": kafka_bootstrap,
-                "OTA_RECONCILE_INTERVAL_S": "0.2",
-                "OTA_WORKER_SWEEP_IDLE_MS": "100",
-                "OTA_EDGE_PROGRESS_FLUSH_MS": "100",
-            },
-        )
-        running = Stack(plan, base_env={"OTA_REDIS_URL": url, "PATH": os.environ["PATH"]})
-        running.start()
-        try:
-            yield Running(plan, dict(running.env))
-        finally:
-            running.stop()
-            admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="sched-cleanup")
-            try:
-                mine = [t for t in admin.list_topics() if t.startswith(plan.topic_prefix)]
-                admin.delete_topics(mine)
-            finally:
-                admin.close()
-            redis.Redis.from_url(url).flushdb()
+            state_dir=tmp_path_factory.mktemp("sched-stack"),
+            extra=mqtt_env,
+        ) as running:
+            yield Running(running.plan, dict(running.env))
 
 
 @pytest.fixture
