@@ -105,6 +105,9 @@ class BrokerProcess:
                 return float(line.rsplit(" ", 1)[1])
         return 0.0
 
+    def refusals(self, reason: str) -> float:
+        return self.metric(f'ota_broker_connects_total{{result="deny",reason="{reason}"}}')
+
     def stop(self) -> None:
         self.process.terminate()
         try:

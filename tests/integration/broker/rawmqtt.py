@@ -162,3 +162,12 @@ class RawClient:
     def abort(self) -> None:
         """Drops the socket with no DISCONNECT, as a device losing power would."""
         self.writer.transport.abort()
+
+
+async def connack(port: int, client_id: str, user: str | None, password: str | None) -> int:
+    """The CONNACK return code one bare CONNECT gets on 127.0.0.1:`port`."""
+    client = await RawClient.open("127.0.0.1", port)
+    try:
+        return await client.connect(client_id, user, password)
+    finally:
+        client.abort()

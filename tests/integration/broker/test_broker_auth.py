@@ -15,22 +15,10 @@ from .rawmqtt import (
     BAD_USER_NAME_OR_PASSWORD,
     NOT_AUTHORIZED,
     SERVER_UNAVAILABLE,
-    RawClient,
+    connack,
 )
 
 Device = Callable[..., DeviceCreds]
-
-
-async def connack(port: int, client_id: str, user: str | None, password: str | None) -> int:
-    client = await RawClient.open("127.0.0.1", port)
-    try:
-        return await client.connect(client_id, user, password)
-    finally:
-        client.abort()
-
-
-def refusals(broker: BrokerProcess, reason: str) -> float:
-    return broker.metric(f'ota_broker_connects_total{{result="deny",reason="{reason}"}}')
 
 
 async def test_a_known_device_with_its_password_is_accepted(
@@ -70,9 +58,9 @@ async def test_refused_devices_get_the_connack_of_their_reason(
         user = "someone-else"
     elif case == "anonymous":
         user = password = None
-    before = refusals(broker, reason)
+    before = broker.refusals(reason)
     assert await connack(broker.plain_port, creds.client_id, user, password) == code
-    assert refusals(broker, reason) == before + 1
+    assert broker.refusals(reason) == before + 1
     broker.wait_log(f"refused client_id={creds.client_id} reason={reason}")
     assert creds.password not in broker.log()
 
@@ -94,10 +82,10 @@ async def test_an_unavailable_control_plane_refuses_with_server_unavailable(
     creds = device()
     auth.set_mode(mode)
     auth.state.slow_s = AUTH_TIMEOUT_MS / 1000 + 1
-    before = refusals(broker, "auth_unavailable")
+    before = broker.refusals("auth_unavailable")
     code = await connack(broker.plain_port, creds.client_id, creds.device_id, creds.password)
     assert code == SERVER_UNAVAILABLE
-    assert refusals(broker, "auth_unavailable") == before + 1
+    assert broker.refusals("auth_unavailable") == before + 1
     broker.wait_log(f"refused client_id={creds.client_id} reason=auth_unavailable")
 
 

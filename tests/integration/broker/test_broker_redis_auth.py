@@ -23,6 +23,7 @@ from .rawmqtt import (
     SERVER_UNAVAILABLE,
     SUBACK_FAILURE,
     RawClient,
+    connack,
 )
 
 SECRET = "s3cret-Device-Key_01"
@@ -34,18 +35,6 @@ def now_ms() -> int:
 
 def new_device_id() -> str:
     return f"dev_{uuid.uuid4().hex[:10]}_x"  # underscores: the id is read from the right
-
-
-async def connack(port: int, client_id: str, user: str | None, password: str | None) -> int:
-    client = await RawClient.open("127.0.0.1", port)
-    try:
-        return await client.connect(client_id, user, password)
-    finally:
-        client.abort()
-
-
-def refusals(broker: BrokerProcess, reason: str) -> float:
-    return broker.metric(f'ota_broker_connects_total{{result="deny",reason="{reason}"}}')
 
 
 async def test_a_registered_device_is_accepted_with_its_own_topics(
@@ -107,9 +96,9 @@ async def test_refused_devices_get_the_connack_of_their_reason(
         user = "someone-else"
     elif case == "malformed":
         client_id = f"{device_id}-not-iotda"
-    before = refusals(redis_broker, reason)
+    before = redis_broker.refusals(reason)
     assert await connack(redis_broker.plain_port, client_id, user, password) == code
-    assert refusals(redis_broker, reason) == before + 1
+    assert redis_broker.refusals(reason) == before + 1
     redis_broker.wait_log(f"refused client_id={client_id} reason={reason}")
     assert password not in redis_broker.log()
 
@@ -138,14 +127,14 @@ async def test_a_store_that_is_down_refuses_with_server_unavailable(
     store_down_broker.wait_log("opened with the public development key")
     creds = credentials_for(new_device_id(), SECRET, now_ms())
     for _ in range(2):  # the first look-up and one after the failed connection attempt
-        before = refusals(store_down_broker, "auth_unavailable")
+        before = store_down_broker.refusals("auth_unavailable")
         started = time.monotonic()
         code = await connack(
             store_down_broker.plain_port, creds.client_id, creds.username, creds.password
         )
         assert code == SERVER_UNAVAILABLE
         assert time.monotonic() - started < 2
-        assert refusals(store_down_broker, "auth_unavailable") == before + 1
+        assert store_down_broker.refusals("auth_unavailable") == before + 1
     store_down_broker.wait_log(
         f"refused client_id={creds.client_id} reason=auth_unavailable (credential store:"
     )
