@@ -216,8 +216,9 @@ class DeviceAgent:
             if self._download_dir
             else None,
         )
-        await self._progress(event, RESULT_SUCCESS, 0, current, "downloading")
         step = self.behaviour.progress_every_pct
+        if step:  # 0: a device that reports no download progress at all
+            await self._progress(event, RESULT_SUCCESS, 0, current, "downloading")
         next_report = [step]
 
         async def on_progress(received: int) -> None:

@@ -44,7 +44,7 @@ class Behaviour:
     install_s: float = 0.0  # how long "installing" takes
     drop_download_at: int | None = None  # cut the download after this many bytes, then resume
     offline_mid_download_s: float = 0.0  # with drop_download_at: also leave MQTT this long
-    progress_every_pct: int = 25  # download progress report granularity (0: none)
+    progress_every_pct: int = 25  # download progress report granularity (0: none, not even 0%)
     report_result: bool = True  # False: install and switch version, never report the result
     mute_after_install: bool = False  # once installed, answer nothing (no result, no version)
     mute_after_download: bool = False  # once downloaded, answer nothing (no install, no result)
