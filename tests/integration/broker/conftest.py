@@ -22,7 +22,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -33,6 +33,7 @@ from gmqtt.mqtt.constants import MQTTv50
 
 from scheduler.credentials import Credentials, announce_revocation
 from scheduler.secretbox import DEV_CREDENTIAL_KEYS, CredentialKeys, SecretBox
+from tests.conftest import missing
 
 from .authserver import AuthServer, iotda_hour, iotda_password
 from .broker_support import BrokerProcess, broker_lib, start_broker
@@ -42,13 +43,6 @@ AUTH_TIMEOUT_MS = 800  # short, so the "slow endpoint" test is quick
 # redis mode's credential store: a database of the stack's Redis that nothing else uses
 # (the stack's credentials are in 1), flushed when the session starts.
 CREDENTIALS_DB = 2
-
-
-def _missing(message: str) -> NoReturn:
-    """Fail under CI (never a silent skip), skip elsewhere (as tests/conftest.py does)."""
-    if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -68,9 +62,9 @@ def auth(auth_server: AuthServer) -> Iterator[AuthServer]:
 def _checked_lib() -> Path:
     lib = broker_lib()
     if not (lib / "ota-broker.jar").is_file():
-        _missing(f"no broker build in {lib}; run deploy/local/up (or set OTA_BROKER_LIB)")
+        missing(f"no broker build in {lib}; run deploy/local/up (or set OTA_BROKER_LIB)")
     if shutil.which("java") is None:
-        _missing("java is not installed; deploy/local/up installs it")
+        missing("java is not installed; deploy/local/up installs it")
     return lib
 
 
@@ -96,7 +90,7 @@ def credentials_url() -> str:
     try:
         client.ping()
     except redis.ConnectionError:
-        _missing(f"no Redis at {stack.netloc}; run deploy/local/up")
+        missing(f"no Redis at {stack.netloc}; run deploy/local/up")
     client.flushdb()
     client.close()
     return url
