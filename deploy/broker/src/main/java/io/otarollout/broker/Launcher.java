@@ -81,6 +81,12 @@ public final class Launcher {
         InternalConfigurations.MQTT_ALLOW_DOLLAR_TOPICS.set(true);
         // Embedded HiveMQ lets everyone in when no authenticator answers.
         InternalConfigurations.AUTH_DENY_UNAUTHENTICATED_CONNECTIONS.set(true);
+        // HiveMQ sends a client at most 50 unacknowledged QoS 1 publishes, read from its queue
+        // 50 at a time, whatever receive maximum the client announced. The gateway acknowledges
+        // after Kafka has the record (a few ms), so 50 per round trip capped the whole uplink at
+        // ~2,000 messages/s; the window follows the gateway's receive maximum instead.
+        InternalConfigurations.MAX_INFLIGHT_WINDOW_SIZE_MESSAGES = config.inflightWindow();
+        InternalConfigurations.PUBLISH_POLL_BATCH_SIZE = config.inflightWindow();
 
         CountDownLatch stopped = new CountDownLatch(1);
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {

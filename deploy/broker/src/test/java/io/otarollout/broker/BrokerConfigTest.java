@@ -34,6 +34,7 @@ class BrokerConfigTest {
         assertEquals("127.0.0.1", config.platformHost());
         assertEquals(Duration.ofSeconds(2), config.authTimeout());
         assertEquals(1000, config.receiveMaximum());
+        assertEquals(1000, config.inflightWindow());
         assertEquals(0, config.connectRatePerSecond());
         assertEquals(Path.of("/tmp/broker/conf"), config.configFolder());
     }
