@@ -2,14 +2,15 @@
 # `make test` work from a fresh clone (deploy/local/up installs what is missing).
 #
 #   make venv           .venv with the project and its test/bench extras
-#   make stack          install and start Kafka, Redis, Mosquitto (deploy/local/up)
+#   make stack          install and start Kafka, Redis, the device broker (deploy/local/up)
 #   make status / down  state of the local services / stop them (data is kept)
-#   make lint           ruff, mypy (strict), shellcheck when installed, the deploy files
+#   make lint           ruff, mypy (strict), the import layers (lint-imports), modules at
+#                       most 600 lines, shellcheck when installed, the deploy files
 #                       (deploy/helm/validate.py; the first run builds helm: ~3-5 min)
 #   make pytest         start the stack, run the test suite (PYTEST_ARGS="-k stack" to narrow)
 #   make test           lint, then pytest
 #   make demo           a whole rollout: stack, services, fleet, task, progress, summary
-#                       (DEMO_ARGS="--size 2000 --keep-running"; see python -m ota.demo --help)
+#                       (DEMO_ARGS="--size 2000 --keep-running"; see python -m ops.demo --help)
 #   make smoke          start the stack and run the smoke check
 #   make bench-clients  raw client figures into bench/RESULTS.md
 
@@ -22,6 +23,7 @@ SHELL_SCRIPTS := deploy/local/up deploy/local/down deploy/local/status deploy/lo
 # Python outside the packages of pyproject.toml's [tool.mypy], checked as strictly; add
 # files here as they become clean (the whole of tests/ has several conftest.py modules).
 MYPY_EXTRA := deploy/local deploy/topics.py deploy/check_manifests.py deploy/helm/validate.py \
+	deploy/check_module_size.py \
 	bench/clients.py tests/conftest.py tests/integration/test_stack.py
 # The worker tests (and bench) in a run of their own: their conftests would clash with
 # tests/conftest.py as top-level modules, so modules are named from the repo root, and
@@ -54,6 +56,9 @@ lint: venv
 	.venv/bin/mypy
 	.venv/bin/mypy $(MYPY_EXTRA)
 	MYPYPATH=tests/integration/workers .venv/bin/mypy --explicit-package-bases $(MYPY_WORKERS)
+	@# The layers of pyproject.toml's [tool.importlinter]: ota the leaf, services apart, ops on top.
+	.venv/bin/lint-imports
+	.venv/bin/python deploy/check_module_size.py
 	.venv/bin/python deploy/check_manifests.py
 	.venv/bin/python deploy/topics.py --check
 	@# The chart and manifests, checked statically (no cluster here): helm, kubernetes-validate,
@@ -75,7 +80,7 @@ test: lint pytest
 check: test
 
 demo: stack
-	@$(WITH_STACK_ENV) $(PY) -m ota.demo --no-stack-up $(DEMO_ARGS)
+	@$(WITH_STACK_ENV) $(PY) -m ops.demo --no-stack-up $(DEMO_ARGS)
 
 smoke: stack
 	@$(WITH_STACK_ENV) $(SMOKE)

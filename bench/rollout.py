@@ -47,15 +47,15 @@ from rollout_report import (  # noqa: E402
     steady_rate,
 )
 
-from ota.demo import (  # noqa: E402
+from ops.demo_env import Ports, StackPlan, redis_url_with_db  # noqa: E402
+from ops.demo_stack import Stack  # noqa: E402
+from ops.fleet_group import (  # noqa: E402
     FleetGroup,
     default_fleet_processes,
     register_fleet,
     upload_targets,
 )
-from ota.demo_env import Ports, StackPlan, redis_url_with_db  # noqa: E402
-from ota.demo_stack import Stack  # noqa: E402
-from ota.supervisor import parse_scale  # noqa: E402
+from ops.supervisor import parse_scale  # noqa: E402
 
 OUT = REPO / "bench" / "rollout"
 REDIS_DB = 9
@@ -316,18 +316,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await fleet.stop()
         stack.stop()
         r.flushdb(asynchronous=True)  # millions of keys: freed in the background
-        _delete_topics(stack.env, plan.topic_prefix)
+        stack.delete_topics()
     return result
-
-
-def _delete_topics(env: dict[str, str], prefix: str) -> None:
-    from kafka.admin import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=env.get("OTA_KAFKA_BOOTSTRAP") or "127.0.0.1:9092")
-    try:
-        admin.delete_topics([t for t in admin.list_topics() if t.startswith(prefix)])
-    finally:
-        admin.close()
 
 
 def _interrupt(_signum: int, _frame: object) -> None:

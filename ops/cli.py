@@ -29,8 +29,8 @@ from typing import Any, TextIO
 import httpx
 import orjson
 
-from ota import cli_render as render
-from ota import cli_specs as specs
+from ops import cli_render as render
+from ota import policy_specs as specs
 from ota.clock import now_ms
 
 MAX_INLINE_IDS = 30_000
@@ -345,8 +345,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ota",
         description="Operate OTA rollouts through the scheduler API.",
-        epilog="Also: `ota up` runs the services (python -m ota.supervisor --help), "
-        "`ota demo` runs a whole rollout on this machine (python -m ota.demo --help).",
+        epilog="Also: `ota up` runs the services (python -m ops.supervisor --help), "
+        "`ota demo` runs a whole rollout on this machine (python -m ops.demo --help).",
     )
     p.add_argument(
         "--url", default=None, help="API base URL (OTA_API_URL, default http://127.0.0.1:8080)"
@@ -390,8 +390,8 @@ def parser() -> argparse.ArgumentParser:
     ds = dv.add_parser("show", help="a device with its current job and timeline")
     ds.add_argument("device_id")
     ds.set_defaults(run=devices_show)
-    # Imported here: ota.cli_credentials builds on this module's Api and CliError.
-    from ota import cli_credentials
+    # Imported here: ops.cli_credentials builds on this module's Api and CliError.
+    from ops import cli_credentials
 
     cli_credentials.add_parser(dv)
 
@@ -461,11 +461,11 @@ def main(
     words = list(sys.argv[1:] if argv is None else argv)
     # Local commands that run processes rather than call the API.
     if words[:1] == ["up"]:
-        from ota import supervisor
+        from ops import supervisor
 
         return supervisor.main(words[1:])
     if words[:1] == ["demo"]:
-        from ota import demo
+        from ops import demo
 
         return demo.main(words[1:])
     args = parser().parse_args(argv)

@@ -23,8 +23,8 @@ from typing import Any, TextIO
 import httpx
 import orjson
 
-from ota import cli_render as render
-from ota.cli import UPLOAD_CHUNK, Api, CliError, explain
+from ops import cli_render as render
+from ops.cli import UPLOAD_CHUNK, Api, CliError, explain
 
 SUMMARY = re.compile(rb"# registered (\d+), generated (\d+), refused (\d+)")
 

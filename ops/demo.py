@@ -2,9 +2,9 @@
 
 1. the local stack (Kafka, Redis, Mosquitto) up: `deploy/local/up`;
 2. the gateway, workers, download edge and scheduler under `ota up` (logs in
-   `<state dir>/logs/`), with one consistent set of settings (`ota.demo_env`);
+   `<state dir>/logs/`), with one consistent set of settings (`ops.demo_env`);
 3. a sample firmware package uploaded through the API;
-4. a simulated fleet with a realistic mix (`ota.demo_fleet`) in its own process;
+4. a simulated fleet with a realistic mix (`ops.demo_fleet`) in its own process;
 5. a task with a canary wave and an exponential rate ramp, live progress until it ends;
 6. a summary: outcomes, failure causes, duration, devices per second, where to look next.
 Everything started is stopped at the end unless `--keep-running`.
@@ -14,35 +14,35 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import redis
-from kafka.admin import KafkaAdminClient
 
-from devices.fleet import device_name, fleet_credentials
-from devices.report import merge
-from ota.demo_env import StackPlan, stack_env
-from ota.demo_fleet import Mix, verdict
-from ota.demo_progress import Progress, summary_lines
-from ota.demo_stack import REPO, Stack, StackError
+from devices.fleet import device_name
+from ops.demo_env import StackPlan, stack_env
+from ops.demo_fleet import Mix, verdict
+from ops.demo_progress import Progress, summary_lines
+from ops.demo_stack import REPO, Stack, StackError
+from ops.fleet_group import (
+    SPLIT_FLEET_AT,
+    FleetGroup,
+    default_fleet_processes,
+    register_fleet,
+    upload_targets,
+)
 
 FINISHED = ("Success", "Fail", "PartialSuccess", "Stopped")
 # Each run has its own topics (demo-<run>.ota.*) and starts from an empty Redis db, so
 # nothing of an earlier run (or of anything else on the machine) is replayed into it.
 DEMO_REDIS_DB = 8
-# From this many devices a fleet is simulated by two processes (two cores) by default.
-SPLIT_FLEET_AT = 5_000
 
 
 def flush_db(env: dict[str, str]) -> None:
@@ -53,17 +53,9 @@ def flush_db(env: dict[str, str]) -> None:
         client.close()
 
 
-def delete_topics(env: dict[str, str], prefix: str) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=env.get("OTA_KAFKA_BOOTSTRAP") or "127.0.0.1:9092")
-    try:
-        admin.delete_topics([t for t in admin.list_topics() if t.startswith(prefix)])
-    finally:
-        admin.close()
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m ota.demo", description="Run a whole OTA rollout on this machine."
+        prog="python -m ops.demo", description="Run a whole OTA rollout on this machine."
     )
     parser.add_argument(
         "--size", type=int, default=10_000, help="devices (default 10000; see docs/demo.md)"
@@ -144,165 +136,6 @@ def policy(args: argparse.Namespace) -> dict[str, Any]:
         },
     }
 
-
-def default_fleet_processes(size: int) -> int:
-    return 2 if size >= SPLIT_FLEET_AT else 1
-
-
-def slices(size: int, parts: int) -> list[tuple[int, int]]:
-    """(first index, count) of `parts` contiguous slices of a fleet, sizes within one."""
-    parts = max(1, min(parts, size))
-    base, extra = divmod(size, parts)
-    out, first = [], 0
-    for n in range(parts):
-        count = base + (1 if n < extra else 0)
-        out.append((first, count))
-        first += count
-    return out
-
-
-def merge_ready(lines: list[dict[str, Any]]) -> dict[str, Any]:
-    kinds: dict[str, int] = {}
-    for line in lines:
-        for kind, count in (line.get("kinds") or {}).items():
-            kinds[kind] = kinds.get(kind, 0) + count
-    return {
-        "ready": True,
-        "online": sum(int(line.get("online", 0)) for line in lines),
-        "connect_s": max(float(line.get("connect_s", 0.0)) for line in lines),
-        "kinds": dict(sorted(kinds.items())),
-    }
-
-
-class FleetProcess:
-    """`python -m ota.demo_fleet` as a child; JSON lines on its stdout."""
-
-    def __init__(self, env: dict[str, str], **options: object) -> None:
-        """`options` become the fleet's flags: `mux_connections=4` -> `--mux-connections 4`,
-        `own_downlinks=True` -> `--own-downlinks` (False: left out)."""
-        self.command = [sys.executable, "-m", "ota.demo_fleet"]
-        for name, value in options.items():
-            flag = f"--{name.replace('_', '-')}"
-            if isinstance(value, bool):
-                self.command += [flag] if value else []
-            else:
-                self.command += [flag, str(value)]
-        self.env = env
-        self.process: asyncio.subprocess.Process | None = None
-        self.last: dict[str, Any] = {}
-        self._following: asyncio.Task[None] | None = None
-
-    async def start(self, timeout_s: float) -> dict[str, Any]:
-        self.process = await asyncio.create_subprocess_exec(
-            *self.command,
-            env=self.env,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            limit=1 << 24,
-        )
-        ready = await asyncio.wait_for(self._next("ready"), timeout_s)
-        self._following = asyncio.get_running_loop().create_task(self._follow())
-        return ready
-
-    async def _next(self, key: str) -> dict[str, Any]:
-        assert self.process is not None
-        assert self.process.stdout is not None
-        while True:
-            raw = await self.process.stdout.readline()
-            if not raw:
-                raise StackError(f"the fleet exited ({self.process.returncode}) before {key}")
-            line: dict[str, Any] = json.loads(raw)
-            if key in line or "final" in line:
-                return line
-
-    async def _follow(self) -> None:
-        with contextlib.suppress(StackError, ValueError):
-            while True:
-                line = await self._next("report")
-                if "final" in line:
-                    self.last = line["final"]
-                    return
-                self.last = line["report"]
-
-    async def stop(self) -> dict[str, Any]:
-        if self.process is None or self.process.returncode is not None:
-            return self.last
-        assert self.process.stdin is not None
-        self.process.stdin.close()  # the fleet prints its final report, then exits
-        try:
-            await asyncio.wait_for(self.process.wait(), 60)
-            if self._following is not None:
-                await asyncio.wait_for(self._following, 5)
-        except TimeoutError:
-            self.process.kill()
-            await self.process.wait()
-        return self.last
-
-
-class FleetGroup:
-    """One fleet simulated by `processes` FleetProcesses over contiguous index slices;
-    their ready and report lines merged into one (`devices.report.merge`). Multiplexed
-    slices subscribe to their own devices' down topics, so each gets only its commands."""
-
-    def __init__(
-        self, env: dict[str, str], *, size: int, processes: int = 1, **options: object
-    ) -> None:
-        parts = slices(size, processes)
-        own = len(parts) > 1 and options.get("mode") == "multiplexed"
-        self.members = [
-            FleetProcess(env, size=count, first=first, own_downlinks=own, **options)
-            for first, count in parts
-        ]
-
-    def pids(self) -> list[int]:
-        return [m.process.pid for m in self.members if m.process is not None]
-
-    async def start(self, timeout_s: float) -> dict[str, Any]:
-        """Start every process and wait until all are ready (stopping them all if one fails)."""
-        try:
-            readies = await asyncio.gather(*(m.start(timeout_s) for m in self.members))
-        except BaseException:
-            await self.stop()
-            raise
-        return merge_ready(list(readies))
-
-    @property
-    def last(self) -> dict[str, Any]:
-        return merge(m.last for m in self.members)
-
-    async def stop(self) -> dict[str, Any]:
-        return merge(await asyncio.gather(*(m.stop() for m in self.members)))
-
-
-async def register_fleet(api: httpx.AsyncClient, device_ids: list[str]) -> str:
-    """Registers the simulated devices' secrets (derived from the fleet's seed) through the
-    bulk import, so that the broker lets them in; the import's summary line."""
-    response = await api.post(
-        "/v1/credentials/import", content=fleet_credentials(device_ids), timeout=600
-    )
-    response.raise_for_status()
-    summary = [line for line in response.text.splitlines() if line.startswith("#")]
-    if not summary or "aborted" in summary[-1]:
-        raise StackError(f"registering the fleet failed: {response.text[-500:]}")
-    return summary[-1].lstrip("# ")
-
-
-def registrar(plan: StackPlan) -> Callable[[list[str]], Awaitable[str]]:
-    """`FleetConfig.register` for a fleet on `plan`'s stack: the API's bulk import."""
-
-    async def register(device_ids: list[str]) -> str:
-        headers = {"Authorization": f"Bearer {plan.write_key}"}
-        async with httpx.AsyncClient(base_url=plan.api_url, headers=headers) as api:
-            return await register_fleet(api, device_ids)
-
-    return register
-
-
-async def upload_targets(api: httpx.AsyncClient, device_ids: list[str]) -> str:
-    response = await api.post("/v1/target-lists", content="\n".join(device_ids).encode())
-    response.raise_for_status()
-    list_id: str = response.json()["list_id"]
-    return list_id
 
 
 async def rollout(args: argparse.Namespace, stack: Stack) -> int:
@@ -416,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     flush_db(stack_env(plan))
     scale = {}
     if args.scale:
-        from ota.supervisor import parse_scale
+        from ops.supervisor import parse_scale
 
         scale = parse_scale(args.scale)
     stack = Stack(plan, scale=scale)
@@ -439,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("[demo] stopping services", flush=True)
             stack.stop()
-            delete_topics(stack.env, plan.topic_prefix)
+            stack.delete_topics()
     return code
 
 

@@ -1,6 +1,6 @@
 """A simulated fleet with a realistic mix of devices, as its own process (for CPU parallelism).
 
-`python -m ota.demo_fleet --size 10000 --prefix demo-ab12 [--mix offline_back=5,...]`
+`python -m ops.demo_fleet --size 10000 --prefix demo-ab12 [--mix offline_back=5,...]`
 connects the fleet (devices <prefix>-<index>, indexes from `--first`, so one fleet can
 be split over several processes), prints `{"ready": ...}` as one JSON line, then a JSON
 report line every `--report-every-s` seconds, and a final `{"final": ...}` line when
@@ -151,7 +151,7 @@ def verdict(task: Mapping[str, object], kinds: Mapping[str, int]) -> list[str]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m ota.demo_fleet", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ops.demo_fleet", description=__doc__)
     parser.add_argument("--size", type=int, required=True)
     parser.add_argument("--prefix", required=True, help="device ids are <prefix>-<0000000>")
     parser.add_argument(

@@ -10,7 +10,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from ota.demo_env import StackPlan
+from ops.demo_env import StackPlan
 
 BAR = 40
 PLAIN_EVERY_S = 5.0

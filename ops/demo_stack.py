@@ -4,7 +4,8 @@
 (service logs in `<state dir>/logs/`), and waits until the scheduler answers, the edge
 accepts connections, every metrics endpoint answers and every consumer group of the
 stack holds all its partitions. `Stack.stop()` stops the supervisor (which stops the
-services with SIGTERM, then SIGKILL after its grace period).
+services with SIGTERM, then SIGKILL after its grace period); `Stack.delete_topics()`
+removes the plan's topics at the end of a run.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import IO, Any
 
 from kafka.admin import KafkaAdminClient
 
-from ota.demo_env import StackPlan, stack_env
+from ops.demo_env import StackPlan, stack_env
 
 REPO = Path(__file__).resolve().parent.parent
 CREATE_TOPICS = REPO / "deploy" / "local" / "create_topics.py"
@@ -67,6 +68,10 @@ class Stack:
             f"{name}-scheduler-jobs": "scheduler",
         }
 
+    @property
+    def bootstrap(self) -> str:
+        return self.env.get("OTA_KAFKA_BOOTSTRAP") or "127.0.0.1:9092"
+
     # ------------------------------------------------------------ lifecycle
 
     def create_topics(self) -> None:
@@ -75,7 +80,7 @@ class Stack:
                 sys.executable,
                 str(CREATE_TOPICS),
                 "--bootstrap",
-                self.env.get("OTA_KAFKA_BOOTSTRAP") or "127.0.0.1:9092",
+                self.bootstrap,
                 "--partitions",
                 str(self.plan.partitions),
                 "--prefix",
@@ -88,10 +93,21 @@ class Stack:
         if done.returncode != 0:
             raise StackError(f"creating topics failed: {done.stderr.strip()}")
 
+    def delete_topics(self) -> None:
+        """Deletes the plan's topics (every topic under its prefix): the end of a run."""
+        admin = KafkaAdminClient(
+            bootstrap_servers=self.bootstrap, client_id=f"{self.plan.name}-cleanup"
+        )
+        try:
+            prefix = self.plan.topic_prefix
+            admin.delete_topics([t for t in admin.list_topics() if t.startswith(prefix)])
+        finally:
+            admin.close()
+
     def start(self, timeout_s: float = 90.0) -> None:
         self.plan.state_dir.mkdir(parents=True, exist_ok=True)
         self.create_topics()
-        command = [sys.executable, "-m", "ota.supervisor", "--log-dir", str(self.plan.log_dir)]
+        command = [sys.executable, "-m", "ops.supervisor", "--log-dir", str(self.plan.log_dir)]
         if self.scale:
             command += ["--scale", ",".join(f"{k}={v}" for k, v in self.scale.items())]
         self._log = self.supervisor_log.open("ab")
@@ -181,7 +197,7 @@ class Stack:
 
     def _wait_groups(self, deadline: float) -> None:
         admin = KafkaAdminClient(
-            bootstrap_servers=self.env.get("OTA_KAFKA_BOOTSTRAP") or "127.0.0.1:9092",
+            bootstrap_servers=self.bootstrap,
             client_id=f"{self.plan.name}-ready",
         )
         try:
@@ -218,7 +234,7 @@ class Stack:
 
         def loop() -> None:
             admin = KafkaAdminClient(
-                bootstrap_servers=self.env.get("OTA_KAFKA_BOOTSTRAP") or "127.0.0.1:9092",
+                bootstrap_servers=self.bootstrap,
                 client_id=f"{self.plan.name}-watch",
             )
             bad_since: dict[str, float] = {}

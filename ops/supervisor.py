@@ -1,4 +1,4 @@
-"""Run the platform's services as separate processes: `ota up` (or `python -m ota.supervisor`).
+"""Run the platform's services as separate processes: `ota up` (or `python -m ops.supervisor`).
 
 Each service is one `python -m <package>` process with its output in
 <state dir>/logs/<service>.log. A service that exits unexpectedly is restarted with

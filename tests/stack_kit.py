@@ -14,10 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import redis
-from kafka.admin import KafkaAdminClient
 
-from ota.demo_env import Ports, StackPlan, redis_url_with_db
-from ota.demo_stack import Stack
+from ops.demo_env import Ports, StackPlan, redis_url_with_db
+from ops.demo_stack import Stack
 
 FAST_LOOPS = {
     "OTA_RECONCILE_INTERVAL_S": "0.2",
@@ -56,9 +55,5 @@ def running_stack(
         yield stack
     finally:
         stack.stop()
-        admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id=f"{name}-cleanup")
-        try:
-            admin.delete_topics([t for t in admin.list_topics() if t.startswith(plan.topic_prefix)])
-        finally:
-            admin.close()
+        stack.delete_topics()
         redis.Redis.from_url(url).flushdb()

@@ -1,7 +1,7 @@
 """The task form's fields mapped onto the API's task body. Pure.
 
 The compact syntaxes (waves, abort rules, ramp, window, schedule) are the `ota` CLI's,
-parsed by the same functions (`ota.cli_specs`); every rule about the values themselves
+parsed by the same functions (`ota.policy_specs`); every rule about the values themselves
 stays in `scheduler.policy`, which judges the body when the task is created.
 """
 
@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ota import cli_specs as specs
+from ota import policy_specs as specs
 from ota.records import Windows
 from scheduler.errors import ValidationError
 

@@ -22,8 +22,8 @@ import httpx
 
 from devices.behaviour import Behaviour
 from devices.fleet import Fleet, FleetConfig, Mode, outcome_of
-from ota.demo import registrar
-from ota.demo_env import StackPlan
+from ops.demo_env import StackPlan
+from ops.fleet_group import registrar
 from ota.settings import CommonSettings
 
 T = TypeVar("T")

@@ -25,8 +25,8 @@ from e2e_support import eventually, upload
 
 from devices.behaviour import Behaviour
 from devices.fleet import Fleet, FleetConfig, Mode, derived_secret, outcome_of
+from ops.demo_env import Ports, StackPlan
 from ota.clock import now_ms
-from ota.demo_env import Ports, StackPlan
 from ota.device_auth import credentials_for
 from tests.stack_kit import running_stack
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ota.demo_env import StackPlan
+from ops.demo_env import StackPlan
 
 sys.path.insert(0, str(Path(__file__).parent))
 from console_kit import Browser, browser_paths, chromium

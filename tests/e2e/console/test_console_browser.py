@@ -21,9 +21,9 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 from devices.behaviour import Behaviour
 from devices.fleet import FleetConfig, Mode
+from ops.demo_env import StackPlan, stack_env
+from ops.fleet_group import registrar
 from ota.catalog import cause_for_result_code
-from ota.demo import registrar
-from ota.demo_env import StackPlan, stack_env
 from ota.settings import CommonSettings
 
 FAIL_CODE = 5  # the device refuses before downloading

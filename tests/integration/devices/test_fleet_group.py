@@ -1,4 +1,4 @@
-"""A fleet split over two simulator processes (`ota.demo.FleetGroup`) on the real broker:
+"""A fleet split over two simulator processes (`ops.fleet_group.FleetGroup`) on the real broker:
 every device is simulated, commanded and reported exactly once, and the merged report
 covers the whole fleet."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import uuid
 
-from ota.demo import FleetGroup
+from ops.fleet_group import FleetGroup
 from tests.conftest import MqttPlatform
 from tests.integration.devices.conftest import Platform
 from tests.integration.devices.package_server import PackageServer

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from ota.cli import main
+from ops.cli import main
 from tests.integration.scheduler.sched_harness import READ_KEY, WRITE_KEY, Harness
 
 

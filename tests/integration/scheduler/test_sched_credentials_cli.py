@@ -11,7 +11,7 @@ from pathlib import Path
 
 import orjson
 
-from ota.cli import main
+from ops.cli import main
 from tests.integration.scheduler.sched_harness import READ_KEY, WRITE_KEY, Harness
 
 

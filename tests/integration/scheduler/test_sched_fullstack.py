@@ -21,9 +21,9 @@ import pytest
 
 from devices.behaviour import Behaviour
 from devices.fleet import Fleet, FleetConfig, Mode
+from ops.demo_env import StackPlan
+from ops.fleet_group import registrar
 from ota.catalog import FailureCause
-from ota.demo import registrar
-from ota.demo_env import StackPlan
 from ota.settings import CommonSettings
 from tests.integration.scheduler.conftest import LOCK_PATH
 from tests.integration.scheduler.sched_harness import REDIS_DB, eventually

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ota import cli_render as render
-from ota import cli_specs as specs
-from ota.cli import explain, parser
+from ops import cli_render as render
+from ops.cli import explain, parser
+from ota import policy_specs as specs
 
 NOW = 1_800_000_000_000
 

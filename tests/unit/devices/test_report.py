@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from devices.report import bucket_of, bucket_top_s, histogram, merge, summarize
-from ota.demo import FleetProcess, merge_ready, slices
+from ops.fleet_group import FleetProcess, merge_ready, slices
 
 _durations = st.lists(st.floats(0.0005, 5000.0), min_size=1, max_size=300)
 

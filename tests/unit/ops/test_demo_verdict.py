@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ota.demo_fleet import verdict
+from ops.demo_fleet import verdict
 
 KINDS = {"ok": 90, "on_target": 5, "offline_gone": 1, "unsupported": 2, "fails": 2}
 

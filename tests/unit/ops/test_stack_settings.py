@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ota import supervisor
-from ota.demo_env import Ports, StackPlan, redis_url_with_db, stack_env
+from ops import supervisor
+from ops.demo_env import Ports, StackPlan, redis_url_with_db, stack_env
 
 
 def test_services_agree_on_edge_origin_and_download_url() -> None:

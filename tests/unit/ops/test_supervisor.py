@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ota import supervisor
-from ota.supervisor import Service, Supervisor
+from ops import supervisor
+from ops.supervisor import Service, Supervisor
 
 
 def python_service(name: str, code: str, tmp_path: Path) -> Service:

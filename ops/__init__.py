@@ -1,0 +1,1 @@
+"""Operator tools above the services: the `ota` CLI, the demo, the supervisor, the fleet front-end."""
