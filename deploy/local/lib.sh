@@ -157,7 +157,9 @@ show_log_tail() {
 
 # --- Python environment --------------------------------------------------------------
 
-pyproject_hash() { sha256sum "$REPO_DIR/pyproject.toml" | cut -d' ' -f1; }
+# The virtualenv is rebuilt when either the project's requirements or the pinned versions change.
+CONSTRAINTS=$REPO_DIR/deploy/constraints.txt
+pyproject_hash() { cat "$REPO_DIR/pyproject.toml" "$CONSTRAINTS" | sha256sum | cut -d' ' -f1; }
 
 ensure_venv() {
   local stamp=$VENV_DIR/.ota-pyproject.sha256 python=${OTA_PYTHON:-python3}
@@ -173,8 +175,8 @@ ensure_venv() {
     "$VENV_PY" -m pip install -q --upgrade pip || die "could not upgrade pip in $VENV_DIR"
   fi
   local log=$VENV_DIR/.ota-pip-install.log
-  say venv "pip install -e '.[test,bench]' (first run or pyproject.toml changed; log $log)"
-  if ! (cd "$REPO_DIR" && "$VENV_PY" -m pip install -e '.[test,bench]') >"$log" 2>&1; then
+  say venv "pip install -e '.[test,bench]' -c deploy/constraints.txt (first run or either changed; log $log)"
+  if ! (cd "$REPO_DIR" && "$VENV_PY" -m pip install -c "$CONSTRAINTS" -e '.[test,bench]') >"$log" 2>&1; then
     show_log_tail "$log"
     die "pip install failed; full log in $log"
   fi
