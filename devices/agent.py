@@ -23,6 +23,7 @@ from typing import Any
 from devices.behaviour import WELL_BEHAVED, Behaviour, FailStage, stage_of
 from devices.download import Download, DownloadError, Interrupted, fetch
 from devices.http import HttpClient
+from ota.backoff import Backoff, retry
 from ota.catalog import RESULT_ALREADY_LATEST, RESULT_INVALID_URI, RESULT_SUCCESS
 from ota.clock import now_ms
 from ota.protocol import (
@@ -42,6 +43,7 @@ GoOffline = Callable[[float], Awaitable[None]]
 RESULT_BAD_PACKAGE = 7
 RESULT_DOWNLOAD_FAILED = 6
 DOWNLOAD_ATTEMPTS = 5
+DOWNLOAD_RETRY = Backoff(0.2, 2.0, attempts=DOWNLOAD_ATTEMPTS - 1)
 DOWNLOAD_SHARE = 90  # progress 0..90 is the download, 95 installing, 100 done
 _MAX_SEEN_IDS = 64
 
@@ -232,21 +234,30 @@ class DeviceAgent:
                 )
 
         cut = self.behaviour.drop_download_at
-        failures = 0
-        while not job.done:
-            try:
-                await fetch(self._http, job, stop_at=cut, on_progress=on_progress)
-            except Interrupted:
-                cut = None
-                if self.behaviour.offline_mid_download_s and self._go_offline is not None:
-                    await self._go_offline(self.behaviour.offline_mid_download_s)
-                continue
-            except DownloadError as error:
-                failures += 1
-                self.outcome.errors.append(str(error))
-                if failures >= DOWNLOAD_ATTEMPTS or error.result_code != RESULT_DOWNLOAD_FAILED:
-                    return error.result_code
-                await asyncio.sleep(min(2.0, 0.1 * 2**failures))
+
+        async def download() -> None:
+            nonlocal cut
+            while not job.done:
+                try:
+                    await fetch(self._http, job, stop_at=cut, on_progress=on_progress)
+                except Interrupted:  # the scripted cut: resume, not a failure
+                    cut = None
+                    if self.behaviour.offline_mid_download_s and self._go_offline is not None:
+                        await self._go_offline(self.behaviour.offline_mid_download_s)
+                except DownloadError as error:
+                    self.outcome.errors.append(str(error))
+                    raise
+
+        try:
+            await retry(
+                "device.download",
+                download,
+                on=DownloadError,
+                policy=DOWNLOAD_RETRY,
+                retriable=_download_retriable,
+            )
+        except DownloadError as error:
+            return error.result_code
         self.outcome.resumed_downloads += job.resumed
         if self.behaviour.fail_with in (6, 9):
             return self.behaviour.fail_with
@@ -299,3 +310,8 @@ def usable_url(url: str) -> bool:
     except ValueError:
         return False
     return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _download_retriable(error: BaseException) -> bool:
+    """A failed transfer is tried again; a refused or missing package is not."""
+    return isinstance(error, DownloadError) and error.result_code == RESULT_DOWNLOAD_FAILED

@@ -40,7 +40,7 @@ from gmqtt import Client, Message, Subscription
 from gmqtt.mqtt.constants import MQTTv50
 from gmqtt.storage import PersistentStorage
 
-from ota.backoff import Backoff
+from ota.backoff import Backoff, StoppedError, count_retry, retry
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,7 @@ class _Client(Client):  # type: ignore[misc]
         if self.backoff.gives_up(attempt):
             return None
         self.reconnect_attempts += 1
+        count_retry("mqtt.reconnect")
         return self.backoff.delay_s(attempt)
 
     async def reconnect(self, delay: bool = False) -> None:
@@ -318,38 +319,29 @@ class MqttLink:
             self._on_state(False)
 
     async def connect(self, stop: asyncio.Event | None = None) -> None:
-        """Connect, retrying with the backoff policy until connected or `stop` is set."""
-        attempt = 0
-        while True:
-            try:
-                await self.client.connect(
-                    self.config.host,
-                    self.config.port,
-                    ssl=self.config.tls or False,
-                    keepalive=self.config.keepalive_s,
-                    version=MQTTv50,
-                )
-                return
-            except (TimeoutError, OSError) as exc:
-                if self.config.backoff.gives_up(attempt):
-                    raise
-                delay = self.config.backoff.delay_s(attempt)
-                log.warning(
-                    "mqtt connect failed",
-                    extra={
-                        "client_id": self.config.client_id,
-                        "error": str(exc),
-                        "retry_in_s": round(delay, 3),
-                    },
-                )
-                attempt += 1
-                if stop is not None:
-                    try:
-                        await asyncio.wait_for(stop.wait(), delay)
-                        raise ConnectionAbortedError("stopped while connecting")
-                    except TimeoutError:
-                        continue
-                await asyncio.sleep(delay)
+        """Connect, retrying with the backoff policy until connected or `stop` is set
+        (then ConnectionAbortedError); raises the last error once the policy gives up."""
+
+        async def attempt() -> None:
+            await self.client.connect(
+                self.config.host,
+                self.config.port,
+                ssl=self.config.tls or False,
+                keepalive=self.config.keepalive_s,
+                version=MQTTv50,
+            )
+
+        try:
+            await retry(
+                "mqtt.connect",
+                attempt,
+                on=(TimeoutError, OSError),
+                policy=self.config.backoff,
+                stop=stop,
+                context={"client_id": self.config.client_id},
+            )
+        except StoppedError as exc:
+            raise ConnectionAbortedError("stopped while connecting") from exc
 
     async def publish_acked(self, topic: str, payload: bytes, qos: int = 1) -> None:
         """Publish and wait for the broker's PUBACK (QoS 1); raises SessionLostError when the
