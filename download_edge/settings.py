@@ -7,13 +7,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ota.dev_secrets import SecretUse, refuse_development_secrets
 from ota.settings import CommonSettings, Env, SettingsError
 
 
 @dataclass(frozen=True)
 class EdgeSettings:
     common: CommonSettings
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"  # 0.0.0.0 (or the device-facing address) in a deployment
     port: int = 8443
     processes: int = 1  # >1: that many processes share the port with SO_REUSEPORT
     tls_cert: Path | None = None
@@ -53,9 +54,11 @@ class EdgeSettings:
         origin_url = env.text("EDGE_ORIGIN_URL", "").rstrip("/")
         if origin_url and not origin_url.startswith(("http://", "https://")):
             raise SettingsError(f"OTA_EDGE_ORIGIN_URL={origin_url!r} is not an http(s) URL")
-        return cls(
-            common=CommonSettings.from_env(environ),
-            host=env.text("EDGE_HOST", "0.0.0.0"),
+        common = CommonSettings.from_env(environ)
+        origin_token = env.secret("EDGE_ORIGIN_TOKEN", "") or None
+        settings = cls(
+            common=common,
+            host=env.text("EDGE_HOST", "127.0.0.1"),
             port=env.integer("EDGE_PORT", 8443, min_value=0, max_value=65535),
             processes=env.integer(
                 "EDGE_PROCESSES", 1, min_value=1, max_value=max(64, os.cpu_count() or 1)
@@ -66,7 +69,7 @@ class EdgeSettings:
             cache_max_bytes=env.integer("EDGE_CACHE_MAX_BYTES", 0, min_value=0),
             origin_dir=Path(origin_dir) if origin_dir else None,
             origin_url=origin_url or None,
-            origin_token=env.text("EDGE_ORIGIN_TOKEN", "") or None,
+            origin_token=origin_token,
             origin_timeout_s=env.number("EDGE_ORIGIN_TIMEOUT_S", 30.0, min_value=0.1),
             open_files=env.integer("EDGE_OPEN_FILES", 256, min_value=1, max_value=100_000),
             header_timeout_s=env.number("EDGE_HEADER_TIMEOUT_S", 10.0, min_value=0.05),
@@ -90,3 +93,8 @@ class EdgeSettings:
             metrics_port=env.integer("EDGE_METRICS_PORT", 9108, min_value=0, max_value=65535),
             drain_s=env.number("EDGE_DRAIN_S", 10.0, min_value=0.0),
         )
+        secrets = [common.token_keys_use()]
+        if origin_token is not None:
+            secrets.append(SecretUse.of("EDGE_ORIGIN_TOKEN", origin_token, development=False))
+        refuse_development_secrets(common.dev_mode, [settings.host], secrets)
+        return settings

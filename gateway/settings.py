@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from gateway.presence import SOURCES
 from gateway.slots import Split, SplitMode
+from ota.dev_secrets import refuse_development_secrets
 from ota.settings import CommonSettings, Env, SettingsError
 
 UPLINK_FILTER = "$oc/devices/+/sys/events/up"
@@ -35,6 +36,13 @@ class GatewaySettings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
         env = Env(environ)
         common = CommonSettings.from_env(environ)
+        # The platform password travels to the broker: a published one is refused unless
+        # both the broker and the gateway's metrics listener are on loopback.
+        refuse_development_secrets(
+            common.dev_mode,
+            [common.mqtt_host, common.metrics_host],
+            [common.platform_password_use()],
+        )
         replicas = env.integer("GATEWAY_REPLICAS", 1, min_value=1, max_value=1024)
         index = env.integer("GATEWAY_INDEX", 0, min_value=0, max_value=replicas - 1)
         mode = env.text("GATEWAY_SPLIT", "slot")

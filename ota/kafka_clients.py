@@ -2,11 +2,21 @@
 
 Producers are idempotent with acks=all (nothing acknowledged is lost, retries do not
 duplicate); consumers never auto-commit (services commit after their own write).
+TLS and SASL come from the common settings (ota/client_security.py).
 Callers pass overrides for tuning; kafka-python's metrics are off because the
 services export their own through Prometheus. Consumers are `GroupConsumer`s, which
 finish a group join that kafka-python would otherwise leave half done. `WakeupHold`
 gives a burst of sends one wake-up of the producer's sender thread instead of one per
 new batch.
+
+Kafka restarts are a pause, not a loss (docs/operations.md, "Kafka outages"): every
+client reconnects within `RECONNECT_BACKOFF_MAX_MS` of Kafka answering again (kafka-python
+backs off up to 30 s by default, which held a whole rollout for half a minute after the
+broker was back), and a producer keeps retrying a record for `DELIVERY_TIMEOUT_MS`, so an
+outage shorter than that fails nothing: what was sent waits in the producer and flows,
+in order and once, as soon as Kafka answers. Past it the record fails and the caller's own
+retry takes over (the gateway's ordered re-produce, the workers' and the edge's outboxes,
+the scheduler's patient sends).
 """
 
 from __future__ import annotations
@@ -17,6 +27,16 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
 from ota.settings import CommonSettings
+
+# kafka-python 3.0.12 defaults in brackets.
+DELIVERY_TIMEOUT_MS = 300_000  # [120 s] a record is retried this long before it fails
+REQUEST_TIMEOUT_MS = 15_000  # [30 s] a broker gone without a reset is noticed this soon
+RECONNECT_BACKOFF_MS = 50  # [50 ms] first wait before reconnecting, doubled each time
+RECONNECT_BACKOFF_MAX_MS = 1_000  # [30 s] the longest wait: back within 1 s of Kafka
+RESILIENCE: dict[str, Any] = {
+    "reconnect_backoff_ms": RECONNECT_BACKOFF_MS,
+    "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
+}
 
 
 def make_producer(
@@ -29,8 +49,14 @@ def make_producer(
         "enable_idempotence": True,
         "linger_ms": 5,
         "batch_size": 256 * 1024,
+        # Idempotence keeps a partition's order across retries with up to 5 in flight.
         "max_in_flight_requests_per_connection": 5,
+        "retries": 2**31 - 1,  # bounded by the delivery timeout, not by a count
+        "delivery_timeout_ms": DELIVERY_TIMEOUT_MS,
+        "request_timeout_ms": REQUEST_TIMEOUT_MS,
+        **RESILIENCE,
         "metrics_enabled": False,
+        **settings.kafka_security.client_config(),
     }
     config.update(overrides)
     return KafkaProducer(**config)
@@ -113,7 +139,9 @@ def make_consumer(
         "auto_offset_reset": "earliest",
         "max_poll_records": 2000,
         "isolation_level": "read_committed",
+        **RESILIENCE,
         "metrics_enabled": False,
+        **settings.kafka_security.client_config(),
     }
     config.update(overrides)
     return GroupConsumer(**config)
@@ -123,6 +151,8 @@ def make_admin(settings: CommonSettings, **overrides: Any) -> KafkaAdminClient:
     config: dict[str, Any] = {
         "bootstrap_servers": settings.kafka_bootstrap,
         "client_id": "ota-admin",
+        **RESILIENCE,
+        **settings.kafka_security.client_config(),
     }
     config.update(overrides)
     return KafkaAdminClient(**config)

@@ -7,87 +7,24 @@ and passes it down; nothing else reads `os.environ`. Bad values fail fast with a
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
 
-PREFIX = "OTA_"
-T = TypeVar("T")
+from ota.client_security import KafkaSecurity, RedisSecurity
+from ota.dev_secrets import DevMode, SecretUse
+from ota.env import PREFIX, Env, SettingsError
 
-
-class SettingsError(ValueError):
-    """An environment variable holds a value the service cannot run with."""
-
-
-class Env:
-    """Typed, validated access to OTA_ variables of one environment mapping."""
-
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
-        self._environ = os.environ if environ is None else environ
-
-    def _raw(self, name: str) -> str | None:
-        value = self._environ.get(PREFIX + name)
-        return None if value is None or value.strip() == "" else value.strip()
-
-    def _parse(self, name: str, default: T, convert: Callable[[str], T], what: str) -> T:
-        raw = self._raw(name)
-        if raw is None:
-            return default
-        try:
-            return convert(raw)
-        except ValueError as exc:
-            raise SettingsError(f"{PREFIX}{name}={raw!r} is not {what}") from exc
-
-    def text(self, name: str, default: str) -> str:
-        raw = self._raw(name)
-        return default if raw is None else raw
-
-    def integer(
-        self, name: str, default: int, *, min_value: int | None = None, max_value: int | None = None
-    ) -> int:
-        value = self._parse(name, default, int, "an integer")
-        _check_range(name, value, min_value, max_value)
-        return value
-
-    def number(
-        self,
-        name: str,
-        default: float,
-        *,
-        min_value: float | None = None,
-        max_value: float | None = None,
-    ) -> float:
-        value = self._parse(name, default, float, "a number")
-        if value != value or value in (float("inf"), float("-inf")):
-            raise SettingsError(f"{PREFIX}{name} must be a finite number")
-        _check_range(name, value, min_value, max_value)
-        return value
-
-    def flag(self, name: str, default: bool) -> bool:
-        return self._parse(name, default, _parse_bool, "a boolean (true/false/1/0/yes/no)")
-
-    def items(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        raw = self._raw(name)
-        if raw is None:
-            return default
-        return tuple(item.strip() for item in raw.split(",") if item.strip())
-
-
-def _parse_bool(raw: str) -> bool:
-    lowered = raw.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(raw)
-
-
-def _check_range(name: str, value: float, low: float | None, high: float | None) -> None:
-    if low is not None and value < low:
-        raise SettingsError(f"{PREFIX}{name}={value} is below the minimum {low}")
-    if high is not None and value > high:
-        raise SettingsError(f"{PREFIX}{name}={value} is above the maximum {high}")
+__all__ = [
+    "DEV_PLATFORM_PASSWORD",
+    "DEV_TOKEN_KEYS",
+    "PREFIX",
+    "CommonSettings",
+    "DevMode",
+    "Env",
+    "SettingsError",
+    "TokenKeys",
+    "Topics",
+]
 
 
 @dataclass(frozen=True)
@@ -135,8 +72,10 @@ class TokenKeys:
         return cls(current=chosen, secrets=secrets)
 
 
-# A development key so the local stack works out of the box; production sets its own.
+# Development secrets so the local stack works out of the box; a deployment beyond
+# loopback refuses them (ota/dev_secrets.py) and sets its own.
 DEV_TOKEN_KEYS = "dev1:dev-only-download-token-secret"
+DEV_PLATFORM_PASSWORD = "ota-platform-secret"
 
 
 @dataclass(frozen=True)
@@ -156,6 +95,26 @@ class CommonSettings:
     download_base_url: str = "http://127.0.0.1:8443"
     log_level: str = "INFO"
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 where a scraper reaches the pod (Kubernetes)
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    redis_security: RedisSecurity = field(default_factory=RedisSecurity)
+    dev_mode: DevMode = DevMode.AUTO
+
+    def token_keys_use(self) -> SecretUse:
+        """OTA_TOKEN_KEYS as a secret this service runs with (ota/dev_secrets.py)."""
+        dev_secrets = TokenKeys.parse(DEV_TOKEN_KEYS, None).secrets.values()
+        return SecretUse.of(
+            "TOKEN_KEYS",
+            b",".join(self.token_keys.secrets.values()).decode(),
+            development=any(s in dev_secrets for s in self.token_keys.secrets.values()),
+        )
+
+    def platform_password_use(self) -> SecretUse:
+        """OTA_MQTT_PLATFORM_PASSWORD as a secret this service runs with."""
+        return SecretUse.of(
+            "MQTT_PLATFORM_PASSWORD",
+            self.mqtt_platform_password,
+            development=self.mqtt_platform_password == DEV_PLATFORM_PASSWORD,
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> CommonSettings:
@@ -163,9 +122,12 @@ class CommonSettings:
         log_level = env.text("LOG_LEVEL", "INFO").upper()
         if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise SettingsError(f"{PREFIX}LOG_LEVEL={log_level!r} is not DEBUG/INFO/WARNING/ERROR")
+        redis_security = RedisSecurity.from_env(env)
         return cls(
             kafka_bootstrap=env.text("KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
-            redis_url=env.text("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            redis_url=redis_security.check_url(
+                "REDIS_URL", env.text("REDIS_URL", "redis://127.0.0.1:6379/0")
+            ),
             topics=Topics.with_prefix(env.text("TOPIC_PREFIX", "")),
             partitions=env.integer("PARTITIONS", 12, min_value=1, max_value=10_000),
             mqtt_host=env.text("MQTT_HOST", "127.0.0.1"),
@@ -174,11 +136,14 @@ class CommonSettings:
                 "MQTT_PLATFORM_PORT", 1884, min_value=1, max_value=65535
             ),
             mqtt_platform_user=env.text("MQTT_PLATFORM_USER", "ota-platform"),
-            mqtt_platform_password=env.text("MQTT_PLATFORM_PASSWORD", "ota-platform-secret"),
+            mqtt_platform_password=env.secret("MQTT_PLATFORM_PASSWORD", DEV_PLATFORM_PASSWORD),
             token_keys=TokenKeys.parse(
-                env.text("TOKEN_KEYS", DEV_TOKEN_KEYS), env.text("TOKEN_KEY_ID", "") or None
+                env.secret("TOKEN_KEYS", DEV_TOKEN_KEYS), env.text("TOKEN_KEY_ID", "") or None
             ),
             download_base_url=env.text("DOWNLOAD_BASE_URL", "http://127.0.0.1:8443").rstrip("/"),
             log_level=log_level,
             metrics_host=env.text("METRICS_HOST", "127.0.0.1"),
+            kafka_security=KafkaSecurity.from_env(env),
+            redis_security=redis_security,
+            dev_mode=DevMode.from_env(env),
         )

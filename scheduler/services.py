@@ -70,6 +70,7 @@ class Services:
                 health_check_interval=30,
                 retry=Retry(ExponentialBackoff(cap=1.0, base=0.02), retries=5),
                 retry_on_error=[RedisConnectionError, RedisTimeoutError],
+                **common.redis_security.client_kwargs(common.redis_url),
             )
         )
         # from_pool: closing the client closes the pool (stubs predate it).
@@ -98,7 +99,10 @@ class Services:
             )
         cred_r = r
         if settings.credentials_redis_url != common.redis_url:
-            cred_r = redis.asyncio.Redis.from_url(settings.credentials_redis_url)
+            cred_url = settings.credentials_redis_url
+            cred_r = redis.asyncio.Redis.from_url(
+                cred_url, **common.redis_security.client_kwargs(cred_url)
+            )
         on_revoked: list[RevokeHook] = [count_revocation, announce_revocation(cred_r)]
         credentials = Credentials(cred_r, SecretBox(settings.credential_keys), on_revoked)
         return cls(

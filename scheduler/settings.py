@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from ota.dev_secrets import SecretUse, refuse_development_secrets
 from ota.settings import PREFIX, CommonSettings, Env, SettingsError
 from scheduler.secretbox import DEV_CREDENTIAL_KEYS, CredentialKeys
 
@@ -48,6 +49,24 @@ def parse_api_keys(spec: str) -> dict[str, frozenset[Scope]]:
 DEV_API_KEYS = "dev-read-key:read,dev-write-key:read+write,dev-broker-key:broker"
 
 
+def development_secrets(
+    settings: SchedulerSettings, api_keys_spec: str, credential_spec: str
+) -> list[SecretUse]:
+    """The scheduler's secrets, each marked development or placeholder (ota/dev_secrets.py)."""
+    dev_api = parse_api_keys(DEV_API_KEYS)
+    return [
+        SecretUse.of(
+            "API_KEYS", api_keys_spec, development=any(k in dev_api for k in settings.api_keys)
+        ),
+        settings.common.token_keys_use(),
+        SecretUse.of(
+            "CREDENTIAL_KEYS",
+            credential_spec,
+            development=settings.credential_dev_key,
+        ),
+    ]
+
+
 def credential_keys(env: Env) -> tuple[CredentialKeys, bool]:
     """The device-secret keys and whether they are the development ones.
 
@@ -55,10 +74,12 @@ def credential_keys(env: Env) -> tuple[CredentialKeys, bool]:
     development ones too (nothing configured: the local stack, tests, the demo); a
     deployment that configured its secrets must configure this one, or the scheduler
     refuses to start rather than seal device secrets under a published key."""
-    spec = env.text("CREDENTIAL_KEYS", "")
+    spec = env.secret("CREDENTIAL_KEYS", "")
     if spec:
-        return CredentialKeys.parse(spec), False
-    if env.text("TOKEN_KEYS", ""):
+        keys = CredentialKeys.parse(spec)
+        dev = CredentialKeys.parse(DEV_CREDENTIAL_KEYS).keys.values()
+        return keys, any(key in dev for key in keys.keys.values())
+    if env.is_set("TOKEN_KEYS"):
         raise SettingsError(
             f"{PREFIX}CREDENTIAL_KEYS is required once {PREFIX}TOKEN_KEYS is set: "
             "kid:base64key with a 32-byte key (head -c 32 /dev/urandom | base64)"
@@ -96,11 +117,12 @@ class SchedulerSettings:
         key_path = env.text("PACKAGE_PUBLIC_KEY", "")
         cred_keys, cred_dev = credential_keys(env)
         common = CommonSettings.from_env(environ)
+        api_keys_spec = env.secret("API_KEYS", DEV_API_KEYS)
         settings = cls(
             common=common,
             http_host=env.text("SCHEDULER_HOST", "127.0.0.1"),
             http_port=env.integer("SCHEDULER_PORT", 8080, min_value=0, max_value=65535),
-            api_keys=parse_api_keys(env.text("API_KEYS", DEV_API_KEYS)),
+            api_keys=parse_api_keys(api_keys_spec),
             package_dir=Path(env.text("PACKAGE_DIR", "var/packages")),
             package_max_bytes=env.integer(
                 "PACKAGE_MAX_BYTES", 4 * 1024**3, min_value=1, max_value=2**40
@@ -119,7 +141,15 @@ class SchedulerSettings:
             consumer_group=env.text("SCHEDULER_GROUP", "ota-scheduler"),
             credential_keys=cred_keys,
             credential_dev_key=cred_dev,
-            credentials_redis_url=env.text("CREDENTIALS_REDIS_URL", "") or common.redis_url,
+            credentials_redis_url=common.redis_security.check_url(
+                "CREDENTIALS_REDIS_URL",
+                env.text("CREDENTIALS_REDIS_URL", "") or common.redis_url,
+            ),
+        )
+        refuse_development_secrets(
+            common.dev_mode,
+            [settings.http_host],
+            development_secrets(settings, api_keys_spec, env.secret("CREDENTIAL_KEYS", "")),
         )
         if settings.require_signature and settings.signing_key_path is None:
             raise SettingsError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ota.dev_secrets import refuse_development_secrets
 from ota.settings import CommonSettings, Env
 
 
@@ -29,8 +30,13 @@ class WorkerSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
         env = Env(environ)
+        common = CommonSettings.from_env(environ)
+        # Workers sign download tokens: a published key is refused beyond loopback.
+        refuse_development_secrets(
+            common.dev_mode, [common.metrics_host], [common.token_keys_use()]
+        )
         return cls(
-            common=CommonSettings.from_env(environ),
+            common=common,
             group_id=env.text("WORKER_GROUP_ID", "ota-workers"),
             retention_s=env.integer("WORKER_RETENTION_S", 7 * 24 * 3600, min_value=1),
             max_poll_records=env.integer(
