@@ -28,6 +28,7 @@ from ota.clock import now_s
 
 MAX_HEADERS = 64
 MAX_BODY_BYTES = 64 * 1024
+HEADER_STEP_BYTES = 512  # how a read longer than the header limit is parsed (_feed_in_steps)
 _WANTED = {b"authorization": 0, b"range": 1, b"if-range": 2}
 # Fields by their usual spelling (-1: not wanted), so most need no lower-casing.
 _SPELLED = {
@@ -139,26 +140,50 @@ class Connection(asyncio.Protocol):
         at_boundary, completed = self._at_boundary, self._completed
         if self._state == IDLE:
             self._state, self._since = READING, time.monotonic()
+        if not self._headers_done and self._pending_bytes + len(data) > self._max_header_bytes:
+            self._feed_in_steps(data)
+            return
         if not self._headers_done:
             self._pending_bytes += len(data)
-            if self._pending_bytes > self._max_header_bytes:
-                self._reject(431, "request header too large")
+        if (
+            self._feed(data)
+            and at_boundary
+            and self._at_boundary
+            and self._completed == completed + 1
+            and self._state == IDLE
+        ):
+            self._learn(data)
+
+    def _feed_in_steps(self, data: bytes) -> None:
+        """A read longer than the header limit may hold many pipelined requests, each with a
+        small header: it is parsed a step at a time so that only the bytes read while a
+        request's header is still open count against the limit (a request that completes
+        inside a step lets the next one start up to one step under-counted)."""
+        for start in range(0, len(data), HEADER_STEP_BYTES):
+            piece = data[start : start + HEADER_STEP_BYTES]
+            if not self._headers_done:
+                self._pending_bytes += len(piece)
+                if self._pending_bytes > self._max_header_bytes:
+                    self._reject(431, "request header too large")
+                    return
+            if not self._feed(piece) or (
+                self._transport is not None and self._transport.is_closing()
+            ):
                 return
+
+    def _feed(self, data: bytes) -> bool:
+        """Parse; False when the connection ends because of what was read."""
         try:
             self._parser.feed_data(data)
-            if (
-                at_boundary
-                and self._at_boundary
-                and self._completed == completed + 1
-                and self._state == IDLE
-            ):
-                self._learn(data)
         except httptools.HttpParserUpgrade:
             # Upgrade is ignored (RFC 9110 7.8): the request is answered as HTTP/1.1, then
             # the connection ends, since the parser stops at an upgrade.
             self.shutdown()
+            return False
         except httptools.HttpParserError as exc:
             self._reject(400, f"bad request: {exc}")
+            return False
+        return True
 
     # ------------------------------------------------------------ parser callbacks
 

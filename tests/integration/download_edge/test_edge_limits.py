@@ -46,6 +46,23 @@ def test_oversized_header_gets_431(edge: RunningEdge) -> None:
         assert read_all(sock).startswith(b"HTTP/1.1 431")
 
 
+def test_pipelined_requests_longer_than_the_header_limit_are_served(
+    edge: RunningEdge, package: Package, token_for: Callable[..., str]
+) -> None:
+    """Many small requests in one write exceed the header limit together, not one by one."""
+    request = (
+        f"GET {package.path} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-3\r\n"
+        f"Authorization: Bearer {token_for(package.sha256)}\r\n\r\n"
+    ).encode()
+    count = 2 * 8192 // len(request) + 2  # twice the default limit of 8 KiB
+    last = request.replace(b"Host: x", b"Host: x\r\nConnection: close")
+    with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
+        sock.sendall(request * (count - 1) + last)
+        reply = read_all(sock)
+    assert reply.count(b"HTTP/1.1 206") == count
+    assert b"HTTP/1.1 431" not in reply
+
+
 def test_too_many_headers_get_400(edge: RunningEdge) -> None:
     headers = b"".join(b"X-%d: 1\r\n" % n for n in range(100))
     with socket.create_connection(("127.0.0.1", edge.port), timeout=10) as sock:
