@@ -15,10 +15,12 @@ from pathlib import Path
 import yaml  # type: ignore[import-untyped,import-not-found,unused-ignore]  # PyYAML, any Python
 
 ROOT = Path(__file__).resolve().parent.parent
-SETTINGS = ["ota/settings.py"] + [
+SETTINGS = ["ota/settings.py", "ota/client_security.py", "ota/dev_secrets.py"] + [
     f"{service}/settings.py" for service in ("workers", "gateway", "download_edge", "scheduler")
 ]
 SETTING_CALL = re.compile(r'env\.\w+\(\s*"([A-Z0-9_]+)"')
+# A secret (env.secret) may also come from the file its OTA_<NAME>_FILE names (ota/env.py).
+SECRET_CALL = re.compile(r'env\.secret\(\s*"([A-Z0-9_]+)"')
 # The device broker (Java) reads its settings in BrokerConfig.fromEnv: in.port("OTA_...").
 BROKER_CONFIG = "deploy/broker/src/main/java/io/otarollout/broker/BrokerConfig.java"
 BROKER_CALL = re.compile(r'in\.\w+\(\s*"(OTA_[A-Z0-9_]+)"')
@@ -28,6 +30,7 @@ OTA_NAME = re.compile(r"\bOTA_[A-Z0-9_]+")
 def known_names() -> set[str]:
     text = "\n".join((ROOT / path).read_text() for path in SETTINGS)
     names = {"OTA_" + name for name in SETTING_CALL.findall(text)}
+    names |= {f"OTA_{name}_FILE" for name in SECRET_CALL.findall(text)}
     broker = ROOT / BROKER_CONFIG
     if broker.exists():
         names |= set(BROKER_CALL.findall(broker.read_text()))

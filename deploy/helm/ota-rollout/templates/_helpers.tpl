@@ -180,6 +180,38 @@ env:
   {{- include "ota.secretEnv" (dict "root" .root "credential" "mqttPlatformPassword" "env" "OTA_MQTT_PLATFORM_PASSWORD") | nindent 2 }}
   {{- include "ota.secretEnv" (dict "root" .root "credential" "tokenKeys" "env" "OTA_TOKEN_KEYS") | nindent 2 }}
   {{- include "ota.secretEnv" (dict "root" .root "credential" "tokenKeyId" "env" "OTA_TOKEN_KEY_ID" "optional" true) | nindent 2 }}
+  {{- if .root.Values.credentials.kafkaSaslPassword.secretName }}
+  {{- include "ota.secretEnv" (dict "root" .root "credential" "kafkaSaslPassword" "env" "OTA_KAFKA_SASL_PASSWORD") | nindent 2 }}
+  {{- end }}
+  {{- if .root.Values.credentials.redisPassword.secretName }}
+  {{- include "ota.secretEnv" (dict "root" .root "credential" "redisPassword" "env" "OTA_REDIS_PASSWORD") | nindent 2 }}
+  {{- end }}
+{{- end -}}
+
+{{/* Mounts and volumes of the Kafka and Redis CA Secrets (kafka.security.caSecret,
+redis.tls.caSecret), at the paths the ConfigMap's OTA_*_CA_FILE name. */}}
+{{- define "ota.caMounts" -}}
+{{- if .Values.kafka.security.caSecret.name }}
+- {name: kafka-ca, mountPath: /etc/ota/kafka-ca, readOnly: true}
+{{- end }}
+{{- if .Values.redis.tls.caSecret.name }}
+- {name: redis-ca, mountPath: /etc/ota/redis-ca, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{- define "ota.caVolumes" -}}
+{{- with .Values.kafka.security.caSecret }}
+{{- if .name }}
+- name: kafka-ca
+  secret: {secretName: {{ .name }}, items: [{key: {{ .key }}, path: ca.crt}]}
+{{- end }}
+{{- end }}
+{{- with .Values.redis.tls.caSecret }}
+{{- if .name }}
+- name: redis-ca
+  secret: {secretName: {{ .name }}, items: [{key: {{ .key }}, path: ca.crt}]}
+{{- end }}
+{{- end }}
 {{- end -}}
 
 {{/* A component's extraEnv, last in its env list so that it wins over the chart's. */}}
