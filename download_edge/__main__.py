@@ -1,3 +1,8 @@
+"""`python -m download_edge`: the HTTP(S) range server for packages."""
+
+import sys
+
 from download_edge.main import main
 
-main()
+if __name__ == "__main__":
+    sys.exit(main())

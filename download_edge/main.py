@@ -1,30 +1,27 @@
-"""The edge's entry point: settings, logs, metrics, one or several serving processes.
+"""The edge's entry point on the shared runtime (ota/runtime.py): one or several serving
+processes.
 
 With OTA_EDGE_PROCESSES=N > 1 the parent forks N children that each bind the port with
-SO_REUSEPORT (the kernel spreads connections) and serve metrics on metrics_port + i; the
-parent forwards SIGTERM/SIGINT and exits non-zero if a child dies unasked, so the
-supervisor restarts the whole edge.
+SO_REUSEPORT (the kernel spreads connections), run on the runtime and serve metrics on
+metrics_port + i; the parent forwards SIGTERM/SIGINT (a second one: the parent exits 130
+and so do the children) and exits 1 if a child dies unasked (the other children are
+stopped), so the supervisor restarts the whole edge.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
 import resource
 import signal
-import sys
-
-import uvloop
 
 from download_edge.server import EdgeServer
 from download_edge.settings import EdgeSettings
-from ota import logs
+from ota import runtime
 from ota.kafka_clients import make_producer
-from ota.metrics import serve_metrics
 from ota.redis_clients import make_redis
-from ota.settings import SettingsError
+from ota.runtime import Runtime
 
 log = logging.getLogger("download_edge")
 WANTED_FILES = 65_536
@@ -40,26 +37,15 @@ def _raise_file_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-async def serve(settings: EdgeSettings, index: int) -> None:
-    if settings.metrics_port:
-        serve_metrics(settings.metrics_port + index, settings.common.metrics_host)
+async def serve(settings: EdgeSettings, rt: Runtime) -> None:
+    """Serve until `rt.stop` is set, then drain the connections and the producer."""
     store = sink = None
     if settings.events:
         store = make_redis(settings.common)
         sink = make_producer(settings.common, client_id="ota-edge", max_block_ms=5000)
     server = EdgeServer(settings, store=store, sink=sink)
     await server.start()
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def on_signal() -> None:
-        if stopping.is_set():
-            os._exit(1)  # a second signal forces exit
-        stopping.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal)
-    await stopping.wait()
+    await rt.stop.wait()
     log.info("edge stopping")
     await server.stop()
     if sink is not None:
@@ -68,8 +54,13 @@ async def serve(settings: EdgeSettings, index: int) -> None:
         store.close()
 
 
-def _run_one(settings: EdgeSettings, index: int) -> None:
-    uvloop.run(serve(settings, index))
+def _run_one(settings: EdgeSettings, index: int) -> int:
+    return runtime.serve(
+        lambda rt: serve(settings, rt),
+        metrics_port=settings.metrics_port + index if settings.metrics_port else 0,
+        metrics_host=settings.common.metrics_host,
+        stop_timeout_s=3 * settings.drain_s + 5.0,
+    )
 
 
 def _run_many(settings: EdgeSettings) -> int:
@@ -77,41 +68,43 @@ def _run_many(settings: EdgeSettings) -> int:
     for index in range(settings.processes):
         pid = os.fork()
         if pid == 0:
-            code = 0
+            code = runtime.EXIT_FAILED
             try:
-                _run_one(settings, index)
+                code = _run_one(settings, index)
             except BaseException:
                 log.exception("edge process failed", extra={"index": index})
-                code = 1
             os._exit(code)
         children.append(pid)
 
+    signals = 0
+
     def forward(signum: int, _frame: object) -> None:
+        nonlocal signals
+        signals += 1
         for child in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signum)
+        if signals > 1:  # the children exit at once too
+            os._exit(runtime.EXIT_FORCED)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    status = 0
+    status = runtime.EXIT_OK
     while children:
         pid, code = os.wait()
         children.remove(pid)
-        if code != 0 and status == 0:
-            status = 1
-            forward(signal.SIGTERM, None)
+        if code != 0 and status == runtime.EXIT_OK:
+            status = runtime.EXIT_FAILED
+            for child in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGTERM)
     return status
 
 
-def main() -> None:
-    try:
-        settings = EdgeSettings.from_env()
-    except SettingsError as exc:
-        print(f"download_edge: {exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
-    logs.setup("edge", settings.common.log_level)
+def main() -> int:
+    settings = runtime.load_settings("download_edge", EdgeSettings.from_env)
+    runtime.start_logs("edge", settings, settings.common)
     _raise_file_limit()
     if settings.processes == 1:
-        _run_one(settings, 0)
-    else:
-        raise SystemExit(_run_many(settings))
+        return _run_one(settings, 0)
+    return _run_many(settings)

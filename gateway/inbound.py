@@ -128,7 +128,6 @@ class Inbound:
         self._resume_reading = resume_reading
         self._backoff = backoff
         self._limit = settings.uplink_in_flight
-        self._pause_at = settings.test_pause_at
         self._in_flight = 0
         self._in_flight_gauge = metrics.IN_FLIGHT.labels("uplink")
         self._in_flight_gauge.set(0)
@@ -171,9 +170,6 @@ class Inbound:
             return
         self._seq += 1
         message = _Message(self._seq, topic, payload, ack, outs, received)
-        if self._pause_at == "before_kafka_ack":
-            log.warning("test pause", extra={"point": self._pause_at})
-            return  # held until the test kills the process
         if self._recovering is not None:
             self._held.append(message)
         else:
@@ -277,9 +273,6 @@ class Inbound:
 
     def _delivered(self, message: _Message) -> None:
         metrics.PRODUCE_LATENCY.observe(time.monotonic() - message.started)
-        if self._pause_at == "before_puback":
-            log.warning("test pause", extra={"point": self._pause_at})
-            return  # never acknowledged: the test kills the process here
         message.ack(PUBACK_SUCCESS)
         self._leave()
 

@@ -22,9 +22,10 @@ from gateway.kafka_bridge import AsyncProducer
 from gateway.outbound import Outbound
 from gateway.presence import SOURCES
 from gateway.settings import UPLINK_FILTER, GatewaySettings
-from ota.backoff import Backoff
+from ota.backoff import Backoff, StoppedError, retry
 from ota.kafka_clients import make_consumer, make_producer
 from ota.mqtt import LinkConfig, MqttLink
+from ota.runtime import Runtime, Service
 
 log = logging.getLogger(__name__)
 
@@ -50,24 +51,19 @@ def _new_producer(settings: GatewaySettings) -> KafkaProducer:
 
 
 async def _start_producer(settings: GatewaySettings, stop: asyncio.Event) -> KafkaProducer | None:
-    attempt = 0
-    while not stop.is_set():
-        try:
-            producer = await asyncio.to_thread(_new_producer, settings)
-            metrics.CONNECTED.labels("kafka").set(1)
-            return producer
-        except KafkaError as exc:
-            delay = BACKOFF.delay_s(attempt)
-            attempt += 1
-            metrics.RETRIES.labels("kafka_connect").inc()
-            log.warning(
-                "kafka not reachable", extra={"error": str(exc), "retry_in_s": round(delay, 3)}
-            )
-            try:
-                await asyncio.wait_for(stop.wait(), delay)
-            except TimeoutError:
-                continue
-    return None
+    """A producer once a broker answers (retried by the backoff policy), None if stopped."""
+    try:
+        producer = await retry(
+            "gateway.kafka_connect",
+            lambda: asyncio.to_thread(_new_producer, settings),
+            on=KafkaError,
+            policy=BACKOFF,
+            stop=stop,
+        )
+    except StoppedError:
+        return None
+    metrics.CONNECTED.labels("kafka").set(1)
+    return producer
 
 
 def _link_config(settings: GatewaySettings) -> LinkConfig:
@@ -88,10 +84,30 @@ def _link_config(settings: GatewaySettings) -> LinkConfig:
     )
 
 
+async def main(settings: GatewaySettings, rt: Runtime) -> None:
+    await run(settings, rt.stop)
+
+
+SERVICE = Service(
+    prog="gateway",
+    name="gateway",
+    load=GatewaySettings.from_env,
+    common=lambda s: s.common,
+    metrics_port=lambda s: s.metrics_port,
+    stop_timeout_s=lambda s: 3 * s.drain_timeout_s,
+    main=main,
+)
+
+
 async def run(
-    settings: GatewaySettings, stop: asyncio.Event, ready: asyncio.Event | None = None
+    settings: GatewaySettings,
+    stop: asyncio.Event,
+    ready: asyncio.Event | None = None,
+    *,
+    inbound_type: type[Inbound] = Inbound,
 ) -> None:
-    """Run until `stop` is set; `ready` is set once uplinks are subscribed (tests wait on it)."""
+    """Run until `stop` is set; `ready` is set once uplinks are subscribed (tests wait on
+    it); `inbound_type` is the uplink handler (a fault test passes a subclass)."""
     loop = asyncio.get_running_loop()
     kafka = await _start_producer(settings, stop)
     if kafka is None:
@@ -109,7 +125,7 @@ async def run(
         subscriptions.append((presence.topic_filter, 1))
 
     link_box: list[MqttLink] = []
-    inbound = Inbound(
+    inbound = inbound_type(
         settings,
         producer,
         presence,

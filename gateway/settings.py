@@ -11,7 +11,6 @@ from ota.dev_secrets import refuse_development_secrets
 from ota.settings import CommonSettings, Env, SettingsError
 
 UPLINK_FILTER = "$oc/devices/+/sys/events/up"
-PAUSE_POINTS = ("", "before_kafka_ack", "before_puback")
 
 
 @dataclass(frozen=True)
@@ -29,8 +28,6 @@ class GatewaySettings:
     metrics_port: int
     drain_timeout_s: float
     produce_linger_ms: int
-    # Test hook, off unless set: stop handling uplinks at this point (crash tests kill -9 there).
-    test_pause_at: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -52,11 +49,6 @@ class GatewaySettings:
         if presence != "none" and presence not in SOURCES:
             raise SettingsError(
                 f"OTA_GATEWAY_PRESENCE_SOURCE={presence!r} is not one of {', '.join([*SOURCES, 'none'])}"
-            )
-        pause = env.text("GATEWAY_TEST_PAUSE_AT", "")
-        if pause not in PAUSE_POINTS:
-            raise SettingsError(
-                f"OTA_GATEWAY_TEST_PAUSE_AT={pause!r} is not one of {PAUSE_POINTS[1:]}"
             )
         return cls(
             common=common,
@@ -87,5 +79,4 @@ class GatewaySettings:
             produce_linger_ms=env.integer(
                 "GATEWAY_PRODUCE_LINGER_MS", 25, min_value=0, max_value=1000
             ),
-            test_pause_at=pause,
         )

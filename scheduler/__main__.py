@@ -1,3 +1,9 @@
-from scheduler.main import main
+"""`python -m scheduler`: the control plane (REST API, consumers, reconciler, webhooks)."""
 
-main()
+import sys
+
+from ota.runtime import run
+from scheduler.main import SERVICE
+
+if __name__ == "__main__":
+    sys.exit(run(SERVICE))

@@ -1,27 +1,25 @@
 """`python -m scheduler`: the API server, both consumers, the reconciler and the webhook
-dispatcher in one asyncio TaskGroup on uvloop.
+dispatcher as supervised tasks of the shared runtime (ota/runtime.py) on uvloop.
 
 Shutdown: the first SIGTERM/SIGINT stops intake (uvicorn stops accepting, consumers
 stop polling after their current batch, which they commit); the loops finish their
-step, then clients close. A second signal forces exit.
+step, then clients close. A second signal exits at once (130). A loop that fails stops
+the others the same way and the process exits 1.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import os
-import signal
 from collections.abc import Generator
 
 import uvicorn
-import uvloop
 
-from ota import logs
+from ota.runtime import Runtime, Service
 from scheduler.api.app import build_app
 from scheduler.bus import Consumer
 from scheduler.consumers import InboxHandler, JobEventHandler
+from scheduler.deadletters import DeadLetterCounts
 from scheduler.rebuild import restore
 from scheduler.reconciler import Reconciler
 from scheduler.services import Services
@@ -31,14 +29,20 @@ from scheduler.webhooks import Dispatcher
 log = logging.getLogger("scheduler")
 
 
+def stop_timeout_s(settings: SchedulerSettings) -> float:
+    """How long the loops get to finish their step once stopping (a webhook call in
+    flight included)."""
+    return max(30.0, settings.webhook_timeout_s + 5.0)
+
+
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
-        yield  # signals are handled by `serve` below, for every part of the process
+        yield  # signals are handled by the shared runtime, for every part of the process
 
 
-async def serve(settings: SchedulerSettings, stop: asyncio.Event | None = None) -> None:
-    stop = stop or asyncio.Event()
+async def serve(settings: SchedulerSettings, rt: Runtime) -> None:
+    """Serve until `rt.stop` is set; raises the failure of a loop that failed."""
     services = Services.build(settings)
     topics = settings.common.topics
     server = _Server(
@@ -53,21 +57,6 @@ async def serve(settings: SchedulerSettings, stop: asyncio.Event | None = None) 
             lifespan="off",
         )
     )
-    loop = asyncio.get_running_loop()
-    signals = 0
-
-    def on_signal() -> None:
-        nonlocal signals
-        signals += 1
-        stop.set()
-        server.should_exit = True
-        if signals > 1:
-            log.warning("second signal: forcing exit")
-            os._exit(1)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, on_signal)
 
     inbox = Consumer(
         settings.common,
@@ -91,6 +80,13 @@ async def serve(settings: SchedulerSettings, stop: asyncio.Event | None = None) 
         ),
         name="jobs",
     )
+    dead_letters = Consumer(
+        settings.common,
+        topics=[topics.dead_letters],
+        group_id=f"{settings.consumer_group}-dead-letters",
+        handler=DeadLetterCounts(services.redis),
+        name="dead-letters",
+    )
     reconciler = Reconciler(
         services.redis,
         services.producer,
@@ -111,28 +107,32 @@ async def serve(settings: SchedulerSettings, stop: asyncio.Event | None = None) 
     await dispatcher.ensure_group()
     await restore(services.redis, settings.common)
 
-    async def until_stopped() -> None:
-        await stop.wait()
-        server.should_exit = True
-
     log.info(
         "scheduler starting", extra={"port": settings.http_port, "instance": settings.instance_id}
     )
     try:
-        async with asyncio.TaskGroup() as group:
-            group.create_task(server.serve(), name="http")
-            group.create_task(until_stopped(), name="stop")
-            group.create_task(inbox.run(stop), name="registry")
-            group.create_task(job_events.run(stop), name="jobs")
-            group.create_task(reconciler.run(stop), name="reconciler")
-            group.create_task(dispatcher.run(stop), name="webhooks")
+        rt.on_stop(lambda: setattr(server, "should_exit", True))
+        rt.spawn(server.serve(), "http")
+        rt.spawn(inbox.run(rt.stop), "registry")
+        rt.spawn(job_events.run(rt.stop), "jobs")
+        rt.spawn(dead_letters.run(rt.stop), "dead-letters")
+        rt.spawn(reconciler.run(rt.stop), "reconciler")
+        rt.spawn(dispatcher.run(rt.stop), "webhooks")
+        await rt.stop.wait()
+        await rt.join(stop_timeout_s(settings))
     finally:
-        stop.set()
+        rt.stop.set()
         await services.close()
         log.info("scheduler stopped")
+    rt.raise_failure()
 
 
-def main() -> None:
-    settings = SchedulerSettings.from_env()
-    logs.setup("scheduler", settings.common.log_level)
-    uvloop.run(serve(settings))
+SERVICE = Service(
+    prog="scheduler",
+    name="scheduler",
+    load=SchedulerSettings.from_env,
+    common=lambda s: s.common,
+    metrics_port=lambda s: 0,  # /metrics is served on the API port
+    stop_timeout_s=stop_timeout_s,
+    main=serve,
+)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sys
 
+from ota.runtime import run
 from workers import rebuild, service
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["rebuild"]:
         rebuild.main(sys.argv[2:])
     else:
-        service.main()
+        sys.exit(run(service.SERVICE))

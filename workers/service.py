@@ -1,20 +1,16 @@
-"""The worker process: the consumer loop in the main thread, the sweeper in a thread,
-metrics, and a graceful stop on SIGTERM/SIGINT (finish the batch, commit, leave the group;
-a second signal exits at once)."""
+"""The worker process on the shared runtime (ota/runtime.py): the consumer loop and the
+sweeper each on a supervised thread; a graceful stop on SIGTERM/SIGINT (finish the batch,
+commit, leave the group); a second signal exits at once (130)."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
-import os
-import signal
-import threading
-from types import FrameType
 
-from ota import logs
 from ota.kafka_clients import make_consumer, make_producer
-from ota.metrics import serve_metrics
 from ota.redis_clients import make_redis
+from ota.runtime import Runtime, Service
 from workers.consumer import Worker
 from workers.partitioner import KeyHashPartitioner
 from workers.settings import WorkerSettings
@@ -51,40 +47,38 @@ def build(settings: WorkerSettings, client_id: str = "ota-worker") -> tuple[Work
     return worker, sweeper
 
 
-def run(settings: WorkerSettings) -> None:
+async def main(settings: WorkerSettings, rt: Runtime) -> None:
+    """The consumer loop and the sweeper on threads, supervised: either failing stops
+    the other and the process (exit 1); a stop finishes the batch, commits and leaves
+    the group, then the clients close."""
     worker, sweeper = build(settings)
     tune_gc()
-    signals = 0
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        nonlocal signals
-        signals += 1
-        if signals > 1:
-            os._exit(1)
-        log.info("stopping", extra={"signal": signum})
-        worker.stopping.set()
-        sweeper.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    sweeping = threading.Thread(target=sweeper.run, name="sweeper", daemon=True)
-    sweeping.start()
+    rt.on_stop(worker.stopping.set)
+    rt.on_stop(sweeper.stop)
+    sweeping = rt.spawn_thread(sweeper.run, "sweeper")
+    consuming = rt.spawn_thread(worker.run, "consumer")
     try:
-        worker.run()
+        await asyncio.wait({sweeping, consuming})
     finally:
-        sweeper.stop()
-        sweeping.join(settings.drain_timeout_s)
-        worker.consumer.close()
-        worker.producer.flush(settings.drain_timeout_s)
-        worker.producer.close(settings.drain_timeout_s)
+        await asyncio.to_thread(_close, worker, settings.drain_timeout_s)
         log.info("stopped")
 
 
-def main() -> None:
-    settings = WorkerSettings.from_env()
-    logs.setup("worker", settings.common.log_level)
-    serve_metrics(settings.metrics_port, settings.common.metrics_host)
-    run(settings)
+def _close(worker: Worker, drain_timeout_s: float) -> None:
+    worker.consumer.close()
+    worker.producer.flush(drain_timeout_s)
+    worker.producer.close(drain_timeout_s)
+
+
+SERVICE = Service(
+    prog="workers",
+    name="worker",
+    load=WorkerSettings.from_env,
+    common=lambda s: s.common,
+    metrics_port=lambda s: s.metrics_port,
+    stop_timeout_s=lambda s: 3 * s.drain_timeout_s,
+    main=main,
+)
 
 
 def tune_gc() -> None:

@@ -1,14 +1,18 @@
 """A gateway killed with SIGKILL at either side of the Kafka acknowledgement loses nothing.
 
-The gateway process runs with the test hook OTA_GATEWAY_TEST_PAUSE_AT, which makes it stop
-(log "test pause") at one point of the uplink path; the test kills it there, starts a
-normal gateway with the same client id (persistent session), and checks the message
-arrives, with the same record id when it arrives twice.
+The gateway process (pausing_gateway.py: the real gateway whose uplink handler holds the
+uplink at one point and logs "test pause") is killed there; the test starts a normal
+gateway with the same client id (persistent session), and checks the message arrives,
+with the same record id when it arrives twice.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,15 +21,35 @@ import pytest
 from ota.protocol import up_topic
 from ota.records import DeviceEventRecord
 from tests.integration.gateway.conftest import (
+    REPO,
     Device,
     KafkaReader,
     Stack,
-    gateway_process,
     kill_hard,
     new_device,
     running_gateway,
     wait_log,
 )
+
+PAUSING_GATEWAY = Path(__file__).with_name("pausing_gateway.py")
+
+
+def pausing_gateway(stack: Stack, point: str) -> subprocess.Popen[bytes]:
+    # No presence: the broker announces the device before its report arrives, and the pause
+    # must hold the report, not that announcement.
+    env = {
+        **os.environ,
+        **stack.env,
+        "OTA_GATEWAY_PRESENCE_SOURCE": "none",
+        "PYTHONPATH": str(REPO),
+    }
+    return subprocess.Popen(
+        [sys.executable, str(PAUSING_GATEWAY), point],
+        cwd=REPO,
+        env=env,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 def _events(records: list[Any], device_id: str) -> list[DeviceEventRecord]:
@@ -56,11 +80,7 @@ async def test_kill_at_a_pause_point_loses_nothing(
             ]
         }
     )
-    # No presence: the broker announces the device before its report arrives, and the pause
-    # must hold the report, not that announcement.
-    process = gateway_process(
-        stack, OTA_GATEWAY_TEST_PAUSE_AT=point, OTA_GATEWAY_PRESENCE_SOURCE="none"
-    )
+    process = pausing_gateway(stack, point)
     try:
         wait_log(process, "gateway started")
         device = Device(stack, device_id)

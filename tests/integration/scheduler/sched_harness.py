@@ -29,6 +29,7 @@ from ota.records import (
     decode_inbox,
     encode,
 )
+from ota.runtime import Runtime
 from ota.settings import Topics
 from scheduler.main import serve
 from scheduler.settings import SchedulerSettings
@@ -80,7 +81,7 @@ class Harness:
 
     async def start(self) -> None:
         self._stop = asyncio.Event()
-        self._task = asyncio.create_task(serve(self.settings, self._stop))
+        self._task = asyncio.create_task(serve(self.settings, Runtime(self._stop)))
 
         async def up() -> bool:
             if self._task is not None and self._task.done():

@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import sys
 from dataclasses import replace
 from typing import Any
 
-from ota import logs
+from ota import logs, runtime
 from workers import service
 from workers.settings import WorkerSettings
 from workers.store import Store
@@ -36,7 +37,14 @@ def main() -> None:
     logs.setup("worker", "WARNING")
     if args.crash_after_write:
         _crash_after(args.crash_after_write)
-    service.run(settings)
+    sys.exit(
+        runtime.serve(
+            lambda rt: service.main(settings, rt),
+            metrics_port=0,
+            metrics_host=settings.common.metrics_host,
+            stop_timeout_s=service.SERVICE.stop_timeout_s(settings),
+        )
+    )
 
 
 def _crash_after(writes: int) -> None:
