@@ -45,6 +45,8 @@ async def serve(settings: EdgeSettings, rt: Runtime) -> None:
         sink = make_producer(settings.common, client_id="ota-edge", max_block_ms=5000)
     server = EdgeServer(settings, store=store, sink=sink)
     await server.start()
+    for task in server.tasks:
+        rt.watch(task)
     await rt.stop.wait()
     log.info("edge stopping")
     await server.stop()

@@ -89,8 +89,13 @@ class EdgeServer:
         self.port = self._server.sockets[0].getsockname()[1]
         if self.recorder is not None:
             self.recorder.start()
-        self._sweeper = loop.create_task(self._sweep())
+        self._sweeper = loop.create_task(self._sweep(), name="edge-sweeper")
         log.info("edge listening", extra={"port": self.port, "tls": self.settings.tls})
+
+    @property
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """The server's background loops, for the runtime to supervise (stop() ends them)."""
+        return [self._sweeper] if self._sweeper is not None else []
 
     async def _sweep(self) -> None:
         limiter = self.edge.limiter

@@ -12,7 +12,7 @@ port, its bound on stopping and its `main(settings, runtime)` coroutine) and its
    `runtime.stop` and main drains (stop intake, finish what is in flight, commit,
    close); a signal while stopping exits at once with 130;
 5. supervises the background tasks main starts with `runtime.spawn` (coroutines) or
-   `runtime.spawn_thread` (blocking loops): a task that raises is logged with its
+   `runtime.spawn_thread` (blocking loops), or hands over with `runtime.watch`: a task that raises is logged with its
    traceback and stops the service (exit 1), and so does one that ends while the
    service is not stopping. If the service then does not stop within its bound, the
    process exits 1 anyway: a broken service never stays up half alive.
@@ -68,7 +68,11 @@ class Runtime:
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run `coro` as a supervised task: it should return once `stop` is set."""
-        task = asyncio.get_running_loop().create_task(coro, name=name)
+        return self.watch(asyncio.get_running_loop().create_task(coro, name=name))
+
+    def watch(self, task: asyncio.Task[Any]) -> asyncio.Task[Any]:
+        """Supervise a task started elsewhere (a component that owns and cancels its own
+        loop): failing, or ending before stop, stops the service like a spawned task."""
         self._tasks.add(task)
         task.add_done_callback(self._finished)
         return task

@@ -19,6 +19,7 @@ from kafka.structs import TopicPartition
 from ota import logs
 from ota.kafka_clients import make_consumer
 from ota.redis_clients import make_redis
+from ota.runtime import load_settings
 from workers.batch import InboxItem
 from workers.consumer import apply_partition
 from workers.settings import WorkerSettings
@@ -80,7 +81,7 @@ def main(argv: Sequence[str]) -> None:
         help="partition to rebuild (repeatable); default all",
     )
     args = parser.parse_args(argv)
-    settings = WorkerSettings.from_env()
+    settings = load_settings("workers rebuild", WorkerSettings.from_env)  # exit 2 if bad
     logs.setup("worker", settings.common.log_level)
     rebuild(settings, Store(make_redis(settings.common)), args.partition)
 

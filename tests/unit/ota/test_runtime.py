@@ -207,3 +207,24 @@ def test_describe_flattens_and_leaves_secrets_out() -> None:
     assert "hunter2hunter2" not in repr(fields)
     assert fields["redis_url"] == "redis://***@redis:6379/0"
     assert not any("token_keys" in key or "password" in key for key in fields)
+
+
+async def test_a_watched_task_is_supervised_like_a_spawned_one() -> None:
+    rt = Runtime()
+
+    async def loop_that_breaks() -> None:
+        raise OSError("sweeper broke")
+
+    task = asyncio.get_running_loop().create_task(loop_that_breaks())
+    assert rt.watch(task) is task
+    await asyncio.wait_for(rt.stop.wait(), 5)
+    assert isinstance(rt.failure, OSError)
+
+
+async def test_a_cancelled_task_is_not_a_failure() -> None:
+    rt = Runtime()
+    task = rt.spawn(asyncio.Event().wait(), "cancelled-by-its-owner")
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert rt.failure is None
+    assert not rt.stop.is_set()
