@@ -1,8 +1,9 @@
 """Webhooks: registration, and at-least-once delivery of notifications with a log.
 
 Each notification in the Redis stream is delivered to every matching webhook as an
-HTTP POST of its JSON body, signed with `X-OTA-Signature: sha256=<hex HMAC-SHA256 of
-the body with the webhook's secret>`. A failed attempt (no 2xx, or a transport error)
+HTTP POST of its JSON body, signed in the Standard Webhooks scheme over the message id,
+the attempt's timestamp and the body (scheduler/webhook_signing.py), with the webhook's
+secret and, while it is being rotated, its previous one. A failed attempt (no 2xx, or a transport error)
 is retried with jittered exponential backoff up to the configured attempts; the
 stream entry is acknowledged once every webhook got it or gave up, and entries of a
 replica that died are claimed by another after `CLAIM_IDLE_MS`. Every attempt is
@@ -13,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import logging
 import random
 from typing import Any
@@ -28,8 +27,8 @@ from redis.exceptions import RedisError, ResponseError
 from ota import metrics
 from ota.clock import now_ms
 from ota.records import new_id
-from scheduler import keys
-from scheduler.errors import NotFound, ValidationError
+from scheduler import keys, webhook_signing
+from scheduler.errors import Conflict, NotFound, ValidationError
 from scheduler.fields import Obj
 
 log = logging.getLogger(__name__)
@@ -43,8 +42,17 @@ DELIVERIES = metrics.counter(
 )
 
 
-def signature(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+SECRET_FIELDS = ("secret", "previous_secret")
+
+
+def message_id(event: dict[str, Any], hook: dict[str, Any]) -> str:
+    """The delivery's webhook-id: one per (event, webhook), the same on every retry."""
+    return f"{event.get('id', '')}_{hook['id']}"
+
+
+def active_secrets(hook: dict[str, Any]) -> list[str]:
+    """The keys a delivery is signed with: the secret, then the one it is replacing."""
+    return [hook["secret"], *([hook["previous_secret"]] if hook.get("previous_secret") else [])]
 
 
 def backoff_s(attempt: int, base_s: float, rng: random.Random) -> float:
@@ -61,11 +69,7 @@ def parse_webhook(body: Any) -> dict[str, Any]:
         raise ValidationError(
             f"url {url[:80]!r} is not an http(s) URL", code="bad_url", field="url"
         )
-    secret = b.text("secret", max_len=256)
-    if len(secret) < 16:
-        raise ValidationError(
-            "secret must be at least 16 characters", code="weak_secret", field="secret"
-        )
+    secret = parse_secret(b)
     events = b.strings("events", max_items=len(EVENT_KINDS)) or EVENT_KINDS
     for kind in events:
         if kind not in EVENT_KINDS:
@@ -82,8 +86,20 @@ def parse_webhook(body: Any) -> dict[str, Any]:
     }
 
 
+def parse_secret(b: Obj) -> str:
+    secret: str = b.text("secret", max_len=256)
+    if len(secret) < 16:
+        raise ValidationError(
+            "secret must be at least 16 characters", code="weak_secret", field="secret"
+        )
+    return secret
+
+
 def public(hook: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in hook.items() if k != "secret"}
+    """A webhook as the API shows it: no secret, and whether two keys are active."""
+    shown = {k: v for k, v in hook.items() if k not in SECRET_FIELDS}
+    shown["rotating"] = bool(hook.get("previous_secret"))
+    return shown
 
 
 class Webhooks:
@@ -98,6 +114,39 @@ class Webhooks:
     async def all(self) -> list[dict[str, Any]]:
         raw = await self._r.hgetall(keys.WEBHOOKS)
         return sorted((orjson.loads(v) for v in raw.values()), key=lambda h: h["created_ms"])
+
+    async def _get(self, hid: str) -> dict[str, Any]:
+        raw = await self._r.hget(keys.WEBHOOKS, hid)
+        if raw is None:
+            raise NotFound(f"webhook {hid!r} does not exist", code="unknown_webhook")
+        hook: dict[str, Any] = orjson.loads(raw)
+        return hook
+
+    async def rotate(self, hid: str, body: Any) -> dict[str, Any]:
+        """A new secret signs from now on; the current one keeps signing beside it until
+        `retire_previous`, so receivers can switch keys at their own pace. Refused while a
+        rotation is still open (two active keys at most)."""
+        secret = parse_secret(Obj(body, "", frozenset({"secret"})))
+        hook = await self._get(hid)
+        if hook.get("previous_secret"):
+            raise Conflict(
+                "a rotation is in progress: retire the previous secret first",
+                code="rotation_in_progress",
+            )
+        if secret == hook["secret"]:
+            raise ValidationError(
+                "the new secret equals the current one", code="same_secret", field="secret"
+            )
+        hook.update(previous_secret=hook["secret"], secret=secret, rotated_ms=now_ms())
+        await self._r.hset(keys.WEBHOOKS, hid, orjson.dumps(hook))
+        return public(hook)
+
+    async def retire_previous(self, hid: str) -> dict[str, Any]:
+        """Ends a rotation: deliveries are signed with the new secret only."""
+        hook = await self._get(hid)
+        hook.pop("previous_secret", None)
+        await self._r.hset(keys.WEBHOOKS, hid, orjson.dumps(hook))
+        return public(hook)
 
     async def delete(self, hid: str) -> None:
         if not await self._r.hdel(keys.WEBHOOKS, hid):
@@ -191,12 +240,14 @@ class Dispatcher:
     async def _deliver(
         self, client: httpx.AsyncClient, hook: dict[str, Any], event: dict[str, Any], body: bytes
     ) -> None:
-        headers = {
-            "Content-Type": "application/json",
-            "X-OTA-Signature": signature(hook["secret"], body),
-            "X-OTA-Event-Id": event.get("id", ""),
-        }
+        msg_id = message_id(event, hook)
         for attempt in range(1, self._attempts + 1):
+            # Signed per attempt: a retry carries a fresh timestamp and the same message id.
+            headers = {
+                "Content-Type": "application/json",
+                "X-OTA-Event-Id": event.get("id", ""),
+                **webhook_signing.headers(active_secrets(hook), msg_id, now_ms() // 1000, body),
+            }
             outcome: dict[str, Any] = {
                 "event_id": event.get("id"),
                 "kind": event.get("kind"),

@@ -24,6 +24,7 @@ from scheduler.packages import parse_meta
 from scheduler.services import Services
 from scheduler.signing import decode_signature
 from scheduler.targets import MAX_IDS, check_ids
+from scheduler.webhooks import public as public_webhook
 
 MAX_JSON_BYTES = 8 * 1024 * 1024
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -287,7 +288,16 @@ async def create_webhook(request: Request) -> Response:
 
 async def list_webhooks(request: Request) -> Response:
     hooks = await svc(request).webhooks.all()
-    return JSON({"items": [{k: v for k, v in h.items() if k != "secret"} for h in hooks]})
+    return JSON({"items": [public_webhook(h) for h in hooks]})
+
+
+async def rotate_webhook_secret(request: Request) -> Response:
+    hid = request.path_params["webhook_id"]
+    return JSON(await svc(request).webhooks.rotate(hid, await body_json(request)))
+
+
+async def retire_webhook_secret(request: Request) -> Response:
+    return JSON(await svc(request).webhooks.retire_previous(request.path_params["webhook_id"]))
 
 
 async def delete_webhook(request: Request) -> Response:

@@ -1,10 +1,10 @@
-"""Notifications: the task-events topic and webhooks (signature, retries, delivery log)."""
+"""Notifications: the task-events topic and webhooks (signature, retries, delivery log,
+secret rotation)."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -14,6 +14,7 @@ import pytest
 from kafka import TopicPartition
 
 from ota.kafka_clients import make_consumer
+from scheduler.webhook_signing import TOLERANCE_S, WebhookVerificationError, verify
 from tests.integration.scheduler.sched_harness import Harness, eventually
 
 SECRET = "webhook-secret-0123456789"
@@ -84,13 +85,19 @@ async def test_webhook_retries_until_delivered_and_logs_attempts(
     assert "Processing" in statuses
     first_headers, first_body, first_code = receiver.received[0]
     assert first_code == 500
-    expected = "sha256=" + hmac.new(SECRET.encode(), first_body, hashlib.sha256).hexdigest()
-    assert first_headers["x-ota-signature"] == expected
     assert first_headers["content-type"] == "application/json"
-    # The first notification took three attempts (500, 503, 200), all logged.
+    now_s = int(time.time())
+    for headers, body, _ in receiver.received:
+        assert verify([SECRET], headers, body, now_s) == headers["webhook-id"]
+    # A captured delivery replayed after the tolerance is refused by its timestamp.
+    with pytest.raises(WebhookVerificationError, match="from now"):
+        verify([SECRET], first_headers, first_body, now_s + TOLERANCE_S + 60)
+    # The first notification took three attempts (500, 503, 200), all logged, all under one
+    # message id (receivers deduplicate by it), each signed with its own timestamp.
     first_id = orjson.loads(first_body)["id"]
-    attempts = [b for _, b, _ in receiver.received if orjson.loads(b)["id"] == first_id]
+    attempts = [h for h, b, _ in receiver.received if orjson.loads(b)["id"] == first_id]
     assert len(attempts) == 3
+    assert {h["webhook-id"] for h in attempts} == {f"{first_id}_{hook['id']}"}
 
     async def logged() -> list[dict[str, object]] | None:
         log = (await harness.client.get(f"/v1/webhooks/{hook['id']}/deliveries")).json()["items"]
@@ -101,6 +108,60 @@ async def test_webhook_retries_until_delivered_and_logs_attempts(
     assert [e["attempt"] for e in reversed(entries)] == [1, 2, 3]
     assert [e["ok"] for e in reversed(entries)] == [False, False, True]
     assert entries[0]["final"] is True
+
+
+async def test_a_rotated_secret_signs_beside_the_old_one_until_retired(
+    harness: Harness, receiver: Receiver
+) -> None:
+    receiver.script.clear()
+    url = f"http://127.0.0.1:{receiver.port}/ota"
+    body = {"url": url, "secret": SECRET, "events": ["task_status"]}
+    hook = (await harness.client.post("/v1/webhooks", json=body)).json()
+    new_secret = "the-rotated-webhook-secret-42"
+    rotated = await harness.client.post(
+        f"/v1/webhooks/{hook['id']}/secret", json={"secret": new_secret}
+    )
+    assert rotated.status_code == 200
+    assert rotated.json()["rotating"] is True
+    assert not {"secret", "previous_secret"} & rotated.json().keys()
+    again = await harness.client.post(
+        f"/v1/webhooks/{hook['id']}/secret", json={"secret": "yet-another-secret-value"}
+    )
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "rotation_in_progress"
+
+    device = f"rot-{uuid.uuid4().hex[:6]}"
+    tid = await harness.create_task((await harness.upload(b"rotation"))["id"], [device])
+    await harness.wait_releases(1)
+
+    async def first() -> tuple[dict[str, str], bytes] | None:
+        return (receiver.received[0][0], receiver.received[0][1]) if receiver.received else None
+
+    headers, payload = await eventually(first, "a delivery after the rotation")
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    now_s = int(time.time())
+    assert verify([SECRET], headers, payload, now_s) == verify(
+        [new_secret], headers, payload, now_s
+    )
+
+    retired = await harness.client.delete(f"/v1/webhooks/{hook['id']}/previous-secret")
+    assert retired.status_code == 200
+    assert retired.json()["rotating"] is False
+    seen = len(receiver.received)
+    harness.job_event(device, tid, "SUCCEEDED")
+    await harness.wait_status(tid, "Success")
+
+    async def later() -> tuple[dict[str, str], bytes] | None:
+        for h, b, _ in receiver.received[seen:]:
+            if orjson.loads(b)["status"] == "Success":
+                return h, b
+        return None
+
+    headers, payload = await eventually(later, "the Success delivery after retiring")
+    assert len(headers["webhook-signature"].split(" ")) == 1
+    verify([new_secret], headers, payload, int(time.time()))
+    with pytest.raises(WebhookVerificationError, match="no signature matches"):
+        verify([SECRET], headers, payload, int(time.time()))
 
 
 async def test_task_events_topic_carries_status_changes_and_device_results(
