@@ -9,6 +9,11 @@ Group membership outlives slow batches: while a handler runs (or retries while R
 or Kafka is away) the consumer keeps polling with its partitions paused, so it keeps
 answering rebalances and never exceeds max_poll_interval_ms. A commit refused because
 the group moved on is not fatal: the partitions' next owner applies the batch again.
+
+Sends from API requests are bounded (`SEND_TIMEOUT_S`, then the request answers 503);
+the reconciler's sends are `patient`: while Kafka is away a release waits for it, and
+what the producer gave up on is sent again with backoff, so a Kafka restart pauses the
+rollout instead of stopping the reconciler.
 """
 
 from __future__ import annotations
@@ -22,10 +27,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaConsumer
-from kafka.errors import KafkaError
+from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
+from kafka.producer.future import FutureRecordMetadata
 from redis.exceptions import RedisError
 
 from ota import metrics
+from ota.backoff import Backoff
 from ota.kafka_clients import make_consumer, make_producer
 from ota.settings import CommonSettings
 
@@ -34,10 +41,14 @@ log = logging.getLogger(__name__)
 HANDLER_RETRIES = metrics.counter(
     "scheduler", "batch_retries_total", "Consumer batches retried after an error", ("consumer",)
 )
+SEND_RETRIES = metrics.counter(
+    "scheduler", "send_retries_total", "Records sent again after Kafka did not take them", ()
+)
 COMMIT_FAILURES = metrics.counter(
     "scheduler", "commit_failures_total", "Consumer commits Kafka refused", ("consumer",)
 )
 SEND_TIMEOUT_S = 30.0
+SEND_RETRY = Backoff(0.2, 2.0)  # patient sends: Kafka is tried again at least every 2 s
 METADATA_WAIT_S = 30.0
 # Group timings: a member survives ~45 s of CPU starvation before the group drops it, and
 # the poll interval bound only matters if the loop itself stalls (it polls while busy).
@@ -61,13 +72,35 @@ class Out:
 class Producer:
     def __init__(self, settings: CommonSettings) -> None:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="kafka-produce")
+        # Patient sends wait on a thread of their own, so a request's bounded send is
+        # never queued behind one waiting for Kafka (the producer is thread-safe).
+        self._patient_pool = ThreadPoolExecutor(1, thread_name_prefix="kafka-produce-patient")
         self._producer = make_producer(settings, client_id="ota-scheduler")
+        self._closing = False
 
-    async def send(self, records: Iterable[Out]) -> None:
-        """Send and wait until Kafka acknowledged every record (raises on failure)."""
+    async def send(self, records: Iterable[Out], *, patient: bool = False) -> None:
+        """Send and wait until Kafka acknowledged every record. Raises KafkaError when
+        Kafka did not take them within `SEND_TIMEOUT_S`, unless `patient`: then the
+        records Kafka did not take are sent again (in order, with backoff) until it does."""
         batch = list(records)
-        if batch:
-            await asyncio.get_running_loop().run_in_executor(self._pool, self._send_sync, batch)
+        if not batch:
+            return
+        loop = asyncio.get_running_loop()
+        if not patient:
+            await loop.run_in_executor(self._pool, self._send_sync, batch)
+            return
+        attempt = 0
+        while batch:
+            batch = await loop.run_in_executor(self._patient_pool, self._send_until_answered, batch)
+            if batch:
+                SEND_RETRIES.inc(len(batch))
+                delay = SEND_RETRY.delay_s(attempt)
+                attempt += 1
+                log.warning(
+                    "kafka did not take records; sending them again",
+                    extra={"records": len(batch), "retry_in_s": round(delay, 3)},
+                )
+                await asyncio.sleep(delay)
 
     def _send_sync(self, batch: list[Out]) -> None:
         futures = [
@@ -77,13 +110,39 @@ class Producer:
         for future in futures:
             future.get(timeout=SEND_TIMEOUT_S)
 
+    def _send_until_answered(self, batch: list[Out]) -> list[Out]:
+        """Sends and waits for every answer (the producer retries up to its delivery
+        timeout); returns the records Kafka did not take, in their order."""
+        sent: list[tuple[Out, FutureRecordMetadata | None]] = []
+        for out in batch:
+            try:
+                future = self._producer.send(out.topic, key=out.key.encode(), value=out.value)
+            except KafkaTimeoutError:  # no metadata within max_block_ms: Kafka away
+                future = None
+            sent.append((out, future))
+        while True:
+            try:
+                self._producer.flush(timeout=SEND_TIMEOUT_S)
+                break
+            except KafkaTimeoutError:
+                if self._closing:
+                    raise  # shutting down: the next reconciler releases them again
+        failed = [(out, f) for out, f in sent if f is None or f.failed()]
+        for _, future in failed:
+            error = future.exception if future is not None else None
+            if error is not None and not _worth_retrying(error):
+                raise error  # refused for good (too large, not authorised): not a pause
+        return [out for out, _ in failed]
+
     async def close(self) -> None:
         def close() -> None:
             self._producer.flush(timeout=SEND_TIMEOUT_S)
             self._producer.close(timeout=SEND_TIMEOUT_S)
 
+        self._closing = True
         await asyncio.get_running_loop().run_in_executor(self._pool, close)
         self._pool.shutdown(wait=True)
+        self._patient_pool.shutdown(wait=False, cancel_futures=True)
 
 
 Handler = Callable[[Sequence[Any]], Awaitable[None]]
@@ -188,6 +247,14 @@ class Consumer:
                 return
             time.sleep(0.2)
         log.warning("topics have no metadata yet", extra={"topics": list(self._topics)})
+
+
+def _worth_retrying(error: BaseException) -> bool:
+    # A delivery timeout is not flagged retriable by kafka-python, but Kafka being away is
+    # exactly what a later attempt gets past.
+    return bool(getattr(error, "retriable", False)) or isinstance(
+        error, (KafkaTimeoutError, KafkaConnectionError)
+    )
 
 
 def _poll_paused(consumer: KafkaConsumer) -> None:

@@ -235,12 +235,14 @@ class Reconciler:
         # script holds Redis for long.
         if not slices:
             return
-        sending = asyncio.ensure_future(self._producer.send(slices[0]))
+        sending = asyncio.ensure_future(self._producer.send(slices[0], patient=True))
         try:
             for k in range(len(slices)):
                 await sending
                 if k + 1 < len(slices):
-                    sending = asyncio.ensure_future(self._producer.send(slices[k + 1]))
+                    sending = asyncio.ensure_future(
+                        self._producer.send(slices[k + 1], patient=True)
+                    )
                 at = cursor + k * RECORD_SLICE
                 part = ids[k * RECORD_SLICE : (k + 1) * RECORD_SLICE]
                 recorded = await self._state.release(tid, lease, at, at + len(part), wave, part)
@@ -268,12 +270,15 @@ class Reconciler:
             devices.update(d.decode() for d in ahead)
             now = now_ms()
             await self._producer.send(
-                Out(
-                    self._topics.inbox,
-                    d,
-                    encode(JobCancelRecord(device_id=d, task_id=tid, at_ms=now)),
-                )
-                for d in sorted(devices)
+                (
+                    Out(
+                        self._topics.inbox,
+                        d,
+                        encode(JobCancelRecord(device_id=d, task_id=tid, at_ms=now)),
+                    )
+                    for d in sorted(devices)
+                ),
+                patient=True,
             )
             CANCELS_TOTAL.inc(len(devices))
             while (moved := await self._state.cancel_pending(tid, lease)) > 0:
