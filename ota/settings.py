@@ -39,6 +39,7 @@ class Topics:
     packages: str = "ota.packages"
     tasks: str = "ota.tasks"
     devices: str = "ota.devices"
+    audit: str = "ota.audit"
 
     @classmethod
     def with_prefix(cls, prefix: str) -> Topics:

@@ -14,6 +14,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from scheduler.audit import AuditLog
 from scheduler.blobs import BlobStore
 from scheduler.bus import Producer
 from scheduler.credentials import (
@@ -54,6 +55,7 @@ class Services:
     # disconnects the device's live sessions.
     on_revoked: list[RevokeHook]
     credentials_redis: AsyncRedis[bytes]  # `redis` unless configured apart
+    audit: AuditLog
 
     @classmethod
     def build(cls, settings: SchedulerSettings) -> Services:
@@ -120,6 +122,7 @@ class Services:
             credentials,
             on_revoked,
             cred_r,
+            AuditLog(r, producer, common.topics.audit),
         )
 
     async def close(self) -> None:

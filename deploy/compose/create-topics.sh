@@ -32,5 +32,6 @@ create ota.task-events cleanup.policy=delete retention.ms=604800000
 create ota.packages cleanup.policy=compact
 create ota.tasks cleanup.policy=compact
 create ota.devices cleanup.policy=compact
+create ota.audit cleanup.policy=delete retention.ms=31536000000
 # END topics
 "$topics" --bootstrap-server "$bootstrap" --list

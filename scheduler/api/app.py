@@ -19,6 +19,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ota.clock import now_ms
+from scheduler import audit
 from scheduler.api import credential_routes
 from scheduler.api import routes as h
 from scheduler.api.spec import Endpoint, Handler, Param, openapi
@@ -333,6 +335,16 @@ def endpoints() -> list[Endpoint]:
             (HOOK, LIMIT),
             responses={200: "OK", 404: "unknown webhook"},
         ),
+        e(
+            "GET",
+            "/v1/audit",
+            h.audit_log,
+            "The audit trail of write requests (who, what, when, from where), newest first",
+            "audit",
+            R,
+            (CURSOR, LIMIT),
+            responses={200: "OK", 422: "bad cursor"},
+        ),
         *credential_routes.endpoints(),
     ]
 
@@ -432,38 +444,82 @@ TASK_SCHEMA = {
 }
 
 
+def _known_key(keys: Mapping[str, frozenset[Scope]], request: Request) -> str | None:
+    """The configured API key the request presents, if any (compared in constant time)."""
+    kind, _, token = request.headers.get("authorization", "").partition(" ")
+    if kind.lower() != "bearer" or not token:
+        return None
+    found = None
+    for key in keys:
+        if hmac.compare_digest(key.encode(), token.encode()):
+            found = key
+    return found
+
+
 def _authorize(keys: Mapping[str, frozenset[Scope]], request: Request, scope: Scope) -> None:
-    header = request.headers.get("authorization", "")
-    kind, _, token = header.partition(" ")
+    kind, _, token = request.headers.get("authorization", "").partition(" ")
     if kind.lower() != "bearer" or not token:
         raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
-    granted: frozenset[Scope] | None = None
-    for key, scopes in keys.items():
-        if hmac.compare_digest(key.encode(), token.encode()):
-            granted = scopes
-    if granted is None:
+    key = _known_key(keys, request)
+    if key is None:
         raise Unauthorized("unknown API key")
-    if scope not in granted:
+    if scope not in keys[key]:
         raise Forbidden(f"this API key lacks the {scope.value} scope")
 
 
 def guard(endpoint: Endpoint, keys: Mapping[str, frozenset[Scope]]) -> Handler:
+    audited = endpoint.scope is Scope.WRITE and endpoint.method not in ("GET", "HEAD")
+
     @functools.wraps(endpoint.handler)
     async def guarded(request: Request) -> Response:
-        try:
-            if endpoint.scope is not None:
-                _authorize(keys, request, endpoint.scope)
-            return await endpoint.handler(request)
-        except SchedulerError as exc:
-            return h.JSON(exc.body(), status_code=exc.status)
-        except (RedisError, KafkaError) as exc:
-            log.exception("backing store unavailable")
-            return h.JSON(
-                {"error": {"code": "unavailable", "message": f"backing store unavailable: {exc}"}},
-                status_code=503,
-            )
+        response = await _answer(endpoint, keys, request)
+        if audited:
+            await _audit(endpoint, keys, request, response)
+        return response
 
     return guarded
+
+
+async def _answer(
+    endpoint: Endpoint, keys: Mapping[str, frozenset[Scope]], request: Request
+) -> Response:
+    try:
+        if endpoint.scope is not None:
+            _authorize(keys, request, endpoint.scope)
+        return await endpoint.handler(request)
+    except SchedulerError as exc:
+        return h.JSON(exc.body(), status_code=exc.status)
+    except (RedisError, KafkaError) as exc:
+        log.exception("backing store unavailable")
+        return h.JSON(
+            {"error": {"code": "unavailable", "message": f"backing store unavailable: {exc}"}},
+            status_code=503,
+        )
+
+
+async def _audit(
+    endpoint: Endpoint, keys: Mapping[str, frozenset[Scope]], request: Request, response: Response
+) -> None:
+    """Records a write-scope request in the audit trail (scheduler/audit.py)."""
+    body = getattr(response, "body", b"")
+    record = audit.entry(
+        key=_known_key(keys, request),
+        action=endpoint.handler.__name__,
+        method=request.method,
+        path=request.url.path,
+        route=endpoint.path,
+        target={k: str(v) for k, v in request.path_params.items()},
+        status=response.status_code,
+        created=audit.result_id(
+            response.status_code,
+            response.headers.get("content-type", ""),
+            body if isinstance(body, bytes) else b"",
+        ),
+        client=request.client.host if request.client else None,
+        forwarded_for=request.headers.get("x-forwarded-for"),
+        at_ms=now_ms(),
+    )
+    await h.svc(request).audit.record(record)
 
 
 def build_app(services: Services, version: str = "1") -> Starlette:

@@ -309,3 +309,11 @@ async def webhook_deliveries(request: Request) -> Response:
     limit = int_query(request, "limit", 100, 1, 1000)
     items = await svc(request).webhooks.deliveries(request.path_params["webhook_id"], limit)
     return JSON({"items": items})
+
+
+# ------------------------------------------------------------ audit
+
+
+async def audit_log(request: Request) -> Response:
+    limit = int_query(request, "limit", 100, 1, 1000)
+    return JSON(await svc(request).audit.page(limit, request.query_params.get("cursor") or None))
