@@ -10,6 +10,12 @@ and revocation, shutdown or too many unacknowledged records wait for them. Kafka
 are committed at most once a second: Redis's offset, not Kafka's, says where each
 partition resumes. A crash anywhere repeats at most the produce (records carry
 deterministic ids).
+
+Kafka away: the producer holds what it was given and retries it for its delivery timeout
+(ota.kafka_clients), so an outage shorter than that fails nothing. A batch whose records
+the producer gave up on is sent again from memory, oldest first, with backoff, until
+Kafka takes it (its outbox entry stays in Redis meanwhile for a crash); a record Kafka
+refuses for good stops the worker, and the next owner replays the outbox.
 """
 
 from __future__ import annotations
@@ -22,10 +28,16 @@ from dataclasses import dataclass
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
+from kafka.errors import (
+    CommitFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+)
 from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from ota.backoff import Backoff
 from ota.kafka_clients import WakeupHold
 from workers import telemetry
 from workers.batch import (
@@ -48,6 +60,7 @@ METADATA_WAIT_S = 30
 COMMIT_INTERVAL_S = 1.0
 MAX_UNACKED = 50_000  # records handed to the producer and not acknowledged yet
 REVOKE_FLUSH_S = 3.0  # longest wait for them when partitions are taken away
+RESEND = Backoff(0.5, 5.0)  # between sends of a batch the producer gave up on
 
 
 @dataclass
@@ -59,6 +72,7 @@ class _Sent:
     tp: TopicPartition
     offset: int
     futures: list[FutureRecordMetadata]
+    outputs: Sequence[Output] = ()
 
 
 class OwnershipLostError(RuntimeError):
@@ -92,6 +106,8 @@ class Worker:
         self._unknown: set[TopicPartition] = set()
         self._committed_at = 0.0
         self._wakeups = WakeupHold(producer)
+        self._resends = 0  # consecutive resends of the oldest failed batch
+        self._resend_at = 0.0  # monotonic time of the next one
 
     # ------------------------------------------------------------------ ownership
 
@@ -293,7 +309,7 @@ class Worker:
     def _send(self, tp: TopicPartition, offset: int, outputs: Sequence[Output]) -> None:
         send, targets = self.producer.send, self.targets
         futures = [send(targets[out.topic], value=out.value, key=out.key) for out in outputs]
-        self._sent.append(_Sent(tp, offset, futures))
+        self._sent.append(_Sent(tp, offset, futures, outputs))
         self._unacked += len(futures)
 
     def _acked(self) -> list[tuple[int, int]]:
@@ -304,15 +320,42 @@ class Worker:
         for sent in self._sent:
             if not all(f.is_done for f in sent.futures):
                 break
-            for future in sent.futures:
-                if future.failed():
-                    raise future.exception
+            if any(f.failed() for f in sent.futures):
+                self._resend_failed()
+                break
             done += 1
         acked, self._sent = self._sent[:done], self._sent[done:]
         self._unacked -= sum(len(s.futures) for s in acked)
         for sent in acked:
             self._to_commit[sent.tp] = sent.offset
         return [(s.tp.partition, s.offset) for s in acked if s.futures]
+
+    def _resend_failed(self) -> None:
+        """Sends again, oldest first, the batches whose records the producer gave up on
+        (all of a batch's records: the ones Kafka took repeat with the same ids); raises
+        the error of a record Kafka refused for good."""
+        now = time.monotonic()
+        if now < self._resend_at:
+            return
+        failed = [s for s in self._sent if any(f.is_done and f.failed() for f in s.futures)]
+        for sent in failed:
+            for future in sent.futures:
+                if future.is_done and future.failed() and not _worth_retrying(future.exception):
+                    raise future.exception
+        self._resend_at = now + RESEND.delay_s(self._resends)
+        self._resends += 1
+        send, targets = self.producer.send, self.targets
+        for sent in failed:
+            self._unacked -= len(sent.futures)
+            sent.futures = [
+                send(targets[out.topic], value=out.value, key=out.key) for out in sent.outputs
+            ]
+            self._unacked += len(sent.futures)
+        telemetry.RESENDS.inc(sum(len(s.futures) for s in failed))
+        log.warning(
+            "kafka gave up on records; sending them again",
+            extra={"batches": len(failed), "attempt": self._resends},
+        )
 
     def _replay(self, outputs: Sequence[Output]) -> None:
         send, targets = self.producer.send, self.targets
@@ -380,6 +423,14 @@ def apply_partition(
             extra={"partition": partition, "expected": snapshot.offset, "found": found},
         )
     raise OwnershipLostError(f"partition {partition}: stored offset keeps moving")
+
+
+def _worth_retrying(error: BaseException) -> bool:
+    # A delivery timeout is not flagged retriable by kafka-python, but Kafka being away
+    # is exactly what a later attempt gets past.
+    return bool(getattr(error, "retriable", False)) or isinstance(
+        error, (KafkaTimeoutError, KafkaConnectionError)
+    )
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

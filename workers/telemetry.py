@@ -20,3 +20,6 @@ DUE_LAG_SECONDS = metrics.histogram(
     "worker", "deadline_lag_seconds", "How late the sweeper fired a deadline"
 )
 OWNED = metrics.gauge("worker", "partitions_owned", "Inbox partitions this process owns")
+RESENDS = metrics.counter(
+    "worker", "resent_records_total", "Records sent again after the producer gave up on them"
+)
