@@ -1,0 +1,119 @@
+"""The Kafka restart benchmark: a rollout with Kafka killed (SIGKILL) and restarted mid-way.
+
+    .venv/bin/python bench/kafka_restart.py --size 2000 --outage-s 12
+
+Kafka here is a private one-node KRaft broker on free ports with its own data directory
+(the shared local Kafka serves everyone on the machine), started from the jars
+deploy/local/up installed; the four services run on it under `ota up` with Redis db 5
+and the shared device broker. A well-behaved fleet is upgraded with no rate limit; once
+`--kill-at` of it has finished, Kafka is killed, left dead for `--outage-s`, and started
+again on its data. Figures:
+
+- `faults.kafka_restart_resume_s`: from Kafka answering again to the task's progress
+  running (over the next 2 s) at half or more of its rate before the kill, or the task
+  finishing;
+- `faults.kafka_restart_timeouts`: devices whose job saw a failure cause, a retry or a
+  second attempt (the fleet is well-behaved, so each of them was held up by the outage);
+- the whole task's devices/s and wall time.
+
+Results go to bench/out/kafka_restart-<size>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO)]
+
+from ops.demo_env import redis_url_with_db  # noqa: E402
+from tests.faults.kafka.kafka_node import KafkaNode  # noqa: E402
+from tests.faults.kafka.restart_run import rollout_across_restart  # noqa: E402
+from tests.stack_kit import running_stack  # noqa: E402
+
+OUT = REPO / "bench" / "out"
+REDIS_DB = 5
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="rollout across a Kafka restart")
+    parser.add_argument("--size", type=int, default=2000)
+    parser.add_argument("--outage-s", type=float, default=12.0, help="Kafka dead this long")
+    parser.add_argument("--kill-at", type=float, default=0.2, help="share finished at the kill")
+    parser.add_argument("--rate-per-min", type=int, default=None, help="release rate (none)")
+    parser.add_argument("--fleet-processes", type=int, default=1)
+    parser.add_argument("--partitions", type=int, default=12)
+    parser.add_argument("--timeout-s", type=float, default=900)
+    return parser.parse_args(argv)
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    base_redis = os.environ.get("OTA_REDIS_URL") or "redis://127.0.0.1:6379/0"
+    mqtt = {k: v for k, v in os.environ.items() if k.startswith("OTA_MQTT_")}
+    with tempfile.TemporaryDirectory(prefix="kafka-restart-") as tmp:
+        node = KafkaNode(Path(tmp) / "kafka", partitions=args.partitions)
+        node.start()
+        try:
+            with running_stack(
+                "bench-kr",
+                kafka_bootstrap=node.bootstrap,
+                redis_url=base_redis,
+                redis_db=REDIS_DB,
+                state_dir=Path(tmp) / "stack",
+                partitions=args.partitions,
+                extra={**mqtt, "OTA_LOG_LEVEL": "WARNING"},
+            ) as stack:
+                started = time.monotonic()
+                outcome = await rollout_across_restart(
+                    node,
+                    stack.plan,
+                    stack.env,
+                    size=args.size,
+                    rate_per_min=args.rate_per_min,
+                    kill_after_share=args.kill_at,
+                    outage_s=args.outage_s,
+                    timeout_s=args.timeout_s,
+                    fleet_processes=args.fleet_processes,
+                )
+        finally:
+            node.stop()
+    first = outcome.samples[0][0] if outcome.samples else started
+    done = [t for t, n in outcome.samples if n >= args.size]
+    wall = (done[0] if done else outcome.samples[-1][0]) - first
+    resume = outcome.resume_s()
+    return {
+        "size": args.size,
+        "outage_s": args.outage_s,
+        "status": outcome.task.get("status"),
+        "succeeded": outcome.succeeded,
+        "dead_s": round(outcome.answered_at - outcome.killed_at, 1),
+        "rate_before_kill": round(outcome.rate_before_kill(), 1),
+        "faults.kafka_restart_resume_s": None if resume is None else round(resume, 1),
+        "faults.kafka_restart_timeouts": len(outcome.held_up),
+        "wall_s": round(wall, 1),
+        "devices_per_s": round(outcome.succeeded / wall, 1) if wall > 0 else 0.0,
+        "transitions": outcome.transitions,
+        "held_up": dict(list(outcome.held_up.items())[:20]),
+        "redis_url": redis_url_with_db(base_redis, REDIS_DB),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    result = asyncio.run(run(args))
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"kafka_restart-{args.size}.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return 0 if result["status"] == "Success" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

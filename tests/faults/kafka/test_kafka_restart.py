@@ -1,0 +1,76 @@
+"""Kafka killed with SIGKILL mid-rollout and restarted: a pause, never a loss.
+
+The suite runs its own one-node Kafka (the shared one serves everyone) and the four
+services as processes on it, with Redis db 6 and the shared device broker. A fleet of
+simulated devices is upgraded at a fixed release rate; once a fifth has finished, Kafka
+is killed and started again on its data 12 s later. Every device must succeed in its
+first attempt: no job may record a failure cause, a retry or a second attempt, which is
+what a message lost (or stuck until its window closed) across the restart would cause.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import missing
+from tests.faults.kafka.kafka_node import KafkaNode, KafkaNodeError
+from tests.faults.kafka.restart_run import rollout_across_restart
+from tests.stack_kit import running_stack
+
+REDIS_DB = 6  # db 8 is the demo's (ops/demo.py)
+FLEET = 120
+RATE_PER_MIN = 1200  # 20 devices/s: the release takes 6 s, devices are at every stage
+OUTAGE_S = 12.0
+
+
+@pytest.fixture
+def kafka_node(tmp_path: Path) -> Iterator[KafkaNode]:
+    try:
+        node = KafkaNode(tmp_path / "kafka")
+        node.start()
+    except (KafkaNodeError, OSError) as exc:
+        missing(f"a private Kafka could not start: {exc}")
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.mark.timeout(400)
+async def test_a_kafka_restart_mid_rollout_costs_no_device_a_timeout(
+    kafka_node: KafkaNode,
+    redis_url: str,
+    mqtt_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    with running_stack(
+        "kafka-restart",
+        kafka_bootstrap=kafka_node.bootstrap,
+        redis_url=redis_url,
+        redis_db=REDIS_DB,
+        state_dir=tmp_path / "stack",
+        extra={**mqtt_env, "OTA_LOG_LEVEL": "INFO"},
+    ) as stack:
+        run = await rollout_across_restart(
+            kafka_node,
+            stack.plan,
+            stack.env,
+            size=FLEET,
+            rate_per_min=RATE_PER_MIN,
+            kill_after_share=0.2,
+            outage_s=OUTAGE_S,
+            timeout_s=240,
+        )
+    assert run.killed_at, "the rollout finished before Kafka could be killed"
+    assert run.answered_at > run.killed_at
+    finished_at_kill = max(n for t, n in run.samples if t <= run.killed_at)
+    assert finished_at_kill < FLEET, "Kafka was killed after the rollout"
+    assert run.task["status"] == "Success", run.task
+    assert run.succeeded == FLEET
+    assert run.held_up == {}, f"{len(run.held_up)} devices held up: {run.held_up}"
+    # Everything pending flowed within seconds of Kafka answering (windows are 45 s+).
+    last = max(t for t, n in run.samples if n < FLEET) if run.samples else run.answered_at
+    assert last - run.answered_at < 30, f"{last - run.answered_at:.1f}s to finish"
