@@ -11,22 +11,19 @@ Two modes:
   connection subscribes. A fleet split over several processes (`first`, `own_downlinks`)
   subscribes to each of its devices' down topics instead, to receive only its own.
 
-As a library: `async with Fleet(config) as fleet: ...; fleet.report()`. As a command:
-`python -m devices.fleet --help`.
+As a library: `async with Fleet(config) as fleet: ...; fleet.report()`. As a command, with
+a mix of device kinds: `python -m ops.demo_fleet --help`.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import functools
 import hashlib
 import hmac
-import json
 import resource
 import ssl
-import sys
 import time
 import zlib
 from collections import Counter
@@ -78,6 +75,8 @@ class FleetConfig:
     secret_of: Callable[[str], str] | None = field(default=None, repr=False)
     subscribe: bool = True
     tls: ssl.SSLContext | None = field(default=None, repr=False)
+    # Downloads over https verify the edge against this context (the system's CAs if None).
+    download_tls: ssl.SSLContext | None = field(default=None, repr=False)
     # Connections mode: called with the device ids before any connects, to register their
     # secrets where the broker checks them (the API's bulk import, or the store directly).
     register: Callable[[list[str]], Awaitable[object]] | None = field(default=None, repr=False)
@@ -95,6 +94,11 @@ class FleetConfig:
             platform_password=settings.mqtt_platform_password,
             secret_of=seeded_secrets(DEFAULT_SEED),
             subscribe=False,
+            download_tls=(
+                ssl.create_default_context(cafile=str(settings.download_ca_file))
+                if settings.download_ca_file is not None
+                else None
+            ),
         )
         return FleetConfig(**{**base.__dict__, **overrides})
 
@@ -180,7 +184,9 @@ class Fleet:
         return self._online
 
     async def start(self) -> None:
-        self._http = HttpClient(slots=self.config.download_slots)
+        self._http = HttpClient(
+            slots=self.config.download_slots, ssl_context=self.config.download_tls
+        )
         if self.config.mode is Mode.CONNECTIONS:
             await self._start_connections()
         else:
@@ -346,106 +352,3 @@ class Fleet:
         for link in self._links:
             await link.close()
         self._online = 0
-
-
-# ------------------------------------------------------------ command line
-
-
-def _behaviour_of(args: argparse.Namespace) -> BehaviourOf:
-    def of(index: int, device_id: str) -> Behaviour:
-        # A stable per-device draw in [0, 1): the same devices misbehave on every run.
-        draw = zlib.crc32(device_id.encode()) / 2**32
-        kwargs: dict[str, object] = {
-            "fw_version": args.fw_version,
-            "sw_version": args.sw_version,
-            "slow_s": args.slow_s,
-        }
-        if draw < args.fail_rate:
-            kwargs["fail_with"] = args.fail_code
-        elif draw < args.fail_rate + args.silent_rate:
-            kwargs["answer_version_query"] = False
-        return Behaviour(**kwargs)  # type: ignore[arg-type]
-
-    return of
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m devices.fleet",
-        description="Simulate a fleet of IoTDA OTA devices against the broker (settings from OTA_ variables).",
-    )
-    parser.add_argument("--size", type=int, default=100, help="number of devices (default 100)")
-    parser.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.CONNECTIONS.value)
-    parser.add_argument("--prefix", default="sim", help="device ids are <prefix>-<0000000>")
-    parser.add_argument(
-        "--mux-connections", type=int, default=4, help="platform connections (multiplexed)"
-    )
-    parser.add_argument("--fw-version", default="1.0")
-    parser.add_argument("--sw-version", default="1.0")
-    parser.add_argument(
-        "--fail-rate", type=float, default=0.0, help="share of devices that fail upgrades"
-    )
-    parser.add_argument(
-        "--fail-code", type=int, default=10, help="result code failing devices report"
-    )
-    parser.add_argument(
-        "--silent-rate", type=float, default=0.0, help="share that never answer version_query"
-    )
-    parser.add_argument("--slow-s", type=float, default=0.0, help="delay before each answer")
-    parser.add_argument(
-        "--duration-s",
-        type=float,
-        default=0.0,
-        help="stop after this long (0: until all finished or Ctrl-C)",
-    )
-    parser.add_argument("--report-every-s", type=float, default=5.0)
-    args = parser.parse_args(argv)
-    if args.size < 1:
-        parser.error("--size must be at least 1")
-    return args
-
-
-async def _run(args: argparse.Namespace) -> FleetReport:
-    config = FleetConfig.from_settings(
-        CommonSettings.from_env(),
-        args.size,
-        mode=Mode(args.mode),
-        prefix=args.prefix,
-        mux_connections=args.mux_connections,
-        behaviour_of=_behaviour_of(args),
-    )
-    started = time.monotonic()
-    async with Fleet(config) as fleet:
-        print(
-            json.dumps(
-                {
-                    "started": True,
-                    "online": fleet.online,
-                    "connect_s": round(time.monotonic() - started, 2),
-                }
-            ),
-            flush=True,
-        )
-        while True:
-            await asyncio.sleep(args.report_every_s)
-            print(json.dumps(fleet.report().as_dict()), flush=True)
-            elapsed = time.monotonic() - started
-            if args.duration_s and elapsed >= args.duration_s:
-                break
-            if not args.duration_s and fleet.finished() == args.size:
-                break
-        return fleet.report()
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        report = asyncio.run(_run(args))
-    except KeyboardInterrupt:
-        return 130
-    print(json.dumps({"final": report.as_dict()}), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

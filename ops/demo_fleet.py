@@ -1,10 +1,16 @@
-"""A simulated fleet with a realistic mix of devices, as its own process (for CPU parallelism).
+"""The fleet simulator's command line: a fleet with a mix of device kinds, as its own
+process (for CPU parallelism). The demo and the rollout benchmark run it through
+`ops.fleet_group`; on its own:
 
-`python -m ops.demo_fleet --size 10000 --prefix demo-ab12 [--mix offline_back=5,...]`
-connects the fleet (devices <prefix>-<index>, indexes from `--first`, so one fleet can
+    python -m ops.demo_fleet --size 10000 [--prefix demo-ab12] [--mix offline_back=5,...]
+    python -m ops.demo_fleet --size 10000 --mix none,fails=5 --fail-code 10 --until-finished
+    python -m ops.demo_fleet --size 200000 --mode multiplexed --mix none --duration-s 600
+
+It connects the fleet (devices <prefix>-<index>, indexes from `--first`, so one fleet can
 be split over several processes), prints `{"ready": ...}` as one JSON line, then a JSON
 report line every `--report-every-s` seconds, and a final `{"final": ...}` line when
-stdin closes or on SIGTERM. Settings (broker addresses) come from the OTA_ variables.
+stdin closes, on SIGTERM or Ctrl-C, after `--duration-s`, or with `--until-finished`
+once every device has finished. Settings (broker addresses) come from the OTA_ variables.
 
 The mix assigns each device one kind by a stable draw from its id, so a re-run misbehaves
 in the same devices:
@@ -12,8 +18,9 @@ in the same devices:
 - `offline_gone`: offline past the task's online window;
 - `on_target`: already runs the target version;
 - `unsupported`: runs a source version the package does not allow;
-- `fails`: reports a device result code (spread over the IoTDA codes);
+- `fails`: reports a device result code (spread over the IoTDA codes, or `--fail-code`);
 - `resume`: its download is cut once and resumed with a Range request;
+- `silent`: never answers a version query (none by default);
 - the rest are well-behaved.
 """
 
@@ -28,7 +35,7 @@ import sys
 import time
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import uvloop
 
@@ -50,15 +57,19 @@ class Mix:
     unsupported: float = 2.0
     fails: float = 2.0
     resume: float = 5.0
+    silent: float = 0.0
 
     @classmethod
     def parse(cls, spec: str) -> Mix:
-        """`offline_back=5,fails=1` (percent); unnamed kinds keep their defaults; `none`: all 0."""
-        if spec.strip() == "none":
-            return cls(**{f.name: 0.0 for f in fields(cls)})
+        """`offline_back=5,fails=1` (percent); unnamed kinds keep their defaults; `none`: all
+        0, and `none,fails=5` starts from all 0."""
+        items = [p.strip() for p in spec.split(",") if p.strip()]
         values: dict[str, float] = {}
+        if items[:1] == ["none"]:
+            values = {f.name: 0.0 for f in fields(cls)}
+            items = items[1:]
         names = {f.name for f in fields(cls)}
-        for item in filter(None, (p.strip() for p in spec.split(","))):
+        for item in items:
             name, sep, raw = item.partition("=")
             if not sep or name not in names:
                 raise ValueError(
@@ -100,23 +111,33 @@ def behaviour_of(
     package_size: int,
     back_after_s: float,
     gone_for_s: float,
+    fw_version: str = "1.0",
+    fail_code: int | None = None,
+    slow_s: float = 0.0,
 ) -> BehaviourOf:
+    """Each device's behaviour from its kind; every device starts on `fw_version` (unless
+    its kind says otherwise) and waits `slow_s` before each answer."""
+
     def of(_index: int, device_id: str) -> Behaviour:
         kind = kind_of(device_id, mix)
         spread = zlib.crc32(device_id.encode()[::-1])
+        base = Behaviour(fw_version=fw_version, slow_s=slow_s)
         if kind == "offline_back":
-            return Behaviour(offline_for_s=back_after_s * (0.5 + (spread % 100) / 200))
+            return replace(base, offline_for_s=back_after_s * (0.5 + (spread % 100) / 200))
         if kind == "offline_gone":
-            return Behaviour(offline_for_s=gone_for_s)
+            return replace(base, offline_for_s=gone_for_s)
         if kind == "on_target":
-            return Behaviour(fw_version=target)
+            return replace(base, fw_version=target)
         if kind == "unsupported":
-            return Behaviour(fw_version=UNSUPPORTED_VERSION)
+            return replace(base, fw_version=UNSUPPORTED_VERSION)
         if kind == "fails":
-            return Behaviour(fail_with=FAIL_CODES[spread % len(FAIL_CODES)])
+            code = FAIL_CODES[spread % len(FAIL_CODES)] if fail_code is None else fail_code
+            return replace(base, fail_with=code)
         if kind == "resume":
-            return Behaviour(drop_download_at=max(1, package_size // 3))
-        return Behaviour(progress_every_pct=50)
+            return replace(base, drop_download_at=max(1, package_size // 3))
+        if kind == "silent":
+            return replace(base, answer_version_query=False)
+        return replace(base, progress_every_pct=50)
 
     return of
 
@@ -130,8 +151,9 @@ def kinds(device_ids: list[str], mix: Mix) -> dict[str, int]:
 
 
 # Kinds whose devices end FAILED whatever the platform does (gone past the online window,
-# a source version the package refuses, a device that reports a failure code).
-FAILING_KINDS = frozenset({"offline_gone", "unsupported", "fails"})
+# a source version the package refuses, a device that reports a failure code or never
+# answers the version query).
+FAILING_KINDS = frozenset({"offline_gone", "unsupported", "fails", "silent"})
 
 
 def verdict(task: Mapping[str, object], kinds: Mapping[str, int]) -> list[str]:
@@ -153,7 +175,7 @@ def verdict(task: Mapping[str, object], kinds: Mapping[str, int]) -> list[str]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m ops.demo_fleet", description=__doc__)
     parser.add_argument("--size", type=int, required=True)
-    parser.add_argument("--prefix", required=True, help="device ids are <prefix>-<0000000>")
+    parser.add_argument("--prefix", default="sim", help="device ids are <prefix>-<0000000>")
     parser.add_argument(
         "--first", type=int, default=0, help="index of the first device (a fleet's slice)"
     )
@@ -164,7 +186,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--mode", choices=[m.value for m in Mode], default=Mode.CONNECTIONS.value)
     parser.add_argument("--mux-connections", type=int, default=4)
-    parser.add_argument("--mix", default="", help="e.g. offline_back=5,fails=2 or none")
+    parser.add_argument(
+        "--mix", default="", help="e.g. offline_back=5,fails=2, none, or none,fails=5"
+    )
+    parser.add_argument("--fw-version", default="1.0", help="the devices' version at start")
+    parser.add_argument(
+        "--fail-code", type=int, help="the result code `fails` devices report (default: spread)"
+    )
+    parser.add_argument("--slow-s", type=float, default=0.0, help="delay before each answer")
     parser.add_argument("--target", default="2.0", help="the version the rollout installs")
     parser.add_argument("--package-size", type=int, default=1 << 20)
     parser.add_argument("--back-after-s", type=float, default=30.0)
@@ -177,6 +206,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="downloads in flight at once (one connection each); the rest wait",
     )
     parser.add_argument("--report-every-s", type=float, default=2.0)
+    parser.add_argument(
+        "--duration-s", type=float, default=0.0, help="stop after this long (0: no limit)"
+    )
+    parser.add_argument(
+        "--until-finished", action="store_true", help="stop once every device has finished"
+    )
     args = parser.parse_args(argv)
     try:
         args.mix = Mix.parse(args.mix)
@@ -186,6 +221,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--size must be at least 1")
     if args.first < 0:
         parser.error("--first must not be negative")
+    if args.slow_s < 0 or args.duration_s < 0 or args.report_every_s <= 0:
+        parser.error("--slow-s and --duration-s must not be negative, --report-every-s positive")
     return args
 
 
@@ -210,6 +247,9 @@ async def run(args: argparse.Namespace) -> None:
             package_size=args.package_size,
             back_after_s=args.back_after_s,
             gone_for_s=args.gone_for_s,
+            fw_version=args.fw_version,
+            fail_code=args.fail_code,
+            slow_s=args.slow_s,
         ),
     )
     stop = asyncio.Event()
@@ -233,6 +273,10 @@ async def run(args: argparse.Namespace) -> None:
                 await asyncio.wait_for(stop.wait(), args.report_every_s)
             except TimeoutError:
                 emit({"report": fleet.report().as_dict()})
+            if args.duration_s and time.monotonic() - started >= args.duration_s:
+                break
+            if args.until_finished and fleet.finished() == args.size:
+                break
         emit({"final": fleet.report().as_dict()})
 
 

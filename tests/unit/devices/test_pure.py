@@ -5,7 +5,7 @@ import pytest
 from devices.behaviour import FailStage, stage_of
 from devices.connection import iotda_client_id
 from devices.download import Download, _range_start
-from devices.fleet import device_name, parse_args
+from devices.fleet import device_name
 from devices.report import summarize
 
 
@@ -56,9 +56,3 @@ def test_device_names_sort_in_index_order() -> None:
         "s-0000010",
         "s-0000100",
     ]
-
-
-def test_cli_refuses_an_empty_fleet() -> None:
-    with pytest.raises(SystemExit):
-        parse_args(["--size", "0"])
-    assert parse_args(["--size", "5", "--mode", "multiplexed"]).mode == "multiplexed"
