@@ -95,3 +95,9 @@ def webhook_log(hid: str) -> str:
 
 
 TAGS = P + "tags"  # set of every tag name in use
+
+DEAD_LETTER_OFFSETS = P + "dl:applied"  # hash "<topic>/<partition>" -> last counted offset
+
+
+def dead_letter_hour(hour: int) -> str:
+    return f"{P}dl:{hour}"  # hash "source|reason" -> dead letters in that epoch hour

@@ -1,4 +1,4 @@
-"""`python -m scheduler`: the API server, both consumers, the reconciler and the webhook
+"""`python -m scheduler`: the API server, the three consumers, the reconciler and the webhook
 dispatcher as supervised tasks of the shared runtime (ota/runtime.py) on uvloop.
 
 Shutdown: the first SIGTERM/SIGINT stops intake (uvicorn stops accepting, consumers

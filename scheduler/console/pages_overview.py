@@ -1,4 +1,5 @@
-"""The overview: devices by version, online now, active tasks, recent failure causes."""
+"""The overview: devices by version, online now, active tasks, recent failure causes, and
+dead letters per reason over the last 24 h (`scheduler.deadletters`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from starlette.responses import Response
 from scheduler import keys
 from scheduler.console import charts
 from scheduler.console.web import Ctx, page
+from scheduler.deadletters import DeadLetterCounts
 
 VERSIONS_TTL_S = 10.0  # the version census scans keys: reuse it for a while
 TOP_VERSIONS = 12
@@ -76,4 +78,5 @@ async def overview(request: Request, ctx: Ctx) -> Response:
         fw_chart=charts.bars(fw, "devices by firmware version"),
         sw_chart=charts.bars(sw, "devices by software version"),
         causes=await _recent_causes(ctx),
+        dead_letters=await DeadLetterCounts(r).last_day(int(time.time() * 1000)),
     )
