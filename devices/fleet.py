@@ -51,6 +51,13 @@ class Mode(StrEnum):
 BehaviourOf = Callable[[int, str], Behaviour]
 
 
+def download_tls_of(settings: CommonSettings) -> ssl.SSLContext | None:
+    """What devices verify https downloads with: OTA_DOWNLOAD_CA_FILE, else the system's CAs."""
+    if settings.download_ca_file is None:
+        return None
+    return ssl.create_default_context(cafile=str(settings.download_ca_file))
+
+
 @dataclass(frozen=True)
 class FleetConfig:
     size: int
@@ -94,11 +101,7 @@ class FleetConfig:
             platform_password=settings.mqtt_platform_password,
             secret_of=seeded_secrets(DEFAULT_SEED),
             subscribe=False,
-            download_tls=(
-                ssl.create_default_context(cafile=str(settings.download_ca_file))
-                if settings.download_ca_file is not None
-                else None
-            ),
+            download_tls=download_tls_of(settings),
         )
         return FleetConfig(**{**base.__dict__, **overrides})
 

@@ -2,7 +2,8 @@
 
 The services read their settings from the environment; run side by side they must agree
 on a few things, which this module derives from one `StackPlan`:
-- the download base URL the workers put in commands points at the edge's port;
+- the download base URL the workers put in commands points at the edge's port, over HTTPS
+  with the local CA's edge certificate, which the simulated devices verify (`edge_tls`);
 - the edge's origin is the scheduler's package store (`<package dir>/sha256/<hex>`);
 - the gateway talks to the broker's platform listener (the common MQTT settings);
 - metrics ports do not clash (the scheduler serves /metrics on its API port);
@@ -20,6 +21,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# Where deploy/local/up keeps the local CA and the broker's and edge's certificates, unless
+# OTA_BROKER_TLS_DIR (in the env file `up` writes) says otherwise.
+LOCAL_TLS_DIR = Path(__file__).resolve().parent.parent / ".state" / "tls"
 DEMO_WRITE_KEY = "demo-write-key-0001"
 DEMO_READ_KEY = "demo-read-key-0001"
 
@@ -103,7 +107,6 @@ def stack_env(plan: StackPlan, base: Mapping[str, str] | None = None) -> dict[st
             "OTA_CREDENTIALS_REDIS_URL": credentials_url,
             "OTA_TOPIC_PREFIX": plan.topic_prefix,
             "OTA_PARTITIONS": str(plan.partitions),
-            "OTA_DOWNLOAD_BASE_URL": f"http://127.0.0.1:{p.edge}",
             "OTA_STATE_DIR": str(plan.state_dir),
             # scheduler
             "OTA_SCHEDULER_HOST": "127.0.0.1",
@@ -129,5 +132,25 @@ def stack_env(plan: StackPlan, base: Mapping[str, str] | None = None) -> dict[st
             "OTA_WORKER_METRICS_PORT": str(p.worker_metrics),
         }
     )
+    env.update(edge_tls({**env, **plan.extra}, p.edge))
     env.update(plan.extra)
     return env
+
+
+def edge_tls(env: Mapping[str, str], port: int) -> dict[str, str]:
+    """HTTPS for the edge: the edge certificate and the CA that `deploy/local/up` keeps in
+    OTA_BROKER_TLS_DIR, else `.state/tls` (deploy/local/make_certs.py), the download URL
+    `https://`, and the CA for the devices (OTA_DOWNLOAD_CA_FILE). Plain HTTP only with
+    OTA_DEMO_PLAIN_HTTP=1, or where the local stack made no edge certificate (a stack
+    started before it did)."""
+    folder = Path(env.get("OTA_BROKER_TLS_DIR", "").strip() or LOCAL_TLS_DIR)
+    cert, key, ca = (folder / name for name in ("edge.pem", "edge.key", "ca.pem"))
+    plain = env.get("OTA_DEMO_PLAIN_HTTP", "").strip() == "1"
+    if plain or not all(f.is_file() for f in (cert, key, ca)):
+        return {"OTA_DOWNLOAD_BASE_URL": f"http://127.0.0.1:{port}"}
+    return {
+        "OTA_DOWNLOAD_BASE_URL": f"https://127.0.0.1:{port}",
+        "OTA_EDGE_TLS_CERT": str(cert),
+        "OTA_EDGE_TLS_KEY": str(key),
+        "OTA_DOWNLOAD_CA_FILE": str(ca),
+    }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ota.client_security import KafkaSecurity, RedisSecurity
 from ota.dev_secrets import DevMode, SecretUse
@@ -96,6 +97,9 @@ class CommonSettings:
     download_base_url: str = "http://127.0.0.1:8443"
     log_level: str = "INFO"
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 where a scraper reaches the pod (Kubernetes)
+    # The CA that simulated devices verify https download URLs against (the system's CAs
+    # when unset); the services themselves never use it.
+    download_ca_file: Path | None = None
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     redis_security: RedisSecurity = field(default_factory=RedisSecurity)
     dev_mode: DevMode = DevMode.AUTO
@@ -144,6 +148,7 @@ class CommonSettings:
             download_base_url=env.text("DOWNLOAD_BASE_URL", "http://127.0.0.1:8443").rstrip("/"),
             log_level=log_level,
             metrics_host=env.text("METRICS_HOST", "127.0.0.1"),
+            download_ca_file=env.readable_file("DOWNLOAD_CA_FILE"),
             kafka_security=KafkaSecurity.from_env(env),
             redis_security=redis_security,
             dev_mode=DevMode.from_env(env),

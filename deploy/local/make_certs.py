@@ -5,8 +5,10 @@ Writes into --dir (default .state/tls), leaving files that are already there and
   server.pem, server.key the broker's certificate for localhost, 127.0.0.1 and ::1
   server.p12             the same key and chain as a PKCS12 keystore, for HiveMQ
   server.p12.pass        the keystore's password (random, mode 600)
-Private keys and the password are mode 600. A server certificate within 30 days of expiry,
-or not signed by the CA in the folder, is made again (the CA is kept).
+  edge.pem, edge.key     the download edge's HTTPS certificate for the same names (devices
+                         verify downloads with ca.pem too)
+Private keys and the password are mode 600. A server or edge certificate within 30 days of
+expiry, or not signed by the CA in the folder, is made again (the CA is kept).
 
 Usage: .venv/bin/python deploy/local/make_certs.py --dir .state/tls
 """
@@ -33,6 +35,7 @@ SERVER_DAYS = 825  # the longest that clients following the CA/Browser rules acc
 RENEW_BEFORE = dt.timedelta(days=30)
 SERVER_NAMES = ("localhost",)
 SERVER_IPS = ("127.0.0.1", "::1")
+SERVER_EXTRAS = ("server.p12", "server.p12.pass")  # the broker's keystore beside its PEM files
 
 
 def _write(path: Path, data: bytes, private: bool) -> None:
@@ -104,12 +107,12 @@ def _load_ca(folder: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey
     return (cert, key) if isinstance(key, ec.EllipticCurvePrivateKey) else None
 
 
-def _server_still_good(folder: Path, ca: x509.Certificate, now: dt.datetime) -> bool:
+def _leaf_still_good(
+    folder: Path, stem: str, others: tuple[str, ...], ca: x509.Certificate, now: dt.datetime
+) -> bool:
     try:
-        cert = x509.load_pem_x509_certificate((folder / "server.pem").read_bytes())
-        present = all(
-            (folder / name).is_file() for name in ("server.key", "server.p12", "server.p12.pass")
-        )
+        cert = x509.load_pem_x509_certificate((folder / f"{stem}.pem").read_bytes())
+        present = all((folder / name).is_file() for name in (f"{stem}.key", *others))
         ca_key = ca.public_key()
         assert isinstance(ca_key, ec.EllipticCurvePublicKey)
         ca_key.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(hashes.SHA256()))
@@ -118,9 +121,14 @@ def _server_still_good(folder: Path, ca: x509.Certificate, now: dt.datetime) -> 
     return present and cert.not_valid_after_utc - now > RENEW_BEFORE
 
 
-def _make_server(
-    folder: Path, ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, now: dt.datetime
-) -> None:
+def _make_leaf(
+    folder: Path,
+    stem: str,
+    ca: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    now: dt.datetime,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A TLS server certificate for localhost, 127.0.0.1 and ::1: `<stem>.pem`, `<stem>.key`."""
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = [x509.DNSName(n) for n in SERVER_NAMES]
     names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in SERVER_IPS]
@@ -140,6 +148,16 @@ def _make_server(
         )
         .sign(ca_key, hashes.SHA256())
     )
+    _write(folder / f"{stem}.key", _pem_key(key), private=True)
+    _write(folder / f"{stem}.pem", cert.public_bytes(serialization.Encoding.PEM), private=False)
+    return cert, key
+
+
+def _make_server(
+    folder: Path, ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, now: dt.datetime
+) -> None:
+    """The broker's certificate, also as a PKCS12 keystore with a random password."""
+    cert, key = _make_leaf(folder, "server", ca, ca_key, now)
     password = secrets.token_urlsafe(24)
     keystore = pkcs12.serialize_key_and_certificates(
         b"ota-broker",
@@ -148,8 +166,6 @@ def _make_server(
         [ca],
         serialization.BestAvailableEncryption(password.encode()),
     )
-    _write(folder / "server.key", _pem_key(key), private=True)
-    _write(folder / "server.pem", cert.public_bytes(serialization.Encoding.PEM), private=False)
     _write(folder / "server.p12.pass", password.encode(), private=True)
     _write(folder / "server.p12", keystore, private=True)
 
@@ -164,9 +180,12 @@ def ensure(folder: Path) -> list[str]:
         loaded = _make_ca(folder, now)
         made.append("CA")
     ca, ca_key = loaded
-    if made or not _server_still_good(folder, ca, now):
+    if made or not _leaf_still_good(folder, "server", SERVER_EXTRAS, ca, now):
         _make_server(folder, ca, ca_key, now)
         made.append("server certificate")
+    if "CA" in made or not _leaf_still_good(folder, "edge", (), ca, now):
+        _make_leaf(folder, "edge", ca, ca_key, now)
+        made.append("edge certificate")
     return made
 
 

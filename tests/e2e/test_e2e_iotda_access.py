@@ -24,10 +24,11 @@ import pytest
 from e2e_support import eventually, upload
 
 from devices.behaviour import Behaviour
-from devices.fleet import Fleet, FleetConfig, Mode, derived_secret, outcome_of
+from devices.fleet import Fleet, FleetConfig, Mode, derived_secret, download_tls_of, outcome_of
 from ops.demo_env import Ports, StackPlan
 from ota.clock import now_ms
 from ota.device_auth import credentials_for
+from ota.settings import CommonSettings
 from tests.stack_kit import running_stack
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "integration" / "broker"))
@@ -117,6 +118,7 @@ def fleet_config(access: Access, size: int, behaviour: Behaviour) -> FleetConfig
         secret_of=lambda device: derived_secret(SEED, device),
         subscribe=False,
         tls=broker.tls_context(),
+        download_tls=download_tls_of(CommonSettings.from_env(access.env)),
     )
 
 

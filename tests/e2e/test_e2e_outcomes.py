@@ -26,7 +26,9 @@ from devices.behaviour import Behaviour, FailStage, stage_of
 from ota.catalog import FailureCause, cause_for_result_code
 
 F = FailureCause
-PACKAGE_BYTES = 4 * 1024 * 1024  # big enough that a cut download cannot sit in socket buffers
+# Big enough that a cut download cannot sit in buffers: over HTTPS the device's TLS layer
+# and both kernels' socket buffers on loopback hold several MiB the edge counts as sent.
+PACKAGE_BYTES = 16 * 1024 * 1024
 RESULT_CODES = (1, 2, 4, 5, 6, 7, 8, 9, 10, 255)
 # Windows of seconds, yet several times what a loaded 2-core machine needs for a round
 # trip (with 3 s a busy machine timed every version query out).
