@@ -18,7 +18,6 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from devices.behaviour import WELL_BEHAVED, Behaviour, FailStage, stage_of
 from devices.download import Download, DownloadError, Interrupted, fetch
@@ -33,7 +32,9 @@ from ota.protocol import (
     encode_envelope,
     parse_downlink,
     up_topic,
+    uplink_event,
 )
+from ota.reports import ProgressReport, VersionReport
 
 log = logging.getLogger(__name__)
 
@@ -277,20 +278,11 @@ class DeviceAgent:
     async def _progress(
         self, command: Event, code: int, progress: int | None, version: str, description: str
     ) -> None:
-        paras: dict[str, Any] = {
-            "result_code": code,
-            "version": version,
-            "description": description,
-        }
-        if progress is not None:
-            paras["progress"] = progress
-        await self._send(
-            Event("upgrade_progress_report", paras, event_id=command.event_id, service_id="$ota")
-        )
+        report = ProgressReport(code, version, progress, description)
+        await self._send(uplink_event(report, command.event_id))
 
     def _version_event(self, event_id: str | None) -> Event:
-        paras = {"fw_version": self.fw_version, "sw_version": self.sw_version}
-        return Event("version_report", paras, event_id=event_id, service_id="$ota")
+        return uplink_event(VersionReport(self.fw_version, self.sw_version), event_id)
 
     async def _send(self, event: Event) -> None:
         payload = encode_envelope(self.device_id, (event,), now_ms())

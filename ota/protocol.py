@@ -2,7 +2,8 @@
 
 Pure functions only. Parsing is strict: each way a payload can be wrong raises one
 `ProtocolError` whose `reason` is a stable code (it becomes the dead-letter reason)
-and whose message says exactly what was wrong. The device id always comes from the
+and whose message says exactly what was wrong. The paras of the device's reports are
+read into typed values by `ota.reports`; this module reads the envelope around them. The device id always comes from the
 topic; `object_device_id` may only repeat it or name a known child device.
 """
 
@@ -19,11 +20,26 @@ from typing import Any
 
 import orjson
 
+# ota.fields and ota.reports hold the field readers and the report types; the names
+# other packages know from here are re-exported.
+from ota.fields import MAX_TEXT_CHARS as MAX_TEXT_CHARS
+from ota.fields import MAX_VERSION_CHARS as MAX_VERSION_CHARS
+from ota.fields import ProtocolError as ProtocolError
+from ota.fields import Reason as Reason
+from ota.fields import (
+    json_kind,
+    object_field,
+    optional_int,
+    optional_str,
+    required_int,
+    required_str,
+)
+from ota.reports import Report, decode_report
+from ota.reports import UplinkType as UplinkType
+
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_DEPTH = 8
 MAX_EVENTS = 16
-MAX_VERSION_CHARS = 128
-MAX_TEXT_CHARS = 2048
 _DEVICE_ID = re.compile(r"[A-Za-z0-9_\-.:@]{1,128}")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
@@ -39,39 +55,6 @@ TIME_SYNC_SERVICE = "$time_sync"
 IGNORED_UPLINK: frozenset[tuple[str, str]] = frozenset(
     {(LOG_SERVICE, "log_report"), (TIME_SYNC_SERVICE, "time_sync_request")}
 )
-
-
-class Reason(StrEnum):
-    """Why a payload was refused; stable codes used as dead-letter reasons and metric labels."""
-
-    PAYLOAD_TOO_LARGE = "payload_too_large"
-    INVALID_UTF8 = "invalid_utf8"
-    INVALID_JSON = "invalid_json"
-    NON_FINITE_NUMBER = "non_finite_number"
-    NUMBER_OUT_OF_RANGE = "number_out_of_range"
-    TOO_DEEP = "too_deep"
-    NOT_AN_OBJECT = "not_an_object"
-    BAD_TOPIC = "bad_topic"
-    BAD_DEVICE_ID = "bad_device_id"
-    DEVICE_MISMATCH = "device_mismatch"
-    MISSING_FIELD = "missing_field"
-    WRONG_TYPE = "wrong_type"
-    BAD_VALUE = "bad_value"
-    UNKNOWN_EVENT = "unknown_event"
-    TOO_MANY_EVENTS = "too_many_events"
-
-
-class ProtocolError(ValueError):
-    def __init__(self, reason: Reason, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-class UplinkType(StrEnum):
-    VERSION_REPORT = "version_report"
-    UPGRADE_PROGRESS_REPORT = "upgrade_progress_report"
-    SDK_INFO_REPORT = "sdk_info_report"
 
 
 class DownlinkType(StrEnum):
@@ -169,7 +152,7 @@ def load_json_object(payload: bytes, max_bytes: int = MAX_PAYLOAD_BYTES) -> dict
         raise _explain_bad_json(payload, exc) from None
     if not isinstance(document, dict):
         raise ProtocolError(
-            Reason.NOT_AN_OBJECT, f"payload is a JSON {_kind(document)}, not an object"
+            Reason.NOT_AN_OBJECT, f"payload is a JSON {json_kind(document)}, not an object"
         )
     # Every level opens a bracket: with few brackets in the bytes, skip the walk.
     if payload.count(b"{") + payload.count(b"[") > MAX_DEPTH and _depth(document) > MAX_DEPTH:
@@ -215,23 +198,14 @@ def _depth(document: Any) -> int:
     return deepest
 
 
-def _kind(value: Any) -> str:
-    return {
-        dict: "object",
-        list: "array",
-        str: "string",
-        bool: "boolean",
-        int: "integer",
-        float: "number",
-    }.get(type(value), "null")
-
-
 def _services(document: Mapping[str, Any]) -> list[Any]:
     services = document.get("services")
     if services is None:
         raise ProtocolError(Reason.MISSING_FIELD, "services is required")
     if not isinstance(services, list):
-        raise ProtocolError(Reason.WRONG_TYPE, f"services must be an array, got {_kind(services)}")
+        raise ProtocolError(
+            Reason.WRONG_TYPE, f"services must be an array, got {json_kind(services)}"
+        )
     if not services:
         raise ProtocolError(Reason.MISSING_FIELD, "services must hold at least one event")
     if len(services) > MAX_EVENTS:
@@ -252,9 +226,11 @@ def parse_uplink(topic: str, payload: bytes, *, known_children: Container[str] =
     for index, raw in enumerate(_services(document)):
         where = f"services[{index}]"
         if not isinstance(raw, dict):
-            raise ProtocolError(Reason.WRONG_TYPE, f"{where} must be an object, got {_kind(raw)}")
-        event_type = _required_str(raw, "event_type", where)
-        service_id = _required_str(raw, "service_id", where)
+            raise ProtocolError(
+                Reason.WRONG_TYPE, f"{where} must be an object, got {json_kind(raw)}"
+            )
+        event_type = required_str(raw, "event_type", where)
+        service_id = required_str(raw, "service_id", where)
         if (service_id, event_type) in IGNORED_UPLINK:
             ignored.append((service_id, event_type))
             continue
@@ -270,12 +246,12 @@ def parse_uplink(topic: str, payload: bytes, *, known_children: Container[str] =
                 Reason.UNKNOWN_EVENT,
                 f"{where}: {event_type} belongs to service {_UPLINK_SERVICE[kind]}, not {service_id[:100]!r}",
             )
-        paras = _object(raw, "paras", where)
+        report = decode_report(kind, object_field(raw, "paras", where), f"{where}.paras")
         events.append(
             Event(
                 event_type=kind.value,
-                paras=_UPLINK_PARAS[kind](paras, f"{where}.paras"),
-                event_id=_optional_str(raw, "event_id", where, MAX_VERSION_CHARS),
+                paras=report.paras(),
+                event_id=optional_str(raw, "event_id", where, MAX_VERSION_CHARS),
                 event_time_ms=parse_event_time(raw.get("event_time")),
                 service_id=service_id,
             )
@@ -291,7 +267,7 @@ def _resolve_object_device(
         return topic_device
     if not isinstance(claimed, str):
         raise ProtocolError(
-            Reason.WRONG_TYPE, f"object_device_id must be a string, got {_kind(claimed)}"
+            Reason.WRONG_TYPE, f"object_device_id must be a string, got {json_kind(claimed)}"
         )
     if claimed in known_children:
         return check_device_id(claimed)
@@ -299,103 +275,6 @@ def _resolve_object_device(
         Reason.DEVICE_MISMATCH,
         f"object_device_id {claimed[:200]!r} is neither the topic's device {topic_device!r} nor a known child",
     )
-
-
-def _object(raw: Mapping[str, Any], name: str, where: str) -> Mapping[str, Any]:
-    value = raw.get(name, {})
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ProtocolError(
-            Reason.WRONG_TYPE, f"{where}.{name} must be an object, got {_kind(value)}"
-        )
-    return value
-
-
-def _required_str(
-    raw: Mapping[str, Any], name: str, where: str, limit: int = MAX_VERSION_CHARS
-) -> str:
-    if name not in raw:
-        raise ProtocolError(Reason.MISSING_FIELD, f"{where}.{name} is required")
-    value = _optional_str(raw, name, where, limit)
-    assert value is not None
-    return value
-
-
-def _optional_str(
-    raw: Mapping[str, Any], name: str, where: str, limit: int = MAX_VERSION_CHARS
-) -> str | None:
-    value = raw.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ProtocolError(
-            Reason.WRONG_TYPE, f"{where}.{name} must be a string, got {_kind(value)}"
-        )
-    if len(value) > limit:
-        raise ProtocolError(
-            Reason.BAD_VALUE, f"{where}.{name} is {len(value)} chars, the limit is {limit}"
-        )
-    return value
-
-
-def _required_int(raw: Mapping[str, Any], name: str, where: str, low: int, high: int) -> int:
-    if name not in raw or raw[name] is None:
-        raise ProtocolError(Reason.MISSING_FIELD, f"{where}.{name} is required")
-    value = _optional_int(raw, name, where, low, high)
-    assert value is not None
-    return value
-
-
-def _optional_int(raw: Mapping[str, Any], name: str, where: str, low: int, high: int) -> int | None:
-    value = raw.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ProtocolError(
-            Reason.WRONG_TYPE, f"{where}.{name} must be an integer, got {_kind(value)}"
-        )
-    if not low <= value <= high:
-        raise ProtocolError(Reason.BAD_VALUE, f"{where}.{name}={value} is outside {low}..{high}")
-    return value
-
-
-def _strings(paras: Mapping[str, Any], where: str, names: tuple[str, ...]) -> dict[str, Any]:
-    out = {}
-    for name in names:
-        value = _optional_str(paras, name, where)
-        if value is not None:
-            out[name] = value
-    return out
-
-
-def _version_report(paras: Mapping[str, Any], where: str) -> dict[str, Any]:
-    return _strings(paras, where, ("fw_version", "sw_version"))
-
-
-def _sdk_info_report(paras: Mapping[str, Any], where: str) -> dict[str, Any]:
-    return _strings(paras, where, ("device_sdk_version", "sw_version", "fw_version"))
-
-
-def _progress_report(paras: Mapping[str, Any], where: str) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "result_code": _required_int(paras, "result_code", where, 0, 2**31 - 1),
-        "version": _required_str(paras, "version", where),
-    }
-    progress = _optional_int(paras, "progress", where, 0, 100)
-    if progress is not None:
-        out["progress"] = progress
-    description = _optional_str(paras, "description", where, MAX_TEXT_CHARS)
-    if description is not None:
-        out["description"] = description
-    return out
-
-
-_UPLINK_PARAS = {
-    UplinkType.VERSION_REPORT: _version_report,
-    UplinkType.UPGRADE_PROGRESS_REPORT: _progress_report,
-    UplinkType.SDK_INFO_REPORT: _sdk_info_report,
-}
 
 
 def parse_event_time(value: Any) -> int | None:
@@ -448,37 +327,37 @@ def format_event_time(epoch_ms: int) -> str:
 
 def _upgrade_paras(paras: Mapping[str, Any], where: str) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "version": _required_str(paras, "version", where),
-        "url": _required_str(paras, "url", where, MAX_TEXT_CHARS),
-        "file_size": _required_int(paras, "file_size", where, 0, 2**53),
-        "file_name": _required_str(paras, "file_name", where, 255),
-        "sign": _required_str(paras, "sign", where),
+        "version": required_str(paras, "version", where),
+        "url": required_str(paras, "url", where, MAX_TEXT_CHARS),
+        "file_size": required_int(paras, "file_size", where, 0, 2**53),
+        "file_name": required_str(paras, "file_name", where, 255),
+        "sign": required_str(paras, "sign", where),
     }
     if not _SHA256_HEX.fullmatch(out["sign"]):
         raise ProtocolError(Reason.BAD_VALUE, f"{where}.sign must be 64 lowercase hex digits")
     for name in ("access_token", "custom_info", "task_id"):
-        text = _optional_str(paras, name, where, MAX_TEXT_CHARS)
+        text = optional_str(paras, name, where, MAX_TEXT_CHARS)
         if text is not None:
             out[name] = text
     for name in ("expires", "sub_device_count"):
-        number = _optional_int(paras, name, where, 0, 2**31 - 1)
+        number = optional_int(paras, name, where, 0, 2**31 - 1)
         if number is not None:
             out[name] = number
     if "task_ext_info" in paras:
-        out["task_ext_info"] = _object(paras, "task_ext_info", where)
+        out["task_ext_info"] = object_field(paras, "task_ext_info", where)
     return out
 
 
 def _version_query_paras(paras: Mapping[str, Any], where: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    task_id = _optional_str(paras, "task_id", where)
+    task_id = optional_str(paras, "task_id", where)
     if task_id is not None:
         out["task_id"] = task_id
-    count = _optional_int(paras, "sub_device_count", where, 0, 2**31 - 1)
+    count = optional_int(paras, "sub_device_count", where, 0, 2**31 - 1)
     if count is not None:
         out["sub_device_count"] = count
     if "task_ext_info" in paras:
-        out["task_ext_info"] = _object(paras, "task_ext_info", where)
+        out["task_ext_info"] = object_field(paras, "task_ext_info", where)
     return out
 
 
@@ -490,8 +369,10 @@ def parse_downlink(device_id: str, payload: bytes) -> Message:
     for index, raw in enumerate(_services(document)):
         where = f"services[{index}]"
         if not isinstance(raw, dict):
-            raise ProtocolError(Reason.WRONG_TYPE, f"{where} must be an object, got {_kind(raw)}")
-        event_type = _required_str(raw, "event_type", where)
+            raise ProtocolError(
+                Reason.WRONG_TYPE, f"{where} must be an object, got {json_kind(raw)}"
+            )
+        event_type = required_str(raw, "event_type", where)
         try:
             kind = DownlinkType(event_type)
         except ValueError:
@@ -499,17 +380,23 @@ def parse_downlink(device_id: str, payload: bytes) -> Message:
                 Reason.UNKNOWN_EVENT,
                 f"{where}.event_type {event_type[:100]!r} is not a platform command",
             ) from None
-        paras = _object(raw, "paras", where)
+        paras = object_field(raw, "paras", where)
         parse = _upgrade_paras if kind.is_upgrade else _version_query_paras
         events.append(
             Event(
                 event_type=kind.value,
                 paras=parse(paras, f"{where}.paras"),
-                event_id=_optional_str(raw, "event_id", where),
+                event_id=optional_str(raw, "event_id", where),
                 event_time_ms=parse_event_time(raw.get("event_time")),
             )
         )
     return Message(device_id, tuple(events))
+
+
+def uplink_event(report: Report, event_id: str | None = None) -> Event:
+    """The event a device sends to carry `report` (the reference agent uses this)."""
+    kind = report.event_type
+    return Event(kind.value, report.paras(), event_id=event_id, service_id=_UPLINK_SERVICE[kind])
 
 
 def encode_envelope(device_id: str, events: tuple[Event, ...] | list[Event], now_ms: int) -> bytes:

@@ -19,7 +19,9 @@ import orjson
 import redis.asyncio
 
 from ota.catalog import FailureCause
+from ota.fields import ProtocolError
 from ota.records import DeviceEventRecord, JobEventRecord, PresenceRecord, TaskType
+from ota.reports import ProgressReport, decode_report
 from ota.settings import Topics
 from scheduler import keys
 from scheduler.bus import Out, Producer
@@ -386,15 +388,18 @@ class Registry:
 
 
 def observation(record: DeviceEventRecord | PresenceRecord) -> tuple[str, str, str, str]:
-    """(fw, sw, online, progress version) a record tells the registry, '' for nothing."""
+    """(fw, sw, online, progress version) a record tells the registry, '' for nothing.
+    A device event tells what its report says (`ota.reports`, as the workers read it);
+    one that is no valid report tells nothing."""
     if isinstance(record, PresenceRecord):
         return "", "", "1" if record.online else "0", ""
-    paras = record.paras
-    if record.event_type in ("version_report", "sdk_info_report"):
-        return _text(paras.get("fw_version")), _text(paras.get("sw_version")), "", ""
-    if record.event_type == "upgrade_progress_report":
-        return "", "", "", _text(paras.get("version"))
-    return "", "", "", ""
+    try:
+        report = decode_report(record.event_type, record.paras)
+    except ProtocolError:
+        return "", "", "", ""
+    if isinstance(report, ProgressReport):
+        return "", "", "", report.version
+    return report.fw_version or "", report.sw_version or "", "", ""
 
 
 # States that close a try: its result is the entry that before-result facts go below.
@@ -433,10 +438,6 @@ def timeline_entry(event: JobEventRecord) -> bytes:
 
 def _strs(members: Any) -> set[str]:
     return {m.decode() for m in members}
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
 
 
 def _cause_message(cause: int | None) -> str | None:

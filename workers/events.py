@@ -1,18 +1,17 @@
 """The state machine's inputs: inbox records, checked and reduced to what the machine uses.
 
-`event_from_record` is pure. A device event whose paras the machine cannot use raises
-`InvalidEventError` with a stable `reason` (the dead-letter reason); nothing else is raised.
+`event_from_record` is pure. A device event's paras are read by `ota.reports`, the one
+reading of them; one whose paras the machine cannot use raises `InvalidEventError` with a
+stable `reason` (the dead-letter reason); nothing else is raised.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
 
-from ota.protocol import MAX_VERSION_CHARS
+from ota.fields import MAX_VERSION_CHARS, ProtocolError, Reason
 from ota.records import (
     DeviceEventRecord,
     DownloadPhase,
@@ -24,6 +23,7 @@ from ota.records import (
     PresenceRecord,
     TimeoutRecord,
 )
+from ota.reports import ProgressReport, VersionReport, decode_report
 
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -104,42 +104,38 @@ def event_from_record(record: InboxRecord) -> Event:
 
 
 def _device_event(record: DeviceEventRecord) -> Event:
-    paras = record.paras
-    if record.event_type in ("version_report", "sdk_info_report"):
-        kind = Kind.VERSION if record.event_type == "version_report" else Kind.SDK_INFO
-        return Event(
-            kind,
-            fw_version=_text(paras, "fw_version", required=False),
-            sw_version=_text(paras, "sw_version", required=False),
-        )
-    if record.event_type == "upgrade_progress_report":
-        code = paras.get("result_code")
-        if not isinstance(code, int) or isinstance(code, bool) or code < 0:
-            raise InvalidEventError("bad_value", "paras.result_code must be a non-negative integer")
-        progress = paras.get("progress")
-        if progress is not None and (
-            not isinstance(progress, int) or isinstance(progress, bool) or not 0 <= progress <= 100
-        ):
-            raise InvalidEventError("bad_value", "paras.progress must be an integer 0..100")
+    try:
+        report = decode_report(record.event_type, record.paras)
+    except ProtocolError as exc:
+        raise InvalidEventError(
+            _INBOX_REASON.get(exc.reason, exc.reason.value), exc.message
+        ) from None
+    if isinstance(report, ProgressReport):
         return Event(
             Kind.PROGRESS,
-            result_code=code,
-            progress=progress,
-            version=_text(paras, "version", required=True) or "",
+            result_code=report.result_code,
+            progress=report.progress,
+            version=_version(report.version, "version"),
             device_event_id=record.device_event_id,
         )
-    raise InvalidEventError(
-        "unknown_event", f"device event {record.event_type[:64]!r} is not an OTA report"
+    return Event(
+        Kind.VERSION if isinstance(report, VersionReport) else Kind.SDK_INFO,
+        fw_version=_optional_version(report.fw_version, "fw_version"),
+        sw_version=_optional_version(report.sw_version, "sw_version"),
     )
 
 
-def _text(paras: Mapping[str, Any], name: str, *, required: bool) -> str | None:
-    value = paras.get(name)
-    if value is None:
-        if required:
-            raise InvalidEventError("missing_field", f"paras.{name} is required")
-        return None
-    if not isinstance(value, str) or not value or len(value) > MAX_VERSION_CHARS:
+# The inbox's dead letters name a field of the wrong type as a bad value, as they always have.
+_INBOX_REASON = {Reason.WRONG_TYPE: "bad_value"}
+
+
+def _optional_version(value: str | None, name: str) -> str | None:
+    return None if value is None else _version(value, name)
+
+
+def _version(value: str, name: str) -> str:
+    # The protocol lets a device send an empty version; the machine cannot compare one.
+    if not value:
         raise InvalidEventError(
             "bad_value", f"paras.{name} must be a string of 1..{MAX_VERSION_CHARS} characters"
         )

@@ -99,11 +99,18 @@ def test_by_task_splits_the_batch_keeping_each_tasks_log_order(tasks: list[str])
 def test_observation_reads_what_the_registry_keeps() -> None:
     assert observation(PresenceRecord(device_id="d", online=False)) == ("", "", "0", "")
     version = DeviceEventRecord(
-        device_id="d", event_type="version_report", paras={"fw_version": "2", "sw_version": 3}
+        device_id="d", event_type="version_report", paras={"fw_version": "2"}
     )
     assert observation(version) == ("2", "", "", "")
+    # A report the workers refuse (sw_version is no string) tells the registry nothing either.
+    bad = DeviceEventRecord(
+        device_id="d", event_type="version_report", paras={"fw_version": "2", "sw_version": 3}
+    )
+    assert observation(bad) == ("", "", "", "")
     progress = DeviceEventRecord(
-        device_id="d", event_type="upgrade_progress_report", paras={"version": "2.1"}
+        device_id="d",
+        event_type="upgrade_progress_report",
+        paras={"result_code": 0, "version": "2.1"},
     )
     assert observation(progress) == ("", "", "", "2.1")
     other = DeviceEventRecord(device_id="d", event_type="heartbeat", paras={"fw_version": "9"})
