@@ -326,6 +326,16 @@ def endpoints() -> list[Endpoint]:
             responses={200: "OK", 404: "unknown webhook"},
         ),
         e(
+            "POST",
+            "/v1/webhooks/{webhook_id}/test",
+            h.test_webhook,
+            "Send one signed test event now (no retry), logged as a delivery of kind test",
+            "webhooks",
+            W,
+            (HOOK,),
+            responses={200: "the attempt: status_code or error, ok", 404: "unknown webhook"},
+        ),
+        e(
             "GET",
             "/v1/webhooks/{webhook_id}/deliveries",
             h.webhook_deliveries,

@@ -24,6 +24,7 @@ from scheduler.packages import parse_meta
 from scheduler.services import Services
 from scheduler.signing import decode_signature
 from scheduler.targets import MAX_IDS, check_ids
+from scheduler.webhook_probe import send_test
 from scheduler.webhooks import public as public_webhook
 
 MAX_JSON_BYTES = 8 * 1024 * 1024
@@ -303,6 +304,13 @@ async def retire_webhook_secret(request: Request) -> Response:
 async def delete_webhook(request: Request) -> Response:
     await svc(request).webhooks.delete(request.path_params["webhook_id"])
     return Response(status_code=204)
+
+
+async def test_webhook(request: Request) -> Response:
+    services = svc(request)
+    hid = request.path_params["webhook_id"]
+    timeout_s = services.settings.webhook_timeout_s
+    return JSON(await send_test(services.redis, services.webhooks, hid, timeout_s))
 
 
 async def webhook_deliveries(request: Request) -> Response:

@@ -58,6 +58,7 @@ def build(services: Services, settings: ConsoleSettings | None = None) -> Starle
         Route("/webhooks", pages_webhooks.webhooks, methods=get),
         Route("/webhooks/add", pages_webhooks.add, methods=post),
         Route("/webhooks/{webhook_id}/delete", pages_webhooks.delete, methods=post),
+        Route("/webhooks/{webhook_id}/test", pages_webhooks.test, methods=post),
         Route("/webhooks/{webhook_id}", pages_webhooks.deliveries, methods=get),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

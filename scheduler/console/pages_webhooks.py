@@ -1,4 +1,4 @@
-"""Webhooks: list, add, delete, and each one's delivery log."""
+"""Webhooks: list, add, delete, send a test event, and each one's delivery log."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from scheduler.console.web import Ctx, action, page, see
 from scheduler.errors import SchedulerError
+from scheduler.webhook_probe import send_test
 from scheduler.webhooks import EVENT_KINDS, public
 
 LOG_SHOWN = 200
@@ -57,9 +58,24 @@ async def delete(request: Request, ctx: Ctx) -> Response:
     return see("/webhooks", done="deleted")
 
 
+@action
+async def test(request: Request, ctx: Ctx) -> Response:
+    """One signed test event to the endpoint now; its outcome tops the delivery log."""
+    hid = request.path_params["webhook_id"]
+    services = ctx.services
+    await send_test(services.redis, services.webhooks, hid, services.settings.webhook_timeout_s)
+    return see(f"/webhooks/{hid}", done="test")
+
+
 @page
 async def deliveries(request: Request, ctx: Ctx) -> Response:
     hid = request.path_params["webhook_id"]
     items = await ctx.services.webhooks.deliveries(hid, LOG_SHOWN)
     hook = next((public(h) for h in await ctx.services.webhooks.all() if h["id"] == hid), None)
-    return ctx.render(request, "deliveries.html", hook=hook, items=items)
+    return ctx.render(
+        request,
+        "deliveries.html",
+        hook=hook,
+        items=items,
+        done=request.query_params.get("done", ""),
+    )

@@ -79,6 +79,15 @@ class Browser:
         )
         return waiter.until(condition, what)
 
+    def click(self, css: str, timeout_s: float = 30) -> None:
+        """Click `css`, looking it up again if a live update replaced it meanwhile."""
+
+        def clicked(d: WebDriver) -> bool:
+            d.find_element(By.CSS_SELECTOR, css).click()
+            return True
+
+        self.wait(clicked, f"a click on {css}", timeout_s)
+
     def wait_text(self, css: str, needle: str, timeout_s: float = 30) -> None:
         def seen(d: WebDriver) -> bool:
             return any(needle in e.text for e in d.find_elements(By.CSS_SELECTOR, css))

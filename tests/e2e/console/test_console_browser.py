@@ -1,22 +1,30 @@
 """The console in a real browser (headless Chromium) against the real stack: log in with
 a read key and a write key, upload a package, create a task with a canary wave for
 simulated devices and watch it finish live, pause, resume and cancel a second task, read
-a failed device's cause, and check that a read key cannot act and that a form without
-the CSRF token is refused. Every page is saved as a screenshot in test-artefacts/console.
+a failed device's cause, send a webhook a signed test event and read it in the delivery
+log, count dead letters per reason on the overview, and check that a read key cannot act
+and that a form without the CSRF token is refused. Every page is saved as a screenshot in test-artefacts/console.
 
 The tests run in order and build on each other (one fleet, one package).
 """
 
 from __future__ import annotations
 
+import json
+import threading
+import time
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
 from console_kit import Browser, FleetThread
+from kafka import KafkaProducer
+from selenium.common.exceptions import TimeoutException
+from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from devices.behaviour import Behaviour
@@ -25,6 +33,7 @@ from ops.demo_env import StackPlan, stack_env
 from ops.fleet_group import registrar
 from ota.catalog import cause_for_result_code
 from ota.settings import CommonSettings
+from scheduler import webhook_signing
 
 FAIL_CODE = 5  # the device refuses before downloading
 FINISHED = ("Success", "Fail", "PartialSuccess", "Stopped")
@@ -148,6 +157,72 @@ def test_a_form_without_the_csrf_token_is_refused(
     assert "No webhooks." in browser.text("#webhooks")
 
 
+class _Receiver(BaseHTTPRequestHandler):
+    """A webhook endpoint: keeps what it was sent and answers 202."""
+
+    received: ClassVar[list[tuple[dict[str, str], bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        self.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+        self.send_response(202)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *_args: Any) -> None:  # quiet
+        pass
+
+
+@pytest.fixture
+def receiver() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    _Receiver.received = []
+    thread = threading.Thread(target=server.serve_forever, name="webhook-receiver", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+def test_a_webhook_test_delivery_is_signed_and_logged(
+    browser: Browser, console_stack: StackPlan, receiver: str
+) -> None:
+    secret = "test-delivery-secret-0123"
+    browser.login(console_stack.write_key)
+    browser.open("/console/webhooks")
+    browser.find("#url").send_keys(receiver)
+    browser.find("#secret").send_keys(secret)
+    browser.find("section[aria-labelledby=add-h] button[type=submit]").click()
+    browser.wait_text("#webhooks", receiver)
+    browser.find("#webhooks tbody a").click()
+    browser.wait_text("h1", receiver)
+    browser.find("#send-test").click()
+    browser.wait_text("#done", "Test event sent")
+    first = browser.text("#deliveries tbody tr:first-child")
+    assert "test" in first
+    assert "HTTP 202" in first
+    browser.shot("04b-webhook-test-delivery")
+    assert len(_Receiver.received) == 1
+    headers, body = _Receiver.received[0]
+    event = json.loads(body)
+    assert event["kind"] == "test"
+    assert event["id"] in first
+    # Signed as every delivery is: the receiver's check passes with the webhook's secret.
+    webhook_signing.verify([secret], headers, body, int(time.time()))
+    hook_id = browser.driver.current_url.split("/console/webhooks/")[1].split("?")[0]
+    logged = httpx.get(
+        f"{console_stack.api_url}/v1/webhooks/{hook_id}/deliveries",
+        headers={"Authorization": f"Bearer {console_stack.read_key}"},
+    ).json()["items"]
+    assert [(d["kind"], d["status_code"], d["ok"]) for d in logged] == [("test", 202, True)]
+    browser.open("/console/webhooks")
+    browser.find(f'form[action="/console/webhooks/{hook_id}/delete"] button').click()
+    browser.wait_text("#webhooks", "No webhooks.")
+
+
 def _status(driver: WebDriver) -> str:
     """The live region's task status, read in one script call (SSE swaps replace it)."""
     status = driver.execute_script(  # type: ignore[no-untyped-call]
@@ -211,17 +286,17 @@ def test_pause_resume_and_cancel_a_rollout(
     browser.find("#rate_per_min").send_keys("6")
     browser.find("#create").click()
     browser.wait(lambda d: _status(d) == "Processing", "the task to process")
-    browser.find("#act-pause").click()
+    browser.click("#act-pause")
     browser.wait_text("h1", "Pause task")
     browser.shot("08-confirm-pause")
     browser.find("#confirm").click()
     browser.wait(lambda d: _status(d) == "Paused", "the task to pause")
     assert "Paused: no more devices are released" in browser.text("#done")
-    browser.find("#act-resume").click()
+    browser.click("#act-resume")
     browser.find("#confirm").click()
     browser.wait(lambda d: _status(d) == "Processing", "the task to resume")
     # Stopping a bad rollout: two clicks.
-    browser.find("#act-cancel").click()
+    browser.click("#act-cancel")
     outlook = browser.text("#cancel-outlook")
     assert "never start" in outlook
     assert "left to finish" in outlook
@@ -232,12 +307,48 @@ def test_pause_resume_and_cancel_a_rollout(
     browser.shot("10-task-stopped")
 
 
+def _reload_until(browser: Browser, css: str, needle: str, timeout_s: float = 60) -> None:
+    """The overview is not live: reload it until `needle` shows in `css`."""
+
+    shown: list[str] = []
+
+    def seen(d: WebDriver) -> bool:
+        d.refresh()
+        shown[:] = [e.text for e in d.find_elements(By.CSS_SELECTOR, css)]
+        return any(needle in text for text in shown)
+
+    try:
+        browser.wait(seen, f"{needle!r} in {css} after a reload", timeout_s)
+    except TimeoutException:
+        browser.shot(f"failed-{css.strip('#')}")
+        raise AssertionError(f"{needle!r} never showed in {css}; it showed {shown}") from None
+
+
 def test_overview_devices_and_narrow_screen(
-    browser: Browser, console_stack: StackPlan, fleet: dict[str, list[str]]
+    browser: Browser, console_stack: StackPlan, kafka_bootstrap: str, fleet: dict[str, list[str]]
 ) -> None:
+    # A record no service can read, in the inbox: the workers and the scheduler each
+    # refuse it to the dead-letter topic, and the overview counts both by reason.
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+    try:
+        inbox = console_stack.topic_prefix + "ota.inbox"
+        producer.send(inbox, key=b"not-a-device-record", value=b"{not json").get(30)
+    finally:
+        producer.close(timeout=10)
     browser.login(console_stack.read_key)
     browser.open("/console/")
-    browser.wait_text("#devices-total", "12")
+    _reload_until(browser, "#dead-worker-invalid_json", "invalid_json")
+    _reload_until(browser, "#dead-scheduler-invalid_json", "invalid_json")
+    assert browser.text("#dead-worker-invalid_json td:last-child") == "1"
+    assert browser.text("#dead-scheduler-invalid_json td:last-child") == "1"
+
+    # The fleet's 12 devices, at least: the device broker is shared, so a test stack running
+    # beside this one may have its devices counted here too.
+    def fleet_counted(d: WebDriver) -> bool:
+        d.refresh()
+        return int(d.find_element(By.CSS_SELECTOR, "#devices-total").text.replace(",", "")) >= 12
+
+    browser.wait(fleet_counted, "the fleet's 12 devices on the overview")
     chart = browser.text("section[aria-labelledby=fw-h]")
     assert "1.0" in chart  # the census may be up to 10 s old: the fleet started on 1.0
     browser.shot("11-overview")
