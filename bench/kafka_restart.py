@@ -28,11 +28,17 @@ import os
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO)]
+# A third-party wheel installs a `tests` package into site-packages; the repository's
+# tests (the fault run's driver lives there) must win.
+_tests = types.ModuleType("tests")
+_tests.__path__ = [str(REPO / "tests")]
+sys.modules["tests"] = _tests
 
 from ops.demo_env import redis_url_with_db  # noqa: E402
 from tests.faults.kafka.kafka_node import KafkaNode  # noqa: E402
@@ -98,12 +104,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "rate_before_kill": round(outcome.rate_before_kill(), 1),
         "faults.kafka_restart_resume_s": None if resume is None else round(resume, 1),
         "faults.kafka_restart_timeouts": len(outcome.held_up),
+        "killed_at_s": round(outcome.killed_at - first, 1),
+        "answered_at_s": round(outcome.answered_at - first, 1),
         "wall_s": round(wall, 1),
         "devices_per_s": round(outcome.succeeded / wall, 1) if wall > 0 else 0.0,
         "transitions": outcome.transitions,
         "held_up": dict(list(outcome.held_up.items())[:20]),
+        "progress": _every_second(outcome.samples, first),
         "redis_url": redis_url_with_db(base_redis, REDIS_DB),
     }
+
+
+def _every_second(samples: list[tuple[float, int]], first: float) -> list[tuple[float, int]]:
+    """(seconds since the task was created, devices finished), one sample a second."""
+    kept: list[tuple[float, int]] = []
+    for t, n in samples:
+        if not kept or t - first >= kept[-1][0] + 1.0:
+            kept.append((round(t - first, 1), n))
+    return kept
 
 
 def main(argv: list[str] | None = None) -> int:

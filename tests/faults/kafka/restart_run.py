@@ -65,17 +65,21 @@ class RestartRun:
         return (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
 
     def resume_s(self, window_s: float = 2.0, share: float = 0.5) -> float | None:
-        """From Kafka answering again to the first moment progress runs, over the next
-        `window_s`, at `share` of its rate before the kill (or the task has finished)."""
+        """From Kafka answering again to the first moment by which progress, over the
+        `window_s` before it, ran at `share` of its rate before the kill (or the task
+        had finished)."""
         rate = self.rate_before_kill()
-        after = [(t, n) for t, n in self.samples if t >= self.answered_at]
         total = int(self.task.get("progress", {}).get("total") or 0)
-        for i, (t, n) in enumerate(after):
+        for t, n in self.samples:
+            if t < self.answered_at:
+                continue
             if total and n >= total:
                 return t - self.answered_at
-            later = [(t2, n2) for t2, n2 in after[i + 1 :] if t2 - t >= window_s]
-            if later and (later[0][1] - n) / (later[0][0] - t) >= share * rate > 0:
-                return t - self.answered_at
+            earlier = [(t0, n0) for t0, n0 in self.samples if t0 <= t - window_s]
+            if earlier and rate > 0:
+                t0, n0 = earlier[-1]
+                if (n - n0) / (t - t0) >= share * rate:
+                    return t - self.answered_at
         return None
 
 
