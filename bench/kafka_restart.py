@@ -95,6 +95,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     done = [t for t, n in outcome.samples if n >= args.size]
     wall = (done[0] if done else outcome.samples[-1][0]) - first
     resume = outcome.resume_s()
+    at_kill = max((n for t, n in outcome.samples if t <= outcome.killed_at), default=0)
+    if not outcome.killed_at or at_kill >= args.size:
+        raise SystemExit("the rollout finished before the kill: use a larger --size")
     return {
         "size": args.size,
         "outage_s": args.outage_s,
@@ -104,6 +107,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "rate_before_kill": round(outcome.rate_before_kill(), 1),
         "faults.kafka_restart_resume_s": None if resume is None else round(resume, 1),
         "faults.kafka_restart_timeouts": len(outcome.held_up),
+        "finished_at_kill": at_kill,
         "killed_at_s": round(outcome.killed_at - first, 1),
         "answered_at_s": round(outcome.answered_at - first, 1),
         "wall_s": round(wall, 1),
