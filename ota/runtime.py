@@ -12,10 +12,11 @@ port, its bound on stopping and its `main(settings, runtime)` coroutine) and its
    `runtime.stop` and main drains (stop intake, finish what is in flight, commit,
    close); a signal while stopping exits at once with 130;
 5. supervises the background tasks main starts with `runtime.spawn` (coroutines) or
-   `runtime.spawn_thread` (blocking loops), or hands over with `runtime.watch`: a task that raises is logged with its
-   traceback and stops the service (exit 1), and so does one that ends while the
-   service is not stopping. If the service then does not stop within its bound, the
-   process exits 1 anyway: a broken service never stays up half alive.
+   `runtime.spawn_thread` (blocking loops), or hands over with `runtime.watch`: a task
+   that raises is logged with its traceback and stops the service (exit 1), and so does
+   one that ends while the service is not stopping. If the service then does not stop
+   within twice its bound (main's drain, then the tasks'), the process exits 1 anyway:
+   a broken service never stays up half alive.
 
 Exit codes, the same for every service: 0 stopped on request, 1 failed (main or a
 background task raised, logged with the traceback), 2 bad settings, 130 forced by a
@@ -33,6 +34,7 @@ import os
 import re
 import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -64,6 +66,7 @@ class Runtime:
     def __init__(self, stop: asyncio.Event | None = None) -> None:
         self.stop = stop if stop is not None else asyncio.Event()
         self.failure: BaseException | None = None
+        self.failed = asyncio.Event()  # set with the first failure
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
@@ -78,9 +81,36 @@ class Runtime:
         return task
 
     def spawn_thread(self, fn: Callable[[], object], name: str) -> asyncio.Task[Any]:
-        """Run the blocking `fn` on a thread, supervised like `spawn`; make it return on
-        stop with `on_stop` (a thread cannot be cancelled)."""
-        return self.spawn(asyncio.to_thread(fn), name)
+        """Run the blocking `fn` on a daemon thread of its own, supervised like `spawn`;
+        make it return on stop with `on_stop` (a thread cannot be cancelled; one stuck
+        past the bound does not keep the process from exiting)."""
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[object] = loop.create_future()
+
+        def settle(result: object, error: BaseException | None) -> None:
+            if outcome.done():  # the waiting task was cancelled
+                return
+            if error is None:
+                outcome.set_result(result)
+            else:
+                outcome.set_exception(error)
+
+        def target() -> None:
+            result: object = None
+            error: BaseException | None = None
+            try:
+                result = fn()
+            except BaseException as exc:  # handed to the loop, which decides
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(settle, result, error)
+
+        threading.Thread(target=target, name=name, daemon=True).start()
+
+        async def wait() -> object:
+            return await outcome
+
+        return self.spawn(wait(), name)
 
     def on_stop(self, callback: Callable[[], object]) -> None:
         """Call `callback` (on the loop) once `stop` is set, for loops that do not await it."""
@@ -98,6 +128,7 @@ class Runtime:
         log.error("failure; stopping the service", exc_info=error, extra={"what": what})
         if self.failure is None:
             self.failure = error
+        self.failed.set()
         self.stop.set()
 
     def _finished(self, task: asyncio.Task[Any]) -> None:
@@ -244,8 +275,6 @@ async def _supervise(main: Callable[[Runtime], Awaitable[None]], stop_timeout_s:
     watchdog.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await watchdog
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.remove_signal_handler(signum)
     if rt.failure is not None:
         log.error("stopped after a failure", extra={"error": repr(rt.failure)})
         return EXIT_FAILED
@@ -255,10 +284,8 @@ async def _supervise(main: Callable[[Runtime], Awaitable[None]], stop_timeout_s:
 
 async def _watchdog(rt: Runtime, stop_timeout_s: float) -> None:
     """After a failure, give the service its bound to stop, then end the process."""
-    await rt.stop.wait()
-    if rt.failure is None:
-        return  # a requested stop: a second signal is the operator's way out
-    await asyncio.sleep(stop_timeout_s)
+    await rt.failed.wait()  # a requested stop alone: a second signal is the way out
+    await asyncio.sleep(2 * stop_timeout_s)  # the drain's bound, then join's
     log.error(
         "the service did not stop after a failure; exiting", extra={"bound_s": stop_timeout_s}
     )

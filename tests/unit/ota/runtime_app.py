@@ -5,7 +5,7 @@ Modes: `bad-settings` (the settings reader raises), `graceful` (waits for stop, 
 `drained`), `slow-drain` (logs `draining` and never finishes), `task-crash` (a
 background task raises), `thread-crash` (a background thread raises), `task-ends` (a
 background task returns by itself), `hang-after-crash` (a task raises and main ignores
-the stop). Every mode logs `ready` once running.
+the stop), `stuck-thread` (a task raises while a thread never returns). Every mode logs `ready` once running.
 """
 
 from __future__ import annotations
@@ -51,6 +51,9 @@ async def main(settings: AppSettings, rt: Runtime) -> None:
         rt.spawn(boom(), "boom")
     elif mode == "thread-crash":
         rt.spawn_thread(thread_boom, "thread-boom")
+    elif mode == "stuck-thread":
+        rt.spawn(boom(), "boom")
+        rt.spawn_thread(threading.Event().wait, "stuck")  # ignores stop for ever
     elif mode == "task-ends":
         rt.spawn(asyncio.sleep(0.05), "short")
     log.info("ready")

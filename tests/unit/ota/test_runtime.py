@@ -153,6 +153,12 @@ def test_a_service_that_hangs_after_a_crash_is_ended(app: Callable[[str], App]) 
     assert any("did not stop after a failure" in str(r["msg"]) for r in run.records())
 
 
+def test_a_thread_that_never_returns_does_not_keep_the_process(app: Callable[[str], App]) -> None:
+    run = app("stuck-thread")
+    assert run.exit_code(timeout_s=10) == EXIT_FAILED
+    assert any(r["msg"] == "background task did not stop in time" for r in run.records())
+
+
 async def test_runtime_in_process_records_the_first_failure_and_stops() -> None:
     stop = asyncio.Event()
     rt = Runtime(stop)
