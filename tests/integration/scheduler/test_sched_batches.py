@@ -109,7 +109,7 @@ async def test_registry_batches_keep_log_order_and_store_a_replay_once(
             DeviceEventRecord(
                 device_id=device,
                 event_type="upgrade_progress_report",
-                paras={"version": "2.0"},
+                paras={"result_code": 0, "progress": 40, "version": "2.0"},
                 at_ms=2001,
             ),
             PresenceRecord(device_id=device, online=False, at_ms=1500),
