@@ -30,6 +30,7 @@ import httpx
 import orjson
 
 from ops import cli_render as render
+from ops.cli_policy import add_policy_options, policy_from_args
 from ota import policy_specs as specs
 from ota.clock import now_ms
 
@@ -208,33 +209,11 @@ def build_task(args: argparse.Namespace, api: Api) -> dict[str, Any]:
         flt["online"] = args.filter_online
     if flt:
         targets["filter"] = flt
-    policy: dict[str, Any] = {}
-    if args.schedule:
-        policy["schedule_time_ms"] = specs.when(args.schedule, now_ms())
-    for name in ("retry_count", "retry_interval_min", "rate_per_min", "max_in_flight"):
-        if getattr(args, name) is not None:
-            policy[name] = getattr(args, name)
-    if args.timeout:
-        policy["timeouts"] = dict(specs.timeout(t) for t in args.timeout)
-    if args.ramp:
-        policy["ramp"] = specs.ramp(args.ramp)
-    if args.wave:
-        policy["waves"] = [specs.wave(w) for w in args.wave]
-    if args.abort:
-        policy["abort"] = [specs.abort(a) for a in args.abort]
-    if args.window:
-        policy["maintenance_window"] = specs.window(args.window)
-    if args.require_online:
-        policy["require_online"] = True
-    if args.on_conflict:
-        policy["on_conflict"] = args.on_conflict
-    if args.presigned:
-        policy["presigned_url"] = True
     body: dict[str, Any] = {
         "type": args.type,
         "package_id": args.package,
         "targets": targets,
-        "policy": policy,
+        "policy": policy_from_args(args, now_ms()),
     }
     if args.name:
         body["name"] = args.name
@@ -412,21 +391,7 @@ def parser() -> argparse.ArgumentParser:
     fo = cr.add_mutually_exclusive_group()
     fo.add_argument("--filter-online", dest="filter_online", action="store_true", default=None)
     fo.add_argument("--filter-offline", dest="filter_online", action="store_false")
-    cr.add_argument("--schedule", help="ISO 8601 time or +30m/+2h/+1d (within 7 days)")
-    cr.add_argument("--retry-count", type=int)
-    cr.add_argument("--retry-interval-min", type=int)
-    cr.add_argument("--timeout", action="append", help="NAME=SECONDS, e.g. online_s=3600")
-    cr.add_argument("--rate-per-min", type=int)
-    cr.add_argument(
-        "--max-in-flight", type=int, help="release while fewer released devices are unfinished"
-    )
-    cr.add_argument("--ramp", help="BASE,FACTOR,EVERY_SUCCESSES,MAX (devices per minute)")
-    cr.add_argument("--wave", action="append", help="SIZE[:THRESHOLD[:approve]]; SIZE 10 or 5%%")
-    cr.add_argument("--abort", action="append", help="PERCENT:MIN_FINISHED[:CAUSE]")
-    cr.add_argument("--window", help="HH:MM-HH:MM[@days] maintenance window (UTC)")
-    cr.add_argument("--require-online", action="store_true")
-    cr.add_argument("--on-conflict", choices=["fail", "wait"])
-    cr.add_argument("--presigned", action="store_true", help="send *_upgrade_v2 commands")
+    add_policy_options(cr)
     cr.add_argument("--dry-run", action="store_true")
     cr.set_defaults(run=tasks_create)
     tl = tk.add_parser("list")

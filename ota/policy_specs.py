@@ -1,5 +1,6 @@
 """Pure parsers for a task policy's compact syntax, mapped onto the API's policy JSON: shared
-by the `ota` CLI's options (ops/cli.py) and the console's task form (scheduler/console).
+by the `ota` CLI's options (declared with each field in scheduler/policy_schema.py, made
+into options by ops/cli_policy.py) and the console's task form (scheduler/console).
 
 - wave:   `10`, `5%`, `10:90` (threshold %), `10:90:approve`
 - abort:  `20:50` (failure % after 50 finished), `20:50:22` (only cause 22)

@@ -1,8 +1,10 @@
 """A task's rollout policy: what the operator asked for, validated, as plain data.
 
 Pure. `parse_policy` turns the API's JSON into a `TaskPolicy` or raises a
-`ValidationError` naming the field; `policy_json` writes the same JSON back, so the
-stored form and the API form are one format. Limits follow IoTDA where it has one
+`ValidationError` naming the field. The fields, their names and bounds are the ones
+`scheduler.policy_schema.POLICY` declares (the OpenAPI schema and the CLI's options come
+from there too); the rules across fields live here. `policy_json` writes the same JSON
+back, so the stored form and the API form are one format. Limits follow IoTDA where it has one
 (schedule within 7 days, retry count <= 5, retry interval <= 1440 min).
 """
 
@@ -15,17 +17,13 @@ from ota.catalog import FailureCause
 from ota.records import ConflictPolicy, Windows
 from scheduler.errors import ValidationError
 from scheduler.fields import Obj
+from scheduler.policy_schema import DAYS, MAX_SCHEDULE_AHEAD_MS, field, names
+from scheduler.policy_schema import MAX_IN_FLIGHT as MAX_IN_FLIGHT
+from scheduler.policy_schema import MAX_RATE_PER_MIN as MAX_RATE_PER_MIN
+from scheduler.policy_schema import MAX_RETRY_COUNT as MAX_RETRY_COUNT
+from scheduler.policy_schema import MAX_RETRY_INTERVAL_MIN as MAX_RETRY_INTERVAL_MIN
 
-MAX_SCHEDULE_AHEAD_MS = 7 * 24 * 3600 * 1000
 SCHEDULE_PAST_TOLERANCE_MS = 60_000  # clock skew between an operator's machine and ours
-MAX_RETRY_COUNT = 5
-MAX_RETRY_INTERVAL_MIN = 1440
-MAX_WINDOW_S = 7 * 24 * 3600
-MAX_RATE_PER_MIN = 1_000_000
-MAX_IN_FLIGHT = 10_000_000  # a task's largest device count
-MAX_WAVES = 20
-MAX_ABORT_RULES = 10
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,30 +81,33 @@ class TaskPolicy:
     presigned_url: bool = False
 
 
-_WINDOW_FIELDS = frozenset(f.name for f in fields(Windows))
-_POLICY_FIELDS = frozenset(
-    {
-        "schedule_time_ms",
-        "retry_count",
-        "retry_interval_min",
-        "timeouts",
-        "rate_per_min",
-        "ramp",
-        "max_in_flight",
-        "waves",
-        "abort",
-        "maintenance_window",
-        "require_online",
-        "on_conflict",
-        "presigned_url",
-    }
-)
+def _int(o: Obj, path: str, default: Any = ...) -> Any:
+    """Field `path` of the policy (as policy_schema names it), within its declared bounds."""
+    spec = field(path)
+    low, high = spec.int_bounds
+    if default is ...:
+        return o.integer(spec.name, low=low, high=high)
+    return o.integer(spec.name, default, low=low, high=high)
+
+
+def _num(o: Obj, path: str, default: Any = ...) -> Any:
+    spec = field(path)
+    low, high = spec.float_bounds
+    if default is ...:
+        return o.number(spec.name, low=low, high=high)
+    return o.number(spec.name, default, low=low, high=high)
+
+
+def _array(o: Obj, path: str) -> Any:
+    spec = field(path)
+    assert spec.max_items is not None
+    return o.array(spec.name, [], max_items=spec.max_items)
 
 
 def parse_policy(data: Any, now_ms: int | None) -> TaskPolicy:
     """Validate a policy object; `now_ms` None skips checks relative to the present (stored form)."""
-    p = Obj({} if data is None else data, "policy", _POLICY_FIELDS)
-    schedule_ms = p.integer("schedule_time_ms", None, low=0, high=2**53)
+    p = Obj({} if data is None else data, "policy", names())
+    schedule_ms = _int(p, "schedule_time_ms", None)
     if schedule_ms is not None and now_ms is not None:
         if schedule_ms < now_ms - SCHEDULE_PAST_TOLERANCE_MS:
             raise ValidationError(
@@ -120,7 +121,7 @@ def parse_policy(data: Any, now_ms: int | None) -> TaskPolicy:
                 code="bad_schedule_time",
                 field="policy.schedule_time_ms",
             )
-    rate = p.integer("rate_per_min", None, low=1, high=MAX_RATE_PER_MIN)
+    rate = _int(p, "rate_per_min", None)
     ramp = _ramp(p)
     if ramp is not None and rate is not None:
         raise ValidationError(
@@ -130,12 +131,12 @@ def parse_policy(data: Any, now_ms: int | None) -> TaskPolicy:
         )
     return TaskPolicy(
         schedule_ms=schedule_ms,
-        retry_count=p.integer("retry_count", 0, low=0, high=MAX_RETRY_COUNT),
-        retry_interval_min=p.integer("retry_interval_min", 0, low=0, high=MAX_RETRY_INTERVAL_MIN),
+        retry_count=_int(p, "retry_count", 0),
+        retry_interval_min=_int(p, "retry_interval_min", 0),
         windows=_windows(p),
         rate_per_min=rate,
         ramp=ramp,
-        max_in_flight=p.integer("max_in_flight", None, low=1, high=MAX_IN_FLIGHT),
+        max_in_flight=_int(p, "max_in_flight", None),
         waves=_waves(p),
         abort=_abort(p),
         maintenance=_maintenance(p),
@@ -146,24 +147,24 @@ def parse_policy(data: Any, now_ms: int | None) -> TaskPolicy:
 
 
 def _windows(p: Obj) -> Windows:
-    t = p.child("timeouts", _WINDOW_FIELDS)
+    t = p.child("timeouts", names("timeouts"))
     if t is None:
         return Windows()
     defaults = Windows()
     return Windows(
         **{
-            name: t.integer(name, getattr(defaults, name), low=1, high=MAX_WINDOW_S)
-            for name in sorted(_WINDOW_FIELDS)
+            name: _int(t, f"timeouts.{name}", getattr(defaults, name))
+            for name in sorted(names("timeouts"))
         }
     )
 
 
 def _ramp(p: Obj) -> Ramp | None:
-    r = p.child("ramp", frozenset({"base_per_min", "factor", "every_successes", "max_per_min"}))
+    r = p.child("ramp", names("ramp"))
     if r is None:
         return None
-    base = r.integer("base_per_min", low=1, high=MAX_RATE_PER_MIN)
-    top = r.integer("max_per_min", low=1, high=MAX_RATE_PER_MIN)
+    base = _int(r, "ramp.base_per_min")
+    top = _int(r, "ramp.max_per_min")
     if top < base:
         raise ValidationError(
             "policy.ramp.max_per_min is below base_per_min",
@@ -172,23 +173,18 @@ def _ramp(p: Obj) -> Ramp | None:
         )
     return Ramp(
         base_per_min=base,
-        factor=r.number("factor", low=1.1, high=5.0),
-        every_successes=r.integer("every_successes", low=1, high=1_000_000),
+        factor=_num(r, "ramp.factor"),
+        every_successes=_int(r, "ramp.every_successes"),
         max_per_min=top,
     )
 
 
 def _waves(p: Obj) -> tuple[Wave, ...]:
-    items = p.array("waves", [], max_items=MAX_WAVES)
     waves = []
-    for i, item in enumerate(items):
-        w = Obj(
-            item,
-            f"policy.waves[{i}]",
-            frozenset({"count", "percent", "success_threshold_pct", "approval"}),
-        )
-        count = w.integer("count", None, low=1, high=10_000_000)
-        percent = w.number("percent", None, low=0.001, high=100.0)
+    for i, item in enumerate(_array(p, "waves")):
+        w = Obj(item, f"policy.waves[{i}]", names("waves"))
+        count = _int(w, "waves.count", None)
+        percent = _num(w, "waves.percent", None)
         if (count is None) == (percent is None):
             raise ValidationError(
                 f"policy.waves[{i}] needs exactly one of count or percent",
@@ -199,7 +195,7 @@ def _waves(p: Obj) -> tuple[Wave, ...]:
             Wave(
                 count=count,
                 percent=percent,
-                success_threshold_pct=w.number("success_threshold_pct", 0.0, low=0.0, high=100.0),
+                success_threshold_pct=_num(w, "waves.success_threshold_pct", 0.0),
                 approval=w.flag("approval", False),
             )
         )
@@ -208,9 +204,9 @@ def _waves(p: Obj) -> tuple[Wave, ...]:
 
 def _abort(p: Obj) -> tuple[AbortRule, ...]:
     rules = []
-    for i, item in enumerate(p.array("abort", [], max_items=MAX_ABORT_RULES)):
-        a = Obj(item, f"policy.abort[{i}]", frozenset({"failure_pct", "min_finished", "cause"}))
-        code = a.integer("cause", None, low=0, high=1000)
+    for i, item in enumerate(_array(p, "abort")):
+        a = Obj(item, f"policy.abort[{i}]", names("abort"))
+        code = _int(a, "abort.cause", None)
         cause = None
         if code is not None:
             try:
@@ -223,8 +219,8 @@ def _abort(p: Obj) -> tuple[AbortRule, ...]:
                 ) from None
         rules.append(
             AbortRule(
-                failure_pct=a.number("failure_pct", low=0.001, high=100.0),
-                min_finished=a.integer("min_finished", low=1, high=10_000_000),
+                failure_pct=_num(a, "abort.failure_pct"),
+                min_finished=_int(a, "abort.min_finished"),
                 cause=cause,
             )
         )
@@ -241,19 +237,25 @@ def _minute_of_day(text: str, path: str) -> int:
     return hours * 60 + minutes
 
 
+def _time_of_day(m: Obj, name: str) -> int:
+    spec = field(f"maintenance_window.{name}")
+    assert spec.max_len is not None
+    return _minute_of_day(m.text(name, max_len=spec.max_len), m.path(name))
+
+
 def _maintenance(p: Obj) -> MaintenanceWindow | None:
-    m = p.child("maintenance_window", frozenset({"start", "end", "days"}))
+    m = p.child("maintenance_window", names("maintenance_window"))
     if m is None:
         return None
-    start = _minute_of_day(m.text("start", max_len=5), "policy.maintenance_window.start")
-    end = _minute_of_day(m.text("end", max_len=5), "policy.maintenance_window.end")
+    start = _time_of_day(m, "start")
+    end = _time_of_day(m, "end")
     if start == end:
         raise ValidationError(
             "policy.maintenance_window has no length (start == end)",
             code="bad_time",
             field="policy.maintenance_window",
         )
-    days = m.strings("days", max_items=7, max_len=16) or DAYS
+    days = m.strings("days", max_items=len(DAYS), max_len=16) or DAYS
     for day in days:
         if day not in DAYS:
             raise ValidationError(
@@ -265,7 +267,9 @@ def _maintenance(p: Obj) -> MaintenanceWindow | None:
 
 
 def _conflict(p: Obj) -> ConflictPolicy:
-    raw = p.text("on_conflict", "fail", max_len=8)
+    spec = field("on_conflict")
+    assert spec.max_len is not None
+    raw = p.text("on_conflict", spec.default, max_len=spec.max_len)
     try:
         return ConflictPolicy(raw)
     except ValueError:

@@ -26,12 +26,7 @@ from scheduler.api import routes as h
 from scheduler.api.spec import Endpoint, Handler, Param, openapi
 from scheduler.console import app as console
 from scheduler.errors import Forbidden, SchedulerError, Unauthorized
-from scheduler.policy import (
-    MAX_IN_FLIGHT,
-    MAX_RATE_PER_MIN,
-    MAX_RETRY_COUNT,
-    MAX_RETRY_INTERVAL_MIN,
-)
+from scheduler.policy_schema import POLICY, json_schema
 from scheduler.services import Services
 from scheduler.settings import Scope
 
@@ -386,70 +381,7 @@ TASK_SCHEMA = {
                 },
             },
         },
-        "policy": {
-            "type": "object",
-            "properties": {
-                "schedule_time_ms": {"type": "integer", "description": "within 7 days"},
-                "retry_count": {"type": "integer", "minimum": 0, "maximum": MAX_RETRY_COUNT},
-                "retry_interval_min": {
-                    "type": "integer",
-                    "minimum": 0,
-                    "maximum": MAX_RETRY_INTERVAL_MIN,
-                },
-                "timeouts": {"type": "object", "additionalProperties": {"type": "integer"}},
-                "rate_per_min": {"type": "integer", "minimum": 1, "maximum": MAX_RATE_PER_MIN},
-                "max_in_flight": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "maximum": MAX_IN_FLIGHT,
-                    "description": "release a device only while fewer of the task's released "
-                    "devices are unfinished (waiting for a retry included); absent = unlimited",
-                },
-                "ramp": {
-                    "type": "object",
-                    "properties": {
-                        "base_per_min": {"type": "integer"},
-                        "factor": {"type": "number"},
-                        "every_successes": {"type": "integer"},
-                        "max_per_min": {"type": "integer"},
-                    },
-                },
-                "waves": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "properties": {
-                            "count": {"type": "integer"},
-                            "percent": {"type": "number"},
-                            "success_threshold_pct": {"type": "number"},
-                            "approval": {"type": "boolean"},
-                        },
-                    },
-                },
-                "abort": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "properties": {
-                            "failure_pct": {"type": "number"},
-                            "min_finished": {"type": "integer"},
-                            "cause": {"type": "integer"},
-                        },
-                    },
-                },
-                "maintenance_window": {
-                    "type": "object",
-                    "properties": {
-                        "start": {"type": "string", "example": "22:00"},
-                        "end": {"type": "string", "example": "04:00"},
-                        "days": _NAMES,
-                    },
-                },
-                "require_online": {"type": "boolean"},
-                "on_conflict": {"enum": ["fail", "wait"]},
-                "presigned_url": {"type": "boolean"},
-            },
-        },
+        "policy": json_schema(POLICY),
     },
 }
 
