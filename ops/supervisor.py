@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -139,13 +140,20 @@ METRICS_PORT_VARS = {"workers": "WORKER_METRICS_PORT", "gateway": "GATEWAY_METRI
 DEFAULT_METRICS_PORTS = {"workers": 0, "gateway": 9102}
 
 
-def replica_env(name: str, index: int, replicas: int, env: Mapping[str, str]) -> dict[str, str]:
+def replica_env(
+    name: str, index: int, replicas: int, env: Mapping[str, str], supervisor_id: str = ""
+) -> dict[str, str]:
     """What replica `index` of `replicas` needs to differ in: gateway slot and client id,
-    metrics ports. Workers share their consumer group; the edge scales with its own
-    OTA_EDGE_PROCESSES (one port, SO_REUSEPORT)."""
-    if replicas == 1:
-        return {}
+    metrics ports, a worker's static group membership id (stable across the restarts this
+    supervisor makes, so a killed worker takes its partitions straight back; unique per
+    supervisor, so two never fence each other). Workers share their consumer group; the
+    edge scales with its own OTA_EDGE_PROCESSES (one port, SO_REUSEPORT)."""
     out: dict[str, str] = {}
+    if name == "workers":
+        base = env.get("OTA_WORKER_INSTANCE_ID") or f"{supervisor_id}-workers"
+        out["OTA_WORKER_INSTANCE_ID"] = f"{base}-{index}" if replicas > 1 else base
+    if replicas == 1:
+        return out
     var = METRICS_PORT_VARS.get(name)
     if var is not None:
         port = int(env.get(f"OTA_{var}") or DEFAULT_METRICS_PORTS[name])
@@ -168,6 +176,7 @@ def build_services(
     env: Mapping[str, str] | None = None,
 ) -> list[Service]:
     log_dir.mkdir(parents=True, exist_ok=True)
+    supervisor_id = f"{socket.gethostname()}-{os.getpid()}"
     services = []
     for name in names:
         count = replicas if isinstance(replicas, int) else replicas.get(name, 1)
@@ -178,7 +187,7 @@ def build_services(
                     label,
                     (sys.executable, "-m", name),
                     log_dir / f"{label}.log",
-                    env=replica_env(name, index, count, env or {}),
+                    env=replica_env(name, index, count, env or {}, supervisor_id),
                 )
             )
     return services

@@ -127,6 +127,18 @@ class GroupConsumer(KafkaConsumer):  # type: ignore[misc]
             coordinator.request_rejoin()
         return records
 
+    def close(self, autocommit: bool = True, timeout_ms: int | None = None) -> None:
+        """Closing leaves the group, for a static member (group_instance_id) too.
+
+        A static member that dies comes back under its id and takes its partitions straight
+        back; kafka-python 3.0.12 also makes a static member skip the LeaveGroup on close, so
+        a member stopped on purpose (scaled down, its stack stopped) would hold its
+        partitions for session_timeout_ms. Without the id, close sends the LeaveGroup by
+        member id, which Kafka accepts for a static member as well.
+        """
+        self._coordinator.config["group_instance_id"] = None
+        super().close(autocommit=autocommit, timeout_ms=timeout_ms)
+
 
 def make_consumer(
     settings: CommonSettings, *, group_id: str | None, client_id: str = "ota", **overrides: Any

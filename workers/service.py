@@ -32,6 +32,7 @@ def build(settings: WorkerSettings, client_id: str = "ota-worker") -> tuple[Work
         max_partition_fetch_bytes=8 * 1024 * 1024,
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=max(300, settings.session_timeout_ms // 3),
+        group_instance_id=settings.instance_id or None,
     )
     producer = make_producer(common, client_id=client_id, partitioner=KeyHashPartitioner())
     worker = Worker(settings, consumer, producer, Store(make_redis(common)))

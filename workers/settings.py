@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ota.dev_secrets import refuse_development_secrets
-from ota.settings import CommonSettings, Env
+from ota.settings import CommonSettings, Env, SettingsError
+
+# Kafka's rule for a group.instance.id (the characters of a topic name).
+INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,11 @@ class WorkerSettings:
     # How soon the group notices a killed worker; long enough that a CPU-starved but live
     # worker keeps its partitions.
     session_timeout_ms: int = 30_000
+    # Static group membership: a worker restarted under the same id takes its partitions
+    # straight back, without waiting out the session of the process it replaces. Empty:
+    # a dynamic member, which also hands its partitions over at once on a graceful stop
+    # (a static member keeps them for session_timeout_ms, expecting to come back).
+    instance_id: str = ""
     metrics_port: int = 0
 
     @classmethod
@@ -35,8 +44,14 @@ class WorkerSettings:
         refuse_development_secrets(
             common.dev_mode, [common.metrics_host], [common.token_keys_use()]
         )
+        instance_id = env.text("WORKER_INSTANCE_ID", "")
+        if instance_id and not INSTANCE_ID.fullmatch(instance_id):
+            raise SettingsError(
+                f"OTA_WORKER_INSTANCE_ID={instance_id!r}: 1-249 of A-Z a-z 0-9 . _ -"
+            )
         return cls(
             common=common,
+            instance_id=instance_id,
             group_id=env.text("WORKER_GROUP_ID", "ota-workers"),
             retention_s=env.integer("WORKER_RETENTION_S", 7 * 24 * 3600, min_value=1),
             max_poll_records=env.integer(

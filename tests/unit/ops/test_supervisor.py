@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -49,3 +50,21 @@ def test_replicas_get_their_own_logs(tmp_path: Path) -> None:
     services = supervisor.build_services(["workers"], tmp_path, replicas=2)
     assert [s.name for s in services] == ["workers-0", "workers-1"]
     assert {s.log_path.name for s in services} == {"workers-0.log", "workers-1.log"}
+
+
+def test_workers_get_static_member_ids_stable_per_supervisor(tmp_path: Path) -> None:
+    services = supervisor.build_services(["workers", "gateway"], tmp_path, {"workers": 2})
+    ids = [s.env.get("OTA_WORKER_INSTANCE_ID") for s in services]
+    assert ids[2] is None  # the gateway has no such setting
+    assert ids[0] != ids[1]
+    assert str(os.getpid()) in str(ids[0])
+    again = supervisor.build_services(["workers"], tmp_path, {"workers": 2})
+    assert [s.env["OTA_WORKER_INSTANCE_ID"] for s in again] == ids[:2]
+
+
+def test_a_configured_worker_instance_id_is_kept_per_replica(tmp_path: Path) -> None:
+    env = {"OTA_WORKER_INSTANCE_ID": "pod-7"}
+    single = supervisor.build_services(["workers"], tmp_path, 1, env)
+    assert single[0].env["OTA_WORKER_INSTANCE_ID"] == "pod-7"
+    pair = supervisor.build_services(["workers"], tmp_path, 2, env)
+    assert [s.env["OTA_WORKER_INSTANCE_ID"] for s in pair] == ["pod-7-0", "pod-7-1"]
