@@ -200,6 +200,8 @@ def describe(settings: object) -> dict[str, object]:
                 out[key] = _URL_USERINFO.sub("***@", item)  # redis://:password@host
             elif isinstance(item, int | float | bool) or item is None:
                 out[key] = item
+            elif isinstance(item, tuple | list | frozenset | set):
+                out[key] = [str(x) for x in item]
             elif isinstance(item, Mapping):
                 out[key] = sorted(str(k) for k in item)  # names only: values may be secret
             else:

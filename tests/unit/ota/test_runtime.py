@@ -210,6 +210,7 @@ def test_describe_flattens_and_leaves_secrets_out() -> None:
     )
     assert fields["kafka_bootstrap"] == "127.0.0.1:9092"
     assert fields["topics.inbox"] == "ota.inbox"
+    assert fields["partitions"] == 12
     assert "hunter2hunter2" not in repr(fields)
     assert fields["redis_url"] == "redis://***@redis:6379/0"
     assert not any("token_keys" in key or "password" in key for key in fields)
