@@ -23,7 +23,7 @@ from gateway.outbound import Outbound
 from gateway.presence import SOURCES
 from gateway.settings import UPLINK_FILTER, GatewaySettings
 from ota.backoff import Backoff, StoppedError, retry
-from ota.kafka_clients import make_consumer, make_producer
+from ota.kafka_clients import STATIC_MEMBER_ID, make_consumer, make_producer
 from ota.mqtt import LinkConfig, MqttLink
 from ota.runtime import Runtime, Service
 
@@ -159,6 +159,11 @@ async def run(
             group_id=settings.consumer_group,
             client_id=settings.client_id,
             max_poll_records=min(settings.downlink_in_flight, 2000),
+            # The client id is this replica's own (its MQTT session too): as a static member
+            # a restarted gateway takes its command partitions straight back.
+            group_instance_id=(
+                settings.client_id if STATIC_MEMBER_ID.fullmatch(settings.client_id) else None
+            ),
         ),
         settings.common.topics.commands,
         link,

@@ -21,6 +21,7 @@ the scheduler's patient sends).
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any
 
@@ -138,6 +139,10 @@ class GroupConsumer(KafkaConsumer):  # type: ignore[misc]
         """
         self._coordinator.config["group_instance_id"] = None
         super().close(autocommit=autocommit, timeout_ms=timeout_ms)
+
+
+# Kafka's rule for a group.instance.id (static membership): a topic name's characters.
+STATIC_MEMBER_ID = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
 def make_consumer(

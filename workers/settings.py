@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ota.dev_secrets import refuse_development_secrets
+from ota.kafka_clients import STATIC_MEMBER_ID
 from ota.settings import CommonSettings, Env, SettingsError
-
-# Kafka's rule for a group.instance.id (the characters of a topic name).
-INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
 @dataclass(frozen=True)
@@ -45,7 +42,7 @@ class WorkerSettings:
             common.dev_mode, [common.metrics_host], [common.token_keys_use()]
         )
         instance_id = env.text("WORKER_INSTANCE_ID", "")
-        if instance_id and not INSTANCE_ID.fullmatch(instance_id):
+        if instance_id and not STATIC_MEMBER_ID.fullmatch(instance_id):
             raise SettingsError(
                 f"OTA_WORKER_INSTANCE_ID={instance_id!r}: 1-249 of A-Z a-z 0-9 . _ -"
             )
