@@ -80,7 +80,10 @@ class ProgressReport:
 
     def paras(self) -> dict[str, Any]:
         out: dict[str, Any] = {"result_code": self.result_code, "version": self.version}
-        out.update(_present(("progress", self.progress), ("description", self.description)))
+        if self.progress is not None:
+            out["progress"] = self.progress
+        if self.description is not None:
+            out["description"] = self.description
         return out
 
 
