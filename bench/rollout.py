@@ -39,6 +39,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
 
 from rollout_report import (  # noqa: E402
+    PRODUCED_BY,
+    first_record_after,
     job_latencies,
     kafka_bytes,
     plot_states,
@@ -101,6 +103,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile-s", type=float, default=15, help="py-spy duration (0: off)")
     parser.add_argument("--label", default="", help="output name (default from the options)")
     parser.add_argument(
+        "--kill",
+        action="append",
+        default=[],
+        metavar="SERVICE@SECONDS",
+        help="kill -9 a service (workers, gateway) this long after the task was created; the"
+        " supervisor restarts it; the result gives the time to its first record afterwards",
+    )
+    parser.add_argument(
         "--kafka-data",
         type=Path,
         default=REPO / ".state" / "kafka" / "data",
@@ -109,7 +119,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=OUT, help="where results go")
     args = parser.parse_args(argv)
     args.fleet_processes = args.fleet_processes or default_fleet_processes(args.size)
+    args.kills = [parse_kill(spec, parser) for spec in args.kill]
     return args
+
+
+def parse_kill(spec: str, parser: argparse.ArgumentParser) -> tuple[str, float]:
+    service, _, seconds = spec.partition("@")
+    if service not in PRODUCED_BY or not seconds.replace(".", "", 1).isdigit():
+        parser.error(f"--kill {spec!r} is not <{'|'.join(PRODUCED_BY)}>@<seconds>")
+    return service, float(seconds)
+
+
+def kill_due(stack: Stack, kills: list[tuple[str, float]], elapsed: float) -> list[dict[str, Any]]:
+    """SIGKILLs each service whose time has come (and drops it from `kills`)."""
+    done = []
+    for service, at in [k for k in kills if k[1] <= elapsed]:
+        kills.remove((service, at))
+        pid = stack.pids()[service]
+        os.kill(pid, signal.SIGKILL)
+        done.append(
+            {"service": service, "pid": pid, "t": round(elapsed, 1), "at_ms": time.time() * 1000}
+        )
+        print(f"[bench] killed {service} (pid {pid}) at t={elapsed:.1f}s", flush=True)
+    return done
 
 
 def label_of(args: argparse.Namespace) -> str:
@@ -264,6 +296,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             assert created.status_code == 201, created.text
             tid = created.json()["id"]
             t0 = time.monotonic()
+            kills, killed = list(args.kills), []
             spy: subprocess.Popen[bytes] | None = None
             task: dict[str, Any] = {}
             while time.monotonic() - t0 < args.timeout_s:
@@ -288,7 +321,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         print(json.dumps({"t": round(time.monotonic() - t0), **task["progress"]}))
                     if task["status"] in FINISHED:
                         break
-                await asyncio.sleep(1.0)
+                killed += kill_due(stack, kills, time.monotonic() - t0)
+                await asyncio.sleep(0.2 if kills else 1.0)
             elapsed = time.monotonic() - t0
             if spy is not None:
                 spy.wait(60)
@@ -308,6 +342,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         result["redis_db_bytes"] = redis_bytes(r)
         result["kafka_bytes"] = kafka_bytes(args.kafka_data, plan.topic_prefix)
         result["latency_s"] = job_latencies(stack.env, plan.topic_prefix + "ota.job-events")
+        for kill in killed:
+            kill["recovery_s"] = first_record_after(
+                stack.env, plan.topic_prefix, kill["service"], kill["at_ms"]
+            )
+        result["kills"] = killed
         plot_states(sampler.states, out / f"{label}.png", title=f"{label}: devices per state")
         result["fleet"] = await fleet.stop()
         # Written before the clean-up, which a slow server can fail after a long run.

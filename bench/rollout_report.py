@@ -10,7 +10,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
-from ota.records import JobEventRecord, decode
+from ota.records import DeviceEventRecord, JobEventRecord, decode
 
 TICKS = os.sysconf("SC_CLK_TCK")
 STATE_ORDER = (
@@ -134,6 +134,48 @@ def job_latencies(env: Mapping[str, str], topic: str) -> dict[str, float]:
         "p99": round(percentile(spans, 0.99), 2),
         "max": round(spans[-1], 2),
     }
+
+
+# What only a given service produces: its first record after it was killed is the
+# restarted process at work again.
+PRODUCED_BY = {
+    "workers": ("ota.job-events", JobEventRecord),
+    "gateway": ("ota.inbox", DeviceEventRecord),
+}
+
+
+def first_record_after(
+    env: Mapping[str, str], prefix: str, service: str, after_ms: float
+) -> float | None:
+    """Seconds from `after_ms` (wall clock, this machine) to the first record of `service`'s
+    kind that Kafka stamped after it (producer CreateTime, the same clock), or None."""
+    base, kind = PRODUCED_BY[service]
+    topic = prefix + base
+    consumer = KafkaConsumer(
+        bootstrap_servers=env.get("OTA_KAFKA_BOOTSTRAP") or "127.0.0.1:9092",
+        enable_auto_commit=False,
+        max_poll_records=10_000,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+    first: float | None = None
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(parts)
+        starts = consumer.offsets_for_times({tp: int(after_ms) for tp in parts})
+        ends = consumer.end_offsets(parts)
+        for tp in parts:
+            found = starts.get(tp)
+            consumer.seek(tp, found.offset if found is not None else ends[tp])
+        while any(consumer.position(tp) < ends[tp] for tp in parts):
+            for batch in consumer.poll(timeout_ms=1000).values():
+                for message in batch:
+                    if message.timestamp > after_ms and isinstance(decode(message.value), kind):
+                        if first is None or message.timestamp < first:
+                            first = message.timestamp
+                        break  # later records of this partition are later still
+    finally:
+        consumer.close()
+    return None if first is None else round((first - after_ms) / 1000, 2)
 
 
 def plot_states(
