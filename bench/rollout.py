@@ -188,16 +188,28 @@ class Sampler:
         self.pids = pids
         self.t0 = time.monotonic()
         self.states: list[tuple[float, dict[str, int]]] = []
+        self.last: dict[int, float] = {}  # each process's CPU when last seen alive
         self.cpu0 = self.cpu()
 
+    def replace(self, name: str, pids: list[int]) -> None:
+        """A restarted service: its new processes count from 0, the dead ones keep what
+        they had used."""
+        self.pids[name] = [*self.pids[name], *(p for p in pids if p not in self.pids[name])]
+
     def cpu(self) -> dict[str, float]:
-        return {name: sum(proc_cpu_s(p) for p in pids) for name, pids in self.pids.items()}
+        for pids in self.pids.values():
+            for pid in pids:
+                used = proc_cpu_s(pid)
+                if used or pid not in self.last:
+                    self.last[pid] = used
+        return {name: sum(self.last[p] for p in pids) for name, pids in self.pids.items()}
 
     def add(self, task: dict[str, Any]) -> None:
         counts = dict((task.get("counts") or {}).get("states") or {})
         pending = task["progress"]["total"] - sum(counts.values())
         counts["PENDING"] = max(0, pending)
         self.states.append((time.monotonic() - self.t0, counts))
+        self.cpu()  # so that a process killed later keeps what it used until now
 
     def cpu_used(self) -> dict[str, float]:
         now = self.cpu()
@@ -296,7 +308,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             assert created.status_code == 201, created.text
             tid = created.json()["id"]
             t0 = time.monotonic()
-            kills, killed = list(args.kills), []
+            kills, killed = list(args.kills), list[dict[str, Any]]()
             spy: subprocess.Popen[bytes] | None = None
             task: dict[str, Any] = {}
             while time.monotonic() - t0 < args.timeout_s:
@@ -321,6 +333,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         print(json.dumps({"t": round(time.monotonic() - t0), **task["progress"]}))
                     if task["status"] in FINISHED:
                         break
+                if killed:  # count the restarted processes too
+                    for kill in killed:
+                        sampler.replace(
+                            kill["service"], service_pids(stack).get(kill["service"], [])
+                        )
                 killed += kill_due(stack, kills, time.monotonic() - t0)
                 await asyncio.sleep(0.2 if kills else 1.0)
             elapsed = time.monotonic() - t0
