@@ -61,6 +61,7 @@ TOPICS = (
     "packages",
     "tasks",
     "devices",
+    "audit",
 )
 
 
