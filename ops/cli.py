@@ -255,6 +255,25 @@ def tasks_list(api: Api, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def audit_list(api: Api, args: argparse.Namespace, out: TextIO) -> int:
+    params: dict[str, Any] = {"limit": args.limit}
+    if args.cursor:
+        params["cursor"] = args.cursor
+    page = api.call("GET", "/v1/audit", params=params)
+    rows = [
+        {**e, "at": render.when(e.get("at_ms")), "target": " ".join(e["target"].values())}
+        for e in page["items"]
+    ]
+    cols = ["at", "key_id", "action", "target", "status", "outcome", "result_id", "client"]
+
+    def human() -> str:
+        more = f"\nmore: --cursor {page['next_cursor']}" if page["next_cursor"] else ""
+        return render.table(rows, cols) + more
+
+    _emit(args, out, page, human)
+    return 0
+
+
 def tasks_show(api: Api, args: argparse.Namespace, out: TextIO) -> int:
     task = api.call("GET", f"/v1/tasks/{args.task_id}")
     if args.devices_status is not None:
@@ -412,6 +431,10 @@ def parser() -> argparse.ArgumentParser:
     wt.add_argument("--interval", type=float, default=2.0)
     wt.add_argument("--once", action="store_true", help="draw once and exit")
     wt.set_defaults(run=tasks_watch)
+    au = groups.add_parser("audit", help="who changed what: the API's audit trail, newest first")
+    au.add_argument("--limit", type=int, default=50)
+    au.add_argument("--cursor", help="the cursor a previous page printed")
+    au.set_defaults(run=audit_list)
     return p
 
 

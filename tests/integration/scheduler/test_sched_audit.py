@@ -3,7 +3,9 @@ key), the operation, its target and outcome, in Kafka's audit topic and GET /v1/
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import io
 import uuid
 from typing import Any
 
@@ -11,6 +13,7 @@ import httpx
 import orjson
 from kafka import TopicPartition
 
+from ops.cli import main as ota_cli
 from ota.kafka_clients import make_consumer
 from tests.integration.scheduler.sched_harness import READ_KEY, WRITE_KEY, Harness
 
@@ -108,3 +111,18 @@ async def test_reading_the_audit_trail_needs_a_key(harness: Harness) -> None:
         base_url=str(harness.anon.base_url), headers={"Authorization": f"Bearer {READ_KEY}"}
     ) as reader:
         assert (await reader.get("/v1/audit")).status_code == 200
+
+
+async def test_the_cli_lists_the_audit_trail(harness: Harness) -> None:
+    hook = await harness.client.post(
+        "/v1/webhooks", json={"url": "http://127.0.0.1:9/h", "secret": "s" * 16}
+    )
+    out, err = io.StringIO(), io.StringIO()
+    env = {"OTA_API_URL": harness.base_url, "OTA_API_KEY": READ_KEY}
+    code = await asyncio.to_thread(ota_cli, ["audit", "--limit", "5"], env, out, err)
+    assert code == 0, err.getvalue()
+    lines = out.getvalue().splitlines()
+    assert lines[0].split()[:3] == ["AT", "KEY_ID", "ACTION"]
+    assert "create_webhook" in lines[1]
+    assert fingerprint(WRITE_KEY) in lines[1]
+    assert hook.json()["id"] in lines[1]
