@@ -81,6 +81,7 @@ def _link_config(settings: GatewaySettings) -> LinkConfig:
         max_publishes_in_flight=settings.downlink_in_flight,
         backoff=BACKOFF,
         refusals_raise=True,  # a refused command is dead-lettered, not counted as published
+        tls=settings.platform_tls_context(),
     )
 
 

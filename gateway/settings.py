@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from gateway.presence import SOURCES
 from gateway.slots import Split, SplitMode
@@ -28,6 +30,17 @@ class GatewaySettings:
     metrics_port: int
     drain_timeout_s: float
     produce_linger_ms: int
+    # The platform MQTT connection over TLS (OTA_MQTT_PLATFORM_TLS), verifying the broker
+    # against OTA_MQTT_PLATFORM_CA_FILE (the system's CAs when unset).
+    platform_tls: bool = False
+    platform_ca_file: Path | None = None
+
+    def platform_tls_context(self) -> ssl.SSLContext | None:
+        """The TLS context of the platform connection, or None for plain TCP."""
+        if not self.platform_tls:
+            return None
+        cafile = str(self.platform_ca_file) if self.platform_ca_file is not None else None
+        return ssl.create_default_context(cafile=cafile)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -50,6 +63,10 @@ class GatewaySettings:
             raise SettingsError(
                 f"OTA_GATEWAY_PRESENCE_SOURCE={presence!r} is not one of {', '.join([*SOURCES, 'none'])}"
             )
+        platform_tls = env.flag("MQTT_PLATFORM_TLS", False)
+        platform_ca = env.readable_file("MQTT_PLATFORM_CA_FILE")
+        if platform_ca is not None and not platform_tls:
+            raise SettingsError("OTA_MQTT_PLATFORM_CA_FILE is set but OTA_MQTT_PLATFORM_TLS is not")
         return cls(
             common=common,
             split=Split(
@@ -79,4 +96,6 @@ class GatewaySettings:
             produce_linger_ms=env.integer(
                 "GATEWAY_PRODUCE_LINGER_MS", 25, min_value=0, max_value=1000
             ),
+            platform_tls=platform_tls,
+            platform_ca_file=platform_ca,
         )
