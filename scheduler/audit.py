@@ -17,6 +17,11 @@ Kafka's `ota.audit` topic (key = key id, a year's retention) is the record; a ca
 Redis stream is the view `GET /v1/audit` pages through, newest first. A record that
 cannot be written is logged and counted (`ota_scheduler_audit_failures_total`), never
 turned into a failed answer: the operation it describes has already happened.
+
+The topic is checked once at start-up (`audit_topic_exists`): a send to a missing topic
+would hold the scheduler's one producer thread for kafka-python's max_block_ms on every
+write request. Without it, records go to Redis only (logged at start, counted per record)
+until the topic is created (deploy/topics.toml) and the scheduler restarted.
 """
 
 from __future__ import annotations
@@ -32,7 +37,9 @@ from kafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from ota import metrics
+from ota.kafka_clients import make_admin
 from ota.records import new_id
+from ota.settings import CommonSettings
 from scheduler.bus import Out, Producer
 from scheduler.errors import ValidationError
 
@@ -105,18 +112,50 @@ def entry(
     }
 
 
+def audit_topic_exists(common: CommonSettings, timeout_ms: int = 5000) -> bool:
+    """False only when Kafka answers and has no audit topic; Kafka away counts as present
+    (the services wait Kafka out, and the topic is part of every deployment's set)."""
+    try:
+        admin = make_admin(common, request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms)
+    except KafkaError:
+        return True
+    try:
+        return common.topics.audit in admin.list_topics()
+    except KafkaError:
+        return True
+    finally:
+        admin.close()
+
+
 class AuditLog:
-    def __init__(self, r: redis.asyncio.Redis[bytes], producer: Producer, topic: str) -> None:
+    def __init__(
+        self,
+        r: redis.asyncio.Redis[bytes],
+        producer: Producer,
+        topic: str,
+        *,
+        to_kafka: bool = True,
+    ) -> None:
         self._r, self._producer, self._topic = r, producer, topic
+        self._to_kafka = to_kafka
+        if not to_kafka:
+            log.error(
+                "the audit topic does not exist: audit records go to Redis only; create it "
+                "(deploy/topics.toml) and restart the scheduler",
+                extra={"topic": topic},
+            )
 
     async def record(self, record: dict[str, Any]) -> None:
         """Writes to Kafka (the record), then Redis (the view); failures are logged."""
         raw = orjson.dumps(record)
-        try:
-            await self._producer.send([Out(self._topic, record["key_id"] or "-", raw)])
-        except KafkaError:
+        if not self._to_kafka:
             FAILURES.labels("kafka").inc()
-            log.exception("audit record not written to Kafka", extra={"audit": record})
+        else:
+            try:
+                await self._producer.send([Out(self._topic, record["key_id"] or "-", raw)])
+            except KafkaError:
+                FAILURES.labels("kafka").inc()
+                log.exception("audit record not written to Kafka", extra={"audit": record})
         try:
             await self._r.xadd(STREAM, {b"e": raw}, maxlen=STREAM_CAP, approximate=True)
         except RedisError:

@@ -14,7 +14,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from scheduler.audit import AuditLog
+from scheduler.audit import AuditLog, audit_topic_exists
 from scheduler.blobs import BlobStore
 from scheduler.bus import Producer
 from scheduler.credentials import (
@@ -122,7 +122,7 @@ class Services:
             credentials,
             on_revoked,
             cred_r,
-            AuditLog(r, producer, common.topics.audit),
+            AuditLog(r, producer, common.topics.audit, to_kafka=audit_topic_exists(common)),
         )
 
     async def close(self) -> None:

@@ -4,6 +4,7 @@ key), the operation, its target and outcome, in Kafka's audit topic and GET /v1/
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import io
 import uuid
@@ -15,6 +16,7 @@ from kafka import TopicPartition
 
 from ops.cli import main as ota_cli
 from ota.kafka_clients import make_consumer
+from scheduler.audit import audit_topic_exists
 from tests.integration.scheduler.sched_harness import READ_KEY, WRITE_KEY, Harness
 
 
@@ -126,3 +128,10 @@ async def test_the_cli_lists_the_audit_trail(harness: Harness) -> None:
     assert "create_webhook" in lines[1]
     assert fingerprint(WRITE_KEY) in lines[1]
     assert hook.json()["id"] in lines[1]
+
+
+async def test_the_audit_topic_is_checked_at_start(harness: Harness) -> None:
+    common = harness.settings.common
+    assert audit_topic_exists(common)
+    missing_topic = dataclasses.replace(common.topics, audit=f"test.no-audit.{uuid.uuid4().hex}")
+    assert not audit_topic_exists(dataclasses.replace(common, topics=missing_topic))
