@@ -193,10 +193,14 @@ class Registry:
     # ------------------------------------------------------------ queries
 
     async def show(self, device_id: str) -> dict[str, Any]:
-        raw = await self._r.hgetall(keys.device(device_id))
+        # One MULTI: the current job and the timeline from the same moment (a batch of job
+        # events applied between two reads would show a timeline ahead of the job).
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hgetall(keys.device(device_id))
+        pipe.zrevrange(keys.timeline(device_id), 0, -1)
+        raw, entries = await pipe.execute()
         if not raw:
             raise NotFound(f"device {device_id!r} is not known", code="unknown_device")
-        entries = await self._r.zrevrange(keys.timeline(device_id), 0, -1)
         view = await self._summaries([device_id], [raw])
         view[0]["timeline"] = [orjson.loads(e) for e in entries]
         return view[0]
