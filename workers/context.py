@@ -1,0 +1,118 @@
+"""One step of the job state machine: the context that collects its effects, and the moves
+every part of the machine shares (begin a try, fail it, query the version).
+
+Rules of this module: pure, like `workers.machine` (no I/O, no clock: time is the `now_ms`
+of the record being applied); only moves that both the device-level steps
+(`workers.machine`) and the transition table (`workers.transitions`) use live here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ota.catalog import FailureCause
+from ota.jobstates import JobState
+from workers.effects import Effect, EmitJobEvent, SendVersionQuery
+from workers.model import Device, Job
+
+S = JobState
+# The post-command stages in order (`Job.stage` holds the furthest one a try reached).
+STAGES = (S.COMMAND_SENT, S.DOWNLOADING, S.DOWNLOADED, S.UPDATING)
+
+
+@dataclass(slots=True)
+class Ctx:
+    """Collects the effects of one step; `device` is the device after presence/versions."""
+
+    now_ms: int
+    ref: str
+    device: Device
+    was_online: bool | None
+    effects: list[Effect] = field(default_factory=list)
+
+    def next_id(self) -> str:
+        return f"{self.ref}-{len(self.effects)}"
+
+    def emit(
+        self,
+        job: Job,
+        source: JobState,
+        to: JobState,
+        cause: FailureCause | None,
+        detail: Mapping[str, Any],
+    ) -> None:
+        """A job event from `source` to `to`; `job` gives the task, attempt and version."""
+        self.effects.append(
+            EmitJobEvent(
+                self.next_id(),
+                job.task_id,
+                job.attempt,
+                job.version,
+                source.value,
+                to.value,
+                None if cause is None else cause.value,
+                dict(detail),
+            )
+        )
+
+    def move(
+        self,
+        job: Job,
+        to: JobState,
+        deadline_ms: int | None,
+        cause: FailureCause | None = None,
+        **detail: Any,
+    ) -> Job:
+        moved = replace(
+            job,
+            state=to,
+            version=job.version + 1,
+            deadline_ms=deadline_ms,
+            cause=cause,
+            stage=furthest(job.stage, to),
+        )
+        self.emit(moved, job.state, to, cause, detail)
+        return moved
+
+    def note(self, job: Job, note: str, **detail: Any) -> None:
+        self.emit(job, job.state, job.state, job.cause, {"note": note, **detail})
+
+    def after(self, seconds: int) -> int:
+        return self.now_ms + seconds * 1000
+
+
+def furthest(stage: JobState | None, to: JobState) -> JobState | None:
+    if to not in STAGES or (stage is not None and STAGES.index(stage) >= STAGES.index(to)):
+        return stage
+    return to
+
+
+def fail(ctx: Ctx, job: Job, cause: FailureCause, **detail: Any) -> Job:
+    """FAILED, or WAITING_RETRY when the cause is retryable and retries are left."""
+    if cause.retryable and job.tries < job.spec.retry_count:
+        return ctx.move(job, S.WAITING_RETRY, ctx.after(job.spec.retry_interval_s), cause, **detail)
+    return ctx.move(job, S.FAILED, None, cause, **detail)
+
+
+def begin(ctx: Ctx, job: Job) -> Job:
+    """A fresh try: query at once when the device is (or may be) online, else wait for it.
+
+    A device never seen (presence unknown) gets a version query while the job waits
+    online: the answer both proves it online and moves the job on.
+    """
+    online = ctx.device.online
+    windows = job.spec.windows
+    if job.spec.require_online and online is not True:
+        return fail(ctx, job, FailureCause.DEVICE_NOT_ONLINE)
+    if online is False:
+        return ctx.move(job, S.WAITING_ONLINE, ctx.after(windows.online_s))
+    query(ctx, job)
+    if online is None:
+        return ctx.move(job, S.WAITING_ONLINE, ctx.after(windows.online_s), query="speculative")
+    return ctx.move(job, S.QUERYING_VERSION, ctx.after(windows.version_s))
+
+
+def query(ctx: Ctx, job: Job) -> None:
+    ctx.effects.append(SendVersionQuery(ctx.next_id(), job.task_id))

@@ -1,0 +1,290 @@
+"""The transition table of the job state machine: `(job state, event kind) -> handler`.
+
+Rules of this module:
+1. Every decision a job makes on a device report, an edge record or its own timeout lives
+   here, as one handler per pair of `TRANSITIONS`. A pair missing from the table leaves
+   the job alone. Starting, cancelling, routing timeouts and promoting queued jobs are
+   device-level steps (`workers.machine`).
+2. Pure: no I/O, no clock (see `workers.machine`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from ota.catalog import RESULT_ALREADY_LATEST, RESULT_SUCCESS, FailureCause, cause_for_result_code
+from ota.jobstates import JobState
+from ota.tokens import TOKEN_LIFETIME_S
+from workers.context import Ctx, begin, fail, furthest, query
+from workers.effects import SendUpgrade
+from workers.events import Event, Kind
+from workers.model import Job
+
+S = JobState
+# Effect ids are `<ref>-<index>` with ref `w<partition>-<offset>` (see workers.effects).
+EFFECT_ID = re.compile(r"w[0-9]+-[0-9]+-[0-9]+")
+# The cause when the last version query fails at a post-command stage.
+STAGE_CAUSES = {
+    S.COMMAND_SENT: FailureCause.DOWNLOAD_START_TIMEOUT,
+    S.DOWNLOADING: FailureCause.DOWNLOAD_FINISH_TIMEOUT,
+    S.DOWNLOADED: FailureCause.UPDATE_START_TIMEOUT,
+    S.UPDATING: FailureCause.RESULT_TIMEOUT,
+}
+
+
+def _send_upgrade(ctx: Ctx, job: Job) -> Job:
+    command_id = ctx.next_id()
+    ctx.effects.append(SendUpgrade(command_id, job.spec, ctx.now_ms // 1000 + TOKEN_LIFETIME_S))
+    return replace(job, command_ms=ctx.now_ms, command_id=command_id)
+
+
+def _upgrade(ctx: Ctx, job: Job, reported: str | None) -> Job:
+    sent = _send_upgrade(ctx, job)
+    return ctx.move(
+        sent,
+        S.COMMAND_SENT,
+        _upgrade_deadline(ctx, sent, sent.spec.windows.download_start_s),
+        version=reported,
+    )
+
+
+def _upgrade_deadline(ctx: Ctx, job: Job, window_s: int) -> int:
+    """A post-command state's deadline: its own window, capped by upgrade_total_s."""
+    return min(ctx.after(window_s), _total_deadline(job))
+
+
+def _total_deadline(job: Job) -> int:
+    return job.command_ms + job.spec.windows.upgrade_total_s * 1000
+
+
+def _evaluate_version(ctx: Ctx, job: Job, reported: str | None) -> Job:
+    """The device's answer to a version query, before any command went out."""
+    package = job.spec.package
+    if reported == package.version:
+        return ctx.move(job, S.SUCCEEDED, None, version=reported, by="version_report")
+    if package.allowed_sources and reported not in package.allowed_sources:
+        return fail(ctx, job, FailureCause.SOURCE_VERSION_NOT_ALLOWED, version=reported)
+    return _upgrade(ctx, job, reported)
+
+
+def _verify(ctx: Ctx, job: Job) -> Job:
+    query(ctx, job)
+    return ctx.move(job, S.VERIFYING, ctx.after(job.spec.windows.verify_s))
+
+
+def _answered_version(job: Job, ev: Event) -> str | None:
+    """The version this report gives for the task's component (fw or sw), if any."""
+    return ev.fw_version if job.spec.task_type.version_field == "fw_version" else ev.sw_version
+
+
+Handler = Callable[[Ctx, Job, Event], Job]
+
+
+def _waiting_online_uplink(ctx: Ctx, job: Job, ev: Event) -> Job:
+    if ev.kind is Kind.VERSION and _answered_version(job, ev) is not None:
+        return _evaluate_version(ctx, job, _answered_version(job, ev))
+    query(ctx, job)
+    return ctx.move(job, S.QUERYING_VERSION, ctx.after(job.spec.windows.version_s))
+
+
+def _waiting_online_online(ctx: Ctx, job: Job, ev: Event) -> Job:
+    if ctx.was_online is True:
+        return job  # a repeated presence notice changes nothing
+    return _waiting_online_uplink(ctx, job, ev)
+
+
+def _version_answer(ctx: Ctx, job: Job, ev: Event) -> Job:
+    reported = _answered_version(job, ev)
+    if reported is None:
+        ctx.note(job, "version_missing", field=job.spec.task_type.version_field)
+        return job
+    return _evaluate_version(ctx, job, reported)
+
+
+def _querying_offline(ctx: Ctx, job: Job, ev: Event) -> Job:
+    return ctx.move(job, S.WAITING_ONLINE, ctx.after(job.spec.windows.online_s))
+
+
+def _stale_report(ctx: Ctx, job: Job, ev: Event) -> Job:
+    """A progress report before this try sent its command: it belongs to an older try."""
+    ctx.note(job, "stale_report", result_code=ev.result_code, version=ev.version)
+    return job
+
+
+def _command_sent_online(ctx: Ctx, job: Job, ev: Event) -> Job:
+    """The device came back before downloading: resend the command with a fresh token."""
+    if ctx.was_online is True:
+        return job
+    resent = _send_upgrade(ctx, job)
+    ctx.note(resent, "command_resent", command_id=resent.command_id)
+    return resent
+
+
+def _download_started(ctx: Ctx, job: Job, ev: Event) -> Job:
+    if ev.package_sha256 != job.spec.package.sha256.lower():
+        ctx.note(job, "other_package", package_sha256=ev.package_sha256)
+        return job
+    return ctx.move(
+        job,
+        S.DOWNLOADING,
+        _upgrade_deadline(ctx, job, job.spec.windows.download_finish_s),
+        **download_detail(ev),
+    )
+
+
+def _download_finished(ctx: Ctx, job: Job, ev: Event) -> Job:
+    if ev.package_sha256 != job.spec.package.sha256.lower():
+        ctx.note(job, "other_package", package_sha256=ev.package_sha256)
+        return job
+    return ctx.move(
+        job,
+        S.DOWNLOADED,
+        _upgrade_deadline(ctx, job, job.spec.windows.update_start_s),
+        **download_detail(ev),
+    )
+
+
+def _progress(ctx: Ctx, job: Job, ev: Event) -> Job:
+    """upgrade_progress_report after the command: progress, a result, or a failure code."""
+    echoed = ev.device_event_id
+    if echoed and echoed != job.command_id and EFFECT_ID.fullmatch(echoed):
+        return _stale_report(ctx, job, ev)  # echoes the command of an older try
+    code = ev.result_code
+    if code not in (RESULT_SUCCESS, RESULT_ALREADY_LATEST):
+        return fail(ctx, job, cause_for_result_code(code), result_code=code, version=ev.version)
+    if code == RESULT_SUCCESS and ev.progress is not None and ev.progress < 100:
+        return _in_progress(ctx, job, ev.progress)
+    if ev.version == job.spec.package.version:
+        return ctx.move(job, S.SUCCEEDED, None, version=ev.version, by="result", result_code=code)
+    return fail(ctx, job, FailureCause.UPDATE_FAILED, result_code=code, version=ev.version)
+
+
+def _in_progress(ctx: Ctx, job: Job, progress: int) -> Job:
+    windows = job.spec.windows
+    if job.state is S.COMMAND_SENT:
+        return ctx.move(
+            job,
+            S.DOWNLOADING,
+            _upgrade_deadline(ctx, job, windows.download_finish_s),
+            by="progress",
+            progress=progress,
+        )
+    if job.state is S.DOWNLOADED:
+        return ctx.move(
+            job, S.UPDATING, _upgrade_deadline(ctx, job, windows.result_s), progress=progress
+        )
+    return job  # more progress in a state that already says so
+
+
+def _verifying_version(ctx: Ctx, job: Job, ev: Event) -> Job:
+    reported = _answered_version(job, ev)
+    if reported is None:
+        ctx.note(job, "version_missing", field=job.spec.task_type.version_field)
+        return job
+    if reported == job.spec.package.version:
+        return ctx.move(job, S.SUCCEEDED, None, version=reported, by="verify")
+    stage = _stage(job)
+    return fail(ctx, job, STAGE_CAUSES[stage], version=reported, stage=stage.value)
+
+
+def _verifying_timeout(ctx: Ctx, job: Job, ev: Event) -> Job:
+    """No answer to the last query: after update progress, IoTDA's check timeout."""
+    stage = _stage(job)
+    cause = FailureCause.VERIFY_TIMEOUT if stage is S.UPDATING else STAGE_CAUSES[stage]
+    return fail(ctx, job, cause, stage=stage.value)
+
+
+def _stage(job: Job) -> JobState:
+    return job.stage or S.COMMAND_SENT
+
+
+def _verifying_download(ctx: Ctx, job: Job, ev: Event) -> Job:
+    """The edge's record of a download reached the last version query: the stage moves on."""
+    if ev.package_sha256 != job.spec.package.sha256.lower():
+        ctx.note(job, "other_package", package_sha256=ev.package_sha256)
+        return job
+    ctx.note(job, ev.kind.value, **download_detail(ev))
+    return replace(job, stage=furthest(job.stage, DOWNLOAD_STATES[ev.kind]))
+
+
+def _verifying_progress(ctx: Ctx, job: Job, ev: Event) -> Job:
+    """A result ends the query; progress after the download counts as update progress."""
+    if ev.result_code == RESULT_SUCCESS and ev.progress is not None and ev.progress < 100:
+        if job.stage is S.DOWNLOADED:
+            return replace(job, stage=S.UPDATING)
+        return job
+    return _progress(ctx, job, ev)
+
+
+def download_detail(ev: Event) -> dict[str, Any]:
+    detail: dict[str, Any] = {"by": "edge"}
+    if ev.kind is Kind.DOWNLOAD_FINISHED:
+        detail.update(bytes=ev.bytes_served, duration_ms=ev.duration_ms)
+    return detail
+
+
+def _timeout_updating(ctx: Ctx, job: Job, ev: Event) -> Job:
+    """No result after update progress (its own window or the whole one): ask once more."""
+    return _verify(ctx, job)
+
+
+def _timeout_failing(cause: FailureCause) -> Handler:
+    def handler(ctx: Ctx, job: Job, ev: Event) -> Job:
+        return fail(ctx, job, cause)
+
+    return handler
+
+
+def _timeout_upgrading(cause: FailureCause) -> Handler:
+    """A post-command window ran out: its own cause when that window was the shorter one,
+    else (download plus result ran out) a last version query."""
+
+    def handler(ctx: Ctx, job: Job, ev: Event) -> Job:
+        if job.deadline_ms is not None and job.deadline_ms >= _total_deadline(job):
+            return _verify(ctx, job)
+        return fail(ctx, job, cause)
+
+    return handler
+
+
+def _timeout_retry(ctx: Ctx, job: Job, ev: Event) -> Job:
+    return begin(ctx, replace(job, tries=job.tries + 1, command_id="", command_ms=0, stage=None))
+
+
+F = FailureCause
+TRANSITIONS: dict[tuple[JobState, Kind], Handler] = {
+    (S.WAITING_ONLINE, Kind.ONLINE): _waiting_online_online,
+    (S.WAITING_ONLINE, Kind.VERSION): _waiting_online_uplink,
+    (S.WAITING_ONLINE, Kind.SDK_INFO): _waiting_online_uplink,
+    (S.WAITING_ONLINE, Kind.PROGRESS): _waiting_online_uplink,
+    (S.WAITING_ONLINE, Kind.TIMEOUT): _timeout_failing(F.ONLINE_TIMEOUT),
+    (S.QUERYING_VERSION, Kind.VERSION): _version_answer,
+    (S.QUERYING_VERSION, Kind.OFFLINE): _querying_offline,
+    (S.QUERYING_VERSION, Kind.PROGRESS): _stale_report,
+    (S.QUERYING_VERSION, Kind.TIMEOUT): _timeout_failing(F.VERSION_REPORT_TIMEOUT),
+    (S.COMMAND_SENT, Kind.ONLINE): _command_sent_online,
+    (S.COMMAND_SENT, Kind.DOWNLOAD_STARTED): _download_started,
+    (S.COMMAND_SENT, Kind.DOWNLOAD_FINISHED): _download_finished,
+    (S.COMMAND_SENT, Kind.PROGRESS): _progress,
+    (S.COMMAND_SENT, Kind.TIMEOUT): _timeout_upgrading(F.DOWNLOAD_START_TIMEOUT),
+    (S.DOWNLOADING, Kind.DOWNLOAD_FINISHED): _download_finished,
+    (S.DOWNLOADING, Kind.PROGRESS): _progress,
+    (S.DOWNLOADING, Kind.TIMEOUT): _timeout_upgrading(F.DOWNLOAD_FINISH_TIMEOUT),
+    (S.DOWNLOADED, Kind.PROGRESS): _progress,
+    (S.DOWNLOADED, Kind.TIMEOUT): _timeout_upgrading(F.UPDATE_START_TIMEOUT),
+    (S.UPDATING, Kind.PROGRESS): _progress,
+    (S.UPDATING, Kind.TIMEOUT): _timeout_updating,
+    (S.VERIFYING, Kind.VERSION): _verifying_version,
+    (S.VERIFYING, Kind.PROGRESS): _verifying_progress,
+    (S.VERIFYING, Kind.DOWNLOAD_STARTED): _verifying_download,
+    (S.VERIFYING, Kind.DOWNLOAD_FINISHED): _verifying_download,
+    (S.VERIFYING, Kind.TIMEOUT): _verifying_timeout,
+    (S.WAITING_RETRY, Kind.TIMEOUT): _timeout_retry,
+}
+
+# Reports a finished job notes on its timeline (versions and presence are routine).
+NOTED_WHEN_FINISHED = frozenset({Kind.PROGRESS, Kind.DOWNLOAD_STARTED, Kind.DOWNLOAD_FINISHED})
+DOWNLOAD_STATES = {Kind.DOWNLOAD_STARTED: S.DOWNLOADING, Kind.DOWNLOAD_FINISHED: S.DOWNLOADED}
