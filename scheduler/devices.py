@@ -32,11 +32,13 @@ NAME = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 CHUNK = 500
 
 # Device reports and presence changes in log order, each only forward in record time.
-# KEYS[1] all-devices zset, KEYS[2] online set
+# KEYS[1] all-devices zset, KEYS[2] online set, KEYS[3] and KEYS[4] the known firmware and
+# software versions (the overview's census reads them instead of scanning the keyspace)
 # ARGV[1] version index prefix, ARGV[2] the software task type, ARGV[3] a JSON array of
 # [device hash, device id, at_ms, fw ('' unchanged), sw ('' unchanged), online ('1'/'0'/''),
 # progress version ('' none: the version of whatever the device's current job upgrades)]
 _OBSERVE = """
+local known = {fw = KEYS[3], sw = KEYS[4]}
 local function observe(dev, id, at, fw, sw, online, progress)
   redis.call('ZADD', KEYS[1], 0, id)
   local seen = tonumber(redis.call('HGET', dev, 'seen_ms') or '0')
@@ -50,7 +52,10 @@ local function observe(dev, id, at, fw, sw, online, progress)
     local v = versions[kind]
     if v ~= '' then
       local old = redis.call('HGET', dev, kind)
-      if old and old ~= v then redis.call('SREM', ARGV[1] .. kind .. ':' .. old, id) end
+      if old ~= v then
+        if old then redis.call('SREM', ARGV[1] .. kind .. ':' .. old, id) end
+        redis.call('SADD', known[kind], v)
+      end
       redis.call('HSET', dev, kind, v)
       redis.call('SADD', ARGV[1] .. kind .. ':' .. v, id)
     end
@@ -162,7 +167,12 @@ class Registry:
                 ]
             )
             await self._observe(
-                keys=[keys.DEVICES, keys.ONLINE],
+                keys=[
+                    keys.DEVICES,
+                    keys.ONLINE,
+                    keys.known_versions("fw"),
+                    keys.known_versions("sw"),
+                ],
                 args=[keys.P + "ver:", TaskType.SOFTWARE.value, batch],
             )
 

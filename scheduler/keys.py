@@ -54,6 +54,10 @@ def version(kind: str, value: str) -> str:
     return f"{P}ver:{kind}:{value}"  # kind fw|sw
 
 
+def known_versions(kind: str) -> str:
+    return f"{P}vers:{kind}"  # set of every version of `kind` a device reported
+
+
 def task(tid: str) -> str:
     return f"{P}task:{tid}"  # JSON document
 

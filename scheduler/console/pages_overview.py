@@ -8,6 +8,7 @@ from collections import Counter
 from typing import Any
 
 import orjson
+import redis.asyncio
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -16,7 +17,7 @@ from scheduler.console import charts
 from scheduler.console.web import Ctx, page
 from scheduler.deadletters import DeadLetterCounts
 
-VERSIONS_TTL_S = 10.0  # the version census scans keys: reuse it for a while
+VERSIONS_TTL_S = 10.0  # a census costs one SCARD per known version: reuse it a while
 TOP_VERSIONS = 12
 ACTIVE_SHOWN = 20
 RECENT_TASKS = 200  # failure causes are summed over the newest tasks updated in 24 h
@@ -25,22 +26,37 @@ DAY_MS = 24 * 3600 * 1000
 _census: dict[str, tuple[float, list[tuple[str, int]]]] = {}
 
 
+async def known_versions(r: redis.asyncio.Redis[bytes], kind: str) -> list[bytes]:
+    """Every version of `kind` devices reported. A registry written before the index of
+    known versions existed has none: one scan of the keyspace fills it in."""
+    known = keys.known_versions(kind)
+    names = list(await r.smembers(known))
+    if names:
+        return names
+    prefix = keys.version(kind, "").encode()
+    names = [k[len(prefix) :] async for k in r.scan_iter(match=prefix + b"*", count=10_000)]
+    if names:
+        await r.sadd(known, *names)
+    return names
+
+
+async def census(r: redis.asyncio.Redis[bytes], kind: str) -> list[tuple[str, int]]:
+    """(version, devices) for every version of `kind` some device is on, most common first."""
+    names = await known_versions(r, kind)
+    pipe = r.pipeline(transaction=False)
+    for name in names:
+        pipe.scard(keys.version(kind, name.decode()))
+    sizes = await pipe.execute() if names else []
+    found = ((n.decode(), s) for n, s in zip(names, sizes, strict=True) if s)
+    return sorted(found, key=lambda item: (-item[1], item[0]))
+
+
 async def versions(ctx: Ctx, kind: str) -> list[tuple[str, int]]:
-    """(version, devices) for the most common versions of `kind` ('fw' or 'sw')."""
+    """The `TOP_VERSIONS` most common versions of `kind` ('fw' or 'sw'), cached a while."""
     cached = _census.get(kind)
     if cached and time.monotonic() - cached[0] < VERSIONS_TTL_S:
         return cached[1]
-    r = ctx.services.redis
-    prefix = keys.version(kind, "")
-    names = [k async for k in r.scan_iter(match=prefix + "*", count=10_000)]
-    pipe = r.pipeline(transaction=False)
-    for name in names:
-        pipe.scard(name)
-    sizes = await pipe.execute() if names else []
-    found = sorted(
-        ((n.decode()[len(prefix) :], s) for n, s in zip(names, sizes, strict=True) if s),
-        key=lambda item: -item[1],
-    )[:TOP_VERSIONS]
+    found = (await census(ctx.services.redis, kind))[:TOP_VERSIONS]
     if found:  # an empty census (a fresh registry) is not worth keeping
         _census[kind] = (time.monotonic(), found)
     return found
