@@ -44,7 +44,9 @@ async def serve(settings: EdgeSettings, rt: Runtime) -> None:
         store = make_redis(settings.common)
         sink = make_producer(settings.common, client_id="ota-edge", max_block_ms=5000)
     server = EdgeServer(settings, store=store, sink=sink)
+    listening = rt.health.hold("listening")  # /readyz (ota/health.py)
     await server.start()
+    listening()
     for task in server.tasks:
         rt.watch(task)
     await rt.stop.wait()
@@ -62,6 +64,7 @@ def _run_one(settings: EdgeSettings, index: int) -> int:
         metrics_port=settings.metrics_port + index if settings.metrics_port else 0,
         metrics_host=settings.common.metrics_host,
         stop_timeout_s=3 * settings.drain_s + 5.0,
+        liveness_limit_s=settings.common.liveness_limit_s,
     )
 
 

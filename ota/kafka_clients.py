@@ -5,7 +5,9 @@ duplicate); consumers never auto-commit (services commit after their own write).
 TLS and SASL come from the common settings (ota/client_security.py).
 Callers pass overrides for tuning; kafka-python's metrics are off because the
 services export their own through Prometheus. Consumers are `GroupConsumer`s, which
-finish a group join that kafka-python would otherwise leave half done. `WakeupHold`
+finish a group join that kafka-python would otherwise leave half done and stamp a
+liveness beat after every poll (ota/health.py), so a consumer thread that stops polling
+fails /livez. `WakeupHold`
 gives a burst of sends one wake-up of the producer's sender thread instead of one per
 new batch.
 
@@ -27,6 +29,7 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
+from ota.health import HEALTH, Beat
 from ota.settings import CommonSettings
 
 # kafka-python 3.0.12 defaults in brackets.
@@ -115,7 +118,14 @@ class GroupConsumer(KafkaConsumer):  # type: ignore[misc]
     finished join: the member stays "rebalancing" with heartbeats off, the broker drops it
     after session_timeout_ms, commits fail, and it never joins again while the process runs.
     Asking for a rejoin then makes the next poll complete the join (or join anew).
+
+    Every poll that returns, empty or not, stamps the consumer's beat ("kafka-poll
+    <group>"), registered here (unready until the first poll) and retired on close.
     """
+
+    def __init__(self, *topics: str, **configs: Any) -> None:
+        super().__init__(*topics, **configs)
+        self._beat: Beat = HEALTH.beat(f"kafka-poll {configs.get('group_id')}")
 
     def poll(
         self, timeout_ms: int = 0, max_records: int | None = None, update_offsets: bool = True
@@ -126,6 +136,7 @@ class GroupConsumer(KafkaConsumer):  # type: ignore[misc]
         coordinator = self._coordinator
         if coordinator.rebalance_in_progress() and not coordinator.need_rejoin():
             coordinator.request_rejoin()
+        self._beat()
         return records
 
     def close(self, autocommit: bool = True, timeout_ms: int | None = None) -> None:
@@ -137,6 +148,7 @@ class GroupConsumer(KafkaConsumer):  # type: ignore[misc]
         partitions for session_timeout_ms. Without the id, close sends the LeaveGroup by
         member id, which Kafka accepts for a static member as well.
         """
+        HEALTH.retire(self._beat)
         self._coordinator.config["group_instance_id"] = None
         super().close(autocommit=autocommit, timeout_ms=timeout_ms)
 

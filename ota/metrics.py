@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from ota.health import HEALTH, serve_health_and_metrics
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -45,6 +47,7 @@ def histogram(
 
 
 def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
-    """Expose /metrics on a background thread; port 0 disables it."""
+    """Expose /metrics, /livez and /readyz (ota/health.py) on a background thread; port 0
+    disables it."""
     if port:
-        start_http_server(port, addr=host, registry=REGISTRY)
+        serve_health_and_metrics(port, host, REGISTRY, HEALTH)

@@ -7,7 +7,8 @@ port, its bound on stopping and its `main(settings, runtime)` coroutine) and its
 1. reads the settings; a `SettingsError` prints `<prog>: <the bad variable and why>` to
    stderr and exits 2, before anything starts;
 2. sets up JSON logs and logs the settings (secrets left out);
-3. starts the Prometheus server (port 0: none);
+3. starts the Prometheus server (port 0: none), which also answers /livez and /readyz
+   from the process's heartbeats (ota/health.py); the event loop beats on its own;
 4. runs `main` on uvloop with SIGTERM/SIGINT handled: the first signal sets
    `runtime.stop` and main drains (stop intake, finish what is in flight, commit,
    close); a signal while stopping exits at once with 130;
@@ -42,6 +43,7 @@ from typing import Any, Generic, TypeVar
 import uvloop
 
 from ota import logs
+from ota.health import DEFAULT_LIMIT_S, HEALTH, LOOP_BEAT_INTERVAL_S, Health
 from ota.metrics import serve_metrics
 from ota.settings import CommonSettings, SettingsError
 
@@ -63,8 +65,9 @@ _URL_USERINFO = re.compile(r"(?<=://)[^/@\s]*@")
 class Runtime:
     """The stop event and the supervised background tasks of one service."""
 
-    def __init__(self, stop: asyncio.Event | None = None) -> None:
+    def __init__(self, stop: asyncio.Event | None = None, health: Health = HEALTH) -> None:
         self.stop = stop if stop is not None else asyncio.Event()
+        self.health = health  # main's `hold`s and beats; the process's one by default
         self.failure: BaseException | None = None
         self.failed = asyncio.Event()  # set with the first failure
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -224,9 +227,11 @@ def serve(
     metrics_port: int,
     metrics_host: str,
     stop_timeout_s: float,
+    liveness_limit_s: float = DEFAULT_LIMIT_S,
 ) -> int:
     """Start the metrics server and run `main` on uvloop under signals and supervision;
     returns the exit code."""
+    HEALTH.limit_s = liveness_limit_s
     serve_metrics(metrics_port, metrics_host)
     return uvloop.run(_supervise(main, stop_timeout_s))
 
@@ -241,6 +246,7 @@ def run(service: Service[S]) -> int:
         metrics_port=service.metrics_port(settings),
         metrics_host=common.metrics_host,
         stop_timeout_s=service.stop_timeout_s(settings),
+        liveness_limit_s=common.liveness_limit_s,
     )
 
 
@@ -265,6 +271,7 @@ async def _supervise(main: Callable[[Runtime], Awaitable[None]], stop_timeout_s:
     async def main_task() -> None:
         await main(rt)
 
+    rt.spawn(beat_loop(rt), "loop-heartbeat")
     running = loop.create_task(main_task(), name="main")
     watchdog = loop.create_task(_watchdog(rt, stop_timeout_s), name="watchdog")
     try:
@@ -282,6 +289,20 @@ async def _supervise(main: Callable[[Runtime], Awaitable[None]], stop_timeout_s:
         return EXIT_FAILED
     log.info("stopped")
     return EXIT_OK
+
+
+async def beat_loop(rt: Runtime) -> None:
+    """Stamp the event loop's beat every second (a quarter of the limit if that is less)
+    until stop; a loop blocked by a call that never returns stops stamping, and /livez
+    says so."""
+    interval_s = min(LOOP_BEAT_INTERVAL_S, rt.health.limit_s / 4)
+    beat = rt.health.beat("event-loop")
+    while not rt.stop.is_set():
+        beat()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(rt.stop.wait(), interval_s)
+    rt.health.stopping = True  # the drain is bounded by the runtime, not by the probe
+    rt.health.retire(beat)
 
 
 async def _watchdog(rt: Runtime, stop_timeout_s: float) -> None:

@@ -103,6 +103,8 @@ class CommonSettings:
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     redis_security: RedisSecurity = field(default_factory=RedisSecurity)
     dev_mode: DevMode = DevMode.AUTO
+    # /livez fails once a loop's heartbeat is older than this (ota/health.py).
+    liveness_limit_s: float = 30.0
 
     def token_keys_use(self) -> SecretUse:
         """OTA_TOKEN_KEYS as a secret this service runs with (ota/dev_secrets.py)."""
@@ -152,4 +154,5 @@ class CommonSettings:
             kafka_security=KafkaSecurity.from_env(env),
             redis_security=redis_security,
             dev_mode=DevMode.from_env(env),
+            liveness_limit_s=env.number("LIVENESS_LIMIT_S", 30.0, min_value=1.0),
         )

@@ -42,6 +42,8 @@ def endpoints() -> list[Endpoint]:
     e = Endpoint
     return [
         e("GET", "/healthz", h.healthz, "Liveness and Redis reachability", "ops", None),
+        e("GET", "/livez", h.livez, "Liveness: every loop's heartbeat is fresh", "ops", None),
+        e("GET", "/readyz", h.readyz, "Readiness: live, consumers polling, Redis", "ops", None),
         e("GET", "/metrics", h.metrics, "Prometheus metrics", "ops", None),
         e("GET", "/v1/openapi.json", h.openapi_json, "This OpenAPI document", "ops", None),
         e("GET", "/docs", h.docs, "Interactive API page", "ops", None),

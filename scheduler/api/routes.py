@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
 
+from ota.health import HEALTH
 from ota.metrics import REGISTRY
 from scheduler.api.docs_page import PAGE
 from scheduler.devices import DeviceFilter, check_name
@@ -93,6 +94,21 @@ async def _stream(request: Request) -> AsyncIterator[bytes]:
 async def healthz(request: Request) -> Response:
     await svc(request).redis.ping()
     return JSON({"status": "ok"})
+
+
+async def livez(request: Request) -> Response:
+    """200 while every loop's heartbeat is fresh (ota/health.py); a Redis outage is not
+    a reason to restart."""
+    verdict = HEALTH.live()
+    return Response(verdict.body(), 200 if verdict.ok else 503, media_type="text/plain")
+
+
+async def readyz(request: Request) -> Response:
+    """Live, every consumer polled once, and Redis answers."""
+    verdict = HEALTH.ready()
+    if verdict.ok:
+        await svc(request).redis.ping()
+    return Response(verdict.body(), 200 if verdict.ok else 503, media_type="text/plain")
 
 
 async def metrics(request: Request) -> Response:

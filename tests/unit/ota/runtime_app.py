@@ -5,13 +5,16 @@ Modes: `bad-settings` (the settings reader raises), `graceful` (waits for stop, 
 `drained`), `slow-drain` (logs `draining` and never finishes), `task-crash` (a
 background task raises), `thread-crash` (a background thread raises), `task-ends` (a
 background task returns by itself), `hang-after-crash` (a task raises and main ignores
-the stop), `stuck-thread` (a task raises while a thread never returns). Every mode logs `ready` once running.
+the stop), `stuck-thread` (a task raises while a thread never returns), `hang-loop`
+(serves metrics on APP_METRICS_PORT and blocks its event loop once a line arrives on
+stdin). Every mode logs `ready` once running.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 import threading
 from dataclasses import dataclass
@@ -27,13 +30,20 @@ class AppSettings:
     common: CommonSettings
     mode: str
     password: str = "not-for-logs"
+    metrics_port: int = 0
 
 
 def load() -> AppSettings:
     mode = sys.argv[1]
     if mode == "bad-settings":
         raise SettingsError("OTA_APP_WIDGETS='many' is not an integer")
-    return AppSettings(CommonSettings.from_env({}), mode)
+    return AppSettings(
+        CommonSettings.from_env(
+            {"OTA_LIVENESS_LIMIT_S": os.environ.get("OTA_LIVENESS_LIMIT_S", "30")}
+        ),
+        mode,
+        metrics_port=int(os.environ.get("APP_METRICS_PORT", "0")),
+    )
 
 
 async def boom() -> None:
@@ -57,6 +67,10 @@ async def main(settings: AppSettings, rt: Runtime) -> None:
     elif mode == "task-ends":
         rt.spawn(asyncio.sleep(0.05), "short")
     log.info("ready")
+    if mode == "hang-loop":
+        await asyncio.to_thread(sys.stdin.readline)
+        log.info("blocking the loop")
+        threading.Event().wait()  # on the loop itself: nothing else on it runs again
     if mode == "hang-after-crash":
         await asyncio.Event().wait()  # ignores stop: the runtime must end the process
     await rt.stop.wait()
@@ -76,7 +90,7 @@ SERVICE = Service(
     name="runtime-app",
     load=load,
     common=lambda s: s.common,
-    metrics_port=lambda s: 0,
+    metrics_port=lambda s: s.metrics_port,
     stop_timeout_s=lambda s: 0.5,
     main=main,
 )

@@ -8,9 +8,13 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,11 +30,12 @@ APP = Path(__file__).with_name("runtime_app.py")
 class App:
     """`python runtime_app.py <mode>` with its stderr read line by line."""
 
-    def __init__(self, mode: str) -> None:
+    def __init__(self, mode: str, env: dict[str, str] | None = None) -> None:
         self.process = subprocess.Popen(
             [sys.executable, str(APP), mode],
             cwd=REPO,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
+            env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+            stdin=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
@@ -64,16 +69,17 @@ class App:
             self.process.kill()
             self.process.wait(5)
         self._reader.join(5)
-        if self.process.stderr is not None:
-            self.process.stderr.close()
+        for pipe in (self.process.stdin, self.process.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 @pytest.fixture
-def app() -> Iterator[Callable[[str], App]]:
+def app() -> Iterator[Callable[..., App]]:
     started: list[App] = []
 
-    def start(mode: str) -> App:
-        started.append(App(mode))
+    def start(mode: str, env: dict[str, str] | None = None) -> App:
+        started.append(App(mode, env))
         return started[-1]
 
     yield start
@@ -235,3 +241,41 @@ async def test_a_cancelled_task_is_not_a_failure() -> None:
     await asyncio.gather(task, return_exceptions=True)
     assert rt.failure is None
     assert not rt.stop.is_set()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.read().decode()
+
+
+def test_a_blocked_event_loop_fails_livez_while_metrics_still_answer(
+    app: Callable[..., App],
+) -> None:
+    port = _free_port()
+    run = app("hang-loop", {"APP_METRICS_PORT": str(port), "OTA_LIVENESS_LIMIT_S": "1"})
+    run.wait_log('"ready"')
+    base = f"http://127.0.0.1:{port}"
+    assert _get(base + "/livez") == (200, "ok\n")
+    assert _get(base + "/readyz") == (200, "ok\n")
+
+    assert run.process.stdin is not None
+    run.process.stdin.write("block\n")
+    run.process.stdin.flush()
+    run.wait_log('"blocking the loop"')
+    deadline = time.monotonic() + 10  # the beat goes stale one limit (1 s) after the block
+    while (answer := _get(base + "/livez"))[0] == 200:
+        assert time.monotonic() < deadline, "/livez never noticed the blocked loop"
+        time.sleep(0.1)
+    assert answer == (503, "stale: event-loop\n")
+    assert _get(base + "/readyz") == (503, "stale: event-loop\n")
+    assert _get(base + "/metrics")[0] == 200  # all the old probe asked: "alive"
