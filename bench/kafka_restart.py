@@ -41,8 +41,8 @@ _tests.__path__ = [str(REPO / "tests")]
 sys.modules["tests"] = _tests
 
 from ops.demo_env import redis_url_with_db  # noqa: E402
-from tests.faults.kafka.kafka_node import KafkaNode  # noqa: E402
 from tests.faults.kafka.restart_run import rollout_across_restart  # noqa: E402
+from tests.kafka_kit import PrivateKafka  # noqa: E402
 from tests.stack_kit import running_stack  # noqa: E402
 
 OUT = REPO / "bench" / "out"
@@ -65,7 +65,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     base_redis = os.environ.get("OTA_REDIS_URL") or "redis://127.0.0.1:6379/0"
     mqtt = {k: v for k, v in os.environ.items() if k.startswith("OTA_MQTT_")}
     with tempfile.TemporaryDirectory(prefix="kafka-restart-") as tmp:
-        node = KafkaNode(Path(tmp) / "kafka", partitions=args.partitions)
+        node = PrivateKafka(Path(tmp) / "kafka", partitions=args.partitions)
         node.start()
         try:
             with running_stack(

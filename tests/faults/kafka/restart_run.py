@@ -21,9 +21,10 @@ import httpx
 from kafka import KafkaConsumer, TopicPartition
 
 from ops.demo_env import StackPlan
-from ops.fleet_group import FleetGroup, register_fleet, upload_targets
+from ops.fleet_group import FleetGroup, register_fleet
+from ops.rollout_api import create_task, upload_package, upload_targets
 from ota.records import JobEventRecord, decode
-from tests.faults.kafka.kafka_node import KafkaNode
+from tests.kafka_kit import PrivateKafka
 
 FINISHED = ("Success", "Fail", "PartialSuccess", "Stopped")
 # Windows far longer than a device's work on a quiet machine, shorter than the test's
@@ -84,7 +85,7 @@ class RestartRun:
 
 
 async def rollout_across_restart(
-    node: KafkaNode,
+    node: PrivateKafka,
     plan: StackPlan,
     env: Mapping[str, str],
     *,
@@ -114,12 +115,7 @@ async def rollout_across_restart(
         await fleet.start(timeout_s=max(120.0, size / 50))
         try:
             package = os.urandom(package_kib * 1024)
-            pkg = await api.post(
-                "/v1/packages",
-                params={"type": "firmware", "version": "2.0", "file_name": "fault.bin"},
-                content=package,
-            )
-            assert pkg.status_code == 201, pkg.text
+            package_id = await upload_package(api, package, "fault.bin")
             list_id = await upload_targets(api, ids)
             policy: dict[str, Any] = {
                 "retry_count": 2,
@@ -128,18 +124,7 @@ async def rollout_across_restart(
             }
             if rate_per_min is not None:
                 policy["rate_per_min"] = rate_per_min
-            created = await api.post(
-                "/v1/tasks",
-                json={
-                    "name": "kafka restart",
-                    "type": "firmware",
-                    "package_id": pkg.json()["id"],
-                    "targets": {"list_id": list_id},
-                    "policy": policy,
-                },
-            )
-            assert created.status_code == 201, created.text
-            task_id = created.json()["id"]
+            task_id = await create_task(api, package_id, list_id, policy, "kafka restart")
             await _follow(
                 api, node, task_id, run, size, kill_after_share, outage_s, timeout_s, sample_s
             )
@@ -151,7 +136,7 @@ async def rollout_across_restart(
 
 async def _follow(
     api: httpx.AsyncClient,
-    node: KafkaNode,
+    node: PrivateKafka,
     task_id: str,
     run: RestartRun,
     size: int,
@@ -181,7 +166,7 @@ async def _follow(
         run.answered_at = await restart
 
 
-async def _restart_later(node: KafkaNode, outage_s: float) -> float:
+async def _restart_later(node: PrivateKafka, outage_s: float) -> float:
     await asyncio.sleep(outage_s)  # the outage itself: Kafka stays dead this long
     return await asyncio.to_thread(node.start)
 

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import missing
-from tests.faults.kafka.kafka_node import KafkaNode, KafkaNodeError
 from tests.faults.kafka.restart_run import rollout_across_restart
+from tests.kafka_kit import PrivateKafka, running_kafka
 from tests.stack_kit import running_stack
 
 REDIS_DB = 6  # db 8 is the demo's (ops/demo.py)
@@ -27,21 +26,14 @@ OUTAGE_S = 12.0
 
 
 @pytest.fixture
-def kafka_node(tmp_path: Path) -> Iterator[KafkaNode]:
-    try:
-        node = KafkaNode(tmp_path / "kafka")
-        node.start()
-    except (KafkaNodeError, OSError) as exc:
-        missing(f"a private Kafka could not start: {exc}")
-    try:
+def kafka_node(tmp_path: Path) -> Iterator[PrivateKafka]:
+    with running_kafka(tmp_path / "kafka") as node:
         yield node
-    finally:
-        node.stop()
 
 
 @pytest.mark.timeout(400)
 async def test_a_kafka_restart_mid_rollout_costs_no_device_a_timeout(
-    kafka_node: KafkaNode,
+    kafka_node: PrivateKafka,
     redis_url: str,
     mqtt_env: dict[str, str],
     tmp_path: Path,

@@ -1,5 +1,5 @@
 """The services' Kafka clients with SASL (SCRAM-SHA-512, PLAIN) and TLS, against a real
-private Kafka (private_kafka.py): the right credentials produce and consume; a wrong
+private Kafka (tests/kafka_kit.py): the right credentials produce and consume; a wrong
 password, an unknown user, no SASL at all and an untrusted CA are refused."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from kafka.errors import KafkaError
 
 from ota.kafka_clients import make_admin, make_consumer, make_producer
 from ota.settings import CommonSettings
-from tests.integration.security.private_kafka import USER, SaslKafka
+from tests.kafka_kit import USER, PrivateKafka, Sasl, running_kafka
 
 ROOT = Path(__file__).resolve().parents[3]
 SCRAM_PASSWORD = "scram-" + uuid.uuid4().hex
@@ -36,19 +36,21 @@ def make_certs(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SaslKafka]:
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateKafka]:
     tls = make_certs(tmp_path_factory.mktemp("kafka-tls"))
-    node = SaslKafka(tmp_path_factory.mktemp("sasl-kafka"), tls, SCRAM_PASSWORD, PLAIN_PASSWORD)
-    try:
-        node.start()
-        admin = KafkaAdminClient(bootstrap_servers=node.address("internal"))
+    sasl = Sasl(tls, SCRAM_PASSWORD, PLAIN_PASSWORD)
+    with running_kafka(tmp_path_factory.mktemp("sasl-kafka"), sasl=sasl) as node:
+        admin = KafkaAdminClient(bootstrap_servers=node.bootstrap)
         try:
             admin.create_topics([NewTopic(TOPIC, 1, 1)])
         finally:
             admin.close()
         yield node
-    finally:
-        node.stop()
+
+
+def ca_file(kafka: PrivateKafka) -> str:
+    assert kafka.sasl is not None
+    return str(kafka.sasl.tls_dir / "ca.pem")
 
 
 def settings(
@@ -111,9 +113,9 @@ def round_trip(common: CommonSettings) -> list[bytes]:
     ],
 )
 def test_the_right_user_produces_and_consumes(
-    kafka: SaslKafka, listener: str, protocol: str, mechanism: str, password: str
+    kafka: PrivateKafka, listener: str, protocol: str, mechanism: str, password: str
 ) -> None:
-    extra = {"OTA_KAFKA_SSL_CA_FILE": str(kafka.tls_dir / "ca.pem")} if listener == "secure" else {}
+    extra = {"OTA_KAFKA_SSL_CA_FILE": ca_file(kafka)} if listener == "secure" else {}
     common = settings(kafka.address(listener), protocol, mechanism, password, **extra)
     assert round_trip(common)
     admin = make_admin(common)
@@ -133,13 +135,13 @@ def test_the_right_user_produces_and_consumes(
     ids=["scram-wrong-password", "plain-wrong-password", "unknown-user"],
 )
 def test_bad_credentials_are_refused(
-    kafka: SaslKafka, mechanism: str, password: str, user: str
+    kafka: PrivateKafka, mechanism: str, password: str, user: str
 ) -> None:
     common = settings(kafka.address("sasl"), "SASL_PLAINTEXT", mechanism, password, user=user)
     assert_refused(common)
 
 
-def test_a_client_without_sasl_is_refused(kafka: SaslKafka) -> None:
+def test_a_client_without_sasl_is_refused(kafka: PrivateKafka) -> None:
     common = CommonSettings.from_env({"OTA_KAFKA_BOOTSTRAP": kafka.address("sasl")})
     assert_refused(common)
 
@@ -160,7 +162,7 @@ sys.exit(1)
 """
 
 
-def test_a_broker_another_ca_signed_is_refused(kafka: SaslKafka, tmp_path: Path) -> None:
+def test_a_broker_another_ca_signed_is_refused(kafka: PrivateKafka, tmp_path: Path) -> None:
     other = make_certs(tmp_path / "other")
     env = {
         "PATH": "/usr/bin:/bin",
@@ -178,7 +180,7 @@ def test_a_broker_another_ca_signed_is_refused(kafka: SaslKafka, tmp_path: Path)
     assert probe.returncode == 0, probe.stdout + probe.stderr[-2000:]
     assert probe.stdout.startswith("refused:")
     # The same client, trusting the right CA, gets through (the probe is not just broken).
-    env["OTA_KAFKA_SSL_CA_FILE"] = str(kafka.tls_dir / "ca.pem")
+    env["OTA_KAFKA_SSL_CA_FILE"] = ca_file(kafka)
     trusted = subprocess.run(
         [sys.executable, "-c", REFUSED_PROBE], env=env, capture_output=True, text=True, timeout=60
     )
