@@ -51,12 +51,8 @@ from rollout_report import (  # noqa: E402
 
 from ops.demo_env import Ports, StackPlan, redis_url_with_db  # noqa: E402
 from ops.demo_stack import Stack  # noqa: E402
-from ops.fleet_group import (  # noqa: E402
-    FleetGroup,
-    default_fleet_processes,
-    register_fleet,
-    upload_targets,
-)
+from ops.fleet_group import FleetGroup, default_fleet_processes, register_fleet  # noqa: E402
+from ops.rollout_api import create_task, upload_package, upload_targets  # noqa: E402
 from ops.supervisor import parse_scale  # noqa: E402
 
 OUT = REPO / "bench" / "rollout"
@@ -286,27 +282,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         pids["fleet"] = fleet.pids()
         pids.update(infra_pids())
         async with httpx.AsyncClient(base_url=plan.api_url, headers=headers, timeout=120) as api:
-            pkg = (
-                await api.post(
-                    "/v1/packages",
-                    params={"type": "firmware", "version": "2.0", "file_name": "bench.bin"},
-                    content=package,
-                )
-            ).json()
+            package_id = await upload_package(api, package, "bench.bin")
             list_id = await upload_targets(api, ids)
             sampler = Sampler(pids)
-            created = await api.post(
-                "/v1/tasks",
-                json={
-                    "name": f"bench {label}",
-                    "type": "firmware",
-                    "package_id": pkg["id"],
-                    "targets": {"list_id": list_id},
-                    "policy": POLICY,
-                },
-            )
-            assert created.status_code == 201, created.text
-            tid = created.json()["id"]
+            tid = await create_task(api, package_id, list_id, POLICY, f"bench {label}")
             t0 = time.monotonic()
             kills, killed = list(args.kills), list[dict[str, Any]]()
             spy: subprocess.Popen[bytes] | None = None

@@ -3,7 +3,7 @@
 1. the local stack (Kafka, Redis, Mosquitto) up: `deploy/local/up`;
 2. the gateway, workers, download edge and scheduler under `ota up` (logs in
    `<state dir>/logs/`), with one consistent set of settings (`ops.demo_env`);
-3. a sample firmware package uploaded through the API;
+3. a sample firmware package uploaded through the API (`ops.rollout_api`);
 4. a simulated fleet with a realistic mix (`ops.demo_fleet`) in its own process;
 5. a task with a canary wave and an exponential rate ramp, live progress until it ends;
 6. a summary: outcomes, failure causes, duration, devices per second, where to look next.
@@ -30,14 +30,9 @@ from devices.fleet import device_name
 from ops.demo_env import StackPlan, stack_env
 from ops.demo_fleet import Mix, verdict
 from ops.demo_progress import Progress, summary_lines
-from ops.demo_stack import REPO, Stack, StackError
-from ops.fleet_group import (
-    SPLIT_FLEET_AT,
-    FleetGroup,
-    default_fleet_processes,
-    register_fleet,
-    upload_targets,
-)
+from ops.demo_stack import REPO, Stack
+from ops.fleet_group import SPLIT_FLEET_AT, FleetGroup, default_fleet_processes, register_fleet
+from ops.rollout_api import create_task, upload_package, upload_targets
 
 FINISHED = ("Success", "Fail", "PartialSuccess", "Stopped")
 # Each run has its own topics (demo-<run>.ota.*) and starts from an empty Redis db, so
@@ -137,7 +132,6 @@ def policy(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-
 async def rollout(args: argparse.Namespace, stack: Stack) -> int:
     plan = stack.plan
     interrupted = asyncio.Event()
@@ -175,33 +169,16 @@ async def rollout(args: argparse.Namespace, stack: Stack) -> int:
     task: dict[str, Any] = {}
     async with httpx.AsyncClient(base_url=plan.api_url, headers=headers, timeout=60) as api:
         try:
-            uploaded = await api.post(
-                "/v1/packages",
-                params={
-                    "type": "firmware",
-                    "version": "2.0",
-                    "file_name": "demo-firmware-2.0.bin",
-                    "allowed_sources": "1.0,1.1",
-                    "description": "make demo sample firmware",
-                },
-                content=package,
+            package_id = await upload_package(
+                api,
+                package,
+                "demo-firmware-2.0.bin",
+                allowed_sources="1.0,1.1",
+                description="make demo sample firmware",
             )
-            uploaded.raise_for_status()
-            pkg = uploaded.json()
-            print(f"[demo] package {pkg['id']} uploaded ({len(package) // 1024} KiB)", flush=True)
-            created = await api.post(
-                "/v1/tasks",
-                json={
-                    "name": f"demo rollout {run}",
-                    "type": "firmware",
-                    "package_id": pkg["id"],
-                    "targets": {"list_id": await upload_targets(api, ids)},
-                    "policy": policy(args),
-                },
-            )
-            if created.status_code != 201:
-                raise StackError(f"creating the task failed: {created.text}")
-            tid = created.json()["id"]
+            print(f"[demo] package {package_id} uploaded ({len(package) // 1024} KiB)", flush=True)
+            list_id = await upload_targets(api, ids)
+            tid = await create_task(api, package_id, list_id, policy(args), f"demo rollout {run}")
             t0 = time.monotonic()
             progress = Progress(sys.stdout, args.size)
             deadline = t0 + args.timeout_s

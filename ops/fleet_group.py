@@ -4,7 +4,7 @@ or more `python -m ops.demo_fleet` child processes, seen as one fleet.
 `FleetGroup` splits the fleet into contiguous index slices (`slices`), one process each,
 and merges their ready and report lines (`devices.report.merge`); `register_fleet` and
 `registrar` register the fleet's derived secrets through the API's bulk import so the
-broker lets the devices in; `upload_targets` makes the fleet a target list for a task.
+broker lets the devices in. The fleet's target list and task: `ops.rollout_api`.
 """
 
 from __future__ import annotations
@@ -178,11 +178,3 @@ def registrar(plan: StackPlan) -> Callable[[list[str]], Awaitable[str]]:
             return await register_fleet(api, device_ids)
 
     return register
-
-
-async def upload_targets(api: httpx.AsyncClient, device_ids: list[str]) -> str:
-    response = await api.post("/v1/target-lists", content="\n".join(device_ids).encode())
-    response.raise_for_status()
-    list_id: str = response.json()["list_id"]
-    return list_id
-
