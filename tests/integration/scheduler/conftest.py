@@ -1,4 +1,6 @@
-"""Fixtures of the scheduler's integration tests: a live scheduler per test (see sched_harness)."""
+"""Fixtures of the scheduler's integration tests: a live scheduler per test (see sched_harness),
+and for tests of the scheduler's Redis code without one: `aredis`, an asyncio client on the
+scheduler's flushed db, and `registry`, the device registry on it (its producer unused)."""
 
 from __future__ import annotations
 
@@ -6,14 +8,18 @@ import dataclasses
 import fcntl
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
 
 from ota.settings import Topics
+from scheduler.bus import Producer
+from scheduler.devices import Registry
 from tests.integration.scheduler.sched_harness import REDIS_DB, Harness, db_url, make_settings
 
 
@@ -53,6 +59,29 @@ def sched_redis(redis_url: str) -> Iterator[redis.Redis[bytes]]:
             client.flushdb()
             client.close()
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.fixture
+async def aredis(
+    redis_url: str, sched_redis: redis.Redis[bytes]
+) -> AsyncIterator[redis.asyncio.Redis[bytes]]:
+    client: redis.asyncio.Redis[bytes] = redis.asyncio.Redis.from_url(db_url(redis_url))
+    try:
+        yield client
+    finally:
+        await client.aclose()  # type: ignore[attr-defined]  # stubs predate aclose
+
+
+@pytest.fixture
+async def registry(
+    aredis: redis.asyncio.Redis[bytes], kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> AsyncIterator[Registry]:
+    topics = Topics.with_prefix(f"t-{uuid.uuid4().hex[:8]}.")  # nothing is produced here
+    producer = Producer(make_settings(kafka_bootstrap, redis_url, tmp_path, topics).common)
+    try:
+        yield Registry(aredis, producer, topics, timeline_cap=50)
+    finally:
+        await producer.close()
 
 
 @pytest.fixture

@@ -5,43 +5,14 @@ registry written before it existed."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import pytest
 import redis
 import redis.asyncio
 
 from ota.records import DeviceEventRecord
-from ota.settings import Topics
 from scheduler import keys
-from scheduler.bus import Producer
 from scheduler.console.pages_overview import census
 from scheduler.devices import Registry
-from tests.integration.scheduler.sched_harness import db_url, make_settings
-
-
-@pytest.fixture
-async def aredis(
-    redis_url: str, sched_redis: redis.Redis[bytes]
-) -> AsyncIterator[redis.asyncio.Redis[bytes]]:
-    client: redis.asyncio.Redis[bytes] = redis.asyncio.Redis.from_url(db_url(redis_url))
-    try:
-        yield client
-    finally:
-        await client.aclose()  # type: ignore[attr-defined]  # stubs predate aclose
-
-
-@pytest.fixture
-async def registry(
-    aredis: redis.asyncio.Redis[bytes], kafka_bootstrap: str, redis_url: str, tmp_path: Path
-) -> AsyncIterator[Registry]:
-    topics = Topics.with_prefix(f"t-{uuid.uuid4().hex[:8]}.")  # nothing is produced here
-    producer = Producer(make_settings(kafka_bootstrap, redis_url, tmp_path, topics).common)
-    try:
-        yield Registry(aredis, producer, topics, timeline_cap=50)
-    finally:
-        await producer.close()
 
 
 async def test_the_version_census_counts_devices_from_the_index_of_known_versions(

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
 
-import pytest
 import redis
 import redis.asyncio
 from kafka.consumer.fetcher import ConsumerRecord
@@ -16,18 +14,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from ota.records import DeadLetterRecord, encode
 from scheduler import keys
 from scheduler.deadletters import HOUR_MS, DeadLetterCounts, read
-from tests.integration.scheduler.sched_harness import Harness, db_url, eventually
-
-
-@pytest.fixture
-async def aredis(
-    redis_url: str, sched_redis: redis.Redis[bytes]
-) -> AsyncIterator[redis.asyncio.Redis[bytes]]:
-    client: redis.asyncio.Redis[bytes] = redis.asyncio.Redis.from_url(db_url(redis_url))
-    try:
-        yield client
-    finally:
-        await client.aclose()  # type: ignore[attr-defined]  # stubs predate aclose
+from tests.integration.scheduler.sched_harness import Harness, eventually
 
 
 def letter(source: str, reason: str) -> bytes:
@@ -83,19 +70,15 @@ def test_a_label_cannot_forge_the_separator() -> None:
     assert read(consumed(8, b"[1]", -1), 5 * HOUR_MS).field == "unknown|not_a_dead_letter"
 
 
-async def test_the_scheduler_counts_what_every_service_dead_lettered(harness: Harness) -> None:
+async def test_the_scheduler_counts_what_every_service_dead_lettered(
+    harness: Harness, aredis: redis.asyncio.Redis[bytes]
+) -> None:
     device = f"dl-{uuid.uuid4().hex[:6]}"
     harness.produce_raw(harness.topics.dead_letters, "gateway", letter("gateway", "invalid_json"))
     harness.produce_raw(harness.topics.inbox, device, b"{not json")  # refused
 
     async def seen() -> list[dict[str, object]] | None:
-        r: redis.asyncio.Redis[bytes] = redis.asyncio.Redis.from_url(
-            harness.settings.common.redis_url
-        )
-        try:
-            rows = await DeadLetterCounts(r).last_day(int(time.time() * 1000))
-        finally:
-            await r.aclose()  # type: ignore[attr-defined]  # stubs predate aclose
+        rows = await DeadLetterCounts(aredis).last_day(int(time.time() * 1000))
         sources = {row["source"] for row in rows}
         return rows if {"gateway", "scheduler"} <= sources else None
 
