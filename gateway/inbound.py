@@ -11,7 +11,8 @@ the failed records are through, so a retry never puts a device's later record ah
 an earlier one (what is already in flight keeps its per-partition order through Kafka's
 idempotent producer):
 - Retriable (timeout, Kafka away): once every record in flight has an answer, the failed
-  ones are produced again in arrival order, with backoff, until Kafka takes them.
+  ones are produced again in arrival order, by `ota.backoff.retry` (operation
+  `gateway.produce`), until Kafka takes them.
 - Not retriable (record too large for the topic, invalid topic, not authorised, ...):
   kafka-python's idempotent producer then fails everything after it too, so the
   producer is renewed and the failed records are sent again one at a time, in order.
@@ -26,6 +27,10 @@ leaves it exactly once, when its `ack` is called (`ota_gateway_in_flight{directi
 shows the count): a message the gateway fails to translate (a defect, not bad input) is
 dead-lettered (reason `gateway_error`) rather than left holding a slot and a broker
 receive-maximum credit forever.
+
+Recovery runs in `recovery`, one task for the life of the service supervised by the
+runtime: if it raises, the service stops and exits 1 instead of staying up with intake
+paused and nothing saying so.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ from gateway.uplink import (
     refused_letter,
     translate,
 )
-from ota.backoff import Backoff
+from ota.backoff import Backoff, StoppedError, retry
 from ota.clock import now_ms
 from ota.mqtt import Ack
 from ota.protocol import ProtocolError
@@ -65,6 +70,10 @@ log = logging.getLogger(__name__)
 
 PUBACK_SUCCESS = 0
 RETRY = Backoff(0.1, 5.0)
+
+
+class _NotTakenError(Exception):
+    """Kafka has not taken some records yet (retriable errors): produce them again."""
 
 
 class _Out:
@@ -134,8 +143,10 @@ class Inbound:
         self._paused = False
         self._seq = 0
         self._unanswered = 0  # records sent that Kafka has not answered yet
-        self._recovering: asyncio.Task[None] | None = None
+        self._recovering = False  # intake held until failed records are through
+        self._trouble = asyncio.Event()  # wakes `recovery`
         self._retry: list[_Message] = []
+        self._resend: list[tuple[_Message, int]] = []  # produced again on the next attempt
         self._suspect = False  # a non-retriable error since the producer was last renewed
         self._held: deque[_Message] = deque()
         self._answered = asyncio.Event()  # set when nothing is unanswered (during recovery)
@@ -170,7 +181,7 @@ class Inbound:
             return
         self._seq += 1
         message = _Message(self._seq, topic, payload, ack, outs, received)
-        if self._recovering is not None:
+        if self._recovering:
             self._held.append(message)
         else:
             self._send(message)
@@ -258,7 +269,7 @@ class Inbound:
             if not _retriable(error):
                 self._suspect = True
             self._start_recovery(error)
-        if self._unanswered == 0 and self._recovering is not None:
+        if self._unanswered == 0 and self._recovering:
             self._answered.set()
 
     def _acknowledged(self, message: _Message) -> None:
@@ -279,46 +290,68 @@ class Inbound:
     # ---------------------------------------------------------------- recovery
 
     def _start_recovery(self, error: BaseException) -> None:
-        if self._recovering is None:
+        if not self._recovering:
             log.warning(
                 "kafka produce failed; holding intake to retry", extra={"error": str(error)}
             )
+            self._recovering = True
             self._answered.clear()
-            self._recovering = asyncio.get_running_loop().create_task(self._recover())
+            self._trouble.set()
             self._update_reading()
 
-    async def _recover(self) -> None:
-        attempt = 0
+    async def recovery(self, stop: asyncio.Event) -> None:
+        """Whenever a produce failed: get the failed records through, then send what was
+        held and resume intake. Runs until `stop` (spawn it on the runtime)."""
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while True:
+                trouble = asyncio.ensure_future(self._trouble.wait())
+                await asyncio.wait({trouble, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                trouble.cancel()
+                if stop.is_set():
+                    return
+                try:
+                    await retry(
+                        "gateway.produce",
+                        self._settle,
+                        on=_NotTakenError,
+                        policy=self._backoff,
+                        stop=stop,
+                    )
+                except StoppedError:
+                    return  # shutting down: what is not acknowledged, the broker redelivers
+                self._recovering = False
+                self._trouble.clear()
+                held, self._held = self._held, deque()
+                for message in held:
+                    self._send(message)  # a failure here starts the next recovery
+                self._update_reading()
+        finally:
+            stopping.cancel()
+
+    async def _settle(self) -> None:
+        """One attempt: produce again what failed last time, wait until every record sent
+        has an answer; raise _NotTakenError while Kafka has not taken them all."""
+        pending, self._resend = self._resend, []
+        for message, index in pending:  # records Kafka took stay taken; ids unchanged
+            self._produce(message, index)
         while True:
             if self._unanswered:
-                await self._answered.wait()  # every record sent so far has an answer
+                await self._answered.wait()
             self._answered.clear()
-            retry, self._retry = sorted(self._retry, key=lambda m: m.seq), []
-            if not retry:
-                break
-            pending = [(m, i) for m in retry for i in sorted(m.failed)]
-            for message in retry:
+            failed, self._retry = sorted(self._retry, key=lambda m: m.seq), []
+            if not failed:
+                return
+            pending = [(m, i) for m in failed for i in sorted(m.failed)]
+            for message in failed:
                 message.failed = []
             if self._suspect:
                 self._suspect = False
                 await self._producer.renew()
                 await self._isolate(pending)
                 continue
-            delay = self._backoff.delay_s(attempt)
-            attempt += 1
-            metrics.RETRIES.labels("produce").inc()
-            log.warning(
-                "retrying records in arrival order",
-                extra={"records": len(pending), "retry_in_s": round(delay, 3)},
-            )
-            await asyncio.sleep(delay)
-            for message, index in pending:  # records Kafka took stay taken; ids unchanged
-                self._produce(message, index)
-        self._recovering = None
-        held, self._held = self._held, deque()
-        for message in held:
-            self._send(message)
-        self._update_reading()
+            self._resend = pending
+            raise _NotTakenError(f"{len(pending)} records not taken yet, in arrival order")
 
     async def _isolate(self, pending: list[tuple[_Message, int]]) -> None:
         """Send the records one at a time, in order, to find the one Kafka refuses."""
@@ -387,11 +420,11 @@ class Inbound:
 
     def _update_reading(self) -> None:
         if not self._paused:
-            if self._recovering is not None or self._in_flight >= self._limit:
+            if self._recovering or self._in_flight >= self._limit:
                 self._paused = True
                 metrics.PAUSED.set(1)
                 self._pause_reading()
-        elif self._recovering is None and self._in_flight <= self._limit // 2:
+        elif not self._recovering and self._in_flight <= self._limit // 2:
             self._paused = False
             metrics.PAUSED.set(0)
             self._resume_reading()

@@ -36,7 +36,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from kafka.partitioner.default import murmur2
 
-from ota.backoff import Backoff
+from ota.backoff import Backoff, retry
 from ota.kafka_clients import WakeupHold
 
 log = logging.getLogger(__name__)
@@ -177,19 +177,13 @@ class AsyncProducer:
         one still held is failed, not delivered."""
         if self._create is None:
             raise RuntimeError("this producer has no factory to renew it with")
-        attempt = 0
-        while True:
-            try:
-                fresh = await asyncio.to_thread(self._create)
-                break
-            except KafkaError as exc:
-                delay = self._backoff.delay_s(attempt)
-                attempt += 1
-                log.warning(
-                    "kafka producer renewal failed",
-                    extra={"error": str(exc), "retry_in_s": round(delay, 3)},
-                )
-                await asyncio.sleep(delay)
+        create = self._create
+        fresh = await retry(
+            "gateway.producer_renew",
+            lambda: asyncio.to_thread(create),
+            on=KafkaError,
+            policy=self._backoff,
+        )
         self._release()
         old, self._producer = self._producer, fresh
         log.warning("kafka producer renewed")

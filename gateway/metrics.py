@@ -37,7 +37,6 @@ PRESENCE = counter(
 )
 CONNECTED = gauge(SERVICE, "connected", "1 while the link is up", ("link",))
 IN_FLIGHT = gauge(SERVICE, "in_flight", "Messages being handled", ("direction",))
-RETRIES = counter(SERVICE, "retries_total", "Retried operations", ("what",))
 PAUSED = gauge(
     SERVICE, "uplink_paused", "1 while the gateway stopped reading uplinks (backpressure)"
 )

@@ -11,6 +11,11 @@ The poll loop never waits long on publishes: it polls for at most as many record
 there are free in-flight slots, and while none are free (the broker slow to acknowledge,
 the link down) it keeps polling with its partitions paused, so the consumer stays in its
 group and takes part in rebalances however long the backlog lasts.
+
+Starting the consumer, a poll Kafka fails, a publish the link loses or the broker defers,
+and a dead letter Kafka does not take are each retried by `ota.backoff.retry`
+(operations `gateway.consumer_start`, `gateway.poll`, `gateway.publish`,
+`gateway.dead_letter`).
 """
 
 from __future__ import annotations
@@ -21,16 +26,17 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
 
 from gateway import metrics
-from gateway.kafka_bridge import AsyncProducer
+from gateway.kafka_bridge import AsyncProducer, ProduceError
 from gateway.offsets import OffsetTracker
 from gateway.uplink import MAX_RAW_BYTES, SOURCE
-from ota.backoff import Backoff
+from ota.backoff import Backoff, StoppedError, retry
 from ota.clock import now_ms
 from ota.mqtt import MqttLink, PublishRefusedError, SessionLostError
 from ota.protocol import Event, ProtocolError, check_downlink_paras, down_topic, encode_envelope
@@ -45,6 +51,9 @@ COMMAND_KINDS = frozenset({"command"})
 RETRY = Backoff(0.1, 5.0)
 # PUBACK failure codes worth publishing again: quota exceeded, the broker's own trouble.
 RETRIABLE_REFUSALS = frozenset({0x97, 0x83})
+# Session dropped, socket gone mid-write, or gmqtt between connections: publish again once
+# the link is back (the offset stays uncommitted meanwhile); and refusals (see above).
+PUBLISH_ERRORS = (SessionLostError, OSError, OverflowError, AttributeError, PublishRefusedError)
 
 
 def command_payload(command: CommandRecord) -> bytes:
@@ -102,27 +111,28 @@ class Outbound:
         return await self._loop.run_in_executor(self._thread, call, *args)
 
     async def run(self, stop: asyncio.Event) -> None:
-        attempt = 0
-        while self._consumer is None:
-            try:
-                self._consumer = await self._on_thread(self._consumer_factory)
-                await self._on_thread(self._subscribe)
-            except KafkaError as exc:
-                delay = self._backoff.delay_s(attempt)
-                attempt += 1
-                metrics.RETRIES.labels("consumer").inc()
-                log.warning(
-                    "kafka consumer start failed", extra={"error": str(exc), "retry_in_s": delay}
-                )
-                if await _stopped_within(stop, delay):
-                    return
+        try:
+            await retry(
+                "gateway.consumer_start", self._start, on=KafkaError, policy=self._backoff, stop=stop
+            )
+        except StoppedError:
+            return
         last_commit = time.monotonic()
         while not stop.is_set():
             if self._busy >= self._in_flight:
                 self._freed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._freed.wait(), FULL_WAIT_S)
-            batches = await self._on_thread(self._poll, self._in_flight - self._busy)
+            try:
+                batches = await retry(
+                    "gateway.poll",
+                    partial(self._on_thread, self._poll, self._in_flight - self._busy),
+                    on=KafkaError,
+                    policy=self._backoff,
+                    stop=stop,
+                )
+            except StoppedError:
+                return
             for records in batches:
                 for record in records:
                     self._busy += 1
@@ -133,35 +143,37 @@ class Outbound:
                 await self._commit()
                 last_commit = time.monotonic()
 
-    def _subscribe(self) -> None:
-        assert self._consumer is not None
+    async def _start(self) -> None:
+        consumer = await self._on_thread(self._consumer_factory)
+        try:
+            await self._on_thread(self._subscribe, consumer)
+        except KafkaError:
+            await self._on_thread(consumer.close)
+            raise
+        self._consumer = consumer
+
+    def _subscribe(self, consumer: KafkaConsumer) -> None:
         # With the topic's metadata known before the first join, the group leader assigns
         # its partitions at once (otherwise it may assign nothing and rebalance later).
-        self._consumer.partitions_for_topic(self._topic)
-        self._consumer.subscribe([self._topic], listener=_Rebalance(self))
+        consumer.partitions_for_topic(self._topic)
+        consumer.subscribe([self._topic], listener=_Rebalance(self))
 
     def _poll(self, free: int) -> list[list[Any]]:
         """At most `free` records; none while `free` is 0, polling paused to stay in the group."""
         consumer = self._consumer
         assert consumer is not None
-        try:
-            if free > 0:
-                consumer.resume(*consumer.paused())
-                limit = min(free, consumer.config["max_poll_records"])
-                return list(consumer.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=limit).values())
-            consumer.pause(*consumer.assignment())
-            polled = consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
-            # Partitions a rebalance inside that poll assigned start unpaused: what they
-            # returned is read again once slots are free.
-            for tp, records in polled.items():
-                if records:
-                    consumer.seek(tp, records[0].offset)
-            return []
-        except KafkaError as exc:
-            log.warning("kafka poll failed", extra={"error": str(exc)})
-            metrics.RETRIES.labels("poll").inc()
-            time.sleep(0.5)  # on the consumer thread: spaces out retries while Kafka is away
-            return []
+        if free > 0:
+            consumer.resume(*consumer.paused())
+            limit = min(free, consumer.config["max_poll_records"])
+            return list(consumer.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=limit).values())
+        consumer.pause(*consumer.assignment())
+        polled = consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
+        # Partitions a rebalance inside that poll assigned start unpaused: what they
+        # returned is read again once slots are free.
+        for tp, records in polled.items():
+            if records:
+                consumer.seek(tp, records[0].offset)
+        return []
 
     def _spawn(self, partition: int, offset: int, value: bytes) -> None:
         task = asyncio.create_task(self._publish(partition, offset, value, self._generation))
@@ -187,40 +199,27 @@ class Outbound:
             # A RecordError code or an ota.protocol.Reason value.
             await self._dead_letter(origin, value, str(error.reason), error.message)
             return
-        attempt = 0
-        while True:
+        topic = down_topic(command.device_id)
+
+        async def publish() -> None:
             started = time.monotonic()
-            try:
-                await self._link.publish_acked(down_topic(command.device_id), payload)
-            except (SessionLostError, OSError, OverflowError, AttributeError) as exc:
-                # Session dropped, socket gone mid-write, or gmqtt between connections:
-                # publish again once the link is back; the offset stays uncommitted meanwhile.
-                delay = self._backoff.delay_s(attempt)
-                attempt += 1
-                metrics.RETRIES.labels("publish").inc()
-                log.warning(
-                    "publish failed; retrying",
-                    extra={"error": repr(exc), "retry_in_s": round(delay, 3)},
-                )
-                await asyncio.sleep(delay)
-                continue
-            except PublishRefusedError as refused:
-                if refused.reason_code not in RETRIABLE_REFUSALS:
-                    reason = f"publish_refused_0x{refused.reason_code:02x}"
-                    await self._dead_letter(origin, value, reason, str(refused))
-                    return
-                delay = self._backoff.delay_s(attempt)
-                attempt += 1
-                metrics.RETRIES.labels("publish").inc()
-                log.warning(
-                    "publish refused for now; retrying",
-                    extra={"error": str(refused), "retry_in_s": round(delay, 3)},
-                )
-                await asyncio.sleep(delay)
-                continue
+            await self._link.publish_acked(topic, payload)
             metrics.PUBLISH_LATENCY.observe(time.monotonic() - started)
-            metrics.MESSAGES_OUT.labels(command.event_type).inc()
+
+        try:
+            await retry(
+                "gateway.publish",
+                publish,
+                on=PUBLISH_ERRORS,
+                policy=self._backoff,
+                retriable=_worth_publishing_again,
+                context={"device_id": command.device_id},
+            )
+        except PublishRefusedError as refused:  # a refusal for good
+            reason = f"publish_refused_0x{refused.reason_code:02x}"
+            await self._dead_letter(origin, value, reason, str(refused))
             return
+        metrics.MESSAGES_OUT.labels(command.event_type).inc()
 
     async def _dead_letter(self, origin: str, value: bytes, reason: str, message: str) -> None:
         letter = DeadLetterRecord(
@@ -233,16 +232,13 @@ class Outbound:
         )
         metrics.DEAD_LETTERS.labels(reason).inc()
         log.info("dead letter", extra={"reason": reason, "origin": origin, "detail": message})
-        attempt = 0
-        while True:
-            try:
-                await self._producer.send(self._dead_letter_topic, SOURCE.encode(), encode(letter))
-                return
-            except Exception as exc:
-                metrics.RETRIES.labels("produce").inc()
-                log.warning("dead letter produce failed", extra={"error": str(exc)})
-                await asyncio.sleep(self._backoff.delay_s(attempt))
-                attempt += 1
+        raw = encode(letter)
+        await retry(
+            "gateway.dead_letter",
+            lambda: self._producer.send(self._dead_letter_topic, SOURCE.encode(), raw),
+            on=ProduceError,
+            policy=self._backoff,
+        )
 
     async def _commit(self) -> None:
         offsets = {**self._unsent_commit, **self._tracker.committable()}
@@ -302,9 +298,5 @@ async def _call(function: Callable[[], dict[int, int]]) -> dict[int, int]:
     return function()
 
 
-async def _stopped_within(stop: asyncio.Event, delay_s: float) -> bool:
-    try:
-        await asyncio.wait_for(stop.wait(), delay_s)
-    except TimeoutError:
-        return False
-    return True
+def _worth_publishing_again(error: BaseException) -> bool:
+    return not isinstance(error, PublishRefusedError) or error.reason_code in RETRIABLE_REFUSALS

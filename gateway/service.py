@@ -10,7 +10,6 @@ flush and close the producer, disconnect.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from kafka import KafkaProducer
@@ -86,7 +85,7 @@ def _link_config(settings: GatewaySettings) -> LinkConfig:
 
 
 async def main(settings: GatewaySettings, rt: Runtime) -> None:
-    await run(settings, rt.stop)
+    await run(settings, rt)
 
 
 SERVICE = Service(
@@ -102,13 +101,15 @@ SERVICE = Service(
 
 async def run(
     settings: GatewaySettings,
-    stop: asyncio.Event,
+    rt: Runtime,
     ready: asyncio.Event | None = None,
     *,
     inbound_type: type[Inbound] = Inbound,
 ) -> None:
-    """Run until `stop` is set; `ready` is set once uplinks are subscribed (tests wait on
-    it); `inbound_type` is the uplink handler (a fault test passes a subclass)."""
+    """Run until `rt.stop` is set (the uplink recovery and the downlink run as the
+    runtime's supervised tasks); `ready` is set once uplinks are subscribed (tests wait
+    on it); `inbound_type` is the uplink handler (a fault test passes a subclass)."""
+    stop = rt.stop
     loop = asyncio.get_running_loop()
     kafka = await _start_producer(settings, stop)
     if kafka is None:
@@ -140,6 +141,7 @@ async def run(
         on_state=lambda up: metrics.CONNECTED.labels("mqtt").set(1 if up else 0),
     )
     link_box.append(link)
+    rt.spawn(inbound.recovery(stop), "uplink-recovery")
     try:
         await link.connect(stop)
     except ConnectionAbortedError:
@@ -172,18 +174,14 @@ async def run(
         settings.common.topics.dead_letters,
         settings.downlink_in_flight,
     )
-    downlink = asyncio.create_task(outbound.run(stop), name="downlink")
-    if ready is not None:
-        await link.subscribed.wait()
-        ready.set()
-    stopped = asyncio.create_task(stop.wait(), name="stop")
+    downlink = rt.spawn(outbound.run(stop), "downlink")  # a crash stops the service
     try:
-        done, _ = await asyncio.wait({downlink, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if downlink in done:
-            downlink.result()  # a crash of the downlink loop ends the process
+        if ready is not None:
+            await link.subscribed.wait()
+            ready.set()
+        await stop.wait()
     finally:
         await _shutdown(settings, link, inbound, outbound, producer, downlink)
-        stopped.cancel()
 
 
 async def _shutdown(
@@ -203,8 +201,11 @@ async def _shutdown(
             "uplinks still in flight at shutdown; the broker redelivers them",
             extra={"in_flight": inbound.in_flight},
         )
-    with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-        await asyncio.wait_for(downlink, settings.drain_timeout_s)
+    # Waited, not awaited: a crash of the downlink is the runtime's to report, and the
+    # rest of the shutdown still runs.
+    _, late = await asyncio.wait({downlink}, timeout=settings.drain_timeout_s)
+    for task in late:
+        task.cancel()
     await outbound.drain(settings.drain_timeout_s)
     await link.close()
     await producer.close(settings.drain_timeout_s)

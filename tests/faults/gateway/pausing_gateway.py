@@ -50,7 +50,7 @@ def main() -> int:
     inbound_type = pausing(point)
 
     async def paused_main(settings: GatewaySettings, rt: Runtime) -> None:
-        await run(settings, rt.stop, inbound_type=inbound_type)
+        await run(settings, rt, inbound_type=inbound_type)
 
     return run_service(dataclasses.replace(SERVICE, main=paused_main))
 

@@ -33,6 +33,7 @@ from gateway.settings import GatewaySettings
 from ota.clock import now_ms
 from ota.device_auth import credentials_for
 from ota.records import decode
+from ota.runtime import Runtime
 from ota.settings import Topics
 
 REPO = Path(__file__).resolve().parents[3]
@@ -173,7 +174,8 @@ async def running_gateway(stack: Stack, **overrides: str) -> AsyncIterator[async
     """A gateway in this test's event loop; stops and drains on exit."""
     settings = GatewaySettings.from_env({**stack.env, **overrides})
     stop, ready = asyncio.Event(), asyncio.Event()
-    task = asyncio.create_task(run(settings, stop, ready))
+    rt = Runtime(stop)
+    task = asyncio.create_task(run(settings, rt, ready))
     waiting = asyncio.create_task(ready.wait())
     await asyncio.wait({task, waiting}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
     waiting.cancel()
@@ -185,6 +187,8 @@ async def running_gateway(stack: Stack, **overrides: str) -> AsyncIterator[async
     finally:
         stop.set()
         await asyncio.wait_for(task, 60)
+        await rt.join(10)
+        rt.raise_failure()  # a supervised task that failed fails the test
 
 
 def gateway_process(stack: Stack, **overrides: str) -> subprocess.Popen[bytes]:

@@ -16,6 +16,7 @@ from ota.backoff import Backoff
 from ota.metrics import REGISTRY
 from ota.protocol import up_topic
 from ota.records import DeadLetterRecord, DeviceEventRecord, decode
+from ota.runtime import Runtime
 
 TIMEOUT = ProduceError("KafkaTimeoutError: no answer", retriable=True, name="KafkaTimeoutError")
 TOO_LARGE = ProduceError(
@@ -50,11 +51,14 @@ class Acks:
         return lambda code: self.codes.__setitem__(name, code)
 
 
-def _inbound(producer: ScriptedProducer, limit: int, calls: list[str]) -> Inbound:
+def _inbound(
+    producer: ScriptedProducer, limit: int, calls: list[str], rt: Runtime | None = None
+) -> Inbound:
+    """An Inbound with its recovery task supervised by `rt` (a fresh runtime if None)."""
     settings = GatewaySettings.from_env(
         {"OTA_GATEWAY_UPLINK_IN_FLIGHT": str(limit), "OTA_GATEWAY_PRESENCE_SOURCE": "ota"}
     )
-    return Inbound(
+    inbound = Inbound(
         settings,
         producer,  # type: ignore[arg-type]
         None,
@@ -62,6 +66,9 @@ def _inbound(producer: ScriptedProducer, limit: int, calls: list[str]) -> Inboun
         resume_reading=lambda: calls.append("resume"),
         backoff=Backoff(0.001, 0.001),
     )
+    runtime = rt if rt is not None else Runtime()
+    runtime.spawn(inbound.recovery(runtime.stop), "uplink-recovery")
+    return inbound
 
 
 def _payload(event_id: str | None = None) -> bytes:
@@ -282,3 +289,54 @@ async def test_sdk_system_events_are_counted_never_dead_lettered() -> None:
     assert REGISTRY.get_sample_value(*sample) == before + 1
     producer.answer(0)
     assert acks.codes == {"m": 0}
+
+
+def _retries(operation: str) -> float:
+    return REGISTRY.get_sample_value("ota_retries_total", {"operation": operation}) or 0.0
+
+
+async def test_produce_retries_are_counted_by_the_shared_helper() -> None:
+    producer, calls, acks = ScriptedProducer(), list[str](), Acks()
+    inbound = _inbound(producer, 10, calls)
+    before = _retries("gateway.produce")
+    inbound.receive(up_topic("d1"), PAYLOAD, 1, acks.for_("m"))  # type: ignore[arg-type]
+    producer.answer(1)
+    producer.answer(0, TIMEOUT)
+    await _until(lambda: len(producer.sent) == 3)
+    producer.answer(2, TIMEOUT)  # refused again: a second retry
+    await _until(lambda: len(producer.sent) == 4)
+    assert _retries("gateway.produce") == before + 2
+    producer.answer(3)
+    await _until(lambda: calls == ["pause", "resume"])
+    assert acks.codes == {"m": 0}
+
+
+class _RenewFails(ScriptedProducer):
+    async def renew(self) -> None:
+        raise RuntimeError("renewal defect")
+
+
+async def test_a_failing_recovery_stops_the_service_instead_of_leaving_intake_paused() -> None:
+    producer, calls, acks = _RenewFails(), list[str](), Acks()
+    rt = Runtime()
+    inbound = _inbound(producer, 10, calls, rt)
+    inbound.receive(up_topic("d1"), PAYLOAD, 1, acks.for_("m"))  # type: ignore[arg-type]
+    producer.answer(1)
+    producer.answer(0, TOO_LARGE)  # not retriable: recovery renews the producer, which raises
+    await asyncio.wait_for(rt.failed.wait(), 5)
+    assert isinstance(rt.failure, RuntimeError)
+    assert str(rt.failure) == "renewal defect"
+    assert rt.stop.is_set()  # the service stops (exit 1 under `run`)
+    assert calls == ["pause"]
+    assert acks.codes == {}  # never acknowledged: the broker redelivers after the restart
+
+
+async def test_recovery_returns_on_stop() -> None:
+    settings = GatewaySettings.from_env({})
+    inbound = Inbound(settings, ScriptedProducer(), None, lambda: None, lambda: None)  # type: ignore[arg-type]
+    rt = Runtime()
+    task = rt.spawn(inbound.recovery(rt.stop), "uplink-recovery")
+    await asyncio.sleep(0)  # the task is waiting for trouble
+    rt.stop.set()
+    await asyncio.wait_for(task, 1)
+    assert rt.failure is None
