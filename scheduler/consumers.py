@@ -36,7 +36,7 @@ from ota.records import (
     encode,
 )
 from ota.settings import Topics
-from scheduler import keys
+from scheduler import keys, taskstate
 from scheduler.bus import Out, Producer
 from scheduler.devices import Registry
 from scheduler.notify import Notifier, device_result_event
@@ -187,26 +187,18 @@ class JobEventHandler:
             for i, result in zip(positions, applied, strict=True):
                 results[i] = result
         await self._registry.job_events([(e, types[e.task_id]) for e in events])
-        notes = []
+        notes: dict[str, dict[str, Any]] = {}  # by id: a batch may hold an event twice
         transitions: Counter[tuple[str, str]] = Counter()
         for event, result in zip(events, results, strict=True):
-            if result > 0:
+            if result in (taskstate.APPLIED, taskstate.TERMINAL):
                 transitions[event.to_state, "" if event.cause is None else str(event.cause)] += 1
-            if result == 2:
-                notes.append(
-                    device_result_event(
-                        event.task_id,
-                        event.device_id,
-                        event.to_state,
-                        JobState(event.to_state).device_status.value,
-                        event.cause,
-                        event.attempt,
-                    )
-                )
+            if result in (taskstate.TERMINAL, taskstate.TERMINAL_AGAIN):
+                note = device_result_event(event, JobState(event.to_state).device_status.value)
+                notes[note["id"]] = note
         await self._producer.send(
             Out(self._topics.dead_letters, "scheduler", encode(d)) for d in parsed.dead
         )
-        await self._notifier.emit(notes)
+        await self._notifier.emit(list(notes.values()))
         for (state, cause), n in transitions.items():
             JOB_TRANSITIONS.labels(state, cause).inc(n)
         _count("job_events", ok=len(events), skipped=0, dead=len(parsed.dead))

@@ -8,6 +8,7 @@ body with a unique `id` that receivers deduplicate by.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,7 +16,7 @@ import orjson
 import redis.asyncio
 
 from ota.clock import now_ms
-from ota.records import new_id
+from ota.records import JobEventRecord, new_id
 from ota.settings import Topics
 from scheduler import keys
 from scheduler.bus import Out, Producer
@@ -36,20 +37,22 @@ def task_status_event(task: dict[str, Any], previous: str | None) -> dict[str, A
     }
 
 
-def device_result_event(
-    task_id: str, device_id: str, state: str, device_status: str, cause: int | None, attempt: int
-) -> dict[str, Any]:
+def device_result_event(event: JobEventRecord, device_status: str) -> dict[str, Any]:
+    """The notification of a job event that ended a device's job. Its id and time come
+    from the event, so the same event applied again (a redelivery, or a replay after Redis
+    lost its last writes) yields the same notification, which receivers deduplicate."""
+    key = f"{event.task_id}|{event.device_id}|{event.attempt}|{event.job_version}|{event.to_state}"
     return {
         "v": 1,
         "kind": "device_result",
-        "id": new_id(),
-        "at_ms": now_ms(),
-        "task_id": task_id,
-        "device_id": device_id,
-        "state": state,
+        "id": hashlib.sha256(key.encode()).hexdigest()[:32],
+        "at_ms": event.at_ms,
+        "task_id": event.task_id,
+        "device_id": event.device_id,
+        "state": event.to_state,
         "status": device_status,
-        "cause": cause,
-        "attempt": attempt,
+        "cause": event.cause,
+        "attempt": event.attempt,
     }
 
 

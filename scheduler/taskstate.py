@@ -43,6 +43,9 @@ def bucket(state: str) -> str:
     return _BUCKET.get(state, "active")
 
 
+# What applying one job event did (the apply script's results).
+IGNORED, APPLIED, TERMINAL, TERMINAL_AGAIN = 0, 1, 2, 3
+
 _COMMON = """
 local function split(entry)
   local s, a, v, c, w = string.match(entry, '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$')
@@ -78,7 +81,8 @@ end
 # ARGV: index prefix, a JSON array of events [device, attempt, job_version, state, cause]
 # (all strings, as separate arguments would be; one argument is far cheaper to send).
 # Returns one result per event: 0 ignored (unknown device, older or same event),
-# 1 applied, 2 applied and terminal.
+# 1 applied, 2 applied and terminal, 3 the device's current terminal event again (a
+# redelivery: its notification may not have gone out before a crash, so it goes again).
 _APPLY = (
     _COMMON
     + """
@@ -86,12 +90,14 @@ local function apply(device, a1, v1, state, cause)
   local old = redis.call('HGET', KEYS[1], device)
   if not old then return 0 end
   local s0, a0, v0, c0, w0 = split(old)
+  local b = bucket(state)
+  local terminal = b == 'succeeded' or b == 'failed' or b == 'cancelled'
+  if a1 == a0 and v1 == v0 and s0 == state and terminal then return 3 end
   if a1 < a0 or (a1 == a0 and v1 <= v0) then return 0 end
   if s0 == 'PENDING' then w0 = -1 end
   local new = state .. '|' .. a1 .. '|' .. v1 .. '|' .. cause .. '|' .. w0
   move(KEYS[1], KEYS[2], ARGV[1], device, old, new)
-  local b = bucket(state)
-  if b == 'succeeded' or b == 'failed' or b == 'cancelled' then return 2 end
+  if terminal then return 2 end
   return 1
 end
 local out = {}
@@ -231,7 +237,8 @@ class TaskState:
 
     async def apply(self, tid: str, transitions: Sequence[Transition]) -> list[int]:
         """Apply one task's job events in log order, `APPLY_CHUNK` per script call; one
-        result per event (0 ignored, 1 applied, 2 applied and terminal)."""
+        result per event (0 ignored, 1 applied, 2 applied and terminal, 3 the current
+        terminal event redelivered)."""
         results: list[int] = []
         for start in range(0, len(transitions), APPLY_CHUNK):
             events = orjson.dumps(
