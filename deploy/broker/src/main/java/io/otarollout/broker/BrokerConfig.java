@@ -29,6 +29,8 @@ public record BrokerConfig(
         String redisUrl,
         String credentialPrefix,
         String revocationChannel,
+        String deviceCaKey,
+        Duration deviceCaRefresh,
         CredentialKeys credentialKeys,
         boolean devCredentialKeys,
         String platformUser,
@@ -80,6 +82,8 @@ public record BrokerConfig(
                 redisUrl,
                 in.string("OTA_BROKER_CREDENTIAL_PREFIX", "ota:sched:cred:"),
                 in.string("OTA_BROKER_REVOCATION_CHANNEL", "ota:sched:cred-revoked"),
+                in.string("OTA_BROKER_DEVICE_CA_KEY", "ota:sched:device-cas"),
+                Duration.ofSeconds(in.integer("OTA_BROKER_DEVICE_CA_REFRESH_S", 10, 1, 3600)),
                 keys,
                 !http && devKeys,
                 in.required("OTA_MQTT_PLATFORM_USER", "the platform services' MQTT account"),
@@ -110,6 +114,17 @@ public record BrokerConfig(
             in.problem(e.getMessage());
             return CredentialKeys.parse(CredentialKeys.DEV);
         }
+    }
+
+    /** Client certificates on the device TLS listener: redis mode reads the registered
+     * device CAs and the devices' records itself (http mode's contract carries no certificate). */
+    public boolean deviceCertificates() {
+        return authMode == AuthMode.REDIS && tlsPort != 0;
+    }
+
+    /** The device listener's truststore, written from the registered device CAs. */
+    public Path deviceCaTruststore() {
+        return stateDir.resolve("device-cas.p12");
     }
 
     /** Where revocations are read: the credential store, in either mode if set. */

@@ -20,6 +20,8 @@ final class BrokerMetrics {
     private final Map<String, LongAdder> revocations = new ConcurrentHashMap<>();
     private final LongAdder revocationDisconnects = new LongAdder();
     private final AtomicLong revocationsSubscribed = new AtomicLong();
+    private final AtomicLong deviceCas = new AtomicLong();
+    private final AtomicLong deviceCasRefused = new AtomicLong();
 
     void connect(Reason reason) {
         connects.computeIfAbsent(reason, r -> new LongAdder()).increment();
@@ -59,6 +61,12 @@ final class BrokerMetrics {
         revocationsSubscribed.set(subscribed ? 1 : 0);
     }
 
+    /** The registered device CAs in use, and the entries of the store refused (not CAs, ...). */
+    void deviceCas(int usable, int refused) {
+        deviceCas.set(usable);
+        deviceCasRefused.set(refused);
+    }
+
     String render() {
         StringBuilder out = new StringBuilder(1024);
         out.append("# HELP ota_broker_connects_total CONNECTs by outcome and reason.\n")
@@ -89,7 +97,13 @@ final class BrokerMetrics {
                 .append("ota_broker_revocation_disconnects_total ").append(revocationDisconnects.sum()).append('\n')
                 .append("# HELP ota_broker_revocations_subscribed 1 while subscribed to the revocation channel.\n")
                 .append("# TYPE ota_broker_revocations_subscribed gauge\n")
-                .append("ota_broker_revocations_subscribed ").append(revocationsSubscribed.get()).append('\n');
+                .append("ota_broker_revocations_subscribed ").append(revocationsSubscribed.get()).append('\n')
+                .append("# HELP ota_broker_device_cas Registered device CAs in use for client certificates.\n")
+                .append("# TYPE ota_broker_device_cas gauge\n")
+                .append("ota_broker_device_cas ").append(deviceCas.get()).append('\n')
+                .append("# HELP ota_broker_device_cas_refused Registered device CA entries that are unusable.\n")
+                .append("# TYPE ota_broker_device_cas_refused gauge\n")
+                .append("ota_broker_device_cas_refused ").append(deviceCasRefused.get()).append('\n');
         return out.toString();
     }
 }

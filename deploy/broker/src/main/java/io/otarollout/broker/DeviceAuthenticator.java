@@ -1,5 +1,6 @@
 package io.otarollout.broker;
 
+import java.security.cert.X509Certificate;
 import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
 
@@ -12,7 +13,10 @@ interface DeviceAuthenticator {
     /** A refusal decided from the CONNECT alone, or empty to go on. */
     Optional<AuthDecision> screen(String clientId, String username);
 
-    /** Never blocks; the future never completes exceptionally (failures: AUTH_UNAVAILABLE). */
+    /** Never blocks; the future never completes exceptionally (failures: AUTH_UNAVAILABLE).
+     * {@code certificates}: the client certificate chain of the TLS handshake (leaf first),
+     * null when the device sent none or came in over plain TCP. */
     CompletableFuture<AuthDecision> authenticate(
-            String clientId, String username, byte[] password, String peerHost);
+            String clientId, String username, byte[] password, String peerHost,
+            X509Certificate[] certificates);
 }

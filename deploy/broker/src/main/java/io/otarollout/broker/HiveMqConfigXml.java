@@ -24,10 +24,21 @@ final class HiveMqConfigXml {
                     .append("          <password>").append(escape(c.tlsKeystorePassword())).append("</password>\n")
                     .append("          <private-key-password>").append(escape(c.tlsKeystorePassword()))
                     .append("</private-key-password>\n")
-                    .append("        </keystore>\n")
-                    .append("        <protocols><protocol>TLSv1.3</protocol><protocol>TLSv1.2</protocol></protocols>\n")
-                    .append("        <client-authentication-mode>NONE</client-authentication-mode>\n")
-                    .append("      </tls>\n    </tls-tcp-listener>\n");
+                    .append("        </keystore>\n");
+            if (c.deviceCertificates()) {
+                // Asked for, not required: password devices send none. The handshake checks a
+                // chain against the registered device CAs (DeviceCaSync writes the file; HiveMQ
+                // reloads it when it changes); the extension decides who the device is.
+                xml.append("        <truststore>\n")
+                        .append("          <path>").append(escape(c.deviceCaTruststore().toString())).append("</path>\n")
+                        .append("          <type>PKCS12</type>\n")
+                        .append("          <password>").append(DeviceCaSync.TRUSTSTORE_PASSWORD).append("</password>\n")
+                        .append("        </truststore>\n");
+            }
+            xml.append("        <protocols><protocol>TLSv1.3</protocol><protocol>TLSv1.2</protocol></protocols>\n")
+                    .append("        <client-authentication-mode>").append(c.deviceCertificates() ? "OPTIONAL" : "NONE")
+                    .append("</client-authentication-mode>\n");
+            xml.append("      </tls>\n    </tls-tcp-listener>\n");
         }
         if (c.plainPort() != 0) {
             xml.append("    <tcp-listener>\n");

@@ -1,6 +1,7 @@
 package io.otarollout.broker;
 
 import java.nio.charset.StandardCharsets;
+import java.security.cert.X509Certificate;
 import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
 
@@ -23,7 +24,9 @@ final class HttpDeviceAuth implements DeviceAuthenticator {
 
     @Override
     public CompletableFuture<AuthDecision> authenticate(
-            String clientId, String username, byte[] password, String peerHost) {
+            String clientId, String username, byte[] password, String peerHost,
+            X509Certificate[] certificates) {
+        // EMQX's contract carries no certificate: certificate devices need redis mode.
         return client.authenticate(clientId, username, new String(password, StandardCharsets.UTF_8), peerHost);
     }
 }

@@ -57,6 +57,13 @@ public final class Launcher {
         }
 
         BrokerMetrics metrics = new BrokerMetrics();
+        DeviceCaSync deviceCas = null;
+        if (config.deviceCertificates()) {
+            deviceCas = new DeviceCaSync(new RedisConnections(config.redisUrl(), config.authTimeout()),
+                    config.deviceCaKey(), config.deviceCaTruststore(), config.deviceCaRefresh(),
+                    new DeviceCas(), metrics);
+            deviceCas.loadNow(); // the TLS listener starts with the CAs registered now
+        }
         AtomicBoolean ready = new AtomicBoolean(false);
         MetricsServer metricsServer = config.metricsPort() == 0 ? null
                 : new MetricsServer(config.metricsHost(), config.metricsPort(), metrics, ready::get);
@@ -71,7 +78,8 @@ public final class Launcher {
                         .withAuthor("ota-rollout")
                         .withPriority(1000)
                         .withStartPriority(1000)
-                        .withExtensionMain(new OtaExtension(config, metrics))
+                        .withExtensionMain(new OtaExtension(config, metrics,
+                                deviceCas == null ? new DeviceCas() : deviceCas.cas()))
                         .build())
                 .build();
         // Internal switches, not public API (HiveMQ is pinned in pom.xml, and the integration
@@ -89,6 +97,7 @@ public final class Launcher {
         InternalConfigurations.PUBLISH_POLL_BATCH_SIZE = config.inflightWindow();
 
         CountDownLatch stopped = new CountDownLatch(1);
+        DeviceCaSync caSync = deviceCas;
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {
             ready.set(false);
             try {
@@ -99,6 +108,9 @@ public final class Launcher {
             if (metricsServer != null) {
                 metricsServer.close();
             }
+            if (caSync != null) {
+                caSync.close();
+            }
             stopped.countDown();
         }, "ota-broker-shutdown"));
 
@@ -106,6 +118,9 @@ public final class Launcher {
             metricsServer.start();
         }
         hivemq.start().join();
+        if (caSync != null) {
+            caSync.start();
+        }
         // HiveMQ logs a listener that failed to bind and carries on; a broker missing a
         // listener must not look healthy.
         requireListening(config.deviceHost(), config.tlsPort(), "OTA_BROKER_TLS_PORT");

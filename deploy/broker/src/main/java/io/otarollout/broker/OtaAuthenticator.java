@@ -5,12 +5,14 @@ import com.hivemq.extension.sdk.api.async.TimeoutFallback;
 import com.hivemq.extension.sdk.api.auth.SimpleAuthenticator;
 import com.hivemq.extension.sdk.api.auth.parameter.SimpleAuthInput;
 import com.hivemq.extension.sdk.api.auth.parameter.SimpleAuthOutput;
+import com.hivemq.extension.sdk.api.client.parameter.ClientTlsInformation;
 import com.hivemq.extension.sdk.api.client.parameter.ConnectionInformation;
 import com.hivemq.extension.sdk.api.client.parameter.Listener;
 import com.hivemq.extension.sdk.api.packets.connect.ConnackReasonCode;
 import com.hivemq.extension.sdk.api.packets.connect.ConnectPacket;
 import java.net.InetAddress;
 import java.nio.ByteBuffer;
+import java.security.cert.X509Certificate;
 import java.time.Duration;
 import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
@@ -82,7 +84,7 @@ final class OtaAuthenticator implements SimpleAuthenticator {
                 ConnackReasonCode.SERVER_UNAVAILABLE, Reason.AUTH_UNAVAILABLE.code());
         CompletableFuture<AuthDecision> answer;
         try {
-            answer = devices.authenticate(clientId, username, password, peer);
+            answer = devices.authenticate(clientId, username, password, peer, certificates(connection));
         } catch (RuntimeException e) {
             // Never leave the connection to HiveMQ's timeout: that would be neither logged nor counted.
             answer = CompletableFuture.completedFuture(AuthDecision.unavailable(e.toString()));
@@ -116,6 +118,14 @@ final class OtaAuthenticator implements SimpleAuthenticator {
         LOG.info("refused client_id={} reason={}{}", clientId, reason.code(),
                 detail.isEmpty() ? "" : " (" + detail + ")");
         output.failAuthentication(reason.connack, reason.code());
+    }
+
+    /** The chain the device presented in the TLS handshake (the device listener asks for one
+     * without requiring it), or null. */
+    private static X509Certificate[] certificates(ConnectionInformation connection) {
+        return connection.getClientTlsInformation()
+                .flatMap(ClientTlsInformation::getClientCertificateChain)
+                .orElse(null);
     }
 
     private static byte[] copy(ByteBuffer buffer) {

@@ -15,13 +15,15 @@ final class OtaExtension implements ExtensionMain {
 
     private final BrokerConfig config;
     private final BrokerMetrics metrics;
+    private final DeviceCas deviceCas;
     private RedisConnections redis;
     private RedisCredentialStore store;
     private RevocationListener revocations;
 
-    OtaExtension(BrokerConfig config, BrokerMetrics metrics) {
+    OtaExtension(BrokerConfig config, BrokerMetrics metrics, DeviceCas deviceCas) {
         this.config = config;
         this.metrics = metrics;
+        this.deviceCas = deviceCas;
     }
 
     @Override
@@ -62,7 +64,8 @@ final class OtaExtension implements ExtensionMain {
         store = new RedisCredentialStore(redis, config.credentialPrefix(), config.authTimeout(), System::nanoTime);
         store.start();
         return new RedisDeviceAuth(store,
-                new CredentialCheck(new SecretBox(config.credentialKeys())), System::currentTimeMillis);
+                new CredentialCheck(new SecretBox(config.credentialKeys()), deviceCas::anchors,
+                        System::currentTimeMillis), System::currentTimeMillis);
     }
 
     @Override

@@ -24,7 +24,15 @@ enum Reason {
     AUTH_UNAVAILABLE(ConnackReasonCode.SERVER_UNAVAILABLE),
     DEVICE_ON_PLATFORM_LISTENER(ConnackReasonCode.NOT_AUTHORIZED),
     PLATFORM_ON_DEVICE_LISTENER(ConnackReasonCode.NOT_AUTHORIZED),
-    RATE_LIMITED(ConnackReasonCode.SERVER_BUSY);
+    RATE_LIMITED(ConnackReasonCode.SERVER_BUSY),
+    // Certificate devices (redis mode; DeviceCertificate, CertificateAuth).
+    /** Registered for certificates only, and no client certificate in the handshake. */
+    CERTIFICATE_REQUIRED(ConnackReasonCode.BAD_USER_NAME_OR_PASSWORD),
+    /** The chain does not lead to a registered device CA (or breaks PKIX's rules). */
+    CERTIFICATE_UNTRUSTED(ConnackReasonCode.BAD_USER_NAME_OR_PASSWORD),
+    CERTIFICATE_EXPIRED(ConnackReasonCode.BAD_USER_NAME_OR_PASSWORD),
+    /** A good certificate naming another device (neither its CN nor a SAN is the user name). */
+    CERTIFICATE_MISMATCH(ConnackReasonCode.BAD_USER_NAME_OR_PASSWORD);
 
     final ConnackReasonCode connack;
 

@@ -50,7 +50,7 @@ final class RedisCredentialStore {
     }
 
     private static StoredCredential record(List<KeyValue<String, String>> values) {
-        return new StoredCredential(value(values, 0), value(values, 1), value(values, 2));
+        return new StoredCredential(value(values, 0), value(values, 1), value(values, 2), value(values, 3));
     }
 
     private static String value(List<KeyValue<String, String>> values, int i) {

@@ -1,5 +1,6 @@
 package io.otarollout.broker;
 
+import java.security.cert.X509Certificate;
 import java.util.Optional;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CompletionException;
@@ -30,7 +31,8 @@ final class RedisDeviceAuth implements DeviceAuthenticator {
 
     @Override
     public CompletableFuture<AuthDecision> authenticate(
-            String clientId, String username, byte[] password, String peerHost) {
+            String clientId, String username, byte[] password, String peerHost,
+            X509Certificate[] certificates) {
         // Screened again (cheap) rather than carried over: this call stands on its own.
         IotdaCheck.Screened screened = IotdaCheck.screen(clientId, username, epochMs.getAsLong());
         if (screened.refused()) {
@@ -38,7 +40,7 @@ final class RedisDeviceAuth implements DeviceAuthenticator {
         }
         IotdaCheck.Parsed parsed = screened.parsed();
         return store.fetch(parsed.deviceId()).handle((record, error) -> error == null
-                ? check.decide(parsed, password, record)
+                ? check.decide(parsed, password, record, certificates)
                 : AuthDecision.unavailable("credential store: " + describe(error)));
     }
 
