@@ -63,6 +63,15 @@ def test_serves_then_stops_cleanly_on_sigterm(
                 pass
             assert time.monotonic() < deadline, "the scheduler never answered"
             time.sleep(0.2)
+        # Its heartbeats (ota/health.py): live, and ready once its three consumers polled.
+        live = httpx.get(f"http://127.0.0.1:{port}/livez", timeout=5)
+        assert (live.status_code, live.text) == (200, "ok\n")
+        while (ready := httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)).status_code != 200:
+            assert ready.status_code == 503
+            assert ready.text.startswith("starting: kafka-poll "), ready.text
+            assert time.monotonic() < deadline, "the scheduler never got ready"
+            time.sleep(0.2)
+        assert ready.text == "ok\n"
         listed = httpx.get(
             f"http://127.0.0.1:{port}/v1/tasks", headers={"Authorization": f"Bearer {WRITE_KEY}"}
         )
