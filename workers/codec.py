@@ -11,7 +11,7 @@ different specs never share one entry). Layout (append-only; never reorder or re
   device = [online, fw_version, sw_version, job | null, [job...] (queue),
             [[task, attempt]...] (done)]
   job    = [spec digest, attempt, state code, version, deadline_ms | null, tries,
-            cause | null, command_ms, command_id, stage code | null]
+            cause | null, command_ms, command_id, stage code | null, download_pct | null]
   spec   = [task_id, "f" | "s", sha256, version, file_name, file_size, custom_info,
             [allowed source...], windows (0 = defaults, else the 8 values in field order),
             retry_count, retry_interval_s, flags (1 require_online, 2 presigned_url, 4 wait)]
@@ -54,8 +54,8 @@ _DEFAULT_WINDOWS = Windows()
 _REQUIRE_ONLINE, _PRESIGNED, _WAIT = 1, 2, 4
 _CACHE_MAX = 4096
 # Values a job or device array may leave off at its end (in field order).
-# tries, cause, command_ms, command_id, stage
-_JOB_DEFAULTS: tuple[Any, ...] = (0, None, 0, "", None)
+# tries, cause, command_ms, command_id, stage, download_pct
+_JOB_DEFAULTS: tuple[Any, ...] = (0, None, 0, "", None, None)
 _DEVICE_DEFAULTS: tuple[Any, ...] = ([], [])  # queue, done
 
 
@@ -167,6 +167,7 @@ def _pack_job(job: Job) -> list[Any]:
         job.command_ms,
         job.command_id,
         None if job.stage is None else STATE_CODES[job.stage],
+        job.download_pct,
     ]
     return _trim(data, _JOB_DEFAULTS)
 
@@ -215,7 +216,10 @@ def unpack(raw: bytes, specs: Mapping[str, JobSpec]) -> Device:
 
 def _unpack_job(data: list[Any], specs: Mapping[str, JobSpec]) -> Job:
     digest, attempt, state, version, deadline, *rest = data
-    tries, cause, command_ms, command_id, stage = (*rest, *_JOB_DEFAULTS[len(rest) :])
+    tries, cause, command_ms, command_id, stage, download_pct = (
+        *rest,
+        *_JOB_DEFAULTS[len(rest) :],
+    )
     return Job(
         spec=specs[digest],
         attempt=attempt,
@@ -227,6 +231,7 @@ def _unpack_job(data: list[Any], specs: Mapping[str, JobSpec]) -> Job:
         command_ms=command_ms,
         command_id=command_id,
         stage=None if stage is None else _STATES[stage],
+        download_pct=download_pct,
     )
 
 

@@ -67,6 +67,7 @@ class Event:
     result_code: int = 0  # PROGRESS
     progress: int | None = None
     version: str = ""
+    description: str | None = None  # PROGRESS: the device's free text (workers.progress)
     device_event_id: str | None = None
     package_sha256: str = ""  # DOWNLOAD_*
     bytes_served: int = 0  # DOWNLOAD_FINISHED: bytes the edge sent in this download
@@ -116,6 +117,7 @@ def _device_event(record: DeviceEventRecord) -> Event:
             result_code=report.result_code,
             progress=report.progress,
             version=_version(report.version, "version"),
+            description=report.description,
             device_event_id=record.device_event_id,
         )
     return Event(

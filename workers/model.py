@@ -32,6 +32,9 @@ class Job:
     # The furthest post-command state this try reached (COMMAND_SENT .. UPDATING); kept
     # through VERIFYING so the last version query's failure names the stage seen.
     stage: JobState | None = None
+    # The highest progress the device reported while this try waited on its download
+    # (workers.progress): a later report not above it is download progress, not update.
+    download_pct: int | None = None
 
     @property
     def task_id(self) -> str:

@@ -22,6 +22,7 @@ from workers.context import Ctx, begin, fail, furthest, query
 from workers.effects import SendUpgrade
 from workers.events import Event, Kind
 from workers.model import Job
+from workers.progress import is_download_progress, raised_mark
 
 S = JobState
 # Effect ids are `<ref>-<index>` with ref `w<partition>-<offset>` (see workers.effects).
@@ -156,27 +157,39 @@ def _progress(ctx: Ctx, job: Job, ev: Event) -> Job:
     if code not in (RESULT_SUCCESS, RESULT_ALREADY_LATEST):
         return fail(ctx, job, cause_for_result_code(code), result_code=code, version=ev.version)
     if code == RESULT_SUCCESS and ev.progress is not None and ev.progress < 100:
-        return _in_progress(ctx, job, ev.progress)
+        return _in_progress(ctx, job, ev.progress, ev.description)
     if ev.version == job.spec.package.version:
         return ctx.move(job, S.SUCCEEDED, None, version=ev.version, by="result", result_code=code)
     return fail(ctx, job, FailureCause.UPDATE_FAILED, result_code=code, version=ev.version)
 
 
-def _in_progress(ctx: Ctx, job: Job, progress: int) -> Job:
+def _in_progress(ctx: Ctx, job: Job, progress: int, description: str | None) -> Job:
+    """Progress before the download finished raises its mark; after it, only update progress
+    (workers.progress) moves the job on, a late download report is a timeline note."""
     windows = job.spec.windows
-    if job.state is S.COMMAND_SENT:
+    if job.state in (S.COMMAND_SENT, S.DOWNLOADING):
+        marked = replace(job, download_pct=raised_mark(job.download_pct, progress))
+        if job.state is S.DOWNLOADING:
+            return marked
         return ctx.move(
-            job,
+            marked,
             S.DOWNLOADING,
             _upgrade_deadline(ctx, job, windows.download_finish_s),
             by="progress",
             progress=progress,
         )
     if job.state is S.DOWNLOADED:
+        if is_download_progress(job.download_pct, progress, description):
+            return _late_download_progress(ctx, job, progress)
         return ctx.move(
             job, S.UPDATING, _upgrade_deadline(ctx, job, windows.result_s), progress=progress
         )
     return job  # more progress in a state that already says so
+
+
+def _late_download_progress(ctx: Ctx, job: Job, progress: int) -> Job:
+    ctx.note(job, "download_progress", progress=progress)
+    return replace(job, download_pct=raised_mark(job.download_pct, progress))
 
 
 def _verifying_version(ctx: Ctx, job: Job, ev: Event) -> Job:
@@ -213,9 +226,11 @@ def _verifying_download(ctx: Ctx, job: Job, ev: Event) -> Job:
 def _verifying_progress(ctx: Ctx, job: Job, ev: Event) -> Job:
     """A result ends the query; progress after the download counts as update progress."""
     if ev.result_code == RESULT_SUCCESS and ev.progress is not None and ev.progress < 100:
-        if job.stage is S.DOWNLOADED:
-            return replace(job, stage=S.UPDATING)
-        return job
+        if job.stage is not S.DOWNLOADED:
+            return job
+        if is_download_progress(job.download_pct, ev.progress, ev.description):
+            return _late_download_progress(ctx, job, ev.progress)
+        return replace(job, stage=S.UPDATING)
     return _progress(ctx, job, ev)
 
 
@@ -251,7 +266,8 @@ def _timeout_upgrading(cause: FailureCause) -> Handler:
 
 
 def _timeout_retry(ctx: Ctx, job: Job, ev: Event) -> Job:
-    return begin(ctx, replace(job, tries=job.tries + 1, command_id="", command_ms=0, stage=None))
+    fresh = replace(job, tries=job.tries + 1, command_id="", command_ms=0, stage=None)
+    return begin(ctx, replace(fresh, download_pct=None))
 
 
 F = FailureCause

@@ -58,9 +58,20 @@ def version(fw: str | None = None, sw: str | None = None) -> Event:
 
 
 def progress(
-    code: int = 0, pct: int | None = None, ver: str = "1.0", echo: str | None = None
+    code: int = 0,
+    pct: int | None = None,
+    ver: str = "1.0",
+    echo: str | None = None,
+    desc: str | None = None,
 ) -> Event:
-    return Event(Kind.PROGRESS, result_code=code, progress=pct, version=ver, device_event_id=echo)
+    return Event(
+        Kind.PROGRESS,
+        result_code=code,
+        progress=pct,
+        version=ver,
+        device_event_id=echo,
+        description=desc,
+    )
 
 
 def timeout_of(device: Device, task_id: str | None = None) -> Event:

@@ -33,11 +33,12 @@ def device_events() -> st.SearchStrategy[Event]:
         st.builds(lambda fw, sw: version(fw=fw, sw=sw), VERSIONS, VERSIONS),
         st.builds(lambda fw: Event(Kind.SDK_INFO, fw_version=fw), VERSIONS),
         st.builds(
-            lambda code, pct, ver, echo: progress(code, pct, ver or "1.0", echo),
+            lambda code, pct, ver, echo, desc: progress(code, pct, ver or "1.0", echo, desc),
             st.sampled_from([0, 0, 0, 1, 2, 3, 5, 7, 10, 255]),
             st.none() | st.integers(0, 100),
             VERSIONS,
             st.none() | st.sampled_from(["w0-1-0", "dev-echo"]),
+            st.none() | st.sampled_from(["downloading", "installing"]),
         ),
     )
 
