@@ -8,8 +8,6 @@ refuses a wrong password and no credentials.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +21,6 @@ from ota.settings import CommonSettings
 from tests.conftest import TopicFactory
 from tests.integration.security.private_redis import PrivateRedis, private_redis
 
-ROOT = Path(__file__).resolve().parents[3]
 USER = "ota-service"
 PASSWORD = "a-random-redis-password-" + uuid.uuid4().hex
 
@@ -113,17 +110,6 @@ def test_bad_credentials_are_refused(acl_redis: PrivateRedis, extra: dict[str, s
 
 
 @pytest.fixture(scope="module")
-def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("redis-tls")
-    subprocess.run(
-        [sys.executable, str(ROOT / "deploy/local/make_certs.py"), "--dir", str(folder)],
-        check=True,
-        capture_output=True,
-    )
-    return folder
-
-
-@pytest.fixture(scope="module")
 def tls_redis(tmp_path_factory: pytest.TempPathFactory, tls_dir: Path) -> Iterator[PrivateRedis]:
     workdir = tmp_path_factory.mktemp("redis-tls-data")
     with private_redis(workdir, USER, PASSWORD, tls_dir=tls_dir) as server:
@@ -145,14 +131,8 @@ def test_rediss_with_the_ca_and_the_acl_user(tls_redis: PrivateRedis, tls_dir: P
 
 
 def test_rediss_refuses_a_server_the_ca_did_not_sign(
-    tls_redis: PrivateRedis, tmp_path: Path
+    tls_redis: PrivateRedis, other_ca: Path
 ) -> None:
-    other_ca = tmp_path / "other"
-    subprocess.run(
-        [sys.executable, str(ROOT / "deploy/local/make_certs.py"), "--dir", str(other_ca)],
-        check=True,
-        capture_output=True,
-    )
     settings = _settings(
         tls_redis.url,
         OTA_REDIS_USERNAME=USER,

@@ -26,19 +26,9 @@ PLAIN_PASSWORD = "plain-" + uuid.uuid4().hex
 TOPIC = "security.sasl"
 
 
-def make_certs(folder: Path) -> Path:
-    subprocess.run(
-        [sys.executable, str(ROOT / "deploy/local/make_certs.py"), "--dir", str(folder)],
-        check=True,
-        capture_output=True,
-    )
-    return folder
-
-
 @pytest.fixture(scope="module")
-def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateKafka]:
-    tls = make_certs(tmp_path_factory.mktemp("kafka-tls"))
-    sasl = Sasl(tls, SCRAM_PASSWORD, PLAIN_PASSWORD)
+def kafka(tmp_path_factory: pytest.TempPathFactory, tls_dir: Path) -> Iterator[PrivateKafka]:
+    sasl = Sasl(tls_dir, SCRAM_PASSWORD, PLAIN_PASSWORD)
     with running_kafka(tmp_path_factory.mktemp("sasl-kafka"), sasl=sasl) as node:
         admin = KafkaAdminClient(bootstrap_servers=node.bootstrap)
         try:
@@ -46,11 +36,6 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateKafka]:
         finally:
             admin.close()
         yield node
-
-
-def ca_file(kafka: PrivateKafka) -> str:
-    assert kafka.sasl is not None
-    return str(kafka.sasl.tls_dir / "ca.pem")
 
 
 def settings(
@@ -113,9 +98,9 @@ def round_trip(common: CommonSettings) -> list[bytes]:
     ],
 )
 def test_the_right_user_produces_and_consumes(
-    kafka: PrivateKafka, listener: str, protocol: str, mechanism: str, password: str
+    kafka: PrivateKafka, tls_dir: Path, listener: str, protocol: str, mechanism: str, password: str
 ) -> None:
-    extra = {"OTA_KAFKA_SSL_CA_FILE": ca_file(kafka)} if listener == "secure" else {}
+    extra = {"OTA_KAFKA_SSL_CA_FILE": str(tls_dir / "ca.pem")} if listener == "secure" else {}
     common = settings(kafka.address(listener), protocol, mechanism, password, **extra)
     assert round_trip(common)
     admin = make_admin(common)
@@ -162,8 +147,9 @@ sys.exit(1)
 """
 
 
-def test_a_broker_another_ca_signed_is_refused(kafka: PrivateKafka, tmp_path: Path) -> None:
-    other = make_certs(tmp_path / "other")
+def test_a_broker_another_ca_signed_is_refused(
+    kafka: PrivateKafka, tls_dir: Path, other_ca: Path
+) -> None:
     env = {
         "PATH": "/usr/bin:/bin",
         "PYTHONPATH": str(ROOT),
@@ -172,7 +158,7 @@ def test_a_broker_another_ca_signed_is_refused(kafka: PrivateKafka, tmp_path: Pa
         "OTA_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
         "OTA_KAFKA_SASL_USERNAME": USER,
         "OTA_KAFKA_SASL_PASSWORD": SCRAM_PASSWORD,
-        "OTA_KAFKA_SSL_CA_FILE": str(other / "ca.pem"),
+        "OTA_KAFKA_SSL_CA_FILE": str(other_ca / "ca.pem"),
     }
     probe = subprocess.run(
         [sys.executable, "-c", REFUSED_PROBE], env=env, capture_output=True, text=True, timeout=60
@@ -180,7 +166,7 @@ def test_a_broker_another_ca_signed_is_refused(kafka: PrivateKafka, tmp_path: Pa
     assert probe.returncode == 0, probe.stdout + probe.stderr[-2000:]
     assert probe.stdout.startswith("refused:")
     # The same client, trusting the right CA, gets through (the probe is not just broken).
-    env["OTA_KAFKA_SSL_CA_FILE"] = ca_file(kafka)
+    env["OTA_KAFKA_SSL_CA_FILE"] = str(tls_dir / "ca.pem")
     trusted = subprocess.run(
         [sys.executable, "-c", REFUSED_PROBE], env=env, capture_output=True, text=True, timeout=60
     )

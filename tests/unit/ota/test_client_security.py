@@ -17,9 +17,7 @@ def test_defaults_are_plaintext_without_credentials() -> None:
     assert settings.redis_security.client_kwargs(settings.redis_url) == {}
 
 
-def test_sasl_ssl_with_scram_maps_to_kafka_python(tmp_path: Path) -> None:
-    ca = tmp_path / "ca.pem"
-    ca.write_text("not parsed here")
+def test_sasl_ssl_with_scram_maps_to_kafka_python(tmp_path: Path, ca_file: Path) -> None:
     password = tmp_path / "kafka-password"
     password.write_text("s3cret-from-a-file\n")
     security = KafkaSecurity.from_env(
@@ -29,7 +27,7 @@ def test_sasl_ssl_with_scram_maps_to_kafka_python(tmp_path: Path) -> None:
                 "OTA_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
                 "OTA_KAFKA_SASL_USERNAME": "ota",
                 "OTA_KAFKA_SASL_PASSWORD_FILE": str(password),
-                "OTA_KAFKA_SSL_CA_FILE": str(ca),
+                "OTA_KAFKA_SSL_CA_FILE": str(ca_file),
             }
         )
     )
@@ -39,7 +37,7 @@ def test_sasl_ssl_with_scram_maps_to_kafka_python(tmp_path: Path) -> None:
         "sasl_plain_username": "ota",
         "sasl_plain_password": "s3cret-from-a-file",
         "ssl_check_hostname": True,
-        "ssl_cafile": str(ca),
+        "ssl_cafile": str(ca_file),
     }
     assert "s3cret" not in repr(security)
 
@@ -80,39 +78,33 @@ def test_bad_security_settings_are_refused_by_name(environ: dict[str, str], name
         CommonSettings.from_env(environ)
 
 
-def test_ssl_files_need_a_tls_protocol(tmp_path: Path) -> None:
-    ca = tmp_path / "ca.pem"
-    ca.write_text("x")
+def test_ssl_files_need_a_tls_protocol(ca_file: Path) -> None:
     with pytest.raises(SettingsError, match="is not SSL or SASL_SSL"):
-        CommonSettings.from_env({"OTA_KAFKA_SSL_CA_FILE": str(ca)})
+        CommonSettings.from_env({"OTA_KAFKA_SSL_CA_FILE": str(ca_file)})
 
 
-def test_redis_acl_user_and_tls_map_to_redis_py(tmp_path: Path) -> None:
-    ca = tmp_path / "ca.pem"
-    ca.write_text("x")
+def test_redis_acl_user_and_tls_map_to_redis_py(ca_file: Path) -> None:
     settings = CommonSettings.from_env(
         {
             "OTA_REDIS_URL": "rediss://redis.internal:6380/0",
             "OTA_REDIS_USERNAME": "ota",
             "OTA_REDIS_PASSWORD": "redis-secret",
-            "OTA_REDIS_TLS_CA_FILE": str(ca),
+            "OTA_REDIS_TLS_CA_FILE": str(ca_file),
         }
     )
     assert settings.redis_security.client_kwargs(settings.redis_url) == {
         "username": "ota",
         "password": "redis-secret",
         "ssl_cert_reqs": "required",
-        "ssl_ca_certs": str(ca),
+        "ssl_ca_certs": str(ca_file),
     }
     # A plaintext URL gets the credentials and no TLS arguments redis-py would reject.
     assert RedisSecurity(password="p").client_kwargs("redis://h:6379/1") == {"password": "p"}
 
 
-def test_redis_tls_files_need_a_rediss_url(tmp_path: Path) -> None:
-    ca = tmp_path / "ca.pem"
-    ca.write_text("x")
+def test_redis_tls_files_need_a_rediss_url(ca_file: Path) -> None:
     with pytest.raises(SettingsError, match="OTA_REDIS_URL is not rediss://"):
-        CommonSettings.from_env({"OTA_REDIS_TLS_CA_FILE": str(ca)})
+        CommonSettings.from_env({"OTA_REDIS_TLS_CA_FILE": str(ca_file)})
 
 
 def test_secret_files_feed_the_shared_secrets(tmp_path: Path) -> None:
