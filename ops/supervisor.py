@@ -2,7 +2,8 @@
 
 Each service is one `python -m <package>` process with its output in
 <state dir>/logs/<service>.log. A service that exits unexpectedly is restarted with
-exponential backoff (capped), and one that keeps crashing within seconds of starting
+jittered exponential backoff (the shared `ota.backoff` policy, capped), and one that
+keeps crashing within seconds of starting
 is given up on with an error. SIGTERM/SIGINT stop every service (SIGTERM, a grace
 period, then SIGKILL); a second signal kills at once.
 """
@@ -21,8 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from ota.backoff import Backoff
+
 SERVICES = ("workers", "gateway", "download_edge", "scheduler")
-RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0)
+# The retry number is the count of quick crashes in a row (0 after a stable run); the
+# supervisor's loop schedules the restart itself, so it takes only the policy's delay.
+RESTART_BACKOFF = Backoff(0.5, 10.0)
 STABLE_AFTER_S = 30.0  # a run this long resets the backoff
 MAX_QUICK_CRASHES = 5
 STOP_GRACE_S = 15.0
@@ -67,10 +72,11 @@ class Service:
         self.quick_crashes = 0 if ran_for >= STABLE_AFTER_S else self.quick_crashes + 1
         if self.quick_crashes >= MAX_QUICK_CRASHES:
             return False
-        delay = RESTART_BACKOFF_S[min(self.quick_crashes, len(RESTART_BACKOFF_S) - 1)]
+        delay = RESTART_BACKOFF.delay_s(self.quick_crashes)
         self.restart_at = time.monotonic() + delay
         print(
-            f"[ota up] {self.name} exited with {code} after {ran_for:.1f}s; restarting in {delay}s",
+            f"[ota up] {self.name} exited with {code} after {ran_for:.1f}s;"
+            f" restarting in {delay:.2f}s",
             flush=True,
         )
         return True

@@ -12,6 +12,7 @@ import pytest
 
 from ops import supervisor
 from ops.supervisor import Service, Supervisor
+from ota.backoff import Backoff
 
 
 def python_service(name: str, code: str, tmp_path: Path) -> Service:
@@ -19,7 +20,7 @@ def python_service(name: str, code: str, tmp_path: Path) -> Service:
 
 
 def test_a_crashed_service_is_restarted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(supervisor, "RESTART_BACKOFF_S", (0.0,))
+    monkeypatch.setattr(supervisor, "RESTART_BACKOFF", Backoff(0.5, 10.0, rand=lambda: 0.0))
     marker = tmp_path / "runs"
     code = f"open({str(marker)!r}, 'a').write('x'); import sys; sys.exit(3)"
     service = python_service("flaky", code, tmp_path)
@@ -27,6 +28,20 @@ def test_a_crashed_service_is_restarted(tmp_path: Path, monkeypatch: pytest.Monk
     runs = len(marker.read_text())
     assert runs == supervisor.MAX_QUICK_CRASHES
     assert result == 1  # it crashed every time within seconds, so the supervisor gave up
+
+
+def test_restart_delays_grow_with_quick_crashes_and_reset_after_a_stable_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(supervisor, "RESTART_BACKOFF", Backoff(0.5, 10.0, rand=lambda: 1.0))
+    service = python_service("flaky", "", tmp_path)
+    delays = []
+    for ran_for in (60.0, 1.0, 1.0, 1.0, 60.0):
+        service.started_at = time.monotonic() - ran_for
+        assert service.schedule_restart(1)
+        assert service.restart_at is not None
+        delays.append(round(service.restart_at - time.monotonic(), 1))
+    assert delays == [0.5, 1.0, 2.0, 4.0, 0.5]
 
 
 def test_stop_terminates_long_running_services(tmp_path: Path) -> None:
