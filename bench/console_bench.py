@@ -27,38 +27,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import re
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import httpx
-import redis
 
 sys.path.insert(0, str(Path(__file__).parent))
-from scheduler_bench import KEY, Scheduler, cpu_s
+from scheduler_process import KEY, Scheduler, cpu_s, machine_line, running_scheduler
+
+from ops.rollout_api import create_task, upload_package, upload_targets
 
 REDIS_DB = 7
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 TIMING = re.compile(r"app;dur=([0-9.]+)")
-
-
-class ConsoleScheduler(Scheduler):
-    """The scheduler benchmark's process, on this benchmark's Redis db."""
-
-    def __init__(self, bootstrap: str, redis_base: str, workdir: Path) -> None:
-        super().__init__(bootstrap, redis_base, workdir)
-        self.prefix = f"console-bench-{uuid.uuid4().hex[:8]}."
-        self.redis_url = f"{redis_base}/{REDIS_DB}"
-        self.env.update(
-            OTA_REDIS_URL=self.redis_url,
-            OTA_TOPIC_PREFIX=self.prefix,
-            OTA_SCHEDULER_GROUP=f"{self.prefix}sched",
-        )
 
 
 async def login(client: httpx.AsyncClient) -> None:
@@ -73,30 +58,14 @@ async def login(client: httpx.AsyncClient) -> None:
 
 
 async def make_task(api: httpx.AsyncClient, devices: int, rate_per_min: int) -> tuple[str, float]:
-    uploaded = await api.post(
-        "/v1/packages",
-        params={"type": "firmware", "version": "2.0", "file_name": "console-bench.bin"},
-        content=os.urandom(64 * 1024),
-    )
-    uploaded.raise_for_status()
+    package_id = await upload_package(api, os.urandom(64 * 1024), "console-bench.bin")
     run = uuid.uuid4().hex[:6]
-    ids = "\n".join(f"cb-{run}-{i:07d}" for i in range(devices)).encode()
+    ids = [f"cb-{run}-{i:07d}" for i in range(devices)]
     t0 = time.perf_counter()
-    listed = await api.post("/v1/target-lists", content=ids)
-    listed.raise_for_status()
-    created = await api.post(
-        "/v1/tasks",
-        json={
-            "name": f"{devices} devices",
-            "type": "firmware",
-            "package_id": uploaded.json()["id"],
-            "targets": {"list_id": listed.json()["list_id"]},
-            "policy": {"rate_per_min": rate_per_min},
-        },
-    )
-    if created.status_code != 201:
-        raise RuntimeError(created.text)
-    return created.json()["id"], time.perf_counter() - t0
+    list_id = await upload_targets(api, ids)
+    policy = {"rate_per_min": rate_per_min}
+    tid = await create_task(api, package_id, list_id, policy, f"{devices} devices")
+    return tid, time.perf_counter() - t0
 
 
 async def page_loads(
@@ -214,24 +183,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rate-per-min", type=int, default=600)
     args = parser.parse_args()
-    bootstrap = os.environ.get("OTA_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
-    redis_base = os.environ.get("OTA_REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0]
-    r = redis.Redis.from_url(f"{redis_base}/{REDIS_DB}")
-    r.flushdb()
     load = os.getloadavg()
-    with tempfile.TemporaryDirectory() as work:
-        sched = ConsoleScheduler(bootstrap, redis_base, Path(work))
-        sched.start()
-        try:
-            results = asyncio.run(bench(args, sched))
-        finally:
-            sched.stop()
-            r.flushdb()
-    print(
-        f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, load average at start "
-        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
-    )
+    with running_scheduler(REDIS_DB, "console-bench-") as sched:
+        results = asyncio.run(bench(args, sched))
+    print(f"\n{machine_line(load)}")
     print(f"console.task_1m_accept_s = {results['accept'][0]:.1f} s  ({args.devices} devices)")
     print(f"console.task_page_ms_1m = {statistics.median(results['server']):.1f} ms (server)")
     print(

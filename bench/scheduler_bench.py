@@ -25,11 +25,7 @@ import argparse
 import asyncio
 import fcntl
 import os
-import platform
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -38,8 +34,9 @@ from pathlib import Path
 import httpx
 import redis
 from kafka import KafkaProducer
-from kafka.admin import KafkaAdminClient, NewTopic
+from scheduler_process import KEY, Scheduler, cpu_s, machine_line, running_scheduler
 
+from ops.rollout_api import create_task, upload_package, upload_targets
 from ota.records import (
     DeviceEventRecord,
     DownloadPhase,
@@ -49,104 +46,18 @@ from ota.records import (
     encode,
 )
 
-KEY = "bench-write-key-0123"
 REDIS_DB = 11
 LOCK = Path(tempfile.gettempdir()) / f"ota-scheduler-tests-db{REDIS_DB}.lock"
-TOPICS = (
-    "inbox",
-    "commands",
-    "job-events",
-    "dead-letters",
-    "task-events",
-    "packages",
-    "tasks",
-    "devices",
-    "audit",
-)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class Scheduler:
-    def __init__(self, bootstrap: str, redis_base: str, workdir: Path) -> None:
-        self.prefix = f"bench-{uuid.uuid4().hex[:8]}."
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.bootstrap = bootstrap
-        self.redis_url = f"{redis_base}/{REDIS_DB}"
-        self.env = {
-            **os.environ,
-            "OTA_KAFKA_BOOTSTRAP": bootstrap,
-            "OTA_REDIS_URL": self.redis_url,
-            "OTA_TOPIC_PREFIX": self.prefix,
-            "OTA_API_KEYS": f"{KEY}:read+write",
-            "OTA_PACKAGE_DIR": str(workdir / "packages"),
-            "OTA_SCHEDULER_PORT": str(self.port),
-            "OTA_SCHEDULER_GROUP": f"{self.prefix}sched",
-            "OTA_LOG_LEVEL": "WARNING",
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def topics(self) -> list[str]:
-        return [self.prefix + "ota." + t for t in TOPICS]
-
-    def start(self) -> None:
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="bench")
-        try:
-            admin.create_topics(
-                [
-                    NewTopic(t, 12 if t.endswith(("inbox", "job-events")) else 1, 1)
-                    for t in self.topics()
-                ]
-            )
-        finally:
-            admin.close()
-        self.proc = subprocess.Popen([sys.executable, "-m", "scheduler"], env=self.env)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise RuntimeError("the scheduler did not come up")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(30)
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="bench")
-        try:
-            admin.delete_topics(self.topics())
-        finally:
-            admin.close()
 
 
 async def create_and_release(
     api: httpx.AsyncClient, package_id: str, n: int
 ) -> tuple[float, float, str]:
     run = uuid.uuid4().hex[:6]
-    ids = "\n".join(f"bench-{run}-{i:07d}" for i in range(n)).encode()
+    ids = [f"bench-{run}-{i:07d}" for i in range(n)]
     t0 = time.perf_counter()
-    listed = await api.post("/v1/target-lists", content=ids)
-    listed.raise_for_status()
-    created = await api.post(
-        "/v1/tasks",
-        json={
-            "type": "firmware",
-            "package_id": package_id,
-            "targets": {"list_id": listed.json()["list_id"]},
-        },
-    )
-    if created.status_code != 201:
-        raise RuntimeError(created.text)
+    tid = await create_task(api, package_id, await upload_targets(api, ids))
     accepted = time.perf_counter() - t0
-    tid = created.json()["id"]
     t1 = time.perf_counter()
     while True:
         answer = await api.get(f"/v1/tasks/{tid}")
@@ -175,11 +86,6 @@ async def reads(url: str, path: str, seconds: float, clients: int) -> float:
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
     return count / (time.perf_counter() - started)
-
-
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rollout_records(device: str, tid: str, at_ms: int) -> list[tuple[str, bytes]]:
@@ -256,13 +162,7 @@ async def bench(args: argparse.Namespace, sched: Scheduler) -> dict[str, list[fl
     async with httpx.AsyncClient(
         base_url=sched.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=600
     ) as api:
-        uploaded = await api.post(
-            "/v1/packages",
-            params={"type": "firmware", "version": "2.0", "file_name": "bench.bin"},
-            content=os.urandom(64 * 1024),
-        )
-        uploaded.raise_for_status()
-        package_id = uploaded.json()["id"]
+        package_id = await upload_package(api, os.urandom(64 * 1024), "bench.bin")
         for i in range(args.runs + 1):
             accepted, released, tid = await create_and_release(api, package_id, args.devices)
             status = await reads(sched.url, f"/v1/tasks/{tid}", args.read_seconds, args.clients)
@@ -297,24 +197,12 @@ def main() -> None:
     parser.add_argument("--ingest-devices", type=int, default=10_000, help="0: skip")
     parser.add_argument("--ingest-rate", type=float, default=1000.0, help="devices/s")
     args = parser.parse_args()
-    bootstrap = os.environ.get("OTA_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
-    redis_base = os.environ.get("OTA_REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0]
-    with LOCK.open("a") as lock, tempfile.TemporaryDirectory() as work:
+    with LOCK.open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        r = redis.Redis.from_url(f"{redis_base}/{REDIS_DB}")
-        r.flushdb()
-        sched = Scheduler(bootstrap, redis_base, Path(work))
-        sched.start()
-        try:
+        with running_scheduler(REDIS_DB, "bench-") as sched:
             load = os.getloadavg()
             results = asyncio.run(bench(args, sched))
-        finally:
-            sched.stop()
-            r.flushdb()
-    print(
-        f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}, load average at start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
-    )
+    print(f"\n{machine_line(load)}")
     print(
         f"runs: accept {[round(x, 2) for x in results['accept']]} release "
         f"{[round(x, 2) for x in results['release']]} reads {[round(x) for x in results['reads']]}"
