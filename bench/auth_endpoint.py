@@ -28,7 +28,6 @@ import os
 import platform
 import random
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ops.demo_env import free_port
 from ota.clock import now_ms
 from ota.device_auth import credentials_for
 
@@ -52,13 +52,6 @@ PREFIX = "bench-auth-"
 
 def secret_of(i: int) -> str:
     return f"bench-secret-{i:08d}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def redis_url() -> str:

@@ -36,6 +36,7 @@ from string import Template
 
 import trustme
 
+from ops.demo_env import free_port
 from ota.settings import CommonSettings
 from ota.tokens import mint
 
@@ -59,12 +60,6 @@ class Run:
     cpu_s_per_gb: float
     bad_status: int
     socket_errors: str
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_port(port: int, timeout_s: float = 20) -> None:

@@ -10,13 +10,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from ops.demo_env import free_port
+
 from .edge_support import Package, require_tool, wait_until
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _answers(port: int) -> bool:
@@ -30,7 +26,7 @@ def _answers(port: int) -> bool:
 def test_processes_share_the_port_and_stop_on_sigterm(
     package: Package, token_for: Callable[..., str], tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTA_")}
     env.update(
         OTA_EDGE_HOST="127.0.0.1",

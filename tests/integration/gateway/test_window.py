@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import socket
 import threading
 import time
 import urllib.request
@@ -23,6 +22,7 @@ from typing import Any
 import orjson
 
 from gateway.slots import slot_of
+from ops.demo_env import free_port
 from ota.protocol import up_topic
 from ota.records import DeadLetterRecord, DeviceEventRecord
 from tests.integration.gateway.conftest import (
@@ -58,13 +58,6 @@ def _devices(owned: bool, count: int) -> list[str]:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _gauge(port: int, line_start: str) -> float | None:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text: str = response.read().decode()
@@ -87,7 +80,7 @@ async def test_more_than_the_window_of_mixed_uplinks_all_acknowledged_and_delive
     inbox = readers(stack.topics.inbox)
     letters = readers(stack.topics.dead_letters)
     mine, theirs = _devices(True, 3), _devices(False, 2)
-    metrics_port = _free_port()
+    metrics_port = free_port()
     process = gateway_process(
         stack,
         OTA_GATEWAY_UPLINK_IN_FLIGHT=str(WINDOW),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -20,6 +19,7 @@ from typing import Any, TypeVar
 import httpx
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from ops.demo_env import free_port
 from ota.kafka_clients import make_consumer, make_producer
 from ota.records import (
     DeviceEventRecord,
@@ -38,13 +38,6 @@ REDIS_DB = 11
 T = TypeVar("T")
 WRITE_KEY = "test-write-key-0123"
 READ_KEY = "test-read-key-0123"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def eventually(

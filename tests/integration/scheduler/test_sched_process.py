@@ -16,8 +16,9 @@ import pytest
 import redis
 from kafka.admin import KafkaAdminClient, NewTopic
 
+from ops.demo_env import free_port
 from ota.settings import Topics
-from tests.integration.scheduler.sched_harness import WRITE_KEY, db_url, free_port
+from tests.integration.scheduler.sched_harness import WRITE_KEY, db_url
 
 
 @pytest.fixture

@@ -8,13 +8,13 @@ and stop it (by its own process) afterwards.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ops.demo_env import free_port
 from tests.conftest import missing
 
 READY = "Ready to accept connections"
@@ -33,13 +33,6 @@ class PrivateRedis:
         return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextmanager
 def private_redis(
     workdir: Path, user: str, password: str, tls_dir: Path | None = None
@@ -48,7 +41,7 @@ def private_redis(
     binary = shutil.which("redis-server")
     if binary is None:
         missing("redis-server is not installed (deploy/local/up installs it)")
-    port = _free_port()
+    port = free_port()
     lines = [
         "bind 127.0.0.1",
         f"dir {workdir}",

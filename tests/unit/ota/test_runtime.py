@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from ops.demo_env import free_port
 from ota.runtime import EXIT_FAILED, EXIT_FORCED, EXIT_OK, EXIT_SETTINGS, Runtime, describe
 from ota.settings import CommonSettings
 
@@ -243,13 +243,6 @@ async def test_a_cancelled_task_is_not_a_failure() -> None:
     assert not rt.stop.is_set()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _get(url: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=5) as answer:
@@ -261,7 +254,7 @@ def _get(url: str) -> tuple[int, str]:
 def test_a_blocked_event_loop_fails_livez_while_metrics_still_answer(
     app: Callable[..., App],
 ) -> None:
-    port = _free_port()
+    port = free_port()
     run = app("hang-loop", {"APP_METRICS_PORT": str(port), "OTA_LIVENESS_LIMIT_S": "1"})
     run.wait_log('"ready"')
     base = f"http://127.0.0.1:{port}"
