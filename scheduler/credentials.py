@@ -2,7 +2,9 @@
 
 One small hash per device, `ota:sched:cred:<device id>`: `kid` (the sealing key's id),
 `box` (base64 of nonce || ciphertext || tag, see `scheduler.secretbox`), `on` (`1`
-enabled, `0` disabled), `created_ms` and, once rotated, `rotated_ms`. A secret is returned
+enabled, `0` disabled), `created_ms` and, once rotated, `rotated_ms`; `auth`, how the device
+proves itself (`AUTH_METHODS`: absent means `secret`; `certificate` records have no `kid`
+and `box`; the broker's redis mode reads it, docs/broker.md "Certificate devices"). A secret is returned
 once, when it is set (generated, or given by the caller), and never logged or shown again.
 
 Revocations (rotate, disable, delete) call every hook in `on_revoked` with the device id
@@ -43,6 +45,9 @@ log = logging.getLogger(__name__)
 SECRET = re.compile(r"[A-Za-z0-9_\-]{8,32}")
 GENERATED_SECRET_BYTES = 24  # token_urlsafe: 32 characters, inside IoTDA's rule
 FIELDS = ("kid", "box", "on")
+# How a device may authenticate: the IoTDA HMAC of its secret, an X.509 client certificate
+# from a registered device CA (scheduler/device_cas.py), or either.
+AUTH_METHODS = ("secret", "certificate", "any")
 
 REVOKED = counter(
     "scheduler",
@@ -81,6 +86,25 @@ def record_key(device_id: str) -> str:
 _REGISTER = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'kid', ARGV[1], 'box', ARGV[2], 'on', '1', 'created_ms', ARGV[3])
+return 1
+"""
+
+# Register a certificate-only device unless present. KEYS[1] the record; ARGV created_ms.
+_REGISTER_CERTIFICATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'on', '1', 'auth', 'certificate', 'created_ms', ARGV[1])
+return 1
+"""
+
+# Set how a present record authenticates. KEYS[1] the record; ARGV[1] the method.
+# Returns -1 no such record, -2 "secret"/"any" asked of a record without a secret,
+# 0 already so, 1 changed.
+_SET_AUTH = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if ARGV[1] ~= 'certificate' and redis.call('HEXISTS', KEYS[1], 'box') == 0 then return -2 end
+local was = redis.call('HGET', KEYS[1], 'auth') or 'secret'
+if was == ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'auth', ARGV[1])
 return 1
 """
 
@@ -140,6 +164,14 @@ def check_secret(secret: Any, field: str = "secret") -> str:
     return secret
 
 
+def check_auth(method: Any, field: str = "auth") -> str:
+    if method not in AUTH_METHODS:
+        raise ValidationError(
+            f"{field} must be one of {', '.join(AUTH_METHODS)}", code="bad_auth", field=field
+        )
+    return str(method)
+
+
 def check_device(device_id: str, field: str = "device_id") -> str:
     try:
         return check_device_id(device_id)
@@ -168,6 +200,8 @@ class Credentials:
         self._register = r.register_script(_REGISTER)
         self._rotate = r.register_script(_ROTATE)
         self._set_enabled = r.register_script(_SET_ENABLED)
+        self._register_certificate = r.register_script(_REGISTER_CERTIFICATE)
+        self._set_auth = r.register_script(_SET_AUTH)
         self._import = r.register_script(_IMPORT)
 
     def _seal(self, device_id: str, secret: str) -> tuple[str, str]:
@@ -192,6 +226,31 @@ class Credentials:
             )
         log.info("credentials of %s registered", device_id)
         return await self.status(device_id), secret
+
+    async def register_certificate(self, device_id: str) -> dict[str, Any]:
+        """Register a device that authenticates with a client certificate only: no secret."""
+        if not await self._register_certificate(keys=[record_key(device_id)], args=[now_ms()]):
+            raise Conflict(
+                f"device {device_id!r} already has credentials; set its auth method instead",
+                code="credentials_exist",
+            )
+        log.info("credentials of %s registered for certificates", device_id)
+        return await self.status(device_id)
+
+    async def set_auth(self, device_id: str, method: str) -> dict[str, Any]:
+        """Choose how the device authenticates (`AUTH_METHODS`); a change disconnects its
+        live sessions (revocation "rotated"), so each reconnects under the new rule."""
+        changed = await self._set_auth(keys=[record_key(device_id)], args=[method])
+        if changed == -1:
+            raise self._unknown(device_id)
+        if changed == -2:
+            raise Conflict(
+                f"device {device_id!r} has no secret; rotate one in before accepting secrets",
+                code="no_secret",
+            )
+        if changed == 1:
+            await self._revoked(device_id, "rotated")
+        return await self.status(device_id)
 
     async def rotate(self, device_id: str, secret: str | None) -> tuple[dict[str, Any], str]:
         """Replace a device's secret (generated when None); the old one stops working."""
@@ -220,15 +279,16 @@ class Credentials:
         await self._revoked(device_id, "deleted")
 
     async def status(self, device_id: str) -> dict[str, Any]:
-        kid, on, created, rotated = await self._r.hmget(
-            record_key(device_id), ("kid", "on", "created_ms", "rotated_ms")
+        kid, on, created, rotated, auth = await self._r.hmget(
+            record_key(device_id), ("kid", "on", "created_ms", "rotated_ms", "auth")
         )
-        if kid is None:
+        if kid is None and on is None:
             raise self._unknown(device_id)
         return {
             "device_id": device_id,
             "enabled": on == b"1",
-            "key_id": kid.decode(),
+            "auth": auth.decode() if auth else "secret",
+            "key_id": kid.decode() if kid else None,
             "created_ms": int(created or 0),
             "rotated_ms": int(rotated) if rotated else None,
         }
