@@ -37,7 +37,7 @@ from kafka.errors import (
 from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from ota.backoff import Backoff
+from ota.backoff import Backoff, count_retry
 from ota.kafka_clients import WakeupHold
 from workers import telemetry
 from workers.batch import (
@@ -324,6 +324,8 @@ class Worker:
                 self._resend_failed()
                 break
             done += 1
+        if done:
+            self._resends = 0  # the oldest batch got through: the next resend starts afresh
         acked, self._sent = self._sent[:done], self._sent[done:]
         self._unacked -= sum(len(s.futures) for s in acked)
         for sent in acked:
@@ -342,8 +344,11 @@ class Worker:
             for future in sent.futures:
                 if future.is_done and future.failed() and not _worth_retrying(future.exception):
                     raise future.exception
+        # The loop schedules its own retries (it must keep polling meanwhile), so it takes
+        # the shared policy's delay and counts them itself.
         self._resend_at = now + RESEND.delay_s(self._resends)
         self._resends += 1
+        count_retry("workers.resend")
         send, targets = self.producer.send, self.targets
         for sent in failed:
             self._unacked -= len(sent.futures)

@@ -12,6 +12,7 @@ from kafka.structs import TopicPartition
 
 import workers.consumer as consumer_module
 from ota.backoff import Backoff
+from ota.metrics import REGISTRY
 from workers.batch import COMMANDS, JOB_EVENTS, Output
 from workers.consumer import Worker
 from workers.settings import WorkerSettings
@@ -89,3 +90,41 @@ def test_a_record_refused_for_good_still_stops_the_worker() -> None:
     producer.sent[0][2].settle(MessageSizeTooLargeError("too large"))
     with pytest.raises(MessageSizeTooLargeError):
         worker._acked()
+
+
+class RecordingBackoff(Backoff):
+    """No waits; remembers which retry number each delay was asked for."""
+
+    def __init__(self) -> None:
+        super().__init__(0.5, 5.0, rand=lambda: 0.0)
+        object.__setattr__(self, "asked", [])
+
+    def delay_s(self, attempt: int) -> float:
+        self.asked.append(attempt)  # type: ignore[attr-defined]
+        return 0.0
+
+
+def _retries() -> float:
+    sample = REGISTRY.get_sample_value("ota_retries_total", {"operation": "workers.resend"})
+    return sample or 0.0
+
+
+def test_resends_are_counted_and_their_backoff_restarts_once_through(monkeypatch: Any) -> None:
+    policy = RecordingBackoff()
+    monkeypatch.setattr(consumer_module, "RESEND", policy)
+    producer = Producer()
+    worker = _worker(producer)
+    tp = TopicPartition("inbox", 1)
+    before = _retries()
+    worker._send(tp, 20, _outputs(1))
+    producer.sent[0][2].settle(KafkaTimeoutError("delivery timed out"))
+    worker._acked()
+    producer.sent[1][2].settle(KafkaTimeoutError("delivery timed out"))
+    worker._acked()
+    producer.sent[2][2].settle()
+    assert worker._acked() == [(1, 20)]
+    worker._send(tp, 21, _outputs(1))  # a later outage starts from the first delay again
+    producer.sent[3][2].settle(KafkaTimeoutError("delivery timed out"))
+    worker._acked()
+    assert policy.asked == [0, 1, 0]  # type: ignore[attr-defined]
+    assert _retries() == before + 3
