@@ -51,15 +51,23 @@ class Beat:
 @dataclass(frozen=True)
 class Verdict:
     ok: bool
-    reasons: tuple[str, ...]  # why not ok, for the response body
+    reasons: tuple[str, ...]  # why not ok
+    fresh: tuple[str, ...] = ()  # the beats that were checked and found fresh
 
     def body(self) -> bytes:
-        return ("ok\n" if self.ok else "".join(f"{r}\n" for r in self.reasons)).encode()
+        """`ok` and the fresh beats (what was checked), or one line per reason."""
+        if self.ok:
+            return "".join(["ok\n", *(f"fresh: {name}\n" for name in self.fresh)]).encode()
+        return "".join(f"{r}\n" for r in self.reasons).encode()
 
 
 def stale(beats: Iterable[Beat], now: float, limit_s: float) -> list[str]:
     """The names of the stamped beats older than `limit_s` at `now`, sorted."""
     return sorted(b.name for b in beats if b.last is not None and now - b.last > limit_s)
+
+
+def _fresh(beats: Iterable[Beat], late: list[str]) -> tuple[str, ...]:
+    return tuple(sorted(b.name for b in beats if b.last is not None and b.name not in late))
 
 
 class Health:
@@ -107,16 +115,17 @@ class Health:
             return Verdict(True, ())
         beats, _ = self._snapshot()
         late = stale(beats, self.clock(), self.limit_s)
-        return Verdict(not late, tuple(f"stale: {name}" for name in late))
+        return Verdict(not late, tuple(f"stale: {name}" for name in late), _fresh(beats, late))
 
     def ready(self) -> Verdict:
         if self.stopping:
             return Verdict(False, ("stopping",))
         beats, holds = self._snapshot()
-        reasons = [f"stale: {n}" for n in stale(beats, self.clock(), self.limit_s)]
+        late = stale(beats, self.clock(), self.limit_s)
+        reasons = [f"stale: {n}" for n in late]
         reasons += sorted(f"starting: {b.name}" for b in beats if b.last is None)
         reasons += [f"starting: {h}" for h in holds]
-        return Verdict(not reasons, tuple(reasons))
+        return Verdict(not reasons, tuple(reasons), _fresh(beats, late))
 
 
 # The process's one Health, like the metrics registry: Kafka consumers made anywhere in

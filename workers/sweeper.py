@@ -90,9 +90,12 @@ class Sweeper:
         self.batch, self.idle_ms, self.lease_ms = batch, idle_ms, lease_ms
         self.stopping = threading.Event()
         self._fired: list[_Fired] = []
+        # Called before every sweep; the service sets a liveness beat (ota/health.py).
+        self.beat: Callable[[], object] = lambda: None
 
     def run(self) -> None:
         while not self.stopping.is_set():
+            self.beat()
             wait_ms = self.sweep()
             self.stopping.wait(wait_ms / 1000)
         self.producer.flush()

@@ -66,13 +66,16 @@ def test_serves_then_stops_cleanly_on_sigterm(
             time.sleep(0.2)
         # Its heartbeats (ota/health.py): live, and ready once its three consumers polled.
         live = httpx.get(f"http://127.0.0.1:{port}/livez", timeout=5)
-        assert (live.status_code, live.text) == (200, "ok\n")
+        assert live.status_code == 200
+        assert live.text.startswith("ok\nfresh: event-loop\n"), live.text
         while (ready := httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)).status_code != 200:
             assert ready.status_code == 503
             assert ready.text.startswith("starting: kafka-poll "), ready.text
             assert time.monotonic() < deadline, "the scheduler never got ready"
             time.sleep(0.2)
-        assert ready.text == "ok\n"
+        fresh = ready.text.splitlines()
+        for group in ("registry", "jobs", "dead-letters"):  # every consumer polled
+            assert f"fresh: kafka-poll {prefixed_topics}sched-{group}" in fresh, fresh
         listed = httpx.get(
             f"http://127.0.0.1:{port}/v1/tasks", headers={"Authorization": f"Bearer {WRITE_KEY}"}
         )

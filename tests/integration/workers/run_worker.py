@@ -40,7 +40,7 @@ def main() -> None:
     sys.exit(
         runtime.serve(
             lambda rt: service.main(settings, rt),
-            metrics_port=0,
+            metrics_port=settings.metrics_port,  # 0 (none) unless OTA_WORKER_METRICS_PORT
             metrics_host=settings.common.metrics_host,
             stop_timeout_s=service.SERVICE.stop_timeout_s(settings),
         )

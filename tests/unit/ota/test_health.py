@@ -38,7 +38,7 @@ def test_fresh_beats_are_live_and_ready(health: Health, clock: Clock) -> None:
     clock.now += 30.0  # exactly the limit: still fresh
     assert health.live().ok
     assert health.ready().ok
-    assert health.live().body() == b"ok\n"
+    assert health.live().body() == b"ok\nfresh: event-loop\nfresh: kafka-poll g\n"
 
 
 def test_a_beat_older_than_the_limit_is_named(health: Health, clock: Clock) -> None:
@@ -119,7 +119,7 @@ def test_the_server_answers_livez_readyz_and_metrics(
 ) -> None:
     beat = health.beat("event-loop")
     beat()
-    assert _get(served + "/livez")[::2] == (200, "ok\n")
+    assert _get(served + "/livez")[::2] == (200, "ok\nfresh: event-loop\n")
     clock.now += 31.0
     assert _get(served + "/livez")[::2] == (503, "stale: event-loop\n")
     assert _get(served + "/readyz?verbose")[::2] == (503, "stale: event-loop\n")

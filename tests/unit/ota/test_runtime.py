@@ -258,8 +258,8 @@ def test_a_blocked_event_loop_fails_livez_while_metrics_still_answer(
     run = app("hang-loop", {"APP_METRICS_PORT": str(port), "OTA_LIVENESS_LIMIT_S": "1"})
     run.wait_log('"ready"')
     base = f"http://127.0.0.1:{port}"
-    assert _get(base + "/livez") == (200, "ok\n")
-    assert _get(base + "/readyz") == (200, "ok\n")
+    assert _get(base + "/livez") == (200, "ok\nfresh: event-loop\n")
+    assert _get(base + "/readyz") == (200, "ok\nfresh: event-loop\n")
 
     assert run.process.stdin is not None
     run.process.stdin.write("block\n")
