@@ -231,7 +231,14 @@ class Inbound:
         metrics.PRESENCE.labels("broker", state).inc()
         self._count("presence")
         log.debug("presence", extra={"device_id": change.device_id, "state": state})
-        return [PresenceRecord(device_id=change.device_id, online=change.online, at_ms=received)]
+        return [
+            PresenceRecord(
+                device_id=change.device_id,
+                online=change.online,
+                at_ms=received,
+                connection=change.connection,
+            )
+        ]
 
     def _count(self, kind: str) -> None:
         counter = self._counters.get(kind)

@@ -7,6 +7,12 @@ Two broker dialects feed one `Notice` type:
 - EMQX publishes JSON client events on `$SYS/brokers/<node>/clients/<clientid>/connected`
   and `.../disconnected`.
 
+A connect notice names its connection: the broker's connect time in epoch milliseconds
+(`at_ms` of the extension's online event, EMQX's `connected_at`), as a string. It is
+compared for equality only (it comes from the broker's clock): the same value again is a
+duplicate notice, another value a new connection, also when no disconnect was seen (a
+broker that crashed announces no offline, only the reconnects after it returns).
+
 `PresenceTracker` turns notices into device online/offline changes: the user name (the
 device id on the device listener) wins over the client id; IoTDA client ids
 `<device_id>_0_0_<timestamp>` and plain ids both map to a device; the platform's own
@@ -34,6 +40,7 @@ class Notice:
     online: bool
     username: str | None = None
     detail: str = ""  # why a client went away: "disconnected", "exceeded timeout", ...
+    connection: str | None = None  # a connect's identity (see the module docstring)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +49,7 @@ class Change:
 
     device_id: str
     online: bool
+    connection: str | None = None  # the connection an online change announces
 
 
 class PresenceSource(Protocol):
@@ -77,11 +85,13 @@ def parse_emqx_event(topic: str, payload: bytes) -> Notice | None:
     client = body.get("clientid")
     username = body.get("username")
     reason = body.get("reason")
+    online = match["what"] == "connected"
     return Notice(
         client_id=client if isinstance(client, str) and client else match["client"],
-        online=match["what"] == "connected",
+        online=online,
         username=username if isinstance(username, str) and username else None,
         detail=reason if isinstance(reason, str) else "",
+        connection=_connection(body.get("connected_at")) if online else None,
     )
 
 
@@ -120,7 +130,20 @@ def parse_ota_broker_event(topic: str, payload: bytes) -> Notice | None:
     if device != match["device"] or not isinstance(client, str) or not isinstance(online, bool):
         return None
     reason = body.get("reason")
-    return Notice(client, online, username=device, detail=reason if isinstance(reason, str) else "")
+    return Notice(
+        client,
+        online,
+        username=device,
+        detail=reason if isinstance(reason, str) else "",
+        connection=_connection(body.get("at_ms")) if online else None,
+    )
+
+
+def _connection(connected_ms: object) -> str | None:
+    """A connection's identity from its connect time, or None when the time is unusable."""
+    if isinstance(connected_ms, int) and not isinstance(connected_ms, bool) and connected_ms > 0:
+        return str(connected_ms)
+    return None
 
 
 @dataclass(frozen=True)
@@ -205,8 +228,9 @@ class PresenceTracker:
         while len(self._device_of) > self._max_clients:
             old_client, old_device = self._device_of.popitem(last=False)
             self._forget(old_client, old_device)
-        # Reported on every connect: a reconnect after an unseen drop is news too.
-        return Change(device, online=True)
+        # Reported on every connect: a reconnect after an unseen drop is news too, and the
+        # connection lets the worker tell it from a repeated notice.
+        return Change(device, online=True, connection=notice.connection)
 
     def _disconnected(self, notice: Notice) -> Change | None:
         device = self._device_of.pop(notice.client_id, None)

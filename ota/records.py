@@ -127,6 +127,9 @@ class PresenceRecord:
     source: str = "broker"  # broker notice, or "uplink" when inferred from traffic
     id: str = field(default_factory=new_id)
     at_ms: int = 0
+    # Names the device's connection an online notice announces (the broker's connect
+    # time); compared for equality only: a new one means the device reconnected.
+    connection: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,10 +366,25 @@ def _device_event(r: _Reader) -> DeviceEventRecord:
     )
 
 
+MAX_CONNECTION_CHARS = 64  # a connection identity is stored with the device's state
+
+
+def _connection(r: _Reader) -> str | None:
+    value: str | None = r.get("connection", str, None)
+    if value is not None and not 0 < len(value) <= MAX_CONNECTION_CHARS:
+        raise RecordError(
+            "bad_value", f"{r.where}.connection must have 1..{MAX_CONNECTION_CHARS} characters"
+        )
+    return value
+
+
 _DECODERS: dict[str, Callable[[_Reader], Any]] = {
     "device_event": _device_event,
     "presence": lambda r: PresenceRecord(
-        online=r.get("online", bool), source=r.get("source", str, "broker"), **_common(r)
+        online=r.get("online", bool),
+        source=r.get("source", str, "broker"),
+        connection=_connection(r),
+        **_common(r),
     ),
     "job_start": lambda r: JobStartRecord(
         job=_job(r.child("job")), attempt=r.non_negative("attempt", 1), **_common(r)

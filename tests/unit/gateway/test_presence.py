@@ -96,7 +96,9 @@ def _ota_event(device: str = "devA", **over: object) -> bytes:
 
 def test_ota_broker_events() -> None:
     notice = parse_ota_broker_event("$ota/presence/devA", _ota_event())
-    assert notice == Notice("devA_0_1_2026120519", True, username="devA", detail="connect")
+    assert notice == Notice(
+        "devA_0_1_2026120519", True, username="devA", detail="connect", connection="1"
+    )
     gone = parse_ota_broker_event(
         "$ota/presence/devA", _ota_event(online=False, reason="connection_lost")
     )
@@ -117,3 +119,40 @@ def test_ota_broker_events() -> None:
 )
 def test_ota_broker_events_that_are_not_notices(topic: str, payload: bytes) -> None:
     assert parse_ota_broker_event(topic, payload) is None
+
+
+@pytest.mark.parametrize(
+    ("at_ms", "connection"),
+    [(1765000000123, "1765000000123"), (None, None), (0, None), (True, None), ("5", None)],
+)
+def test_ota_broker_online_names_its_connection_by_connect_time(
+    at_ms: object, connection: str | None
+) -> None:
+    notice = parse_ota_broker_event("$ota/presence/devA", _ota_event(at_ms=at_ms))
+    assert notice is not None
+    assert notice.connection == connection
+    gone = parse_ota_broker_event("$ota/presence/devA", _ota_event(online=False, at_ms=at_ms))
+    assert gone is not None
+    assert gone.connection is None  # an offline notice names no connection
+
+
+def test_emqx_connected_names_its_connection_by_connected_at() -> None:
+    topic = "$SYS/brokers/emqx@10.0.0.1/clients/devA_0_0_2026112700/connected"
+    body = {"clientid": "devA_0_0_2026112700", "username": "devA", "connected_at": 1765000000123}
+    notice = parse_emqx_event(topic, orjson.dumps(body))
+    assert notice is not None
+    assert notice.connection == "1765000000123"
+    gone = parse_emqx_event(topic.replace("/connected", "/disconnected"), orjson.dumps(body))
+    assert gone is not None
+    assert gone.connection is None
+
+
+def test_tracker_reports_a_reconnect_of_an_online_device_with_its_new_connection() -> None:
+    """A crashed broker announces no offline: the reconnect after it is still reported."""
+    tracker = _tracker()
+    first = Notice("devA_0_0_2026112700", True, "devA", connection="100")
+    again = Notice("devA_0_0_2026112700", True, "devA", connection="200")
+    assert tracker.apply(first) == Change("devA", True, "100")
+    assert tracker.apply(again) == Change("devA", True, "200")
+    assert tracker.apply(again) == Change("devA", True, "200")  # the worker drops repeats
+    assert tracker.apply(Notice("devA_0_0_2026112700", False)) == Change("devA", False)

@@ -130,6 +130,16 @@ def test_bad_records_get_a_specific_reason(raw: bytes, reason: str) -> None:
     assert caught.value.reason == reason, caught.value.message
 
 
+def test_presence_connection_round_trips_and_is_bounded() -> None:
+    record = PresenceRecord(device_id="d", online=True, at_ms=1, connection="1765000000123")
+    assert decode_inbox(encode(record)) == record
+    data = orjson.loads(encode(record))
+    for bad, reason in (("", "bad_value"), ("x" * 65, "bad_value"), (17, "wrong_type")):
+        with pytest.raises(RecordError) as caught:
+            decode_inbox(orjson.dumps({**data, "connection": bad}))
+        assert caught.value.reason == reason
+
+
 def test_task_type_names_the_version_field_it_compares() -> None:
     assert TaskType.FIRMWARE.version_field == "fw_version"
     assert TaskType.SOFTWARE.version_field == "sw_version"
