@@ -9,7 +9,7 @@ BLAKE2b over the packed spec: content-addressed, so two attempts or devices with
 different specs never share one entry). Layout (append-only; never reorder or renumber):
 
   device = [online, fw_version, sw_version, job | null, [job...] (queue),
-            [[task, attempt]...] (done)]
+            [[task, attempt]...] (done), connection | null]
   job    = [spec digest, attempt, state code, version, deadline_ms | null, tries,
             cause | null, command_ms, command_id, stage code | null, download_pct | null]
   spec   = [task_id, "f" | "s", sha256, version, file_name, file_size, custom_info,
@@ -56,7 +56,7 @@ _CACHE_MAX = 4096
 # Values a job or device array may leave off at its end (in field order).
 # tries, cause, command_ms, command_id, stage, download_pct
 _JOB_DEFAULTS: tuple[Any, ...] = (0, None, 0, "", None, None)
-_DEVICE_DEFAULTS: tuple[Any, ...] = ([], [])  # queue, done
+_DEVICE_DEFAULTS: tuple[Any, ...] = ([], [], None)  # queue, done, connection
 
 
 class StateCorruptError(ValueError):
@@ -143,6 +143,7 @@ def pack(device: Device) -> bytes:
         None if device.job is None else _pack_job(device.job),
         [_pack_job(job) for job in device.queue],
         [list(entry) for entry in device.done],
+        device.connection,
     ]
     return orjson.dumps(_trim(data, _DEVICE_DEFAULTS))
 
@@ -202,6 +203,7 @@ def unpack(raw: bytes, specs: Mapping[str, JobSpec]) -> Device:
         online, fw, sw, job, *rest = orjson.loads(raw)
         queue = rest[0] if rest else []
         done = rest[1] if len(rest) > 1 else []
+        connection = rest[2] if len(rest) > 2 else None
         return Device(
             online=online,
             fw_version=fw,
@@ -209,6 +211,7 @@ def unpack(raw: bytes, specs: Mapping[str, JobSpec]) -> Device:
             job=None if job is None else _unpack_job(job, specs),
             queue=tuple(_unpack_job(q, specs) for q in queue),
             done=tuple((task, attempt) for task, attempt in done),
+            connection=connection,
         )
     except (orjson.JSONDecodeError, ValueError, TypeError, KeyError) as exc:
         raise StateCorruptError(f"stored device state is unreadable: {exc!r}") from None

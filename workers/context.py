@@ -24,12 +24,14 @@ STAGES = (S.COMMAND_SENT, S.DOWNLOADING, S.DOWNLOADED, S.UPDATING)
 
 @dataclass(slots=True)
 class Ctx:
-    """Collects the effects of one step; `device` is the device after presence/versions."""
+    """Collects the effects of one step; `device` is the device after presence/versions;
+    `reconnected` is true for an online notice of a connection the device did not have
+    (it was not known online, or the notice names another connection)."""
 
     now_ms: int
     ref: str
     device: Device
-    was_online: bool | None
+    reconnected: bool
     effects: list[Effect] = field(default_factory=list)
 
     def next_id(self) -> str:

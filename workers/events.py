@@ -70,6 +70,7 @@ class Event:
     description: str | None = None  # PROGRESS: the device's free text (workers.progress)
     device_event_id: str | None = None
     package_sha256: str = ""  # DOWNLOAD_*
+    connection: str | None = None  # ONLINE: the connection a broker notice announces
     bytes_served: int = 0  # DOWNLOAD_FINISHED: bytes the edge sent in this download
     duration_ms: int = 0  # DOWNLOAD_FINISHED: from its first to its last byte
 
@@ -78,7 +79,9 @@ def event_from_record(record: InboxRecord) -> Event:
     if isinstance(record, DeviceEventRecord):
         return _device_event(record)
     if isinstance(record, PresenceRecord):
-        return Event(Kind.ONLINE if record.online else Kind.OFFLINE)
+        if record.online:
+            return Event(Kind.ONLINE, connection=record.connection)
+        return Event(Kind.OFFLINE)
     if isinstance(record, JobStartRecord):
         if record.attempt < 1:
             raise InvalidEventError("bad_value", f"job_start attempt {record.attempt} is below 1")

@@ -48,7 +48,7 @@ class Outcome:
 def step(device: Device, event: Event, now_ms: int, ref: str) -> Outcome:
     """Apply one event at platform time `now_ms`; `ref` names the record (effect ids)."""
     observed = _observe(device, event)
-    ctx = Ctx(now_ms, ref, observed, device.online)
+    ctx = Ctx(now_ms, ref, observed, _reconnected(device, event))
     if event.kind is Kind.START:
         result = _start(ctx, observed, event)
     elif event.kind is Kind.CANCEL:
@@ -60,10 +60,23 @@ def step(device: Device, event: Event, now_ms: int, ref: str) -> Outcome:
     return Outcome(_promote(ctx, result), tuple(ctx.effects))
 
 
+def _reconnected(device: Device, ev: Event) -> bool:
+    """An online notice for a connection the device did not have. A broker that crashed
+    announces no offline, so a new connection is the only sign that commands sent before
+    may be lost; a notice without a connection (uplink traffic) proves presence only."""
+    if ev.kind is not Kind.ONLINE:
+        return False
+    if device.online is not True:
+        return True
+    return ev.connection is not None and ev.connection != device.connection
+
+
 def _observe(device: Device, ev: Event) -> Device:
     """Presence and versions, which every event updates before the job sees it."""
     if ev.kind is Kind.OFFLINE:
-        return device if device.online is False else replace(device, online=False)
+        if device.online is False and device.connection is None:
+            return device
+        return replace(device, online=False, connection=None)
     if ev.kind is Kind.ONLINE or ev.kind.uplink:
         fw = ev.fw_version if ev.fw_version is not None else device.fw_version
         sw = ev.sw_version if ev.sw_version is not None else device.sw_version
@@ -72,9 +85,15 @@ def _observe(device: Device, ev: Event) -> Device:
                 fw = ev.version
             else:
                 sw = ev.version
-        if device.online is True and fw == device.fw_version and sw == device.sw_version:
+        connection = device.connection if ev.connection is None else ev.connection
+        if (
+            device.online is True
+            and fw == device.fw_version
+            and sw == device.sw_version
+            and connection == device.connection
+        ):
             return device
-        return replace(device, online=True, fw_version=fw, sw_version=sw)
+        return replace(device, online=True, fw_version=fw, sw_version=sw, connection=connection)
     return device
 
 

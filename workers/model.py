@@ -49,6 +49,9 @@ class Device:
     job: Job | None = None
     queue: tuple[Job, ...] = ()
     done: tuple[tuple[str, int], ...] = ()
+    # The connection the device is online with, as the last broker online notice named it
+    # (None: offline, or never named); another one announced means it reconnected.
+    connection: str | None = None
 
     @property
     def active(self) -> bool:

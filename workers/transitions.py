@@ -92,7 +92,7 @@ def _waiting_online_uplink(ctx: Ctx, job: Job, ev: Event) -> Job:
 
 
 def _waiting_online_online(ctx: Ctx, job: Job, ev: Event) -> Job:
-    if ctx.was_online is True:
+    if not ctx.reconnected:
         return job  # a repeated presence notice changes nothing
     return _waiting_online_uplink(ctx, job, ev)
 
@@ -103,6 +103,20 @@ def _version_answer(ctx: Ctx, job: Job, ev: Event) -> Job:
         ctx.note(job, "version_missing", field=job.spec.task_type.version_field)
         return job
     return _evaluate_version(ctx, job, reported)
+
+
+def _query_online(ctx: Ctx, job: Job, ev: Event) -> Job:
+    """The device reconnected while a version query waited for its answer: the query may
+    have been lost with the old connection, so it is sent again with a fresh window (a new
+    deadline, so the version moves and a timeout set for the old one no longer matches)."""
+    if not ctx.reconnected:
+        return job
+    query(ctx, job)
+    windows = job.spec.windows
+    window_s = windows.version_s if job.state is S.QUERYING_VERSION else windows.verify_s
+    requeried = replace(job, version=job.version + 1, deadline_ms=ctx.after(window_s))
+    ctx.note(requeried, "query_resent")
+    return requeried
 
 
 def _querying_offline(ctx: Ctx, job: Job, ev: Event) -> Job:
@@ -116,8 +130,9 @@ def _stale_report(ctx: Ctx, job: Job, ev: Event) -> Job:
 
 
 def _command_sent_online(ctx: Ctx, job: Job, ev: Event) -> Job:
-    """The device came back before downloading: resend the command with a fresh token."""
-    if ctx.was_online is True:
+    """The device came back (or reconnected) before downloading: the command may have been
+    lost with the old connection, so it is sent again with a fresh token."""
+    if not ctx.reconnected:
         return job
     resent = _send_upgrade(ctx, job)
     ctx.note(resent, "command_resent", command_id=resent.command_id)
@@ -277,6 +292,7 @@ TRANSITIONS: dict[tuple[JobState, Kind], Handler] = {
     (S.WAITING_ONLINE, Kind.SDK_INFO): _waiting_online_uplink,
     (S.WAITING_ONLINE, Kind.PROGRESS): _waiting_online_uplink,
     (S.WAITING_ONLINE, Kind.TIMEOUT): _timeout_failing(F.ONLINE_TIMEOUT),
+    (S.QUERYING_VERSION, Kind.ONLINE): _query_online,
     (S.QUERYING_VERSION, Kind.VERSION): _version_answer,
     (S.QUERYING_VERSION, Kind.OFFLINE): _querying_offline,
     (S.QUERYING_VERSION, Kind.PROGRESS): _stale_report,
@@ -293,6 +309,7 @@ TRANSITIONS: dict[tuple[JobState, Kind], Handler] = {
     (S.DOWNLOADED, Kind.TIMEOUT): _timeout_upgrading(F.UPDATE_START_TIMEOUT),
     (S.UPDATING, Kind.PROGRESS): _progress,
     (S.UPDATING, Kind.TIMEOUT): _timeout_updating,
+    (S.VERIFYING, Kind.ONLINE): _query_online,
     (S.VERIFYING, Kind.VERSION): _verifying_version,
     (S.VERIFYING, Kind.PROGRESS): _verifying_progress,
     (S.VERIFYING, Kind.DOWNLOAD_STARTED): _verifying_download,

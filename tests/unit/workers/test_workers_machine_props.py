@@ -27,6 +27,7 @@ def device_events() -> st.SearchStrategy[Event]:
     return st.one_of(
         st.just(ONLINE),
         st.just(OFFLINE),
+        st.builds(lambda c: Event(Kind.ONLINE, connection=c), st.sampled_from(["c1", "c2"])),
         st.just(DL_STARTED),
         st.just(DL_FINISHED),
         st.just(Event(Kind.DOWNLOAD_STARTED, package_sha256="cd" * 32)),
@@ -60,9 +61,20 @@ class JobMachine(RuleBasedStateMachine):
         before = self.device
         outcome = step(before, event, self.now_ms, ref)
         assert step(before, event, self.now_ms, ref) == outcome  # deterministic
+        if self.repeats_presence(before, event):
+            assert outcome == Outcome(before, ()), "a repeated online notice changed something"
         self.device, self.last, self.last_event = outcome.device, outcome, event
         self.history.append(event)
         self.check_events(outcome, event)
+
+    @staticmethod
+    def repeats_presence(before: Device, event: Event) -> bool:
+        """An online notice of the connection the device is known online with (or none)."""
+        return (
+            event.kind is Kind.ONLINE
+            and before.online is True
+            and event.connection in (None, before.connection)
+        )
 
     def check_events(self, outcome: Outcome, event: Event) -> None:
         for effect in outcome.effects:

@@ -1,0 +1,141 @@
+"""A device that reconnects without an offline notice (the broker crashed) gets its pending
+command again: an online notice naming another connection counts as a reconnect, the same
+connection again changes nothing."""
+
+from __future__ import annotations
+
+import pytest
+
+from ota.jobstates import JobState as S
+from ota.records import PresenceRecord
+from workers.codec import pack, spec_ref, unpack
+from workers.effects import SendUpgrade, SendVersionQuery
+from workers.events import Event, Kind, event_from_record
+from workers.model import Device
+
+from .helpers import (
+    DL_FINISHED,
+    DL_STARTED,
+    OFFLINE,
+    ONLINE,
+    Runner,
+    commands,
+    notes,
+    progress,
+    start,
+    timeout_of,
+    version,
+)
+
+T0 = 1_000_000
+
+
+def online(connection: str | None) -> Event:
+    return Event(Kind.ONLINE, connection=connection)
+
+
+def connected_at(state: S) -> Runner:
+    """A job in `state` on a device online with connection "c1"."""
+    run = Runner(Device(), T0)
+    run(online("c1"))
+    run(start())
+    for event in {
+        S.QUERYING_VERSION: [],
+        S.COMMAND_SENT: [version(fw="1.0")],
+        S.DOWNLOADING: [version(fw="1.0"), DL_STARTED],
+        S.DOWNLOADED: [version(fw="1.0"), DL_STARTED, DL_FINISHED],
+        S.UPDATING: [version(fw="1.0"), DL_STARTED, DL_FINISHED, progress(0, 50)],
+    }.get(state, [version(fw="1.0"), DL_STARTED, DL_FINISHED, progress(0, 50)]):
+        run(event)
+    if state is S.VERIFYING:
+        run.timeout()
+    assert run.state is state
+    assert run.device.connection == "c1"
+    return run
+
+
+def test_reconnect_while_querying_resends_the_query_with_a_fresh_window() -> None:
+    run = connected_at(S.QUERYING_VERSION)
+    before = run.job
+    run.now_ms += 5_000
+    out = run(online("c2"))
+    assert [type(c) for c in commands(out)] == [SendVersionQuery]
+    assert notes(out) == ["query_resent"]
+    assert run.job.state is S.QUERYING_VERSION
+    assert run.job.version == before.version + 1
+    assert run.job.deadline_ms == run.now_ms + run.job.spec.windows.version_s * 1000
+    assert run.device.connection == "c2"
+    # The timeout set for the old window no longer applies.
+    stale = run(Event(Kind.TIMEOUT, task_id=before.task_id, job_version=before.version), 10**12)
+    assert stale.effects == ()
+    assert run.job.state is S.QUERYING_VERSION
+
+
+def test_reconnect_after_the_command_resends_it() -> None:
+    run = connected_at(S.COMMAND_SENT)
+    first = run.job.command_id
+    out = run(online("c2"))
+    assert [type(c) for c in commands(out)] == [SendUpgrade]
+    assert notes(out) == ["command_resent"]
+    assert run.job.command_id != first
+
+
+def test_reconnect_during_the_last_query_resends_it() -> None:
+    run = connected_at(S.VERIFYING)
+    out = run(online("c2"))
+    assert [type(c) for c in commands(out)] == [SendVersionQuery]
+    assert run.job.deadline_ms == run.now_ms + run.job.spec.windows.verify_s * 1000
+
+
+@pytest.mark.parametrize(
+    "state", [S.QUERYING_VERSION, S.COMMAND_SENT, S.DOWNLOADING, S.UPDATING, S.VERIFYING]
+)
+def test_a_repeated_notice_of_the_same_connection_changes_nothing(state: S) -> None:
+    run = connected_at(state)
+    before = run.device
+    for event in (online("c1"), ONLINE):  # the same connection; an uplink's presence
+        assert run(event).effects == ()
+        assert run.device == before
+
+
+@pytest.mark.parametrize("state", [S.DOWNLOADING, S.DOWNLOADED, S.UPDATING])
+def test_reconnect_with_nothing_pending_only_records_the_connection(state: S) -> None:
+    run = connected_at(state)
+    job = run.job
+    assert run(online("c2")).effects == ()
+    assert run.job == job
+    assert run.device.connection == "c2"
+
+
+def test_offline_forgets_the_connection_and_coming_back_resends() -> None:
+    run = connected_at(S.COMMAND_SENT)
+    run(OFFLINE)
+    assert run.device.connection is None
+    out = run(online("c1"))  # even the same identity: the device was offline
+    assert [type(c) for c in commands(out)] == [SendUpgrade]
+
+
+def test_first_named_connection_of_a_device_known_online_counts_as_a_reconnect() -> None:
+    """State stored before connections were named: the broker announces only connects."""
+    run = Runner(Device(online=True), T0)
+    run(start())
+    assert run.device.connection is None
+    out = run(online("c9"))
+    assert [type(c) for c in commands(out)] == [SendVersionQuery]
+
+
+def test_connection_comes_from_the_presence_record_and_is_stored() -> None:
+    record = PresenceRecord(device_id="d", online=True, connection="1765000000123")
+    assert event_from_record(record) == Event(Kind.ONLINE, connection="1765000000123")
+    assert event_from_record(PresenceRecord(device_id="d", online=False)) == OFFLINE
+    run = connected_at(S.COMMAND_SENT)
+    specs = {spec_ref(run.job.spec).digest: run.job.spec}
+    assert unpack(pack(run.device), specs) == run.device
+    assert unpack(pack(Device(online=True)), {}) == Device(online=True)
+
+
+def test_timeout_of_the_refreshed_query_still_fails_it() -> None:
+    run = connected_at(S.QUERYING_VERSION)
+    run(online("c2"))
+    run(timeout_of(run.device), run.job.deadline_ms)
+    assert run.job.state is S.FAILED
