@@ -7,11 +7,13 @@ Two broker dialects feed one `Notice` type:
 - EMQX publishes JSON client events on `$SYS/brokers/<node>/clients/<clientid>/connected`
   and `.../disconnected`.
 
-A connect notice names its connection: the broker's connect time in epoch milliseconds
-(`at_ms` of the extension's online event, EMQX's `connected_at`), as a string. It is
-compared for equality only (it comes from the broker's clock): the same value again is a
-duplicate notice, another value a new connection, also when no disconnect was seen (a
-broker that crashed announces no offline, only the reconnects after it returns).
+A connect notice names its connection: `<connect time>-<client hash>`, the broker's
+connect time in epoch milliseconds (`at_ms` of the extension's online event, EMQX's
+`connected_at`) and 8 hex digits of BLAKE2b over the client id (two clients of one device
+may connect within one millisecond). It is compared for equality only (the time comes
+from the broker's clock): the same value again is a duplicate notice, another value a new
+connection, also when no disconnect was seen (a broker that crashed announces no offline,
+only the reconnects after it returns).
 
 `PresenceTracker` turns notices into device online/offline changes: the user name (the
 device id on the device listener) wins over the client id; IoTDA client ids
@@ -25,6 +27,7 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
+from hashlib import blake2b
 from typing import Protocol
 
 import orjson
@@ -86,12 +89,13 @@ def parse_emqx_event(topic: str, payload: bytes) -> Notice | None:
     username = body.get("username")
     reason = body.get("reason")
     online = match["what"] == "connected"
+    client_id = client if isinstance(client, str) and client else match["client"]
     return Notice(
-        client_id=client if isinstance(client, str) and client else match["client"],
+        client_id=client_id,
         online=online,
         username=username if isinstance(username, str) and username else None,
         detail=reason if isinstance(reason, str) else "",
-        connection=_connection(body.get("connected_at")) if online else None,
+        connection=_connection(body.get("connected_at"), client_id) if online else None,
     )
 
 
@@ -135,15 +139,15 @@ def parse_ota_broker_event(topic: str, payload: bytes) -> Notice | None:
         online,
         username=device,
         detail=reason if isinstance(reason, str) else "",
-        connection=_connection(body.get("at_ms")) if online else None,
+        connection=_connection(body.get("at_ms"), client) if online else None,
     )
 
 
-def _connection(connected_ms: object) -> str | None:
-    """A connection's identity from its connect time, or None when the time is unusable."""
-    if isinstance(connected_ms, int) and not isinstance(connected_ms, bool) and connected_ms > 0:
-        return str(connected_ms)
-    return None
+def _connection(connected_ms: object, client_id: str) -> str | None:
+    """A connection's identity (module docstring), or None when the time is unusable."""
+    if not isinstance(connected_ms, int) or isinstance(connected_ms, bool) or connected_ms <= 0:
+        return None
+    return f"{connected_ms}-{blake2b(client_id.encode(), digest_size=4).hexdigest()}"
 
 
 @dataclass(frozen=True)

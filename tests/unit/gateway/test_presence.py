@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from hashlib import blake2b
+
 import orjson
 import pytest
 
@@ -11,6 +13,7 @@ from gateway.presence import (
     parse_emqx_event,
     parse_ota_broker_event,
 )
+from ota.records import MAX_CONNECTION_CHARS
 
 
 @pytest.mark.parametrize(
@@ -97,7 +100,11 @@ def _ota_event(device: str = "devA", **over: object) -> bytes:
 def test_ota_broker_events() -> None:
     notice = parse_ota_broker_event("$ota/presence/devA", _ota_event())
     assert notice == Notice(
-        "devA_0_1_2026120519", True, username="devA", detail="connect", connection="1"
+        "devA_0_1_2026120519",
+        True,
+        username="devA",
+        detail="connect",
+        connection=connection_of(1, "devA_0_1_2026120519"),
     )
     gone = parse_ota_broker_event(
         "$ota/presence/devA", _ota_event(online=False, reason="connection_lost")
@@ -121,16 +128,18 @@ def test_ota_broker_events_that_are_not_notices(topic: str, payload: bytes) -> N
     assert parse_ota_broker_event(topic, payload) is None
 
 
+def connection_of(at_ms: int, client_id: str) -> str:
+    return f"{at_ms}-{blake2b(client_id.encode(), digest_size=4).hexdigest()}"
+
+
 @pytest.mark.parametrize(
-    ("at_ms", "connection"),
-    [(1765000000123, "1765000000123"), (None, None), (0, None), (True, None), ("5", None)],
+    ("at_ms", "named"),
+    [(1765000000123, True), (None, False), (0, False), (True, False), ("5", False)],
 )
-def test_ota_broker_online_names_its_connection_by_connect_time(
-    at_ms: object, connection: str | None
-) -> None:
+def test_ota_broker_online_names_its_connection_by_connect_time(at_ms: object, named: bool) -> None:
     notice = parse_ota_broker_event("$ota/presence/devA", _ota_event(at_ms=at_ms))
     assert notice is not None
-    assert notice.connection == connection
+    assert notice.connection == (connection_of(1765000000123, notice.client_id) if named else None)
     gone = parse_ota_broker_event("$ota/presence/devA", _ota_event(online=False, at_ms=at_ms))
     assert gone is not None
     assert gone.connection is None  # an offline notice names no connection
@@ -141,10 +150,20 @@ def test_emqx_connected_names_its_connection_by_connected_at() -> None:
     body = {"clientid": "devA_0_0_2026112700", "username": "devA", "connected_at": 1765000000123}
     notice = parse_emqx_event(topic, orjson.dumps(body))
     assert notice is not None
-    assert notice.connection == "1765000000123"
+    assert notice.connection == connection_of(1765000000123, "devA_0_0_2026112700")
     gone = parse_emqx_event(topic.replace("/connected", "/disconnected"), orjson.dumps(body))
     assert gone is not None
     assert gone.connection is None
+
+
+def test_two_clients_connecting_in_one_millisecond_are_two_connections() -> None:
+    first = parse_ota_broker_event("$ota/presence/devA", _ota_event(at_ms=5))
+    other = _ota_event(at_ms=5, client_id="devA_0_1_2026120520")
+    second = parse_ota_broker_event("$ota/presence/devA", other)
+    assert first is not None
+    assert second is not None
+    assert first.connection != second.connection
+    assert len(str(first.connection)) <= MAX_CONNECTION_CHARS
 
 
 def test_tracker_reports_a_reconnect_of_an_online_device_with_its_new_connection() -> None:
