@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from ota.clock import now_ms
 from scheduler import audit
-from scheduler.api import credential_routes
+from scheduler.api import credential_routes, device_ca_routes
 from scheduler.api import routes as h
 from scheduler.api.spec import Endpoint, Handler, Param, openapi
 from scheduler.console import app as console
@@ -353,6 +353,7 @@ def endpoints() -> list[Endpoint]:
             responses={200: "OK", 422: "bad cursor"},
         ),
         *credential_routes.endpoints(),
+        *device_ca_routes.endpoints(),
     ]
 
 

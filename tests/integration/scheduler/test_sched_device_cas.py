@@ -1,0 +1,106 @@
+"""Device CAs and certificate devices through the real API on Redis: register, list, delete,
+bad input, scopes, the OpenAPI declaration and the audit trail."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.integration.scheduler.conftest import StartHarness
+from tests.integration.scheduler.sched_harness import READ_KEY, WRITE_KEY, Harness
+from tests.x509_kit import issue, make_ca
+
+PEM = {"Content-Type": "text/plain"}
+
+
+@pytest.fixture
+async def h(start_harness: StartHarness) -> Harness:
+    return await start_harness(OTA_API_KEYS=f"{READ_KEY}:read,{WRITE_KEY}:read+write")
+
+
+def device() -> str:
+    return f"certdev_{uuid.uuid4().hex[:8]}"
+
+
+async def test_register_list_and_delete_a_device_ca(h: Harness) -> None:
+    ca = make_ca(f"API CA {uuid.uuid4().hex[:6]}")
+    added = await h.client.post("/v1/device-cas", content=ca.pem(), headers=PEM)
+    assert added.status_code == 201, added.text
+    assert added.json()["fingerprint"] == ca.fingerprint()
+    assert added.json()["subject"].startswith("CN=API CA")
+    again = await h.client.post("/v1/device-cas", content=ca.pem(), headers=PEM)
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "ca_exists"
+    read = {"Authorization": f"Bearer {READ_KEY}"}
+    listed = await h.client.get("/v1/device-cas", headers=read)
+    assert ca.fingerprint() in [c["fingerprint"] for c in listed.json()["device_cas"]]
+    denied = await h.client.delete(f"/v1/device-cas/{ca.fingerprint()}", headers=read)
+    assert denied.status_code == 403
+    assert (await h.client.delete(f"/v1/device-cas/{ca.fingerprint()}")).status_code == 204
+    gone = await h.client.delete(f"/v1/device-cas/{ca.fingerprint()}")
+    assert gone.status_code == 404
+    assert gone.json()["error"]["code"] == "unknown_ca"
+
+    audit = (await h.client.get("/v1/audit")).json()["items"]
+    mine = [
+        (i["action"], i["status"])
+        for i in reversed(audit)
+        if i["target"].get("fingerprint") == ca.fingerprint()
+    ]
+    assert ("delete_device_ca", 204) in mine
+    assert ("delete_device_ca", 403) in mine
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ("not a certificate", "bad_certificate"),
+        ("leaf", "not_a_ca"),
+        ("two", "bad_certificate"),
+    ],
+)
+async def test_unusable_cas_are_refused_by_name(h: Harness, body: str, code: str) -> None:
+    ca = make_ca("Refused CA")
+    content = {
+        "not a certificate": "hello",
+        "leaf": issue(ca, "dev-1").pem(),
+        "two": ca.pem() + make_ca("Second").pem(),
+    }[body]
+    response = await h.client.post("/v1/device-cas", content=content, headers=PEM)
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == code
+    bad = await h.client.delete("/v1/device-cas/NOT-HEX")
+    assert bad.status_code == 422
+    assert bad.json()["error"]["code"] == "bad_fingerprint"
+
+
+async def test_certificate_devices_and_auth_methods(h: Harness) -> None:
+    d = device()
+    registered = await h.client.post(f"/v1/devices/{d}/credentials/certificate")
+    assert registered.status_code == 201
+    assert registered.json()["auth"] == "certificate"
+    assert registered.json()["key_id"] is None
+    assert "secret" not in registered.json()
+    twice = await h.client.post(f"/v1/devices/{d}/credentials/certificate")
+    assert twice.status_code == 409
+    # Accepting secrets needs a secret first.
+    no_secret = await h.client.post(f"/v1/devices/{d}/credentials/auth", json={"auth": "any"})
+    assert no_secret.status_code == 409
+    assert no_secret.json()["error"]["code"] == "no_secret"
+    assert (await h.client.post(f"/v1/devices/{d}/credentials/rotate")).status_code == 200
+    either = await h.client.post(f"/v1/devices/{d}/credentials/auth", json={"auth": "any"})
+    assert either.json()["auth"] == "any"
+    bad = await h.client.post(f"/v1/devices/{d}/credentials/auth", json={"auth": "magic"})
+    assert bad.status_code == 422
+    assert bad.json()["error"]["code"] == "bad_auth"
+    shown = await h.client.get(f"/v1/devices/{d}/credentials")
+    assert shown.json()["auth"] == "any"
+
+
+async def test_openapi_declares_the_device_ca_operations(h: Harness) -> None:
+    spec = (await h.anon.get("/v1/openapi.json")).json()["paths"]
+    assert set(spec["/v1/device-cas"]) == {"get", "post"}
+    assert "delete" in spec["/v1/device-cas/{fingerprint}"]
+    assert "post" in spec["/v1/devices/{device_id}/credentials/auth"]
+    assert "post" in spec["/v1/devices/{device_id}/credentials/certificate"]
