@@ -4,7 +4,9 @@
 after a success): a uniformly random time in [0, min(cap, base * 2**n)] ("full jitter"),
 so replicas that lost the same broker at the same moment do not come back in lockstep.
 `attempts` bounds the retries (None = until stopped). The random source is injectable,
-so tests are deterministic (`rand=lambda: 0.0` switches the waits off).
+so tests are deterministic (`rand=lambda: 0.0` switches the waits off); it scales the
+ceiling, so a documented schedule with another jitter keeps its shape on this policy
+(`rand=lambda: rng.uniform(0.5, 1.5)`: +-50% around it, the webhooks' schedule).
 
 `retry(operation, call, on=..., policy=...)` is the common loop: await `call()` until it
 returns; after an error of the listed types (and `retriable(error)`, if given) wait the

@@ -13,7 +13,9 @@ the group moved on is not fatal: the partitions' next owner applies the batch ag
 Sends from API requests are bounded (`SEND_TIMEOUT_S`, then the request answers 503);
 the reconciler's sends are `patient`: while Kafka is away a release waits for it, and
 what the producer gave up on is sent again with backoff, so a Kafka restart pauses the
-rollout instead of stopping the reconciler.
+rollout instead of stopping the reconciler. Both retries (a patient send, a batch while
+Redis or Kafka is away) go through `ota.backoff.retry` (operations `scheduler.send`,
+`scheduler.batch`, counted in `ota_retries_total`).
 """
 
 from __future__ import annotations
@@ -32,23 +34,18 @@ from kafka.producer.future import FutureRecordMetadata
 from redis.exceptions import RedisError
 
 from ota import metrics
-from ota.backoff import Backoff
+from ota.backoff import Backoff, StoppedError, retry
 from ota.kafka_clients import make_consumer, make_producer
 from ota.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
-HANDLER_RETRIES = metrics.counter(
-    "scheduler", "batch_retries_total", "Consumer batches retried after an error", ("consumer",)
-)
-SEND_RETRIES = metrics.counter(
-    "scheduler", "send_retries_total", "Records sent again after Kafka did not take them", ()
-)
 COMMIT_FAILURES = metrics.counter(
     "scheduler", "commit_failures_total", "Consumer commits Kafka refused", ("consumer",)
 )
 SEND_TIMEOUT_S = 30.0
 SEND_RETRY = Backoff(0.2, 2.0)  # patient sends: Kafka is tried again at least every 2 s
+BATCH_RETRY = Backoff(0.1, 5.0)  # a batch while Redis or Kafka is away
 METADATA_WAIT_S = 30.0
 # Group timings: a member survives ~45 s of CPU starvation before the group drops it, and
 # the poll interval bound only matters if the loop itself stalls (it polls while busy).
@@ -60,6 +57,10 @@ GROUP_CONFIG: dict[str, Any] = {
 # A batch that takes longer than this gets the consumer polling (paused) meanwhile; each
 # such poll waits this long, enough for a rebalance's JoinGroup/SyncGroup to complete in it.
 BUSY_POLL_MS = 1_000
+
+
+class _NotTakenError(Exception):
+    """Records a patient send has not got into Kafka yet: sent again after a backoff."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,18 +90,14 @@ class Producer:
         if not patient:
             await loop.run_in_executor(self._pool, self._send_sync, batch)
             return
-        attempt = 0
-        while batch:
+
+        async def attempt() -> None:
+            nonlocal batch
             batch = await loop.run_in_executor(self._patient_pool, self._send_until_answered, batch)
             if batch:
-                SEND_RETRIES.inc(len(batch))
-                delay = SEND_RETRY.delay_s(attempt)
-                attempt += 1
-                log.warning(
-                    "kafka did not take records; sending them again",
-                    extra={"records": len(batch), "retry_in_s": round(delay, 3)},
-                )
-                await asyncio.sleep(delay)
+                raise _NotTakenError(f"kafka did not take {len(batch)} records")
+
+        await retry("scheduler.send", attempt, on=_NotTakenError, policy=SEND_RETRY)
 
     def _send_sync(self, batch: list[Out]) -> None:
         futures = [
@@ -225,18 +222,18 @@ class Consumer:
 
     async def _handle(self, records: Sequence[Any], stop: asyncio.Event) -> bool:
         """Apply a batch, retrying while Redis or Kafka is unavailable; False if stopped first."""
-        delay = 0.1
-        while True:
-            try:
-                await self._handler(records)
-                return True
-            except (RedisError, KafkaError):
-                HANDLER_RETRIES.labels(self._name).inc()
-                log.exception("batch failed; retrying it", extra={"consumer": self._name})
-            if stop.is_set():
-                return False  # uncommitted: the next owner of the partitions applies it
-            await asyncio.sleep(delay)
-            delay = min(5.0, delay * 2)
+        try:
+            await retry(
+                "scheduler.batch",
+                lambda: self._handler(records),
+                on=(RedisError, KafkaError),
+                policy=BATCH_RETRY,
+                stop=stop,
+                context={"consumer": self._name},
+            )
+        except StoppedError:
+            return False  # uncommitted: the next owner of the partitions applies it
+        return True
 
     def _await_metadata(self, consumer: Any, stop: asyncio.Event) -> None:
         # Joining the group before the topics' metadata is known gets no partitions

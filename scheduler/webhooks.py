@@ -4,7 +4,9 @@ Each notification in the Redis stream is delivered to every matching webhook as 
 HTTP POST of its JSON body, signed in the Standard Webhooks scheme over the message id,
 the attempt's timestamp and the body (scheduler/webhook_signing.py), with the webhook's
 secret and, while it is being rotated, its previous one. A failed attempt (no 2xx, or a transport error)
-is retried with jittered exponential backoff up to the configured attempts; the
+is retried with jittered exponential backoff up to the configured attempts (the
+documented schedule, computed by the shared `ota.backoff` policy and retried by its
+`retry`: operation `scheduler.webhook`); the
 stream entry is acknowledged once every webhook got it or gave up, and entries of a
 replica that died are claimed by another after `CLAIM_IDLE_MS`. Every attempt is
 written to the webhook's delivery log (capped), readable through the API.
@@ -13,7 +15,6 @@ written to the webhook's delivery log (capped), readable through the API.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from typing import Any
@@ -25,6 +26,7 @@ import redis.asyncio
 from redis.exceptions import RedisError, ResponseError
 
 from ota import metrics
+from ota.backoff import Backoff, StoppedError, retry
 from ota.clock import now_ms
 from ota.records import new_id
 from scheduler import keys, webhook_signing
@@ -36,6 +38,7 @@ GROUP = "webhooks"
 CLAIM_IDLE_MS = 60_000
 LOG_CAP = 1000
 MAX_BACKOFF_S = 300.0
+ROUND_RETRY = Backoff(0.2, 5.0)  # the dispatcher's rounds while Redis is away
 EVENT_KINDS = ("task_status", "device_result")
 DELIVERIES = metrics.counter(
     "scheduler", "webhook_attempts_total", "Webhook attempts", ("outcome",)
@@ -55,10 +58,19 @@ def active_secrets(hook: dict[str, Any]) -> list[str]:
     return [hook["secret"], *([hook["previous_secret"]] if hook.get("previous_secret") else [])]
 
 
-def backoff_s(attempt: int, base_s: float, rng: random.Random) -> float:
-    """Delay before attempt `attempt + 1`: base * 2^(attempt-1), jittered by +-50%, capped."""
-    delay: float = min(MAX_BACKOFF_S, base_s * 2.0 ** (attempt - 1))
-    return delay * rng.uniform(0.5, 1.5)
+def delivery_policy(base_s: float, attempts: int, rng: random.Random) -> Backoff:
+    """The documented schedule (docs/scheduler.md): the wait after attempt n is
+    base * 2^(n-1), capped at MAX_BACKOFF_S, then jittered by +-50%; `attempts` in all."""
+    return Backoff(
+        min(base_s, MAX_BACKOFF_S),  # a base above the cap waits the cap, as min() says
+        MAX_BACKOFF_S,
+        attempts - 1,
+        rand=lambda: rng.uniform(0.5, 1.5),
+    )
+
+
+class _DeliveryFailedError(Exception):
+    """An attempt that got no 2xx (or no answer)."""
 
 
 def parse_webhook(body: Any) -> dict[str, Any]:
@@ -170,8 +182,9 @@ class Dispatcher:
         timeout_s: float,
     ) -> None:
         self._r, self._hooks, self._consumer = r, hooks, consumer
-        self._attempts, self._backoff, self._timeout = attempts, backoff_s, timeout_s
-        self._rng = random.Random()
+        self._attempts, self._timeout = attempts, timeout_s
+        self._policy = delivery_policy(backoff_s, attempts, random.Random())
+        self._group_lost = False
         self._gate = asyncio.Semaphore(64)
 
     async def ensure_group(self) -> None:
@@ -186,14 +199,27 @@ class Dispatcher:
         async with httpx.AsyncClient(timeout=self._timeout) as client:
             while not stop.is_set():
                 try:
-                    await self._round(client)
-                except (RedisError, ResponseError) as exc:
-                    # The stream or its group vanished (Redis flushed or replaced) or
-                    # Redis is away: recreate the group and carry on.
-                    log.warning("webhook dispatcher: %s; recovering", exc)
-                    await asyncio.sleep(1.0)
-                    with contextlib.suppress(RedisError):
-                        await self.ensure_group()
+                    await retry(
+                        "scheduler.webhook_round",
+                        lambda: self._recovering_round(client),
+                        on=RedisError,
+                        policy=ROUND_RETRY,
+                        stop=stop,
+                    )
+                except StoppedError:
+                    return
+
+    async def _recovering_round(self, client: httpx.AsyncClient) -> None:
+        # After a failed round the stream or its group may have vanished (Redis flushed or
+        # replaced): recreate the group first, then carry on.
+        if self._group_lost:
+            await self.ensure_group()
+            self._group_lost = False
+        try:
+            await self._round(client)
+        except RedisError:
+            self._group_lost = True
+            raise
 
     async def _round(self, client: httpx.AsyncClient) -> None:
         claimed = await self._r.xautoclaim(
@@ -241,7 +267,11 @@ class Dispatcher:
         self, client: httpx.AsyncClient, hook: dict[str, Any], event: dict[str, Any], body: bytes
     ) -> None:
         msg_id = message_id(event, hook)
-        for attempt in range(1, self._attempts + 1):
+        attempt = 0
+
+        async def deliver_once() -> None:
+            nonlocal attempt
+            attempt += 1
             # Signed per attempt: a retry carries a fresh timestamp and the same message id.
             headers = {
                 "Content-Type": "application/json",
@@ -267,8 +297,18 @@ class Dispatcher:
             pipe.ltrim(keys.webhook_log(hook["id"]), 0, LOG_CAP - 1)
             await pipe.execute()
             DELIVERIES.labels("ok" if ok else "failed").inc()
-            if ok:
-                return
-            if attempt < self._attempts:
-                await asyncio.sleep(backoff_s(attempt, self._backoff, self._rng))
-        log.warning("webhook gave up", extra={"webhook": hook["id"], "event_id": event.get("id")})
+            if not ok:
+                raise _DeliveryFailedError(outcome.get("error") or f"HTTP {outcome['status_code']}")
+
+        try:
+            await retry(
+                "scheduler.webhook",
+                deliver_once,
+                on=_DeliveryFailedError,
+                policy=self._policy,
+                context={"webhook": hook["id"], "event_id": event.get("id")},
+            )
+        except _DeliveryFailedError:
+            log.warning(
+                "webhook gave up", extra={"webhook": hook["id"], "event_id": event.get("id")}
+            )

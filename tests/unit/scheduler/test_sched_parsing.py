@@ -15,7 +15,7 @@ from scheduler.errors import ValidationError
 from scheduler.packages import MAX_ALLOWED_SOURCES, parse_meta
 from scheduler.settings import Scope, parse_api_keys
 from scheduler.targets import MAX_IDS, parse_targets
-from scheduler.webhooks import MAX_BACKOFF_S, backoff_s, parse_webhook
+from scheduler.webhooks import MAX_BACKOFF_S, delivery_policy, parse_webhook
 
 
 def test_targets_combine_and_dedupe() -> None:
@@ -89,9 +89,15 @@ def test_webhook_parsing() -> None:
 
 @given(attempt=st.integers(1, 60), base=st.floats(0.01, 600), seed=st.integers(0, 1000))
 def test_backoff_is_jittered_exponential_and_capped(attempt: int, base: float, seed: int) -> None:
-    delay = backoff_s(attempt, base, random.Random(seed))
+    policy = delivery_policy(base, 61, random.Random(seed))
+    delay = policy.delay_s(attempt - 1)  # the wait after attempt `attempt`
     nominal = min(MAX_BACKOFF_S, base * 2.0 ** (attempt - 1))
     assert 0.5 * nominal <= delay <= 1.5 * nominal
+
+
+def test_delivery_policy_gives_up_after_the_configured_attempts() -> None:
+    policy = delivery_policy(1.0, 3, random.Random(0))
+    assert [policy.gives_up(retry) for retry in range(3)] == [False, False, True]
 
 
 def test_api_keys() -> None:
