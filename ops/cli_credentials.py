@@ -1,6 +1,8 @@
 """`ota devices credentials ...`: register, rotate, disable, enable, delete, show, import.
 
     ota devices credentials register DEVICE [--secret-file F]   # prints a generated secret once
+    ota devices credentials register DEVICE --auth certificate  # client certificate, no secret
+    ota devices credentials auth DEVICE secret|certificate|any
     ota devices credentials rotate DEVICE [--secret-file F]
     ota devices credentials disable|enable|delete|show DEVICE
     ota devices credentials import FILE [--output REPORT.csv]
@@ -53,7 +55,8 @@ def _secret(args: argparse.Namespace) -> dict[str, str]:
 def _human(status: dict[str, Any], verb: str) -> str:
     state = "enabled" if status["enabled"] else "DISABLED"
     line = (
-        f"{status['device_id']}: {verb}, {state}, key {status['key_id']}, "
+        f"{status['device_id']}: {verb}, {state}, auth {status.get('auth', 'secret')}, "
+        f"key {status['key_id'] or '-'}, "
         f"created {render.when(status['created_ms'])}, "
         f"rotated {render.when(status.get('rotated_ms'))}"
     )
@@ -70,8 +73,25 @@ def _emit(args: argparse.Namespace, out: TextIO, status: dict[str, Any], verb: s
 
 
 def register(api: Api, args: argparse.Namespace, out: TextIO) -> int:
-    status = api.call("POST", _path(args.device_id), json=_secret(args))
+    method = getattr(args, "auth", "secret")
+    if method == "certificate":
+        if args.secret_file:
+            raise CliError("--auth certificate takes no secret", 2)
+        status = api.call("POST", f"{_path(args.device_id)}/certificate")
+    else:
+        status = api.call("POST", _path(args.device_id), json=_secret(args))
+        if method == "any":
+            status = {
+                **status,
+                **api.call("POST", f"{_path(args.device_id)}/auth", json={"auth": "any"}),
+            }
     _emit(args, out, status, "registered")
+    return 0
+
+
+def auth(api: Api, args: argparse.Namespace, out: TextIO) -> int:
+    status = api.call("POST", f"{_path(args.device_id)}/auth", json={"auth": args.method})
+    _emit(args, out, status, f"authenticates with {args.method}")
     return 0
 
 
@@ -167,7 +187,18 @@ def add_parser(devices: Any) -> None:
         p = cr.add_parser(name, help=what)
         p.add_argument("device_id")
         p.add_argument("--secret-file", help="a file holding the secret ('-': stdin)")
+        if name == "register":
+            p.add_argument(
+                "--auth",
+                choices=("secret", "certificate", "any"),
+                default="secret",
+                help="how the device proves itself (certificate: from a device CA, no secret)",
+            )
         p.set_defaults(run=run)
+    au = cr.add_parser("auth", help="choose secret, certificate or any (closes live connections)")
+    au.add_argument("device_id")
+    au.add_argument("method", choices=("secret", "certificate", "any"))
+    au.set_defaults(run=auth)
     for name, run, what in (
         ("disable", disable, "refuse the device's connections"),
         ("enable", enable, "accept the device's connections again"),
@@ -181,3 +212,7 @@ def add_parser(devices: Any) -> None:
     im.add_argument("file")
     im.add_argument("--output", help="write the CSV report here (mode 0600) instead of stdout")
     im.set_defaults(run=import_file)
+    # Imported here, as this module is by ops.cli: both build on its Api and CliError.
+    from ops import cli_device_cas
+
+    cli_device_cas.add_parser(devices)
