@@ -28,6 +28,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from devices.fleet import DEFAULT_SEED, derived_secret
+from gateway.inbound import Inbound
 from gateway.service import run
 from gateway.settings import GatewaySettings
 from ota.clock import now_ms
@@ -170,12 +171,15 @@ def kafka_producer(stack: Stack) -> Iterator[KafkaProducer]:
 
 
 @contextlib.asynccontextmanager
-async def running_gateway(stack: Stack, **overrides: str) -> AsyncIterator[asyncio.Event]:
-    """A gateway in this test's event loop; stops and drains on exit."""
+async def running_gateway(
+    stack: Stack, inbound_type: type[Inbound] = Inbound, **overrides: str
+) -> AsyncIterator[asyncio.Event]:
+    """A gateway in this test's event loop; stops and drains on exit, then raises what
+    failed in it (the runtime's recorded failure)."""
     settings = GatewaySettings.from_env({**stack.env, **overrides})
     stop, ready = asyncio.Event(), asyncio.Event()
     rt = Runtime(stop)
-    task = asyncio.create_task(run(settings, rt, ready))
+    task = asyncio.create_task(run(settings, rt, ready, inbound_type=inbound_type))
     waiting = asyncio.create_task(ready.wait())
     await asyncio.wait({task, waiting}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
     waiting.cancel()

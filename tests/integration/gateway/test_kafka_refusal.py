@@ -4,13 +4,16 @@ Kafka answers a large (but valid) uplink's record with MessageSizeTooLarge."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import orjson
+import pytest
 from kafka.admin import KafkaAdminClient
 from kafka.admin._configs import ConfigResource, ConfigResourceType
 
+from gateway.inbound import Inbound
 from ota.protocol import up_topic
 from ota.records import DeadLetterRecord, DeviceEventRecord
 from tests.integration.gateway.conftest import (
@@ -89,3 +92,31 @@ async def test_record_too_large_for_kafka_is_dead_lettered_and_acknowledged(
     assert letter.origin == up_topic(device_id)
     assert letter.key == device_id
     assert letter.raw_b64 == DeadLetterRecord.raw_bytes(big)
+
+
+class _BrokenIsolation(Inbound):
+    """A defect in the recovery: finding the refused record raises."""
+
+    async def _isolate(self, pending: list[Any]) -> None:
+        raise RuntimeError("isolation defect")
+
+
+async def test_a_failing_uplink_recovery_stops_the_gateway(
+    stack: Stack, readers: Callable[[str], KafkaReader]
+) -> None:
+    """The recovery is a supervised task: its failure stops the gateway (exit 1 as a
+    process), never leaves it up with intake paused and nothing saying so."""
+    _limit_inbox(stack)
+    with pytest.raises(RuntimeError, match="isolation defect"):
+        await _send_too_large_until_stopped(stack, new_device("broken"))
+
+
+async def _send_too_large_until_stopped(stack: Stack, device_id: str) -> None:
+    async with running_gateway(
+        stack, inbound_type=_BrokenIsolation, OTA_GATEWAY_PRESENCE_SOURCE="none"
+    ) as stop:
+        device = Device(stack, device_id)
+        await device.connect()
+        device.publish(up_topic(device_id), _report("big", "x" * 2000))
+        await asyncio.wait_for(stop.wait(), 30)  # stopped by the runtime, not by the test
+        await device.close()
