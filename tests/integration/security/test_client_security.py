@@ -19,7 +19,7 @@ from ota.kafka_clients import make_admin, make_consumer, make_producer
 from ota.redis_clients import make_redis
 from ota.settings import CommonSettings
 from tests.conftest import TopicFactory
-from tests.integration.security.private_redis import PrivateRedis, private_redis
+from tests.redis_kit import PrivateRedis, acl_lines, running_redis, tls_lines
 
 USER = "ota-service"
 PASSWORD = "a-random-redis-password-" + uuid.uuid4().hex
@@ -57,7 +57,8 @@ def test_default_settings_still_reach_the_plaintext_kafka(
 
 @pytest.fixture(scope="module")
 def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
-    with private_redis(tmp_path_factory.mktemp("redis-acl"), USER, PASSWORD) as server:
+    workdir = tmp_path_factory.mktemp("redis-acl")
+    with running_redis(workdir, extra=acl_lines(USER, PASSWORD)) as server:
         yield server
 
 
@@ -66,9 +67,7 @@ def _settings(url: str, **extra: str) -> CommonSettings:
 
 
 def test_the_acl_user_from_settings_is_accepted(acl_redis: PrivateRedis) -> None:
-    settings = _settings(
-        acl_redis.url, OTA_REDIS_USERNAME=USER, OTA_REDIS_PASSWORD=acl_redis.password
-    )
+    settings = _settings(acl_redis.url(), OTA_REDIS_USERNAME=USER, OTA_REDIS_PASSWORD=PASSWORD)
     client = make_redis(settings)
     try:
         client.set("ota:security:probe", b"1")
@@ -80,9 +79,9 @@ def test_the_acl_user_from_settings_is_accepted(acl_redis: PrivateRedis) -> None
 
 def test_the_password_may_come_from_a_file(acl_redis: PrivateRedis, tmp_path: Path) -> None:
     secret = tmp_path / "redis-password"
-    secret.write_text(acl_redis.password + "\n")
+    secret.write_text(PASSWORD + "\n")
     client = make_redis(
-        _settings(acl_redis.url, OTA_REDIS_USERNAME=USER, OTA_REDIS_PASSWORD_FILE=str(secret))
+        _settings(acl_redis.url(), OTA_REDIS_USERNAME=USER, OTA_REDIS_PASSWORD_FILE=str(secret))
     )
     try:
         assert client.ping()
@@ -100,7 +99,7 @@ def test_the_password_may_come_from_a_file(acl_redis: PrivateRedis, tmp_path: Pa
     ids=["wrong-password", "unknown-user", "no-credentials"],
 )
 def test_bad_credentials_are_refused(acl_redis: PrivateRedis, extra: dict[str, str]) -> None:
-    client = make_redis(_settings(acl_redis.url, **extra))
+    client = make_redis(_settings(acl_redis.url(), **extra))
     try:
         # redis-py raises AuthenticationError for both WRONGPASS and NOAUTH replies.
         with pytest.raises(redis.AuthenticationError):
@@ -112,13 +111,14 @@ def test_bad_credentials_are_refused(acl_redis: PrivateRedis, extra: dict[str, s
 @pytest.fixture(scope="module")
 def tls_redis(tmp_path_factory: pytest.TempPathFactory, tls_dir: Path) -> Iterator[PrivateRedis]:
     workdir = tmp_path_factory.mktemp("redis-tls-data")
-    with private_redis(workdir, USER, PASSWORD, tls_dir=tls_dir) as server:
+    extra = [*acl_lines(USER, PASSWORD), *tls_lines(tls_dir)]
+    with running_redis(workdir, extra=extra, tls=True) as server:
         yield server
 
 
 def test_rediss_with_the_ca_and_the_acl_user(tls_redis: PrivateRedis, tls_dir: Path) -> None:
     settings = _settings(
-        tls_redis.url,
+        tls_redis.url(),
         OTA_REDIS_USERNAME=USER,
         OTA_REDIS_PASSWORD=PASSWORD,
         OTA_REDIS_TLS_CA_FILE=str(tls_dir / "ca.pem"),
@@ -134,7 +134,7 @@ def test_rediss_refuses_a_server_the_ca_did_not_sign(
     tls_redis: PrivateRedis, other_ca: Path
 ) -> None:
     settings = _settings(
-        tls_redis.url,
+        tls_redis.url(),
         OTA_REDIS_USERNAME=USER,
         OTA_REDIS_PASSWORD=PASSWORD,
         OTA_REDIS_TLS_CA_FILE=str(other_ca / "ca.pem"),
