@@ -38,6 +38,9 @@ class Reason(StrEnum):
     DISABLED = "disabled"
     CLOCK_SKEW = "clock_skew"
     USERNAME_MISMATCH = "username_mismatch"
+    # A certificate-only device (scheduler/credentials.py's `auth`) offered a password: only
+    # the broker's redis mode checks certificates (docs/broker.md, "Certificate devices").
+    CERTIFICATE_REQUIRED = "certificate_required"
 
 
 class SignType(StrEnum):

@@ -321,7 +321,12 @@ class Credentials:
         except ProtocolError:
             # No such id can be registered: answer without asking Redis.
             return Decision(Reason.UNKNOWN_DEVICE, device_id)
-        kid, box, on = await self._r.hmget(record_key(device_id), FIELDS)
+        kid, box, on, auth = await self._r.hmget(record_key(device_id), (*FIELDS, "auth"))
+        if auth == b"certificate" and on is not None:
+            # Passwords never open a certificate-only device, whatever secret it still holds.
+            return Decision(
+                Reason.DISABLED if on != b"1" else Reason.CERTIFICATE_REQUIRED, device_id
+            )
         secret: str | None = None
         if kid is not None and box is not None:
             try:

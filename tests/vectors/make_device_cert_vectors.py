@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: x509_kit
 
-from x509_kit import issue, make_ca  # noqa: E402
+from x509_kit import issue, make_ca
 
 OUT = Path(__file__).resolve().parents[2] / "deploy/broker/src/test/resources/device-certs"
 

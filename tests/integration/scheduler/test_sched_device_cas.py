@@ -7,16 +7,22 @@ import uuid
 
 import pytest
 
+from ota.clock import now_ms
+from ota.device_auth import credentials_for
 from tests.integration.scheduler.conftest import StartHarness
 from tests.integration.scheduler.sched_harness import READ_KEY, WRITE_KEY, Harness
 from tests.x509_kit import issue, make_ca
 
 PEM = {"Content-Type": "text/plain"}
+BROKER_KEY = "test-broker-key-0123"
+SECRET = "given-secret_0123"
 
 
 @pytest.fixture
 async def h(start_harness: StartHarness) -> Harness:
-    return await start_harness(OTA_API_KEYS=f"{READ_KEY}:read,{WRITE_KEY}:read+write")
+    return await start_harness(
+        OTA_API_KEYS=f"{READ_KEY}:read,{WRITE_KEY}:read+write,{BROKER_KEY}:broker"
+    )
 
 
 def device() -> str:
@@ -104,3 +110,24 @@ async def test_openapi_declares_the_device_ca_operations(h: Harness) -> None:
     assert "delete" in spec["/v1/device-cas/{fingerprint}"]
     assert "post" in spec["/v1/devices/{device_id}/credentials/auth"]
     assert "post" in spec["/v1/devices/{device_id}/credentials/certificate"]
+
+
+async def test_a_certificate_only_device_is_never_opened_by_its_password(h: Harness) -> None:
+    """The control plane's check (http mode) refuses a password once the device is moved to
+    certificates, though its secret is still stored."""
+    d = device()
+    assert (
+        await h.client.post(f"/v1/devices/{d}/credentials", json={"secret": SECRET})
+    ).status_code == 201
+    c = credentials_for(d, SECRET, now_ms())
+    body = {"clientid": c.client_id, "username": c.username, "password": c.password}
+    broker = {"Authorization": f"Bearer {BROKER_KEY}"}
+    allowed = await h.anon.post("/v1/broker/authenticate", json=body, headers=broker)
+    assert allowed.json()["reason"] == "ok"
+    await h.client.post(f"/v1/devices/{d}/credentials/auth", json={"auth": "certificate"})
+    refused = await h.anon.post("/v1/broker/authenticate", json=body, headers=broker)
+    assert refused.json()["result"] == "deny"
+    assert refused.json()["reason"] == "certificate_required"
+    await h.client.post(f"/v1/devices/{d}/credentials/auth", json={"auth": "any"})
+    again = await h.anon.post("/v1/broker/authenticate", json=body, headers=broker)
+    assert again.json()["reason"] == "ok"

@@ -47,9 +47,10 @@ enum Reason {
     /** The reasons the control plane may send with a deny. */
     static Optional<Reason> ofControlPlane(String code) {
         for (Reason reason : values()) {
-            if (reason.ordinal() >= MALFORMED_CLIENT_ID.ordinal()
+            boolean controlPlanes = reason.ordinal() >= MALFORMED_CLIENT_ID.ordinal()
                     && reason.ordinal() <= USERNAME_MISMATCH.ordinal()
-                    && reason.code().equals(code)) {
+                    || reason == CERTIFICATE_REQUIRED; // a certificate-only device's password
+            if (controlPlanes && reason.code().equals(code)) {
                 return Optional.of(reason);
             }
         }
