@@ -2,7 +2,8 @@
 
 Every request to a write-scope endpoint of the API (creating, pausing, resuming,
 cancelling and retrying tasks; uploading and deleting packages; webhooks; device
-credentials) is recorded after it was answered, refused ones included:
+credentials) and every action taken in the console (scheduler/console/web.py) is
+recorded after it was answered, refused ones included, by `exchange` here:
 
     {"v": 1, "id", "at_ms", "key_id", "action", "method", "path", "route", "target",
      "status", "outcome", "result_id", "client", "forwarded_for"}
@@ -10,8 +11,9 @@ credentials) is recorded after it was answered, refused ones included:
 `key_id` names the API key by a fingerprint, `sha256:` and the first 12 hex digits of
 the SHA-256 of the key (`printf %s "$KEY" | sha256sum | cut -c1-12`), never the key
 itself; it is null when no known key was presented. `action` is the endpoint's
-operation (`pause_task`, `upload_package`, ...), `target` its path parameters, and
-`result_id` the id of what a successful request created.
+operation (`pause_task`, `upload_package`, ...; a console action names the API operation
+it performs), `target` its path parameters, and `result_id` the id of what a successful
+request created. `route` tells the two apart: console routes start with `/console/`.
 
 Kafka's `ota.audit` topic (key = key id, a year's retention) is the record; a capped
 Redis stream is the view `GET /v1/audit` pages through, newest first. A record that
@@ -35,8 +37,11 @@ import orjson
 import redis.asyncio
 from kafka.errors import KafkaError
 from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import Response
 
 from ota import metrics
+from ota.clock import now_ms
 from ota.kafka_clients import make_admin
 from ota.records import new_id
 from ota.settings import CommonSettings
@@ -81,7 +86,7 @@ def result_id(status: int, content_type: str, body: bytes) -> str | None:
 
 def entry(
     *,
-    key: str | None,
+    key_id: str | None,
     action: str,
     method: str,
     path: str,
@@ -98,7 +103,7 @@ def entry(
         "v": 1,
         "id": new_id(),
         "at_ms": at_ms,
-        "key_id": key_id(key) if key is not None else None,
+        "key_id": key_id,
         "action": action,
         "method": method,
         "path": path[:512],
@@ -110,6 +115,38 @@ def entry(
         "client": client,
         "forwarded_for": forwarded_for[:256] if forwarded_for else None,
     }
+
+
+def exchange(
+    request: Request,
+    response: Response,
+    *,
+    key_id: str | None,
+    action: str,
+    route: str,
+    created: str | None = None,
+) -> dict[str, Any]:
+    """The audit record of one answered HTTP request, API or console alike. `created`
+    names what was made when the answer's JSON body does not (a console redirect)."""
+    body = getattr(response, "body", b"")
+    return entry(
+        key_id=key_id,
+        action=action,
+        method=request.method,
+        path=request.url.path,
+        route=route,
+        target={k: str(v) for k, v in request.path_params.items()},
+        status=response.status_code,
+        created=created
+        or result_id(
+            response.status_code,
+            response.headers.get("content-type", ""),
+            body if isinstance(body, bytes) else b"",
+        ),
+        client=request.client.host if request.client else None,
+        forwarded_for=request.headers.get("x-forwarded-for"),
+        at_ms=now_ms(),
+    )
 
 
 def audit_topic_exists(common: CommonSettings, timeout_ms: int = 5000) -> bool:

@@ -19,7 +19,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ota.clock import now_ms
 from scheduler import audit
 from scheduler.api import credential_routes, device_ca_routes
 from scheduler.api import routes as h
@@ -446,23 +445,13 @@ async def _audit(
     endpoint: Endpoint, keys: Mapping[str, frozenset[Scope]], request: Request, response: Response
 ) -> None:
     """Records a write-scope request in the audit trail (scheduler/audit.py)."""
-    body = getattr(response, "body", b"")
-    record = audit.entry(
-        key=_known_key(keys, request),
+    key = _known_key(keys, request)
+    record = audit.exchange(
+        request,
+        response,
+        key_id=audit.key_id(key) if key is not None else None,
         action=endpoint.handler.__name__,
-        method=request.method,
-        path=request.url.path,
         route=endpoint.path,
-        target={k: str(v) for k, v in request.path_params.items()},
-        status=response.status_code,
-        created=audit.result_id(
-            response.status_code,
-            response.headers.get("content-type", ""),
-            body if isinstance(body, bytes) else b"",
-        ),
-        client=request.client.host if request.client else None,
-        forwarded_for=request.headers.get("x-forwarded-for"),
-        at_ms=now_ms(),
     )
     await h.svc(request).audit.record(record)
 

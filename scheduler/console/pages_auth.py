@@ -7,6 +7,7 @@ import time
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from scheduler import audit
 from scheduler.console.session import (
     COOKIE,
     LOGIN_COOKIE,
@@ -86,7 +87,8 @@ async def login(request: Request) -> Response:
     key_id = console.keys.login(key.strip()) if isinstance(key, str) and key.strip() else None
     if key_id is None:
         return _login_page(console, request, "Unknown API key, or one without the read scope.", 401)
-    session = new_session(key_id, int(time.time()), console.settings.session_ttl_s)
+    who = audit.key_id(key.strip()) if isinstance(key, str) else ""
+    session = new_session(key_id, int(time.time()), console.settings.session_ttl_s, who)
     target = form.get("next")
     response = RedirectResponse(_next(target if isinstance(target, str) else ""), status_code=303)
     _set(

@@ -67,7 +67,7 @@ async def device(request: Request, ctx: Ctx) -> Response:
     )
 
 
-@action
+@action("patch_device")
 async def labels(request: Request, ctx: Ctx) -> Response:
     device_id = check_ids([request.path_params["device_id"]], "device_id")[0]
     form = await request.form()

@@ -40,7 +40,7 @@ async def package(request: Request, ctx: Ctx) -> Response:
     return ctx.render(request, "package.html", package=pkg, users=tasks)
 
 
-@action
+@action("upload_package")
 async def upload(request: Request, ctx: Ctx) -> Response:
     """The browser sends the File object itself as the body (XHR, progress events): the
     same streaming handler as `POST /v1/packages`, behind the session and its CSRF token."""
@@ -50,7 +50,7 @@ async def upload(request: Request, ctx: Ctx) -> Response:
         return api.JSON(exc.body(), status_code=exc.status)
 
 
-@action
+@action("delete_package")
 async def delete(request: Request, ctx: Ctx) -> Response:
     pid = request.path_params["package_id"]
     await ctx.services.packages.delete(pid)

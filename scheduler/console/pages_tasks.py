@@ -20,7 +20,7 @@ from ota.jobstates import CANCELLABLE, DeviceStatus, JobState
 from scheduler.api import routes as api
 from scheduler.console import charts, live
 from scheduler.console.taskform import TIMEOUTS, task_body
-from scheduler.console.web import Console, Ctx, action, page, see
+from scheduler.console.web import Console, Ctx, action, note_created, page, see
 from scheduler.errors import NotFound, SchedulerError
 from scheduler.taskstate import PENDING, RELEASED, STATES
 from scheduler.taskstatus import TaskStatus
@@ -80,7 +80,7 @@ async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
         yield chunk
 
 
-@action
+@action("create_task")
 async def create_task(request: Request, ctx: Ctx) -> Response:
     raw = await request.form()
     form = {k: v for k, v in raw.items() if isinstance(v, str)}
@@ -97,6 +97,7 @@ async def create_task(request: Request, ctx: Ctx) -> Response:
         created, _ = await ctx.services.tasks.create(body)
     except SchedulerError as exc:
         return await _form_page(request, ctx, form, exc.status, error=exc.body()["error"])
+    note_created(request, created["id"])
     return see(f"/tasks/{created['id']}", done="created")
 
 
@@ -171,6 +172,12 @@ def cancel_outlook(view: dict[str, Any]) -> dict[str, int]:
     }
 
 
+def _operation(request: Request) -> str:
+    """The API operation a task action performs: `pause_task` for /tasks/{id}/pause."""
+    op = request.path_params["op"]
+    return f"{op}_task" if op in OPS else "unknown_task_operation"
+
+
 @page
 async def confirm(request: Request, ctx: Ctx) -> Response:
     tid, op = request.path_params["task_id"], request.path_params["op"]
@@ -189,7 +196,7 @@ async def confirm(request: Request, ctx: Ctx) -> Response:
     )
 
 
-@action
+@action(_operation)
 async def operate(request: Request, ctx: Ctx) -> Response:
     tid, op = request.path_params["task_id"], request.path_params["op"]
     t = ctx.services.tasks

@@ -7,7 +7,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from scheduler.console.web import Ctx, action, page, see
+from scheduler.console.web import Ctx, action, note_created, page, see
 from scheduler.errors import SchedulerError
 from scheduler.webhook_probe import send_test
 from scheduler.webhooks import EVENT_KINDS, public
@@ -33,7 +33,7 @@ async def webhooks(request: Request, ctx: Ctx) -> Response:
     return await _list_page(request, ctx, form={})
 
 
-@action
+@action("create_webhook")
 async def add(request: Request, ctx: Ctx) -> Response:
     raw = await request.form()
     form = {k: v for k, v in raw.items() if isinstance(v, str)}
@@ -45,20 +45,21 @@ async def add(request: Request, ctx: Ctx) -> Response:
     if task_id := form.get("task_id", "").strip():
         body["task_id"] = task_id
     try:
-        await ctx.services.webhooks.create(body)
+        hook = await ctx.services.webhooks.create(body)
     except SchedulerError as exc:
         form.pop("secret", None)  # never echoed back into the page
         return await _list_page(request, ctx, exc.status, form=form, error=exc.body()["error"])
+    note_created(request, hook["id"])
     return see("/webhooks", done="added")
 
 
-@action
+@action("delete_webhook")
 async def delete(request: Request, ctx: Ctx) -> Response:
     await ctx.services.webhooks.delete(request.path_params["webhook_id"])
     return see("/webhooks", done="deleted")
 
 
-@action
+@action("test_webhook")
 async def test(request: Request, ctx: Ctx) -> Response:
     """One signed test event to the endpoint now; its outcome tops the delivery log."""
     hid = request.path_params["webhook_id"]

@@ -2,7 +2,8 @@
 key itself, plus the session's CSRF token. Pure: no I/O, the time is passed in.
 
 Cookie value: `base64url(json payload) "." base64url(HMAC-SHA256(session key, payload))`.
-The payload holds the key's fingerprint, the CSRF token and the expiry; the scopes are
+The payload holds the key's fingerprint, the CSRF token, the expiry and the key's audit
+fingerprint (what the console's audit records name); the scopes are
 looked up from the configured keys on every request, so a key removed from OTA_API_KEYS
 stops working in the console as soon as the scheduler restarts with the new list.
 """
@@ -30,6 +31,7 @@ class Session:
     key_id: str  # fingerprint of the API key; "" for the pre-login cookie
     csrf: str
     expires_s: int
+    who: str = ""  # the key as audit records name it (scheduler/audit.key_id)
 
 
 def _b64(raw: bytes) -> str:
@@ -44,12 +46,13 @@ def fingerprint(session_key: bytes, api_key: str) -> str:
     return hmac.new(session_key, b"key|" + api_key.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def new_session(key_id: str, now_s: int, ttl_s: int) -> Session:
-    return Session(key_id, secrets.token_urlsafe(24), now_s + ttl_s)
+def new_session(key_id: str, now_s: int, ttl_s: int, who: str = "") -> Session:
+    return Session(key_id, secrets.token_urlsafe(24), now_s + ttl_s, who)
 
 
 def encode(session_key: bytes, session: Session) -> str:
-    payload = _b64(orjson.dumps({"k": session.key_id, "c": session.csrf, "e": session.expires_s}))
+    fields = {"k": session.key_id, "c": session.csrf, "e": session.expires_s, "a": session.who}
+    payload = _b64(orjson.dumps(fields))
     mac = hmac.new(session_key, payload.encode(), hashlib.sha256).digest()
     return f"{payload}.{_b64(mac)}"
 
@@ -64,7 +67,7 @@ def decode(session_key: bytes, cookie: str | None, now_s: int) -> Session | None
         if not hmac.compare_digest(want, _unb64(mac)):
             return None
         data = orjson.loads(_unb64(payload))
-        session = Session(str(data["k"]), str(data["c"]), int(data["e"]))
+        session = Session(str(data["k"]), str(data["c"]), int(data["e"]), str(data["a"]))
     except (ValueError, KeyError, TypeError):
         return None
     return session if session.expires_s > now_s else None

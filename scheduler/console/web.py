@@ -2,9 +2,12 @@
 API's scopes), CSRF checks on every state-changing request, rendering, security headers.
 
 Handlers are plain `async (request, ctx) -> Response`; `page` wraps readers (a session
-with the read scope, else the login page), `action` wraps writers (the write scope and
-the session's CSRF token, else 403). Business rules stay in the services the REST API
-calls; a `SchedulerError` they raise is shown to the operator with its code and field.
+with the read scope, else the login page), `action(operation)` wraps writers (the write
+scope and the session's CSRF token, else 403) and records every answer, refusals
+included, in the audit trail as the API operation it performs, named by the session
+key's fingerprint (scheduler/audit.py, the code the API's records go through). Business
+rules stay in the services the REST API calls; a `SchedulerError` they raise is shown to
+the operator with its code and field.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from redis.exceptions import RedisError
 from starlette.datastructures import URL
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from scheduler import audit
 from scheduler.console import fmt
 from scheduler.console.live import Hub
 from scheduler.console.session import COOKIE, KeyBook, Session, csrf_ok, decode
@@ -165,28 +170,56 @@ async def submitted_csrf(request: Request) -> str | None:
     return None
 
 
-def action(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-    @functools.wraps(handler)
-    async def wrapped(request: Request) -> Response:
-        console, ctx = _ctx(request)
-        if ctx is None:
-            return forbidden(
-                console, request, None, "log in first: this session is missing or expired"
-            )
-        if not csrf_ok(ctx.session, await submitted_csrf(request)):
-            return forbidden(
-                console,
-                request,
-                ctx,
-                "the form's CSRF token is missing or wrong; reload the page and try again",
-            )
-        if not ctx.can_write:
-            return forbidden(
-                console, request, ctx, "this API key lacks the write scope: it can look, not act"
-            )
-        return await _guarded(request, console, ctx, handler)
+Operation = str | Callable[[Request], str]  # the API operation an action performs
 
-    return wrapped
+
+def action(operation: Operation) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
+    def wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        @functools.wraps(handler)
+        async def wrapped(request: Request) -> Response:
+            console, ctx = _ctx(request)
+            response = await _act(request, console, ctx, handler)
+            record = audit.exchange(
+                request,
+                response,
+                key_id=ctx.session.who if ctx is not None else None,
+                action=operation if isinstance(operation, str) else operation(request),
+                route=_route(request),
+                created=getattr(request.state, "created", None),
+            )
+            await console.services.audit.record(record)
+            return response
+
+        return wrapped
+
+    return wrap
+
+
+def note_created(request: Request, made_id: str) -> None:
+    """Names what an action made, for its audit record (a redirect has no JSON `id`)."""
+    request.state.created = made_id
+
+
+def _route(request: Request) -> str:
+    route = request.scope.get("route")
+    return PREFIX + route.path if isinstance(route, Route) else request.url.path
+
+
+async def _act(request: Request, console: Console, ctx: Ctx | None, handler: Handler) -> Response:
+    if ctx is None:
+        return forbidden(console, request, None, "log in first: this session is missing or expired")
+    if not csrf_ok(ctx.session, await submitted_csrf(request)):
+        return forbidden(
+            console,
+            request,
+            ctx,
+            "the form's CSRF token is missing or wrong; reload the page and try again",
+        )
+    if not ctx.can_write:
+        return forbidden(
+            console, request, ctx, "this API key lacks the write scope: it can look, not act"
+        )
+    return await _guarded(request, console, ctx, handler)
 
 
 def forbidden(console: Console, request: Request, ctx: Ctx | None, message: str) -> Response:

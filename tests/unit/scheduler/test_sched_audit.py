@@ -13,7 +13,7 @@ def test_a_key_is_named_by_its_fingerprint_only() -> None:
     key = "a-real-write-key-123"
     assert key_id(key) == "sha256:" + hashlib.sha256(key.encode()).hexdigest()[:12]
     record = entry(
-        key=key,
+        key_id=key_id(key),
         action="pause_task",
         method="POST",
         path="/v1/tasks/t1/pause",
