@@ -15,7 +15,8 @@ group and takes part in rebalances however long the backlog lasts.
 Starting the consumer, a poll Kafka fails, a publish the link loses or the broker defers,
 and a dead letter Kafka does not take are each retried by `ota.backoff.retry`
 (operations `gateway.consumer_start`, `gateway.poll`, `gateway.publish`,
-`gateway.dead_letter`).
+`gateway.dead_letter`). A publish task that raises anyway (a defect) fails the downlink
+loop, a runtime-supervised task, so the service stops instead of holding that offset back.
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ class Outbound:
         self._consumer: KafkaConsumer | None = None
         self._loop = asyncio.get_running_loop()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._failure: BaseException | None = None  # a publish task that raised
         self._generation = 0  # bumped on revocation: late acks of old work are ignored
         self._unsent_commit: dict[int, int] = {}  # a refused commit, tried again next time
 
@@ -119,6 +121,8 @@ class Outbound:
             return
         last_commit = time.monotonic()
         while not stop.is_set():
+            if self._failure is not None:
+                raise self._failure  # the downlink task fails: the runtime stops the service
             if self._busy >= self._in_flight:
                 self._freed.clear()
                 with contextlib.suppress(TimeoutError):
@@ -178,7 +182,15 @@ class Outbound:
     def _spawn(self, partition: int, offset: int, value: bytes) -> None:
         task = asyncio.create_task(self._publish(partition, offset, value, self._generation))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._publish_done)
+
+    def _publish_done(self, task: asyncio.Task[None]) -> None:
+        # A publish that raised (a defect: its errors are retried or dead-lettered) holds
+        # its offset back for good; fail the downlink loop rather than stall silently.
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None and self._failure is None:
+            self._failure = task.exception()
+            self._freed.set()
 
     async def _publish(self, partition: int, offset: int, value: bytes, generation: int) -> None:
         try:

@@ -5,13 +5,23 @@ ota_retries_total; stop ends the waiting."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from kafka.errors import KafkaConnectionError, KafkaTimeoutError
 
 from gateway.outbound import Outbound
 from ota.backoff import Backoff
 from ota.metrics import REGISTRY
+from ota.records import CommandRecord, encode
+
+
+@dataclass(frozen=True)
+class FakeRecord:
+    partition: int
+    offset: int
+    value: bytes
 
 
 class FlakyConsumer:
@@ -27,6 +37,7 @@ class FlakyConsumer:
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         self.poll_errors = poll_errors
+        self.records: list[list[FakeRecord]] = []  # batches the next polls return
         self.polls = 0
         self.closed = False
         self._polled_ok = polled_ok
@@ -44,10 +55,12 @@ class FlakyConsumer:
     def resume(self, *partitions: object) -> None:
         pass
 
-    def poll(self, timeout_ms: int, max_records: int) -> dict[object, list[object]]:
+    def poll(self, timeout_ms: int, max_records: int) -> dict[object, list[FakeRecord]]:
         self.polls += 1
         if self.poll_errors:
             raise self.poll_errors.pop(0)
+        if self.records:
+            return {0: list(self.records.pop(0))}
         self._loop.call_soon_threadsafe(self._polled_ok.set)
         return {}
 
@@ -125,3 +138,26 @@ async def test_stop_ends_the_start_retries() -> None:
     stop.set()  # the first attempt failed: now in (or entering) its 60 s wait
     await asyncio.wait_for(running, 5)
     assert not running.cancelled()
+
+
+class BrokenLink:
+    async def publish_acked(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        raise RuntimeError("link defect")
+
+
+async def test_a_publish_that_raises_fails_the_downlink_loop() -> None:
+    polled_ok, loop = asyncio.Event(), asyncio.get_running_loop()
+    consumer = FlakyConsumer([], polled_ok, loop)
+    command = encode(CommandRecord(device_id="d1", event_type="version_query", paras={}, at_ms=1))
+    consumer.records = [[FakeRecord(0, 7, command)]]
+    outbound = Outbound(
+        lambda: consumer,
+        "ota.commands",
+        BrokenLink(),  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        "ota.dead-letters",
+        10,
+        backoff=Backoff(0.001, 0.001),
+    )
+    with pytest.raises(RuntimeError, match="link defect"):
+        await asyncio.wait_for(outbound.run(asyncio.Event()), 5)
