@@ -1,0 +1,163 @@
+"""A private Redis Cluster of three masters (no replicas) for tests that run the services
+on a cluster.
+
+The shared local stack runs one standalone Redis; a cluster is started here from Debian's
+redis-server: three processes in cluster mode on free loopback ports (each with its own
+cluster-bus port, so nothing assumes port + 10000 is free), data in a directory of their
+own and no persistence. The kit splits the 16384 slots in three ranges
+(CLUSTER ADDSLOTSRANGE), introduces the nodes to each other (CLUSTER MEET with the bus
+port) and waits until every node reports `cluster_state:ok` and knows three masters.
+
+`url` is the cluster URL the services take (`redis+cluster://`, see
+ota/redis_clients.py); `flush()` empties every master. `stop()` ends each server by its
+own process id. Every failure raises `RedisClusterKitError`; `running_cluster()`, for
+fixtures, turns it into `tests.conftest.missing`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from ops.demo_env import free_port
+from tests.conftest import missing
+
+HOST = "127.0.0.1"
+SLOTS = 16384
+START_TIMEOUT_S = 30.0
+
+
+class RedisClusterKitError(RuntimeError):
+    """The private cluster could not be started or did not come together."""
+
+
+class PrivateRedisCluster:
+    def __init__(self, directory: Path, *, masters: int = 3) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RedisClusterKitError("redis-server is not installed (deploy/local/up does)")
+        self.binary = binary
+        self.directory = directory
+        self.ports = [free_port() for _ in range(masters)]
+        self.bus_ports = [free_port() for _ in range(masters)]
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://{HOST}:{self.ports[0]}/0"
+
+    def start(self) -> None:
+        for port, bus in zip(self.ports, self.bus_ports, strict=True):
+            self.processes.append(self._spawn(port, bus))
+        nodes = [redis.Redis(host=HOST, port=port) for port in self.ports]
+        try:
+            deadline = time.monotonic() + START_TIMEOUT_S
+            for node in nodes:
+                _until(deadline, partial(_answers, node), "a node to answer PING")
+            bounds = [SLOTS * i // len(nodes) for i in range(len(nodes) + 1)]
+            for i, node in enumerate(nodes):
+                node.execute_command("CLUSTER ADDSLOTSRANGE", bounds[i], bounds[i + 1] - 1)
+            for port, bus in zip(self.ports[1:], self.bus_ports[1:], strict=True):
+                nodes[0].execute_command("CLUSTER MEET", HOST, port, bus)
+            for node in nodes:
+                _until(deadline, partial(self._formed, node), "cluster_state:ok on every node")
+        except (redis.RedisError, OSError) as exc:
+            self.stop()
+            raise RedisClusterKitError(f"the private cluster did not form: {exc}") from exc
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            for node in nodes:
+                node.close()
+
+    def _spawn(self, port: int, bus: int) -> subprocess.Popen[bytes]:
+        data = self.directory / str(port)
+        data.mkdir(parents=True, exist_ok=True)
+        args = [
+            self.binary,
+            "--bind", HOST,
+            "--port", str(port),
+            "--cluster-enabled", "yes",
+            "--cluster-port", str(bus),
+            "--cluster-config-file", str(data / "nodes.conf"),
+            "--dir", str(data),
+            "--save", "",
+            "--appendonly", "no",
+            "--logfile", str(data / "redis.log"),
+        ]  # fmt: skip
+        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def _formed(self, node: redis.Redis[bytes]) -> bool:
+        info = node.execute_command("CLUSTER INFO")  # redis-py parses it into a dict
+        fields = {str(k): str(v) for k, v in info.items()}
+        return (
+            fields.get("cluster_state") == "ok"
+            and fields.get("cluster_known_nodes") == str(len(self.ports))
+            and fields.get("cluster_size") == str(len(self.ports))
+        )
+
+    def flush(self) -> None:
+        for port in self.ports:
+            with redis.Redis(host=HOST, port=port) as node:
+                node.flushall()
+
+    def client(self) -> RedisCluster[bytes]:
+        return RedisCluster(host=HOST, port=self.ports[0])
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+        self.processes.clear()
+
+
+def _answers(node: redis.Redis[bytes]) -> bool:
+    return bool(node.ping())
+
+
+def _until(deadline: float, condition: Callable[[], bool], what: str) -> None:
+    while True:
+        try:
+            if condition():
+                return
+        except (redis.ConnectionError, redis.ResponseError):
+            pass  # not up yet, or the cluster still forming
+        if time.monotonic() > deadline:
+            raise RedisClusterKitError(f"timed out waiting for {what}")
+        time.sleep(0.05)  # polling a server we do not control; bounded by the deadline
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedisCluster]:
+    """One private cluster for the whole session (tests flush it themselves)."""
+    with running_cluster(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster
+
+
+@contextmanager
+def running_cluster(directory: Path) -> Iterator[PrivateRedisCluster]:
+    """A formed three-master cluster for the duration of the block (a fixture's body)."""
+    try:
+        cluster = PrivateRedisCluster(directory)
+        cluster.start()
+    except RedisClusterKitError as exc:
+        missing(str(exc))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
