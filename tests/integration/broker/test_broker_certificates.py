@@ -246,3 +246,46 @@ async def test_a_password_device_still_connects_on_the_same_listener(
         assert code == BAD_USER_NAME_OR_PASSWORD
     finally:
         client.abort()
+
+
+async def wait_metric(broker: BrokerProcess, name: str, value: float, timeout_s: float) -> None:
+    """Until the broker's metric reads `value` (its refresh has no other signal)."""
+    async with asyncio.timeout(timeout_s):
+        while broker.metric(name) != value:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+
+
+async def test_a_ca_registered_or_removed_while_running_takes_effect(
+    cert_broker: BrokerProcess, credentials_url: str, credentials: Credentials, tmp_path: Path
+) -> None:
+    """Registered: the broker reads it within its refresh, HiveMQ reloads the truststore it
+    wrote (within 10 s), and the device gets in. Removed: refused again from the refresh on."""
+    client: redis.asyncio.Redis[bytes] = redis.asyncio.Redis.from_url(credentials_url)
+    cas = DeviceCas(client)
+    known = cert_broker.metric("ota_broker_device_cas")
+    late = make_ca(f"Late CA {uuid.uuid4().hex[:6]}")
+    device_id = new_device_id()
+    await credentials.register_certificate(device_id)
+    context = device_tls(cert_broker, issue(late, device_id), tmp_path)
+    try:
+        await cas.add(late.pem().encode())
+        await wait_metric(cert_broker, "ota_broker_device_cas", known + 1, 5 * CA_REFRESH_S)
+        code = -1
+        async with asyncio.timeout(25):  # HiveMQ checks its TLS files every 10 s
+            while code != ACCEPTED:
+                code, device = await tls_connect(cert_broker, context, device_id)
+                assert code in (-1, ACCEPTED)
+                if device is None:
+                    await asyncio.sleep(0.5)
+        assert device is not None
+        device.abort()
+        await cas.delete(late.fingerprint())
+        await wait_metric(cert_broker, "ota_broker_device_cas", known, 5 * CA_REFRESH_S)
+        code, device = await tls_connect(cert_broker, context, device_id)
+        # Refused by the extension (certificate_untrusted) until HiveMQ reloads, then by the
+        # handshake: either way not in.
+        assert code in (-1, BAD_USER_NAME_OR_PASSWORD)
+        assert device is None
+    finally:
+        await client.hdel("ota:sched:device-cas", late.fingerprint())
+        await client.aclose()  # type: ignore[attr-defined]  # stubs predate aclose
