@@ -127,6 +127,8 @@ def test_every_reason() -> None:
         "disabled",
         "clock_skew",
         "username_mismatch",
+        # Decided from the stored record (scheduler/credentials.py), never by `decide`.
+        "certificate_required",
     }
 
 
