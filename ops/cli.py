@@ -8,6 +8,7 @@
     ota devices credentials import FILE [--output REPORT.csv]
     ota tasks create --type firmware --package ID (--devices a,b | --devices-file F |
                      --group G | --filter-...) [policy options] [--dry-run]
+    ota tasks dry-run DRY_RUN_ID [--list targeted|skipped|conflict] [--all]
     ota tasks list|show|pause|resume|cancel|retry|watch ...
 
 Tables for people, `--json` for scripts. The API address and key come from
@@ -225,12 +226,18 @@ def build_task(args: argparse.Namespace, api: Api) -> dict[str, Any]:
 def tasks_create(api: Api, args: argparse.Namespace, out: TextIO) -> int:
     result = api.call("POST", "/v1/tasks", json=build_task(args, api))
     if result.get("dry_run"):
-        rows = [{"count": k, "devices": v} for k, v in result.items() if k != "dry_run"]
+        lasting = {"dry_run", "dry_run_id", "expires_in_s", "lists"}
+        rows = [{"count": k, "devices": v} for k, v in result.items() if k not in lasting]
         _emit(
             args,
             out,
             result,
-            lambda: "dry run, nothing created:\n" + render.table(rows, ["count", "devices"]),
+            lambda: (
+                "dry run, nothing created:\n"
+                + render.table(rows, ["count", "devices"])
+                + f"\ndevice lists kept {result['expires_in_s']} s: ota tasks dry-run "
+                + f"{result['dry_run_id']} --list targeted|skipped|conflict"
+            ),
         )
     else:
         _emit(
@@ -413,6 +420,10 @@ def parser() -> argparse.ArgumentParser:
     add_policy_options(cr)
     cr.add_argument("--dry-run", action="store_true")
     cr.set_defaults(run=tasks_create)
+    # Imported here: ops.cli_dry_run builds on this module's Api.
+    from ops import cli_dry_run
+
+    cli_dry_run.add_parser(tk)
     tl = tk.add_parser("list")
     tl.add_argument("--status")
     tl.add_argument("--limit", type=int, default=50)

@@ -298,15 +298,6 @@ class Registry:
         items = await self._summaries(ids, hashes)
         return items, (ids[-1] if len(ids) == limit else None)
 
-    async def states(self, device_ids: Sequence[str]) -> list[dict[bytes, bytes]]:
-        pipe = self._r.pipeline(transaction=False)
-        for device_id in device_ids:
-            pipe.hmget(keys.device(device_id), ["fw", "sw", "task", "state"])
-        rows: list[dict[bytes, bytes]] = []
-        for fw, sw, task, state in await pipe.execute():
-            rows.append({b"fw": fw, b"sw": sw, b"task": task, b"state": state})
-        return rows
-
     # ------------------------------------------------------------ operator edits
 
     async def require_group(self, name: str) -> None:

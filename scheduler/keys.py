@@ -105,3 +105,9 @@ DEAD_LETTER_OFFSETS = P + "dl:applied"  # hash "<topic>/<partition>" -> last cou
 
 def dead_letter_hour(hour: int) -> str:
     return f"{P}dl:{hour}"  # hash "source|reason" -> dead letters in that epoch hour
+
+
+def dry_run(did: str, part: str) -> str:
+    # part: summary (hash) or a list (targeted, skipped, conflict); one hash tag per dry
+    # run keeps its keys on one Redis Cluster slot.
+    return f"{P}dry:{{{did}}}:{part}"

@@ -1,4 +1,4 @@
-"""Tasks: create (or dry-run), read, list, the devices of a task, pause, resume, cancel, retry.
+"""Tasks: create (or dry-run, scheduler/dryrun.py), read, list, a task's devices, operations.
 
 The task document's system of record is the compacted topic `ota.tasks` (key = task
 id); Redis holds the working copy, its device list, per-device states and counts
@@ -28,11 +28,12 @@ from ota.settings import Topics
 from scheduler import keys
 from scheduler.bus import Out, Producer
 from scheduler.devices import Registry
+from scheduler.dryrun import DryRuns
 from scheduler.errors import BadRequest, Conflict, NotFound, ValidationError
 from scheduler.fields import Obj
 from scheduler.notify import Notifier, task_status_event
 from scheduler.pacing import Hold
-from scheduler.packages import Package, Packages
+from scheduler.packages import Packages
 from scheduler.policy import parse_policy, policy_json
 from scheduler.targets import MAX_LIST_IDS, Targets, parse_targets
 from scheduler.taskstate import (
@@ -88,6 +89,7 @@ class Tasks:
         self._r, self._producer, self._topics = r, producer, topics
         self._packages, self._registry, self._state = packages, registry, state
         self._notifier, self._wake = notifier, wake
+        self._dry_runs = DryRuns(r)
 
     # ------------------------------------------------------------ target lists
 
@@ -165,9 +167,10 @@ class Tasks:
                 field="package_id",
             )
         devices = await self._resolve(targets)
-        preview = await self._preview(devices, package, task_type)
-        if dry_run:
-            return {"dry_run": True, **preview}, False
+        preview, kept = await self._dry_runs.judge(devices, package, task_type, keep=dry_run)
+        if kept is not None:
+            lasting = {"dry_run_id": kept["id"], "expires_in_s": kept["expires_in_s"]}
+            return {"dry_run": True, **preview, **lasting, "lists": kept["lists"]}, False
         tid = new_id()
         doc = {
             "id": tid,
@@ -228,31 +231,6 @@ class Tasks:
                 "targets resolve to no devices", code="empty_targets", field="targets"
             )
         return list(ordered)
-
-    async def _preview(
-        self, devices: list[str], package: Package, task_type: TaskType
-    ) -> dict[str, int]:
-        field = b"fw" if task_type is TaskType.FIRMWARE else b"sw"
-        on_target = unsupported = conflict = unseen = 0
-        for start in range(0, len(devices), CHUNK):
-            for row in await self._registry.states(devices[start : start + CHUNK]):
-                version = row[field].decode() if row[field] else None
-                if version is None:
-                    unseen += 1
-                elif version == package.version:
-                    on_target += 1
-                elif package.allowed_sources and version not in package.allowed_sources:
-                    unsupported += 1
-                state = row[b"state"].decode() if row[b"state"] else None
-                if state is not None and state in ACTIVE_JOB_STATES:
-                    conflict += 1
-        return {
-            "targeted": len(devices),
-            "already_on_target": on_target,
-            "unsupported_source": unsupported,
-            "in_conflict": conflict,
-            "never_reported": unseen,
-        }
 
     async def _materialise(self, tid: str, devices: list[str]) -> None:
         entry = pending_entry()

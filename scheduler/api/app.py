@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from scheduler import audit
-from scheduler.api import credential_routes, device_ca_routes
+from scheduler.api import credential_routes, device_ca_routes, dry_run_routes
 from scheduler.api import routes as h
 from scheduler.api.spec import Endpoint, Handler, Param, openapi
 from scheduler.console import app as console
@@ -201,13 +201,18 @@ def endpoints() -> list[Endpoint]:
             "POST",
             "/v1/tasks",
             h.create_task,
-            "Create an upgrade task, or count its targets with dry_run",
+            "Create an upgrade task, or judge its targets with dry_run",
             "tasks",
             W,
-            (Param("dry_run", "query", "true: count only", "boolean"),),
+            (Param("dry_run", "query", "true: counts and lists, nothing created", "boolean"),),
             body="json",
             schema=TASK_SCHEMA,
-            responses={201: "created", 200: "dry run counts", 400: "unreadable", 422: "invalid"},
+            responses={
+                201: "created",
+                200: "dry run: counts and dry_run_id",
+                400: "unreadable",
+                422: "invalid",
+            },
         ),
         e(
             "GET",
@@ -353,6 +358,7 @@ def endpoints() -> list[Endpoint]:
         ),
         *credential_routes.endpoints(),
         *device_ca_routes.endpoints(),
+        *dry_run_routes.endpoints(),
     ]
 
 
