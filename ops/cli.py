@@ -76,7 +76,7 @@ def explain(status: int, body: Any, text: str) -> str:
         return f"HTTP {status}: {text[:300]}"
     hint = {
         401: " (set OTA_API_KEY or --key)",
-        403: " (this key lacks the scope; use a read+write key)",
+        403: " (use a key with that scope)",
     }.get(status, "")
     where = f" [{error['field']}]" if error.get("field") else ""
     return f"{error.get('code')}{where}: {error.get('message')}{hint}"
@@ -446,6 +446,9 @@ def parser() -> argparse.ArgumentParser:
     au.add_argument("--limit", type=int, default=50)
     au.add_argument("--cursor", help="the cursor a previous page printed")
     au.set_defaults(run=audit_list)
+    from ops import cli_keys  # builds on this module's Api, like ops.cli_credentials
+
+    cli_keys.add_parser(groups)
     return p
 
 

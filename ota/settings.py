@@ -41,6 +41,7 @@ class Topics:
     tasks: str = "ota.tasks"
     devices: str = "ota.devices"
     audit: str = "ota.audit"
+    api_keys: str = "ota.api-keys"
 
     @classmethod
     def with_prefix(cls, prefix: str) -> Topics:

@@ -1,9 +1,9 @@
 """Restore the control-plane catalog from its compacted topics into Redis at start-up.
 
-Packages (`ota.packages`), task documents (`ota.tasks`) and groups and tags
-(`ota.devices`) are recorded in Kafka first; when Redis was lost or replaced, this puts
-back whatever Redis lacks. It only adds what is missing, so every replica may run it on
-every start. A task's device list and runtime live in Redis only: a restored task shows
+Packages (`ota.packages`), task documents (`ota.tasks`), groups and tags
+(`ota.devices`) and stored API keys (`ota.api-keys`) are recorded in Kafka first; when
+Redis was lost or replaced, this puts back whatever Redis lacks. It only adds what is
+missing, so every replica may run it on every start. A task's device list and runtime live in Redis only: a restored task shows
 its document and last status, not its per-device progress (see docs/scheduler.md).
 """
 
@@ -55,9 +55,12 @@ def read_latest(
 async def restore(r: redis.asyncio.Redis[bytes], settings: CommonSettings) -> dict[str, int]:
     topics = settings.topics
     latest = await asyncio.get_running_loop().run_in_executor(
-        None, read_latest, settings, (topics.packages, topics.tasks, topics.devices)
+        None,
+        read_latest,
+        settings,
+        (topics.packages, topics.tasks, topics.devices, topics.api_keys),
     )
-    restored = {"packages": 0, "tasks": 0, "groups": 0, "labels": 0}
+    restored = {"packages": 0, "tasks": 0, "groups": 0, "labels": 0, "api_keys": 0}
     for pid, raw in latest[topics.packages].items():
         if raw is None or await r.exists(keys.package(pid)):
             continue
@@ -94,6 +97,9 @@ async def restore(r: redis.asyncio.Redis[bytes], settings: CommonSettings) -> di
             pipe.sadd(keys.TAGS, tag)
         added = await pipe.execute()
         restored["labels"] += int(any(added[1:]))
+    for kid, raw in latest[topics.api_keys].items():
+        if raw is not None:  # a tombstone: revoked
+            restored["api_keys"] += await r.hsetnx(keys.API_KEYS, kid, raw)
     if any(restored.values()):
         log.warning("restored the catalog from Kafka", extra=restored)
     return restored

@@ -14,6 +14,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from scheduler.apikeys import ApiKeys
 from scheduler.audit import AuditLog, audit_topic_exists
 from scheduler.blobs import BlobStore
 from scheduler.bus import Producer
@@ -28,7 +29,7 @@ from scheduler.notify import Notifier
 from scheduler.packages import Packages
 from scheduler.secretbox import SecretBox
 from scheduler.settings import SchedulerSettings
-from scheduler.signing import load_public_key
+from scheduler.signing import load_public_keys
 from scheduler.tasks import Tasks
 from scheduler.taskstate import TaskState
 from scheduler.webhooks import Webhooks
@@ -56,6 +57,7 @@ class Services:
     on_revoked: list[RevokeHook]
     credentials_redis: AsyncRedis[bytes]  # `redis` unless configured apart
     audit: AuditLog
+    api_keys: ApiKeys  # who a bearer token is: configured and stored keys
 
     @classmethod
     def build(cls, settings: SchedulerSettings) -> Services:
@@ -79,13 +81,15 @@ class Services:
         r: redis.asyncio.Redis[bytes] = redis.asyncio.Redis.from_pool(pool)  # type: ignore[attr-defined]
         producer = Producer(common)
         blobs = BlobStore(settings.package_dir)
-        key = load_public_key(settings.signing_key_path) if settings.signing_key_path else None
+        signing_keys = (
+            load_public_keys(settings.signing_key_path) if settings.signing_key_path else {}
+        )
         packages = Packages(
             r,
             producer,
             common.topics,
             blobs,
-            public_key=key,
+            public_keys=signing_keys,
             require_signature=settings.require_signature,
             max_bytes=settings.package_max_bytes,
         )
@@ -123,6 +127,7 @@ class Services:
             on_revoked,
             cred_r,
             AuditLog(r, producer, common.topics.audit, to_kafka=audit_topic_exists(common)),
+            ApiKeys(r, producer, common.topics.api_keys, settings.api_keys),
         )
 
     async def close(self) -> None:

@@ -16,11 +16,13 @@ from scheduler.secretbox import DEV_CREDENTIAL_KEYS, CredentialKeys
 class Scope(StrEnum):
     READ = "read"
     WRITE = "write"
+    ADMIN = "admin"  # API keys: create, list, revoke (scheduler/apikeys.py); implies write
     BROKER = "broker"  # the device broker's authentication calls, and nothing else
 
 
 def parse_api_keys(spec: str) -> dict[str, frozenset[Scope]]:
-    """`key:read,key2:read+write,key3:broker` -> {key: scopes}; write implies read.
+    """`key:read,key2:read+write,key3:broker,key4:admin` -> {key: scopes}; admin implies
+    write, write implies read.
 
     A broker key carries no other scope: it sits in the broker's configuration, so it must
     not be able to read or change anything else."""
@@ -35,10 +37,12 @@ def parse_api_keys(spec: str) -> dict[str, frozenset[Scope]]:
             parsed = {Scope(s.strip()) for s in scopes.split("+")}
         except ValueError:
             raise SettingsError(
-                f"{PREFIX}API_KEYS scopes {scopes!r} are not read, write, read+write or broker"
+                f"{PREFIX}API_KEYS scopes {scopes!r} are not read, write, read+write, admin or broker"
             ) from None
         if Scope.BROKER in parsed and len(parsed) > 1:
             raise SettingsError(f"{PREFIX}API_KEYS: a broker key may carry no other scope")
+        if Scope.ADMIN in parsed:
+            parsed.add(Scope.WRITE)
         if Scope.WRITE in parsed:
             parsed.add(Scope.READ)
         keys[key] = frozenset(parsed)
@@ -46,7 +50,9 @@ def parse_api_keys(spec: str) -> dict[str, frozenset[Scope]]:
 
 
 # Development keys so the local stack works out of the box; production sets its own.
-DEV_API_KEYS = "dev-read-key:read,dev-write-key:read+write,dev-broker-key:broker"
+DEV_API_KEYS = (
+    "dev-read-key:read,dev-write-key:read+write,dev-admin-key:admin,dev-broker-key:broker"
+)
 
 
 def development_secrets(

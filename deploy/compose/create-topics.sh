@@ -33,5 +33,6 @@ create ota.packages cleanup.policy=compact
 create ota.tasks cleanup.policy=compact
 create ota.devices cleanup.policy=compact
 create ota.audit cleanup.policy=delete retention.ms=31536000000
+create ota.api-keys cleanup.policy=compact
 # END topics
 "$topics" --bootstrap-server "$bootstrap" --list

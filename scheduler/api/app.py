@@ -8,9 +8,7 @@ document is generated from the `Endpoint` declarations rather than docstrings.
 from __future__ import annotations
 
 import functools
-import hmac
 import logging
-from collections.abc import Mapping
 
 from kafka.errors import KafkaError
 from redis.exceptions import RedisError
@@ -20,9 +18,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from scheduler import audit
-from scheduler.api import credential_routes, device_ca_routes, dry_run_routes
+from scheduler.api import credential_routes, device_ca_routes, dry_run_routes, key_routes
 from scheduler.api import routes as h
 from scheduler.api.spec import Endpoint, Handler, Param, openapi
+from scheduler.apikeys import ApiKeys, Principal
 from scheduler.console import app as console
 from scheduler.errors import Forbidden, SchedulerError, Unauthorized
 from scheduler.policy_schema import POLICY, json_schema
@@ -359,6 +358,7 @@ def endpoints() -> list[Endpoint]:
         *credential_routes.endpoints(),
         *device_ca_routes.endpoints(),
         *dry_run_routes.endpoints(),
+        *key_routes.endpoints(),
     ]
 
 
@@ -394,48 +394,41 @@ TASK_SCHEMA = {
 }
 
 
-def _known_key(keys: Mapping[str, frozenset[Scope]], request: Request) -> str | None:
-    """The configured API key the request presents, if any (compared in constant time)."""
+def _bearer(request: Request) -> str | None:
     kind, _, token = request.headers.get("authorization", "").partition(" ")
-    if kind.lower() != "bearer" or not token:
-        return None
-    found = None
-    for key in keys:
-        if hmac.compare_digest(key.encode(), token.encode()):
-            found = key
-    return found
+    return token if kind.lower() == "bearer" and token else None
 
 
-def _authorize(keys: Mapping[str, frozenset[Scope]], request: Request, scope: Scope) -> None:
-    kind, _, token = request.headers.get("authorization", "").partition(" ")
-    if kind.lower() != "bearer" or not token:
+async def _authorize(keys: ApiKeys, request: Request, scope: Scope) -> Principal:
+    token = _bearer(request)
+    if token is None:
         raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
-    key = _known_key(keys, request)
-    if key is None:
+    principal = await keys.identify(token)
+    if principal is None:
         raise Unauthorized("unknown API key")
-    if scope not in keys[key]:
+    request.state.principal = principal  # for the audit record, whatever the answer
+    if scope not in principal.scopes:
         raise Forbidden(f"this API key lacks the {scope.value} scope")
+    return principal
 
 
-def guard(endpoint: Endpoint, keys: Mapping[str, frozenset[Scope]]) -> Handler:
-    audited = endpoint.scope is Scope.WRITE and endpoint.method not in ("GET", "HEAD")
+def guard(endpoint: Endpoint, keys: ApiKeys) -> Handler:
+    audited = endpoint.scope in (Scope.WRITE, Scope.ADMIN) and endpoint.method != "GET"
 
     @functools.wraps(endpoint.handler)
     async def guarded(request: Request) -> Response:
         response = await _answer(endpoint, keys, request)
         if audited:
-            await _audit(endpoint, keys, request, response)
+            await _audit(endpoint, request, response)
         return response
 
     return guarded
 
 
-async def _answer(
-    endpoint: Endpoint, keys: Mapping[str, frozenset[Scope]], request: Request
-) -> Response:
+async def _answer(endpoint: Endpoint, keys: ApiKeys, request: Request) -> Response:
     try:
         if endpoint.scope is not None:
-            _authorize(keys, request, endpoint.scope)
+            await _authorize(keys, request, endpoint.scope)
         return await endpoint.handler(request)
     except SchedulerError as exc:
         return h.JSON(exc.body(), status_code=exc.status)
@@ -447,15 +440,13 @@ async def _answer(
         )
 
 
-async def _audit(
-    endpoint: Endpoint, keys: Mapping[str, frozenset[Scope]], request: Request, response: Response
-) -> None:
-    """Records a write-scope request in the audit trail (scheduler/audit.py)."""
-    key = _known_key(keys, request)
+async def _audit(endpoint: Endpoint, request: Request, response: Response) -> None:
+    """Records a write- or admin-scope request in the audit trail (scheduler/audit.py)."""
+    principal: Principal | None = getattr(request.state, "principal", None)
     record = audit.exchange(
         request,
         response,
-        key_id=audit.key_id(key) if key is not None else None,
+        key_id=principal.key_id if principal is not None else None,
         action=endpoint.handler.__name__,
         route=endpoint.path,
     )
@@ -466,9 +457,7 @@ def build_app(services: Services, version: str = "1") -> Starlette:
     declared = endpoints()
     by_path: dict[str, dict[str, Handler]] = {}
     for endpoint in declared:
-        by_path.setdefault(endpoint.path, {})[endpoint.method] = guard(
-            endpoint, services.settings.api_keys
-        )
+        by_path.setdefault(endpoint.path, {})[endpoint.method] = guard(endpoint, services.api_keys)
 
     def dispatcher(methods: dict[str, Handler]) -> Handler:
         async def dispatch(request: Request) -> Response:

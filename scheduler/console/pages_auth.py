@@ -7,7 +7,6 @@ import time
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from scheduler import audit
 from scheduler.console.session import (
     COOKIE,
     LOGIN_COOKIE,
@@ -18,7 +17,8 @@ from scheduler.console.session import (
     encode,
     new_session,
 )
-from scheduler.console.web import PREFIX, Console, forbidden, submitted_csrf
+from scheduler.console.web import PREFIX, STORED, Console, forbidden, submitted_csrf
+from scheduler.settings import Scope
 
 
 def _console(request: Request) -> Console:
@@ -84,11 +84,15 @@ async def login(request: Request) -> Response:
             console, request, "The login form expired or its CSRF token is wrong; try again.", 403
         )
     key = form.get("api_key")
-    key_id = console.keys.login(key.strip()) if isinstance(key, str) and key.strip() else None
-    if key_id is None:
+    token = key.strip() if isinstance(key, str) else ""
+    principal = await console.services.api_keys.identify(token) if token else None
+    if principal is None or Scope.READ not in principal.scopes:
         return _login_page(console, request, "Unknown API key, or one without the read scope.", 401)
-    who = audit.key_id(key.strip()) if isinstance(key, str) else ""
-    session = new_session(key_id, int(time.time()), console.settings.session_ttl_s, who)
+    # A configured key is named by a keyed fingerprint, a stored one by its id (revocable).
+    key_id = STORED + principal.stored_id if principal.stored_id else console.keys.login(token)
+    session = new_session(
+        key_id or "", int(time.time()), console.settings.session_ttl_s, principal.key_id
+    )
     target = form.get("next")
     response = RedirectResponse(_next(target if isinstance(target, str) else ""), status_code=303)
     _set(

@@ -148,7 +148,7 @@ async def task(request: Request, ctx: Ctx) -> Response:
 async def task_live(request: Request) -> Response:
     console: Console = request.app.state.console
     session = console.session_of(request)
-    if session is None or not console.keys.scopes(session.key_id):
+    if session is None or not await console.scopes(session):
         return Response("log in first", status_code=401)
     tid = request.path_params["task_id"]
     await console.services.tasks.doc(tid)  # 404 for an unknown task, before streaming

@@ -45,6 +45,7 @@ PREFIX = "/console"
 TEMPLATES = Path(__file__).parent / "templates"
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "x-csrf-token"
+STORED = "stored:"  # a session's key_id for a stored API key: this prefix and its id
 
 # No inline script or style anywhere: scripts and styles come from /console/static only.
 CSP = (
@@ -93,6 +94,12 @@ class Console:
     def session_of(self, request: Request) -> Session | None:
         return decode(self.settings.session_key, request.cookies.get(COOKIE), int(time.time()))
 
+    async def scopes(self, session: Session) -> frozenset[KeyScope]:
+        """The session key's scopes now: a revoked stored key has none from the next request."""
+        if session.key_id.startswith(STORED):
+            return await self.services.api_keys.scopes_of(session.key_id[len(STORED) :])
+        return self.keys.scopes(session.key_id)
+
     def secure(self, request: Request) -> bool:
         return self.settings.secure_cookie or request.url.scheme == "https"
 
@@ -123,12 +130,12 @@ class Console:
         return self.render(request, "error.html", status, **values)
 
 
-def _ctx(request: Request) -> tuple[Console, Ctx | None]:
+async def _ctx(request: Request) -> tuple[Console, Ctx | None]:
     console: Console = request.app.state.console
     session = console.session_of(request)
     if session is None:
         return console, None
-    scopes = console.keys.scopes(session.key_id)
+    scopes = await console.scopes(session)
     if KeyScope.READ not in scopes:
         return console, None
     return console, Ctx(console, session, scopes)
@@ -152,7 +159,7 @@ async def _guarded(request: Request, console: Console, ctx: Ctx, handler: Handle
 def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     @functools.wraps(handler)
     async def wrapped(request: Request) -> Response:
-        console, ctx = _ctx(request)
+        console, ctx = await _ctx(request)
         if ctx is None:
             return login_redirect(request)
         return await _guarded(request, console, ctx, handler)
@@ -177,7 +184,7 @@ def action(operation: Operation) -> Callable[[Handler], Callable[[Request], Awai
     def wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         @functools.wraps(handler)
         async def wrapped(request: Request) -> Response:
-            console, ctx = _ctx(request)
+            console, ctx = await _ctx(request)
             response = await _act(request, console, ctx, handler)
             record = audit.exchange(
                 request,

@@ -105,6 +105,11 @@ def test_api_keys() -> None:
     assert keys["reader-key-1"] == {Scope.READ}
     assert keys["writer-key-1"] == {Scope.READ, Scope.WRITE}
     assert keys["only-write-1"] == {Scope.READ, Scope.WRITE}
-    for bad in ("short:read", "no-scope-key", "some-long-key:admin"):
+    assert parse_api_keys("admin-key-1:admin")["admin-key-1"] == {
+        Scope.READ,
+        Scope.WRITE,
+        Scope.ADMIN,
+    }
+    for bad in ("short:read", "no-scope-key", "some-long-key:root", "mixed-key-1:admin+broker"):
         with pytest.raises(SettingsError):
             parse_api_keys(bad)

@@ -141,5 +141,5 @@ def test_broker_scope() -> None:
     assert Scope.BROKER not in parse_api_keys("writer-key:read+write")["writer-key"]
     with pytest.raises(SettingsError, match="broker key may carry no other scope"):
         parse_api_keys("broker-key-1:read+broker")
-    with pytest.raises(SettingsError, match="read, write, read\\+write or broker"):
+    with pytest.raises(SettingsError, match="read, write, read\\+write, admin or broker"):
         parse_api_keys("broker-key-1:brokers")
