@@ -23,7 +23,9 @@ class ConsoleSettings:
         cls, api_keys: Mapping[str, frozenset[Scope]], environ: Mapping[str, str] | None = None
     ) -> ConsoleSettings:
         env = Env(environ)
-        raw = env.text("CONSOLE_SESSION_KEY", "")
+        raw = env.secret(
+            "CONSOLE_SESSION_KEY", ""
+        )  # or the file OTA_CONSOLE_SESSION_KEY_FILE names
         if raw and len(raw) < 32:
             raise SettingsError(f"{PREFIX}CONSOLE_SESSION_KEY must be at least 32 characters")
         return cls(
