@@ -8,7 +8,8 @@ is retried with jittered exponential backoff up to the configured attempts (the
 documented schedule, computed by the shared `ota.backoff` policy and retried by its
 `retry`: operation `scheduler.webhook`); the
 stream entry is acknowledged once every webhook got it or gave up, and entries of a
-replica that died are claimed by another after `CLAIM_IDLE_MS`. Every attempt is
+replica that died are claimed by another after `CLAIM_IDLE_MS`; a replica whose round
+failed (Redis away) reads its own unacknowledged entries first when Redis is back. Every attempt is
 written to the webhook's delivery log (capped), readable through the API.
 """
 
@@ -185,6 +186,10 @@ class Dispatcher:
         self._attempts, self._timeout = attempts, timeout_s
         self._policy = delivery_policy(backoff_s, attempts, random.Random())
         self._group_lost = False
+        # This consumer may hold entries it read but never acknowledged (a round that failed
+        # while Redis was away, or a predecessor with the same instance id that crashed):
+        # read its own backlog first (id 0) instead of leaving them for CLAIM_IDLE_MS.
+        self._backlog = True
         self._gate = asyncio.Semaphore(64)
 
     async def ensure_group(self) -> None:
@@ -218,7 +223,7 @@ class Dispatcher:
         try:
             await self._round(client)
         except RedisError:
-            self._group_lost = True
+            self._group_lost = self._backlog = True
             raise
 
     async def _round(self, client: httpx.AsyncClient) -> None:
@@ -227,12 +232,14 @@ class Dispatcher:
         )
         entries = list(claimed[1])
         if not entries:
+            since = "0" if self._backlog else ">"  # "0": what this consumer has not acked
             read = await self._r.xreadgroup(
-                GROUP, self._consumer, {keys.NOTIFY_STREAM: ">"}, count=100, block=500
+                GROUP, self._consumer, {keys.NOTIFY_STREAM: since}, count=100, block=500
             )
             entries = [e for _, batch in read for e in batch]
-        if not entries:
-            return
+            if self._backlog and not entries:
+                self._backlog = False  # the backlog is through: new entries from here on
+                return
         hooks = await self._hooks.all()
         unwanted, deliveries = [], []
         for eid, fields in entries:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.kafka.restart_run import rollout_across_restart
+from tests.faults.restart_run import rollout_across_restart
 from tests.kafka_kit import PrivateKafka, running_kafka
 from tests.stack_kit import running_stack
 
@@ -50,6 +50,7 @@ async def test_a_kafka_restart_mid_rollout_costs_no_device_a_timeout(
             kafka_node,
             stack.plan,
             stack.env,
+            kafka_bootstrap=kafka_node.bootstrap,
             size=FLEET,
             rate_per_min=RATE_PER_MIN,
             kill_after_share=0.2,
@@ -63,6 +64,7 @@ async def test_a_kafka_restart_mid_rollout_costs_no_device_a_timeout(
     assert run.task["status"] == "Success", run.task
     assert run.succeeded == FLEET
     assert run.held_up == {}, f"{len(run.held_up)} devices held up: {run.held_up}"
+    assert run.repeats.commands_new_id == 0, run.repeats
     # Everything pending flowed within seconds of Kafka answering (windows are 45 s+).
     last = max(t for t, n in run.samples if n < FLEET) if run.samples else run.answered_at
     assert last - run.answered_at < 30, f"{last - run.answered_at:.1f}s to finish"

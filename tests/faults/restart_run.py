@@ -1,11 +1,13 @@
-"""One rollout across a Kafka restart: the fault test's and the fault benchmark's driver.
+"""One rollout across a restart of a part of the infrastructure (Kafka, Redis): the fault
+tests' and the fault benchmarks' driver.
 
 A fleet of simulated devices is registered and connected, one task is created (released
-at a fixed rate, so devices are at every stage when Kafka dies), and once a share of the
-fleet has finished Kafka is killed with SIGKILL, left dead for `outage_s`, and started
-again on its data. The task's progress is sampled every `sample_s` throughout. Afterwards
-the job events are read back from Kafka: a device whose job saw a failure cause, a retry
-or a second attempt was held up by the outage (the fleet is well-behaved).
+at a fixed rate, so devices are at every stage when the part dies), and once a share of
+the fleet has finished the part is killed with SIGKILL, left dead for `outage_s`, and
+started again on its data. The task's progress is sampled every `sample_s` throughout.
+Afterwards the job events and commands are read back from Kafka: a device whose job saw a
+failure cause, a retry or a second attempt was held up by the outage (the fleet is
+well-behaved); a transition or a command that appears twice was done twice.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from kafka import KafkaConsumer, TopicPartition
@@ -23,8 +26,8 @@ from kafka import KafkaConsumer, TopicPartition
 from ops.demo_env import StackPlan
 from ops.fleet_group import FleetGroup, register_fleet
 from ops.rollout_api import create_task, upload_package, upload_targets
-from ota.records import JobEventRecord, decode
-from tests.kafka_kit import PrivateKafka
+from ota.records import CommandRecord, JobEventRecord, decode
+from tests.faults.webhook_inbox import SECRET, WebhookInbox, WebhookRepeats
 
 FINISHED = ("Success", "Fail", "PartialSuccess", "Stopped")
 # Windows far longer than a device's work on a quiet machine, shorter than the test's
@@ -41,6 +44,28 @@ POLICY_TIMEOUTS = {
 }
 
 
+class Restartable(Protocol):
+    """A part of the infrastructure the run kills and starts again (tests.kafka_kit,
+    tests.redis_kit)."""
+
+    def kill(self) -> None: ...
+
+    def start(self) -> float:
+        """Start it and wait until it answers; the monotonic time it did."""
+        ...
+
+
+@dataclass
+class Repeats:
+    """What was done twice: transitions (same device, task, attempt, job version, state),
+    commands sent again with the same id (devices ignore a repeated event id), and commands
+    of one kind sent to a device under a new id (a device would act on it again)."""
+
+    transitions: int = 0
+    commands_same_id: int = 0
+    commands_new_id: int = 0
+
+
 @dataclass
 class RestartRun:
     """What one run saw: progress samples (monotonic s, finished count), the kill and
@@ -52,6 +77,9 @@ class RestartRun:
     task: dict[str, Any] = field(default_factory=dict)
     held_up: dict[str, list[str]] = field(default_factory=dict)  # device -> what happened
     transitions: int = 0
+    repeats: Repeats = field(default_factory=Repeats)
+    webhooks: WebhookRepeats = field(default_factory=lambda: WebhookRepeats(0, 0))
+    webhook_missing: int = 0  # devices no device-result notification reached
 
     @property
     def succeeded(self) -> int:
@@ -85,10 +113,11 @@ class RestartRun:
 
 
 async def rollout_across_restart(
-    node: PrivateKafka,
+    part: Restartable,
     plan: StackPlan,
     env: Mapping[str, str],
     *,
+    kafka_bootstrap: str,
     size: int,
     rate_per_min: int | None,
     kill_after_share: float,
@@ -110,10 +139,17 @@ async def rollout_across_restart(
         mode="connections",
         mix="none",
     )
+    inbox = WebhookInbox()
+    inbox.start()
     async with httpx.AsyncClient(base_url=plan.api_url, headers=headers, timeout=120) as api:
         await register_fleet(api, ids)
         await fleet.start(timeout_s=max(120.0, size / 50))
         try:
+            hook = await api.post(
+                "/v1/webhooks",
+                json={"url": inbox.url, "secret": SECRET, "events": ["device_result"]},
+            )
+            assert hook.status_code == 201, hook.text
             package = os.urandom(package_kib * 1024)
             package_id = await upload_package(api, package, "fault.bin")
             list_id = await upload_targets(api, ids)
@@ -124,19 +160,27 @@ async def rollout_across_restart(
             }
             if rate_per_min is not None:
                 policy["rate_per_min"] = rate_per_min
-            task_id = await create_task(api, package_id, list_id, policy, "kafka restart")
+            task_id = await create_task(api, package_id, list_id, policy, "restart")
             await _follow(
-                api, node, task_id, run, size, kill_after_share, outage_s, timeout_s, sample_s
+                api, part, task_id, run, size, kill_after_share, outage_s, timeout_s, sample_s
             )
+            await asyncio.to_thread(inbox.wait_for, set(ids), 60)  # missing ones are counted
         finally:
             await fleet.stop()
-    run.held_up, run.transitions = held_up(node.bootstrap, plan.topic_prefix + "ota.job-events")
+            inbox.stop()
+    run.webhooks = inbox.repeats()
+    run.webhook_missing = len(set(ids) - inbox.device_results())
+    job_events, commands = (plan.topic_prefix + t for t in ("ota.job-events", "ota.commands"))
+    run.held_up, run.transitions, run.repeats.transitions = held_up(kafka_bootstrap, job_events)
+    run.repeats.commands_same_id, run.repeats.commands_new_id = command_repeats(
+        kafka_bootstrap, commands
+    )
     return run
 
 
 async def _follow(
     api: httpx.AsyncClient,
-    node: PrivateKafka,
+    part: Restartable,
     task_id: str,
     run: RestartRun,
     size: int,
@@ -148,15 +192,18 @@ async def _follow(
     start = time.monotonic()
     restart: asyncio.Task[float] | None = None
     while time.monotonic() - start < timeout_s:
-        answer = await api.get(f"/v1/tasks/{task_id}")
-        if answer.status_code == 200:  # while Kafka is dead the API may still answer
+        try:  # while the part is dead the API may not answer
+            answer = await api.get(f"/v1/tasks/{task_id}", timeout=5)
+        except httpx.HTTPError:
+            answer = None
+        if answer is not None and answer.status_code == 200:
             run.task = answer.json()
             finished = int(run.task["progress"]["finished"])
             run.samples.append((time.monotonic(), finished))
             if not run.killed_at and finished >= size * kill_after_share:
-                node.kill()
+                part.kill()
                 run.killed_at = time.monotonic()
-                restart = asyncio.ensure_future(_restart_later(node, outage_s))
+                restart = asyncio.ensure_future(_restart_later(part, outage_s))
             if run.task["status"] in FINISHED and (restart is None or restart.done()):
                 break
         if restart is not None and restart.done() and not run.answered_at:
@@ -166,17 +213,15 @@ async def _follow(
         run.answered_at = await restart
 
 
-async def _restart_later(node: PrivateKafka, outage_s: float) -> float:
-    await asyncio.sleep(outage_s)  # the outage itself: Kafka stays dead this long
-    return await asyncio.to_thread(node.start)
+async def _restart_later(part: Restartable, outage_s: float) -> float:
+    await asyncio.sleep(outage_s)  # the outage itself: the part stays dead this long
+    return await asyncio.to_thread(part.start)
 
 
-def held_up(bootstrap: str, topic: str) -> tuple[dict[str, list[str]], int]:
-    """Devices whose job saw a failure cause, a retry or a second attempt, with what it
-    saw; and the number of transitions read."""
+def _read_all(bootstrap: str, topic: str) -> list[Any]:
+    """Every record of `topic`, decoded, partition by partition."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    seen: dict[str, list[str]] = {}
-    transitions = 0
+    records: list[Any] = []
     try:
         parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         consumer.assign(parts)
@@ -184,20 +229,49 @@ def held_up(bootstrap: str, topic: str) -> tuple[dict[str, list[str]], int]:
         ends = consumer.end_offsets(parts)
         while any(consumer.position(tp) < ends[tp] for tp in parts):
             for batch in consumer.poll(timeout_ms=1000).values():
-                for message in batch:
-                    record = decode(message.value)
-                    if not isinstance(record, JobEventRecord):
-                        continue
-                    transitions += record.from_state != record.to_state
-                    if (
-                        record.cause is not None
-                        or record.attempt > 1
-                        or record.to_state in ("WAITING_RETRY", "FAILED")
-                    ):
-                        seen.setdefault(record.device_id, []).append(
-                            f"{record.from_state}->{record.to_state} cause={record.cause} "
-                            f"attempt={record.attempt}"
-                        )
+                records += (decode(message.value) for message in batch)
     finally:
         consumer.close()
-    return seen, transitions
+    return records
+
+
+def held_up(bootstrap: str, topic: str) -> tuple[dict[str, list[str]], int, int]:
+    """Devices whose job saw a failure cause, a retry or a second attempt, with what it
+    saw; the number of transitions read; and how many of them were repeats."""
+    seen: dict[str, list[str]] = {}
+    transitions = 0
+    once: Counter[tuple[str, str, int, int, str]] = Counter()
+    for record in _read_all(bootstrap, topic):
+        if not isinstance(record, JobEventRecord):
+            continue
+        if record.from_state != record.to_state:
+            transitions += 1
+            once[
+                record.device_id,
+                record.task_id,
+                record.attempt,
+                record.job_version,
+                record.to_state,
+            ] += 1
+        if (
+            record.cause is not None
+            or record.attempt > 1
+            or record.to_state in ("WAITING_RETRY", "FAILED")
+        ):
+            seen.setdefault(record.device_id, []).append(
+                f"{record.from_state}->{record.to_state} cause={record.cause} "
+                f"attempt={record.attempt}"
+            )
+    return seen, transitions, sum(n - 1 for n in once.values())
+
+
+def command_repeats(bootstrap: str, topic: str) -> tuple[int, int]:
+    """(commands sent again with the same id, commands of one kind sent to one device again
+    under another id)."""
+    ids: Counter[str] = Counter()
+    kinds: dict[tuple[str, str], set[str]] = {}
+    for record in _read_all(bootstrap, topic):
+        if isinstance(record, CommandRecord):
+            ids[record.id] += 1
+            kinds.setdefault((record.device_id, record.event_type), set()).add(record.id)
+    return sum(n - 1 for n in ids.values()), sum(len(v) - 1 for v in kinds.values())

@@ -1,22 +1,36 @@
-"""The Kafka restart benchmark: a rollout with Kafka killed (SIGKILL) and restarted mid-way.
+"""The restart benchmarks: a rollout with Kafka or Redis killed (SIGKILL) and restarted
+mid-way.
 
-    .venv/bin/python bench/kafka_restart.py --size 2000 --outage-s 12
+    .venv/bin/python bench/restart.py --part kafka --size 2000 --outage-s 12
+    .venv/bin/python bench/restart.py --part redis --size 10000 --outage-s 2
 
-Kafka here is a private one-node KRaft broker on free ports with its own data directory
-(the shared local Kafka serves everyone on the machine), started from the jars
-deploy/local/up installed; the four services run on it under `ota up` with Redis db 5
-and the shared device broker. A well-behaved fleet is upgraded with no rate limit; once
-`--kill-at` of it has finished, Kafka is killed, left dead for `--outage-s`, and started
-again on its data. Figures:
+The part is a private one (the shared ones serve everyone on the machine), on free ports
+with its own data directory: Kafka a one-node KRaft broker from the jars deploy/local/up
+installed (the services then use Redis db 5), Redis a redis-server with the local stack's
+persistence (AOF, fsync every second, so a kill loses up to the last second of writes;
+the services then use the shared Kafka, and device credentials stay in the shared Redis,
+where the device broker reads them). The four services run on it under `ota up` with the
+shared device broker. A well-behaved fleet is upgraded (no rate limit unless given), with a
+webhook registered for device results; once `--kill-at` of it has finished, the part is
+killed, left dead for `--outage-s`, and started again on its data. Figures, with <part>
+kafka or redis:
 
-- `faults.kafka_restart_resume_s`: from Kafka answering again to the task's progress
+- `faults.<part>_restart_resume_s`: from the part answering again to the task's progress
   running (over the next 2 s) at half or more of its rate before the kill, or the task
   finishing;
-- `faults.kafka_restart_timeouts`: devices whose job saw a failure cause, a retry or a
+- `faults.<part>_restart_timeouts`: devices whose job saw a failure cause, a retry or a
   second attempt (the fleet is well-behaved, so each of them was held up by the outage);
+- `faults.<part>_restart_duplicate_commands`: commands of one kind a device was sent again
+  under a new id (it would act on them again); `..._repeated_commands_same_id`: commands
+  sent again with the same id (devices ignore a repeated event id);
+- `faults.<part>_restart_duplicate_webhooks`: device results delivered again under a new
+  id (a receiver cannot tell them apart); `..._repeated_webhooks_same_id`: deliveries of a
+  notification already delivered (receivers deduplicate by id); `..._webhooks_missing`;
+- `..._repeated_transitions`: job-event transitions in the log twice (the scheduler
+  applies each once);
 - the whole task's devices/s and wall time.
 
-Results go to bench/out/kafka_restart-<size>.json.
+Results go to bench/out/<part>_restart-<size>.json.
 """
 
 from __future__ import annotations
@@ -41,8 +55,9 @@ _tests.__path__ = [str(REPO / "tests")]
 sys.modules["tests"] = _tests
 
 from ops.demo_env import redis_url_with_db  # noqa: E402
-from tests.faults.kafka.restart_run import rollout_across_restart  # noqa: E402
+from tests.faults.restart_run import RestartRun, rollout_across_restart  # noqa: E402
 from tests.kafka_kit import PrivateKafka  # noqa: E402
+from tests.redis_kit import AOF_EVERYSEC, PrivateRedis  # noqa: E402
 from tests.stack_kit import running_stack  # noqa: E402
 
 OUT = REPO / "bench" / "out"
@@ -50,9 +65,10 @@ REDIS_DB = 5
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="rollout across a Kafka restart")
+    parser = argparse.ArgumentParser(description="rollout across a Kafka or Redis restart")
+    parser.add_argument("--part", choices=("kafka", "redis"), default="kafka")
     parser.add_argument("--size", type=int, default=2000)
-    parser.add_argument("--outage-s", type=float, default=12.0, help="Kafka dead this long")
+    parser.add_argument("--outage-s", type=float, default=12.0, help="the part dead this long")
     parser.add_argument("--kill-at", type=float, default=0.2, help="share finished at the kill")
     parser.add_argument("--rate-per-min", type=int, default=None, help="release rate (none)")
     parser.add_argument("--fleet-processes", type=int, default=1)
@@ -63,25 +79,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     base_redis = os.environ.get("OTA_REDIS_URL") or "redis://127.0.0.1:6379/0"
+    shared_kafka = os.environ.get("OTA_KAFKA_BOOTSTRAP") or "127.0.0.1:9092"
     mqtt = {k: v for k, v in os.environ.items() if k.startswith("OTA_MQTT_")}
-    with tempfile.TemporaryDirectory(prefix="kafka-restart-") as tmp:
-        node = PrivateKafka(Path(tmp) / "kafka", partitions=args.partitions)
-        node.start()
+    with tempfile.TemporaryDirectory(prefix=f"{args.part}-restart-") as tmp:
+        part: PrivateKafka | PrivateRedis
+        if args.part == "kafka":
+            part = PrivateKafka(Path(tmp) / "kafka", partitions=args.partitions)
+            kafka, redis_url, redis_db, extra = part.bootstrap, base_redis, REDIS_DB, {}
+        else:
+            part = PrivateRedis(Path(tmp) / "redis", extra=AOF_EVERYSEC)
+            kafka, redis_url, redis_db = shared_kafka, part.url(), 0
+            extra = {"OTA_CREDENTIALS_REDIS_URL": redis_url_with_db(base_redis, 1)}
+        part.start()
         try:
             with running_stack(
-                "bench-kr",
-                kafka_bootstrap=node.bootstrap,
-                redis_url=base_redis,
-                redis_db=REDIS_DB,
+                f"bench-{args.part[0]}r",
+                kafka_bootstrap=kafka,
+                redis_url=redis_url,
+                redis_db=redis_db,
                 state_dir=Path(tmp) / "stack",
                 partitions=args.partitions,
-                extra={**mqtt, "OTA_LOG_LEVEL": "WARNING"},
+                extra={**mqtt, **extra, "OTA_LOG_LEVEL": "WARNING"},
             ) as stack:
                 started = time.monotonic()
                 outcome = await rollout_across_restart(
-                    node,
+                    part,
                     stack.plan,
                     stack.env,
+                    kafka_bootstrap=kafka,
                     size=args.size,
                     rate_per_min=args.rate_per_min,
                     kill_after_share=args.kill_at,
@@ -90,7 +115,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     fleet_processes=args.fleet_processes,
                 )
         finally:
-            node.stop()
+            part.stop()
+    return figures(args, outcome, started)
+
+
+def figures(args: argparse.Namespace, outcome: RestartRun, started: float) -> dict[str, Any]:
     first = outcome.samples[0][0] if outcome.samples else started
     done = [t for t, n in outcome.samples if n >= args.size]
     wall = (done[0] if done else outcome.samples[-1][0]) - first
@@ -98,15 +127,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     at_kill = max((n for t, n in outcome.samples if t <= outcome.killed_at), default=0)
     if not outcome.killed_at or at_kill >= args.size:
         raise SystemExit("the rollout finished before the kill: use a larger --size")
+    name = f"faults.{args.part}_restart"
     return {
+        "part": args.part,
         "size": args.size,
         "outage_s": args.outage_s,
         "status": outcome.task.get("status"),
         "succeeded": outcome.succeeded,
         "dead_s": round(outcome.answered_at - outcome.killed_at, 1),
         "rate_before_kill": round(outcome.rate_before_kill(), 1),
-        "faults.kafka_restart_resume_s": None if resume is None else round(resume, 1),
-        "faults.kafka_restart_timeouts": len(outcome.held_up),
+        f"{name}_resume_s": None if resume is None else round(resume, 1),
+        f"{name}_timeouts": len(outcome.held_up),
+        f"{name}_duplicate_commands": outcome.repeats.commands_new_id,
+        f"{name}_repeated_commands_same_id": outcome.repeats.commands_same_id,
+        f"{name}_duplicate_webhooks": outcome.webhooks.new_id,
+        f"{name}_repeated_webhooks_same_id": outcome.webhooks.same_id,
+        f"{name}_webhooks_missing": outcome.webhook_missing,
+        f"{name}_repeated_transitions": outcome.repeats.transitions,
         "finished_at_kill": at_kill,
         "killed_at_s": round(outcome.killed_at - first, 1),
         "answered_at_s": round(outcome.answered_at - first, 1),
@@ -115,7 +152,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "transitions": outcome.transitions,
         "held_up": dict(list(outcome.held_up.items())[:20]),
         "progress": _every_second(outcome.samples, first),
-        "redis_url": redis_url_with_db(base_redis, REDIS_DB),
     }
 
 
@@ -132,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     result = asyncio.run(run(args))
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"kafka_restart-{args.size}.json").write_text(json.dumps(result, indent=2))
+    (OUT / f"{args.part}_restart-{args.size}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     return 0 if result["status"] == "Success" else 1
 

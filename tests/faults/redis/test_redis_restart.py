@@ -1,0 +1,74 @@
+"""Redis killed with SIGKILL mid-rollout and restarted on its append-only file: nothing is
+lost and nothing is done twice in a way a device or an application would act on.
+
+The suite runs its own redis-server (the shared one serves everyone) with the local
+stack's persistence (AOF, fsync every second: a kill loses up to the last second of
+writes), the four services as processes on it and on the shared Kafka, and device
+credentials in the shared Redis (the device broker reads them there). A fleet of simulated
+devices is upgraded at a fixed release rate with a webhook registered for device results;
+once a fifth has finished, Redis is killed and started again 2 s later. Redis forgetting
+its last second makes the workers and the scheduler apply that second's records again:
+commands they send again carry the same event ids (devices ignore a repeated event id) and
+device results go out again with the same notification ids (receivers deduplicate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ops.demo_env import redis_url_with_db
+from tests.faults.restart_run import rollout_across_restart
+from tests.redis_kit import AOF_EVERYSEC, PrivateRedis, running_redis
+from tests.stack_kit import running_stack
+
+FLEET = 120
+RATE_PER_MIN = 1200  # 20 devices/s: the release takes 6 s, devices are at every stage
+OUTAGE_S = 2.0
+
+
+@pytest.fixture
+def redis_node(tmp_path: Path) -> Iterator[PrivateRedis]:
+    with running_redis(tmp_path / "redis", extra=AOF_EVERYSEC) as node:
+        yield node
+
+
+@pytest.mark.timeout(400)
+async def test_a_redis_restart_mid_rollout_loses_nothing_and_repeats_nothing_devices_act_on(
+    redis_node: PrivateRedis,
+    kafka_bootstrap: str,
+    redis_url: str,
+    mqtt_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    credentials = {"OTA_CREDENTIALS_REDIS_URL": redis_url_with_db(redis_url, 1)}
+    with running_stack(
+        "redis-restart",
+        kafka_bootstrap=kafka_bootstrap,
+        redis_url=redis_node.url(),
+        redis_db=0,
+        state_dir=tmp_path / "stack",
+        extra={**mqtt_env, **credentials, "OTA_LOG_LEVEL": "INFO"},
+    ) as stack:
+        run = await rollout_across_restart(
+            redis_node,
+            stack.plan,
+            stack.env,
+            kafka_bootstrap=kafka_bootstrap,
+            size=FLEET,
+            rate_per_min=RATE_PER_MIN,
+            kill_after_share=0.2,
+            outage_s=OUTAGE_S,
+            timeout_s=240,
+        )
+    assert run.killed_at, "the rollout finished before Redis could be killed"
+    finished_at_kill = max(n for t, n in run.samples if t <= run.killed_at)
+    assert finished_at_kill < FLEET, "Redis was killed after the rollout"
+    assert run.task["status"] == "Success", run.task
+    assert run.succeeded == FLEET
+    assert run.held_up == {}, f"{len(run.held_up)} devices held up: {run.held_up}"
+    assert run.repeats.commands_new_id == 0, run.repeats
+    assert run.webhook_missing == 0, f"{run.webhook_missing} device results never told"
+    assert run.webhooks.new_id == 0, run.webhooks
