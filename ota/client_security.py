@@ -29,7 +29,9 @@ from ota.env import PREFIX, Env, SettingsError
 
 KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+# `+cluster`: the URL names one node of a Redis Cluster (ota/redis_clients.py).
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+TLS_SCHEMES = ("rediss", "rediss+cluster")
 
 
 @dataclass(frozen=True)
@@ -166,12 +168,18 @@ class RedisSecurity:
         parts = urlsplit(url)
         if parts.scheme not in REDIS_SCHEMES:
             raise SettingsError(
-                f"{PREFIX}{variable} must start with redis://, rediss:// or unix:// "
-                f"(found {parts.scheme or 'no'} scheme)"
+                f"{PREFIX}{variable} must start with redis://, rediss://, unix://, "
+                f"redis+cluster:// or rediss+cluster:// (found {parts.scheme or 'no'} scheme)"
             )
-        if self.tls_files and parts.scheme != "rediss":
+        if self.tls_files and parts.scheme not in TLS_SCHEMES:
             raise SettingsError(
-                f"{PREFIX}REDIS_TLS_* files are set but {PREFIX}{variable} is not rediss://"
+                f"{PREFIX}REDIS_TLS_* files are set but {PREFIX}{variable} is not "
+                "rediss:// or rediss+cluster://"
+            )
+        if parts.scheme.endswith("+cluster") and parts.path.strip("/") not in ("", "0"):
+            raise SettingsError(
+                f"{PREFIX}{variable}: a Redis Cluster has only database 0 "
+                f"(found {parts.path.strip('/')!r})"
             )
         return url
 
@@ -182,7 +190,7 @@ class RedisSecurity:
             kwargs["password"] = self.password
             if self.username is not None:
                 kwargs["username"] = self.username
-        if urlsplit(url).scheme == "rediss":
+        if urlsplit(url).scheme in TLS_SCHEMES:
             kwargs["ssl_cert_reqs"] = "required"
             if self.ca_file is not None:
                 kwargs["ssl_ca_certs"] = str(self.ca_file)

@@ -1,23 +1,53 @@
 """Redis client factories (hiredis-backed when installed, decoded as bytes).
 
 Credentials and TLS come from the common settings (ota/client_security.py).
-Keys of one Kafka partition share a hash tag, `ota:{p<partition>}:...`, so a Redis
-Cluster keeps them on one slot and one Lua script may touch them together.
+
+A URL whose scheme ends in `+cluster` (`redis+cluster://host:port`, `rediss+cluster://`)
+names one node of a Redis Cluster: the client is redis-py's RedisCluster, which learns
+the slot map from that node and sends each command to the master of its keys' slot.
+Such a client serves every command whose keys share one slot, pipelines (grouped per
+node), and EVALSHA; it refuses a command or script whose keys span slots (CROSSSLOT)
+and a MULTI over several slots. The services that take it (workers, download edge)
+keep every script and multi-key command on one slot by hash tags:
+
+- keys of one Kafka partition share `{p<partition>}` (`partition_tag`);
+- keys of the download edge's progress share `{dl<shard>}` (download_edge/progress.py).
+
+tests/unit/ota/test_redis_slots.py checks each script's keys for one slot.
 """
 
 from __future__ import annotations
 
+from typing import cast
+from urllib.parse import urlsplit, urlunsplit
+
 import redis
+from redis.cluster import RedisCluster
 
 from ota.settings import CommonSettings
 
+CLUSTER_SUFFIX = "+cluster"
+
+
+def is_cluster_url(url: str) -> bool:
+    return urlsplit(url).scheme.endswith(CLUSTER_SUFFIX)
+
 
 def make_redis(settings: CommonSettings, url: str | None = None) -> redis.Redis[bytes]:
-    """A client of OTA_REDIS_URL (or `url`) with the configured credentials and TLS."""
+    """A client of OTA_REDIS_URL (or `url`) with the configured credentials and TLS; a
+    RedisCluster for a `+cluster` URL."""
     target = settings.redis_url if url is None else url
-    return redis.Redis.from_url(
-        target, health_check_interval=30, **settings.redis_security.client_kwargs(target)
+    extras = settings.redis_security.client_kwargs(target)
+    if not is_cluster_url(target):
+        return redis.Redis.from_url(target, health_check_interval=30, **extras)
+    parts = urlsplit(target)
+    node_url = urlunsplit(parts._replace(scheme=parts.scheme.removesuffix(CLUSTER_SUFFIX)))
+    cluster: RedisCluster[bytes] = RedisCluster.from_url(
+        node_url, health_check_interval=30, **extras
     )
+    # Typed as the standalone client the services are written against: RedisCluster
+    # answers the same calls for keys of one slot, which is all these services send.
+    return cast("redis.Redis[bytes]", cluster)
 
 
 def partition_tag(partition: int) -> str:

@@ -15,6 +15,8 @@ from collections.abc import Generator
 
 import uvicorn
 
+from ota.env import PREFIX, SettingsError
+from ota.redis_clients import is_cluster_url
 from ota.runtime import Runtime, Service
 from scheduler.api.app import build_app
 from scheduler.bus import Consumer
@@ -127,10 +129,26 @@ async def serve(settings: SchedulerSettings, rt: Runtime) -> None:
     rt.raise_failure()
 
 
+def standalone_settings() -> SchedulerSettings:
+    """The settings from the environment, refusing a Redis Cluster: the registry's and
+    the tasks' scripts still take keys of many slots (docs/deploy.md, Redis Cluster)."""
+    settings = SchedulerSettings.from_env()
+    for variable, url in (
+        ("REDIS_URL", settings.common.redis_url),
+        ("CREDENTIALS_REDIS_URL", settings.credentials_redis_url),
+    ):
+        if is_cluster_url(url):
+            raise SettingsError(
+                f"{PREFIX}{variable}: the scheduler does not run on Redis Cluster yet; "
+                "give it a standalone redis:// or rediss:// URL"
+            )
+    return settings
+
+
 SERVICE = Service(
     prog="scheduler",
     name="scheduler",
-    load=SchedulerSettings.from_env,
+    load=standalone_settings,
     common=lambda s: s.common,
     metrics_port=lambda s: 0,  # /metrics is served on the API port
     stop_timeout_s=stop_timeout_s,

@@ -1,0 +1,50 @@
+"""The Redis Cluster setting: a `+cluster` URL scheme, checked when the settings are read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ota.client_security import RedisSecurity
+from ota.env import SettingsError
+from ota.redis_clients import is_cluster_url
+from ota.settings import CommonSettings
+from scheduler.main import standalone_settings
+
+
+@pytest.mark.parametrize(
+    ("url", "cluster"),
+    [
+        ("redis+cluster://10.0.0.5:7001", True),
+        ("rediss+cluster://redis.internal:7001/0", True),
+        ("redis://127.0.0.1:6379/0", False),
+        ("unix:///run/redis.sock", False),
+    ],
+)
+def test_a_cluster_url_is_accepted_and_recognised(url: str, cluster: bool) -> None:
+    settings = CommonSettings.from_env({"OTA_REDIS_URL": url})
+    assert settings.redis_url == url
+    assert is_cluster_url(settings.redis_url) is cluster
+
+
+def test_a_cluster_has_only_database_0() -> None:
+    with pytest.raises(SettingsError, match="a Redis Cluster has only database 0"):
+        CommonSettings.from_env({"OTA_REDIS_URL": "redis+cluster://127.0.0.1:7001/3"})
+
+
+def test_a_tls_cluster_url_gets_the_tls_arguments(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    security = RedisSecurity(ca_file=ca)
+    url = security.check_url("REDIS_URL", "rediss+cluster://redis.internal:7001")
+    assert security.client_kwargs(url) == {"ssl_cert_reqs": "required", "ssl_ca_certs": str(ca)}
+    with pytest.raises(SettingsError, match="is not rediss:// or rediss\\+cluster://"):
+        security.check_url("REDIS_URL", "redis+cluster://redis.internal:7001")
+
+
+@pytest.mark.parametrize("variable", ["OTA_REDIS_URL", "OTA_CREDENTIALS_REDIS_URL"])
+def test_the_scheduler_refuses_a_cluster(variable: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(variable, "redis+cluster://127.0.0.1:7001")
+    with pytest.raises(SettingsError, match="does not run on Redis Cluster yet"):
+        standalone_settings()
