@@ -4,22 +4,28 @@ The event loop only appends notes `(device, package, size, start, end)` to a bou
 queue; a thread of its own merges them every `flush_ms`, applies each (device, package)
 batch to Redis with one Lua script, and produces the `DownloadRecord`s the script asks
 for to the inbox (keyed by device, idempotent producer). Keeping the delivered intervals
-in Redis (`ota:edge:dl:<package>:<device>`) means a download resumed on another edge
-replica still finishes. Kafka or Redis being slow or down never blocks a request: notes
+in Redis (`ota:edge:{dl<shard>}:<package>:<device>`) means a download resumed on another
+edge replica still finishes. Kafka or Redis being slow or down never blocks a request: notes
 wait in the queue (bounded; overflow is counted and dropped).
 
 Nothing is lost between the Redis update and the produce: the script that decides a
 record is due also stores it in the hash (`ps`/`pf`: its timestamp) and lists the hash
-in an outbox (`ota:edge:dl-outbox`, scored by time). Kafka's acknowledgement clears
-both; any replica re-produces entries left unacknowledged for `RESEND_AFTER_MS` (the
-edge died, or Kafka refused), byte for byte the same record. So each record arrives at
-least once; the worker ignores a repeated download record.
+in an outbox (`ota:edge:{dl<shard>}:outbox`, scored by time). Kafka's acknowledgement
+clears both; any replica re-produces entries left unacknowledged for `RESEND_AFTER_MS`
+(the edge died, or Kafka refused), byte for byte the same record. So each record arrives
+at least once; the worker ignores a repeated download record.
+
+Both scripts touch a hash and its outbox, so on a Redis Cluster the two must share a
+slot: the outbox is split in `OUTBOX_SHARDS` shards, a device's hashes go with the shard
+of its id (CRC-32), and the hash tag `{dl<shard>}` keeps a shard on one slot. Many shards
+spread the edge's writes over the cluster's masters; the resend pass reads them all.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import zlib
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -31,11 +37,12 @@ from download_edge import intervals
 from download_edge import metrics as m
 from ota.clock import now_ms
 from ota.records import DownloadPhase, DownloadRecord, encode
+from ota.redis_scripts import ScriptRunner, call
 
 log = logging.getLogger(__name__)
 
-KEY_PREFIX = "ota:edge:dl:"
-OUTBOX_KEY = "ota:edge:dl-outbox"
+KEY_PREFIX = "ota:edge:{dl"
+OUTBOX_SHARDS = 256  # slots the edge's progress spreads over (masters it can use)
 MAX_QUEUE = 200_000
 MAX_INTERVALS = 256  # a device fragmenting its download past this stops being tracked
 RESEND_AFTER_MS = 30_000  # far beyond a produce's acknowledgement on a healthy broker
@@ -45,7 +52,7 @@ PHASE_FIELDS = {DownloadPhase.STARTED: "ps", DownloadPhase.FINISHED: "pf"}
 # KEYS[1]: the (package, device) hash {iv = "s:e,s:e...", fin = "1" once finished,
 #   ps / pf = time of a started / finished record not yet acknowledged by Kafka,
 #   t0 = when the cycle started, sv = bytes sent in the cycle (the finished record's figures)};
-# KEYS[2]: the outbox (sorted set of such hashes, by time).
+# KEYS[2]: its shard's outbox (sorted set of such hashes, by time); one slot with KEYS[1].
 # ARGV[1]: package size; ARGV[2]: TTL seconds; ARGV[3]: interval cap; ARGV[4]: now (ms);
 # ARGV[5..]: start, end pairs (half-open, sorted, disjoint).
 # Returns {started, finished, bytes sent in the cycle, ms since it started}: started /
@@ -127,15 +134,32 @@ Key = tuple[str, str]  # device id, package sha256
 Ack = tuple[str, str, DownloadPhase, int]  # device id, package sha256, phase, at_ms
 
 
+def shard_of(device_id: str) -> int:
+    return zlib.crc32(device_id.encode()) % OUTBOX_SHARDS
+
+
+def _tag(shard: int) -> str:
+    return f"{KEY_PREFIX}{shard}}}:"
+
+
 def hash_key(device_id: str, sha: str) -> str:
-    return f"{KEY_PREFIX}{sha}:{device_id}"
+    return f"{_tag(shard_of(device_id))}{sha}:{device_id}"
+
+
+def outbox_key(shard: int) -> str:
+    return f"{_tag(shard)}outbox"
 
 
 def parse_hash_key(key: str) -> Key | None:
     """(device id, sha256) of a progress hash's key; None for a key of another shape."""
+    if not key.startswith(KEY_PREFIX):
+        return None
     rest = key.removeprefix(KEY_PREFIX)
+    shard, closed, rest = rest.partition("}:")
     sha, sep, device_id = rest.partition(":")
-    if rest == key or not sep or len(sha) != 64 or not device_id:
+    if not closed or not shard.isdigit() or not sep or len(sha) != 64 or not device_id:
+        return None
+    if int(shard) != shard_of(device_id):
         return None
     return device_id, sha
 
@@ -162,8 +186,7 @@ class ProgressRecorder:
         self._acks: deque[Ack] = deque()  # appended by the producer's thread
         self._next_resend_ms = 0
         self._stop = threading.Event()
-        self._script = store.register_script(MERGE_SCRIPT)
-        self._ack_script = store.register_script(ACK_SCRIPT)
+        self._scripts = ScriptRunner(store, (MERGE_SCRIPT, ACK_SCRIPT))
         self._thread = threading.Thread(target=self._run, name="edge-progress", daemon=True)
 
     def start(self) -> None:
@@ -228,15 +251,15 @@ class ProgressRecorder:
                 self._emit(device_id, sha, DownloadPhase.FINISHED, at, sent, took)
 
     def _apply(self, batch: dict[Key, tuple[int, list[intervals.Interval]]], at: int) -> list[Any]:
-        pipe = self._store.pipeline(transaction=False)
-        for (device_id, sha), (size, ivs) in batch.items():
-            flat = [n for iv in ivs for n in iv]
-            self._script(
-                keys=[hash_key(device_id, sha), OUTBOX_KEY],
-                args=[size, self._ttl_s, MAX_INTERVALS, at, *flat],
-                client=pipe,
+        steps = [
+            call(
+                MERGE_SCRIPT,
+                [hash_key(device_id, sha), outbox_key(shard_of(device_id))],
+                [size, self._ttl_s, MAX_INTERVALS, at, *(n for iv in ivs for n in iv)],
             )
-        return [tuple(int(x) for x in result) for result in pipe.execute()]
+            for (device_id, sha), (size, ivs) in batch.items()
+        ]
+        return [tuple(int(x) for x in result) for result in self._scripts.run(steps)]
 
     def _keep(self, batch: dict[Key, tuple[int, list[intervals.Interval]]]) -> None:
         for key, value in batch.items():
@@ -248,30 +271,32 @@ class ProgressRecorder:
     def _clear_acked(self) -> None:
         if not self._acks:
             return
-        pipe = self._store.pipeline(transaction=False)
+        steps = []
         while self._acks:
             device_id, sha, phase, at = self._acks.popleft()
-            self._ack_script(
-                keys=[hash_key(device_id, sha), OUTBOX_KEY],
-                args=[PHASE_FIELDS[phase], at],
-                client=pipe,
-            )
-        pipe.execute()
+            keys = [hash_key(device_id, sha), outbox_key(shard_of(device_id))]
+            steps.append(call(ACK_SCRIPT, keys, [PHASE_FIELDS[phase], at]))
+        self._scripts.run(steps)
 
     def resend_unacknowledged(self) -> int:
-        """Produce again the records whose acknowledgement never came; how many."""
-        due = self._store.zrangebyscore(
-            OUTBOX_KEY, "-inf", now_ms() - self._resend_after_ms, start=0, num=RESEND_BATCH
-        )
+        """Produce again the records whose acknowledgement never came (at most about
+        RESEND_BATCH per call, the rest on the next); how many."""
+        pipe = self._store.pipeline(transaction=False)
+        outboxes = [outbox_key(shard) for shard in range(OUTBOX_SHARDS)]
+        for outbox in outboxes:
+            pipe.zrangebyscore(
+                outbox, "-inf", now_ms() - self._resend_after_ms, start=0, num=RESEND_BATCH
+            )
+        due = [(o, raw) for o, found in zip(outboxes, pipe.execute(), strict=True) for raw in found]
         sent = 0
-        for raw in due:
+        for outbox, raw in due[:RESEND_BATCH]:
             key = raw.decode()
             found = parse_hash_key(key)
             ps, pf, t0, sent_bytes = self._store.hmget(key, ["ps", "pf", "t0", "sv"])
             if found is None or (ps is None and pf is None):
-                self._store.zrem(OUTBOX_KEY, key)  # acknowledged, expired or not ours
+                self._store.zrem(outbox, key)  # acknowledged, expired or not ours
                 continue
-            self._store.zadd(OUTBOX_KEY, {key: now_ms()})  # next try after another wait
+            self._store.zadd(outbox, {key: now_ms()})  # next try after another wait
             if ps is not None:
                 self._emit(*found, DownloadPhase.STARTED, int(ps))
                 sent += 1

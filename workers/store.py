@@ -17,33 +17,29 @@ The state, the deadlines and the offset change only through APPLY, which compare
 partition's offset with the one the batch was computed from: a second owner (a worker
 that lost the partition in a rebalance) or a redelivered batch then writes nothing.
 
-Scripts are called by digest (EVALSHA) inside pipelines: redis-py's pipelined scripts
-would ask SCRIPT EXISTS first, a second round trip per pipeline. A call Redis refuses
-with NOSCRIPT (restarted, scripts flushed) did not run: the scripts are loaded and only
-those calls run again.
+Scripts are called by digest inside pipelines (ota/redis_scripts.py). Every script and
+multi-key command names keys of one partition only, so on a Redis Cluster each touches
+one slot; a pipeline over several partitions is split per master by the client.
 """
 
 from __future__ import annotations
 
-import hashlib
 import struct
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import redis
 from redis.client import Pipeline
-from redis.exceptions import NoScriptError
 
 from ota.records import JobSpec
 from ota.redis_clients import partition_tag
+from ota.redis_scripts import ScriptRunner, Step, call
 from workers.batch import DeviceWrite, Output, SpecWrite
 from workers.codec import StateCorruptError, cached_spec, stored_digests, unpack_spec
 
 NO_OFFSET = -1
-# Queues one command on a pipeline (so that it can be queued again on another).
-Step = Callable[["Pipeline[bytes]"], object]
 _HEAD = struct.Struct(">BII")  # outbox record: target topic, key length, value length
 
 # KEYS[1] offset, KEYS[2] deadlines, KEYS[3] outbox, then the n device keys written, then
@@ -159,7 +155,8 @@ class Store:
 
     def __init__(self, client: redis.Redis[bytes]) -> None:
         self.client = client
-        self._apply, self._pop, self._ack = (_sha(s) for s in _SCRIPTS)
+        self._apply, self._pop, self._ack = _SCRIPTS
+        self._scripts = ScriptRunner(client, _SCRIPTS)
         self._keys: dict[int, PartitionKeys] = {}
 
     def keys(self, partition: int) -> PartitionKeys:
@@ -173,7 +170,7 @@ class Store:
         return NO_OFFSET if raw is None else int(raw)
 
     def snapshot(self, partition: int, device_ids: Sequence[str]) -> Snapshot:
-        """The partition's offset and these devices' states, read together (MULTI)."""
+        """The partition's offset, then these devices' states."""
         return self.snapshots([(partition, device_ids)])[0]
 
     def snapshots(
@@ -181,16 +178,20 @@ class Store:
         wanted: Sequence[tuple[int, Sequence[str]]],
         clear: Sequence[tuple[int, int]] = (),
     ) -> list[Snapshot]:
-        """`snapshot` for several partitions in one round trip (one MULTI), which also
-        drops the outbox entries `clear` names (partition, batch offset)."""
-        pipe = self.client.pipeline(transaction=True)
+        """`snapshot` for several partitions in one round trip, which also drops the
+        outbox entries `clear` names (partition, batch offset).
+
+        No MULTI (a cluster refuses one over several slots): a partition's offset is read
+        before its states, on one connection, so states newer than that offset mean a
+        write came between, which moved the offset, and APPLY refuses the batch."""
+        pipe = self.client.pipeline(transaction=False)
         for partition, offset in clear:
             pipe.hdel(self.keys(partition).outbox, str(offset))
         for partition, device_ids in wanted:
             keys = self.keys(partition)
             pipe.get(keys.offset)
             if device_ids:
-                pipe.mget([keys.device(d) for d in device_ids])
+                _mget(pipe, [keys.device(d) for d in device_ids])
         replies = iter(pipe.execute()[len(clear) :])
         snapshots = []
         for _, device_ids in wanted:
@@ -241,7 +242,7 @@ class Store:
                 *(keys.device(w.device_id) for w in plan.writes),
                 *(keys.spec(s.ref.digest) for s in plan.specs),
             ]
-            steps.append(partial(_evalsha, self._apply, keys_of, args))
+            steps.append(call(self._apply, keys_of, args))
         return [None if int(r[0]) == 1 else int(r[1]) for r in self._run(steps)]
 
     def drop_outboxes(self, batches: Sequence[tuple[int, int]]) -> None:
@@ -270,11 +271,7 @@ class Store:
         steps: list[Step] = []
         for partition in partitions:
             keys = self.keys(partition)
-            steps.append(
-                partial(
-                    _evalsha, self._pop, [keys.deadlines, keys.fired], [now_ms, limit, lease_ms]
-                )
-            )
+            steps.append(call(self._pop, [keys.deadlines, keys.fired], [now_ms, limit, lease_ms]))
             steps.append(partial(_first_deadline, keys.deadlines))
         replies = self._run(steps)
         out: list[tuple[list[str], int | None]] = []
@@ -288,7 +285,7 @@ class Store:
         pipe = self.client.pipeline(transaction=False)
         for partition, device_ids in wanted:
             keys = self.keys(partition)
-            pipe.mget([keys.device(d) for d in device_ids])
+            _mget(pipe, [keys.device(d) for d in device_ids])
         values: list[list[bytes | None]] = pipe.execute()
         return values
 
@@ -297,37 +294,14 @@ class Store:
         one round trip."""
         self._run(
             [
-                partial(
-                    _evalsha, self._ack, [self.keys(partition).fired], [lease_until_ms, *device_ids]
-                )
+                call(self._ack, [self.keys(partition).fired], [lease_until_ms, *device_ids])
                 for partition, lease_until_ms, device_ids in leases
                 if device_ids
             ]
         )
 
     def _run(self, steps: Sequence[Step]) -> list[Any]:
-        """The replies of `steps`, run in one pipelined round trip (no transaction); raises
-        the first error, after every step ran."""
-        if not steps:
-            return []
-        replies = self._execute(steps)
-        lost = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-        if lost:
-            for script in _SCRIPTS:
-                self.client.execute_command("SCRIPT LOAD", script)
-            for i, reply in zip(lost, self._execute([steps[i] for i in lost]), strict=True):
-                replies[i] = reply
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
-        return replies
-
-    def _execute(self, steps: Sequence[Step]) -> list[Any]:
-        pipe = self.client.pipeline(transaction=False)
-        for step in steps:
-            step(pipe)
-        replies: list[Any] = pipe.execute(raise_on_error=False)
-        return replies
+        return self._scripts.run(steps)
 
     def specs(self, partition: int, values: Iterable[bytes | None]) -> dict[str, JobSpec]:
         """The specs the stored device `values` refer to (from the process's cache, else
@@ -362,14 +336,10 @@ class Store:
 _SCRIPTS = (APPLY, POP_DUE, ACK_FIRED)
 
 
-def _sha(script: str) -> str:
-    return hashlib.sha1(script.encode()).hexdigest()  # the digest EVALSHA names a script by
-
-
-def _evalsha(
-    sha: str, keys: Sequence[str], args: Sequence[bytes | str | int], pipe: Pipeline[bytes]
-) -> None:
-    pipe.evalsha(sha, len(keys), *keys, *args)
+def _mget(pipe: Pipeline[bytes], keys: Sequence[str]) -> None:
+    # As a raw command: a cluster pipeline refuses its `mget` method (keys of any slots),
+    # while an MGET of one partition's keys is a single-slot command like any other.
+    pipe.execute_command("MGET", *keys)  # type: ignore[no-untyped-call]  # untyped in the stubs
 
 
 def _first_deadline(key: str, pipe: Pipeline[bytes]) -> None:

@@ -7,6 +7,8 @@ import threading
 import pytest
 from kafka.producer.sender import Sender
 
+from tests.redis_cluster_kit import redis_cluster
+
 
 @pytest.fixture
 def wakeups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -20,3 +22,6 @@ def wakeups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(Sender, "wakeup", counting)
     return woken
+
+
+__all__ = ["redis_cluster", "wakeups"]

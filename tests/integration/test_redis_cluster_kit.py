@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from redis.crc import key_slot
 
-from tests.redis_cluster_kit import PrivateRedisCluster, redis_cluster
-
-__all__ = ["redis_cluster"]
+from tests.redis_cluster_kit import PrivateRedisCluster
 
 
 def test_three_masters_serve_every_slot(redis_cluster: PrivateRedisCluster) -> None:

@@ -8,6 +8,6 @@ from pathlib import Path
 # The kit lives with the integration tests; these folders are no packages (they would
 # shadow `workers`).
 sys.path.insert(0, str(Path(__file__).parents[2] / "integration" / "workers"))
-from workerkit import inbox, wredis, wsettings
+from workerkit import inbox, wredis, wredis_url, wsettings
 
-__all__ = ["inbox", "wredis", "wsettings"]
+__all__ = ["inbox", "wredis", "wredis_url", "wsettings"]

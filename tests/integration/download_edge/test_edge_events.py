@@ -1,6 +1,7 @@
 """Download records on the inbox topic, across resumed requests and edge replicas.
 
-Uses the real Kafka and Redis (the edge's test db, 12).
+Uses the real Kafka and Redis: each test runs on the shared Redis (the edge's test db, 12)
+and on a private three-master Redis Cluster.
 """
 
 from __future__ import annotations
@@ -16,22 +17,27 @@ import pytest
 import redis
 from kafka import KafkaProducer, TopicPartition
 
-from download_edge.progress import OUTBOX_KEY, ProgressRecorder, hash_key
+from download_edge.progress import ProgressRecorder, hash_key, outbox_key, shard_of
 from ota.kafka_clients import make_consumer, make_producer
 from ota.records import DownloadPhase, DownloadRecord, decode_inbox
+from ota.redis_clients import make_redis
 from ota.settings import CommonSettings, Topics
+from tests.redis_cluster_kit import PrivateRedisCluster
 
 from .edge_support import EdgeFactory, Package, RunningEdge, get
 
 EDGE_TEST_DB = 12
 
 
-@pytest.fixture
-def store(redis_url: str) -> Iterator[redis.Redis[bytes]]:
+@pytest.fixture(params=["standalone", "cluster"])
+def store(request: pytest.FixtureRequest, redis_url: str) -> Iterator[redis.Redis[bytes]]:
     # A URL's db path wins over a `db=` argument in redis-py, so the path is replaced.
     url = urlunsplit(urlsplit(redis_url)._replace(path=f"/{EDGE_TEST_DB}"))
-    client: redis.Redis[bytes] = redis.Redis.from_url(url)
-    client.flushdb()
+    if request.param == "cluster":
+        cluster: PrivateRedisCluster = request.getfixturevalue("redis_cluster")
+        url = cluster.url
+    client = make_redis(CommonSettings.from_env({}), url)
+    client.flushdb()  # on a cluster: every master
     yield client
     client.flushdb()
     client.close()
@@ -206,7 +212,7 @@ def test_download_again_after_finishing_is_a_new_cycle(
     fetch(edge, package, token, None)
     phases = [r.phase for r in records(kafka_settings, 4, device)]
     assert phases == [DownloadPhase.STARTED, DownloadPhase.FINISHED] * 2
-    assert store.ttl(f"ota:edge:dl:{package.sha256}:{device}") > 0
+    assert store.ttl(hash_key(device, package.sha256)) > 0
 
 
 class DiedBeforeProducing:
@@ -230,7 +236,8 @@ def test_records_lost_in_a_crash_are_produced_again_by_the_next_edge(
     )
     crashed.note(device, sha, 100, 0, 100)
     crashed.flush_once()  # the Redis update happened; the produce never did
-    assert store.zcard(OUTBOX_KEY) == 1
+    outbox = outbox_key(shard_of(device))
+    assert store.zcard(outbox) == 1
     stamped = [int(at) for at in store.hmget(hash_key(device, sha), ["ps", "pf"])]
 
     successor = ProgressRecorder(
@@ -242,7 +249,7 @@ def test_records_lost_in_a_crash_are_produced_again_by_the_next_edge(
     seen = records(kafka_settings, 2, device)
     assert [r.phase for r in seen] == [DownloadPhase.STARTED, DownloadPhase.FINISHED]
     assert [r.at_ms for r in seen] == stamped  # the very records the dead edge owed
-    assert store.zcard(OUTBOX_KEY) == 0
+    assert store.zcard(outbox) == 0
     assert successor.resend_unacknowledged() == 0
 
 
@@ -257,6 +264,6 @@ def test_acknowledged_records_leave_the_outbox(
     recorder.flush_once()
     sink.flush(timeout=10)
     recorder.flush_once()
-    assert store.zcard(OUTBOX_KEY) == 0
+    assert store.zcard(outbox_key(shard_of(device))) == 0
     assert store.hmget(hash_key(device, sha), ["ps", "pf"]) == [None, None]
     assert len(records(kafka_settings, 2, device)) == 2

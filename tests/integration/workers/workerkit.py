@@ -34,6 +34,7 @@ from ota.records import (
     decode,
     encode,
 )
+from ota.redis_clients import make_redis
 from ota.settings import CommonSettings, Topics
 from workers.service import build
 from workers.settings import WorkerSettings
@@ -246,8 +247,9 @@ def spawn_worker(settings: WorkerSettings, *flags: str) -> subprocess.Popen[byte
 
 
 def worker_redis(url: str) -> Iterator[redis.Redis[bytes]]:
-    client = redis.Redis.from_url(url)
-    client.flushdb()
+    """A client of `url` (standalone or `redis+cluster://`), empty before and after."""
+    client = make_redis(CommonSettings.from_env({}), url)
+    client.flushdb()  # on a cluster: every master
     try:
         yield client
     finally:
@@ -259,20 +261,25 @@ def worker_redis(url: str) -> Iterator[redis.Redis[bytes]]:
 
 
 @pytest.fixture
-def wredis(redis_url: str) -> Iterator[redis.Redis[bytes]]:
-    yield from worker_redis(worker_redis_url(redis_url))
+def wredis_url(redis_url: str) -> str:
+    """The Redis the workers run on: the shared one's db 14 (the integration suite's
+    conftest also gives a private Redis Cluster)."""
+    return worker_redis_url(redis_url)
+
+
+@pytest.fixture
+def wredis(wredis_url: str) -> Iterator[redis.Redis[bytes]]:
+    yield from worker_redis(wredis_url)
 
 
 @pytest.fixture
 def wsettings(
     kafka_bootstrap: str,
-    redis_url: str,
+    wredis_url: str,
     topic_factory: Callable[..., str],
     wredis: redis.Redis[bytes],
 ) -> WorkerSettings:
-    return make_settings(
-        kafka_bootstrap, worker_redis_url(redis_url), make_topics(topic_factory, 4)
-    )
+    return make_settings(kafka_bootstrap, wredis_url, make_topics(topic_factory, 4))
 
 
 @pytest.fixture
