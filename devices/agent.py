@@ -4,8 +4,9 @@ The agent is transport-free: it is handed each downlink payload and a `publish`
 coroutine for its uplink, so the same logic runs behind its own MQTT connection
 (`devices.connection`) or inside a multiplexed fleet. It answers `version_query` with
 `version_report`, handles `firmware_upgrade`/`software_upgrade` and their `_v2` forms
-(download with the token, resume with Range/If-Range, verify the SHA-256, report progress
-and the final result code, switch its version), and follows its `Behaviour` knobs.
+(download with the token, resume with Range/If-Range, verify the SHA-256 and, when it
+trusts signing keys, the package signature; report progress and the final result code,
+switch its version), and follows its `Behaviour` knobs.
 A repeated command (same event_id) is recognised and not acted on twice.
 """
 
@@ -23,9 +24,17 @@ from devices.behaviour import WELL_BEHAVED, Behaviour, FailStage, stage_of
 from devices.download import Download, DownloadError, Interrupted, fetch
 from devices.http import HttpClient
 from ota.backoff import Backoff, retry
-from ota.catalog import RESULT_ALREADY_LATEST, RESULT_INVALID_URI, RESULT_SUCCESS
+from ota.catalog import (
+    RESULT_ALREADY_LATEST,
+    RESULT_INVALID_URI,
+    RESULT_SIGNATURE_INVALID,
+    RESULT_SUCCESS,
+)
 from ota.clock import now_ms
+from ota.package_signing import load_public_keys, refusal
 from ota.protocol import (
+    PARA_KEY_ID,
+    PARA_SIGNATURE,
     DownlinkType,
     Event,
     ProtocolError,
@@ -89,6 +98,9 @@ class DeviceAgent:
         self._http = http
         self._go_offline = go_offline
         self._download_dir = download_dir
+        # Keys whose signatures it accepts, by key id; none: it checks the SHA-256 only.
+        pem = behaviour.trusted_keys_pem
+        self._trusted = load_public_keys(pem) if pem else {}
         self._seen: list[str] = []
         self._busy: str | None = None  # target version of the upgrade under way
         self._muted = False  # mute_after_install took effect
@@ -176,6 +188,12 @@ class DeviceAgent:
             code = await self._download(kind, event, current)
             if code != RESULT_SUCCESS:
                 await self._finish(event, code, current, "download failed")
+                return
+            refused = refusal(
+                self._trusted, paras.get(PARA_SIGNATURE), paras.get(PARA_KEY_ID), paras["sign"]
+            )
+            if refused is not None:  # checked before anything is installed
+                await self._finish(event, RESULT_SIGNATURE_INVALID, current, refused)
                 return
             if self.behaviour.mute_after_download:
                 self._mute()

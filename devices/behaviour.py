@@ -49,6 +49,9 @@ class Behaviour:
     mute_after_install: bool = False  # once installed, answer nothing (no result, no version)
     mute_after_download: bool = False  # once downloaded, answer nothing (no install, no result)
     keepalive_s: int = 60
+    # PEM public keys (ota.package_signing) the device accepts package signatures from;
+    # empty: it checks only the SHA-256. Set, it refuses unsigned or unverified packages.
+    trusted_keys_pem: bytes = b""
 
 
 WELL_BEHAVED = Behaviour()

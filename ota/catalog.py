@@ -35,6 +35,7 @@ class FailureCause(IntEnum):
     UNSUPPORTED_PACKAGE_TYPE = 26
     OUT_OF_MEMORY = 27
     UPDATE_FAILED = 28
+    SIGNATURE_CHECK_FAILED = 29  # reported as result code 12 (this platform's)
 
     @property
     def message(self) -> str:
@@ -72,6 +73,7 @@ _MESSAGES: dict[FailureCause, str] = {
     FailureCause.UNSUPPORTED_PACKAGE_TYPE: "Unsupported package type",
     FailureCause.OUT_OF_MEMORY: "Out of memory during downloading process",
     FailureCause.UPDATE_FAILED: "Firmware update failed",
+    FailureCause.SIGNATURE_CHECK_FAILED: "Package signature verification failed",
 }
 
 # Retrying cannot help: the package, the device's hardware or another task is in the way.
@@ -81,6 +83,7 @@ _NOT_RETRYABLE = frozenset(
         FailureCause.SOURCE_VERSION_NOT_ALLOWED,
         FailureCause.NOT_ENOUGH_STORAGE,
         FailureCause.UNSUPPORTED_PACKAGE_TYPE,
+        FailureCause.SIGNATURE_CHECK_FAILED,
     }
 )
 
@@ -89,6 +92,10 @@ RESULT_ALREADY_LATEST = 3
 # Not in IoTDA's MQTT result codes (0-10, 255): this platform's code for "the device could
 # not use the download URL" (malformed, unsupported scheme), IoTDA's "Invalid URI" cause.
 RESULT_INVALID_URI = 11
+# Not in IoTDA's either: "the package's signature does not verify with a key the device
+# trusts" (docs/protocol.md, "Signed packages"). An IoTDA device that checks signatures
+# reports 7 instead; this code names the cause apart from a SHA-256 mismatch.
+RESULT_SIGNATURE_INVALID = 12
 
 # upgrade_progress_report result_code -> cause. 0 and 3 are not failures.
 _RESULT_CODE_CAUSES: dict[int, FailureCause] = {
@@ -102,6 +109,7 @@ _RESULT_CODE_CAUSES: dict[int, FailureCause] = {
     9: FailureCause.OUT_OF_MEMORY,
     10: FailureCause.UPDATE_FAILED,
     RESULT_INVALID_URI: FailureCause.INVALID_URI,
+    RESULT_SIGNATURE_INVALID: FailureCause.SIGNATURE_CHECK_FAILED,
     255: FailureCause.UPDATE_FAILED,
 }
 

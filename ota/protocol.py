@@ -42,6 +42,11 @@ MAX_DEPTH = 8
 MAX_EVENTS = 16
 _DEVICE_ID = re.compile(r"[A-Za-z0-9_\-.:@]{1,128}")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+# Upgrade command paras of a signed package (ota/package_signing.py): the detached
+# signature, base64, and the id of the key it verifies with. Not IoTDA's: its devices
+# ignore paras they do not know.
+PARA_SIGNATURE = "package_signature"
+PARA_KEY_ID = "package_key_id"
 
 OTA_SERVICE = "$ota"
 SDK_INFO_SERVICE = "$sdk_info"
@@ -337,6 +342,11 @@ def _upgrade_paras(paras: Mapping[str, Any], where: str) -> dict[str, Any]:
         raise ProtocolError(Reason.BAD_VALUE, f"{where}.sign must be 64 lowercase hex digits")
     for name in ("access_token", "custom_info", "task_id"):
         text = optional_str(paras, name, where, MAX_TEXT_CHARS)
+        if text is not None:
+            out[name] = text
+    # This platform's signed-package fields (docs/protocol.md): IoTDA devices ignore them.
+    for name, limit in ((PARA_SIGNATURE, 512), (PARA_KEY_ID, 64)):
+        text = optional_str(paras, name, where, limit)
         if text is not None:
             out[name] = text
     for name in ("expires", "sub_device_count"):

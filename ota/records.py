@@ -85,6 +85,10 @@ class PackageRef:
     file_size: int
     custom_info: str = ""
     allowed_sources: tuple[str, ...] = ()  # empty: any source version may upgrade
+    # A signed package's detached signature (base64) and its key id (ota.package_signing);
+    # empty when unsigned. Upgrade commands carry them for devices that check.
+    signature: str = ""
+    key_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,6 +343,8 @@ def _package(r: _Reader) -> PackageRef:
         file_size=r.non_negative("file_size"),
         custom_info=r.get("custom_info", str, ""),
         allowed_sources=tuple(sources),
+        signature=r.get("signature", str, ""),
+        key_id=r.get("key_id", str, ""),
     )
 
 

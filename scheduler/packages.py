@@ -7,6 +7,7 @@ live in the content-addressed `BlobStore`, shared by packages with equal content
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import asdict, dataclass
@@ -56,6 +57,10 @@ class Package:
     description: str
     signed: bool
     created_ms: int
+    # The detached signature (base64) and the id of the configured key that verified it
+    # (ota.package_signing); empty when unsigned. Upgrade commands carry both.
+    signature: str = ""
+    key_id: str = ""
 
     def json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -81,6 +86,8 @@ class Package:
             file_size=self.size,
             custom_info=self.custom_info,
             allowed_sources=self.allowed_sources,
+            signature=self.signature,
+            key_id=self.key_id,
         )
 
 
@@ -170,19 +177,19 @@ class Packages:
         topics: Topics,
         blobs: BlobStore,
         *,
-        public_key: PublicKey | None,
+        public_keys: Mapping[str, PublicKey],
         require_signature: bool,
         max_bytes: int,
     ) -> None:
         self._r, self._producer, self._topics, self._blobs = r, producer, topics, blobs
-        self._key, self._require_sig, self._max_bytes = public_key, require_signature, max_bytes
+        self._keys, self._require_sig, self._max_bytes = public_keys, require_signature, max_bytes
         self._delete = r.register_script(_DELETE)
 
     def check_signature_header(self, signature: bytes | None) -> None:
         """Refuse before reading the body when a signature is required or cannot be checked."""
         if signature is None and self._require_sig:
             raise _bad("X-OTA-Signature", "a detached signature is required", "signature_required")
-        if signature is not None and self._key is None:
+        if signature is not None and not self._keys:
             raise _bad(
                 "X-OTA-Signature",
                 "a signature was sent but no public key is configured to check it",
@@ -196,8 +203,7 @@ class Packages:
         self.check_signature_header(signature)
         stored = await self._blobs.ingest(chunks, self._max_bytes)
         try:
-            if signature is not None and self._key is not None:
-                verify(self._key, signature, stored.sha256)
+            key_id = "" if signature is None else verify(self._keys, signature, stored.sha256)
             dedupe = keys.package_dedupe(stored.sha256, meta.type, meta.version, meta.product)
             existing = await self._r.get(dedupe)
             if existing is not None:
@@ -208,6 +214,8 @@ class Packages:
                 size=stored.size,
                 signed=signature is not None,
                 created_ms=now_ms(),
+                signature="" if signature is None else base64.b64encode(signature).decode(),
+                key_id=key_id,
                 **asdict(meta),
             )
             if not await self._r.set(dedupe, package.id, nx=True):

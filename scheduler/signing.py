@@ -1,60 +1,51 @@
-"""Detached package signatures, checked at upload against one configured public key.
+"""Detached package signatures, checked at upload against the configured public keys.
 
-A signature covers the package's SHA-256 digest: Ed25519 signs the 32 digest bytes;
-ECDSA P-256 is ECDSA-with-SHA-256 over the file (what `openssl dgst -sha256 -sign`
-makes), checked here from the digest. So neither needs the file in memory.
+The keys, their ids and the check itself are `ota.package_signing` (devices make the same
+check). The key file may hold several PEM public keys: during a rotation, the old and the
+new one. A package is accepted when any verifies it, and it records which one (its key
+id), so its upgrade commands name the key devices must check it with.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
+from collections.abc import Mapping
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, utils
-
+from ota import package_signing
+from ota.package_signing import PublicKey
 from scheduler.errors import ValidationError
 
-PublicKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey
+__all__ = ["PublicKey", "decode_signature", "load_public_keys", "verify"]
 
 
-def load_public_key(path: Path) -> PublicKey:
-    key = serialization.load_pem_public_key(path.read_bytes())
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        return key
-    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
-        return key
-    raise ValueError(f"{path} is neither an Ed25519 nor an ECDSA P-256 public key")
+def load_public_keys(path: Path) -> dict[str, PublicKey]:
+    """The public keys of a PEM file, by key id (a bad file fails the start)."""
+    try:
+        return package_signing.load_public_keys(path.read_bytes())
+    except package_signing.KeyFileError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 def decode_signature(text: str) -> bytes:
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
+    """The X-OTA-Signature header's bytes."""
+    raw = package_signing.decode_signature(text)
+    if raw is None:
         raise ValidationError(
-            "X-OTA-Signature is not base64", code="bad_signature", field="X-OTA-Signature"
-        ) from None
-    if not 0 < len(raw) <= 256:
-        raise ValidationError(
-            "X-OTA-Signature has an impossible length",
+            "X-OTA-Signature must be base64 of 1-256 bytes",
             code="bad_signature",
             field="X-OTA-Signature",
         )
     return raw
 
 
-def verify(key: PublicKey, signature: bytes, sha256_hex: str) -> None:
-    digest = bytes.fromhex(sha256_hex)
-    try:
-        if isinstance(key, ed25519.Ed25519PublicKey):
-            key.verify(signature, digest)
-        else:
-            key.verify(signature, digest, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
-    except InvalidSignature:
-        raise ValidationError(
-            "package signature does not verify against the configured public key",
-            code="bad_signature",
-            field="X-OTA-Signature",
-        ) from None
+def verify(keys: Mapping[str, PublicKey], signature: bytes, sha256_hex: str) -> str:
+    """The id of the configured key that verifies the signature over the digest."""
+    for kid, key in keys.items():
+        if package_signing.verifies(key, signature, sha256_hex):
+            return kid
+    raise ValidationError(
+        "package signature does not verify against the configured public key"
+        + ("s" if len(keys) > 1 else ""),
+        code="bad_signature",
+        field="X-OTA-Signature",
+    )

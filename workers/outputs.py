@@ -4,7 +4,7 @@ from the record's time, so a replay mints the same token) and job events."""
 from __future__ import annotations
 
 from ota import tokens
-from ota.protocol import DownlinkType
+from ota.protocol import PARA_KEY_ID, PARA_SIGNATURE, DownlinkType
 from ota.records import CommandRecord, JobEventRecord, TaskType
 from ota.settings import CommonSettings
 from workers.effects import Effect, EmitJobEvent, SendUpgrade, SendVersionQuery
@@ -73,6 +73,9 @@ def _upgrade(
         paras["access_token"] = token
     if package.custom_info:
         paras["custom_info"] = package.custom_info
+    if package.signature:
+        paras[PARA_SIGNATURE] = package.signature
+        paras[PARA_KEY_ID] = package.key_id
     return CommandRecord(
         device_id=device_id,
         event_type=kind.value,

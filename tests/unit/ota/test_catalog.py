@@ -69,6 +69,7 @@ def test_iotda_identifiers_are_verbatim(cause: FailureCause, message: str) -> No
         (8, FailureCause.UNSUPPORTED_PACKAGE_TYPE),
         (9, FailureCause.OUT_OF_MEMORY),
         (10, FailureCause.UPDATE_FAILED),
+        (12, FailureCause.SIGNATURE_CHECK_FAILED),
         (255, FailureCause.UPDATE_FAILED),
         (77, FailureCause.UPDATE_FAILED),
     ],
@@ -90,3 +91,4 @@ def test_retrying_is_offered_only_where_it_can_help() -> None:
     assert FailureCause.DEVICE_BUSY.retryable
     assert not FailureCause.SOURCE_VERSION_NOT_ALLOWED.retryable
     assert not FailureCause.TASK_CONFLICT.retryable
+    assert not FailureCause.SIGNATURE_CHECK_FAILED.retryable  # the same package fails again

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from ota import tokens
-from ota.protocol import check_downlink_paras
+from ota.protocol import PARA_KEY_ID, PARA_SIGNATURE, check_downlink_paras
 from ota.records import CommandRecord, TaskType
 from ota.settings import CommonSettings
 from workers.effects import SendUpgrade, SendVersionQuery
@@ -83,3 +83,23 @@ def test_version_query_carries_no_upgrade_fields() -> None:
     record = to_record(SETTINGS, "dev-1", SendVersionQuery("w0-1-0", "task-42"), AT_MS)
     assert isinstance(record, CommandRecord)
     assert (record.event_type, record.paras, record.task_id) == ("version_query", {}, "task-42")
+
+
+def test_a_signed_package_s_command_carries_its_signature_and_key_id() -> None:
+    signed = replace(
+        spec("task-42"),
+        package=replace(spec().package, signature="c2lnbmF0dXJl", key_id="0123456789abcdef"),
+    )
+    effect = SendUpgrade("w0-1-0", signed, NOW_S + 86_400)
+    record = to_record(SETTINGS, "dev-1", effect, AT_MS)
+    assert isinstance(record, CommandRecord)
+    assert record.paras[PARA_SIGNATURE] == "c2lnbmF0dXJl"
+    assert record.paras[PARA_KEY_ID] == "0123456789abcdef"
+    # The gateway's check keeps them, so they reach the device.
+    assert check_downlink_paras(record.event_type, record.paras) == dict(record.paras)
+
+
+def test_an_unsigned_package_s_command_has_no_signature_fields() -> None:
+    paras = upgrade(TaskType.FIRMWARE, presigned=False).paras
+    assert PARA_SIGNATURE not in paras
+    assert PARA_KEY_ID not in paras
