@@ -117,7 +117,7 @@ def openapi(endpoints: list[Endpoint], version: str) -> dict[str, Any]:
                 "apiKey": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "An API key from OTA_API_KEYS with the read or write scope",
+                    "description": "An API key (OTA_API_KEYS or created by POST /v1/keys): read, write or admin scope",
                 }
             },
             "schemas": {"Error": ERROR_SCHEMA},
