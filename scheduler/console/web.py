@@ -186,10 +186,12 @@ def action(operation: Operation) -> Callable[[Handler], Callable[[Request], Awai
         async def wrapped(request: Request) -> Response:
             console, ctx = await _ctx(request)
             response = await _act(request, console, ctx, handler)
+            # A signed session names its key even when the key lost its scopes (revoked).
+            session = ctx.session if ctx is not None else console.session_of(request)
             record = audit.exchange(
                 request,
                 response,
-                key_id=ctx.session.who if ctx is not None else None,
+                key_id=session.who if session is not None and session.who else None,
                 action=operation if isinstance(operation, str) else operation(request),
                 route=_route(request),
                 created=getattr(request.state, "created", None),
