@@ -10,8 +10,9 @@ deadlines are pending.
     .venv/bin/python bench/worker_bench.py memory --jobs 1000000
     .venv/bin/python bench/worker_bench.py apply --devices 20000
 
-Uses Redis db 13 (flushed; db 14 is the worker tests') and topics under a fresh
-OTA_TOPIC_PREFIX (deleted after). The worker processes run `python -m workers` from this
+Uses Redis db 13 (flushed; db 14 is the worker tests') or OTA_BENCH_REDIS_URL, which may
+name a Redis Cluster (`redis+cluster://<node>`, flushed: a cluster of its own), and topics
+under a fresh OTA_TOPIC_PREFIX (deleted after). The worker processes run `python -m workers` from this
 checkout (the working directory is the repository root).
 """
 
@@ -47,6 +48,7 @@ from ota.records import (
     decode,
     encode,
 )
+from ota.redis_clients import make_redis
 from ota.settings import CommonSettings, Topics
 from workers.batch import DeviceWrite, InboxItem, SpecWrite, apply_batch
 from workers.codec import SpecRef, pack, spec_ref
@@ -62,6 +64,11 @@ SHA = "ab" * 32
 REDIS_URL = os.environ.get("OTA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 PARTITIONS = 12
 DEFAULT_WINDOWS = Windows()
+
+
+def bench_redis() -> redis.Redis[bytes]:
+    """A client of OTA_BENCH_REDIS_URL; a `redis+cluster://` URL runs on a Redis Cluster."""
+    return make_redis(CommonSettings.from_env(), REDIS_URL)
 
 
 def job_spec(windows: Windows = DEFAULT_WINDOWS) -> JobSpec:
@@ -84,7 +91,7 @@ def setup(prefix: str) -> CommonSettings:
         + [NewTopic(n, PARTITIONS, 1) for n in (t.commands, t.job_events, t.dead_letters)]
     )
     admin.close()
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    bench_redis().flushdb()
     return common
 
 
@@ -93,7 +100,7 @@ def teardown(common: CommonSettings) -> None:
     admin = make_admin(common)
     admin.delete_topics([t.inbox, t.commands, t.job_events, t.dead_letters])
     admin.close()
-    redis.Redis.from_url(REDIS_URL).flushdb()
+    bench_redis().flushdb()
 
 
 def spawn(common: CommonSettings, prefix: str, group: str) -> subprocess.Popen[bytes]:
@@ -220,7 +227,7 @@ def throughput(devices: int, procs: int) -> tuple[float, float]:
     try:
         prefill(common, devices)
         ends = end_offsets(common)
-        store = Store(redis.Redis.from_url(REDIS_URL))
+        store = Store(bench_redis())
         workers = [spawn(common, prefix, f"bench-{uuid.uuid4().hex[:6]}") for _ in range(1)]
         group_env = workers[0].args  # the group id is per run: a second process joins it
         del group_env
@@ -258,7 +265,7 @@ def deadlines(pending: int, due: int, spread_s: int) -> tuple[float, float, floa
     """Returns (bytes per in-flight job, lag p50 ms, lag p99 ms, timeouts applied per s)."""
     prefix = f"bench-{uuid.uuid4().hex[:8]}."
     common = setup(prefix)
-    client = redis.Redis.from_url(REDIS_URL)
+    client = bench_redis()
     store = Store(client)
     try:
         base_memory = int(client.info("memory")["used_memory"])
@@ -328,7 +335,7 @@ def apply_only(devices: int) -> float:
 def memory(jobs: int) -> tuple[float, float]:
     """Bytes per in-flight job (QUERYING_VERSION, with its deadline entry and its share of
     the task's spec): (INFO used_memory growth, sum of MEMORY USAGE) / jobs."""
-    client = redis.Redis.from_url(REDIS_URL)
+    client = bench_redis()
     client.flushdb()
     store = Store(client)
     try:
