@@ -174,6 +174,14 @@ class JobEventHandler:
         events: list[JobEventRecord] = parsed.items
         types = {tid: await self._task_type(tid) for tid in {e.task_id for e in events}}
         results = [0] * len(events)
+        # A device result's notification, for each event that would end a job: the apply
+        # script adds it to the webhooks' stream with the state change itself.
+        notes = [
+            device_result_event(e, JobState(e.to_state).device_status.value)
+            if taskstate.bucket(e.to_state) in taskstate.FINISHED_BUCKETS
+            else None
+            for e in events
+        ]
         for tid, positions in by_task(events).items():
             if not types[tid]:
                 continue
@@ -183,22 +191,22 @@ class JobEventHandler:
                     Transition(e.device_id, e.attempt, e.job_version, e.to_state, e.cause)
                     for e in (events[i] for i in positions)
                 ],
+                [_body(notes[i]) for i in positions],
             )
             for i, result in zip(positions, applied, strict=True):
                 results[i] = result
         await self._registry.job_events([(e, types[e.task_id]) for e in events])
-        notes: dict[str, dict[str, Any]] = {}  # by id: a batch may hold an event twice
+        told: dict[str, dict[str, Any]] = {}  # by id: a batch may hold an event twice
         transitions: Counter[tuple[str, str]] = Counter()
-        for event, result in zip(events, results, strict=True):
+        for event, result, note in zip(events, results, notes, strict=True):
             if result in (taskstate.APPLIED, taskstate.TERMINAL):
                 transitions[event.to_state, "" if event.cause is None else str(event.cause)] += 1
-            if result in (taskstate.TERMINAL, taskstate.TERMINAL_AGAIN):
-                note = device_result_event(event, JobState(event.to_state).device_status.value)
-                notes[note["id"]] = note
+            if note is not None and result in (taskstate.TERMINAL, taskstate.TERMINAL_AGAIN):
+                told[note["id"]] = note
         await self._producer.send(
             Out(self._topics.dead_letters, "scheduler", encode(d)) for d in parsed.dead
         )
-        await self._notifier.emit(list(notes.values()))
+        await self._notifier.publish(list(told.values()))  # the stream has them already
         for (state, cause), n in transitions.items():
             JOB_TRANSITIONS.labels(state, cause).inc(n)
         _count("job_events", ok=len(events), skipped=0, dead=len(parsed.dead))
@@ -210,3 +218,7 @@ def _count(topic: str, *, ok: int, skipped: int, dead: int) -> None:
     for outcome, n in (("ok", ok), ("skipped", skipped), ("dead_letter", dead)):
         if n:
             CONSUMED.labels(topic, outcome).inc(n)
+
+
+def _body(note: dict[str, Any] | None) -> str:
+    return "" if note is None else orjson.dumps(note).decode()

@@ -20,8 +20,7 @@ from ota.records import JobEventRecord, new_id
 from ota.settings import Topics
 from scheduler import keys
 from scheduler.bus import Out, Producer
-
-STREAM_MAXLEN = 1_000_000
+from scheduler.taskstate import NOTIFY_STREAM_MAXLEN
 
 
 def task_status_event(task: dict[str, Any], previous: str | None) -> dict[str, Any]:
@@ -61,14 +60,24 @@ class Notifier:
         self._r, self._producer, self._topics = r, producer, topics
 
     async def emit(self, events: Sequence[dict[str, Any]]) -> None:
+        """Tell applications: the task-events topic and the webhooks' stream."""
         if not events:
             return
-        bodies = [orjson.dumps(e) for e in events]
-        await self._producer.send(
-            Out(self._topics.task_events, e["task_id"], body)
-            for e, body in zip(events, bodies, strict=True)
-        )
+        bodies = await self.publish(events)
         pipe = self._r.pipeline(transaction=False)
         for body in bodies:
-            pipe.xadd(keys.NOTIFY_STREAM, {"body": body}, maxlen=STREAM_MAXLEN, approximate=True)
+            pipe.xadd(
+                keys.NOTIFY_STREAM, {"body": body}, maxlen=NOTIFY_STREAM_MAXLEN, approximate=True
+            )
         await pipe.execute()
+
+    async def publish(self, events: Sequence[dict[str, Any]]) -> list[bytes]:
+        """The task-events topic only (for notifications the stream already holds); the
+        encoded bodies."""
+        bodies = [orjson.dumps(e) for e in events]
+        if bodies:
+            await self._producer.send(
+                Out(self._topics.task_events, e["task_id"], body)
+                for e, body in zip(events, bodies, strict=True)
+            )
+        return bodies

@@ -39,9 +39,14 @@ _BUCKET = {
 }
 
 
+FINISHED_BUCKETS = frozenset({"succeeded", "failed", "cancelled"})
+
+
 def bucket(state: str) -> str:
     return _BUCKET.get(state, "active")
 
+
+NOTIFY_STREAM_MAXLEN = 1_000_000  # approximate: old entries go once delivered long ago
 
 # What applying one job event did (the apply script's results).
 IGNORED, APPLIED, TERMINAL, TERMINAL_AGAIN = 0, 1, 2, 3
@@ -77,16 +82,19 @@ local function move(devs, counts, idx, device, old, new)
 end
 """
 
-# Job events of one task, in log order. KEYS: devs hash, counts hash.
-# ARGV: index prefix, a JSON array of events [device, attempt, job_version, state, cause]
-# (all strings, as separate arguments would be; one argument is far cheaper to send).
+# Job events of one task, in log order. KEYS: devs hash, counts hash, notification stream.
+# ARGV: index prefix, a JSON array of events [device, attempt, job_version, state, cause,
+# notification] (all strings, as separate arguments would be; one argument is far cheaper
+# to send), the stream's approximate length cap. An event that ends a device's job adds
+# its notification (if any) to the stream in the same script, so the webhook dispatcher
+# sees each result exactly once, whatever is redelivered or replayed later.
 # Returns one result per event: 0 ignored (unknown device, older or same event),
 # 1 applied, 2 applied and terminal, 3 the device's current terminal event again (a
-# redelivery: its notification may not have gone out before a crash, so it goes again).
+# redelivery: the Kafka copy of its notification may not have gone out before a crash).
 _APPLY = (
     _COMMON
     + """
-local function apply(device, a1, v1, state, cause)
+local function apply(device, a1, v1, state, cause, note)
   local old = redis.call('HGET', KEYS[1], device)
   if not old then return 0 end
   local s0, a0, v0, c0, w0 = split(old)
@@ -97,12 +105,13 @@ local function apply(device, a1, v1, state, cause)
   if s0 == 'PENDING' then w0 = -1 end
   local new = state .. '|' .. a1 .. '|' .. v1 .. '|' .. cause .. '|' .. w0
   move(KEYS[1], KEYS[2], ARGV[1], device, old, new)
-  if terminal then return 2 end
-  return 1
+  if not terminal then return 1 end
+  if note ~= '' then redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'body', note) end
+  return 2
 end
 local out = {}
 for _, e in ipairs(cjson.decode(ARGV[2])) do
-  out[#out + 1] = apply(e[1], tonumber(e[2]), tonumber(e[3]), e[4], e[5])
+  out[#out + 1] = apply(e[1], tonumber(e[2]), tonumber(e[3]), e[4], e[5], e[6])
 end
 return out
 """
@@ -235,21 +244,26 @@ class TaskState:
         self._lease = r.register_script(_LEASE)
         self._unlease = r.register_script(_UNLEASE)
 
-    async def apply(self, tid: str, transitions: Sequence[Transition]) -> list[int]:
+    async def apply(
+        self, tid: str, transitions: Sequence[Transition], notes: Sequence[str] = ()
+    ) -> list[int]:
         """Apply one task's job events in log order, `APPLY_CHUNK` per script call; one
-        result per event (0 ignored, 1 applied, 2 applied and terminal, 3 the current
-        terminal event redelivered)."""
+        result per event (IGNORED, APPLIED, TERMINAL, TERMINAL_AGAIN). `notes`, if given,
+        holds one notification body per event ('' for none): an event that ends a device's
+        job adds its note to the notification stream in the same script."""
         results: list[int] = []
+        bodies = notes or [""] * len(transitions)
         for start in range(0, len(transitions), APPLY_CHUNK):
+            end = start + APPLY_CHUNK
             events = orjson.dumps(
                 [
-                    [t.device, str(t.attempt), str(t.job_version), t.state, _text(t.cause)]
-                    for t in transitions[start : start + APPLY_CHUNK]
+                    [t.device, str(t.attempt), str(t.job_version), t.state, _text(t.cause), n]
+                    for t, n in zip(transitions[start:end], bodies[start:end], strict=True)
                 ]
             )
             out = await self._apply(
-                keys=[keys.task_devices(tid), keys.task_counts(tid)],
-                args=[index_prefix(tid), events],
+                keys=[keys.task_devices(tid), keys.task_counts(tid), keys.NOTIFY_STREAM],
+                args=[index_prefix(tid), events, NOTIFY_STREAM_MAXLEN],
             )
             results += (int(x) for x in out)
         return results

@@ -121,3 +121,19 @@ async def test_batched_arguments_keep_every_character(
     )
     assert await aredis.hget(keys.device(device), "fw") == "1.0 \u00df".encode()
     assert await aredis.zscore(keys.DEVICES, device) == 0
+
+
+async def test_a_result_reaches_the_notification_stream_once_however_often_applied(
+    aredis: redis.asyncio.Redis[bytes],
+) -> None:
+    tid = f"t-{uuid.uuid4().hex[:8]}"
+    await aredis.hset(keys.task_devices(tid), "d1", "RELEASED|1|0||0")
+    await aredis.hset(keys.task_counts(tid), mapping={"s:RELEASED": 1, "w0:active": 1})
+    note = f'{{"id":"{tid}-note","kind":"device_result"}}'
+    batch = [Transition("d1", 1, 1, "DOWNLOADING", None), Transition("d1", 1, 2, "SUCCEEDED", None)]
+    state = TaskState(aredis)
+    assert await state.apply(tid, batch, ["", note]) == [taskstate.APPLIED, taskstate.TERMINAL]
+    # Redelivered, or replayed after a crash: the state and the stream stay as they are.
+    assert await state.apply(tid, batch, ["", note]) == [0, taskstate.TERMINAL_AGAIN]
+    entries = await aredis.xrevrange(keys.NOTIFY_STREAM, count=1000)
+    assert [e for _, e in entries if e[b"body"] == note.encode()] == [{b"body": note.encode()}]
