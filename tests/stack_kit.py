@@ -4,14 +4,22 @@
 suite's own topic prefix, Redis db, consumer groups and free ports (so suites running at
 the same time do not disturb each other), and fast loops (reconciler, sweeper, edge
 flushes). On exit it stops them, deletes the suite's topics and flushes its Redis db.
+
+A stack owns its Redis db while it runs: two sessions on one machine (two engineers, or
+an engineer and CI) that start stacks on the same db take turns, because each flushes the
+db at its start and end and would wipe the other's tasks and jobs mid-rollout.
 """
 
 from __future__ import annotations
 
+import fcntl
+import sys
+import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import redis
 
@@ -39,7 +47,6 @@ def running_stack(
 ) -> Iterator[Stack]:
     run = uuid.uuid4().hex[:8]
     url = redis_url_with_db(redis_url, redis_db)
-    redis.Redis.from_url(url).flushdb()
     plan = StackPlan(
         state_dir=state_dir,
         name=f"{name}-{run}",
@@ -49,11 +56,31 @@ def running_stack(
         ports=ports or Ports.free(),
         extra={"OTA_KAFKA_BOOTSTRAP": kafka_bootstrap, **FAST_LOOPS, **(extra or {})},
     )
-    stack = Stack(plan, base_env={"OTA_REDIS_URL": url, "PATH": "/usr/bin:/bin"})
-    stack.start()
-    try:
-        yield stack
-    finally:
-        stack.stop()
-        stack.delete_topics()
+    with _owning(url):
         redis.Redis.from_url(url).flushdb()
+        stack = Stack(plan, base_env={"OTA_REDIS_URL": url, "PATH": "/usr/bin:/bin"})
+        stack.start()
+        try:
+            yield stack
+        finally:
+            stack.stop()
+            stack.delete_topics()
+            redis.Redis.from_url(url).flushdb()
+
+
+@contextmanager
+def _owning(redis_db_url: str) -> Iterator[None]:
+    """Hold this Redis db for one stack at a time on this machine (a lock file per db)."""
+    parts = urlsplit(redis_db_url)
+    db = parts.path.strip("/")
+    lock_path = Path(tempfile.gettempdir()) / f"ota-stack-{parts.hostname}-{parts.port}-db{db}.lock"
+    with lock_path.open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"[stack] waiting for the other stack on {redis_db_url}", file=sys.stderr)
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when that session's stack stops
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
