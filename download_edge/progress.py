@@ -37,6 +37,7 @@ from download_edge import intervals
 from download_edge import metrics as m
 from ota.clock import now_ms
 from ota.records import DownloadPhase, DownloadRecord, encode
+from ota.redis_clients import REDIS_ERRORS
 from ota.redis_scripts import ScriptRunner, call
 
 log = logging.getLogger(__name__)
@@ -201,6 +202,10 @@ class ProgressRecorder:
             return
         self._notes.append((device_id, package_sha256, size, start, end))
 
+    def pending(self) -> int:
+        """(device, package) pairs merged but not yet in Redis (kept while it is down)."""
+        return len(self._carry)
+
     def close(self, timeout_s: float) -> None:
         """Flush what is queued (bounded by `timeout_s`) and stop the thread."""
         self._stop.set()
@@ -225,7 +230,7 @@ class ProgressRecorder:
     def _guarded(self, step: Callable[[], object]) -> None:
         try:
             step()
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.warning("progress store unavailable", extra={"error": str(exc)})
 
     def _merge_notes(self) -> None:
@@ -240,7 +245,7 @@ class ProgressRecorder:
         at = now_ms()
         try:
             outcomes = self._apply(batch, at)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             log.warning("progress store unavailable", extra={"error": str(exc)})
             self._keep(batch)
             return

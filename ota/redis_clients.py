@@ -23,10 +23,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 
 from ota.settings import CommonSettings
 
 CLUSTER_SUFFIX = "+cluster"
+# What a client raises when Redis is unreachable or refuses: RedisCluster's own errors
+# (no node reachable, slot map unreadable) are not RedisErrors.
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterException)
 
 
 def is_cluster_url(url: str) -> bool:

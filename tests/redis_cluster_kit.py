@@ -47,8 +47,8 @@ class PrivateRedisCluster:
             raise RedisClusterKitError("redis-server is not installed (deploy/local/up does)")
         self.binary = binary
         self.directory = directory
-        self.ports = [free_port() for _ in range(masters)]
-        self.bus_ports = [free_port() for _ in range(masters)]
+        ports = _distinct_free_ports(2 * masters)
+        self.ports, self.bus_ports = ports[:masters], ports[masters:]
         self.processes: list[subprocess.Popen[bytes]] = []
 
     @property
@@ -61,8 +61,8 @@ class PrivateRedisCluster:
         nodes = [redis.Redis(host=HOST, port=port) for port in self.ports]
         try:
             deadline = time.monotonic() + START_TIMEOUT_S
-            for node in nodes:
-                _until(deadline, partial(_answers, node), "a node to answer PING")
+            for node, process in zip(nodes, self.processes, strict=True):
+                _until(deadline, partial(_answers, node, process), "a node to answer PING")
             bounds = [SLOTS * i // len(nodes) for i in range(len(nodes) + 1)]
             for i, node in enumerate(nodes):
                 node.execute_command("CLUSTER ADDSLOTSRANGE", bounds[i], bounds[i + 1] - 1)
@@ -126,8 +126,20 @@ class PrivateRedisCluster:
         self.processes.clear()
 
 
-def _answers(node: redis.Redis[bytes]) -> bool:
+def _answers(node: redis.Redis[bytes], process: subprocess.Popen[bytes]) -> bool:
+    if process.poll() is not None:
+        raise RedisClusterKitError(f"redis-server exited with {process.returncode} (see its log)")
     return bool(node.ping())
+
+
+def _distinct_free_ports(count: int) -> list[int]:
+    # free_port releases the port it found, so two calls may name the same one.
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 def _until(deadline: float, condition: Callable[[], bool], what: str) -> None:

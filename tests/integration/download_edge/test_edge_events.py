@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -22,7 +23,7 @@ from ota.kafka_clients import make_consumer, make_producer
 from ota.records import DownloadPhase, DownloadRecord, decode_inbox
 from ota.redis_clients import make_redis
 from ota.settings import CommonSettings, Topics
-from tests.redis_cluster_kit import PrivateRedisCluster
+from tests.redis_cluster_kit import PrivateRedisCluster, running_cluster
 
 from .edge_support import EdgeFactory, Package, RunningEdge, get
 
@@ -267,3 +268,19 @@ def test_acknowledged_records_leave_the_outbox(
     assert store.zcard(outbox_key(shard_of(device))) == 0
     assert store.hmget(hash_key(device, sha), ["ps", "pf"]) == [None, None]
     assert len(records(kafka_settings, 2, device)) == 2
+
+
+def test_an_unreachable_cluster_is_waited_out_like_a_down_redis(tmp_path: Path) -> None:
+    # RedisCluster raises its own errors, no RedisErrors, once no node answers: the
+    # recorder's thread must survive them and keep the merged notes for the next flush.
+    device, sha = f"dev-{uuid.uuid4().hex[:8]}", "ef" * 32
+    with running_cluster(tmp_path) as cluster:
+        store = make_redis(CommonSettings.from_env({}), cluster.url)
+        recorder = ProgressRecorder(store, DiedBeforeProducing(), "unused", flush_ms=20, ttl_s=600)
+        recorder.note(device, sha, 100, 0, 40)
+        recorder.flush_once()
+        assert store.hget(hash_key(device, sha), "iv") == b"0:40"
+        cluster.stop()
+        recorder.note(device, sha, 100, 40, 100)
+        recorder.flush_once()  # raised RedisClusterUnreachableError out of the thread before
+        assert recorder.pending() == 1
