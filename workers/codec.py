@@ -194,6 +194,8 @@ def _pack_spec(spec: JobSpec) -> list[Any]:
         spec.retry_count,
         spec.retry_interval_s,
         flags,
+        # Appended later: absent in specs stored before, and when the package is unsigned.
+        *((package.signature, package.key_id) if package.signature else ()),
     ]
 
 
@@ -239,11 +241,14 @@ def _unpack_job(data: list[Any], specs: Mapping[str, JobSpec]) -> Job:
 
 
 def _unpack_spec(data: list[Any]) -> JobSpec:
-    task_id, kind, sha, version, name, size, info, sources, windows, retries, interval, flags = data
+    task_id, kind, sha, version, name, size, info, sources, windows, retries, interval, flags = (
+        data[:12]
+    )
+    signature, key_id = data[12:14] if len(data) > 12 else ("", "")
     return JobSpec(
         task_id=task_id,
         task_type=TaskType.FIRMWARE if kind == "f" else TaskType.SOFTWARE,
-        package=PackageRef(sha, version, name, size, info, tuple(sources)),
+        package=PackageRef(sha, version, name, size, info, tuple(sources), signature, key_id),
         windows=_DEFAULT_WINDOWS if windows == 0 else Windows(*windows),
         retry_count=retries,
         retry_interval_s=interval,
