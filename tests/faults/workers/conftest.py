@@ -1,4 +1,5 @@
-"""Fixtures of the worker's fault tests: the integration kit, on Redis db 14."""
+"""Fixtures of the worker's fault tests: the integration kit, each test on Redis db 14
+and on a private three-master Redis Cluster."""
 
 from __future__ import annotations
 
@@ -10,4 +11,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parents[2] / "integration" / "workers"))
 from workerkit import inbox, wredis, wredis_url, wsettings
 
-__all__ = ["inbox", "wredis", "wredis_url", "wsettings"]
+from tests.redis_cluster_kit import redis_cluster
+
+__all__ = ["inbox", "redis_cluster", "wredis", "wredis_url", "wsettings"]

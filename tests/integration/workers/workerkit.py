@@ -36,6 +36,7 @@ from ota.records import (
 )
 from ota.redis_clients import make_redis
 from ota.settings import CommonSettings, Topics
+from tests.redis_cluster_kit import PrivateRedisCluster
 from workers.service import build
 from workers.settings import WorkerSettings
 
@@ -260,11 +261,14 @@ def worker_redis(url: str) -> Iterator[redis.Redis[bytes]]:
 # Fixtures shared by the integration and fault tests (their conftests import these).
 
 
-@pytest.fixture
-def wredis_url(redis_url: str) -> str:
-    """The Redis the workers run on: the shared one's db 14 (the integration suite's
-    conftest also gives a private Redis Cluster)."""
-    return worker_redis_url(redis_url)
+@pytest.fixture(params=["standalone", "cluster"])
+def wredis_url(request: pytest.FixtureRequest, redis_url: str) -> str:
+    """The Redis the workers run on, once each: the shared one's db 14 and a private
+    three-master Redis Cluster (the `redis_cluster` fixture, tests/redis_cluster_kit.py)."""
+    if request.param == "standalone":
+        return worker_redis_url(redis_url)
+    cluster: PrivateRedisCluster = request.getfixturevalue("redis_cluster")
+    return cluster.url
 
 
 @pytest.fixture
