@@ -10,11 +10,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from tests.stack_kit import running_stack
 
 sys.path.insert(0, str(Path(__file__).parent))
-from e2e_support import E2E, WEBHOOK_SECRET, WebhookReceiver
+from e2e_support import E2E, WEBHOOK_SECRET, WebhookReceiver, public_pem
 
 REDIS_DB = 10
 
@@ -26,8 +27,14 @@ def e2e(
     mqtt_env: dict[str, str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[E2E]:
+    # The scheduler checks package signatures with this key (not required: unsigned
+    # uploads go on working); signed rollouts sign with its private half.
+    signing_key = ed25519.Ed25519PrivateKey.generate()
+    key_file = tmp_path_factory.mktemp("e2e-signing") / "package-keys.pem"
+    key_file.write_bytes(public_pem(signing_key))
     extra = {
         **mqtt_env,
+        "OTA_PACKAGE_PUBLIC_KEY": str(key_file),
         "OTA_WEBHOOK_BACKOFF_S": "0.05",
         "OTA_WEBHOOK_TIMEOUT_S": "2",
     }
@@ -48,6 +55,6 @@ def e2e(
                 json={"url": webhooks.url, "secret": WEBHOOK_SECRET},
             )
             assert hook.status_code == 201, hook.text
-            yield E2E(plan, stack.env, webhooks)
+            yield E2E(plan, stack.env, webhooks, signing_key)
     finally:
         webhooks.close()

@@ -8,6 +8,8 @@ separate processes (`ota up`), and the webhook notifications received over HTTP.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import threading
 import time
@@ -19,6 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
 import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from devices.behaviour import Behaviour
 from devices.fleet import Fleet, FleetConfig, Mode, outcome_of
@@ -71,6 +75,7 @@ class E2E:
     plan: StackPlan
     env: Mapping[str, str]
     webhooks: WebhookReceiver
+    signing_key: ed25519.Ed25519PrivateKey  # its public half is the scheduler's package key
 
     def api(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -135,12 +140,21 @@ class Rollout:
         ]
 
 
-async def upload(api: httpx.AsyncClient, content: bytes, **meta: str) -> dict[str, Any]:
+async def upload(
+    api: httpx.AsyncClient, content: bytes, signature: bytes | None = None, **meta: str
+) -> dict[str, Any]:
     params = {"type": "firmware", "version": "2.0", "file_name": "fw.bin", **meta}
-    response = await api.post("/v1/packages", params=params, content=content)
+    headers = {"X-OTA-Signature": base64.b64encode(signature).decode()} if signature else {}
+    response = await api.post("/v1/packages", params=params, content=content, headers=headers)
     assert response.status_code in (200, 201), response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+def public_pem(key: ed25519.Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 async def run_rollout(
@@ -151,6 +165,7 @@ async def run_rollout(
     policy: Mapping[str, Any],
     allowed_sources: str = "",
     timeout_s: float = 120.0,
+    signed: bool = False,
 ) -> Rollout:
     """One task over one simulated device per (scenario, behaviour), run to its end."""
     run = uuid.uuid4().hex[:8]
@@ -164,7 +179,7 @@ async def run_rollout(
     )
     ids = {name: device for (name, _), device in zip(behaviours, config.device_ids(), strict=True)}
     async with e2e.api() as api, Fleet(replace(config, register=registrar(e2e.plan))) as fleet:
-        return await _run(e2e, api, fleet, ids, package, policy, allowed_sources, timeout_s)
+        return await _run(e2e, api, fleet, ids, package, policy, allowed_sources, timeout_s, signed)
 
 
 async def _run(
@@ -176,10 +191,12 @@ async def _run(
     policy: Mapping[str, Any],
     allowed_sources: str,
     timeout_s: float,
+    signed: bool,
 ) -> Rollout:
     run = uuid.uuid4().hex[:8]
     meta = {"allowed_sources": allowed_sources} if allowed_sources else {}
-    pkg = await upload(api, package, **meta)
+    signature = e2e.signing_key.sign(hashlib.sha256(package).digest()) if signed else None
+    pkg = await upload(api, package, signature, **meta)
     created = await api.post(
         "/v1/tasks",
         json={
