@@ -41,7 +41,8 @@ public record BrokerConfig(
         int maxQueuedMessages,
         int sessionExpiryMaxSeconds,
         int maxConnections,
-        int connectRatePerSecond) {
+        int connectRatePerSecond,
+        int presenceHoldMax) {
 
     /** How devices are authenticated: the control plane over HTTP, or the credential store. */
     public enum AuthMode { HTTP, REDIS }
@@ -94,7 +95,8 @@ public record BrokerConfig(
                 in.integer("OTA_BROKER_MAX_QUEUED_MESSAGES", 100_000, 1, Integer.MAX_VALUE),
                 in.integer("OTA_BROKER_SESSION_EXPIRY_MAX_S", 86_400, 0, Integer.MAX_VALUE),
                 in.integer("OTA_BROKER_MAX_CONNECTIONS", -1, -1, Integer.MAX_VALUE),
-                in.integer("OTA_BROKER_CONNECT_RATE_PER_S", 0, 0, 1_000_000));
+                in.integer("OTA_BROKER_CONNECT_RATE_PER_S", 0, 0, 1_000_000),
+                in.integer("OTA_BROKER_PRESENCE_HOLD_MAX", 1_000_000, 1, 50_000_000));
         config.checkPorts(in);
         in.check();
         return config;

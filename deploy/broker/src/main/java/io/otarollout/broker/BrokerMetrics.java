@@ -5,6 +5,7 @@ import java.util.TreeMap;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.LongAdder;
+import java.util.function.IntSupplier;
 
 /**
  * The extension's counters, rendered in Prometheus' text format by {@link #render()}.
@@ -17,6 +18,8 @@ final class BrokerMetrics {
     private final Map<Kind, AtomicLong> connected = new ConcurrentHashMap<>();
     private final LongAdder kicks = new LongAdder();
     private final LongAdder presenceFailures = new LongAdder();
+    private final LongAdder presenceDropped = new LongAdder();
+    private volatile IntSupplier presenceHeld = () -> 0;
     private final Map<String, LongAdder> revocations = new ConcurrentHashMap<>();
     private final LongAdder revocationDisconnects = new LongAdder();
     private final AtomicLong revocationsSubscribed = new AtomicLong();
@@ -46,6 +49,16 @@ final class BrokerMetrics {
 
     void presenceFailed() {
         presenceFailures.increment();
+    }
+
+    /** A held presence event dropped at the hold's bound (PresenceHold). */
+    void presenceDropped() {
+        presenceDropped.increment();
+    }
+
+    /** The presence events held now, read at every render. */
+    void presenceHeldGauge(IntSupplier held) {
+        presenceHeld = held;
     }
 
     /** action: Revocation.ACTIONS, "other" or "malformed" (bounded). */
@@ -87,7 +100,13 @@ final class BrokerMetrics {
                 .append("ota_broker_kicks_total ").append(kicks.sum()).append('\n')
                 .append("# HELP ota_broker_presence_failures_total Presence events not published.\n")
                 .append("# TYPE ota_broker_presence_failures_total counter\n")
-                .append("ota_broker_presence_failures_total ").append(presenceFailures.sum()).append('\n');
+                .append("ota_broker_presence_failures_total ").append(presenceFailures.sum()).append('\n')
+                .append("# HELP ota_broker_presence_held Presence events held while no platform client subscribes.\n")
+                .append("# TYPE ota_broker_presence_held gauge\n")
+                .append("ota_broker_presence_held ").append(presenceHeld.getAsInt()).append('\n')
+                .append("# HELP ota_broker_presence_dropped_total Held presence events dropped at the bound.\n")
+                .append("# TYPE ota_broker_presence_dropped_total counter\n")
+                .append("ota_broker_presence_dropped_total ").append(presenceDropped.sum()).append('\n');
         out.append("# HELP ota_broker_revocations_total Revocation messages from the credential store.\n")
                 .append("# TYPE ota_broker_revocations_total counter\n");
         new TreeMap<>(revocations).forEach((action, count) -> out.append("ota_broker_revocations_total{action=\"")

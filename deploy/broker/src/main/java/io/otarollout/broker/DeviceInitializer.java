@@ -19,7 +19,8 @@ import org.slf4j.LoggerFactory;
  * Runs for every accepted connection. A device is subscribed to its downlink topics here
  * (IoTDA devices never SUBSCRIBE), which loses no message published right after CONNACK,
  * unlike onAuthenticationSuccessful (DESIGN.md); its online presence follows once the
- * subscriptions exist. The platform account's connections get the kick interceptor.
+ * subscriptions exist. The platform account's connections get the kick interceptor and
+ * a {@link PresenceSubscriberWatch}.
  */
 final class DeviceInitializer implements ClientInitializer {
     private static final Logger LOG = LoggerFactory.getLogger(DeviceInitializer.class);
@@ -47,6 +48,12 @@ final class DeviceInitializer implements ClientInitializer {
         if (deviceId.isEmpty()) {
             // The authenticator lets in nothing but devices and the platform account.
             context.addPublishInboundInterceptor(kick);
+            String connection = OnlineAnnouncements.newToken();
+            ConnectionAttributes.rememberToken(store, connection);
+            PresenceSubscriberWatch watch = new PresenceSubscriberWatch(presence, connection);
+            context.addSubscribeInboundInterceptor(watch);
+            context.addSubackOutboundInterceptor(watch);
+            context.addUnsubscribeInboundInterceptor(watch);
             ConnectionAttributes.markInitialized(store, BrokerMetrics.Kind.PLATFORM);
             metrics.connected(BrokerMetrics.Kind.PLATFORM);
             return;

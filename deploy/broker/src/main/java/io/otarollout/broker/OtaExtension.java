@@ -39,7 +39,8 @@ final class OtaExtension implements ExtensionMain {
                 config.authTimeout());
         DeviceIndex index = new DeviceIndex();
         DeviceKicker kicker = new DeviceKicker(index);
-        Presence presence = new Presence(metrics);
+        Presence presence = new Presence(metrics, new PresenceHold(config.presenceHoldMax()),
+                Services.extensionExecutorService());
         KickInterceptor kick = new KickInterceptor(kicker, metrics);
         Services.securityRegistry().setAuthenticatorProvider(providerInput -> authenticator);
         OnlineAnnouncements announcements = new OnlineAnnouncements();

@@ -15,7 +15,8 @@ import java.util.concurrent.CompletableFuture;
  * The end of a connection: undoes what {@link DeviceInitializer} counted and indexed, and
  * publishes the device's offline presence, after the connection's online event
  * ({@link OnlineAnnouncements}; online is published by the initializer once the device's
- * downlink subscriptions exist). Connections refused at CONNECT were never
+ * downlink subscriptions exist). A platform connection's end is told to {@link Presence}
+ * (it may have been the presence subscriber). Connections refused at CONNECT were never
  * initialized and are ignored.
  */
 final class PresenceListener implements ClientLifecycleEventListener {
@@ -65,6 +66,10 @@ final class PresenceListener implements ClientLifecycleEventListener {
             return;
         }
         metrics.disconnected(kind.get());
+        if (kind.get() == BrokerMetrics.Kind.PLATFORM) {
+            ConnectionAttributes.token(store).ifPresent(presence::subscriberRemoved);
+            return;
+        }
         Optional<String> deviceId = ConnectionAttributes.deviceId(store);
         if (kind.get() != BrokerMetrics.Kind.DEVICE || deviceId.isEmpty()) {
             return;
