@@ -14,6 +14,7 @@ from starlette.staticfiles import StaticFiles
 from scheduler.console import (
     pages_auth,
     pages_devices,
+    pages_dry_runs,
     pages_overview,
     pages_packages,
     pages_tasks,
@@ -55,6 +56,7 @@ def build(services: Services, settings: ConsoleSettings | None = None) -> Starle
         Route("/tasks/{task_id}/live", pages_tasks.task_live, methods=get),
         Route("/tasks/{task_id}/{op}", pages_tasks.confirm, methods=get),
         Route("/tasks/{task_id}/{op}", pages_tasks.operate, methods=post),
+        Route("/dry-runs/{dry_run_id}", pages_dry_runs.dry_run, methods=get),
         Route("/webhooks", pages_webhooks.webhooks, methods=get),
         Route("/webhooks/add", pages_webhooks.add, methods=post),
         Route("/webhooks/{webhook_id}/delete", pages_webhooks.delete, methods=post),
