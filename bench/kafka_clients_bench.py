@@ -1,13 +1,14 @@
 """CPU per Kafka record: kafka-python (the services' client) against confluent-kafka.
 
 Both clients produce and consume the records the services send (an upgrade command, a
-job event, a device's progress event: 300-420 bytes of JSON from ota.records.encode(),
+job event, a device's progress event: 241-564 bytes of JSON from ota.records.encode(),
 keyed by device id) on a fresh 12-partition topic, with the services' settings:
 
 - produce: idempotent, acks=all, linger 5 ms, 256 KiB batches, 5 in flight (kafka-python
   through ota.kafka_clients.make_producer; confluent-kafka with the same librdkafka
   settings and the murmur2 partitioner, so keys land on the same partitions), every
-  record sent without waiting, its delivery counted in a callback, then one flush;
+  record sent without waiting, its delivery counted in a callback, then one flush
+  (`kafka_python_held` sends in bursts under a WakeupHold, as the workers do);
 - consume: a new consumer group reads the same records back in batches of at most 2,000
   (make_consumer's max_poll_records; consume(num_messages=2000)), read_committed, no
   auto-commit, decodes each value with ota.records.decode and commits synchronously
@@ -17,8 +18,9 @@ keyed by device id) on a fresh 12-partition topic, with the services' settings:
 CPU is the process's CPU time (time.process_time: every thread, so kafka-python's sender
 and heartbeat threads and librdkafka's native threads count), from the client's creation
 to the flush (produce) or the last commit (consume); records/s is wall time over the
-same window. Each round runs kafka-python, then confluent-kafka, each on its own fresh
-topic (created and deleted here); medians over --runs rounds after one small warm-up.
+same window, for a consumer from its first record. Each round runs kafka_python,
+kafka_python_held and confluent, each on its own fresh topic (created and deleted here);
+medians over --runs rounds after one small warm-up.
 --profile runs one more kafka-python consume under cProfile (main thread only) and
 prints where its time goes.
 
@@ -432,13 +434,19 @@ def main() -> None:
     if args.records < 1 or args.runs < 1:
         parser.error("--records and --runs must be at least 1")
 
+    try:
+        import confluent_kafka
+    except ImportError:
+        raise SystemExit(
+            "confluent-kafka is not installed: .venv/bin/pip install 'confluent-kafka==2.16.*'"
+        ) from None
     settings = CommonSettings.from_env()
     load = os.getloadavg()
     print(f"load average at start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (shared machine)")
     print(
         f"Python {platform.python_version()}, kafka-python {version('kafka-python')}, "
         f"confluent-kafka {version('confluent-kafka')} "
-        f"(librdkafka {__import__('confluent_kafka').libversion()[0]}), "
+        f"(librdkafka {confluent_kafka.libversion()[0]}), "
         f"Kafka at {settings.kafka_bootstrap}"
     )
     pairs = workload(settings, args.records)
