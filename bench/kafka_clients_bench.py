@@ -21,13 +21,15 @@ to the flush (produce) or the last commit (consume); records/s is wall time over
 same window, for a consumer from its first record. Each round runs kafka_python,
 kafka_python_held and confluent, each on its own fresh topic (created and deleted here);
 medians over --runs rounds after one small warm-up.
---profile runs one more kafka-python consume under cProfile (main thread only) and
-prints where its time goes.
+--cross-check also has each client read the records the other produced; --profile runs
+one more kafka-python consume under cProfile (main thread only) and prints where its
+time goes.
 
 confluent-kafka is not a project dependency: install it into the venv for this bench
 only (.venv/bin/pip install 'confluent-kafka==2.16.*').
 
-Usage: .venv/bin/python bench/kafka_clients_bench.py [--records 100000] [--runs 5] [--profile]
+Usage: .venv/bin/python bench/kafka_clients_bench.py [--records 100000] [--runs 5]
+       [--cross-check] [--profile]
 """
 
 from __future__ import annotations
@@ -378,6 +380,32 @@ def one_round(settings: CommonSettings, client: str, pairs: Sequence[Pair]) -> t
         admin.close()
 
 
+def cross_check(settings: CommonSettings, pairs: Sequence[Pair], runs: int) -> None:
+    """Each client consumes the records each client produced (one topic per producer and
+    round, one group per reader): is a consumer's cost the client's, or the batch layout
+    its producer chose?"""
+    cpu_us: dict[str, list[float]] = defaultdict(list)
+    for _ in range(runs):
+        for producer_name in ("kafka_python", "confluent"):
+            topic = f"bench.kafka-clients.cross.{uuid.uuid4().hex[:8]}"
+            admin = make_admin(settings)
+            admin.create_topics(
+                [NewTopic(topic, num_partitions=PARTITIONS, replication_factor=1)],
+                wait_for_metadata=True,
+            )
+            try:
+                CLIENTS[producer_name][0](settings, topic, pairs)
+                for reader in ("kafka_python", "confluent"):
+                    run = CLIENTS[reader][1](settings, topic, len(pairs))
+                    cpu_us[f"{reader}_reading_{producer_name}"].append(run.cpu_us)
+            finally:
+                admin.delete_topics([topic])
+                admin.close()
+    print()
+    for name, values in cpu_us.items():
+        print(median_line(f"kafka.consume_cpu_us_per_record_{name}", values, "us", 1))
+
+
 def profile_consume(settings: CommonSettings, pairs: Sequence[Pair]) -> None:
     """One more kafka-python round with its consume under cProfile: the main thread's
     time by package area and by function."""
@@ -430,6 +458,11 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--profile", action="store_true", help="cProfile a kafka-python consume")
+    parser.add_argument(
+        "--cross-check",
+        action="store_true",
+        help="also each client reading the other's records (--runs rounds)",
+    )
     args = parser.parse_args()
     if args.records < 1 or args.runs < 1:
         parser.error("--records and --runs must be at least 1")
@@ -497,6 +530,8 @@ def main() -> None:
                 )
             )
     print(f"kafka.decode_cpu_us_per_record = {decode_us:.1f} us   (ota.records.decode alone)")
+    if args.cross_check:
+        cross_check(settings, pairs, args.runs)
     if args.profile:
         profile_consume(settings, pairs)
 
