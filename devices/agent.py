@@ -238,8 +238,10 @@ class DeviceAgent:
             else None,
         )
         step = self.behaviour.progress_every_pct
-        if step:  # 0: a device that reports no download progress at all
+        if step or self.behaviour.stall_download:  # 0: no download progress reports at all
             await self._progress(event, RESULT_SUCCESS, 0, current, "downloading")
+        if self.behaviour.stall_download:
+            await asyncio.Event().wait()  # until the agent closes (its tasks are cancelled)
         next_report = [step]
 
         async def on_progress(received: int) -> None:
