@@ -23,7 +23,7 @@ SHELL_SCRIPTS := deploy/local/up deploy/local/down deploy/local/status deploy/lo
 	deploy/local/lib.sh .ci/run deploy/tools/install deploy/compose/create-topics.sh
 # Python outside the packages of pyproject.toml's [tool.mypy], checked as strictly; add
 # files here as they become clean (the whole of tests/ has several conftest.py modules).
-MYPY_EXTRA := deploy/local deploy/topics.py deploy/check_manifests.py deploy/helm/validate.py \
+MYPY_EXTRA := deploy/local deploy/topics.py deploy/sbom.py deploy/check_manifests.py deploy/helm/validate.py \
 	deploy/check_module_size.py deploy/check_bandit.py \
 	bench/clients.py tests/conftest.py tests/integration/test_stack.py
 # The worker tests (and bench) in a run of their own: their conftests would clash with
@@ -62,6 +62,8 @@ lint: venv
 	.venv/bin/python deploy/check_module_size.py
 	.venv/bin/python deploy/check_manifests.py
 	.venv/bin/python deploy/topics.py --check
+	@# The image's CycloneDX SBOM must match the lock (deploy/sbom.py --write after a change).
+	.venv/bin/python deploy/sbom.py --check
 	@# bandit over the shipped packages; every finding fixed or accepted with its reason in
 	@# deploy/bandit-reviewed.toml (pip-audit is not run: it needs a vulnerability DB online).
 	.venv/bin/python deploy/check_bandit.py
