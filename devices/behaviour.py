@@ -45,8 +45,8 @@ class Behaviour:
     drop_download_at: int | None = None  # cut the download after this many bytes, then resume
     offline_mid_download_s: float = 0.0  # with drop_download_at: also leave MQTT this long
     # Report the download started (progress 0) and never fetch a byte: a download that
-    # never finishes whatever the machine's speed (a cut download may still be counted
-    # whole by the edge, its bytes taken by buffers the device never read).
+    # never finishes whatever the machine's speed (a download cut mid-way may still be
+    # counted whole by the edge over TLS).
     stall_download: bool = False
     progress_every_pct: int = 25  # download progress report granularity (0: none, not even 0%)
     report_result: bool = True  # False: install and switch version, never report the result
