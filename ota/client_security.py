@@ -176,11 +176,13 @@ class RedisSecurity:
                 f"{PREFIX}REDIS_TLS_* files are set but {PREFIX}{variable} is not "
                 "rediss:// or rediss+cluster://"
             )
-        if parts.scheme.endswith("+cluster") and parts.path.strip("/") not in ("", "0"):
-            raise SettingsError(
-                f"{PREFIX}{variable}: a Redis Cluster has only database 0 "
-                f"(found {parts.path.strip('/')!r})"
-            )
+        if parts.scheme.endswith("+cluster"):
+            _check_cluster_nodes(variable, parts.netloc.rpartition("@")[2])
+            if parts.path.strip("/") not in ("", "0"):
+                raise SettingsError(
+                    f"{PREFIX}{variable}: a Redis Cluster has only database 0 "
+                    f"(found {parts.path.strip('/')!r})"
+                )
         return url
 
     def client_kwargs(self, url: str) -> dict[str, Any]:
@@ -198,3 +200,14 @@ class RedisSecurity:
                 kwargs["ssl_certfile"] = str(self.cert_file)
                 kwargs["ssl_keyfile"] = str(self.key_file)
         return kwargs
+
+
+def _check_cluster_nodes(variable: str, hosts: str) -> None:
+    """A cluster URL names host:port nodes, comma-separated."""
+    for address in hosts.split(","):
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(
+                f"{PREFIX}{variable}: {address!r} is not host:port (a cluster URL names "
+                "one node or several, comma-separated)"
+            )

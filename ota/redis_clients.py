@@ -3,8 +3,10 @@
 Credentials and TLS come from the common settings (ota/client_security.py).
 
 A URL whose scheme ends in `+cluster` (`redis+cluster://host:port`, `rediss+cluster://`)
-names one node of a Redis Cluster: the client is redis-py's RedisCluster, which learns
-the slot map from that node and sends each command to the master of its keys' slot.
+names a Redis Cluster by one node or several (`redis+cluster://h1:7001,h2:7001,h3:7001`:
+tried in turn at start, so a lost node does not stop a restarted service): the client is
+redis-py's RedisCluster, which learns the slot map from a node that answers and sends
+each command to the master of its keys' slot.
 Such a client serves every command whose keys share one slot, pipelines (grouped per
 node), and EVALSHA; it refuses a command or script whose keys span slots (CROSSSLOT)
 and a MULTI over several slots. The services that take it (workers, download edge)
@@ -22,7 +24,7 @@ from typing import cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import RedisClusterException
 
 from ota.settings import CommonSettings
@@ -45,13 +47,27 @@ def make_redis(settings: CommonSettings, url: str | None = None) -> redis.Redis[
     if not is_cluster_url(target):
         return redis.Redis.from_url(target, health_check_interval=30, **extras)
     parts = urlsplit(target)
-    node_url = urlunsplit(parts._replace(scheme=parts.scheme.removesuffix(CLUSTER_SUFFIX)))
+    user, at, hosts = parts.netloc.rpartition("@")
+    first, *others = hosts.split(",")
+    node_url = urlunsplit(
+        parts._replace(
+            scheme=parts.scheme.removesuffix(CLUSTER_SUFFIX), netloc=f"{user}{at}{first}"
+        )
+    )
     cluster: RedisCluster[bytes] = RedisCluster.from_url(
-        node_url, health_check_interval=30, **extras
+        node_url,
+        startup_nodes=[_node(address) for address in others],
+        health_check_interval=30,
+        **extras,
     )
     # Typed as the standalone client the services are written against: RedisCluster
     # answers the same calls for keys of one slot, which is all these services send.
     return cast("redis.Redis[bytes]", cluster)
+
+
+def _node(address: str) -> ClusterNode:
+    host, _, port = address.rpartition(":")  # host:port, checked with the settings
+    return ClusterNode(host, int(port))
 
 
 def partition_tag(partition: int) -> str:

@@ -17,6 +17,7 @@ from scheduler.main import standalone_settings
     ("url", "cluster"),
     [
         ("redis+cluster://10.0.0.5:7001", True),
+        ("redis+cluster://ota:pw@r1:7001,r2:7001,r3:7001/0", True),
         ("rediss+cluster://redis.internal:7001/0", True),
         ("redis://127.0.0.1:6379/0", False),
         ("unix:///run/redis.sock", False),
@@ -31,6 +32,12 @@ def test_a_cluster_url_is_accepted_and_recognised(url: str, cluster: bool) -> No
 def test_a_cluster_has_only_database_0() -> None:
     with pytest.raises(SettingsError, match="a Redis Cluster has only database 0"):
         CommonSettings.from_env({"OTA_REDIS_URL": "redis+cluster://127.0.0.1:7001/3"})
+
+
+@pytest.mark.parametrize("nodes", ["r1:7001,r2", "r1:7001,", "r1:70000", "r1"])
+def test_every_cluster_node_is_host_and_port(nodes: str) -> None:
+    with pytest.raises(SettingsError, match="is not host:port"):
+        CommonSettings.from_env({"OTA_REDIS_URL": f"redis+cluster://{nodes}"})
 
 
 def test_a_tls_cluster_url_gets_the_tls_arguments(tmp_path: Path) -> None:
