@@ -1,15 +1,19 @@
 """The device broker killed with SIGKILL and started again on the same ports: it announces
 no offline, its devices reconnect, and the version query lost with the old connection
-reaches the device again. A private broker, gateway and worker on the real Kafka and
+reaches the device again, whether the device reconnects after the gateway subscribed again
+or before (its notice then held by the broker until the gateway subscribes). A private broker, gateway and worker on the real Kafka and
 Redis (database 15); the stack's broker is never touched."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import shutil
 import signal
+import socket
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -25,7 +29,7 @@ from ota.settings import Topics
 from tests.conftest import missing
 from tests.integration.broker.authserver import AuthServer, iotda_hour, iotda_password
 from tests.integration.broker.broker_support import BrokerProcess, broker_lib, start_broker
-from tests.integration.broker.rawmqtt import RawClient
+from tests.integration.broker.rawmqtt import CONNACK, RawClient, connect_packet
 from tests.integration.gateway.conftest import KafkaReader, Stack, running_gateway
 
 AUTH_KEY = "test-crash-key"
@@ -75,6 +79,26 @@ class Fleet:
         return client
 
 
+def connect_before_the_gateway(broker: BrokerProcess, device_id: str, secret: str) -> socket.socket:
+    """CONNECT on a blocking socket, then wait until the broker holds the device's notice,
+    all without yielding to the event loop: the gateway runs in it and cannot subscribe
+    again meanwhile, as when a device beats the gateway's reconnect backoff."""
+    hour = iotda_hour()
+    sock = socket.create_connection(("127.0.0.1", broker.plain_port), timeout=10)
+    sock.sendall(
+        connect_packet(f"{device_id}_0_0_{hour}", device_id, iotda_password(secret, hour), 60)
+    )
+    connack = sock.recv(4)
+    assert len(connack) == 4, connack
+    assert (connack[0] >> 4, connack[3]) == (CONNACK, ACCEPTED), connack
+    deadline = time.monotonic() + 10
+    while broker.metric("ota_broker_presence_held") < 1:
+        assert time.monotonic() < deadline, "the broker did not hold the device's notice"
+        time.sleep(0.02)
+    sock.settimeout(None)
+    return sock
+
+
 def restart_same_ports(lib: Path, state: Path, auth: AuthServer, old: BrokerProcess) -> Any:
     """A new broker process on the killed one's ports, with the same platform account."""
     return start_broker(
@@ -106,7 +130,9 @@ async def version_query(client: RawClient) -> dict[str, Any]:
     return body
 
 
+@pytest.mark.parametrize("early", [False, True], ids=["after_gateway", "before_gateway"])
 async def test_a_query_lost_in_a_broker_crash_is_sent_again_on_reconnect(
+    early: bool,
     lib: Path,
     topics: Topics,
     kafka_bootstrap: str,
@@ -159,13 +185,17 @@ async def test_a_query_lost_in_a_broker_crash_is_sent_again_on_reconnect(
             os.killpg(broker.process.pid, signal.SIGKILL)  # no offline is announced
             broker.stop()
             second = restart_same_ports(lib, tmp_path / "second", auth, broker)
-            # A probe device's notice in the inbox proves the gateway subscribed again, so
-            # the device's own notice below cannot reach a broker nobody listens to yet.
-            probe_id, probe_secret = fleet.add()
-            clients.append(await fleet.connect(broker, probe_id, probe_secret))
-            await inbox_reader.wait_for(lambda rs: len(online_notices(rs, probe_id)) >= 1, 60)
-
-            again = await fleet.connect(broker, device_id, secret)
+            if early:
+                # (the restarted broker has the old one's ports: `broker` names them)
+                sock = connect_before_the_gateway(broker, device_id, secret)
+                again = RawClient(*await asyncio.open_connection(sock=sock))
+            else:
+                # A probe device's notice in the inbox proves the gateway subscribed again,
+                # so the device's own notice below is published to a subscriber.
+                probe_id, probe_secret = fleet.add()
+                clients.append(await fleet.connect(broker, probe_id, probe_secret))
+                await inbox_reader.wait_for(lambda rs: len(online_notices(rs, probe_id)) >= 1, 60)
+                again = await fleet.connect(broker, device_id, secret)
             clients.append(again)
             resent = await version_query(again)
             records = await events.wait_for(
@@ -186,6 +216,8 @@ async def test_a_query_lost_in_a_broker_crash_is_sent_again_on_reconnect(
             if isinstance(r, JobEventRecord) and r.device_id == device_id
         ]
         assert "FAILED" not in states
+        if early:
+            assert broker.metric("ota_broker_presence_held") == 0  # the restarted broker's
     finally:
         for client in clients:
             client.abort()
