@@ -112,12 +112,8 @@ def test_jobs_finish_exactly_once_when_every_master_is_replaced(
             commands.close()
     if how == "handover":
         assert worker.restarts == 0
+    by_id = {r.id: (r.device_id, r.event_type) for r in sent if isinstance(r, CommandRecord)}
     for d in devices:
         assert [(f, t) for _, f, t in transitions(got, d)] == EXPECTED
-        mine = {r.id: r.event_type for r in sent if isinstance(r, CommandRecord)}
-        kinds = sorted(kind for rid, kind in mine.items() if _device_of(sent, rid) == d)
+        kinds = sorted(kind for device, kind in by_id.values() if device == d)
         assert kinds == ["firmware_upgrade", "version_query"]
-
-
-def _device_of(records: list[Any], record_id: str) -> str:
-    return next(r.device_id for r in records if r.id == record_id)
