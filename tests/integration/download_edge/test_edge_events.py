@@ -284,3 +284,24 @@ def test_an_unreachable_cluster_is_waited_out_like_a_down_redis(tmp_path: Path) 
         recorder.note(device, sha, 100, 40, 100)
         recorder.flush_once()  # raised RedisClusterUnreachableError out of the thread before
         assert recorder.pending() == 1
+
+
+def test_progress_survives_a_killed_cluster_master(tmp_path: Path) -> None:
+    # Every master killed with -9 in turn, each replaced by its replica: the merged notes
+    # wait in the recorder until the new masters answer, and the download still finishes.
+    device, sha = f"dev-{uuid.uuid4().hex[:8]}", "fa" * 32
+    with running_cluster(tmp_path, replicas=True) as cluster:
+        store = make_redis(CommonSettings.from_env({}), cluster.url)
+        recorder = ProgressRecorder(store, DiedBeforeProducing(), "unused", flush_ms=20, ttl_s=600)
+        recorder.note(device, sha, 100, 0, 40)
+        recorder.flush_once()
+        for master in range(cluster.masters):
+            cluster.kill_master(master)
+        recorder.note(device, sha, 100, 40, 100)
+        deadline = time.monotonic() + 30
+        recorder.flush_once()
+        while recorder.pending():  # the client finds the new masters within a few tries
+            assert time.monotonic() < deadline, "the notes never reached the new masters"
+            recorder.flush_once()
+        assert store.hmget(hash_key(device, sha), ["iv", "fin"]) == [b"0:100", b"1"]
+        assert store.zcard(outbox_key(shard_of(device))) == 1  # owed records still listed
