@@ -48,6 +48,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -191,13 +192,26 @@ class Round:
     refused: dict[int, int]  # CONNACK code -> count (3 = auth_unavailable: the 2 s timeout)
 
 
-def start_broker(lib: Path, folder: Path, java: str, auth: dict[str, str]) -> Broker:
+DEFAULT_JVM_OPTIONS = ("-Xms128m", "-Xmx768m", "-XX:+UseG1GC")
+
+
+def start_broker(
+    lib: Path,
+    folder: Path,
+    java: str,
+    auth: dict[str, str],
+    jvm_options: tuple[str, ...] = DEFAULT_JVM_OPTIONS,
+    prepare_tls: Callable[[Path], None] | None = None,
+) -> Broker:
+    """`prepare_tls` may replace the keystore make_certs.py wrote (another key type)."""
     tls = folder / "tls"
     subprocess.run(
         [sys.executable, str(REPO / "deploy/local/make_certs.py"), "--dir", str(tls)],
         check=True,
         capture_output=True,
     )
+    if prepare_tls is not None:
+        prepare_tls(tls)
     tls_port, plain_port, platform_port, metrics_port = free_ports(4)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTA_BROKER_")}
     env |= {
@@ -216,9 +230,7 @@ def start_broker(lib: Path, folder: Path, java: str, auth: dict[str, str]) -> Br
     process = subprocess.Popen(
         [
             java,
-            "-Xms128m",
-            "-Xmx768m",
-            "-XX:+UseG1GC",
+            *jvm_options,
             "-cp",
             f"{lib.resolve()}/*",
             "io.otarollout.broker.Launcher",
