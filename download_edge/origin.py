@@ -1,6 +1,7 @@
-"""Where cache misses are filled from: a shared package directory or an HTTP origin.
+"""Where cache misses are filled from: a shared package directory, an HTTP origin, or an
+S3-compatible bucket (OTA_PACKAGE_STORE=s3, ota/object_store.py).
 
-Both stream the package into an open temporary file while hashing it, and return the
+Each streams the package into an open temporary file while hashing it, and return the
 SHA-256 they saw; the cache compares it before the file may be served. These run on a
 worker thread (blocking I/O), never on the event loop.
 """
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import IO, Protocol
 
 import httpx
+
+from ota.object_store import ObjectStore, ObjectStoreError, package_key
 
 CHUNK = 1 << 20
 
@@ -75,3 +78,18 @@ class HttpOrigin:
         except httpx.HTTPError as exc:
             raise OriginError(f"origin fetch of {url} failed: {exc}") from exc
         return digest.hexdigest()
+
+
+class BucketOrigin:
+    """The bucket the scheduler writes packages to, as `sha256/<hex>` objects."""
+
+    def __init__(self, store: ObjectStore) -> None:
+        self._store = store
+
+    def fetch(self, package_sha256: str, sink: IO[bytes]) -> str:
+        try:
+            return self._store.read_into(package_key(package_sha256), sink)
+        except ObjectStoreError as exc:
+            if exc.missing:
+                raise OriginError(f"bucket has no package {package_sha256}", missing=True) from exc
+            raise OriginError(f"bucket fetch of {package_sha256} failed: {exc}") from exc

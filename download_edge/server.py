@@ -20,9 +20,10 @@ from download_edge import metrics as m
 from download_edge.app import Edge
 from download_edge.cache import PackageCache
 from download_edge.connection import Connection
-from download_edge.origin import DirectoryOrigin, HttpOrigin, Origin
+from download_edge.origin import BucketOrigin, DirectoryOrigin, HttpOrigin, Origin
 from download_edge.progress import ProgressRecorder, Sink
 from download_edge.settings import EdgeSettings
+from ota.object_store import ObjectStore
 
 log = logging.getLogger(__name__)
 SWEEP_S = 0.5
@@ -43,6 +44,8 @@ def origin_of(settings: EdgeSettings) -> Origin | None:
         return DirectoryOrigin(settings.origin_dir)
     if settings.origin_url is not None:
         return HttpOrigin(settings.origin_url, settings.origin_token, settings.origin_timeout_s)
+    if settings.origin_store is not None:
+        return BucketOrigin(ObjectStore(settings.origin_store))
     return None
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ota.dev_secrets import SecretUse, refuse_development_secrets
+from ota.object_store import ObjectStoreSettings, package_store
 from ota.settings import CommonSettings, Env, SettingsError
 
 
@@ -25,6 +26,8 @@ class EdgeSettings:
     origin_url: str | None = None  # or an HTTP origin serving <url>/sha256/<hex>
     origin_token: str | None = None  # bearer sent to the HTTP origin
     origin_timeout_s: float = 30.0
+    # or OTA_PACKAGE_STORE=s3: the bucket the scheduler writes packages to
+    origin_store: ObjectStoreSettings | None = field(default=None, repr=False)
     open_files: int = 256  # open package file descriptors kept for reuse
     header_timeout_s: float = 10.0  # a request's headers must arrive within this
     idle_timeout_s: float = 60.0  # keep-alive wait, and the longest a send may stall
@@ -54,6 +57,11 @@ class EdgeSettings:
         origin_url = env.text("EDGE_ORIGIN_URL", "").rstrip("/")
         if origin_url and not origin_url.startswith(("http://", "https://")):
             raise SettingsError(f"OTA_EDGE_ORIGIN_URL={origin_url!r} is not an http(s) URL")
+        origin_store = package_store(env)
+        if origin_store is not None and (origin_dir or origin_url):
+            raise SettingsError(
+                "OTA_PACKAGE_STORE=s3 is the edge's origin: unset OTA_EDGE_ORIGIN_DIR/_URL"
+            )
         common = CommonSettings.from_env(environ)
         origin_token = env.secret("EDGE_ORIGIN_TOKEN", "") or None
         settings = cls(
@@ -71,6 +79,7 @@ class EdgeSettings:
             origin_url=origin_url or None,
             origin_token=origin_token,
             origin_timeout_s=env.number("EDGE_ORIGIN_TIMEOUT_S", 30.0, min_value=0.1),
+            origin_store=origin_store,
             open_files=env.integer("EDGE_OPEN_FILES", 256, min_value=1, max_value=100_000),
             header_timeout_s=env.number("EDGE_HEADER_TIMEOUT_S", 10.0, min_value=0.05),
             idle_timeout_s=env.number("EDGE_IDLE_TIMEOUT_S", 60.0, min_value=0.05),

@@ -7,7 +7,8 @@
     ├── Forbidden             403 the key lacks the scope
     ├── NotFound              404
     ├── Conflict              409 the resource's state forbids the operation
-    └── PayloadTooLarge       413
+    ├── PayloadTooLarge       413
+    └── Unavailable           503 a backing store failed; nothing was changed, retry later
 
 Pure: raised by validation and services alike, rendered only at the HTTP edge.
 """
@@ -66,3 +67,8 @@ class Conflict(SchedulerError):  # noqa: N818 - HTTP status names read best
 class PayloadTooLarge(SchedulerError):  # noqa: N818 - HTTP status names read best
     status = 413
     code = "payload_too_large"
+
+
+class Unavailable(SchedulerError):  # noqa: N818 - HTTP status names read best
+    status = 503
+    code = "unavailable"

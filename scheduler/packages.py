@@ -2,7 +2,7 @@
 
 The system of record of package metadata is the compacted topic `ota.packages`
 (key = package id, a tombstone on delete); Redis holds the queryable copy. The bytes
-live in the content-addressed `BlobStore`, shared by packages with equal content.
+live in the content-addressed `Blobs` (a shared volume or a bucket), shared by packages with equal content.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from ota.protocol import MAX_VERSION_CHARS
 from ota.records import PackageRef, TaskType, new_id
 from ota.settings import Topics
 from scheduler import keys
-from scheduler.blobs import BlobStore
+from scheduler.blobs import Blobs
 from scheduler.bus import Out, Producer
 from scheduler.errors import Conflict, NotFound, ValidationError
 from scheduler.signing import PublicKey, verify
@@ -175,7 +175,7 @@ class Packages:
         r: redis.asyncio.Redis[bytes],
         producer: Producer,
         topics: Topics,
-        blobs: BlobStore,
+        blobs: Blobs,
         *,
         public_keys: Mapping[str, PublicKey],
         require_signature: bool,
@@ -236,7 +236,7 @@ class Packages:
             return package, True
         except BaseException:
             if stored.new and not await self._r.scard(keys.package_blob_refs(stored.sha256)):
-                self._blobs.remove(stored.sha256)
+                await self._blobs.remove(stored.sha256)
             raise
 
     async def get(self, pid: str) -> Package:
@@ -276,4 +276,4 @@ class Packages:
             )
         await self._producer.send([Out(self._topics.packages, pid, None)])
         if not await self._r.scard(keys.package_blob_refs(package.sha256)):
-            self._blobs.remove(package.sha256)
+            await self._blobs.remove(package.sha256)

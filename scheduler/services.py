@@ -14,9 +14,10 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ota.object_store import ObjectStore
 from scheduler.apikeys import ApiKeys
 from scheduler.audit import AuditLog, audit_topic_exists
-from scheduler.blobs import BlobStore
+from scheduler.blobs import Blobs, BlobStore
 from scheduler.bus import Producer
 from scheduler.credentials import (
     Credentials,
@@ -26,6 +27,7 @@ from scheduler.credentials import (
 )
 from scheduler.devices import Registry
 from scheduler.notify import Notifier
+from scheduler.object_blobs import ObjectBlobStore
 from scheduler.packages import Packages
 from scheduler.secretbox import SecretBox
 from scheduler.settings import SchedulerSettings
@@ -42,7 +44,7 @@ class Services:
     settings: SchedulerSettings
     redis: redis.asyncio.Redis[bytes]
     producer: Producer
-    blobs: BlobStore
+    blobs: Blobs
     packages: Packages
     registry: Registry
     state: TaskState
@@ -80,7 +82,11 @@ class Services:
         # from_pool: closing the client closes the pool (stubs predate it).
         r: redis.asyncio.Redis[bytes] = redis.asyncio.Redis.from_pool(pool)  # type: ignore[attr-defined]
         producer = Producer(common)
-        blobs = BlobStore(settings.package_dir)
+        blobs: Blobs = (
+            BlobStore(settings.package_dir)
+            if settings.package_store is None
+            else ObjectBlobStore(ObjectStore(settings.package_store), settings.package_dir / "tmp")
+        )
         signing_keys = (
             load_public_keys(settings.signing_key_path) if settings.signing_key_path else {}
         )
@@ -131,6 +137,7 @@ class Services:
         )
 
     async def close(self) -> None:
+        self.blobs.close()
         await self.producer.close()
         await self.redis.aclose()  # type: ignore[attr-defined]  # stubs predate aclose
         await self.redis.connection_pool.disconnect()  # a pool passed in is not closed by aclose

@@ -9,6 +9,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from ota.dev_secrets import SecretUse, refuse_development_secrets
+from ota.object_store import MAX_PUT_BYTES, ObjectStoreSettings, package_store
 from ota.settings import PREFIX, CommonSettings, Env, SettingsError
 from scheduler.secretbox import DEV_CREDENTIAL_KEYS, CredentialKeys
 
@@ -116,6 +117,9 @@ class SchedulerSettings:
     # Device credentials are the platform's, not one deployment's: the device broker reads
     # them from here too (docs/broker.md), so every stack sharing a broker shares this.
     credentials_redis_url: str
+    # OTA_PACKAGE_STORE=s3: the bucket holding package bytes (ota/object_store.py); None:
+    # package_dir is the shared volume (with s3 it only spools uploads).
+    package_store: ObjectStoreSettings | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SchedulerSettings:
@@ -151,6 +155,7 @@ class SchedulerSettings:
                 "CREDENTIALS_REDIS_URL",
                 env.text("CREDENTIALS_REDIS_URL", "") or common.redis_url,
             ),
+            package_store=package_store(env),
         )
         refuse_development_secrets(
             common.dev_mode,
@@ -160,5 +165,10 @@ class SchedulerSettings:
         if settings.require_signature and settings.signing_key_path is None:
             raise SettingsError(
                 f"{PREFIX}PACKAGE_REQUIRE_SIGNATURE needs {PREFIX}PACKAGE_PUBLIC_KEY"
+            )
+        if settings.package_store is not None and settings.package_max_bytes > MAX_PUT_BYTES:
+            raise SettingsError(
+                f"{PREFIX}PACKAGE_MAX_BYTES={settings.package_max_bytes} is over the "
+                f"{MAX_PUT_BYTES} bytes one S3 PUT takes ({PREFIX}PACKAGE_STORE=s3)"
             )
         return settings

@@ -1,0 +1,52 @@
+"""OTA_PACKAGE_STORE and OTA_S3_*: the volume by default, a complete bucket or a clear error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ota.env import Env, SettingsError
+from ota.object_store import package_store
+
+S3 = {
+    "OTA_PACKAGE_STORE": "s3",
+    "OTA_S3_ENDPOINT": "http://minio:9000/",
+    "OTA_S3_BUCKET": "ota-packages",
+    "OTA_S3_ACCESS_KEY_ID": "ota",
+    "OTA_S3_SECRET_ACCESS_KEY": "secret-key",
+}
+
+
+def test_the_volume_is_the_default() -> None:
+    assert package_store(Env({})) is None
+    assert package_store(Env({"OTA_PACKAGE_STORE": "volume", "OTA_S3_BUCKET": "x"})) is None
+
+
+def test_a_complete_bucket_setting(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("from-a-file\n")
+    env = {k: v for k, v in S3.items() if k != "OTA_S3_SECRET_ACCESS_KEY"}
+    settings = package_store(Env({**env, "OTA_S3_SECRET_ACCESS_KEY_FILE": str(secret)}))
+    assert settings is not None
+    assert settings.endpoint == "http://minio:9000"
+    assert (settings.bucket, settings.region) == ("ota-packages", "us-east-1")
+    assert settings.credentials.secret_key == "from-a-file"
+    assert "from-a-file" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"OTA_PACKAGE_STORE": "nfs"}, "OTA_PACKAGE_STORE='nfs' must be one of volume, s3"),
+        ({"OTA_S3_ENDPOINT": "minio:9000"}, "OTA_S3_ENDPOINT"),
+        ({"OTA_S3_ENDPOINT": "http://minio:9000/bucket"}, "OTA_S3_ENDPOINT"),
+        ({"OTA_S3_BUCKET": "Ota_Packages"}, "not a valid bucket name"),
+        ({"OTA_S3_BUCKET": ""}, "not a valid bucket name"),
+        ({"OTA_S3_ACCESS_KEY_ID": ""}, "needs OTA_S3_ACCESS_KEY_ID"),
+        ({"OTA_S3_TIMEOUT_S": "0"}, "OTA_S3_TIMEOUT_S"),
+    ],
+)
+def test_a_bad_setting_fails_fast_naming_it(changes: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message.replace("(", r"\(")):
+        package_store(Env({**S3, **changes}))
