@@ -15,9 +15,12 @@ from pathlib import Path
 import yaml  # type: ignore[import-untyped,import-not-found,unused-ignore]  # PyYAML, any Python
 
 ROOT = Path(__file__).resolve().parent.parent
-SETTINGS = ["ota/settings.py", "ota/client_security.py", "ota/dev_secrets.py"] + [
-    f"{service}/settings.py" for service in ("workers", "gateway", "download_edge", "scheduler")
-]
+SETTINGS = [
+    "ota/settings.py",
+    "ota/client_security.py",
+    "ota/dev_secrets.py",
+    "ota/object_store.py",
+] + [f"{service}/settings.py" for service in ("workers", "gateway", "download_edge", "scheduler")]
 SETTING_CALL = re.compile(r'env\.\w+\(\s*"([A-Z0-9_]+)"')
 # A secret (env.secret) may also come from the file its OTA_<NAME>_FILE names (ota/env.py).
 SECRET_CALL = re.compile(r'env\.secret\(\s*"([A-Z0-9_]+)"')

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ota.dev_secrets import SecretUse, refuse_development_secrets
-from ota.object_store import ObjectStoreSettings, package_store
+from ota.object_store import ObjectStoreSettings, package_store, store_secrets
 from ota.settings import CommonSettings, Env, SettingsError
 
 
@@ -105,5 +105,6 @@ class EdgeSettings:
         secrets = [common.token_keys_use()]
         if origin_token is not None:
             secrets.append(SecretUse.of("EDGE_ORIGIN_TOKEN", origin_token, development=False))
+        secrets.extend(store_secrets(origin_store))
         refuse_development_secrets(common.dev_mode, [settings.host], secrets)
         return settings

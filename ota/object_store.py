@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ota.dev_secrets import SecretUse
 from ota.env import Env, SettingsError
 from ota.sigv4 import EMPTY_SHA256, Credentials, amz_date, sign
 
@@ -86,6 +87,15 @@ def package_store(env: Env) -> ObjectStoreSettings | None:
         credentials=Credentials(access_key, secret_key),
         timeout_s=env.number("S3_TIMEOUT_S", 30.0, min_value=0.1, max_value=600),
     )
+
+
+def store_secrets(settings: ObjectStoreSettings | None) -> list[SecretUse]:
+    """The bucket's secret key for the placeholder check (ota/dev_secrets.py): there is no
+    development value, but an env.example `change-me` is refused."""
+    if settings is None:
+        return []
+    secret = settings.credentials.secret_key
+    return [SecretUse.of("S3_SECRET_ACCESS_KEY", secret, development=False)]
 
 
 def package_key(sha256: str) -> str:

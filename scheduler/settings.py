@@ -9,7 +9,12 @@ from enum import StrEnum
 from pathlib import Path
 
 from ota.dev_secrets import SecretUse, refuse_development_secrets
-from ota.object_store import MAX_PUT_BYTES, ObjectStoreSettings, package_store
+from ota.object_store import (
+    MAX_PUT_BYTES,
+    ObjectStoreSettings,
+    package_store,
+    store_secrets,
+)
 from ota.settings import PREFIX, CommonSettings, Env, SettingsError
 from scheduler.secretbox import DEV_CREDENTIAL_KEYS, CredentialKeys
 
@@ -71,6 +76,7 @@ def development_secrets(
             credential_spec,
             development=settings.credential_dev_key,
         ),
+        *store_secrets(settings.package_store),
     ]
 
 

@@ -6,8 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from download_edge.settings import EdgeSettings
 from ota.env import Env, SettingsError
 from ota.object_store import package_store
+from scheduler.settings import SchedulerSettings
+
+Settings = SchedulerSettings | EdgeSettings
 
 S3 = {
     "OTA_PACKAGE_STORE": "s3",
@@ -50,3 +54,9 @@ def test_a_complete_bucket_setting(tmp_path: Path) -> None:
 def test_a_bad_setting_fails_fast_naming_it(changes: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message.replace("(", r"\(")):
         package_store(Env({**S3, **changes}))
+
+
+@pytest.mark.parametrize("service", [SchedulerSettings, EdgeSettings])
+def test_an_env_example_placeholder_secret_key_is_refused(service: type[Settings]) -> None:
+    with pytest.raises(SettingsError, match="OTA_S3_SECRET_ACCESS_KEY still holds"):
+        service.from_env({**S3, "OTA_S3_SECRET_ACCESS_KEY": "change-me-s3-secret"})
