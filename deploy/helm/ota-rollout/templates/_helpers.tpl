@@ -226,3 +226,17 @@ redis.tls.caSecret), at the paths the ConfigMap's OTA_*_CA_FILE name. */}}
 {{- define "ota.configChecksum" -}}
 checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
 {{- end -}}
+
+{{/*
+The env entries selecting the package bucket (packageStore.type s3) for the scheduler and
+the edges: endpoint, bucket, region and the credentials from their Secret.
+*/}}
+{{- define "ota.packageStoreEnv" -}}
+{{- $s3 := .root.Values.packageStore.s3 -}}
+- {name: OTA_PACKAGE_STORE, value: s3}
+- {name: OTA_S3_ENDPOINT, value: {{ required "packageStore.s3.endpoint is required with packageStore.type s3" $s3.endpoint | quote }}}
+- {name: OTA_S3_BUCKET, value: {{ required "packageStore.s3.bucket is required with packageStore.type s3" $s3.bucket | quote }}}
+- {name: OTA_S3_REGION, value: {{ $s3.region | default "us-east-1" | quote }}}
+{{ include "ota.secretEnv" (dict "root" .root "credential" "s3AccessKeyId" "env" "OTA_S3_ACCESS_KEY_ID") }}
+{{ include "ota.secretEnv" (dict "root" .root "credential" "s3SecretAccessKey" "env" "OTA_S3_SECRET_ACCESS_KEY") }}
+{{- end -}}
