@@ -108,7 +108,10 @@ class ObjectStore:
     def __init__(self, settings: ObjectStoreSettings) -> None:
         self._settings = settings
         self._host = urlsplit(settings.endpoint).netloc
-        self._client = httpx.Client(timeout=httpx.Timeout(settings.timeout_s))
+        # identity: the bytes hashed must be the object's bytes, never a decoded transfer.
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(settings.timeout_s), headers={"accept-encoding": "identity"}
+        )
 
     def close(self) -> None:
         self._client.close()
@@ -123,6 +126,7 @@ class ObjectStore:
         path = f"/{self._settings.bucket}/{key}" if key else f"/{self._settings.bucket}"
         headers = {
             "host": self._host,
+            # Wall-clock time by protocol: the store refuses a request 15 min off its clock.
             "x-amz-date": amz_date(datetime.now(UTC)),
             "x-amz-content-sha256": payload_sha256,
             **(extra or {}),
