@@ -139,28 +139,22 @@ def _command_sent_online(ctx: Ctx, job: Job, ev: Event) -> Job:
     return resent
 
 
-def _download_started(ctx: Ctx, job: Job, ev: Event) -> Job:
-    if ev.package_sha256 != job.spec.package.sha256.lower():
-        ctx.note(job, "other_package", package_sha256=ev.package_sha256)
-        return job
-    return ctx.move(
-        job,
-        S.DOWNLOADING,
-        _upgrade_deadline(ctx, job, job.spec.windows.download_finish_s),
-        **download_detail(ev),
-    )
+def _download_stage(to: S, window: Callable[[Job], int]) -> Handler:
+    """The edge saw the job's package download start or finish: move to `to`, with the
+    next stage's window; a download of another package is only noted."""
+
+    def handle(ctx: Ctx, job: Job, ev: Event) -> Job:
+        if ev.package_sha256 != job.spec.package.sha256.lower():
+            ctx.note(job, "other_package", package_sha256=ev.package_sha256)
+            return job
+        deadline = _upgrade_deadline(ctx, job, window(job))
+        return ctx.move(job, to, deadline, **download_detail(ev))
+
+    return handle
 
 
-def _download_finished(ctx: Ctx, job: Job, ev: Event) -> Job:
-    if ev.package_sha256 != job.spec.package.sha256.lower():
-        ctx.note(job, "other_package", package_sha256=ev.package_sha256)
-        return job
-    return ctx.move(
-        job,
-        S.DOWNLOADED,
-        _upgrade_deadline(ctx, job, job.spec.windows.update_start_s),
-        **download_detail(ev),
-    )
+_download_started = _download_stage(S.DOWNLOADING, lambda j: j.spec.windows.download_finish_s)
+_download_finished = _download_stage(S.DOWNLOADED, lambda j: j.spec.windows.update_start_s)
 
 
 def _progress(ctx: Ctx, job: Job, ev: Event) -> Job:
