@@ -106,11 +106,15 @@ class RawClient:
         self._next_id = self._next_id % 65535 + 1
         return self._next_id
 
-    async def subscribe(self, topic: str, qos: int = 1) -> int:
-        """The SUBACK's grant: the QoS, or 0x80 for a refusal."""
+    async def send_subscribe(self, topic: str, qos: int = 1) -> None:
+        """Sends a SUBSCRIBE and returns without reading anything."""
         body = struct.pack("!H", self._packet_id()) + _field(topic.encode()) + bytes([qos])
         self.writer.write(_packet(SUBSCRIBE, 0x02, body))
         await self.writer.drain()
+
+    async def subscribe(self, topic: str, qos: int = 1) -> int:
+        """The SUBACK's grant: the QoS, or 0x80 for a refusal."""
+        await self.send_subscribe(topic, qos)
         packet = await self.read_packet()
         assert packet is not None, "the broker closed the connection"
         assert packet.kind == SUBACK, packet

@@ -18,6 +18,7 @@ from gmqtt import Client
 from .authserver import AuthServer
 from .broker_support import BrokerProcess, start_broker
 from .conftest import AUTH_KEY, DeviceCreds, Inbox, _checked_lib, connect_gmqtt, subscribe
+from .rawmqtt import RawClient
 from .test_broker_presence import connected
 
 Device = Callable[..., DeviceCreds]
@@ -87,6 +88,8 @@ async def test_events_before_any_subscriber_reach_the_first_one_in_order(
     creds = device()
     first = await connected(holding_broker, creds)
     await first.disconnect()
+    # Its offline is held before the same client id connects again (else a take-over).
+    await metric_becomes(holding_broker, HELD, 2)
     second = await connected(holding_broker, creds)
     await metric_becomes(holding_broker, HELD, 3)
 
@@ -108,9 +111,11 @@ async def test_a_shared_subscription_counts_and_the_oldest_go_beyond_the_bound(
     holding_broker: BrokerProcess, device: Device, subscriber: Subscriber
 ) -> None:
     creds = device()
-    for _ in range(2):  # four events, one more than the bound
-        client = await connected(holding_broker, creds)
-        await client.disconnect()
+    client = await connected(holding_broker, creds)
+    await client.disconnect()
+    await metric_becomes(holding_broker, HELD, 2)  # before the same client id connects again
+    client = await connected(holding_broker, creds)
+    await client.disconnect()  # the fourth event, one more than the bound
     await metric_becomes(holding_broker, DROPPED, 1)
     assert holding_broker.metric(HELD) == HOLD_MAX
     holding_broker.wait_log("dropping the oldest")
@@ -136,3 +141,24 @@ async def test_a_filter_for_one_device_does_not_release_the_others(
     await client.disconnect()
     assert await received(everyone, other, 2) == [(True, "connect"), (False, "graceful")]
     assert states(one, other) == []
+
+
+async def test_an_mqtt_3_platform_client_counts(
+    holding_broker: BrokerProcess, device: Device
+) -> None:
+    creds = device()
+    client = await connected(holding_broker, creds)
+    await metric_becomes(holding_broker, HELD, 1)
+    platform = await RawClient.open("127.0.0.1", holding_broker.platform_port)
+    try:
+        user, password = holding_broker.platform_user, holding_broker.platform_password
+        assert await platform.connect(f"ota-platform-3-{uuid.uuid4().hex[:6]}", user, password) == 0
+        # The released events may come before the SUBACK (MQTT allows it): read both.
+        await platform.send_subscribe("$ota/presence/+")
+        topic, payload = await platform.receive()
+        assert topic == f"$ota/presence/{creds.device_id}"
+        assert json.loads(payload)["online"] is True
+        await metric_becomes(holding_broker, HELD, 0)
+    finally:
+        platform.abort()
+        await client.disconnect()
