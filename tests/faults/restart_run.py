@@ -112,6 +112,22 @@ class RestartRun:
         return None
 
 
+def assert_paused_not_lost(run: RestartRun, size: int, part: str) -> None:
+    """What every restart run must show: the part died mid-rollout, every device succeeded
+    at its first try, nothing a device or an application acts on went out twice, and every
+    device result reached the webhook."""
+    assert run.killed_at, f"the rollout finished before {part} could be killed"
+    assert run.answered_at > run.killed_at
+    finished_at_kill = max(n for t, n in run.samples if t <= run.killed_at)
+    assert finished_at_kill < size, f"{part} was killed after the rollout"
+    assert run.task["status"] == "Success", run.task
+    assert run.succeeded == size
+    assert run.held_up == {}, f"{len(run.held_up)} devices held up: {run.held_up}"
+    assert run.repeats.commands_new_id == 0, run.repeats
+    assert run.webhook_missing == 0, f"{run.webhook_missing} device results never told"
+    assert run.webhooks.new_id == 0, run.webhooks
+
+
 async def rollout_across_restart(
     part: Restartable,
     plan: StackPlan,
