@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,14 +15,8 @@ from pathlib import Path
 
 from workerkit import ROOT, env_for
 
+from ops.demo_env import free_port
 from workers.settings import WorkerSettings
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -37,7 +30,7 @@ def _get(url: str) -> tuple[int, str]:
 
 
 def test_a_running_worker_is_ready_and_live(wsettings: WorkerSettings) -> None:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, str(Path(__file__).with_name("run_worker.py"))],
         cwd=ROOT,
