@@ -18,6 +18,7 @@ public record BrokerConfig(
         int plainPort,
         String platformHost,
         int platformPort,
+        boolean platformTls,
         String metricsHost,
         int metricsPort,
         Path tlsKeystore,
@@ -54,7 +55,10 @@ public record BrokerConfig(
     public static BrokerConfig fromEnv(Map<String, String> env) {
         EnvReader in = new EnvReader(env);
         int tlsPort = in.port("OTA_BROKER_TLS_PORT", 8883);
-        boolean tls = tlsPort != 0;
+        // The platform listener's TLS serves the device listener's keystore: one certificate
+        // for the broker's name, one CA for devices and platform services alike.
+        boolean platformTls = in.choice("OTA_BROKER_PLATFORM_TLS", "0", "0", "1").equals("1");
+        boolean tls = tlsPort != 0 || platformTls;
         AuthMode mode = AuthMode.valueOf(
                 in.choice("OTA_BROKER_AUTH_MODE", "http", "http", "redis").toUpperCase(java.util.Locale.ROOT));
         boolean http = mode == AuthMode.HTTP;
@@ -69,9 +73,10 @@ public record BrokerConfig(
                 in.port("OTA_BROKER_PORT", 1893),
                 in.string("OTA_BROKER_PLATFORM_HOST", "127.0.0.1"),
                 in.port("OTA_BROKER_PLATFORM_PORT", 1894),
+                platformTls,
                 in.string("OTA_BROKER_METRICS_HOST", "127.0.0.1"),
                 in.port("OTA_BROKER_METRICS_PORT", 9410),
-                tls ? in.path("OTA_BROKER_TLS_KEYSTORE", "PKCS12 keystore of the TLS listener")
+                tls ? in.path("OTA_BROKER_TLS_KEYSTORE", "PKCS12 keystore of the TLS listeners")
                         : Path.of("."),
                 tls ? in.required("OTA_BROKER_TLS_KEYSTORE_PASSWORD", "the keystore's password")
                         : "",
@@ -173,7 +178,7 @@ public record BrokerConfig(
     @Override
     public String toString() {
         return "BrokerConfig[devices tls " + deviceHost + ":" + tlsPort + ", plain " + deviceHost
-                + ":" + plainPort + ", platform " + platformHost + ":" + platformPort + ", metrics "
+                + ":" + plainPort + ", platform " + (platformTls ? "tls " : "") + platformHost + ":" + platformPort + ", metrics "
                 + metricsHost + ":" + metricsPort + ", auth " + describeAuth() + ", state " + stateDir + "]";
     }
 

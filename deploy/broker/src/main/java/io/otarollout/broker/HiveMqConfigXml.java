@@ -19,12 +19,8 @@ final class HiveMqConfigXml {
         if (c.tlsPort() != 0) {
             xml.append("    <tls-tcp-listener>\n");
             listenerAddress(xml, c.tlsPort(), c.deviceHost(), BrokerConfig.TLS_LISTENER);
-            xml.append("      <tls>\n        <keystore>\n")
-                    .append("          <path>").append(escape(c.tlsKeystore().toString())).append("</path>\n")
-                    .append("          <password>").append(escape(c.tlsKeystorePassword())).append("</password>\n")
-                    .append("          <private-key-password>").append(escape(c.tlsKeystorePassword()))
-                    .append("</private-key-password>\n")
-                    .append("        </keystore>\n");
+            xml.append("      <tls>\n");
+            keystore(xml, c);
             if (c.deviceCertificates()) {
                 // Asked for, not required: password devices send none. The handshake checks a
                 // chain against the registered device CAs (DeviceCaSync writes the file; HiveMQ
@@ -35,9 +31,7 @@ final class HiveMqConfigXml {
                         .append("          <password>").append(DeviceCaSync.TRUSTSTORE_PASSWORD).append("</password>\n")
                         .append("        </truststore>\n");
             }
-            xml.append("        <protocols><protocol>TLSv1.3</protocol><protocol>TLSv1.2</protocol></protocols>\n")
-                    .append("        <client-authentication-mode>").append(c.deviceCertificates() ? "OPTIONAL" : "NONE")
-                    .append("</client-authentication-mode>\n");
+            protocols(xml, c.deviceCertificates() ? "OPTIONAL" : "NONE");
             xml.append("      </tls>\n    </tls-tcp-listener>\n");
         }
         if (c.plainPort() != 0) {
@@ -45,9 +39,21 @@ final class HiveMqConfigXml {
             listenerAddress(xml, c.plainPort(), c.deviceHost(), BrokerConfig.PLAIN_LISTENER);
             xml.append("    </tcp-listener>\n");
         }
-        xml.append("    <tcp-listener>\n");
-        listenerAddress(xml, c.platformPort(), c.platformHost(), BrokerConfig.PLATFORM_LISTENER);
-        xml.append("    </tcp-listener>\n  </listeners>\n");
+        if (c.platformTls()) {
+            // Same listener name, so the extension still takes it for the platform's; the
+            // account proves itself by password, so no client certificate is asked for.
+            xml.append("    <tls-tcp-listener>\n");
+            listenerAddress(xml, c.platformPort(), c.platformHost(), BrokerConfig.PLATFORM_LISTENER);
+            xml.append("      <tls>\n");
+            keystore(xml, c);
+            protocols(xml, "NONE");
+            xml.append("      </tls>\n    </tls-tcp-listener>\n");
+        } else {
+            xml.append("    <tcp-listener>\n");
+            listenerAddress(xml, c.platformPort(), c.platformHost(), BrokerConfig.PLATFORM_LISTENER);
+            xml.append("    </tcp-listener>\n");
+        }
+        xml.append("  </listeners>\n");
         xml.append("  <mqtt>\n")
                 .append("    <queued-messages><max-queue-size>").append(c.maxQueuedMessages())
                 .append("</max-queue-size><strategy>discard</strategy></queued-messages>\n")
@@ -68,6 +74,21 @@ final class HiveMqConfigXml {
                 .append("  <anonymous-usage-statistics><enabled>false</enabled></anonymous-usage-statistics>\n")
                 .append("</hivemq>\n");
         return xml.toString();
+    }
+
+    private static void keystore(StringBuilder xml, BrokerConfig c) {
+        xml.append("        <keystore>\n")
+                .append("          <path>").append(escape(c.tlsKeystore().toString())).append("</path>\n")
+                .append("          <password>").append(escape(c.tlsKeystorePassword())).append("</password>\n")
+                .append("          <private-key-password>").append(escape(c.tlsKeystorePassword()))
+                .append("</private-key-password>\n")
+                .append("        </keystore>\n");
+    }
+
+    private static void protocols(StringBuilder xml, String clientAuthentication) {
+        xml.append("        <protocols><protocol>TLSv1.3</protocol><protocol>TLSv1.2</protocol></protocols>\n")
+                .append("        <client-authentication-mode>").append(clientAuthentication)
+                .append("</client-authentication-mode>\n");
     }
 
     private static void listenerAddress(StringBuilder xml, int port, String host, String name) {

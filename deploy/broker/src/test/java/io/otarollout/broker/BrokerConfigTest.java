@@ -5,11 +5,17 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import java.io.StringReader;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.HashMap;
 import java.util.Map;
+import javax.xml.parsers.DocumentBuilderFactory;
 import org.junit.jupiter.api.Test;
+import org.w3c.dom.Document;
+import org.w3c.dom.Element;
+import org.w3c.dom.NodeList;
+import org.xml.sax.InputSource;
 
 class BrokerConfigTest {
     private static Map<String, String> minimal() {
@@ -94,6 +100,80 @@ class BrokerConfigTest {
         assertTrue(xml.contains("<mode>in-memory</mode>"));
         env.put("OTA_BROKER_PORT", "0");
         assertFalse(HiveMqConfigXml.render(BrokerConfig.fromEnv(env)).contains("device-plain"));
+    }
+
+    /** The listener element named {@code name} in the rendered config (parsed, not grepped). */
+    private static Element listener(String xml, String name) throws Exception {
+        Document doc = DocumentBuilderFactory.newInstance().newDocumentBuilder()
+                .parse(new InputSource(new StringReader(xml)));
+        NodeList names = doc.getElementsByTagName("name");
+        for (int i = 0; i < names.getLength(); i++) {
+            if (names.item(i).getTextContent().equals(name)) {
+                return (Element) names.item(i).getParentNode();
+            }
+        }
+        throw new AssertionError("no listener " + name + " in\n" + xml);
+    }
+
+    private static String child(Element parent, String path) {
+        Element at = parent;
+        for (String tag : path.split("/")) {
+            at = (Element) at.getElementsByTagName(tag).item(0);
+            if (at == null) {
+                return null;
+            }
+        }
+        return at.getTextContent();
+    }
+
+    @Test
+    void platformListenerIsPlainTcpUnlessAskedForTls() throws Exception {
+        Element plain = listener(HiveMqConfigXml.render(BrokerConfig.fromEnv(minimal())), "platform");
+        assertEquals("tcp-listener", plain.getTagName());
+        assertEquals(null, child(plain, "tls"));
+    }
+
+    @Test
+    void platformTlsServesTheDeviceListenersKeystoreWithoutClientCertificates() throws Exception {
+        Map<String, String> env = minimal();
+        env.put("OTA_BROKER_PLATFORM_TLS", "1");
+        env.put("OTA_BROKER_PLATFORM_HOST", "0.0.0.0");
+        env.put("OTA_BROKER_TLS_KEYSTORE_PASSWORD", "a<b");
+        BrokerConfig config = BrokerConfig.fromEnv(env);
+        assertTrue(config.platformTls());
+        assertTrue(config.toString().contains("platform tls 0.0.0.0:1894"), config.toString());
+        Element platform = listener(HiveMqConfigXml.render(config), "platform");
+        assertEquals("tls-tcp-listener", platform.getTagName());
+        assertEquals("1894", child(platform, "port"));
+        assertEquals("0.0.0.0", child(platform, "bind-address"));
+        assertEquals("/tmp/tls/server.p12", child(platform, "tls/keystore/path"));
+        assertEquals("a<b", child(platform, "tls/keystore/password"));
+        assertEquals("a<b", child(platform, "tls/keystore/private-key-password"));
+        assertEquals("NONE", child(platform, "tls/client-authentication-mode"));
+        assertEquals(null, child(platform, "tls/truststore"));
+        // The device listener keeps its own TLS block beside it.
+        Element devices = listener(HiveMqConfigXml.render(config), "device-tls");
+        assertEquals("/tmp/tls/server.p12", child(devices, "tls/keystore/path"));
+    }
+
+    @Test
+    void platformTlsNeedsTheKeystoreEvenWithTheDeviceTlsListenerOff() {
+        Map<String, String> env = minimal();
+        env.put("OTA_BROKER_TLS_PORT", "0");
+        env.put("OTA_BROKER_PLATFORM_TLS", "1");
+        env.remove("OTA_BROKER_TLS_KEYSTORE");
+        String message = assertThrows(ConfigException.class, () -> BrokerConfig.fromEnv(env)).getMessage();
+        assertTrue(message.contains("OTA_BROKER_TLS_KEYSTORE "), message);
+        env.put("OTA_BROKER_TLS_KEYSTORE", "/tmp/tls/server.p12");
+        assertTrue(BrokerConfig.fromEnv(env).platformTls());
+    }
+
+    @Test
+    void platformTlsIsZeroOrOne() {
+        Map<String, String> env = minimal();
+        env.put("OTA_BROKER_PLATFORM_TLS", "yes");
+        String message = assertThrows(ConfigException.class, () -> BrokerConfig.fromEnv(env)).getMessage();
+        assertTrue(message.contains("OTA_BROKER_PLATFORM_TLS=yes is not one of 0, 1"), message);
     }
 
     @Test
