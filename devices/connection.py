@@ -102,10 +102,9 @@ class DeviceConnection:
         self.agent.on_downlink(payload)  # spawns the agent's work: acknowledge at once
         ack(0)
 
-    async def start(self, *, at_once: bool = False) -> None:
-        """Connect (after the scripted offline time, unless `at_once`), subscribe, and boot
-        the agent."""
-        if self.agent.behaviour.offline_for_s and not at_once:
+    async def start(self) -> None:
+        """Connect (after the scripted offline time), subscribe, and boot the agent."""
+        if self.agent.behaviour.offline_for_s:
             await asyncio.sleep(self.agent.behaviour.offline_for_s)
         await self._online()
 

@@ -172,8 +172,6 @@ class Fleet:
         self._online = 0
         self._late_starts: list[asyncio.Task[None]] = []
         self._not_yet_online: set[str] = set()  # multiplexed: scripted to come later
-        # One connection per device: those scripted to come later, until they connect.
-        self._offline: dict[str, tuple[asyncio.Task[None], DeviceConnection]] = {}
 
     async def __aenter__(self) -> Fleet:
         await self.start()
@@ -236,7 +234,6 @@ class Fleet:
             self.agents[device_id] = connection.agent
             if behaviour.offline_for_s:
                 later.append(asyncio.create_task(connection.start()))
-                self._offline[device_id] = (later[-1], connection)
             else:
                 starts.append(start_one(connection))
         await asyncio.gather(*starts)
@@ -341,15 +338,6 @@ class Fleet:
 
     def finished(self) -> int:
         return sum(1 for agent in self.agents.values() if agent.outcome.result_code is not None)
-
-    async def connect_now(self, device_id: str) -> None:
-        """Bring a device scripted to stay offline (`offline_for_s`) online now: a test
-        connects it once the platform waits for it, instead of racing its timer."""
-        late, connection = self._offline.pop(device_id)
-        late.cancel()
-        await asyncio.gather(late, return_exceptions=True)
-        if late.cancelled():
-            await connection.start(at_once=True)
 
     async def stop(self) -> None:
         for task in self._late_starts:

@@ -100,10 +100,6 @@ async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, timeou
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last saw {last!r}")
 
 
-# Awaited once a rollout's task exists: (API client, task id, fleet, device ids by scenario).
-Created = Callable[[httpx.AsyncClient, str, Fleet, Mapping[str, str]], Awaitable[None]]
-
-
 @dataclass
 class Rollout:
     """Everything a finished rollout left to assert on."""
@@ -170,10 +166,8 @@ async def run_rollout(
     allowed_sources: str = "",
     timeout_s: float = 120.0,
     signed: bool = False,
-    created: Created | None = None,
 ) -> Rollout:
-    """One task over one simulated device per (scenario, behaviour), run to its end;
-    `created` is awaited once the task exists (to act on the fleet as the task runs)."""
+    """One task over one simulated device per (scenario, behaviour), run to its end."""
     run = uuid.uuid4().hex[:8]
     by_index = dict(enumerate(b for _, b in behaviours))
     config = FleetConfig.from_settings(
@@ -185,9 +179,7 @@ async def run_rollout(
     )
     ids = {name: device for (name, _), device in zip(behaviours, config.device_ids(), strict=True)}
     async with e2e.api() as api, Fleet(replace(config, register=registrar(e2e.plan))) as fleet:
-        return await _run(
-            e2e, api, fleet, ids, package, policy, allowed_sources, timeout_s, signed, created
-        )
+        return await _run(e2e, api, fleet, ids, package, policy, allowed_sources, timeout_s, signed)
 
 
 async def _run(
@@ -200,7 +192,6 @@ async def _run(
     allowed_sources: str,
     timeout_s: float,
     signed: bool,
-    created_hook: Created | None,
 ) -> Rollout:
     run = uuid.uuid4().hex[:8]
     meta = {"allowed_sources": allowed_sources} if allowed_sources else {}
@@ -218,8 +209,6 @@ async def _run(
     )
     assert created.status_code == 201, created.text
     tid = created.json()["id"]
-    if created_hook is not None:
-        await created_hook(api, tid, fleet, ids)
 
     async def finished() -> dict[str, Any] | None:
         task: dict[str, Any] = (await api.get(f"/v1/tasks/{tid}")).json()

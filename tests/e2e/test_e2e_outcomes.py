@@ -21,14 +21,11 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import Counter
-from collections.abc import Mapping
 
-import httpx
 import pytest
-from e2e_support import E2E, Rollout, eventually, run_rollout
+from e2e_support import E2E, Rollout, run_rollout
 
 from devices.behaviour import Behaviour, FailStage, stage_of
-from devices.fleet import Fleet
 from ota.catalog import FailureCause, cause_for_result_code
 
 F = FailureCause
@@ -70,7 +67,7 @@ CASES: dict[str, tuple[str, Behaviour, str, FailureCause | None, tuple[str, ...]
     ),
     "offline_then_online": (
         "defaults",
-        Behaviour(offline_for_s=3600),  # until the job waits for it: see connect_when_awaited
+        Behaviour(offline_for_s=2),
         "SUCCEEDED",
         None,
         ("WAITING_ONLINE", "COMMAND_SENT", "SUCCEEDED"),
@@ -145,25 +142,6 @@ CASES: dict[str, tuple[str, Behaviour, str, FailureCause | None, tuple[str, ...]
 Rollouts = dict[str, Rollout]  # by group
 
 
-async def connect_when_awaited(
-    api: httpx.AsyncClient, task_id: str, fleet: Fleet, ids: Mapping[str, str]
-) -> None:
-    """The offline_then_online device connects once its job waits for it online (a timer
-    raced the task's creation, which a loaded machine can delay by seconds)."""
-    if "offline_then_online" not in ids:
-        return
-    device = ids["offline_then_online"]
-
-    async def waited_for() -> bool:
-        rows = (await api.get(f"/v1/tasks/{task_id}/devices", params={"limit": 1000})).json()
-        return any(
-            r["device_id"] == device and r["state"] == "WAITING_ONLINE" for r in rows["items"]
-        )
-
-    await eventually(waited_for, "the offline device's job to wait for it online", 120)
-    await fleet.connect_now(device)
-
-
 @pytest.fixture(scope="module")
 def rollouts(e2e: E2E) -> Rollouts:
     async def run(group: str) -> Rollout:
@@ -175,7 +153,6 @@ def rollouts(e2e: E2E) -> Rollouts:
             policy={"timeouts": GROUPS[group]},
             allowed_sources="1.0",
             timeout_s=180,
-            created=connect_when_awaited,
         )
 
     async def run_all() -> Rollouts:
