@@ -1,19 +1,25 @@
-"""The restart benchmarks: a rollout with Kafka or Redis killed (SIGKILL) and restarted
-mid-way.
+"""The restart benchmarks: a rollout with Kafka, Redis or the device broker killed
+(SIGKILL) and restarted mid-way.
 
     .venv/bin/python bench/restart.py --part kafka --size 2000 --outage-s 12
     .venv/bin/python bench/restart.py --part redis --size 10000 --outage-s 2
+    .venv/bin/python bench/restart.py --part broker --size 10000 --outage-s 2
 
 The part is a private one (the shared ones serve everyone on the machine), on free ports
 with its own data directory: Kafka a one-node KRaft broker from the jars deploy/local/up
 installed (the services then use Redis db 5), Redis a redis-server with the local stack's
 persistence (AOF, fsync every second, so a kill loses up to the last second of writes;
 the services then use the shared Kafka, and device credentials stay in the shared Redis,
-where the device broker reads them). The four services run on it under `ota up` with the
-shared device broker. A well-behaved fleet is upgraded (no rate limit unless given), with a
+where the device broker reads them), the device broker one from the build deploy/local/up
+made (tests.integration.broker.broker_support: `.state/broker/lib` or OTA_BROKER_LIB) on
+free ports, reading the device credentials from the shared Redis (the services then use
+the shared Kafka and Redis db 5, and the services' and the fleet's OTA_MQTT_* settings name
+it; a crashed broker keeps no sessions, so every device connects again, a reconnect
+storm). The four services run on it under `ota up` with the shared device broker unless
+the broker is the part. A well-behaved fleet is upgraded (no rate limit unless given), with a
 webhook registered for device results; once `--kill-at` of it has finished, the part is
 killed, left dead for `--outage-s`, and started again on its data. Figures, with <part>
-kafka or redis:
+kafka, redis or broker:
 
 - `faults.<part>_restart_resume_s`: from the part answering again to the task's progress
   running (over the next 2 s) at half or more of its rate before the kill, or the task
@@ -56,17 +62,19 @@ sys.modules["tests"] = _tests
 
 from ops.demo_env import redis_url_with_db  # noqa: E402
 from tests.faults.restart_run import RestartRun, rollout_across_restart  # noqa: E402
+from tests.integration.broker.broker_support import RestartableBroker, broker_lib  # noqa: E402
 from tests.kafka_kit import PrivateKafka  # noqa: E402
 from tests.redis_kit import AOF_EVERYSEC, PrivateRedis  # noqa: E402
 from tests.stack_kit import running_stack  # noqa: E402
 
 OUT = REPO / "bench" / "out"
 REDIS_DB = 5
+BROKER_HEAP = "1g"  # the stack's broker may grow to 768m; 10,000 sessions need room
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="rollout across a Kafka or Redis restart")
-    parser.add_argument("--part", choices=("kafka", "redis"), default="kafka")
+    parser = argparse.ArgumentParser(description="rollout across a Kafka, Redis or broker restart")
+    parser.add_argument("--part", choices=("kafka", "redis", "broker"), default="kafka")
     parser.add_argument("--size", type=int, default=2000)
     parser.add_argument("--outage-s", type=float, default=12.0, help="the part dead this long")
     parser.add_argument("--kill-at", type=float, default=0.2, help="share finished at the kill")
@@ -81,16 +89,39 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     base_redis = os.environ.get("OTA_REDIS_URL") or "redis://127.0.0.1:6379/0"
     shared_kafka = os.environ.get("OTA_KAFKA_BOOTSTRAP") or "127.0.0.1:9092"
     mqtt = {k: v for k, v in os.environ.items() if k.startswith("OTA_MQTT_")}
+    credentials = os.environ.get("OTA_CREDENTIALS_REDIS_URL") or redis_url_with_db(base_redis, 1)
     with tempfile.TemporaryDirectory(prefix=f"{args.part}-restart-") as tmp:
-        part: PrivateKafka | PrivateRedis
+        part: PrivateKafka | PrivateRedis | RestartableBroker
+        extra: dict[str, str] = {}
         if args.part == "kafka":
             part = PrivateKafka(Path(tmp) / "kafka", partitions=args.partitions)
-            kafka, redis_url, redis_db, extra = part.bootstrap, base_redis, REDIS_DB, {}
-        else:
+            kafka, redis_url, redis_db = part.bootstrap, base_redis, REDIS_DB
+        elif args.part == "redis":
             part = PrivateRedis(Path(tmp) / "redis", extra=AOF_EVERYSEC)
             kafka, redis_url, redis_db = shared_kafka, part.url(), 0
-            extra = {"OTA_CREDENTIALS_REDIS_URL": redis_url_with_db(base_redis, 1)}
+            extra = {"OTA_CREDENTIALS_REDIS_URL": credentials}
+        else:
+            part = RestartableBroker(
+                broker_lib(),
+                Path(tmp) / "broker",
+                heap=BROKER_HEAP,
+                OTA_BROKER_AUTH_MODE="redis",
+                OTA_BROKER_REDIS_URL=credentials,  # where the API writes the fleet's secrets
+            )
+            kafka, redis_url, redis_db = shared_kafka, base_redis, REDIS_DB
         part.start()
+        if isinstance(part, RestartableBroker):
+            broker = part.current
+            mqtt = {
+                "OTA_MQTT_HOST": "127.0.0.1",
+                "OTA_MQTT_PORT": str(broker.plain_port),
+                "OTA_MQTT_TLS_PORT": str(broker.tls_port),
+                "OTA_MQTT_PLATFORM_PORT": str(broker.platform_port),
+                "OTA_MQTT_PLATFORM_USER": broker.platform_user,
+                "OTA_MQTT_PLATFORM_PASSWORD": broker.platform_password,
+                "OTA_BROKER_CA": str(broker.ca_file),
+                "OTA_CREDENTIALS_REDIS_URL": credentials,
+            }
         try:
             with running_stack(
                 f"bench-{args.part[0]}r",

@@ -1,5 +1,5 @@
-"""One rollout across a restart of a part of the infrastructure (Kafka, Redis): the fault
-tests' and the fault benchmarks' driver.
+"""One rollout across a restart of a part of the infrastructure (Kafka, Redis, the device
+broker): the fault tests' and the fault benchmarks' driver.
 
 A fleet of simulated devices is registered and connected, one task is created (released
 at a fixed rate, so devices are at every stage when the part dies), and once a share of
@@ -46,7 +46,7 @@ POLICY_TIMEOUTS = {
 
 class Restartable(Protocol):
     """A part of the infrastructure the run kills and starts again (tests.kafka_kit,
-    tests.redis_kit)."""
+    tests.redis_kit, tests.integration.broker.broker_support.RestartableBroker)."""
 
     def kill(self) -> None: ...
 

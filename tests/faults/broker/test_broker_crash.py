@@ -28,7 +28,12 @@ from ota.records import JobEventRecord, PresenceRecord
 from ota.settings import Topics
 from tests.conftest import missing
 from tests.integration.broker.authserver import AuthServer, iotda_hour, iotda_password
-from tests.integration.broker.broker_support import BrokerProcess, broker_lib, start_broker
+from tests.integration.broker.broker_support import (
+    BrokerProcess,
+    broker_lib,
+    restart_same_ports,
+    start_broker,
+)
 from tests.integration.broker.rawmqtt import CONNACK, RawClient, connect_packet
 from tests.integration.gateway.conftest import KafkaReader, Stack, running_gateway
 
@@ -97,22 +102,6 @@ def connect_before_the_gateway(broker: BrokerProcess, device_id: str, secret: st
         time.sleep(0.02)
     sock.settimeout(None)
     return sock
-
-
-def restart_same_ports(lib: Path, state: Path, auth: AuthServer, old: BrokerProcess) -> Any:
-    """A new broker process on the killed one's ports, with the same platform account."""
-    return start_broker(
-        lib,
-        state,
-        auth.url,
-        AUTH_KEY,
-        OTA_BROKER_TLS_PORT=str(old.tls_port),
-        OTA_BROKER_PORT=str(old.plain_port),
-        OTA_BROKER_PLATFORM_PORT=str(old.platform_port),
-        OTA_BROKER_METRICS_PORT=str(old.metrics_port),
-        OTA_MQTT_PLATFORM_USER=old.platform_user,
-        OTA_MQTT_PLATFORM_PASSWORD=old.platform_password,
-    )
 
 
 def online_notices(records: list[Any], device_id: str) -> list[PresenceRecord]:
@@ -184,7 +173,7 @@ async def test_a_query_lost_in_a_broker_crash_is_sent_again_on_reconnect(
 
             os.killpg(broker.process.pid, signal.SIGKILL)  # no offline is announced
             broker.stop()
-            second = restart_same_ports(lib, tmp_path / "second", auth, broker)
+            second = restart_same_ports(lib, tmp_path / "second", broker, auth.url, AUTH_KEY)
             if early:
                 # (the restarted broker has the old one's ports: `broker` names them)
                 sock = connect_before_the_gateway(broker, device_id, secret)

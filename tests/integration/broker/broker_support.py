@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import socket
 import ssl
 import subprocess
@@ -122,14 +123,19 @@ class BrokerProcess:
 
 
 def start_broker(
-    lib: Path, state_dir: Path, auth_url: str = "", auth_key: str = "", **settings: str
+    lib: Path,
+    state_dir: Path,
+    auth_url: str = "",
+    auth_key: str = "",
+    heap: str = "512m",
+    **settings: str,
 ) -> BrokerProcess:
     """Starts the launcher and waits for its ready line (at most 120 s). The authentication
-    URL and key are http mode's; redis mode's settings come in `settings`."""
+    URL and key are http mode's; redis mode's settings come in `settings`, which may also
+    name the ports and the platform account (free ones and a fresh one otherwise)."""
     tls_dir = state_dir / "tls"
     make_certs(tls_dir)
     tls_port, plain_port, platform_port, metrics_port = free_ports(4)
-    user, password = "ota-platform-test", secrets.token_urlsafe(16)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTA_BROKER_")}
     env |= {
         "OTA_BROKER_STATE_DIR": str(state_dir / "broker"),
@@ -139,14 +145,14 @@ def start_broker(
         "OTA_BROKER_METRICS_PORT": str(metrics_port),
         "OTA_BROKER_TLS_KEYSTORE": str(tls_dir / "server.p12"),
         "OTA_BROKER_TLS_KEYSTORE_PASSWORD": (tls_dir / "server.p12.pass").read_text(),
-        "OTA_MQTT_PLATFORM_USER": user,
-        "OTA_MQTT_PLATFORM_PASSWORD": password,
+        "OTA_MQTT_PLATFORM_USER": "ota-platform-test",
+        "OTA_MQTT_PLATFORM_PASSWORD": secrets.token_urlsafe(16),
         **settings,
     }
     if auth_url:
         env |= {"OTA_BROKER_AUTH_URL": auth_url, "OTA_BROKER_AUTH_KEY": auth_key}
     process = subprocess.Popen(
-        ["java", "-Xmx512m", "-XX:+UseG1GC", "-cp", f"{lib.resolve()}/*", LAUNCHER],
+        ["java", f"-Xmx{heap}", "-XX:+UseG1GC", "-cp", f"{lib.resolve()}/*", LAUNCHER],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -155,13 +161,13 @@ def start_broker(
     )
     broker = BrokerProcess(
         process,
-        tls_port,
-        plain_port,
-        platform_port,
-        metrics_port,
+        int(env["OTA_BROKER_TLS_PORT"]),
+        int(env["OTA_BROKER_PORT"]),
+        int(env["OTA_BROKER_PLATFORM_PORT"]),
+        int(env["OTA_BROKER_METRICS_PORT"]),
         tls_dir / "ca.pem",
-        user,
-        password,
+        env["OTA_MQTT_PLATFORM_USER"],
+        env["OTA_MQTT_PLATFORM_PASSWORD"],
     )
     broker._reader = threading.Thread(target=broker._read_output, daemon=True)
     broker._reader.start()
@@ -169,3 +175,81 @@ def start_broker(
         broker.stop()
         raise RuntimeError(f"the broker did not start:\n{broker.log()[-4000:]}")
     return broker
+
+
+def restart_same_ports(
+    lib: Path,
+    state_dir: Path,
+    old: BrokerProcess,
+    auth_url: str = "",
+    auth_key: str = "",
+    heap: str = "512m",
+    **settings: str,
+) -> BrokerProcess:
+    """A new broker process on a stopped one's ports, with the same platform account."""
+    return start_broker(
+        lib,
+        state_dir,
+        auth_url,
+        auth_key,
+        heap,
+        **settings,
+        OTA_BROKER_TLS_PORT=str(old.tls_port),
+        OTA_BROKER_PORT=str(old.plain_port),
+        OTA_BROKER_PLATFORM_PORT=str(old.platform_port),
+        OTA_BROKER_METRICS_PORT=str(old.metrics_port),
+        OTA_MQTT_PLATFORM_USER=old.platform_user,
+        OTA_MQTT_PLATFORM_PASSWORD=old.platform_password,
+    )
+
+
+class RestartableBroker:
+    """A private broker the fault runs kill with SIGKILL (no offline is announced, as in a
+    crash) and start again on the same ports and platform account (tests.faults.restart_run's
+    Restartable). Each start has a state folder of its own: a crashed broker keeps nothing."""
+
+    def __init__(
+        self,
+        lib: Path,
+        state_dir: Path,
+        auth_url: str = "",
+        auth_key: str = "",
+        heap: str = "512m",
+        **settings: str,
+    ) -> None:
+        self.lib, self.state_dir, self.heap = lib, state_dir, heap
+        self.auth_url, self.auth_key, self.settings = auth_url, auth_key, settings
+        self.starts = 0
+        self.process: BrokerProcess | None = None
+
+    @property
+    def current(self) -> BrokerProcess:
+        assert self.process is not None, "the broker was never started"
+        return self.process
+
+    def start(self) -> float:
+        state = self.state_dir / f"start-{self.starts}"
+        self.starts += 1
+        if self.process is None:
+            self.process = start_broker(
+                self.lib, state, self.auth_url, self.auth_key, self.heap, **self.settings
+            )
+        else:
+            self.process = restart_same_ports(
+                self.lib,
+                state,
+                self.process,
+                self.auth_url,
+                self.auth_key,
+                self.heap,
+                **self.settings,
+            )
+        return time.monotonic()
+
+    def kill(self) -> None:
+        os.killpg(self.current.process.pid, signal.SIGKILL)
+        self.current.stop()  # reaps it and closes its output
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.process.poll() is None:
+            self.process.stop()
