@@ -2,7 +2,8 @@
 
 Writes into --dir (default .state/tls), leaving files that are already there and valid:
   ca.pem, ca.key         the local CA (devices verify the broker with ca.pem)
-  server.pem, server.key the broker's certificate for localhost, 127.0.0.1 and ::1
+  server.pem, server.key the broker's certificate for localhost, broker (compose's host
+                         name for it), 127.0.0.1 and ::1
   server.p12             the same key and chain as a PKCS12 keystore, for HiveMQ
   server.p12.pass        the keystore's password (random, mode 600)
   edge.pem, edge.key     the download edge's HTTPS certificate for the same names (devices
@@ -33,7 +34,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 CA_DAYS = 3650
 SERVER_DAYS = 825  # the longest that clients following the CA/Browser rules accept
 RENEW_BEFORE = dt.timedelta(days=30)
-SERVER_NAMES = ("localhost",)
+# "broker": the compose service the gateway reaches the platform listener by (over TLS).
+SERVER_NAMES = ("localhost", "broker")
 SERVER_IPS = ("127.0.0.1", "::1")
 SERVER_EXTRAS = ("server.p12", "server.p12.pass")  # the broker's keystore beside its PEM files
 
@@ -128,7 +130,7 @@ def _make_leaf(
     ca_key: ec.EllipticCurvePrivateKey,
     now: dt.datetime,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A TLS server certificate for localhost, 127.0.0.1 and ::1: `<stem>.pem`, `<stem>.key`."""
+    """A TLS server certificate for SERVER_NAMES and SERVER_IPS: `<stem>.pem`, `<stem>.key`."""
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = [x509.DNSName(n) for n in SERVER_NAMES]
     names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in SERVER_IPS]
