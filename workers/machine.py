@@ -63,12 +63,16 @@ def step(device: Device, event: Event, now_ms: int, ref: str) -> Outcome:
 def _reconnected(device: Device, ev: Event) -> bool:
     """An online notice for a connection the device did not have. A broker that crashed
     announces no offline, so a new connection is the only sign that commands sent before
-    may be lost; a notice without a connection (uplink traffic) proves presence only."""
+    may be lost; a notice without a connection (uplink traffic) proves presence only. A
+    device known online only from its traffic (no connection named yet: its first report
+    reached the inbox before the broker's online notice) learns its connection from the
+    notice: that is the connection its traffic came on, not a new one."""
     if ev.kind is not Kind.ONLINE:
         return False
     if device.online is not True:
         return True
-    return ev.connection is not None and ev.connection != device.connection
+    known = device.connection
+    return ev.connection is not None and known is not None and ev.connection != known
 
 
 def _observe(device: Device, ev: Event) -> Device:

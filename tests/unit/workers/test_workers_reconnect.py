@@ -115,13 +115,19 @@ def test_offline_forgets_the_connection_and_coming_back_resends() -> None:
     assert [type(c) for c in commands(out)] == [SendUpgrade]
 
 
-def test_first_named_connection_of_a_device_known_online_counts_as_a_reconnect() -> None:
-    """State stored before connections were named: the broker announces only connects."""
+def test_a_device_known_online_from_its_traffic_learns_its_connection_without_a_resend() -> None:
+    """Its first report reached the inbox before the broker's online notice: the notice
+    names the connection that report came on, not a new one. (Counting it as a reconnect
+    sent the upgrade again under a new id, and a device answering the first one was then
+    taken for stale: its job waited out its window.)"""
     run = Runner(Device(online=True), T0)
     run(start())
     assert run.device.connection is None
-    out = run(online("c9"))
-    assert [type(c) for c in commands(out)] == [SendVersionQuery]
+    run(version("1.0"))  # the query's answer: the upgrade goes out
+    assert run.job.state is S.COMMAND_SENT
+    assert run(online("c9")).effects == ()
+    assert run.device.connection == "c9"
+    assert [type(c) for c in commands(run(online("c10")))] == [SendUpgrade]  # a reconnect
 
 
 def test_connection_comes_from_the_presence_record_and_is_stored() -> None:
