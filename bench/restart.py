@@ -144,6 +144,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     outage_s=args.outage_s,
                     timeout_s=args.timeout_s,
                     fleet_processes=args.fleet_processes,
+                    timelines_of=5,
                 )
         finally:
             part.stop()
@@ -181,7 +182,9 @@ def figures(args: argparse.Namespace, outcome: RestartRun, started: float) -> di
         "wall_s": round(wall, 1),
         "devices_per_s": round(outcome.succeeded / wall, 1) if wall > 0 else 0.0,
         "transitions": outcome.transitions,
+        "held_up_states": outcome.held_up_states(),
         "held_up": dict(list(outcome.held_up.items())[:20]),
+        "held_up_timelines": outcome.timelines,
         "progress": _every_second(outcome.samples, first),
     }
 

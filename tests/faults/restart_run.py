@@ -26,7 +26,15 @@ from kafka import KafkaConsumer, TopicPartition
 from ops.demo_env import StackPlan
 from ops.fleet_group import FleetGroup, register_fleet
 from ops.rollout_api import create_task, upload_package, upload_targets
-from ota.records import CommandRecord, JobEventRecord, decode
+from ota.records import (
+    CommandRecord,
+    DeviceEventRecord,
+    DownloadRecord,
+    JobEventRecord,
+    PresenceRecord,
+    TimeoutRecord,
+    decode,
+)
 from tests.faults.webhook_inbox import SECRET, WebhookInbox, WebhookRepeats
 
 FINISHED = ("Success", "Fail", "PartialSuccess", "Stopped")
@@ -80,6 +88,14 @@ class RestartRun:
     repeats: Repeats = field(default_factory=Repeats)
     webhooks: WebhookRepeats = field(default_factory=lambda: WebhookRepeats(0, 0))
     webhook_missing: int = 0  # devices no device-result notification reached
+    # For the first few devices held up: what each topic holds about them, topic by topic
+    # (in each topic's own order: a device's records share a partition).
+    timelines: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+
+    def held_up_states(self) -> dict[str, int]:
+        """How many devices were held up in each state (their first failure's from-state)."""
+        states = Counter(seen[0].split("->", 1)[0] for seen in self.held_up.values())
+        return dict(states.most_common())
 
     @property
     def succeeded(self) -> int:
@@ -142,6 +158,7 @@ async def rollout_across_restart(
     package_kib: int = 64,
     fleet_processes: int = 1,
     sample_s: float = 0.25,
+    timelines_of: int = 0,
 ) -> RestartRun:
     run = RestartRun()
     prefix = f"kr{os.urandom(3).hex()}"
@@ -191,6 +208,9 @@ async def rollout_across_restart(
     run.repeats.commands_same_id, run.repeats.commands_new_id = command_repeats(
         kafka_bootstrap, commands
     )
+    inbox_topic = plan.topic_prefix + "ota.inbox"
+    explained = list(run.held_up)[:timelines_of]
+    run.timelines = timelines(kafka_bootstrap, [inbox_topic, job_events, commands], explained)
     return run
 
 
@@ -291,3 +311,39 @@ def command_repeats(bootstrap: str, topic: str) -> tuple[int, int]:
             ids[record.id] += 1
             kinds.setdefault((record.device_id, record.event_type), set()).add(record.id)
     return sum(n - 1 for n in ids.values()), sum(len(v) - 1 for v in kinds.values())
+
+
+def timelines(
+    bootstrap: str, topics: list[str], devices: list[str]
+) -> dict[str, dict[str, list[str]]]:
+    """device -> topic -> what that topic holds about the device, in order: presence notices
+    (with their connection), reports, downloads and timeouts in the inbox; transitions and
+    notes in the job events; commands by kind and id."""
+    wanted = set(devices)
+    out: dict[str, dict[str, list[str]]] = {d: {} for d in devices}
+    for topic in topics if wanted else ():
+        for record in _read_all(bootstrap, topic):
+            device = getattr(record, "device_id", None)
+            if device in wanted:
+                out[device].setdefault(topic, []).append(_describe(record))
+    return out
+
+
+def _describe(record: Any) -> str:
+    if isinstance(record, PresenceRecord):
+        on = "online" if record.online else "offline"
+        return f"{on} {record.source} connection={record.connection}"
+    if isinstance(record, DeviceEventRecord):
+        code = record.paras.get("result_code")
+        return f"{record.event_type} result_code={code} progress={record.paras.get('progress')}"
+    if isinstance(record, DownloadRecord):
+        return f"download {record.phase}"
+    if isinstance(record, TimeoutRecord):
+        return f"timeout job_version={record.job_version}"
+    if isinstance(record, JobEventRecord):
+        if record.from_state == record.to_state:
+            return f"{record.to_state} note={record.detail.get('note')}"
+        return f"{record.from_state}->{record.to_state} cause={record.cause}"
+    if isinstance(record, CommandRecord):
+        return f"command {record.event_type} id={record.id}"
+    return type(record).__name__
