@@ -89,6 +89,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     base_redis = os.environ.get("OTA_REDIS_URL") or "redis://127.0.0.1:6379/0"
     shared_kafka = os.environ.get("OTA_KAFKA_BOOTSTRAP") or "127.0.0.1:9092"
     mqtt = {k: v for k, v in os.environ.items() if k.startswith("OTA_MQTT_")}
+    broker_counts: dict[str, float] = {}
     credentials = os.environ.get("OTA_CREDENTIALS_REDIS_URL") or redis_url_with_db(base_redis, 1)
     with tempfile.TemporaryDirectory(prefix=f"{args.part}-restart-") as tmp:
         part: PrivateKafka | PrivateRedis | RestartableBroker
@@ -146,9 +147,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     fleet_processes=args.fleet_processes,
                     timelines_of=5,
                 )
+            if isinstance(part, RestartableBroker):
+                broker_counts = _connect_counts(part.current.metrics())
         finally:
             part.stop()
-    return figures(args, outcome, started)
+    result = figures(args, outcome, started)
+    if args.part == "broker":
+        result["restarted_broker_connects"] = broker_counts
+    return result
+
+
+def _connect_counts(metrics: str) -> dict[str, float]:
+    """The restarted broker's CONNECT outcomes by result and reason (its /metrics)."""
+    prefix = "ota_broker_connects_total{"
+    return {
+        line[len(prefix) : line.rindex("}")]: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith(prefix)
+    }
 
 
 def figures(args: argparse.Namespace, outcome: RestartRun, started: float) -> dict[str, Any]:
