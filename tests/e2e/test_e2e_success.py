@@ -27,7 +27,9 @@ async def test_one_device_upgrades_and_the_webhook_hears_it(e2e: E2E) -> None:
     # The edge's "finished": the move into DOWNLOADED, or, when the device's result reached
     # the inbox first, a note placed before the result (docs/workers.md, "Timeline order").
     timeline = rollout.timeline("ok")
-    [downloaded] = [e for e in timeline if e["detail"].get("by") == "edge"]
+    [downloaded] = [
+        e for e in timeline if e["detail"].get("by") == "edge" and e["to"] == "DOWNLOADED"
+    ]
     assert timeline.index(downloaded) < [e["to"] for e in timeline].index("SUCCEEDED")
     assert downloaded["detail"]["bytes"] >= 256 * 1024
     assert downloaded["detail"]["duration_ms"] >= 0
