@@ -3,12 +3,23 @@
 One enumeration with stable numeric codes (persisted in Redis and Kafka records:
 never renumber, only append). The English messages of platform- and device-side
 causes are IoTDA's own identifiers, kept verbatim because users search for them.
-Device result codes of `upgrade_progress_report` map onto causes here too.
+Device result codes of `upgrade_progress_report` map onto causes here too, and each
+cause belongs to one class (`CauseClass`) that a task's retry rules may name at once.
 """
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, StrEnum
+
+
+class CauseClass(StrEnum):
+    """The kinds of failure a retry rule may name at once (docs/scheduler.md, "Retries").
+    The values are persisted in job specs: never rename."""
+
+    OFFLINE = "offline"  # the device was not online, or did not come online in its window
+    TIMEOUT = "timeout"  # online, but a later window closed without the device's answer
+    DEVICE_ERROR = "device_error"  # the device reported a failure (a result code)
+    PLATFORM_ERROR = "platform_error"  # the platform refused the job (conflict, source version)
 
 
 class FailureCause(IntEnum):
@@ -50,6 +61,21 @@ class FailureCause(IntEnum):
     def side(self) -> str:
         return "device" if self.value >= 20 or self is FailureCause.INVALID_URI else "platform"
 
+    @property
+    def key(self) -> str:
+        """The cause's name in retry rules and job specs (persisted: never rename)."""
+        return self.name.lower()
+
+    @property
+    def cause_class(self) -> CauseClass:
+        if self.side == "device":
+            return CauseClass.DEVICE_ERROR
+        if self in (FailureCause.DEVICE_NOT_ONLINE, FailureCause.ONLINE_TIMEOUT):
+            return CauseClass.OFFLINE
+        if self.name.endswith("_TIMEOUT"):
+            return CauseClass.TIMEOUT
+        return CauseClass.PLATFORM_ERROR
+
 
 _MESSAGES: dict[FailureCause, str] = {
     FailureCause.DEVICE_NOT_ONLINE: "Device Abnormal is not online",
@@ -77,6 +103,8 @@ _MESSAGES: dict[FailureCause, str] = {
 }
 
 # Retrying cannot help: the package, the device's hardware or another task is in the way.
+# The default only: a task's retry rule for the cause or its class overrides it
+# (ota.retry_rules).
 _NOT_RETRYABLE = frozenset(
     {
         FailureCause.TASK_CONFLICT,

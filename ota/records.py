@@ -91,6 +91,23 @@ class PackageRef:
     key_id: str = ""
 
 
+MAX_RETRY_DELAY_S = 24 * HOUR_S  # IoTDA's longest retry interval; a growing backoff stops there
+
+
+@dataclass(frozen=True, slots=True)
+class RetryRule:
+    """How a job that fails with one cause, or any cause of one class, is tried again
+    (`ota.retry_rules` decides): while the job has used fewer than `count` retries, after
+    `interval_s * factor ** retries used`, at most `max_interval_s`. `on` is a cause's
+    `key` or a `CauseClass` value (ota.catalog); count 0 means never."""
+
+    on: str
+    count: int
+    interval_s: int = 0
+    factor: float = 1.0
+    max_interval_s: int = MAX_RETRY_DELAY_S
+
+
 @dataclass(frozen=True, slots=True)
 class JobSpec:
     """One device's part of a task, as the scheduler releases it."""
@@ -104,6 +121,8 @@ class JobSpec:
     require_online: bool = False  # fail at once with DEVICE_NOT_ONLINE when offline
     on_conflict: ConflictPolicy = ConflictPolicy.FAIL
     presigned_url: bool = False  # send the _v2 commands with the token in the URL
+    # Per cause or class, in place of retry_count/retry_interval_s; empty: those for all.
+    retry_rules: tuple[RetryRule, ...] = ()
 
 
 # ------------------------------------------------------------------ inbox records
@@ -348,6 +367,28 @@ def _package(r: _Reader) -> PackageRef:
     )
 
 
+def _retry_rules(r: _Reader) -> tuple[RetryRule, ...]:
+    items = r.get("retry_rules", list, [])
+    rules = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise RecordError("wrong_type", f"{r.where}.retry_rules[{i}] must be an object")
+        rule = _Reader(item, f"{r.where}.retry_rules[{i}]")
+        factor = rule.get("factor", (int, float), 1.0)
+        if factor < 1:
+            raise RecordError("bad_value", f"{rule.where}.factor={factor} is below 1")
+        rules.append(
+            RetryRule(
+                on=rule.get("on", str),
+                count=rule.non_negative("count"),
+                interval_s=rule.non_negative("interval_s", 0),
+                factor=float(factor),
+                max_interval_s=rule.non_negative("max_interval_s", MAX_RETRY_DELAY_S),
+            )
+        )
+    return tuple(rules)
+
+
 def _job(r: _Reader) -> JobSpec:
     return JobSpec(
         task_id=r.get("task_id", str),
@@ -359,6 +400,7 @@ def _job(r: _Reader) -> JobSpec:
         require_online=r.get("require_online", bool, False),
         on_conflict=r.enum("on_conflict", ConflictPolicy, "fail"),
         presigned_url=r.get("presigned_url", bool, False),
+        retry_rules=_retry_rules(r),
     )
 
 

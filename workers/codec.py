@@ -14,7 +14,9 @@ different specs never share one entry). Layout (append-only; never reorder or re
             cause | null, command_ms, command_id, stage code | null, download_pct | null]
   spec   = [task_id, "f" | "s", sha256, version, file_name, file_size, custom_info,
             [allowed source...], windows (0 = defaults, else the 8 values in field order),
-            retry_count, retry_interval_s, flags (1 require_online, 2 presigned_url, 4 wait)]
+            retry_count, retry_interval_s, flags (1 require_online, 2 presigned_url, 4 wait),
+            signature, key_id (absent when unsigned and no retry rules),
+            [[on, count, interval_s, factor, max_interval_s]...] (retry rules; absent: none)]
 
 `unpack` and `unpack_spec` raise `StateCorruptError` for bytes they cannot read (a device
 whose spec is not given counts as unreadable); nothing else.
@@ -31,7 +33,7 @@ import orjson
 
 from ota.catalog import FailureCause
 from ota.jobstates import JobState
-from ota.records import ConflictPolicy, JobSpec, PackageRef, TaskType, Windows
+from ota.records import ConflictPolicy, JobSpec, PackageRef, RetryRule, TaskType, Windows
 from workers.model import Device, Job
 
 # Persisted codes: append only.
@@ -194,8 +196,10 @@ def _pack_spec(spec: JobSpec) -> list[Any]:
         spec.retry_count,
         spec.retry_interval_s,
         flags,
-        # Appended later: absent in specs stored before, and when the package is unsigned.
-        *((package.signature, package.key_id) if package.signature else ()),
+        # Appended later: absent in specs stored before them, and when not used (so such a
+        # spec packs, and is digested, as before).
+        *((package.signature, package.key_id) if package.signature or spec.retry_rules else ()),
+        *([[list(astuple(rule)) for rule in spec.retry_rules]] if spec.retry_rules else []),
     ]
 
 
@@ -245,6 +249,7 @@ def _unpack_spec(data: list[Any]) -> JobSpec:
         data[:12]
     )
     signature, key_id = data[12:14] if len(data) > 12 else ("", "")
+    rules = tuple(RetryRule(*rule) for rule in data[14]) if len(data) > 14 else ()
     return JobSpec(
         task_id=task_id,
         task_type=TaskType.FIRMWARE if kind == "f" else TaskType.SOFTWARE,
@@ -255,4 +260,5 @@ def _unpack_spec(data: list[Any]) -> JobSpec:
         require_online=bool(flags & _REQUIRE_ONLINE),
         on_conflict=ConflictPolicy.WAIT if flags & _WAIT else ConflictPolicy.FAIL,
         presigned_url=bool(flags & _PRESIGNED),
+        retry_rules=rules,
     )

@@ -14,6 +14,7 @@ from typing import Any
 
 from ota.catalog import FailureCause
 from ota.jobstates import JobState
+from ota.retry_rules import retry_after_s
 from workers.effects import Effect, EmitJobEvent, SendVersionQuery
 from workers.model import Device, Job
 
@@ -92,9 +93,10 @@ def furthest(stage: JobState | None, to: JobState) -> JobState | None:
 
 
 def fail(ctx: Ctx, job: Job, cause: FailureCause, **detail: Any) -> Job:
-    """FAILED, or WAITING_RETRY when the cause is retryable and retries are left."""
-    if cause.retryable and job.tries < job.spec.retry_count:
-        return ctx.move(job, S.WAITING_RETRY, ctx.after(job.spec.retry_interval_s), cause, **detail)
+    """FAILED, or WAITING_RETRY when the task's retry rules retry this cause (ota.retry_rules)."""
+    wait_s = retry_after_s(job.spec, cause, job.tries)
+    if wait_s is not None:
+        return ctx.move(job, S.WAITING_RETRY, ctx.after(wait_s), cause, **detail)
     return ctx.move(job, S.FAILED, None, cause, **detail)
 
 

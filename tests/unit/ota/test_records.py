@@ -24,6 +24,7 @@ from ota.records import (
     PackageRef,
     PresenceRecord,
     RecordError,
+    RetryRule,
     TaskType,
     TimeoutRecord,
     Windows,
@@ -50,6 +51,7 @@ JOB = JobSpec(
     require_online=True,
     on_conflict=ConflictPolicy.WAIT,
     presigned_url=True,
+    retry_rules=(RetryRule("offline", 5, 60, 2.0, 600), RetryRule("device_busy", 0)),
 )
 
 RECORDS: list[AnyRecord] = [
@@ -122,12 +124,45 @@ def body(**changes: Any) -> bytes:
         (body(job={"task_id": "t"}), "missing_field"),
         (body(job={**orjson.loads(encode(RECORDS[2]))["job"], "task_type": "bios"}), "bad_value"),
         (body(job={**orjson.loads(encode(RECORDS[2]))["job"], "on_conflict": 1}), "wrong_type"),
+        (body(job={**orjson.loads(encode(RECORDS[2]))["job"], "retry_rules": {}}), "wrong_type"),
+        (body(job={**orjson.loads(encode(RECORDS[2]))["job"], "retry_rules": [1]}), "wrong_type"),
+        (
+            body(job={**orjson.loads(encode(RECORDS[2]))["job"], "retry_rules": [{}]}),
+            "missing_field",
+        ),
+        (
+            body(
+                job={
+                    **orjson.loads(encode(RECORDS[2]))["job"],
+                    "retry_rules": [{"on": "offline", "count": -1}],
+                }
+            ),
+            "bad_value",
+        ),
+        (
+            body(
+                job={
+                    **orjson.loads(encode(RECORDS[2]))["job"],
+                    "retry_rules": [{"on": "offline", "count": 1, "factor": 0.5}],
+                }
+            ),
+            "bad_value",
+        ),
     ],
 )
 def test_bad_records_get_a_specific_reason(raw: bytes, reason: str) -> None:
     with pytest.raises(RecordError) as caught:
         decode_inbox(raw)
     assert caught.value.reason == reason, caught.value.message
+
+
+def test_a_job_start_written_before_retry_rules_decodes_without_them() -> None:
+    data = orjson.loads(encode(RECORDS[2]))
+    del data["job"]["retry_rules"]
+    record = decode_inbox(orjson.dumps(data))
+    assert isinstance(record, JobStartRecord)
+    assert record.job.retry_rules == ()
+    assert record.job.retry_count == 2
 
 
 def test_presence_connection_round_trips_and_is_bounded() -> None:
