@@ -3,6 +3,8 @@
 Ids are deterministic: `<ref>-<index>`, where `ref` names the inbox record that caused
 the effect (`<partition>-<offset>`) and `index` its place among that record's effects,
 so a replay or a redelivery produces records with the same ids and consumers deduplicate.
+One exception: an upgrade sent again after a reconnect keeps the id of the first (the
+device's command id), so a device that has it recognises the repeat.
 """
 
 from __future__ import annotations

@@ -36,14 +36,15 @@ STAGE_CAUSES = {
 }
 
 
-def _send_upgrade(ctx: Ctx, job: Job) -> Job:
-    command_id = ctx.next_id()
+def _send_upgrade(ctx: Ctx, job: Job, command_id: str) -> None:
+    """The upgrade command under `command_id`, with a token minted now."""
     ctx.effects.append(SendUpgrade(command_id, job.spec, ctx.now_ms // 1000 + TOKEN_LIFETIME_S))
-    return replace(job, command_ms=ctx.now_ms, command_id=command_id)
 
 
 def _upgrade(ctx: Ctx, job: Job, reported: str | None) -> Job:
-    sent = _send_upgrade(ctx, job)
+    command_id = ctx.next_id()
+    _send_upgrade(ctx, job, command_id)
+    sent = replace(job, command_ms=ctx.now_ms, command_id=command_id)
     return ctx.move(
         sent,
         S.COMMAND_SENT,
@@ -131,12 +132,13 @@ def _stale_report(ctx: Ctx, job: Job, ev: Event) -> Job:
 
 def _command_sent_online(ctx: Ctx, job: Job, ev: Event) -> Job:
     """The device came back (or reconnected) before downloading: the command may have been
-    lost with the old connection, so it is sent again with a fresh token."""
+    lost with the old connection, so it is sent again under the same command id (a device
+    that has it ignores the repeat and goes on, one that lost it starts) with a fresh token."""
     if not ctx.reconnected:
         return job
-    resent = _send_upgrade(ctx, job)
-    ctx.note(resent, "command_resent", command_id=resent.command_id)
-    return resent
+    _send_upgrade(ctx, job, job.command_id)
+    ctx.note(job, "command_resent", command_id=job.command_id)
+    return job
 
 
 def _download_stage(to: S, window: Callable[[Job], int]) -> Handler:

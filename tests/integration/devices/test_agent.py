@@ -126,6 +126,33 @@ async def test_interrupted_download_resumes_with_range_and_if_range(
     assert connection.agent.outcome.resumed_downloads == 1
 
 
+async def test_a_command_repeated_after_a_reconnect_is_not_acted_on_again(
+    platform: Platform, packages: PackageServer, connect: Any
+) -> None:
+    """The platform sends a pending upgrade again after a reconnect, under the same id with a
+    fresh token: the device goes on with the download it has (a Range request from where it
+    stopped), never starts it again from byte 0, and reports its result once."""
+    device_id = new_device()
+    connection = await connect(
+        device_id, Behaviour(drop_download_at=30_000, offline_mid_download_s=0.2)
+    )
+    await platform.wait_for(lambda: len(platform.events(device_id, "version_report")) == 1)
+    sha = packages.add(BODY)
+    before = len(packages.requests)
+    platform.command(device_id, "firmware_upgrade", _upgrade(packages, sha, "2.0"), "u-8")
+    # Its boot report on the new connection: it is back, its download resuming.
+    await platform.wait_for(lambda: len(platform.events(device_id, "version_report")) == 2)
+    platform.command(device_id, "firmware_upgrade", _upgrade(packages, sha, "2.0"), "u-8")
+    await platform.wait_for(lambda: len(_final(platform, device_id)) == 1)
+    # A version query after the repeat: once it is answered, the repeat has been handled.
+    platform.command(device_id, "version_query", {}, "q-8")
+    await platform.wait_for(lambda: len(platform.events(device_id, "version_report")) == 3)
+    assert [e.event_id for e in _final(platform, device_id)] == ["u-8"]
+    assert connection.agent.outcome.upgrade_commands == 1
+    fetches = packages.requests[before:]
+    assert [r.get("range") for r in fetches] == [None, "bytes=30000-"]
+
+
 async def test_a_package_with_the_wrong_hash_reports_7(
     platform: Platform, packages: PackageServer, connect: Any
 ) -> None:

@@ -279,7 +279,7 @@ def test_querying_timeout() -> None:
 # ------------------------------------------------------------------ after the command
 
 
-def test_command_sent_reconnect_resends_with_fresh_token() -> None:
+def test_command_sent_reconnect_resends_with_fresh_token_and_the_same_id() -> None:
     run = at(S.COMMAND_SENT)
     first = run.job.command_id
     run(OFFLINE)
@@ -288,7 +288,7 @@ def test_command_sent_reconnect_resends_with_fresh_token() -> None:
     [command] = commands(out)
     assert isinstance(command, SendUpgrade)
     assert command.token_expires_s == (T0 + 7_000) // 1000 + 86_400
-    assert run.job.command_id == command.id != first
+    assert run.job.command_id == command.id == first
     assert notes(out) == ["command_resent"]
 
 

@@ -18,12 +18,14 @@ from .helpers import (
     DL_STARTED,
     OFFLINE,
     ONLINE,
+    TARGET,
     Runner,
     commands,
     notes,
     progress,
     start,
     timeout_of,
+    transitions,
     version,
 )
 
@@ -71,13 +73,31 @@ def test_reconnect_while_querying_resends_the_query_with_a_fresh_window() -> Non
     assert run.job.state is S.QUERYING_VERSION
 
 
-def test_reconnect_after_the_command_resends_it() -> None:
+def test_reconnect_after_the_command_resends_it_under_the_same_id_with_a_fresh_token() -> None:
     run = connected_at(S.COMMAND_SENT)
-    first = run.job.command_id
+    first = run.job
+    assert run.last is not None  # the version answer that sent the command
+    [sent] = [c for c in commands(run.last) if isinstance(c, SendUpgrade)]
+    run.now_ms += 60_000
     out = run(online("c2"))
-    assert [type(c) for c in commands(out)] == [SendUpgrade]
+    [resent] = [c for c in commands(out) if isinstance(c, SendUpgrade)]
+    assert resent.id == sent.id == first.command_id
+    assert resent.token_expires_s == sent.token_expires_s + 60
     assert notes(out) == ["command_resent"]
-    assert run.job.command_id != first
+    # The job is the same try: same command, same time it went out, same deadline.
+    assert run.job == first
+
+
+def test_the_answer_to_the_first_command_counts_after_the_resend() -> None:
+    """A device that got the first command before the crash answers it, echoing its id;
+    the resend (same id) does not make that answer stale."""
+    run = connected_at(S.COMMAND_SENT)
+    first_id = run.job.command_id
+    run(online("c2"))
+    answered = run(progress(0, 10, echo=first_id))
+    assert transitions(answered) == [(S.COMMAND_SENT.value, S.DOWNLOADING.value)]
+    finished = run(progress(0, 100, ver=TARGET, echo=first_id))
+    assert transitions(finished) == [(S.DOWNLOADING.value, S.SUCCEEDED.value)]
 
 
 def test_reconnect_during_the_last_query_resends_it() -> None:
@@ -117,9 +137,7 @@ def test_offline_forgets_the_connection_and_coming_back_resends() -> None:
 
 def test_a_device_known_online_from_its_traffic_learns_its_connection_without_a_resend() -> None:
     """Its first report reached the inbox before the broker's online notice: the notice
-    names the connection that report came on, not a new one. (Counting it as a reconnect
-    sent the upgrade again under a new id, and a device answering the first one was then
-    taken for stale: its job waited out its window.)"""
+    names the connection that report came on, not a new one."""
     run = Runner(Device(online=True), T0)
     run(start())
     assert run.device.connection is None
