@@ -8,6 +8,9 @@ into options by ops/cli_policy.py) and the console's task form (scheduler/consol
 - ramp:   `base,factor,every,max` (devices per minute, growth factor, successes per step)
 - when:   an ISO 8601 time (`2026-11-28T02:00:00Z`) or `+30m`, `+2h`, `+1d` from now
 - timeout: `online_s=3600`
+- retry:  `NAME=COUNT[:INTERVAL_MIN[:FACTOR[:MAX_INTERVAL_MIN]]]` or `NAME=never`, NAME a
+          failure cause (`low_battery`) or a class (`offline`, `timeout`, `device_error`,
+          `platform_error`): `offline=5:10:2:120`, `signature_check_failed=never`
 Each raises `SpecError` with a message naming the option.
 """
 
@@ -119,3 +122,23 @@ def timeout(spec: str) -> tuple[str, int]:
     if not sep or not name:
         raise SpecError(f"--timeout {spec!r}: use NAME=SECONDS, e.g. online_s=3600")
     return name, _int(value, f"--timeout {spec!r}")
+
+
+_RETRY_USE = "use NAME=COUNT[:INTERVAL_MIN[:FACTOR[:MAX_INTERVAL_MIN]]] or NAME=never"
+
+
+def retry(spec: str) -> tuple[str, dict[str, Any]]:
+    """One retry rule: the cause or class it is for, and the rule's policy JSON."""
+    name, sep, rule = spec.partition("=")
+    if not sep or not name or not rule:
+        raise SpecError(f"--retry {spec!r}: {_RETRY_USE}")
+    if rule == "never":
+        return name, {"count": 0}
+    parts = rule.split(":")
+    if len(parts) > 4:
+        raise SpecError(f"--retry {spec!r}: {_RETRY_USE}")
+    what = f"--retry {spec!r}"
+    out: dict[str, Any] = {"count": _int(parts[0], what)}
+    for key, text in zip(("interval_min", "factor", "max_interval_min"), parts[1:], strict=False):
+        out[key] = _number(text, what) if key == "factor" else _int(text, what)
+    return name, out

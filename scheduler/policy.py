@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from ota.catalog import FailureCause
-from ota.records import ConflictPolicy, Windows
+from ota.catalog import CauseClass, FailureCause
+from ota.records import ConflictPolicy, RetryRule, Windows
 from scheduler.errors import ValidationError
 from scheduler.fields import Obj
 from scheduler.policy_schema import DAYS, MAX_SCHEDULE_AHEAD_MS, field, names
@@ -69,6 +69,7 @@ class TaskPolicy:
     schedule_ms: int | None = None
     retry_count: int = 0
     retry_interval_min: int = 0
+    retry_rules: tuple[RetryRule, ...] = ()  # by cause or class name, sorted; seconds
     windows: Windows = Windows()  # noqa: RUF009 - frozen, so one shared default is safe
     rate_per_min: int | None = None  # None: unlimited
     ramp: Ramp | None = None
@@ -133,6 +134,7 @@ def parse_policy(data: Any, now_ms: int | None) -> TaskPolicy:
         schedule_ms=schedule_ms,
         retry_count=_int(p, "retry_count", 0),
         retry_interval_min=_int(p, "retry_interval_min", 0),
+        retry_rules=_retry_rules(p),
         windows=_windows(p),
         rate_per_min=rate,
         ramp=ramp,
@@ -156,6 +158,43 @@ def _windows(p: Obj) -> Windows:
             name: _int(t, f"timeouts.{name}", getattr(defaults, name))
             for name in sorted(names("timeouts"))
         }
+    )
+
+
+def _retry_rules(p: Obj) -> tuple[RetryRule, ...]:
+    raw = p.raw("retry_rules", {})
+    allowed = names("retry_rules")
+    if isinstance(raw, dict):
+        for name in sorted(set(raw) - allowed):
+            raise ValidationError(
+                f"policy.retry_rules.{name} names no failure cause or cause class; use a "
+                f"class ({', '.join(CauseClass)}) or a cause ({', '.join(c.key for c in FailureCause)})",
+                code="unknown_field",
+                field=f"policy.retry_rules.{name}",
+            )
+    rules = p.child("retry_rules", allowed)
+    if rules is None:
+        return ()
+    return tuple(_retry_rule(rules, name) for name in sorted(rules.data))
+
+
+def _retry_rule(rules: Obj, name: str) -> RetryRule:
+    r = Obj(rules.data[name], rules.path(name), names(f"retry_rules.{name}"))
+    where = f"retry_rules.{name}"
+    interval = _int(r, f"{where}.interval_min", 0)
+    longest = _int(r, f"{where}.max_interval_min", MAX_RETRY_INTERVAL_MIN)
+    if longest < interval:
+        raise ValidationError(
+            f"policy.{where}.max_interval_min={longest} is below interval_min={interval}",
+            code="out_of_range",
+            field=f"policy.{where}.max_interval_min",
+        )
+    return RetryRule(
+        on=name,
+        count=_int(r, f"{where}.count"),
+        interval_s=interval * 60,
+        factor=_num(r, f"{where}.factor", 1.0),
+        max_interval_s=longest * 60,
     )
 
 
@@ -285,6 +324,15 @@ def policy_json(policy: TaskPolicy) -> dict[str, Any]:
     out: dict[str, Any] = {
         "retry_count": policy.retry_count,
         "retry_interval_min": policy.retry_interval_min,
+        "retry_rules": {
+            rule.on: {
+                "count": rule.count,
+                "interval_min": rule.interval_s // 60,
+                "factor": rule.factor,
+                "max_interval_min": rule.max_interval_s // 60,
+            }
+            for rule in policy.retry_rules
+        },
         "timeouts": {f.name: getattr(policy.windows, f.name) for f in fields(Windows)},
         "waves": [
             {

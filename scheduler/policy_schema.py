@@ -16,11 +16,13 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from ota import policy_specs as specs
-from ota.records import Windows
+from ota.catalog import CauseClass, FailureCause
+from ota.records import MAX_RETRY_DELAY_S, Windows
 
 MAX_SCHEDULE_AHEAD_MS = 7 * 24 * 3600 * 1000
 MAX_RETRY_COUNT = 5
-MAX_RETRY_INTERVAL_MIN = 1440
+MAX_RETRY_INTERVAL_MIN = MAX_RETRY_DELAY_S // 60  # 1440, IoTDA's
+MAX_RETRY_FACTOR = 10.0
 MAX_WINDOW_S = 7 * 24 * 3600
 MAX_RATE_PER_MIN = 1_000_000
 MAX_IN_FLIGHT = 10_000_000  # a task's largest device count
@@ -93,6 +95,51 @@ def _number(name: str, low: float, high: float, doc: str = "", **more: Any) -> F
 
 _TIME_OF_DAY = "HH:MM, UTC"
 
+
+def _retry_rule(name: str, doc: str) -> Field:
+    return Field(
+        name,
+        "object",
+        doc,
+        members=(
+            _integer(
+                "count",
+                0,
+                MAX_RETRY_COUNT,
+                "retried while the job has used fewer retries (of any cause); 0 = never",
+                required=True,
+            ),
+            _integer(
+                "interval_min", 0, MAX_RETRY_INTERVAL_MIN, "minutes before a retry", default=0
+            ),
+            _number(
+                "factor",
+                1.0,
+                MAX_RETRY_FACTOR,
+                "the wait grows by this factor with each retry used",
+                default=1.0,
+            ),
+            _integer(
+                "max_interval_min",
+                0,
+                MAX_RETRY_INTERVAL_MIN,
+                "the longest wait, at least interval_min",
+                default=MAX_RETRY_INTERVAL_MIN,
+            ),
+        ),
+    )
+
+
+def _class_doc(kind: CauseClass) -> str:
+    causes = ", ".join(c.key for c in FailureCause if c.cause_class is kind)
+    return f"any cause of the class: {causes}"
+
+
+# One member per cause class, then per cause (a cause's own rule beats its class's).
+_RETRY_RULES = tuple(_retry_rule(k.value, _class_doc(k)) for k in CauseClass) + tuple(
+    _retry_rule(c.key, f"cause {c.value}: {c.message}") for c in FailureCause
+)
+
 POLICY = Field(
     "policy",
     "object",
@@ -125,6 +172,23 @@ POLICY = Field(
             "minutes between a failure and the next try",
             default=0,
             option=Option("--retry-interval-min"),
+        ),
+        Field(
+            "retry_rules",
+            "object",
+            "per failure cause or cause class, how a failed device is tried again, in place "
+            "of retry_count and retry_interval_min (which retry only the causes retrying "
+            "can help); a cause's own rule beats its class's",
+            members=_RETRY_RULES,
+            option=Option(
+                "--retry",
+                "NAME=COUNT[:INTERVAL_MIN[:FACTOR[:MAX_INTERVAL_MIN]]]",
+                lambda text, _now: specs.retry(text),
+                repeat=True,
+                keyed=True,
+                hint="or NAME=never; NAME a cause (low_battery) or class (offline, timeout, "
+                "device_error, platform_error); repeatable",
+            ),
         ),
         Field(
             "timeouts",

@@ -64,6 +64,7 @@ def job_spec(doc: dict[str, Any], policy: TaskPolicy) -> JobSpec:
         windows=policy.windows,
         retry_count=policy.retry_count,
         retry_interval_s=policy.retry_interval_min * 60,
+        retry_rules=policy.retry_rules,
         require_online=policy.require_online,
         on_conflict=policy.on_conflict,
         presigned_url=policy.presigned_url,

@@ -32,6 +32,9 @@ def _placed(path: str, value: Any) -> dict[str, Any]:
         return {"waves": [{**base, name: value}]}
     if head == "abort":
         return {"abort": [{**_ABORT, name: value}]}
+    if head == "retry_rules" and "." in name:  # one rule, of which count is required
+        on, _, member = name.partition(".")
+        return {"retry_rules": {on: {"count": 1, member: value}}}
     return {head: {name: value}}
 
 
@@ -126,7 +129,7 @@ def test_the_cli_options_build_a_policy_the_scheduler_accepts() -> None:
         " --timeout online_s=60 --timeout version_s=30 --max-in-flight 9"
         " --ramp 10,2,5,100 --wave 5:80:approve --wave 10%"
         " --abort 20:10:28 --window 22:00-04:30@sat,sun --require-online"
-        " --on-conflict wait --presigned"
+        " --on-conflict wait --presigned --retry offline=5:10:2:120 --retry device_busy=never"
     )
     args = parser().parse_args(argv.split())
     policy = policy_from_args(args, NOW)
@@ -134,6 +137,10 @@ def test_the_cli_options_build_a_policy_the_scheduler_accepts() -> None:
         "schedule_time_ms": NOW + 3_600_000,
         "retry_count": 2,
         "retry_interval_min": 5,
+        "retry_rules": {
+            "offline": {"count": 5, "interval_min": 10, "factor": 2.0, "max_interval_min": 120},
+            "device_busy": {"count": 0},
+        },
         "timeouts": {"online_s": 60, "version_s": 30},
         "ramp": {"base_per_min": 10, "factor": 2.0, "every_successes": 5, "max_per_min": 100},
         "max_in_flight": 9,
@@ -148,6 +155,7 @@ def test_the_cli_options_build_a_policy_the_scheduler_accepts() -> None:
         "presigned_url": True,
     }
     assert parse_policy(policy, NOW).max_in_flight == 9
+    assert [r.on for r in parse_policy(policy, NOW).retry_rules] == ["device_busy", "offline"]
 
 
 def test_no_policy_option_given_asks_for_the_default_policy() -> None:
