@@ -7,9 +7,11 @@
     ota devices credentials disable|enable|delete|show DEVICE
     ota devices credentials import FILE [--output REPORT.csv]
 
-A secret is never taken on the command line (shell history, process lists): give it in a
-file (`-` for stdin) or let the platform generate one. The import streams FILE up and
-the CSV report (generated secrets, refused lines) down; exit 1 when a line was refused.
+Every command but `show` changes who may connect and needs an admin key (OTA_API_KEY or
+--key); `show` needs read. A secret is never taken on the command line (shell history,
+process lists): give it in a file (`-` for stdin) or let the platform generate one. The
+import streams FILE up and the CSV report (generated secrets, refused lines) down; exit 1
+when a line was refused.
 """
 
 from __future__ import annotations
@@ -178,7 +180,7 @@ def import_file(api: Api, args: argparse.Namespace, out: TextIO) -> int:
 def add_parser(devices: Any) -> None:
     """Add `credentials` under the `devices` subparsers."""
     cr = devices.add_parser(
-        "credentials", help="device secrets the broker checks (IoTDA HMAC)"
+        "credentials", help="device secrets the broker checks (IoTDA HMAC; changes: admin scope)"
     ).add_subparsers(dest="action", required=True)
     for name, run, what in (
         ("register", register, "register a device's secret (generated unless --secret-file)"),

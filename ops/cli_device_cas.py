@@ -4,7 +4,8 @@
     ota devices cas list
     ota devices cas delete FINGERPRINT
 
-Devices authenticate with these CAs' certificates once registered for it:
+`add` and `delete` need an admin key, `list` a read key. Devices authenticate with these
+CAs' certificates once registered for it:
 `ota devices credentials register DEVICE --auth certificate` (or `auth DEVICE any`).
 """
 
@@ -55,7 +56,7 @@ def delete(api: Api, args: argparse.Namespace, out: TextIO) -> int:
 def add_parser(devices: Any) -> None:
     """Add `cas` under the `devices` subparsers."""
     cas = devices.add_parser(
-        "cas", help="device CAs: client certificates they issue authenticate devices"
+        "cas", help="device CAs: client certificates they issue authenticate devices (admin)"
     ).add_subparsers(dest="action", required=True)
     a = cas.add_parser("add", help="register a CA certificate (PEM file)")
     a.add_argument("file")

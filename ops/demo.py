@@ -152,8 +152,7 @@ async def rollout(args: argparse.Namespace, stack: Stack) -> int:
     )
     headers = {"Authorization": f"Bearer {plan.write_key}"}
     ids = [device_name(prefix, n) for n in range(args.size)]
-    async with httpx.AsyncClient(base_url=plan.api_url, headers=headers, timeout=60) as api:
-        print(f"[demo] credentials: {await register_fleet(api, ids)}", flush=True)
+    print(f"[demo] credentials: {await register_fleet(plan, ids)}", flush=True)
     print(
         f"[demo] connecting {args.size} simulated devices ({args.mode}, "
         f"{len(fleet.members)} simulator processes) ...",

@@ -26,6 +26,7 @@ from pathlib import Path
 LOCAL_TLS_DIR = Path(__file__).resolve().parent.parent / ".state" / "tls"
 DEMO_WRITE_KEY = "demo-write-key-0001"
 DEMO_READ_KEY = "demo-read-key-0001"
+DEMO_ADMIN_KEY = "demo-admin-key-0001"  # registers the simulated fleet's credentials
 
 
 def free_port() -> int:
@@ -60,12 +61,18 @@ class StackPlan:
     ports: Ports = field(default_factory=Ports)
     write_key: str = DEMO_WRITE_KEY
     read_key: str = DEMO_READ_KEY
+    admin_key: str = DEMO_ADMIN_KEY
     gateway_session_expiry_s: int = 60
     extra: Mapping[str, str] = field(default_factory=dict)  # last word on any variable
 
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.api}"
+
+    @property
+    def api_keys(self) -> str:
+        """OTA_API_KEYS of the stack: a read, a write and an admin key (device credentials)."""
+        return f"{self.read_key}:read,{self.write_key}:read+write,{self.admin_key}:admin"
 
     @property
     def package_dir(self) -> Path:
@@ -111,7 +118,7 @@ def stack_env(plan: StackPlan, base: Mapping[str, str] | None = None) -> dict[st
             # scheduler
             "OTA_SCHEDULER_HOST": "127.0.0.1",
             "OTA_SCHEDULER_PORT": str(p.api),
-            "OTA_API_KEYS": f"{plan.read_key}:read,{plan.write_key}:read+write",
+            "OTA_API_KEYS": plan.api_keys,
             "OTA_PACKAGE_DIR": str(plan.package_dir),
             "OTA_SCHEDULER_GROUP": f"{plan.name}-scheduler",
             # download edge: serves the scheduler's package store

@@ -156,12 +156,13 @@ class FleetGroup:
         return merge(await asyncio.gather(*(m.stop() for m in self.members)))
 
 
-async def register_fleet(api: httpx.AsyncClient, device_ids: list[str]) -> str:
+async def register_fleet(plan: StackPlan, device_ids: list[str]) -> str:
     """Registers the simulated devices' secrets (derived from the fleet's seed) through the
-    bulk import, so that the broker lets them in; the import's summary line."""
-    response = await api.post(
-        "/v1/credentials/import", content=fleet_credentials(device_ids), timeout=600
-    )
+    bulk import, so that the broker lets them in; the import's summary line. Letting
+    devices in is an admin operation: the stack's admin key does it."""
+    headers = {"Authorization": f"Bearer {plan.admin_key}"}
+    async with httpx.AsyncClient(base_url=plan.api_url, headers=headers, timeout=600) as api:
+        response = await api.post("/v1/credentials/import", content=fleet_credentials(device_ids))
     response.raise_for_status()
     summary = [line for line in response.text.splitlines() if line.startswith("#")]
     if not summary or "aborted" in summary[-1]:
@@ -173,8 +174,6 @@ def registrar(plan: StackPlan) -> Callable[[list[str]], Awaitable[str]]:
     """`FleetConfig.register` for a fleet on `plan`'s stack: the API's bulk import."""
 
     async def register(device_ids: list[str]) -> str:
-        headers = {"Authorization": f"Bearer {plan.write_key}"}
-        async with httpx.AsyncClient(base_url=plan.api_url, headers=headers) as api:
-            return await register_fleet(api, device_ids)
+        return await register_fleet(plan, device_ids)
 
     return register

@@ -13,7 +13,8 @@ Two kinds of key authenticate, both compared in constant time:
 The key is returned once, by `create`; nothing can show it again. A high-entropy key needs
 no slow hash: SHA-256 of 256 random bits cannot be searched.
 
-Scopes: read; write (implies read); admin (implies write: creates and revokes keys).
+Scopes: read; write (implies read); admin (implies write: API keys, and who may connect:
+device credentials and device CAs).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from scheduler.secretbox import DEV_CREDENTIAL_KEYS, CredentialKeys
 class Scope(StrEnum):
     READ = "read"
     WRITE = "write"
-    ADMIN = "admin"  # API keys: create, list, revoke (scheduler/apikeys.py); implies write
+    ADMIN = "admin"  # API keys, device credentials and device CAs; implies write
     BROKER = "broker"  # the device broker's authentication calls, and nothing else
 
 

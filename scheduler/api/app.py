@@ -394,6 +394,12 @@ TASK_SCHEMA = {
 }
 
 
+# What a refusal adds for scopes whose reach is not obvious from their name.
+_NEEDS = {
+    Scope.ADMIN: ": API keys, device credentials and device CAs need an admin key",
+}
+
+
 def _bearer(request: Request) -> str | None:
     kind, _, token = request.headers.get("authorization", "").partition(" ")
     return token if kind.lower() == "bearer" and token else None
@@ -408,7 +414,7 @@ async def _authorize(keys: ApiKeys, request: Request, scope: Scope) -> Principal
         raise Unauthorized("unknown API key")
     request.state.principal = principal  # for the audit record, whatever the answer
     if scope not in principal.scopes:
-        raise Forbidden(f"this API key lacks the {scope.value} scope")
+        raise Forbidden(f"this API key lacks the {scope.value} scope{_NEEDS.get(scope, '')}")
     return principal
 
 

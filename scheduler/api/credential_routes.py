@@ -1,7 +1,9 @@
 """HTTP handlers and declarations for device credentials and the broker's authentication call.
 
 Handlers parse the request, call `Services.credentials`, render JSON (or CSV for imports);
-`app.guard` checks scopes and renders errors, as for every other route.
+`app.guard` checks scopes and renders errors, as for every other route. Reading a device's
+credential status needs the read scope; registering, rotating, disabling, enabling,
+deleting and importing need the admin scope: who may let a device in is an admin decision.
 """
 
 from __future__ import annotations
@@ -221,7 +223,8 @@ SECRET_BODY = {
 
 def endpoints() -> list[Endpoint]:
     e = Endpoint
-    r, w = KeyScope.READ, KeyScope.WRITE
+    # Letting a device in (or changing how it proves itself) is an admin decision.
+    r, admin = KeyScope.READ, KeyScope.ADMIN
     path = "/v1/devices/{device_id}/credentials"
     return [
         e(
@@ -230,7 +233,7 @@ def endpoints() -> list[Endpoint]:
             register,
             "Register a device's secret (given, or generated and returned once)",
             "credentials",
-            w,
+            admin,
             (DEVICE,),
             body="json",
             schema=SECRET_BODY,
@@ -252,7 +255,7 @@ def endpoints() -> list[Endpoint]:
             delete,
             "Delete a device's credentials (it can no longer connect)",
             "credentials",
-            w,
+            admin,
             (DEVICE,),
             responses={204: "deleted", 404: "no credentials", 422: "bad device id"},
         ),
@@ -262,7 +265,7 @@ def endpoints() -> list[Endpoint]:
             rotate,
             "Replace a device's secret (given, or generated and returned once)",
             "credentials",
-            w,
+            admin,
             (DEVICE,),
             body="json",
             schema=SECRET_BODY,
@@ -275,7 +278,7 @@ def endpoints() -> list[Endpoint]:
                 handler,
                 summary,
                 "credentials",
-                w,
+                admin,
                 (DEVICE,),
                 responses={200: "OK", 404: "no credentials", 422: "bad device id"},
             )
@@ -291,7 +294,7 @@ def endpoints() -> list[Endpoint]:
             "Bulk import: lines `device_id[,secret]` in; CSV of generated secrets and refused "
             "lines out, streamed",
             "credentials",
-            w,
+            admin,
             body="text",
             responses={200: "text/csv report, ending with a '# registered' or '# aborted' line"},
         ),

@@ -7,8 +7,8 @@ device's authentication method.
     POST   /v1/devices/{device_id}/credentials/auth   {"auth": "secret"|"certificate"|"any"}
     POST   /v1/devices/{device_id}/credentials/certificate   register a certificate-only device
 
-Write routes carry the write scope, so the audit trail records them like every credential
-change (`app.guard`).
+Reads need the read scope; every change needs the admin scope (which device certificates
+are trusted is an admin decision), and `app.guard` audits it like every credential change.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ DEVICE = Param("device_id", "path", "device id")
 
 def endpoints() -> list[Endpoint]:
     e = Endpoint
-    r, w = KeyScope.READ, KeyScope.WRITE
+    r, admin = KeyScope.READ, KeyScope.ADMIN
     credentials = "/v1/devices/{device_id}/credentials"
     return [
         e(
@@ -86,7 +86,7 @@ def endpoints() -> list[Endpoint]:
             "Register a device CA: devices may authenticate with client certificates it "
             "issued (body: one PEM certificate with cA true)",
             "credentials",
-            w,
+            admin,
             body="text",
             responses={201: "registered", 409: "already registered", 422: "not a usable CA"},
         ),
@@ -105,7 +105,7 @@ def endpoints() -> list[Endpoint]:
             delete_device_ca,
             "Remove a device CA (new connections with its certificates are refused)",
             "credentials",
-            w,
+            admin,
             (FINGERPRINT,),
             responses={204: "removed", 404: "no such CA", 422: "bad fingerprint"},
         ),
@@ -115,7 +115,7 @@ def endpoints() -> list[Endpoint]:
             register_certificate,
             "Register a device that authenticates with a client certificate only (no secret)",
             "credentials",
-            w,
+            admin,
             (DEVICE,),
             responses={201: "registered", 409: "already registered", 422: "bad device id"},
         ),
@@ -126,7 +126,7 @@ def endpoints() -> list[Endpoint]:
             "Choose how a device authenticates: secret, certificate or any (its live "
             "connections are closed)",
             "credentials",
-            w,
+            admin,
             (DEVICE,),
             body="json",
             schema={

@@ -47,12 +47,16 @@ class Access:
     env: dict[str, str]
     broker: BrokerProcess
 
-    def api(self) -> httpx.AsyncClient:
+    def api(self, key: str | None = None) -> httpx.AsyncClient:
         return httpx.AsyncClient(
             base_url=self.plan.api_url,
-            headers={"Authorization": f"Bearer {self.plan.write_key}"},
+            headers={"Authorization": f"Bearer {key or self.plan.write_key}"},
             timeout=30,
         )
+
+    def admin_api(self) -> httpx.AsyncClient:
+        """Registers devices: letting a device in needs the admin scope."""
+        return self.api(self.plan.admin_key)
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +81,7 @@ def access(
         "OTA_MQTT_PLATFORM_USER": broker.platform_user,
         "OTA_MQTT_PLATFORM_PASSWORD": broker.platform_password,
         "OTA_GATEWAY_PRESENCE_SOURCE": "ota",
-        "OTA_API_KEYS": (
-            f"{StackPlan.read_key}:read,{StackPlan.write_key}:read+write,{BROKER_KEY}:broker"
-        ),
+        "OTA_API_KEYS": f"{StackPlan(state).api_keys},{BROKER_KEY}:broker",
     }
     try:
         with running_stack(
@@ -96,9 +98,10 @@ def access(
         broker.stop()
 
 
-async def register(api: httpx.AsyncClient, device_ids: list[str]) -> None:
+async def register(access: Access, device_ids: list[str]) -> None:
     body = "".join(f"{d},{derived_secret(SEED, d)}\n" for d in device_ids)
-    answer = await api.post("/v1/credentials/import", content=body.encode())
+    async with access.admin_api() as api:
+        answer = await api.post("/v1/credentials/import", content=body.encode())
     assert answer.status_code == 200, answer.text
     assert f"# registered {len(device_ids)}, generated 0, refused 0" in answer.text, answer.text
 
@@ -127,30 +130,29 @@ async def rollout(
 ) -> tuple[dict[str, Any], dict[str, str], list[dict[str, Any]]]:
     config = fleet_config(access, 3, behaviour)
     ids = config.device_ids()
-    async with access.api() as api:
-        await register(api, ids)
-        async with Fleet(config) as fleet:
-            pkg = await upload(api, os.urandom(128 * 1024), type=kind, file_name=f"{kind}.bin")
-            created = await api.post(
-                "/v1/tasks",
-                json={
-                    "name": f"iotda {kind} presigned={presigned}",
-                    "type": kind,
-                    "package_id": pkg["id"],
-                    "targets": {"device_ids": ids},
-                    "policy": {"presigned_url": presigned},
-                },
-            )
-            assert created.status_code == 201, created.text
-            tid = created.json()["id"]
+    await register(access, ids)
+    async with access.api() as api, Fleet(config) as fleet:
+        pkg = await upload(api, os.urandom(128 * 1024), type=kind, file_name=f"{kind}.bin")
+        created = await api.post(
+            "/v1/tasks",
+            json={
+                "name": f"iotda {kind} presigned={presigned}",
+                "type": kind,
+                "package_id": pkg["id"],
+                "targets": {"device_ids": ids},
+                "policy": {"presigned_url": presigned},
+            },
+        )
+        assert created.status_code == 201, created.text
+        tid = created.json()["id"]
 
-            async def finished() -> dict[str, Any] | None:
-                task: dict[str, Any] = (await api.get(f"/v1/tasks/{tid}")).json()
-                return task if task["status"] in FINISHED else None
+        async def finished() -> dict[str, Any] | None:
+            task: dict[str, Any] = (await api.get(f"/v1/tasks/{tid}")).json()
+            return task if task["status"] in FINISHED else None
 
-            task = await eventually(finished, f"task {tid} to finish", 90)
-            rows = (await api.get(f"/v1/tasks/{tid}/devices")).json()["items"]
-            outcomes = {d: outcome_of(agent) for d, agent in fleet.agents.items()}
+        task = await eventually(finished, f"task {tid} to finish", 90)
+        rows = (await api.get(f"/v1/tasks/{tid}/devices")).json()["items"]
+        outcomes = {d: outcome_of(agent) for d, agent in fleet.agents.items()}
     return task, outcomes, rows
 
 
@@ -170,8 +172,8 @@ async def test_iotda_devices_upgrade_over_tls_without_subscribing(
 async def test_presence_comes_from_the_broker(access: Access) -> None:
     config = fleet_config(access, 1, Behaviour(report_at_boot=False))
     [device] = config.device_ids()
+    await register(access, [device])
     async with access.api() as api:
-        await register(api, [device])
 
         async def online(want: bool) -> dict[str, Any] | None:
             answer = await api.get(f"/v1/devices/{device}")
@@ -196,8 +198,7 @@ async def connack(access: Access, client_id: str, user: str, password: str) -> i
 async def test_a_client_without_the_secret_cannot_act_as_the_device(access: Access) -> None:
     """Impersonation: the victim's id, with no password, a guessed one, another device's."""
     victim, other = f"victim-{uuid.uuid4().hex[:6]}", f"other-{uuid.uuid4().hex[:6]}"
-    async with access.api() as api:
-        await register(api, [victim, other])
+    await register(access, [victim, other])
     good = credentials_for(victim, derived_secret(SEED, victim), now_ms())
     assert await connack(access, good.client_id, victim, good.password) == ACCEPTED
     theirs = credentials_for(other, derived_secret(SEED, other), now_ms())

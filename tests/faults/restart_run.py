@@ -175,7 +175,7 @@ async def rollout_across_restart(
     inbox = WebhookInbox()
     inbox.start()
     async with httpx.AsyncClient(base_url=plan.api_url, headers=headers, timeout=120) as api:
-        await register_fleet(api, ids)
+        await register_fleet(plan, ids)
         await fleet.start(timeout_s=max(120.0, size / 50))
         try:
             hook = await api.post(

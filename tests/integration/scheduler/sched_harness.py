@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 
 from ops.demo_env import free_port
 from ota.kafka_clients import make_consumer, make_producer
+from ota.kafka_producer import RecordProducer
 from ota.records import (
     DeviceEventRecord,
     JobEventRecord,
@@ -38,6 +39,8 @@ REDIS_DB = 11
 T = TypeVar("T")
 WRITE_KEY = "test-write-key-0123"
 READ_KEY = "test-read-key-0123"
+ADMIN_KEY = "test-admin-key-0123"  # device credentials, device CAs and API keys
+API_KEYS = f"{READ_KEY}:read,{WRITE_KEY}:read+write,{ADMIN_KEY}:admin"  # OTA_API_KEYS
 
 
 async def eventually(
@@ -63,9 +66,12 @@ class Harness:
         self.client = httpx.AsyncClient(
             base_url=base, headers={"Authorization": f"Bearer {WRITE_KEY}"}, timeout=30
         )
+        self.admin = httpx.AsyncClient(
+            base_url=base, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30
+        )
         self.anon = httpx.AsyncClient(base_url=base, timeout=30)
         # Kafka clients are made on first use: most API tests need neither.
-        self._producer_client: KafkaProducer | None = None
+        self._producer_client: RecordProducer | None = None
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._inbox_client: KafkaConsumer | None = None
@@ -96,6 +102,7 @@ class Harness:
         with contextlib.suppress(Exception):
             await self.stop()
         await self.client.aclose()
+        await self.admin.aclose()
         await self.anon.aclose()
         if self._producer_client is not None:
             self._producer_client.close(timeout=5)
@@ -103,7 +110,7 @@ class Harness:
             self._inbox_client.close()
 
     @property
-    def _producer(self) -> KafkaProducer:
+    def _producer(self) -> RecordProducer:
         if self._producer_client is None:
             self._producer_client = make_producer(self.settings.common, client_id="test-worker")
         return self._producer_client
@@ -242,7 +249,7 @@ def make_settings(
     environ = {
         "OTA_KAFKA_BOOTSTRAP": kafka_bootstrap,
         "OTA_REDIS_URL": url,
-        "OTA_API_KEYS": f"{READ_KEY}:read,{WRITE_KEY}:read+write",
+        "OTA_API_KEYS": API_KEYS,
         "OTA_PACKAGE_DIR": str(tmp_path / "packages"),
         "OTA_SCHEDULER_PORT": str(free_port()),
         "OTA_RECONCILE_INTERVAL_S": "0.2",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,7 +18,7 @@ from ota.device_auth import HOUR_MS, Credentials, Reason, SignType, credentials_
 from ota.metrics import REGISTRY
 from scheduler.credentials import REVOKED_CHANNEL, record_key
 from tests.integration.scheduler.conftest import StartHarness
-from tests.integration.scheduler.sched_harness import READ_KEY, WRITE_KEY, Harness
+from tests.integration.scheduler.sched_harness import API_KEYS, READ_KEY, WRITE_KEY, Harness
 
 BROKER_KEY = "test-broker-key-0123"
 SECRET = "given-secret_0123"
@@ -25,9 +26,7 @@ SECRET = "given-secret_0123"
 
 @pytest.fixture
 async def h(start_harness: StartHarness) -> Harness:
-    return await start_harness(
-        OTA_API_KEYS=f"{READ_KEY}:read,{WRITE_KEY}:read+write,{BROKER_KEY}:broker"
-    )
+    return await start_harness(OTA_API_KEYS=f"{API_KEYS},{BROKER_KEY}:broker")
 
 
 @pytest.fixture
@@ -71,14 +70,14 @@ async def test_register_show_and_every_auth_reason(
     h: Harness, broker: httpx.AsyncClient, sched_redis: redis.Redis[bytes]
 ) -> None:
     d = device()
-    created = await h.client.post(path(d), json={"secret": SECRET})
+    created = await h.admin.post(path(d), json={"secret": SECRET})
     assert created.status_code == 201, created.text
     body = created.json()
     assert "secret" not in body  # a given secret is not echoed
     assert body["device_id"] == d
     assert body["enabled"] is True
     assert body["rotated_ms"] is None
-    shown = (await h.client.get(path(d), headers={"Authorization": f"Bearer {READ_KEY}"})).json()
+    shown = (await h.admin.get(path(d), headers={"Authorization": f"Bearer {READ_KEY}"})).json()
     assert shown == body
     # At rest: sealed, the secret nowhere in Redis.
     stored = sched_redis.hgetall(record_key(d))
@@ -104,7 +103,7 @@ async def test_register_show_and_every_auth_reason(
     assert (await auth(broker, old))["reason"] == "ok"  # sign type 0: the hour is not checked
     assert (await auth(broker, good, password=None))["reason"] == "bad_password"
     assert (await auth(broker, good, clientid="x" * 300))["reason"] == "malformed_client_id"
-    await h.client.post(path(d, "disable"))
+    await h.admin.post(path(d, "disable"))
     reasons[Reason.DISABLED] = await auth(broker, good)
     for reason, answer in reasons.items():
         assert answer["reason"] == reason.value, reason
@@ -123,22 +122,22 @@ async def test_generated_secret_is_returned_once_and_works(
     h: Harness, broker: httpx.AsyncClient
 ) -> None:
     d = device()
-    created = await h.client.post(path(d))  # no body: generate
+    created = await h.admin.post(path(d))  # no body: generate
     assert created.status_code == 201, created.text
     secret = created.json()["secret"]
     assert len(secret) == 32
-    assert "secret" not in (await h.client.get(path(d))).json()
+    assert "secret" not in (await h.admin.get(path(d))).json()
     assert (await auth(broker, credentials_for(d, secret, now_ms())))["reason"] == "ok"
-    again = await h.client.post(path(d), json={"secret": SECRET})
+    again = await h.admin.post(path(d), json={"secret": SECRET})
     assert again.status_code == 409
     assert again.json()["error"]["code"] == "credentials_exist"
 
 
 async def test_rotation_refuses_the_old_secret(h: Harness, broker: httpx.AsyncClient) -> None:
     d = device()
-    await h.client.post(path(d), json={"secret": SECRET})
+    await h.admin.post(path(d), json={"secret": SECRET})
     before = revoked("rotated")
-    rotated = await h.client.post(path(d, "rotate"))
+    rotated = await h.admin.post(path(d, "rotate"))
     assert rotated.status_code == 200, rotated.text
     new = rotated.json()["secret"]
     assert rotated.json()["rotated_ms"] >= rotated.json()["created_ms"]
@@ -146,7 +145,7 @@ async def test_rotation_refuses_the_old_secret(h: Harness, broker: httpx.AsyncCl
     now = now_ms()
     assert (await auth(broker, credentials_for(d, SECRET, now)))["reason"] == "bad_password"
     assert (await auth(broker, credentials_for(d, new, now)))["reason"] == "ok"
-    given = await h.client.post(path(d, "rotate"), json={"secret": "third-secret-000"})
+    given = await h.admin.post(path(d, "rotate"), json={"secret": "third-secret-000"})
     assert "secret" not in given.json()
     assert (await auth(broker, credentials_for(d, new, now)))["reason"] == "bad_password"
     assert (await auth(broker, credentials_for(d, "third-secret-000", now)))["reason"] == "ok"
@@ -154,23 +153,23 @@ async def test_rotation_refuses_the_old_secret(h: Harness, broker: httpx.AsyncCl
 
 async def test_disable_enable_delete(h: Harness, broker: httpx.AsyncClient) -> None:
     d = device()
-    await h.client.post(path(d), json={"secret": SECRET})
+    await h.admin.post(path(d), json={"secret": SECRET})
     good = credentials_for(d, SECRET, now_ms())
     before = revoked("disabled")
-    disabled = await h.client.post(path(d, "disable"))
+    disabled = await h.admin.post(path(d, "disable"))
     assert disabled.json()["enabled"] is False
-    assert (await h.client.post(path(d, "disable"))).status_code == 200  # idempotent
+    assert (await h.admin.post(path(d, "disable"))).status_code == 200  # idempotent
     assert revoked("disabled") == before + 1  # only the change revokes
     assert (await auth(broker, good))["reason"] == "disabled"
-    enabled = await h.client.post(path(d, "enable"))
+    enabled = await h.admin.post(path(d, "enable"))
     assert enabled.json()["enabled"] is True
     assert (await auth(broker, good))["reason"] == "ok"
     before = revoked("deleted")
-    assert (await h.client.delete(path(d))).status_code == 204
+    assert (await h.admin.delete(path(d))).status_code == 204
     assert revoked("deleted") == before + 1
     assert (await auth(broker, good))["reason"] == "unknown_device"
     for method, op in (("GET", ""), ("DELETE", ""), ("POST", "rotate"), ("POST", "enable")):
-        missing = await h.client.request(method, path(d, op))
+        missing = await h.admin.request(method, path(d, op))
         assert missing.status_code == 404, (method, op)
         assert missing.json()["error"]["code"] == "unknown_credentials"
 
@@ -181,7 +180,7 @@ async def test_revocations_are_announced_to_the_broker(
     """Rotate, disable and delete each publish on the channel the device broker listens to
     (it disconnects the device's live session); enabling does not."""
     d = device()
-    await h.client.post(path(d), json={"secret": SECRET})
+    await h.admin.post(path(d), json={"secret": SECRET})
     listener = sched_redis.pubsub()
     listener.subscribe(REVOKED_CHANNEL)
     try:
@@ -192,7 +191,7 @@ async def test_revocations_are_announced_to_the_broker(
             ("POST", "enable"),
             ("DELETE", ""),
         ):
-            assert (await h.client.request(method, path(d, op))).status_code in (200, 204)
+            assert (await h.admin.request(method, path(d, op))).status_code in (200, 204)
         heard = []
         while (message := listener.get_message(timeout=2)) is not None:
             heard.append(orjson.loads(message["data"]))
@@ -206,7 +205,7 @@ async def test_revocations_are_announced_to_the_broker(
 
 
 async def test_bad_input(h: Harness, broker: httpx.AsyncClient) -> None:
-    bad_id = await h.client.post(path("no spaces allowed"), json={})
+    bad_id = await h.admin.post(path("no spaces allowed"), json={})
     assert bad_id.status_code == 422
     assert bad_id.json()["error"]["code"] == "bad_device_id"
     for body, code in (
@@ -216,11 +215,11 @@ async def test_bad_input(h: Harness, broker: httpx.AsyncClient) -> None:
         ({"secret": SECRET, "extra": 1}, "unknown_field"),
         ([SECRET], "wrong_type"),
     ):
-        response = await h.client.post(path(device()), json=body)
+        response = await h.admin.post(path(device()), json=body)
         assert response.status_code == 422, body
         assert response.json()["error"]["code"] == code, body
         assert "has spaces" not in response.text  # a secret is never echoed, even a bad one
-    unreadable = await h.client.post(path(device()), content=b"{nope")
+    unreadable = await h.admin.post(path(device()), content=b"{nope")
     assert unreadable.json()["error"]["code"] == "invalid_json"
     for body, code in (
         ({"username": "u", "password": "p"}, "missing_field"),
@@ -235,15 +234,15 @@ async def test_bad_input(h: Harness, broker: httpx.AsyncClient) -> None:
 async def test_scopes(h: Harness, broker: httpx.AsyncClient) -> None:
     d = device()
     read = {"Authorization": f"Bearer {READ_KEY}"}
-    assert (await h.client.post(path(d), json={"secret": SECRET})).status_code == 201
-    assert (await h.client.get(path(d), headers=read)).status_code == 200
+    assert (await h.admin.post(path(d), json={"secret": SECRET})).status_code == 201
+    assert (await h.admin.get(path(d), headers=read)).status_code == 200
     for method, op in (("POST", "rotate"), ("POST", "disable"), ("POST", "enable"), ("DELETE", "")):
-        response = await h.client.request(method, path(d, op), headers=read)
+        response = await h.admin.request(method, path(d, op), headers=read)
         assert response.status_code == 403, (method, op)
     assert (await h.anon.get(path(d))).status_code == 401
     body = {"clientid": f"{d}_0_0_2026112712", "username": d, "password": ""}
     # Only the broker key may authenticate devices, and it may do nothing else.
-    assert (await h.client.post("/v1/broker/authenticate", json=body)).status_code == 403
+    assert (await h.admin.post("/v1/broker/authenticate", json=body)).status_code == 403
     assert (await h.anon.post("/v1/broker/authenticate", json=body)).status_code == 401
     assert (await broker.post("/v1/broker/authenticate", json=body)).status_code == 200
     assert (await broker.get(path(d))).status_code == 403
@@ -251,12 +250,50 @@ async def test_scopes(h: Harness, broker: httpx.AsyncClient) -> None:
     assert (await broker.post("/v1/credentials/import", content=b"x\n")).status_code == 403
 
 
+async def test_a_write_key_cannot_let_devices_in(h: Harness, broker: httpx.AsyncClient) -> None:
+    """Every credential change needs the admin scope; the write key (h.client) may read."""
+    known, new = device(), device()
+    assert (await h.admin.post(path(known), json={"secret": SECRET})).status_code == 201
+    before = (await h.admin.get(path(known))).json()
+    refused = [
+        await h.client.post(path(new), json={"secret": SECRET}),
+        await h.client.post("/v1/credentials/import", content=f"{new},{SECRET}\n".encode()),
+        *[await h.client.post(path(known, op)) for op in ("rotate", "disable", "enable")],
+        await h.client.delete(path(known)),
+    ]
+    for response in refused:
+        assert response.status_code == 403, response.request.url
+        error = response.json()["error"]
+        assert error["code"] == "forbidden"
+        assert error["message"].startswith("this API key lacks the admin scope"), error
+        assert "device credentials" in error["message"]
+    # Nothing changed: the new device is unknown, the known one as it was and still let in.
+    assert (await h.client.get(path(new))).status_code == 404
+    assert (await h.client.get(path(known))).json() == before
+    now = now_ms()
+    assert (await auth(broker, credentials_for(known, SECRET, now)))["reason"] == "ok"
+    assert (await auth(broker, credentials_for(new, SECRET, now)))["reason"] == "unknown_device"
+    # The refusals are in the audit trail under the write key's fingerprint.
+    trail = (await h.client.get("/v1/audit")).json()["items"]
+    writer = "sha256:" + hashlib.sha256(WRITE_KEY.encode()).hexdigest()[:12]
+    denied = {i["action"] for i in trail if i["key_id"] == writer and i["status"] == 403}
+    assert denied == {"register", "import_credentials", "rotate", "disable", "enable", "delete"}
+
+
 async def test_openapi_declares_every_credential_operation(h: Harness) -> None:
     spec = (await h.anon.get("/v1/openapi.json")).json()["paths"]
     assert set(spec["/v1/devices/{device_id}/credentials"]) == {"get", "post", "delete"}
     for op in ("rotate", "disable", "enable"):
         assert "post" in spec[f"/v1/devices/{{device_id}}/credentials/{op}"]
-    assert spec["/v1/credentials/import"]["post"]["security"] == [{"apiKey": ["write"]}]
+    for route, method in (
+        ("/v1/credentials/import", "post"),
+        ("/v1/devices/{device_id}/credentials", "post"),
+        ("/v1/devices/{device_id}/credentials", "delete"),
+        ("/v1/devices/{device_id}/credentials/rotate", "post"),
+    ):
+        assert spec[route][method]["security"] == [{"apiKey": ["admin"]}], (route, method)
+    reading = spec["/v1/devices/{device_id}/credentials"]["get"]["security"]
+    assert reading == [{"apiKey": ["read"]}]
     auth_op = spec["/v1/broker/authenticate"]["post"]
     assert auth_op["security"] == [{"apiKey": ["broker"]}]
 
@@ -266,7 +303,7 @@ async def test_bulk_import_with_bad_lines(h: Harness, broker: httpx.AsyncClient)
     given = [f"imp_{run}_{i}" for i in range(2500)]
     generated = [f"gen_{run}_{i}" for i in range(3)]
     existing = device()
-    await h.client.post(path(existing), json={"secret": SECRET})
+    await h.admin.post(path(existing), json={"secret": SECRET})
     lines = [f"{d},secret-{i:06d}" for i, d in enumerate(given)]
     lines[10:10] = [
         "# a comment",
@@ -282,7 +319,7 @@ async def test_bulk_import_with_bad_lines(h: Harness, broker: httpx.AsyncClient)
     ]
     lines.append(generated[2])
     body = ("\n".join(lines)).encode()  # no final newline: the last line still counts
-    response = await h.client.post("/v1/credentials/import", content=body)
+    response = await h.admin.post("/v1/credentials/import", content=body)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/csv")
     report = response.text.splitlines()
@@ -308,7 +345,7 @@ async def test_bulk_import_with_bad_lines(h: Harness, broker: httpx.AsyncClient)
     assert (await auth(broker, credentials_for(given[-1], "secret-002499", now)))["reason"] == "ok"
     # The refused lines changed nothing.
     assert (await auth(broker, credentials_for(existing, SECRET, now)))["reason"] == "ok"
-    assert (await h.client.get(path("bad id"))).status_code == 422
+    assert (await h.admin.get(path("bad id"))).status_code == 422
 
 
 async def test_large_import_streams_without_a_concurrent_reader(h: Harness) -> None:
@@ -316,7 +353,7 @@ async def test_large_import_streams_without_a_concurrent_reader(h: Harness) -> N
     run = uuid.uuid4().hex[:6]
     n = 200_000  # an 11 MB report: far beyond what socket buffers hold unread
     body = "".join(f"big_{run}_{i}\n" for i in range(n)).encode()
-    response = await h.client.post("/v1/credentials/import", content=body, timeout=120)
+    response = await h.admin.post("/v1/credentials/import", content=body, timeout=120)
     assert response.status_code == 200
     lines = response.text.splitlines()
     assert lines[-1] == f"# registered {n}, generated {n}, refused 0"

@@ -12,10 +12,10 @@ from pathlib import Path
 import orjson
 
 from ops.cli import main
-from tests.integration.scheduler.sched_harness import READ_KEY, WRITE_KEY, Harness
+from tests.integration.scheduler.sched_harness import ADMIN_KEY, READ_KEY, WRITE_KEY, Harness
 
 
-async def ota(harness: Harness, *argv: str, key: str = WRITE_KEY) -> tuple[int, str, str]:
+async def ota(harness: Harness, *argv: str, key: str = ADMIN_KEY) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     env = {"OTA_API_URL": harness.base_url, "OTA_API_KEY": key}
     code = await asyncio.to_thread(main, list(argv), env, out, err)
@@ -24,6 +24,10 @@ async def ota(harness: Harness, *argv: str, key: str = WRITE_KEY) -> tuple[int, 
 
 async def test_credentials_commands(harness: Harness, tmp_path: Path) -> None:
     d = f"cli_{uuid.uuid4().hex[:8]}"
+    code, out, err = await ota(harness, "devices", "credentials", "register", d, key=WRITE_KEY)
+    assert code == 1
+    assert "lacks the admin scope" in err, err  # letting a device in is an admin decision
+    assert out == ""
     code, out, err = await ota(harness, "devices", "credentials", "register", d)
     assert code == 0, err
     assert f"{d}: registered, enabled" in out

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 
-from tests.integration.scheduler.sched_harness import Harness
+from tests.integration.scheduler.sched_harness import WRITE_KEY, Harness
 from tests.integration.scheduler.test_sched_credentials_cli import ota
 from tests.x509_kit import make_ca
 
@@ -17,6 +17,11 @@ async def test_device_ca_commands(harness: Harness, tmp_path: Path) -> None:
     ca = make_ca(f"CLI CA {uuid.uuid4().hex[:6]}")
     pem = tmp_path / "ca.pem"
     pem.write_text(ca.pem())
+    code, _, err = await ota(harness, "devices", "cas", "add", str(pem), key=WRITE_KEY)
+    assert code == 1
+    assert "lacks the admin scope" in err, err
+    code, out, _ = await ota(harness, "--json", "devices", "cas", "list", key=WRITE_KEY)
+    assert orjson.loads(out) == []  # a write key reads, and its refusal added nothing
     code, out, err = await ota(harness, "devices", "cas", "add", str(pem))
     assert code == 0, err
     assert out.startswith(f"registered {ca.fingerprint()}  CN=CLI CA")
