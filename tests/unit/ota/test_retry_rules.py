@@ -4,7 +4,9 @@ count; a backoff grows with the retries used and stops at its cap."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
+from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -114,3 +116,13 @@ def test_every_cause_has_a_class_and_rule_names_do_not_clash() -> None:
     assert F.INVALID_URI.cause_class is CauseClass.DEVICE_ERROR
     assert F.TASK_CONFLICT.cause_class is CauseClass.PLATFORM_ERROR
     assert F.SOURCE_VERSION_NOT_ALLOWED.cause_class is CauseClass.PLATFORM_ERROR
+
+
+def test_the_protocol_docs_list_every_cause_with_its_name_class_and_default() -> None:
+    text = (Path(__file__).parents[3] / "docs" / "protocol.md").read_text()
+    table = text.split("### Failure causes", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (\d+) \| `(\w+)` \| (\w+) \| (yes|no) \|$", table, re.MULTILINE)
+    assert rows == [
+        (str(c.value), c.key, c.cause_class.value, "yes" if c.retryable else "no")
+        for c in FailureCause
+    ]
