@@ -130,15 +130,33 @@ def _stale_report(ctx: Ctx, job: Job, ev: Event) -> Job:
     return job
 
 
-def _command_sent_online(ctx: Ctx, job: Job, ev: Event) -> Job:
-    """The device came back (or reconnected) before downloading: the command may have been
-    lost with the old connection, so it is sent again under the same command id (a device
-    that has it ignores the repeat and goes on, one that lost it starts) with a fresh token."""
+def _upgrading_online(ctx: Ctx, job: Job, ev: Event) -> Job:
+    """A reconnect after the command went out. A broker that crashed lost what was in flight
+    both ways (clean sessions): the command itself, and reports the device published around
+    the crash. In COMMAND_SENT the upgrade goes out again under the same command id (a
+    device that has it ignores the repeat and goes on; one that lost it starts), with a fresh
+    token. In every post-command state a version query follows: the target version ends the
+    job (its result was lost), any other changes nothing. Deadline and version stay."""
     if not ctx.reconnected:
         return job
-    _send_upgrade(ctx, job, job.command_id)
-    ctx.note(job, "command_resent", command_id=job.command_id)
+    if job.state is S.COMMAND_SENT:
+        _send_upgrade(ctx, job, job.command_id)
+        ctx.note(job, "command_resent", command_id=job.command_id)
+    else:
+        ctx.note(job, "reconnect_query")
+    query(ctx, job)
     return job
+
+
+def _upgrading_version(ctx: Ctx, job: Job, ev: Event) -> Job:
+    """A version report after the command (the answer to a reconnect's query, or one the
+    device sent by itself, at boot after installing): the target version is the upgrade
+    done; another version, or none for the task's component, leaves the state's own reports
+    and window to decide (a device mid-download still runs the old version)."""
+    reported = _answered_version(job, ev)
+    if reported != job.spec.package.version:
+        return job
+    return ctx.move(job, S.SUCCEEDED, None, version=reported, by="version_report")
 
 
 def _download_stage(to: S, window: Callable[[Job], int]) -> Handler:
@@ -293,17 +311,24 @@ TRANSITIONS: dict[tuple[JobState, Kind], Handler] = {
     (S.QUERYING_VERSION, Kind.OFFLINE): _querying_offline,
     (S.QUERYING_VERSION, Kind.PROGRESS): _stale_report,
     (S.QUERYING_VERSION, Kind.TIMEOUT): _timeout_failing(F.VERSION_REPORT_TIMEOUT),
-    (S.COMMAND_SENT, Kind.ONLINE): _command_sent_online,
+    (S.COMMAND_SENT, Kind.ONLINE): _upgrading_online,
+    (S.COMMAND_SENT, Kind.VERSION): _upgrading_version,
     (S.COMMAND_SENT, Kind.DOWNLOAD_STARTED): _download_started,
     (S.COMMAND_SENT, Kind.DOWNLOAD_FINISHED): _download_finished,
     (S.COMMAND_SENT, Kind.PROGRESS): _progress,
     (S.COMMAND_SENT, Kind.TIMEOUT): _timeout_upgrading(F.DOWNLOAD_START_TIMEOUT),
     (S.DOWNLOADING, Kind.DOWNLOAD_FINISHED): _download_finished,
     (S.DOWNLOADING, Kind.PROGRESS): _progress,
+    (S.DOWNLOADING, Kind.ONLINE): _upgrading_online,
+    (S.DOWNLOADING, Kind.VERSION): _upgrading_version,
     (S.DOWNLOADING, Kind.TIMEOUT): _timeout_upgrading(F.DOWNLOAD_FINISH_TIMEOUT),
     (S.DOWNLOADED, Kind.PROGRESS): _progress,
+    (S.DOWNLOADED, Kind.ONLINE): _upgrading_online,
+    (S.DOWNLOADED, Kind.VERSION): _upgrading_version,
     (S.DOWNLOADED, Kind.TIMEOUT): _timeout_upgrading(F.UPDATE_START_TIMEOUT),
     (S.UPDATING, Kind.PROGRESS): _progress,
+    (S.UPDATING, Kind.ONLINE): _upgrading_online,
+    (S.UPDATING, Kind.VERSION): _upgrading_version,
     (S.UPDATING, Kind.TIMEOUT): _timeout_updating,
     (S.VERIFYING, Kind.ONLINE): _query_online,
     (S.VERIFYING, Kind.VERSION): _verifying_version,

@@ -285,8 +285,9 @@ def test_command_sent_reconnect_resends_with_fresh_token_and_the_same_id() -> No
     run(OFFLINE)
     out = run(ONLINE, T0 + 7_000)
     assert run.state is S.COMMAND_SENT
-    [command] = commands(out)
+    [command, asked] = commands(out)  # the upgrade, then a version query (docs/workers.md)
     assert isinstance(command, SendUpgrade)
+    assert isinstance(asked, SendVersionQuery)
     assert command.token_expires_s == (T0 + 7_000) // 1000 + 86_400
     assert run.job.command_id == command.id == first
     assert notes(out) == ["command_resent"]

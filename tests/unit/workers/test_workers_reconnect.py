@@ -1,16 +1,18 @@
-"""A device that reconnects without an offline notice (the broker crashed) gets its pending
-command again: an online notice naming another connection counts as a reconnect, the same
-connection again changes nothing."""
+"""A device that reconnects without an offline notice (the broker crashed) gets what it is
+waiting for: an online notice naming another connection counts as a reconnect, the same
+connection again changes nothing. After the command every reconnect also asks the device's
+version, and a version report of the target ends the job (its result was lost)."""
 
 from __future__ import annotations
 
 import pytest
 
 from ota.jobstates import JobState as S
-from ota.records import PresenceRecord
+from ota.records import PresenceRecord, TaskType
 from workers.codec import pack, spec_ref, unpack
 from workers.effects import SendUpgrade, SendVersionQuery
 from workers.events import Event, Kind, event_from_record
+from workers.machine import step
 from workers.model import Device
 
 from .helpers import (
@@ -21,8 +23,10 @@ from .helpers import (
     TARGET,
     Runner,
     commands,
+    events,
     notes,
     progress,
+    spec,
     start,
     timeout_of,
     transitions,
@@ -80,7 +84,9 @@ def test_reconnect_after_the_command_resends_it_under_the_same_id_with_a_fresh_t
     [sent] = [c for c in commands(run.last) if isinstance(c, SendUpgrade)]
     run.now_ms += 60_000
     out = run(online("c2"))
-    [resent] = [c for c in commands(out) if isinstance(c, SendUpgrade)]
+    resent, asked = commands(out)
+    assert isinstance(resent, SendUpgrade)
+    assert isinstance(asked, SendVersionQuery)
     assert resent.id == sent.id == first.command_id
     assert resent.token_expires_s == sent.token_expires_s + 60
     assert notes(out) == ["command_resent"]
@@ -119,12 +125,92 @@ def test_a_repeated_notice_of_the_same_connection_changes_nothing(state: S) -> N
 
 
 @pytest.mark.parametrize("state", [S.DOWNLOADING, S.DOWNLOADED, S.UPDATING])
-def test_reconnect_with_nothing_pending_only_records_the_connection(state: S) -> None:
+def test_reconnect_during_the_download_or_update_asks_the_version(state: S) -> None:
+    """Reports the device sent around the crash may be lost: a version query finds out
+    whether it already upgraded. The job stays as it was (state, version, deadline)."""
     run = connected_at(state)
+    job = run.job
+    out = run(online("c2"))
+    assert [type(c) for c in commands(out)] == [SendVersionQuery]
+    assert notes(out) == ["reconnect_query"]
+    assert run.job == job
+    assert run.device.connection == "c2"
+
+
+POST_COMMAND = [S.COMMAND_SENT, S.DOWNLOADING, S.DOWNLOADED, S.UPDATING]
+
+
+@pytest.mark.parametrize("state", POST_COMMAND)
+def test_a_duplicate_notice_of_the_reconnect_sends_nothing_more(state: S) -> None:
+    run = connected_at(state)
+    assert commands(run(online("c2")))
     job = run.job
     assert run(online("c2")).effects == ()
     assert run.job == job
-    assert run.device.connection == "c2"
+
+
+@pytest.mark.parametrize("state", POST_COMMAND)
+def test_a_redelivered_reconnect_notice_sends_the_same_ids(state: S) -> None:
+    """Effect ids come from the notice's place in the log: applying it again (a replay after
+    Redis lost its last writes) produces the same records, which consumers deduplicate."""
+    run = connected_at(state)
+    before = run.device
+    first = step(before, online("c2"), run.now_ms, "w0-77")
+    again = step(before, online("c2"), run.now_ms, "w0-77")
+    assert first == again
+    assert [c.id for c in commands(first)][-1] == "w0-77-" + str(len(first.effects) - 1)
+
+
+@pytest.mark.parametrize("state", POST_COMMAND)
+def test_the_target_version_after_the_command_succeeds(state: S) -> None:
+    run = connected_at(state)
+    run(online("c2"))
+    out = run(version(fw=TARGET))
+    assert transitions(out) == [(state.value, S.SUCCEEDED.value)]
+    [moved] = events(out)
+    assert moved.detail == {"version": TARGET, "by": "version_report"}
+    assert run.job.deadline_ms is None
+
+
+@pytest.mark.parametrize("state", POST_COMMAND)
+def test_another_version_after_the_command_leaves_the_state_to_its_own_rules(state: S) -> None:
+    """A device mid-download or mid-install still runs the old version; a report without
+    the task's component (sw only for a firmware task) says nothing either."""
+    run = connected_at(state)
+    run(online("c2"))
+    job = run.job
+    for report in (version(fw="1.0"), version(sw=TARGET), version()):
+        assert run(report).effects == ()
+    assert run.job == job
+    # The state's window still runs: its timeout is the one set before the reconnect.
+    run.timeout()
+    assert run.state is not state
+
+
+def test_a_software_task_compares_sw_version() -> None:
+    run = Runner(Device(), T0)
+    run(online("c1"))
+    run(start(spec(task_type=TaskType.SOFTWARE)))
+    run(version(sw="1.0"))
+    run(DL_STARTED)
+    assert run.state is S.DOWNLOADING
+    assert run(version(fw=TARGET, sw="1.0")).effects == ()
+    run(version(sw=TARGET))
+    assert run.job.state is S.SUCCEEDED
+
+
+def test_a_lost_result_is_found_by_the_reconnect_query() -> None:
+    """The device installed and reported its result to the broker that crashed: the job is
+    still DOWNLOADED. Its reconnect asks the version, the answer ends the job."""
+    run = connected_at(S.DOWNLOADED)
+    out = run(online("c2"))
+    [asked] = commands(out)
+    answered = run(Event(Kind.VERSION, fw_version=TARGET, device_event_id=asked.id))
+    assert transitions(answered) == [(S.DOWNLOADED.value, S.SUCCEEDED.value)]
+    # The result, if it arrives after all, is only noted.
+    late = run(progress(0, 100, ver=TARGET, echo=run.job.command_id))
+    assert notes(late) == ["late_report"]
+    assert run.job.state is S.SUCCEEDED
 
 
 def test_offline_forgets_the_connection_and_coming_back_resends() -> None:
@@ -132,7 +218,7 @@ def test_offline_forgets_the_connection_and_coming_back_resends() -> None:
     run(OFFLINE)
     assert run.device.connection is None
     out = run(online("c1"))  # even the same identity: the device was offline
-    assert [type(c) for c in commands(out)] == [SendUpgrade]
+    assert [type(c) for c in commands(out)] == [SendUpgrade, SendVersionQuery]
 
 
 def test_a_device_known_online_from_its_traffic_learns_its_connection_without_a_resend() -> None:
@@ -145,7 +231,8 @@ def test_a_device_known_online_from_its_traffic_learns_its_connection_without_a_
     assert run.job.state is S.COMMAND_SENT
     assert run(online("c9")).effects == ()
     assert run.device.connection == "c9"
-    assert [type(c) for c in commands(run(online("c10")))] == [SendUpgrade]  # a reconnect
+    reconnect = commands(run(online("c10")))
+    assert [type(c) for c in reconnect] == [SendUpgrade, SendVersionQuery]
 
 
 def test_connection_comes_from_the_presence_record_and_is_stored() -> None:
