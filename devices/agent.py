@@ -103,6 +103,8 @@ class DeviceAgent:
         self._trusted = load_public_keys(pem) if pem else {}
         self._seen: list[str] = []
         self._busy: str | None = None  # target version of the upgrade under way
+        self._failures = 0  # upgrades failed with behaviour.fail_with so far
+        self._fail: int | None = None  # the result code the upgrade under way fails with
         self._muted = False  # mute_after_install took effect
         self._tasks: set[asyncio.Task[None]] = set()
         self.finished = asyncio.Event()
@@ -166,6 +168,14 @@ class DeviceAgent:
             return
         await self._upgrade(kind, event)
 
+    def _next_failure(self) -> int | None:
+        """The result code this upgrade fails with (behaviour.fail_with, while fail_times lasts)."""
+        times = self.behaviour.fail_times
+        if self.behaviour.fail_with is None or (times is not None and self._failures >= times):
+            return None
+        self._failures += 1
+        return self.behaviour.fail_with
+
     async def _upgrade(self, kind: DownlinkType, event: Event) -> None:
         paras = event.paras
         target: str = paras["version"]
@@ -179,7 +189,7 @@ class DeviceAgent:
         if current == target:
             await self._finish(event, RESULT_ALREADY_LATEST, current, "already the latest version")
             return
-        fail = self.behaviour.fail_with
+        fail = self._fail = self._next_failure()
         if fail is not None and stage_of(fail) is FailStage.BEFORE_DOWNLOAD:
             await self._finish(event, fail, current, f"refused with result code {fail}")
             return
@@ -280,9 +290,9 @@ class DeviceAgent:
         except DownloadError as error:
             return error.result_code
         self.outcome.resumed_downloads += job.resumed
-        if self.behaviour.fail_with in (6, 9):
-            return self.behaviour.fail_with
-        if self.behaviour.fail_with == RESULT_BAD_PACKAGE or job.sha256() != paras["sign"]:
+        if self._fail in (6, 9):
+            return self._fail
+        if self._fail == RESULT_BAD_PACKAGE or job.sha256() != paras["sign"]:
             return RESULT_BAD_PACKAGE
         return RESULT_SUCCESS
 

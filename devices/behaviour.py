@@ -39,6 +39,7 @@ class Behaviour:
     answer_twice: bool = False  # every report goes out twice
     ignore_upgrades: bool = False  # receive upgrade commands but never act on them
     fail_with: int | None = None  # report this result code instead of succeeding
+    fail_times: int | None = None  # with fail_with: only the first this many upgrades fail
     wrong_version: str | None = None  # after "installing", report this version
     slow_s: float = 0.0  # wait this long before each answer
     install_s: float = 0.0  # how long "installing" takes
