@@ -1,14 +1,13 @@
-"""CPU per Kafka record: kafka-python (the services' client) against confluent-kafka.
+"""CPU per Kafka record: kafka-python against confluent-kafka (OTA_KAFKA_CLIENT).
 
 Both clients produce and consume the records the services send (an upgrade command, a
 job event, a device's progress event: 241-564 bytes of JSON from ota.records.encode(),
 keyed by device id) on a fresh 12-partition topic, with the services' settings:
 
-- produce: idempotent, acks=all, linger 5 ms, 256 KiB batches, 5 in flight (kafka-python
-  through ota.kafka_clients.make_producer; confluent-kafka with the same librdkafka
-  settings and the murmur2 partitioner, so keys land on the same partitions), every
-  record sent without waiting, its delivery counted in a callback, then one flush
-  (`kafka_python_held` sends in bursts under a WakeupHold, as the workers do);
+- produce: the services' producer (ota.kafka_clients.make_producer: idempotent, acks=all,
+  linger 5 ms, 5 in flight, murmur2 partitioning) on each client, every record sent
+  without waiting, its delivery counted in a callback, then one flush
+  (`kafka_python_held` sends in bursts under the producer's wake-up hold, as the workers do);
 - consume: a new consumer group reads the same records back in batches of at most 2,000
   (make_consumer's max_poll_records; consume(num_messages=2000)), read_committed, no
   auto-commit, decodes each value with ota.records.decode and commits synchronously
@@ -24,9 +23,6 @@ medians over --runs rounds after one small warm-up.
 --cross-check also has each client read the records the other produced; --profile runs
 one more kafka-python consume under cProfile (main thread only) and prints where its
 time goes.
-
-confluent-kafka is not a project dependency: install it into the venv for this bench
-only (.venv/bin/pip install 'confluent-kafka==2.16.*').
 
 Usage: .venv/bin/python bench/kafka_clients_bench.py [--records 100000] [--runs 5]
        [--cross-check] [--profile]
@@ -44,7 +40,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import version
 from typing import Any
 
@@ -52,11 +48,8 @@ from kafka.admin import NewTopic
 
 from ota import tokens
 from ota.kafka_clients import (
-    DELIVERY_TIMEOUT_MS,
     RECONNECT_BACKOFF_MAX_MS,
     RECONNECT_BACKOFF_MS,
-    REQUEST_TIMEOUT_MS,
-    WakeupHold,
     make_admin,
     make_consumer,
     make_producer,
@@ -208,15 +201,16 @@ def confluent_common(settings: CommonSettings) -> dict[str, Any]:
 # --- kafka-python -----------------------------------------------------------------------
 
 
-def produce_kafka_python(
+def produce_through(
     settings: CommonSettings, topic: str, pairs: Sequence[Pair], *, held: bool = False
 ) -> Run:
-    """`held`: sends in bursts of MAX_POLL_RECORDS, each under a WakeupHold, as the workers
-    send one polled batch's outputs; otherwise one plain send() after another."""
+    """The services' producer (ota.kafka_clients.make_producer) on settings.kafka_client.
+    `held`: sends in bursts of MAX_POLL_RECORDS, each under the producer's wakeups() hold,
+    as the workers send one polled batch's outputs; otherwise one send() after another."""
     deliveries = Deliveries()
     window = Window()
-    producer = make_producer(settings, client_id="bench-kafka-python")
-    wakeups = WakeupHold(producer)
+    producer = make_producer(settings, client_id=f"bench-{settings.kafka_client}")
+    wakeups = producer.wakeups()
     try:
         for start in range(0, len(pairs), MAX_POLL_RECORDS):
             if held:
@@ -235,8 +229,12 @@ def produce_kafka_python(
     return run
 
 
+def produce_kafka_python(settings: CommonSettings, topic: str, pairs: Sequence[Pair]) -> Run:
+    return produce_through(replace(settings, kafka_client="kafka-python"), topic, pairs)
+
+
 def produce_kafka_python_held(settings: CommonSettings, topic: str, pairs: Sequence[Pair]) -> Run:
-    return produce_kafka_python(settings, topic, pairs, held=True)
+    return produce_through(replace(settings, kafka_client="kafka-python"), topic, pairs, held=True)
 
 
 def consume_kafka_python(settings: CommonSettings, topic: str, count: int) -> Run:
@@ -270,46 +268,7 @@ def consume_kafka_python(settings: CommonSettings, topic: str, count: int) -> Ru
 
 
 def produce_confluent(settings: CommonSettings, topic: str, pairs: Sequence[Pair]) -> Run:
-    from confluent_kafka import KafkaError, Message, Producer
-
-    deliveries = Deliveries()
-
-    def delivered(error: KafkaError | None, _: Message) -> None:
-        if error is None:
-            deliveries.done()
-        else:
-            deliveries.fail(error)
-
-    window = Window()
-    producer = Producer(
-        {
-            **confluent_common(settings),
-            "client.id": "bench-confluent",
-            "acks": "all",
-            "enable.idempotence": True,
-            "linger.ms": 5,
-            "batch.size": 256 * 1024,
-            "max.in.flight.requests.per.connection": 5,
-            "message.timeout.ms": DELIVERY_TIMEOUT_MS,
-            "request.timeout.ms": REQUEST_TIMEOUT_MS,
-            "partitioner": "murmur2_random",  # kafka-python's (and Java's) key hashing
-        }
-    )
-    for index, (key, value) in enumerate(pairs):
-        while True:
-            try:
-                producer.produce(topic, value=value, key=key, on_delivery=delivered)
-                break
-            except BufferError:  # the local queue is full: serve callbacks, then retry
-                producer.poll(0.01)
-        if index % 1000 == 999:
-            producer.poll(0)  # delivery callbacks run only inside poll/flush
-    left = producer.flush(TIMEOUT_S)
-    run = window.stop(len(pairs))
-    if left:
-        raise RuntimeError(f"confluent-kafka: {left} records still queued after flush")
-    deliveries.check(len(pairs))
-    return run
+    return produce_through(replace(settings, kafka_client="confluent-kafka"), topic, pairs)
 
 
 def consume_confluent(settings: CommonSettings, topic: str, count: int) -> Run:

@@ -55,7 +55,6 @@ from workers.codec import SpecRef, pack, spec_ref
 from workers.events import Event, Kind
 from workers.machine import step
 from workers.model import Device
-from workers.partitioner import KeyHashPartitioner
 from workers.service import tune_gc
 from workers.store import Store
 
@@ -199,7 +198,7 @@ def raw_clients(common: CommonSettings) -> tuple[float, float, float, float]:
     consume = (len(values) / (time.perf_counter() - started), time.process_time() - cpu)
     consumer.close()
     topic = common.topics.dead_letters  # unused by the throughput run
-    producer = make_producer(common, client_id="bench-raw", partitioner=KeyHashPartitioner())
+    producer = make_producer(common, client_id="bench-raw")
     started, cpu = time.perf_counter(), time.process_time()
     for key, value in values:
         producer.send(topic, key=key, value=value)

@@ -124,7 +124,7 @@ return 1
 
 
 class Sink(Protocol):
-    """Where download records go (a KafkaProducer in production)."""
+    """Where download records go (the record producer, ota/kafka_producer.py, in production)."""
 
     def send(self, topic: str, *, key: bytes, value: bytes) -> Any: ...
 

@@ -1,25 +1,25 @@
-"""kafka-python's threaded producer, driven from asyncio without blocking the loop.
+"""The services' record producer (ota/kafka_producer.py), driven from asyncio without
+blocking the loop.
 
-`KafkaProducer.send` only appends to a batch; its background thread delivers batches
-(linger and batch size decide when, never a flush per message) and resolves each
-record's future on that thread. Completions are queued under a lock and handed to the
+`send` only appends to a batch; the client's own thread delivers batches (linger and
+batch size decide when, never a flush per message) and settles each record's delivery
+on that thread. Completions are queued under a lock and handed to the
 event loop in one `call_soon_threadsafe` per burst (one wake-up for a whole produced
 batch, not one per record), and run there as plain callbacks: no asyncio future or
 task per record, which matters at tens of thousands of records a second.
 
-kafka-python's idempotent producer turns every non-retriable produce error (a record
-too large for the topic, an invalid topic, ...) into a fatal state in which it fails
-all later records too; `renew` replaces it with a fresh producer.
+An idempotent producer turns some non-retriable produce errors into a fatal state in
+which it fails all later records too; `renew` replaces it with a fresh producer.
 
 kafka-python wakes its sender thread for every send that starts a batch; here the
-wake-ups are held (`WakeupHold`) and given once per `wakeup_delay_s` (0: at the end of
+wake-ups are held (`wakeups()`) and given once per `wakeup_delay_s` (0: at the end of
 the loop pass). A new batch waits for linger_ms before it is sent whatever happens, so
 a wake-up given within the linger delays nothing, and a steady trickle of uplinks to
 many partitions costs one sender pass per delay instead of one per record.
 
 The partition of a keyed record is computed here once per key (Kafka's murmur2, as
-kafka-python's default partitioner and the Java client do) and cached, so `send` skips
-the per-record partitioner.
+kafka-python's default partitioner, librdkafka's murmur2 and the Java client do) and
+cached, so `send` skips the per-record partitioner.
 """
 
 from __future__ import annotations
@@ -32,19 +32,15 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from kafka import KafkaProducer
-from kafka.errors import KafkaError
 from kafka.partitioner.default import murmur2
 
 from ota.backoff import Backoff, retry
-from ota.kafka_clients import WakeupHold
+from ota.kafka_producer import ProduceError, RecordProducer, Wakeups, translate
 
 log = logging.getLogger(__name__)
 
 OnDone = Callable[[BaseException | None], None]
 
-# Errors a later attempt can get past although Kafka does not flag them retriable.
-_RETRIABLE_NAMES = frozenset({"KafkaTimeoutError", "NoBrokersAvailable", "KafkaConnectionError"})
 # Cached key partitions (about 200 bytes each); a bound so a fleet of millions does not
 # grow it forever. Past it the cache starts again.
 MAX_CACHED_KEYS = 100_000
@@ -52,21 +48,12 @@ PARTITION_REFRESH_S = 5.0
 RENEW_BACKOFF = Backoff(0.2, 10.0)
 
 
-class ProduceError(Exception):
-    """Kafka did not take a record; `retriable` says whether sending it again may work."""
-
-    def __init__(self, message: str, *, retriable: bool, name: str = "KafkaError") -> None:
-        super().__init__(message)
-        self.retriable = retriable
-        self.name = name  # the Kafka error's class name, for dead-letter reasons and logs
-
-
 class AsyncProducer:
     def __init__(
         self,
-        producer: KafkaProducer,
+        producer: RecordProducer,
         loop: asyncio.AbstractEventLoop,
-        create: Callable[[], KafkaProducer] | None = None,
+        create: Callable[[], RecordProducer] | None = None,
         backoff: Backoff = RENEW_BACKOFF,
         wakeup_delay_s: float = 0.0,
     ) -> None:
@@ -81,13 +68,13 @@ class AsyncProducer:
         self._partitions: dict[str, list[int]] = {}
         self._keys: dict[tuple[str, bytes], int] = {}
         self._refreshed = 0.0
-        self._wakeups: WakeupHold | None = None  # holding until `_release` runs
+        self._wakeups: Wakeups | None = None  # holding until `_release` runs
 
     def produce(self, topic: str, key: bytes | None, value: bytes, on_done: OnDone) -> None:
         """Send a record; `on_done(None | ProduceError)` runs on the loop once Kafka answered
         (acks=all). Never calls `on_done` before returning."""
         if self._wakeups is None:
-            self._wakeups = WakeupHold(self._producer)
+            self._wakeups = self._producer.wakeups()
             self._wakeups.hold()
             if self._wakeup_delay_s > 0:
                 self._loop.call_later(self._wakeup_delay_s, self._release)
@@ -96,7 +83,7 @@ class AsyncProducer:
         try:
             partition = self._partition(topic, key)
             pending = self._producer.send(topic, value=value, key=key, partition=partition)
-        except (KafkaError, ValueError) as exc:  # no metadata in time, closed, bad topic
+        except ProduceError as exc:  # no metadata in time, closed, bad topic
             self._complete(on_done, exc)
             return
         complete = partial(self._complete, on_done)  # one partial for both outcomes
@@ -155,7 +142,7 @@ class AsyncProducer:
 
     def _complete(self, on_done: OnDone, result: Any) -> None:
         # Runs on the producer's thread, or inline when the record failed at once.
-        error = _translate(result) if isinstance(result, BaseException) else None
+        error = translate(result) if isinstance(result, BaseException) else None
         with self._lock:
             self._done.append((on_done, error))
             if self._scheduled:
@@ -181,7 +168,7 @@ class AsyncProducer:
         fresh = await retry(
             "gateway.producer_renew",
             lambda: asyncio.to_thread(create),
-            on=KafkaError,
+            on=ProduceError,
             policy=self._backoff,
         )
         self._release()
@@ -192,9 +179,3 @@ class AsyncProducer:
     async def close(self, timeout_s: float) -> None:
         """Deliver what is batched (bounded by `timeout_s`), then close the producer."""
         await asyncio.to_thread(self._producer.close, timeout=timeout_s)
-
-
-def _translate(exc: BaseException) -> ProduceError:
-    name = type(exc).__name__
-    retriable = bool(getattr(exc, "retriable", False)) or name in _RETRIABLE_NAMES
-    return ProduceError(f"{name}: {exc}", retriable=retriable, name=name)

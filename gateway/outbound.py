@@ -34,11 +34,12 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, T
 from kafka.errors import KafkaError
 
 from gateway import metrics
-from gateway.kafka_bridge import AsyncProducer, ProduceError
+from gateway.kafka_bridge import AsyncProducer
 from gateway.offsets import OffsetTracker
 from gateway.uplink import MAX_RAW_BYTES, SOURCE
 from ota.backoff import Backoff, StoppedError, retry
 from ota.clock import now_ms
+from ota.kafka_producer import ProduceError
 from ota.mqtt import MqttLink, PublishRefusedError, SessionLostError
 from ota.protocol import Event, ProtocolError, check_downlink_paras, down_topic, encode_envelope
 from ota.records import CommandRecord, DeadLetterRecord, RecordError, decode, encode
@@ -115,7 +116,11 @@ class Outbound:
     async def run(self, stop: asyncio.Event) -> None:
         try:
             await retry(
-                "gateway.consumer_start", self._start, on=KafkaError, policy=self._backoff, stop=stop
+                "gateway.consumer_start",
+                self._start,
+                on=KafkaError,
+                policy=self._backoff,
+                stop=stop,
             )
         except StoppedError:
             return

@@ -12,9 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from kafka import KafkaProducer
-from kafka.errors import KafkaError
-
 from gateway import metrics
 from gateway.inbound import Inbound
 from gateway.kafka_bridge import AsyncProducer
@@ -23,6 +20,7 @@ from gateway.presence import SOURCES
 from gateway.settings import UPLINK_FILTER, GatewaySettings
 from ota.backoff import Backoff, StoppedError, retry
 from ota.kafka_clients import STATIC_MEMBER_ID, make_consumer, make_producer
+from ota.kafka_producer import ProduceError, RecordProducer
 from ota.mqtt import LinkConfig, MqttLink
 from ota.runtime import Runtime, Service
 
@@ -31,10 +29,10 @@ log = logging.getLogger(__name__)
 BACKOFF = Backoff(0.2, 10.0)
 
 
-def _new_producer(settings: GatewaySettings) -> KafkaProducer:
+def _new_producer(settings: GatewaySettings) -> RecordProducer:
     """A producer with the topics' metadata fetched, so send() never waits for it on the
     loop (blocking: call it on a worker thread)."""
-    producer: KafkaProducer = make_producer(
+    producer = make_producer(
         settings.common,
         client_id=settings.client_id,
         linger_ms=settings.produce_linger_ms,
@@ -43,19 +41,19 @@ def _new_producer(settings: GatewaySettings) -> KafkaProducer:
     try:
         for topic in (settings.common.topics.inbox, settings.common.topics.dead_letters):
             producer.partitions_for(topic)
-    except KafkaError:
+    except ProduceError:
         producer.close(timeout=0)
         raise
     return producer
 
 
-async def _start_producer(settings: GatewaySettings, stop: asyncio.Event) -> KafkaProducer | None:
+async def _start_producer(settings: GatewaySettings, stop: asyncio.Event) -> RecordProducer | None:
     """A producer once a broker answers (retried by the backoff policy), None if stopped."""
     try:
         producer = await retry(
             "gateway.kafka_connect",
             lambda: asyncio.to_thread(_new_producer, settings),
-            on=KafkaError,
+            on=ProduceError,
             policy=BACKOFF,
             stop=stop,
         )

@@ -36,7 +36,8 @@ TLS_SCHEMES = ("rediss", "rediss+cluster")
 
 @dataclass(frozen=True)
 class KafkaSecurity:
-    """Kafka client security; `client_config()` is the kafka-python keyword arguments."""
+    """Kafka client security; `client_config()` is the kafka-python keyword arguments,
+    `librdkafka_config()` confluent-kafka's properties."""
 
     protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
@@ -122,6 +123,25 @@ class KafkaSecurity:
             if self.cert_file is not None and self.key_file is not None:
                 config["ssl_certfile"] = str(self.cert_file)
                 config["ssl_keyfile"] = str(self.key_file)
+        return config
+
+    def librdkafka_config(self) -> dict[str, Any]:
+        """The same for a confluent-kafka (librdkafka) client."""
+        config: dict[str, Any] = {"security.protocol": self.protocol}
+        if self.sasl:
+            config["sasl.mechanism"] = self.sasl_mechanism
+            config["sasl.username"] = self.sasl_username
+            config["sasl.password"] = self.sasl_password
+        if self.tls:
+            # librdkafka checks the broker's name only when asked to ("https"); none skips it.
+            config["ssl.endpoint.identification.algorithm"] = (
+                "https" if self.check_hostname else "none"
+            )
+            if self.ca_file is not None:
+                config["ssl.ca.location"] = str(self.ca_file)
+            if self.cert_file is not None and self.key_file is not None:
+                config["ssl.certificate.location"] = str(self.cert_file)
+                config["ssl.key.location"] = str(self.key_file)
         return config
 
 

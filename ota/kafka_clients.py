@@ -3,13 +3,12 @@
 Producers are idempotent with acks=all (nothing acknowledged is lost, retries do not
 duplicate); consumers never auto-commit (services commit after their own write).
 TLS and SASL come from the common settings (ota/client_security.py).
-Callers pass overrides for tuning; kafka-python's metrics are off because the
-services export their own through Prometheus. Consumers are `GroupConsumer`s, which
-finish a group join that kafka-python would otherwise leave half done and stamp a
-liveness beat after every poll (ota/health.py), so a consumer thread that stops polling
-fails /livez. `WakeupHold`
-gives a burst of sends one wake-up of the producer's sender thread instead of one per
-new batch.
+Producers run on the client OTA_KAFKA_CLIENT names (ota/kafka_producer.py); consumers and
+the admin client are kafka-python's. Callers pass overrides for tuning; kafka-python's
+metrics are off because the services export their own through Prometheus. Consumers are
+`GroupConsumer`s, which finish a group join that kafka-python would otherwise leave half
+done and stamp a liveness beat after every poll (ota/health.py), so a consumer thread that
+stops polling fails /livez.
 
 Kafka restarts are a pause, not a loss (docs/operations.md, "Kafka outages"): every
 client reconnects within `RECONNECT_BACKOFF_MAX_MS` of Kafka answering again (kafka-python
@@ -23,14 +22,24 @@ the scheduler's patient sends).
 
 from __future__ import annotations
 
+import logging
 import re
-import threading
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError
 
 from ota.health import HEALTH, Beat
+from ota.kafka_producer import (
+    ConfluentProducer,
+    KafkaPythonProducer,
+    KeyHashPartitioner,
+    RecordProducer,
+    translate,
+)
 from ota.settings import CommonSettings
+
+log = logging.getLogger(__name__)
 
 # kafka-python 3.0.12 defaults in brackets.
 DELIVERY_TIMEOUT_MS = 300_000  # [120 s] a record is retried this long before it fails
@@ -44,68 +53,72 @@ RESILIENCE: dict[str, Any] = {
 
 
 def make_producer(
-    settings: CommonSettings, *, client_id: str = "ota", **overrides: Any
-) -> KafkaProducer:
+    settings: CommonSettings,
+    *,
+    client_id: str = "ota",
+    linger_ms: int = 5,
+    max_block_ms: int = 60_000,
+) -> RecordProducer:
+    """The services' producer on the client OTA_KAFKA_CLIENT names. `max_block_ms` bounds
+    how long a send waits for topic metadata (kafka-python) or room in the queue
+    (confluent-kafka) before it fails."""
+    if settings.kafka_client == "confluent-kafka":
+        return _confluent_producer(settings, client_id, linger_ms, max_block_ms)
     config: dict[str, Any] = {
         "bootstrap_servers": settings.kafka_bootstrap,
         "client_id": client_id,
         "acks": "all",
         "enable_idempotence": True,
-        "linger_ms": 5,
+        "linger_ms": linger_ms,
+        "max_block_ms": max_block_ms,
         "batch_size": 256 * 1024,
         # Idempotence keeps a partition's order across retries with up to 5 in flight.
         "max_in_flight_requests_per_connection": 5,
         "retries": 2**31 - 1,  # bounded by the delivery timeout, not by a count
         "delivery_timeout_ms": DELIVERY_TIMEOUT_MS,
         "request_timeout_ms": REQUEST_TIMEOUT_MS,
+        "partitioner": KeyHashPartitioner(),
         **RESILIENCE,
         "metrics_enabled": False,
         **settings.kafka_security.client_config(),
     }
-    config.update(overrides)
-    return KafkaProducer(**config)
+    try:
+        return KafkaPythonProducer(KafkaProducer(**config))
+    except KafkaError as exc:  # no broker answered the bootstrap
+        raise translate(exc) from exc
 
 
-class WakeupHold:
-    """Between `hold()` and `release()`, the holding thread's sends do not wake the
-    producer's sender thread; `release()` wakes it once if any of them asked to (a flush
-    or a wait for metadata wakes it at once, held or not).
+def _confluent_producer(
+    settings: CommonSettings, client_id: str, linger_ms: int, max_block_ms: int
+) -> RecordProducer:
+    from confluent_kafka import Producer  # only where chosen: librdkafka starts threads
 
-    kafka-python 3.0.12 wakes the sender (a socket write, then a pass of the sender
-    thread competing for the GIL) on every send that starts a new batch, which is most
-    of them when a burst spreads a few records over many partitions. A wake-up only makes
-    the sender look at the new batches sooner, and a batch is not sent before linger_ms
-    anyway: a release within the linger of the first held send delays no record. Other
-    threads' wake-ups (close, another sender of the same producer) go through at once.
-    """
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "client.id": client_id,
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": linger_ms,
+        "max.in.flight.requests.per.connection": 5,
+        "message.timeout.ms": DELIVERY_TIMEOUT_MS,
+        "request.timeout.ms": REQUEST_TIMEOUT_MS,
+        "reconnect.backoff.ms": RECONNECT_BACKOFF_MS,
+        "reconnect.backoff.max.ms": RECONNECT_BACKOFF_MAX_MS,
+        # Kafka's Java default (and kafka-python's): a key lands where the other clients
+        # and the workers' own partition arithmetic put it.
+        "partitioner": "murmur2_random",
+        "error_cb": _log_client_error,
+        "logger": logging.getLogger("librdkafka"),
+        **settings.kafka_security.librdkafka_config(),
+    }
+    return ConfluentProducer(Producer(config), queue_full_timeout_s=max_block_ms / 1000)
 
-    def __init__(self, producer: KafkaProducer) -> None:
-        self._sender = producer._sender
-        self._metadata = producer._metadata
-        self._accumulator = producer._accumulator
-        self._holder: int | None = None
-        self._wanted = False
 
-    def hold(self) -> None:
-        self._holder = threading.get_ident()
-        self._sender.wakeup = self._note  # shadows the method on this instance only
-
-    def release(self) -> None:
-        del self._sender.wakeup
-        self._holder = None
-        if self._wanted:
-            self._wanted = False
-            self._sender.wakeup()
-
-    def _note(self) -> None:
-        if (
-            threading.get_ident() == self._holder
-            and not self._metadata.need_update
-            and not self._accumulator.flush_in_progress()
-        ):
-            self._wanted = True
-        else:
-            type(self._sender).wakeup(self._sender)
+def _log_client_error(error: Any) -> None:
+    # librdkafka reports a Kafka that is away here (and retries by itself); a fatal error
+    # (the idempotent producer's state lost) fails the records, which callers see.
+    level = logging.ERROR if error.fatal() else logging.WARNING
+    log.log(level, "kafka client error", extra={"error": error.str(), "code": error.name()})
 
 
 class GroupConsumer(KafkaConsumer):  # type: ignore[misc]

@@ -15,6 +15,9 @@ from ota.client_security import KafkaSecurity, RedisSecurity
 from ota.dev_secrets import DevMode, SecretUse
 from ota.env import PREFIX, Env, SettingsError
 
+# The Kafka clients the producers can run on (OTA_KAFKA_CLIENT, ota/kafka_producer.py).
+KAFKA_CLIENTS = ("kafka-python", "confluent-kafka")
+
 __all__ = [
     "DEV_PLATFORM_PASSWORD",
     "DEV_TOKEN_KEYS",
@@ -102,6 +105,8 @@ class CommonSettings:
     # when unset); the services themselves never use it.
     download_ca_file: Path | None = None
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    # The producers' Kafka client (ota/kafka_producer.py): "kafka-python" or "confluent-kafka".
+    kafka_client: str = "kafka-python"
     redis_security: RedisSecurity = field(default_factory=RedisSecurity)
     dev_mode: DevMode = DevMode.AUTO
     # /livez fails once a loop's heartbeat is older than this (ota/health.py).
@@ -153,7 +158,17 @@ class CommonSettings:
             metrics_host=env.text("METRICS_HOST", "127.0.0.1"),
             download_ca_file=env.readable_file("DOWNLOAD_CA_FILE"),
             kafka_security=KafkaSecurity.from_env(env),
+            kafka_client=_kafka_client(env),
             redis_security=redis_security,
             dev_mode=DevMode.from_env(env),
             liveness_limit_s=env.number("LIVENESS_LIMIT_S", 30.0, min_value=1.0),
         )
+
+
+def _kafka_client(env: Env) -> str:
+    client = env.text("KAFKA_CLIENT", "kafka-python").lower()
+    if client not in KAFKA_CLIENTS:
+        raise SettingsError(
+            f"{PREFIX}KAFKA_CLIENT={client!r} is not one of " + ", ".join(KAFKA_CLIENTS)
+        )
+    return client

@@ -29,13 +29,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaConsumer
-from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
-from kafka.producer.future import FutureRecordMetadata
+from kafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from ota import metrics
 from ota.backoff import Backoff, StoppedError, retry
 from ota.kafka_clients import make_consumer, make_producer
+from ota.kafka_producer import Delivery, FlushTimeoutError, ProduceError, translate, worth_retrying
 from ota.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -105,29 +105,34 @@ class Producer:
         ]
         self._producer.flush(timeout=SEND_TIMEOUT_S)
         for future in futures:
-            future.get(timeout=SEND_TIMEOUT_S)
+            try:
+                future.get(timeout=SEND_TIMEOUT_S)
+            except KafkaError as exc:
+                raise translate(exc) from exc
 
     def _send_until_answered(self, batch: list[Out]) -> list[Out]:
         """Sends and waits for every answer (the producer retries up to its delivery
         timeout); returns the records Kafka did not take, in their order."""
-        sent: list[tuple[Out, FutureRecordMetadata | None]] = []
+        sent: list[tuple[Out, Delivery | None]] = []
         for out in batch:
             try:
                 future = self._producer.send(out.topic, key=out.key.encode(), value=out.value)
-            except KafkaTimeoutError:  # no metadata within max_block_ms: Kafka away
+            except ProduceError as exc:  # no metadata within max_block_ms: Kafka away
+                if not exc.retriable:
+                    raise
                 future = None
             sent.append((out, future))
         while True:
             try:
                 self._producer.flush(timeout=SEND_TIMEOUT_S)
                 break
-            except KafkaTimeoutError:
+            except FlushTimeoutError:
                 if self._closing:
                     raise  # shutting down: the next reconciler releases them again
         failed = [(out, f) for out, f in sent if f is None or f.failed()]
         for _, future in failed:
             error = future.exception if future is not None else None
-            if error is not None and not _worth_retrying(error):
+            if error is not None and not worth_retrying(error):
                 raise error  # refused for good (too large, not authorised): not a pause
         return [out for out, _ in failed]
 
@@ -244,14 +249,6 @@ class Consumer:
                 return
             time.sleep(0.2)
         log.warning("topics have no metadata yet", extra={"topics": list(self._topics)})
-
-
-def _worth_retrying(error: BaseException) -> bool:
-    # A delivery timeout is not flagged retriable by kafka-python, but Kafka being away is
-    # exactly what a later attempt gets past.
-    return bool(getattr(error, "retriable", False)) or isinstance(
-        error, (KafkaTimeoutError, KafkaConnectionError)
-    )
 
 
 def _poll_paused(consumer: KafkaConsumer) -> None:

@@ -26,19 +26,16 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer
+from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import (
     CommitFailedError,
-    KafkaConnectionError,
     KafkaError,
-    KafkaTimeoutError,
 )
-from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from ota.backoff import Backoff, count_retry
-from ota.kafka_clients import WakeupHold
+from ota.kafka_producer import Delivery, FlushTimeoutError, RecordProducer, worth_retrying
 from workers import telemetry
 from workers.batch import (
     COMMANDS,
@@ -71,7 +68,7 @@ class _Sent:
 
     tp: TopicPartition
     offset: int
-    futures: list[FutureRecordMetadata]
+    futures: list[Delivery]
     outputs: Sequence[Output] = ()
 
 
@@ -84,7 +81,7 @@ class Worker:
         self,
         settings: WorkerSettings,
         consumer: KafkaConsumer,
-        producer: KafkaProducer,
+        producer: RecordProducer,
         store: Store,
     ) -> None:
         self.settings = settings
@@ -105,7 +102,7 @@ class Worker:
         self._quiet_until: dict[int, int] = {}
         self._unknown: set[TopicPartition] = set()
         self._committed_at = 0.0
-        self._wakeups = WakeupHold(producer)
+        self._wakeups = producer.wakeups()
         self._resends = 0  # consecutive resends of the oldest failed batch
         self._resend_at = 0.0  # monotonic time of the next one
 
@@ -301,7 +298,7 @@ class Worker:
         if self._sent:
             try:
                 self.producer.flush(flush_timeout_s)
-            except KafkaTimeoutError:
+            except FlushTimeoutError:
                 log.warning("records still unacknowledged; their outbox stays in Redis")
         self.store.drop_outboxes(self._acked())
         self._commit(force=True, wait=wait_commit)
@@ -342,8 +339,9 @@ class Worker:
         failed = [s for s in self._sent if any(f.is_done and f.failed() for f in s.futures)]
         for sent in failed:
             for future in sent.futures:
-                if future.is_done and future.failed() and not _worth_retrying(future.exception):
-                    raise future.exception
+                error = future.exception
+                if error is not None and not worth_retrying(error):
+                    raise error
         # The loop schedules its own retries (it must keep polling meanwhile), so it takes
         # the shared policy's delay and counts them itself.
         self._resend_at = now + RESEND.delay_s(self._resends)
@@ -367,7 +365,7 @@ class Worker:
         futures = [send(targets[out.topic], value=out.value, key=out.key) for out in outputs]
         self.producer.flush()
         for future in futures:
-            if future.failed():
+            if future.exception is not None:
                 raise future.exception
 
     def _commit(self, *, force: bool, wait: bool = False) -> None:
@@ -428,14 +426,6 @@ def apply_partition(
             extra={"partition": partition, "expected": snapshot.offset, "found": found},
         )
     raise OwnershipLostError(f"partition {partition}: stored offset keeps moving")
-
-
-def _worth_retrying(error: BaseException) -> bool:
-    # A delivery timeout is not flagged retriable by kafka-python, but Kafka being away
-    # is exactly what a later attempt gets past.
-    return bool(getattr(error, "retriable", False)) or isinstance(
-        error, (KafkaTimeoutError, KafkaConnectionError)
-    )
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -12,7 +12,6 @@ from ota.kafka_clients import make_consumer, make_producer
 from ota.redis_clients import make_redis
 from ota.runtime import Runtime, Service
 from workers.consumer import Worker
-from workers.partitioner import KeyHashPartitioner
 from workers.settings import WorkerSettings
 from workers.store import Store
 from workers.sweeper import Sweeper
@@ -34,7 +33,7 @@ def build(settings: WorkerSettings, client_id: str = "ota-worker") -> tuple[Work
         heartbeat_interval_ms=max(300, settings.session_timeout_ms // 3),
         group_instance_id=settings.instance_id or None,
     )
-    producer = make_producer(common, client_id=client_id, partitioner=KeyHashPartitioner())
+    producer = make_producer(common, client_id=client_id)
     worker = Worker(settings, consumer, producer, Store(make_redis(common)))
     sweeper = Sweeper(
         Store(make_redis(common)),

@@ -14,10 +14,8 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from kafka import KafkaProducer
-from kafka.producer.future import FutureRecordMetadata
-
 from ota.clock import now_ms
+from ota.kafka_producer import Delivery, RecordProducer
 from ota.records import JobSpec, TimeoutRecord, encode
 from workers import telemetry
 from workers.codec import StateCorruptError, unpack
@@ -60,7 +58,7 @@ class _Fired:
     partition: int
     lease_until_ms: int
     device_ids: list[str]
-    futures: list[FutureRecordMetadata]
+    futures: list[Delivery]
 
 
 class Sweeper:
@@ -73,7 +71,7 @@ class Sweeper:
     def __init__(
         self,
         store: Store,
-        producer: KafkaProducer,
+        producer: RecordProducer,
         inbox_topic: str,
         owned: Callable[[], Iterable[int]],
         *,

@@ -4,6 +4,7 @@ running at the same time on the same Kafka, Redis and broker are not disturbed."
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +39,8 @@ def e2e(
         "OTA_WEBHOOK_BACKOFF_S": "0.05",
         "OTA_WEBHOOK_TIMEOUT_S": "2",
     }
+    if "OTA_KAFKA_CLIENT" in os.environ:  # the suite on the other client: set it to choose
+        extra["OTA_KAFKA_CLIENT"] = os.environ["OTA_KAFKA_CLIENT"]
     webhooks = WebhookReceiver()
     try:
         with running_stack(

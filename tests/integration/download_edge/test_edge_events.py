@@ -16,10 +16,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
-from kafka import KafkaProducer, TopicPartition
+from kafka import TopicPartition
 
 from download_edge.progress import ProgressRecorder, hash_key, outbox_key, shard_of
 from ota.kafka_clients import make_consumer, make_producer
+from ota.kafka_producer import RecordProducer
 from ota.records import DownloadPhase, DownloadRecord, decode_inbox
 from ota.redis_clients import make_redis
 from ota.settings import CommonSettings, Topics
@@ -55,7 +56,7 @@ def kafka_settings(common: CommonSettings, kafka_bootstrap: str, inbox: str) -> 
 
 
 @pytest.fixture
-def sink(kafka_settings: CommonSettings) -> Iterator[KafkaProducer]:
+def sink(kafka_settings: CommonSettings) -> Iterator[RecordProducer]:
     producer = make_producer(kafka_settings, client_id="edge-test", max_block_ms=10_000)
     yield producer
     producer.close(timeout=10)
@@ -66,7 +67,7 @@ def event_edge_factory(
     edge_factory: EdgeFactory,
     kafka_settings: CommonSettings,
     store: redis.Redis[bytes],
-    sink: KafkaProducer,
+    sink: RecordProducer,
 ) -> Callable[[], RunningEdge]:
     return lambda: edge_factory(
         store=store, sink=sink, events=True, common=kafka_settings, progress_flush_ms=20
@@ -228,7 +229,7 @@ class DiedBeforeProducing:
 
 def test_records_lost_in_a_crash_are_produced_again_by_the_next_edge(
     store: redis.Redis[bytes],
-    sink: KafkaProducer,
+    sink: RecordProducer,
     kafka_settings: CommonSettings,
 ) -> None:
     device, sha = f"dev-{uuid.uuid4().hex[:8]}", "ab" * 32
@@ -255,7 +256,7 @@ def test_records_lost_in_a_crash_are_produced_again_by_the_next_edge(
 
 
 def test_acknowledged_records_leave_the_outbox(
-    store: redis.Redis[bytes], sink: KafkaProducer, kafka_settings: CommonSettings
+    store: redis.Redis[bytes], sink: RecordProducer, kafka_settings: CommonSettings
 ) -> None:
     device, sha = f"dev-{uuid.uuid4().hex[:8]}", "cd" * 32
     recorder = ProgressRecorder(store, sink, kafka_settings.topics.inbox, flush_ms=20, ttl_s=600)

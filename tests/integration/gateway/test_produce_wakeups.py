@@ -19,7 +19,9 @@ async def test_records_of_several_loop_passes_wake_the_sender_once(
     kafka_bootstrap: str, topic_factory: Callable[..., str], wakeups: list[str]
 ) -> None:
     topic = topic_factory("wakeups", partitions=PARTITIONS)
-    settings = CommonSettings.from_env({"OTA_KAFKA_BOOTSTRAP": kafka_bootstrap})
+    settings = CommonSettings.from_env(
+        {"OTA_KAFKA_BOOTSTRAP": kafka_bootstrap, "OTA_KAFKA_CLIENT": "kafka-python"}
+    )
     kafka = await asyncio.to_thread(
         make_producer, settings, client_id="gw-wakeup-test", linger_ms=200
     )

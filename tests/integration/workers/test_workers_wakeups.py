@@ -1,4 +1,4 @@
-"""`ota.kafka_clients.WakeupHold` with a real producer: a held burst of sends wakes the
+"""`ota.kafka_producer.WakeupHold` (kafka-python's `wakeups()`) with a real producer: a held burst of sends wakes the
 sender thread once, at release, and every record still arrives; a flush, or another
 thread's send, is never held."""
 
@@ -8,28 +8,31 @@ import threading
 from collections.abc import Callable, Iterator
 
 import pytest
-from kafka import KafkaProducer
 
-from ota.kafka_clients import WakeupHold, make_producer
+from ota.kafka_clients import make_producer
+from ota.kafka_producer import KafkaPythonProducer
 from ota.settings import CommonSettings
 
 PARTITIONS = 6
 
 
 @pytest.fixture
-def producer(kafka_bootstrap: str) -> Iterator[KafkaProducer]:
-    settings = CommonSettings.from_env({"OTA_KAFKA_BOOTSTRAP": kafka_bootstrap})
+def producer(kafka_bootstrap: str) -> Iterator[KafkaPythonProducer]:
+    settings = CommonSettings.from_env(
+        {"OTA_KAFKA_BOOTSTRAP": kafka_bootstrap, "OTA_KAFKA_CLIENT": "kafka-python"}
+    )
     client = make_producer(settings, client_id="wakeup-test", linger_ms=0)
+    assert isinstance(client, KafkaPythonProducer)
     yield client
     client.close(timeout=5)
 
 
 def test_a_held_burst_wakes_the_sender_once_and_is_delivered(
-    producer: KafkaProducer, topic_factory: Callable[..., str], wakeups: list[str]
+    producer: KafkaPythonProducer, topic_factory: Callable[..., str], wakeups: list[str]
 ) -> None:
     topic = topic_factory("wakeups", partitions=PARTITIONS)
     producer.partitions_for(topic)  # metadata first: a send waiting for it is never held
-    hold = WakeupHold(producer)
+    hold = producer.wakeups()
     wakeups.clear()
     hold.hold()
     futures = [producer.send(topic, value=b"v", partition=p) for p in range(PARTITIONS)]
@@ -41,11 +44,11 @@ def test_a_held_burst_wakes_the_sender_once_and_is_delivered(
 
 
 def test_flush_and_other_threads_are_never_held(
-    producer: KafkaProducer, topic_factory: Callable[..., str], wakeups: list[str]
+    producer: KafkaPythonProducer, topic_factory: Callable[..., str], wakeups: list[str]
 ) -> None:
     topic = topic_factory("wakeups", partitions=PARTITIONS)
     producer.partitions_for(topic)
-    hold = WakeupHold(producer)
+    hold = producer.wakeups()
     wakeups.clear()
     hold.hold()
     try:

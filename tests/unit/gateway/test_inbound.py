@@ -10,9 +10,10 @@ import asyncio
 import orjson
 
 from gateway.inbound import Inbound
-from gateway.kafka_bridge import OnDone, ProduceError
+from gateway.kafka_bridge import OnDone
 from gateway.settings import GatewaySettings
 from ota.backoff import Backoff
+from ota.kafka_producer import ProduceError
 from ota.metrics import REGISTRY
 from ota.protocol import up_topic
 from ota.records import DeadLetterRecord, DeviceEventRecord, decode

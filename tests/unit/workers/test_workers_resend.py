@@ -30,8 +30,11 @@ class Future:
         self.is_done, self.exception = True, error
 
 
-class Sender:
-    def wakeup(self) -> None:
+class Wakeups:
+    def hold(self) -> None:
+        return None
+
+    def release(self) -> None:
         return None
 
 
@@ -39,10 +42,10 @@ class Producer:
     """Records every send; its futures are settled by the test."""
 
     def __init__(self) -> None:
-        self._sender = Sender()
-        self._metadata = type("Metadata", (), {"need_update": False})()
-        self._accumulator = type("Acc", (), {"flush_in_progress": lambda self: False})()
         self.sent: list[tuple[str, bytes, Future]] = []
+
+    def wakeups(self) -> Wakeups:
+        return Wakeups()
 
     def send(self, topic: str, value: bytes, key: bytes) -> Future:
         future = Future()

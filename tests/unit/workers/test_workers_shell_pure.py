@@ -6,8 +6,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kafka.partitioner import DefaultPartitioner
 
+from ota.kafka_producer import KeyHashPartitioner
 from workers.batch import Output
-from workers.partitioner import KeyHashPartitioner
 from workers.store import decode_outputs, encode_outputs
 
 

@@ -1,0 +1,423 @@
+"""One record producer for every service, on either Kafka client.
+
+`RecordProducer` is what the services see: `send` hands a record over and returns its
+`Delivery`, settled once Kafka acknowledged it (acks=all) or gave up on it; `flush` waits
+for everything handed over; `wakeups()` lets a burst of sends share one wake-up of the
+client's network thread. Two clients implement it (OTA_KAFKA_CLIENT):
+
+- `confluent-kafka` (librdkafka, C): a record costs the calling thread about a tenth of
+  what kafka-python's pure-Python batching does (bench/kafka_clients_bench.py). A thread of
+  this module serves its delivery reports; its partitioner is murmur2, Kafka's Java
+  default, so a key lands on the partition kafka-python and the workers' partitioner give.
+- `kafka-python`: its own futures are already deliveries; errors are translated.
+
+Errors reach callers as kafka-python `KafkaError`s with `retriable` (`worth_retrying`
+decides): `ProduceError` (with the client's error name) for a refused `send`, a `flush` that
+timed out (`FlushTimeoutError`) and a confluent-kafka delivery; kafka-python's own error
+for a kafka-python delivery (wrapping each would cost every record a callback).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+from kafka.partitioner import DefaultPartitioner
+from kafka.partitioner.abc import Partitioner
+from kafka.partitioner.default import murmur2
+
+log = logging.getLogger(__name__)
+
+# Errors a later attempt gets past although kafka-python does not flag them retriable.
+_RETRIABLE_NAMES = frozenset({"KafkaTimeoutError", "NoBrokersAvailable", "KafkaConnectionError"})
+_POLL_S = 0.05  # the delivery thread's longest wait: close() is noticed within it
+# How often the delivery thread re-reads the partition counts of the topics asked about:
+# a topic may gain partitions, and `partitions_for` must not wait on the network.
+_PARTITIONS_REFRESH_S = 10.0
+_QUEUE_FULL_WAIT_S = 0.05  # a full librdkafka queue: serve deliveries this long, try again
+
+
+class ProduceError(KafkaError):  # type: ignore[misc]
+    """Kafka did not take a record; `retriable` says whether sending it again may work.
+
+    A kafka-python KafkaError too, whichever client raised it: the handlers that answer
+    "Kafka unavailable" for any Kafka failure (the scheduler's API and console) catch it."""
+
+    def __init__(self, message: str, *, retriable: bool, name: str = "KafkaError") -> None:
+        super().__init__(message)
+        self.retriable = retriable
+        self.name = name  # the client's error name, for dead-letter reasons and logs
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class FlushTimeoutError(ProduceError):
+    """`flush` returned with records still unacknowledged."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retriable=True, name="KafkaTimeoutError")
+
+
+class Delivery(Protocol):
+    """A record's fate. Callbacks run on the client's thread (or at once if settled)."""
+
+    is_done: bool
+    exception: BaseException | None
+
+    def failed(self) -> bool: ...
+    def add_callback(self, fn: Callable[[Any], object]) -> object: ...
+    def add_errback(self, fn: Callable[[BaseException], object]) -> object: ...
+    def get(self, timeout: float | None = None) -> Any: ...
+
+
+class Wakeups(Protocol):
+    def hold(self) -> None: ...
+    def release(self) -> None: ...
+
+
+class RecordProducer(Protocol):
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        partition: int | None = None,
+    ) -> Delivery: ...
+    def flush(self, timeout: float | None = None) -> None: ...
+    def close(self, timeout: float | None = None) -> None: ...
+    def partitions_for(self, topic: str) -> set[int] | None: ...
+    def wakeups(self) -> Wakeups: ...
+
+
+def translate(exc: BaseException) -> ProduceError:
+    """A kafka-python error as a ProduceError (itself if it is one already)."""
+    if isinstance(exc, ProduceError):
+        return exc
+    name = type(exc).__name__
+    retriable = bool(getattr(exc, "retriable", False)) or name in _RETRIABLE_NAMES
+    return ProduceError(f"{name}: {exc}", retriable=retriable, name=name)
+
+
+def worth_retrying(error: BaseException) -> bool:
+    """Whether sending a record again may work (a delivery timeout: Kafka was away)."""
+    return translate(error).retriable
+
+
+# --- kafka-python ------------------------------------------------------------------------
+
+
+class WakeupHold:
+    """Between `hold()` and `release()`, the holding thread's sends do not wake the
+    producer's sender thread; `release()` wakes it once if any of them asked to (a flush
+    or a wait for metadata wakes it at once, held or not).
+
+    kafka-python 3.0.12 wakes the sender (a socket write, then a pass of the sender
+    thread competing for the GIL) on every send that starts a new batch, which is most
+    of them when a burst spreads a few records over many partitions. A wake-up only makes
+    the sender look at the new batches sooner, and a batch is not sent before linger_ms
+    anyway: a release within the linger of the first held send delays no record. Other
+    threads' wake-ups (close, another sender of the same producer) go through at once.
+    """
+
+    def __init__(self, producer: KafkaProducer) -> None:
+        self._sender = producer._sender
+        self._metadata = producer._metadata
+        self._accumulator = producer._accumulator
+        self._holder: int | None = None
+        self._wanted = False
+
+    def hold(self) -> None:
+        self._holder = threading.get_ident()
+        self._sender.wakeup = self._note  # shadows the method on this instance only
+
+    def release(self) -> None:
+        del self._sender.wakeup
+        self._holder = None
+        if self._wanted:
+            self._wanted = False
+            self._sender.wakeup()
+
+    def _note(self) -> None:
+        if (
+            threading.get_ident() == self._holder
+            and not self._metadata.need_update
+            and not self._accumulator.flush_in_progress()
+        ):
+            self._wanted = True
+        else:
+            type(self._sender).wakeup(self._sender)
+
+
+_HASHES_MAX = 200_000
+
+
+class KeyHashPartitioner(Partitioner):  # type: ignore[misc]
+    """Kafka's default partitioning of keyed records (murmur2 of the key modulo the topic's
+    partition count) with each key's hash computed once: a service sends several records
+    per device and kafka-python's partitioner is pure Python."""
+
+    def __init__(self) -> None:
+        self._fallback = DefaultPartitioner()
+        self._hashes: dict[bytes, int] = {}
+
+    def partition(
+        self,
+        topic: str,
+        key: Any,
+        serialized_key: bytes | None,
+        value: Any,
+        serialized_value: bytes | None,
+        cluster: Any,
+    ) -> int:
+        partitions = cluster.partitions_for_topic(topic)
+        if serialized_key is None or not partitions:
+            result: int = self._fallback.partition(
+                topic, key, serialized_key, value, serialized_value, cluster
+            )
+            return result
+        hashed = self._hashes.get(serialized_key)
+        if hashed is None:
+            if len(self._hashes) >= _HASHES_MAX:
+                self._hashes.clear()
+            hashed = self._hashes[serialized_key] = murmur2(serialized_key) & 0x7FFFFFFF
+        # Kafka numbers a topic's partitions 0..n-1: the default partitioner's
+        # sorted(partitions)[hash % n] is hash % n.
+        return hashed % len(partitions)
+
+
+class KafkaPythonProducer:
+    """kafka-python's KafkaProducer; its FutureRecordMetadata is the delivery. A failed
+    delivery's exception stays kafka-python's (it carries `retriable`); callers that need
+    the name translate it (`translate`)."""
+
+    def __init__(self, client: KafkaProducer) -> None:
+        self.client = client
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        partition: int | None = None,
+    ) -> Delivery:
+        try:
+            delivery: Delivery = self.client.send(topic, value=value, key=key, partition=partition)
+        except (KafkaError, ValueError) as exc:  # no metadata in time, closed, bad topic
+            raise translate(exc) from exc
+        return delivery
+
+    def flush(self, timeout: float | None = None) -> None:
+        try:
+            self.client.flush(timeout)
+        except KafkaError as exc:
+            raise FlushTimeoutError(f"flush: {exc}") from exc
+
+    def close(self, timeout: float | None = None) -> None:
+        self.client.close(timeout=timeout)
+
+    def partitions_for(self, topic: str) -> set[int] | None:
+        try:
+            known: set[int] | None = self.client.partitions_for(topic)
+        except KafkaError as exc:
+            raise translate(exc) from exc
+        return known
+
+    def wakeups(self) -> Wakeups:
+        return WakeupHold(self.client)
+
+
+# --- confluent-kafka ---------------------------------------------------------------------
+
+
+class ConfluentDelivery:
+    """Settled once by librdkafka's delivery report, on the delivery thread."""
+
+    __slots__ = ("_callbacks", "_done", "_errbacks", "_lock", "exception", "is_done", "value")
+
+    def __init__(self) -> None:
+        self.is_done = False
+        self.exception: BaseException | None = None
+        self.value: Any = None
+        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[Any], object]] = []
+        self._errbacks: list[Callable[[BaseException], object]] = []
+        self._done: threading.Event | None = None
+
+    def failed(self) -> bool:
+        return self.is_done and self.exception is not None
+
+    def report(self, error: Any, message: Any) -> None:
+        """librdkafka's delivery report: `error` is a KafkaError or None."""
+        if error is None:
+            self.settle(message, None)
+        else:
+            self.settle(None, _confluent_error(error))
+
+    def settle(self, value: Any, exception: BaseException | None) -> None:
+        with self._lock:
+            self.value, self.exception, self.is_done = value, exception, True
+            callbacks, errbacks = self._callbacks, self._errbacks
+            self._callbacks, self._errbacks = [], []
+            done = self._done
+        if done is not None:
+            done.set()
+        if exception is None:
+            for fn in callbacks:
+                _call(fn, value)
+        else:
+            for errback in errbacks:
+                _call(errback, exception)
+
+    def add_callback(self, fn: Callable[[Any], object]) -> ConfluentDelivery:
+        with self._lock:
+            if not self.is_done:
+                self._callbacks.append(fn)
+                return self
+        if self.exception is None:
+            _call(fn, self.value)
+        return self
+
+    def add_errback(self, fn: Callable[[BaseException], object]) -> ConfluentDelivery:
+        with self._lock:
+            if not self.is_done:
+                self._errbacks.append(fn)
+                return self
+        if self.exception is not None:
+            _call(fn, self.exception)
+        return self
+
+    def get(self, timeout: float | None = None) -> Any:
+        with self._lock:
+            if not self.is_done and self._done is None:
+                self._done = threading.Event()
+            done = self._done
+        if done is not None and not done.wait(timeout):
+            raise ProduceError("no delivery report in time", retriable=True, name="Timeout")
+        if self.exception is not None:
+            raise self.exception
+        return self.value
+
+
+def _call(fn: Callable[[Any], object], value: Any) -> None:
+    try:
+        fn(value)
+    except Exception:  # one caller's bug must not stop the delivery thread
+        log.exception("delivery callback failed")
+
+
+class _NoWakeups:
+    """librdkafka's own thread batches by linger.ms; a send costs it no wake-up."""
+
+    def hold(self) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
+
+class ConfluentProducer:
+    """confluent_kafka.Producer with a thread of its own serving delivery reports."""
+
+    def __init__(self, client: Any, *, queue_full_timeout_s: float = 60.0) -> None:
+        self.client = client
+        self._queue_full_timeout_s = queue_full_timeout_s
+        self._partitions: dict[str, set[int]] = {}
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="kafka-deliveries", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        poll = self.client.poll
+        refreshed = time.monotonic()
+        while not self._closed.is_set():
+            try:
+                poll(_POLL_S)
+            except Exception:  # a report that could not be handled must not end the thread
+                log.exception("kafka delivery report failed")
+            if time.monotonic() - refreshed > _PARTITIONS_REFRESH_S:
+                refreshed = time.monotonic()
+                for topic in list(self._partitions):
+                    with contextlib.suppress(ProduceError):
+                        self._read_partitions(topic)
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        partition: int | None = None,
+    ) -> Delivery:
+        delivery = ConfluentDelivery()
+        waited = 0.0
+        while True:
+            try:
+                if partition is None:
+                    self.client.produce(topic, value, key, on_delivery=delivery.report)
+                else:
+                    self.client.produce(
+                        topic, value, key, partition=partition, on_delivery=delivery.report
+                    )
+                return delivery
+            except BufferError as exc:  # librdkafka's queue is full: Kafka away or slow
+                if waited >= self._queue_full_timeout_s:
+                    raise ProduceError(
+                        f"producer queue full for {waited:.0f} s", retriable=True, name="QueueFull"
+                    ) from exc
+                self._closed.wait(_QUEUE_FULL_WAIT_S)  # the delivery thread drains meanwhile
+                waited += _QUEUE_FULL_WAIT_S
+            except Exception as exc:  # KafkaException (closed, unknown topic), TypeError
+                raise _confluent_error(exc) from exc
+
+    def flush(self, timeout: float | None = None) -> None:
+        left = self.client.flush(-1 if timeout is None else timeout)
+        if left:
+            raise FlushTimeoutError(f"{left} records unacknowledged after {timeout} s")
+
+    def close(self, timeout: float | None = None) -> None:
+        with contextlib.suppress(FlushTimeoutError):
+            self.flush(timeout)
+        self._closed.set()
+        self._thread.join()
+
+    def partitions_for(self, topic: str) -> set[int] | None:
+        """The topic's partitions: asks Kafka the first time (blocking), then answers from
+        what the delivery thread keeps up to date."""
+        known = self._partitions.get(topic)
+        return known if known is not None else self._read_partitions(topic)
+
+    def _read_partitions(self, topic: str) -> set[int] | None:
+        try:
+            metadata = self.client.list_topics(topic, timeout=10)
+        except Exception as exc:
+            raise _confluent_error(exc) from exc
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None or not found.partitions:
+            return None
+        known = self._partitions[topic] = set(found.partitions)
+        return known
+
+    def wakeups(self) -> Wakeups:
+        return _NoWakeups()
+
+
+def _confluent_error(error: Any) -> ProduceError:
+    """A confluent_kafka KafkaError (or a KafkaException carrying one) as a ProduceError."""
+    if isinstance(error, ProduceError):
+        return error
+    inner = error
+    if not hasattr(inner, "retriable"):  # KafkaException: its first argument is the error
+        args = getattr(error, "args", ())
+        inner = args[0] if args and hasattr(args[0], "retriable") else None
+    if inner is None:
+        return ProduceError(f"{type(error).__name__}: {error}", retriable=False, name="Invalid")
+    name = str(inner.name())
+    # A record that timed out waited for a Kafka that was away: a later send may work.
+    retriable = bool(inner.retriable()) or name in ("_MSG_TIMED_OUT", "_TIMED_OUT", "_TRANSPORT")
+    return ProduceError(f"{name}: {inner.str()}", retriable=retriable, name=name)
