@@ -3,13 +3,16 @@ cancellations, stale and early timeouts and clock jumps against the machine's in
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from ota.catalog import FailureCause
 from ota.jobstates import JobState
-from ota.records import ConflictPolicy, TaskType
+from ota.records import ConflictPolicy, RetryRule, TaskType
+from ota.retry_rules import RULE_NAMES, retry_after_s
 from workers.codec import jobs_of, pack, spec_ref, unpack
 from workers.effects import EmitJobEvent
 from workers.events import Event, Kind
@@ -21,6 +24,16 @@ from .helpers import DL_FINISHED, DL_STARTED, OFFLINE, ONLINE, TARGET, progress,
 VERSIONS = st.sampled_from(["1.0", "1.5", TARGET, None])
 TASKS = st.sampled_from(["t1", "t2", "t3"])
 CAUSED = frozenset({JobState.FAILED, JobState.WAITING_RETRY})
+RETRY_RULES = st.lists(
+    st.builds(
+        RetryRule,
+        on=st.sampled_from(sorted(RULE_NAMES)),
+        count=st.integers(0, 2),
+        interval_s=st.integers(0, 60),
+        factor=st.sampled_from([1.0, 2.0]),
+    ),
+    max_size=2,
+).map(tuple)
 
 
 def device_events() -> st.SearchStrategy[Event]:
@@ -108,6 +121,7 @@ class JobMachine(RuleBasedStateMachine):
         wait=st.booleans(),
         require_online=st.booleans(),
         allowed=st.sampled_from([(), ("1.0",)]),
+        rules=RETRY_RULES,
     )
     def job_start(
         self,
@@ -117,6 +131,7 @@ class JobMachine(RuleBasedStateMachine):
         wait: bool,
         require_online: bool,
         allowed: tuple[str, ...],
+        rules: tuple[RetryRule, ...],
     ) -> None:
         policy = ConflictPolicy.WAIT if wait else ConflictPolicy.FAIL
         job_spec = spec(
@@ -127,6 +142,7 @@ class JobMachine(RuleBasedStateMachine):
             require_online=require_online,
             allowed=allowed,
         )
+        job_spec = replace(job_spec, retry_rules=rules)
         self.apply(Event(Kind.START, spec=job_spec, attempt=attempt))
 
     @rule(task=TASKS)
@@ -180,6 +196,17 @@ class JobMachine(RuleBasedStateMachine):
         for job in (self.device.job, *self.device.queue):
             if job is not None:
                 assert (job.cause is not None) == (job.state in CAUSED), job
+
+    @invariant()
+    def retries_only_as_the_rules_allow(self) -> None:
+        for job in (self.device.job, *self.device.queue):
+            if job is None:
+                continue
+            counts = [job.spec.retry_count, *(r.count for r in job.spec.retry_rules)]
+            assert job.tries <= max(counts), job
+            if job.state is JobState.WAITING_RETRY:
+                assert job.cause is not None
+                assert retry_after_s(job.spec, job.cause, job.tries) is not None, job
 
     @invariant()
     def at_most_one_active_job_and_queue_only_behind_it(self) -> None:
