@@ -1,8 +1,8 @@
 """The task form's fields mapped onto the API's task body. Pure.
 
-The compact syntaxes (waves, abort rules, ramp, window, schedule) are the `ota` CLI's,
-parsed by the same functions (`ota.policy_specs`); every rule about the values themselves
-stays in `scheduler.policy`, which judges the body when the task is created.
+The compact syntaxes (waves, abort rules, retry rules, ramp, window, schedule) are the
+`ota` CLI's, parsed by the same functions (`ota.policy_specs`); every rule about the values
+themselves stays in `scheduler.policy`, which judges the body when the task is created.
 """
 
 from __future__ import annotations
@@ -83,6 +83,8 @@ def task_body(form: Mapping[str, str], now_ms: int, list_id: str = "") -> dict[s
         policy["waves"] = [_spec("waves", specs.wave, w) for w in waves]
     if aborts := lines(form.get("abort", "")):
         policy["abort"] = [_spec("abort", specs.abort, a) for a in aborts]
+    if rules := lines(form.get("retry_rules", "")):
+        policy["retry_rules"] = dict(_spec("retry_rules", specs.retry, r) for r in rules)
     if window := form.get("window", "").strip():
         policy["maintenance_window"] = _spec("window", specs.window, window)
     if form.get("require_online") == "on":
