@@ -1,9 +1,11 @@
 """The audit trail: which operator key changed what, when and from where.
 
-Every request to a write-scope endpoint of the API (creating, pausing, resuming,
+Every request to a write- or admin-scope endpoint of the API (creating, pausing, resuming,
 cancelling and retrying tasks; uploading and deleting packages; webhooks; device
-credentials) and every action taken in the console (scheduler/console/web.py) is
-recorded after it was answered, refused ones included, by `exchange` here:
+credentials and CAs; API keys), every action taken in the console (scheduler/console/web.py)
+and every console login and logout (scheduler/console/pages_auth.py; failed logins within
+the bound of scheduler/console/login_guard.py) is recorded after it was answered, refused
+ones included, by `exchange` here:
 
     {"v": 1, "id", "at_ms", "key_id", "action", "method", "path", "route", "target",
      "status", "outcome", "result_id", "client", "forwarded_for"}

@@ -1,12 +1,24 @@
-"""Log in with an API key (kept out of URLs: a POSTed form field), log out."""
+"""Log in with an API key (kept out of URLs: a POSTed form field), log out.
+
+Both are in the audit trail (scheduler/audit.py), as `console_login` and `console_logout`
+under the key's fingerprint, never the key: a successful login, every logout of a session,
+and failed logins (unknown key or one without the read scope: 401, key_id null for an
+unknown key; an expired or forged form: 403; too many failures from one address: 429)
+within the bound of scheduler/console/login_guard.py, beyond which they are counted in one
+`console_login_failures_unrecorded` record (`target.count`) instead of one record each.
+"""
 
 from __future__ import annotations
 
+import math
 import time
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from ota import metrics
+from ota.clock import now_ms
+from scheduler import audit
 from scheduler.console.session import (
     COOKIE,
     LOGIN_COOKIE,
@@ -19,6 +31,13 @@ from scheduler.console.session import (
 )
 from scheduler.console.web import PREFIX, STORED, Console, forbidden, submitted_csrf
 from scheduler.settings import Scope
+
+LOGINS = metrics.counter(
+    "scheduler",
+    "console_logins_total",
+    "Console login attempts by result, and whether the audit trail got a record of their own",
+    ("result", "recorded"),
+)
 
 
 def _console(request: Request) -> Console:
@@ -75,19 +94,41 @@ def _login_page(console: Console, request: Request, error: str, status: int) -> 
     return response
 
 
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "-"
+
+
 async def login(request: Request) -> Response:
     console = _console(request)
+    guard, client, now = console.login_guard, _client(request), time.monotonic()
+    wait_s = guard.retry_after_s(client, now)
+    if wait_s > 0:  # the key is not even looked at: guessing goes at the refill rate
+        retry = str(math.ceil(wait_s))
+        message = f"Too many failed logins from your address; try again in {retry} s."
+        response = _login_page(console, request, message, 429)
+        response.headers["Retry-After"] = retry
+        await _failed(console, request, response, None, "throttled")
+        return response
     pre = decode(console.settings.session_key, request.cookies.get(LOGIN_COOKIE), int(time.time()))
     form = await request.form()
     if pre is None or not csrf_ok(pre, await submitted_csrf(request)):
-        return _login_page(
+        guard.failed(client, now)
+        response = _login_page(
             console, request, "The login form expired or its CSRF token is wrong; try again.", 403
         )
+        await _failed(console, request, response, None, "bad_form")
+        return response
     key = form.get("api_key")
     token = key.strip() if isinstance(key, str) else ""
     principal = await console.services.api_keys.identify(token) if token else None
     if principal is None or Scope.READ not in principal.scopes:
-        return _login_page(console, request, "Unknown API key, or one without the read scope.", 401)
+        guard.failed(client, now)
+        response = _login_page(
+            console, request, "Unknown API key, or one without the read scope.", 401
+        )
+        known = principal.key_id if principal is not None else None  # never the key itself
+        await _failed(console, request, response, known, "bad_key")
+        return response
     # A configured key is named by a keyed fingerprint, a stored one by its id (revocable).
     key_id = STORED + principal.stored_id if principal.stored_id else console.keys.login(token)
     session = new_session(
@@ -104,14 +145,54 @@ async def login(request: Request) -> Response:
         console.settings.session_ttl_s,
     )
     response.delete_cookie(LOGIN_COOKIE, path=PREFIX)
+    LOGINS.labels("ok", "yes").inc()
+    await _record(console, request, response, principal.key_id, "console_login")
     return response
 
 
 async def logout(request: Request) -> Response:
     console = _console(request)
     session: Session | None = console.session_of(request)
-    if session is not None and not csrf_ok(session, await submitted_csrf(request)):
-        return forbidden(console, request, None, "the form's CSRF token is missing or wrong")
-    response = RedirectResponse(PREFIX + "/login", status_code=303)
-    response.delete_cookie(COOKIE, path=PREFIX)
+    if session is None:  # nothing to end, and nobody to name: not recorded
+        return RedirectResponse(PREFIX + "/login", status_code=303)
+    if not csrf_ok(session, await submitted_csrf(request)):
+        response = forbidden(console, request, None, "the form's CSRF token is missing or wrong")
+    else:
+        response = RedirectResponse(PREFIX + "/login", status_code=303)
+        response.delete_cookie(COOKIE, path=PREFIX)
+    await _record(console, request, response, session.who or None, "console_logout")
     return response
+
+
+async def _record(
+    console: Console, request: Request, response: Response, key_id: str | None, action: str
+) -> None:
+    # /console/login and /console/logout have no parameters: the path is the route.
+    path = request.url.path
+    record = audit.exchange(request, response, key_id=key_id, action=action, route=path)
+    await console.services.audit.record(record)
+
+
+async def _failed(
+    console: Console, request: Request, response: Response, key_id: str | None, result: str
+) -> None:
+    """A failed login's audit records, as many as the guard's audit budget allows."""
+    recording = console.login_guard.record_failure(time.monotonic())
+    LOGINS.labels(result, "yes" if recording.record else "no").inc()
+    if recording.unrecorded:
+        summary = audit.entry(
+            key_id=None,
+            action="console_login_failures_unrecorded",
+            method=request.method,
+            path=request.url.path,
+            route=request.url.path,
+            target={"count": str(recording.unrecorded)},
+            status=429,
+            created=None,
+            client=None,  # from any address
+            forwarded_for=None,
+            at_ms=now_ms(),
+        )
+        await console.services.audit.record(summary)
+    if recording.record:
+        await _record(console, request, response, key_id, "console_login")

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ota.settings import PREFIX, Env, SettingsError
+from scheduler.console.login_guard import MAX_CLIENTS, LoginLimits
 from scheduler.settings import Scope
 
 
@@ -17,6 +18,7 @@ class ConsoleSettings:
     session_ttl_s: int
     secure_cookie: bool  # force the Secure flag (behind a TLS-terminating proxy)
     live_interval_s: float  # how often a watched task's aggregates are read for SSE
+    login_limits: LoginLimits = field(default_factory=LoginLimits)  # console/login_guard.py
 
     @classmethod
     def from_env(
@@ -33,6 +35,17 @@ class ConsoleSettings:
             session_ttl_s=env.integer("CONSOLE_SESSION_TTL_S", 12 * 3600, min_value=60),
             secure_cookie=env.flag("CONSOLE_SECURE_COOKIE", False),
             live_interval_s=env.number("CONSOLE_LIVE_INTERVAL_S", 1.0, min_value=0.1, max_value=60),
+            login_limits=LoginLimits(
+                client_burst=env.integer("CONSOLE_LOGIN_FAILURE_BURST", 10, min_value=1),
+                client_per_min=env.number(
+                    "CONSOLE_LOGIN_FAILURES_PER_MIN", 6.0, min_value=0.1, max_value=600
+                ),
+                audit_burst=env.integer("CONSOLE_LOGIN_AUDIT_BURST", 100, min_value=1),
+                audit_per_min=env.number(
+                    "CONSOLE_LOGIN_AUDIT_PER_MIN", 60.0, min_value=0.1, max_value=6000
+                ),
+                max_clients=MAX_CLIENTS,
+            ),
         )
 
 

@@ -149,6 +149,7 @@ async def test_the_console_accepts_a_stored_key_until_it_is_revoked(
     ]
     # The refused attempt still names the revoked key: its session is signed.
     assert console == [
+        ("console_login", made["key_id"], 303),
         ("create_webhook", made["key_id"], 303),
         ("create_webhook", made["key_id"], 403),
     ]

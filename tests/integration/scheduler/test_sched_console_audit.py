@@ -73,17 +73,18 @@ async def test_console_actions_are_audited_like_api_requests(harness: Harness) -
     writer = fingerprint(WRITE_KEY)
     seen = [(i["action"], i["key_id"], i["status"], i["outcome"]) for i in console]
     assert seen == [
+        ("console_login", writer, 303, "ok"),  # scheduler/console/pages_auth.py
         ("create_task", writer, 303, "ok"),
         ("pause_task", writer, 303, "ok"),
         ("cancel_task", writer, 403, "denied"),
         ("patch_device", writer, 303, "ok"),
         ("resume_task", None, 403, "denied"),
     ]
-    assert console[0]["result_id"] == tid
-    assert console[0]["route"] == "/console/tasks/new"
-    assert console[1]["route"] == "/console/tasks/{task_id}/{op}"
-    assert console[1]["target"] == {"task_id": tid, "op": "pause"}
-    assert console[1]["path"] == f"/console/tasks/{tid}/pause"
-    assert console[1]["client"] == "127.0.0.1"
-    assert console[3]["target"] == {"device_id": device}
+    assert console[1]["result_id"] == tid
+    assert console[1]["route"] == "/console/tasks/new"
+    assert console[2]["route"] == "/console/tasks/{task_id}/{op}"
+    assert console[2]["target"] == {"task_id": tid, "op": "pause"}
+    assert console[2]["path"] == f"/console/tasks/{tid}/pause"
+    assert console[2]["client"] == "127.0.0.1"
+    assert console[4]["target"] == {"device_id": device}
     assert (await harness.task(tid))["status"] == "Paused"  # the recorded action happened
