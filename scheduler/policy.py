@@ -164,14 +164,14 @@ def _windows(p: Obj) -> Windows:
 def _retry_rules(p: Obj) -> tuple[RetryRule, ...]:
     raw = p.raw("retry_rules", {})
     allowed = names("retry_rules")
-    if isinstance(raw, dict):
-        for name in sorted(set(raw) - allowed):
-            raise ValidationError(
-                f"policy.retry_rules.{name} names no failure cause or cause class; use a "
-                f"class ({', '.join(CauseClass)}) or a cause ({', '.join(c.key for c in FailureCause)})",
-                code="unknown_field",
-                field=f"policy.retry_rules.{name}",
-            )
+    unknown = sorted(set(raw) - allowed) if isinstance(raw, dict) else []
+    if unknown:  # said more plainly than Obj's unknown field, and with what is allowed
+        raise ValidationError(
+            f"policy.retry_rules.{unknown[0]} names no failure cause or cause class; use a "
+            f"class ({', '.join(CauseClass)}) or a cause ({', '.join(c.key for c in FailureCause)})",
+            code="unknown_field",
+            field=f"policy.retry_rules.{unknown[0]}",
+        )
     rules = p.child("retry_rules", allowed)
     if rules is None:
         return ()
