@@ -58,6 +58,8 @@ class StackPlan:
     topic_prefix: str = ""
     redis_db: int = 0
     partitions: int = 12
+    replicas: int = 1  # per partition of its topics; a cluster's runs ask for 3
+    min_insync_replicas: int | None = None  # None: the brokers' default
     ports: Ports = field(default_factory=Ports)
     write_key: str = DEMO_WRITE_KEY
     read_key: str = DEMO_READ_KEY

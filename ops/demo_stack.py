@@ -75,6 +75,7 @@ class Stack:
     # ------------------------------------------------------------ lifecycle
 
     def create_topics(self) -> None:
+        insync = self.plan.min_insync_replicas
         done = subprocess.run(
             [
                 sys.executable,
@@ -85,6 +86,9 @@ class Stack:
                 str(self.plan.partitions),
                 "--prefix",
                 self.plan.topic_prefix,
+                "--replication-factor",
+                str(self.plan.replicas),
+                *([] if insync is None else ["--min-insync-replicas", str(insync)]),
             ],
             capture_output=True,
             text=True,

@@ -42,6 +42,8 @@ def running_stack(
     redis_db: int,
     state_dir: Path,
     partitions: int = 4,
+    replicas: int = 1,
+    min_insync_replicas: int | None = None,
     ports: Ports | None = None,
     extra: Mapping[str, str] | None = None,
 ) -> Iterator[Stack]:
@@ -53,6 +55,8 @@ def running_stack(
         topic_prefix=f"{name}-{run}.",
         redis_db=redis_db,
         partitions=partitions,
+        replicas=replicas,
+        min_insync_replicas=min_insync_replicas,
         ports=ports or Ports.free(),
         extra={"OTA_KAFKA_BOOTSTRAP": kafka_bootstrap, **FAST_LOOPS, **(extra or {})},
     )
