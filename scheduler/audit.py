@@ -3,9 +3,8 @@
 Every request to a write- or admin-scope endpoint of the API (creating, pausing, resuming,
 cancelling and retrying tasks; uploading and deleting packages; webhooks; device
 credentials and CAs; API keys), every action taken in the console (scheduler/console/web.py)
-and every console login and logout (scheduler/console/pages_auth.py; failed logins within
-the bound of scheduler/console/login_guard.py) is recorded after it was answered, refused
-ones included, by `exchange` here:
+and every console login and logout (scheduler/console/pages_auth.py) is recorded after it
+was answered, refused ones included, by `exchange` here:
 
     {"v": 1, "id", "at_ms", "key_id", "action", "method", "path", "route", "target",
      "status", "outcome", "result_id", "client", "forwarded_for"}
@@ -22,6 +21,10 @@ Redis stream is the view `GET /v1/audit` pages through, newest first. A record t
 cannot be written is logged and counted (`ota_scheduler_audit_failures_total`), never
 turned into a failed answer: the operation it describes has already happened.
 
+Attempts by someone unknown (no key or a wrong one: 401; a failed console login) go
+through `record_failure`, within one budget (scheduler/audit_budget.py): a flood of them
+writes at most that, and one `unrecorded_failures` record counts the rest.
+
 The topic is checked once at start-up (`audit_topic_exists`): a send to a missing topic
 would hold the scheduler's one producer thread for kafka-python's max_block_ms on every
 write request. Without it, records go to Redis only (logged at start, counted per record)
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -47,6 +51,7 @@ from ota.clock import now_ms
 from ota.kafka_clients import make_admin
 from ota.records import new_id
 from ota.settings import CommonSettings
+from scheduler.audit_budget import FailureBudget
 from scheduler.bus import Out, Producer
 from scheduler.errors import ValidationError
 
@@ -57,6 +62,12 @@ RESULT_ID_MAX_BYTES = 64 * 1024  # response bodies parsed for the id of what was
 FAILURES = metrics.counter(
     "scheduler", "audit_failures_total", "Audit records that could not be written", ("store",)
 )
+UNRECORDED = metrics.counter(
+    "scheduler",
+    "audit_unrecorded_total",
+    "Refused unauthenticated attempts over the audit budget: counted, not recorded one by one",
+)
+UNRECORDED_ACTION = "unrecorded_failures"  # the record that counts them
 
 
 def key_id(key: str) -> str:
@@ -151,6 +162,24 @@ def exchange(
     )
 
 
+def unrecorded(count: int, at_ms: int) -> dict[str, Any]:
+    """The record counting `count` refused attempts not recorded one by one (from any
+    address, on any route: none is named)."""
+    return entry(
+        key_id=None,
+        action=UNRECORDED_ACTION,
+        method="-",
+        path="-",
+        route="-",
+        target={"count": str(count)},
+        status=429,
+        created=None,
+        client=None,
+        forwarded_for=None,
+        at_ms=at_ms,
+    )
+
+
 def audit_topic_exists(common: CommonSettings, timeout_ms: int = 5000) -> bool:
     """False only when Kafka answers and has no audit topic; Kafka away counts as present
     (the services wait Kafka out, and the topic is part of every deployment's set)."""
@@ -174,9 +203,11 @@ class AuditLog:
         topic: str,
         *,
         to_kafka: bool = True,
+        budget: FailureBudget | None = None,
     ) -> None:
         self._r, self._producer, self._topic = r, producer, topic
         self._to_kafka = to_kafka
+        self._budget = budget or FailureBudget(100, 60.0, time.monotonic())
         if not to_kafka:
             log.error(
                 "the audit topic does not exist: audit records go to Redis only; create it "
@@ -200,6 +231,18 @@ class AuditLog:
         except RedisError:
             FAILURES.labels("redis").inc()
             log.exception("audit record not written to Redis", extra={"audit": record})
+
+    async def record_failure(self, record: dict[str, Any]) -> None:
+        """A refused attempt by someone unknown (no key, a wrong one, a failed console
+        login): recorded within the budget (scheduler/audit_budget.py), else counted, and
+        the count recorded once the budget allows."""
+        recording = self._budget.record_failure(time.monotonic())
+        if recording.unrecorded:
+            await self.record(unrecorded(recording.unrecorded, now_ms()))
+        if recording.record:
+            await self.record(record)
+        else:
+            UNRECORDED.inc()
 
     async def page(self, limit: int, cursor: str | None) -> dict[str, Any]:
         """Newest first; `next_cursor` continues after the last item returned."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from time import monotonic
 
 import redis.asyncio
 from redis.asyncio import Redis as AsyncRedis
@@ -17,6 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ota.object_store import ObjectStore
 from scheduler.apikeys import ApiKeys
 from scheduler.audit import AuditLog, audit_topic_exists
+from scheduler.audit_budget import FailureBudget
 from scheduler.blobs import Blobs, BlobStore
 from scheduler.bus import Producer
 from scheduler.credentials import (
@@ -132,7 +134,15 @@ class Services:
             credentials,
             on_revoked,
             cred_r,
-            AuditLog(r, producer, common.topics.audit, to_kafka=audit_topic_exists(common)),
+            AuditLog(
+                r,
+                producer,
+                common.topics.audit,
+                to_kafka=audit_topic_exists(common),
+                budget=FailureBudget(
+                    settings.audit_failures_burst, settings.audit_failures_per_min, monotonic()
+                ),
+            ),
             ApiKeys(r, producer, common.topics.api_keys, settings.api_keys),
         )
 

@@ -126,6 +126,9 @@ class SchedulerSettings:
     # OTA_PACKAGE_STORE=s3: the bucket holding package bytes (ota/object_store.py); None:
     # package_dir is the shared volume (with s3 it only spools uploads).
     package_store: ObjectStoreSettings | None = field(default=None, repr=False)
+    # Refused unauthenticated attempts recorded one by one (scheduler/audit_budget.py).
+    audit_failures_burst: int = 100
+    audit_failures_per_min: float = 60.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SchedulerSettings:
@@ -162,6 +165,10 @@ class SchedulerSettings:
                 env.text("CREDENTIALS_REDIS_URL", "") or common.redis_url,
             ),
             package_store=package_store(env),
+            audit_failures_burst=env.integer("AUDIT_FAILURES_BURST", 100, min_value=1),
+            audit_failures_per_min=env.number(
+                "AUDIT_FAILURES_PER_MIN", 60.0, min_value=0.1, max_value=60_000
+            ),
         )
         refuse_development_secrets(
             common.dev_mode,

@@ -456,7 +456,11 @@ async def _audit(endpoint: Endpoint, request: Request, response: Response) -> No
         action=endpoint.handler.__name__,
         route=endpoint.path,
     )
-    await h.svc(request).audit.record(record)
+    audit_log = h.svc(request).audit
+    if response.status_code == 401:  # no known key: anyone can send these
+        await audit_log.record_failure(record)
+    else:
+        await audit_log.record(record)
 
 
 def build_app(services: Services, version: str = "1") -> Starlette:

@@ -3,21 +3,22 @@
 Both are in the audit trail (scheduler/audit.py), as `console_login` and `console_logout`
 under the key's fingerprint, never the key: a successful login, every logout of a session,
 and failed logins (unknown key or one without the read scope: 401, key_id null for an
-unknown key; an expired or forged form: 403; too many failures from one address: 429)
-within the bound of scheduler/console/login_guard.py, beyond which they are counted in one
-`console_login_failures_unrecorded` record (`target.count`) instead of one record each.
+unknown key; an expired or forged form: 403; too many failures from one address: 429).
+Failed logins go through the audit trail's budget for refused unauthenticated attempts
+(`AuditLog.record_failure`), and an address that fails too often is throttled
+(scheduler/console/login_guard.py): a flood of failed logins grows neither without bound.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from ota import metrics
-from ota.clock import now_ms
 from scheduler import audit
 from scheduler.console.session import (
     COOKIE,
@@ -35,8 +36,8 @@ from scheduler.settings import Scope
 LOGINS = metrics.counter(
     "scheduler",
     "console_logins_total",
-    "Console login attempts by result, and whether the audit trail got a record of their own",
-    ("result", "recorded"),
+    "Console login attempts by result (ok, bad_key, bad_form, throttled)",
+    ("result",),
 )
 
 
@@ -145,7 +146,7 @@ async def login(request: Request) -> Response:
         console.settings.session_ttl_s,
     )
     response.delete_cookie(LOGIN_COOKIE, path=PREFIX)
-    LOGINS.labels("ok", "yes").inc()
+    LOGINS.labels("ok").inc()
     await _record(console, request, response, principal.key_id, "console_login")
     return response
 
@@ -164,35 +165,23 @@ async def logout(request: Request) -> Response:
     return response
 
 
+def _exchange(
+    request: Request, response: Response, key_id: str | None, action: str
+) -> dict[str, Any]:
+    # /console/login and /console/logout have no parameters: the path is the route.
+    path = request.url.path
+    return audit.exchange(request, response, key_id=key_id, action=action, route=path)
+
+
 async def _record(
     console: Console, request: Request, response: Response, key_id: str | None, action: str
 ) -> None:
-    # /console/login and /console/logout have no parameters: the path is the route.
-    path = request.url.path
-    record = audit.exchange(request, response, key_id=key_id, action=action, route=path)
-    await console.services.audit.record(record)
+    await console.services.audit.record(_exchange(request, response, key_id, action))
 
 
 async def _failed(
     console: Console, request: Request, response: Response, key_id: str | None, result: str
 ) -> None:
-    """A failed login's audit records, as many as the guard's audit budget allows."""
-    recording = console.login_guard.record_failure(time.monotonic())
-    LOGINS.labels(result, "yes" if recording.record else "no").inc()
-    if recording.unrecorded:
-        summary = audit.entry(
-            key_id=None,
-            action="console_login_failures_unrecorded",
-            method=request.method,
-            path=request.url.path,
-            route=request.url.path,
-            target={"count": str(recording.unrecorded)},
-            status=429,
-            created=None,
-            client=None,  # from any address
-            forwarded_for=None,
-            at_ms=now_ms(),
-        )
-        await console.services.audit.record(summary)
-    if recording.record:
-        await _record(console, request, response, key_id, "console_login")
+    LOGINS.labels(result).inc()
+    record = _exchange(request, response, key_id, "console_login")
+    await console.services.audit.record_failure(record)

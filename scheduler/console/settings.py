@@ -36,13 +36,9 @@ class ConsoleSettings:
             secure_cookie=env.flag("CONSOLE_SECURE_COOKIE", False),
             live_interval_s=env.number("CONSOLE_LIVE_INTERVAL_S", 1.0, min_value=0.1, max_value=60),
             login_limits=LoginLimits(
-                client_burst=env.integer("CONSOLE_LOGIN_FAILURE_BURST", 10, min_value=1),
-                client_per_min=env.number(
+                burst=env.integer("CONSOLE_LOGIN_FAILURE_BURST", 10, min_value=1),
+                per_min=env.number(
                     "CONSOLE_LOGIN_FAILURES_PER_MIN", 6.0, min_value=0.1, max_value=600
-                ),
-                audit_burst=env.integer("CONSOLE_LOGIN_AUDIT_BURST", 100, min_value=1),
-                audit_per_min=env.number(
-                    "CONSOLE_LOGIN_AUDIT_PER_MIN", 60.0, min_value=0.1, max_value=6000
                 ),
                 max_clients=MAX_CLIENTS,
             ),

@@ -86,7 +86,7 @@ class Console:
     def __init__(self, services: Services, settings: ConsoleSettings) -> None:
         self.services, self.settings = services, settings
         self.keys = KeyBook(settings.session_key, services.settings.api_keys)
-        self.login_guard = LoginGuard(settings.login_limits, time.monotonic())
+        self.login_guard = LoginGuard(settings.login_limits)
         # autoescape everywhere: every value in every template is escaped unless marked safe
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
         self.templates = Jinja2Templates(env=env)

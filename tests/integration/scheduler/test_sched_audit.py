@@ -17,7 +17,12 @@ from kafka import TopicPartition
 from ops.cli import main as ota_cli
 from ota.kafka_clients import make_consumer
 from scheduler.audit import audit_topic_exists
+from tests.integration.scheduler.conftest import StartHarness
 from tests.integration.scheduler.sched_harness import READ_KEY, WRITE_KEY, Harness
+from tests.integration.scheduler.test_sched_console_login_audit import (
+    every_failure_told,
+    unrecorded,
+)
 
 
 def fingerprint(key: str) -> str:
@@ -135,3 +140,33 @@ async def test_the_audit_topic_is_checked_at_start(harness: Harness) -> None:
     assert audit_topic_exists(common)
     missing_topic = dataclasses.replace(common.topics, audit=f"test.no-audit.{uuid.uuid4().hex}")
     assert not audit_topic_exists(dataclasses.replace(common, topics=missing_topic))
+
+
+async def test_a_flood_of_unknown_keys_writes_at_most_the_audit_budget(
+    start_harness: StartHarness,
+) -> None:
+    """Anyone can send a write request with a wrong key: each is refused (401), and the
+    audit trail records 5, then one per 2 s, counting the rest (scheduler/audit_budget.py)."""
+    harness = await start_harness(OTA_AUDIT_FAILURES_BURST="5", OTA_AUDIT_FAILURES_PER_MIN="30")
+    before = unrecorded()
+    hook = {"url": "http://127.0.0.1:9/h", "secret": "s" * 16}
+    flood = 300
+    started = asyncio.get_running_loop().time()
+    for n in range(flood):
+        stranger = {"Authorization": f"Bearer wrong-key-{n:06d}"}
+        refused = await harness.anon.post("/v1/webhooks", json=hook, headers=stranger)
+        assert refused.status_code == 401
+    elapsed = asyncio.get_running_loop().time() - started
+    items = (await audit_items(harness, limit="1000"))["items"]
+    assert len(items) <= 5 + int(elapsed / 2) + 1  # the budget, not the flood
+    singles = [i for i in items if i["action"] != "unrecorded_failures"]
+    assert {(i["action"], i["key_id"], i["status"]) for i in singles} == {
+        ("create_webhook", None, 401)
+    }
+
+    async def one_more() -> None:
+        assert (await harness.anon.post("/v1/webhooks", json=hook)).status_code == 401
+
+    trail = await every_failure_told(harness, flood, before, one_more)
+    assert "wrong-key-" not in orjson.dumps(trail).decode()
+    assert (await harness.client.get("/v1/webhooks")).json() == {"items": []}  # none made

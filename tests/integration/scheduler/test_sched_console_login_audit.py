@@ -1,10 +1,12 @@
 """Console logins and logouts in the audit trail (scheduler/console/pages_auth.py), in Redis
 and Kafka's audit topic, never with the key; a flood of failed logins is throttled per
-address and writes at most the audit budget (scheduler/console/login_guard.py)."""
+address (scheduler/console/login_guard.py) and writes at most the audit budget for refused
+unauthenticated attempts (scheduler/audit_budget.py), with every failure told."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -25,7 +27,7 @@ from tests.integration.scheduler.test_sched_console_audit import (
 
 BROKER_KEY = "test-broker-key-0123"  # a known key without the read scope
 GUESS = "guessed-key-0000000001"
-UNRECORDED = "console_login_failures_unrecorded"
+UNRECORDED = "unrecorded_failures"
 
 
 async def try_login(browser: httpx.AsyncClient, key: str, csrf: str | None = None) -> int:
@@ -39,7 +41,7 @@ async def try_login(browser: httpx.AsyncClient, key: str, csrf: str | None = Non
 
 
 def logins(trail: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [i for i in trail if i["route"] in ("/console/login", "/console/logout")]
+    return [i for i in trail if i["route"] in ("/console/login", "/console/logout", "-")]
 
 
 def kafka_records(harness: Harness, ids: set[str]) -> dict[str, dict[str, Any]]:
@@ -61,15 +63,38 @@ def kafka_records(harness: Harness, ids: set[str]) -> dict[str, dict[str, Any]]:
     return found
 
 
-def unrecorded_logins() -> float:
-    """Failed logins counted, not recorded one by one (every result)."""
-    return sum(
-        REGISTRY.get_sample_value(
-            "ota_scheduler_console_logins_total", {"result": result, "recorded": "no"}
-        )
-        or 0.0
-        for result in ("bad_form", "bad_key", "throttled")
-    )
+def unrecorded() -> float:
+    """Refused unauthenticated attempts counted, not recorded one by one."""
+    return REGISTRY.get_sample_value("ota_scheduler_audit_unrecorded_total") or 0.0
+
+
+async def every_failure_told(
+    harness: Harness,
+    attempts: int,
+    unrecorded_before: float,
+    one_more: Callable[[], Awaitable[Any]],
+) -> list[dict[str, Any]]:
+    """After a flood of `attempts` refused attempts (the only records in the trail), sends
+    one more at a time until a token is back and a record counts those not recorded one by
+    one; checks that records and counts add up to every attempt, as the metric does, and
+    returns the trail (oldest first)."""
+    late = 0
+
+    async def counted() -> list[dict[str, Any]] | None:
+        nonlocal late
+        await one_more()
+        late += 1
+        trail = await audit_trail(harness)
+        return trail if any(i["action"] == UNRECORDED for i in trail[-2:]) else None
+
+    trail = await eventually(counted, "a record counting the unrecorded failures", 15)
+    counts = [int(i["target"]["count"]) for i in trail if i["action"] == UNRECORDED]
+    singles = [i for i in trail if i["action"] != UNRECORDED]
+    assert len(singles) + sum(counts) == attempts + late
+    assert unrecorded() - unrecorded_before == sum(counts)
+    last = next(i for i in reversed(trail) if i["action"] == UNRECORDED)
+    assert (last["key_id"], last["client"], last["route"], last["status"]) == (None, None, "-", 429)
+    return trail
 
 
 async def test_logins_and_logouts_are_audited_without_the_key(start_harness: StartHarness) -> None:
@@ -119,10 +144,8 @@ async def test_a_flood_of_failed_logins_is_throttled_and_its_records_bounded(
     # 3 tries per address, none back during the test; 5 failure records, then one per 2 s.
     monkeypatch.setenv("OTA_CONSOLE_LOGIN_FAILURE_BURST", "3")
     monkeypatch.setenv("OTA_CONSOLE_LOGIN_FAILURES_PER_MIN", "0.1")
-    monkeypatch.setenv("OTA_CONSOLE_LOGIN_AUDIT_BURST", "5")
-    monkeypatch.setenv("OTA_CONSOLE_LOGIN_AUDIT_PER_MIN", "30")
-    harness = await start_harness()
-    unrecorded_before = unrecorded_logins()
+    harness = await start_harness(OTA_AUDIT_FAILURES_BURST="5", OTA_AUDIT_FAILURES_PER_MIN="30")
+    unrecorded_before = unrecorded()
     flood = 200
     async with httpx.AsyncClient(base_url=harness.base_url, timeout=30) as attacker:
         started = time.monotonic()
@@ -143,30 +166,11 @@ async def test_a_flood_of_failed_logins_is_throttled_and_its_records_bounded(
     assert len(records) <= 5 + int(elapsed / 2) + 1  # the budget, not the flood
     assert [i["status"] for i in records[:5]] == [401, 401, 401, 429, 429]
 
-    # Nothing is lost: once a token is back, one record counts the failures that were not
-    # recorded one by one (and the metric counts them too).
-    late = 0
-
-    async def summary() -> list[dict[str, Any]] | None:
-        nonlocal late
+    async def one_more() -> None:
         async with httpx.AsyncClient(base_url=harness.base_url, timeout=30) as another:
-            assert await try_login(another, "late-guess-0000") == 429
-        late += 1
-        trail = logins(await audit_trail(harness))
-        return trail if any(i["action"] == UNRECORDED for i in trail[-2:]) else None
+            assert await try_login(another, "late-guess-0000") == 429  # the same address
 
-    trail = await eventually(summary, "a record counting the unrecorded failures", 15)
-    counts = [int(i["target"]["count"]) for i in trail if i["action"] == UNRECORDED]
-    singles = [i for i in trail if i["action"] == "console_login"]
-    assert len(singles) + sum(counts) == attempts + late
-    assert unrecorded_logins() - unrecorded_before == sum(counts)
-    last = next(i for i in reversed(trail) if i["action"] == UNRECORDED)
-    assert (last["key_id"], last["client"], last["status"], last["outcome"]) == (
-        None,
-        None,
-        429,
-        "refused",
-    )
+    trail = await every_failure_told(harness, attempts, unrecorded_before, one_more)
     text = orjson.dumps(trail).decode()
     assert "guess-000000" not in text
     assert WRITE_KEY not in text
