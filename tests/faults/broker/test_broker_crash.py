@@ -1,8 +1,10 @@
 """The device broker killed with SIGKILL and started again on the same ports: it announces
 no offline, its devices reconnect, and the version query lost with the old connection
 reaches the device again, whether the device reconnects after the gateway subscribed again
-or before (its notice then held by the broker until the gateway subscribes). A private broker, gateway and worker on the real Kafka and
-Redis (database 15); the stack's broker is never touched."""
+or before (its notice then held by the broker until the gateway subscribes); a device whose
+result was lost in the crash is asked its version on reconnect and its job succeeds. A
+private broker, gateway and worker on the real Kafka and Redis (database 15); the stack's
+broker is never touched."""
 
 from __future__ import annotations
 
@@ -15,16 +17,19 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import replace
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kafka.admin import KafkaAdminClient, NewTopic
-from workerkit import Inbox, ThreadWorker, make_settings, worker_redis
+from workerkit import TARGET, Inbox, ThreadWorker, make_settings, worker_redis
 
-from ota.records import JobEventRecord, PresenceRecord
+from ota.clock import now_ms
+from ota.protocol import encode_envelope, up_topic, uplink_event
+from ota.records import DownloadPhase, JobEventRecord, PresenceRecord
+from ota.reports import VersionReport
 from ota.settings import Topics
 from tests.conftest import missing
 from tests.integration.broker.authserver import AuthServer, iotda_hour, iotda_password
@@ -119,20 +124,62 @@ async def version_query(client: RawClient) -> dict[str, Any]:
     return body
 
 
-@pytest.mark.parametrize("early", [False, True], ids=["after_gateway", "before_gateway"])
-async def test_a_query_lost_in_a_broker_crash_is_sent_again_on_reconnect(
-    early: bool,
-    lib: Path,
-    topics: Topics,
-    kafka_bootstrap: str,
-    redis_url: str,
-    tmp_path: Path,
-) -> None:
-    auth = AuthServer(AUTH_KEY)
-    fleet = Fleet(auth)
-    broker = start_broker(lib, tmp_path / "first", auth.url, AUTH_KEY)
+@dataclass
+class Rig:
+    """A private broker (`broker` names its ports, also after a restart), a gateway and a
+    worker on the real Kafka and Redis (database 15), and readers of the inbox and events."""
+
+    lib: Path
+    tmp_path: Path
+    auth: AuthServer
+    fleet: Fleet
+    broker: BrokerProcess
+    inbox: Inbox
+    inbox_reader: KafkaReader
+    events: KafkaReader
     second: BrokerProcess | None = None
-    clients: list[RawClient] = []
+    clients: list[RawClient] = field(default_factory=list)
+
+    async def connect(self, device_id: str, secret: str) -> RawClient:
+        client = await self.fleet.connect(self.broker, device_id, secret)
+        self.clients.append(client)
+        return client
+
+    def crash_and_restart(self) -> None:
+        """SIGKILL (no offline is announced), then the same ports again."""
+        os.killpg(self.broker.process.pid, signal.SIGKILL)
+        self.broker.stop()
+        self.second = restart_same_ports(
+            self.lib, self.tmp_path / "second", self.broker, self.auth.url, AUTH_KEY
+        )
+
+    async def gateway_subscribed_again(self) -> None:
+        """A probe device's notice in the inbox proves the gateway subscribed again, so a
+        device's notice after it is published to a subscriber."""
+        probe_id, probe_secret = self.fleet.add()
+        await self.connect(probe_id, probe_secret)
+        await self.inbox_reader.wait_for(lambda rs: len(online_notices(rs, probe_id)) >= 1, 60)
+
+    async def job_events(self, device_id: str, done: Callable[[JobEventRecord], bool]) -> list[str]:
+        """The device's job events once one of them is `done`, as state or note names."""
+        records = await self.events.wait_for(
+            lambda rs: any(
+                isinstance(r, JobEventRecord) and r.device_id == device_id and done(r) for r in rs
+            )
+        )
+        return [
+            r.detail.get("note") or r.to_state
+            for r in records
+            if isinstance(r, JobEventRecord) and r.device_id == device_id
+        ]
+
+
+@contextlib.asynccontextmanager
+async def crash_rig(
+    lib: Path, topics: Topics, kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> AsyncIterator[Rig]:
+    auth = AuthServer(AUTH_KEY)
+    broker = start_broker(lib, tmp_path / "first", auth.url, AUTH_KEY)
     url = f"{redis_url.rsplit('/', 1)[0] if redis_url.count('/') > 2 else redis_url}/{SCRATCH_DB}"
     store = contextlib.contextmanager(worker_redis)(url)
     store.__enter__()  # flushes database 15 now and when the test ends
@@ -158,64 +205,107 @@ async def test_a_query_lost_in_a_broker_crash_is_sent_again_on_reconnect(
             "OTA_GATEWAY_METRICS_PORT": "0",
         },
     )
-    inbox_reader = KafkaReader(kafka_bootstrap, topics.inbox)
-    events = KafkaReader(kafka_bootstrap, topics.job_events)
-    inbox = Inbox(settings)
+    rig = Rig(
+        lib,
+        tmp_path,
+        auth,
+        Fleet(auth),
+        broker,
+        Inbox(settings),
+        KafkaReader(kafka_bootstrap, topics.inbox),
+        KafkaReader(kafka_bootstrap, topics.job_events),
+    )
     worker = ThreadWorker(settings)
     try:
         async with running_gateway(stack):
-            device_id, secret = fleet.add()
-            first = await fleet.connect(broker, device_id, secret)
-            clients.append(first)
-            await inbox_reader.wait_for(lambda rs: len(online_notices(rs, device_id)) >= 1)
-            inbox.start(device_id, "task-crash")
-            await version_query(first)  # delivered; the device will not answer this one
-
-            os.killpg(broker.process.pid, signal.SIGKILL)  # no offline is announced
-            broker.stop()
-            second = restart_same_ports(lib, tmp_path / "second", broker, auth.url, AUTH_KEY)
-            if early:
-                # (the restarted broker has the old one's ports: `broker` names them)
-                sock = connect_before_the_gateway(broker, device_id, secret)
-                again = RawClient(*await asyncio.open_connection(sock=sock))
-            else:
-                # A probe device's notice in the inbox proves the gateway subscribed again,
-                # so the device's own notice below is published to a subscriber.
-                probe_id, probe_secret = fleet.add()
-                clients.append(await fleet.connect(broker, probe_id, probe_secret))
-                await inbox_reader.wait_for(lambda rs: len(online_notices(rs, probe_id)) >= 1, 60)
-                again = await fleet.connect(broker, device_id, secret)
-            clients.append(again)
-            resent = await version_query(again)
-            records = await events.wait_for(
-                lambda rs: any(
-                    isinstance(r, JobEventRecord)
-                    and r.device_id == device_id
-                    and r.detail.get("note") == "query_resent"
-                    for r in rs
-                )
-            )
-        notices = online_notices(inbox_reader.snapshot(), device_id)
-        assert len(notices) == 2
-        assert notices[0].connection != notices[1].connection
-        assert resent["services"][0]["event_id"]
-        states = [
-            r.to_state
-            for r in records
-            if isinstance(r, JobEventRecord) and r.device_id == device_id
-        ]
-        assert "FAILED" not in states
-        if early:
-            assert broker.metric("ota_broker_presence_held") == 0  # the restarted broker's
+            yield rig
     finally:
-        for client in clients:
+        for client in rig.clients:
             client.abort()
         worker.stop()
-        inbox.close()
-        inbox_reader.close()
-        events.close()
-        for process in (second, broker):
+        rig.inbox.close()
+        rig.inbox_reader.close()
+        rig.events.close()
+        for process in (rig.second, broker):
             if process is not None and process.process.poll() is None:
                 process.stop()
         auth.close()
         store.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize("early", [False, True], ids=["after_gateway", "before_gateway"])
+async def test_a_query_lost_in_a_broker_crash_is_sent_again_on_reconnect(
+    early: bool,
+    lib: Path,
+    topics: Topics,
+    kafka_bootstrap: str,
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    async with crash_rig(lib, topics, kafka_bootstrap, redis_url, tmp_path) as rig:
+        device_id, secret = rig.fleet.add()
+        first = await rig.connect(device_id, secret)
+        await rig.inbox_reader.wait_for(lambda rs: len(online_notices(rs, device_id)) >= 1)
+        rig.inbox.start(device_id, "task-crash")
+        await version_query(first)  # delivered; the device will not answer this one
+
+        rig.crash_and_restart()
+        if early:
+            # (the restarted broker has the old one's ports: `broker` names them)
+            sock = connect_before_the_gateway(rig.broker, device_id, secret)
+            again = RawClient(*await asyncio.open_connection(sock=sock))
+            rig.clients.append(again)
+        else:
+            await rig.gateway_subscribed_again()
+            again = await rig.connect(device_id, secret)
+        resent = await version_query(again)
+        seen = await rig.job_events(device_id, lambda r: r.detail.get("note") == "query_resent")
+        notices = online_notices(rig.inbox_reader.snapshot(), device_id)
+        assert len(notices) == 2
+        assert notices[0].connection != notices[1].connection
+        assert resent["services"][0]["event_id"]
+        assert "FAILED" not in seen
+        if early:
+            assert rig.broker.metric("ota_broker_presence_held") == 0  # the restarted broker's
+
+
+async def test_a_result_lost_in_a_broker_crash_is_found_by_the_reconnect_query(
+    lib: Path, topics: Topics, kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    """A device in DOWNLOADED installs and reports its result while the broker is dead (the
+    report reaches nobody): its reconnect gets a version query, and its answer, the target
+    version, ends the job at once instead of its update_start_s window."""
+    async with crash_rig(lib, topics, kafka_bootstrap, redis_url, tmp_path) as rig:
+        device_id, secret = rig.fleet.add()
+        device = await rig.connect(device_id, secret)
+        await rig.inbox_reader.wait_for(lambda rs: len(online_notices(rs, device_id)) >= 1)
+        rig.inbox.start(device_id, "task-lost-result")
+        asked = await version_query(device)
+        await answer_version(device, device_id, "1.0", asked)
+        upgrade = await next_command(device)
+        assert upgrade["services"][0]["event_type"] == "firmware_upgrade"
+        rig.inbox.download(device_id, DownloadPhase.FINISHED)  # the edge saw the last byte
+        await rig.job_events(device_id, lambda r: r.to_state == "DOWNLOADED")
+
+        rig.crash_and_restart()  # the device's result, sent now, would reach nobody
+        await rig.gateway_subscribed_again()
+        again = await rig.connect(device_id, secret)
+        query = await version_query(again)
+        await answer_version(again, device_id, TARGET, query)
+        seen = await rig.job_events(device_id, lambda r: r.to_state == "SUCCEEDED")
+        assert seen[-2:] == ["reconnect_query", "SUCCEEDED"]
+        assert "FAILED" not in seen
+        assert "WAITING_RETRY" not in seen
+
+
+async def next_command(client: RawClient) -> dict[str, Any]:
+    _, payload = await client.receive(timeout_s=30)
+    body: dict[str, Any] = json.loads(payload)
+    return body
+
+
+async def answer_version(
+    client: RawClient, device_id: str, fw_version: str, query: dict[str, Any]
+) -> None:
+    event = uplink_event(VersionReport(fw_version), query["services"][0]["event_id"])
+    await client.send_publish(up_topic(device_id), encode_envelope(device_id, (event,), now_ms()))
