@@ -7,7 +7,9 @@ coroutine for its uplink, so the same logic runs behind its own MQTT connection
 (download with the token, resume with Range/If-Range, verify the SHA-256 and, when it
 trusts signing keys, the package signature; report progress and the final result code,
 switch its version), and follows its `Behaviour` knobs.
-A repeated command (same event_id) is recognised and not acted on twice.
+A repeated command (same event_id) is recognised and not acted on twice. Reports leave in
+order; progress reports are queued without waiting for the link, so a download or an
+install goes on while the broker is away (results are awaited).
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ class DeviceAgent:
         self._fail: int | None = None  # the result code the upgrade under way fails with
         self._muted = False  # mute_after_install took effect
         self._tasks: set[asyncio.Task[None]] = set()
+        self._last_report: asyncio.Task[None] | None = None  # the report queued last
         self.finished = asyncio.Event()
 
     # ------------------------------------------------------------ inputs
@@ -130,13 +133,14 @@ class DeviceAgent:
                 self._seen = [*self._seen[-(_MAX_SEEN_IDS - 1) :], event.event_id]
             self._spawn(self._handle(event))
 
-    def _spawn(self, work: Awaitable[None]) -> None:
+    def _spawn(self, work: Awaitable[None]) -> asyncio.Task[None]:
         async def run() -> None:
             await work
 
         task = asyncio.create_task(run())
         self._tasks.add(task)
         task.add_done_callback(self._done)
+        return task
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -208,7 +212,7 @@ class DeviceAgent:
             if self.behaviour.mute_after_download:
                 self._mute()
                 return
-            await self._progress(event, RESULT_SUCCESS, 95, current, "installing")
+            self._report(event, RESULT_SUCCESS, 95, current, "installing")
             if self.behaviour.install_s:
                 await asyncio.sleep(self.behaviour.install_s)
             if fail is not None:
@@ -249,7 +253,7 @@ class DeviceAgent:
         )
         step = self.behaviour.progress_every_pct
         if step or self.behaviour.stall_download:  # 0: no download progress reports at all
-            await self._progress(event, RESULT_SUCCESS, 0, current, "downloading")
+            self._report(event, RESULT_SUCCESS, 0, current, "downloading")
         if self.behaviour.stall_download:
             await asyncio.Event().wait()  # until the agent closes (its tasks are cancelled)
         next_report = [step]
@@ -260,7 +264,8 @@ class DeviceAgent:
             pct = received * 100 // job.size
             if pct >= next_report[0] and pct < 100:
                 next_report[0] = (pct // step + 1) * step
-                await self._progress(
+                # Queued, not awaited: the download goes on while the link is down.
+                self._report(
                     event, RESULT_SUCCESS, pct * DOWNLOAD_SHARE // 100, current, "downloading"
                 )
 
@@ -274,6 +279,9 @@ class DeviceAgent:
                 except Interrupted:  # the scripted cut: resume, not a failure
                     cut = None
                     if self.behaviour.offline_mid_download_s and self._go_offline is not None:
+                        # What it queued goes out first: closing the link under a publish
+                        # would leave that publish waiting for a PUBACK that never comes.
+                        await self._sent()
                         await self._go_offline(self.behaviour.offline_mid_download_s)
                 except DownloadError as error:
                     self.outcome.errors.append(str(error))
@@ -308,16 +316,40 @@ class DeviceAgent:
     async def _progress(
         self, command: Event, code: int, progress: int | None, version: str, description: str
     ) -> None:
+        await self._report(command, code, progress, version, description)
+
+    def _report(
+        self, command: Event, code: int, progress: int | None, version: str, description: str
+    ) -> asyncio.Task[None]:
         report = ProgressReport(code, version, progress, description)
-        await self._send(uplink_event(report, command.event_id))
+        return self._queue(uplink_event(report, command.event_id))
 
     def _version_event(self, event_id: str | None) -> Event:
         return uplink_event(VersionReport(self.fw_version, self.sw_version), event_id)
 
     async def _send(self, event: Event) -> None:
+        await self._queue(event)
+
+    async def _sent(self) -> None:
+        """Until every report queued so far has gone out."""
+        if self._last_report is not None:
+            await asyncio.wait({self._last_report})
+
+    def _queue(self, event: Event) -> asyncio.Task[None]:
+        """Publish `event` once every report queued before it went out: reports leave in
+        order, and whoever queues one may go on without waiting (a device's MQTT client
+        publishes asynchronously; a download does not stall while the broker is away)."""
         payload = encode_envelope(self.device_id, (event,), now_ms())
-        for _ in range(2 if self.behaviour.answer_twice else 1):
-            await self._publish(up_topic(self.device_id), payload)
+        previous = self._last_report
+
+        async def publish() -> None:
+            if previous is not None:
+                await asyncio.wait({previous})  # its own failure is recorded by _done
+            for _ in range(2 if self.behaviour.answer_twice else 1):
+                await self._publish(up_topic(self.device_id), payload)
+
+        self._last_report = self._spawn(publish())
+        return self._last_report
 
     async def _pause(self) -> None:
         if self.behaviour.slow_s:
