@@ -101,8 +101,8 @@ _RELATIVE = re.compile(r"\+(\d+)([mhd])")
 _UNIT_S = {"m": 60, "h": 3600, "d": 86400}
 
 
-def when(spec: str, now_ms: int) -> int:
-    """An absolute or relative time as epoch milliseconds."""
+def when(spec: str, now_ms: int, flag: str = "--schedule") -> int:
+    """An absolute or relative time as epoch milliseconds; `flag` names the option in errors."""
     rel = _RELATIVE.fullmatch(spec)
     if rel:
         return now_ms + int(rel[1]) * _UNIT_S[rel[2]] * 1000
@@ -110,10 +110,10 @@ def when(spec: str, now_ms: int) -> int:
         parsed = dt.datetime.fromisoformat(spec.replace("Z", "+00:00"))
     except ValueError:
         raise SpecError(
-            f"--schedule {spec!r}: use an ISO 8601 time such as 2026-11-28T02:00:00Z, or +30m/+2h/+1d"
+            f"{flag} {spec!r}: use an ISO 8601 time such as 2026-11-28T02:00:00Z, or +30m/+2h/+1d"
         ) from None
     if parsed.tzinfo is None:
-        raise SpecError(f"--schedule {spec!r}: give a time zone (Z or +01:00)")
+        raise SpecError(f"{flag} {spec!r}: give a time zone (Z or +01:00)")
     return int(parsed.timestamp() * 1000)
 
 

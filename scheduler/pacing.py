@@ -11,7 +11,8 @@ Pure: `decide` reads a snapshot of the task (`PaceInput`) and the time, and retu
 - waves: release up to the current wave's end, judge it (`waves.verdict`), then move
   on, pause for approval, or pause on a missed threshold;
 - abort criteria (`abort.abort_reason`);
-- finish when nothing is pending or active.
+- finish when nothing is pending or active, unless the task is continuous and still
+  open (`TaskPolicy.open_at`): it then waits for devices that come to match.
 """
 
 from __future__ import annotations
@@ -90,6 +91,9 @@ class PaceInput:
     tally: Tally
     wave_tallies: tuple[Tally, ...]  # per listed wave
     causes: Mapping[int, int] = field(default_factory=dict)
+    # per listed wave, devices removed from a continuous task before their release: a
+    # wave is judged on the devices it released
+    wave_removed: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +118,9 @@ def decide(s: PaceInput, now_ms: int) -> Step:
             return keep
         started = TaskStatus.PROCESSING
     length = s.ends[-1]
-    if s.cursor >= length and s.tally.pending == 0 and s.tally.active == 0:
+    idle = s.cursor >= length and s.tally.pending == 0 and s.tally.active == 0
+    # An open continuous task waits, idle, for devices that come to match its targets.
+    if idle and (s.stopping or not s.policy.open_at(now_ms)):
         return Step(
             wave=s.wave,
             status=final_status(s.tally, stopped=s.stopping),
@@ -129,7 +135,8 @@ def decide(s: PaceInput, now_ms: int) -> Step:
     waves = s.policy.waves
     while wave < len(waves) and s.cursor >= s.ends[wave]:
         start = s.ends[wave - 1] if wave else 0
-        size = s.ends[wave] - start
+        removed = s.wave_removed[wave] if wave < len(s.wave_removed) else 0
+        size = s.ends[wave] - start - removed
         judged = verdict(size, waves[wave], s.wave_tallies[wave])
         if judged is Verdict.RUNNING:
             return Step(tokens=s.tokens, bucket_ms=s.bucket_ms, wave=wave, status=started)

@@ -80,6 +80,12 @@ class TaskPolicy:
     require_online: bool = False
     on_conflict: ConflictPolicy = ConflictPolicy.FAIL
     presigned_url: bool = False
+    continuous: bool = False  # open: devices that come to match later join the task
+    end_ms: int | None = None  # a continuous task's end; None: open until cancelled
+
+    def open_at(self, now_ms: int) -> bool:
+        """Whether a continuous task still takes devices that come to match its targets."""
+        return self.continuous and (self.end_ms is None or now_ms < self.end_ms)
 
 
 def _int(o: Obj, path: str, default: Any = ...) -> Any:
@@ -130,6 +136,8 @@ def parse_policy(data: Any, now_ms: int | None) -> TaskPolicy:
             code="conflicting_fields",
             field="policy.ramp",
         )
+    continuous = p.flag("continuous", False)
+    end_ms = _end(p, continuous, schedule_ms, now_ms)
     return TaskPolicy(
         schedule_ms=schedule_ms,
         retry_count=_int(p, "retry_count", 0),
@@ -145,7 +153,30 @@ def parse_policy(data: Any, now_ms: int | None) -> TaskPolicy:
         require_online=p.flag("require_online", False),
         on_conflict=_conflict(p),
         presigned_url=p.flag("presigned_url", False),
+        continuous=continuous,
+        end_ms=end_ms,
     )
+
+
+def _end(p: Obj, continuous: bool, schedule_ms: int | None, now_ms: int | None) -> int | None:
+    end_ms: int | None = _int(p, "end_time_ms", None)
+    if end_ms is None:
+        return None
+    if not continuous:
+        raise ValidationError(
+            "policy.end_time_ms needs policy.continuous: only a continuous task stays open",
+            code="conflicting_fields",
+            field="policy.end_time_ms",
+        )
+    start = schedule_ms if schedule_ms is not None else now_ms
+    if start is not None and end_ms <= start:
+        raise ValidationError(
+            "policy.end_time_ms is not after "
+            + ("policy.schedule_time_ms" if schedule_ms is not None else "now"),
+            code="bad_end_time",
+            field="policy.end_time_ms",
+        )
+    return end_ms
 
 
 def _windows(p: Obj) -> Windows:
@@ -355,7 +386,10 @@ def policy_json(policy: TaskPolicy) -> dict[str, Any]:
         "require_online": policy.require_online,
         "on_conflict": policy.on_conflict.value,
         "presigned_url": policy.presigned_url,
+        "continuous": policy.continuous,
     }
+    if policy.end_ms is not None:
+        out["end_time_ms"] = policy.end_ms
     if policy.schedule_ms is not None:
         out["schedule_time_ms"] = policy.schedule_ms
     if policy.rate_per_min is not None:

@@ -153,7 +153,7 @@ POLICY = Field(
             option=Option(
                 "--schedule",
                 "WHEN",
-                lambda text, now: specs.when(text, now),
+                lambda text, now: specs.when(text, now, "--schedule"),
                 hint="an ISO 8601 time or +30m/+2h/+1d",
             ),
         ),
@@ -337,6 +337,29 @@ POLICY = Field(
             "send *_upgrade_v2 commands carrying a presigned URL",
             default=False,
             option=Option("--presigned"),
+        ),
+        Field(
+            "continuous",
+            "boolean",
+            "stay open: devices that join a targeted group, or come to match the filter "
+            "through a change of their groups or tags, get jobs at the task's pace, and a "
+            "pending device that stops matching is removed; needs groups or a filter as "
+            "the only targets",
+            default=False,
+            option=Option("--continuous"),
+        ),
+        _integer(
+            "end_time_ms",
+            0,
+            2**53,
+            "a continuous task takes no new devices from this time (epoch ms) and finishes "
+            "once its devices have; absent = open until cancelled",
+            option=Option(
+                "--end",
+                "WHEN",
+                lambda text, now: specs.when(text, now, "--end"),
+                hint="an ISO 8601 time or +30m/+2h/+1d",
+            ),
         ),
     ),
 )

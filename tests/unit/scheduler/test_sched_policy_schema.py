@@ -23,6 +23,8 @@ _ABORT = {"failure_pct": 10.0, "min_finished": 1}
 def _placed(path: str, value: Any) -> dict[str, Any]:
     """A policy that is valid apart, perhaps, from `value` at `path`."""
     head, _, name = path.partition(".")
+    if head == "end_time_ms":  # only a continuous task has an end
+        return {"continuous": True, "end_time_ms": value}
     if not name:
         return {head: value}
     if head == "ramp":
