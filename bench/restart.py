@@ -4,6 +4,7 @@
     .venv/bin/python bench/restart.py --part kafka --size 2000 --outage-s 12
     .venv/bin/python bench/restart.py --part redis --size 10000 --outage-s 2
     .venv/bin/python bench/restart.py --part broker --size 10000 --outage-s 2
+    .venv/bin/python bench/restart.py --part kafka-leader --size 2000
 
 The part is a private one (the shared ones serve everyone on the machine), on free ports
 with its own data directory: Kafka a one-node KRaft broker from the jars deploy/local/up
@@ -15,9 +16,14 @@ made (tests.integration.broker.broker_support: `.state/broker/lib` or OTA_BROKER
 free ports, reading the device credentials from the shared Redis (the services then use
 the shared Kafka and Redis db 5, and the services' and the fleet's OTA_MQTT_* settings name
 it; a crashed broker keeps no sessions, so every device connects again, a reconnect
-storm). The four services run on it under `ota up` with the shared device broker unless
-the broker is the part. A well-behaved fleet is upgraded (no rate limit unless given), with a
-webhook registered for device results; once `--kill-at` of it has finished, the part is
+storm). With `--part kafka-leader` the services run on a private three-node KRaft cluster
+(tests.kafka_cluster_kit: topics with replication factor 3 and min.insync.replicas 2,
+data under .state/kafka-cluster, Redis db 5); one node is made the leader of every inbox
+partition before the task, and the part killed is that node, which stays dead: the
+outage is the cluster's failover (`--outage-s` does not apply). The four services run on
+it under `ota up` with the shared device broker unless the broker is the part. A
+well-behaved fleet is upgraded (no rate limit unless given), with a webhook registered
+for device results; once `--kill-at` of it has finished, the part is
 killed, left dead for `--outage-s`, and started again on its data. Figures, with <part>
 kafka, redis or broker:
 
@@ -36,6 +42,10 @@ kafka, redis or broker:
   applies each once);
 - the whole task's devices/s and wall time.
 
+For `kafka-leader` the figures are `faults.kafka_leader_kill_*`, and `resume_s` counts from
+the kill (there is no restart): the whole pause a device sees, of which `failover_s` is
+the kill to every inbox partition led by a surviving node with two replicas in sync.
+
 Results go to bench/out/<part>_restart-<size>.json.
 """
 
@@ -45,6 +55,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -63,6 +74,13 @@ sys.modules["tests"] = _tests
 from ops.demo_env import redis_url_with_db  # noqa: E402
 from tests.faults.restart_run import RestartRun, rollout_across_restart  # noqa: E402
 from tests.integration.broker.broker_support import RestartableBroker, broker_lib  # noqa: E402
+from tests.kafka_cluster_kit import (  # noqa: E402
+    MIN_INSYNC_REPLICAS,
+    REPLICAS,
+    InboxLeaderKill,
+    KafkaCluster,
+    cluster_root,
+)
 from tests.kafka_kit import PrivateKafka  # noqa: E402
 from tests.redis_kit import AOF_EVERYSEC, PrivateRedis  # noqa: E402
 from tests.stack_kit import running_stack  # noqa: E402
@@ -74,7 +92,9 @@ BROKER_HEAP = "1g"  # the stack's broker may grow to 768m; 10,000 sessions need 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="rollout across a Kafka, Redis or broker restart")
-    parser.add_argument("--part", choices=("kafka", "redis", "broker"), default="kafka")
+    parser.add_argument(
+        "--part", choices=("kafka", "redis", "broker", "kafka-leader"), default="kafka"
+    )
     parser.add_argument("--size", type=int, default=2000)
     parser.add_argument("--outage-s", type=float, default=12.0, help="the part dead this long")
     parser.add_argument("--kill-at", type=float, default=0.2, help="share finished at the kill")
@@ -92,9 +112,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     broker_counts: dict[str, float] = {}
     credentials = os.environ.get("OTA_CREDENTIALS_REDIS_URL") or redis_url_with_db(base_redis, 1)
     with tempfile.TemporaryDirectory(prefix=f"{args.part}-restart-") as tmp:
-        part: PrivateKafka | PrivateRedis | RestartableBroker
+        part: PrivateKafka | PrivateRedis | RestartableBroker | KafkaCluster
         extra: dict[str, str] = {}
-        if args.part == "kafka":
+        on_cluster = args.part == "kafka-leader"
+        if on_cluster:
+            part = KafkaCluster(cluster_root() / f"bench-{os.urandom(3).hex()}")
+            kafka, redis_url, redis_db = part.bootstrap, base_redis, REDIS_DB
+        elif args.part == "kafka":
             part = PrivateKafka(Path(tmp) / "kafka", partitions=args.partitions)
             kafka, redis_url, redis_db = part.bootstrap, base_redis, REDIS_DB
         elif args.part == "redis":
@@ -132,17 +156,24 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 state_dir=Path(tmp) / "stack",
                 partitions=args.partitions,
                 extra={**mqtt, **extra, "OTA_LOG_LEVEL": "WARNING"},
+                replicas=REPLICAS if on_cluster else 1,
+                min_insync_replicas=MIN_INSYNC_REPLICAS if on_cluster else None,
             ) as stack:
+                fault: PrivateKafka | PrivateRedis | RestartableBroker | InboxLeaderKill
+                if isinstance(part, KafkaCluster):
+                    fault = InboxLeaderKill(part, stack.plan.topic_prefix + "ota.inbox")
+                else:
+                    fault = part
                 started = time.monotonic()
                 outcome = await rollout_across_restart(
-                    part,
+                    fault,
                     stack.plan,
                     stack.env,
                     kafka_bootstrap=kafka,
                     size=args.size,
                     rate_per_min=args.rate_per_min,
                     kill_after_share=args.kill_at,
-                    outage_s=args.outage_s,
+                    outage_s=0.0 if isinstance(fault, InboxLeaderKill) else args.outage_s,
                     timeout_s=args.timeout_s,
                     fleet_processes=args.fleet_processes,
                     timelines_of=5,
@@ -154,7 +185,25 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     result = figures(args, outcome, started)
     if args.part == "broker":
         result["restarted_broker_connects"] = broker_counts
+    if isinstance(fault, InboxLeaderKill):
+        result |= _failover_figures(fault, outcome)
+        shutil.rmtree(fault.cluster.directory, ignore_errors=True)  # kept if the run failed
     return result
+
+
+def _failover_figures(fault: InboxLeaderKill, outcome: RestartRun) -> dict[str, Any]:
+    """A leader kill has no restart: its pause counts from the kill."""
+    name = "faults.kafka_leader_kill"
+    after_failover = outcome.resume_s()
+    failover = outcome.answered_at - outcome.killed_at
+    return {
+        "outage_s": 0.0,  # the node stays dead; the pause is the failover
+        "killed_node": fault.leader,
+        "killed_node_was_controller": fault.was_controller,
+        "failover_s": round(failover, 1),
+        f"{name}_resume_s": None if after_failover is None else round(failover + after_failover, 1),
+        "resume_after_failover_s": None if after_failover is None else round(after_failover, 1),
+    }
 
 
 def _connect_counts(metrics: str) -> dict[str, float]:
@@ -175,7 +224,9 @@ def figures(args: argparse.Namespace, outcome: RestartRun, started: float) -> di
     at_kill = max((n for t, n in outcome.samples if t <= outcome.killed_at), default=0)
     if not outcome.killed_at or at_kill >= args.size:
         raise SystemExit("the rollout finished before the kill: use a larger --size")
-    name = f"faults.{args.part}_restart"
+    name = (
+        "faults.kafka_leader_kill" if args.part == "kafka-leader" else f"faults.{args.part}_restart"
+    )
     return {
         "part": args.part,
         "size": args.size,
