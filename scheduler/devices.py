@@ -11,7 +11,7 @@ groups and tags go to the compacted `ota.devices` topic (key = device id, or
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,11 +147,22 @@ class DeviceFilter:
         return self == DeviceFilter()
 
 
+# Told (device ids, every group they entered or left) after devices' groups or tags
+# changed in Redis: continuous tasks re-check those devices (scheduler/joins.py).
+LabelsChanged = Callable[[Sequence[str], Sequence[str]], Awaitable[object]]
+
+
 class Registry:
     def __init__(
-        self, r: redis.asyncio.Redis[bytes], producer: Producer, topics: Topics, timeline_cap: int
+        self,
+        r: redis.asyncio.Redis[bytes],
+        producer: Producer,
+        topics: Topics,
+        timeline_cap: int,
+        on_labels: LabelsChanged | None = None,
     ) -> None:
         self._r, self._producer, self._topics, self._cap = r, producer, topics, timeline_cap
+        self._on_labels = on_labels
         self._observe = r.register_script(_OBSERVE)
         self._job = r.register_script(_JOB)
 
@@ -331,6 +342,7 @@ class Registry:
         await self._producer.send([Out(self._topics.devices, f"group:{name}", None)])
         await self._r.srem(keys.GROUPS, name)
         await self._r.delete(keys.group(name))
+        await self._labels_changed(members, [name])
         await self._publish_membership(members)
 
     async def change_group(self, name: str, add: Sequence[str], remove: Sequence[str]) -> None:
@@ -343,6 +355,7 @@ class Registry:
         if remove:
             pipe.srem(keys.group(name), *remove)
         await pipe.execute()
+        await self._labels_changed([*add, *remove], [name])
         await self._publish_membership([*add, *remove])
 
     async def set_labels(
@@ -367,6 +380,8 @@ class Registry:
                 pipe.sadd(keys.tag(t), device_id)
                 pipe.sadd(keys.TAGS, t)
         await pipe.execute()
+        touched = {*current["groups"], *(groups or ())} if groups is not None else set()
+        await self._labels_changed([device_id], sorted(touched))
         await self._publish_membership([device_id])
         return (
             await self.show(device_id)
@@ -377,6 +392,10 @@ class Registry:
                 "tags": list(tags or current["tags"]),
             }
         )
+
+    async def _labels_changed(self, device_ids: Sequence[str], groups: Sequence[str]) -> None:
+        if self._on_labels is not None and device_ids:
+            await self._on_labels(device_ids, groups)
 
     async def _publish_membership(self, device_ids: Sequence[str]) -> None:
         if not device_ids:

@@ -112,3 +112,17 @@ def dry_run(did: str, part: str) -> str:
     # part: summary (hash) or a list (targeted, skipped, conflict); one hash tag per dry
     # run keeps its keys on one Redis Cluster slot.
     return f"{P}dry:{{{did}}}:{part}"
+
+
+# Continuous tasks (scheduler/joins.py): which open tasks follow a group or a filter, and
+# per task the devices whose labels changed since its last look, scored by change number.
+CONTINUOUS_FILTER = P + "cont:filter"  # set of open continuous task ids with a filter
+CONTINUOUS_SEQ = P + "cont:seq"  # counter: the change number of a label change
+
+
+def continuous_group(name: str) -> str:
+    return f"{P}cont:group:{name}"  # set of open continuous task ids targeting the group
+
+
+def task_joins(tid: str) -> str:
+    return f"{P}task:{tid}:joins"  # zset device -> change number, to re-check against targets

@@ -33,6 +33,8 @@ from ota.settings import Topics
 from scheduler import keys
 from scheduler.bus import Out, Producer
 from scheduler.errors import Conflict, NotFound
+from scheduler.joins import DRAIN_LIMIT, Joins
+from scheduler.matching import followed
 from scheduler.pacing import MAX_BATCH, PaceInput, decide
 from scheduler.policy import TaskPolicy, parse_policy
 from scheduler.settings import SchedulerSettings
@@ -45,6 +47,12 @@ from scheduler.waves import wave_ends
 log = logging.getLogger(__name__)
 RELEASED_TOTAL = metrics.counter("scheduler", "released_total", "Devices released into the inbox")
 CANCELS_TOTAL = metrics.counter("scheduler", "cancels_total", "Job cancel records produced")
+JOINS_TOTAL = metrics.counter(
+    "scheduler",
+    "continuous_devices_total",
+    "Devices that joined a continuous task, or were removed before their release",
+    ("change",),
+)
 PACE_ERRORS = metrics.counter("scheduler", "pace_errors_total", "Reconciler steps that failed")
 RECORD_SLICE = 1000
 _RECORD_NS = uuid.UUID("5b0c3a52-8e7e-4a4f-9a0b-0f6d1f0c7a11")
@@ -87,6 +95,7 @@ class Reconciler:
         self._owner = settings.instance_id
         self._interval = settings.reconcile_interval_s
         self._ttl_ms = int(settings.lease_ttl_s * 1000)
+        self._joins = Joins(r)
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
@@ -138,15 +147,18 @@ class Reconciler:
             k.decode(): v.decode()
             for k, v in (await self._r.hgetall(keys.task_runtime(tid))).items()
         }
+        status = TaskStatus(doc["status"])
+        policy = parse_policy(doc["policy"], None)
+        more_joins = False
+        if policy.continuous:
+            more_joins = await self._follow(tid, doc, policy, lease, status, rt)
         counts = await self._state.counts(tid)
         total = tally(counts)
-        status = TaskStatus(doc["status"])
         if rt.get("stopping") == "1":
             return await self._stop(tid, doc, lease, rt, total.pending + total.active == 0)
         if status in FINISHED:
             await self._finish(tid, doc)
             return False
-        policy = parse_policy(doc["policy"], None)
         length = await self._r.llen(keys.task_list(tid))
         ends = wave_ends(doc["devices"], policy.waves)
         ends[-1] = max(ends[-1], length)
@@ -164,6 +176,7 @@ class Reconciler:
             tally=total,
             wave_tallies=tuple(tally(counts, f"w{i}:") for i in range(len(policy.waves))),
             causes=causes(counts),
+            wave_removed=tuple(counts.get(f"w{i}:removed", 0) for i in range(len(policy.waves))),
         )
         step = decide(snapshot, now_ms())
         if step.abort:
@@ -191,7 +204,35 @@ class Reconciler:
             )
         if step.release:
             await self._release(tid, doc, policy, lease, cursor, step.release, step.wave)
-        return step.release >= MAX_BATCH
+        return step.release >= MAX_BATCH or more_joins
+
+    async def _follow(
+        self,
+        tid: str,
+        doc: dict[str, Any],
+        policy: TaskPolicy,
+        lease: str,
+        status: TaskStatus,
+        rt: dict[str, str],
+    ) -> bool:
+        """Keep an open continuous task listed and take in its queued devices; unlist a
+        closed one. True when more devices are queued than one pass judges."""
+        target = followed(doc["targets"])
+        if status in FINISHED or rt.get("stopping") == "1" or not policy.open_at(now_ms()):
+            await self._joins.close(tid, target)
+            return False
+        await self._joins.open(tid, target)
+        judged, joined, removed = await self._joins.drain(tid, lease, target)
+        if joined < 0:
+            return False
+        if joined or removed:
+            JOINS_TOTAL.labels(change="joined").inc(joined)
+            JOINS_TOTAL.labels(change="removed").inc(removed)
+            log.info(
+                "continuous task re-checked devices",
+                extra={"task_id": tid, "joined": joined, "removed": removed},
+            )
+        return judged >= DRAIN_LIMIT
 
     async def _release(
         self,
@@ -294,6 +335,8 @@ class Reconciler:
         return False
 
     async def _finish(self, tid: str, doc: dict[str, Any]) -> None:
+        if parse_policy(doc["policy"], None).continuous:
+            await self._joins.close(tid, followed(doc["targets"]))
         await self._r.srem(keys.ACTIVE_TASKS, tid)
         await self._r.srem(keys.package_users(doc["package_id"]), tid)
         await self._r.delete(keys.lease(tid))

@@ -28,6 +28,7 @@ from scheduler.credentials import (
     count_revocation,
 )
 from scheduler.devices import Registry
+from scheduler.joins import Joins
 from scheduler.notify import Notifier
 from scheduler.object_blobs import ObjectBlobStore
 from scheduler.packages import Packages
@@ -101,7 +102,10 @@ class Services:
             require_signature=settings.require_signature,
             max_bytes=settings.package_max_bytes,
         )
-        registry = Registry(r, producer, common.topics, settings.timeline_cap)
+        joins = Joins(r)
+        registry = Registry(
+            r, producer, common.topics, settings.timeline_cap, on_labels=joins.changed
+        )
         state = TaskState(r)
         notifier = Notifier(r, producer, common.topics)
         wake = asyncio.Event()

@@ -31,6 +31,8 @@ from scheduler.devices import Registry
 from scheduler.dryrun import DryRuns
 from scheduler.errors import BadRequest, Conflict, NotFound, ValidationError
 from scheduler.fields import Obj
+from scheduler.joins import Joins
+from scheduler.matching import Followed
 from scheduler.notify import Notifier, task_status_event
 from scheduler.pacing import Hold
 from scheduler.packages import Packages
@@ -90,6 +92,7 @@ class Tasks:
         self._packages, self._registry, self._state = packages, registry, state
         self._notifier, self._wake = notifier, wake
         self._dry_runs = DryRuns(r)
+        self._joins = Joins(r)
 
     # ------------------------------------------------------------ target lists
 
@@ -166,12 +169,24 @@ class Tasks:
                 code="wrong_package_type",
                 field="package_id",
             )
-        devices = await self._resolve(targets)
-        preview, kept = await self._dry_runs.judge(devices, package, task_type, keep=dry_run)
+        if policy.continuous:
+            check_followable(targets)
+        tid = new_id()
+        follows = following(targets) if policy.continuous and not dry_run else None
+        if follows is not None:
+            # Listed before resolving: a device that joins meanwhile is queued, and the
+            # reconciler's re-check adds it unless the resolved list already has it.
+            await self._joins.open(tid, follows)
+        try:
+            devices = await self._resolve(targets, allow_empty=policy.continuous)
+            preview, kept = await self._dry_runs.judge(devices, package, task_type, keep=dry_run)
+        except BaseException:
+            if follows is not None:
+                await self._joins.close(tid, follows)
+            raise
         if kept is not None:
             lasting = {"dry_run_id": kept["id"], "expires_in_s": kept["expires_in_s"]}
             return {"dry_run": True, **preview, **lasting, "lists": kept["lists"]}, False
-        tid = new_id()
         doc = {
             "id": tid,
             "name": name,
@@ -195,6 +210,8 @@ class Tasks:
         await self._r.sadd(keys.package_users(pid), tid)
         if not await self._r.exists(keys.package(pid)):
             await self._r.srem(keys.package_users(pid), tid)
+            if follows is not None:
+                await self._joins.close(tid, follows)
             raise ValidationError(f"package {pid!r} was just deleted", code="unknown_package")
         await self._save(doc)
         await self._materialise(tid, devices)
@@ -205,7 +222,7 @@ class Tasks:
         self._wake.set()
         return await self.view(tid), True
 
-    async def _resolve(self, targets: Targets) -> list[str]:
+    async def _resolve(self, targets: Targets, *, allow_empty: bool = False) -> list[str]:
         ordered: dict[str, None] = dict.fromkeys(targets.device_ids)
         if targets.list_id is not None:
             key = keys.target_list(targets.list_id)
@@ -226,7 +243,7 @@ class Tasks:
             ordered.update(dict.fromkeys(sorted(m.decode() for m in members)))
         if targets.filter is not None:
             ordered.update(dict.fromkeys(sorted(await self._registry.matching(targets.filter))))
-        if not ordered:
+        if not ordered and not allow_empty:
             raise ValidationError(
                 "targets resolve to no devices", code="empty_targets", field="targets"
             )
@@ -355,6 +372,14 @@ class Tasks:
             "current_wave": int(runtime.get("wave", "0")) + 1,
             "hold": runtime.get("hold", ""),
         }
+        if policy.continuous:
+            status = TaskStatus(doc["status"])
+            doc["continuous"] = {
+                "open": status not in FINISHED and policy.open_at(now_ms()),
+                "end_time_ms": policy.end_ms,
+                "joined": counts.get("joined", 0),
+                "removed": counts.get("removed", 0),
+            }
         return doc
 
     async def page(
@@ -490,6 +515,27 @@ class Tasks:
         await self.transition(tid, FINISHED, TaskStatus.PROCESSING, f"retrying {retried} devices")
         self._wake.set()
         return {"retried": retried, "task": await self.view(tid)}
+
+
+def check_followable(targets: Targets) -> None:
+    """A continuous task follows groups and filters only (parse_targets made sure it has
+    one of them): a fixed id list has no one to add or remove."""
+    if targets.device_ids or targets.list_id is not None:
+        raise ValidationError(
+            "a continuous task targets groups or a filter only, not device_ids or list_id",
+            code="continuous_targets",
+            field="policy.continuous",
+        )
+    if not targets.groups and targets.filter is None:
+        raise ValidationError(
+            "a continuous task needs groups or a filter to follow",
+            code="continuous_targets",
+            field="policy.continuous",
+        )
+
+
+def following(targets: Targets) -> Followed:
+    return Followed(groups=targets.groups, filter=targets.filter)
 
 
 def _list_line(raw: bytes, line_no: int) -> str:

@@ -9,7 +9,10 @@ script as the entry, so they always agree with the entries:
   It takes a task's events of a whole consumer batch in one call, in log order;
 - `release` records released devices only for the current lease holder (fencing token)
   and the expected cursor, so a stale pacer can never move a task;
-- `cancel_pending` and `retry` move devices back and forth for cancel and retry.
+- `cancel_pending` and `retry` move devices back and forth for cancel and retry;
+- a continuous task's devices join and leave through `scheduler.joins`: a device that
+  left before its release has no entry, and its place in the list counts as removed
+  from the wave it would have been released in (`w<k>:removed`).
 """
 
 from __future__ import annotations
@@ -135,6 +138,9 @@ for i = 6, #ARGV do
       move(KEYS[3], KEYS[4], ARGV[5], ARGV[i], old, 'RELEASED|' .. (a + 1) .. '|0||' .. ARGV[4])
       n = n + 1
     end
+  else
+    -- removed from a continuous task before its release: its wave is judged without it
+    redis.call('HINCRBY', KEYS[4], 'w' .. ARGV[4] .. ':removed', 1)
   end
 end
 return n
