@@ -57,6 +57,14 @@ def task_screen(task: Mapping[str, Any]) -> list[str]:
         + f"   released {runtime.get('released', 0)}/{total}"
         + f"   done {progress.get('percent', 0)}%",
     ]
+    follow = task.get("continuous")
+    if follow:
+        until = f"until {when(follow['end_time_ms'])}" if follow.get("end_time_ms") else ""
+        state = ("open " + (until or "until cancelled")) if follow.get("open") else "closed"
+        lines.append(
+            f"continuous: {state}   joined {follow.get('joined', 0)}"
+            f"   removed before release {follow.get('removed', 0)}"
+        )
     for name in STATUSES:
         n = int(statuses.get(name, 0))
         lines.append(f"  {name:<14} [{bar(n, total)}] {n:>8}")

@@ -95,6 +95,19 @@ def test_task_screen_shows_every_status_and_causes() -> None:
     assert success_line.endswith(" 2")
 
 
+def test_task_screen_shows_a_continuous_task() -> None:
+    base = {"id": "t1", "status": "Processing", "progress": {"total": 3}}
+    follow = {"open": True, "end_time_ms": None, "joined": 2, "removed": 1}
+    text = "\n".join(render.task_screen({**base, "continuous": follow}))
+    assert "continuous: open until cancelled   joined 2   removed before release 1" in text
+    ending = {**follow, "end_time_ms": 1_800_000_000_000}
+    text = "\n".join(render.task_screen({**base, "continuous": ending}))
+    assert "open until 2027-01-15 08:00:00" in text
+    closed = {**follow, "open": False}
+    assert "continuous: closed" in "\n".join(render.task_screen({**base, "continuous": closed}))
+    assert "continuous" not in "\n".join(render.task_screen(base))
+
+
 def test_errors_are_explained() -> None:
     body = {
         "error": {"code": "unknown_group", "message": "group 'x' does not exist", "field": "groups"}
