@@ -1,6 +1,6 @@
 """The task form's fields mapped onto the API's task body. Pure.
 
-The compact syntaxes (waves, abort rules, retry rules, ramp, window, schedule) are the
+The compact syntaxes (waves, abort rules, retry rules, ramp, window, schedule, end) are the
 `ota` CLI's, parsed by the same functions (`ota.policy_specs`); every rule about the values
 themselves stays in `scheduler.policy`, which judges the body when the task is created.
 """
@@ -89,6 +89,10 @@ def task_body(form: Mapping[str, str], now_ms: int, list_id: str = "") -> dict[s
         policy["maintenance_window"] = _spec("window", specs.window, window)
     if form.get("require_online") == "on":
         policy["require_online"] = True
+    if form.get("continuous") == "on":
+        policy["continuous"] = True
+    if end := form.get("end", "").strip():
+        policy["end_time_ms"] = _spec("end", lambda s: specs.when(s, now_ms, "--end"), end)
     if form.get("on_conflict") in ("fail", "wait"):
         policy["on_conflict"] = form["on_conflict"]
     body: dict[str, Any] = {
