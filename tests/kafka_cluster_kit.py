@@ -16,9 +16,10 @@ SIGKILL keeps its partitions' leadership until the controller fences it; that wa
 of what a leader failover costs, so the kit does not shorten it.
 
 `InboxLeaderKill` is the fault runs' `Restartable` (tests.faults.restart_run): it first
-makes one node the leader of every partition of a topic, `kill()` is `kill -9` of that
-node, and `start()` waits until every partition has a leader again on a surviving node
-(the killed node stays dead for the run). Failures raise `PrivateKafkaError`.
+makes one node the leader of every partition of a topic and of the consumer offsets (so
+the coordinator of every group), `kill()` is `kill -9` of that node, and `start()` waits
+until every one of those partitions has a leader again on a surviving node (the killed
+node stays dead for the run). Failures raise `PrivateKafkaError`.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from tests.kafka_kit import HOST, LOG4J, REPO, PrivateKafkaError, jars_dir
 REPLICAS = 3
 MIN_INSYNC_REPLICAS = 2
 PREFERRED_ELECTION = 0  # ElectLeaders election type
+CONSUMER_OFFSETS = "__consumer_offsets"
 
 
 def cluster_root() -> Path:
@@ -334,17 +336,21 @@ class KafkaCluster:
 
 
 class InboxLeaderKill:
-    """The leader of every partition of one topic killed with SIGKILL; the cluster's
-    failover is the "restart" (tests.faults.restart_run.Restartable)."""
+    """The leader of every partition of one topic, and the coordinator of every consumer
+    group, killed with SIGKILL; the cluster's failover is the "restart"
+    (tests.faults.restart_run.Restartable)."""
 
     def __init__(self, cluster: KafkaCluster, topic: str) -> None:
         self.cluster = cluster
         self.topic = topic
         self.leader = min(cluster.nodes)
         self.was_controller = False  # whether the killed node was the active controller
-        # Leading changes after this are the fault's own (elections after the kill).
-        cluster.lead_all(topic, self.leader)
-        cluster.wait_for_leaders(topic)
+        # Leading changes after this are the fault's own (elections after the kill). A
+        # group's coordinator is the leader of its consumer-offsets partition, so every
+        # group's members must find a new coordinator as well as new partition leaders.
+        for led in (topic, CONSUMER_OFFSETS):
+            cluster.lead_all(led, self.leader)
+            cluster.wait_for_leaders(led)
 
     def kill(self) -> None:
         self.was_controller = self.cluster.controller() == self.leader
@@ -352,6 +358,7 @@ class InboxLeaderKill:
 
     def start(self) -> float:
         """Wait until the surviving nodes lead every partition; the monotonic time they did."""
+        self.cluster.wait_for_leaders(CONSUMER_OFFSETS)
         return self.cluster.wait_for_leaders(self.topic)
 
 

@@ -5,9 +5,10 @@ The suite runs its own three-node KRaft cluster (tests.kafka_cluster_kit; the sh
 Kafka serves everyone) with the project's topics at replication factor 3 and
 min.insync.replicas 2, and the four services as processes on it, with Redis db 6 (the
 Kafka fault tests' db; a stack holds it while it runs) and the shared device broker.
-Before the task, one node is made the leader of every inbox partition; once a fifth of
-the fleet has finished, that node is killed and stays dead. The two survivors take over
-its partitions once the controller fences it (Kafka's 9 s broker session timeout). Every
+Before the task, one node is made the leader of every inbox partition and the coordinator
+of every consumer group; once a fifth of the fleet has finished, that node is killed and
+stays dead. The two survivors take over its partitions once the controller fences it
+(Kafka's 9 s broker session timeout). Every
 device must succeed at its first attempt, nothing may go out twice, and what waited must
 flow within seconds of the new leaders.
 """
