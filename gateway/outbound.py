@@ -30,7 +30,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, OffsetAndMetadata, TopicPartition
+from kafka import ConsumerRebalanceListener, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
 
 from gateway import metrics
@@ -39,6 +39,7 @@ from gateway.offsets import OffsetTracker
 from gateway.uplink import MAX_RAW_BYTES, SOURCE
 from ota.backoff import Backoff, StoppedError, retry
 from ota.clock import now_ms
+from ota.kafka_consumer import RecordConsumer
 from ota.kafka_producer import ProduceError
 from ota.mqtt import MqttLink, PublishRefusedError, SessionLostError
 from ota.protocol import Event, ProtocolError, check_downlink_paras, down_topic, encode_envelope
@@ -84,7 +85,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 class Outbound:
     def __init__(
         self,
-        consumer_factory: Callable[[], KafkaConsumer],
+        consumer_factory: Callable[[], RecordConsumer],
         topic: str,
         link: MqttLink,
         producer: AsyncProducer,
@@ -103,7 +104,7 @@ class Outbound:
         self._backoff = backoff
         self._tracker = OffsetTracker()
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="downlink")
-        self._consumer: KafkaConsumer | None = None
+        self._consumer: RecordConsumer | None = None
         self._loop = asyncio.get_running_loop()
         self._tasks: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None  # a publish task that raised
@@ -161,7 +162,7 @@ class Outbound:
             raise
         self._consumer = consumer
 
-    def _subscribe(self, consumer: KafkaConsumer) -> None:
+    def _subscribe(self, consumer: RecordConsumer) -> None:
         # With the topic's metadata known before the first join, the group leader assigns
         # its partitions at once (otherwise it may assign nothing and rebalance later).
         consumer.partitions_for_topic(self._topic)
@@ -173,7 +174,7 @@ class Outbound:
         assert consumer is not None
         if free > 0:
             consumer.resume(*consumer.paused())
-            limit = min(free, consumer.config["max_poll_records"])
+            limit = min(free, consumer.max_poll_records)
             return list(consumer.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=limit).values())
         consumer.pause(*consumer.assignment())
         polled = consumer.poll(timeout_ms=POLL_TIMEOUT_MS)

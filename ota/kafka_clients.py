@@ -24,12 +24,16 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
+from functools import partial
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import MemberToRemove
 from kafka.errors import KafkaError
 
 from ota.health import HEALTH, Beat
+from ota.kafka_consumer import ConfluentConsumer, RecordConsumer
 from ota.kafka_producer import (
     ConfluentProducer,
     KafkaPythonProducer,
@@ -138,6 +142,7 @@ class GroupConsumer(KafkaConsumer):  # type: ignore[misc]
 
     def __init__(self, *topics: str, **configs: Any) -> None:
         super().__init__(*topics, **configs)
+        self.max_poll_records: int = configs.get("max_poll_records", 500)
         self._beat: Beat = HEALTH.beat(f"kafka-poll {configs.get('group_id')}")
 
     def poll(
@@ -171,22 +176,92 @@ STATIC_MEMBER_ID = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
 
 def make_consumer(
-    settings: CommonSettings, *, group_id: str | None, client_id: str = "ota", **overrides: Any
-) -> GroupConsumer:
-    config: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap,
-        "client_id": client_id,
-        "group_id": group_id,
-        "enable_auto_commit": False,
-        "auto_offset_reset": "earliest",
-        "max_poll_records": 2000,
-        "isolation_level": "read_committed",
+    settings: CommonSettings,
+    *,
+    group_id: str | None,
+    client_id: str = "ota",
+    max_poll_records: int = 2000,
+    session_timeout_ms: int = 10_000,
+    heartbeat_interval_ms: int = 3_000,
+    group_instance_id: str | None = None,
+    fetch_max_bytes: int = 50 * 1024 * 1024,
+    max_partition_fetch_bytes: int = 1024 * 1024,
+    metadata_max_age_ms: int = 300_000,
+    max_poll_interval_ms: int = 300_000,
+) -> RecordConsumer:
+    """The services' consumer on the client OTA_KAFKA_CLIENT names: no auto-commit, from
+    the earliest offset when the group has none, committed records only."""
+    if settings.kafka_client == "confluent-kafka":
+        config: dict[str, Any] = {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "client.id": client_id,
+            # librdkafka wants a group even for a consumer that only assigns (rebuilds);
+            # one that never subscribes or commits never joins it.
+            "group.id": group_id or f"ota-unjoined-{uuid.uuid4().hex[:12]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "session.timeout.ms": session_timeout_ms,
+            "heartbeat.interval.ms": heartbeat_interval_ms,
+            "fetch.max.bytes": fetch_max_bytes,
+            "max.partition.fetch.bytes": max_partition_fetch_bytes,
+            "topic.metadata.refresh.interval.ms": metadata_max_age_ms,
+            "max.poll.interval.ms": max_poll_interval_ms,
+            "reconnect.backoff.ms": RECONNECT_BACKOFF_MS,
+            "reconnect.backoff.max.ms": RECONNECT_BACKOFF_MAX_MS,
+            "error_cb": _log_client_error,
+            "on_commit": _log_commit_failure,
+            "logger": logging.getLogger("librdkafka"),
+            **settings.kafka_security.librdkafka_config(),
+        }
+        if group_instance_id:
+            config["group.instance.id"] = group_instance_id
+        from confluent_kafka import Consumer  # only where chosen: librdkafka starts threads
+
+        leave = None
+        if group_id and group_instance_id:
+            leave = partial(_remove_static_member, settings, group_id, group_instance_id)
+        return ConfluentConsumer(
+            Consumer(config), max_poll_records=max_poll_records, group_id=group_id, leave=leave
+        )
+    return GroupConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        client_id=client_id,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=max_poll_records,
+        isolation_level="read_committed",
+        session_timeout_ms=session_timeout_ms,
+        heartbeat_interval_ms=heartbeat_interval_ms,
+        group_instance_id=group_instance_id,
+        fetch_max_bytes=fetch_max_bytes,
+        max_partition_fetch_bytes=max_partition_fetch_bytes,
+        metadata_max_age_ms=metadata_max_age_ms,
+        max_poll_interval_ms=max_poll_interval_ms,
         **RESILIENCE,
-        "metrics_enabled": False,
+        metrics_enabled=False,
         **settings.kafka_security.client_config(),
-    }
-    config.update(overrides)
-    return GroupConsumer(**config)
+    )
+
+
+def _log_commit_failure(error: Any, partitions: Any) -> None:
+    # An asynchronous commit Kafka refused: the next one (within a second) covers it.
+    if error is not None and error.name() != "_NO_OFFSET":
+        log.warning("kafka commit failed", extra={"error": error.str(), "code": error.name()})
+
+
+def _remove_static_member(settings: CommonSettings, group_id: str, instance_id: str) -> None:
+    """Take a closed static member out of its group: librdkafka's close does not (Kafka's
+    static membership), so a member stopped on purpose would hold its partitions for
+    session_timeout_ms. A member that dies keeps them, and takes them back on return."""
+    admin = make_admin(settings)
+    try:
+        admin.remove_group_members(group_id, [MemberToRemove(group_instance_id=instance_id)])
+    except KafkaError as exc:  # already gone (session over), or Kafka away: it times out
+        log.info("static member not removed", extra={"group": group_id, "error": str(exc)})
+    finally:
+        admin.close()
 
 
 def make_admin(settings: CommonSettings, **overrides: Any) -> KafkaAdminClient:

@@ -105,8 +105,9 @@ class CommonSettings:
     # when unset); the services themselves never use it.
     download_ca_file: Path | None = None
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
-    # The producers' Kafka client (ota/kafka_producer.py): "kafka-python" or "confluent-kafka".
-    kafka_client: str = "kafka-python"
+    # The Kafka client (ota/kafka_producer.py): "confluent-kafka" (librdkafka, the default:
+    # less CPU per record, bench/RESULTS.md) or "kafka-python".
+    kafka_client: str = "confluent-kafka"
     redis_security: RedisSecurity = field(default_factory=RedisSecurity)
     dev_mode: DevMode = DevMode.AUTO
     # /livez fails once a loop's heartbeat is older than this (ota/health.py).
@@ -166,7 +167,7 @@ class CommonSettings:
 
 
 def _kafka_client(env: Env) -> str:
-    client = env.text("KAFKA_CLIENT", "kafka-python").lower()
+    client = env.text("KAFKA_CLIENT", "confluent-kafka").lower()
     if client not in KAFKA_CLIENTS:
         raise SettingsError(
             f"{PREFIX}KAFKA_CLIENT={client!r} is not one of " + ", ".join(KAFKA_CLIENTS)

@@ -28,13 +28,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from ota import metrics
 from ota.backoff import Backoff, StoppedError, retry
 from ota.kafka_clients import make_consumer, make_producer
+from ota.kafka_consumer import RecordConsumer
 from ota.kafka_producer import Delivery, FlushTimeoutError, ProduceError, translate, worth_retrying
 from ota.settings import CommonSettings
 
@@ -198,7 +198,7 @@ class Consumer:
             self._pool.shutdown(wait=True)
 
     async def _handle_polling(
-        self, consumer: KafkaConsumer, records: Sequence[Any], stop: asyncio.Event
+        self, consumer: RecordConsumer, records: Sequence[Any], stop: asyncio.Event
     ) -> bool:
         """`_handle` while the consumer polls with every partition paused (heartbeats,
         rebalances); resumes the partitions it still owns afterwards."""
@@ -216,7 +216,7 @@ class Consumer:
             await loop.run_in_executor(self._pool, _resume_all, consumer)
         return handling.result()
 
-    def _commit(self, consumer: KafkaConsumer) -> None:
+    def _commit(self, consumer: RecordConsumer) -> None:
         try:
             consumer.commit()
         except KafkaError as exc:
@@ -251,7 +251,7 @@ class Consumer:
         log.warning("topics have no metadata yet", extra={"topics": list(self._topics)})
 
 
-def _poll_paused(consumer: KafkaConsumer) -> None:
+def _poll_paused(consumer: RecordConsumer) -> None:
     consumer.pause(*consumer.assignment())
     polled = consumer.poll(timeout_ms=BUSY_POLL_MS)
     # Partitions a rebalance inside that poll assigned start unpaused: what they returned
@@ -262,5 +262,5 @@ def _poll_paused(consumer: KafkaConsumer) -> None:
     consumer.pause(*consumer.assignment())
 
 
-def _resume_all(consumer: KafkaConsumer) -> None:
+def _resume_all(consumer: RecordConsumer) -> None:
     consumer.resume(*consumer.paused())

@@ -26,8 +26,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer
-from kafka.consumer.fetcher import ConsumerRecord
+from kafka import ConsumerRebalanceListener
 from kafka.errors import (
     CommitFailedError,
     KafkaError,
@@ -35,6 +34,7 @@ from kafka.errors import (
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from ota.backoff import Backoff, count_retry
+from ota.kafka_consumer import Polled, RecordConsumer
 from ota.kafka_producer import Delivery, FlushTimeoutError, RecordProducer, worth_retrying
 from workers import telemetry
 from workers.batch import (
@@ -80,7 +80,7 @@ class Worker:
     def __init__(
         self,
         settings: WorkerSettings,
-        consumer: KafkaConsumer,
+        consumer: RecordConsumer,
         producer: RecordProducer,
         store: Store,
     ) -> None:
@@ -195,7 +195,7 @@ class Worker:
             return 0
         return self.process(polled)
 
-    def process(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> int:
+    def process(self, polled: Polled) -> int:
         started = time.monotonic()
         parts = []
         for tp, records in polled.items():

@@ -13,11 +13,11 @@ import logging
 from collections.abc import Sequence
 
 import redis
-from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
 from ota import logs
 from ota.kafka_clients import make_consumer
+from ota.kafka_consumer import RecordConsumer
 from ota.redis_clients import make_redis
 from ota.runtime import load_settings
 from workers.batch import InboxItem
@@ -52,7 +52,7 @@ def rebuild(
 
 
 def _replay(
-    settings: WorkerSettings, store: Store, consumer: KafkaConsumer, inbox: str, partition: int
+    settings: WorkerSettings, store: Store, consumer: RecordConsumer, inbox: str, partition: int
 ) -> int:
     tp = TopicPartition(inbox, partition)
     consumer.assign([tp])

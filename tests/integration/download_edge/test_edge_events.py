@@ -76,7 +76,7 @@ def event_edge_factory(
 
 def records(settings: CommonSettings, want: int, device_id: str) -> list[DownloadRecord]:
     """The device's download records, waiting (bounded) until `want` arrived."""
-    consumer = make_consumer(settings, group_id=None, consumer_timeout_ms=500)
+    consumer = make_consumer(settings, group_id=None)
     consumer.assign([TopicPartition(settings.topics.inbox, 0)])
     consumer.seek_to_beginning()
     found: list[DownloadRecord] = []

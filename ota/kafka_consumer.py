@@ -1,0 +1,303 @@
+"""One record consumer for every service, on either Kafka client.
+
+`RecordConsumer` is the part of kafka-python's KafkaConsumer the services use (group
+subscription with a rebalance listener, poll, commit, seek, pause/resume, manual
+assignment for rebuilds), in kafka-python's vocabulary: `TopicPartition` and
+`OffsetAndMetadata` (plain named tuples) and records with topic, partition, offset, key,
+value and timestamp. kafka-python's consumer is one (ota/kafka_clients.GroupConsumer);
+`ConfluentConsumer` puts confluent-kafka's (librdkafka) behind the same calls:
+
+- The listener runs inside `poll`, on the polling thread, as kafka-python runs it. A seek
+  asked for while partitions are being assigned becomes the start offset of their
+  assignment (librdkafka cannot seek a partition before it is assigned).
+- `commit()` with nothing consumed commits nothing (librdkafka calls that an error).
+- `position` of a manually assigned partition not read yet is where reading will start
+  (librdkafka reports no position until the first fetch).
+
+librdkafka heartbeats on its own thread, so a consumer that stops polling stays in its
+group until max.poll.interval.ms; every poll stamps the consumer's liveness beat
+(ota/health.py) on both clients.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from ota.health import HEALTH, Beat
+
+log = logging.getLogger(__name__)
+
+OFFSET_BEGINNING = -2  # librdkafka's logical offsets
+OFFSET_END = -1
+OFFSET_STORED = -1000  # the group's committed offset, else auto.offset.reset
+_METADATA_TIMEOUT_S = 10.0
+
+
+class Record(Protocol):
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: int
+
+
+class Listener(Protocol):
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None: ...
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None: ...
+
+
+Polled = dict[TopicPartition, list[Record]]
+
+
+class RecordConsumer(Protocol):
+    max_poll_records: int
+
+    def subscribe(self, topics: list[str], listener: Any = None) -> None: ...
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> Polled: ...
+    def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata] | None = None) -> None: ...
+    def commit_async(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> Any: ...
+    def committed(self, partition: TopicPartition) -> int | None: ...
+    def seek(self, partition: TopicPartition, offset: int) -> None: ...
+    def seek_to_beginning(self, *partitions: TopicPartition) -> None: ...
+    def pause(self, *partitions: TopicPartition) -> None: ...
+    def resume(self, *partitions: TopicPartition) -> None: ...
+    def paused(self) -> set[TopicPartition]: ...
+    def assignment(self) -> set[TopicPartition]: ...
+    def assign(self, partitions: list[TopicPartition]) -> None: ...
+    def partitions_for_topic(self, topic: str) -> set[int] | None: ...
+    def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]: ...
+    def position(self, partition: TopicPartition) -> int: ...
+    def close(self) -> None: ...
+
+
+class ConsumeError(KafkaError):  # type: ignore[misc]
+    """A consumer call librdkafka refused; `retriable` as Kafka flags it."""
+
+    def __init__(self, message: str, *, retriable: bool) -> None:
+        super().__init__(message)
+        self.retriable = retriable
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class _Record:
+    __slots__ = ("key", "offset", "partition", "timestamp", "topic", "value")
+
+    def __init__(self, message: Any) -> None:
+        self.topic: str = message.topic()
+        self.partition: int = message.partition()
+        self.offset: int = message.offset()
+        self.key: bytes | None = message.key()
+        self.value: bytes | None = message.value()
+        self.timestamp: int = message.timestamp()[1]
+
+
+class ConfluentConsumer:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        max_poll_records: int,
+        group_id: str | None,
+        leave: Callable[[], None] | None = None,
+    ) -> None:
+        self.client = client
+        self._leave = leave  # takes a static member out of its group once closed
+        self.max_poll_records = max_poll_records
+        self._beat: Beat = HEALTH.beat(f"kafka-poll {group_id}")
+        self._listener: Any = None
+        self._assigned: set[TopicPartition] = set()
+        self._paused: set[TopicPartition] = set()
+        self._seeks: dict[TopicPartition, int] | None = None  # while partitions are assigned
+        self._manual: dict[TopicPartition, int] | None = None  # start offsets of assign()
+        self._keys: dict[tuple[str, int], TopicPartition] = {}
+
+    # ------------------------------------------------------------------ group
+
+    def subscribe(self, topics: list[str], listener: Any = None) -> None:
+        self._listener = listener
+        self.client.subscribe(
+            list(topics),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+
+    def _on_assign(self, client: Any, partitions: list[Any]) -> None:
+        assigned = [TopicPartition(p.topic, p.partition) for p in partitions]
+        self._assigned = set(assigned)
+        self._seeks = {}
+        try:
+            if self._listener is not None:
+                self._listener.on_partitions_assigned(assigned)
+        finally:
+            seeks, self._seeks = self._seeks, None
+        for p in partitions:
+            p.offset = seeks.get(TopicPartition(p.topic, p.partition), p.offset)
+        client.assign(partitions)
+
+    def _on_revoke(self, client: Any, partitions: list[Any]) -> None:
+        revoked = [TopicPartition(p.topic, p.partition) for p in partitions]
+        try:
+            if self._listener is not None:
+                self._listener.on_partitions_revoked(revoked)
+        finally:
+            self._assigned.clear()
+            self._paused.clear()
+            client.unassign()
+
+    def _on_lost(self, client: Any, partitions: list[Any]) -> None:
+        log.warning(
+            "kafka group membership lost; partitions revoked", extra={"count": len(partitions)}
+        )
+        self._on_revoke(client, partitions)
+
+    # ------------------------------------------------------------------ reading
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> Polled:
+        messages = self.client.consume(
+            num_messages=max_records or self.max_poll_records, timeout=timeout_ms / 1000
+        )
+        self._beat()
+        polled: Polled = {}
+        keys = self._keys
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                log.warning(
+                    "kafka consume error", extra={"error": error.str(), "code": error.name()}
+                )
+                continue
+            place = (message.topic(), message.partition())
+            tp = keys.get(place)
+            if tp is None:
+                tp = keys[place] = TopicPartition(*place)
+            records = polled.get(tp)
+            if records is None:
+                records = polled[tp] = []
+            records.append(_Record(message))
+        return polled
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        if self._seeks is not None:
+            self._seeks[partition] = offset
+        elif self._manual is not None and partition in self._manual:
+            self._manual[partition] = offset
+            self.client.assign([_ctp(tp, at) for tp, at in self._manual.items()])
+        else:
+            self._call(self.client.seek, _ctp(partition, offset))
+
+    def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        for partition in partitions or tuple(self.assignment()):
+            self.seek(partition, OFFSET_BEGINNING)
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        if partitions:
+            self._call(self.client.pause, [_ctp(tp) for tp in partitions])
+            self._paused.update(partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        if partitions:
+            self._call(self.client.resume, [_ctp(tp) for tp in partitions])
+            self._paused.difference_update(partitions)
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self._paused)
+
+    def assignment(self) -> set[TopicPartition]:
+        if self._manual is not None:
+            return set(self._manual)
+        return set(self._assigned)
+
+    # ------------------------------------------------------------------ offsets
+
+    def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata] | None = None) -> None:
+        try:
+            if offsets is None:
+                self.client.commit(asynchronous=False)
+            elif offsets:
+                self.client.commit(offsets=_offsets(offsets), asynchronous=False)
+        except Exception as exc:
+            error = _error_of(exc)
+            if error is not None and error.name() == "_NO_OFFSET":
+                return  # nothing consumed since the last commit
+            raise CommitFailedError(f"commit refused: {exc}") from exc
+
+    def commit_async(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        if offsets:
+            self._call(self.client.commit, offsets=_offsets(offsets), asynchronous=True)
+
+    def committed(self, partition: TopicPartition) -> int | None:
+        [found] = self._call(self.client.committed, [_ctp(partition)], timeout=_METADATA_TIMEOUT_S)
+        return int(found.offset) if found.offset >= 0 else None
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        self._manual = dict.fromkeys(partitions, OFFSET_STORED)
+        self._call(self.client.assign, [_ctp(tp) for tp in partitions])
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        metadata = self._call(self.client.list_topics, topic, timeout=_METADATA_TIMEOUT_S)
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None or not found.partitions:
+            return None
+        return set(found.partitions)
+
+    def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: self._watermarks(tp)[1] for tp in partitions}
+
+    def position(self, partition: TopicPartition) -> int:
+        [found] = self._call(self.client.position, [_ctp(partition)])
+        if found.offset >= 0:
+            return int(found.offset)
+        start = (self._manual or {}).get(partition)
+        low, high = self._watermarks(partition)
+        return high if start == OFFSET_END else low
+
+    def _watermarks(self, partition: TopicPartition) -> tuple[int, int]:
+        low, high = self._call(
+            self.client.get_watermark_offsets, _ctp(partition), timeout=_METADATA_TIMEOUT_S
+        )
+        return int(low), int(high)
+
+    def close(self) -> None:
+        HEALTH.retire(self._beat)
+        self.client.close()
+        if self._leave is not None:
+            self._leave()
+
+    @staticmethod
+    def _call(method: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except Exception as exc:
+            error = _error_of(exc)
+            if error is None:
+                raise
+            raise ConsumeError(
+                f"{error.name()}: {error.str()}", retriable=bool(error.retriable())
+            ) from exc
+
+
+def _ctp(partition: TopicPartition, offset: int | None = None) -> Any:
+    from confluent_kafka import TopicPartition as Confluent
+
+    if offset is None:
+        return Confluent(partition.topic, partition.partition)
+    return Confluent(partition.topic, partition.partition, offset)
+
+
+def _offsets(offsets: dict[TopicPartition, OffsetAndMetadata]) -> list[Any]:
+    return [_ctp(tp, meta.offset) for tp, meta in offsets.items()]
+
+
+def _error_of(exc: BaseException) -> Any:
+    """The librdkafka KafkaError a KafkaException carries, or None."""
+    args = getattr(exc, "args", ())
+    return args[0] if args and hasattr(args[0], "retriable") else None
