@@ -41,6 +41,10 @@ class Grant:
     device_id: str
     expires_s: int
 
+    def owner(self, package_size: int) -> tuple[str, str, int]:
+        """Whose bytes an answer under this grant writes (`delivery.Owner`)."""
+        return (self.device_id, self.package_sha256, package_size)
+
 
 @dataclass(slots=True)
 class Answer:

@@ -20,8 +20,10 @@ import httptools
 from download_edge import metrics as m
 from download_edge import repeats, responses
 from download_edge import request as rq
+from download_edge.acks import Acks
 from download_edge.app import Answer, Edge, Grant, Miss
 from download_edge.cache import Package
+from download_edge.delivery import Owner
 from download_edge.responses import FileSpan, Plan
 from download_edge.writers import CopyWriter, SendfileWriter
 from ota.clock import now_s
@@ -41,7 +43,7 @@ _SPELLED = {
     b"Connection": -1,
 }
 
-IDLE, READING, BUSY = 0, 1, 2
+IDLE, READING, BUSY, CLOSING = 0, 1, 2, 3  # CLOSING: answered, waiting for its delivery
 
 
 class Connection(asyncio.Protocol):
@@ -51,6 +53,8 @@ class Connection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._socket_fd = -1  # plain TCP: the socket small answers are written to directly
+        self._acks = Acks(edge.recorder)
+        self._ledger = self._acks.ledger
         self._parser = httptools.HttpRequestParser(self)
         self._writer: SendfileWriter | CopyWriter | None = None
         self._queue: deque[rq.Request] = deque()
@@ -91,20 +95,23 @@ class Connection(asyncio.Protocol):
             return
         self._connections.add(self)
         m.connections.inc()
-        if transport.get_extra_info("sslcontext") is None:
+        tls = transport.get_extra_info("sslcontext") is not None
+        raw_fd = self._acks.attach(transport, tls=tls)
+        if not tls:
             # Pause as soon as anything is buffered: sendfile must find the buffer empty.
             transport.set_write_buffer_limits(high=0)
-            self._socket_fd = transport.get_extra_info("socket").fileno()
+            self._socket_fd = raw_fd
             self._writer = SendfileWriter(
-                self._loop, self._edge.waiter(self._loop), self._socket_fd
+                self._loop, self._ledger, self._edge.waiter(self._loop), self._socket_fd
             )
         else:
             # uvloop's TLS default (512 KiB) times 10,000 slow downloads would be gigabytes.
             buffer = self._edge.settings.tls_buffer_bytes
             transport.set_write_buffer_limits(high=buffer, low=buffer // 4)
-            self._writer = CopyWriter(self._loop, transport, buffer)
+            self._writer = CopyWriter(self._loop, self._ledger, transport, raw_fd, buffer)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._acks.lost(writing=self._writer is not None and self._writer.active)
         if self in self._connections:
             self._connections.discard(self)
             m.connections.dec()
@@ -115,6 +122,15 @@ class Connection(asyncio.Protocol):
         elif self._writer is not None:
             self._writer.abort()
         self._queue.clear()
+
+    def eof_received(self) -> None:
+        # The client closed its side (over TLS: its close_notify): it reads no more. uvloop's
+        # TLS transport then drops every write without pausing or saying it is closing, so
+        # a writer at work would go on "sending" the rest into the void. What the client's
+        # TCP acknowledged is known now, while the socket is still open; then stop and close.
+        self._acks.confirm()
+        if self._writer is not None and self._writer.active:
+            self._writer.abort()
 
     def pause_writing(self) -> None:
         if isinstance(self._writer, CopyWriter):
@@ -128,7 +144,11 @@ class Connection(asyncio.Protocol):
             self._send(answer)
 
     def data_received(self, data: bytes) -> None:
-        if self._writer is None or (self._transport is not None and self._transport.is_closing()):
+        if (
+            self._writer is None
+            or self._state == CLOSING
+            or (self._transport is not None and self._transport.is_closing())
+        ):
             return  # refused or closing: nothing more is read
         repeat = self._repeat
         if repeat is not None and self._state == IDLE and len(data) <= self._max_header_bytes:
@@ -313,6 +333,7 @@ class Connection(asyncio.Protocol):
         data = os.pread(package.fd, count, first)
         if len(data) < count:
             return False  # the general path gives up on a file shorter than it said
+        ledger = self._ledger
         if self._socket_fd < 0:
             transport.write(head + data)  # TLS: one write, one record where it fits
         else:
@@ -323,11 +344,11 @@ class Connection(asyncio.Protocol):
             if sent < len(head) + count:
                 self._send_rest(grant, package, head, first, count, sent, started)
                 return True
+        # Counted as delivered once the client acknowledged it (the sweeper, or the end).
+        ledger.written += len(head)
+        ledger.body(grant.owner(package.size), first, count)
         now = time.monotonic()
-        m.tally.sent_small(count, first > 0, now - started)
-        recorder = self._edge.recorder
-        if recorder is not None:
-            recorder.note(grant.device_id, grant.package_sha256, package.size, first, first + count)
+        m.tally.sent_small(first > 0, now - started)
         self._served += 1
         self._state, self._since = IDLE, now
         return True
@@ -347,9 +368,10 @@ class Connection(asyncio.Protocol):
         self._state, self._request_at = BUSY, started
         head_sent = min(sent, len(head))
         file_sent = sent - head_sent
+        self._ledger.head(head_sent)
         if file_sent:
             self._on_first_byte()
-            self._on_span(first, file_sent)
+            self._ledger.body(grant.owner(package.size), first, file_sent)
         rest = FileSpan(first + file_sent, count - file_sent)
         plan = Plan(206, head[head_sent:], (rest,), True, True, first)
         self._send(Answer(plan, package, grant.device_id, grant), first_byte_sent=file_sent > 0)
@@ -419,7 +441,9 @@ class Connection(asyncio.Protocol):
         if answer.grant is not None:
             self._grant = answer.grant
         if answer.package is None or not plan.has_file:
-            transport.write(plan.head + b"".join(p for p in plan.body if isinstance(p, bytes)))
+            data = plan.head + b"".join(p for p in plan.body if isinstance(p, bytes))
+            transport.write(data)
+            self._ledger.head(len(data))
             self._done(True)
             return
         if isinstance(writer, SendfileWriter) and transport.get_write_buffer_size():
@@ -431,25 +455,20 @@ class Connection(asyncio.Protocol):
         limiter = self._edge.limiter
         if limiter is not None and answer.device_id is not None:
             bucket = limiter.bucket(answer.device_id, time.monotonic())
+        package = answer.package
+        owner: Owner = None
+        if answer.device_id is not None:
+            owner = (answer.device_id, package.sha256, package.size)
         writer.start(
             (plan.head, *plan.body),
-            answer.package,
+            package,
+            owner,
             bucket,
-            self._on_span,
+            self._acks.confirm,
             self._on_first_byte,
             self._done,
             first_byte_sent=first_byte_sent,
         )
-
-    def _on_span(self, offset: int, count: int) -> None:
-        answer = self._answer
-        m.tally.bytes_sent += count
-        recorder = self._edge.recorder
-        if recorder is not None and answer is not None and answer.device_id is not None:
-            assert answer.package is not None
-            recorder.note(
-                answer.device_id, answer.package.sha256, answer.package.size, offset, offset + count
-            )
 
     def _on_first_byte(self) -> None:
         now = time.monotonic()
@@ -467,10 +486,28 @@ class Connection(asyncio.Protocol):
             self.abort()
             return
         if not answer.plan.keep_alive:
-            transport.close()
+            self._close_when_delivered()
             return
         self._state = IDLE
         self._next()
+
+    def _close_when_delivered(self) -> None:
+        """Close after the last answer, once the client acknowledged it: closing at once
+        would leave unknown what it got. A plain socket sends its FIN now (the client
+        sees the end); the sweeper or the client's own close ends the wait."""
+        transport = self._transport
+        assert transport is not None
+        self._acks.confirm()
+        if not self._ledger.pending or transport.is_closing():
+            transport.close()
+            return
+        self._state, self._since = CLOSING, time.monotonic()
+        self._queue.clear()
+        if transport.can_write_eof():
+            transport.write_eof()
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
 
     def _reject(self, status: int, reason: str) -> None:
         """Answer a request we will not parse further, then close."""
@@ -479,7 +516,10 @@ class Connection(asyncio.Protocol):
         if self._state != BUSY and not transport.is_closing():
             m.tally.status(status)
             plan = responses.error(status, reason, keep_alive=False, now_s=now_s())
-            transport.write(plan.head + b"".join(p for p in plan.body if isinstance(p, bytes)))
+            data = plan.head + b"".join(p for p in plan.body if isinstance(p, bytes))
+            transport.write(data)
+            self._ledger.head(len(data))
+        self._acks.confirm()
         transport.close()
 
     # ------------------------------------------------------------ timeouts
@@ -490,8 +530,12 @@ class Connection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
+        self._acks.confirm()
         waited = now - self._since
-        if self._state == IDLE:
+        if self._state == CLOSING:
+            if not self._ledger.pending or waited > settings.idle_timeout_s:
+                transport.close()
+        elif self._state == IDLE:
             limit = settings.idle_timeout_s if self._served else settings.header_timeout_s
             if waited > limit:
                 m.timeouts.labels("idle").inc()
@@ -514,6 +558,7 @@ class Connection(asyncio.Protocol):
         if transport is None:
             return
         if self._state != BUSY:
+            self._acks.confirm()
             transport.close()
         else:
             self._queue.clear()
@@ -524,6 +569,7 @@ class Connection(asyncio.Protocol):
 
     def abort(self) -> None:
         """Drop the connection now; the writer lets go of the socket first."""
+        self._acks.confirm()
         if isinstance(self._writer, SendfileWriter):
             self._writer.close()
         if self._transport is not None:

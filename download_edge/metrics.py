@@ -9,7 +9,16 @@ from ota import metrics
 SERVICE = "edge"
 
 requests = metrics.counter(SERVICE, "requests_total", "Requests answered, by status", ("status",))
-bytes_sent = metrics.counter(SERVICE, "bytes_sent_total", "Body bytes accepted by the kernel")
+bytes_sent = metrics.counter(
+    SERVICE,
+    "bytes_sent_total",
+    "Body bytes the clients' TCP acknowledged (download_edge/delivery.py)",
+)
+bytes_unconfirmed = metrics.counter(
+    SERVICE,
+    "bytes_unconfirmed_total",
+    "Body bytes written to connections that ended before the client acknowledged them",
+)
 connections = metrics.gauge(SERVICE, "connections_active", "Open client connections")
 connections_refused = metrics.counter(
     SERVICE, "connections_refused_total", "Connections refused at the connection limit"
@@ -49,11 +58,19 @@ class Tally:
     twice a second (a Prometheus increment takes a lock on every call, and a histogram
     observation walks its buckets in Python)."""
 
-    __slots__ = ("bytes_sent", "resumed", "statuses", "ttfb_counts", "ttfb_sum")
+    __slots__ = (
+        "bytes_sent",
+        "bytes_unconfirmed",
+        "resumed",
+        "statuses",
+        "ttfb_counts",
+        "ttfb_sum",
+    )
 
     def __init__(self) -> None:
         self.statuses: dict[int, int] = {}
         self.bytes_sent = 0
+        self.bytes_unconfirmed = 0
         self.resumed = 0
         self.ttfb_counts = [0] * len(_TTFB_BOUNDS)
         self.ttfb_sum = 0.0
@@ -66,11 +83,11 @@ class Tally:
         self.ttfb_counts[bisect_left(_TTFB_BOUNDS, seconds)] += 1
         self.ttfb_sum += seconds
 
-    def sent_small(self, count: int, resumed: bool, first_byte_s: float) -> None:
-        """A 206 of `count` bytes sent whole at once: every count it makes, in one call."""
+    def sent_small(self, resumed: bool, first_byte_s: float) -> None:
+        """A 206 written whole at once: every count it makes but its bytes (counted once
+        delivered), in one call."""
         self.ttfb_counts[bisect_left(_TTFB_BOUNDS, first_byte_s)] += 1
         self.ttfb_sum += first_byte_s
-        self.bytes_sent += count
         if resumed:
             self.resumed += 1
         self.statuses[206] = self.statuses.get(206, 0) + 1
@@ -82,6 +99,9 @@ class Tally:
         if self.bytes_sent:
             bytes_sent.inc(self.bytes_sent)
             self.bytes_sent = 0
+        if self.bytes_unconfirmed:
+            bytes_unconfirmed.inc(self.bytes_unconfirmed)
+            self.bytes_unconfirmed = 0
         if self.resumed:
             resumed.inc(self.resumed)
             self.resumed = 0

@@ -35,6 +35,7 @@ from kafka.errors import KafkaError
 
 from download_edge import intervals
 from download_edge import metrics as m
+from download_edge.delivery import Delivered
 from ota.clock import now_ms
 from ota.records import DownloadPhase, DownloadRecord, encode
 from ota.redis_clients import REDIS_ERRORS
@@ -46,16 +47,23 @@ KEY_PREFIX = "ota:edge:{dl"
 OUTBOX_SHARDS = 256  # slots the edge's progress spreads over (masters it can use)
 MAX_QUEUE = 200_000
 MAX_INTERVALS = 256  # a device fragmenting its download past this stops being tracked
+UNCONFIRMED_CAP = 8  # unconfirmed intervals kept per download (a cut connection makes one)
 RESEND_AFTER_MS = 30_000  # far beyond a produce's acknowledgement on a healthy broker
 RESEND_BATCH = 500
 PHASE_FIELDS = {DownloadPhase.STARTED: "ps", DownloadPhase.FINISHED: "pf"}
 
 # KEYS[1]: the (package, device) hash {iv = "s:e,s:e...", fin = "1" once finished,
 #   ps / pf = time of a started / finished record not yet acknowledged by Kafka,
-#   t0 = when the cycle started, sv = bytes sent in the cycle (the finished record's figures)};
+#   t0 = when the cycle started, sv = bytes sent in the cycle (the finished record's figures),
+#   ud = "s:e,..." bytes written on connections that ended before the device acknowledged
+#   them (download_edge/delivery.py), at most UNCONFIRMED_CAP of them, the newest kept};
 # KEYS[2]: its shard's outbox (sorted set of such hashes, by time); one slot with KEYS[1].
 # ARGV[1]: package size; ARGV[2]: TTL seconds; ARGV[3]: interval cap; ARGV[4]: now (ms);
-# ARGV[5..]: start, end pairs (half-open, sorted, disjoint).
+# ARGV[5]: n, the number of delivered intervals; ARGV[6..5+2n]: their start, end pairs
+# (half-open, sorted, disjoint); the rest: unconfirmed start, end pairs.
+# A device that asks for bytes from s, inside an unconfirmed interval [us, ue) (us < s <= ue),
+# vouches that it holds [us, s): it resumes where its copy ends. That part counts as
+# delivered, so a download cut while bytes were in flight still finishes when resumed.
 # Returns {started, finished, bytes sent in the cycle, ms since it started}: started /
 # finished are 1 when this call began or completed a download cycle.
 # A finished download fetched again from byte 0 starts a new cycle (a retried job).
@@ -63,12 +71,19 @@ MERGE_SCRIPT = """
 local size = tonumber(ARGV[1])
 local cap = tonumber(ARGV[3])
 local now = ARGV[4]
-local old = redis.call('HMGET', KEYS[1], 'iv', 'fin', 't0', 'sv')
-local ivs = {}
+local n = tonumber(ARGV[5])
+local old = redis.call('HMGET', KEYS[1], 'iv', 'fin', 't0', 'sv', 'ud')
+local ivs, uds = {}, {}
 local fin = old[2] == '1'
 local started = 0
 local t0, sent = tonumber(old[3] or now), tonumber(old[4] or '0')
-if not old[1] or (fin and tonumber(ARGV[5]) == 0) then
+for s, e in string.gmatch(old[5] or '', '(%d+):(%d+)') do
+  uds[#uds + 1] = {tonumber(s), tonumber(e)}
+end
+if n == 0 and not old[1] then
+  started = -1  -- nothing delivered yet: keep the unconfirmed bytes only
+elseif not old[1] or (fin and tonumber(ARGV[6]) == 0) then
+  if fin then uds = {} end  -- a new cycle: what the last one left unconfirmed is void
   started = 1
   fin = false
   t0, sent = tonumber(now), 0
@@ -77,9 +92,34 @@ else
     ivs[#ivs + 1] = {tonumber(s), tonumber(e)}
   end
 end
-for i = 5, #ARGV, 2 do
-  ivs[#ivs + 1] = {tonumber(ARGV[i]), tonumber(ARGV[i + 1])}
-  sent = sent + tonumber(ARGV[i + 1]) - tonumber(ARGV[i])
+local function vouch(s)
+  for i, u in ipairs(uds) do
+    if u[1] < s and s <= u[2] then
+      ivs[#ivs + 1] = {u[1], s}
+      sent = sent + s - u[1]
+      table.remove(uds, i)
+      return
+    end
+  end
+end
+for i = 6 + 2 * n, #ARGV, 2 do
+  local s = tonumber(ARGV[i])
+  vouch(s)
+  uds[#uds + 1] = {s, tonumber(ARGV[i + 1])}
+end
+for i = 6, 5 + 2 * n, 2 do
+  local s, e = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  vouch(s)
+  ivs[#ivs + 1] = {s, e}
+  sent = sent + e - s
+end
+while #uds > UNCONFIRMED_CAP do table.remove(uds, 1) end
+local uparts = {}
+for i, u in ipairs(uds) do uparts[i] = u[1] .. ':' .. u[2] end
+if started == -1 then
+  redis.call('HSET', KEYS[1], 'ud', table.concat(uparts, ','))
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+  return {0, 0, 0, 0}
 end
 table.sort(ivs, function(a, b) return a[1] < b[1] end)
 local merged = {}
@@ -101,7 +141,7 @@ if #merged > cap then return {started, finished, sent, took} end
 local parts = {}
 for i, iv in ipairs(merged) do parts[i] = iv[1] .. ':' .. iv[2] end
 redis.call('HSET', KEYS[1], 'iv', table.concat(parts, ','), 'fin', fin and '1' or '0',
-  't0', t0, 'sv', sent)
+  't0', t0, 'sv', sent, 'ud', table.concat(uparts, ','))
 if started == 1 then
   redis.call('HDEL', KEYS[1], 'pf')  -- an earlier cycle's record is superseded
   redis.call('HSET', KEYS[1], 'ps', now)
@@ -110,7 +150,7 @@ if finished == 1 then redis.call('HSET', KEYS[1], 'pf', now) end
 if started == 1 or finished == 1 then redis.call('ZADD', KEYS[2], now, KEYS[1]) end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 return {started, finished, sent, took}
-"""
+""".replace("UNCONFIRMED_CAP", str(UNCONFIRMED_CAP))
 
 # KEYS[1]: the hash; KEYS[2]: the outbox. ARGV[1]: the field (ps/pf); ARGV[2]: its time.
 # Clears the field if it still holds that record, and the outbox entry once none is left.
@@ -132,6 +172,8 @@ class Sink(Protocol):
 
 
 Key = tuple[str, str]  # device id, package sha256
+# Per download in a batch: package size, delivered intervals, unconfirmed intervals.
+Merged = tuple[int, list[intervals.Interval], list[intervals.Interval]]
 Ack = tuple[str, str, DownloadPhase, int]  # device id, package sha256, phase, at_ms
 
 
@@ -182,8 +224,8 @@ class ProgressRecorder:
         self._flush_s = flush_ms / 1000
         self._ttl_s = ttl_s
         self._resend_after_ms = resend_after_ms
-        self._notes: deque[tuple[str, str, int, int, int]] = deque()
-        self._carry: dict[Key, tuple[int, list[intervals.Interval]]] = {}
+        self._notes: deque[tuple[str, str, int, int, int, bool]] = deque()
+        self._carry: dict[Key, Merged] = {}
         self._acks: deque[Ack] = deque()  # appended by the producer's thread
         self._next_resend_ms = 0
         self._stop = threading.Event()
@@ -193,14 +235,32 @@ class ProgressRecorder:
     def start(self) -> None:
         self._thread.start()
 
-    def note(self, device_id: str, package_sha256: str, size: int, start: int, end: int) -> None:
-        """Bytes [start, end) of the package reached the device's socket. Loop-safe, O(1)."""
+    def note(
+        self,
+        device_id: str,
+        package_sha256: str,
+        size: int,
+        start: int,
+        end: int,
+        *,
+        delivered: bool = True,
+    ) -> None:
+        """Bytes [start, end) of the package reached the device (its TCP acknowledged
+        them), or with `delivered=False` were written on a connection that ended before
+        it did. Loop-safe, O(1)."""
         if end <= start:
             return
         if len(self._notes) >= MAX_QUEUE:
             m.progress_dropped.inc()
             return
-        self._notes.append((device_id, package_sha256, size, start, end))
+        self._notes.append((device_id, package_sha256, size, start, end, delivered))
+
+    def note_spans(self, spans: list[Delivered], *, delivered: bool) -> None:
+        """`note` for each of a connection's spans that has an owner."""
+        for owner, offset, count in spans:
+            if owner is not None:
+                device_id, sha, size = owner
+                self.note(device_id, sha, size, offset, offset + count, delivered=delivered)
 
     def pending(self) -> int:
         """(device, package) pairs merged but not yet in Redis (kept while it is down)."""
@@ -237,9 +297,13 @@ class ProgressRecorder:
         batch = self._carry
         self._carry = {}
         while self._notes:
-            device_id, sha, size, start, end = self._notes.popleft()
-            _, known = batch.get((device_id, sha), (size, []))
-            batch[(device_id, sha)] = (size, intervals.merge(known, [(start, end)]))
+            device_id, sha, size, start, end, delivered = self._notes.popleft()
+            _, known, unconfirmed = batch.get((device_id, sha), (size, [], []))
+            if delivered:
+                known = intervals.merge(known, [(start, end)])
+            else:
+                unconfirmed = [*unconfirmed, (start, end)]
+            batch[(device_id, sha)] = (size, known, unconfirmed)
         if not batch:
             return
         at = now_ms()
@@ -255,18 +319,26 @@ class ProgressRecorder:
             if finished:
                 self._emit(device_id, sha, DownloadPhase.FINISHED, at, sent, took)
 
-    def _apply(self, batch: dict[Key, tuple[int, list[intervals.Interval]]], at: int) -> list[Any]:
+    def _apply(self, batch: dict[Key, Merged], at: int) -> list[Any]:
         steps = [
             call(
                 MERGE_SCRIPT,
                 [hash_key(device_id, sha), outbox_key(shard_of(device_id))],
-                [size, self._ttl_s, MAX_INTERVALS, at, *(n for iv in ivs for n in iv)],
+                [
+                    size,
+                    self._ttl_s,
+                    MAX_INTERVALS,
+                    at,
+                    len(ivs),
+                    *(n for iv in ivs for n in iv),
+                    *(n for iv in unconfirmed for n in iv),
+                ],
             )
-            for (device_id, sha), (size, ivs) in batch.items()
+            for (device_id, sha), (size, ivs, unconfirmed) in batch.items()
         ]
         return [tuple(int(x) for x in result) for result in self._scripts.run(steps)]
 
-    def _keep(self, batch: dict[Key, tuple[int, list[intervals.Interval]]]) -> None:
+    def _keep(self, batch: dict[Key, Merged]) -> None:
         for key, value in batch.items():
             if len(self._carry) >= MAX_QUEUE // 10:
                 m.progress_dropped.inc()

@@ -10,22 +10,28 @@ keeps reading paused while it runs.
 `CopyWriter` (TLS, where the kernel offers no TLS offload) reads the file in chunks with
 `os.pread` into the SSL transport and stops while the transport says its buffer is full.
 
-Both report delivered spans through `on_span(offset, count)` (bytes the kernel or the TLS
-layer accepted), the first body byte through `on_first_byte()`, and the end through
-`on_done(ok)`.
+Both enter every byte they hand over in the connection's `delivery.Ledger` (heads as
+stream bytes, file spans with their owner), call `on_written()` after each round of writes
+so the connection can confirm what left the buffers, report the first body byte through
+`on_first_byte()`, and the end through `on_done(ok)`: all of the plan written, not yet
+delivered (the ledger knows when it is).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import select
 import socket
+import struct
+import termios
 import time
 from collections.abc import Callable
 
 from download_edge.cache import Package
+from download_edge.delivery import Ledger, Owner
 from download_edge.ratelimit import Bucket
 from download_edge.responses import Body, FileSpan
 
@@ -34,21 +40,49 @@ SENDFILE_MAX = 1 << 30
 # socket wrapper, as cheap as sendfile for a few pages.
 SMALL_BODY = 16 * 1024
 
-OnSpan = Callable[[int, int], None]
 OnDone = Callable[[bool], None]
+_INT = struct.Struct("i")
+_ZERO = bytes(_INT.size)
+
+
+# TCP_ESTABLISHED and TCP_CLOSE_WAIT (the peer sent its FIN): the connection takes data.
+_OPEN_STATES = (1, 8)
+
+
+def tcp_open(fd: int) -> bool:
+    """Whether a TCP socket still delivers what is written to it. After a reset uvloop's
+    transports drop writes without a word until connection_lost (over TLS, is_closing()
+    stays False meanwhile), so bytes written then reached nobody."""
+    borrowed = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, fd)
+    try:
+        return borrowed.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] in _OPEN_STATES
+    finally:
+        borrowed.detach()
+
+
+def unacknowledged(fd: int) -> int | None:
+    """Bytes of a TCP socket's send queue its peer has not acknowledged (SIOCOUTQ, which
+    Linux spells like the terminal ioctl TIOCOUTQ); None once the connection is no longer
+    open, when nothing written lately can be vouched for."""
+    if not tcp_open(fd):
+        return None
+    found: int = _INT.unpack(fcntl.ioctl(fd, termios.TIOCOUTQ, _ZERO))[0]
+    return found
 
 
 class _Writer:
     """Shared bookkeeping: the parts, where we are in them, and the callbacks."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, ledger: Ledger) -> None:
         self._loop = loop
+        self._ledger = ledger
+        self._owner: Owner = None
         self._parts: Body = ()
         self._index = 0
         self._pos = 0
         self._package: Package | None = None
         self._bucket: Bucket | None = None
-        self._on_span: OnSpan = _ignore_span
+        self._on_written: Callable[[], None] = _ignore
         self._on_first: Callable[[], None] = _ignore
         self._on_done: OnDone = _ignore_done
         self._first_pending = False
@@ -60,8 +94,9 @@ class _Writer:
         self,
         parts: Body,
         package: Package | None,
+        owner: Owner,
         bucket: Bucket | None,
-        on_span: OnSpan,
+        on_written: Callable[[], None],
         on_first_byte: Callable[[], None],
         on_done: OnDone,
         *,
@@ -69,8 +104,8 @@ class _Writer:
     ) -> None:
         """Send `parts`; `first_byte_sent`: the caller already sent (and reported) body bytes."""
         self._parts, self._index, self._pos = parts, 0, 0
-        self._package, self._bucket = package, bucket
-        self._on_span, self._on_first, self._on_done = on_span, on_first_byte, on_done
+        self._package, self._owner, self._bucket = package, owner, bucket
+        self._on_written, self._on_first, self._on_done = on_written, on_first_byte, on_done
         self._first_pending = not first_byte_sent
         self.active = True
         self.progress_at = time.monotonic()
@@ -79,7 +114,7 @@ class _Writer:
         self._pump()
 
     def abort(self) -> None:
-        """The connection is gone: report what was delivered and stop."""
+        """The connection is gone: stop (what was written is in the ledger)."""
         if self.active:
             self._finish(False)
 
@@ -106,26 +141,26 @@ class _Writer:
         return granted
 
     def _advance(self, part: bytes | FileSpan, sent: int) -> None:
-        if self._first_pending and isinstance(part, FileSpan):
-            self._first_pending = False
-            self._on_first()
+        if isinstance(part, FileSpan):
+            if self._first_pending and sent:
+                self._first_pending = False
+                self._on_first()
+            self._ledger.body(self._owner, part.offset + self._pos, sent)
+            size = part.count
+        else:
+            self._ledger.head(sent)
+            size = len(part)
         self._pos += sent
-        size = part.count if isinstance(part, FileSpan) else len(part)
         if self._pos >= size:
-            if isinstance(part, FileSpan):
-                self._on_span(part.offset, part.count)
             self._index += 1
             self._pos = 0
 
     def _finish(self, ok: bool) -> None:
         self.active = False
+        self._on_written()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not ok and self._index < len(self._parts):
-            part = self._parts[self._index]
-            if isinstance(part, FileSpan) and self._pos:
-                self._on_span(part.offset, self._pos)
         if self._package is not None:
             self._package.release()
             self._package = None
@@ -187,9 +222,13 @@ class WritableWaiter:
 
 class SendfileWriter(_Writer):
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, waiter: WritableWaiter, socket_fd: int
+        self,
+        loop: asyncio.AbstractEventLoop,
+        ledger: Ledger,
+        waiter: WritableWaiter,
+        socket_fd: int,
     ) -> None:
-        super().__init__(loop)
+        super().__init__(loop, ledger)
         self._waiter = waiter
         self._fd = socket_fd
 
@@ -222,13 +261,9 @@ class SendfileWriter(_Writer):
             self._advance(span, span.count)
             return True
         head_sent = min(sent, len(head))
-        file_sent = sent - head_sent
-        if file_sent:
-            self._first_pending = False
-            self._on_first()
-            self._on_span(span.offset, file_sent)
-        rest = FileSpan(span.offset + file_sent, span.count - file_sent)
-        self._parts = (head[head_sent:], rest) if head_sent < len(head) else (rest,)
+        self._advance(head, head_sent)
+        if head_sent == len(head):
+            self._advance(span, sent - head_sent)
         return False
 
     def _pump(self) -> None:
@@ -251,6 +286,7 @@ class SendfileWriter(_Writer):
                     assert self._package is not None
                     wanted = self._grant(min(part.count - self._pos, SENDFILE_MAX))
                     if not wanted:
+                        self._on_written()
                         return
                     offset = part.offset + self._pos
                     sent = os.sendfile(self._fd, self._package.fd, offset, wanted)
@@ -263,6 +299,7 @@ class SendfileWriter(_Writer):
                 self.progress_at = time.monotonic()
         except BlockingIOError:
             self._waiter.wait(self._fd, self, self._pump)
+            self._on_written()
             return
         except OSError:  # reset, broken pipe: the client went away
             self._finish(False)
@@ -277,10 +314,16 @@ class SendfileWriter(_Writer):
 
 class CopyWriter(_Writer):
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, transport: asyncio.WriteTransport, chunk: int
+        self,
+        loop: asyncio.AbstractEventLoop,
+        ledger: Ledger,
+        transport: asyncio.WriteTransport,
+        socket_fd: int,
+        chunk: int,
     ) -> None:
-        super().__init__(loop)
+        super().__init__(loop, ledger)
         self._transport = transport
+        self._fd = socket_fd  # the TCP socket under the TLS layer
         self._chunk = chunk
         self._paused = False
 
@@ -315,6 +358,7 @@ class CopyWriter(_Writer):
             return
         while self._index < len(parts):
             if self._paused or self._transport.is_closing():
+                self._on_written()
                 return
             part = parts[self._index]
             if isinstance(part, bytes):
@@ -324,6 +368,7 @@ class CopyWriter(_Writer):
             assert self._package is not None
             wanted = self._grant(min(part.count - self._pos, self._chunk))
             if not wanted:
+                self._on_written()
                 return
             data = os.pread(self._package.fd, wanted, part.offset + self._pos)
             if self._bucket is not None:
@@ -334,14 +379,13 @@ class CopyWriter(_Writer):
             self._transport.write(data)
             self._advance(part, len(data))
             self.progress_at = time.monotonic()
+            if not tcp_open(self._fd):  # reset: the rest would go nowhere
+                self._finish(False)
+                return
         self._finish(True)
 
 
 def _ignore() -> None:
-    return None
-
-
-def _ignore_span(offset: int, count: int) -> None:
     return None
 
 
