@@ -8,8 +8,8 @@ keyed by device id) on a fresh 12-partition topic, with the services' settings:
   linger 5 ms, 5 in flight, murmur2 partitioning) on each client, every record sent
   without waiting, its delivery counted in a callback, then one flush
   (`kafka_python_held` sends in bursts under the producer's wake-up hold, as the workers do);
-- consume: a new consumer group reads the same records back in batches of at most 2,000
-  (make_consumer's max_poll_records; consume(num_messages=2000)), read_committed, no
+- consume: the services' consumer (ota.kafka_clients.make_consumer) on each client, a new
+  group reading the same records back in batches of at most 2,000, read_committed, no
   auto-commit, decodes each value with ota.records.decode and commits synchronously
   after every batch (as the scheduler's bus does; the workers commit asynchronously at
   most once a second, which costs less).
@@ -48,8 +48,6 @@ from kafka.admin import NewTopic
 
 from ota import tokens
 from ota.kafka_clients import (
-    RECONNECT_BACKOFF_MAX_MS,
-    RECONNECT_BACKOFF_MS,
     make_admin,
     make_consumer,
     make_producer,
@@ -188,16 +186,6 @@ class Deliveries:
             raise RuntimeError(f"{self.ok}/{expected} delivered, failures: {self.failed[:3]}")
 
 
-def confluent_common(settings: CommonSettings) -> dict[str, Any]:
-    if settings.kafka_security.client_config() != {"security_protocol": "PLAINTEXT"}:
-        raise SystemExit("this bench speaks plain Kafka only (the local stack)")
-    return {
-        "bootstrap.servers": settings.kafka_bootstrap,
-        "reconnect.backoff.ms": RECONNECT_BACKOFF_MS,
-        "reconnect.backoff.max.ms": RECONNECT_BACKOFF_MAX_MS,
-    }
-
-
 # --- kafka-python -----------------------------------------------------------------------
 
 
@@ -237,10 +225,12 @@ def produce_kafka_python_held(settings: CommonSettings, topic: str, pairs: Seque
     return produce_through(replace(settings, kafka_client="kafka-python"), topic, pairs, held=True)
 
 
-def consume_kafka_python(settings: CommonSettings, topic: str, count: int) -> Run:
+def consume_through(settings: CommonSettings, topic: str, count: int) -> Run:
+    """The services' consumer (ota.kafka_clients.make_consumer) on settings.kafka_client."""
     window = Window()
+    client = settings.kafka_client
     consumer = make_consumer(
-        settings, group_id=f"bench-{uuid.uuid4().hex[:8]}", client_id="bench-kafka-python"
+        settings, group_id=f"bench-{uuid.uuid4().hex[:8]}", client_id=f"bench-{client}"
     )
     try:
         consumer.subscribe([topic])
@@ -248,13 +238,14 @@ def consume_kafka_python(settings: CommonSettings, topic: str, count: int) -> Ru
         deadline = time.monotonic() + TIMEOUT_S
         while seen < count:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"kafka-python consumed {seen}/{count} in {TIMEOUT_S} s")
+                raise TimeoutError(f"{client} consumed {seen}/{count} in {TIMEOUT_S} s")
             polled = consumer.poll(timeout_ms=1000, max_records=MAX_POLL_RECORDS)
             if not polled:
                 continue
             window.first_record()
             for records in polled.values():
                 for record in records:
+                    assert record.value is not None
                     decode(record.value)
                 seen += len(records)
             consumer.commit()
@@ -262,6 +253,10 @@ def consume_kafka_python(settings: CommonSettings, topic: str, count: int) -> Ru
     finally:
         consumer.close()
     return run
+
+
+def consume_kafka_python(settings: CommonSettings, topic: str, count: int) -> Run:
+    return consume_through(replace(settings, kafka_client="kafka-python"), topic, count)
 
 
 # --- confluent-kafka --------------------------------------------------------------------
@@ -272,43 +267,7 @@ def produce_confluent(settings: CommonSettings, topic: str, pairs: Sequence[Pair
 
 
 def consume_confluent(settings: CommonSettings, topic: str, count: int) -> Run:
-    from confluent_kafka import Consumer
-
-    window = Window()
-    consumer = Consumer(
-        {
-            **confluent_common(settings),
-            "client.id": "bench-confluent",
-            "group.id": f"bench-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-        }
-    )
-    try:
-        consumer.subscribe([topic])
-        seen = 0
-        deadline = time.monotonic() + TIMEOUT_S
-        while seen < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"confluent-kafka consumed {seen}/{count} in {TIMEOUT_S} s")
-            messages = consumer.consume(num_messages=MAX_POLL_RECORDS, timeout=1.0)
-            if not messages:
-                continue
-            window.first_record()
-            for message in messages:
-                error = message.error()
-                if error is not None:
-                    raise RuntimeError(f"confluent-kafka: {error}")
-                value = message.value()
-                assert isinstance(value, bytes)
-                decode(value)
-            seen += len(messages)
-            consumer.commit(asynchronous=False)
-        run = window.stop(seen)
-    finally:
-        consumer.close()
-    return run
+    return consume_through(replace(settings, kafka_client="confluent-kafka"), topic, count)
 
 
 # --- rounds -----------------------------------------------------------------------------
