@@ -157,7 +157,9 @@ class KafkaCluster:
                 self._format()
             for node in self.nodes.values():
                 self._launch(node)
-            return self.answering(timeout_s)
+            answered = self.answering(timeout_s)
+            self._groups_ready(timeout_s)
+            return answered
         except (PrivateKafkaError, subprocess.CalledProcessError, OSError) as exc:
             self.stop()
             if isinstance(exc, PrivateKafkaError):
@@ -211,6 +213,26 @@ class KafkaCluster:
                 last = f"{type(exc).__name__}: {exc}"
             time.sleep(0.2)
         raise PrivateKafkaError(f"the Kafka cluster did not answer in {timeout_s:g}s ({last})")
+
+    def _groups_ready(self, timeout_s: float) -> None:
+        """Have the consumer-offsets topic created and led. Kafka creates it on the first
+        coordinator lookup, with three replicas here; until its partitions have leaders,
+        lookups fail with CoordinatorNotAvailable, which a stack starting at once would
+        take for a failure."""
+        deadline = time.monotonic() + timeout_s
+        admin = self._admin()
+        try:
+            while True:
+                try:
+                    admin.describe_groups(["kafka-cluster-kit"])
+                    break
+                except KafkaError as exc:
+                    if time.monotonic() > deadline:
+                        raise PrivateKafkaError(f"no group coordinator: {exc}") from exc
+                time.sleep(0.2)  # the topic being created: polled, never announced
+        finally:
+            admin.close()
+        self.wait_for_leaders(CONSUMER_OFFSETS, max(1.0, deadline - time.monotonic()))
 
     def kill(self, node_id: int) -> None:
         """`kill -9` of one node: no flush, no controlled shutdown, no leadership handed on."""
