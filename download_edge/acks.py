@@ -19,11 +19,20 @@ import os
 from download_edge import metrics as m
 from download_edge.delivery import Delivered, Ledger
 from download_edge.progress import ProgressRecorder
-from download_edge.writers import unacknowledged
+from download_edge.writers import tcp_open, unacknowledged
 
 
 class Acks:
-    __slots__ = ("_fd", "_own_fd", "_recorder", "_transport", "ledger")
+    __slots__ = (
+        "_broken",
+        "_fd",
+        "_inode",
+        "_own_fd",
+        "_recorder",
+        "_shared_fd",
+        "_transport",
+        "ledger",
+    )
 
     def __init__(self, recorder: ProgressRecorder | None) -> None:
         self.ledger = Ledger()
@@ -31,14 +40,32 @@ class Acks:
         self._transport: asyncio.Transport | None = None
         self._fd = -1  # the TCP socket under the transport
         self._own_fd = False
+        self._shared_fd = -1  # TLS: the transport's descriptor, and its socket's inode
+        self._inode = 0
+        self._broken = False  # seen not taking data: the ledger's end may hold dropped writes
 
     def attach(self, transport: asyncio.Transport, *, tls: bool) -> int:
         """Watch `transport`'s socket; its descriptor (over TLS, our duplicate)."""
         self._transport = transport
         self._fd = transport.get_extra_info("socket").fileno()
         if tls:
+            self._shared_fd, self._inode = self._fd, os.fstat(self._fd).st_ino
             self._fd, self._own_fd = os.dup(self._fd), True
         return self._fd
+
+    def socket_open(self) -> bool:
+        """Whether what is written still reaches the socket. After a reset, and over TLS
+        after a FIN (uvloop then closes its descriptor first and tells the protocol later),
+        uvloop's transports drop writes without a word until connection_lost."""
+        if self._fd < 0 or self._broken:
+            return False
+        try:
+            # Over TLS: closed by the transport (or the number reused since)?
+            shared = not self._own_fd or os.fstat(self._shared_fd).st_ino == self._inode
+            self._broken = not (shared and tcp_open(self._fd))
+        except OSError:
+            self._broken = True
+        return not self._broken
 
     def confirm(self, *, final: bool = False) -> None:
         """Record the body bytes the client has now got. Only while the socket is open
@@ -52,11 +79,12 @@ class Acks:
         ):
             return
         try:
+            # Finally the transport has closed its descriptor; ours must still be open.
+            if not (tcp_open(self._fd) and not self._broken if final else self.socket_open()):
+                return  # what was written lately may have been dropped
             unacked = unacknowledged(self._fd)
         except OSError:
             return
-        if unacked is None:
-            return  # reset: what was written lately may have been dropped
         # The transport's buffer (over TLS, uvloop's TLS layer) and the kernel's queue.
         unflushed = transport.get_write_buffer_size() + unacked
         self._record(self.ledger.confirm(unflushed), delivered=True)

@@ -108,7 +108,9 @@ class Connection(asyncio.Protocol):
             # uvloop's TLS default (512 KiB) times 10,000 slow downloads would be gigabytes.
             buffer = self._edge.settings.tls_buffer_bytes
             transport.set_write_buffer_limits(high=buffer, low=buffer // 4)
-            self._writer = CopyWriter(self._loop, self._ledger, transport, raw_fd, buffer)
+            self._writer = CopyWriter(
+                self._loop, self._ledger, transport, self._acks.socket_open, buffer
+            )
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._acks.lost(writing=self._writer is not None and self._writer.active)

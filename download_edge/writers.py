@@ -36,6 +36,7 @@ from download_edge.ratelimit import Bucket
 from download_edge.responses import Body, FileSpan
 
 SENDFILE_MAX = 1 << 30
+TCP_CHECK_BYTES = 1 << 20  # TLS: bytes written in one round between looks at the socket
 # Bodies up to this size are copied (pread + one writev with the head): one packet, no
 # socket wrapper, as cheap as sendfile for a few pages.
 SMALL_BODY = 16 * 1024
@@ -60,12 +61,9 @@ def tcp_open(fd: int) -> bool:
         borrowed.detach()
 
 
-def unacknowledged(fd: int) -> int | None:
+def unacknowledged(fd: int) -> int:
     """Bytes of a TCP socket's send queue its peer has not acknowledged (SIOCOUTQ, which
-    Linux spells like the terminal ioctl TIOCOUTQ); None once the connection is no longer
-    open, when nothing written lately can be vouched for."""
-    if not tcp_open(fd):
-        return None
+    Linux spells like the terminal ioctl TIOCOUTQ)."""
     found: int = _INT.unpack(fcntl.ioctl(fd, termios.TIOCOUTQ, _ZERO))[0]
     return found
 
@@ -318,12 +316,12 @@ class CopyWriter(_Writer):
         loop: asyncio.AbstractEventLoop,
         ledger: Ledger,
         transport: asyncio.WriteTransport,
-        socket_fd: int,
+        socket_open: Callable[[], bool],
         chunk: int,
     ) -> None:
         super().__init__(loop, ledger)
         self._transport = transport
-        self._fd = socket_fd  # the TCP socket under the TLS layer
+        self._socket_open = socket_open  # whether the socket under the TLS layer takes data
         self._chunk = chunk
         self._paused = False
 
@@ -356,6 +354,7 @@ class CopyWriter(_Writer):
             self._advance(span, span.count)
             self._finish(True)
             return
+        unchecked = 0
         while self._index < len(parts):
             if self._paused or self._transport.is_closing():
                 self._on_written()
@@ -379,9 +378,15 @@ class CopyWriter(_Writer):
             self._transport.write(data)
             self._advance(part, len(data))
             self.progress_at = time.monotonic()
-            if not tcp_open(self._fd):  # reset: the rest would go nowhere
-                self._finish(False)
-                return
+            unchecked += len(data)
+            # A reset (or a FIN uvloop took as the end) lets writes vanish with no pause, so
+            # a round that goes on looks at the socket every TCP_CHECK_BYTES: the rest
+            # would go nowhere.
+            if unchecked >= TCP_CHECK_BYTES:
+                unchecked = 0
+                if not self._socket_open():
+                    self._finish(False)
+                    return
         self._finish(True)
 
 
