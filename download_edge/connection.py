@@ -348,12 +348,16 @@ class Connection(asyncio.Protocol):
                 return True
         # Counted as delivered once the client acknowledged it (the sweeper, or the end).
         ledger.written += len(head)
-        ledger.body(grant.owner(package.size), first, count)
+        ledger.body(self._owner(grant, package.size), first, count)
         now = time.monotonic()
         m.tally.sent_small(first > 0, now - started)
         self._served += 1
         self._state, self._since = IDLE, now
         return True
+
+    def _owner(self, grant: Grant, package_size: int) -> Owner:
+        """Whose bytes these are; None when nothing records progress (only counts)."""
+        return None if self._edge.recorder is None else grant.owner(package_size)
 
     def _send_rest(
         self,
@@ -373,7 +377,7 @@ class Connection(asyncio.Protocol):
         self._ledger.head(head_sent)
         if file_sent:
             self._on_first_byte()
-            self._ledger.body(grant.owner(package.size), first, file_sent)
+            self._ledger.body(self._owner(grant, package.size), first, file_sent)
         rest = FileSpan(first + file_sent, count - file_sent)
         plan = Plan(206, head[head_sent:], (rest,), True, True, first)
         self._send(Answer(plan, package, grant.device_id, grant), first_byte_sent=file_sent > 0)
@@ -459,7 +463,7 @@ class Connection(asyncio.Protocol):
             bucket = limiter.bucket(answer.device_id, time.monotonic())
         package = answer.package
         owner: Owner = None
-        if answer.device_id is not None:
+        if answer.device_id is not None and self._edge.recorder is not None:
             owner = (answer.device_id, package.sha256, package.size)
         writer.start(
             (plan.head, *plan.body),

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 TLS_UNSEEN_BYTES = 64 * 1024 + 1024
 
 # Whose bytes a span holds: (device id, package sha256, package size), or None to count
-# the bytes without recording them for anybody.
+# the bytes without recording them for anybody (no progress tracking): then consecutive
+# spans join whatever their offsets, and only their byte counts mean anything.
 Owner = tuple[str, str, int] | None
 
 
@@ -72,7 +73,7 @@ class Ledger:
         spans = self._spans
         if spans:
             last = spans[-1]
-            if last.owner == owner and last.offset + last.count == offset:
+            if last.owner == owner and (owner is None or last.offset + last.count == offset):
                 last.end, last.count = end, last.count + count
                 return
         spans.append(Span(owner, start, end, offset, count))

@@ -77,3 +77,11 @@ def test_a_partly_flushed_span_counts_what_is_out_even_if_heads_came_first() -> 
     ledger.body(A, 1000, 1000)  # stream 0..2200, file bytes 0..2000 in one span
     assert ledger.confirm(1000) == [(A, 0, 1000)]  # 1200 out, at worst 200 of them heads
     assert ledger.confirm(0) == [(A, 1000, 1000)]
+
+
+def test_bytes_nobody_records_are_only_counted() -> None:
+    ledger = Ledger()
+    for start in (8192, 0, 40960):  # random ranges, progress tracking off: one span
+        ledger.head(200)
+        ledger.body(None, start, 4096)
+    assert [count for _, _, count in ledger.confirm(0)] == [3 * 4096]
