@@ -130,10 +130,10 @@ class Edge:
         return Answer(plan, package, grant.device_id, grant)
 
     def small_range(
-        self, grant: Grant, range_header: str, now_s: int
+        self, grant: Grant, first: int, last: int, now_s: int
     ) -> tuple[Package, bytes, int, int] | None:
         """The common request decided in one step: a keep-alive GET of one small range
-        (`bytes=N-M`, no If-Range) of an open package, under the connection's last grant,
+        (`bytes=first-last`, no If-Range) of an open package, under the connection's last grant,
         for the same target and credentials. (package, head, first, count), exactly what
         `answer` would plan; None sends the request the general way."""
         if now_s >= grant.expires_s or self.limiter is not None:
@@ -142,7 +142,7 @@ class Edge:
         if package is None:
             return None
         size = package.size
-        span = ranges.single_range(range_header, size)
+        span = ranges.clamp(first, last, size)
         if span is None:
             return None
         first, last = span

@@ -18,7 +18,7 @@ from typing import cast
 import httptools
 
 from download_edge import metrics as m
-from download_edge import repeats, responses
+from download_edge import ranges, repeats, responses
 from download_edge import request as rq
 from download_edge.acks import Acks
 from download_edge.app import Answer, Edge, Grant, Miss
@@ -155,8 +155,8 @@ class Connection(asyncio.Protocol):
         repeat = self._repeat
         if repeat is not None and self._state == IDLE and len(data) <= self._max_header_bytes:
             # A keep-alive HTTP/1.1 GET like the template's request (checked when learnt).
-            range_header = repeats.range_of(repeat[0], data)
-            if range_header is not None and self._write_small(repeat[1], range_header):
+            numbers = repeats.range_of(repeat[0], data)
+            if numbers is not None and self._write_small(repeat[1], *numbers):
                 return
         self._repeat = None
         at_boundary, completed = self._at_boundary, self._completed
@@ -317,9 +317,10 @@ class Connection(asyncio.Protocol):
             or not parser.should_keep_alive()
         ):
             return False
-        return self._write_small(grant, range_header)
+        numbers = ranges.simple_numbers(range_header)
+        return numbers is not None and self._write_small(grant, *numbers)
 
-    def _write_small(self, grant: Grant, range_header: str) -> bool:
+    def _write_small(self, grant: Grant, first: int, last: int) -> bool:
         """`_send_small` for a request known to be a keep-alive HTTP/1.1 GET."""
         transport, writer = self._transport, self._writer
         assert transport is not None
@@ -328,7 +329,7 @@ class Connection(asyncio.Protocol):
         ):
             return False
         started = time.monotonic()
-        small = self._edge.small_range(grant, range_header, now_s())
+        small = self._edge.small_range(grant, first, last, now_s())
         if small is None:
             return False
         package, head, first, count = small

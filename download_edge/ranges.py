@@ -141,10 +141,21 @@ def parse_range(
 def single_range(header: str, size: int) -> tuple[int, int] | None:
     """(first, last) for a plain `bytes=<first>-<last>` that overlaps the representation,
     clamped as `parse_range` would; None for any other header (`parse_range` decides it)."""
+    numbers = simple_numbers(header)
+    return None if numbers is None else clamp(*numbers, size)
+
+
+def simple_numbers(header: str) -> tuple[int, int] | None:
+    """The two numbers of a plain `bytes=<first>-<last>` (at most 18 digits each)."""
     simple = _SIMPLE.fullmatch(header)
     if simple is None:
         return None
-    first, last = map(int, simple.groups())
+    first, last = simple.groups()
+    return int(first), int(last)
+
+
+def clamp(first: int, last: int, size: int) -> tuple[int, int] | None:
+    """`single_range` of `bytes=<first>-<last>` for a representation of `size` bytes."""
     if first <= last and first < size:
         return first, (last if last < size else size - 1)
     return None

@@ -19,7 +19,6 @@ import re
 from dataclasses import dataclass
 
 _VALUE = re.compile(rb"bytes=[0-9]{1,18}-[0-9]{1,18}")
-_NUMBERS = re.compile(rb"[0-9]{1,18}-[0-9]{1,18}")
 _PREFIX = len(b"bytes=")
 
 
@@ -47,12 +46,15 @@ def learn(data: bytes, range_value: str) -> Template | None:
     return Template(data[: at + _PREFIX], data[end:])
 
 
-def range_of(template: Template, data: bytes) -> str | None:
-    """The Range value of `data` if it is the template's request with other numbers."""
+def range_of(template: Template, data: bytes) -> tuple[int, int] | None:
+    """The Range numbers (first, last) of `data` if it is the template's request with other
+    numbers: what `ranges.simple_numbers` gives for its Range value."""
     prefix, suffix = template.prefix, template.suffix
     if not (data.startswith(prefix) and data.endswith(suffix)):
         return None
     numbers = data[len(prefix) : len(data) - len(suffix)]
-    if not _NUMBERS.fullmatch(numbers):
+    first, _, last = numbers.partition(b"-")
+    # bytes.isdigit is ASCII digits only; int() of bytes takes what int() of str would.
+    if not (0 < len(first) <= 18 and 0 < len(last) <= 18 and first.isdigit() and last.isdigit()):
         return None
-    return "bytes=" + numbers.decode("ascii")
+    return int(first), int(last)

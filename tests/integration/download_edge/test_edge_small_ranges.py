@@ -248,10 +248,10 @@ def test_a_denied_request_is_denied_each_time(
 ) -> None:
     """The template of a connection (its last request, recognised again without parsing)
     never carries one request's grant over to another's credentials."""
-    recognised: list[str] = []
+    recognised: list[tuple[int, int]] = []
     range_of = repeats.range_of
 
-    def counting(template: repeats.Template, data: bytes) -> str | None:
+    def counting(template: repeats.Template, data: bytes) -> tuple[int, int] | None:
         found = range_of(template, data)
         if found is not None:
             recognised.append(found)
@@ -273,7 +273,7 @@ def test_a_denied_request_is_denied_each_time(
             assert reply[2] == package.data[start : start + 10]
     conn.close()
     assert statuses == [206, 206, 403, 403, 206, 403, 206, 206, 401, 401]
-    assert recognised == ["bytes=100-109", "bytes=700-709"]  # the 2nd and the 8th
+    assert recognised == [(100, 109), (700, 709)]  # the 2nd and the 8th
 
 
 def test_a_request_split_over_reads(

@@ -9,6 +9,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from download_edge import repeats
+from download_edge.ranges import simple_numbers
 
 Parsed = tuple[bytes, bytes, str, list[tuple[bytes, bytes]], bool]
 
@@ -95,7 +96,7 @@ def test_a_recognised_repeat_parses_as_the_template_with_another_range(
     if template is None:
         return
     again = template.prefix + other.encode() + template.suffix
-    assert repeats.range_of(template, again) == "bytes=" + other
+    assert repeats.range_of(template, again) == simple_numbers("bytes=" + other)
     second = parse(again)
     assert second is not None
     assert range_field(second) == "bytes=" + other
@@ -134,7 +135,9 @@ def test_whatever_is_accepted_is_the_same_request(
         return
     second = parse(bytes(edited))
     assert second is not None
-    assert range_field(second) == accepted
+    field = range_field(second)
+    assert field is not None
+    assert simple_numbers(field) == accepted
     assert without_range(second) == without_range(first)
 
 
@@ -158,7 +161,7 @@ def test_template_and_misses() -> None:
     assert template == repeats.Template(
         b"GET /p HTTP/1.1\r\nHost: h\r\nRange: bytes=", b"\r\nAuthorization: Bearer t\r\n\r\n"
     )
-    assert repeats.range_of(template, data.replace(b"0-9", b"4096-8191")) == "bytes=4096-8191"
+    assert repeats.range_of(template, data.replace(b"0-9", b"4096-8191")) == (4096, 8191)
     for miss in (
         data.replace(b"0-9", b"0-"),
         data.replace(b"0-9", b"-9"),
