@@ -54,6 +54,7 @@ class Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._socket_fd = -1  # plain TCP: the socket small answers are written to directly
         self._acks = Acks(edge.recorder)
+        self._tracking = edge.recorder is not None  # progress recorded per device
         self._ledger = self._acks.ledger
         self._parser = httptools.HttpRequestParser(self)
         self._writer: SendfileWriter | CopyWriter | None = None
@@ -358,7 +359,7 @@ class Connection(asyncio.Protocol):
 
     def _owner(self, grant: Grant, package_size: int) -> Owner:
         """Whose bytes these are; None when nothing records progress (only counts)."""
-        return None if self._edge.recorder is None else grant.owner(package_size)
+        return grant.owner(package_size) if self._tracking else None
 
     def _send_rest(
         self,

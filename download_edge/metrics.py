@@ -51,6 +51,7 @@ progress_dropped = metrics.counter(
 
 # The histogram's bucket bounds, +Inf last, as prometheus_client keeps them.
 _TTFB_BOUNDS = (*metrics.LATENCY_BUCKETS_S, float("inf"))
+_FIRST_BOUND = _TTFB_BOUNDS[0]
 
 
 class Tally:
@@ -62,6 +63,7 @@ class Tally:
         "bytes_sent",
         "bytes_unconfirmed",
         "resumed",
+        "small_206",
         "statuses",
         "ttfb_counts",
         "ttfb_sum",
@@ -72,6 +74,7 @@ class Tally:
         self.bytes_sent = 0
         self.bytes_unconfirmed = 0
         self.resumed = 0
+        self.small_206 = 0  # 206s of the small-range path, joined to statuses at flush
         self.ttfb_counts = [0] * len(_TTFB_BOUNDS)
         self.ttfb_sum = 0.0
 
@@ -86,14 +89,19 @@ class Tally:
     def sent_small(self, resumed: bool, first_byte_s: float) -> None:
         """A 206 written whole at once: every count it makes but its bytes (counted once
         delivered), in one call."""
-        self.ttfb_counts[bisect_left(_TTFB_BOUNDS, first_byte_s)] += 1
+        # Nearly always the first bucket: one comparison instead of the bisection.
+        bucket = 0 if first_byte_s <= _FIRST_BOUND else bisect_left(_TTFB_BOUNDS, first_byte_s)
+        self.ttfb_counts[bucket] += 1
         self.ttfb_sum += first_byte_s
         if resumed:
             self.resumed += 1
-        self.statuses[206] = self.statuses.get(206, 0) + 1
+        self.small_206 += 1
 
     def flush(self) -> None:
         statuses, self.statuses = self.statuses, {}
+        if self.small_206:
+            statuses[206] = statuses.get(206, 0) + self.small_206
+            self.small_206 = 0
         for status, count in statuses.items():
             requests.labels(str(status)).inc(count)
         if self.bytes_sent:
