@@ -526,12 +526,6 @@ def check_followable(targets: Targets) -> None:
             code="continuous_targets",
             field="policy.continuous",
         )
-    if not targets.groups and targets.filter is None:
-        raise ValidationError(
-            "a continuous task needs groups or a filter to follow",
-            code="continuous_targets",
-            field="policy.continuous",
-        )
 
 
 def following(targets: Targets) -> Followed:
