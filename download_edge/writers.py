@@ -11,8 +11,9 @@ keeps reading paused while it runs.
 `os.pread` into the SSL transport and stops while the transport says its buffer is full.
 
 Both enter every byte they hand over in the connection's `delivery.Ledger` (heads as
-stream bytes, file spans with their owner), call `on_written()` after each round of writes
-so the connection can confirm what left the buffers, report the first body byte through
+stream bytes, file spans with their owner), call `on_written()` after a round of writes
+(at most once per `CONFIRM_BYTES`, and at the end) so the connection can confirm what left
+the buffers, report the first body byte through
 `on_first_byte()`, and the end through `on_done(ok)`: all of the plan written, not yet
 delivered (the ledger knows when it is).
 """
@@ -37,6 +38,7 @@ from download_edge.responses import Body, FileSpan
 
 SENDFILE_MAX = 1 << 30
 TCP_CHECK_BYTES = 1 << 20  # TLS: bytes written in one round between looks at the socket
+CONFIRM_BYTES = 1 << 20  # bytes written between the confirmations a writer asks for
 # Bodies up to this size are copied (pread + one writev with the head): one packet, no
 # socket wrapper, as cheap as sendfile for a few pages.
 SMALL_BODY = 16 * 1024
@@ -84,6 +86,7 @@ class _Writer:
         self._on_first: Callable[[], None] = _ignore
         self._on_done: OnDone = _ignore_done
         self._first_pending = False
+        self._confirmed_at = 0  # the ledger's stream position at the last on_written
         self._timer: asyncio.TimerHandle | None = None
         self.active = False
         self.progress_at = 0.0  # monotonic time of the last byte accepted
@@ -152,6 +155,13 @@ class _Writer:
         if self._pos >= size:
             self._index += 1
             self._pos = 0
+
+    def _written_some(self) -> None:
+        """A round of writes ended: let the connection confirm, once per CONFIRM_BYTES
+        (each look costs system calls; the sweeper and the end catch the rest)."""
+        if self._ledger.written - self._confirmed_at >= CONFIRM_BYTES:
+            self._confirmed_at = self._ledger.written
+            self._on_written()
 
     def _finish(self, ok: bool) -> None:
         self.active = False
@@ -284,7 +294,7 @@ class SendfileWriter(_Writer):
                     assert self._package is not None
                     wanted = self._grant(min(part.count - self._pos, SENDFILE_MAX))
                     if not wanted:
-                        self._on_written()
+                        self._written_some()
                         return
                     offset = part.offset + self._pos
                     sent = os.sendfile(self._fd, self._package.fd, offset, wanted)
@@ -297,7 +307,7 @@ class SendfileWriter(_Writer):
                 self.progress_at = time.monotonic()
         except BlockingIOError:
             self._waiter.wait(self._fd, self, self._pump)
-            self._on_written()
+            self._written_some()
             return
         except OSError:  # reset, broken pipe: the client went away
             self._finish(False)
@@ -357,7 +367,7 @@ class CopyWriter(_Writer):
         unchecked = 0
         while self._index < len(parts):
             if self._paused or self._transport.is_closing():
-                self._on_written()
+                self._written_some()
                 return
             part = parts[self._index]
             if isinstance(part, bytes):
@@ -367,7 +377,7 @@ class CopyWriter(_Writer):
             assert self._package is not None
             wanted = self._grant(min(part.count - self._pos, self._chunk))
             if not wanted:
-                self._on_written()
+                self._written_some()
                 return
             data = os.pread(self._package.fd, wanted, part.offset + self._pos)
             if self._bucket is not None:
