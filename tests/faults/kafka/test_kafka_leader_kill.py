@@ -11,6 +11,9 @@ stays dead. The two survivors take over its partitions once the controller fence
 (Kafka's 9 s broker session timeout). Every
 device must succeed at its first attempt, nothing may go out twice, and what waited must
 flow within seconds of the new leaders.
+
+It runs once per Kafka client the services can use (OTA_KAFKA_CLIENT). On confluent-kafka
+it fails today and is marked so without running (the reason is at the parameter).
 """
 
 from __future__ import annotations
@@ -57,7 +60,22 @@ def cluster() -> Iterator[KafkaCluster]:
 # read-back, the stack's topic clean-up) is refused by the dead node at least once.
 @pytest.mark.filterwarnings("ignore:unclosed <socket:ResourceWarning")
 @pytest.mark.timeout(400)
+@pytest.mark.parametrize(
+    "client",
+    [
+        "kafka-python",
+        pytest.param(
+            "confluent-kafka",
+            # Not run: it fails in about 160 s (every device still to be queried waits out
+            # its windows). The gateway's static commands consumer loses its session while
+            # the coordinator is gone (10 s), is fenced as a fatal error when it rejoins,
+            # and never consumes again; the process runs on. bench/RESULTS.md, 2026-12-06.
+            marks=pytest.mark.xfail(run=False, reason="static consumer fenced for good"),
+        ),
+    ],
+)
 async def test_killing_the_inbox_leader_mid_rollout_costs_no_device_a_timeout(
+    client: str,
     cluster: KafkaCluster,
     redis_url: str,
     mqtt_env: dict[str, str],
@@ -71,7 +89,7 @@ async def test_killing_the_inbox_leader_mid_rollout_costs_no_device_a_timeout(
         state_dir=tmp_path / "stack",
         replicas=REPLICAS,
         min_insync_replicas=MIN_INSYNC_REPLICAS,
-        extra={**mqtt_env, "OTA_LOG_LEVEL": "INFO"},
+        extra={**mqtt_env, "OTA_LOG_LEVEL": "INFO", "OTA_KAFKA_CLIENT": client},
     ) as stack:
         inbox = stack.plan.topic_prefix + "ota.inbox"
         fault = InboxLeaderKill(cluster, inbox)
