@@ -62,11 +62,17 @@ async def test_a_joiner_is_upgraded_and_a_leaver_gets_nothing(e2e: E2E) -> None:
         )
         tid = task["id"]
 
+        seen: dict[str, Any] = {}
+
         async def succeeded(n: int) -> dict[str, Any] | None:
             view = await task_view(api, tid)
+            seen.update(task=view, member=(await api.get(f"/v1/devices/{member}")).json())
             return view if view["progress"]["succeeded"] == n else None
 
-        view = await eventually(lambda: succeeded(1), "the member's upgrade", WAIT_S)
+        try:
+            view = await eventually(lambda: succeeded(1), "the member's upgrade", WAIT_S)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last seen: {seen}") from None
         assert view["status"] == "Processing"  # open, so not Success
 
         # Paused, the task takes joiners in but releases nobody: the leaver can leave
