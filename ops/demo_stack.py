@@ -11,6 +11,7 @@ removes the plan's topics at the end of a run.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 import signal
@@ -47,9 +48,13 @@ class Stack:
         *,
         scale: Mapping[str, int] | None = None,
         base_env: Mapping[str, str] | None = None,
+        die_with_caller: bool = False,
     ) -> None:
         self.plan = plan
         self.scale = dict(scale or {})
+        # Tests: a run killed before its teardown must not leave services writing to the
+        # Redis db and topics the next run takes (the demo's --keep-running outlives it).
+        self.die_with_caller = die_with_caller
         self.env = stack_env(plan, base_env)
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -122,6 +127,7 @@ class Stack:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_terminate_with_parent if self.die_with_caller else None,
         )
         try:
             self.wait_ready(timeout_s)
@@ -308,3 +314,13 @@ def _http_ok(url: str) -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent thread exits
+
+
+def _terminate_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM once the caller is gone, however it died;
+    ota up then stops its services as on any SIGTERM."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)

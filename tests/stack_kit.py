@@ -62,7 +62,9 @@ def running_stack(
     )
     with _owning(url):
         redis.Redis.from_url(url).flushdb()
-        stack = Stack(plan, base_env={"OTA_REDIS_URL": url, "PATH": "/usr/bin:/bin"})
+        stack = Stack(
+            plan, base_env={"OTA_REDIS_URL": url, "PATH": "/usr/bin:/bin"}, die_with_caller=True
+        )
         stack.start()
         try:
             yield stack
