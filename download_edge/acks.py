@@ -54,14 +54,19 @@ class Acks:
         return self._fd
 
     def socket_open(self) -> bool:
-        """Whether what is written still reaches the socket. After a reset, and over TLS
-        after a FIN (uvloop then closes its descriptor first and tells the protocol later),
-        uvloop's transports drop writes without a word until connection_lost."""
+        """Whether what was written reached the socket. Over TLS, after a reset or a FIN
+        (uvloop then closes its descriptor first and tells the protocol later), uvloop's
+        transports drop writes without a word until connection_lost. A plain connection's
+        bodies go out by the edge's own system calls, which fail instead: its socket's
+        count holds, even once closed gracefully (a socket that got the peer's FIN after
+        sending its own is in TCP_CLOSE, like a reset one)."""
         if self._fd < 0 or self._broken:
             return False
+        if not self._own_fd:
+            return True
         try:
-            # Over TLS: closed by the transport (or the number reused since)?
-            shared = not self._own_fd or os.fstat(self._shared_fd).st_ino == self._inode
+            # Closed by the transport (or the number reused since), or reset?
+            shared = os.fstat(self._shared_fd).st_ino == self._inode
             self._broken = not (shared and tcp_open(self._fd))
         except OSError:
             self._broken = True
@@ -79,7 +84,7 @@ class Acks:
         ):
             return
         try:
-            # Finally the transport has closed its descriptor; ours must still be open.
+            # Finally (TLS) the transport has closed its descriptor; ours must not be reset.
             if not (tcp_open(self._fd) and not self._broken if final else self.socket_open()):
                 return  # what was written lately may have been dropped
             unacked = unacknowledged(self._fd)

@@ -48,17 +48,17 @@ _INT = struct.Struct("i")
 _ZERO = bytes(_INT.size)
 
 
-# TCP_ESTABLISHED and TCP_CLOSE_WAIT (the peer sent its FIN): the connection takes data.
-_OPEN_STATES = (1, 8)
+_TCP_CLOSE = 7  # Linux's TCP_CLOSE: reset (or never connected); every other state still
+# counts its send queue, our own FIN sent (FIN_WAIT, LAST_ACK, ...) or the peer's received.
 
 
 def tcp_open(fd: int) -> bool:
-    """Whether a TCP socket still delivers what is written to it. After a reset uvloop's
-    transports drop writes without a word until connection_lost (over TLS, is_closing()
-    stays False meanwhile), so bytes written then reached nobody."""
+    """Whether a TCP socket was not reset: what it holds is still on its way. After a
+    reset uvloop's transports drop writes without a word until connection_lost (over TLS,
+    is_closing() stays False meanwhile), so bytes written then reached nobody."""
     borrowed = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, fd)
     try:
-        return borrowed.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] in _OPEN_STATES
+        return borrowed.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != _TCP_CLOSE
     finally:
         borrowed.detach()
 

@@ -7,6 +7,7 @@ Real sockets, the real Redis (db 12, the edge's test db) and Kafka.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import ssl
@@ -20,6 +21,8 @@ import pytest
 import redis
 import trustme
 
+from devices.download import Download, fetch
+from devices.http import HttpClient
 from download_edge.delivery import TLS_UNSEEN_BYTES
 from download_edge.progress import hash_key
 from ota.kafka_clients import make_producer
@@ -180,3 +183,31 @@ def test_a_whole_download_is_recorded_while_the_connection_stays_open(
         f"0:{len(big.data)}".encode(),
     )
     sock.close()
+
+
+def test_the_reference_agents_download_is_recorded_finished(
+    running: RunningEdge,
+    store: redis.Redis[bytes],
+    big: Package,
+    ca: trustme.CA,
+    token_for: Callable[..., str],
+) -> None:
+    """The device's client asks `Connection: close`: the edge closes once the answer is
+    acknowledged (a plain socket sends its FIN first, so it ends in TCP_CLOSE like a reset
+    one), and the download is finished, not left unconfirmed."""
+    device = f"dev-{uuid.uuid4().hex[:8]}"
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    tls = running.settings.tls
+    job = Download(
+        url=f"{'https' if tls else 'http'}://127.0.0.1:{running.port}{big.path}",
+        size=len(big.data),
+        token=token_for(big.sha256, device_id=device),
+    )
+    asyncio.run(fetch(HttpClient(ssl_context=context if tls else None), job))
+    assert job.done
+    wait_until(lambda: store.hget(hash_key(device, big.sha256), "fin") == b"1")
+    assert _delivered(store, device, big.sha256)[:2] == (
+        len(big.data),
+        f"0:{len(big.data)}".encode(),
+    )
