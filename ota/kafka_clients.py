@@ -209,20 +209,17 @@ def make_consumer(
             "max.poll.interval.ms": max_poll_interval_ms,
             "reconnect.backoff.ms": RECONNECT_BACKOFF_MS,
             "reconnect.backoff.max.ms": RECONNECT_BACKOFF_MAX_MS,
-            "error_cb": _log_client_error,
             "on_commit": _log_commit_failure,
             "logger": logging.getLogger("librdkafka"),
             **settings.kafka_security.librdkafka_config(),
         }
         if group_instance_id:
             config["group.instance.id"] = group_instance_id
-        from confluent_kafka import Consumer  # only where chosen: librdkafka starts threads
-
         leave = None
         if group_id and group_instance_id:
             leave = partial(_remove_static_member, settings, group_id, group_instance_id)
         return ConfluentConsumer(
-            Consumer(config), max_poll_records=max_poll_records, group_id=group_id, leave=leave
+            config, max_poll_records=max_poll_records, group_id=group_id, leave=leave
         )
     return GroupConsumer(
         bootstrap_servers=settings.kafka_bootstrap,

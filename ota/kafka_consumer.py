@@ -16,12 +16,16 @@ value and timestamp. kafka-python's consumer is one (ota/kafka_clients.GroupCons
 
 librdkafka heartbeats on its own thread, so a consumer that stops polling stays in its
 group until max.poll.interval.ms; every poll stamps the consumer's liveness beat
-(ota/health.py) on both clients.
+(ota/health.py) on both clients. A fatal librdkafka error (a static member fenced by a
+newer one with its id, after its session ran out during a coordinator failover) raises
+`FatalConsumerError` from `poll`: the service exits and is restarted, rather than
+polling a consumer that will never read again.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -36,6 +40,24 @@ OFFSET_BEGINNING = -2  # librdkafka's logical offsets
 OFFSET_END = -1
 OFFSET_STORED = -1000  # the group's committed offset, else auto.offset.reset
 _METADATA_TIMEOUT_S = 10.0
+_COMMITTED_PATIENCE_S = 60.0  # a coordinator failover takes Kafka's 9 s broker session
+_COMMITTED_RETRY_S = 0.5
+# Errors of a coordinator or broker moving or away, which pass (librdkafka does not flag
+# all of them retriable).
+_PASSING_NAMES = frozenset(
+    {
+        "NOT_COORDINATOR",
+        "COORDINATOR_NOT_AVAILABLE",
+        "COORDINATOR_LOAD_IN_PROGRESS",
+        "_WAIT_COORD",
+        "_TIMED_OUT",
+        "_TRANSPORT",
+        "_ALL_BROKERS_DOWN",
+    }
+)
+# Errors after which the consumer never reads again: librdkafka's fatal error, and a
+# static member fenced by a newer one with its group.instance.id.
+_FATAL_NAMES = frozenset({"_FATAL", "FENCED_INSTANCE_ID"})
 
 
 class Record(Protocol):
@@ -87,6 +109,12 @@ class ConsumeError(KafkaError):  # type: ignore[misc]
         return str(self.args[0])
 
 
+class FatalConsumerError(RuntimeError):
+    """The client can no longer consume (librdkafka's fatal error). Not a KafkaError on
+    purpose: no retry loop catches it, so the service stops loudly and is restarted with
+    a new consumer instead of polling a dead one forever."""
+
+
 class _Record:
     __slots__ = ("key", "offset", "partition", "timestamp", "topic", "value")
 
@@ -102,13 +130,16 @@ class _Record:
 class ConfluentConsumer:
     def __init__(
         self,
-        client: Any,
+        config: dict[str, Any],
         *,
         max_poll_records: int,
         group_id: str | None,
         leave: Callable[[], None] | None = None,
     ) -> None:
-        self.client = client
+        from confluent_kafka import Consumer  # only where chosen: librdkafka starts threads
+
+        self._fatal: str | None = None  # librdkafka's fatal error, once it reported one
+        self.client = Consumer({**config, "error_cb": self._on_client_error})
         self._leave = leave  # takes a static member out of its group once closed
         self.max_poll_records = max_poll_records
         self._beat: Beat = HEALTH.beat(f"kafka-poll {group_id}")
@@ -118,6 +149,19 @@ class ConfluentConsumer:
         self._seeks: dict[TopicPartition, int] | None = None  # while partitions are assigned
         self._manual: dict[TopicPartition, int] | None = None  # start offsets of assign()
         self._keys: dict[tuple[str, int], TopicPartition] = {}
+
+    def _on_client_error(self, error: Any) -> None:
+        # librdkafka reports a Kafka that is away here (and reconnects by itself); a fatal
+        # error ends the consumer for good: the next poll or commit raises it.
+        if _is_fatal(error):
+            self._fatal = f"{error.name()}: {error.str()}"
+            log.error("kafka consumer failed for good", extra={"error": self._fatal})
+        else:
+            log.warning("kafka client error", extra={"error": error.str(), "code": error.name()})
+
+    def _check_alive(self) -> None:
+        if self._fatal is not None:
+            raise FatalConsumerError(self._fatal)
 
     # ------------------------------------------------------------------ group
 
@@ -162,6 +206,7 @@ class ConfluentConsumer:
     # ------------------------------------------------------------------ reading
 
     def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> Polled:
+        self._check_alive()
         messages = self.client.consume(
             num_messages=max_records or self.max_poll_records, timeout=timeout_ms / 1000
         )
@@ -175,7 +220,7 @@ class ConfluentConsumer:
                     "kafka consume error", extra={"error": error.str(), "code": error.name()}
                 )
                 continue
-            place = (message.topic(), message.partition())
+            place: Any = (message.topic(), message.partition())  # set on a consumed message
             tp = keys.get(place)
             if tp is None:
                 tp = keys[place] = TopicPartition(*place)
@@ -228,6 +273,9 @@ class ConfluentConsumer:
             error = _error_of(exc)
             if error is not None and error.name() == "_NO_OFFSET":
                 return  # nothing consumed since the last commit
+            if error is not None and _is_fatal(error):
+                self._fatal = f"{error.name()}: {error.str()}"
+            self._check_alive()
             raise CommitFailedError(f"commit refused: {exc}") from exc
 
     def commit_async(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
@@ -235,8 +283,19 @@ class ConfluentConsumer:
             self._call(self.client.commit, offsets=_offsets(offsets), asynchronous=True)
 
     def committed(self, partition: TopicPartition) -> int | None:
-        [found] = self._call(self.client.committed, [_ctp(partition)], timeout=_METADATA_TIMEOUT_S)
-        return int(found.offset) if found.offset >= 0 else None
+        """The group's committed offset; asked again while the coordinator moves (as
+        kafka-python does inside the call), for at most `_COMMITTED_PATIENCE_S`."""
+        deadline = time.monotonic() + _COMMITTED_PATIENCE_S
+        while True:
+            try:
+                [found] = self._call(
+                    self.client.committed, [_ctp(partition)], timeout=_METADATA_TIMEOUT_S
+                )
+                return int(found.offset) if found.offset >= 0 else None
+            except ConsumeError as exc:
+                if not exc.retriable or time.monotonic() > deadline:
+                    raise
+                time.sleep(_COMMITTED_RETRY_S)
 
     def assign(self, partitions: list[TopicPartition]) -> None:
         self._manual = dict.fromkeys(partitions, OFFSET_STORED)
@@ -280,9 +339,8 @@ class ConfluentConsumer:
             error = _error_of(exc)
             if error is None:
                 raise
-            raise ConsumeError(
-                f"{error.name()}: {error.str()}", retriable=bool(error.retriable())
-            ) from exc
+            retriable = bool(error.retriable()) or error.name() in _PASSING_NAMES
+            raise ConsumeError(f"{error.name()}: {error.str()}", retriable=retriable) from exc
 
 
 def _ctp(partition: TopicPartition, offset: int | None = None) -> Any:
@@ -295,6 +353,10 @@ def _ctp(partition: TopicPartition, offset: int | None = None) -> Any:
 
 def _offsets(offsets: dict[TopicPartition, OffsetAndMetadata]) -> list[Any]:
     return [_ctp(tp, meta.offset) for tp, meta in offsets.items()]
+
+
+def _is_fatal(error: Any) -> bool:
+    return bool(error.fatal()) or error.name() in _FATAL_NAMES
 
 
 def _error_of(exc: BaseException) -> Any:

@@ -12,8 +12,7 @@ stays dead. The two survivors take over its partitions once the controller fence
 device must succeed at its first attempt, nothing may go out twice, and what waited must
 flow within seconds of the new leaders.
 
-It runs once per Kafka client the services can use (OTA_KAFKA_CLIENT). On confluent-kafka
-it fails today and is marked so without running (the reason is at the parameter).
+It runs once per Kafka client the services can use (OTA_KAFKA_CLIENT).
 """
 
 from __future__ import annotations
@@ -64,14 +63,7 @@ def cluster() -> Iterator[KafkaCluster]:
     "client",
     [
         "kafka-python",
-        pytest.param(
-            "confluent-kafka",
-            # Not run: it fails in about 160 s (every device still to be queried waits out
-            # its windows). The gateway's static commands consumer loses its session while
-            # the coordinator is gone (10 s), is fenced as a fatal error when it rejoins,
-            # and never consumes again; the process runs on. bench/RESULTS.md, 2026-12-06.
-            marks=pytest.mark.xfail(run=False, reason="static consumer fenced for good"),
-        ),
+        "confluent-kafka",
     ],
 )
 async def test_killing_the_inbox_leader_mid_rollout_costs_no_device_a_timeout(
