@@ -216,6 +216,9 @@ class ConfluentConsumer:
         for message in messages:
             error = message.error()
             if error is not None:
+                if _is_fatal(error):  # e.g. a static member fenced by a newer one with its id
+                    self._fatal = f"{error.name()}: {error.str()}"
+                    self._check_alive()
                 log.warning(
                     "kafka consume error", extra={"error": error.str(), "code": error.name()}
                 )
