@@ -1,0 +1,147 @@
+"""ConfluentConsumer's own logic over a stand-in for librdkafka's client (the real client
+against the real Kafka is in the integration and fault suites): records grouped by
+partition, errors that pass skipped, a fatal error ending the consumer for good, a
+commit of nothing, seeks during an assignment becoming its start offsets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import TopicPartition as Confluent
+from kafka.errors import CommitFailedError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from ota.kafka_consumer import OFFSET_BEGINNING, ConfluentConsumer, FatalConsumerError
+
+
+class Message:
+    def __init__(self, partition: int = 0, offset: int = 0, error: Any = None) -> None:
+        self._partition, self._offset, self._error = partition, offset, error
+
+    def error(self) -> Any:
+        return self._error
+
+    def topic(self) -> str:
+        return "t"
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def value(self) -> bytes:
+        return b"v%d" % self._offset
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, 1234)
+
+
+class Client:
+    def __init__(self) -> None:
+        self.batches: list[list[Message]] = []
+        self.commits: list[Any] = []
+        self.assigned: list[Any] = []
+        self.commit_error: KafkaException | None = None
+
+    def consume(self, num_messages: int, timeout: float) -> list[Message]:
+        return self.batches.pop(0) if self.batches else []
+
+    def commit(self, **kwargs: Any) -> None:
+        if self.commit_error is not None:
+            raise self.commit_error
+        self.commits.append(kwargs)
+
+    def assign(self, partitions: list[Any]) -> None:
+        self.assigned = partitions
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def consumer() -> tuple[ConfluentConsumer, Client]:
+    made = ConfluentConsumer(
+        {"bootstrap.servers": "127.0.0.1:1", "group.id": "unit"},
+        max_poll_records=100,
+        group_id="unit",
+    )
+    made.client.close()
+    fake = Client()
+    made.client = fake
+    return made, fake
+
+
+def test_records_are_grouped_by_partition_and_passing_errors_skipped(
+    consumer: tuple[ConfluentConsumer, Client],
+) -> None:
+    made, client = consumer
+    transport = KafkaError(KafkaError._TRANSPORT)
+    client.batches = [[Message(0, 5), Message(1, 7), Message(error=transport), Message(0, 6)]]
+    polled = made.poll(timeout_ms=10)
+    assert {tp: [r.offset for r in rs] for tp, rs in polled.items()} == {
+        TopicPartition("t", 0): [5, 6],
+        TopicPartition("t", 1): [7],
+    }
+    record = polled[TopicPartition("t", 0)][0]
+    assert (record.key, record.value, record.timestamp) == (b"k", b"v5", 1234)
+
+
+@pytest.mark.parametrize("code", [KafkaError._FATAL, KafkaError.FENCED_INSTANCE_ID])
+def test_a_fatal_error_ends_the_consumer_for_good(
+    consumer: tuple[ConfluentConsumer, Client], code: int
+) -> None:
+    made, client = consumer
+    client.batches = [[Message(error=KafkaError(code))], [Message(0, 1)]]
+    with pytest.raises(FatalConsumerError):
+        made.poll(timeout_ms=10)
+    with pytest.raises(FatalConsumerError):  # and every later poll, records or not
+        made.poll(timeout_ms=10)
+
+
+def test_a_commit_refused_as_fenced_ends_the_consumer(
+    consumer: tuple[ConfluentConsumer, Client],
+) -> None:
+    made, client = consumer
+    client.commit_error = KafkaException(KafkaError(KafkaError.FENCED_INSTANCE_ID))
+    with pytest.raises(FatalConsumerError):
+        made.commit({TopicPartition("t", 0): OffsetAndMetadata(3, "", -1)})
+
+
+def test_a_commit_of_nothing_is_no_error_and_others_are_commit_failures(
+    consumer: tuple[ConfluentConsumer, Client],
+) -> None:
+    made, client = consumer
+    client.commit_error = KafkaException(KafkaError(KafkaError._NO_OFFSET))
+    made.commit()
+    client.commit_error = KafkaException(KafkaError(KafkaError.REBALANCE_IN_PROGRESS))
+    with pytest.raises(CommitFailedError):
+        made.commit()
+
+
+def test_seeks_during_an_assignment_become_its_start_offsets(
+    consumer: tuple[ConfluentConsumer, Client],
+) -> None:
+    made, client = consumer
+
+    class Listener:
+        def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+            made.seek(assigned[0], 42)
+            made.seek_to_beginning(assigned[1])
+
+        def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+            pass
+
+    made._listener = Listener()
+    made._on_assign(client, [Confluent("t", 0), Confluent("t", 1), Confluent("t", 2)])
+    assert [(p.partition, p.offset) for p in client.assigned] == [
+        (0, 42),
+        (1, OFFSET_BEGINNING),
+        (2, Confluent("t", 2).offset),
+    ]
+    assert made.assignment() == {TopicPartition("t", p) for p in range(3)}
