@@ -73,7 +73,7 @@ def consumer() -> tuple[ConfluentConsumer, Client]:
     )
     made.client.close()
     fake = Client()
-    made.client = fake
+    made.client = fake  # type: ignore[assignment]
     return made, fake
 
 
