@@ -178,6 +178,7 @@ async def rollout_across_restart(
         await register_fleet(plan, ids)
         await fleet.start(timeout_s=max(120.0, size / 50))
         try:
+            await _registry_sees_online(api, set(ids), timeout_s=max(60.0, size / 100))
             hook = await api.post(
                 "/v1/webhooks",
                 json={"url": inbox.url, "secret": SECRET, "events": ["device_result"]},
@@ -212,6 +213,31 @@ async def rollout_across_restart(
     explained = list(run.held_up)[:timelines_of]
     run.timelines = timelines(kafka_bootstrap, [inbox_topic, job_events, commands], explained)
     return run
+
+
+async def _registry_sees_online(api: httpx.AsyncClient, ids: set[str], timeout_s: float) -> None:
+    """Wait until the scheduler's registry has every device online: their online notices
+    are then in the inbox, ahead of the jobs the task starts, so no job takes a notice
+    that follows its start for a reconnect (which sends its command again: by design, and
+    not what a restart run measures)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        online: set[str] = set()
+        cursor = ""
+        while True:
+            answer = await api.get(
+                "/v1/devices", params={"online": "true", "limit": 1000, "cursor": cursor}
+            )
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            online.update(item["device_id"] for item in body["items"])
+            cursor = body.get("next_cursor") or ""
+            if not cursor:
+                break
+        if ids <= online:
+            return
+        assert time.monotonic() < deadline, f"{len(ids - online)} devices never seen online"
+        await asyncio.sleep(0.2)
 
 
 async def _follow(
