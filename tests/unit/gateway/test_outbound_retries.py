@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 from kafka.errors import KafkaConnectionError, KafkaTimeoutError
@@ -28,7 +27,7 @@ class FlakyConsumer:
     """Subscribes after `subscribe_failures` refusals; each poll raises the next queued
     error, then returns nothing (and sets `polled_ok`)."""
 
-    config: dict[str, Any] = {"max_poll_records": 10}
+    max_poll_records = 10
 
     def __init__(
         self,
