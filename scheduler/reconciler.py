@@ -337,6 +337,8 @@ class Reconciler:
     async def _finish(self, tid: str, doc: dict[str, Any]) -> None:
         if parse_policy(doc["policy"], None).continuous:
             await self._joins.close(tid, followed(doc["targets"]))
-        await self._r.srem(keys.ACTIVE_TASKS, tid)
         await self._r.srem(keys.package_users(doc["package_id"]), tid)
         await self._r.delete(keys.lease(tid))
+        # Last: leaving the active set is what lets a retry start (Tasks.retry),
+        # which adds the task to its package's users again.
+        await self._r.srem(keys.ACTIVE_TASKS, tid)

@@ -53,6 +53,8 @@ from scheduler.waves import wave_ends
 
 CHUNK = 5000
 LIST_TTL_S = 24 * 3600
+WRAP_UP_WAIT_S = 5.0  # a reconciler pass wraps a finished task up well within this
+WRAP_UP_POLL_S = 0.05
 _BODY_FIELDS = frozenset({"name", "type", "package_id", "targets", "policy", "dry_run"})
 
 
@@ -497,7 +499,7 @@ class Tasks:
                 f"task {tid} is {status.value}; retry needs Fail, PartialSuccess or Stopped",
                 code="bad_task_status",
             )
-        if await self._r.sismember(keys.ACTIVE_TASKS, tid):
+        if not await self._wrapped_up(tid):
             raise Conflict(f"task {tid} still has devices in flight", code="task_busy")
         pid = doc["package_id"]
         await self._r.sadd(keys.package_users(pid), tid)
@@ -515,6 +517,17 @@ class Tasks:
         await self.transition(tid, FINISHED, TaskStatus.PROCESSING, f"retrying {retried} devices")
         self._wake.set()
         return {"retried": retried, "task": await self.view(tid)}
+
+    async def _wrapped_up(self, tid: str) -> bool:
+        """A task's status turns final a moment before the reconciler takes it off the
+        active set (its last wrap-up step); a retry in that moment waits for it rather than
+        refusing. A stopped task whose devices are still finishing stays busy."""
+        deadline = asyncio.get_running_loop().time() + WRAP_UP_WAIT_S
+        while await self._r.sismember(keys.ACTIVE_TASKS, tid):
+            if asyncio.get_running_loop().time() >= deadline:
+                return False
+            await asyncio.sleep(WRAP_UP_POLL_S)
+        return True
 
 
 def check_followable(targets: Targets) -> None:

@@ -7,7 +7,10 @@ import uuid
 from collections import Counter
 from typing import Any
 
+import redis.asyncio
+
 from ota.catalog import FailureCause
+from scheduler import keys
 from tests.integration.scheduler.conftest import StartHarness
 from tests.integration.scheduler.sched_harness import Harness, eventually
 
@@ -161,6 +164,26 @@ async def test_retry_reruns_failed_and_stopped_devices(harness: Harness) -> None
     assert done["progress"]["succeeded"] == 3
     nothing = await harness.client.post(f"/v1/tasks/{tid}/retry")
     assert nothing.status_code == 409
+
+
+async def test_retry_waits_for_the_reconciler_to_wrap_a_finished_task_up(
+    harness: Harness, aredis: redis.asyncio.Redis[bytes]
+) -> None:
+    devices = ids("wrapup", 2)
+    package = await harness.upload(b"wrap-up")
+    tid = await harness.create_task(package["id"], devices)
+    await harness.wait_releases(2)
+    harness.job_event(devices[0], tid, "SUCCEEDED", job_version=3)
+    harness.job_event(devices[1], tid, "FAILED", job_version=3, cause=24)
+    await harness.wait_status(tid, "PartialSuccess")
+    # As the reconciler leaves a task between its final status and the end of its
+    # wrap-up: still in the active set, which its next pass empties.
+    await aredis.sadd(keys.ACTIVE_TASKS, tid)
+    retried = await harness.client.post(f"/v1/tasks/{tid}/retry")
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["retried"] == 1
+    assert await aredis.sismember(keys.ACTIVE_TASKS, tid)
+    assert await aredis.sismember(keys.package_users(package["id"]), tid)
 
 
 async def test_replayed_and_reordered_events_count_once(harness: Harness) -> None:
