@@ -58,9 +58,9 @@ from gateway.uplink import (
     refused_letter,
     translate,
 )
+from ota import kafka_errors
 from ota.backoff import Backoff, StoppedError, retry
 from ota.clock import now_ms
-from ota.kafka_producer import ProduceError
 from ota.mqtt import Ack
 from ota.protocol import ProtocolError
 from ota.records import DeadLetterRecord, DeviceEventRecord, PresenceRecord, encode
@@ -274,7 +274,7 @@ class Inbound:
             self._acknowledged(message)
         else:
             self._failed(message, index)
-            if not _retriable(error):
+            if not kafka_errors.worth_retrying(error):
                 self._suspect = True
             self._start_recovery(error)
         if self._unanswered == 0 and self._recovering:
@@ -369,7 +369,9 @@ class Inbound:
                 if error is None:
                     self._acknowledged(message)
                     break
-                if _retriable(error):  # back to the ordered retries, from this record on
+                if kafka_errors.worth_retrying(
+                    error
+                ):  # back to the ordered retries, from this record on
                     for later, later_index in pending[position:]:
                         self._failed(later, later_index)
                     return
@@ -400,7 +402,7 @@ class Inbound:
         message.outs[index] = self._route(letter)
 
     def _drop(self, message: _Message, error: BaseException) -> None:
-        name = error.name if isinstance(error, ProduceError) else type(error).__name__
+        name = kafka_errors.translate(error).name
         log.error(
             "kafka refused a dead letter for good; dropped",
             extra={"error": str(error), "topic": message.topic[:200]},
@@ -436,7 +438,3 @@ class Inbound:
             self._paused = False
             metrics.PAUSED.set(0)
             self._resume_reading()
-
-
-def _retriable(error: BaseException) -> bool:
-    return isinstance(error, ProduceError) and error.retriable

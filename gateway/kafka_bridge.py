@@ -35,7 +35,8 @@ from typing import Any
 from kafka.partitioner.default import murmur2
 
 from ota.backoff import Backoff, retry
-from ota.kafka_producer import ProduceError, RecordProducer, Wakeups, translate
+from ota.kafka_errors import KafkaClientError, translate
+from ota.kafka_producer import RecordProducer, Wakeups
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class AsyncProducer:
         self._wakeups: Wakeups | None = None  # holding until `_release` runs
 
     def produce(self, topic: str, key: bytes | None, value: bytes, on_done: OnDone) -> None:
-        """Send a record; `on_done(None | ProduceError)` runs on the loop once Kafka answered
+        """Send a record; `on_done(None | KafkaClientError)` runs on the loop once Kafka answered
         (acks=all). Never calls `on_done` before returning."""
         if self._wakeups is None:
             self._wakeups = self._producer.wakeups()
@@ -83,7 +84,7 @@ class AsyncProducer:
         try:
             partition = self._partition(topic, key)
             pending = self._producer.send(topic, value=value, key=key, partition=partition)
-        except ProduceError as exc:  # no metadata in time, closed, bad topic
+        except KafkaClientError as exc:  # no metadata in time, closed, bad topic
             self._complete(on_done, exc)
             return
         complete = partial(self._complete, on_done)  # one partial for both outcomes
@@ -168,7 +169,7 @@ class AsyncProducer:
         fresh = await retry(
             "gateway.producer_renew",
             lambda: asyncio.to_thread(create),
-            on=ProduceError,
+            on=KafkaClientError,
             policy=self._backoff,
         )
         self._release()

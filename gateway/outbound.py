@@ -40,7 +40,7 @@ from gateway.uplink import MAX_RAW_BYTES, SOURCE
 from ota.backoff import Backoff, StoppedError, retry
 from ota.clock import now_ms
 from ota.kafka_consumer import RecordConsumer
-from ota.kafka_producer import ProduceError
+from ota.kafka_errors import KafkaClientError
 from ota.mqtt import MqttLink, PublishRefusedError, SessionLostError
 from ota.protocol import Event, ProtocolError, check_downlink_paras, down_topic, encode_envelope
 from ota.records import CommandRecord, DeadLetterRecord, RecordError, decode, encode
@@ -254,7 +254,7 @@ class Outbound:
         await retry(
             "gateway.dead_letter",
             lambda: self._producer.send(self._dead_letter_topic, SOURCE.encode(), raw),
-            on=ProduceError,
+            on=KafkaClientError,
             policy=self._backoff,
         )
 

@@ -20,7 +20,8 @@ from gateway.presence import SOURCES
 from gateway.settings import UPLINK_FILTER, GatewaySettings
 from ota.backoff import Backoff, StoppedError, retry
 from ota.kafka_clients import STATIC_MEMBER_ID, make_consumer, make_producer
-from ota.kafka_producer import ProduceError, RecordProducer
+from ota.kafka_errors import KafkaClientError
+from ota.kafka_producer import RecordProducer
 from ota.mqtt import LinkConfig, MqttLink
 from ota.runtime import Runtime, Service
 
@@ -41,7 +42,7 @@ def _new_producer(settings: GatewaySettings) -> RecordProducer:
     try:
         for topic in (settings.common.topics.inbox, settings.common.topics.dead_letters):
             producer.partitions_for(topic)
-    except ProduceError:
+    except KafkaClientError:
         producer.close(timeout=0)
         raise
     return producer
@@ -53,7 +54,7 @@ async def _start_producer(settings: GatewaySettings, stop: asyncio.Event) -> Rec
         producer = await retry(
             "gateway.kafka_connect",
             lambda: asyncio.to_thread(_new_producer, settings),
-            on=ProduceError,
+            on=KafkaClientError,
             policy=BACKOFF,
             stop=stop,
         )

@@ -34,12 +34,12 @@ from kafka.errors import KafkaError
 
 from ota.health import HEALTH, Beat
 from ota.kafka_consumer import ConfluentConsumer, RecordConsumer
+from ota.kafka_errors import log_client_error, translate
 from ota.kafka_producer import (
     ConfluentProducer,
     KafkaPythonProducer,
     KeyHashPartitioner,
     RecordProducer,
-    translate,
 )
 from ota.settings import CommonSettings
 
@@ -111,18 +111,11 @@ def _confluent_producer(
         # Kafka's Java default (and kafka-python's): a key lands where the other clients
         # and the workers' own partition arithmetic put it.
         "partitioner": "murmur2_random",
-        "error_cb": _log_client_error,
+        "error_cb": log_client_error,
         "logger": logging.getLogger("librdkafka"),
         **settings.kafka_security.librdkafka_config(),
     }
     return ConfluentProducer(Producer(config), queue_full_timeout_s=max_block_ms / 1000)
-
-
-def _log_client_error(error: Any) -> None:
-    # librdkafka reports a Kafka that is away here (and retries by itself); a fatal error
-    # (the idempotent producer's state lost) fails the records, which callers see.
-    level = logging.ERROR if error.fatal() else logging.WARNING
-    log.log(level, "kafka client error", extra={"error": error.str(), "code": error.name()})
 
 
 class GroupConsumer(KafkaConsumer):  # type: ignore[misc]

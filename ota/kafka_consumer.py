@@ -18,8 +18,9 @@ librdkafka heartbeats on its own thread, so a consumer that stops polling stays 
 group until max.poll.interval.ms; every poll stamps the consumer's liveness beat
 (ota/health.py) on both clients. A fatal librdkafka error (a static member fenced by a
 newer one with its id, after its session ran out during a coordinator failover) raises
-`FatalConsumerError` from `poll`: the service exits and is restarted, rather than
-polling a consumer that will never read again.
+`FatalConsumerError` from `poll` and `commit`: the service exits and is restarted, rather
+than polling a consumer that will never read again. A call librdkafka refuses raises a
+`KafkaClientError` (errors: ota/kafka_errors.py).
 """
 
 from __future__ import annotations
@@ -29,10 +30,18 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from ota.health import HEALTH, Beat
+from ota.kafka_errors import (
+    FatalConsumerError,
+    KafkaClientError,
+    carried_error,
+    from_confluent,
+    is_fatal,
+    log_client_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -42,22 +51,6 @@ OFFSET_STORED = -1000  # the group's committed offset, else auto.offset.reset
 _METADATA_TIMEOUT_S = 10.0
 _COMMITTED_PATIENCE_S = 60.0  # a coordinator failover takes Kafka's 9 s broker session
 _COMMITTED_RETRY_S = 0.5
-# Errors of a coordinator or broker moving or away, which pass (librdkafka does not flag
-# all of them retriable).
-_PASSING_NAMES = frozenset(
-    {
-        "NOT_COORDINATOR",
-        "COORDINATOR_NOT_AVAILABLE",
-        "COORDINATOR_LOAD_IN_PROGRESS",
-        "_WAIT_COORD",
-        "_TIMED_OUT",
-        "_TRANSPORT",
-        "_ALL_BROKERS_DOWN",
-    }
-)
-# Errors after which the consumer never reads again: librdkafka's fatal error, and a
-# static member fenced by a newer one with its group.instance.id.
-_FATAL_NAMES = frozenset({"_FATAL", "FENCED_INSTANCE_ID"})
 
 
 class Record(Protocol):
@@ -98,23 +91,6 @@ class RecordConsumer(Protocol):
     def close(self) -> None: ...
 
 
-class ConsumeError(KafkaError):  # type: ignore[misc]
-    """A consumer call librdkafka refused; `retriable` as Kafka flags it."""
-
-    def __init__(self, message: str, *, retriable: bool) -> None:
-        super().__init__(message)
-        self.retriable = retriable
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-class FatalConsumerError(RuntimeError):
-    """The client can no longer consume (librdkafka's fatal error). Not a KafkaError on
-    purpose: no retry loop catches it, so the service stops loudly and is restarted with
-    a new consumer instead of polling a dead one forever."""
-
-
 class _Record:
     __slots__ = ("key", "offset", "partition", "timestamp", "topic", "value")
 
@@ -153,13 +129,15 @@ class ConfluentConsumer:
         self._marks: dict[TopicPartition, tuple[int, int]] = {}
 
     def _on_client_error(self, error: Any) -> None:
-        # librdkafka reports a Kafka that is away here (and reconnects by itself); a fatal
-        # error ends the consumer for good: the next poll or commit raises it.
-        if _is_fatal(error):
+        # librdkafka's error callback, and an error delivered as a consumed message: a Kafka
+        # away passes (librdkafka reconnects by itself); a fatal one ends the consumer.
+        log_client_error(error)
+        self._note_fatal(error)
+
+    def _note_fatal(self, error: Any) -> None:
+        # The next poll or commit raises it.
+        if is_fatal(error):
             self._fatal = f"{error.name()}: {error.str()}"
-            log.error("kafka consumer failed for good", extra={"error": self._fatal})
-        else:
-            log.warning("kafka client error", extra={"error": error.str(), "code": error.name()})
 
     def _check_alive(self) -> None:
         if self._fatal is not None:
@@ -217,13 +195,9 @@ class ConfluentConsumer:
         keys = self._keys
         for message in messages:
             error = message.error()
-            if error is not None:
-                if _is_fatal(error):  # e.g. a static member fenced by a newer one with its id
-                    self._fatal = f"{error.name()}: {error.str()}"
-                    self._check_alive()
-                log.warning(
-                    "kafka consume error", extra={"error": error.str(), "code": error.name()}
-                )
+            if error is not None:  # e.g. a static member fenced by a newer one with its id
+                self._on_client_error(error)
+                self._check_alive()
                 continue
             place: Any = (message.topic(), message.partition())  # set on a consumed message
             tp = keys.get(place)
@@ -275,11 +249,11 @@ class ConfluentConsumer:
             elif offsets:
                 self.client.commit(offsets=_offsets(offsets), asynchronous=False)
         except Exception as exc:
-            error = _error_of(exc)
+            error = carried_error(exc)
             if error is not None and error.name() == "_NO_OFFSET":
                 return  # nothing consumed since the last commit
-            if error is not None and _is_fatal(error):
-                self._fatal = f"{error.name()}: {error.str()}"
+            if error is not None:
+                self._note_fatal(error)
             self._check_alive()
             raise CommitFailedError(f"commit refused: {exc}") from exc
 
@@ -297,7 +271,7 @@ class ConfluentConsumer:
                     self.client.committed, [_ctp(partition)], timeout=_METADATA_TIMEOUT_S
                 )
                 return int(found.offset) if found.offset >= 0 else None
-            except ConsumeError as exc:
+            except KafkaClientError as exc:
                 if not exc.retriable or time.monotonic() > deadline:
                     raise
                 time.sleep(_COMMITTED_RETRY_S)
@@ -358,11 +332,9 @@ class ConfluentConsumer:
         try:
             return method(*args, **kwargs)
         except Exception as exc:
-            error = _error_of(exc)
-            if error is None:
+            if carried_error(exc) is None:
                 raise
-            retriable = bool(error.retriable()) or error.name() in _PASSING_NAMES
-            raise ConsumeError(f"{error.name()}: {error.str()}", retriable=retriable) from exc
+            raise from_confluent(exc) from exc
 
 
 def _ctp(partition: TopicPartition, offset: int | None = None) -> Any:
@@ -375,13 +347,3 @@ def _ctp(partition: TopicPartition, offset: int | None = None) -> Any:
 
 def _offsets(offsets: dict[TopicPartition, OffsetAndMetadata]) -> list[Any]:
     return [_ctp(tp, meta.offset) for tp, meta in offsets.items()]
-
-
-def _is_fatal(error: Any) -> bool:
-    return bool(error.fatal()) or error.name() in _FATAL_NAMES
-
-
-def _error_of(exc: BaseException) -> Any:
-    """The librdkafka KafkaError a KafkaException carries, or None."""
-    args = getattr(exc, "args", ())
-    return args[0] if args and hasattr(args[0], "retriable") else None

@@ -11,10 +11,9 @@ client's network thread. Two clients implement it (OTA_KAFKA_CLIENT):
   default, so a key lands on the partition kafka-python and the workers' partitioner give.
 - `kafka-python`: its own futures are already deliveries; errors are translated.
 
-Errors reach callers as kafka-python `KafkaError`s with `retriable` (`worth_retrying`
-decides): `ProduceError` (with the client's error name) for a refused `send`, a `flush` that
-timed out (`FlushTimeoutError`) and a confluent-kafka delivery; kafka-python's own error
-for a kafka-python delivery (wrapping each would cost every record a callback).
+Errors (ota/kafka_errors.py) reach callers as `KafkaClientError`s for a refused `send`, a
+`flush` that timed out (`FlushTimeoutError`) and a confluent-kafka delivery; a kafka-python
+delivery fails with kafka-python's own error. `worth_retrying` answers for any of them.
 """
 
 from __future__ import annotations
@@ -32,37 +31,15 @@ from kafka.partitioner import DefaultPartitioner
 from kafka.partitioner.abc import Partitioner
 from kafka.partitioner.default import murmur2
 
+from ota.kafka_errors import FlushTimeoutError, KafkaClientError, from_confluent, translate
+
 log = logging.getLogger(__name__)
 
-# Errors a later attempt gets past although kafka-python does not flag them retriable.
-_RETRIABLE_NAMES = frozenset({"KafkaTimeoutError", "NoBrokersAvailable", "KafkaConnectionError"})
 _POLL_S = 0.05  # the delivery thread's longest wait: close() is noticed within it
 # How often the delivery thread re-reads the partition counts of the topics asked about:
 # a topic may gain partitions, and `partitions_for` must not wait on the network.
 _PARTITIONS_REFRESH_S = 10.0
 _QUEUE_FULL_WAIT_S = 0.05  # a full librdkafka queue: serve deliveries this long, try again
-
-
-class ProduceError(KafkaError):  # type: ignore[misc]
-    """Kafka did not take a record; `retriable` says whether sending it again may work.
-
-    A kafka-python KafkaError too, whichever client raised it: the handlers that answer
-    "Kafka unavailable" for any Kafka failure (the scheduler's API and console) catch it."""
-
-    def __init__(self, message: str, *, retriable: bool, name: str = "KafkaError") -> None:
-        super().__init__(message)
-        self.retriable = retriable
-        self.name = name  # the client's error name, for dead-letter reasons and logs
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-class FlushTimeoutError(ProduceError):
-    """`flush` returned with records still unacknowledged."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, retriable=True, name="KafkaTimeoutError")
 
 
 class Delivery(Protocol):
@@ -94,20 +71,6 @@ class RecordProducer(Protocol):
     def close(self, timeout: float | None = None) -> None: ...
     def partitions_for(self, topic: str) -> set[int] | None: ...
     def wakeups(self) -> Wakeups: ...
-
-
-def translate(exc: BaseException) -> ProduceError:
-    """A kafka-python error as a ProduceError (itself if it is one already)."""
-    if isinstance(exc, ProduceError):
-        return exc
-    name = type(exc).__name__
-    retriable = bool(getattr(exc, "retriable", False)) or name in _RETRIABLE_NAMES
-    return ProduceError(f"{name}: {exc}", retriable=retriable, name=name)
-
-
-def worth_retrying(error: BaseException) -> bool:
-    """Whether sending a record again may work (a delivery timeout: Kafka was away)."""
-    return translate(error).retriable
 
 
 # --- kafka-python ------------------------------------------------------------------------
@@ -195,7 +158,7 @@ class KeyHashPartitioner(Partitioner):  # type: ignore[misc]
 class KafkaPythonProducer:
     """kafka-python's KafkaProducer; its FutureRecordMetadata is the delivery. A failed
     delivery's exception stays kafka-python's (it carries `retriable`); callers that need
-    the name translate it (`translate`)."""
+    the name translate it (ota.kafka_errors.translate)."""
 
     def __init__(self, client: KafkaProducer) -> None:
         self.client = client
@@ -258,7 +221,7 @@ class ConfluentDelivery:
         if error is None:
             self.settle(message, None)
         else:
-            self.settle(None, _confluent_error(error))
+            self.settle(None, from_confluent(error))
 
     def settle(self, value: Any, exception: BaseException | None) -> None:
         with self._lock:
@@ -299,7 +262,7 @@ class ConfluentDelivery:
                 self._done = threading.Event()
             done = self._done
         if done is not None and not done.wait(timeout):
-            raise ProduceError("no delivery report in time", retriable=True, name="Timeout")
+            raise KafkaClientError("no delivery report in time", retriable=True, name="Timeout")
         if self.exception is not None:
             raise self.exception
         return self.value
@@ -344,7 +307,7 @@ class ConfluentProducer:
             if time.monotonic() - refreshed > _PARTITIONS_REFRESH_S:
                 refreshed = time.monotonic()
                 for topic in list(self._partitions):
-                    with contextlib.suppress(ProduceError):
+                    with contextlib.suppress(KafkaClientError):
                         self._read_partitions(topic)
 
     def send(
@@ -367,13 +330,13 @@ class ConfluentProducer:
                 return delivery
             except BufferError as exc:  # librdkafka's queue is full: Kafka away or slow
                 if waited >= self._queue_full_timeout_s:
-                    raise ProduceError(
+                    raise KafkaClientError(
                         f"producer queue full for {waited:.0f} s", retriable=True, name="QueueFull"
                     ) from exc
                 self._closed.wait(_QUEUE_FULL_WAIT_S)  # the delivery thread drains meanwhile
                 waited += _QUEUE_FULL_WAIT_S
             except Exception as exc:  # KafkaException (closed, unknown topic), TypeError
-                raise _confluent_error(exc) from exc
+                raise from_confluent(exc) from exc
 
     def flush(self, timeout: float | None = None) -> None:
         left = self.client.flush(-1 if timeout is None else timeout)
@@ -396,7 +359,7 @@ class ConfluentProducer:
         try:
             metadata = self.client.list_topics(topic, timeout=10)
         except Exception as exc:
-            raise _confluent_error(exc) from exc
+            raise from_confluent(exc) from exc
         found = metadata.topics.get(topic)
         if found is None or found.error is not None or not found.partitions:
             return None
@@ -405,19 +368,3 @@ class ConfluentProducer:
 
     def wakeups(self) -> Wakeups:
         return _NoWakeups()
-
-
-def _confluent_error(error: Any) -> ProduceError:
-    """A confluent_kafka KafkaError (or a KafkaException carrying one) as a ProduceError."""
-    if isinstance(error, ProduceError):
-        return error
-    inner = error
-    if not hasattr(inner, "retriable"):  # KafkaException: its first argument is the error
-        args = getattr(error, "args", ())
-        inner = args[0] if args and hasattr(args[0], "retriable") else None
-    if inner is None:
-        return ProduceError(f"{type(error).__name__}: {error}", retriable=False, name="Invalid")
-    name = str(inner.name())
-    # A record that timed out waited for a Kafka that was away: a later send may work.
-    retriable = bool(inner.retriable()) or name in ("_MSG_TIMED_OUT", "_TIMED_OUT", "_TRANSPORT")
-    return ProduceError(f"{name}: {inner.str()}", retriable=retriable, name=name)

@@ -35,7 +35,8 @@ from ota import metrics
 from ota.backoff import Backoff, StoppedError, retry
 from ota.kafka_clients import make_consumer, make_producer
 from ota.kafka_consumer import RecordConsumer
-from ota.kafka_producer import Delivery, FlushTimeoutError, ProduceError, translate, worth_retrying
+from ota.kafka_errors import FlushTimeoutError, KafkaClientError, translate, worth_retrying
+from ota.kafka_producer import Delivery
 from ota.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ class Producer:
         for out in batch:
             try:
                 future = self._producer.send(out.topic, key=out.key.encode(), value=out.value)
-            except ProduceError as exc:  # no metadata within max_block_ms: Kafka away
+            except KafkaClientError as exc:  # no metadata within max_block_ms: Kafka away
                 if not exc.retriable:
                     raise
                 future = None

@@ -35,7 +35,8 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from ota.backoff import Backoff, count_retry
 from ota.kafka_consumer import Polled, RecordConsumer
-from ota.kafka_producer import Delivery, FlushTimeoutError, RecordProducer, worth_retrying
+from ota.kafka_errors import FlushTimeoutError, worth_retrying
+from ota.kafka_producer import Delivery, RecordProducer
 from workers import telemetry
 from workers.batch import (
     COMMANDS,

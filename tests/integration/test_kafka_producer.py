@@ -16,7 +16,8 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from ota.kafka_clients import make_producer
-from ota.kafka_producer import KafkaPythonProducer, ProduceError, RecordProducer, worth_retrying
+from ota.kafka_errors import KafkaClientError, worth_retrying
+from ota.kafka_producer import KafkaPythonProducer, RecordProducer
 from ota.settings import KAFKA_CLIENTS, CommonSettings
 
 PARTITIONS = 6
@@ -92,10 +93,10 @@ def test_a_record_refused_for_good_fails_alone_and_is_not_worth_retrying(
     too_large = b"x" * 50_000
     try:
         refused = producer.send(topic, value=too_large, key=b"big")
-    except ProduceError as exc:  # kafka-python refuses it before it is queued
+    except KafkaClientError as exc:  # kafka-python refuses it before it is queued
         assert not worth_retrying(exc)
     else:
-        with pytest.raises(KafkaError) as caught:  # ProduceError, or kafka-python's own
+        with pytest.raises(KafkaError) as caught:  # KafkaClientError, or kafka-python's own
             refused.get(timeout=30)
         assert refused.failed()
         assert not worth_retrying(caught.value)
@@ -116,5 +117,5 @@ def test_an_unknown_topic_has_no_partitions(producer: RecordProducer) -> None:
     missing = f"test.missing.{uuid.uuid4().hex[:12]}"
     try:
         assert producer.partitions_for(missing) is None
-    except ProduceError as exc:  # kafka-python waits max_block_ms for it, then gives up
+    except KafkaClientError as exc:  # kafka-python waits max_block_ms for it, then gives up
         assert exc.retriable

@@ -13,14 +13,14 @@ from gateway.inbound import Inbound
 from gateway.kafka_bridge import OnDone
 from gateway.settings import GatewaySettings
 from ota.backoff import Backoff
-from ota.kafka_producer import ProduceError
+from ota.kafka_errors import KafkaClientError
 from ota.metrics import REGISTRY
 from ota.protocol import up_topic
 from ota.records import DeadLetterRecord, DeviceEventRecord, decode
 from ota.runtime import Runtime
 
-TIMEOUT = ProduceError("KafkaTimeoutError: no answer", retriable=True, name="KafkaTimeoutError")
-TOO_LARGE = ProduceError(
+TIMEOUT = KafkaClientError("KafkaTimeoutError: no answer", retriable=True, name="KafkaTimeoutError")
+TOO_LARGE = KafkaClientError(
     "MessageSizeTooLargeError: too large", retriable=False, name="MessageSizeTooLargeError"
 )
 
@@ -40,7 +40,7 @@ class ScriptedProducer:
         self.sent.append((topic, key, value))
         self.answers.append(on_done)
 
-    def answer(self, index: int, error: ProduceError | None = None) -> None:
+    def answer(self, index: int, error: KafkaClientError | None = None) -> None:
         self.answers[index](error)
 
 

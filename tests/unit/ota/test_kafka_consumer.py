@@ -1,10 +1,13 @@
 """ConfluentConsumer's own logic over a stand-in for librdkafka's client (the real client
 against the real Kafka is in the integration and fault suites): records grouped by
-partition, errors that pass skipped, a fatal error ending the consumer for good, a
-commit of nothing, seeks during an assignment becoming its start offsets."""
+partition, errors that pass skipped, a fatal error ending the consumer for good (whether
+consumed, reported to the error callback or refusing a commit), each client error logged
+once, a refused call raised as a KafkaClientError, a commit of nothing, seeks during an
+assignment becoming its start offsets."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -13,7 +16,8 @@ from confluent_kafka import TopicPartition as Confluent
 from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from ota.kafka_consumer import OFFSET_BEGINNING, ConfluentConsumer, FatalConsumerError
+from ota.kafka_consumer import OFFSET_BEGINNING, ConfluentConsumer
+from ota.kafka_errors import FatalConsumerError, KafkaClientError
 
 
 class Message:
@@ -48,6 +52,7 @@ class Client:
         self.commits: list[Any] = []
         self.assigned: list[Any] = []
         self.commit_error: KafkaException | None = None
+        self.pause_error: KafkaException | None = None
 
     def consume(self, num_messages: int, timeout: float) -> list[Message]:
         return self.batches.pop(0) if self.batches else []
@@ -56,6 +61,10 @@ class Client:
         if self.commit_error is not None:
             raise self.commit_error
         self.commits.append(kwargs)
+
+    def pause(self, partitions: list[Any]) -> None:
+        if self.pause_error is not None:
+            raise self.pause_error
 
     def assign(self, partitions: list[Any]) -> None:
         self.assigned = partitions
@@ -102,6 +111,36 @@ def test_a_fatal_error_ends_the_consumer_for_good(
         made.poll(timeout_ms=10)
     with pytest.raises(FatalConsumerError):  # and every later poll, records or not
         made.poll(timeout_ms=10)
+
+
+def test_client_errors_are_logged_once_and_a_fatal_one_reported_to_the_callback_ends_it(
+    consumer: tuple[ConfluentConsumer, Client], caplog: pytest.LogCaptureFixture
+) -> None:
+    made, client = consumer
+    caplog.set_level(logging.WARNING)
+    client.batches = [[Message(error=KafkaError(KafkaError._TRANSPORT)), Message(0, 1)]]
+    assert list(made.poll(timeout_ms=10)) == [TopicPartition("t", 0)]
+    made._on_client_error(KafkaError(KafkaError._ALL_BROKERS_DOWN))  # librdkafka's error_cb
+    made.poll(timeout_ms=10)  # a Kafka away passes
+    made._on_client_error(KafkaError(KafkaError.FENCED_INSTANCE_ID))
+    with pytest.raises(FatalConsumerError, match="FENCED_INSTANCE_ID"):
+        made.poll(timeout_ms=10)
+    assert [(r.levelno, r.code) for r in caplog.records] == [  # type: ignore[attr-defined]
+        (logging.WARNING, "_TRANSPORT"),
+        (logging.WARNING, "_ALL_BROKERS_DOWN"),
+        (logging.ERROR, "FENCED_INSTANCE_ID"),
+    ]
+
+
+def test_a_call_librdkafka_refuses_raises_a_client_error_and_changes_nothing(
+    consumer: tuple[ConfluentConsumer, Client],
+) -> None:
+    made, client = consumer
+    client.pause_error = KafkaException(KafkaError(KafkaError._UNKNOWN_PARTITION))
+    with pytest.raises(KafkaClientError) as refused:
+        made.pause(TopicPartition("t", 9))
+    assert (refused.value.name, refused.value.retriable) == ("_UNKNOWN_PARTITION", False)
+    assert made.paused() == set()
 
 
 def test_a_commit_refused_as_fenced_ends_the_consumer(
