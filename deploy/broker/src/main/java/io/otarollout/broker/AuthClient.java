@@ -30,14 +30,16 @@ final class AuthClient {
                 .build();
     }
 
+    /** {@code certificate}: the facts of the device's client certificate, null without one. */
     CompletableFuture<AuthDecision> authenticate(
-            String clientId, String username, String password, String peerHost) {
+            String clientId, String username, String password, String peerHost,
+            CertificateFacts certificate) {
         HttpRequest request = HttpRequest.newBuilder(url)
                 .timeout(timeout)
                 .header("Authorization", bearer)
                 .header("Content-Type", "application/json")
                 .POST(HttpRequest.BodyPublishers.ofByteArray(
-                        AuthContract.request(clientId, username, password, peerHost)))
+                        AuthContract.request(clientId, username, password, peerHost, certificate)))
                 .build();
         return http.sendAsync(request, HttpResponse.BodyHandlers.ofByteArray())
                 .handle((response, error) -> {

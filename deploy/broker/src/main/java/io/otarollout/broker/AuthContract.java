@@ -8,7 +8,10 @@ import java.util.Map;
 
 /**
  * The wire format of the control plane's device authentication (EMQX's HTTP-auth shape).
- * Request: {@code {"clientid", "username", "password", "peerhost"}}. Response, status 200:
+ * Request: {@code {"clientid", "username", "password", "peerhost"}}, plus, when the device
+ * presented a client certificate, {@code "cert_common_name", "cert_subject"} (EMQX's
+ * placeholders), {@code "cert_names"} (a list), {@code "cert_fingerprint"} and
+ * {@code "cert_check"} ({@link CertificateFacts}; absent without a certificate). Response, status 200:
  * {@code {"result": "allow"|"deny", "is_superuser": false, "reason": "<code>",
  * "device_id": "<id>"}}. Pure: bytes in, a decision out; the HTTP is {@link AuthClient}'s.
  */
@@ -27,15 +30,28 @@ final class AuthContract {
     private AuthContract() {}
 
     static byte[] request(String clientId, String username, String password, String peerHost) {
-        Map<String, String> body = new LinkedHashMap<>();
+        return request(clientId, username, password, peerHost, null);
+    }
+
+    /** {@code certificate}: null when the device presented none. */
+    static byte[] request(String clientId, String username, String password, String peerHost,
+            CertificateFacts certificate) {
+        Map<String, Object> body = new LinkedHashMap<>();
         body.put("clientid", clientId);
         body.put("username", username);
         body.put("password", password);
         body.put("peerhost", peerHost);
+        if (certificate != null) {
+            body.put("cert_common_name", certificate.commonName());
+            body.put("cert_subject", certificate.subject());
+            body.put("cert_names", certificate.names());
+            body.put("cert_fingerprint", certificate.fingerprint());
+            body.put("cert_check", certificate.check().code());
+        }
         try {
             return JSON.writeValueAsBytes(body);
         } catch (JsonProcessingException e) {
-            throw new IllegalStateException("a map of strings always serialises", e);
+            throw new IllegalStateException("strings and a list of strings always serialise", e);
         }
     }
 

@@ -123,10 +123,12 @@ public record BrokerConfig(
         }
     }
 
-    /** Client certificates on the device TLS listener: redis mode reads the registered
-     * device CAs and the devices' records itself (http mode's contract carries no certificate). */
+    /** Client certificates on the device TLS listener, whenever the broker can read the
+     * registered device CAs from the credential store: always in redis mode, in http mode when
+     * OTA_BROKER_REDIS_URL is set (the chain is checked here, the control plane is told the
+     * outcome and the names). */
     public boolean deviceCertificates() {
-        return authMode == AuthMode.REDIS && tlsPort != 0;
+        return tlsPort != 0 && !redisUrl.isEmpty();
     }
 
     /** The device listener's truststore, written from the registered device CAs. */
@@ -185,7 +187,7 @@ public record BrokerConfig(
     private String describeAuth() {
         String store = redisUrl.isEmpty() ? "" : redactedRedisUrl();
         return authMode == AuthMode.HTTP
-                ? "http " + authUrl + (store.isEmpty() ? "" : ", revocations from " + store)
+                ? "http " + authUrl + (store.isEmpty() ? "" : ", revocations and device CAs from " + store)
                 : "redis " + store + " prefix " + credentialPrefix + " keys " + credentialKeys.keys().keySet();
     }
 

@@ -40,6 +40,23 @@ final class DeviceCertificate {
         if (chain == null || chain.length == 0) {
             return AuthDecision.refuse(Reason.CERTIFICATE_REQUIRED);
         }
+        AuthDecision trusted = verifyChain(chain, anchors, at);
+        if (!trusted.allowed()) {
+            return trusted;
+        }
+        X509Certificate leaf = chain[0];
+        if (!names(leaf).contains(deviceId)) {
+            return new AuthDecision(Reason.CERTIFICATE_MISMATCH, "",
+                    "the certificate names " + names(leaf) + ", not the device");
+        }
+        return AuthDecision.allow(deviceId);
+    }
+
+    /** The chain half alone (http mode sends its outcome to the control plane, which matches
+     * the names): OK with no device id when a non-empty {@code chain} leads to one of
+     * {@code anchors}, is valid at {@code at} and allows client authentication; else
+     * CERTIFICATE_UNTRUSTED or CERTIFICATE_EXPIRED with the cause in {@code detail}. */
+    static AuthDecision verifyChain(X509Certificate[] chain, Set<TrustAnchor> anchors, Date at) {
         if (anchors.isEmpty()) {
             return new AuthDecision(Reason.CERTIFICATE_UNTRUSTED, "", "no device CA is registered");
         }
@@ -55,16 +72,11 @@ final class DeviceCertificate {
             return new AuthDecision(Reason.CERTIFICATE_UNTRUSTED, "", e.getClass().getSimpleName()
                     + ": " + e.getMessage());
         }
-        X509Certificate leaf = chain[0];
-        if (!allowsClientAuth(leaf)) {
+        if (!allowsClientAuth(chain[0])) {
             return new AuthDecision(Reason.CERTIFICATE_UNTRUSTED, "", "the certificate's extended key "
                     + "usage does not allow client authentication");
         }
-        if (!names(leaf).contains(deviceId)) {
-            return new AuthDecision(Reason.CERTIFICATE_MISMATCH, "",
-                    "the certificate names " + names(leaf) + ", not the device");
-        }
-        return AuthDecision.allow(deviceId);
+        return new AuthDecision(Reason.OK, "", "");
     }
 
     /** PKIX validation without revocation checks. The anchor itself, when the device sent it
@@ -102,16 +114,7 @@ final class DeviceCertificate {
 
     /** The names a certificate gives its subject: every CN, then the string SANs. */
     static List<String> names(X509Certificate leaf) {
-        List<String> names = new ArrayList<>();
-        try {
-            for (Rdn rdn : new LdapName(leaf.getSubjectX500Principal().getName()).getRdns()) {
-                if ("CN".equalsIgnoreCase(rdn.getType()) && rdn.getValue() instanceof String cn) {
-                    names.add(cn);
-                }
-            }
-        } catch (InvalidNameException e) {
-            // A subject the JDK wrote but cannot read back: no CN, the SANs may still name it.
-        }
+        List<String> names = new ArrayList<>(commonNames(leaf));
         try {
             Collection<List<?>> alternatives = leaf.getSubjectAlternativeNames();
             if (alternatives != null) {
@@ -123,6 +126,21 @@ final class DeviceCertificate {
             }
         } catch (CertificateParsingException e) {
             // Unreadable SANs name nobody.
+        }
+        return names;
+    }
+
+    /** The subject's CNs, in the certificate's (DER) order: LdapName lists the RDNs so. */
+    static List<String> commonNames(X509Certificate leaf) {
+        List<String> names = new ArrayList<>();
+        try {
+            for (Rdn rdn : new LdapName(leaf.getSubjectX500Principal().getName()).getRdns()) {
+                if ("CN".equalsIgnoreCase(rdn.getType()) && rdn.getValue() instanceof String cn) {
+                    names.add(cn);
+                }
+            }
+        } catch (InvalidNameException e) {
+            // A subject the JDK wrote but cannot read back: no CN, the SANs may still name it.
         }
         return names;
     }

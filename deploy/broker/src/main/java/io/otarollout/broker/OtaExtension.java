@@ -56,7 +56,8 @@ final class OtaExtension implements ExtensionMain {
 
     private DeviceAuthenticator deviceAuthenticator() {
         if (config.authMode() == BrokerConfig.AuthMode.HTTP) {
-            return new HttpDeviceAuth(new AuthClient(config.authUrl(), config.authKey(), config.authTimeout()));
+            return new HttpDeviceAuth(new AuthClient(config.authUrl(), config.authKey(), config.authTimeout()),
+                    deviceCas::anchors, System::currentTimeMillis);
         }
         if (config.devCredentialKeys()) {
             LOG.warn("device secrets are opened with the public development key: "

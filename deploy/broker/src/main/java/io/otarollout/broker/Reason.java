@@ -25,7 +25,7 @@ enum Reason {
     DEVICE_ON_PLATFORM_LISTENER(ConnackReasonCode.NOT_AUTHORIZED),
     PLATFORM_ON_DEVICE_LISTENER(ConnackReasonCode.NOT_AUTHORIZED),
     RATE_LIMITED(ConnackReasonCode.SERVER_BUSY),
-    // Certificate devices (redis mode; DeviceCertificate, CertificateAuth).
+    // Certificate devices (DeviceCertificate; in http mode the control plane answers these too).
     /** Registered for certificates only, and no client certificate in the handshake. */
     CERTIFICATE_REQUIRED(ConnackReasonCode.BAD_USER_NAME_OR_PASSWORD),
     /** The chain does not lead to a registered device CA (or breaks PKIX's rules). */
@@ -44,12 +44,13 @@ enum Reason {
         return name().toLowerCase(Locale.ROOT);
     }
 
-    /** The reasons the control plane may send with a deny. */
+    /** The reasons the control plane may send with a deny: its own, and the certificate
+     * refusals (it matches the names, and passes on the broker's verdict on the chain). */
     static Optional<Reason> ofControlPlane(String code) {
         for (Reason reason : values()) {
             boolean controlPlanes = reason.ordinal() >= MALFORMED_CLIENT_ID.ordinal()
                     && reason.ordinal() <= USERNAME_MISMATCH.ordinal()
-                    || reason == CERTIFICATE_REQUIRED; // a certificate-only device's password
+                    || reason.ordinal() >= CERTIFICATE_REQUIRED.ordinal();
             if (controlPlanes && reason.code().equals(code)) {
                 return Optional.of(reason);
             }

@@ -161,7 +161,7 @@ class DeviceCertificateTest {
     }
 
     @Test
-    void theListenerAsksForCertificatesInRedisModeOnly() {
+    void theListenerAsksForCertificatesOnlyWhereTheDeviceCasAreRead() {
         Map<String, String> base = Map.of(
                 "OTA_BROKER_STATE_DIR", "/tmp/b",
                 "OTA_BROKER_TLS_KEYSTORE", "/tmp/k.p12",
