@@ -39,7 +39,7 @@ from gateway.offsets import OffsetTracker
 from gateway.uplink import MAX_RAW_BYTES, SOURCE
 from ota.backoff import Backoff, StoppedError, retry
 from ota.clock import now_ms
-from ota.kafka_consumer import RecordConsumer
+from ota.kafka_consumer import RecordConsumer, poll_paused, resume_all
 from ota.kafka_errors import KafkaClientError
 from ota.mqtt import MqttLink, PublishRefusedError, SessionLostError
 from ota.protocol import Event, ProtocolError, check_downlink_paras, down_topic, encode_envelope
@@ -173,16 +173,10 @@ class Outbound:
         consumer = self._consumer
         assert consumer is not None
         if free > 0:
-            consumer.resume(*consumer.paused())
+            resume_all(consumer)
             limit = min(free, consumer.max_poll_records)
             return list(consumer.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=limit).values())
-        consumer.pause(*consumer.assignment())
-        polled = consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
-        # Partitions a rebalance inside that poll assigned start unpaused: what they
-        # returned is read again once slots are free.
-        for tp, records in polled.items():
-            if records:
-                consumer.seek(tp, records[0].offset)
+        poll_paused(consumer, POLL_TIMEOUT_MS)
         return []
 
     def _spawn(self, partition: int, offset: int, value: bytes) -> None:

@@ -14,6 +14,10 @@ value and timestamp. kafka-python's consumer is one (ota/kafka_clients.GroupCons
 - `position` of a manually assigned partition not read yet is where reading will start
   (librdkafka reports no position until the first fetch).
 
+`poll_paused` keeps a busy member in its group without reading (the gateway's downlink
+while every publish slot is taken, the scheduler's consumers while a batch is applied);
+`resume_all` ends it.
+
 librdkafka heartbeats on its own thread, so a consumer that stops polling stays in its
 group until max.poll.interval.ms; every poll stamps the consumer's liveness beat
 (ota/health.py) on both clients. A fatal librdkafka error (a static member fenced by a
@@ -89,6 +93,23 @@ class RecordConsumer(Protocol):
     def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]: ...
     def position(self, partition: TopicPartition) -> int: ...
     def close(self) -> None: ...
+
+
+def poll_paused(consumer: RecordConsumer, timeout_ms: int) -> None:
+    """One poll that reads nothing: the member answers rebalances and stays within
+    max.poll.interval.ms while its caller is busy. Partitions a rebalance inside the poll
+    assigned start unpaused: what they returned is sought back (read again once resumed)
+    and they are paused too."""
+    consumer.pause(*consumer.assignment())
+    polled = consumer.poll(timeout_ms=timeout_ms)
+    for tp, records in polled.items():
+        if records:
+            consumer.seek(tp, records[0].offset)
+    consumer.pause(*consumer.assignment())
+
+
+def resume_all(consumer: RecordConsumer) -> None:
+    consumer.resume(*consumer.paused())
 
 
 class _Record:

@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 from ota import metrics
 from ota.backoff import Backoff, StoppedError, retry
 from ota.kafka_clients import make_consumer, make_producer
-from ota.kafka_consumer import RecordConsumer
+from ota.kafka_consumer import RecordConsumer, poll_paused, resume_all
 from ota.kafka_errors import FlushTimeoutError, KafkaClientError, translate, worth_retrying
 from ota.kafka_producer import Delivery
 from ota.settings import CommonSettings
@@ -210,11 +210,11 @@ class Consumer:
             return handling.result()
         try:
             while not handling.done():
-                await loop.run_in_executor(self._pool, _poll_paused, consumer)
+                await loop.run_in_executor(self._pool, poll_paused, consumer, BUSY_POLL_MS)
         finally:
             if not handling.done():
                 handling.cancel()
-            await loop.run_in_executor(self._pool, _resume_all, consumer)
+            await loop.run_in_executor(self._pool, resume_all, consumer)
         return handling.result()
 
     def _commit(self, consumer: RecordConsumer) -> None:
@@ -250,18 +250,3 @@ class Consumer:
                 return
             time.sleep(0.2)
         log.warning("topics have no metadata yet", extra={"topics": list(self._topics)})
-
-
-def _poll_paused(consumer: RecordConsumer) -> None:
-    consumer.pause(*consumer.assignment())
-    polled = consumer.poll(timeout_ms=BUSY_POLL_MS)
-    # Partitions a rebalance inside that poll assigned start unpaused: what they returned
-    # is read again once the batch is done.
-    for tp, batch in polled.items():
-        if batch:
-            consumer.seek(tp, batch[0].offset)
-    consumer.pause(*consumer.assignment())
-
-
-def _resume_all(consumer: RecordConsumer) -> None:
-    consumer.resume(*consumer.paused())

@@ -3,11 +3,12 @@ against the real Kafka is in the integration and fault suites): records grouped 
 partition, errors that pass skipped, a fatal error ending the consumer for good (whether
 consumed, reported to the error callback or refusing a commit), each client error logged
 once, a refused call raised as a KafkaClientError, a commit of nothing, seeks during an
-assignment becoming its start offsets."""
+assignment becoming its start offsets; and the paused poll every busy member uses."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from confluent_kafka import TopicPartition as Confluent
 from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from ota.kafka_consumer import OFFSET_BEGINNING, ConfluentConsumer
+from ota.kafka_consumer import OFFSET_BEGINNING, ConfluentConsumer, poll_paused, resume_all
 from ota.kafka_errors import FatalConsumerError, KafkaClientError
 
 
@@ -184,3 +185,46 @@ def test_seeks_during_an_assignment_become_its_start_offsets(
         (2, Confluent("t", 2).offset),
     ]
     assert made.assignment() == {TopicPartition("t", p) for p in range(3)}
+
+
+@dataclass(frozen=True)
+class Polled:
+    offset: int
+
+
+class Member:
+    """A group member whose poll lets a rebalance assign partition 1 and read from it."""
+
+    def __init__(self) -> None:
+        self.assigned = {TopicPartition("t", 0)}
+        self.paused_now: set[TopicPartition] = set()
+        self.seeks: list[tuple[TopicPartition, int]] = []
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.assigned)
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        self.paused_now.update(partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self.paused_now.difference_update(partitions)
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self.paused_now)
+
+    def poll(self, timeout_ms: int) -> dict[TopicPartition, list[Polled]]:
+        assert self.paused_now == self.assigned  # nothing already owned is read
+        self.assigned.add(TopicPartition("t", 1))
+        return {TopicPartition("t", 1): [Polled(8), Polled(9)]}
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self.seeks.append((partition, offset))
+
+
+def test_a_paused_poll_reads_nothing_even_from_partitions_assigned_during_it() -> None:
+    member = Member()
+    poll_paused(member, timeout_ms=10)  # type: ignore[arg-type]
+    assert member.seeks == [(TopicPartition("t", 1), 8)]  # read again once resumed
+    assert member.paused() == {TopicPartition("t", 0), TopicPartition("t", 1)}
+    resume_all(member)  # type: ignore[arg-type]
+    assert member.paused() == set()
