@@ -14,6 +14,11 @@ An IoTDA device connects with
 
 `authenticate` answers a `Decision` whose reason is one of `Reason`; the checks that need
 no stored record (`screen`) come first, so a caller can skip the lookup when they fail.
+
+X.509 devices (a record whose `auth` accepts certificates) are decided by
+`decide_certificate` from the facts the broker reports about the client certificate of the
+TLS handshake (`PresentedCertificate`): the broker holds the chain and checks it; this
+side matches the names against the device id.
 """
 
 from __future__ import annotations
@@ -38,9 +43,15 @@ class Reason(StrEnum):
     DISABLED = "disabled"
     CLOCK_SKEW = "clock_skew"
     USERNAME_MISMATCH = "username_mismatch"
-    # A certificate-only device (scheduler/credentials.py's `auth`) offered a password: only
-    # the broker's redis mode checks certificates (docs/broker.md, "Certificate devices").
+    # Certificate devices (scheduler/credentials.py's `auth`; docs/broker.md, "Certificate
+    # devices"). Required: accepts certificates only and presented none.
     CERTIFICATE_REQUIRED = "certificate_required"
+    # Neither the certificate's CN nor a SAN is the device id.
+    CERTIFICATE_MISMATCH = "certificate_mismatch"
+    # The broker's verdicts on the chain: not from a registered device CA (or not for client
+    # authentication), and outside its validity.
+    CERTIFICATE_UNTRUSTED = "certificate_untrusted"
+    CERTIFICATE_EXPIRED = "certificate_expired"
 
 
 class SignType(StrEnum):
@@ -71,6 +82,19 @@ class Credentials:
     client_id: str
     username: str
     password: str
+
+
+# What the broker may say of a chain it checked (its request's `cert_check`).
+CHAIN_VERDICTS = (Reason.OK, Reason.CERTIFICATE_UNTRUSTED, Reason.CERTIFICATE_EXPIRED)
+
+
+@dataclass(frozen=True, slots=True)
+class PresentedCertificate:
+    """The client certificate a device presented, as the broker reports it."""
+
+    names: tuple[str, ...]  # its CNs and DNS, e-mail and URI SANs: the device id must be one
+    chain: Reason = Reason.OK  # the broker's verdict on the chain, one of CHAIN_VERDICTS
+    fingerprint: str = ""  # SHA-256 of the leaf, for the log; "" when the broker sent none
 
 
 class MalformedClientId(ValueError):  # noqa: N818 - names what is wrong, as httpx does
@@ -165,3 +189,20 @@ def authenticate(
     if isinstance(parsed, Decision):
         return parsed
     return decide(parsed, password, secret, enabled)
+
+
+def decide_certificate(
+    device_id: str, certificate: PresentedCertificate | None, enabled: bool
+) -> Decision:
+    """A device whose record takes a certificate (`auth` "certificate", or "any" with one
+    presented), as the broker's redis mode decides it: disabled first, then a certificate
+    is required, the broker's verdict on its chain stands, and it must name the device."""
+    if not enabled:
+        return Decision(Reason.DISABLED, device_id)
+    if certificate is None:
+        return Decision(Reason.CERTIFICATE_REQUIRED, device_id)
+    if certificate.chain is not Reason.OK:
+        return Decision(certificate.chain, device_id)
+    if device_id not in certificate.names:
+        return Decision(Reason.CERTIFICATE_MISMATCH, device_id)
+    return Decision(Reason.OK, device_id)

@@ -4,7 +4,7 @@ One small hash per device, `ota:sched:cred:<device id>`: `kid` (the sealing key'
 `box` (base64 of nonce || ciphertext || tag, see `scheduler.secretbox`), `on` (`1`
 enabled, `0` disabled), `created_ms` and, once rotated, `rotated_ms`; `auth`, how the device
 proves itself (`AUTH_METHODS`: absent means `secret`; `certificate` records have no `kid`
-and `box`; the broker's redis mode reads it, docs/broker.md "Certificate devices"). A secret is returned
+and `box`; `verify` and the broker's redis mode read it, docs/broker.md "Certificate devices"). A secret is returned
 once, when it is set (generated, or given by the caller), and never logged or shown again.
 
 Revocations (rotate, disable, delete) call every hook in `on_revoked` with the device id
@@ -32,7 +32,7 @@ import redis.asyncio
 
 from ota import device_auth
 from ota.clock import now_ms
-from ota.device_auth import Decision, Reason
+from ota.device_auth import Decision, PresentedCertificate, Reason
 from ota.metrics import counter
 from ota.protocol import ProtocolError, check_device_id
 from scheduler import keys
@@ -310,8 +310,18 @@ class Credentials:
 
     # ------------------------------------------------------------ the broker's check
 
-    async def verify(self, client_id: str, username: str, password: str, now: int) -> Decision:
-        """Decide a device's connection at `now` (epoch ms): one Redis round trip at most."""
+    async def verify(
+        self,
+        client_id: str,
+        username: str,
+        password: str,
+        now: int,
+        certificate: PresentedCertificate | None = None,
+    ) -> Decision:
+        """Decide a device's connection at `now` (epoch ms): one Redis round trip at most.
+        `certificate`: the client certificate the broker reports, None without one. A record
+        taking certificates (`auth` "certificate", or "any" with one presented) is decided
+        by it alone, as the broker's redis mode does; any other ignores it."""
         parsed = device_auth.screen(client_id, username, now)
         if isinstance(parsed, Decision):
             return parsed
@@ -322,11 +332,10 @@ class Credentials:
             # No such id can be registered: answer without asking Redis.
             return Decision(Reason.UNKNOWN_DEVICE, device_id)
         kid, box, on, auth = await self._r.hmget(record_key(device_id), (*FIELDS, "auth"))
-        if auth == b"certificate" and on is not None:
+        exists = on is not None or kid is not None
+        if exists and (auth == b"certificate" or (auth == b"any" and certificate is not None)):
             # Passwords never open a certificate-only device, whatever secret it still holds.
-            return Decision(
-                Reason.DISABLED if on != b"1" else Reason.CERTIFICATE_REQUIRED, device_id
-            )
+            return device_auth.decide_certificate(device_id, certificate, on == b"1")
         secret: str | None = None
         if kid is not None and box is not None:
             try:

@@ -20,8 +20,9 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from ota.clock import now_ms
-from ota.device_auth import Reason
+from ota.device_auth import CHAIN_VERDICTS, Reason
 from ota.metrics import counter
+from scheduler import broker_request
 from scheduler.api.routes import JSON, svc
 from scheduler.api.spec import Endpoint, Param
 from scheduler.credential_import import run_import
@@ -31,7 +32,7 @@ from scheduler.settings import Scope as KeyScope
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES = 16 * 1024  # a secret, or the broker's four short strings
+MAX_BODY_BYTES = 16 * 1024  # a secret, or the broker's short strings (no certificate PEM)
 AUTH = counter(
     "scheduler",
     "broker_auth_total",
@@ -40,7 +41,6 @@ AUTH = counter(
 )
 # Label children resolved once: this endpoint runs on every device connect.
 _AUTH_COUNT = {r: AUTH.labels("allow" if r is Reason.OK else "deny", r.value) for r in Reason}
-_AUTH_FIELDS = ("clientid", "username", "password")
 
 
 async def _small_json(request: Request, *, optional: bool) -> Any:
@@ -176,24 +176,19 @@ async def import_credentials(request: Request) -> Response:
 
 
 async def broker_authenticate(request: Request) -> Response:
-    body = await _small_json(request, optional=False)
-    if not isinstance(body, dict):
-        raise ValidationError("request body must be a JSON object", code="wrong_type")
-    values: list[str] = []
-    for name in _AUTH_FIELDS:
-        if name not in body:
-            raise ValidationError(f"{name} is required", code="missing_field", field=name)
-        value = body[name]
-        if value is None:
-            value = ""  # a device that sent no user name or password
-        elif not isinstance(value, str):
-            raise ValidationError(f"{name} must be a string", code="wrong_type", field=name)
-        values.append(value)
-    decision = await svc(request).credentials.verify(values[0], values[1], values[2], now_ms())
+    asked = broker_request.parse(await _small_json(request, optional=False))
+    decision = await svc(request).credentials.verify(
+        asked.client_id, asked.username, asked.password, now_ms(), asked.certificate
+    )
     _AUTH_COUNT[decision.reason].inc()
     if not decision.allowed:
+        certificate = asked.certificate
         log.debug(
-            "denied %s from %s: %s", decision.device_id, body.get("peerhost"), decision.reason
+            "denied %s from %s: %s%s",
+            decision.device_id,
+            asked.peerhost,
+            decision.reason,
+            f" (certificate {certificate.fingerprint or certificate.names})" if certificate else "",
         )
     return Response(
         orjson.dumps(
@@ -302,18 +297,27 @@ def endpoints() -> list[Endpoint]:
             "POST",
             "/v1/broker/authenticate",
             broker_authenticate,
-            "The broker's check of a connecting device (EMQX HTTP authentication)",
+            "The broker's check of a connecting device (EMQX HTTP authentication; a client "
+            "certificate's facts in the cert_ fields, scheduler/broker_request.py)",
             "broker",
             KeyScope.BROKER,
             body="json",
             schema={
                 "type": "object",
-                "required": list(_AUTH_FIELDS),
+                "required": list(broker_request.REQUIRED),
                 "properties": {
                     "clientid": {"type": "string"},
                     "username": {"type": ["string", "null"]},
                     "password": {"type": ["string", "null"]},
                     "peerhost": {"type": "string"},
+                    "cert_common_name": {"type": ["string", "null"]},
+                    "cert_subject": {"type": ["string", "null"]},
+                    "cert_names": {"type": ["array", "null"], "items": {"type": "string"}},
+                    "cert_fingerprint": {"type": ["string", "null"]},
+                    "cert_check": {
+                        "type": ["string", "null"],
+                        "enum": [*(r.value for r in CHAIN_VERDICTS), None],
+                    },
                 },
             },
             responses={

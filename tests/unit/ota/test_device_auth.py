@@ -12,10 +12,12 @@ from hypothesis import strategies as st
 from ota.device_auth import (
     HOUR_MS,
     MalformedClientId,
+    PresentedCertificate,
     Reason,
     SignType,
     authenticate,
     credentials_for,
+    decide_certificate,
     parse_client_id,
     password_for,
     timestamp_for,
@@ -127,8 +129,11 @@ def test_every_reason() -> None:
         "disabled",
         "clock_skew",
         "username_mismatch",
-        # Decided from the stored record (scheduler/credentials.py), never by `decide`.
+        # Certificate devices: decide_certificate's, never `decide`'s.
         "certificate_required",
+        "certificate_mismatch",
+        "certificate_untrusted",
+        "certificate_expired",
     }
 
 
@@ -196,3 +201,36 @@ def test_the_sign_type_is_not_signed() -> None:
 def test_arbitrary_input_never_raises(client_id: str, username: str, password: str) -> None:
     decision = authenticate(client_id, username, password, SECRET, True, NOW)
     assert decision.reason in set(Reason)
+
+
+@pytest.mark.parametrize(
+    ("certificate", "enabled", "expected"),
+    [
+        (PresentedCertificate(("dev-1",)), True, Reason.OK),
+        (PresentedCertificate(("unit 7", "unit-7.example", "dev-1")), True, Reason.OK),
+        (PresentedCertificate(("dev-2",)), True, Reason.CERTIFICATE_MISMATCH),
+        (PresentedCertificate(("dev-1x", "DEV-1")), True, Reason.CERTIFICATE_MISMATCH),
+        (PresentedCertificate(()), True, Reason.CERTIFICATE_MISMATCH),
+        (None, True, Reason.CERTIFICATE_REQUIRED),
+        # The broker's verdict on the chain stands, whatever the names.
+        (
+            PresentedCertificate(("dev-1",), Reason.CERTIFICATE_UNTRUSTED),
+            True,
+            Reason.CERTIFICATE_UNTRUSTED,
+        ),
+        (
+            PresentedCertificate(("dev-1",), Reason.CERTIFICATE_EXPIRED),
+            True,
+            Reason.CERTIFICATE_EXPIRED,
+        ),
+        # Disabled first, as for a password device.
+        (PresentedCertificate(("dev-1",)), False, Reason.DISABLED),
+        (None, False, Reason.DISABLED),
+    ],
+)
+def test_a_certificate_decides_as_the_brokers_redis_mode_does(
+    certificate: PresentedCertificate | None, enabled: bool, expected: Reason
+) -> None:
+    decision = decide_certificate("dev-1", certificate, enabled)
+    assert decision.reason is expected
+    assert decision.device_id == "dev-1"
