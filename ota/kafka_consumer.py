@@ -16,7 +16,9 @@ value and timestamp. kafka-python's consumer is one (ota/kafka_clients.GroupCons
 
 `poll_paused` keeps a busy member in its group without reading (the gateway's downlink
 while every publish slot is taken, the scheduler's consumers while a batch is applied);
-`resume_all` ends it.
+`resume_all` ends it. `wait_for_partitions` holds a member back from joining until its
+topics' metadata is known (one that joins before is assigned nothing until the next
+metadata refresh).
 
 librdkafka heartbeats on its own thread, so a consumer that stops polling stays in its
 group until max.poll.interval.ms; every poll stamps the consumer's liveness beat
@@ -31,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from kafka.errors import CommitFailedError
@@ -53,6 +55,7 @@ OFFSET_BEGINNING = -2  # librdkafka's logical offsets
 OFFSET_END = -1
 OFFSET_STORED = -1000  # the group's committed offset, else auto.offset.reset
 _METADATA_TIMEOUT_S = 10.0
+_METADATA_RETRY_S = 0.1  # how often wait_for_partitions asks again
 _COMMITTED_PATIENCE_S = 60.0  # a coordinator failover takes Kafka's 9 s broker session
 _COMMITTED_RETRY_S = 0.5
 
@@ -110,6 +113,24 @@ def poll_paused(consumer: RecordConsumer, timeout_ms: int) -> None:
 
 def resume_all(consumer: RecordConsumer) -> None:
     consumer.resume(*consumer.paused())
+
+
+def wait_for_partitions(
+    consumer: RecordConsumer,
+    topics: Sequence[str],
+    timeout_s: float,
+    stopped: Callable[[], bool] = lambda: False,
+) -> bool:
+    """Whether every topic's partitions became known within `timeout_s` (False once
+    `stopped()`)."""
+    deadline = time.monotonic() + timeout_s
+    while not stopped():
+        if all(consumer.partitions_for_topic(topic) for topic in topics):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_METADATA_RETRY_S)
+    return False
 
 
 class _Record:

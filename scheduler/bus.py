@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from redis.exceptions import RedisError
 from ota import metrics
 from ota.backoff import Backoff, StoppedError, retry
 from ota.kafka_clients import make_consumer, make_producer
-from ota.kafka_consumer import RecordConsumer, poll_paused, resume_all
+from ota.kafka_consumer import RecordConsumer, poll_paused, resume_all, wait_for_partitions
 from ota.kafka_errors import FlushTimeoutError, KafkaClientError, translate, worth_retrying
 from ota.kafka_producer import Delivery
 from ota.settings import CommonSettings
@@ -241,12 +240,6 @@ class Consumer:
             return False  # uncommitted: the next owner of the partitions applies it
         return True
 
-    def _await_metadata(self, consumer: Any, stop: asyncio.Event) -> None:
-        # Joining the group before the topics' metadata is known gets no partitions
-        # assigned until the next metadata refresh, so wait for it first.
-        deadline = time.monotonic() + METADATA_WAIT_S
-        while not stop.is_set() and time.monotonic() < deadline:
-            if all(consumer.partitions_for_topic(t) for t in self._topics):
-                return
-            time.sleep(0.2)
-        log.warning("topics have no metadata yet", extra={"topics": list(self._topics)})
+    def _await_metadata(self, consumer: RecordConsumer, stop: asyncio.Event) -> None:
+        if not wait_for_partitions(consumer, self._topics, METADATA_WAIT_S, stop.is_set):
+            log.warning("topics have no metadata yet", extra={"topics": list(self._topics)})

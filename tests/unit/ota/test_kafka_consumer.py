@@ -3,7 +3,8 @@ against the real Kafka is in the integration and fault suites): records grouped 
 partition, errors that pass skipped, a fatal error ending the consumer for good (whether
 consumed, reported to the error callback or refusing a commit), each client error logged
 once, a refused call raised as a KafkaClientError, a commit of nothing, seeks during an
-assignment becoming its start offsets; and the paused poll every busy member uses."""
+assignment becoming its start offsets; and the helpers every member uses (the paused
+poll, the wait for topic metadata)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,13 @@ from confluent_kafka import TopicPartition as Confluent
 from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from ota.kafka_consumer import OFFSET_BEGINNING, ConfluentConsumer, poll_paused, resume_all
+from ota.kafka_consumer import (
+    OFFSET_BEGINNING,
+    ConfluentConsumer,
+    poll_paused,
+    resume_all,
+    wait_for_partitions,
+)
 from ota.kafka_errors import FatalConsumerError, KafkaClientError
 
 
@@ -228,3 +235,25 @@ def test_a_paused_poll_reads_nothing_even_from_partitions_assigned_during_it() -
     assert member.paused() == {TopicPartition("t", 0), TopicPartition("t", 1)}
     resume_all(member)  # type: ignore[arg-type]
     assert member.paused() == set()
+
+
+class Metadata:
+    """Knows topic `t`'s partitions from the `known_after`th question on; `u` never."""
+
+    def __init__(self, known_after: int) -> None:
+        self.asked = 0
+        self.known_after = known_after
+
+    def partitions_for_topic(self, topic: str) -> set[int] | None:
+        self.asked += 1
+        return {0, 1} if topic == "t" and self.asked >= self.known_after else None
+
+
+def test_waiting_for_partitions_asks_until_known_and_gives_up_at_the_bound() -> None:
+    metadata = Metadata(known_after=3)
+    assert wait_for_partitions(metadata, ["t"], timeout_s=30)  # type: ignore[arg-type]
+    assert metadata.asked == 3
+    assert not wait_for_partitions(Metadata(1), ["t", "u"], timeout_s=0)  # type: ignore[arg-type]
+    never = Metadata(1)
+    assert not wait_for_partitions(never, ["t"], timeout_s=30, stopped=lambda: True)  # type: ignore[arg-type]
+    assert never.asked == 0
