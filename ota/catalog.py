@@ -36,6 +36,8 @@ class FailureCause(IntEnum):
     CELL_ID_TIMEOUT = 10  # NB-IoT only (LwM2M devices report a cell id): catalogued, never produced
     INVALID_URI = 11  # device-side despite its number (reported as result code 11)
     SOURCE_VERSION_NOT_ALLOWED = 12
+    # A task with success "confirmed": the target version came, its health verdict did not.
+    CONFIRM_TIMEOUT = 13
     # Device-side causes (result codes of upgrade_progress_report).
     DEVICE_BUSY = 20
     POOR_SIGNAL = 21
@@ -47,6 +49,10 @@ class FailureCause(IntEnum):
     OUT_OF_MEMORY = 27
     UPDATE_FAILED = 28
     SIGNATURE_CHECK_FAILED = 29  # reported as result code 12 (this platform's)
+    # Success "confirmed" (docs/protocol.md, "Health confirmation"): the device's checks
+    # after installing failed, or it came back running another version than the target.
+    HEALTH_CHECK_FAILED = 30
+    ROLLED_BACK = 31
 
     @property
     def message(self) -> str:
@@ -90,6 +96,7 @@ _MESSAGES: dict[FailureCause, str] = {
     FailureCause.CELL_ID_TIMEOUT: "Waiting for report cellId timeout",
     FailureCause.INVALID_URI: "Invalid URI",
     FailureCause.SOURCE_VERSION_NOT_ALLOWED: "Source version not allowed by the package",
+    FailureCause.CONFIRM_TIMEOUT: "Waiting for the device to confirm its health after the upgrade timeout",
     FailureCause.DEVICE_BUSY: "Device busy",
     FailureCause.POOR_SIGNAL: "Poor signal",
     FailureCause.LOW_BATTERY: "Low battery",
@@ -100,6 +107,8 @@ _MESSAGES: dict[FailureCause, str] = {
     FailureCause.OUT_OF_MEMORY: "Out of memory during downloading process",
     FailureCause.UPDATE_FAILED: "Firmware update failed",
     FailureCause.SIGNATURE_CHECK_FAILED: "Package signature verification failed",
+    FailureCause.HEALTH_CHECK_FAILED: "Device reported a failed health check after the upgrade",
+    FailureCause.ROLLED_BACK: "Device came back on its previous version after the upgrade",
 }
 
 # Retrying cannot help: the package, the device's hardware or another task is in the way.
@@ -112,6 +121,9 @@ _NOT_RETRYABLE = frozenset(
         FailureCause.NOT_ENOUGH_STORAGE,
         FailureCause.UNSUPPORTED_PACKAGE_TYPE,
         FailureCause.SIGNATURE_CHECK_FAILED,
+        # The target version ran and proved unhealthy: the same package would again.
+        FailureCause.HEALTH_CHECK_FAILED,
+        FailureCause.ROLLED_BACK,
     }
 )
 

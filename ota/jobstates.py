@@ -19,6 +19,9 @@ class JobState(StrEnum):
     DOWNLOADED = "DOWNLOADED"
     UPDATING = "UPDATING"
     VERIFYING = "VERIFYING"
+    # The target version is reported; a task with success "confirmed" waits here for the
+    # device's health verdict (docs/workers.md, "Two-stage success").
+    CONFIRMING = "CONFIRMING"
     WAITING_RETRY = "WAITING_RETRY"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
@@ -62,6 +65,7 @@ _STATUS: dict[JobState, DeviceStatus] = {
     JobState.DOWNLOADED: DeviceStatus.PROCESSING,
     JobState.UPDATING: DeviceStatus.PROCESSING,
     JobState.VERIFYING: DeviceStatus.PROCESSING,
+    JobState.CONFIRMING: DeviceStatus.PROCESSING,
     JobState.WAITING_RETRY: DeviceStatus.FAIL_WAIT_RETRY,
     JobState.SUCCEEDED: DeviceStatus.SUCCESS,
     JobState.FAILED: DeviceStatus.FAIL,

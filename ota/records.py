@@ -58,6 +58,13 @@ class ConflictPolicy(StrEnum):
     WAIT = "wait"  # queue behind the active job
 
 
+class SuccessMode(StrEnum):
+    """When a job counts as succeeded (docs/workers.md, "Two-stage success")."""
+
+    REPORTED = "reported"  # the device reported the target version (IoTDA's rule)
+    CONFIRMED = "confirmed"  # and then confirmed its health checks passed on it
+
+
 HOUR_S = 3600
 
 
@@ -73,6 +80,9 @@ class Windows:
     result_s: int = 24 * HOUR_S
     verify_s: int = 180
     upgrade_total_s: int = 24 * HOUR_S  # command sent -> final result, across the states
+    # Success "confirmed": target version reported -> the device's health verdict. Its own
+    # window, after the others (not capped by upgrade_total_s); not IoTDA's.
+    confirm_s: int = 1800
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +133,7 @@ class JobSpec:
     presigned_url: bool = False  # send the _v2 commands with the token in the URL
     # Per cause or class, in place of retry_count/retry_interval_s; empty: those for all.
     retry_rules: tuple[RetryRule, ...] = ()
+    success: SuccessMode = SuccessMode.REPORTED
 
 
 # ------------------------------------------------------------------ inbox records
@@ -401,6 +412,7 @@ def _job(r: _Reader) -> JobSpec:
         on_conflict=r.enum("on_conflict", ConflictPolicy, "fail"),
         presigned_url=r.get("presigned_url", bool, False),
         retry_rules=_retry_rules(r),
+        success=r.enum("success", SuccessMode, "reported"),
     )
 
 

@@ -30,6 +30,14 @@ from ota.fields import (
 MAX_RESULT_CODE = 2**31 - 1
 
 
+class HealthCheck(StrEnum):
+    """A device's verdict on the version it runs, after its own post-install checks
+    (`version_report`'s `health_check`, this platform's: docs/protocol.md)."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+
+
 class UplinkType(StrEnum):
     VERSION_REPORT = "version_report"
     UPGRADE_PROGRESS_REPORT = "upgrade_progress_report"
@@ -39,14 +47,20 @@ class UplinkType(StrEnum):
 @dataclass(frozen=True, slots=True)
 class VersionReport:
     """The versions the device runs (each optional: a device sends what applies);
-    the answer to a version_query."""
+    the answer to a version_query. `health_check`, when the device has checked the
+    version it installed last: its verdict (absent from IoTDA devices' reports)."""
 
     event_type: ClassVar[UplinkType] = UplinkType.VERSION_REPORT
     fw_version: str | None = None
     sw_version: str | None = None
+    health_check: HealthCheck | None = None
 
     def paras(self) -> dict[str, Any]:
-        return _present(("fw_version", self.fw_version), ("sw_version", self.sw_version))
+        return _present(
+            ("fw_version", self.fw_version),
+            ("sw_version", self.sw_version),
+            ("health_check", None if self.health_check is None else self.health_check.value),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +119,22 @@ def _version_report(paras: Mapping[str, Any], where: str) -> VersionReport:
     return VersionReport(
         fw_version=optional_str(paras, "fw_version", where),
         sw_version=optional_str(paras, "sw_version", where),
+        health_check=_health_check(paras, where),
     )
+
+
+def _health_check(paras: Mapping[str, Any], where: str) -> HealthCheck | None:
+    text = optional_str(paras, "health_check", where)
+    if text is None:
+        return None
+    try:
+        return HealthCheck(text)
+    except ValueError:
+        raise ProtocolError(
+            Reason.BAD_VALUE,
+            f"{where}.health_check {text[:100]!r} is not one of "
+            + ", ".join(h.value for h in HealthCheck),
+        ) from None
 
 
 def _sdk_info_report(paras: Mapping[str, Any], where: str) -> SdkInfoReport:

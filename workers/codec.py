@@ -13,8 +13,9 @@ different specs never share one entry). Layout (append-only; never reorder or re
   job    = [spec digest, attempt, state code, version, deadline_ms | null, tries,
             cause | null, command_ms, command_id, stage code | null, download_pct | null]
   spec   = [task_id, "f" | "s", sha256, version, file_name, file_size, custom_info,
-            [allowed source...], windows (0 = defaults, else the 8 values in field order),
-            retry_count, retry_interval_s, flags (1 require_online, 2 presigned_url, 4 wait),
+            [allowed source...], windows (0 = defaults, else the values in field order,
+            confirm_s left off at its default), retry_count, retry_interval_s,
+            flags (1 require_online, 2 presigned_url, 4 wait, 8 success "confirmed"),
             signature, key_id (absent when unsigned and no retry rules),
             [[on, count, interval_s, factor, max_interval_s]...] (retry rules; absent: none)]
 
@@ -33,7 +34,15 @@ import orjson
 
 from ota.catalog import FailureCause
 from ota.jobstates import JobState
-from ota.records import ConflictPolicy, JobSpec, PackageRef, RetryRule, TaskType, Windows
+from ota.records import (
+    ConflictPolicy,
+    JobSpec,
+    PackageRef,
+    RetryRule,
+    SuccessMode,
+    TaskType,
+    Windows,
+)
 from workers.model import Device, Job
 
 # Persisted codes: append only.
@@ -50,10 +59,11 @@ STATE_CODES: dict[JobState, int] = {
     JobState.SUCCEEDED: 9,
     JobState.FAILED: 10,
     JobState.CANCELLED: 11,
+    JobState.CONFIRMING: 12,
 }
 _STATES = {code: state for state, code in STATE_CODES.items()}
 _DEFAULT_WINDOWS = Windows()
-_REQUIRE_ONLINE, _PRESIGNED, _WAIT = 1, 2, 4
+_REQUIRE_ONLINE, _PRESIGNED, _WAIT, _CONFIRMED = 1, 2, 4, 8
 _CACHE_MAX = 4096
 # Values a job or device array may leave off at its end (in field order).
 # tries, cause, command_ms, command_id, stage, download_pct
@@ -181,8 +191,9 @@ def _pack_spec(spec: JobSpec) -> list[Any]:
         (_REQUIRE_ONLINE if spec.require_online else 0)
         | (_PRESIGNED if spec.presigned_url else 0)
         | (_WAIT if spec.on_conflict is ConflictPolicy.WAIT else 0)
+        | (_CONFIRMED if spec.success is SuccessMode.CONFIRMED else 0)
     )
-    windows: Any = 0 if spec.windows == _DEFAULT_WINDOWS else list(astuple(spec.windows))
+    windows: Any = 0 if spec.windows == _DEFAULT_WINDOWS else _pack_windows(spec.windows)
     return [
         spec.task_id,
         "f" if spec.task_type is TaskType.FIRMWARE else "s",
@@ -201,6 +212,13 @@ def _pack_spec(spec: JobSpec) -> list[Any]:
         *((package.signature, package.key_id) if package.signature or spec.retry_rules else ()),
         *([[list(astuple(rule)) for rule in spec.retry_rules]] if spec.retry_rules else []),
     ]
+
+
+def _pack_windows(windows: Windows) -> list[int]:
+    # confirm_s came after the first eight: at its default it is left off, so a spec
+    # stored before it packs (and is digested) as it was.
+    values = list(astuple(windows))
+    return values[:-1] if windows.confirm_s == _DEFAULT_WINDOWS.confirm_s else values
 
 
 def unpack(raw: bytes, specs: Mapping[str, JobSpec]) -> Device:
@@ -261,4 +279,5 @@ def _unpack_spec(data: list[Any]) -> JobSpec:
         on_conflict=ConflictPolicy.WAIT if flags & _WAIT else ConflictPolicy.FAIL,
         presigned_url=bool(flags & _PRESIGNED),
         retry_rules=rules,
+        success=SuccessMode.CONFIRMED if flags & _CONFIRMED else SuccessMode.REPORTED,
     )

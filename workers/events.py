@@ -23,7 +23,7 @@ from ota.records import (
     PresenceRecord,
     TimeoutRecord,
 )
-from ota.reports import ProgressReport, VersionReport, decode_report
+from ota.reports import HealthCheck, ProgressReport, VersionReport, decode_report
 
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -64,6 +64,7 @@ class Event:
     job_version: int = 0  # TIMEOUT
     fw_version: str | None = None  # VERSION, SDK_INFO
     sw_version: str | None = None
+    health_check: HealthCheck | None = None  # VERSION: the device's verdict on its version
     result_code: int = 0  # PROGRESS
     progress: int | None = None
     version: str = ""
@@ -127,6 +128,7 @@ def _device_event(record: DeviceEventRecord) -> Event:
         Kind.VERSION if isinstance(report, VersionReport) else Kind.SDK_INFO,
         fw_version=_optional_version(report.fw_version, "fw_version"),
         sw_version=_optional_version(report.sw_version, "sw_version"),
+        health_check=report.health_check if isinstance(report, VersionReport) else None,
     )
 
 

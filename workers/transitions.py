@@ -17,6 +17,8 @@ from typing import Any
 
 from ota.catalog import RESULT_ALREADY_LATEST, RESULT_SUCCESS, FailureCause, cause_for_result_code
 from ota.jobstates import JobState
+from ota.records import SuccessMode
+from ota.reports import HealthCheck
 from ota.tokens import TOKEN_LIFETIME_S
 from workers.context import Ctx, begin, fail, furthest, query
 from workers.effects import SendUpgrade
@@ -62,11 +64,28 @@ def _total_deadline(job: Job) -> int:
     return job.command_ms + job.spec.windows.upgrade_total_s * 1000
 
 
-def _evaluate_version(ctx: Ctx, job: Job, reported: str | None) -> Job:
+def _reached(ctx: Ctx, job: Job, version: str, health: HealthCheck | None, **detail: Any) -> Job:
+    """The device reported the target version: the job succeeds, or with success
+    "confirmed" it succeeds only on a passed health check given with the version, fails
+    on a failed one, and otherwise waits for the verdict in CONFIRMING."""
+    if job.spec.success is SuccessMode.REPORTED:
+        return ctx.move(job, S.SUCCEEDED, None, version=version, **detail)
+    if health is HealthCheck.PASSED:
+        passed = health.value
+        return ctx.move(job, S.SUCCEEDED, None, version=version, health_check=passed, **detail)
+    if health is HealthCheck.FAILED:
+        return fail(ctx, job, FailureCause.HEALTH_CHECK_FAILED, version=version, **detail)
+    deadline = ctx.after(job.spec.windows.confirm_s)
+    return ctx.move(job, S.CONFIRMING, deadline, version=version, **detail)
+
+
+def _evaluate_version(
+    ctx: Ctx, job: Job, reported: str | None, health: HealthCheck | None = None
+) -> Job:
     """The device's answer to a version query, before any command went out."""
     package = job.spec.package
     if reported == package.version:
-        return ctx.move(job, S.SUCCEEDED, None, version=reported, by="version_report")
+        return _reached(ctx, job, reported, health, by="version_report")
     if package.allowed_sources and reported not in package.allowed_sources:
         return fail(ctx, job, FailureCause.SOURCE_VERSION_NOT_ALLOWED, version=reported)
     return _upgrade(ctx, job, reported)
@@ -87,7 +106,7 @@ Handler = Callable[[Ctx, Job, Event], Job]
 
 def _waiting_online_uplink(ctx: Ctx, job: Job, ev: Event) -> Job:
     if ev.kind is Kind.VERSION and _answered_version(job, ev) is not None:
-        return _evaluate_version(ctx, job, _answered_version(job, ev))
+        return _evaluate_version(ctx, job, _answered_version(job, ev), ev.health_check)
     query(ctx, job)
     return ctx.move(job, S.QUERYING_VERSION, ctx.after(job.spec.windows.version_s))
 
@@ -103,7 +122,7 @@ def _version_answer(ctx: Ctx, job: Job, ev: Event) -> Job:
     if reported is None:
         ctx.note(job, "version_missing", field=job.spec.task_type.version_field)
         return job
-    return _evaluate_version(ctx, job, reported)
+    return _evaluate_version(ctx, job, reported, ev.health_check)
 
 
 def _query_online(ctx: Ctx, job: Job, ev: Event) -> Job:
@@ -131,7 +150,7 @@ def _stale_report(ctx: Ctx, job: Job, ev: Event) -> Job:
 
 
 def _upgrading_online(ctx: Ctx, job: Job, ev: Event) -> Job:
-    """A reconnect after the command went out. A broker that crashed lost what was in flight
+    """A reconnect after the command went out (or while waiting for the health verdict). A broker that crashed lost what was in flight
     both ways (clean sessions): the command itself, and reports the device published around
     the crash. In COMMAND_SENT the upgrade goes out again under the same command id (a
     device that has it ignores the repeat and goes on; one that lost it starts), with a fresh
@@ -156,7 +175,7 @@ def _upgrading_version(ctx: Ctx, job: Job, ev: Event) -> Job:
     reported = _answered_version(job, ev)
     if reported != job.spec.package.version:
         return job
-    return ctx.move(job, S.SUCCEEDED, None, version=reported, by="version_report")
+    return _reached(ctx, job, reported, ev.health_check, by="version_report")
 
 
 def _download_stage(to: S, window: Callable[[Job], int]) -> Handler:
@@ -188,7 +207,7 @@ def _progress(ctx: Ctx, job: Job, ev: Event) -> Job:
     if code == RESULT_SUCCESS and ev.progress is not None and ev.progress < 100:
         return _in_progress(ctx, job, ev.progress, ev.description)
     if ev.version == job.spec.package.version:
-        return ctx.move(job, S.SUCCEEDED, None, version=ev.version, by="result", result_code=code)
+        return _reached(ctx, job, ev.version, None, by="result", result_code=code)
     return fail(ctx, job, FailureCause.UPDATE_FAILED, result_code=code, version=ev.version)
 
 
@@ -227,7 +246,7 @@ def _verifying_version(ctx: Ctx, job: Job, ev: Event) -> Job:
         ctx.note(job, "version_missing", field=job.spec.task_type.version_field)
         return job
     if reported == job.spec.package.version:
-        return ctx.move(job, S.SUCCEEDED, None, version=reported, by="verify")
+        return _reached(ctx, job, reported, ev.health_check, by="verify")
     stage = _stage(job)
     return fail(ctx, job, STAGE_CAUSES[stage], version=reported, stage=stage.value)
 
@@ -261,6 +280,38 @@ def _verifying_progress(ctx: Ctx, job: Job, ev: Event) -> Job:
             return _late_download_progress(ctx, job, ev.progress)
         return replace(job, stage=S.UPDATING)
     return _progress(ctx, job, ev)
+
+
+def _confirming_version(ctx: Ctx, job: Job, ev: Event) -> Job:
+    """A version or SDK report while the job waits for the health verdict: the target with
+    a verdict ends the job; another version is the device back on its old one (it rebooted
+    into it, or rolled the upgrade back); the target alone, or none, changes nothing."""
+    reported = _answered_version(job, ev)
+    if reported is None:
+        return job
+    if reported != job.spec.package.version:
+        return fail(ctx, job, FailureCause.ROLLED_BACK, version=reported, by=ev.kind.value)
+    if ev.health_check is HealthCheck.PASSED:
+        verdict = ev.health_check.value
+        return ctx.move(
+            job, S.SUCCEEDED, None, by="confirmation", version=reported, health_check=verdict
+        )
+    if ev.health_check is HealthCheck.FAILED:
+        return fail(ctx, job, FailureCause.HEALTH_CHECK_FAILED, version=reported)
+    return job
+
+
+def _confirming_progress(ctx: Ctx, job: Job, ev: Event) -> Job:
+    """A progress report while waiting for the verdict: the device naming another version
+    than the target is back on its old one; a repeat of its result is only noted."""
+    echoed = ev.device_event_id
+    if echoed and echoed != job.command_id and EFFECT_ID.fullmatch(echoed):
+        return _stale_report(ctx, job, ev)  # echoes the command of an older try
+    if ev.version != job.spec.package.version:
+        detail = {"version": ev.version, "result_code": ev.result_code}
+        return fail(ctx, job, FailureCause.ROLLED_BACK, by="progress", **detail)
+    ctx.note(job, "progress_while_confirming", result_code=ev.result_code, progress=ev.progress)
+    return job
 
 
 def download_detail(ev: Event) -> dict[str, Any]:
@@ -336,6 +387,11 @@ TRANSITIONS: dict[tuple[JobState, Kind], Handler] = {
     (S.VERIFYING, Kind.DOWNLOAD_STARTED): _verifying_download,
     (S.VERIFYING, Kind.DOWNLOAD_FINISHED): _verifying_download,
     (S.VERIFYING, Kind.TIMEOUT): _verifying_timeout,
+    (S.CONFIRMING, Kind.VERSION): _confirming_version,
+    (S.CONFIRMING, Kind.SDK_INFO): _confirming_version,
+    (S.CONFIRMING, Kind.PROGRESS): _confirming_progress,
+    (S.CONFIRMING, Kind.ONLINE): _upgrading_online,
+    (S.CONFIRMING, Kind.TIMEOUT): _timeout_failing(F.CONFIRM_TIMEOUT),
     (S.WAITING_RETRY, Kind.TIMEOUT): _timeout_retry,
 }
 

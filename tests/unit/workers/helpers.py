@@ -6,7 +6,8 @@ from dataclasses import replace
 from typing import Any
 
 from ota.jobstates import JobState
-from ota.records import ConflictPolicy, JobSpec, PackageRef, TaskType, Windows
+from ota.records import ConflictPolicy, JobSpec, PackageRef, SuccessMode, TaskType, Windows
+from ota.reports import HealthCheck
 from workers.effects import EmitJobEvent, SendUpgrade, SendVersionQuery
 from workers.events import Event, Kind
 from workers.machine import Outcome, step
@@ -23,6 +24,7 @@ WINDOWS = Windows(
     result_s=50,
     verify_s=10,
     upgrade_total_s=1000,
+    confirm_s=60,
 )
 
 
@@ -36,6 +38,7 @@ def spec(
     on_conflict: ConflictPolicy = ConflictPolicy.FAIL,
     require_online: bool = False,
     windows: Windows = WINDOWS,
+    success: SuccessMode = SuccessMode.REPORTED,
 ) -> JobSpec:
     return JobSpec(
         task_id=task_id,
@@ -46,6 +49,7 @@ def spec(
         retry_interval_s=retry_interval_s,
         require_online=require_online,
         on_conflict=on_conflict,
+        success=success,
     )
 
 
@@ -53,8 +57,10 @@ def start(s: JobSpec | None = None, attempt: int = 1) -> Event:
     return Event(Kind.START, spec=s or spec(), attempt=attempt)
 
 
-def version(fw: str | None = None, sw: str | None = None) -> Event:
-    return Event(Kind.VERSION, fw_version=fw, sw_version=sw)
+def version(
+    fw: str | None = None, sw: str | None = None, health: HealthCheck | None = None
+) -> Event:
+    return Event(Kind.VERSION, fw_version=fw, sw_version=sw, health_check=health)
 
 
 def progress(

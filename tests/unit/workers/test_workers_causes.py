@@ -16,7 +16,8 @@ import pytest
 from ota.catalog import FailureCause as F
 from ota.catalog import cause_for_result_code, known_result_codes
 from ota.jobstates import JobState as S
-from ota.records import ConflictPolicy, Windows
+from ota.records import ConflictPolicy, SuccessMode, Windows
+from ota.reports import HealthCheck
 from workers.events import Event, Kind
 from workers.model import Device
 
@@ -64,6 +65,7 @@ class Case:
     online: bool | None = True
     require_online: bool = False
     allowed: tuple[str, ...] = ()
+    success: SuccessMode = SuccessMode.REPORTED
 
 
 QUERIED = (send(version(fw="1.0")),)  # answered the version query: the command went out
@@ -91,6 +93,18 @@ CASES: dict[F, Case] = {
     F.VERIFY_TIMEOUT: Case(
         (*QUERIED, send(DL_STARTED), send(DL_FINISHED), send(progress(0, 50)), wait(), wait())
     ),
+    # Success "confirmed": the result names the target, then the health verdict decides.
+    F.CONFIRM_TIMEOUT: Case(
+        (*QUERIED, send(progress(0, 100, TARGET)), wait()), success=SuccessMode.CONFIRMED
+    ),
+    F.HEALTH_CHECK_FAILED: Case(
+        (*QUERIED, send(progress(0, 100, TARGET)), send(version(TARGET, None, HealthCheck.FAILED))),
+        success=SuccessMode.CONFIRMED,
+    ),
+    F.ROLLED_BACK: Case(
+        (*QUERIED, send(progress(0, 100, TARGET)), send(version(fw="1.0"))),
+        success=SuccessMode.CONFIRMED,
+    ),
     **{
         cause_for_result_code(code): Case((*QUERIED, send(DL_STARTED), send(progress(code, 100))))
         for code in sorted(known_result_codes() - {0, 3, 255})
@@ -113,7 +127,14 @@ def test_cause_at_default_windows(cause: F) -> None:
     case = CASES[cause]
     run = Runner(Device(online=case.online, fw_version="1.0"), T0)
     run(
-        start(make_spec(windows=DEFAULTS, require_online=case.require_online, allowed=case.allowed))
+        start(
+            make_spec(
+                windows=DEFAULTS,
+                require_online=case.require_online,
+                allowed=case.allowed,
+                success=case.success,
+            )
+        )
     )
     for do in case.steps:
         do(run)
@@ -160,6 +181,16 @@ def test_task_conflict_at_default_windows() -> None:
     out = run(start(make_spec("t2", windows=DEFAULTS, on_conflict=ConflictPolicy.FAIL)))
     [failed] = [e for e in events(out) if e.to_state == "FAILED"]
     assert failed.cause == F.TASK_CONFLICT
+
+
+def test_the_confirmation_window_is_its_own_after_the_result() -> None:
+    """confirm_s starts at the target's report, past the 24 h that end with the result."""
+    run = Runner(Device(online=True, fw_version="1.0"), T0)
+    run(start(make_spec(windows=DEFAULTS, success=SuccessMode.CONFIRMED)))
+    run(version(fw="1.0"))
+    run(progress(0, 100, TARGET), run.now_ms + 24 * HOUR_MS - 1)
+    assert run.state is S.CONFIRMING
+    assert run.job.deadline_ms == run.now_ms + DEFAULTS.confirm_s * 1000
 
 
 def test_invalid_uri_is_a_device_side_cause() -> None:

@@ -11,7 +11,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from ota.catalog import FailureCause
 from ota.jobstates import JobState
-from ota.records import ConflictPolicy, RetryRule, TaskType
+from ota.records import ConflictPolicy, JobSpec, RetryRule, SuccessMode, TaskType
+from ota.reports import HealthCheck
 from ota.retry_rules import RULE_NAMES, retry_after_s
 from workers.codec import jobs_of, pack, spec_ref, unpack
 from workers.effects import EmitJobEvent
@@ -44,7 +45,12 @@ def device_events() -> st.SearchStrategy[Event]:
         st.just(DL_STARTED),
         st.just(DL_FINISHED),
         st.just(Event(Kind.DOWNLOAD_STARTED, package_sha256="cd" * 32)),
-        st.builds(lambda fw, sw: version(fw=fw, sw=sw), VERSIONS, VERSIONS),
+        st.builds(
+            lambda fw, sw, health: version(fw=fw, sw=sw, health=health),
+            VERSIONS,
+            VERSIONS,
+            st.none() | st.sampled_from(HealthCheck),
+        ),
         st.builds(lambda fw: Event(Kind.SDK_INFO, fw_version=fw), VERSIONS),
         st.builds(
             lambda code, pct, ver, echo, desc: progress(code, pct, ver or "1.0", echo, desc),
@@ -57,6 +63,17 @@ def device_events() -> st.SearchStrategy[Event]:
     )
 
 
+CONFIRMATION_REPORTS = st.sampled_from(
+    [
+        progress(0, 100, TARGET),
+        version(fw=TARGET),
+        version(fw=TARGET, health=HealthCheck.PASSED),
+        version(fw=TARGET, health=HealthCheck.FAILED),
+        version(fw="1.0", health=HealthCheck.PASSED),
+    ]
+)
+
+
 class JobMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -67,6 +84,8 @@ class JobMachine(RuleBasedStateMachine):
         self.finished: dict[tuple[str, int], Job] = {}
         self.last: Outcome | None = None
         self.last_event: Event | None = None
+        # The spec each (task, attempt) first started with: the one any job of it runs.
+        self.specs: dict[tuple[str, int], JobSpec] = {}
 
     def apply(self, event: Event) -> None:
         self.offset += 1
@@ -96,7 +115,9 @@ class JobMachine(RuleBasedStateMachine):
             key = (effect.task_id, effect.attempt)
             if key in self.finished:
                 assert effect.from_state == effect.to_state, f"finished {key} moved"
-            if effect.to_state == "SUCCEEDED" and effect.from_state != "SUCCEEDED":
+            moved = effect.from_state != effect.to_state
+            confirmed = self.specs[key].success is SuccessMode.CONFIRMED
+            if moved and effect.to_state in ("SUCCEEDED", "CONFIRMING"):
                 assert effect.detail["version"] == TARGET
                 reported = (
                     event.version
@@ -104,6 +125,21 @@ class JobMachine(RuleBasedStateMachine):
                     else event.fw_version  # firmware task in these tests
                 )
                 assert reported == TARGET, "success without the target version reported"
+            if moved and effect.to_state == "CONFIRMING":
+                assert confirmed, "a reported task waited for a health verdict"
+            if moved and effect.to_state == "SUCCEEDED" and confirmed:
+                assert (event.kind, event.health_check) == (Kind.VERSION, HealthCheck.PASSED)
+            if moved and effect.cause == FailureCause.HEALTH_CHECK_FAILED:
+                assert (event.kind, event.health_check) == (Kind.VERSION, HealthCheck.FAILED)
+            if moved and effect.cause == FailureCause.ROLLED_BACK:
+                assert effect.from_state == "CONFIRMING"
+            if moved and effect.cause == FailureCause.CONFIRM_TIMEOUT:
+                assert (effect.from_state, event.kind) == ("CONFIRMING", Kind.TIMEOUT)
+            if moved and effect.cause in (
+                FailureCause.HEALTH_CHECK_FAILED,
+                FailureCause.ROLLED_BACK,
+            ):
+                assert confirmed
             if effect.to_state in ("FAILED", "WAITING_RETRY"):
                 assert effect.cause is not None
                 FailureCause(effect.cause)
@@ -122,6 +158,7 @@ class JobMachine(RuleBasedStateMachine):
         require_online=st.booleans(),
         allowed=st.sampled_from([(), ("1.0",)]),
         rules=RETRY_RULES,
+        confirmed=st.booleans(),
     )
     def job_start(
         self,
@@ -132,6 +169,7 @@ class JobMachine(RuleBasedStateMachine):
         require_online: bool,
         allowed: tuple[str, ...],
         rules: tuple[RetryRule, ...],
+        confirmed: bool,
     ) -> None:
         policy = ConflictPolicy.WAIT if wait else ConflictPolicy.FAIL
         job_spec = spec(
@@ -142,8 +180,16 @@ class JobMachine(RuleBasedStateMachine):
             require_online=require_online,
             allowed=allowed,
         )
-        job_spec = replace(job_spec, retry_rules=rules)
+        success = SuccessMode.CONFIRMED if confirmed else SuccessMode.REPORTED
+        job_spec = replace(job_spec, retry_rules=rules, success=success)
+        self.specs.setdefault((task, attempt), job_spec)
         self.apply(Event(Kind.START, spec=job_spec, attempt=attempt))
+
+    @rule(event=CONFIRMATION_REPORTS)
+    def confirmation_reports(self, event: Event) -> None:
+        """Reports of the target and verdicts on it: often enough that confirmed jobs
+        reach CONFIRMING and leave it every way."""
+        self.apply(event)
 
     @rule(task=TASKS)
     def cancel(self, task: str) -> None:
