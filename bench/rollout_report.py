@@ -23,6 +23,7 @@ STATE_ORDER = (
     "DOWNLOADED",
     "UPDATING",
     "VERIFYING",
+    "CONFIRMING",
     "WAITING_RETRY",
     "SUCCEEDED",
     "FAILED",

@@ -10,11 +10,12 @@ back, so the stored form and the API form are one format. Limits follow IoTDA wh
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
 from ota.catalog import CauseClass, FailureCause
-from ota.records import ConflictPolicy, RetryRule, Windows
+from ota.records import ConflictPolicy, RetryRule, SuccessMode, Windows
 from scheduler.errors import ValidationError
 from scheduler.fields import Obj
 from scheduler.policy_schema import DAYS, MAX_SCHEDULE_AHEAD_MS, field, names
@@ -23,6 +24,7 @@ from scheduler.policy_schema import MAX_RATE_PER_MIN as MAX_RATE_PER_MIN
 from scheduler.policy_schema import MAX_RETRY_COUNT as MAX_RETRY_COUNT
 from scheduler.policy_schema import MAX_RETRY_INTERVAL_MIN as MAX_RETRY_INTERVAL_MIN
 
+T = TypeVar("T")
 SCHEDULE_PAST_TOLERANCE_MS = 60_000  # clock skew between an operator's machine and ours
 
 
@@ -80,6 +82,7 @@ class TaskPolicy:
     require_online: bool = False
     on_conflict: ConflictPolicy = ConflictPolicy.FAIL
     presigned_url: bool = False
+    success: SuccessMode = SuccessMode.REPORTED  # confirmed: wait for the device's verdict
     continuous: bool = False  # open: devices that come to match later join the task
     end_ms: int | None = None  # a continuous task's end; None: open until cancelled
 
@@ -151,8 +154,9 @@ def parse_policy(data: Any, now_ms: int | None) -> TaskPolicy:
         abort=_abort(p),
         maintenance=_maintenance(p),
         require_online=p.flag("require_online", False),
-        on_conflict=_conflict(p),
+        on_conflict=_choice(p, "on_conflict", ConflictPolicy),
         presigned_url=p.flag("presigned_url", False),
+        success=_choice(p, "success", SuccessMode),
         continuous=continuous,
         end_ms=end_ms,
     )
@@ -336,18 +340,18 @@ def _maintenance(p: Obj) -> MaintenanceWindow | None:
     return MaintenanceWindow(start, end, tuple(sorted(DAYS.index(d) for d in days)))
 
 
-def _conflict(p: Obj) -> ConflictPolicy:
-    spec = field("on_conflict")
+def _choice(p: Obj, name: str, kind: Callable[[str], T]) -> T:
+    """A string field that takes one of the schema's `choices`, as `kind`."""
+    spec = field(name)
     assert spec.max_len is not None
-    raw = p.text("on_conflict", spec.default, max_len=spec.max_len)
-    try:
-        return ConflictPolicy(raw)
-    except ValueError:
+    raw = p.text(name, spec.default, max_len=spec.max_len)
+    if raw not in spec.choices:
         raise ValidationError(
-            f"policy.on_conflict={raw!r} is not fail or wait",
+            f"policy.{name}={raw!r} is not {' or '.join(spec.choices)}",
             code="bad_value",
-            field="policy.on_conflict",
-        ) from None
+            field=f"policy.{name}",
+        )
+    return kind(raw)
 
 
 def policy_json(policy: TaskPolicy) -> dict[str, Any]:
@@ -386,6 +390,7 @@ def policy_json(policy: TaskPolicy) -> dict[str, Any]:
         "require_online": policy.require_online,
         "on_conflict": policy.on_conflict.value,
         "presigned_url": policy.presigned_url,
+        "success": policy.success.value,
         "continuous": policy.continuous,
     }
     if policy.end_ms is not None:

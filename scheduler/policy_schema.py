@@ -193,7 +193,8 @@ POLICY = Field(
         Field(
             "timeouts",
             "object",
-            "seconds each wait may last (IoTDA's defaults when absent)",
+            "seconds each wait may last (IoTDA's defaults when absent; confirm_s, the wait "
+            "for a health verdict when success is confirmed, is this platform's)",
             members=tuple(
                 _integer(f.name, 1, MAX_WINDOW_S, default=f.default) for f in fields(Windows)
             ),
@@ -330,6 +331,17 @@ POLICY = Field(
             choices=("fail", "wait"),
             max_len=8,
             option=Option("--on-conflict"),
+        ),
+        Field(
+            "success",
+            "string",
+            "when a device's job succeeds: reported = it reported the target version "
+            "(IoTDA's rule); confirmed = then also confirmed its own health checks passed "
+            "on it, within timeouts.confirm_s (docs/protocol.md, 'Health confirmation')",
+            default="reported",
+            choices=("reported", "confirmed"),
+            max_len=16,
+            option=Option("--success"),
         ),
         Field(
             "presigned_url",

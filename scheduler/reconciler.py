@@ -76,6 +76,7 @@ def job_spec(doc: dict[str, Any], policy: TaskPolicy) -> JobSpec:
         require_online=policy.require_online,
         on_conflict=policy.on_conflict,
         presigned_url=policy.presigned_url,
+        success=policy.success,
     )
 
 

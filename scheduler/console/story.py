@@ -18,6 +18,7 @@ PHRASES = {
     "DOWNLOADED": "The device finished downloading",
     "UPDATING": "The device is installing (update progress reported)",
     "VERIFYING": "Asked the device for its version to verify the upgrade",
+    "CONFIRMING": "Installed; waiting for the device to confirm its health checks passed",
     "WAITING_RETRY": "Failed; waiting to try again",
     "SUCCEEDED": "Upgrade succeeded",
     "FAILED": "Upgrade failed",
