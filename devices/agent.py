@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devices.behaviour import WELL_BEHAVED, Behaviour, FailStage, stage_of
+from devices.behaviour import WELL_BEHAVED, AfterInstall, Behaviour, FailStage, stage_of
 from devices.download import Download, DownloadError, Interrupted, fetch
 from devices.http import HttpClient
 from ota.backoff import Backoff, retry
@@ -45,7 +45,7 @@ from ota.protocol import (
     up_topic,
     uplink_event,
 )
-from ota.reports import ProgressReport, VersionReport
+from ota.reports import HealthCheck, ProgressReport, VersionReport
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ class Outcome:
     result_code: int | None = None
     reported_version: str | None = None
     resumed_downloads: int = 0
+    health: AfterInstall | None = None  # what the post-install health check came to
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -108,6 +109,9 @@ class DeviceAgent:
         self._failures = 0  # upgrades failed with behaviour.fail_with so far
         self._fail: int | None = None  # the result code the upgrade under way fails with
         self._muted = False  # mute_after_install took effect
+        # The health check's verdict on the version installed last, sent with every
+        # version_report while the device runs it (None: not checked).
+        self._health: HealthCheck | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_report: asyncio.Task[None] | None = None  # the report queued last
         self.finished = asyncio.Event()
@@ -192,6 +196,8 @@ class DeviceAgent:
         await self._pause()
         if current == target:
             await self._finish(event, RESULT_ALREADY_LATEST, current, "already the latest version")
+            if self._health is not None:  # the verdict it holds on this version, again
+                await self._send(self._version_event(None))
             return
         fail = self._fail = self._next_failure()
         if fail is not None and stage_of(fail) is FailStage.BEFORE_DOWNLOAD:
@@ -222,6 +228,7 @@ class DeviceAgent:
                 self.fw_version = target
             else:
                 self.sw_version = target
+            self._health = None  # a new version, not checked yet
             if self.behaviour.mute_after_install:
                 self._mute()
                 return
@@ -230,9 +237,33 @@ class DeviceAgent:
                 self.finished.set()
                 return
             reported = self.behaviour.wrong_version or target
-            await self._finish(event, RESULT_SUCCESS, reported, "upgrade succeeded")
+            checks = self.behaviour.after_install is not None
+            await self._finish(event, RESULT_SUCCESS, reported, "upgrade succeeded", not checks)
+            if checks:
+                await self._check_health(firmware, current)
         finally:
             self._busy = None
+
+    async def _check_health(self, firmware: bool, previous: str) -> None:
+        """The post-install health check `behaviour.after_install` scripts: a verdict on the
+        new version, sent unprompted and kept for every later version_report; or a boot
+        back into `previous`, whose version it then reports as it does after booting."""
+        after = self.behaviour.after_install
+        assert after is not None
+        if self.behaviour.health_check_s:
+            await asyncio.sleep(self.behaviour.health_check_s)
+        if after is AfterInstall.BOOT_OLD:
+            if firmware:
+                self.fw_version = previous
+            else:
+                self.sw_version = previous
+        else:
+            passed = after is AfterInstall.CONFIRM
+            self._health = HealthCheck.PASSED if passed else HealthCheck.FAILED
+        self.outcome.health = after
+        await self._send(self._version_event(None))
+        self.outcome.finished_at = time.monotonic()
+        self.finished.set()
 
     def _mute(self) -> None:
         self._muted = True
@@ -306,12 +337,16 @@ class DeviceAgent:
 
     # ------------------------------------------------------------ reports
 
-    async def _finish(self, event: Event, code: int, version: str, description: str) -> None:
+    async def _finish(
+        self, event: Event, code: int, version: str, description: str, done: bool = True
+    ) -> None:
+        """The final result; `done` False: the device has more to do (its health check)."""
         await self._progress(event, code, 100, version, description)
         self.outcome.result_code = code
         self.outcome.reported_version = version
-        self.outcome.finished_at = time.monotonic()
-        self.finished.set()
+        if done:
+            self.outcome.finished_at = time.monotonic()
+            self.finished.set()
 
     async def _progress(
         self, command: Event, code: int, progress: int | None, version: str, description: str
@@ -325,7 +360,8 @@ class DeviceAgent:
         return self._queue(uplink_event(report, command.event_id))
 
     def _version_event(self, event_id: str | None) -> Event:
-        return uplink_event(VersionReport(self.fw_version, self.sw_version), event_id)
+        report = VersionReport(self.fw_version, self.sw_version, self._health)
+        return uplink_event(report, event_id)
 
     async def _send(self, event: Event) -> None:
         await self._queue(event)

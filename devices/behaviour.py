@@ -14,6 +14,15 @@ BEFORE_DOWNLOAD_CODES = frozenset({1, 2, 4, 5, 8})
 DOWNLOAD_CODES = frozenset({6, 7, 9})
 
 
+class AfterInstall(StrEnum):
+    """What a device's post-install health check comes to (docs/protocol.md, "Health
+    confirmation")."""
+
+    CONFIRM = "confirm"  # the checks pass: a version_report with health_check passed
+    FAIL_CHECK = "fail_check"  # they fail: health_check failed, the new version stays
+    BOOT_OLD = "boot_old"  # it boots back into the old version and reports that
+
+
 class FailStage(StrEnum):
     BEFORE_DOWNLOAD = "before_download"
     DOWNLOAD = "download"
@@ -54,6 +63,10 @@ class Behaviour:
     mute_after_install: bool = False  # once installed, answer nothing (no result, no version)
     mute_after_download: bool = False  # once downloaded, answer nothing (no install, no result)
     keepalive_s: int = 60
+    # After a successful install and its result: the health check's outcome, reported
+    # unprompted after `health_check_s`; None: an IoTDA device that never sends a verdict.
+    after_install: AfterInstall | None = None
+    health_check_s: float = 0.0
     # PEM public keys (ota.package_signing) the device accepts package signatures from;
     # empty: it checks only the SHA-256. Set, it refuses unsigned or unverified packages.
     trusted_keys_pem: bytes = b""

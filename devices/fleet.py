@@ -33,7 +33,7 @@ from enum import StrEnum
 from types import TracebackType
 
 from devices.agent import DeviceAgent, Publish
-from devices.behaviour import WELL_BEHAVED, Behaviour
+from devices.behaviour import WELL_BEHAVED, AfterInstall, Behaviour
 from devices.connection import DeviceAccess, DeviceConnection
 from devices.http import HttpClient
 from devices.report import FleetReport, histogram, summarize
@@ -137,7 +137,8 @@ def fleet_credentials(device_ids: list[str], seed: str = DEFAULT_SEED) -> bytes:
 
 def outcome_of(agent: DeviceAgent) -> str:
     """One word per device: succeeded, already_latest, failed_<code>, wrong_version,
-    installed_silently, in_progress (commanded, no final result yet) or idle."""
+    installed_silently, in_progress (commanded, no final result yet) or idle; after a
+    health check (`Behaviour.after_install`) confirmed, health_check_failed or rolled_back."""
     outcome = agent.outcome
     if outcome.result_code is None:
         if outcome.finished_at is not None:
@@ -149,7 +150,16 @@ def outcome_of(agent: DeviceAgent) -> str:
         return f"failed_{outcome.result_code}"
     if agent.behaviour.wrong_version is not None:
         return "wrong_version"
+    if outcome.health is not None:
+        return _HEALTH_OUTCOMES[outcome.health]
     return "succeeded"
+
+
+_HEALTH_OUTCOMES = {
+    AfterInstall.CONFIRM: "confirmed",
+    AfterInstall.FAIL_CHECK: "health_check_failed",
+    AfterInstall.BOOT_OLD: "rolled_back",
+}
 
 
 def raise_file_limit(wanted: int) -> int:
