@@ -95,6 +95,8 @@ def task_body(form: Mapping[str, str], now_ms: int, list_id: str = "") -> dict[s
         policy["end_time_ms"] = _spec("end", lambda s: specs.when(s, now_ms, "--end"), end)
     if form.get("on_conflict") in ("fail", "wait"):
         policy["on_conflict"] = form["on_conflict"]
+    if form.get("success") in ("reported", "confirmed"):
+        policy["success"] = form["success"]
     body: dict[str, Any] = {
         "type": form.get("type", ""),
         "package_id": form.get("package_id", ""),

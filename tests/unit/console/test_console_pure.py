@@ -107,6 +107,8 @@ def test_the_task_form_becomes_the_api_body() -> None:
         "schedule": "+2h",
         "on_conflict": "wait",
         "require_online": "on",
+        "success": "confirmed",
+        "timeout_confirm_s": "600",
     }
     body = taskform.task_body(form, now_ms=1_000_000, list_id="L1")
     assert body["name"] == "canary"
@@ -123,7 +125,7 @@ def test_the_task_form_becomes_the_api_body() -> None:
     ]
     assert policy["abort"] == [{"failure_pct": 20.0, "min_finished": 100}]
     assert policy["schedule_time_ms"] == 1_000_000 + 2 * 3600 * 1000
-    assert policy["timeouts"] == {"version_s": 60}
+    assert policy["timeouts"] == {"version_s": 60, "confirm_s": 600}
     assert (policy["max_in_flight"], policy["retry_count"]) == (50, 2)
     assert policy["maintenance_window"] == {
         "start": "22:00",
@@ -131,6 +133,7 @@ def test_the_task_form_becomes_the_api_body() -> None:
         "days": ["mon", "tue"],
     }
     assert (policy["on_conflict"], policy["require_online"]) == ("wait", True)
+    assert policy["success"] == "confirmed"
 
 
 @pytest.mark.parametrize(
