@@ -22,6 +22,7 @@ __all__ = [
     "DEV_PLATFORM_PASSWORD",
     "DEV_TOKEN_KEYS",
     "PREFIX",
+    "TOKEN_LIFETIME_S",
     "CommonSettings",
     "DevMode",
     "Env",
@@ -82,6 +83,9 @@ class TokenKeys:
 # loopback refuses them (ota/dev_secrets.py) and sets its own.
 DEV_TOKEN_KEYS = "dev1:dev-only-download-token-secret"
 DEV_PLATFORM_PASSWORD = "ota-platform-secret"
+# How long a download token lives from the moment its command is made: IoTDA's 24 h.
+TOKEN_LIFETIME_S = 24 * 3600
+MAX_TOKEN_LIFETIME_S = 30 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,8 @@ class CommonSettings:
     mqtt_platform_user: str
     mqtt_platform_password: str = field(repr=False)
     token_keys: TokenKeys = field(repr=False)
+    # The lifetime of the download tokens the workers mint into upgrade commands.
+    token_lifetime_s: int = TOKEN_LIFETIME_S
     download_base_url: str = "http://127.0.0.1:8443"
     log_level: str = "INFO"
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 where a scraper reaches the pod (Kubernetes)
@@ -153,6 +159,12 @@ class CommonSettings:
             mqtt_platform_password=env.secret("MQTT_PLATFORM_PASSWORD", DEV_PLATFORM_PASSWORD),
             token_keys=TokenKeys.parse(
                 env.secret("TOKEN_KEYS", DEV_TOKEN_KEYS), env.text("TOKEN_KEY_ID", "") or None
+            ),
+            token_lifetime_s=env.integer(
+                "TOKEN_LIFETIME_S",
+                TOKEN_LIFETIME_S,
+                min_value=1,
+                max_value=MAX_TOKEN_LIFETIME_S,
             ),
             download_base_url=env.text("DOWNLOAD_BASE_URL", "http://127.0.0.1:8443").rstrip("/"),
             log_level=log_level,

@@ -19,8 +19,6 @@ from enum import Enum
 from ota.settings import TokenKeys
 
 VERSION = "v1"
-# How long a minted token lives: IoTDA's download tokens are valid 24 h.
-TOKEN_LIFETIME_S = 24 * 3600
 MAX_TOKEN_CHARS = 1024
 
 

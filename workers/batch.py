@@ -119,7 +119,9 @@ def apply_batch(
             entry = _Touched(loaded, False, 0, spec_refs(loaded), loaded.active)
             touched[device_id] = entry
         now_ms = record.at_ms or item.timestamp_ms
-        outcome = step(entry.device, event, now_ms, f"w{partition}-{item.offset}")
+        outcome = step(
+            entry.device, event, now_ms, f"w{partition}-{item.offset}", settings.token_lifetime_s
+        )
         # A timeout always rewrites the device's deadline: the sweeper popped it.
         if outcome.device != entry.device or event.kind is Kind.TIMEOUT:
             # Expiry counts from the last record that changed the state, so it does not

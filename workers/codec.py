@@ -11,7 +11,8 @@ different specs never share one entry). Layout (append-only; never reorder or re
   device = [online, fw_version, sw_version, job | null, [job...] (queue),
             [[task, attempt]...] (done), connection | null]
   job    = [spec digest, attempt, state code, version, deadline_ms | null, tries,
-            cause | null, command_ms, command_id, stage code | null, download_pct | null]
+            cause | null, command_ms, command_id, stage code | null, download_pct | null,
+            token_expires_s]
   spec   = [task_id, "f" | "s", sha256, version, file_name, file_size, custom_info,
             [allowed source...], windows (0 = defaults, else the values in field order,
             confirm_s left off at its default), retry_count, retry_interval_s,
@@ -66,8 +67,8 @@ _DEFAULT_WINDOWS = Windows()
 _REQUIRE_ONLINE, _PRESIGNED, _WAIT, _CONFIRMED = 1, 2, 4, 8
 _CACHE_MAX = 4096
 # Values a job or device array may leave off at its end (in field order).
-# tries, cause, command_ms, command_id, stage, download_pct
-_JOB_DEFAULTS: tuple[Any, ...] = (0, None, 0, "", None, None)
+# tries, cause, command_ms, command_id, stage, download_pct, token_expires_s
+_JOB_DEFAULTS: tuple[Any, ...] = (0, None, 0, "", None, None, 0)
 _DEVICE_DEFAULTS: tuple[Any, ...] = ([], [], None)  # queue, done, connection
 
 
@@ -181,6 +182,7 @@ def _pack_job(job: Job) -> list[Any]:
         job.command_id,
         None if job.stage is None else STATE_CODES[job.stage],
         job.download_pct,
+        job.token_expires_s,
     ]
     return _trim(data, _JOB_DEFAULTS)
 
@@ -243,7 +245,7 @@ def unpack(raw: bytes, specs: Mapping[str, JobSpec]) -> Device:
 
 def _unpack_job(data: list[Any], specs: Mapping[str, JobSpec]) -> Job:
     digest, attempt, state, version, deadline, *rest = data
-    tries, cause, command_ms, command_id, stage, download_pct = (
+    tries, cause, command_ms, command_id, stage, download_pct, token_expires_s = (
         *rest,
         *_JOB_DEFAULTS[len(rest) :],
     )
@@ -259,6 +261,7 @@ def _unpack_job(data: list[Any], specs: Mapping[str, JobSpec]) -> Job:
         command_id=command_id,
         stage=None if stage is None else _STATES[stage],
         download_pct=download_pct,
+        token_expires_s=token_expires_s,
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from ota.catalog import FailureCause
 from ota.jobstates import JobState
 from ota.retry_rules import retry_after_s
+from ota.settings import TOKEN_LIFETIME_S
 from workers.effects import Effect, EmitJobEvent, SendVersionQuery
 from workers.model import Device, Job
 
@@ -27,13 +28,16 @@ STAGES = (S.COMMAND_SENT, S.DOWNLOADING, S.DOWNLOADED, S.UPDATING)
 class Ctx:
     """Collects the effects of one step; `device` is the device after presence/versions;
     `reconnected` is true for an online notice of a connection the device did not have
-    (it was not known online, or the notice names another connection)."""
+    (it was not known online, or the notice names another connection);
+    `token_lifetime_s` is how long the token of an upgrade sent now lives (a setting,
+    OTA_TOKEN_LIFETIME_S, handed in like the time: the machine reads no configuration)."""
 
     now_ms: int
     ref: str
     device: Device
     reconnected: bool
     effects: list[Effect] = field(default_factory=list)
+    token_lifetime_s: int = TOKEN_LIFETIME_S
 
     def next_id(self) -> str:
         return f"{self.ref}-{len(self.effects)}"

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from ota.catalog import FailureCause
 from ota.jobstates import CANCELLABLE, JobState
 from ota.records import ConflictPolicy, JobSpec
+from ota.settings import TOKEN_LIFETIME_S
 from workers.context import Ctx, begin, furthest
 from workers.effects import Effect
 from workers.events import Event, Kind
@@ -45,10 +46,17 @@ class Outcome:
     effects: tuple[Effect, ...]
 
 
-def step(device: Device, event: Event, now_ms: int, ref: str) -> Outcome:
-    """Apply one event at platform time `now_ms`; `ref` names the record (effect ids)."""
+def step(
+    device: Device,
+    event: Event,
+    now_ms: int,
+    ref: str,
+    token_lifetime_s: int = TOKEN_LIFETIME_S,
+) -> Outcome:
+    """Apply one event at platform time `now_ms`; `ref` names the record (effect ids);
+    upgrade commands sent now carry tokens living `token_lifetime_s`."""
     observed = _observe(device, event)
-    ctx = Ctx(now_ms, ref, observed, _reconnected(device, event))
+    ctx = Ctx(now_ms, ref, observed, _reconnected(device, event), [], token_lifetime_s)
     if event.kind is Kind.START:
         result = _start(ctx, observed, event)
     elif event.kind is Kind.CANCEL:

@@ -35,6 +35,9 @@ class Job:
     # The highest progress the device reported while this try waited on its download
     # (workers.progress): a later report not above it is download progress, not update.
     download_pct: int | None = None
+    # When the token of the last upgrade command sent for this try expires (epoch s; 0:
+    # none sent, or a state stored before it was kept). A report after it gets a fresh one.
+    token_expires_s: int = 0
 
     @property
     def task_id(self) -> str:

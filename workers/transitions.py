@@ -19,7 +19,6 @@ from ota.catalog import RESULT_ALREADY_LATEST, RESULT_SUCCESS, FailureCause, cau
 from ota.jobstates import JobState
 from ota.records import SuccessMode
 from ota.reports import HealthCheck
-from ota.tokens import TOKEN_LIFETIME_S
 from workers.context import Ctx, begin, fail, furthest, query
 from workers.effects import SendUpgrade
 from workers.events import Event, Kind
@@ -36,17 +35,34 @@ STAGE_CAUSES = {
     S.DOWNLOADED: FailureCause.UPDATE_START_TIMEOUT,
     S.UPDATING: FailureCause.RESULT_TIMEOUT,
 }
+# The states where the device may still be fetching the package: a reconnect or a download
+# progress report there gets the upgrade again with a fresh token (docs/workers.md, "Tokens").
+FETCHING = frozenset({S.COMMAND_SENT, S.DOWNLOADING})
+# A progress report renews the token once less than this share of its lifetime is left:
+# before it runs out, so a device that reports as it downloads is never refused.
+RENEW_WHEN_LEFT = 0.1
 
 
-def _send_upgrade(ctx: Ctx, job: Job, command_id: str) -> None:
-    """The upgrade command under `command_id`, with a token minted now."""
-    ctx.effects.append(SendUpgrade(command_id, job.spec, ctx.now_ms // 1000 + TOKEN_LIFETIME_S))
+def _send_upgrade(ctx: Ctx, job: Job, command_id: str) -> Job:
+    """The upgrade command under `command_id`, with a token minted now; the job keeps
+    when that token expires."""
+    expires_s = ctx.now_ms // 1000 + ctx.token_lifetime_s
+    ctx.effects.append(SendUpgrade(command_id, job.spec, expires_s))
+    return replace(job, token_expires_s=expires_s)
+
+
+def _token_running_out(ctx: Ctx, job: Job) -> bool:
+    """The last token sent has expired, or less than `RENEW_WHEN_LEFT` of it is left. A
+    state stored before the expiry was kept counts from the command's time."""
+    expires_s = job.token_expires_s or job.command_ms // 1000 + ctx.token_lifetime_s
+    return ctx.now_ms // 1000 >= expires_s - int(ctx.token_lifetime_s * RENEW_WHEN_LEFT)
 
 
 def _upgrade(ctx: Ctx, job: Job, reported: str | None) -> Job:
     command_id = ctx.next_id()
-    _send_upgrade(ctx, job, command_id)
-    sent = replace(job, command_ms=ctx.now_ms, command_id=command_id)
+    sent = replace(
+        _send_upgrade(ctx, job, command_id), command_ms=ctx.now_ms, command_id=command_id
+    )
     return ctx.move(
         sent,
         S.COMMAND_SENT,
@@ -152,19 +168,32 @@ def _stale_report(ctx: Ctx, job: Job, ev: Event) -> Job:
 def _upgrading_online(ctx: Ctx, job: Job, ev: Event) -> Job:
     """A reconnect after the command went out (or while waiting for the health verdict). A broker that crashed lost what was in flight
     both ways (clean sessions): the command itself, and reports the device published around
-    the crash. In COMMAND_SENT the upgrade goes out again under the same command id (a
-    device that has it ignores the repeat and goes on; one that lost it starts), with a fresh
-    token. In every post-command state a version query follows: the target version ends the
-    job (its result was lost), any other changes nothing. Deadline and version stay."""
+    the crash. While the device may still fetch the package (COMMAND_SENT, DOWNLOADING) the
+    upgrade goes out again under the same command id with a fresh token: a device that has
+    it ignores the repeat but for its URL and goes on where its download stopped (one back
+    from a long absence finds its old token expired); one that lost it starts. In every
+    post-command state a version query follows: the target version ends the job (its
+    result was lost), any other changes nothing. Deadline and version stay."""
     if not ctx.reconnected:
         return job
-    if job.state is S.COMMAND_SENT:
-        _send_upgrade(ctx, job, job.command_id)
+    if job.state in FETCHING:
+        job = _send_upgrade(ctx, job, job.command_id)
         ctx.note(job, "command_resent", command_id=job.command_id)
     else:
         ctx.note(job, "reconnect_query")
     query(ctx, job)
     return job
+
+
+def _renew_token(ctx: Ctx, job: Job) -> Job:
+    """Download progress while the command's token runs out (or ran out: the edge refused
+    the device with 410): the upgrade again under the same command id with a fresh token,
+    noted `token_renewed`. Deadline and version stay."""
+    if job.state not in FETCHING or not _token_running_out(ctx, job):
+        return job
+    renewed = _send_upgrade(ctx, job, job.command_id)
+    ctx.note(renewed, "token_renewed", command_id=job.command_id)
+    return renewed
 
 
 def _upgrading_version(ctx: Ctx, job: Job, ev: Event) -> Job:
@@ -215,17 +244,18 @@ def _in_progress(ctx: Ctx, job: Job, progress: int, description: str | None) -> 
     """Progress before the download finished raises its mark; after it, only update progress
     (workers.progress) moves the job on, a late download report is a timeline note."""
     windows = job.spec.windows
-    if job.state in (S.COMMAND_SENT, S.DOWNLOADING):
+    if job.state in FETCHING:
         marked = replace(job, download_pct=raised_mark(job.download_pct, progress))
         if job.state is S.DOWNLOADING:
-            return marked
-        return ctx.move(
+            return _renew_token(ctx, marked)
+        moved = ctx.move(
             marked,
             S.DOWNLOADING,
             _upgrade_deadline(ctx, job, windows.download_finish_s),
             by="progress",
             progress=progress,
         )
+        return _renew_token(ctx, moved)
     if job.state is S.DOWNLOADED:
         if is_download_progress(job.download_pct, progress, description):
             return _late_download_progress(ctx, job, progress)
@@ -347,7 +377,7 @@ def _timeout_upgrading(cause: FailureCause) -> Handler:
 
 def _timeout_retry(ctx: Ctx, job: Job, ev: Event) -> Job:
     fresh = replace(job, tries=job.tries + 1, command_id="", command_ms=0, stage=None)
-    return begin(ctx, replace(fresh, download_pct=None))
+    return begin(ctx, replace(fresh, download_pct=None, token_expires_s=0))
 
 
 F = FailureCause

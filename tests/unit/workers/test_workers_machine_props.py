@@ -1,5 +1,6 @@
 """Hypothesis stateful tests: random reports, duplicates, reorderings, presence flaps,
-cancellations, stale and early timeouts and clock jumps against the machine's invariants."""
+cancellations, stale and early timeouts and clock jumps against the machine's invariants.
+Tokens live ten minutes here, so clock jumps run them out mid-download."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from ota.records import ConflictPolicy, JobSpec, RetryRule, SuccessMode, TaskTyp
 from ota.reports import HealthCheck
 from ota.retry_rules import RULE_NAMES, retry_after_s
 from workers.codec import jobs_of, pack, spec_ref, unpack
-from workers.effects import EmitJobEvent
+from workers.effects import EmitJobEvent, SendUpgrade
 from workers.events import Event, Kind
 from workers.machine import Outcome, step
 from workers.model import Device, Job
@@ -25,6 +26,7 @@ from .helpers import DL_FINISHED, DL_STARTED, OFFLINE, ONLINE, TARGET, progress,
 VERSIONS = st.sampled_from(["1.0", "1.5", TARGET, None])
 TASKS = st.sampled_from(["t1", "t2", "t3"])
 CAUSED = frozenset({JobState.FAILED, JobState.WAITING_RETRY})
+TOKEN_LIFETIME_S = 600
 RETRY_RULES = st.lists(
     st.builds(
         RetryRule,
@@ -91,13 +93,14 @@ class JobMachine(RuleBasedStateMachine):
         self.offset += 1
         ref = f"w0-{self.offset}"
         before = self.device
-        outcome = step(before, event, self.now_ms, ref)
-        assert step(before, event, self.now_ms, ref) == outcome  # deterministic
+        outcome = step(before, event, self.now_ms, ref, TOKEN_LIFETIME_S)
+        assert step(before, event, self.now_ms, ref, TOKEN_LIFETIME_S) == outcome  # deterministic
         if self.repeats_presence(before, event):
             assert outcome == Outcome(before, ()), "a repeated online notice changed something"
         self.device, self.last, self.last_event = outcome.device, outcome, event
         self.history.append(event)
         self.check_events(outcome, event)
+        self.check_upgrades(outcome)
 
     @staticmethod
     def repeats_presence(before: Device, event: Event) -> bool:
@@ -145,6 +148,18 @@ class JobMachine(RuleBasedStateMachine):
                 FailureCause(effect.cause)
             elif effect.from_state != effect.to_state:
                 assert effect.cause is None
+
+    def check_upgrades(self, outcome: Outcome) -> None:
+        """Every upgrade sent, first or again, carries a token minted now for the whole
+        lifetime, under the current try's command id; the job keeps the last expiry."""
+        sent = [e for e in outcome.effects if isinstance(e, SendUpgrade)]
+        for upgrade in sent:
+            assert upgrade.token_expires_s == self.now_ms // 1000 + TOKEN_LIFETIME_S
+        if sent:
+            job = outcome.device.job
+            assert job is not None
+            assert {u.id for u in sent} == {job.command_id}
+            assert job.token_expires_s == sent[-1].token_expires_s
 
     @rule(event=device_events())
     def device_reports(self, event: Event) -> None:

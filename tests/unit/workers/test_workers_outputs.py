@@ -9,7 +9,7 @@ import pytest
 from ota import tokens
 from ota.protocol import PARA_KEY_ID, PARA_SIGNATURE, check_downlink_paras
 from ota.records import CommandRecord, TaskType
-from ota.settings import CommonSettings
+from ota.settings import TOKEN_LIFETIME_S, CommonSettings, SettingsError
 from workers.effects import SendUpgrade, SendVersionQuery
 from workers.outputs import to_record
 
@@ -75,8 +75,16 @@ def test_expires_is_what_is_left_of_the_token_at_the_records_time() -> None:
     assert upgrade(TaskType.FIRMWARE, False, NOW_S - 5).paras["expires"] == 0
 
 
-def test_tokens_live_24_hours_as_iotdas_do() -> None:
-    assert tokens.TOKEN_LIFETIME_S == 86_400
+def test_tokens_live_24_hours_as_iotdas_do_unless_set_otherwise() -> None:
+    assert TOKEN_LIFETIME_S == SETTINGS.token_lifetime_s == 86_400
+    short = CommonSettings.from_env({"OTA_TOKEN_LIFETIME_S": "5"})
+    assert short.token_lifetime_s == 5
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "2592001", "1.5", "day"])
+def test_a_token_lifetime_out_of_range_is_a_settings_error(bad: str) -> None:
+    with pytest.raises(SettingsError, match="OTA_TOKEN_LIFETIME_S"):
+        CommonSettings.from_env({"OTA_TOKEN_LIFETIME_S": bad})
 
 
 def test_version_query_carries_no_upgrade_fields() -> None:

@@ -5,6 +5,8 @@ version, and a version report of the target ends the job (its result was lost)."
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from ota.jobstates import JobState as S
@@ -90,8 +92,9 @@ def test_reconnect_after_the_command_resends_it_under_the_same_id_with_a_fresh_t
     assert resent.id == sent.id == first.command_id
     assert resent.token_expires_s == sent.token_expires_s + 60
     assert notes(out) == ["command_resent"]
-    # The job is the same try: same command, same time it went out, same deadline.
-    assert run.job == first
+    # The job is the same try: same command, same time it went out, same deadline; it
+    # keeps when the new token expires.
+    assert run.job == replace(first, token_expires_s=resent.token_expires_s)
 
 
 def test_the_answer_to_the_first_command_counts_after_the_resend() -> None:
@@ -124,10 +127,28 @@ def test_a_repeated_notice_of_the_same_connection_changes_nothing(state: S) -> N
         assert run.device == before
 
 
-@pytest.mark.parametrize("state", [S.DOWNLOADING, S.DOWNLOADED, S.UPDATING])
-def test_reconnect_during_the_download_or_update_asks_the_version(state: S) -> None:
-    """Reports the device sent around the crash may be lost: a version query finds out
-    whether it already upgraded. The job stays as it was (state, version, deadline)."""
+def test_reconnect_during_the_download_resends_the_command_with_a_fresh_token() -> None:
+    """A device mid-download may come back after its token expired (a long absence): the
+    upgrade goes again under the same id with a fresh token, then the version query. The
+    job stays as it was (state, version, deadline), but for the token's expiry."""
+    run = connected_at(S.DOWNLOADING)
+    job = run.job
+    run.now_ms += 3_600_000
+    out = run(online("c2"))
+    resent, asked = commands(out)
+    assert isinstance(resent, SendUpgrade)
+    assert isinstance(asked, SendVersionQuery)
+    assert resent.id == job.command_id
+    assert resent.token_expires_s == run.now_ms // 1000 + 86_400
+    assert notes(out) == ["command_resent"]
+    assert run.job == replace(job, token_expires_s=resent.token_expires_s)
+
+
+@pytest.mark.parametrize("state", [S.DOWNLOADED, S.UPDATING])
+def test_reconnect_during_the_install_asks_the_version(state: S) -> None:
+    """The package is on the device: no new URL, but reports the device sent around the
+    crash may be lost: a version query finds out whether it already upgraded. The job
+    stays as it was (state, version, deadline)."""
     run = connected_at(state)
     job = run.job
     out = run(online("c2"))
