@@ -7,9 +7,13 @@ coroutine for its uplink, so the same logic runs behind its own MQTT connection
 (download with the token, resume with Range/If-Range, verify the SHA-256 and, when it
 trusts signing keys, the package signature; report progress and the final result code,
 switch its version), and follows its `Behaviour` knobs.
-A repeated command (same event_id) is recognised and not acted on twice. Reports leave in
-order; progress reports are queued without waiting for the link, so a download or an
-install goes on while the broker is away (results are awaited).
+A repeated command (same event_id) is recognised and not acted on twice; only its URL (a
+fresh token) is taken. A download keeps what it received across commands for the same
+package: a later command (a repeat, or a new try after a failed download) continues it
+with Range. A token the edge refuses as expired (410) is reported as progress and the
+download waits for the fresh URL the platform answers with. Reports leave in order;
+progress reports are queued without waiting for the link, so a download or an install
+goes on while the broker is away (results are awaited).
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ import asyncio
 import logging
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from devices.behaviour import WELL_BEHAVED, AfterInstall, Behaviour, FailStage, stage_of
-from devices.download import Download, DownloadError, Interrupted, fetch
+from devices.download import Download, DownloadError, Interrupted, TokenExpired, fetch
 from devices.http import HttpClient
 from ota.backoff import Backoff, retry
 from ota.catalog import (
@@ -72,6 +77,8 @@ class Outcome:
     reported_version: str | None = None
     resumed_downloads: int = 0
     health: AfterInstall | None = None  # what the post-install health check came to
+    resumed_from: list[int] = field(default_factory=list)  # each Range continuation's start
+    expired_tokens: int = 0  # downloads the edge refused with 410 (token expired)
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -106,6 +113,10 @@ class DeviceAgent:
         self._trusted = load_public_keys(pem) if pem else {}
         self._seen: list[str] = []
         self._busy: str | None = None  # target version of the upgrade under way
+        # The package download under way, or the partial one a failed download left: a
+        # later command for the same package continues it.
+        self._package_download: Download | None = None
+        self._fresh_url = asyncio.Event()  # a command handed the download a new URL
         self._failures = 0  # upgrades failed with behaviour.fail_with so far
         self._fail: int | None = None  # the result code the upgrade under way fails with
         self._muted = False  # mute_after_install took effect
@@ -133,7 +144,10 @@ class DeviceAgent:
         for event in message.events:
             if event.event_id is not None:
                 if event.event_id in self._seen:
-                    continue  # the platform (or broker) sent this command again
+                    # The platform (or broker) sent this command again: an upgrade's may
+                    # carry a fresh token, which the download takes; nothing else is new.
+                    self._take_url(event)
+                    continue
                 self._seen = [*self._seen[-(_MAX_SEEN_IDS - 1) :], event.event_id]
             self._spawn(self._handle(event))
 
@@ -192,6 +206,8 @@ class DeviceAgent:
         if self._busy is not None:
             if self._busy != target:
                 await self._progress(event, 1, None, current, "busy with another upgrade")
+            else:
+                self._take_url(event)
             return
         await self._pause()
         if current == target:
@@ -270,18 +286,70 @@ class DeviceAgent:
         self.outcome.finished_at = time.monotonic()
         self.finished.set()
 
+    def _take_url(self, event: Event) -> None:
+        """An upgrade command for the package being downloaded (or left partial) hands its
+        URL and token to that download: its next request goes with them."""
+        kind = DownlinkType(event.event_type)
+        job = self._package_download
+        if kind is DownlinkType.VERSION_QUERY or job is None:
+            return
+        paras = event.paras
+        if job.of(paras["sign"], paras["file_size"]):
+            job.use(paras["url"], None if kind.presigned else paras.get("access_token"))
+            self._fresh_url.set()
+
+    def _download_for(self, kind: DownlinkType, paras: Mapping[str, Any]) -> Download:
+        """The download of this command's package: the partial one when there is one (it
+        goes on with this command's URL), else a new one."""
+        token = None if kind.presigned else paras.get("access_token")
+        job = self._package_download
+        if job is not None and job.of(paras["sign"], paras["file_size"]):
+            job.use(paras["url"], token)
+            return job
+        job = self._package_download = Download(
+            url=paras["url"],
+            size=paras["file_size"],
+            token=token,
+            target=self._download_dir / f"{self.device_id}-{paras['file_name']}"
+            if self._download_dir
+            else None,
+            package=paras["sign"],
+        )
+        return job
+
+    async def _fresh_url_after(
+        self, job: Download, refused: tuple[str, str | None], event: Event, current: str
+    ) -> bool:
+        """The edge refused `refused` (URL, token) as expired. The platform sends the command
+        again with a fresh URL on the device's next download progress report or reconnect:
+        report where the download stands, then wait for the URL (at most
+        `fresh_url_wait_s`). False when none came."""
+        if (job.url, job.token) != refused:
+            return True  # a fresh URL came while the refused request was out
+        self._fresh_url.clear()
+        if self.behaviour.progress_every_pct:
+            pct = job.received * 100 // job.size if job.size else 0
+            self._report(
+                event,
+                RESULT_SUCCESS,
+                pct * DOWNLOAD_SHARE // 100,
+                current,
+                "downloading: the download token expired",
+            )
+        try:
+            async with asyncio.timeout(self.behaviour.fresh_url_wait_s):
+                while (job.url, job.token) == refused:
+                    await self._fresh_url.wait()
+                    self._fresh_url.clear()
+        except TimeoutError:
+            return False
+        return True
+
     async def _download(self, kind: DownlinkType, event: Event, current: str) -> int:
         paras = event.paras
         if not usable_url(paras["url"]):
             return RESULT_INVALID_URI
-        job = Download(
-            url=paras["url"],
-            size=paras["file_size"],
-            token=None if kind.presigned else paras.get("access_token"),
-            target=self._download_dir / f"{self.device_id}-{paras['file_name']}"
-            if self._download_dir
-            else None,
-        )
+        job = self._download_for(kind, paras)
         step = self.behaviour.progress_every_pct
         if step or self.behaviour.stall_download:  # 0: no download progress reports at all
             self._report(event, RESULT_SUCCESS, 0, current, "downloading")
@@ -301,10 +369,13 @@ class DeviceAgent:
                 )
 
         cut = self.behaviour.drop_download_at
+        if cut is not None and job.received >= cut:
+            cut = None  # a partial download already past the scripted cut
 
         async def download() -> None:
             nonlocal cut
             while not job.done:
+                sent = (job.url, job.token)
                 try:
                     await fetch(self._http, job, stop_at=cut, on_progress=on_progress)
                 except Interrupted:  # the scripted cut: resume, not a failure
@@ -314,10 +385,16 @@ class DeviceAgent:
                         # would leave that publish waiting for a PUBACK that never comes.
                         await self._sent()
                         await self._go_offline(self.behaviour.offline_mid_download_s)
+                except TokenExpired as error:
+                    self.outcome.expired_tokens += 1
+                    if not await self._fresh_url_after(job, sent, event, current):
+                        self.outcome.errors.append(str(error))
+                        raise
                 except DownloadError as error:
                     self.outcome.errors.append(str(error))
                     raise
 
+        seen = len(job.resumed_from)
         try:
             await retry(
                 "device.download",
@@ -327,8 +404,12 @@ class DeviceAgent:
                 retriable=_download_retriable,
             )
         except DownloadError as error:
-            return error.result_code
-        self.outcome.resumed_downloads += job.resumed
+            return error.result_code  # what it received stays, for the next command
+        finally:
+            continued = job.resumed_from[seen:]
+            self.outcome.resumed_from.extend(continued)
+            self.outcome.resumed_downloads += len(continued)
+        self._package_download = None  # complete: nothing left to continue
         if self._fail in (6, 9):
             return self._fail
         if self._fail == RESULT_BAD_PACKAGE or job.sha256() != paras["sign"]:
@@ -403,5 +484,10 @@ def usable_url(url: str) -> bool:
 
 
 def _download_retriable(error: BaseException) -> bool:
-    """A failed transfer is tried again; a refused or missing package is not."""
-    return isinstance(error, DownloadError) and error.result_code == RESULT_DOWNLOAD_FAILED
+    """A failed transfer is tried again; a refused or missing package is not, nor a token
+    that expired with no fresh URL in sight (the same URL would be refused again)."""
+    return (
+        isinstance(error, DownloadError)
+        and not isinstance(error, TokenExpired)
+        and error.result_code == RESULT_DOWNLOAD_FAILED
+    )

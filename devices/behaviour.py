@@ -59,6 +59,10 @@ class Behaviour:
     # counted whole by the edge over TLS).
     stall_download: bool = False
     progress_every_pct: int = 25  # download progress report granularity (0: none, not even 0%)
+    # After the edge refused the download token as expired (410): how long to wait for the
+    # platform's fresh URL (it comes on the next progress report or reconnect) before
+    # reporting the download failed (6). The partial download is kept either way.
+    fresh_url_wait_s: float = 60.0
     report_result: bool = True  # False: install and switch version, never report the result
     mute_after_install: bool = False  # once installed, answer nothing (no result, no version)
     mute_after_download: bool = False  # once downloaded, answer nothing (no install, no result)

@@ -3,9 +3,13 @@
 `Range: bytes=N-` continues an interrupted download and `If-Range` (the ETag of the first
 response, the package SHA-256) makes the server send the whole file again if it changed,
 in which case the hash restarts. v1 commands send `Authorization: Bearer <token>`; v2
-URLs carry the token already. Each fetch is one connection (`devices.http`). Bytes are
-optionally written to a file; the SHA-256 is always computed while streaming, so a
-simulated fleet needs no disk.
+URLs carry the token already. A `Download` outlives its URL: a fresh one (a later
+command for the same package) continues it where it stopped. Each fetch is one
+connection (`devices.http`). Bytes are optionally written to a file; the SHA-256 is
+always computed while streaming, so a simulated fleet needs no disk.
+
+Errors: `DownloadError` (with the result code the device reports), and its
+`TokenExpired` (410: the token is genuine but past its expiry; only a fresh URL helps).
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ class DownloadError(Exception):
         self.result_code = result_code
 
 
+class TokenExpired(DownloadError):  # noqa: N818 - named as the edge's answer says
+    """The server refused the token as expired (410): fetching again needs a fresh URL."""
+
+
 class Interrupted(Exception):  # noqa: N818 - a scripted event, not an error
     """The download was cut on purpose (a device's `drop_download_at`)."""
 
@@ -37,10 +45,20 @@ class Download:
     size: int
     token: str | None = None  # v1: sent as a Bearer token
     target: Path | None = None
+    package: str = ""  # the command's `sign`: which package this is, across commands
     received: int = 0
     etag: str | None = None
     digest: hashlib._Hash = field(default_factory=hashlib.sha256)
     resumed: int = 0  # how many times a Range request continued it
+    resumed_from: list[int] = field(default_factory=list)  # each continuation's first byte
+
+    def of(self, package: str, size: int) -> bool:
+        """This is the download of that package (as a command names it)."""
+        return bool(self.package) and self.package == package and self.size == size
+
+    def use(self, url: str, token: str | None) -> None:
+        """Go on with a fresh URL (and token); what was received stays."""
+        self.url, self.token = url, token
 
     def headers(self) -> dict[str, str]:
         headers = {}
@@ -82,8 +100,11 @@ async def fetch(
                 if start != job.received:
                     raise DownloadError(f"server resumed at {start}, not {job.received}")
                 job.resumed += 1
+                job.resumed_from.append(start)
             elif response.status == 416 and job.received >= job.size:
                 return
+            elif response.status == 410:
+                raise TokenExpired(f"HTTP 410: the download token expired at {job.received} bytes")
             else:
                 raise DownloadError(f"HTTP {response.status} for the package")
             job.etag = response.headers.get("etag", job.etag)
