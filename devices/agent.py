@@ -352,7 +352,9 @@ class DeviceAgent:
         job = self._download_for(kind, paras)
         step = self.behaviour.progress_every_pct
         if step or self.behaviour.stall_download:  # 0: no download progress reports at all
-            self._report(event, RESULT_SUCCESS, 0, current, "downloading")
+            # From where it starts: 0, or how far a partial download of the package got.
+            had = job.received * 100 // job.size if job.size else 0
+            self._report(event, RESULT_SUCCESS, had * DOWNLOAD_SHARE // 100, current, "downloading")
         if self.behaviour.stall_download:
             await asyncio.Event().wait()  # until the agent closes (its tasks are cancelled)
         next_report = [step]

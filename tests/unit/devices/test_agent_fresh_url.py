@@ -164,6 +164,9 @@ async def test_with_no_fresh_url_it_fails_and_the_next_command_continues_the_par
     done = device.finals()[-1]
     assert (done.paras["result_code"], done.paras["version"], done.event_id) == (0, "2.0", "c2")
     assert device.agent.outcome.resumed_from == [CUT]
+    # Its first report for the new command says how far the kept download had got.
+    started = next(r for r in device.reports if r.event_id == "c2")
+    assert started.paras["progress"] == CUT * 100 // len(CONTENT) * 90 // 100
 
 
 async def test_a_command_for_another_package_starts_from_byte_zero() -> None:
