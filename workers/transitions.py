@@ -35,8 +35,9 @@ STAGE_CAUSES = {
     S.DOWNLOADED: FailureCause.UPDATE_START_TIMEOUT,
     S.UPDATING: FailureCause.RESULT_TIMEOUT,
 }
-# The states where the device may still be fetching the package: a reconnect or a download
-# progress report there gets the upgrade again with a fresh token (docs/workers.md, "Tokens").
+# The states where the device may still be fetching the package: once its token runs out,
+# a reconnect or a download progress report there gets the upgrade again with a fresh one
+# (docs/workers.md, "Tokens").
 FETCHING = frozenset({S.COMMAND_SENT, S.DOWNLOADING})
 # A progress report renews the token once less than this share of its lifetime is left:
 # before it runs out, so a device that reports as it downloads is never refused.
@@ -168,31 +169,35 @@ def _stale_report(ctx: Ctx, job: Job, ev: Event) -> Job:
 def _upgrading_online(ctx: Ctx, job: Job, ev: Event) -> Job:
     """A reconnect after the command went out (or while waiting for the health verdict). A broker that crashed lost what was in flight
     both ways (clean sessions): the command itself, and reports the device published around
-    the crash. While the device may still fetch the package (COMMAND_SENT, DOWNLOADING) the
-    upgrade goes out again under the same command id with a fresh token: a device that has
-    it ignores the repeat but for its URL and goes on where its download stopped (one back
-    from a long absence finds its old token expired); one that lost it starts. In every
-    post-command state a version query follows: the target version ends the job (its
+    the crash. In COMMAND_SENT the upgrade goes out again under the same command id with a
+    fresh token (a device that has it ignores the repeat but for its URL and goes on; one
+    that lost it starts). In DOWNLOADING the device has the command: it gets it again only
+    when its token runs out (a device back from a long absence), for the fresh URL. In
+    every post-command state a version query follows: the target version ends the job (its
     result was lost), any other changes nothing. Deadline and version stay."""
     if not ctx.reconnected:
         return job
-    if job.state in FETCHING:
+    if job.state is S.COMMAND_SENT:
         job = _send_upgrade(ctx, job, job.command_id)
         ctx.note(job, "command_resent", command_id=job.command_id)
     else:
-        ctx.note(job, "reconnect_query")
+        renewed = _renew_token(ctx, job, "reconnect")
+        if renewed is job:
+            ctx.note(job, "reconnect_query")
+        job = renewed
     query(ctx, job)
     return job
 
 
-def _renew_token(ctx: Ctx, job: Job) -> Job:
-    """Download progress while the command's token runs out (or ran out: the edge refused
-    the device with 410): the upgrade again under the same command id with a fresh token,
-    noted `token_renewed`. Deadline and version stay."""
+def _renew_token(ctx: Ctx, job: Job, by: str) -> Job:
+    """While the device fetches the package (COMMAND_SENT, DOWNLOADING) and the command's
+    token runs out (or ran out: the edge refused the device with 410): the upgrade again
+    under the same command id with a fresh token, noted `token_renewed` with what brought
+    it (`by`: progress, reconnect). Deadline and version stay."""
     if job.state not in FETCHING or not _token_running_out(ctx, job):
         return job
     renewed = _send_upgrade(ctx, job, job.command_id)
-    ctx.note(renewed, "token_renewed", command_id=job.command_id)
+    ctx.note(renewed, "token_renewed", command_id=job.command_id, by=by)
     return renewed
 
 
@@ -247,7 +252,7 @@ def _in_progress(ctx: Ctx, job: Job, progress: int, description: str | None) -> 
     if job.state in FETCHING:
         marked = replace(job, download_pct=raised_mark(job.download_pct, progress))
         if job.state is S.DOWNLOADING:
-            return _renew_token(ctx, marked)
+            return _renew_token(ctx, marked, "progress")
         moved = ctx.move(
             marked,
             S.DOWNLOADING,
@@ -255,7 +260,7 @@ def _in_progress(ctx: Ctx, job: Job, progress: int, description: str | None) -> 
             by="progress",
             progress=progress,
         )
-        return _renew_token(ctx, moved)
+        return _renew_token(ctx, moved, "progress")
     if job.state is S.DOWNLOADED:
         if is_download_progress(job.download_pct, progress, description):
             return _late_download_progress(ctx, job, progress)

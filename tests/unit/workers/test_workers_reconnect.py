@@ -127,28 +127,30 @@ def test_a_repeated_notice_of_the_same_connection_changes_nothing(state: S) -> N
         assert run.device == before
 
 
-def test_reconnect_during_the_download_resends_the_command_with_a_fresh_token() -> None:
-    """A device mid-download may come back after its token expired (a long absence): the
-    upgrade goes again under the same id with a fresh token, then the version query. The
-    job stays as it was (state, version, deadline), but for the token's expiry."""
+def test_reconnect_mid_download_after_the_token_ran_out_resends_with_a_fresh_one() -> None:
+    """A device back from a long absence mid-download: its token expired, so the upgrade
+    goes again under the same id with a fresh token, then the version query. The job
+    stays as it was (state, version, deadline), but for the token's expiry."""
     run = connected_at(S.DOWNLOADING)
     job = run.job
-    run.now_ms += 3_600_000
+    run.now_ms += 86_400_000
     out = run(online("c2"))
     resent, asked = commands(out)
     assert isinstance(resent, SendUpgrade)
     assert isinstance(asked, SendVersionQuery)
     assert resent.id == job.command_id
     assert resent.token_expires_s == run.now_ms // 1000 + 86_400
-    assert notes(out) == ["command_resent"]
+    assert notes(out) == ["token_renewed"]
+    [renewed] = events(out)
+    assert renewed.detail["by"] == "reconnect"
     assert run.job == replace(job, token_expires_s=resent.token_expires_s)
 
 
-@pytest.mark.parametrize("state", [S.DOWNLOADED, S.UPDATING])
-def test_reconnect_during_the_install_asks_the_version(state: S) -> None:
-    """The package is on the device: no new URL, but reports the device sent around the
-    crash may be lost: a version query finds out whether it already upgraded. The job
-    stays as it was (state, version, deadline)."""
+@pytest.mark.parametrize("state", [S.DOWNLOADING, S.DOWNLOADED, S.UPDATING])
+def test_reconnect_during_the_download_or_update_asks_the_version(state: S) -> None:
+    """Reports the device sent around the crash may be lost: a version query finds out
+    whether it already upgraded. A device mid-download has the command, and its token
+    still lasts: no new URL. The job stays as it was (state, version, deadline)."""
     run = connected_at(state)
     job = run.job
     out = run(online("c2"))

@@ -6,6 +6,7 @@ with a fresh token; nothing else about the job changes."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -23,7 +24,7 @@ from ota.settings import CommonSettings
 from ota.tokens import Verdict, verify
 from workers.batch import COMMANDS, InboxItem, apply_batch
 from workers.codec import pack, spec_ref, unpack
-from workers.effects import SendUpgrade
+from workers.effects import SendUpgrade, SendVersionQuery
 from workers.events import Event, Kind
 from workers.machine import Outcome, step
 from workers.model import Device
@@ -34,6 +35,7 @@ from .helpers import (
     SHA,
     Runner,
     commands,
+    events,
     notes,
     progress,
     spec,
@@ -92,15 +94,34 @@ def test_the_first_command_carries_a_token_of_the_configured_lifetime() -> None:
     assert run.job.command_id == sent.id
 
 
-@pytest.mark.parametrize("fetching", [commanded, downloading])
-def test_a_reconnect_while_fetching_resends_with_a_token_minted_then(fetching: object) -> None:
-    run, sent = fetching()  # type: ignore[operator]
+@pytest.mark.parametrize(
+    ("fetching", "note"), [(commanded, "command_resent"), (downloading, "token_renewed")]
+)
+def test_a_reconnect_after_expiry_resends_with_a_token_minted_then(
+    fetching: Callable[[], tuple[ShortTokens, SendUpgrade]], note: str
+) -> None:
+    run, sent = fetching()
     job = run.job
     out = run.later(LIFETIME_S * 3)(Event(Kind.ONLINE, connection="c2"))
     [resent] = upgrades(out)
     assert resent.id == sent.id
     assert resent.token_expires_s == run.now_ms // 1000 + LIFETIME_S
+    assert notes(out) == [note]
     assert run.job == replace(job, token_expires_s=resent.token_expires_s)
+
+
+def test_a_reconnect_mid_download_with_a_lasting_token_only_asks_the_version() -> None:
+    """The device has the command and a token that lasts: nothing new to send it."""
+    run, _ = downloading()
+    job = run.job
+    out = run.later(RENEW_AT_S - 1)(Event(Kind.ONLINE, connection="c2"))
+    assert [type(c) for c in commands(out)] == [SendVersionQuery]
+    assert notes(out) == ["reconnect_query"]
+    assert run.job == job
+    # Once the token runs out, the next reconnect renews it.
+    run(Event(Kind.OFFLINE))
+    [renewed] = upgrades(run.later(1)(Event(Kind.ONLINE, connection="c3")))
+    assert run.job.token_expires_s == renewed.token_expires_s
 
 
 def test_progress_while_the_token_is_good_sends_nothing() -> None:
@@ -121,6 +142,7 @@ def test_progress_once_the_token_runs_out_renews_it_under_the_same_id(after_s: i
     assert renewed.id == sent.id == job.command_id
     assert renewed.token_expires_s == run.now_ms // 1000 + LIFETIME_S
     assert notes(out) == ["token_renewed"]
+    assert [e.detail["by"] for e in events(out)] == ["progress"]
     # Same try, state, version and deadline: only the token's expiry moved.
     assert run.job == replace(job, download_pct=40, token_expires_s=renewed.token_expires_s)
     # The fresh token is good for a while: the next report sends nothing.
