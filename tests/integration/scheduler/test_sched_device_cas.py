@@ -159,3 +159,36 @@ async def test_a_certificate_only_device_is_never_opened_by_its_password(h: Harn
     await h.admin.post(f"/v1/devices/{d}/credentials/auth", json={"auth": "any"})
     again = await h.anon.post("/v1/broker/authenticate", json=body, headers=broker)
     assert again.json()["reason"] == "ok"
+
+
+async def test_a_certificates_facts_decide_a_certificate_device(h: Harness) -> None:
+    """The broker's certificate fields (http mode; EMQX's cert_common_name alone too): the
+    names must include the device id, the broker's verdict on the chain stands, and a
+    secret-only device's certificate is ignored."""
+    d, secret_only = device(), device()
+    assert (await h.admin.post(f"/v1/devices/{d}/credentials/certificate")).status_code == 201
+    assert (
+        await h.admin.post(f"/v1/devices/{secret_only}/credentials", json={"secret": SECRET})
+    ).status_code == 201
+    broker = {"Authorization": f"Bearer {BROKER_KEY}"}
+
+    async def ask(device_id: str, password: str = "", **cert: object) -> str:
+        c = credentials_for(device_id, SECRET, now_ms())
+        body = {"clientid": c.client_id, "username": device_id, "password": password, **cert}
+        answer = await h.anon.post("/v1/broker/authenticate", json=body, headers=broker)
+        assert answer.status_code == 200, answer.text
+        reason: str = answer.json()["reason"]
+        return reason
+
+    assert await ask(d, cert_names=["unit 7", d], cert_check="ok") == "ok"
+    assert await ask(d, cert_common_name=d, cert_subject=f"CN={d}") == "ok"  # EMQX's fields
+    assert await ask(d, cert_common_name="someone-else") == "certificate_mismatch"
+    assert await ask(d, cert_names=[d], cert_check="certificate_expired") == "certificate_expired"
+    assert await ask(d) == "certificate_required"
+    password = credentials_for(secret_only, SECRET, now_ms()).password
+    assert await ask(secret_only, password, cert_common_name="someone-else") == "ok"
+    c = credentials_for(d, SECRET, now_ms())
+    bad = {"clientid": c.client_id, "username": d, "password": "", "cert_check": "maybe"}
+    refused = await h.anon.post("/v1/broker/authenticate", json=bad, headers=broker)
+    assert refused.status_code == 422
+    assert refused.json()["error"]["field"] == "cert_check"
