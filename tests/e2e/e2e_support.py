@@ -11,6 +11,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import os
 import threading
 import time
 import uuid
@@ -18,17 +19,20 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from devices.agent import Outcome
 from devices.behaviour import Behaviour
 from devices.fleet import Fleet, FleetConfig, Mode, outcome_of
 from ops.demo_env import StackPlan
 from ops.fleet_group import registrar
 from ota.settings import CommonSettings
+from tests.stack_kit import running_stack
 
 T = TypeVar("T")
 FINISHED = ("Success", "Fail", "PartialSuccess", "Stopped")
@@ -88,6 +92,53 @@ class E2E:
         return CommonSettings.from_env(self.env)
 
 
+@contextmanager
+def e2e_stack(
+    name: str,
+    *,
+    kafka_bootstrap: str,
+    redis_url: str,
+    redis_db: int,
+    state_dir: Path,
+    extra: Mapping[str, str],
+) -> Iterator[E2E]:
+    """A stack for e2e tests (`tests.stack_kit.running_stack`) with a webhook receiver
+    registered and a package-signing key the scheduler checks uploads with."""
+    # Not required: unsigned uploads go on working; signed rollouts sign with the private half.
+    signing_key = ed25519.Ed25519PrivateKey.generate()
+    key_file = state_dir / "package-keys.pem"
+    key_file.write_bytes(public_pem(signing_key))
+    settings = {
+        "OTA_PACKAGE_PUBLIC_KEY": str(key_file),
+        "OTA_WEBHOOK_BACKOFF_S": "0.05",
+        "OTA_WEBHOOK_TIMEOUT_S": "2",
+        **extra,
+    }
+    if "OTA_KAFKA_CLIENT" in os.environ:  # the suite on the other client: set it to choose
+        settings["OTA_KAFKA_CLIENT"] = os.environ["OTA_KAFKA_CLIENT"]
+    stack_dir = state_dir / "stack"
+    stack_dir.mkdir()
+    with (
+        receiver() as webhooks,
+        running_stack(
+            name,
+            kafka_bootstrap=kafka_bootstrap,
+            redis_url=redis_url,
+            redis_db=redis_db,
+            state_dir=stack_dir,
+            extra=settings,
+        ) as stack,
+    ):
+        plan = stack.plan
+        hook = httpx.post(
+            f"{plan.api_url}/v1/webhooks",
+            headers={"Authorization": f"Bearer {plan.write_key}"},
+            json={"url": webhooks.url, "secret": WEBHOOK_SECRET},
+        )
+        assert hook.status_code == 201, hook.text
+        yield E2E(plan, stack.env, webhooks, signing_key)
+
+
 async def eventually(probe: Callable[[], Awaitable[T | None]], what: str, timeout_s: float) -> T:
     """Poll `probe` until it returns something truthy; fail after the deadline."""
     deadline = time.monotonic() + timeout_s
@@ -110,6 +161,7 @@ class Rollout:
     notifications: list[dict[str, Any]]
     outcomes: dict[str, str]  # the simulator's own view, by device id
     ids: dict[str, str] = field(default_factory=dict)  # scenario -> device id
+    agents: dict[str, Outcome] = field(default_factory=dict)  # each agent's record, by id
 
     def device(self, scenario: str) -> dict[str, Any]:
         return self.devices[self.ids[scenario]]
@@ -233,6 +285,7 @@ async def _run(
         notifications=notifications,
         outcomes=outcomes,
         ids=ids,
+        agents={d: agent.outcome for d, agent in fleet.agents.items()},
     )
 
 

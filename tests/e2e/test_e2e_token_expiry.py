@@ -1,0 +1,87 @@
+"""A download token that expires mid-download, end to end. A stack of its own (on a private
+Redis: every db of the shared one has its suite) whose workers mint tokens living
+LIFETIME_S (OTA_TOKEN_LIFETIME_S); a reference device fetches part of
+the package, leaves MQTT for longer than that, and comes back: the edge refuses its old
+token with 410, the platform sends the command again with a fresh URL (the reconnect, or
+the progress report the refusal makes the device send), and the device finishes the
+download from the byte it had (Range), not from 0. The job succeeds."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from e2e_support import E2E, e2e_stack, run_rollout
+
+from devices.behaviour import Behaviour
+from ops.demo_env import redis_url_with_db
+from tests.redis_kit import running_redis
+
+LIFETIME_S = 5
+PACKAGE_BYTES = 256 * 1024
+CUT = 64 * 1024
+AWAY_S = LIFETIME_S + 2.5  # back after the first token expired, whatever its second
+
+
+@pytest.fixture(scope="module")
+def short_tokens(
+    kafka_bootstrap: str,
+    redis_url: str,
+    mqtt_env: dict[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[E2E]:
+    state = tmp_path_factory.mktemp("tokens")
+    # Device credentials stay in the shared store the broker reads.
+    credentials = {"OTA_CREDENTIALS_REDIS_URL": redis_url_with_db(redis_url, 1)}
+    with (
+        running_redis(state / "redis") as redis_node,
+        e2e_stack(
+            "tokens",
+            kafka_bootstrap=kafka_bootstrap,
+            redis_url=redis_node.url(),
+            redis_db=0,
+            state_dir=state,
+            extra={**mqtt_env, **credentials, "OTA_TOKEN_LIFETIME_S": str(LIFETIME_S)},
+        ) as stack,
+    ):
+        yield stack
+
+
+async def test_a_token_that_expires_mid_download_is_renewed_and_the_download_resumed(
+    short_tokens: E2E,
+) -> None:
+    away = Behaviour(drop_download_at=CUT, offline_mid_download_s=AWAY_S)
+    rollout = await run_rollout(
+        short_tokens,
+        [("away", away)],
+        package=os.urandom(PACKAGE_BYTES),
+        policy={},
+        timeout_s=90,
+    )
+    assert rollout.task["status"] == "Success"
+    assert rollout.device("away")["state"] == "SUCCEEDED"
+    device_id = rollout.ids["away"]
+    agent = rollout.agents[device_id]
+    assert rollout.outcomes[device_id] == "succeeded"
+    # The old token was refused once the device was back, and the download went on from
+    # where it had stopped with the fresh one: every continuation starts past byte 0.
+    assert agent.expired_tokens >= 1
+    assert agent.resumed_from
+    assert agent.resumed_from[-1] == CUT
+    assert all(start > 0 for start in agent.resumed_from)
+    assert agent.upgrade_commands == 1  # the fresh URL came as a repeat, not a new command
+    # The job's timeline shows the fresh URL going out while it waited for the download.
+    fresh = [
+        e
+        for e in rollout.timeline("away")
+        if e["detail"].get("note") in ("command_resent", "token_renewed")
+    ]
+    assert fresh
+    assert {e["to"] for e in fresh} <= {"COMMAND_SENT", "DOWNLOADING"}
+    states = rollout.timeline_states("away")
+    assert states.index("DOWNLOADING") < states.index("DOWNLOADED") < states.index("SUCCEEDED")
