@@ -18,7 +18,8 @@ value and timestamp. kafka-python's consumer is one (ota/kafka_clients.GroupCons
 while every publish slot is taken, the scheduler's consumers while a batch is applied);
 `resume_all` ends it. `wait_for_partitions` holds a member back from joining until its
 topics' metadata is known (one that joins before is assigned nothing until the next
-metadata refresh).
+metadata refresh). `read_to_end` reads assigned partitions from their first record to
+where they ended when asked (the rebuilds).
 
 librdkafka heartbeats on its own thread, so a consumer that stops polling stays in its
 group until max.poll.interval.ms; every poll stamps the consumer's liveness beat
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from kafka.errors import CommitFailedError
@@ -113,6 +114,26 @@ def poll_paused(consumer: RecordConsumer, timeout_ms: int) -> None:
 
 def resume_all(consumer: RecordConsumer) -> None:
     consumer.resume(*consumer.paused())
+
+
+def read_to_end(
+    consumer: RecordConsumer,
+    partitions: list[TopicPartition],
+    *,
+    poll_ms: int = 500,
+    max_records: int | None = None,
+) -> Iterator[tuple[TopicPartition, list[Record]]]:
+    """Assigns `partitions` and yields their records, polled batch by polled batch, from
+    each one's first offset up to its end offset at the call (later records are left out)."""
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    # Asked before `position`: ConfluentConsumer answers an unread partition's from them.
+    ends = consumer.end_offsets(partitions)
+    while any(consumer.position(tp) < end for tp, end in ends.items()):
+        for tp, records in consumer.poll(timeout_ms=poll_ms, max_records=max_records).items():
+            below = [r for r in records if r.offset < ends[tp]]
+            if below:
+                yield tp, below
 
 
 def wait_for_partitions(

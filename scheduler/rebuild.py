@@ -19,6 +19,7 @@ import redis.asyncio
 from kafka import TopicPartition
 
 from ota.kafka_clients import make_consumer
+from ota.kafka_consumer import read_to_end
 from ota.settings import CommonSettings
 from scheduler import keys
 
@@ -39,14 +40,10 @@ def read_latest(
             parts += [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         if not parts:
             return latest
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        ends = consumer.end_offsets(parts)
-        while any(consumer.position(tp) < end for tp, end in ends.items()):
-            for tp, records in consumer.poll(timeout_ms=POLL_MS).items():
-                for record in records:
-                    if record.key is not None:
-                        latest[tp.topic][record.key.decode()] = record.value
+        for tp, records in read_to_end(consumer, parts, poll_ms=POLL_MS):
+            for record in records:
+                if record.key is not None:
+                    latest[tp.topic][record.key.decode()] = record.value
     finally:
         consumer.close()
     return latest

@@ -4,7 +4,7 @@ partition, errors that pass skipped, a fatal error ending the consumer for good 
 consumed, reported to the error callback or refusing a commit), each client error logged
 once, a refused call raised as a KafkaClientError, a commit of nothing, seeks during an
 assignment becoming its start offsets; and the helpers every member uses (the paused
-poll, the wait for topic metadata)."""
+poll, the wait for topic metadata, reading to the end offsets)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from ota.kafka_consumer import (
     OFFSET_BEGINNING,
     ConfluentConsumer,
     poll_paused,
+    read_to_end,
     resume_all,
     wait_for_partitions,
 )
@@ -257,3 +258,43 @@ def test_waiting_for_partitions_asks_until_known_and_gives_up_at_the_bound() -> 
     never = Metadata(1)
     assert not wait_for_partitions(never, ["t"], timeout_s=30, stopped=lambda: True)  # type: ignore[arg-type]
     assert never.asked == 0
+
+
+class Partitions:
+    """Two partitions read two records a poll; partition 0 gains records 3 and 4 after
+    its end offset was asked."""
+
+    def __init__(self) -> None:
+        self.written = {TopicPartition("t", 0): 5, TopicPartition("t", 1): 1}
+        self.ends = {TopicPartition("t", 0): 3, TopicPartition("t", 1): 1}
+        self.at: dict[TopicPartition, int] = {}
+
+    def assign(self, partitions: list[TopicPartition]) -> None:
+        self.at = dict.fromkeys(partitions, 99)
+
+    def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        self.at.update(dict.fromkeys(partitions, 0))
+
+    def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: self.ends[tp] for tp in partitions}
+
+    def position(self, partition: TopicPartition) -> int:
+        return self.at[partition]
+
+    def poll(self, timeout_ms: int, max_records: int | None) -> dict[TopicPartition, list[Polled]]:
+        polled = {}
+        for tp, at in self.at.items():
+            offsets = range(at, min(at + 2, self.written[tp]))
+            if offsets:
+                polled[tp] = [Polled(offset) for offset in offsets]
+                self.at[tp] = offsets[-1] + 1
+        return polled
+
+
+def test_reading_to_the_end_stops_at_the_end_offsets_of_the_call() -> None:
+    partitions = Partitions()
+    read = [
+        (tp.partition, [r.offset for r in records])
+        for tp, records in read_to_end(partitions, list(partitions.ends))  # type: ignore[arg-type]
+    ]
+    assert read == [(0, [0, 1]), (1, [0]), (0, [2])]  # not 3 and 4, written later
