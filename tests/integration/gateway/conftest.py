@@ -36,6 +36,7 @@ from ota.device_auth import credentials_for
 from ota.records import decode
 from ota.runtime import Runtime
 from ota.settings import Topics
+from tests.kafka_client_kit import kafka_client_env
 
 REPO = Path(__file__).resolve().parents[3]
 PARTITIONS = 3
@@ -78,6 +79,7 @@ def stack(
         "OTA_GATEWAY_METRICS_PORT": "0",
         "OTA_GATEWAY_UPLINK_PRESENCE_INTERVAL_MS": "60000",
         "OTA_LOG_LEVEL": "INFO",
+        **kafka_client_env(),
     }
     try:
         yield Stack(

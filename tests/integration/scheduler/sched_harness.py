@@ -34,6 +34,7 @@ from ota.runtime import Runtime
 from ota.settings import Topics
 from scheduler.main import serve
 from scheduler.settings import SchedulerSettings
+from tests.kafka_client_kit import kafka_client_env
 
 REDIS_DB = 11
 T = TypeVar("T")
@@ -257,6 +258,7 @@ def make_settings(
         "OTA_WEBHOOK_BACKOFF_S": "0.05",
         "OTA_WEBHOOK_TIMEOUT_S": "2",
         "OTA_SCHEDULER_GROUP": f"test-sched-{uuid.uuid4().hex[:8]}",
+        **kafka_client_env(),
         **env,
     }
     settings = SchedulerSettings.from_env(environ)

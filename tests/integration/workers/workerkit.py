@@ -36,6 +36,7 @@ from ota.records import (
 )
 from ota.redis_clients import make_redis
 from ota.settings import CommonSettings, Topics
+from tests.kafka_client_kit import kafka_client_env
 from tests.redis_cluster_kit import PrivateRedisCluster
 from workers.service import build
 from workers.settings import WorkerSettings
@@ -76,7 +77,7 @@ def make_settings(
     kafka_bootstrap: str, redis_url: str, topics: Topics, **overrides: Any
 ) -> WorkerSettings:
     common = replace(
-        CommonSettings.from_env({}),
+        CommonSettings.from_env(kafka_client_env()),
         kafka_bootstrap=kafka_bootstrap,
         redis_url=redis_url,
         topics=topics,
