@@ -369,9 +369,8 @@ class Inbound:
                 if error is None:
                     self._acknowledged(message)
                     break
-                if kafka_errors.worth_retrying(
-                    error
-                ):  # back to the ordered retries, from this record on
+                if kafka_errors.worth_retrying(error):
+                    # back to the ordered retries, from this record on
                     for later, later_index in pending[position:]:
                         self._failed(later, later_index)
                     return
