@@ -9,7 +9,7 @@
     ota tasks create --type firmware --package ID (--devices a,b | --devices-file F |
                      --group G | --filter-...) [policy options] [--dry-run]
     ota tasks dry-run DRY_RUN_ID [--list targeted|skipped|conflict] [--all]
-    ota tasks list|show|pause|resume|cancel|retry|watch ...
+    ota tasks list|show|pause|resume|cancel|retry|rollback|watch ...
 
 Tables for people, `--json` for scripts. The API address and key come from
 --url/--key or OTA_API_URL/OTA_API_KEY. Exit codes: 0 ok, 1 the API refused (the
@@ -311,6 +311,14 @@ def tasks_op(op: str) -> Callable[[Api, argparse.Namespace, TextIO], int]:
                 )
             if op == "retry":
                 line += f"; retrying {result['retried']} devices"
+            if op == "rollback":
+                rollback = result["rollback_task"]
+                line += (
+                    "; rollback starts once its devices have finished"
+                    if rollback is None
+                    else f"; rollback task {rollback['id']}: {rollback['status']}, "
+                    f"{rollback['devices']} devices"
+                )
             return line
 
         _emit(args, out, result, human)
@@ -433,7 +441,7 @@ def parser() -> argparse.ArgumentParser:
     sh.add_argument("--devices", dest="devices_status", nargs="?", const="", default=None)
     sh.add_argument("--limit", type=int, default=100)
     sh.set_defaults(run=tasks_show)
-    for op in ("pause", "resume", "cancel", "retry"):
+    for op in ("pause", "resume", "cancel", "retry", "rollback"):
         o = tk.add_parser(op)
         o.add_argument("task_id")
         o.set_defaults(run=tasks_op(op))

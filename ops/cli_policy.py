@@ -31,6 +31,8 @@ def add_policy_options(parser: argparse.ArgumentParser) -> None:
         elif spec.type == "integer":
             low, high = spec.int_bounds
             parser.add_argument(option.flag, type=int, metavar=f"{low}..{high}", **common)
+        elif spec.type == "string":
+            parser.add_argument(option.flag, metavar=option.metavar, **common)
         else:
             raise TypeError(f"policy field {spec.name} has no command-line form")
 

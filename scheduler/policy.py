@@ -85,6 +85,9 @@ class TaskPolicy:
     success: SuccessMode = SuccessMode.REPORTED  # confirmed: wait for the device's verdict
     continuous: bool = False  # open: devices that come to match later join the task
     end_ms: int | None = None  # a continuous task's end; None: open until cancelled
+    rollback_package_id: str | None = None  # what a rollback installs (scheduler.rollbacks)
+    rollback_on_abort: bool = False
+    rollback_on_failed_confirmation: bool = False
 
     def open_at(self, now_ms: int) -> bool:
         """Whether a continuous task still takes devices that come to match its targets."""
@@ -141,6 +144,8 @@ def parse_policy(data: Any, now_ms: int | None) -> TaskPolicy:
         )
     continuous = p.flag("continuous", False)
     end_ms = _end(p, continuous, schedule_ms, now_ms)
+    success = _choice(p, "success", SuccessMode)
+    abort = _abort(p)
     return TaskPolicy(
         schedule_ms=schedule_ms,
         retry_count=_int(p, "retry_count", 0),
@@ -151,15 +156,59 @@ def parse_policy(data: Any, now_ms: int | None) -> TaskPolicy:
         ramp=ramp,
         max_in_flight=_int(p, "max_in_flight", None),
         waves=_waves(p),
-        abort=_abort(p),
+        abort=abort,
         maintenance=_maintenance(p),
         require_online=p.flag("require_online", False),
         on_conflict=_choice(p, "on_conflict", ConflictPolicy),
         presigned_url=p.flag("presigned_url", False),
-        success=_choice(p, "success", SuccessMode),
+        success=success,
         continuous=continuous,
         end_ms=end_ms,
+        **_rollback(p, success, abort),
     )
+
+
+def _rollback(p: Obj, success: SuccessMode, abort: tuple[AbortRule, ...]) -> dict[str, Any]:
+    """The rollback fields; whether the package exists and fits is the task's check
+    (scheduler.rollback_plan), as it needs the store."""
+    spec = field("rollback_package_id")
+    assert spec.max_len is not None
+    package: str | None = p.text("rollback_package_id", None, max_len=spec.max_len)
+    if package is not None and not package:
+        raise ValidationError(
+            "policy.rollback_package_id is empty",
+            code="bad_value",
+            field="policy.rollback_package_id",
+        )
+    on_abort = p.flag("rollback_on_abort", False)
+    on_failed = p.flag("rollback_on_failed_confirmation", False)
+    needs = (
+        ("rollback_on_abort", on_abort, bool(abort), "abort rules"),
+        (
+            "rollback_on_failed_confirmation",
+            on_failed,
+            success is SuccessMode.CONFIRMED,
+            "success confirmed",
+        ),
+    )
+    for name, wanted, has_rule, rule in needs:
+        if wanted and package is None:
+            raise ValidationError(
+                f"policy.{name} needs policy.rollback_package_id: the package to roll back to",
+                code="conflicting_fields",
+                field=f"policy.{name}",
+            )
+        if wanted and not has_rule:
+            raise ValidationError(
+                f"policy.{name} needs {rule}: without them it never applies",
+                code="conflicting_fields",
+                field=f"policy.{name}",
+            )
+    return {
+        "rollback_package_id": package,
+        "rollback_on_abort": on_abort,
+        "rollback_on_failed_confirmation": on_failed,
+    }
 
 
 def _end(p: Obj, continuous: bool, schedule_ms: int | None, now_ms: int | None) -> int | None:
@@ -395,6 +444,10 @@ def policy_json(policy: TaskPolicy) -> dict[str, Any]:
     }
     if policy.end_ms is not None:
         out["end_time_ms"] = policy.end_ms
+    if policy.rollback_package_id is not None:
+        out["rollback_package_id"] = policy.rollback_package_id
+        out["rollback_on_abort"] = policy.rollback_on_abort
+        out["rollback_on_failed_confirmation"] = policy.rollback_on_failed_confirmation
     if policy.schedule_ms is not None:
         out["schedule_time_ms"] = policy.schedule_ms
     if policy.rate_per_min is not None:

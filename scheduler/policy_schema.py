@@ -373,6 +373,31 @@ POLICY = Field(
                 hint="an ISO 8601 time or +30m/+2h/+1d",
             ),
         ),
+        Field(
+            "rollback_package_id",
+            "string",
+            "the package a rollback installs on the devices this task upgraded: the same "
+            "type as the task's package, another version (POST /v1/tasks/{id}/rollback)",
+            max_len=64,
+            option=Option("--rollback-package", "PACKAGE_ID"),
+        ),
+        Field(
+            "rollback_on_abort",
+            "boolean",
+            "when the abort criteria stop the task, roll back its upgraded devices once "
+            "its devices have finished; needs rollback_package_id and abort",
+            default=False,
+            option=Option("--rollback-on-abort"),
+        ),
+        Field(
+            "rollback_on_failed_confirmation",
+            "boolean",
+            "devices whose health confirmation failed (health_check_failed, rolled_back) "
+            "are rolled back when the task finishes; needs rollback_package_id and success "
+            "confirmed",
+            default=False,
+            option=Option("--rollback-on-failed-confirmation"),
+        ),
     ),
 )
 

@@ -37,6 +37,8 @@ from scheduler.joins import DRAIN_LIMIT, Joins
 from scheduler.matching import followed
 from scheduler.pacing import MAX_BATCH, PaceInput, decide
 from scheduler.policy import TaskPolicy, parse_policy
+from scheduler.rollbacks import REQUESTED as ROLLBACK_REQUESTED
+from scheduler.rollbacks import Rollbacks
 from scheduler.settings import SchedulerSettings
 from scheduler.startrecords import StartEncoder
 from scheduler.tasks import Tasks
@@ -97,6 +99,7 @@ class Reconciler:
         self._interval = settings.reconcile_interval_s
         self._ttl_ms = int(settings.lease_ttl_s * 1000)
         self._joins = Joins(r)
+        self._rollbacks = Rollbacks(r, tasks, producer, topics, wake)
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
@@ -181,9 +184,10 @@ class Reconciler:
         )
         step = decide(snapshot, now_ms())
         if step.abort:
-            await self._tasks.transition(
-                tid, {status}, TaskStatus.STOPPED, step.reason, {"stopping": 1}
-            )
+            stop: dict[str | bytes, bytes | float | int | str] = {"stopping": 1}
+            if policy.rollback_on_abort:
+                stop[ROLLBACK_REQUESTED] = 1  # started by _finish once the devices have
+            await self._tasks.transition(tid, {status}, TaskStatus.STOPPED, step.reason, stop)
             return True
         if step.status is not None and step.status is not status:
             runtime: dict[str | bytes, bytes | float | int | str] = {"wave": step.wave}
@@ -340,6 +344,10 @@ class Reconciler:
             await self._joins.close(tid, followed(doc["targets"]))
         await self._r.srem(keys.package_users(doc["package_id"]), tid)
         await self._r.delete(keys.lease(tid))
+        # Before leaving the active set, so that a start cut short by Redis is tried again.
+        await self._rollbacks.on_finish(tid, doc)
         # Last: leaving the active set is what lets a retry start (Tasks.retry),
         # which adds the task to its package's users again.
         await self._r.srem(keys.ACTIVE_TASKS, tid)
+        # And after: an operator's request that saw the task still active left it to us.
+        await self._rollbacks.on_finish(tid, doc)

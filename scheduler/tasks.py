@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import orjson
@@ -37,6 +37,12 @@ from scheduler.notify import Notifier, task_status_event
 from scheduler.pacing import Hold
 from scheduler.packages import Packages
 from scheduler.policy import parse_policy, policy_json
+from scheduler.rollback_plan import (
+    RollbackOf,
+    check_rollback_package,
+    rollback_sources,
+    unknown_rollback_package,
+)
 from scheduler.targets import MAX_LIST_IDS, Targets, parse_targets
 from scheduler.taskstate import (
     PENDING,
@@ -145,8 +151,11 @@ class Tasks:
 
     # ------------------------------------------------------------ create
 
-    async def create(self, body: Any) -> tuple[dict[str, Any], bool]:
-        """Validate and create (or, with dry_run, only count). Returns (view, created)."""
+    async def create(
+        self, body: Any, rollback: RollbackOf | None = None
+    ) -> tuple[dict[str, Any], bool]:
+        """Validate and create (or, with dry_run, only count). Returns (view, created).
+        `rollback`: this task rolls another back (scheduler.rollbacks)."""
         now = now_ms()
         b = Obj(body, "", _BODY_FIELDS)
         name = b.text("name", "", max_len=128)
@@ -171,9 +180,18 @@ class Tasks:
                 code="wrong_package_type",
                 field="package_id",
             )
+        if policy.rollback_package_id is not None:
+            try:
+                undo = await self._packages.get(policy.rollback_package_id)
+            except NotFound:
+                raise unknown_rollback_package(policy.rollback_package_id) from None
+            check_rollback_package(undo, package)
+        if rollback is not None:
+            sources = rollback_sources(package.allowed_sources, rollback.undoes_version)
+            package = replace(package, allowed_sources=sources)
         if policy.continuous:
             check_followable(targets)
-        tid = new_id()
+        tid = new_id() if rollback is None else rollback.task_id
         follows = following(targets) if policy.continuous and not dry_run else None
         if follows is not None:
             # Listed before resolving: a device that joins meanwhile is queued, and the
@@ -209,6 +227,8 @@ class Tasks:
             "created_ms": now,
             "updated_ms": now,
         }
+        if rollback is not None:
+            doc["rollback_of"] = rollback.of
         await self._r.sadd(keys.package_users(pid), tid)
         if not await self._r.exists(keys.package(pid)):
             await self._r.srem(keys.package_users(pid), tid)
@@ -499,7 +519,7 @@ class Tasks:
                 f"task {tid} is {status.value}; retry needs Fail, PartialSuccess or Stopped",
                 code="bad_task_status",
             )
-        if not await self._wrapped_up(tid):
+        if not await self.wrapped_up(tid):
             raise Conflict(f"task {tid} still has devices in flight", code="task_busy")
         pid = doc["package_id"]
         await self._r.sadd(keys.package_users(pid), tid)
@@ -518,7 +538,7 @@ class Tasks:
         self._wake.set()
         return {"retried": retried, "task": await self.view(tid)}
 
-    async def _wrapped_up(self, tid: str) -> bool:
+    async def wrapped_up(self, tid: str) -> bool:
         """A task's status turns final a moment before the reconciler takes it off the
         active set (its last wrap-up step); a retry in that moment waits for it rather than
         refusing. A stopped task whose devices are still finishing stays busy."""

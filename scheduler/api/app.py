@@ -262,6 +262,24 @@ def endpoints() -> list[Endpoint]:
         ),
         e(
             "POST",
+            "/v1/tasks/{task_id}/rollback",
+            h.rollback_task,
+            "Roll back the devices the task upgraded to its policy.rollback_package_id: a "
+            "linked task. A running task is stopped first and its rollback starts once its "
+            "devices finish (202); a second request answers the same rollback (200)",
+            "tasks",
+            W,
+            (TASK,),
+            responses={
+                200: "the task's existing rollback",
+                201: "rollback task created",
+                202: "accepted: starts once the task's devices have finished",
+                404: "unknown task",
+                409: "no rollback package, nothing to roll back, or the rollback was refused",
+            },
+        ),
+        e(
+            "POST",
             "/v1/webhooks",
             h.create_webhook,
             "Register a webhook",

@@ -22,6 +22,7 @@ from scheduler.devices import DeviceFilter, check_name
 from scheduler.errors import BadRequest, NotFound, PayloadTooLarge, ValidationError
 from scheduler.fields import Obj
 from scheduler.packages import parse_meta
+from scheduler.rollbacks import Rollbacks
 from scheduler.services import Services
 from scheduler.signing import decode_signature
 from scheduler.targets import MAX_IDS, check_ids
@@ -264,8 +265,14 @@ async def list_tasks(request: Request) -> Response:
     return page(items, cursor)
 
 
+def rollbacks(request: Request) -> Rollbacks:
+    s = svc(request)
+    return Rollbacks(s.redis, s.tasks, s.producer, s.settings.common.topics, s.wake)
+
+
 async def get_task(request: Request) -> Response:
-    return JSON(await svc(request).tasks.view(request.path_params["task_id"]))
+    view = await svc(request).tasks.view(request.path_params["task_id"])
+    return JSON(await rollbacks(request).summary(view))
 
 
 async def task_devices(request: Request) -> Response:
@@ -293,6 +300,11 @@ async def cancel_task(request: Request) -> Response:
 
 async def retry_task(request: Request) -> Response:
     return JSON(await svc(request).tasks.retry(request.path_params["task_id"]))
+
+
+async def rollback_task(request: Request) -> Response:
+    body, status = await rollbacks(request).request(request.path_params["task_id"])
+    return JSON(body, status)
 
 
 # ------------------------------------------------------------ webhooks
