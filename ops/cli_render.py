@@ -98,4 +98,11 @@ def device_screen(device: Mapping[str, Any]) -> list[str]:
                 f"  {when(e.get('at_ms'))}  task {str(e.get('task_id'))[:12]} #{e.get('attempt')}"
                 f"  {e.get('from')} -> {e.get('to')}{cause}"
             )
+    history = device.get("history") or {}
+    if history.get("trimmed"):
+        lines.append(
+            f"  ... {history['trimmed']} older entries: {history.get('topic')} partition "
+            f"{history.get('partition')}, the device's records from offset "
+            f"{history.get('first_offset')}"
+        )
     return lines

@@ -16,7 +16,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -36,7 +36,7 @@ from ota.records import (
     encode,
 )
 from ota.settings import Topics
-from scheduler import keys, taskstate
+from scheduler import keys, taskstate, timeline
 from scheduler.bus import Out, Producer
 from scheduler.devices import Registry
 from scheduler.notify import Notifier, device_result_event
@@ -77,6 +77,7 @@ class Parsed:
     items: list[Any]
     dead: list[DeadLetterRecord]
     skipped: int = 0
+    positions: list[str] = field(default_factory=list)  # per item: its log position
 
 
 def parse_inbox(records: Sequence[Any]) -> Parsed:
@@ -103,8 +104,10 @@ def parse_inbox(records: Sequence[Any]) -> Parsed:
 
 
 def parse_job_events(records: Sequence[Any]) -> Parsed:
-    """The batch's job events (items: JobEventRecord); any other record is dead-lettered."""
+    """The batch's job events (items: JobEventRecord, with their positions in the log);
+    any other record is dead-lettered."""
     items: list[Any] = []
+    positions: list[str] = []
     dead: list[DeadLetterRecord] = []
     for record in records:
         try:
@@ -119,7 +122,8 @@ def parse_job_events(records: Sequence[Any]) -> Parsed:
             dead.append(dead_letter(record, bad))
             continue
         items.append(event)
-    return Parsed(items, dead)
+        positions.append(timeline.log_position(record.partition, record.offset))
+    return Parsed(items, dead, positions=positions)
 
 
 def by_task(events: Sequence[JobEventRecord]) -> dict[str, list[int]]:
@@ -195,7 +199,7 @@ class JobEventHandler:
             )
             for i, result in zip(positions, applied, strict=True):
                 results[i] = result
-        await self._registry.job_events([(e, types[e.task_id]) for e in events])
+        await self._registry.job_events([(e, types[e.task_id]) for e in events], parsed.positions)
         told: dict[str, dict[str, Any]] = {}  # by id: a batch may hold an event twice
         transitions: Counter[tuple[str, str]] = Counter()
         for event, result, note in zip(events, results, notes, strict=True):

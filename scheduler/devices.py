@@ -18,12 +18,11 @@ from typing import Any
 import orjson
 import redis.asyncio
 
-from ota.catalog import FailureCause
 from ota.fields import ProtocolError
 from ota.records import DeviceEventRecord, JobEventRecord, PresenceRecord, TaskType
 from ota.reports import ProgressReport, decode_report
 from ota.settings import Topics
-from scheduler import keys
+from scheduler import keys, timeline
 from scheduler.bus import Out, Producer
 from scheduler.errors import NotFound, ValidationError
 
@@ -82,15 +81,20 @@ return 1
 # placed just below that result's entry: the device downloaded before it reported. The
 # device hash remembers the last closing entry (`tl_close` = task|attempt|version, and
 # `tl_close_at` = its score); entry scores are integers, so a fraction below it fits.
+# Only the newest `cap` entries stay: the hash counts those trimmed (`tl_cut`) and keeps the
+# log position of the device's first job event (`tl_log`, scheduler/timeline.py), where
+# the full history is read.
 # KEYS[1] all-devices zset. ARGV[1] timeline cap, ARGV[2] a JSON array of [device hash,
 # timeline zset, device id, at_ms, task id, attempt, job_version, state, cause, task type,
-# timeline entry, placement ('' | 'close' | a fraction below the closing entry)], all
-# strings (one argument is far cheaper to send than twelve per event)
+# timeline entry, placement ('' | 'close' | a fraction below the closing entry), log
+# position ('' unknown)], all strings (one argument is far cheaper to send than thirteen
+# per event)
 _JOB = """
 local cap = tonumber(ARGV[1])
 local function job(dev, tl, id, at_ms, task, attempt, version, state, cause, kind, entry,
-                   place)
+                   place, position)
   redis.call('ZADD', KEYS[1], 0, id)
+  if position ~= '' then redis.call('HSETNX', dev, 'tl_log', position) end
   local at = tonumber(at_ms)
   local score = at
   local newest = redis.call('ZREVRANGE', tl, 0, 0, 'WITHSCORES')
@@ -102,7 +106,8 @@ local function job(dev, tl, id, at_ms, task, attempt, version, state, cause, kin
   end
   if redis.call('ZSCORE', tl, entry) == false then
     redis.call('ZADD', tl, score, entry)
-    redis.call('ZREMRANGEBYRANK', tl, 0, -cap - 1)
+    local cut = redis.call('ZREMRANGEBYRANK', tl, 0, -cap - 1)
+    if cut > 0 then redis.call('HINCRBY', dev, 'tl_cut', cut) end
     if place == 'close' then redis.call('HSET', dev, 'tl_close', this, 'tl_close_at', score) end
   end
   local a, v = tonumber(attempt), tonumber(version)
@@ -118,7 +123,7 @@ local function job(dev, tl, id, at_ms, task, attempt, version, state, cause, kin
   if kind ~= '' then redis.call('HSET', dev, 'task_type', kind) end
 end
 for _, e in ipairs(cjson.decode(ARGV[2])) do
-  job(e[1], e[2], e[3], e[4], e[5], e[6], e[7], e[8], e[9], e[10], e[11], e[12])
+  job(e[1], e[2], e[3], e[4], e[5], e[6], e[7], e[8], e[9], e[10], e[11], e[12], e[13])
 end
 return 1
 """
@@ -187,8 +192,16 @@ class Registry:
                 args=[keys.P + "ver:", TaskType.SOFTWARE.value, batch],
             )
 
-    async def job_events(self, events: Sequence[tuple[JobEventRecord, str]]) -> None:
-        """Record a batch of (job event, its task's type) in log order, `CHUNK` per call."""
+    async def job_events(
+        self,
+        events: Sequence[tuple[JobEventRecord, str]],
+        positions: Sequence[str] = (),
+    ) -> None:
+        """Record a batch of (job event, its task's type) in log order, `CHUNK` per call;
+        `positions`: each event's `timeline.log_position` (none: not known)."""
+        where = list(positions) or [""] * len(events)
+        if len(where) != len(events):
+            raise ValueError(f"{len(where)} log positions for {len(events)} job events")
         for start in range(0, len(events), CHUNK):
             batch = orjson.dumps(
                 [
@@ -203,10 +216,13 @@ class Registry:
                         event.to_state,
                         "" if event.cause is None else str(event.cause),
                         task_type,
-                        timeline_entry(event).decode(),
-                        timeline_place(event),
+                        timeline.encode(event).decode(),
+                        timeline.place(event),
+                        position,
                     ]
-                    for event, task_type in events[start : start + CHUNK]
+                    for (event, task_type), position in zip(
+                        events[start : start + CHUNK], where[start : start + CHUNK], strict=True
+                    )
                 ]
             )
             await self._job(keys=[keys.DEVICES], args=[self._cap, batch])
@@ -223,7 +239,9 @@ class Registry:
         if not raw:
             raise NotFound(f"device {device_id!r} is not known", code="unknown_device")
         view = await self._summaries([device_id], [raw])
-        view[0]["timeline"] = [orjson.loads(e) for e in entries]
+        view[0]["timeline"] = [timeline.decode(e) for e in entries]
+        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        view[0]["history"] = timeline.history(fields, self._topics.job_events)
         return view[0]
 
     async def _summaries(
@@ -251,7 +269,7 @@ class Registry:
                     "state": f.get("state"),
                     "attempt": int(f.get("attempt", "0")),
                     "cause": cause,
-                    "cause_message": _cause_message(cause),
+                    "cause_message": timeline.cause_message(cause),
                     "at_ms": int(f.get("job_at_ms", "0")),
                 }
             out.append(
@@ -426,48 +444,5 @@ def observation(record: DeviceEventRecord | PresenceRecord) -> tuple[str, str, s
     return report.fw_version or "", report.sw_version or "", "", ""
 
 
-# States that close a try: its result is the entry that before-result facts go below.
-_CLOSING = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "WAITING_RETRY"})
-# How far below the closing entry a before-result download fact goes (started first).
-_BEFORE_RESULT = {"DOWNLOADING": "0.6666", "DOWNLOADED": "0.3333"}
-
-
-def timeline_place(event: JobEventRecord) -> str:
-    """Where the entry goes: '' in log order, 'close' (it closes a try: remember its
-    place), or a fraction below the closing entry (a download fact from before it)."""
-    if event.from_state != event.to_state and event.to_state in _CLOSING:
-        return "close"
-    if event.detail.get("before_result") is True:
-        return _BEFORE_RESULT.get(event.to_state, "0.5")
-    return ""
-
-
-def timeline_entry(event: JobEventRecord) -> bytes:
-    """A job event as stored on the device's timeline; the same event, the same bytes."""
-    return orjson.dumps(
-        {
-            "id": event.id,
-            "at_ms": event.at_ms,
-            "task_id": event.task_id,
-            "attempt": event.attempt,
-            "job_version": event.job_version,
-            "from": event.from_state,
-            "to": event.to_state,
-            "cause": event.cause,
-            "cause_message": _cause_message(event.cause),
-            "detail": dict(event.detail),
-        }
-    )
-
-
 def _strs(members: Any) -> set[str]:
     return {m.decode() for m in members}
-
-
-def _cause_message(cause: int | None) -> str | None:
-    if cause is None:
-        return None
-    try:
-        return FailureCause(cause).message
-    except ValueError:
-        return f"unknown cause {cause}"

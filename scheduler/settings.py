@@ -152,7 +152,7 @@ class SchedulerSettings:
                 "RECONCILE_INTERVAL_S", 2.0, min_value=0.05, max_value=60
             ),
             lease_ttl_s=env.number("LEASE_TTL_S", 15.0, min_value=1, max_value=600),
-            timeline_cap=env.integer("TIMELINE_CAP", 200, min_value=10, max_value=10_000),
+            timeline_cap=env.integer("TIMELINE_CAP", 32, min_value=1, max_value=10_000),
             webhook_attempts=env.integer("WEBHOOK_ATTEMPTS", 8, min_value=1, max_value=50),
             webhook_backoff_s=env.number("WEBHOOK_BACKOFF_S", 1.0, min_value=0.01, max_value=600),
             webhook_timeout_s=env.number("WEBHOOK_TIMEOUT_S", 10.0, min_value=0.1, max_value=120),

@@ -73,13 +73,22 @@ async def aredis(
 
 
 @pytest.fixture
+def timeline_cap() -> int:
+    return 50  # a test trims timelines by parametrizing a smaller one
+
+
+@pytest.fixture
 async def registry(
-    aredis: redis.asyncio.Redis[bytes], kafka_bootstrap: str, redis_url: str, tmp_path: Path
+    aredis: redis.asyncio.Redis[bytes],
+    kafka_bootstrap: str,
+    redis_url: str,
+    tmp_path: Path,
+    timeline_cap: int,
 ) -> AsyncIterator[Registry]:
     topics = Topics.with_prefix(f"t-{uuid.uuid4().hex[:8]}.")  # nothing is produced here
     producer = Producer(make_settings(kafka_bootstrap, redis_url, tmp_path, topics).common)
     try:
-        yield Registry(aredis, producer, topics, timeline_cap=50)
+        yield Registry(aredis, producer, topics, timeline_cap=timeline_cap)
     finally:
         await producer.close()
 

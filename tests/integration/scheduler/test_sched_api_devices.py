@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
+from kafka import TopicPartition
+
+from ota.kafka_clients import make_consumer
+from ota.records import JobEventRecord, decode
 from tests.integration.scheduler.sched_harness import Harness, eventually
 
 
@@ -116,6 +121,29 @@ async def test_device_timeline_and_current_job(harness: Harness) -> None:
     assert {e["id"] for e in entries} >= {replay.id}
     failed = [e for e in entries if e["to"] == "FAILED"]
     assert failed[0]["cause"] == 3
+    # Where the full history is: the job-events topic at the device's first event.
+    history = shown["history"]
+    assert isinstance(history, dict)
+    assert (history["topic"], history["trimmed"]) == (harness.topics.job_events, 0)
+    first = logged_at(harness, history["partition"], history["first_offset"])
+    event = decode(first.value, frozenset({"job_event"}))
+    assert isinstance(event, JobEventRecord)
+    assert (first.key, event.device_id, event.task_id) == (device.encode(), device, tid)
+
+
+def logged_at(harness: Harness, partition: int, offset: int) -> Any:
+    """The job-events record at (partition, offset)."""
+    consumer = make_consumer(harness.settings.common, group_id=None, client_id="history-test")
+    try:
+        tp = TopicPartition(harness.topics.job_events, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        for _ in range(30):
+            for records in consumer.poll(timeout_ms=1000, max_records=1).values():
+                return records[0]
+    finally:
+        consumer.close()
+    raise AssertionError(f"nothing at {partition}/{offset} of {harness.topics.job_events}")
 
 
 async def test_timeline_follows_the_log_when_stamps_disagree(harness: Harness) -> None:

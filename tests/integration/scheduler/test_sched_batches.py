@@ -11,8 +11,8 @@ import redis
 import redis.asyncio
 
 from ota.records import DeviceEventRecord, JobEventRecord, PresenceRecord, TaskType
-from scheduler import keys, taskstate
-from scheduler.devices import Registry, timeline_entry
+from scheduler import keys, taskstate, timeline
+from scheduler.devices import Registry
 from scheduler.taskstate import TaskState, Transition
 
 
@@ -67,11 +67,11 @@ async def test_registry_batches_keep_log_order_and_store_a_replay_once(
     batch = [(e, TaskType.SOFTWARE.value) for e in events]
     await registry.job_events(batch)
     await registry.job_events(batch)  # redelivered
-    timeline = await aredis.zrange(keys.timeline(device), 0, -1)
-    assert [e.split(b'"to":"')[1].split(b'"')[0] for e in timeline] == [
-        b"COMMAND_SENT",
-        b"DOWNLOADING",
-        b"SUCCEEDED",
+    stored = await aredis.zrange(keys.timeline(device), 0, -1)
+    assert [timeline.decode(e)["to"] for e in stored] == [
+        "COMMAND_SENT",
+        "DOWNLOADING",
+        "SUCCEEDED",
     ]
     current = await aredis.hmget(keys.device(device), ["state", "job_version", "task_type"])
     assert current == [b"SUCCEEDED", b"3", b"software"]
@@ -114,7 +114,7 @@ async def test_batched_arguments_keep_every_character(
     )
     await registry.job_events([(event, "")])
     await registry.job_events([(event, "")])
-    assert await aredis.zrange(keys.timeline(device), 0, -1) == [timeline_entry(event)]
+    assert await aredis.zrange(keys.timeline(device), 0, -1) == [timeline.encode(event)]
     assert await aredis.hget(keys.device(device), "job_at_ms") == b"1795000000123"
     await registry.observe(
         [DeviceEventRecord(device, "version_report", {"fw_version": "1.0 \u00df"}, at_ms=5)]
@@ -137,3 +137,40 @@ async def test_a_result_reaches_the_notification_stream_once_however_often_appli
     assert await state.apply(tid, batch, ["", note]) == [0, taskstate.TERMINAL_AGAIN]
     entries = await aredis.xrevrange(keys.NOTIFY_STREAM, count=1000)
     assert [e for _, e in entries if e[b"body"] == note.encode()] == [{b"body": note.encode()}]
+
+
+@pytest.mark.parametrize("timeline_cap", [3])
+async def test_the_timeline_keeps_the_newest_entries_and_says_where_the_rest_are(
+    registry: Registry,
+) -> None:
+    """Only the cap's newest entries stay in Redis; the device shows how many were trimmed
+    and the log position of its first job event, where the full history is read. A
+    redelivered batch trims nothing more and keeps the first position."""
+    device, tid = f"dev-{uuid.uuid4().hex[:8]}", f"t-{uuid.uuid4().hex[:8]}"
+    states = ("QUEUED", "COMMAND_SENT", "DOWNLOADING", "DOWNLOADED", "UPDATING", "SUCCEEDED")
+    events = [
+        JobEventRecord(device, tid, 1, v, before, after, at_ms=1000 + v)
+        for v, (before, after) in enumerate(zip(("PENDING", *states), states, strict=False))
+    ]
+    positions = [f"4/{100 + i}" for i in range(len(events))]
+    await registry.job_events([(e, "") for e in events[:4]], positions[:4])
+    await registry.job_events([(e, "") for e in events[4:]], positions[4:])
+    shown = await registry.show(device)
+    assert [e["to"] for e in shown["timeline"]] == ["SUCCEEDED", "UPDATING", "DOWNLOADED"]
+    assert shown["timeline"][0] == timeline.decode(timeline.encode(events[-1]))
+    assert shown["history"]["topic"].endswith("ota.job-events")  # the registry's prefixed one
+    assert shown["history"] | {"topic": ""} == {
+        "topic": "",
+        "partition": 4,
+        "first_offset": 100,
+        "trimmed": 3,
+    }
+    assert shown["current_job"]["state"] == "SUCCEEDED"
+    await registry.job_events([(e, "") for e in events[4:]], positions[4:])  # redelivered
+    assert (await registry.show(device))["history"] == shown["history"]
+
+
+async def test_positions_must_match_the_events(registry: Registry) -> None:
+    event = JobEventRecord("d-x", "t-x", 1, 1, "QUEUED", "QUEUED", at_ms=1)
+    with pytest.raises(ValueError, match="2 log positions for 1 job events"):
+        await registry.job_events([(event, "")], ["0/1", "0/2"])

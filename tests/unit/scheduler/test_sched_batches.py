@@ -79,6 +79,7 @@ def test_job_event_batch_dead_letters_other_kinds_and_unknown_states() -> None:
     ]
     parsed = parse_job_events(records)
     assert parsed.items == [good]
+    assert parsed.positions == ["0/2"]  # where the timeline's full history is read
     assert [(d.reason, d.origin) for d in parsed.dead] == [
         ("unknown_kind", "t/0/0"),
         ("bad_value", "t/0/1"),

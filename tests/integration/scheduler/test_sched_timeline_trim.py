@@ -1,0 +1,50 @@
+"""A scheduler keeping few timeline entries per device (OTA_TIMELINE_CAP): the device's
+API answer and console page show the newest entries and where the older ones are in the
+job-events log."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from tests.integration.scheduler.conftest import StartHarness
+from tests.integration.scheduler.sched_harness import READ_KEY, eventually
+from tests.integration.scheduler.test_sched_api_devices import logged_at
+from tests.integration.scheduler.test_sched_console_audit import log_in
+
+STEPS = ("WAITING_ONLINE", "QUERYING_VERSION", "COMMAND_SENT", "DOWNLOADING", "DOWNLOADED")
+
+
+async def test_a_trimmed_timeline_says_where_the_rest_is(start_harness: StartHarness) -> None:
+    harness = await start_harness(OTA_TIMELINE_CAP="2")
+    device = f"trim-{uuid.uuid4().hex[:6]}"
+    package = await harness.upload(b"trimmed timeline")
+    tid = await harness.create_task(package["id"], [device])
+    await harness.wait_releases(1)
+    for version, state in enumerate(STEPS, start=1):
+        harness.job_event(device, tid, state, job_version=version)
+
+    async def trimmed() -> dict[str, Any] | None:
+        shown: dict[str, Any] = (await harness.client.get(f"/v1/devices/{device}")).json()
+        history = shown.get("history") or {}
+        return shown if history.get("trimmed", 0) >= len(STEPS) - 2 else None
+
+    shown = await eventually(trimmed, "the timeline trimmed to two entries")
+    assert [e["to"] for e in shown["timeline"]] == ["DOWNLOADED", "DOWNLOADING"]
+    assert shown["current_job"]["state"] == "DOWNLOADED"
+    history = shown["history"]
+    assert (history["topic"], history["trimmed"]) == (harness.topics.job_events, len(STEPS) - 2)
+    first = logged_at(harness, history["partition"], history["first_offset"])
+    assert first.key == device.encode()
+
+    browser, _ = await log_in(harness, READ_KEY)
+    try:
+        page = await browser.get(f"/console/devices/{device}")
+    finally:
+        await browser.aclose()
+    assert page.status_code == 200, page.text
+    assert (
+        f"{len(STEPS) - 2} older entries are in the log only: {harness.topics.job_events}, "
+        f"partition {history['partition']}, the device's records from offset "
+        f"{history['first_offset']}."
+    ) in page.text

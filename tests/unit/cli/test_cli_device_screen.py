@@ -1,0 +1,27 @@
+"""`ota devices show`: a trimmed timeline says where its older entries are."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ops import cli_render as render
+
+ENTRY = {"at_ms": 0, "task_id": "t1", "attempt": 1, "from": "UPDATING", "to": "SUCCEEDED"}
+
+
+def device(history: dict[str, Any] | None) -> dict[str, Any]:
+    return {"device_id": "d1", "timeline": [ENTRY], "history": history}
+
+
+def test_a_trimmed_timeline_points_at_the_log() -> None:
+    history = {"topic": "ota.job-events", "partition": 3, "first_offset": 901, "trimmed": 7}
+    lines = render.device_screen(device(history))
+    assert lines[-1] == (
+        "  ... 7 older entries: ota.job-events partition 3, the device's records from offset 901"
+    )
+
+
+def test_a_whole_timeline_says_nothing_more() -> None:
+    whole = {"topic": "ota.job-events", "partition": 3, "first_offset": 901, "trimmed": 0}
+    for history in (whole, None):
+        assert "older entries" not in "\n".join(render.device_screen(device(history)))
