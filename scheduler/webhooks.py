@@ -10,7 +10,9 @@ documented schedule, computed by the shared `ota.backoff` policy and retried by 
 stream entry is acknowledged once every webhook got it or gave up, and entries of a
 replica that died are claimed by another after `CLAIM_IDLE_MS`; a replica whose round
 failed (Redis away) reads its own unacknowledged entries first when Redis is back. Every attempt is
-written to the webhook's delivery log (capped), readable through the API.
+written to the webhook's delivery log (capped), readable through the API. Entries every
+consumer group has read and acknowledged are trimmed from the stream (`trim_point`, every
+`TRIM_EVERY_S`): a finished device's notification costs nothing once delivered.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -41,6 +45,7 @@ LOG_CAP = 1000
 MAX_BACKOFF_S = 300.0
 ROUND_RETRY = Backoff(0.2, 5.0)  # the dispatcher's rounds while Redis is away
 EVENT_KINDS = ("task_status", "device_result")
+TRIM_EVERY_S = 5.0  # how often a replica drops delivered entries from the stream
 DELIVERIES = metrics.counter(
     "scheduler", "webhook_attempts_total", "Webhook attempts", ("outcome",)
 )
@@ -171,6 +176,23 @@ class Webhooks:
         return [orjson.loads(e) for e in await self._r.lrange(keys.webhook_log(hid), 0, limit - 1)]
 
 
+def stream_id(raw: bytes | str) -> tuple[int, int]:
+    ms, _, seq = (raw.decode() if isinstance(raw, bytes) else raw).partition("-")
+    return int(ms), int(seq or "0")
+
+
+def trim_point(groups: Sequence[tuple[bytes | str, bytes | str | None]]) -> str | None:
+    """The stream id below which every group has read and acknowledged everything, from
+    each group's (last delivered id, oldest pending id or None): the lowest of each
+    group's oldest pending entry or, with none pending, its last delivered one. None
+    without groups (nothing is known to be delivered)."""
+    marks = [stream_id(pending if pending is not None else last) for last, pending in groups]
+    if not marks:
+        return None
+    ms, seq = min(marks)
+    return f"{ms}-{seq}"
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -191,6 +213,7 @@ class Dispatcher:
         # read its own backlog first (id 0) instead of leaving them for CLAIM_IDLE_MS.
         self._backlog = True
         self._gate = asyncio.Semaphore(64)
+        self._trimmed_at = time.monotonic()
 
     async def ensure_group(self) -> None:
         try:
@@ -258,6 +281,23 @@ class Dispatcher:
         if unwanted:  # one round trip for what no webhook wants (the usual case)
             await self._r.xack(keys.NOTIFY_STREAM, GROUP, *unwanted)  # type: ignore[no-untyped-call]
         await asyncio.gather(*deliveries)
+        if time.monotonic() - self._trimmed_at >= TRIM_EVERY_S:
+            await self.trim_delivered()
+
+    async def trim_delivered(self) -> None:
+        """Drop the stream's entries that every consumer group has acknowledged."""
+        self._trimmed_at = time.monotonic()
+        marks = []
+        groups = await self._r.xinfo_groups(keys.NOTIFY_STREAM)  # type: ignore[no-untyped-call]
+        for group in groups:
+            name = group["name"]
+            pending = await self._r.xpending(keys.NOTIFY_STREAM, name)  # type: ignore[no-untyped-call]
+            marks.append(
+                (group["last-delivered-id"], pending["min"] if pending["pending"] else None)
+            )
+        point = trim_point(marks)
+        if point is not None:
+            await self._r.xtrim(keys.NOTIFY_STREAM, minid=point, approximate=True)
 
     async def _entry(
         self,
