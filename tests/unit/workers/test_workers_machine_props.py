@@ -119,7 +119,7 @@ class JobMachine(RuleBasedStateMachine):
             if key in self.finished:
                 assert effect.from_state == effect.to_state, f"finished {key} moved"
             moved = effect.from_state != effect.to_state
-            confirmed = self.specs[key].success is SuccessMode.CONFIRMED
+            confirmed = self.spec_running(outcome.device, key).success is SuccessMode.CONFIRMED
             if moved and effect.to_state in ("SUCCEEDED", "CONFIRMING"):
                 assert effect.detail["version"] == TARGET
                 reported = (
@@ -148,6 +148,15 @@ class JobMachine(RuleBasedStateMachine):
                 FailureCause(effect.cause)
             elif effect.from_state != effect.to_state:
                 assert effect.cause is None
+
+    def spec_running(self, device: Device, key: tuple[str, int]) -> JobSpec:
+        """The spec the machine runs for (task, attempt): the job's own where the device
+        holds it (a start the machine ignored, e.g. while busy, did not replace it), else
+        the first one that (task, attempt) started with."""
+        for job in (device.job, *device.queue):
+            if job is not None and (job.task_id, job.attempt) == key:
+                return job.spec
+        return self.specs[key]
 
     def check_upgrades(self, outcome: Outcome) -> None:
         """Every upgrade sent, first or again, carries a token minted now for the whole
