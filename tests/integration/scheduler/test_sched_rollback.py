@@ -10,7 +10,8 @@ import uuid
 from typing import Any
 
 from ota.catalog import FailureCause
-from tests.integration.scheduler.sched_harness import Harness, eventually
+from tests.integration.scheduler.sched_harness import READ_KEY, Harness, eventually
+from tests.integration.scheduler.test_sched_console_audit import log_in
 
 
 def ids(prefix: str, n: int) -> list[str]:
@@ -101,6 +102,16 @@ async def test_an_operator_rolls_back_exactly_the_succeeded_devices(harness: Har
     assert again.json()["rollback_task"]["id"] == rid
     listed = (await harness.client.get("/v1/tasks")).json()["items"]
     assert sorted(t["id"] for t in listed) == sorted([tid, rid])
+
+    # The console's task pages link the two.
+    reader, _ = await log_in(harness, READ_KEY)
+    try:
+        page = (await reader.get(f"/console/tasks/{tid}")).text
+        assert f'href="/console/tasks/{rid}"' in page.split('id="rollback"')[1]
+        page = (await reader.get(f"/console/tasks/{rid}")).text
+        assert f'href="/console/tasks/{tid}"' in page.split('id="rollback-of"')[1]
+    finally:
+        await reader.aclose()
 
     # The rollback task names no rollback of its own.
     refused = await harness.client.post(f"/v1/tasks/{rid}/rollback")
