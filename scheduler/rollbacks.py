@@ -85,8 +85,14 @@ class Rollbacks:
                 pass  # it finished meanwhile: roll back what it did
         await self._r.hset(keys.task_runtime(tid), REQUESTED, 1)
         # The reconciler looks for the request again after taking a task off the active
-        # set, so a task seen active here is left to it; one seen inactive is ours.
-        if await self._r.sismember(keys.ACTIVE_TASKS, tid):
+        # set, so a task seen active here is left to it; one seen inactive is ours. A
+        # finished task whose devices have all finished leaves it within moments.
+        progress = (await self._tasks.view(tid))["progress"]
+        if progress["finished"] == progress["total"]:
+            ours = await self._tasks.wrapped_up(tid)
+        else:
+            ours = not await self._r.sismember(keys.ACTIVE_TASKS, tid)
+        if not ours:
             return await self._answer(tid, created=False)
         try:
             created = await self.start(tid)

@@ -11,6 +11,7 @@ from typing import Any
 
 from ota.catalog import FailureCause
 from tests.integration.scheduler.sched_harness import READ_KEY, Harness, eventually
+from tests.integration.scheduler.test_sched_cli import ota
 from tests.integration.scheduler.test_sched_console_audit import log_in
 
 
@@ -131,10 +132,10 @@ async def test_an_operator_rollback_of_a_running_task_stops_it_first(harness: Ha
         return progress["succeeded"] == 1
 
     await eventually(counted, "the first success")
-    response = await harness.client.post(f"/v1/tasks/{tid}/rollback")
-    assert response.status_code == 202, response.text
-    assert response.json()["rollback_task"] is None
-    assert response.json()["task"]["status"] == "Stopped"
+    code, out, err = await ota(harness, "tasks", "rollback", tid)  # the CLI: 202
+    assert code == 0, err
+    assert out.strip() == f"task {tid}: Stopped; rollback starts once its devices have finished"
+    assert (await harness.task(tid))["reason"] == "stopped for a rollback by operator"
     # In flight when stopped: one still succeeds, the others are cancelled.
     await finish(
         harness,
@@ -147,8 +148,9 @@ async def test_an_operator_rollback_of_a_running_task_stops_it_first(harness: Ha
     )
     rid = (await linked(harness, tid))["rollback_task_id"]
     assert await targets_of(harness, rid) == {devices[0], devices[1]}
-    again = await harness.client.post(f"/v1/tasks/{tid}/rollback")
-    assert (again.status_code, again.json()["rollback_task"]["id"]) == (200, rid)
+    code, out, err = await ota(harness, "tasks", "rollback", tid)
+    assert code == 0, err
+    assert out.strip() == f"task {tid}: Stopped; rollback task {rid}: Processing, 2 devices"
 
 
 async def test_abort_criteria_start_the_rollback(harness: Harness) -> None:
