@@ -247,3 +247,14 @@ async def test_a_rollback_package_that_does_not_fit_is_refused(harness: Harness)
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "no_rollback_package"
     assert (await harness.task(tid))["status"] == "Processing"
+
+
+async def test_openapi_declares_the_rollback(harness: Harness) -> None:
+    doc = (await harness.anon.get("/v1/openapi.json")).json()
+    body = doc["paths"]["/v1/tasks"]["post"]["requestBody"]["content"]["application/json"]
+    policy = body["schema"]["properties"]["policy"]["properties"]
+    assert policy["rollback_package_id"]["type"] == "string"
+    assert policy["rollback_on_abort"]["type"] == "boolean"
+    assert policy["rollback_on_failed_confirmation"]["type"] == "boolean"
+    rollback = doc["paths"]["/v1/tasks/{task_id}/rollback"]["post"]
+    assert {"200", "201", "202", "409"} <= set(rollback["responses"])
