@@ -72,43 +72,87 @@ return 1
 """
 
 # Job events in log order: each becomes the device's current job (if newer) and goes on
-# its timeline. The timeline keeps the job-events log's order (one partition per device):
-# each entry's score is its at_ms raised above the newest entry's, because records
-# stamped by different services (gateway, edge, sweeper) may reach the log out of time
-# order. A replayed entry keeps its place (NX). Within one task, newer means a later
-# attempt or a higher job version; time decides only between different tasks.
+# its timeline, a list, newest first. The timeline keeps the job-events log's order (one
+# partition per device), never the stamps: records stamped by different services (gateway,
+# edge, sweeper) may reach the log out of time order. A replayed entry is found and not
+# added again. Within one task, newer means a later attempt or a higher job version; time
+# decides only between different tasks.
 # A download fact that reached a finished try after its result (`before_result`) is
-# placed just below that result's entry: the device downloaded before it reported. The
-# device hash remembers the last closing entry (`tl_close` = task|attempt|version, and
-# `tl_close_at` = its score); entry scores are integers, so a fraction below it fits.
+# placed just below that result's entry, the device having downloaded before it reported;
+# several such facts in the order of their fractions (DOWNLOADING below DOWNLOADED). The
+# device hash remembers the last closing entry's try (`tl_close` = task|attempt|version).
+# A list in Redis's compact encoding costs about its entries' bytes, a sorted set of
+# entries this long three times more; a timeline stored as a sorted set before is turned
+# into the list when next written.
 # Only the newest `cap` entries stay: the hash counts those trimmed (`tl_cut`) and keeps the
 # log position of the device's first job event (`tl_log`, scheduler/timeline.py), where
 # the full history is read.
 # KEYS[1] all-devices zset. ARGV[1] timeline cap, ARGV[2] a JSON array of [device hash,
-# timeline zset, device id, at_ms, task id, attempt, job_version, state, cause, task type,
+# timeline list, device id, at_ms, task id, attempt, job_version, state, cause, task type,
 # timeline entry, placement ('' | 'close' | a fraction below the closing entry), log
 # position ('' unknown)], all strings (one argument is far cheaper to send than thirteen
 # per event)
 _JOB = """
 local cap = tonumber(ARGV[1])
+local closing = {SUCCEEDED = true, FAILED = true, CANCELLED = true, WAITING_RETRY = true}
+local below = {DOWNLOADING = 0.6666, DOWNLOADED = 0.3333}
+-- an entry's try, from and to states, detail: the array form or the older object form
+local function read(raw)
+  local e = cjson.decode(raw)
+  if e[1] ~= nil then
+    return e[3] .. '|' .. tostring(e[4]) .. '|' .. tostring(e[5]), e[6], e[7], e[9]
+  end
+  return e.task_id .. '|' .. tostring(e.attempt) .. '|' .. tostring(e.job_version),
+    e['from'], e.to, e.detail
+end
+-- how far below its try's result a before-result fact sits; nil for any other entry
+local function fraction(raw)
+  local _, _, to, detail = read(raw)
+  if type(detail) == 'table' and detail.before_result == true then return below[to] or 0.5 end
+  return nil
+end
+-- puts a before-result fact below the closing entry of try `this`; false when that is gone
+local function under_result(tl, entry, this, f)
+  local items = redis.call('LRANGE', tl, 0, -1)
+  local k = nil
+  for i, raw in ipairs(items) do
+    local try, from, to = read(raw)
+    if try == this and from ~= to and closing[to] then k = i + 1; break end
+  end
+  if k == nil then return false end
+  while items[k] do
+    local g = fraction(items[k])
+    if g == nil or g > f or (g == f and items[k] < entry) then break end
+    k = k + 1
+  end
+  if items[k] then redis.call('LINSERT', tl, 'BEFORE', items[k], entry)
+  else redis.call('RPUSH', tl, entry) end
+  return true
+end
 local function job(dev, tl, id, at_ms, task, attempt, version, state, cause, kind, entry,
                    place, position)
   redis.call('ZADD', KEYS[1], 0, id)
   if position ~= '' then redis.call('HSETNX', dev, 'tl_log', position) end
-  local at = tonumber(at_ms)
-  local score = at
-  local newest = redis.call('ZREVRANGE', tl, 0, 0, 'WITHSCORES')
-  if newest[2] and tonumber(newest[2]) >= score then score = tonumber(newest[2]) + 1 end
-  local this = task .. '|' .. attempt .. '|' .. version
-  if place ~= '' and place ~= 'close' then
-    local closing = redis.call('HMGET', dev, 'tl_close', 'tl_close_at')
-    if closing[1] == this then score = tonumber(closing[2]) - tonumber(place) end
+  if redis.call('TYPE', tl).ok == 'zset' then
+    local old = redis.call('ZREVRANGE', tl, 0, -1)
+    redis.call('DEL', tl)
+    redis.call('RPUSH', tl, unpack(old))
+    redis.call('HDEL', dev, 'tl_close_at')
   end
-  if redis.call('ZSCORE', tl, entry) == false then
-    redis.call('ZADD', tl, score, entry)
-    local cut = redis.call('ZREMRANGEBYRANK', tl, 0, -cap - 1)
-    if cut > 0 then redis.call('HINCRBY', dev, 'tl_cut', cut) end
-    if place == 'close' then redis.call('HSET', dev, 'tl_close', this, 'tl_close_at', score) end
+  local at = tonumber(at_ms)
+  local this = task .. '|' .. attempt .. '|' .. version
+  if not redis.call('LPOS', tl, entry) then
+    local placed = false
+    if place ~= '' and place ~= 'close' and redis.call('HGET', dev, 'tl_close') == this then
+      placed = under_result(tl, entry, this, tonumber(place))
+    end
+    if not placed then redis.call('LPUSH', tl, entry) end
+    local n = redis.call('LLEN', tl)
+    if n > cap then
+      redis.call('LTRIM', tl, 0, cap - 1)
+      redis.call('HINCRBY', dev, 'tl_cut', n - cap)
+    end
+    if place == 'close' then redis.call('HSET', dev, 'tl_close', this) end
   end
   local a, v = tonumber(attempt), tonumber(version)
   if redis.call('HGET', dev, 'task') == task then
@@ -126,6 +170,18 @@ for _, e in ipairs(cjson.decode(ARGV[2])) do
   job(e[1], e[2], e[3], e[4], e[5], e[6], e[7], e[8], e[9], e[10], e[11], e[12], e[13])
 end
 return 1
+"""
+
+# A device hash and its timeline, newest first, read at one moment; a timeline stored as a
+# sorted set (before it was a list) is read as well. KEYS[1] device hash, KEYS[2] timeline
+_SHOW = """
+local entries
+if redis.call('TYPE', KEYS[2]).ok == 'zset' then
+  entries = redis.call('ZREVRANGE', KEYS[2], 0, -1)
+else
+  entries = redis.call('LRANGE', KEYS[2], 0, -1)
+end
+return {redis.call('HGETALL', KEYS[1]), entries}
 """
 
 
@@ -170,6 +226,7 @@ class Registry:
         self._on_labels = on_labels
         self._observe = r.register_script(_OBSERVE)
         self._job = r.register_script(_JOB)
+        self._show = r.register_script(_SHOW)
 
     # ------------------------------------------------------------ fed by the logs
 
@@ -230,12 +287,10 @@ class Registry:
     # ------------------------------------------------------------ queries
 
     async def show(self, device_id: str) -> dict[str, Any]:
-        # One MULTI: the current job and the timeline from the same moment (a batch of job
+        # One script: the current job and the timeline from the same moment (a batch of job
         # events applied between two reads would show a timeline ahead of the job).
-        pipe = self._r.pipeline(transaction=True)
-        pipe.hgetall(keys.device(device_id))
-        pipe.zrevrange(keys.timeline(device_id), 0, -1)
-        raw, entries = await pipe.execute()
+        flat, entries = await self._show(keys=[keys.device(device_id), keys.timeline(device_id)])
+        raw = dict(zip(flat[::2], flat[1::2], strict=True))
         if not raw:
             raise NotFound(f"device {device_id!r} is not known", code="unknown_device")
         view = await self._summaries([device_id], [raw])

@@ -40,7 +40,7 @@ def device(device_id: str) -> str:
 
 
 def timeline(device_id: str) -> str:
-    return f"{P}dev:{device_id}:tl"
+    return f"{P}dev:{device_id}:tl"  # list of timeline entries, newest first (capped)
 
 
 def group(name: str) -> str:

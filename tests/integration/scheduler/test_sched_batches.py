@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 
+import orjson
 import pytest
 import redis
 import redis.asyncio
@@ -67,11 +68,11 @@ async def test_registry_batches_keep_log_order_and_store_a_replay_once(
     batch = [(e, TaskType.SOFTWARE.value) for e in events]
     await registry.job_events(batch)
     await registry.job_events(batch)  # redelivered
-    stored = await aredis.zrange(keys.timeline(device), 0, -1)
+    stored = await aredis.lrange(keys.timeline(device), 0, -1)  # newest first
     assert [timeline.decode(e)["to"] for e in stored] == [
-        "COMMAND_SENT",
-        "DOWNLOADING",
         "SUCCEEDED",
+        "DOWNLOADING",
+        "COMMAND_SENT",
     ]
     current = await aredis.hmget(keys.device(device), ["state", "job_version", "task_type"])
     assert current == [b"SUCCEEDED", b"3", b"software"]
@@ -114,7 +115,7 @@ async def test_batched_arguments_keep_every_character(
     )
     await registry.job_events([(event, "")])
     await registry.job_events([(event, "")])
-    assert await aredis.zrange(keys.timeline(device), 0, -1) == [timeline.encode(event)]
+    assert await aredis.lrange(keys.timeline(device), 0, -1) == [timeline.encode(event)]
     assert await aredis.hget(keys.device(device), "job_at_ms") == b"1795000000123"
     await registry.observe(
         [DeviceEventRecord(device, "version_report", {"fw_version": "1.0 \u00df"}, at_ms=5)]
@@ -174,3 +175,65 @@ async def test_positions_must_match_the_events(registry: Registry) -> None:
     event = JobEventRecord("d-x", "t-x", 1, 1, "QUEUED", "QUEUED", at_ms=1)
     with pytest.raises(ValueError, match="2 log positions for 1 job events"):
         await registry.job_events([(event, "")], ["0/1", "0/2"])
+
+
+def event(device: str, version: int, before: str, after: str, **detail: object) -> JobEventRecord:
+    return JobEventRecord(device, "t-late", 1, version, before, after, detail=detail, at_ms=9)
+
+
+@pytest.mark.parametrize(
+    "late_order", [("DOWNLOADING", "DOWNLOADED"), ("DOWNLOADED", "DOWNLOADING")]
+)
+async def test_download_facts_after_the_result_go_below_it(
+    registry: Registry, late_order: tuple[str, str]
+) -> None:
+    """Download facts that reached the log after the try's result are shown before the
+    result (DOWNLOADING below DOWNLOADED, in whichever order they came); a note after
+    them goes on top; the same facts again change nothing."""
+    device = f"dev-{uuid.uuid4().hex[:8]}"
+    sent = event(device, 1, "QUEUED", "COMMAND_SENT")
+    failed = event(device, 2, "COMMAND_SENT", "FAILED")
+    late = [event(device, 2, "FAILED", state, before_result=True) for state in late_order]
+    note = event(device, 2, "FAILED", "FAILED", note="late_report")
+    for batch in ([sent, failed], late[:1], late[1:], [note], late):
+        await registry.job_events([(e, "") for e in batch])
+    shown = await registry.show(device)
+    assert [(e["from"], e["to"]) for e in shown["timeline"]] == [
+        ("FAILED", "FAILED"),
+        ("COMMAND_SENT", "FAILED"),
+        ("FAILED", "DOWNLOADED"),
+        ("FAILED", "DOWNLOADING"),
+        ("QUEUED", "COMMAND_SENT"),
+    ]
+    assert shown["current_job"]["state"] == "FAILED"
+
+
+async def test_a_timeline_stored_as_a_sorted_set_is_read_and_turned_into_the_list(
+    registry: Registry, aredis: redis.asyncio.Redis[bytes]
+) -> None:
+    """A device whose timeline is still the sorted set of whole objects (as stored
+    before): shown as it was; the next job event turns it into the list, the new entry on
+    top, and a late download fact still finds the old result to go below."""
+    device = f"dev-{uuid.uuid4().hex[:8]}"
+    sent = event(device, 1, "QUEUED", "COMMAND_SENT")
+    failed = event(device, 2, "COMMAND_SENT", "FAILED")
+    objects = [orjson.dumps(timeline.decode(timeline.encode(e))) for e in (sent, failed)]
+    await aredis.zadd(keys.timeline(device), {o: 100 + i for i, o in enumerate(objects)})
+    hashed: dict[str | bytes, str | int] = {
+        "task": "t-late",
+        "attempt": 1,
+        "job_version": 2,
+        "state": "FAILED",
+    }
+    await aredis.hset(
+        keys.device(device), mapping=hashed | {"tl_close": "t-late|1|2", "tl_close_at": 101}
+    )
+    before = await registry.show(device)
+    assert [e["to"] for e in before["timeline"]] == ["FAILED", "COMMAND_SENT"]
+    late = event(device, 2, "FAILED", "DOWNLOADED", before_result=True)
+    await registry.job_events([(late, "")])
+    assert await aredis.type(keys.timeline(device)) == b"list"  # type: ignore[no-untyped-call]
+    after = await registry.show(device)
+    assert [e["to"] for e in after["timeline"]] == ["FAILED", "DOWNLOADED", "COMMAND_SENT"]
+    assert after["timeline"][0] == before["timeline"][0]
+    assert await aredis.hget(keys.device(device), "tl_close_at") is None
