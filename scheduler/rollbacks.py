@@ -37,6 +37,7 @@ from scheduler.policy import parse_policy
 from scheduler.rollback_plan import RollbackOf, rollback_policy, rolled_back_by_cause
 from scheduler.tasks import CHUNK, LIST_TTL_S, Tasks
 from scheduler.taskstate import split_entry
+from scheduler.taskstatus import ACTIVE as RUNNING
 from scheduler.taskstatus import TaskStatus
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,6 @@ log = logging.getLogger(__name__)
 # Fields of the task's runtime hash (keys.task_runtime).
 REQUESTED = "rollback"  # "1": roll back the upgraded devices when the task wraps up
 CLAIM = "rollback_task_id"  # the rollback task's id, set once
-RUNNING = frozenset({TaskStatus.WAITING, TaskStatus.PROCESSING, TaskStatus.PAUSED})
 
 
 class Rollbacks:

@@ -32,6 +32,7 @@ from scheduler.joins import Joins
 from scheduler.notify import Notifier
 from scheduler.object_blobs import ObjectBlobStore
 from scheduler.packages import Packages
+from scheduler.rollbacks import Rollbacks
 from scheduler.secretbox import SecretBox
 from scheduler.settings import SchedulerSettings
 from scheduler.signing import load_public_keys
@@ -148,6 +149,12 @@ class Services:
                 ),
             ),
             ApiKeys(r, producer, common.topics.api_keys, settings.api_keys),
+        )
+
+    @property
+    def rollbacks(self) -> Rollbacks:
+        return Rollbacks(
+            self.redis, self.tasks, self.producer, self.settings.common.topics, self.wake
         )
 
     async def close(self) -> None:

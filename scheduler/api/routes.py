@@ -22,7 +22,6 @@ from scheduler.devices import DeviceFilter, check_name
 from scheduler.errors import BadRequest, NotFound, PayloadTooLarge, ValidationError
 from scheduler.fields import Obj
 from scheduler.packages import parse_meta
-from scheduler.rollbacks import Rollbacks
 from scheduler.services import Services
 from scheduler.signing import decode_signature
 from scheduler.targets import MAX_IDS, check_ids
@@ -265,14 +264,9 @@ async def list_tasks(request: Request) -> Response:
     return page(items, cursor)
 
 
-def rollbacks(request: Request) -> Rollbacks:
-    s = svc(request)
-    return Rollbacks(s.redis, s.tasks, s.producer, s.settings.common.topics, s.wake)
-
-
 async def get_task(request: Request) -> Response:
     view = await svc(request).tasks.view(request.path_params["task_id"])
-    return JSON(await rollbacks(request).summary(view))
+    return JSON(await svc(request).rollbacks.summary(view))
 
 
 async def task_devices(request: Request) -> Response:
@@ -303,7 +297,7 @@ async def retry_task(request: Request) -> Response:
 
 
 async def rollback_task(request: Request) -> Response:
-    body, status = await rollbacks(request).request(request.path_params["task_id"])
+    body, status = await svc(request).rollbacks.request(request.path_params["task_id"])
     return JSON(body, status)
 
 

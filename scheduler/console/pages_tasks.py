@@ -1,5 +1,5 @@
 """Tasks: list, create (with a dry-run preview first), the live task page, and pause,
-resume (approve the next wave), cancel and retry, each confirmed on a page of its own
+resume (approve the next wave), cancel, retry and roll back, each confirmed on a page of its own
 that says what will happen before a second click acts."""
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ OPS = {
     "resume": ("Resume", {"Paused"}),
     "cancel": ("Cancel", {"Waiting", "Processing", "Paused"}),
     "retry": ("Retry failed devices", {"Fail", "PartialSuccess", "Stopped"}),
+    # Allowed only to a task with a rollback package and no rollback yet (the page says).
+    "rollback": ("Roll back", {s.value for s in TaskStatus} - {"Initializing"}),
 }
 DEVICE_FILTERS = (*(s.value for s in DeviceStatus), *STATES)
 
@@ -129,7 +131,7 @@ async def task(request: Request, ctx: Ctx) -> Response:
     q = request.query_params
     done = {
         k: q[k]
-        for k in ("done", "not_started", "cancel_requested", "left_to_finish", "retried")
+        for k in ("done", "not_started", "cancel_requested", "left_to_finish", "retried", "pending")
         if k in q
     }
     return ctx.render(
@@ -172,6 +174,10 @@ def cancel_outlook(view: dict[str, Any]) -> dict[str, int]:
     }
 
 
+def can_roll_back(view: dict[str, Any]) -> bool:
+    return bool(view["policy"].get("rollback_package_id")) and not view.get("rollback_task_id")
+
+
 def _operation(request: Request) -> str:
     """The API operation a task action performs: `pause_task` for /tasks/{id}/pause."""
     op = request.path_params["op"]
@@ -190,7 +196,7 @@ async def confirm(request: Request, ctx: Ctx) -> Response:
         task=view,
         op=op,
         label=OPS[op][0],
-        allowed=view["status"] in OPS[op][1],
+        allowed=view["status"] in OPS[op][1] and (op != "rollback" or can_roll_back(view)),
         outlook=cancel_outlook(view),
         states=[s.value for s in JobState],
     )
@@ -211,6 +217,10 @@ async def operate(request: Request, ctx: Ctx) -> Response:
     elif op == "retry":
         result = await t.retry(tid)
         return see(f"/tasks/{tid}", done="retry", retried=str(result["retried"]))
+    elif op == "rollback":
+        answer, _ = await ctx.services.rollbacks.request(tid)
+        started = answer["rollback_task"]
+        return see(f"/tasks/{tid}", done="rollback", pending="" if started else "1")
     else:
         raise NotFound(f"no task operation {op!r}", code="unknown_operation")
     return see(f"/tasks/{tid}", done=op)

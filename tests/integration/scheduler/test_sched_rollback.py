@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 
 from ota.catalog import FailureCause
-from tests.integration.scheduler.sched_harness import READ_KEY, Harness, eventually
+from tests.integration.scheduler.sched_harness import READ_KEY, WRITE_KEY, Harness, eventually
 from tests.integration.scheduler.test_sched_cli import ota
 from tests.integration.scheduler.test_sched_console_audit import log_in
 
@@ -258,3 +258,37 @@ async def test_openapi_declares_the_rollback(harness: Harness) -> None:
     assert policy["rollback_on_failed_confirmation"]["type"] == "boolean"
     rollback = doc["paths"]["/v1/tasks/{task_id}/rollback"]["post"]
     assert {"200", "201", "202", "409"} <= set(rollback["responses"])
+
+
+async def test_the_console_rolls_a_task_back(harness: Harness) -> None:
+    devices = ids("rb-console", 2)
+    target, old = await packages(harness, "console")
+    tid = await harness.create_task(target, devices, rollback_package_id=old)
+    await harness.wait_releases(2)
+    await finish(
+        harness,
+        tid,
+        {devices[0]: ("SUCCEEDED", None), devices[1]: ("FAILED", int(FailureCause.LOW_BATTERY))},
+    )
+    await harness.wait_status(tid, "PartialSuccess")
+    writer, csrf = await log_in(harness, WRITE_KEY)
+    try:
+        page = (await writer.get(f"/console/tasks/{tid}")).text
+        assert 'id="act-rollback"' in page
+        confirm = (await writer.get(f"/console/tasks/{tid}/rollback")).text
+        assert "installs the rollback package on the 1 devices the task upgraded" in confirm
+        done = await writer.post(f"/console/tasks/{tid}/rollback", data={"csrf": csrf})
+        assert done.status_code == 303, done.text
+        assert "done=rollback" in done.headers["location"]
+        rid = (await harness.task(tid))["rollback_task_id"]
+        assert await targets_of(harness, rid) == {devices[0]}
+        page = (await writer.get(done.headers["location"])).text
+        assert "Rolling back the devices the task upgraded" in page
+        assert f'href="/console/tasks/{rid}"' in page.split('id="rollback"')[1]
+        assert 'id="act-rollback"' not in page
+        again = (await writer.get(f"/console/tasks/{tid}/rollback")).text
+        assert "The task has its rollback already." in again
+    finally:
+        await writer.aclose()
+    trail = (await harness.client.get("/v1/audit")).json()["items"]
+    assert "rollback_task" in {item["action"] for item in trail}
