@@ -14,8 +14,10 @@ deploy/local under .state/; their CPU includes whatever else uses them meanwhile
 from /proc; `cpu_ms_per_device` divides each by the fleet size. At the end it reads the
 job events back from Kafka for the per-device time from release to success, and
 records: devices completed per second (whole task and steady middle 80%), time to
-finish, p50/p99 per device, CPU seconds per service, Redis memory, Kafka bytes, and a
-py-spy profile of the busiest service. Outputs go to bench/rollout/<label>.{json,png,svg}.
+finish, p50/p99 per device, CPU seconds per service, Redis memory (`redis.bytes_per_device`:
+every key's MEMORY USAGE `--settle-s` after the task finished, split per key family, and
+what stays once the keys with a TTL expired), Kafka bytes, and a py-spy profile of the
+busiest service. Outputs go to bench/rollout/<label>.{json,png,svg}.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import redis
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
 
+from redis_families import bytes_by_family, per_device  # noqa: E402
 from rollout_report import (  # noqa: E402
     PRODUCED_BY,
     first_record_after,
@@ -113,6 +116,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the broker's log directory (for the run's Kafka bytes)",
     )
     parser.add_argument("--out", type=Path, default=OUT, help="where results go")
+    parser.add_argument(
+        "--settle-s",
+        type=float,
+        default=10.0,
+        help="wait after the task finished before measuring Redis (the webhook dispatcher"
+        " trims delivered notifications every 5 s)",
+    )
     args = parser.parse_args(argv)
     args.fleet_processes = args.fleet_processes or default_fleet_processes(args.size)
     args.kills = [parse_kill(spec, parser) for spec in args.kill]
@@ -331,10 +341,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         result["devices_per_s"] = round(succeeded / elapsed, 1) if elapsed else 0.0
         result["steady_devices_per_s"] = round(steady_rate(sampler.states), 1)
         result["finished"] = finished
+        await asyncio.sleep(args.settle_s)
         info = r.info("memory")
         result["redis_used_memory_mb"] = round(int(info["used_memory"]) / 2**20, 1)
         result["redis_db_keys"] = int(r.dbsize())
         result["redis_db_bytes"] = redis_bytes(r)
+        # Every key measured (not sampled), split per key family: redis.bytes_per_device.
+        memory = per_device(bytes_by_family(r), args.size)
+        result["redis.bytes_per_device"] = memory["bytes_per_device"]
+        result["redis_families"] = memory
+        print(json.dumps({"redis_families": memory}, indent=2), flush=True)
         result["kafka_bytes"] = kafka_bytes(args.kafka_data, plan.topic_prefix)
         result["latency_s"] = job_latencies(stack.env, plan.topic_prefix + "ota.job-events")
         for kill in killed:
