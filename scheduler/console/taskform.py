@@ -97,6 +97,11 @@ def task_body(form: Mapping[str, str], now_ms: int, list_id: str = "") -> dict[s
         policy["on_conflict"] = form["on_conflict"]
     if form.get("success") in ("reported", "confirmed"):
         policy["success"] = form["success"]
+    if rollback := form.get("rollback_package_id", "").strip():
+        policy["rollback_package_id"] = rollback
+    for flag in ("rollback_on_abort", "rollback_on_failed_confirmation"):
+        if form.get(flag) == "on":
+            policy[flag] = True
     body: dict[str, Any] = {
         "type": form.get("type", ""),
         "package_id": form.get("package_id", ""),
