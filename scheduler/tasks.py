@@ -254,11 +254,12 @@ class Tasks:
                     code="unknown_list",
                     field="targets.list_id",
                 )
-            for start in range(0, MAX_LIST_IDS, 50_000):
-                part = await self._r.lrange(key, start, start + 49_999)
+            # To its end: an uploaded list is capped on upload (MAX_LIST_IDS); a rollback's
+            # list of a task's upgraded devices (scheduler.rollbacks) may be longer.
+            start = 0
+            while part := await self._r.lrange(key, start, start + 49_999):
                 ordered.update(dict.fromkeys(d.decode() for d in part))
-                if len(part) < 50_000:
-                    break
+                start += len(part)
         for group in targets.groups:
             await self._registry.require_group(group)
             members = await self._r.smembers(keys.group(group))
