@@ -65,6 +65,12 @@ def task_screen(task: Mapping[str, Any]) -> list[str]:
             f"continuous: {state}   joined {follow.get('joined', 0)}"
             f"   removed before release {follow.get('removed', 0)}"
         )
+    rollback = task.get("rollback")
+    if rollback:
+        done = (rollback.get("progress") or {}).get("percent", 0)
+        lines.append(f"rolled back by task {rollback['id']}: {rollback['status']}, done {done}%")
+    if task.get("rollback_of"):
+        lines.append(f"rollback of task {task['rollback_of']}")
     for name in STATUSES:
         n = int(statuses.get(name, 0))
         lines.append(f"  {name:<14} [{bar(n, total)}] {n:>8}")

@@ -108,6 +108,16 @@ def test_task_screen_shows_a_continuous_task() -> None:
     assert "continuous" not in "\n".join(render.task_screen(base))
 
 
+def test_task_screen_shows_the_link_to_a_rollback_both_ways() -> None:
+    base = {"id": "t1", "status": "Stopped", "progress": {"total": 3}}
+    linked = {"id": "r1", "status": "Processing", "progress": {"percent": 50.0}}
+    text = "\n".join(render.task_screen({**base, "rollback": linked}))
+    assert "rolled back by task r1: Processing, done 50.0%" in text
+    text = "\n".join(render.task_screen({**base, "id": "r1", "rollback_of": "t1"}))
+    assert "rollback of task t1" in text
+    assert "rollback" not in "\n".join(render.task_screen(base))
+
+
 def test_errors_are_explained() -> None:
     body = {
         "error": {"code": "unknown_group", "message": "group 'x' does not exist", "field": "groups"}
@@ -123,6 +133,7 @@ def test_parser_has_every_command() -> None:
         ["packages", "list"],
         ["devices", "show", "d1"],
         ["tasks", "watch", "t1", "--once"],
+        ["tasks", "rollback", "t1"],
         ["tasks", "create", "--type", "firmware", "--package", "p", "--wave", "10", "--dry-run"],
     ):
         assert p.parse_args(argv).run is not None
