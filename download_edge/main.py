@@ -65,6 +65,7 @@ def _run_one(settings: EdgeSettings, index: int) -> int:
         metrics_host=settings.common.metrics_host,
         stop_timeout_s=3 * settings.drain_s + 5.0,
         liveness_limit_s=settings.common.liveness_limit_s,
+        liveness_group_limit_s=settings.common.liveness_group_limit_s,
     )
 
 

@@ -18,6 +18,14 @@ server at the bottom):
 
 The limit must exceed the longest step a loop legitimately blocks in (a poll's timeout,
 1 s at most here; a batch's Redis round trips): OTA_LIVENESS_LIMIT_S, 30 s by default.
+
+A consumer that keeps polling can still be out of its group (a join that never
+completes, a member the coordinator dropped). Each group consumer also holds a
+`membership` beat, stamped after a poll while it is a settled member and stamped once
+when registered (a consumer that never joins counts from its start); liveness fails,
+`no group: <group> for <s> s`, once it is older than OTA_LIVENESS_GROUP_LIMIT_S (120 s
+by default: well above a rebalance and a short Kafka outage, so a Kafka restart does not
+restart every pod). A consumer given partitions by hand has no group and no such beat.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 DEFAULT_LIMIT_S = 30.0
+DEFAULT_GROUP_LIMIT_S = 120.0
 LOOP_BEAT_INTERVAL_S = 1.0  # how often the runtime's event-loop beat stamps
 
 
@@ -75,12 +84,17 @@ class Health:
     threads, read on the metrics server's threads)."""
 
     def __init__(
-        self, limit_s: float = DEFAULT_LIMIT_S, clock: Callable[[], float] = time.monotonic
+        self,
+        limit_s: float = DEFAULT_LIMIT_S,
+        clock: Callable[[], float] = time.monotonic,
+        group_limit_s: float = DEFAULT_GROUP_LIMIT_S,
     ) -> None:
         self.limit_s = limit_s
+        self.group_limit_s = group_limit_s
         self.clock = clock
         self.stopping = False
         self._beats: set[Beat] = set()
+        self._groups: set[Beat] = set()  # membership beats, named by their group
         self._holds: set[str] = set()
         self._lock = threading.Lock()
 
@@ -91,9 +105,19 @@ class Health:
             self._beats.add(beat)
         return beat
 
+    def membership(self, group: str) -> Beat:
+        """Register a group consumer's membership beat, stamp it while a member; it counts
+        from now, so a consumer that never joins fails liveness too."""
+        beat = Beat(group, self.clock)
+        beat()
+        with self._lock:
+            self._groups.add(beat)
+        return beat
+
     def retire(self, beat: Beat) -> None:
         with self._lock:
             self._beats.discard(beat)
+            self._groups.discard(beat)
 
     def hold(self, name: str) -> Callable[[], None]:
         """Keep the process unready until the returned function is called."""
@@ -110,22 +134,41 @@ class Health:
         with self._lock:
             return list(self._beats), sorted(self._holds)
 
+    def _groupless(self, now: float) -> tuple[list[str], list[str]]:
+        """`no group: ...` reasons for the memberships older than the group limit, and
+        the groups found fresh."""
+        with self._lock:
+            groups = sorted(self._groups, key=lambda b: b.name)
+        late, fresh = [], []
+        for beat in groups:
+            age = now - (beat.last if beat.last is not None else now)
+            if age > self.group_limit_s:
+                late.append(f"no group: {beat.name} for {age:.0f} s")
+            else:
+                fresh.append(f"group {beat.name}")
+        return late, fresh
+
     def live(self) -> Verdict:
         if self.stopping:
             return Verdict(True, ())
         beats, _ = self._snapshot()
-        late = stale(beats, self.clock(), self.limit_s)
-        return Verdict(not late, tuple(f"stale: {name}" for name in late), _fresh(beats, late))
+        now = self.clock()
+        late = stale(beats, now, self.limit_s)
+        groupless, members = self._groupless(now)
+        reasons = [f"stale: {name}" for name in late] + groupless
+        return Verdict(not reasons, tuple(reasons), _fresh(beats, late) + tuple(members))
 
     def ready(self) -> Verdict:
         if self.stopping:
             return Verdict(False, ("stopping",))
         beats, holds = self._snapshot()
-        late = stale(beats, self.clock(), self.limit_s)
-        reasons = [f"stale: {n}" for n in late]
+        now = self.clock()
+        late = stale(beats, now, self.limit_s)
+        groupless, members = self._groupless(now)
+        reasons = [f"stale: {n}" for n in late] + groupless
         reasons += sorted(f"starting: {b.name}" for b in beats if b.last is None)
         reasons += [f"starting: {h}" for h in holds]
-        return Verdict(not reasons, tuple(reasons), _fresh(beats, late))
+        return Verdict(not reasons, tuple(reasons), _fresh(beats, late) + tuple(members))
 
 
 # The process's one Health, like the metrics registry: Kafka consumers made anywhere in

@@ -130,13 +130,17 @@ class GroupConsumer(KafkaConsumer):  # type: ignore[misc]
     Asking for a rejoin then makes the next poll complete the join (or join anew).
 
     Every poll that returns, empty or not, stamps the consumer's beat ("kafka-poll
-    <group>"), registered here (unready until the first poll) and retired on close.
+    <group>"), registered here (unready until the first poll) and retired on close. A
+    subscribed consumer also stamps its group's membership beat after a poll while it is a
+    settled member: its coordinator known and its member state stable (not unjoined, not
+    rebalancing); a consumer given partitions by hand has none.
     """
 
     def __init__(self, *topics: str, **configs: Any) -> None:
         super().__init__(*topics, **configs)
         self.max_poll_records: int = configs.get("max_poll_records", 500)
         self._beat: Beat = HEALTH.beat(f"kafka-poll {configs.get('group_id')}")
+        self._membership: Beat | None = None  # registered at the first subscribed poll
 
     def poll(
         self, timeout_ms: int = 0, max_records: int | None = None, update_offsets: bool = True
@@ -148,6 +152,12 @@ class GroupConsumer(KafkaConsumer):  # type: ignore[misc]
         if coordinator.rebalance_in_progress() and not coordinator.need_rejoin():
             coordinator.request_rejoin()
         self._beat()
+        group = self.config["group_id"]
+        if group is not None and self._subscription.partitions_auto_assigned():
+            if self._membership is None:
+                self._membership = HEALTH.membership(str(group))
+            if coordinator.coordinator_id is not None and coordinator.stable():
+                self._membership()
         return records
 
     def close(self, autocommit: bool = True, timeout_ms: int | None = None) -> None:
@@ -160,6 +170,8 @@ class GroupConsumer(KafkaConsumer):  # type: ignore[misc]
         member id, which Kafka accepts for a static member as well.
         """
         HEALTH.retire(self._beat)
+        if self._membership is not None:
+            HEALTH.retire(self._membership)
         self._coordinator.config["group_instance_id"] = None
         super().close(autocommit=autocommit, timeout_ms=timeout_ms)
 

@@ -182,6 +182,13 @@ class ConfluentConsumer:
         self._leave = leave  # takes a static member out of its group once closed
         self.max_poll_records = max_poll_records
         self._beat: Beat = HEALTH.beat(f"kafka-poll {group_id}")
+        self._group_id = group_id
+        # Registered by subscribe(); stamped after a poll while a member (`_member`).
+        self._membership: Beat | None = None
+        # An assignment arrived since the last revocation or loss. librdkafka reports these
+        # callbacks on every rebalance and on a lost session (a fenced or timed-out member,
+        # on_lost), while memberid() keeps its last id after a loss until the rejoin.
+        self._member = False
         self._listener: Any = None
         self._assigned: set[TopicPartition] = set()
         self._paused: set[TopicPartition] = set()
@@ -210,6 +217,8 @@ class ConfluentConsumer:
 
     def subscribe(self, topics: list[str], listener: Any = None) -> None:
         self._listener = listener
+        if self._membership is None:
+            self._membership = HEALTH.membership(str(self._group_id))
         self.client.subscribe(
             list(topics),
             on_assign=self._on_assign,
@@ -219,6 +228,7 @@ class ConfluentConsumer:
 
     def _on_assign(self, client: Any, partitions: list[Any]) -> None:
         assigned = [TopicPartition(p.topic, p.partition) for p in partitions]
+        self._member = True  # an empty assignment (more members than partitions) counts
         self._assigned = set(assigned)
         self._seeks = {}
         try:
@@ -236,6 +246,7 @@ class ConfluentConsumer:
             if self._listener is not None:
                 self._listener.on_partitions_revoked(revoked)
         finally:
+            self._member = False
             self._assigned.clear()
             self._paused.clear()
             client.unassign()
@@ -254,6 +265,8 @@ class ConfluentConsumer:
             num_messages=max_records or self.max_poll_records, timeout=timeout_ms / 1000
         )
         self._beat()
+        if self._member and self._membership is not None:
+            self._membership()
         polled: Polled = {}
         keys = self._keys
         for message in messages:
@@ -386,6 +399,8 @@ class ConfluentConsumer:
 
     def close(self) -> None:
         HEALTH.retire(self._beat)
+        if self._membership is not None:
+            HEALTH.retire(self._membership)
         self.client.close()
         if self._leave is not None:
             self._leave()

@@ -43,7 +43,13 @@ from typing import Any, Generic, TypeVar
 import uvloop
 
 from ota import logs
-from ota.health import DEFAULT_LIMIT_S, HEALTH, LOOP_BEAT_INTERVAL_S, Health
+from ota.health import (
+    DEFAULT_GROUP_LIMIT_S,
+    DEFAULT_LIMIT_S,
+    HEALTH,
+    LOOP_BEAT_INTERVAL_S,
+    Health,
+)
 from ota.metrics import serve_metrics
 from ota.settings import CommonSettings, SettingsError
 
@@ -228,10 +234,12 @@ def serve(
     metrics_host: str,
     stop_timeout_s: float,
     liveness_limit_s: float = DEFAULT_LIMIT_S,
+    liveness_group_limit_s: float = DEFAULT_GROUP_LIMIT_S,
 ) -> int:
     """Start the metrics server and run `main` on uvloop under signals and supervision;
     returns the exit code."""
     HEALTH.limit_s = liveness_limit_s
+    HEALTH.group_limit_s = liveness_group_limit_s
     serve_metrics(metrics_port, metrics_host)
     return uvloop.run(_supervise(main, stop_timeout_s))
 
@@ -247,6 +255,7 @@ def run(service: Service[S]) -> int:
         metrics_host=common.metrics_host,
         stop_timeout_s=service.stop_timeout_s(settings),
         liveness_limit_s=common.liveness_limit_s,
+        liveness_group_limit_s=common.liveness_group_limit_s,
     )
 
 

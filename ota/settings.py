@@ -118,6 +118,8 @@ class CommonSettings:
     dev_mode: DevMode = DevMode.AUTO
     # /livez fails once a loop's heartbeat is older than this (ota/health.py).
     liveness_limit_s: float = 30.0
+    # ... and once a group consumer has been out of its group for longer than this.
+    liveness_group_limit_s: float = 120.0
 
     def token_keys_use(self) -> SecretUse:
         """OTA_TOKEN_KEYS as a secret this service runs with (ota/dev_secrets.py)."""
@@ -175,6 +177,7 @@ class CommonSettings:
             redis_security=redis_security,
             dev_mode=DevMode.from_env(env),
             liveness_limit_s=env.number("LIVENESS_LIMIT_S", 30.0, min_value=1.0),
+            liveness_group_limit_s=env.number("LIVENESS_GROUP_LIMIT_S", 120.0, min_value=1.0),
         )
 
 
