@@ -1,15 +1,15 @@
 """The worker's consumer loop: inbox partitions in, Redis state and Kafka records out.
 
 Per poll: read every polled partition's offset and touched devices' states (one MULTI
-for all of them), apply the records with the pure machine (`workers.batch`), write each
-partition's states, deadlines, offset and an outbox of the records to produce with one
-Lua call guarded by the offset (one pipelined round trip for all), then hand the records
-to the producer. The loop does not wait for Kafka's acknowledgement: a batch's outbox
-entry is dropped (in the next poll's MULTI) once every record of it was acknowledged,
-and revocation, shutdown or too many unacknowledged records wait for them. Kafka offsets
-are committed at most once a second: Redis's offset, not Kafka's, says where each
-partition resumes. A crash anywhere repeats at most the produce (records carry
-deterministic ids).
+for all of them), plan each partition's write with the apply pipeline (`workers.apply`:
+the pure machine's states, deadlines, offset and an outbox of the records to produce),
+write them with one Lua call each, guarded by the offset (one pipelined round trip for
+all), then hand the records to the producer. The loop does not wait for Kafka's
+acknowledgement: a batch's outbox entry is dropped (in the next poll's MULTI) once every
+record of it was acknowledged, and revocation, shutdown or too many unacknowledged
+records wait for them. Kafka offsets are committed at most once a second: Redis's
+offset, not Kafka's, says where each partition resumes. A crash anywhere repeats at most
+the produce (records carry deterministic ids).
 
 Kafka away: the producer holds what it was given and retries it for its delivery timeout
 (ota.kafka_clients), so an outage shorter than that fails nothing. A batch whose records
@@ -34,10 +34,11 @@ from kafka.errors import (
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from ota.backoff import Backoff, count_retry
-from ota.kafka_consumer import Polled, RecordConsumer
+from ota.kafka_consumer import Polled, RecordConsumer, wait_for_partitions
 from ota.kafka_errors import FlushTimeoutError, worth_retrying
 from ota.kafka_producer import Delivery, RecordProducer
 from workers import telemetry
+from workers.apply import Plan, applied, apply_partition, plan
 from workers.batch import (
     COMMANDS,
     DEAD_LETTERS,
@@ -45,15 +46,12 @@ from workers.batch import (
     BatchResult,
     InboxItem,
     Output,
-    apply_batch,
     device_ids,
 )
-from workers.joblog import log_jobs
 from workers.settings import WorkerSettings
-from workers.store import NO_OFFSET, Store, Write, encode_outputs
+from workers.store import NO_OFFSET, Store
 
 log = logging.getLogger(__name__)
-MAX_CONFLICT_RETRIES = 5
 METADATA_WAIT_S = 30
 COMMIT_INTERVAL_S = 1.0
 MAX_UNACKED = 50_000  # records handed to the producer and not acknowledged yet
@@ -71,10 +69,6 @@ class _Sent:
     offset: int
     futures: list[Delivery]
     outputs: Sequence[Output] = ()
-
-
-class OwnershipLostError(RuntimeError):
-    """The stored offset kept moving under this process: another owner is writing."""
 
 
 class Worker:
@@ -114,12 +108,8 @@ class Worker:
             return sorted(self._owned)
 
     def subscribe(self) -> None:
-        # Joining before the inbox's metadata is known would get an empty assignment.
-        deadline = time.monotonic() + METADATA_WAIT_S
-        while not self.consumer.partitions_for_topic(self.inbox):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"topic {self.inbox} has no partitions")
-            time.sleep(0.1)
+        if not wait_for_partitions(self.consumer, [self.inbox], METADATA_WAIT_S):
+            raise RuntimeError(f"topic {self.inbox} has no partitions")
         self.consumer.subscribe(topics=[self.inbox], listener=_Rebalance(self))
 
     def on_assigned(self, assigned: Iterable[TopicPartition]) -> None:
@@ -211,34 +201,16 @@ class Worker:
         snapshots = self.store.snapshots(
             [(tp.partition, device_ids(items)) for tp, items in parts], self._acked()
         )
-        retention_ms = self.settings.retention_s * 1000
-        plans: list[tuple[TopicPartition, list[InboxItem], Write, BatchResult]] = []
+        plans: list[tuple[TopicPartition, Plan]] = []
         for (tp, items), snapshot in zip(parts, snapshots, strict=True):
             fresh = [item for item in items if item.offset > snapshot.offset]
             telemetry.RECORDS.labels("redelivered").inc(len(items) - len(fresh))
             if not fresh:
                 self._sent.append(_Sent(tp, items[-1].offset, []))  # nothing to send
                 continue
-            specs = self.store.specs(tp.partition, snapshot.states.values())
-            result = apply_batch(
-                self.settings.common,
-                self.inbox,
-                tp.partition,
-                fresh,
-                snapshot.states,
-                specs,
-                retention_ms,
-            )
-            write = Write(
-                tp.partition,
-                snapshot.offset,
-                fresh[-1].offset,
-                result.writes,
-                encode_outputs(result.outputs),
-                result.specs,
-            )
-            plans.append((tp, fresh, write, result))
-        found = self.store.apply_many([write for _, _, write, _ in plans])
+            planned = plan(self.store, self.settings, self.inbox, tp.partition, snapshot, fresh)
+            plans.append((tp, planned))
+        found = self.store.apply_many([planned.write for _, planned in plans])
         self._wakeups.hold()  # the sends below start a batch per output partition: wake once
         try:
             transitions = self._apply_results(plans, found)
@@ -252,29 +224,24 @@ class Worker:
         return transitions
 
     def _apply_results(
-        self,
-        plans: list[tuple[TopicPartition, list[InboxItem], Write, BatchResult]],
-        found: list[int | None],
+        self, plans: list[tuple[TopicPartition, Plan]], found: list[int | None]
     ) -> int:
         """Hands each partition's records to the producer (recomputed first where the
         stored offset moved); returns the transitions."""
         transitions = 0
-        for (tp, fresh, _, result), moved in zip(plans, found, strict=True):
-            applied: BatchResult | None = result
+        for (tp, planned), moved in zip(plans, found, strict=True):
+            fresh = planned.fresh
+            result: BatchResult | None = planned.result
             if moved is None:
-                telemetry.RECORDS.labels("applied").inc(len(fresh))
-                telemetry.DEAD_LETTERS.inc(result.dead_letters)
-                log_jobs(result.events)
+                applied(planned)
             else:
                 telemetry.CONFLICTS.inc()
-                applied = apply_partition(
-                    self.store, self.settings, self.inbox, tp.partition, fresh
-                )
-            if applied is None:
+                result = apply_partition(self.store, self.settings, self.inbox, tp.partition, fresh)
+            if result is None:
                 self._sent.append(_Sent(tp, fresh[-1].offset, []))
             else:
-                self._send(tp, fresh[-1].offset, applied.outputs)
-                transitions += applied.transitions
+                self._send(tp, fresh[-1].offset, result.outputs)
+                transitions += result.transitions
         return transitions
 
     def _quiet(self, tp: TopicPartition, items: list[InboxItem]) -> list[InboxItem]:
@@ -384,49 +351,6 @@ class Worker:
         except (CommitFailedError, KafkaError) as exc:
             # Redis holds the applied offset; Kafka's is only where a new owner starts reading.
             log.warning("offset commit failed", extra={"error": str(exc)})
-
-
-def apply_partition(
-    store: Store,
-    settings: WorkerSettings,
-    inbox: str,
-    partition: int,
-    items: Sequence[InboxItem],
-    *,
-    with_outbox: bool = True,
-) -> BatchResult | None:
-    """Apply the records of `items` the partition has not applied yet, atomically with the
-    offset; None when every one was applied before. Rebuilds pass `with_outbox=False`:
-    replaying history must not command devices again."""
-    ids = device_ids(list(items))
-    retention_ms = settings.retention_s * 1000
-    for _ in range(MAX_CONFLICT_RETRIES):
-        snapshot = store.snapshot(partition, ids)
-        fresh = [item for item in items if item.offset > snapshot.offset]
-        if not fresh:
-            telemetry.RECORDS.labels("redelivered").inc(len(items))
-            return None
-        specs = store.specs(partition, snapshot.states.values())
-        result = apply_batch(
-            settings.common, inbox, partition, fresh, snapshot.states, specs, retention_ms
-        )
-        outbox = encode_outputs(result.outputs) if with_outbox else b""
-        found = store.apply(
-            partition, snapshot.offset, fresh[-1].offset, result.writes, outbox, result.specs
-        )
-        if found is None:
-            telemetry.RECORDS.labels("redelivered").inc(len(items) - len(fresh))
-            telemetry.RECORDS.labels("applied").inc(len(fresh))
-            telemetry.DEAD_LETTERS.inc(result.dead_letters)
-            if with_outbox:  # a rebuild replays history: its jobs were logged the first time
-                log_jobs(result.events)
-            return result
-        telemetry.CONFLICTS.inc()
-        log.warning(
-            "stored offset moved; recomputing",
-            extra={"partition": partition, "expected": snapshot.offset, "found": found},
-        )
-    raise OwnershipLostError(f"partition {partition}: stored offset keeps moving")
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -17,11 +17,11 @@ from kafka.structs import TopicPartition
 
 from ota import logs
 from ota.kafka_clients import make_consumer
-from ota.kafka_consumer import RecordConsumer
+from ota.kafka_consumer import RecordConsumer, read_to_end
 from ota.redis_clients import make_redis
 from ota.runtime import load_settings
+from workers.apply import apply_partition
 from workers.batch import InboxItem
-from workers.consumer import apply_partition
 from workers.settings import WorkerSettings
 from workers.store import Store
 
@@ -55,20 +55,13 @@ def _replay(
     settings: WorkerSettings, store: Store, consumer: RecordConsumer, inbox: str, partition: int
 ) -> int:
     tp = TopicPartition(inbox, partition)
-    consumer.assign([tp])
-    consumer.seek_to_beginning(tp)
-    end = consumer.end_offsets([tp])[tp]
     count = 0
-    while consumer.position(tp) < end:
-        polled = consumer.poll(timeout_ms=1000, max_records=settings.max_poll_records)
-        for records in polled.values():
-            items = [
-                InboxItem(r.offset, r.key, r.value, r.timestamp) for r in records if r.offset < end
-            ]
-            if items:
-                apply_partition(store, settings, inbox, partition, items, with_outbox=False)
-                count += len(items)
-    log.info("partition rebuilt", extra={"partition": partition, "records": count, "end": end})
+    batches = read_to_end(consumer, [tp], poll_ms=1000, max_records=settings.max_poll_records)
+    for _, records in batches:
+        items = [InboxItem(r.offset, r.key, r.value, r.timestamp) for r in records]
+        apply_partition(store, settings, inbox, partition, items, with_outbox=False)
+        count += len(items)
+    log.info("partition rebuilt", extra={"partition": partition, "records": count})
     return count
 
 

@@ -18,8 +18,8 @@ from ota.records import (
     PresenceRecord,
     Windows,
 )
+from workers.apply import apply_partition
 from workers.batch import InboxItem
-from workers.consumer import apply_partition
 from workers.rebuild import dump_partition
 from workers.settings import WorkerSettings
 from workers.store import Store
