@@ -46,10 +46,12 @@ def test_a_running_worker_is_ready_and_live(wsettings: WorkerSettings) -> None:
             assert time.monotonic() < deadline, f"never ready; last {ready}"
             seen.update(ready[1].splitlines())
             time.sleep(0.1)
-        checked = ["ok", "fresh: event-loop", f"fresh: kafka-poll {wsettings.group_id}"]
-        assert ready[1].splitlines() == [*checked, "fresh: sweeper"]
+        group = wsettings.group_id
+        checked = ["ok", "fresh: event-loop", f"fresh: kafka-poll {group}", "fresh: sweeper"]
+        checked.append(f"fresh: group {group}")  # its consumer's membership (ota/health.py)
+        assert ready[1].splitlines() == checked
         assert not [line for line in seen if line.startswith("stale")], seen
-        assert _get(base + "/livez")[1].splitlines() == [*checked, "fresh: sweeper"]
+        assert _get(base + "/livez")[1].splitlines() == checked
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 0
     finally:
