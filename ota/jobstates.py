@@ -36,6 +36,23 @@ class JobState(StrEnum):
         return _STATUS[self]
 
 
+# Persisted codes (the workers' packed jobs, the scheduler's timeline entries): append only.
+STATE_CODES: dict[JobState, int] = {
+    JobState.QUEUED: 0,
+    JobState.WAITING_ONLINE: 1,
+    JobState.QUERYING_VERSION: 2,
+    JobState.COMMAND_SENT: 3,
+    JobState.DOWNLOADING: 4,
+    JobState.DOWNLOADED: 5,
+    JobState.UPDATING: 6,
+    JobState.VERIFYING: 7,
+    JobState.WAITING_RETRY: 8,
+    JobState.SUCCEEDED: 9,
+    JobState.FAILED: 10,
+    JobState.CANCELLED: 11,
+    JobState.CONFIRMING: 12,
+}
+
 TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 ACTIVE = frozenset(JobState) - TERMINAL
 # Before the upgrade command is out, a job can be stopped cleanly; after it, the device

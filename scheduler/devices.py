@@ -94,9 +94,9 @@ return 1
 # per event)
 _JOB = """
 local cap = tonumber(ARGV[1])
-local closing = {SUCCEEDED = true, FAILED = true, CANCELLED = true, WAITING_RETRY = true}
-local below = {DOWNLOADING = 0.6666, DOWNLOADED = 0.3333}
--- an entry's try, from and to states, detail: the array form or the older object form
+$STATE_TABLES
+-- an entry's try, from and to states (codes, or names in older entries), detail: the
+-- array form or the older object form
 local function read(raw)
   local e = cjson.decode(raw)
   if e[1] ~= nil then
@@ -170,7 +170,7 @@ for _, e in ipairs(cjson.decode(ARGV[2])) do
   job(e[1], e[2], e[3], e[4], e[5], e[6], e[7], e[8], e[9], e[10], e[11], e[12], e[13])
 end
 return 1
-"""
+""".replace("$STATE_TABLES", timeline.lua_state_tables())
 
 # A device hash and its timeline, newest first, read at one moment; a timeline stored as a
 # sorted set (before it was a list) is read as well. KEYS[1] device hash, KEYS[2] timeline

@@ -1,11 +1,12 @@
 """A device's timeline entries as stored in Redis, and where its older history is.
 
 Pure: no I/O. An entry is a job event in a compact form: a JSON array in a fixed field
-order, trailing empty fields left off, without what can be derived when it is read (the
-cause's message). The array keeps an entry under half the bytes of the API's object,
+order, the states as their persisted codes (`ota.jobstates.STATE_CODES`; a name without
+a code as it is), trailing empty fields left off, without what can be derived when it is
+read (the cause's message). The array keeps an entry under half the bytes of the API's object,
 and a timeline of a few entries is most of a finished device's memory. The same event
 always gives the same bytes (a replayed event must find its entry again). Entries
-stored as objects, before this form, are read as they are.
+stored as objects, or as arrays with state names, before this form are read as well.
 
 Redis holds each device's newest entries only (`OTA_TIMELINE_CAP`); the full history
 stays in the job-events topic, one partition per device. The device hash remembers the
@@ -22,12 +23,15 @@ from typing import Any
 import orjson
 
 from ota.catalog import FailureCause
+from ota.jobstates import STATE_CODES
 from ota.records import JobEventRecord
 
 # The stored array's fields, in order; a trailing None cause or empty detail is left off.
 FIELDS = ("id", "at_ms", "task_id", "attempt", "job_version", "from", "to", "cause", "detail")
 _REQUIRED = 7  # id .. to: an array shorter than this is not an entry
 
+_CODES = {state.value: code for state, code in STATE_CODES.items()}
+_NAMES = {code: name for name, code in _CODES.items()}
 # States that close a try: its result is the entry that before-result facts go below.
 _CLOSING = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "WAITING_RETRY"})
 # How far below the closing entry a before-result download fact goes (started first).
@@ -46,8 +50,8 @@ def encode(event: JobEventRecord) -> bytes:
         event.task_id,
         event.attempt,
         event.job_version,
-        event.from_state,
-        event.to_state,
+        _CODES.get(event.from_state, event.from_state),
+        _CODES.get(event.to_state, event.to_state),
         event.cause,
         dict(event.detail),
     ]
@@ -68,9 +72,26 @@ def decode(raw: bytes) -> dict[str, Any]:
         raise BadEntryError(f"timeline entry has no known form: {raw[:60]!r}")
     entry: dict[str, Any] = dict.fromkeys(FIELDS)
     entry.update(zip(FIELDS, value, strict=False))
+    entry["from"], entry["to"] = _name(entry["from"], raw), _name(entry["to"], raw)
     entry["detail"] = entry["detail"] or {}
     entry["cause_message"] = cause_message(entry["cause"])
     return {key: entry[key] for key in (*FIELDS[:8], "cause_message", "detail")}
+
+
+def _name(state: Any, raw: bytes) -> str:
+    if isinstance(state, str):
+        return state
+    if type(state) is int and state in _NAMES:
+        return _NAMES[state]
+    raise BadEntryError(f"timeline entry has an unknown state {state!r}: {raw[:60]!r}")
+
+
+def lua_state_tables() -> str:
+    """The Redis script's view of the placement rules: `closing` (states that close a try)
+    and `below` (a before-result fact's fraction), keyed by state name and by code."""
+    closing = [f"{name} = true, [{_CODES[name]}] = true" for name in sorted(_CLOSING)]
+    below = [f"{name} = {frac}, [{_CODES[name]}] = {frac}" for name, frac in _BEFORE_RESULT.items()]
+    return f"local closing = {{{', '.join(closing)}}}\nlocal below = {{{', '.join(below)}}}"
 
 
 def place(event: JobEventRecord) -> str:

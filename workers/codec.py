@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 
 from ota.catalog import FailureCause
-from ota.jobstates import JobState
+from ota.jobstates import STATE_CODES
 from ota.records import (
     ConflictPolicy,
     JobSpec,
@@ -46,22 +46,6 @@ from ota.records import (
 )
 from workers.model import Device, Job
 
-# Persisted codes: append only.
-STATE_CODES: dict[JobState, int] = {
-    JobState.QUEUED: 0,
-    JobState.WAITING_ONLINE: 1,
-    JobState.QUERYING_VERSION: 2,
-    JobState.COMMAND_SENT: 3,
-    JobState.DOWNLOADING: 4,
-    JobState.DOWNLOADED: 5,
-    JobState.UPDATING: 6,
-    JobState.VERIFYING: 7,
-    JobState.WAITING_RETRY: 8,
-    JobState.SUCCEEDED: 9,
-    JobState.FAILED: 10,
-    JobState.CANCELLED: 11,
-    JobState.CONFIRMING: 12,
-}
 _STATES = {code: state for state, code in STATE_CODES.items()}
 _DEFAULT_WINDOWS = Windows()
 _REQUIRE_ONLINE, _PRESIGNED, _WAIT, _CONFIRMED = 1, 2, 4, 8

@@ -237,3 +237,24 @@ async def test_a_timeline_stored_as_a_sorted_set_is_read_and_turned_into_the_lis
     assert [e["to"] for e in after["timeline"]] == ["FAILED", "DOWNLOADED", "COMMAND_SENT"]
     assert after["timeline"][0] == before["timeline"][0]
     assert await aredis.hget(keys.device(device), "tl_close_at") is None
+
+
+async def test_a_late_fact_finds_a_result_stored_with_state_names(
+    registry: Registry, aredis: redis.asyncio.Redis[bytes]
+) -> None:
+    """Entries written with state names (before the codes) still place a late download
+    fact below their try's result."""
+    device = f"dev-{uuid.uuid4().hex[:8]}"
+    named = [
+        orjson.dumps([e.id, 9, "t-late", 1, e.job_version, e.from_state, e.to_state])
+        for e in (
+            event(device, 2, "COMMAND_SENT", "FAILED"),
+            event(device, 1, "QUEUED", "COMMAND_SENT"),
+        )
+    ]
+    await aredis.rpush(keys.timeline(device), *named)
+    await aredis.hset(keys.device(device), mapping={"task": "t-late", "tl_close": "t-late|1|2"})
+    late = event(device, 2, "FAILED", "DOWNLOADING", before_result=True)
+    await registry.job_events([(late, "")])
+    shown = await registry.show(device)
+    assert [e["to"] for e in shown["timeline"]] == ["FAILED", "DOWNLOADING", "COMMAND_SENT"]
