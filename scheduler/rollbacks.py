@@ -6,8 +6,8 @@ A rollback starts once the task's devices have all finished, so that it sees eve
 upgraded device and never races the task's own jobs: an operator's request on a
 running task stops it first (like a cancel) and leaves the request in the task's
 runtime hash; so does an abort with `rollback_on_abort`. The reconciler's wrap-up of a
-finished task (`on_finish`) then starts the rollback; a request on a task already
-wrapped up starts it at once.
+finished task (`on_finish`) then starts the rollback; a request on a task whose devices
+have all finished starts it at once.
 
 One rollback per task: its id is claimed with HSETNX in the task's runtime hash before
 the task is created, so concurrent requests (API replicas, the reconciler) make one;
@@ -83,23 +83,25 @@ class Rollbacks:
                 return await self._answer(tid, created=False)
             except Conflict:
                 pass  # it finished meanwhile: roll back what it did
-        await self._r.hset(keys.task_runtime(tid), REQUESTED, 1)
-        # The reconciler looks for the request again after taking a task off the active
-        # set, so a task seen active here is left to it; one seen inactive is ours. A
-        # finished task whose devices have all finished leaves it within moments.
         progress = (await self._tasks.view(tid))["progress"]
-        if progress["finished"] == progress["total"]:
-            ours = await self._tasks.wrapped_up(tid)
-        else:
-            ours = not await self._r.sismember(keys.ACTIVE_TASKS, tid)
-        if not ours:
-            return await self._answer(tid, created=False)
+        if progress["finished"] < progress["total"]:
+            # A stopped task whose devices still finish: its wrap-up starts the rollback.
+            # The reconciler looks for the request again after taking the task off the
+            # active set, so a task seen active here is left to it; one seen inactive is
+            # ours (a claim settles a race with that second look).
+            await self._r.hset(keys.task_runtime(tid), REQUESTED, 1)
+            if await self._r.sismember(keys.ACTIVE_TASKS, tid):
+                return await self._answer(tid, created=False)
+        # Every device finished: the rollback sees them all, whether or not the reconciler
+        # has wrapped the task up yet; started here, not left to its wrap-up.
         try:
-            created = await self.start(tid)
+            created = await self.start(tid, upgraded=True)
         except SchedulerError:
             await self._r.hdel(keys.task_runtime(tid), REQUESTED)
             raise
         if created is None:
+            if await self._r.hget(keys.task_runtime(tid), CLAIM):
+                return await self._answer(tid, created=False)  # the reconciler's, underway
             await self._r.hdel(keys.task_runtime(tid), REQUESTED)
             raise Conflict(
                 f"task {tid} upgraded no devices to roll back", code="nothing_to_roll_back"
@@ -116,18 +118,19 @@ class Rollbacks:
         if requested != b"1" and not policy.rollback_on_failed_confirmation:
             return
         try:
-            await self.start(tid)
+            await self.start(tid, upgraded=requested == b"1")
         except SchedulerError as exc:  # e.g. the rollback package was deleted since
             log.warning("rollback not started", extra={"task_id": tid, "why": exc.message})
 
-    async def start(self, tid: str) -> dict[str, Any] | None:
-        """Create the rollback task now (the task must be wrapped up); its view, the
-        existing one's if another caller won the claim, None if no device needs it."""
+    async def start(self, tid: str, *, upgraded: bool) -> dict[str, Any] | None:
+        """Create the rollback task now (every device of the task finished), over the
+        upgraded devices when asked for (operator, abort) and those whose confirmation
+        failed when the policy says so; its view, the existing one's if another caller
+        won the claim (None while that one is being created), None if no device needs it."""
         doc = await self._tasks.doc(tid)
         policy = parse_policy(doc["policy"], None)
         assert policy.rollback_package_id is not None
-        requested = await self._r.hget(keys.task_runtime(tid), REQUESTED) == b"1"
-        devices = await self._devices(tid, requested, policy.rollback_on_failed_confirmation)
+        devices = await self._devices(tid, upgraded, policy.rollback_on_failed_confirmation)
         if not devices:
             return None
         rid = new_id()
