@@ -46,15 +46,19 @@ EXPECTED = [
 class Supervised:
     """One worker process, started again whenever it exited (what Kubernetes does)."""
 
-    def __init__(self, settings: WorkerSettings) -> None:
-        self.settings = settings
-        self.process = spawn_worker(settings)
+    def __init__(self, settings: WorkerSettings, log: Path) -> None:
+        self.settings, self.log = settings, log
+        self.process = spawn_worker(settings, log=log)
         self.restarts = 0
 
     def ensure(self) -> None:
         if self.process.poll() is not None:
-            self.process = spawn_worker(self.settings)
+            self.process = spawn_worker(self.settings, log=self.log)
             self.restarts += 1
+
+    def why(self) -> str:
+        """The end of what the worker processes logged (warnings and errors)."""
+        return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
@@ -78,7 +82,7 @@ def test_jobs_finish_exactly_once_when_every_master_is_replaced(
         inbox = Inbox(settings)
         events = Reader(kafka_bootstrap, settings.common.topics.job_events)
         commands = Reader(kafka_bootstrap, settings.common.topics.commands)
-        worker = Supervised(settings)
+        worker = Supervised(settings, tmp_path / "worker.log")
         devices = [f"dev-{uuid.uuid4().hex[:10]}" for _ in range(DEVICES)]
         try:
             for d in devices:
@@ -111,7 +115,7 @@ def test_jobs_finish_exactly_once_when_every_master_is_replaced(
             events.close()
             commands.close()
     if how == "handover":
-        assert worker.restarts == 0
+        assert worker.restarts == 0, worker.why()
     by_id = {r.id: (r.device_id, r.event_type) for r in sent if isinstance(r, CommandRecord)}
     for d in devices:
         assert [(f, t) for _, f, t in transitions(got, d)] == EXPECTED

@@ -242,10 +242,16 @@ class ThreadWorker:
             raise self.error
 
 
-def spawn_worker(settings: WorkerSettings, *flags: str) -> subprocess.Popen[bytes]:
-    """`python run_worker.py` (the real service on the test's topics) in a new process."""
+def spawn_worker(
+    settings: WorkerSettings, *flags: str, log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """`python run_worker.py` (the real service on the test's topics) in a new process;
+    its warnings and errors go to `log` when given (to say why it exited), else nowhere."""
     args = [sys.executable, str(Path(__file__).with_name("run_worker.py")), *flags]
-    return subprocess.Popen(args, cwd=ROOT, env=env_for(settings), stderr=subprocess.DEVNULL)
+    if log is None:
+        return subprocess.Popen(args, cwd=ROOT, env=env_for(settings), stderr=subprocess.DEVNULL)
+    with log.open("ab") as sink:  # the child keeps its own descriptor
+        return subprocess.Popen(args, cwd=ROOT, env=env_for(settings), stderr=sink)
 
 
 def worker_redis(url: str) -> Iterator[redis.Redis[bytes]]:
