@@ -22,16 +22,13 @@ import asyncio
 import logging
 from typing import Any
 
-import orjson
 import redis.asyncio
-from redis.exceptions import WatchError
 
-from ota.clock import now_ms
 from ota.jobstates import JobState
 from ota.records import new_id
 from ota.settings import Topics
 from scheduler import keys
-from scheduler.bus import Out, Producer
+from scheduler.bus import Producer
 from scheduler.errors import Conflict, NotFound, SchedulerError
 from scheduler.policy import parse_policy
 from scheduler.rollback_plan import RollbackOf, rollback_policy, rolled_back_by_cause
@@ -213,22 +210,5 @@ class Rollbacks:
         return body, 201 if created else 200 if rollback is not None else 202
 
     async def _link(self, tid: str, rid: str) -> None:
-        """Record the rollback on the task's document (a check-and-set, as
-        Tasks.transition does) and publish the document."""
-        key = keys.task(tid)
-        async with self._r.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key)
-                    raw = await pipe.get(key)
-                    if raw is None:
-                        raise NotFound(f"task {tid!r} does not exist", code="unknown_task")
-                    doc: dict[str, Any] = orjson.loads(raw)
-                    doc.update(rollback_task_id=rid, updated_ms=now_ms())
-                    pipe.multi()
-                    pipe.set(key, orjson.dumps(doc))
-                    await pipe.execute()
-                    break
-                except WatchError:
-                    continue
-        await self._producer.send([Out(self._topics.tasks, tid, orjson.dumps(doc))])
+        """Record the rollback on the task's document and publish the document."""
+        await self._tasks.update(tid, lambda doc: doc.update(rollback_task_id=rid))

@@ -10,7 +10,7 @@ reconciler's job; the API only changes what the reconciler reads.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -311,6 +311,34 @@ class Tasks:
         runtime: Mapping[str | bytes, bytes | float | int | str] | None = None,
     ) -> dict[str, Any]:
         """Change a task's status if it is in `allowed`; publish and notify the change."""
+        previous = ""
+
+        def change(doc: dict[str, Any]) -> None:
+            nonlocal previous
+            current = TaskStatus(doc["status"])
+            if current not in allowed:
+                raise Conflict(
+                    f"task {tid} is {current.value}; this needs it to be "
+                    + " or ".join(sorted(s.value for s in allowed)),
+                    code="bad_task_status",
+                )
+            previous = doc["status"]
+            doc.update(status=to.value, reason=reason)
+
+        doc = await self.update(tid, change, runtime)
+        if previous != to.value:
+            await self._notifier.emit([task_status_event(doc, previous)])
+        return doc
+
+    async def update(
+        self,
+        tid: str,
+        change: Callable[[dict[str, Any]], None],
+        runtime: Mapping[str | bytes, bytes | float | int | str] | None = None,
+    ) -> dict[str, Any]:
+        """Apply `change` to a task's document as a check-and-set (again on a concurrent
+        write; `change` may raise to refuse), with `runtime` fields in the same
+        transaction; publish the new document."""
         key = keys.task(tid)
         async with self._r.pipeline(transaction=True) as pipe:
             while True:
@@ -320,15 +348,8 @@ class Tasks:
                     if raw is None:
                         raise NotFound(f"task {tid!r} does not exist", code="unknown_task")
                     doc: dict[str, Any] = orjson.loads(raw)
-                    current = TaskStatus(doc["status"])
-                    if current not in allowed:
-                        raise Conflict(
-                            f"task {tid} is {current.value}; this needs it to be "
-                            + " or ".join(sorted(s.value for s in allowed)),
-                            code="bad_task_status",
-                        )
-                    previous = doc["status"]
-                    doc.update(status=to.value, reason=reason, updated_ms=now_ms())
+                    change(doc)
+                    doc["updated_ms"] = now_ms()
                     pipe.multi()
                     pipe.set(key, orjson.dumps(doc))
                     if runtime:
@@ -338,8 +359,6 @@ class Tasks:
                 except WatchError:
                     continue
         await self._producer.send([Out(self._topics.tasks, tid, orjson.dumps(doc))])
-        if previous != to.value:
-            await self._notifier.emit([task_status_event(doc, previous)])
         return doc
 
     # ------------------------------------------------------------ reads
