@@ -89,3 +89,14 @@ def parse_targets(data: Any) -> Targets:
             field="targets",
         )
     return Targets(ids, groups, flt, list_id)
+
+
+def check_followable(targets: Targets) -> None:
+    """A continuous task follows groups and filters only (parse_targets made sure it has
+    one of them): a fixed id list has no one to add or remove."""
+    if targets.device_ids or targets.list_id is not None:
+        raise ValidationError(
+            "a continuous task targets groups or a filter only, not device_ids or list_id",
+            code="continuous_targets",
+            field="policy.continuous",
+        )

@@ -43,7 +43,7 @@ from scheduler.rollback_plan import (
     rollback_sources,
     unknown_rollback_package,
 )
-from scheduler.targets import MAX_LIST_IDS, Targets, parse_targets
+from scheduler.targets import MAX_LIST_IDS, Targets, check_followable, parse_targets
 from scheduler.taskstate import (
     PENDING,
     RELEASED,
@@ -568,17 +568,6 @@ class Tasks:
                 return False
             await asyncio.sleep(WRAP_UP_POLL_S)
         return True
-
-
-def check_followable(targets: Targets) -> None:
-    """A continuous task follows groups and filters only (parse_targets made sure it has
-    one of them): a fixed id list has no one to add or remove."""
-    if targets.device_ids or targets.list_id is not None:
-        raise ValidationError(
-            "a continuous task targets groups or a filter only, not device_ids or list_id",
-            code="continuous_targets",
-            field="policy.continuous",
-        )
 
 
 def following(targets: Targets) -> Followed:
