@@ -35,7 +35,7 @@ from redis.client import Pipeline
 
 from ota.records import JobSpec
 from ota.redis_clients import partition_tag
-from ota.redis_scripts import ScriptRunner, Step, call
+from ota.redis_scripts import ScriptRunner, Step, call, command
 from workers.batch import DeviceWrite, Output, SpecWrite
 from workers.codec import StateCorruptError, cached_spec, stored_digests, unpack_spec
 
@@ -184,15 +184,13 @@ class Store:
         No MULTI (a cluster refuses one over several slots): a partition's offset is read
         before its states, on one connection, so states newer than that offset mean a
         write came between, which moved the offset, and APPLY refuses the batch."""
-        pipe = self.client.pipeline(transaction=False)
-        for partition, offset in clear:
-            pipe.hdel(self.keys(partition).outbox, str(offset))
+        steps = [command("HDEL", self.keys(p).outbox, str(offset)) for p, offset in clear]
         for partition, device_ids in wanted:
             keys = self.keys(partition)
-            pipe.get(keys.offset)
+            steps.append(command("GET", keys.offset))
             if device_ids:
-                _mget(pipe, [keys.device(d) for d in device_ids])
-        replies = iter(pipe.execute()[len(clear) :])
+                steps.append(command("MGET", *[keys.device(d) for d in device_ids]))
+        replies = iter(self._run(steps, resend_all=True)[len(clear) :])
         snapshots = []
         for _, device_ids in wanted:
             raw = next(replies)
@@ -247,11 +245,7 @@ class Store:
 
     def drop_outboxes(self, batches: Sequence[tuple[int, int]]) -> None:
         """Drops the outbox entries of these (partition, batch offset)s."""
-        if batches:
-            pipe = self.client.pipeline(transaction=False)
-            for partition, offset in batches:
-                pipe.hdel(self.keys(partition).outbox, str(offset))
-            pipe.execute()
+        self._run([command("HDEL", self.keys(p).outbox, str(offset)) for p, offset in batches])
 
     def clear_outbox(self, partition: int, offsets: Sequence[int]) -> None:
         if offsets:
@@ -282,12 +276,12 @@ class Store:
 
     def states_many(self, wanted: Sequence[tuple[int, Sequence[str]]]) -> list[list[bytes | None]]:
         """The stored states of these devices, per partition, in one round trip."""
-        pipe = self.client.pipeline(transaction=False)
-        for partition, device_ids in wanted:
-            keys = self.keys(partition)
-            _mget(pipe, [keys.device(d) for d in device_ids])
-        values: list[list[bytes | None]] = pipe.execute()
-        return values
+        return self._run(
+            [
+                command("MGET", *[self.keys(partition).device(d) for d in device_ids])
+                for partition, device_ids in wanted
+            ]
+        )
 
     def ack_fired_many(self, leases: Sequence[tuple[int, int, Sequence[str]]]) -> None:
         """ACK_FIRED for each (partition, lease expiry given by POP_DUE, device ids), in
@@ -300,8 +294,9 @@ class Store:
             ]
         )
 
-    def _run(self, steps: Sequence[Step]) -> list[Any]:
-        return self._scripts.run(steps)
+    def _run(self, steps: Sequence[Step], *, resend_all: bool = False) -> list[Any]:
+        # Every round trip goes through the runner: it rides out a cluster failover.
+        return self._scripts.run(steps, resend_all=resend_all)
 
     def specs(self, partition: int, values: Iterable[bytes | None]) -> dict[str, JobSpec]:
         """The specs the stored device `values` refer to (from the process's cache, else
@@ -321,10 +316,8 @@ class Store:
         if missing:
             keys = self.keys(partition)
             missing = list(dict.fromkeys(missing))
-            pipe = self.client.pipeline(transaction=False)
-            for digest in missing:
-                pipe.hget(keys.spec(digest), "v")
-            for digest, packed in zip(missing, pipe.execute(), strict=True):
+            packs = self._run([command("HGET", keys.spec(digest), "v") for digest in missing])
+            for digest, packed in zip(missing, packs, strict=True):
                 if packed is not None:
                     try:
                         found[digest] = unpack_spec(digest, packed)
@@ -334,12 +327,6 @@ class Store:
 
 
 _SCRIPTS = (APPLY, POP_DUE, ACK_FIRED)
-
-
-def _mget(pipe: Pipeline[bytes], keys: Sequence[str]) -> None:
-    # As a raw command: a cluster pipeline refuses its `mget` method (keys of any slots),
-    # while an MGET of one partition's keys is a single-slot command like any other.
-    pipe.execute_command("MGET", *keys)  # type: ignore[no-untyped-call]  # untyped in the stubs
 
 
 def _first_deadline(key: str, pipe: Pipeline[bytes]) -> None:
