@@ -12,17 +12,27 @@ named like the volume's files, `sha256/<hex>`, so content stays deduplicated.
 | OTA_S3_REGION | SigV4 region, `us-east-1` by default (MinIO accepts it) |
 | OTA_S3_ACCESS_KEY_ID[_FILE], OTA_S3_SECRET_ACCESS_KEY[_FILE] | the credentials |
 | OTA_S3_TIMEOUT_S | connect/read timeout of one request, 30 s by default |
+| OTA_S3_PART_MIB | part size of a multipart upload, 64 MiB by default (5..5120, S3's limits) |
+
+An object up to one part is written with one PUT; a larger one as a multipart upload
+(ota/object_multipart.py) of parts read from the source one at a time, so one part is in
+memory per upload. A part that fails with a connection error, a 5xx or a 429 is sent
+again (`PART_RETRY`); any other failure aborts the upload, so no parts are left stored.
+Objects up to 10,000 parts (625 GiB with 64 MiB parts; S3's limit is 5 TiB).
 
 Blocking (httpx.Client): the edge calls it on its fill thread, the scheduler through
-asyncio.to_thread. Errors: `ObjectStoreError`, with `missing` for a 404; the caller
+asyncio.to_thread, so a part's retry waits with time.sleep. Errors: `ObjectStoreError`,
+with `missing` for a 404 and `retriable` for a failure worth repeating; the caller
 decides what a failure means (a 502 at the edge, a 503 for an upload).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,23 +41,41 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from ota.backoff import Backoff, count_retry
 from ota.dev_secrets import SecretUse
 from ota.env import Env, SettingsError
-from ota.sigv4 import EMPTY_SHA256, Credentials, amz_date, sign
+from ota.object_multipart import (
+    DEFAULT_PART_MIB,
+    MAX_PART_BYTES,
+    MIB,
+    MIN_PART_BYTES,
+    ObjectTooLargeError,
+    complete_body,
+    error_in,
+    plan_parts,
+    retriable_status,
+    upload_id_of,
+)
+from ota.sigv4 import EMPTY_SHA256, Credentials, amz_date, query_string, sign
 
+log = logging.getLogger(__name__)
 CHUNK = 1 << 20
-MAX_PUT_BYTES = 5 * 1024**3  # S3's limit for one PUT (larger needs a multipart upload)
 STORES = ("volume", "s3")
+_BINARY = {"content-type": "application/octet-stream"}
+# A part is sent at most 5 times, waiting up to 0.5, 1, 2, 4 s (jittered) in between.
+PART_RETRY = Backoff(base_s=0.5, cap_s=8.0, attempts=4)
 # S3's rule for bucket names: 3-63 of lowercase letters, digits, dots and hyphens.
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 class ObjectStoreError(Exception):
-    """A request to the object store failed; `missing`: the object does not exist."""
+    """A request to the object store failed; `missing`: the object does not exist;
+    `retriable`: the same request may succeed later (no connection, a 5xx or a 429)."""
 
-    def __init__(self, message: str, *, missing: bool = False) -> None:
+    def __init__(self, message: str, *, missing: bool = False, retriable: bool = False) -> None:
         super().__init__(message)
         self.missing = missing
+        self.retriable = retriable
 
 
 @dataclass(frozen=True)
@@ -57,6 +85,11 @@ class ObjectStoreSettings:
     region: str
     credentials: Credentials
     timeout_s: float = 30.0
+    part_bytes: int = DEFAULT_PART_MIB * MIB  # larger objects go as a multipart upload
+
+    def __post_init__(self) -> None:
+        if not MIN_PART_BYTES <= self.part_bytes <= MAX_PART_BYTES:
+            raise ValueError(f"part_bytes={self.part_bytes} is outside S3's 5 MiB..5 GiB")
 
 
 def package_store(env: Env) -> ObjectStoreSettings | None:
@@ -86,6 +119,13 @@ def package_store(env: Env) -> ObjectStoreSettings | None:
         region=env.text("S3_REGION", "us-east-1"),
         credentials=Credentials(access_key, secret_key),
         timeout_s=env.number("S3_TIMEOUT_S", 30.0, min_value=0.1, max_value=600),
+        part_bytes=MIB
+        * env.integer(
+            "S3_PART_MIB",
+            DEFAULT_PART_MIB,
+            min_value=MIN_PART_BYTES // MIB,
+            max_value=MAX_PART_BYTES // MIB,
+        ),
     )
 
 
@@ -103,14 +143,25 @@ def package_key(sha256: str) -> str:
 
 
 class ObjectStore:
-    """PUT (streamed from a file), GET (whole or a byte range, streamed), HEAD, DELETE."""
+    """PUT (streamed, in parts when large), GET (whole or a byte range, streamed), HEAD,
+    DELETE. `transport` and `part_retry` are for tests (a fault between client and store,
+    no waits)."""
 
-    def __init__(self, settings: ObjectStoreSettings) -> None:
+    def __init__(
+        self,
+        settings: ObjectStoreSettings,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        part_retry: Backoff = PART_RETRY,
+    ) -> None:
         self._settings = settings
         self._host = urlsplit(settings.endpoint).netloc
+        self._part_retry = part_retry
         # identity: the bytes hashed must be the object's bytes, never a decoded transfer.
         self._client = httpx.Client(
-            timeout=httpx.Timeout(settings.timeout_s), headers={"accept-encoding": "identity"}
+            timeout=httpx.Timeout(settings.timeout_s),
+            headers={"accept-encoding": "identity"},
+            transport=transport,
         )
 
     def close(self) -> None:
@@ -121,7 +172,14 @@ class ObjectStore:
         self._send(self._request("PUT", "", EMPTY_SHA256)).close()
 
     def _request(
-        self, method: str, key: str, payload_sha256: str, extra: dict[str, str] | None = None
+        self,
+        method: str,
+        key: str,
+        payload_sha256: str,
+        extra: dict[str, str] | None = None,
+        *,
+        query: Mapping[str, str] | None = None,
+        content: bytes | None = None,
     ) -> httpx.Request:
         path = f"/{self._settings.bucket}/{key}" if key else f"/{self._settings.bucket}"
         headers = {
@@ -137,14 +195,19 @@ class ObjectStore:
             headers,
             credentials=self._settings.credentials,
             region=self._settings.region,
+            query=query,
         )
-        return self._client.build_request(method, self._settings.endpoint + path, headers=headers)
+        # The query exactly as signed (httpx keeps an encoded query as it is given).
+        url = self._settings.endpoint + path + (f"?{query_string(query)}" if query else "")
+        return self._client.build_request(method, url, headers=headers, content=content)
 
     def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
         try:
             reply = self._client.send(request, stream=stream)
         except httpx.HTTPError as exc:
-            raise ObjectStoreError(f"{request.method} {request.url}: {exc}") from exc
+            raise ObjectStoreError(
+                f"{request.method} {request.url}: {exc}", retriable=True
+            ) from exc
         if reply.status_code == 404:
             reply.close()
             raise ObjectStoreError(f"{request.url.path} is not in the bucket", missing=True)
@@ -152,22 +215,120 @@ class ObjectStore:
             detail = reply.read()[:300].decode(errors="replace")
             reply.close()
             raise ObjectStoreError(
-                f"{request.method} {request.url.path} answered {reply.status_code}: {detail}"
+                f"{request.method} {request.url.path} answered {reply.status_code}: {detail}",
+                retriable=retriable_status(reply.status_code),
             )
         return reply
 
     def put_file(self, key: str, path: Path, sha256: str) -> None:
-        """Upload a file whose SHA-256 is known: the store rejects bytes that differ."""
-        size = path.stat().st_size
-        request = self._request(
-            "PUT",
-            key,
-            sha256,
-            {"content-length": str(size), "content-type": "application/octet-stream"},
-        )
+        """Upload a file whose SHA-256 is known (see put_stream)."""
         with path.open("rb") as source:
+            self.put_stream(key, source, path.stat().st_size, sha256)
+
+    def put_stream(self, key: str, source: IO[bytes], size: int, sha256: str) -> None:
+        """Upload `size` bytes read from `source`, whose SHA-256 is known: one PUT the store
+        checks against it, or a multipart upload whose parts the store checks against
+        their own hashes, completed only when the bytes read hash to `sha256`."""
+        if size <= self._settings.part_bytes:
+            request = self._request("PUT", key, sha256, {"content-length": str(size), **_BINARY})
             request.stream = _FileStream(source)
             self._send(request).close()
+            return
+        try:
+            sizes = plan_parts(size, self._settings.part_bytes)
+        except ObjectTooLargeError as exc:
+            raise ObjectStoreError(f"{key}: {exc}") from exc
+        self._put_parts(key, source, sizes, sha256)
+
+    def _put_parts(self, key: str, source: IO[bytes], sizes: list[int], sha256: str) -> None:
+        create = self._request("POST", key, EMPTY_SHA256, _BINARY, query={"uploads": ""})
+        created = self._send(create)
+        try:
+            upload_id = upload_id_of(created.read())
+        except ValueError as exc:
+            raise ObjectStoreError(f"CreateMultipartUpload {key}: {exc}") from exc
+        finally:
+            created.close()
+        try:
+            digest = hashlib.sha256()
+            etags = []
+            for number, part_size in enumerate(sizes, start=1):
+                data = _read_part(source, part_size)
+                digest.update(data)
+                etags.append(self._put_part(key, upload_id, number, data))
+            if digest.hexdigest() != sha256:
+                raise ObjectStoreError(f"{key}: the bytes read hash to {digest.hexdigest()}")
+            body = complete_body(etags)
+            body_sha256 = hashlib.sha256(body).hexdigest()
+            query = {"uploadId": upload_id}
+            completed = self._send(
+                self._request("POST", key, body_sha256, query=query, content=body)
+            )
+            error = error_in(completed.read())
+            completed.close()
+            if error is not None:
+                raise ObjectStoreError(f"CompleteMultipartUpload {key}: {error}")
+        except Exception as exc:
+            self._abort(key, upload_id)
+            if isinstance(exc, ObjectStoreError):
+                raise
+            raise ObjectStoreError(f"multipart upload of {key}: {exc!r}") from exc
+
+    def _put_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
+        """Send one part, again after a retriable failure; the ETag the store answered."""
+        payload_sha256 = hashlib.sha256(data).hexdigest()
+        query = {"partNumber": str(number), "uploadId": upload_id}
+        attempt = 0
+        while True:
+            # Signed afresh on every attempt: x-amz-date is part of the signature. A
+            # part sent again replaces one the store may have kept from a lost reply.
+            request = self._request(
+                "PUT",
+                key,
+                payload_sha256,
+                {"content-length": str(len(data))},
+                query=query,
+                content=data,
+            )
+            try:
+                reply = self._send(request)
+            except ObjectStoreError as exc:
+                if not exc.retriable or self._part_retry.gives_up(attempt):
+                    raise
+                delay = self._part_retry.delay_s(attempt)
+                attempt += 1
+                count_retry("object_store.upload_part")
+                log.warning(
+                    "retrying",
+                    extra={
+                        "operation": "object_store.upload_part",
+                        "key": key,
+                        "part": number,
+                        "error": str(exc),
+                        "retry": attempt,
+                        "retry_in_s": round(delay, 3),
+                    },
+                )
+                time.sleep(delay)
+                continue
+            reply.close()
+            etag = reply.headers.get("etag")
+            if not etag:
+                raise ObjectStoreError(f"UploadPart {number} of {key} answered no ETag")
+            return str(etag)
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        """Best effort: a failure here is logged, the upload's own error is what counts (a
+        bucket lifecycle rule removing incomplete uploads catches what is left)."""
+        try:
+            self._send(self._request("DELETE", key, EMPTY_SHA256, query={"uploadId": upload_id}))
+        except ObjectStoreError as exc:
+            log.warning(
+                "multipart upload not aborted",
+                extra={"key": key, "upload_id": upload_id, "error": str(exc)},
+            )
+            return
+        log.info("multipart upload aborted", extra={"key": key, "upload_id": upload_id})
 
     def size(self, key: str) -> int | None:
         """The object's size, None when it does not exist."""
@@ -205,6 +366,17 @@ class ObjectStore:
         except ObjectStoreError as exc:
             if not exc.missing:
                 raise
+
+
+def _read_part(source: IO[bytes], size: int) -> bytes:
+    """Exactly `size` bytes from `source` (a file gives them in one read); an error if it
+    ends sooner."""
+    data = source.read(size)
+    while len(data) < size:
+        if not (more := source.read(size - len(data))):
+            raise ObjectStoreError(f"the source ended {size - len(data)} bytes early")
+        data += more
+    return data
 
 
 class _FileStream(httpx.SyncByteStream):

@@ -9,12 +9,8 @@ from enum import StrEnum
 from pathlib import Path
 
 from ota.dev_secrets import SecretUse, refuse_development_secrets
-from ota.object_store import (
-    MAX_PUT_BYTES,
-    ObjectStoreSettings,
-    package_store,
-    store_secrets,
-)
+from ota.object_multipart import max_object_bytes
+from ota.object_store import ObjectStoreSettings, package_store, store_secrets
 from ota.settings import PREFIX, CommonSettings, Env, SettingsError
 from scheduler.secretbox import DEV_CREDENTIAL_KEYS, CredentialKeys
 
@@ -179,9 +175,12 @@ class SchedulerSettings:
             raise SettingsError(
                 f"{PREFIX}PACKAGE_REQUIRE_SIGNATURE needs {PREFIX}PACKAGE_PUBLIC_KEY"
             )
-        if settings.package_store is not None and settings.package_max_bytes > MAX_PUT_BYTES:
+        store = settings.package_store
+        if store is not None and settings.package_max_bytes > max_object_bytes(store.part_bytes):
             raise SettingsError(
                 f"{PREFIX}PACKAGE_MAX_BYTES={settings.package_max_bytes} is over the "
-                f"{MAX_PUT_BYTES} bytes one S3 PUT takes ({PREFIX}PACKAGE_STORE=s3)"
+                f"{max_object_bytes(store.part_bytes)} bytes a multipart upload of 10,000 "
+                f"parts of {PREFIX}S3_PART_MIB={store.part_bytes // 1024**2} holds "
+                f"({PREFIX}PACKAGE_STORE=s3)"
             )
         return settings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,21 @@ def test_a_complete_bucket_setting(tmp_path: Path) -> None:
     assert (settings.bucket, settings.region) == ("ota-packages", "us-east-1")
     assert settings.credentials.secret_key == "from-a-file"
     assert "from-a-file" not in repr(settings)
+    assert settings.part_bytes == 64 * 1024**2
+
+
+@pytest.mark.parametrize("mib", [5, 100, 5120])
+def test_the_part_size_is_set_in_mib_within_s3s_limits(mib: int) -> None:
+    settings = package_store(Env({**S3, "OTA_S3_PART_MIB": str(mib)}))
+    assert settings is not None
+    assert settings.part_bytes == mib * 1024**2
+
+
+def test_settings_built_in_code_hold_to_the_same_part_limits() -> None:
+    settings = package_store(Env(S3))
+    assert settings is not None
+    with pytest.raises(ValueError, match="part_bytes=1024 is outside"):
+        dataclasses.replace(settings, part_bytes=1024)
 
 
 @pytest.mark.parametrize(
@@ -49,6 +65,9 @@ def test_a_complete_bucket_setting(tmp_path: Path) -> None:
         ({"OTA_S3_BUCKET": ""}, "not a valid bucket name"),
         ({"OTA_S3_ACCESS_KEY_ID": ""}, "needs OTA_S3_ACCESS_KEY_ID"),
         ({"OTA_S3_TIMEOUT_S": "0"}, "OTA_S3_TIMEOUT_S"),
+        ({"OTA_S3_PART_MIB": "4"}, "OTA_S3_PART_MIB=4 is below the minimum 5"),
+        ({"OTA_S3_PART_MIB": "5121"}, "OTA_S3_PART_MIB=5121 is above the maximum 5120"),
+        ({"OTA_S3_PART_MIB": "64.5"}, "OTA_S3_PART_MIB"),
     ],
 )
 def test_a_bad_setting_fails_fast_naming_it(changes: dict[str, str], message: str) -> None:
@@ -60,3 +79,12 @@ def test_a_bad_setting_fails_fast_naming_it(changes: dict[str, str], message: st
 def test_an_env_example_placeholder_secret_key_is_refused(service: type[Settings]) -> None:
     with pytest.raises(SettingsError, match="OTA_S3_SECRET_ACCESS_KEY still holds"):
         service.from_env({**S3, "OTA_S3_SECRET_ACCESS_KEY": "change-me-s3-secret"})
+
+
+def test_the_largest_package_is_what_ten_thousand_parts_hold() -> None:
+    most = 10_000 * 5 * 1024**2
+    env = {**S3, "OTA_S3_PART_MIB": "5"}
+    settings = SchedulerSettings.from_env({**env, "OTA_PACKAGE_MAX_BYTES": str(most)})
+    assert settings.package_max_bytes == most
+    with pytest.raises(SettingsError, match=f"OTA_PACKAGE_MAX_BYTES={most + 1} is over the {most}"):
+        SchedulerSettings.from_env({**env, "OTA_PACKAGE_MAX_BYTES": str(most + 1)})
