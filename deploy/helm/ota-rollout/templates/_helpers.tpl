@@ -229,7 +229,7 @@ checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha
 
 {{/*
 The env entries selecting the package bucket (packageStore.type s3) for the scheduler and
-the edges: endpoint, bucket, region and the credentials from their Secret.
+the edges: endpoint, bucket, region, part size and the credentials from their Secret.
 */}}
 {{- define "ota.packageStoreEnv" -}}
 {{- $s3 := .root.Values.packageStore.s3 -}}
@@ -237,6 +237,7 @@ the edges: endpoint, bucket, region and the credentials from their Secret.
 - {name: OTA_S3_ENDPOINT, value: {{ required "packageStore.s3.endpoint is required with packageStore.type s3" $s3.endpoint | quote }}}
 - {name: OTA_S3_BUCKET, value: {{ required "packageStore.s3.bucket is required with packageStore.type s3" $s3.bucket | quote }}}
 - {name: OTA_S3_REGION, value: {{ $s3.region | default "us-east-1" | quote }}}
+- {name: OTA_S3_PART_MIB, value: {{ $s3.partMiB | default 64 | int | quote }}}
 {{ include "ota.secretEnv" (dict "root" .root "credential" "s3AccessKeyId" "env" "OTA_S3_ACCESS_KEY_ID") }}
 {{ include "ota.secretEnv" (dict "root" .root "credential" "s3SecretAccessKey" "env" "OTA_S3_SECRET_ACCESS_KEY") }}
 {{- end -}}
