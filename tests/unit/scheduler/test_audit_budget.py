@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ota.settings import SettingsError
-from scheduler.audit_budget import FailureBudget, Recording
+from scheduler.audit_budget import FailureBudget, Recording, recording, tries_wanted
 from scheduler.settings import SchedulerSettings
 
 
@@ -49,3 +49,31 @@ def test_the_budget_settings_are_read_and_checked() -> None:
     for name, value in (("BURST", "0"), ("BURST", "many"), ("PER_MIN", "0")):
         with pytest.raises(SettingsError, match=f"OTA_AUDIT_FAILURES_{name}"):
             SchedulerSettings.from_env({f"OTA_AUDIT_FAILURES_{name}": value})
+
+
+@pytest.mark.parametrize(
+    ("taken", "untold", "expected"),
+    [
+        (0, 0, Recording(False, 0)),  # no token: this failure joins the untold
+        (0, 7, Recording(False, 0)),
+        (1, 0, Recording(True, 0)),
+        (2, 7, Recording(True, 7)),  # the count, then this failure's own record
+        (1, 7, Recording(False, 8)),  # room for the count only: it includes this one
+    ],
+)
+def test_what_a_failure_writes_given_the_tokens_it_got(
+    taken: int, untold: int, expected: Recording
+) -> None:
+    assert tries_wanted(untold) == (2 if untold else 1)
+    assert recording(taken, untold) == expected
+
+
+def test_failures_handed_over_are_no_longer_told_here_unless_taken_back() -> None:
+    budget = FailureBudget(burst=1, per_min=1.0, now=0.0)
+    assert budget.record_failure(0.0) == Recording(True, 0)
+    assert [budget.record_failure(1.0) for _ in range(3)] == [Recording(False, 0)] * 3
+    assert budget.hand_over() == 3
+    assert budget.hand_over() == 0
+    assert budget.record_failure(61.0) == Recording(True, 0)  # none untold here any more
+    budget.take_back(2)
+    assert budget.record_failure(200.0) == Recording(False, 3)  # one token: the count only
