@@ -22,8 +22,9 @@ cannot be written is logged and counted (`ota_scheduler_audit_failures_total`), 
 turned into a failed answer: the operation it describes has already happened.
 
 Attempts by someone unknown (no key or a wrong one: 401; a failed console login) go
-through `record_failure`, within one budget (scheduler/audit_budget.py): a flood of them
-writes at most that, and one `unrecorded_failures` record counts the rest.
+through `record_failure`, within one budget (scheduler/audit_budget.py) shared by every
+replica through Redis (scheduler/shared_budget.py): a flood of them writes at most that,
+and one `unrecorded_failures` record counts the rest.
 
 The topic is checked once at start-up (`audit_topic_exists`): a send to a missing topic
 would hold the scheduler's one producer thread for kafka-python's max_block_ms on every
@@ -35,7 +36,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -51,9 +51,9 @@ from ota.clock import now_ms
 from ota.kafka_clients import make_admin
 from ota.records import new_id
 from ota.settings import CommonSettings
-from scheduler.audit_budget import FailureBudget
 from scheduler.bus import Out, Producer
 from scheduler.errors import ValidationError
+from scheduler.shared_budget import SharedFailureBudget
 
 log = logging.getLogger(__name__)
 STREAM = "ota:sched:audit"  # stream of audit records, newest last, capped at STREAM_CAP
@@ -203,11 +203,11 @@ class AuditLog:
         topic: str,
         *,
         to_kafka: bool = True,
-        budget: FailureBudget | None = None,
+        budget: SharedFailureBudget | None = None,
     ) -> None:
         self._r, self._producer, self._topic = r, producer, topic
         self._to_kafka = to_kafka
-        self._budget = budget or FailureBudget(100, 60.0, time.monotonic())
+        self._budget = budget or SharedFailureBudget(r, 100, 60.0)
         if not to_kafka:
             log.error(
                 "the audit topic does not exist: audit records go to Redis only; create it "
@@ -234,9 +234,9 @@ class AuditLog:
 
     async def record_failure(self, record: dict[str, Any]) -> None:
         """A refused attempt by someone unknown (no key, a wrong one, a failed console
-        login): recorded within the budget (scheduler/audit_budget.py), else counted, and
-        the count recorded once the budget allows."""
-        recording = self._budget.record_failure(time.monotonic())
+        login): recorded within the budget every replica shares (scheduler/audit_budget.py),
+        else counted, and the count recorded once the budget allows."""
+        recording = await self._budget.record_failure()
         if recording.unrecorded:
             await self.record(unrecorded(recording.unrecorded, now_ms()))
         if recording.record:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from time import monotonic
 
 import redis.asyncio
 from redis.asyncio import Redis as AsyncRedis
@@ -18,7 +17,6 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ota.object_store import ObjectStore
 from scheduler.apikeys import ApiKeys
 from scheduler.audit import AuditLog, audit_topic_exists
-from scheduler.audit_budget import FailureBudget
 from scheduler.blobs import Blobs, BlobStore
 from scheduler.bus import Producer
 from scheduler.credentials import (
@@ -35,6 +33,7 @@ from scheduler.packages import Packages
 from scheduler.rollbacks import Rollbacks
 from scheduler.secretbox import SecretBox
 from scheduler.settings import SchedulerSettings
+from scheduler.shared_budget import SharedFailureBudget
 from scheduler.signing import load_public_keys
 from scheduler.tasks import Tasks
 from scheduler.taskstate import TaskState
@@ -144,8 +143,8 @@ class Services:
                 producer,
                 common.topics.audit,
                 to_kafka=audit_topic_exists(common),
-                budget=FailureBudget(
-                    settings.audit_failures_burst, settings.audit_failures_per_min, monotonic()
+                budget=SharedFailureBudget(
+                    r, settings.audit_failures_burst, settings.audit_failures_per_min
                 ),
             ),
             ApiKeys(r, producer, common.topics.api_keys, settings.api_keys),

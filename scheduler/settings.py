@@ -122,7 +122,8 @@ class SchedulerSettings:
     # OTA_PACKAGE_STORE=s3: the bucket holding package bytes (ota/object_store.py); None:
     # package_dir is the shared volume (with s3 it only spools uploads).
     package_store: ObjectStoreSettings | None = field(default=None, repr=False)
-    # Refused unauthenticated attempts recorded one by one (scheduler/audit_budget.py).
+    # Refused unauthenticated attempts recorded one by one, by all replicas together
+    # (scheduler/audit_budget.py, scheduler/shared_budget.py).
     audit_failures_burst: int = 100
     audit_failures_per_min: float = 60.0
 

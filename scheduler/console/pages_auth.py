@@ -6,7 +6,8 @@ and failed logins (unknown key or one without the read scope: 401, key_id null f
 unknown key; an expired or forged form: 403; too many failures from one address: 429).
 Failed logins go through the audit trail's budget for refused unauthenticated attempts
 (`AuditLog.record_failure`), and an address that fails too often is throttled
-(scheduler/console/login_guard.py): a flood of failed logins grows neither without bound.
+(scheduler/console/login_throttle.py): a flood of failed logins grows neither without
+bound. Both budgets are shared by every scheduler replica through Redis.
 """
 
 from __future__ import annotations
@@ -101,8 +102,8 @@ def _client(request: Request) -> str:
 
 async def login(request: Request) -> Response:
     console = _console(request)
-    guard, client, now = console.login_guard, _client(request), time.monotonic()
-    wait_s = guard.retry_after_s(client, now)
+    throttle, client = console.login_throttle, _client(request)
+    wait_s = await throttle.retry_after_s(client)
     if wait_s > 0:  # the key is not even looked at: guessing goes at the refill rate
         retry = str(math.ceil(wait_s))
         message = f"Too many failed logins from your address; try again in {retry} s."
@@ -113,7 +114,7 @@ async def login(request: Request) -> Response:
     pre = decode(console.settings.session_key, request.cookies.get(LOGIN_COOKIE), int(time.time()))
     form = await request.form()
     if pre is None or not csrf_ok(pre, await submitted_csrf(request)):
-        guard.failed(client, now)
+        await throttle.failed(client)
         response = _login_page(
             console, request, "The login form expired or its CSRF token is wrong; try again.", 403
         )
@@ -123,7 +124,7 @@ async def login(request: Request) -> Response:
     token = key.strip() if isinstance(key, str) else ""
     principal = await console.services.api_keys.identify(token) if token else None
     if principal is None or Scope.READ not in principal.scopes:
-        guard.failed(client, now)
+        await throttle.failed(client)
         response = _login_page(
             console, request, "Unknown API key, or one without the read scope.", 401
         )

@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from scheduler import audit
 from scheduler.console import fmt
 from scheduler.console.live import Hub
-from scheduler.console.login_guard import LoginGuard
+from scheduler.console.login_throttle import LoginThrottle
 from scheduler.console.session import COOKIE, KeyBook, Session, csrf_ok, decode
 from scheduler.console.settings import ConsoleSettings
 from scheduler.errors import SchedulerError
@@ -86,7 +86,7 @@ class Console:
     def __init__(self, services: Services, settings: ConsoleSettings) -> None:
         self.services, self.settings = services, settings
         self.keys = KeyBook(settings.session_key, services.settings.api_keys)
-        self.login_guard = LoginGuard(settings.login_limits)
+        self.login_throttle = LoginThrottle(services.redis, settings.login_limits)
         # autoescape everywhere: every value in every template is escaped unless marked safe
         env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
         self.templates = Jinja2Templates(env=env)
