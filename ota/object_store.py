@@ -221,7 +221,7 @@ class ObjectStore:
         return reply
 
     def put_file(self, key: str, path: Path, sha256: str) -> None:
-        """Upload a file whose SHA-256 is known (see put_stream)."""
+        """Upload a file whose SHA-256 is known (put_stream)."""
         with path.open("rb") as source:
             self.put_stream(key, source, path.stat().st_size, sha256)
 
@@ -256,6 +256,7 @@ class ObjectStore:
                 data = _read_part(source, part_size)
                 digest.update(data)
                 etags.append(self._put_part(key, upload_id, number, data))
+                del data  # before the next part is read: one part in memory, not two
             if digest.hexdigest() != sha256:
                 raise ObjectStoreError(f"{key}: the bytes read hash to {digest.hexdigest()}")
             body = complete_body(etags)
@@ -282,14 +283,9 @@ class ObjectStore:
         while True:
             # Signed afresh on every attempt: x-amz-date is part of the signature. A
             # part sent again replaces one the store may have kept from a lost reply.
-            request = self._request(
-                "PUT",
-                key,
-                payload_sha256,
-                {"content-length": str(len(data))},
-                query=query,
-                content=data,
-            )
+            size = {"content-length": str(len(data))}
+            request = self._request("PUT", key, payload_sha256, size, query=query)
+            request.stream = body = _PartStream(data)
             try:
                 reply = self._send(request)
             except ObjectStoreError as exc:
@@ -311,6 +307,8 @@ class ObjectStore:
                 )
                 time.sleep(delay)
                 continue
+            finally:
+                body.release()
             reply.close()
             etag = reply.headers.get("etag")
             if not etag:
@@ -318,10 +316,10 @@ class ObjectStore:
             return str(etag)
 
     def _abort(self, key: str, upload_id: str) -> None:
-        """Best effort: a failure here is logged, the upload's own error is what counts (a
-        bucket lifecycle rule removing incomplete uploads catches what is left)."""
+        """Best effort: a failure is logged; the upload's own error is the one raised."""
         try:
-            self._send(self._request("DELETE", key, EMPTY_SHA256, query={"uploadId": upload_id}))
+            abort = self._request("DELETE", key, EMPTY_SHA256, query={"uploadId": upload_id})
+            self._send(abort).close()
         except ObjectStoreError as exc:
             log.warning(
                 "multipart upload not aborted",
@@ -377,6 +375,23 @@ def _read_part(source: IO[bytes], size: int) -> bytes:
             raise ObjectStoreError(f"the source ended {size - len(data)} bytes early")
         data += more
     return data
+
+
+class _PartStream(httpx.SyncByteStream):
+    """One part's bytes as the request body, a chunk at a time. `release` lets go of them:
+    httpx leaves a sent request in a reference cycle, freed only when the collector runs,
+    and every part would stay in memory until then."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def __iter__(self) -> Iterator[bytes]:
+        data = self._data
+        for start in range(0, len(data), CHUNK):
+            yield data[start : start + CHUNK]
+
+    def release(self) -> None:
+        self._data = b""
 
 
 class _FileStream(httpx.SyncByteStream):

@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import re
+import tracemalloc
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -148,6 +149,22 @@ def test_a_large_file_goes_in_parts_and_reads_back_byte_equal(
     assert transport.parts_sent() == ["1", "2", "3"]
     assert _read_back(bucket) == DATA
     assert _pending_uploads(bucket) == []
+
+
+def test_one_part_is_in_memory_at_a_time(bucket: ObjectStoreSettings, tmp_path: Path) -> None:
+    spooled = tmp_path / "spooled"
+    spooled.write_bytes(DATA * 3)  # 7 parts
+    sha = hashlib.sha256(DATA * 3).hexdigest()
+    store = ObjectStore(bucket)
+    tracemalloc.start()
+    try:
+        store.put_file(package_key(sha), spooled, sha)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        store.close()
+    # The part read, plus chunks on their way to the socket; never a second part.
+    assert peak < 1.6 * PART
 
 
 def test_an_object_of_one_part_keeps_the_single_put(bucket: ObjectStoreSettings) -> None:
