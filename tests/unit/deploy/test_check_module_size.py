@@ -3,28 +3,13 @@ directories are not the project's source."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+from tests import deploy_kit
 
-
-def _load() -> ModuleType:
-    path = ROOT / "deploy/check_module_size.py"
-    spec = importlib.util.spec_from_file_location("deploy_check_module_size", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-check = _load()
+check = deploy_kit.load("check_module_size")
 
 
 def _write(path: Path, lines: int) -> None:

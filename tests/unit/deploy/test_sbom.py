@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+from tests import deploy_kit
 
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("deploy_sbom", ROOT / "deploy/sbom.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-sbom = _load()
+sbom = deploy_kit.load("sbom")
 
 LOCK = sbom.parse_lock("# comment\nA_Pkg==1.0\nb==2.0  # why\nc==3.0\nunused==9\nwin==4\n")
 METADATA = {

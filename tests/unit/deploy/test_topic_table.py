@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+from tests import deploy_kit
 
-
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("deploy_topics", ROOT / "deploy/topics.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
-topics = _load()
+topics = deploy_kit.load("topics")
 
 
 def test_the_table_matches_the_code_and_every_generated_copy() -> None:
