@@ -5,8 +5,9 @@
 #   make stack          install and start Kafka, Redis, the device broker (deploy/local/up)
 #   make status / down  state of the local services / stop them (data is kept)
 #   make lint           ruff, mypy (strict), the import layers (lint-imports), modules at
-#                       most 600 lines, bandit (reviewed list), shellcheck when installed,
-#                       the deploy files
+#                       most 600 lines, bandit (reviewed list), the pins against the vendored
+#                       advisory snapshot (reviewed list), shellcheck when installed, the
+#                       deploy files
 #                       (deploy/helm/validate.py; the first run builds helm: ~3-5 min)
 #   make pytest         start the stack, run the test suite (PYTEST_ARGS="-k stack" to narrow)
 #   make test           lint, then pytest
@@ -24,7 +25,7 @@ SHELL_SCRIPTS := deploy/local/up deploy/local/down deploy/local/status deploy/lo
 # Python outside the packages of pyproject.toml's [tool.mypy], checked as strictly; add
 # files here as they become clean (the whole of tests/ has several conftest.py modules).
 MYPY_EXTRA := deploy/local deploy/topics.py deploy/sbom.py deploy/check_manifests.py deploy/helm/validate.py \
-	deploy/check_module_size.py deploy/check_bandit.py \
+	deploy/check_module_size.py deploy/check_bandit.py deploy/osv.py deploy/check_advisories.py \
 	bench/clients.py tests/conftest.py tests/integration/test_stack.py
 # The worker tests (and bench) in a run of their own: their conftests would clash with
 # tests/conftest.py as top-level modules, so modules are named from the repo root, and
@@ -65,8 +66,12 @@ lint: venv
 	@# The image's CycloneDX SBOM must match the lock (deploy/sbom.py --write after a change).
 	.venv/bin/python deploy/sbom.py --check
 	@# bandit over the shipped packages; every finding fixed or accepted with its reason in
-	@# deploy/bandit-reviewed.toml (pip-audit is not run: it needs a vulnerability DB online).
+	@# deploy/bandit-reviewed.toml.
 	.venv/bin/python deploy/check_bandit.py
+	@# The pins (deploy/constraints.txt, deploy/tools/requirements.txt) against the vendored
+	@# snapshot of the PyPA advisory database (deploy/advisories/, offline; its first line
+	@# says how old it is); findings fixed or accepted in deploy/advisories-reviewed.toml.
+	.venv/bin/python deploy/check_advisories.py
 	@# The chart and manifests, checked statically (no cluster here): helm, kubernetes-validate,
 	@# CRD schemas, checkov, hadolint. install builds/installs them into .tools/ once.
 	deploy/tools/install
