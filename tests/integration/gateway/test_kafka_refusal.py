@@ -5,17 +5,20 @@ Kafka answers a large (but valid) uplink's record with MessageSizeTooLarge."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 import pytest
+from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
 from kafka.admin._configs import ConfigResource, ConfigResourceType
+from kafka.errors import MessageSizeTooLargeError
 
 from gateway.inbound import Inbound
 from ota.protocol import up_topic
-from ota.records import DeadLetterRecord, DeviceEventRecord
+from ota.records import DeadLetterRecord, DeviceEventRecord, encode
 from tests.integration.gateway.conftest import (
     Device,
     KafkaReader,
@@ -25,9 +28,13 @@ from tests.integration.gateway.conftest import (
 )
 
 LIMIT = 1000  # bytes per record batch on the inbox topic
+PROBE_TIMEOUT_S = 30.0
 
 
 def _limit_inbox(stack: Stack) -> None:
+    """Sets the inbox's record limit and returns once Kafka enforces it: the broker applies
+    a topic's new configuration after answering the change, so until a probe larger than
+    the limit is refused an uplink could still be accepted."""
     admin = KafkaAdminClient(bootstrap_servers=stack.bootstrap, client_id="ota-tests-gateway")
     try:
         admin.alter_configs(
@@ -41,6 +48,19 @@ def _limit_inbox(stack: Stack) -> None:
         )
     finally:
         admin.close()
+    # A valid record of a device no test reads, so a probe Kafka still took is harmless.
+    probe = encode(DeviceEventRecord(new_device("probe"), "probe", {"pad": "x" * 2 * LIMIT}))
+    producer = KafkaProducer(bootstrap_servers=stack.bootstrap, retries=0)
+    try:
+        deadline = time.monotonic() + PROBE_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                producer.send(stack.topics.inbox, value=probe).get(timeout=10)
+            except MessageSizeTooLargeError:
+                return
+        raise AssertionError(f"the inbox took {len(probe)}-byte records for {PROBE_TIMEOUT_S} s")
+    finally:
+        producer.close()
 
 
 def _report(event_id: str, description: str = "") -> bytes:
