@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import os
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka.structs import TopicPartition
 
+from ota.kafka_clients import make_consumer
+from ota.kafka_consumer import RecordConsumer, read_to_end
 from ota.records import DeviceEventRecord, JobEventRecord, decode
+from ota.settings import CommonSettings
 
 TICKS = os.sysconf("SC_CLK_TCK")
 STATE_ORDER = (
@@ -83,46 +86,50 @@ def percentile(ordered: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def job_latencies(env: Mapping[str, str], topic: str) -> dict[str, float]:
-    """Per device, first job event (its release) to SUCCEEDED, from the job-events topic."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=env.get("OTA_KAFKA_BOOTSTRAP") or "127.0.0.1:9092",
-        enable_auto_commit=False,
+def _reader(env: Mapping[str, str]) -> RecordConsumer:
+    """A groupless consumer on the services' Kafka client (OTA_KAFKA_CLIENT), big batches."""
+    settings = CommonSettings.from_env(env)
+    return make_consumer(
+        settings,
+        group_id=None,
+        client_id="ota-bench-report",
         max_poll_records=10_000,
         fetch_max_bytes=64 * 1024 * 1024,
     )
+
+
+def _job_events(env: Mapping[str, str], topic: str) -> Iterator[JobEventRecord]:
+    """Every job event of `topic`, partition by partition, up to its end at the call."""
+    consumer = _reader(env)
     try:
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        ends = consumer.end_offsets(parts)
-        first: dict[str, int] = {}
-        succeeded: dict[str, int] = {}
-        seen: set[tuple[str, str, int, int, str]] = set()
-        repeated = 0  # the same transition delivered twice (at-least-once duplicates)
-        while any(consumer.position(tp) < ends[tp] for tp in parts):
-            for batch in consumer.poll(timeout_ms=1000).values():
-                for message in batch:
-                    record = decode(message.value)
-                    if not isinstance(record, JobEventRecord):
-                        continue
-                    device = record.device_id
-                    if record.from_state != record.to_state:  # a move, not a timeline note
-                        step = (
-                            device,
-                            record.task_id,
-                            record.attempt,
-                            record.job_version,
-                            record.to_state,
-                        )
-                        repeated += step in seen
-                        seen.add(step)
-                    if device not in first or record.at_ms < first[device]:
-                        first[device] = record.at_ms
-                    if record.to_state == "SUCCEEDED":
-                        succeeded[device] = record.at_ms
+        parts = [
+            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        for _, batch in read_to_end(consumer, parts, poll_ms=1000):
+            for message in batch:
+                record = decode(message.value) if message.value is not None else None
+                if isinstance(record, JobEventRecord):
+                    yield record
     finally:
         consumer.close()
+
+
+def job_latencies(env: Mapping[str, str], topic: str) -> dict[str, float]:
+    """Per device, first job event (its release) to SUCCEEDED, from the job-events topic."""
+    first: dict[str, int] = {}
+    succeeded: dict[str, int] = {}
+    seen: set[tuple[str, str, int, int, str]] = set()
+    repeated = 0  # the same transition delivered twice (at-least-once duplicates)
+    for record in _job_events(env, topic):
+        device = record.device_id
+        if record.from_state != record.to_state:  # a move, not a timeline note
+            step = (device, record.task_id, record.attempt, record.job_version, record.to_state)
+            repeated += step in seen
+            seen.add(step)
+        if device not in first or record.at_ms < first[device]:
+            first[device] = record.at_ms
+        if record.to_state == "SUCCEEDED":
+            succeeded[device] = record.at_ms
     spans = sorted((succeeded[d] - first[d]) / 1000 for d in succeeded)
     if not spans:
         return {}
@@ -152,28 +159,24 @@ def first_record_after(
     kind that Kafka stamped after it (producer CreateTime, the same clock), or None."""
     base, kind = PRODUCED_BY[service]
     topic = prefix + base
-    consumer = KafkaConsumer(
-        bootstrap_servers=env.get("OTA_KAFKA_BOOTSTRAP") or "127.0.0.1:9092",
-        enable_auto_commit=False,
-        max_poll_records=10_000,
-        fetch_max_bytes=64 * 1024 * 1024,
-    )
     first: float | None = None
+    consumer = _reader(env)
     try:
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(parts)
-        starts = consumer.offsets_for_times({tp: int(after_ms) for tp in parts})
-        ends = consumer.end_offsets(parts)
-        for tp in parts:
-            found = starts.get(tp)
-            consumer.seek(tp, found.offset if found is not None else ends[tp])
-        while any(consumer.position(tp) < ends[tp] for tp in parts):
-            for batch in consumer.poll(timeout_ms=1000).values():
-                for message in batch:
-                    if message.timestamp > after_ms and isinstance(decode(message.value), kind):
-                        if first is None or message.timestamp < first:
-                            first = message.timestamp
-                        break  # later records of this partition are later still
+        parts = [
+            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        for _, batch in read_to_end(consumer, parts, poll_ms=1000):
+            for message in batch:
+                at, value = message.timestamp, message.value
+                earlier = first is None or at < first
+                if (
+                    at > after_ms
+                    and earlier
+                    and value is not None
+                    and isinstance(decode(value), kind)
+                ):
+                    first = at
+                    break  # later records of this partition are later still
     finally:
         consumer.close()
     return None if first is None else round((first - after_ms) / 1000, 2)

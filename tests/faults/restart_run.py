@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
-from kafka import KafkaConsumer, TopicPartition
+from kafka.structs import TopicPartition
 
 from ops.demo_env import StackPlan
 from ops.fleet_group import FleetGroup, register_fleet
 from ops.rollout_api import create_task, upload_package, upload_targets
+from ota.kafka_clients import make_consumer
+from ota.kafka_consumer import read_to_end
 from ota.records import (
     CommandRecord,
     DeviceEventRecord,
@@ -35,6 +37,7 @@ from ota.records import (
     TimeoutRecord,
     decode,
 )
+from ota.settings import CommonSettings
 from tests.faults.webhook_inbox import SECRET, WebhookInbox, WebhookRepeats
 
 FINISHED = ("Success", "Fail", "PartialSuccess", "Stopped")
@@ -281,20 +284,17 @@ async def _restart_later(part: Restartable, outage_s: float) -> float:
 
 
 def _read_all(bootstrap: str, topic: str) -> list[Any]:
-    """Every record of `topic`, decoded, partition by partition."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    records: list[Any] = []
+    """Every record of `topic`, decoded, partition by partition (on the services' client)."""
+    settings = CommonSettings.from_env({**os.environ, "OTA_KAFKA_BOOTSTRAP": bootstrap})
+    consumer = make_consumer(settings, group_id=None, client_id="ota-restart-run")
     try:
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        ends = consumer.end_offsets(parts)
-        while any(consumer.position(tp) < ends[tp] for tp in parts):
-            for batch in consumer.poll(timeout_ms=1000).values():
-                records += (decode(message.value) for message in batch)
+        parts = [
+            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        batches = read_to_end(consumer, parts)
+        return [decode(r.value) for _, batch in batches for r in batch if r.value is not None]
     finally:
         consumer.close()
-    return records
 
 
 def held_up(bootstrap: str, topic: str) -> tuple[dict[str, list[str]], int, int]:
