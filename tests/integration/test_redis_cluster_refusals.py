@@ -67,48 +67,44 @@ def retries() -> float:
     return float(RETRIES.labels("redis.cluster_refusal")._value.get())
 
 
+@pytest.fixture
+def client(cluster: PrivateRedisCluster) -> Iterator[RedisCluster[bytes]]:
+    connected = cluster.client()
+    as_redis(connected).delete(KEY)
+    yield connected
+    connected.close()
+
+
+@pytest.fixture
+def gone(client: RedisCluster[bytes]) -> Iterator[SlotGivenUp]:
+    given_up = SlotGivenUp(client)
+    yield given_up
+    given_up.close()
+
+
 def test_a_refused_script_call_runs_once_when_the_slot_is_served_again(
-    cluster: PrivateRedisCluster,
+    client: RedisCluster[bytes], gone: SlotGivenUp
 ) -> None:
-    client = cluster.client()
-    try:
-        as_redis(client).delete(KEY)
-        before = retries()
-        gone = SlotGivenUp(client)
-        try:
-            with pytest.raises(ClusterDownError):
-                client.pipeline(transaction=False).get(KEY).execute()
-            runner = ScriptRunner(as_redis(client), [COUNT], wait=gone.wait)
-            replies = runner.run([call(COUNT, [KEY], []), command("GET", KEY)])
-        finally:
-            gone.close()
-        # The script ran exactly once (the GET may have run before it: a call of a
-        # script the new cluster never loaded is sent again after SCRIPT LOAD).
-        assert replies[0] == 1
-        assert client.get(KEY) == b"1"
-        assert gone.waits
-        assert retries() - before == len(gone.waits)
-    finally:
-        client.close()
+    before = retries()
+    with pytest.raises(ClusterDownError):
+        client.pipeline(transaction=False).get(KEY).execute()
+    runner = ScriptRunner(as_redis(client), [COUNT], wait=gone.wait)
+    replies = runner.run([call(COUNT, [KEY], []), command("GET", KEY)])
+    # The script ran exactly once (the GET may have run before it: a call of a script
+    # the new cluster never loaded is sent again after SCRIPT LOAD).
+    assert replies[0] == 1
+    assert client.get(KEY) == b"1"
+    assert gone.waits
+    assert retries() - before == len(gone.waits)
 
 
 def test_a_refusal_that_outlasts_the_policy_is_raised_and_nothing_ran(
-    cluster: PrivateRedisCluster,
+    client: RedisCluster[bytes], gone: SlotGivenUp
 ) -> None:
-    client = cluster.client()
-    try:
-        as_redis(client).delete(KEY)
-        gone = SlotGivenUp(client)
-        waits: list[float] = []
-        try:
-            runner = ScriptRunner(
-                as_redis(client), [COUNT], policy=Backoff(attempts=2), wait=waits.append
-            )
-            with pytest.raises(ClusterDownError):
-                runner.run([call(COUNT, [KEY], [])])
-        finally:
-            gone.close()
-        assert len(waits) == 2
-        assert client.get(KEY) is None
-    finally:
-        client.close()
+    waits: list[float] = []
+    runner = ScriptRunner(as_redis(client), [COUNT], policy=Backoff(attempts=2), wait=waits.append)
+    with pytest.raises(ClusterDownError):
+        runner.run([call(COUNT, [KEY], [])])
+    gone.serve()
+    assert len(waits) == 2
+    assert client.get(KEY) is None
