@@ -10,8 +10,9 @@ Keys (the script's two on one cluster slot):
 
 When Redis does not answer, the replica falls back on its own `FailureBudget`: records
 stay bounded (by the budget per replica, only while Redis is away), where recording none
-would hide the failures and recording all would let a flood grow the audit topic. Failures that budget counted are added to the shared count
-at the first answer after, so none goes untold. `Fallback` logs that start and end, for
+would hide the failures and recording all would let a flood grow the audit topic.
+Failures that budget counted are added to the shared count at the first answer after, so
+none goes untold. `Fallback` logs that start and end, for
 this budget and the console's login throttle (scheduler/console/login_throttle.py).
 """
 
