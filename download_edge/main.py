@@ -45,6 +45,7 @@ async def serve(settings: EdgeSettings, rt: Runtime) -> None:
         sink = make_producer(settings.common, client_id="ota-edge", max_block_ms=5000)
     server = EdgeServer(settings, store=store, sink=sink)
     listening = rt.health.hold("listening")  # /readyz (ota/health.py)
+    rt.started()
     await server.start()
     listening()
     for task in server.tasks:

@@ -20,6 +20,7 @@ from gateway.presence import SOURCES
 from gateway.settings import UPLINK_FILTER, GatewaySettings
 from ota.backoff import Backoff, StoppedError, retry
 from ota.kafka_clients import STATIC_MEMBER_ID, make_consumer, make_producer
+from ota.kafka_consumer import RecordConsumer
 from ota.kafka_errors import KafkaClientError
 from ota.kafka_producer import RecordProducer
 from ota.mqtt import LinkConfig, MqttLink
@@ -155,8 +156,11 @@ async def run(
             "index": settings.split.index,
         },
     )
-    outbound = Outbound(
-        lambda: make_consumer(
+    # Unready until the downlink consumer exists; its poll beat takes over from there.
+    downlink_starting = rt.health.hold(f"kafka-poll {settings.consumer_group}")
+
+    def downlink_consumer() -> RecordConsumer:
+        consumer = make_consumer(
             settings.common,
             group_id=settings.consumer_group,
             client_id=settings.client_id,
@@ -166,7 +170,12 @@ async def run(
             group_instance_id=(
                 settings.client_id if STATIC_MEMBER_ID.fullmatch(settings.client_id) else None
             ),
-        ),
+        )
+        downlink_starting()
+        return consumer
+
+    outbound = Outbound(
+        downlink_consumer,
         settings.common.topics.commands,
         link,
         producer,
@@ -174,6 +183,7 @@ async def run(
         settings.downlink_in_flight,
     )
     downlink = rt.spawn(outbound.run(stop), "downlink")  # a crash stops the service
+    rt.started()
     try:
         if ready is not None:
             await link.subscribed.wait()

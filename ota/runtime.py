@@ -8,7 +8,10 @@ port, its bound on stopping and its `main(settings, runtime)` coroutine) and its
    stderr and exits 2, before anything starts;
 2. sets up JSON logs and logs the settings (secrets left out);
 3. starts the Prometheus server (port 0: none), which also answers /livez and /readyz
-   from the process's heartbeats (ota/health.py); the event loop beats on its own;
+   from the process's heartbeats (ota/health.py); the event loop beats on its own, and
+   /readyz answers `starting: main` until main calls `runtime.started()` once its parts
+   exist (their beats and holds registered): a probe must not find a process ready
+   before it has said what ready means for it;
 4. runs `main` on uvloop with SIGTERM/SIGINT handled: the first signal sets
    `runtime.stop` and main drains (stop intake, finish what is in flight, commit,
    close); a signal while stopping exits at once with 130;
@@ -77,6 +80,16 @@ class Runtime:
         self.failure: BaseException | None = None
         self.failed = asyncio.Event()  # set with the first failure
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._release_start: Callable[[], None] = lambda: None
+
+    def hold_until_started(self, release: Callable[[], None]) -> None:
+        """`release` (a readiness hold) is called by `started`."""
+        self._release_start = release
+
+    def started(self) -> None:
+        """main has built its parts (their beats and holds registered): readiness now
+        follows them."""
+        self._release_start()
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         """Run `coro` as a supervised task: it should return once `stop` is set."""
@@ -240,8 +253,9 @@ def serve(
     returns the exit code."""
     HEALTH.limit_s = liveness_limit_s
     HEALTH.group_limit_s = liveness_group_limit_s
+    starting = HEALTH.hold("main")  # taken before the probe can answer
     serve_metrics(metrics_port, metrics_host)
-    return uvloop.run(_supervise(main, stop_timeout_s))
+    return uvloop.run(_supervise(main, stop_timeout_s, starting))
 
 
 def run(service: Service[S]) -> int:
@@ -259,8 +273,13 @@ def run(service: Service[S]) -> int:
     )
 
 
-async def _supervise(main: Callable[[Runtime], Awaitable[None]], stop_timeout_s: float) -> int:
+async def _supervise(
+    main: Callable[[Runtime], Awaitable[None]],
+    stop_timeout_s: float,
+    starting: Callable[[], None],
+) -> int:
     rt = Runtime()
+    rt.hold_until_started(starting)
     loop = asyncio.get_running_loop()
     stopping = False
 

@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 
 from ota import metrics
 from ota.backoff import Backoff, StoppedError, retry
+from ota.health import HEALTH
 from ota.kafka_clients import make_consumer, make_producer
 from ota.kafka_consumer import RecordConsumer, poll_paused, resume_all, wait_for_partitions
 from ota.kafka_errors import FlushTimeoutError, KafkaClientError, translate, worth_retrying
@@ -168,19 +169,24 @@ class Consumer:
         self._handler, self._name, self._poll_ms = handler, name, poll_ms
         self._group_config = GROUP_CONFIG if group_config is None else group_config
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"kafka-{name}")
+        # Unready until the consumer exists; its poll beat takes over from there.
+        self._starting = HEALTH.hold(f"kafka-poll {group_id}")
 
     async def run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
-        consumer = await loop.run_in_executor(
-            self._pool,
-            lambda: make_consumer(
-                self._settings,
-                group_id=self._group,
-                client_id=f"ota-scheduler-{self._name}",
-                metadata_max_age_ms=30_000,  # notice new partitions within half a minute
-                **self._group_config,
-            ),
-        )
+        try:
+            consumer = await loop.run_in_executor(
+                self._pool,
+                lambda: make_consumer(
+                    self._settings,
+                    group_id=self._group,
+                    client_id=f"ota-scheduler-{self._name}",
+                    metadata_max_age_ms=30_000,  # notice new partitions within half a minute
+                    **self._group_config,
+                ),
+            )
+        finally:
+            self._starting()
         try:
             await loop.run_in_executor(self._pool, self._await_metadata, consumer, stop)
             await loop.run_in_executor(self._pool, consumer.subscribe, list(self._topics))

@@ -108,6 +108,7 @@ async def serve(settings: SchedulerSettings, rt: Runtime) -> None:
     )
     await dispatcher.ensure_group()
     await restore(services.redis, settings.common)
+    rt.started()
 
     log.info(
         "scheduler starting", extra={"port": settings.http_port, "instance": settings.instance_id}

@@ -56,6 +56,7 @@ async def main(settings: WorkerSettings, rt: Runtime) -> None:
     rt.on_stop(worker.stopping.set)
     rt.on_stop(sweeper.stop)
     sweeper.beat = rt.health.beat("sweeper")  # the consumer's beat is its polls'
+    rt.started()
     sweeping = rt.spawn_thread(sweeper.run, "sweeper")
     consuming = rt.spawn_thread(worker.run, "consumer")
     try:

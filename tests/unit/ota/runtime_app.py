@@ -7,7 +7,8 @@ background task raises), `thread-crash` (a background thread raises), `task-ends
 background task returns by itself), `hang-after-crash` (a task raises and main ignores
 the stop), `stuck-thread` (a task raises while a thread never returns), `hang-loop`
 (serves metrics on APP_METRICS_PORT and blocks its event loop once a line arrives on
-stdin). Every mode logs `ready` once running.
+stdin), `never-started` (serves metrics, never calls `started`, logs `not started`).
+Every other mode logs `ready` once running.
 """
 
 from __future__ import annotations
@@ -66,6 +67,11 @@ async def main(settings: AppSettings, rt: Runtime) -> None:
         rt.spawn_thread(threading.Event().wait, "stuck")  # ignores stop for ever
     elif mode == "task-ends":
         rt.spawn(asyncio.sleep(0.05), "short")
+    if mode == "never-started":
+        log.info("not started")
+        await rt.stop.wait()
+        return
+    rt.started()
     log.info("ready")
     if mode == "hang-loop":
         await asyncio.to_thread(sys.stdin.readline)

@@ -251,6 +251,17 @@ def _get(url: str) -> tuple[int, str]:
         return refused.code, refused.read().decode()
 
 
+def test_a_service_is_not_ready_before_its_main_says_it_started(
+    app: Callable[..., App],
+) -> None:
+    port = free_port()
+    run = app("never-started", {"APP_METRICS_PORT": str(port)})
+    run.wait_log('"not started"')
+    base = f"http://127.0.0.1:{port}"
+    assert _get(base + "/readyz") == (503, "starting: main\n")
+    assert _get(base + "/livez")[0] == 200
+
+
 def test_a_blocked_event_loop_fails_livez_while_metrics_still_answer(
     app: Callable[..., App],
 ) -> None:
