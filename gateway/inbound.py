@@ -45,7 +45,6 @@ from functools import partial
 from prometheus_client import Counter
 
 from gateway import metrics
-from gateway.kafka_bridge import AsyncProducer
 from gateway.presence import PresenceSource, PresenceTracker
 from gateway.settings import GatewaySettings
 from gateway.slots import SplitMode
@@ -61,6 +60,7 @@ from gateway.uplink import (
 from ota import kafka_errors
 from ota.backoff import Backoff, StoppedError, retry
 from ota.clock import now_ms
+from ota.kafka_async import AsyncProducer
 from ota.mqtt import Ack
 from ota.protocol import ProtocolError
 from ota.records import DeadLetterRecord, DeviceEventRecord, PresenceRecord, encode

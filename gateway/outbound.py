@@ -34,11 +34,11 @@ from kafka import ConsumerRebalanceListener, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
 
 from gateway import metrics
-from gateway.kafka_bridge import AsyncProducer
 from gateway.offsets import OffsetTracker
 from gateway.uplink import MAX_RAW_BYTES, SOURCE
 from ota.backoff import Backoff, StoppedError, retry
 from ota.clock import now_ms
+from ota.kafka_async import AsyncProducer
 from ota.kafka_consumer import RecordConsumer, poll_paused, resume_all
 from ota.kafka_errors import KafkaClientError
 from ota.mqtt import MqttLink, PublishRefusedError, SessionLostError

@@ -14,11 +14,11 @@ import logging
 
 from gateway import metrics
 from gateway.inbound import Inbound
-from gateway.kafka_bridge import AsyncProducer
 from gateway.outbound import Outbound
 from gateway.presence import SOURCES
 from gateway.settings import UPLINK_FILTER, GatewaySettings
 from ota.backoff import Backoff, StoppedError, retry
+from ota.kafka_async import AsyncProducer
 from ota.kafka_clients import STATIC_MEMBER_ID, make_consumer, make_producer
 from ota.kafka_consumer import RecordConsumer
 from ota.kafka_errors import KafkaClientError
@@ -120,6 +120,7 @@ async def run(
         lambda: _new_producer(settings),
         BACKOFF,
         wakeup_delay_s=settings.produce_linger_ms / 2000,  # half the linger: delays nothing
+        renew_operation="gateway.producer_renew",
     )
     presence = SOURCES.get(settings.presence_source)
     subscriptions = [(settings.split.uplink_filter(UPLINK_FILTER), 1)]

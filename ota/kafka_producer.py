@@ -2,8 +2,10 @@
 
 `RecordProducer` is what the services see: `send` hands a record over and returns its
 `Delivery`, settled once Kafka acknowledged it (acks=all) or gave up on it; `flush` waits
-for everything handed over; `wakeups()` lets a burst of sends share one wake-up of the
-client's network thread. Two clients implement it (OTA_KAFKA_CLIENT):
+for everything handed over; `knows(topic)` says without waiting whether a send to the
+topic finds its metadata (else `send` and `partitions_for` block until it is fetched);
+`wakeups()` lets a burst of sends share one wake-up of the client's network thread. Two
+clients implement it (OTA_KAFKA_CLIENT):
 
 - `confluent-kafka` (librdkafka, C): a record costs the calling thread about a tenth of
   what kafka-python's pure-Python batching does (bench/kafka_clients_bench.py). A thread of
@@ -70,6 +72,7 @@ class RecordProducer(Protocol):
     def flush(self, timeout: float | None = None) -> None: ...
     def close(self, timeout: float | None = None) -> None: ...
     def partitions_for(self, topic: str) -> set[int] | None: ...
+    def knows(self, topic: str) -> bool: ...
     def wakeups(self) -> Wakeups: ...
 
 
@@ -191,6 +194,11 @@ class KafkaPythonProducer:
         except KafkaError as exc:
             raise translate(exc) from exc
         return known
+
+    def knows(self, topic: str) -> bool:
+        """Whether a send to the topic finds its metadata (never waits: the client's own
+        `partitions_for` and `send` block until they have it)."""
+        return self.client._metadata.partitions_for_topic(topic) is not None
 
     def wakeups(self) -> Wakeups:
         return WakeupHold(self.client)
@@ -354,6 +362,11 @@ class ConfluentProducer:
         what the delivery thread keeps up to date."""
         known = self._partitions.get(topic)
         return known if known is not None else self._read_partitions(topic)
+
+    def knows(self, topic: str) -> bool:
+        """Whether `partitions_for` answers without asking Kafka (produce never waits for
+        metadata: librdkafka queues the record until it has it)."""
+        return topic in self._partitions
 
     def _read_partitions(self, topic: str) -> set[int] | None:
         try:

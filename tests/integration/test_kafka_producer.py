@@ -103,7 +103,7 @@ def test_a_record_refused_for_good_fails_alone_and_is_not_worth_retrying(
     after = producer.send(topic, value=b"fine", key=b"small")
     if isinstance(producer, KafkaPythonProducer):
         # kafka-python 3.0.12's idempotent producer turns such an error into a fatal state
-        # that fails every later record (the gateway renews it: gateway/kafka_bridge.py).
+        # that fails every later record (the gateway renews it: ota/kafka_async.py).
         with pytest.raises(KafkaError):
             after.get(timeout=30)
         return

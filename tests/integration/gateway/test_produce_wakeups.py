@@ -8,7 +8,7 @@ import asyncio
 import threading
 from collections.abc import Callable
 
-from gateway.kafka_bridge import AsyncProducer
+from ota.kafka_async import AsyncProducer
 from ota.kafka_clients import make_producer
 from ota.settings import CommonSettings
 

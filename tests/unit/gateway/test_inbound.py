@@ -10,9 +10,9 @@ import asyncio
 import orjson
 
 from gateway.inbound import Inbound
-from gateway.kafka_bridge import OnDone
 from gateway.settings import GatewaySettings
 from ota.backoff import Backoff
+from ota.kafka_async import OnDone
 from ota.kafka_errors import KafkaClientError
 from ota.metrics import REGISTRY
 from ota.protocol import up_topic

@@ -1,15 +1,25 @@
-"""The services' record producer (ota/kafka_producer.py), driven from asyncio without
-blocking the loop.
+"""The services' asyncio Kafka producer: the record producer (ota/kafka_producer.py)
+driven from the event loop without blocking it.
 
-`send` only appends to a batch; the client's own thread delivers batches (linger and
+Two ways to send: `produce(topic, key, value, on_done)` for a hot path (the gateway's
+uplinks: a plain callback, nothing allocated per record) and `send(...)`, an awaitable
+delivery result (a future settled once Kafka acknowledged the record or gave up on it).
+
+A send only appends to a batch; the client's own thread delivers batches (linger and
 batch size decide when, never a flush per message) and settles each record's delivery
-on that thread. Completions are queued under a lock and handed to the
-event loop in one `call_soon_threadsafe` per burst (one wake-up for a whole produced
-batch, not one per record), and run there as plain callbacks: no asyncio future or
-task per record, which matters at tens of thousands of records a second.
+on that thread. Completions are queued under a lock and handed to the event loop in one
+`call_soon_threadsafe` per burst (one wake-up for a whole produced batch, not one per
+record), and run there as plain callbacks: `produce` makes no asyncio future or task
+per record, which matters at tens of thousands of records a second.
 
 An idempotent producer turns some non-retriable produce errors into a fatal state in
 which it fails all later records too; `renew` replaces it with a fresh producer.
+
+A send to a topic whose metadata the client has not got yet would block the caller
+until it has (kafka-python waits up to max_block_ms; confluent-kafka asks Kafka for the
+partition count): `learn_topic` waits for it on a worker thread instead, and callers that
+send to many topics (the scheduler) await it before producing; the gateway fetches its
+two topics' metadata before it starts.
 
 kafka-python wakes its sender thread for every send that starts a batch; here the
 wake-ups are held (`wakeups()`) and given once per `wakeup_delay_s` (0: at the end of
@@ -57,12 +67,14 @@ class AsyncProducer:
         create: Callable[[], RecordProducer] | None = None,
         backoff: Backoff = RENEW_BACKOFF,
         wakeup_delay_s: float = 0.0,
+        renew_operation: str = "kafka.producer_renew",
     ) -> None:
         self._producer = producer
         self._wakeup_delay_s = wakeup_delay_s  # keep it below the producer's linger
         self._loop = loop
         self._create = create  # blocking: runs on a worker thread
         self._backoff = backoff
+        self._renew_operation = renew_operation  # ota_retries_total's label for renewals
         self._lock = threading.Lock()
         self._done: list[tuple[OnDone, BaseException | None]] = []
         self._scheduled = False
@@ -71,7 +83,7 @@ class AsyncProducer:
         self._refreshed = 0.0
         self._wakeups: Wakeups | None = None  # holding until `_release` runs
 
-    def produce(self, topic: str, key: bytes | None, value: bytes, on_done: OnDone) -> None:
+    def produce(self, topic: str, key: bytes | None, value: bytes | None, on_done: OnDone) -> None:
         """Send a record; `on_done(None | KafkaClientError)` runs on the loop once Kafka answered
         (acks=all). Never calls `on_done` before returning."""
         if self._wakeups is None:
@@ -96,8 +108,9 @@ class AsyncProducer:
             self._wakeups.release()
             self._wakeups = None
 
-    def send(self, topic: str, key: bytes | None, value: bytes) -> asyncio.Future[None]:
-        """A future resolved once Kafka acknowledged the record (for occasional records)."""
+    def send(self, topic: str, key: bytes | None, value: bytes | None) -> asyncio.Future[None]:
+        """The record's delivery: a future resolved once Kafka acknowledged it, failed with a
+        KafkaClientError once the producer gave up on it."""
         future: asyncio.Future[None] = self._loop.create_future()
 
         def settle(error: BaseException | None) -> None:
@@ -110,6 +123,18 @@ class AsyncProducer:
 
         self.produce(topic, key, value, settle)
         return future
+
+    async def learn_topic(self, topic: str) -> None:
+        """Wait (on a worker thread, up to the producer's max_block_ms) until the client
+        knows the topic's partitions, so a send to it does not block the loop. Raises
+        KafkaClientError when Kafka did not tell in time (retriable) or refuses the topic."""
+        if self._producer.knows(topic):
+            return
+        known = await asyncio.to_thread(self._producer.partitions_for, topic)
+        if not known:
+            raise KafkaClientError(
+                f"no partitions known for topic {topic}", retriable=True, name="UnknownTopic"
+            )
 
     def _partition(self, topic: str, key: bytes | None) -> int | None:
         if key is None:
@@ -136,6 +161,8 @@ class AsyncProducer:
     def _refresh(self) -> None:
         # A topic may gain partitions: then its keys map anew, as every producer's do.
         for topic, partitions in list(self._partitions.items()):
+            if not self._producer.knows(topic):
+                continue  # asking now would block until Kafka tells (after a restart)
             known = self._producer.partitions_for(topic)
             if known and len(known) != len(partitions):
                 self._partitions[topic] = sorted(known)
@@ -167,7 +194,7 @@ class AsyncProducer:
             raise RuntimeError("this producer has no factory to renew it with")
         create = self._create
         fresh = await retry(
-            "gateway.producer_renew",
+            self._renew_operation,
             lambda: asyncio.to_thread(create),
             on=KafkaClientError,
             policy=self._backoff,

@@ -1,4 +1,4 @@
-"""The bridge's cached key -> partition mapping is the one every other producer uses
+"""The asyncio producer's cached key -> partition mapping is the one every other producer uses
 (kafka-python's default partitioner, the Java client's murmur2), so a device's records
 from the gateway and from the other services share a partition."""
 
@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kafka.partitioner.default import DefaultPartitioner
 
-from gateway.kafka_bridge import AsyncProducer
+from ota.kafka_async import AsyncProducer
 
 
 class _Cluster:
@@ -33,6 +33,9 @@ class _Producer:
 
     def partitions_for(self, _topic: str) -> set[int]:
         return set(range(self.partitions))
+
+    def knows(self, _topic: str) -> bool:
+        return True
 
 
 @given(st.text(min_size=1, max_size=64), st.sampled_from([1, 3, 12, 50]))
