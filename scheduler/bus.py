@@ -1,7 +1,8 @@
 """Kafka I/O for the scheduler without blocking the event loop.
 
-kafka-python is blocking, so each client lives on its own single thread: the
-producer's sends and flushes run there, and each consumer polls and commits there.
+Records are produced with the services' asyncio producer (ota/kafka_async.py): handed
+over on the loop, their deliveries awaited. kafka-python's consumer is blocking, so each
+consumer lives on its own single thread, which polls and commits.
 A consumer hands every polled batch to an async handler and commits only after the
 handler returned (at-least-once; handlers are idempotent).
 
@@ -33,10 +34,10 @@ from redis.exceptions import RedisError
 from ota import metrics
 from ota.backoff import Backoff, StoppedError, retry
 from ota.health import HEALTH
+from ota.kafka_async import AsyncProducer
 from ota.kafka_clients import make_consumer, make_producer
 from ota.kafka_consumer import RecordConsumer, poll_paused, resume_all, wait_for_partitions
-from ota.kafka_errors import FlushTimeoutError, KafkaClientError, translate, worth_retrying
-from ota.kafka_producer import Delivery
+from ota.kafka_errors import KafkaClientError, translate, worth_retrying
 from ota.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -72,80 +73,109 @@ class Out:
 
 
 class Producer:
+    """The scheduler's sends, on the services' asyncio producer (ota/kafka_async.py):
+    records are handed over on the loop and their deliveries awaited, no thread per send."""
+
     def __init__(self, settings: CommonSettings) -> None:
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="kafka-produce")
-        # Patient sends wait on a thread of their own, so a request's bounded send is
-        # never queued behind one waiting for Kafka (the producer is thread-safe).
-        self._patient_pool = ThreadPoolExecutor(1, thread_name_prefix="kafka-produce-patient")
-        self._producer = make_producer(settings, client_id="ota-scheduler")
-        self._closing = False
+        # Blocking (bootstrap), as the scheduler's start is: Kafka unreachable fails it.
+        self._kafka = make_producer(settings, client_id="ota-scheduler")
+        self._async: AsyncProducer | None = None  # bound to the loop by the first send
+        # Patient sends go one after another (a later one starts once the earlier one's
+        # records are all in Kafka), so a record resent after an outage never lands behind
+        # a later send's; bounded sends do not queue behind them.
+        self._patient = asyncio.Lock()
+        self._unanswered: set[asyncio.Future[None]] = set()
+        self._closed = False
 
     async def send(self, records: Iterable[Out], *, patient: bool = False) -> None:
         """Send and wait until Kafka acknowledged every record. Raises KafkaError when
         Kafka did not take them within `SEND_TIMEOUT_S`, unless `patient`: then the
-        records Kafka did not take are sent again (in order, with backoff) until it does."""
+        records Kafka did not take are sent again (in order, with backoff) until it does;
+        a record Kafka refuses for good (too large, not authorised) raises at once."""
         batch = list(records)
         if not batch:
             return
-        loop = asyncio.get_running_loop()
         if not patient:
-            await loop.run_in_executor(self._pool, self._send_sync, batch)
+            await self._send_bounded(batch)
             return
+        async with self._patient:
 
-        async def attempt() -> None:
-            nonlocal batch
-            batch = await loop.run_in_executor(self._patient_pool, self._send_until_answered, batch)
-            if batch:
-                raise _NotTakenError(f"kafka did not take {len(batch)} records")
+            async def attempt() -> None:
+                nonlocal batch
+                batch = await self._not_taken(batch)
+                if batch:
+                    raise _NotTakenError(f"kafka did not take {len(batch)} records")
 
-        await retry("scheduler.send", attempt, on=_NotTakenError, policy=SEND_RETRY)
+            await retry("scheduler.send", attempt, on=_NotTakenError, policy=SEND_RETRY)
 
-    def _send_sync(self, batch: list[Out]) -> None:
-        futures = [
-            self._producer.send(out.topic, key=out.key.encode(), value=out.value) for out in batch
-        ]
-        self._producer.flush(timeout=SEND_TIMEOUT_S)
-        for future in futures:
-            try:
-                future.get(timeout=SEND_TIMEOUT_S)
-            except KafkaError as exc:
-                raise translate(exc) from exc
+    async def _send_bounded(self, batch: list[Out]) -> None:
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT_S):
+                deliveries = await self._hand_over(batch)
+                await asyncio.wait(deliveries)
+        except TimeoutError as exc:
+            raise KafkaClientError(
+                f"kafka did not acknowledge {len(batch)} records in {SEND_TIMEOUT_S:.0f} s",
+                retriable=True,
+                name="KafkaTimeoutError",
+            ) from exc
+        for delivery in deliveries:
+            error = delivery.exception()
+            if error is not None:
+                raise translate(error)
 
-    def _send_until_answered(self, batch: list[Out]) -> list[Out]:
-        """Sends and waits for every answer (the producer retries up to its delivery
-        timeout); returns the records Kafka did not take, in their order."""
-        sent: list[tuple[Out, Delivery | None]] = []
-        for out in batch:
-            try:
-                future = self._producer.send(out.topic, key=out.key.encode(), value=out.value)
-            except KafkaClientError as exc:  # no metadata within max_block_ms: Kafka away
-                if not exc.retriable:
-                    raise
-                future = None
-            sent.append((out, future))
-        while True:
-            try:
-                self._producer.flush(timeout=SEND_TIMEOUT_S)
-                break
-            except FlushTimeoutError:
-                if self._closing:
-                    raise  # shutting down: the next reconciler releases them again
-        failed = [(out, f) for out, f in sent if f is None or f.failed()]
-        for _, future in failed:
-            error = future.exception if future is not None else None
+    async def _not_taken(self, batch: list[Out]) -> list[Out]:
+        """Sends and waits for every answer (the producer retries each record up to its
+        delivery timeout); returns the records Kafka did not take, in their order."""
+        try:
+            deliveries = await self._hand_over(batch)
+        except KafkaClientError as exc:  # no metadata within max_block_ms: Kafka away
+            if not exc.retriable:
+                raise
+            return batch
+        await asyncio.wait(deliveries)
+        failed = [(out, d.exception()) for out, d in zip(batch, deliveries, strict=True)]
+        for _, error in failed:
             if error is not None and not worth_retrying(error):
-                raise error  # refused for good (too large, not authorised): not a pause
-        return [out for out, _ in failed]
+                raise translate(error)  # refused for good: not a pause
+        return [out for out, error in failed if error is not None]
+
+    async def _hand_over(self, batch: list[Out]) -> list[asyncio.Future[None]]:
+        """The records' deliveries, in order; first each topic's metadata, so that no
+        send waits for it on the loop. (A send still waits, on confluent-kafka only, while
+        librdkafka's queue is full: 100,000 records unacknowledged, far above what the
+        scheduler keeps in flight.)"""
+        if self._closed:  # librdkafka would queue the records with nobody to deliver them
+            raise KafkaClientError("the producer is closed", retriable=False, name="Closed")
+        if self._async is None:
+            self._async = AsyncProducer(self._kafka, asyncio.get_running_loop())
+        producer = self._async
+        for topic in dict.fromkeys(out.topic for out in batch):
+            await producer.learn_topic(topic)
+        deliveries = [producer.send(out.topic, out.key.encode(), out.value) for out in batch]
+        for delivery in deliveries:
+            self._unanswered.add(delivery)
+            delivery.add_done_callback(self._answered)
+        return deliveries
+
+    def _answered(self, delivery: asyncio.Future[None]) -> None:
+        self._unanswered.discard(delivery)
+        delivery.exception()  # read here: a send that timed out no longer looks at it
 
     async def close(self) -> None:
-        def close() -> None:
-            self._producer.flush(timeout=SEND_TIMEOUT_S)
-            self._producer.close(timeout=SEND_TIMEOUT_S)
-
-        self._closing = True
-        await asyncio.get_running_loop().run_in_executor(self._pool, close)
-        self._pool.shutdown(wait=True)
-        self._patient_pool.shutdown(wait=False, cancel_futures=True)
+        """Deliver what is handed over (bounded by `SEND_TIMEOUT_S`), close the producer;
+        a send still waiting then fails (not retriable: the next reconciler releases its
+        records again)."""
+        self._closed = True
+        if self._async is None:
+            await asyncio.to_thread(self._kafka.close, timeout=SEND_TIMEOUT_S)
+        else:
+            await self._async.close(SEND_TIMEOUT_S)
+        # The deliveries the close settled were handed to the loop before it returned.
+        closed = KafkaClientError("producer closed before Kafka answered", retriable=False)
+        for delivery in list(self._unanswered):
+            if not delivery.done():
+                delivery.set_exception(closed)
 
 
 Handler = Callable[[Sequence[Any]], Awaitable[None]]
