@@ -1,10 +1,10 @@
 """Kafka I/O for the scheduler without blocking the event loop.
 
 Records are produced with the services' asyncio producer (ota/kafka_async.py): handed
-over on the loop, their deliveries awaited. kafka-python's consumer is blocking, so each
-consumer lives on its own single thread, which polls and commits.
-A consumer hands every polled batch to an async handler and commits only after the
-handler returned (at-least-once; handlers are idempotent).
+over on the loop, their deliveries awaited. The consumers' calls block, so each consumer
+lives on its own single thread, which polls and commits. A consumer hands every polled
+batch to an async handler and commits only after the handler returned (at-least-once;
+handlers are idempotent).
 
 Group membership outlives slow batches: while a handler runs (or retries while Redis
 or Kafka is away) the consumer keeps polling with its partitions paused, so it keeps
@@ -14,9 +14,10 @@ the group moved on is not fatal: the partitions' next owner applies the batch ag
 Sends from API requests are bounded (`SEND_TIMEOUT_S`, then the request answers 503);
 the reconciler's sends are `patient`: while Kafka is away a release waits for it, and
 what the producer gave up on is sent again with backoff, so a Kafka restart pauses the
-rollout instead of stopping the reconciler. Both retries (a patient send, a batch while
-Redis or Kafka is away) go through `ota.backoff.retry` (operations `scheduler.send`,
-`scheduler.batch`, counted in `ota_retries_total`).
+rollout instead of stopping the reconciler; a record Kafka refuses for good ends it at
+once. Both retries (a patient send, a batch while Redis or Kafka is away) go through
+`ota.backoff.retry` (operations `scheduler.send`, `scheduler.batch`, counted in
+`ota_retries_total`).
 """
 
 from __future__ import annotations
@@ -133,12 +134,14 @@ class Producer:
             if not exc.retriable:
                 raise
             return batch
-        await asyncio.wait(deliveries)
-        failed = [(out, d.exception()) for out, d in zip(batch, deliveries, strict=True)]
-        for _, error in failed:
-            if error is not None and not worth_retrying(error):
-                raise translate(error)  # refused for good: not a pause
-        return [out for out, error in failed if error is not None]
+        pending = set(deliveries)
+        while pending:  # until all are answered, or one is refused for good: not a pause
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+            for delivery in done:
+                error = delivery.exception()
+                if error is not None and not worth_retrying(error):
+                    raise translate(error)
+        return [out for out, d in zip(batch, deliveries, strict=True) if d.exception()]
 
     async def _hand_over(self, batch: list[Out]) -> list[asyncio.Future[None]]:
         """The records' deliveries, in order; first each topic's metadata, so that no

@@ -2,7 +2,8 @@
 (scheduler/bus.Producer) against a real Kafka, on both clients: a send is an awaitable
 delivery result; a bounded send answers within its timeout while Kafka is away, the
 event loop running meanwhile; a patient send resends, in order, what Kafka did not take
-during an outage, and completes once Kafka is back.
+during an outage, and completes once Kafka is back; a record refused for good ends it at
+once.
 
 The outage tests stop a private Kafka (tests/kafka_kit.py), never the shared one."""
 
@@ -191,19 +192,24 @@ async def test_a_patient_send_resends_in_order_what_kafka_did_not_take(
     assert [v for _, v in seen] == [b"0", *values]
 
 
+@pytest.mark.timeout(300)
+@pytest.mark.filterwarnings("ignore:unclosed <socket:ResourceWarning")  # see kafka_back
 @pytest.mark.parametrize("client", KAFKA_CLIENTS)
-async def test_a_patient_send_raises_at_once_on_a_refusal_for_good(
-    client: str, kafka_bootstrap: str, topic_factory: Callable[..., str]
+async def test_a_refusal_for_good_ends_a_patient_send_at_once_while_kafka_is_away(
+    client: str, kafka_back: PrivateKafka
 ) -> None:
-    topic = topic_factory("async-refused", partitions=PARTITIONS)
-    producer = await asyncio.to_thread(Producer, _settings(kafka_bootstrap, client))
-    before = _send_retries()
+    topic = await asyncio.to_thread(_create_topic, kafka_back.bootstrap)
+    producer = await asyncio.to_thread(Producer, _settings(kafka_back.bootstrap, client))
     try:
-        with pytest.raises(KafkaClientError) as refused:  # larger than Kafka takes
-            await asyncio.wait_for(
-                producer.send([Out(topic, "device-1", b"x" * 2_000_000)], patient=True), 60
-            )
+        await producer.send([Out(topic, "device-1", b"0")])
+        await asyncio.to_thread(kafka_back.stop)
+        before = _send_retries()
+        waiting = Out(topic, "device-1", b"1")  # waits for Kafka (delivery timeout: 5 min)
+        too_large = Out(topic, "device-2", b"x" * 2_000_000)  # above the 1 MB Kafka takes
+        with pytest.raises(KafkaClientError) as refused:
+            await asyncio.wait_for(producer.send([waiting, too_large], patient=True), 30)
+        assert not refused.value.retriable
+        assert _send_retries() == before  # not taken for a pause
     finally:
+        await asyncio.to_thread(kafka_back.start)
         await producer.close()
-    assert not refused.value.retriable
-    assert _send_retries() == before
