@@ -1,3 +1,3 @@
-from tests.integration.gateway.conftest import kafka_producer, readers, stack
+from tests.integration.gateway.conftest import devices, kafka_producer, readers, stack
 
-__all__ = ["kafka_producer", "readers", "stack"]
+__all__ = ["devices", "kafka_producer", "readers", "stack"]

@@ -119,11 +119,12 @@ async def test_kafka_not_answering_holds_acknowledgements_and_loses_nothing(
     readers: Callable[[str], KafkaReader],
     kafka_producer: KafkaProducer,
     kafka_pause: tuple[Callable[[], None], Callable[[], None]],
+    devices: Callable[[str], Device],
 ) -> None:
     stop_kafka, resume_kafka = kafka_pause
     inbox = readers(stack.topics.inbox)
     device_id = new_device("kdown")
-    device = Device(stack, device_id)
+    device = devices(device_id)
     deliveries: Counter[str] = Counter()
 
     def received() -> int:
@@ -175,5 +176,4 @@ async def test_kafka_not_answering_holds_acknowledgements_and_loses_nothing(
         )
         await _until(lambda: _paused() == 0.0)
         assert received() - before == MESSAGES  # each delivered to the gateway once
-    await device.close()
     assert _event_ids(records, device_id) == wanted  # each once, in the device's order

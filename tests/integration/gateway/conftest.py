@@ -272,3 +272,19 @@ class Device:
 
     async def close(self) -> None:
         await self.client.disconnect()
+
+
+@pytest.fixture
+async def devices(stack: Stack) -> AsyncIterator[Callable[[str], Device]]:
+    """`devices(device_id)` makes a Device, disconnected when the test ends however it
+    ended: one left connected leaves its socket to the garbage collector, whose
+    ResourceWarning then fails whichever later test it lands in."""
+    made: list[Device] = []
+
+    def make(device_id: str) -> Device:
+        made.append(Device(stack, device_id))
+        return made[-1]
+
+    yield make
+    for device in made:
+        await device.close()
