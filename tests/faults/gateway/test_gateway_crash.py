@@ -65,6 +65,7 @@ async def test_kill_at_a_pause_point_loses_nothing(
     readers: Callable[[str], KafkaReader],
     point: str,
     copies_before_restart: int,
+    devices: Callable[[str], Device],
 ) -> None:
     inbox = readers(stack.topics.inbox)
     device_id = new_device("crash")
@@ -83,7 +84,7 @@ async def test_kill_at_a_pause_point_loses_nothing(
     process = pausing_gateway(stack, point)
     try:
         wait_log(process, "gateway started")
-        device = Device(stack, device_id)
+        device = devices(device_id)
         await device.connect()
         device.publish(up_topic(device_id), payload)
         wait_log(process, "test pause")

@@ -251,6 +251,7 @@ class Device:
         self.received: list[tuple[str, bytes]] = []
         self.client.on_message = self._on_message
         self._stack = stack
+        self._closed = False
 
     def _on_message(self, _c: Client, topic: str, payload: bytes, _qos: int, _p: Any) -> int:
         self.received.append((topic, payload))
@@ -271,7 +272,10 @@ class Device:
         self.client.publish(Message(topic, payload, qos=qos))
 
     async def close(self) -> None:
-        await self.client.disconnect()
+        """Disconnect; once (the `devices` fixture closes again what a test closed)."""
+        if not self._closed:
+            self._closed = True
+            await self.client.disconnect()
 
 
 @pytest.fixture

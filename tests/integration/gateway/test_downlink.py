@@ -28,11 +28,14 @@ async def _until(predicate: Callable[[], bool], timeout_s: float = 20.0) -> None
 
 
 async def test_restart_resumes_after_the_acknowledged_commands(
-    stack: Stack, kafka_producer: KafkaProducer, readers: Callable[[str], KafkaReader]
+    stack: Stack,
+    kafka_producer: KafkaProducer,
+    readers: Callable[[str], KafkaReader],
+    devices: Callable[[str], Device],
 ) -> None:
     letters = readers(stack.topics.dead_letters)
     device_id = new_device("down")
-    device = Device(stack, device_id)
+    device = devices(device_id)
     await device.connect()
     await device.subscribe(down_topic(device_id))
 

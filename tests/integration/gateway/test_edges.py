@@ -43,12 +43,12 @@ def _presence(records: list[Any], device_id: str) -> list[PresenceRecord]:
 
 
 async def test_presence_from_a_real_connect_and_disconnect(
-    stack: Stack, readers: Callable[[str], KafkaReader]
+    stack: Stack, readers: Callable[[str], KafkaReader], devices: Callable[[str], Device]
 ) -> None:
     inbox = readers(stack.topics.inbox)
     device_id = new_device()
     async with running_gateway(stack):
-        device = Device(stack, device_id)
+        device = devices(device_id)
         await device.connect()
         await inbox.wait_for(lambda rs: len(_presence(rs, device_id)) == 1)
         await device.close()
@@ -61,31 +61,31 @@ async def test_presence_from_a_real_connect_and_disconnect(
 
 
 async def test_presence_of_a_device_that_drops_without_disconnect(
-    stack: Stack, readers: Callable[[str], KafkaReader]
+    stack: Stack, readers: Callable[[str], KafkaReader], devices: Callable[[str], Device]
 ) -> None:
     inbox = readers(stack.topics.inbox)
     device_id = new_device()
     async with running_gateway(stack):
-        device = Device(stack, device_id)
+        device = devices(device_id)
         await device.connect()
         await inbox.wait_for(lambda rs: len(_presence(rs, device_id)) == 1)
         # Abort the socket: the broker logs "closed its connection", not "disconnected".
         device.client._connection._transport.abort()
         device.client.stop_reconnect()
         records = await inbox.wait_for(lambda rs: len(_presence(rs, device_id)) == 2)
-        await device.client.disconnect()
+        await device.close()
     assert [p.online for p in _presence(records, device_id)] == [True, False]
 
 
 async def test_a_device_cannot_publish_on_another_devices_topic(
-    stack: Stack, readers: Callable[[str], KafkaReader]
+    stack: Stack, readers: Callable[[str], KafkaReader], devices: Callable[[str], Device]
 ) -> None:
     """The broker refuses the forged report and disconnects the offender; the victim's own
     report, sent after that, is the only one recorded for it."""
     inbox = readers(stack.topics.inbox)
     attacker, victim = new_device("attacker"), new_device("victim")
     async with running_gateway(stack):
-        device, honest = Device(stack, attacker), Device(stack, victim)
+        device, honest = devices(attacker), devices(victim)
         await device.connect()
         await honest.connect()
         device.publish(up_topic(attacker), _report("1.0"))  # its own topic works
@@ -131,13 +131,13 @@ MALFORMED: list[tuple[bytes, str]] = [
 
 
 async def test_malformed_payloads_are_dead_lettered_while_valid_ones_flow(
-    stack: Stack, readers: Callable[[str], KafkaReader]
+    stack: Stack, readers: Callable[[str], KafkaReader], devices: Callable[[str], Device]
 ) -> None:
     inbox = readers(stack.topics.inbox)
     letters = readers(stack.topics.dead_letters)
     device_id = new_device()
     async with running_gateway(stack):
-        device = Device(stack, device_id)
+        device = devices(device_id)
         await device.connect()
         device.publish(up_topic(device_id), _report("0", "before"))
         for payload, _reason in MALFORMED:
@@ -171,7 +171,7 @@ def _system_event(service_id: str, event_type: str, paras: dict[str, Any]) -> by
 
 
 async def test_sdk_system_events_are_counted_not_dead_lettered(
-    stack: Stack, readers: Callable[[str], KafkaReader]
+    stack: Stack, readers: Callable[[str], KafkaReader], devices: Callable[[str], Device]
 ) -> None:
     inbox = readers(stack.topics.inbox)
     letters = readers(stack.topics.dead_letters)
@@ -183,7 +183,7 @@ async def test_sdk_system_events_are_counted_not_dead_lettered(
     before = REGISTRY.get_sample_value(*logged) or 0.0
     unknown = _system_event("$remote_login", "remote_login_request", {})
     async with running_gateway(stack):
-        device = Device(stack, device_id)
+        device = devices(device_id)
         await device.connect()
         topic = up_topic(device_id)
         device.publish(topic, _system_event("$log", "log_report", {"content": "connected"}))

@@ -52,12 +52,12 @@ UPLINKS: list[dict[str, Any]] = [
 
 
 async def test_every_uplink_event_reaches_the_inbox(
-    stack: Stack, readers: Callable[[str], KafkaReader]
+    stack: Stack, readers: Callable[[str], KafkaReader], devices: Callable[[str], Device]
 ) -> None:
     inbox = readers(stack.topics.inbox)
     device_id = new_device()
     async with running_gateway(stack):
-        device = Device(stack, device_id)
+        device = devices(device_id)
         await device.connect()
         for service in UPLINKS:
             device.publish(up_topic(device_id), orjson.dumps({"services": [service]}))
@@ -89,10 +89,10 @@ async def test_every_uplink_event_reaches_the_inbox(
 
 
 async def test_every_command_type_reaches_the_device(
-    stack: Stack, kafka_producer: KafkaProducer
+    stack: Stack, kafka_producer: KafkaProducer, devices: Callable[[str], Device]
 ) -> None:
     device_id = new_device()
-    device = Device(stack, device_id)
+    device = devices(device_id)
     await device.connect()
     await device.subscribe(down_topic(device_id))
     commands = []

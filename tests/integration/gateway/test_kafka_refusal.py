@@ -88,14 +88,14 @@ def _event_ids(records: list[Any], device_id: str) -> list[str | None]:
 
 
 async def test_record_too_large_for_kafka_is_dead_lettered_and_acknowledged(
-    stack: Stack, readers: Callable[[str], KafkaReader]
+    stack: Stack, readers: Callable[[str], KafkaReader], devices: Callable[[str], Device]
 ) -> None:
     _limit_inbox(stack)
     inbox, letters = readers(stack.topics.inbox), readers(stack.topics.dead_letters)
     device_id = new_device("big")
     big = _report("big", "x" * 2000)  # valid (<= 2048 chars), too large for Kafka
     async with running_gateway(stack, OTA_GATEWAY_PRESENCE_SOURCE="none"):
-        device = Device(stack, device_id)
+        device = devices(device_id)
         await device.connect()
         device.publish(up_topic(device_id), _report("before"))
         await inbox.wait_for(lambda rs: _event_ids(rs, device_id) == ["before"])
@@ -123,21 +123,20 @@ class _BrokenIsolation(Inbound):
 
 
 async def test_a_failing_uplink_recovery_stops_the_gateway(
-    stack: Stack, readers: Callable[[str], KafkaReader]
+    stack: Stack, readers: Callable[[str], KafkaReader], devices: Callable[[str], Device]
 ) -> None:
     """The recovery is a supervised task: its failure stops the gateway (exit 1 as a
     process), never leaves it up with intake paused and nothing saying so."""
     _limit_inbox(stack)
     with pytest.raises(RuntimeError, match="isolation defect"):
-        await _send_too_large_until_stopped(stack, new_device("broken"))
+        await _send_too_large_until_stopped(stack, devices(new_device("broken")))
 
 
-async def _send_too_large_until_stopped(stack: Stack, device_id: str) -> None:
+async def _send_too_large_until_stopped(stack: Stack, device: Device) -> None:
     async with running_gateway(
         stack, inbound_type=_BrokenIsolation, OTA_GATEWAY_PRESENCE_SOURCE="none"
     ) as stop:
-        device = Device(stack, device_id)
         await device.connect()
-        device.publish(up_topic(device_id), _report("big", "x" * 2000))
+        device.publish(up_topic(device.device_id), _report("big", "x" * 2000))
         await asyncio.wait_for(stop.wait(), 30)  # stopped by the runtime, not by the test
         await device.close()
