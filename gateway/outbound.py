@@ -1,7 +1,7 @@
 """Downlink: commands from Kafka published to devices, offsets committed after PUBACK.
 
-kafka-python's consumer is blocking and not thread-safe, so every call on it runs on one
-dedicated thread; the event loop publishes. Each command is published with QoS 1 in the
+The consumer is the services' asyncio group consumer (ota/kafka_async_consumer.py: its
+blocking calls on a thread of its own); the event loop publishes. Each command is published with QoS 1 in the
 IoTDA envelope (event_id = the command record's id) and a bounded number are in flight.
 A partition's offset is committed only past commands the broker acknowledged
 (`OffsetTracker`), so a crash republishes, never skips. A record that is not a valid
@@ -22,7 +22,6 @@ loop, a runtime-supervised task, so the service stops instead of holding that of
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import time
@@ -39,7 +38,8 @@ from gateway.uplink import MAX_RAW_BYTES, SOURCE
 from ota.backoff import Backoff, StoppedError, retry
 from ota.clock import now_ms
 from ota.kafka_async import AsyncProducer
-from ota.kafka_consumer import RecordConsumer, poll_paused, resume_all
+from ota.kafka_async_consumer import AsyncConsumer
+from ota.kafka_consumer import RecordConsumer
 from ota.kafka_errors import KafkaClientError
 from ota.mqtt import MqttLink, PublishRefusedError, SessionLostError
 from ota.protocol import Event, ProtocolError, check_downlink_paras, down_topic, encode_envelope
@@ -103,22 +103,24 @@ class Outbound:
         self._freed = asyncio.Event()
         self._backoff = backoff
         self._tracker = OffsetTracker()
-        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="downlink")
-        self._consumer: RecordConsumer | None = None
+        self._member = AsyncConsumer("downlink", busy_poll_ms=POLL_TIMEOUT_MS)
         self._loop = asyncio.get_running_loop()
         self._tasks: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None  # a publish task that raised
         self._generation = 0  # bumped on revocation: late acks of old work are ignored
         self._unsent_commit: dict[int, int] = {}  # a refused commit, tried again next time
 
-    async def _on_thread(self, call: Callable[..., Any], *args: Any) -> Any:
-        return await self._loop.run_in_executor(self._thread, call, *args)
-
     async def run(self, stop: asyncio.Event) -> None:
         try:
             await retry(
                 "gateway.consumer_start",
-                self._start,
+                partial(
+                    self._member.start,
+                    self._consumer_factory,
+                    [self._topic],
+                    listener=_Rebalance(self),
+                    stopped=stop.is_set,
+                ),
                 on=KafkaError,
                 policy=self._backoff,
                 stop=stop,
@@ -134,49 +136,29 @@ class Outbound:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._freed.wait(), FULL_WAIT_S)
             try:
-                batches = await retry(
+                records = await retry(
                     "gateway.poll",
-                    partial(self._on_thread, self._poll, self._in_flight - self._busy),
+                    partial(self._poll, self._in_flight - self._busy),
                     on=KafkaError,
                     policy=self._backoff,
                     stop=stop,
                 )
             except StoppedError:
                 return
-            for records in batches:
-                for record in records:
-                    self._busy += 1
-                    self._tracker.started(record.partition, record.offset)
-                    self._spawn(record.partition, record.offset, record.value)
+            for record in records:
+                self._busy += 1
+                self._tracker.started(record.partition, record.offset)
+                self._spawn(record.partition, record.offset, record.value)
             metrics.IN_FLIGHT.labels("downlink").set(self._tracker.in_flight())
             if time.monotonic() - last_commit >= COMMIT_INTERVAL_S:
                 await self._commit()
                 last_commit = time.monotonic()
 
-    async def _start(self) -> None:
-        consumer = await self._on_thread(self._consumer_factory)
-        try:
-            await self._on_thread(self._subscribe, consumer)
-        except KafkaError:
-            await self._on_thread(consumer.close)
-            raise
-        self._consumer = consumer
-
-    def _subscribe(self, consumer: RecordConsumer) -> None:
-        # With the topic's metadata known before the first join, the group leader assigns
-        # its partitions at once (otherwise it may assign nothing and rebalance later).
-        consumer.partitions_for_topic(self._topic)
-        consumer.subscribe([self._topic], listener=_Rebalance(self))
-
-    def _poll(self, free: int) -> list[list[Any]]:
+    async def _poll(self, free: int) -> list[Any]:
         """At most `free` records; none while `free` is 0, polling paused to stay in the group."""
-        consumer = self._consumer
-        assert consumer is not None
         if free > 0:
-            resume_all(consumer)
-            limit = min(free, consumer.max_poll_records)
-            return list(consumer.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=limit).values())
-        poll_paused(consumer, POLL_TIMEOUT_MS)
+            return await self._member.poll(POLL_TIMEOUT_MS, free)
+        await self._member.keep_membership()
         return []
 
     def _spawn(self, partition: int, offset: int, value: bytes) -> None:
@@ -257,26 +239,24 @@ class Outbound:
         self._unsent_commit = {}
         if offsets:
             generation = self._generation
-            done = await self._on_thread(self._commit_offsets, offsets)
+            refused = await self._member.commit(self._positions(offsets))
             # After a revocation meanwhile, these offsets may be another member's to commit.
-            if not done and generation == self._generation:
-                self._unsent_commit = {**offsets, **self._unsent_commit}
+            if refused is not None:
+                self._commit_refused(refused)
+                if generation == self._generation:
+                    self._unsent_commit = {**offsets, **self._unsent_commit}
 
-    def _commit_offsets(self, offsets: dict[int, int]) -> bool:
-        assert self._consumer is not None
-        try:
-            self._consumer.commit(
-                {
-                    TopicPartition(self._topic, partition): OffsetAndMetadata(offset, "", -1)
-                    for partition, offset in offsets.items()
-                }
-            )
-        except KafkaError as exc:
-            # Not fatal: the offsets are committed on the next round, or the commands are
-            # republished after a rebalance (devices and workers drop duplicates by event id).
-            log.warning("downlink commit failed", extra={"error": str(exc)})
-            return False
-        return True
+    def _positions(self, offsets: dict[int, int]) -> dict[TopicPartition, OffsetAndMetadata]:
+        return {
+            TopicPartition(self._topic, partition): OffsetAndMetadata(offset, "", -1)
+            for partition, offset in offsets.items()
+        }
+
+    @staticmethod
+    def _commit_refused(refused: KafkaError) -> None:
+        # Not fatal: the offsets are committed on the next round, or the commands are
+        # republished after a rebalance (devices and workers drop duplicates by event id).
+        log.warning("downlink commit failed", extra={"error": str(refused)})
 
     def on_revoked_from_thread(self, revoked: list[TopicPartition]) -> None:
         """Commit what was acknowledged and drop the rest of the revoked partitions."""
@@ -292,7 +272,9 @@ class Outbound:
 
         offsets = asyncio.run_coroutine_threadsafe(_call(settle), self._loop).result(timeout=30)
         if offsets:
-            self._commit_offsets(offsets)
+            refused = self._member.commit_here(self._positions(offsets))
+            if refused is not None:
+                self._commit_refused(refused)
 
     async def drain(self, timeout_s: float) -> None:
         """Wait (bounded) for in-flight publishes, commit what they acknowledged, close."""
@@ -300,10 +282,9 @@ class Outbound:
             _done, pending = await asyncio.wait(set(self._tasks), timeout=timeout_s)
             for task in pending:
                 task.cancel()
-        if self._consumer is not None:
+        if self._member.started:
             await self._commit()
-            await self._on_thread(self._consumer.close)
-        self._thread.shutdown(wait=False)
+        await self._member.close()
 
 
 async def _call(function: Callable[[], dict[int, int]]) -> dict[int, int]:

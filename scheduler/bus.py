@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,8 +35,8 @@ from ota import metrics
 from ota.backoff import Backoff, StoppedError, retry
 from ota.health import HEALTH
 from ota.kafka_async import AsyncProducer
+from ota.kafka_async_consumer import AsyncConsumer
 from ota.kafka_clients import make_consumer, make_producer
-from ota.kafka_consumer import RecordConsumer, poll_paused, resume_all, wait_for_partitions
 from ota.kafka_errors import KafkaClientError, translate, worth_retrying
 from ota.settings import CommonSettings
 
@@ -49,7 +48,6 @@ COMMIT_FAILURES = metrics.counter(
 SEND_TIMEOUT_S = 30.0
 SEND_RETRY = Backoff(0.2, 2.0)  # patient sends: Kafka is tried again at least every 2 s
 BATCH_RETRY = Backoff(0.1, 5.0)  # a batch while Redis or Kafka is away
-METADATA_WAIT_S = 30.0
 # Group timings: a member survives ~45 s of CPU starvation before the group drops it, and
 # the poll interval bound only matters if the loop itself stalls (it polls while busy).
 GROUP_CONFIG: dict[str, Any] = {
@@ -57,9 +55,6 @@ GROUP_CONFIG: dict[str, Any] = {
     "heartbeat_interval_ms": 3_000,
     "max_poll_interval_ms": 300_000,
 }
-# A batch that takes longer than this gets the consumer polling (paused) meanwhile; each
-# such poll waits this long, enough for a rebalance's JoinGroup/SyncGroup to complete in it.
-BUSY_POLL_MS = 1_000
 
 
 class _NotTakenError(Exception):
@@ -201,15 +196,13 @@ class Consumer:
         self._settings, self._topics, self._group = settings, topics, group_id
         self._handler, self._name, self._poll_ms = handler, name, poll_ms
         self._group_config = GROUP_CONFIG if group_config is None else group_config
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"kafka-{name}")
+        self._member = AsyncConsumer(name)
         # Unready until the consumer exists; its poll beat takes over from there.
         self._starting = HEALTH.hold(f"kafka-poll {group_id}")
 
     async def run(self, stop: asyncio.Event) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            consumer = await loop.run_in_executor(
-                self._pool,
+            await self._member.start(
                 lambda: make_consumer(
                     self._settings,
                     group_id=self._group,
@@ -217,52 +210,28 @@ class Consumer:
                     metadata_max_age_ms=30_000,  # notice new partitions within half a minute
                     **self._group_config,
                 ),
+                self._topics,
+                stopped=stop.is_set,
             )
         finally:
             self._starting()
         try:
-            await loop.run_in_executor(self._pool, self._await_metadata, consumer, stop)
-            await loop.run_in_executor(self._pool, consumer.subscribe, list(self._topics))
             while not stop.is_set():
-                polled = await loop.run_in_executor(
-                    self._pool, lambda: consumer.poll(timeout_ms=self._poll_ms)
-                )
-                records = [r for batch in polled.values() for r in batch]
+                records = await self._member.poll(self._poll_ms)
                 if not records:
                     continue
-                if await self._handle_polling(consumer, records, stop):
-                    await loop.run_in_executor(self._pool, self._commit, consumer)
+                if await self._member.while_busy(self._handle(records, stop)):
+                    await self._commit()
         finally:
-            await loop.run_in_executor(self._pool, consumer.close)
-            self._pool.shutdown(wait=True)
+            await self._member.close()
 
-    async def _handle_polling(
-        self, consumer: RecordConsumer, records: Sequence[Any], stop: asyncio.Event
-    ) -> bool:
-        """`_handle` while the consumer polls with every partition paused (heartbeats,
-        rebalances); resumes the partitions it still owns afterwards."""
-        loop = asyncio.get_running_loop()
-        handling = asyncio.ensure_future(self._handle(records, stop))
-        await asyncio.wait({handling}, timeout=BUSY_POLL_MS / 1000)
-        if handling.done():
-            return handling.result()
-        try:
-            while not handling.done():
-                await loop.run_in_executor(self._pool, poll_paused, consumer, BUSY_POLL_MS)
-        finally:
-            if not handling.done():
-                handling.cancel()
-            await loop.run_in_executor(self._pool, resume_all, consumer)
-        return handling.result()
-
-    def _commit(self, consumer: RecordConsumer) -> None:
-        try:
-            consumer.commit()
-        except KafkaError as exc:
+    async def _commit(self) -> None:
+        refused = await self._member.commit()
+        if refused is not None:
             # The group rebalanced (or dropped this member) meanwhile: the partitions' next
             # owner applies the batch again; the next poll rejoins if needed.
             COMMIT_FAILURES.labels(self._name).inc()
-            log.warning("commit failed", extra={"consumer": self._name, "error": str(exc)})
+            log.warning("commit failed", extra={"consumer": self._name, "error": str(refused)})
 
     async def _handle(self, records: Sequence[Any], stop: asyncio.Event) -> bool:
         """Apply a batch, retrying while Redis or Kafka is unavailable; False if stopped first."""
@@ -278,7 +247,3 @@ class Consumer:
         except StoppedError:
             return False  # uncommitted: the next owner of the partitions applies it
         return True
-
-    def _await_metadata(self, consumer: RecordConsumer, stop: asyncio.Event) -> None:
-        if not wait_for_partitions(consumer, self._topics, METADATA_WAIT_S, stop.is_set):
-            log.warning("topics have no metadata yet", extra={"topics": list(self._topics)})
