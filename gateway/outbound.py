@@ -54,9 +54,9 @@ COMMAND_KINDS = frozenset({"command"})
 RETRY = Backoff(0.1, 5.0)
 # PUBACK failure codes worth publishing again: quota exceeded, the broker's own trouble.
 RETRIABLE_REFUSALS = frozenset({0x97, 0x83})
-# Session dropped, socket gone mid-write, or gmqtt between connections: publish again once
-# the link is back (the offset stays uncommitted meanwhile); and refusals (see above).
-PUBLISH_ERRORS = (SessionLostError, OSError, OverflowError, AttributeError, PublishRefusedError)
+# Session or connection lost, socket gone mid-write: publish again once the link is back
+# (the offset stays uncommitted meanwhile); and refusals (see above).
+PUBLISH_ERRORS = (SessionLostError, OSError, OverflowError, PublishRefusedError)
 
 
 def command_payload(command: CommandRecord) -> bytes:

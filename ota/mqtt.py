@@ -345,11 +345,14 @@ class MqttLink:
 
     async def publish_acked(self, topic: str, payload: bytes, qos: int = 1) -> None:
         """Publish and wait for the broker's PUBACK (QoS 1); raises SessionLostError when the
-        broker dropped the session before acknowledging, PublishRefusedError when it
-        answered with a failure reason code."""
+        connection or the session was lost before the broker acknowledged,
+        PublishRefusedError when it answered with a failure reason code."""
         async with self._slots:
             await self.connected.wait()
-            self.client.publish(Message(topic, payload, qos=qos))
+            try:
+                self.client.publish(Message(topic, payload, qos=qos))
+            except AttributeError as gone:  # gmqtt between connections: no connection object
+                raise SessionLostError("the broker connection is gone") from gone
             if qos == 0:
                 return
             await self._storage.wait_for(self._storage.last_mid)

@@ -9,7 +9,7 @@ import pytest
 import uvloop
 
 from ota.backoff import Backoff
-from ota.mqtt import LinkConfig, MqttLink, PublishRefusedError
+from ota.mqtt import LinkConfig, MqttLink, PublishRefusedError, SessionLostError
 
 PUBACK = 0x40
 
@@ -144,3 +144,10 @@ async def test_pubacks_without_a_usable_transport_are_reported_once(
         await asyncio.sleep(0)
     errors = [r for r in caplog.records if "cannot write PUBACKs" in r.getMessage()]
     assert len(errors) == 1
+
+
+async def test_a_publish_between_connections_raises_session_lost() -> None:
+    link = _link(Backoff(0.2, 1.0))
+    link.connected.set()  # stale: the connection object is already gone (never made here)
+    with pytest.raises(SessionLostError, match="connection is gone"):
+        await link.publish_acked("t/down", b"{}")
