@@ -26,6 +26,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from kafka.errors import KafkaError
@@ -37,7 +38,7 @@ from ota.health import HEALTH
 from ota.kafka_async import AsyncProducer
 from ota.kafka_async_consumer import AsyncConsumer
 from ota.kafka_clients import make_consumer, make_producer
-from ota.kafka_errors import KafkaClientError, translate, worth_retrying
+from ota.kafka_errors import KafkaClientError, worth_retrying
 from ota.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class Producer:
         # records are all in Kafka), so a record resent after an outage never lands behind
         # a later send's; bounded sends do not queue behind them.
         self._patient = asyncio.Lock()
-        self._unanswered: set[asyncio.Future[None]] = set()
+        self._unanswered: set[_Answers] = set()
         self._closed = False
 
     async def send(self, records: Iterable[Out], *, patient: bool = False) -> None:
@@ -107,58 +108,51 @@ class Producer:
     async def _send_bounded(self, batch: list[Out]) -> None:
         try:
             async with asyncio.timeout(SEND_TIMEOUT_S):
-                deliveries = await self._hand_over(batch)
-                await asyncio.wait(deliveries)
+                answers = await self._hand_over(batch)
+                await answers.settled
         except TimeoutError as exc:
             raise KafkaClientError(
                 f"kafka did not acknowledge {len(batch)} records in {SEND_TIMEOUT_S:.0f} s",
                 retriable=True,
                 name="KafkaTimeoutError",
             ) from exc
-        for delivery in deliveries:
-            error = delivery.exception()
+        for error in answers.errors:
             if error is not None:
-                raise translate(error)
+                raise error
 
     async def _not_taken(self, batch: list[Out]) -> list[Out]:
         """Sends and waits for every answer (the producer retries each record up to its
         delivery timeout); returns the records Kafka did not take, in their order."""
         try:
-            deliveries = await self._hand_over(batch)
+            answers = await self._hand_over(batch)
         except KafkaClientError as exc:  # no metadata within max_block_ms: Kafka away
             if not exc.retriable:
                 raise
             return batch
-        pending = set(deliveries)
-        while pending:  # until all are answered, or one is refused for good: not a pause
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
-            for delivery in done:
-                error = delivery.exception()
-                if error is not None and not worth_retrying(error):
-                    raise translate(error)
-        return [out for out, d in zip(batch, deliveries, strict=True) if d.exception()]
+        await answers.settled  # every record answered, or one refused for good
+        if answers.refused is not None:
+            raise answers.refused  # not a pause: the release stops
+        return [out for out, error in zip(batch, answers.errors, strict=True) if error]
 
-    async def _hand_over(self, batch: list[Out]) -> list[asyncio.Future[None]]:
-        """The records' deliveries, in order; first each topic's metadata, so that no
-        send waits for it on the loop. (A send still waits, on confluent-kafka only, while
-        librdkafka's queue is full: 100,000 records unacknowledged, far above what the
-        scheduler keeps in flight.)"""
+    async def _hand_over(self, batch: list[Out]) -> _Answers:
+        """The records handed to the producer, their answers counted in `_Answers`; first
+        each topic's metadata, so that no send waits for it on the loop. (A send still
+        waits, on confluent-kafka only, while librdkafka's queue is full: 100,000 records
+        unacknowledged, far above what the scheduler keeps in flight.)"""
         if self._closed:  # librdkafka would queue the records with nobody to deliver them
             raise KafkaClientError("the producer is closed", retriable=False, name="Closed")
+        loop = asyncio.get_running_loop()
         if self._async is None:
-            self._async = AsyncProducer(self._kafka, asyncio.get_running_loop())
+            self._async = AsyncProducer(self._kafka, loop)
         producer = self._async
         for topic in dict.fromkeys(out.topic for out in batch):
             await producer.learn_topic(topic)
-        deliveries = [producer.send(out.topic, out.key.encode(), out.value) for out in batch]
-        for delivery in deliveries:
-            self._unanswered.add(delivery)
-            delivery.add_done_callback(self._answered)
-        return deliveries
-
-    def _answered(self, delivery: asyncio.Future[None]) -> None:
-        self._unanswered.discard(delivery)
-        delivery.exception()  # read here: a send that timed out no longer looks at it
+        answers = _Answers(len(batch), loop)
+        self._unanswered.add(answers)
+        answers.settled.add_done_callback(lambda _: self._unanswered.discard(answers))
+        for index, out in enumerate(batch):
+            producer.produce(out.topic, out.key.encode(), out.value, partial(answers.note, index))
+        return answers
 
     async def close(self) -> None:
         """Deliver what is handed over (bounded by `SEND_TIMEOUT_S`), close the producer;
@@ -169,11 +163,38 @@ class Producer:
             await asyncio.to_thread(self._kafka.close, timeout=SEND_TIMEOUT_S)
         else:
             await self._async.close(SEND_TIMEOUT_S)
-        # The deliveries the close settled were handed to the loop before it returned.
+        # The answers the close settled were handed to the loop before it returned.
         closed = KafkaClientError("producer closed before Kafka answered", retriable=False)
-        for delivery in list(self._unanswered):
-            if not delivery.done():
-                delivery.set_exception(closed)
+        for answers in list(self._unanswered):
+            answers.fail(closed)
+
+
+class _Answers:
+    """Kafka's answers to one handed-over batch, noted on the loop (one future per batch,
+    not one per record: a release hands over thousands of records a second)."""
+
+    def __init__(self, size: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.errors: list[BaseException | None] = [None] * size  # by the record's index
+        self.refused: BaseException | None = None  # the first refusal for good
+        self.settled: asyncio.Future[None] = loop.create_future()
+        self._waiting = size
+
+    def note(self, index: int, error: BaseException | None) -> None:
+        """Record `index`'s answer; settles once all are in, or at a refusal for good."""
+        self.errors[index] = error
+        self._waiting -= 1
+        if self.settled.done():
+            return
+        if error is not None and not worth_retrying(error):
+            self.refused = error
+            self.settled.set_result(None)
+        elif self._waiting == 0:
+            self.settled.set_result(None)
+
+    def fail(self, error: BaseException) -> None:
+        if not self.settled.done():
+            self.settled.set_exception(error)
+            self.settled.exception()  # read: a send that timed out no longer looks at it
 
 
 Handler = Callable[[Sequence[Any]], Awaitable[None]]
