@@ -141,10 +141,25 @@ def assert_paused_not_lost(run: RestartRun, size: int, part: str) -> None:
     assert finished_at_kill < size, f"{part} was killed after the rollout"
     assert run.task["status"] == "Success", run.task
     assert run.succeeded == size
-    assert run.held_up == {}, f"{len(run.held_up)} devices held up: {run.held_up}"
+    assert run.held_up == {}, held_up_report(run)
     assert run.repeats.commands_new_id == 0, run.repeats
     assert run.webhook_missing == 0, f"{run.webhook_missing} device results never told"
     assert run.webhooks.new_id == 0, run.webhooks
+
+
+def held_up_report(run: RestartRun) -> str:
+    """Why a run failed: how long the part was away (kill to answering again: its own start
+    time counts, and grows with the machine's load), then the devices held up and what the
+    topics hold about the first few (`timelines_of`)."""
+    outage_s = run.answered_at - run.killed_at
+    lines = [
+        f"{len(run.held_up)} devices held up, {run.held_up_states()}, "
+        f"after {outage_s:.1f}s from the kill to the part answering: {run.held_up}"
+    ]
+    for device, topics in run.timelines.items():
+        lines.append(f"{device}:")
+        lines += [f"  {topic}: {'; '.join(seen)}" for topic, seen in topics.items()]
+    return "\n".join(lines)
 
 
 async def rollout_across_restart(

@@ -56,6 +56,7 @@ async def test_a_kafka_restart_mid_rollout_costs_no_device_a_timeout(
             kill_after_share=0.2,
             outage_s=OUTAGE_S,
             timeout_s=240,
+            timelines_of=3,  # a failure shows what the topics hold about three of them
         )
     assert_paused_not_lost(run, FLEET, "Kafka")
     # Everything pending flowed within seconds of Kafka answering (windows are 45 s+).
