@@ -41,9 +41,14 @@ from ota.kafka_producer import (
     KeyHashPartitioner,
     RecordProducer,
 )
+from ota.kafka_sockets import close_failed_sockets
 from ota.settings import CommonSettings
 
 log = logging.getLogger(__name__)
+
+# kafka-python leaves a socket open per failed connection attempt (one a second per client
+# while Kafka is down): from here on, for every kafka-python client of the process, closed.
+close_failed_sockets()
 
 # kafka-python 3.0.12 defaults in brackets.
 DELIVERY_TIMEOUT_MS = 300_000  # [120 s] a record is retried this long before it fails

@@ -64,8 +64,6 @@ def poll_until(consumer: RecordConsumer, clock: Clock, group: str, *, out: bool)
 
 
 @pytest.mark.timeout(400)
-# kafka-python leaves a socket unclosed per connection Kafka refused while it was down.
-@pytest.mark.filterwarnings("ignore:unclosed <socket:ResourceWarning")
 @pytest.mark.parametrize("client", KAFKA_CLIENTS)
 def test_a_consumer_cut_off_from_kafka_is_reported_out_of_its_group_then_back(
     kafka_node: PrivateKafka, clock: Clock, client: str
