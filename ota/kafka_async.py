@@ -27,9 +27,10 @@ the loop pass). A new batch waits for linger_ms before it is sent whatever happe
 a wake-up given within the linger delays nothing, and a steady trickle of uplinks to
 many partitions costs one sender pass per delay instead of one per record.
 
-The partition of a keyed record is computed here once per key (Kafka's murmur2, as
-kafka-python's default partitioner, librdkafka's murmur2 and the Java client do) and
-cached, so `send` skips the per-record partitioner.
+On kafka-python the partition of a keyed record is computed here once per key (Kafka's
+murmur2, as kafka-python's default partitioner, librdkafka's murmur2 and the Java client
+do) and cached, so `send` skips its per-record partitioner, which is pure Python;
+librdkafka partitions in C, so records go to it without one.
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ class AsyncProducer:
             else:
                 self._loop.call_soon(self._release)
         try:
-            partition = self._partition(topic, key)
+            partition = None if self._producer.partitions_keys else self._partition(topic, key)
             pending = self._producer.send(topic, value=value, key=key, partition=partition)
         except KafkaClientError as exc:  # no metadata in time, closed, bad topic
             self._complete(on_done, exc)

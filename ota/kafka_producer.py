@@ -62,6 +62,10 @@ class Wakeups(Protocol):
 
 
 class RecordProducer(Protocol):
+    # Whether the client maps a keyed record to its partition itself at no cost to the
+    # caller (librdkafka, in C); else the caller may pass the partition it computed once.
+    partitions_keys: bool
+
     def send(
         self,
         topic: str,
@@ -162,6 +166,8 @@ class KafkaPythonProducer:
     """kafka-python's KafkaProducer; its FutureRecordMetadata is the delivery. A failed
     delivery's exception stays kafka-python's (it carries `retriable`); callers that need
     the name translate it (ota.kafka_errors.translate)."""
+
+    partitions_keys = False  # its partitioner is pure Python, run per record
 
     def __init__(self, client: KafkaProducer) -> None:
         self.client = client
@@ -295,6 +301,8 @@ class _NoWakeups:
 
 class ConfluentProducer:
     """confluent_kafka.Producer with a thread of its own serving delivery reports."""
+
+    partitions_keys = True  # murmur2_random, in C
 
     def __init__(self, client: Any, *, queue_full_timeout_s: float = 60.0) -> None:
         self.client = client

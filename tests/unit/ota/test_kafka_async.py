@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from kafka.partitioner.default import DefaultPartitioner
@@ -28,6 +29,8 @@ class _Cluster:
 
 
 class _Producer:
+    partitions_keys = False
+
     def __init__(self, partitions: int) -> None:
         self.partitions = partitions
 
@@ -66,5 +69,57 @@ def test_keys_map_anew_when_the_topic_gains_partitions() -> None:
             DefaultPartitioner().partition("t", None, key, None, None, cluster) for key in keys
         ]
         assert after != before
+    finally:
+        loop.close()
+
+
+class _Recorded:
+    """A delivery that never settles: only the partition handed over matters here."""
+
+    def add_callback(self, _fn: object) -> _Recorded:
+        return self
+
+    def add_errback(self, _fn: object) -> _Recorded:
+        return self
+
+
+class _RecordingProducer(_Producer):
+    def __init__(self, partitions: int, partitions_keys: bool) -> None:
+        super().__init__(partitions)
+        self.partitions_keys = partitions_keys
+        self.sent: list[int | None] = []
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        partition: int | None = None,
+    ) -> _Recorded:
+        self.sent.append(partition)
+        return _Recorded()
+
+    def wakeups(self) -> _NoWakeups:
+        return _NoWakeups()
+
+
+class _NoWakeups:
+    def hold(self) -> None: ...
+
+    def release(self) -> None: ...
+
+
+@pytest.mark.parametrize("partitions_keys", [True, False])
+def test_a_keyed_record_carries_a_partition_only_for_a_client_that_does_not_compute_it(
+    partitions_keys: bool,
+) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        producer = _RecordingProducer(12, partitions_keys)
+        bridge = AsyncProducer(producer, loop)  # type: ignore[arg-type]
+        bridge.produce("t", b"dev-1", b"v", lambda _error: None)
+        expected = None if partitions_keys else bridge._partition("t", b"dev-1")
+        assert producer.sent == [expected]
+        assert partitions_keys or expected is not None
     finally:
         loop.close()
