@@ -12,11 +12,13 @@ from typing import Any
 
 import httpx
 import orjson
+import redis
 from kafka import TopicPartition
 
 from ops.cli import main as ota_cli
 from ota.kafka_clients import make_consumer
-from scheduler.audit import audit_topic_exists
+from scheduler.audit import UNRECORDED_ACTION, audit_topic_exists
+from scheduler.shared_budget import DEBT_KEY
 from tests.integration.scheduler.conftest import StartHarness
 from tests.integration.scheduler.sched_harness import READ_KEY, WRITE_KEY, Harness
 from tests.integration.scheduler.test_sched_console_login_audit import (
@@ -170,3 +172,30 @@ async def test_a_flood_of_unknown_keys_writes_at_most_the_audit_budget(
     trail = await every_failure_told(harness, flood, before, one_more)
     assert "wrong-key-" not in orjson.dumps(trail).decode()
     assert (await harness.client.get("/v1/webhooks")).json() == {"items": []}  # none made
+
+
+async def test_failures_after_a_count_written_mid_flood_are_told_too(
+    start_harness: StartHarness, sched_redis: redis.Redis[bytes]
+) -> None:
+    """A token back while a flood goes on (a slow flood, as under load) writes a count, and
+    the failures after it are counted anew, to be told by a later record."""
+    harness = await start_harness(OTA_AUDIT_FAILURES_BURST="1", OTA_AUDIT_FAILURES_PER_MIN="30")
+    before = unrecorded()
+
+    async def refused(n: int) -> None:
+        for _ in range(n):
+            assert (await harness.anon.post("/v1/webhooks", json={})).status_code == 401
+
+    await refused(4)  # 1 recorded, 3 untold
+    sched_redis.delete(DEBT_KEY)  # the bucket paid back, as 2 s would: no sleep
+    await refused(6)  # the first counts the 3 and itself; 5 untold
+    trail = [(i["action"], i["target"]) for i in (await audit_items(harness))["items"]]
+    assert trail == [(UNRECORDED_ACTION, {"count": "4"}), ("create_webhook", {})]
+
+    async def one_more() -> None:
+        await refused(1)
+
+    told = await every_failure_told(harness, 10, before, one_more)
+    counts = [i["target"]["count"] for i in told if i["action"] == UNRECORDED_ACTION]
+    assert counts[0] == "4"
+    assert len(counts) == 2  # the later one told the rest
