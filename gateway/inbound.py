@@ -224,7 +224,7 @@ class Inbound:
         if notice is None:
             return []
         change = self._tracker.apply(notice)
-        if change is None or not self._split.owns_presence(change.device_id):
+        if change is None or not self._split.forwards_presence(change.device_id, notice.held):
             return []
         if not change.online:
             self._throttle.offline(change.device_id)

@@ -3,7 +3,8 @@
 Two broker dialects feed one `Notice` type:
 - The project's own broker (HiveMQ CE with deploy/broker's extension, docs/broker.md)
   publishes JSON on `$ota/presence/<device_id>`: `{"device_id", "client_id", "online",
-  "at_ms", "reason"}`, for authenticated devices only.
+  "at_ms", "reason", "held"}`, for authenticated devices only; `held` is true on an event
+  the broker held while no platform client was subscribed and released later.
 - EMQX publishes JSON client events on `$SYS/brokers/<node>/clients/<clientid>/connected`
   and `.../disconnected`.
 
@@ -44,6 +45,7 @@ class Notice:
     username: str | None = None
     detail: str = ""  # why a client went away: "disconnected", "exceeded timeout", ...
     connection: str | None = None  # a connect's identity (see the module docstring)
+    held: bool = False  # released after a hold: forwarded by any replica (gateway.slots)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +142,7 @@ def parse_ota_broker_event(topic: str, payload: bytes) -> Notice | None:
         username=device,
         detail=reason if isinstance(reason, str) else "",
         connection=_connection(body.get("at_ms"), client) if online else None,
+        held=body.get("held") is True,
     )
 
 

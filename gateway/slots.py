@@ -38,9 +38,12 @@ class Split:
     def uplink_filter(self, base: str) -> str:
         return f"$share/{self.share_group}/{base}" if self.mode is SplitMode.SHARED else base
 
-    def owns_presence(self, device_id: str) -> bool:
-        """Presence notices reach every replica in both modes: one slot writes each device's."""
-        return self.replicas == 1 or slot_of(device_id, self.replicas) == self.index
+    def forwards_presence(self, device_id: str, held: bool) -> bool:
+        """Whether this replica writes a presence notice. Live notices reach every replica in
+        both modes: one slot writes each device's. A held notice (released by the broker
+        after a gap without subscribers) reached only the replicas subscribed during the
+        release, possibly not the device's own: each of them writes it."""
+        return held or self.replicas == 1 or slot_of(device_id, self.replicas) == self.index
 
     def owns(self, device_id: str) -> bool:
         if self.mode is SplitMode.SHARED or self.replicas == 1:

@@ -50,6 +50,7 @@ async def test_online_then_graceful_offline(
         "online": True,
         "at_ms": online["at_ms"],
         "reason": "connect",
+        "held": False,
     }
     assert before_ms - 1000 <= online["at_ms"] <= int(time.time() * 1000) + 1000
     await client.disconnect()

@@ -162,3 +162,17 @@ async def test_an_mqtt_3_platform_client_counts(
     finally:
         platform.abort()
         await client.disconnect()
+
+
+async def test_released_events_are_marked_held_and_live_ones_not(
+    holding_broker: BrokerProcess, device: Device, subscriber: Subscriber
+) -> None:
+    creds = device()
+    client = await connected(holding_broker, creds)
+    await metric_becomes(holding_broker, HELD, 1)
+    inbox = await subscriber("$ota/presence/+")
+    await received(inbox, creds, 1)
+    await client.disconnect()
+    await received(inbox, creds, 2)
+    marks = [json.loads(p)["held"] for t, p in inbox.messages if t.endswith(creds.device_id)]
+    assert marks == [True, False]

@@ -10,13 +10,14 @@ import asyncio
 import orjson
 
 from gateway.inbound import Inbound
+from gateway.presence import OtaBrokerSource
 from gateway.settings import GatewaySettings
 from ota.backoff import Backoff
 from ota.kafka_async import OnDone
 from ota.kafka_errors import KafkaClientError
 from ota.metrics import REGISTRY
 from ota.protocol import up_topic
-from ota.records import DeadLetterRecord, DeviceEventRecord, decode
+from ota.records import DeadLetterRecord, DeviceEventRecord, PresenceRecord, decode
 from ota.runtime import Runtime
 
 TIMEOUT = KafkaClientError("KafkaTimeoutError: no answer", retriable=True, name="KafkaTimeoutError")
@@ -341,3 +342,40 @@ async def test_recovery_returns_on_stop() -> None:
     rt.stop.set()
     await asyncio.wait_for(task, 1)
     assert rt.failure is None
+
+
+def _presence(device_id: str, held: bool) -> bytes:
+    return orjson.dumps(
+        {
+            "device_id": device_id,
+            "client_id": f"{device_id}_0_0_2026120615",
+            "online": True,
+            "at_ms": 1_765_000_000_123,
+            "reason": "connect",
+            "held": held,
+        }
+    )
+
+
+async def test_another_slots_presence_is_forwarded_only_when_held() -> None:
+    producer, acks = ScriptedProducer(), Acks()
+    settings = GatewaySettings.from_env({"OTA_GATEWAY_REPLICAS": "2", "OTA_GATEWAY_INDEX": "0"})
+    inbound = Inbound(settings, producer, OtaBrokerSource(), lambda: None, lambda: None)  # type: ignore[arg-type]
+    # crc32("devA") % 2 == 1: another replica's device. Live, that replica writes it.
+    inbound.receive("$ota/presence/devA", _presence("devA", held=False), 1, acks.for_("live"))  # type: ignore[arg-type]
+    assert acks.codes == {"live": 0}
+    assert producer.sent == []
+    # Released after a hold, it may have reached this replica only: written here.
+    inbound.receive("$ota/presence/devA", _presence("devA", held=True), 1, acks.for_("held"))  # type: ignore[arg-type]
+    [(_, key, value)] = producer.sent
+    record = decode(value)
+    assert isinstance(record, PresenceRecord)
+    assert (key, record.device_id, record.online, record.source) == (
+        b"devA",
+        "devA",
+        True,
+        "broker",
+    )
+    assert "held" not in acks.codes  # the PUBACK waits for Kafka
+    producer.answer(0)
+    assert acks.codes == {"live": 0, "held": 0}

@@ -128,6 +128,16 @@ def test_ota_broker_events_that_are_not_notices(topic: str, payload: bytes) -> N
     assert parse_ota_broker_event(topic, payload) is None
 
 
+@pytest.mark.parametrize(
+    ("held", "marked"), [(True, True), (False, False), (None, False), ("true", False), (1, False)]
+)
+def test_ota_broker_event_held_only_when_marked_true(held: object, marked: bool) -> None:
+    notice = parse_ota_broker_event("$ota/presence/devA", _ota_event(held=held))
+    assert notice is not None
+    assert notice.held is marked
+    assert parse_ota_broker_event("$ota/presence/devA", _ota_event()).held is False  # type: ignore[union-attr]
+
+
 def connection_of(at_ms: int, client_id: str) -> str:
     return f"{at_ms}-{blake2b(client_id.encode(), digest_size=4).hexdigest()}"
 

@@ -39,3 +39,13 @@ def test_shared_mode_owns_everything_and_prefixes_the_filter() -> None:
 def test_bad_replica_numbers_are_refused(replicas: int, index: int) -> None:
     with pytest.raises(ValueError, match="replica index"):
         Split(SplitMode.SLOT, replicas, index)
+
+
+@given(device_ids, st.integers(min_value=1, max_value=64))
+def test_one_replica_forwards_a_live_notice_every_replica_a_held_one(
+    device_id: str, replicas: int
+) -> None:
+    splits = [Split(SplitMode.SLOT, replicas, i) for i in range(replicas)]
+    live = [s.index for s in splits if s.forwards_presence(device_id, held=False)]
+    assert live == [slot_of(device_id, replicas)]
+    assert all(s.forwards_presence(device_id, held=True) for s in splits)

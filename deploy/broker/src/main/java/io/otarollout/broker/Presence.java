@@ -13,7 +13,8 @@ import org.slf4j.LoggerFactory;
 /**
  * Publishes presence events (QoS 1, not retained); a failed publish is logged and counted.
  * While no platform client is subscribed to them, events are held ({@link PresenceHold}) and
- * released in order once one subscribes ({@link PresenceSubscriberWatch} reports it).
+ * released in order once one subscribes ({@link PresenceSubscriberWatch} reports it), marked
+ * {@code "held": true} ({@link PresenceEvent}).
  */
 final class Presence {
     private static final Logger LOG = LoggerFactory.getLogger(Presence.class);
@@ -39,7 +40,7 @@ final class Presence {
         PresenceHold.Offer offer = hold.offer(event);
         switch (offer) {
             case PUBLISH:
-                return send(event);
+                return send(event, false);
             case HELD_DROPPING:
                 LOG.warn("more than {} presence events held while no platform client subscribes; "
                         + "dropping the oldest (ota_broker_presence_dropped_total)", hold.capacity());
@@ -71,16 +72,18 @@ final class Presence {
         if (batch.isEmpty()) {
             return;
         }
-        CompletableFuture<?>[] sent = batch.stream().map(this::send).toArray(CompletableFuture[]::new);
+        CompletableFuture<?>[] sent = batch.stream().map(event -> send(event, true))
+                .toArray(CompletableFuture[]::new);
         CompletableFuture.allOf(sent).thenRunAsync(this::releaseNext, releaser);
     }
 
-    private CompletableFuture<Void> send(PresenceEvent event) {
+    /** held: a released event, marked so that whichever gateway replica gets it forwards it. */
+    private CompletableFuture<Void> send(PresenceEvent event, boolean held) {
         return Services.publishService().publish(Builders.publish()
                         .topic(Topics.presence(event.deviceId()))
                         .qos(Qos.AT_LEAST_ONCE)
                         .retain(false)
-                        .payload(ByteBuffer.wrap(event.toJson()))
+                        .payload(ByteBuffer.wrap(event.toJson(held)))
                         .build())
                 .handle((ignored, error) -> {
                     if (error != null) {

@@ -9,12 +9,21 @@ import java.util.Optional;
 import org.junit.jupiter.api.Test;
 
 class PresenceEventTest {
+    private static String json(boolean held) {
+        return new String(new PresenceEvent("d1", "d1_0_0_2026120512", true, 1765000000123L,
+                "connect").toJson(held), StandardCharsets.UTF_8);
+    }
+
     @Test
     void encodesTheDocumentedFieldsInOrder() {
-        String json = new String(new PresenceEvent("d1", "d1_0_0_2026120512", true, 1765000000123L,
-                "connect").toJson(), StandardCharsets.UTF_8);
         assertEquals("{\"device_id\":\"d1\",\"client_id\":\"d1_0_0_2026120512\",\"online\":true,"
-                + "\"at_ms\":1765000000123,\"reason\":\"connect\"}", json);
+                + "\"at_ms\":1765000000123,\"reason\":\"connect\",\"held\":false}", json(false));
+    }
+
+    @Test
+    void aReleasedEventIsMarkedHeld() {
+        assertEquals("{\"device_id\":\"d1\",\"client_id\":\"d1_0_0_2026120512\",\"online\":true,"
+                + "\"at_ms\":1765000000123,\"reason\":\"connect\",\"held\":true}", json(true));
     }
 
     @Test
