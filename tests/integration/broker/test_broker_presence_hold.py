@@ -159,9 +159,13 @@ async def test_an_mqtt_3_platform_client_counts(
         assert topic == f"$ota/presence/{creds.device_id}"
         assert json.loads(payload)["online"] is True
         await metric_becomes(holding_broker, HELD, 0)
+        # Received live before the platform client goes, so the next test finds none held.
+        await client.disconnect()
+        topic, payload = await platform.receive()
+        assert json.loads(payload)["online"] is False
     finally:
         platform.abort()
-        await client.disconnect()
+        client.abort()
 
 
 async def test_released_events_are_marked_held_and_live_ones_not(
