@@ -239,6 +239,10 @@ class ConfluentConsumer:
         for p in partitions:
             p.offset = seeks.get(TopicPartition(p.topic, p.partition), p.offset)
         client.assign(partitions)
+        # librdkafka keeps a partition's pause across a revocation and a new assignment,
+        # while `_paused` forgot it at the revocation: nobody would ever resume it. An
+        # assignment starts unpaused, as on kafka-python.
+        client.resume(partitions)
 
     def _on_revoke(self, client: Any, partitions: list[Any]) -> None:
         revoked = [TopicPartition(p.topic, p.partition) for p in partitions]

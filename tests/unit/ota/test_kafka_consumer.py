@@ -78,6 +78,9 @@ class Client:
     def assign(self, partitions: list[Any]) -> None:
         self.assigned = partitions
 
+    def resume(self, partitions: list[Any]) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
