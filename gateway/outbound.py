@@ -1,8 +1,9 @@
 """Downlink: commands from Kafka published to devices, offsets committed after PUBACK.
 
 The consumer is the services' asyncio group consumer (ota/kafka_async_consumer.py: its
-blocking calls on a thread of its own); the event loop publishes. Each command is published with QoS 1 in the
-IoTDA envelope (event_id = the command record's id) and a bounded number are in flight.
+blocking calls on a thread of its own); the event loop publishes. Each command is
+published with QoS 1 in the IoTDA envelope (event_id = the command record's id) and a
+bounded number are in flight.
 A partition's offset is committed only past commands the broker acknowledged
 (`OffsetTracker`), so a crash republishes, never skips. A record that is not a valid
 command goes to the dead-letter topic and counts as done.
