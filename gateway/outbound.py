@@ -93,6 +93,7 @@ class Outbound:
         dead_letter_topic: str,
         in_flight: int,
         backoff: Backoff = RETRY,
+        group: str | None = None,  # given: the process is unready until the consumer exists
     ) -> None:
         self._consumer_factory = consumer_factory
         self._topic = topic
@@ -104,7 +105,7 @@ class Outbound:
         self._freed = asyncio.Event()
         self._backoff = backoff
         self._tracker = OffsetTracker()
-        self._member = AsyncConsumer("downlink", busy_poll_ms=POLL_TIMEOUT_MS)
+        self._member = AsyncConsumer("downlink", group=group, busy_poll_ms=POLL_TIMEOUT_MS)
         self._loop = asyncio.get_running_loop()
         self._tasks: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None  # a publish task that raised

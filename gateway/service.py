@@ -20,7 +20,6 @@ from gateway.settings import UPLINK_FILTER, GatewaySettings
 from ota.backoff import Backoff, StoppedError, retry
 from ota.kafka_async import AsyncProducer
 from ota.kafka_clients import STATIC_MEMBER_ID, make_consumer, make_producer
-from ota.kafka_consumer import RecordConsumer
 from ota.kafka_errors import KafkaClientError
 from ota.kafka_producer import RecordProducer
 from ota.mqtt import LinkConfig, MqttLink
@@ -157,11 +156,8 @@ async def run(
             "index": settings.split.index,
         },
     )
-    # Unready until the downlink consumer exists; its poll beat takes over from there.
-    downlink_starting = rt.health.hold(f"kafka-poll {settings.consumer_group}")
-
-    def downlink_consumer() -> RecordConsumer:
-        consumer = make_consumer(
+    outbound = Outbound(
+        lambda: make_consumer(
             settings.common,
             group_id=settings.consumer_group,
             client_id=settings.client_id,
@@ -171,17 +167,13 @@ async def run(
             group_instance_id=(
                 settings.client_id if STATIC_MEMBER_ID.fullmatch(settings.client_id) else None
             ),
-        )
-        downlink_starting()
-        return consumer
-
-    outbound = Outbound(
-        downlink_consumer,
+        ),
         settings.common.topics.commands,
         link,
         producer,
         settings.common.topics.dead_letters,
         settings.downlink_in_flight,
+        group=settings.consumer_group,
     )
     downlink = rt.spawn(outbound.run(stop), "downlink")  # a crash stops the service
     rt.started()

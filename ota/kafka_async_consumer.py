@@ -5,6 +5,8 @@ A consumer's calls block and neither client is safe to call from two threads, so
 call on it runs on one thread of its own, in order; the loop awaits them. Written once
 here for every asyncio service (the scheduler's consumers, the gateway's downlink):
 
+- Given its group, the member keeps the process unready (ota/health.py) until the
+  consumer is built: from then on that consumer's poll beat says whether it is ready.
 - `start` builds the consumer on that thread, waits (bounded) until its topics' metadata
   is known, so that the group leader assigns every partition at the first join, then
   subscribes; a failure closes what was built and raises, for the caller to retry.
@@ -33,6 +35,7 @@ from typing import Any, TypeVar
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from ota.health import HEALTH
 from ota.kafka_consumer import RecordConsumer, poll_paused, resume_all, wait_for_partitions
 
 log = logging.getLogger(__name__)
@@ -48,9 +51,14 @@ METADATA_WAIT_S = 30.0  # before subscribing; a topic still unknown then is join
 class AsyncConsumer:
     """One group member whose blocking calls run on a thread of its own."""
 
-    def __init__(self, name: str, *, busy_poll_ms: int = BUSY_POLL_MS) -> None:
+    def __init__(
+        self, name: str, *, group: str | None = None, busy_poll_ms: int = BUSY_POLL_MS
+    ) -> None:
         self.name = name
         self._busy_poll_ms = busy_poll_ms
+        self._built: Callable[[], None] = (
+            HEALTH.hold(f"kafka-poll {group}") if group is not None else lambda: None
+        )
         self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"kafka-{name}")
         self._consumer: RecordConsumer | None = None
 
@@ -77,6 +85,7 @@ class AsyncConsumer:
         """Build the consumer, wait for its topics' metadata, subscribe; on a failure the
         consumer built is closed and the error raised."""
         consumer = await self._on_thread(factory)
+        self._built()  # its poll beat (registered by make_consumer) takes over readiness
         try:
             await self._on_thread(self._subscribe, consumer, list(topics), listener, stopped)
         except BaseException:

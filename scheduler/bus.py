@@ -34,7 +34,6 @@ from redis.exceptions import RedisError
 
 from ota import metrics
 from ota.backoff import Backoff, StoppedError, retry
-from ota.health import HEALTH
 from ota.kafka_async import AsyncProducer
 from ota.kafka_async_consumer import AsyncConsumer
 from ota.kafka_clients import make_consumer, make_producer
@@ -217,25 +216,20 @@ class Consumer:
         self._settings, self._topics, self._group = settings, topics, group_id
         self._handler, self._name, self._poll_ms = handler, name, poll_ms
         self._group_config = GROUP_CONFIG if group_config is None else group_config
-        self._member = AsyncConsumer(name)
-        # Unready until the consumer exists; its poll beat takes over from there.
-        self._starting = HEALTH.hold(f"kafka-poll {group_id}")
+        self._member = AsyncConsumer(name, group=group_id)  # unready until built
 
     async def run(self, stop: asyncio.Event) -> None:
-        try:
-            await self._member.start(
-                lambda: make_consumer(
-                    self._settings,
-                    group_id=self._group,
-                    client_id=f"ota-scheduler-{self._name}",
-                    metadata_max_age_ms=30_000,  # notice new partitions within half a minute
-                    **self._group_config,
-                ),
-                self._topics,
-                stopped=stop.is_set,
-            )
-        finally:
-            self._starting()
+        await self._member.start(
+            lambda: make_consumer(
+                self._settings,
+                group_id=self._group,
+                client_id=f"ota-scheduler-{self._name}",
+                metadata_max_age_ms=30_000,  # notice new partitions within half a minute
+                **self._group_config,
+            ),
+            self._topics,
+            stopped=stop.is_set,
+        )
         try:
             while not stop.is_set():
                 records = await self._member.poll(self._poll_ms)

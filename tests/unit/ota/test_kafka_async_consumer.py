@@ -12,6 +12,7 @@ import pytest
 from kafka.errors import CommitFailedError
 from kafka.structs import TopicPartition
 
+from ota.health import HEALTH
 from ota.kafka_async_consumer import AsyncConsumer
 
 TP = TopicPartition("t", 0)
@@ -121,3 +122,11 @@ async def test_a_failed_start_closes_what_it_built() -> None:
     assert not member.started
     with pytest.raises(RuntimeError, match="before start"):
         await member.poll(10)
+
+
+async def test_a_member_given_its_group_holds_readiness_until_its_consumer_is_built() -> None:
+    member = AsyncConsumer("test", group="g-readiness")
+    assert "starting: kafka-poll g-readiness" in HEALTH.ready().reasons
+    await member.start(lambda: Recorder(), ["t"])  # type: ignore[arg-type,return-value]
+    assert "starting: kafka-poll g-readiness" not in HEALTH.ready().reasons
+    await member.close()
