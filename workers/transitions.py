@@ -196,6 +196,10 @@ def _renew_token(ctx: Ctx, job: Job, by: str) -> Job:
     it (`by`: progress, reconnect). Deadline and version stay."""
     if job.state not in FETCHING or not _token_running_out(ctx, job):
         return job
+    return _renewed(ctx, job, by)
+
+
+def _renewed(ctx: Ctx, job: Job, by: str) -> Job:
     renewed = _send_upgrade(ctx, job, job.command_id)
     ctx.note(renewed, "token_renewed", command_id=job.command_id, by=by)
     return renewed
@@ -271,8 +275,14 @@ def _in_progress(ctx: Ctx, job: Job, progress: int, description: str | None) -> 
 
 
 def _late_download_progress(ctx: Ctx, job: Job, progress: int) -> Job:
+    """Download progress after the edge sent the package's last byte: sent is not
+    received (a connection cut with the rest in its buffers), so the device may still be
+    fetching. Noted; once the token ran out (the edge refused the device's request for the
+    rest with 410, which it reports), the upgrade goes again with a fresh token, as in
+    DOWNLOADING."""
     ctx.note(job, "download_progress", progress=progress)
-    return replace(job, download_pct=raised_mark(job.download_pct, progress))
+    marked = replace(job, download_pct=raised_mark(job.download_pct, progress))
+    return _renewed(ctx, marked, "progress") if _token_running_out(ctx, marked) else marked
 
 
 def _verifying_version(ctx: Ctx, job: Job, ev: Event) -> Job:

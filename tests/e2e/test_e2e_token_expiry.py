@@ -63,7 +63,8 @@ async def test_a_token_that_expires_mid_download_is_renewed_and_the_download_res
         policy={},
         timeout_s=90,
     )
-    assert rollout.task["status"] == "Success"
+    # On failure: the job's row and timeline say which step went wrong.
+    assert rollout.task["status"] == "Success", (rollout.device("away"), rollout.timeline("away"))
     assert rollout.device("away")["state"] == "SUCCEEDED"
     device_id = rollout.ids["away"]
     agent = rollout.agents[device_id]
@@ -75,13 +76,15 @@ async def test_a_token_that_expires_mid_download_is_renewed_and_the_download_res
     assert agent.resumed_from[-1] == CUT
     assert all(start > 0 for start in agent.resumed_from)
     assert agent.upgrade_commands == 1  # the fresh URL came as a repeat, not a new command
-    # The job's timeline shows the fresh URL going out while it waited for the download.
+    # The job's timeline shows the fresh URL going out while it waited for the download
+    # (in DOWNLOADED too: the edge may have sent the last byte into a connection the device
+    # cut at CUT, and only the device's progress report says it still lacks the rest).
     fresh = [
         e
         for e in rollout.timeline("away")
         if e["detail"].get("note") in ("command_resent", "token_renewed")
     ]
     assert fresh
-    assert {e["to"] for e in fresh} <= {"COMMAND_SENT", "DOWNLOADING"}
+    assert {e["to"] for e in fresh} <= {"COMMAND_SENT", "DOWNLOADING", "DOWNLOADED"}
     states = rollout.timeline_states("away")
     assert states.index("DOWNLOADING") < states.index("DOWNLOADED") < states.index("SUCCEEDED")

@@ -185,6 +185,26 @@ def test_after_the_download_nothing_renews_the_token() -> None:
     assert upgrades(run(Event(Kind.ONLINE, connection="c2"))) == []
 
 
+def test_download_progress_after_the_edge_sent_it_all_renews_an_expired_token() -> None:
+    """The edge wrote the last byte (DOWNLOADED), but the device's connection was cut with
+    the rest in its buffers: refused with 410 for the rest, it reports its download
+    progress, and gets the upgrade again under the same id with a fresh token."""
+    run, sent = downloading()
+    run(DL_FINISHED)
+    job = run.job
+    assert commands(run.later(RENEW_AT_S - 1)(progress(0, 22, desc="downloading"))) == []
+    out = run.later(LIFETIME_S)(progress(0, 22, desc="downloading: the download token expired"))
+    [renewed] = upgrades(out)
+    assert renewed.id == sent.id
+    assert renewed.token_expires_s == run.now_ms // 1000 + LIFETIME_S
+    assert notes(out) == ["download_progress", "token_renewed"]
+    assert run.state is S.DOWNLOADED
+    assert run.job == replace(job, download_pct=22, token_expires_s=renewed.token_expires_s)
+    # A reconnect in DOWNLOADED renews nothing: only the device's progress says it lacks bytes.
+    run.later(LIFETIME_S * 2)(Event(Kind.OFFLINE))
+    assert upgrades(run(Event(Kind.ONLINE, connection="c2"))) == []
+
+
 def test_a_state_stored_before_the_expiry_was_kept_counts_from_the_command() -> None:
     run, _ = downloading()
     run.device = replace(run.device, job=replace(run.job, token_expires_s=0))
