@@ -77,6 +77,7 @@ class RecordProducer(Protocol):
     def close(self, timeout: float | None = None) -> None: ...
     def partitions_for(self, topic: str) -> set[int] | None: ...
     def knows(self, topic: str) -> bool: ...
+    def reachable(self, topic: str, timeout_s: float) -> bool: ...
     def wakeups(self) -> Wakeups: ...
 
 
@@ -205,6 +206,12 @@ class KafkaPythonProducer:
         """Whether a send to the topic finds its metadata (never waits: the client's own
         `partitions_for` and `send` block until they have it)."""
         return self.client._metadata.partitions_for_topic(topic) is not None
+
+    def reachable(self, topic: str, timeout_s: float) -> bool:
+        """Whether the client holds a connection to a broker now (kafka-python's sender
+        thread owns the network: this reads its connection table, never waits)."""
+        network = self.client._sender._client
+        return any(network.connected(b.node_id) for b in self.client._metadata.brokers())
 
     def wakeups(self) -> Wakeups:
         return WakeupHold(self.client)
@@ -375,6 +382,15 @@ class ConfluentProducer:
         """Whether `partitions_for` answers without asking Kafka (produce never waits for
         metadata: librdkafka queues the record until it has it)."""
         return topic in self._partitions
+
+    def reachable(self, topic: str, timeout_s: float) -> bool:
+        """Whether Kafka answers a metadata request for `topic` within `timeout_s` (a
+        round trip to a broker: librdkafka does not answer it from its cache)."""
+        try:
+            self.client.list_topics(topic, timeout=timeout_s)
+        except Exception:  # KafkaException: _TRANSPORT, _TIMED_OUT, all brokers down
+            return False
+        return True
 
     def _read_partitions(self, topic: str) -> set[int] | None:
         try:

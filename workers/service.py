@@ -12,6 +12,7 @@ from ota.kafka_clients import make_consumer, make_producer
 from ota.redis_clients import make_redis
 from ota.runtime import Runtime, Service
 from workers.consumer import Worker
+from workers.outages import OutageClock
 from workers.settings import WorkerSettings
 from workers.store import Store
 from workers.sweeper import Sweeper
@@ -43,6 +44,7 @@ def build(settings: WorkerSettings, client_id: str = "ota-worker") -> tuple[Work
         batch=settings.sweep_batch,
         idle_ms=settings.sweep_idle_ms,
         lease_ms=settings.sweep_lease_ms,
+        outages=OutageClock(settings.outage_grace_ms, settings.outage_memory_ms),
     )
     return worker, sweeper
 

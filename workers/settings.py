@@ -22,6 +22,10 @@ class WorkerSettings:
     sweep_batch: int = 1000  # deadlines popped per Lua call
     sweep_idle_ms: int = 200  # longest sleep between sweeps when nothing is due sooner
     sweep_lease_ms: int = 30_000  # a popped deadline fires again if its timeout was not sent
+    # After a Kafka outage, deadlines from its start on come due later by its length plus
+    # this grace (held-up reports reach the log first), for `outage_memory_ms` after it.
+    outage_grace_ms: int = 10_000
+    outage_memory_ms: int = 900_000
     drain_timeout_s: float = 10.0
     # How soon the group notices a killed worker; long enough that a CPU-starved but live
     # worker keeps its partitions.
@@ -58,6 +62,8 @@ class WorkerSettings:
             sweep_batch=env.integer("WORKER_SWEEP_BATCH", 1000, min_value=1, max_value=5000),
             sweep_idle_ms=env.integer("WORKER_SWEEP_IDLE_MS", 200, min_value=1),
             sweep_lease_ms=env.integer("WORKER_SWEEP_LEASE_MS", 30_000, min_value=100),
+            outage_grace_ms=env.integer("WORKER_OUTAGE_GRACE_MS", 10_000, min_value=0),
+            outage_memory_ms=env.integer("WORKER_OUTAGE_MEMORY_MS", 900_000, min_value=0),
             drain_timeout_s=env.number("WORKER_DRAIN_TIMEOUT_S", 10.0, min_value=0.1),
             session_timeout_ms=env.integer(
                 "WORKER_SESSION_TIMEOUT_MS", 30_000, min_value=1000, max_value=300_000

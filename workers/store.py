@@ -79,7 +79,8 @@ return {1}
 """
 
 # KEYS[1] deadlines, KEYS[2] fired
-# ARGV[1] now ms, ARGV[2] most entries to return, ARGV[3] lease ms
+# ARGV[1] now ms, ARGV[2] most entries to return, ARGV[3] lease ms, ARGV[4] the latest
+# deadline due (now, or earlier while deadlines are pushed after a Kafka outage)
 # Leases (moves to `fired`, due again at now + lease) the entries of `fired` whose lease ran
 # out and then the due deadlines; returns them. A crash before their timeouts reach Kafka
 # only delays them by the lease.
@@ -88,7 +89,7 @@ local now, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)
 local room = limit - #out
 if room > 0 then
-  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, room)
+  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[4], 'LIMIT', 0, room)
   if #due > 0 then
     redis.call('ZREM', KEYS[1], unpack(due))
     for _, m in ipairs(due) do out[#out + 1] = m end
@@ -257,15 +258,16 @@ class Store:
         return sorted((int(offset), decode_outputs(blob)) for offset, blob in raw.items())
 
     def pop_due_many(
-        self, partitions: Sequence[int], now_ms: int, limit: int, lease_ms: int
+        self, partitions: Sequence[int], now_ms: int, due_by_ms: int, limit: int, lease_ms: int
     ) -> list[tuple[list[str], int | None]]:
-        """POP_DUE for each partition, in one round trip: the device ids leased (due
-        deadlines and leases that ran out), each with the earliest deadline left in the
-        partition (None: none)."""
+        """POP_DUE for each partition, in one round trip: the device ids leased (deadlines
+        at or before `due_by_ms`, and leases that ran out by `now_ms`), each with the
+        earliest deadline left in the partition (None: none)."""
         steps: list[Step] = []
         for partition in partitions:
             keys = self.keys(partition)
-            steps.append(call(self._pop, [keys.deadlines, keys.fired], [now_ms, limit, lease_ms]))
+            args = [now_ms, limit, lease_ms, due_by_ms]
+            steps.append(call(self._pop, [keys.deadlines, keys.fired], args))
             steps.append(partial(_first_deadline, keys.deadlines))
         replies = self._run(steps)
         out: list[tuple[list[str], int | None]] = []

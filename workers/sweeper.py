@@ -5,6 +5,11 @@ loop reads the devices' states, writes one TimeoutRecord per due job (same key a
 partition as the device's other records, carrying the job's version and the sweeper's
 time) and, once Kafka acknowledged them, drops the leases. A crash in between leaves the
 leases to run out and fire again; the worker ignores the duplicate by the job version.
+
+While Kafka does not answer (a probe of it, at most once a second, before popping), nothing
+fires, and after it answers again the deadlines the outage overlapped come due later by
+its length plus a grace (workers.outages): the reports and commands held up in the
+producers reach the log before a timeout could overtake them.
 """
 
 from __future__ import annotations
@@ -19,23 +24,42 @@ from ota.kafka_producer import Delivery, RecordProducer
 from ota.records import JobSpec, TimeoutRecord, encode
 from workers import telemetry
 from workers.codec import StateCorruptError, unpack
+from workers.outages import OutageClock
 from workers.store import Store
 
 log = logging.getLogger(__name__)
 MIN_WAIT_MS = 10
+PROBE_EVERY_MS = 1000  # how often Kafka is asked whether it answers, while it does
+PROBE_TIMEOUT_S = 1.0  # no answer within this: Kafka is down; asked again at once
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """A device's timeouts to write now, each with its deadline, and whether one of its
+    deadlines has passed but is held back by a Kafka outage's pause (its lease is kept:
+    it fires once due)."""
+
+    timeouts: list[tuple[TimeoutRecord, int]]
+    held: bool = False
 
 
 def due_timeouts(
-    device_id: str, raw: bytes | None, specs: Mapping[str, JobSpec], now: int
-) -> list[tuple[TimeoutRecord, int]]:
-    """The timeout records for a device's jobs whose deadline has passed, with the deadline."""
+    device_id: str, raw: bytes | None, specs: Mapping[str, JobSpec], now: int, due_by: int
+) -> Due:
+    """The timeout records (stamped `now`) for a device's jobs whose deadline is at or
+    before `due_by`."""
     if raw is None:
-        return []
+        return Due([])
     try:
         device = unpack(raw, specs)
     except StateCorruptError:
-        return []  # the worker dead-letters and replaces a corrupt state on its next record
-    return [
+        return Due([])  # the worker dead-letters and replaces a corrupt state on its next record
+    deadlines = [
+        (job, job.deadline_ms)
+        for job in (device.job, *device.queue)
+        if job is not None and job.deadline_ms is not None
+    ]
+    timeouts = [
         (
             TimeoutRecord(
                 device_id=device_id,
@@ -44,11 +68,12 @@ def due_timeouts(
                 id=f"timeout-{device_id}-{job.task_id}-{job.version}",
                 at_ms=now,
             ),
-            job.deadline_ms,
+            deadline,
         )
-        for job in (device.job, *device.queue)
-        if job is not None and job.deadline_ms is not None and job.deadline_ms <= now
+        for job, deadline in deadlines
+        if deadline <= due_by
     ]
+    return Due(timeouts, any(due_by < deadline <= now for _, deadline in deadlines))
 
 
 @dataclass
@@ -78,6 +103,7 @@ class Sweeper:
         batch: int,
         idle_ms: int,
         lease_ms: int,
+        outages: OutageClock,
     ) -> None:
         self.store, self.producer, self.inbox_topic, self.owned = (
             store,
@@ -86,6 +112,8 @@ class Sweeper:
             owned,
         )
         self.batch, self.idle_ms, self.lease_ms = batch, idle_ms, lease_ms
+        self.outages = outages
+        self._probed_ms: int | None = None
         self.stopping = threading.Event()
         self._fired: list[_Fired] = []
         # Called before every sweep; the service sets a liveness beat (ota/health.py).
@@ -108,27 +136,67 @@ class Sweeper:
         partitions = list(self.owned())
         if not partitions:
             return self.idle_ms
+        due_by = self._due_by()
+        if due_by is None:
+            return 0  # Kafka does not answer: fire nothing, ask again (the probe waited)
         now = now_ms()
-        popped = self.store.pop_due_many(partitions, now, self.batch, self.lease_ms)
+        popped = self.store.pop_due_many(partitions, now, due_by, self.batch, self.lease_ms)
         due = [(p, ids) for p, (ids, _) in zip(partitions, popped, strict=True) if ids]
         if due:
             values = self.store.states_many(due)
             for (partition, device_ids), states in zip(due, values, strict=True):
-                self._fire(partition, device_ids, states, now)
+                self._fire(partition, device_ids, states, now, due_by)
         if any(len(ids) == self.batch for ids, _ in popped):
             return 0  # more is due: go on at once
-        nexts = [first for _, first in popped if first is not None]
+        nexts = [self.outages.due_at(first, now) for _, first in popped if first is not None]
         if not nexts:
             return self.idle_ms
         return min(self.idle_ms, max(MIN_WAIT_MS, min(nexts) - now_ms()))
 
+    def _due_by(self) -> int | None:
+        """The latest deadline that fires now, after asking Kafka whether it answers (at
+        most once a `PROBE_EVERY_MS` while it does, every pass while it does not); None
+        while it does not."""
+        now = now_ms()
+        if self.outages.down or self._probed_ms is None or now - self._probed_ms >= PROBE_EVERY_MS:
+            answers = self.producer.reachable(self.inbox_topic, PROBE_TIMEOUT_S)
+            now = self._probed_ms = now_ms()
+            self._note(answers, now)
+        return self.outages.cutoff(now)
+
+    def _note(self, answers: bool, now: int) -> None:
+        was_down = self.outages.down
+        if not answers:
+            self.outages.unanswered(now)
+            if not was_down:
+                log.warning("Kafka does not answer: deadlines are held until it does")
+            telemetry.KAFKA_DOWN.set(1)
+            return
+        pause = self.outages.answered(now)
+        telemetry.KAFKA_DOWN.set(0)
+        if pause is not None:
+            telemetry.DEADLINE_PAUSE_SECONDS.set(pause.by_ms / 1000)
+            log.warning(
+                "Kafka answers again: deadlines from the outage on come due later",
+                extra={"since_ms": pause.since_ms, "pushed_by_s": pause.by_ms / 1000},
+            )
+
     def _fire(
-        self, partition: int, device_ids: list[str], values: list[bytes | None], now: int
+        self,
+        partition: int,
+        device_ids: list[str],
+        values: list[bytes | None],
+        now: int,
+        due_by: int,
     ) -> None:
         specs = self.store.specs(partition, values)
         futures = []
+        leased = []  # leases dropped once Kafka has the timeouts; a held one stays
         for device_id, raw in zip(device_ids, values, strict=True):
-            for record, deadline_ms in due_timeouts(device_id, raw, specs, now):
+            due = due_timeouts(device_id, raw, specs, now, due_by)
+            if not due.held:
+                leased.append(device_id)
+            for record, deadline_ms in due.timeouts:
                 futures.append(
                     self.producer.send(
                         self.inbox_topic,
@@ -139,7 +207,7 @@ class Sweeper:
                 )
                 telemetry.DUE_LAG_SECONDS.observe(max(0, now - deadline_ms) / 1000)
         telemetry.TIMEOUTS.inc(len(futures))
-        self._fired.append(_Fired(partition, now + self.lease_ms, device_ids, futures))
+        self._fired.append(_Fired(partition, now + self.lease_ms, leased, futures))
 
     def _ack(self) -> None:
         """Drop the leases of timeouts Kafka acknowledged; a refused one keeps its lease,

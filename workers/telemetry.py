@@ -19,6 +19,12 @@ TIMEOUTS = metrics.counter(
 DUE_LAG_SECONDS = metrics.histogram(
     "worker", "deadline_lag_seconds", "How late the sweeper fired a deadline"
 )
+KAFKA_DOWN = metrics.gauge(
+    "worker", "kafka_down", "1 while the sweeper's probe of Kafka goes unanswered"
+)
+DEADLINE_PAUSE_SECONDS = metrics.gauge(
+    "worker", "deadline_pause_seconds", "How much later the last Kafka outage made deadlines"
+)
 OWNED = metrics.gauge("worker", "partitions_owned", "Inbox partitions this process owns")
 RESENDS = metrics.counter(
     "worker", "resent_records_total", "Records sent again after the producer gave up on them"

@@ -38,7 +38,7 @@ def test_unknown_scripts_are_loaded_and_only_the_refused_calls_run_again(
     assert wredis.exists(store.keys(0).device("d-a")) == 1
     # Now known: the same writes are refused by the offset guard, with the stored offset.
     assert store.apply_many([_write(0, NO_OFFSET, 6, "d-a")]) == [5]
-    leased = store.pop_due_many([0, 1], 2_000, 10, 30_000)
+    leased = store.pop_due_many([0, 1], 2_000, 2_000, 10, 30_000)
     assert leased == [(["d-a"], None), (["d-b"], None)]
     store.ack_fired_many([(0, 32_000, ["d-a"]), (1, 32_000, ["d-b"])])
     assert wredis.zcard(store.keys(0).fired) == wredis.zcard(store.keys(1).fired) == 0

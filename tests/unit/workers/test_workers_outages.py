@@ -1,0 +1,104 @@
+"""The deadline clock across Kafka outages (workers.outages): nothing fires while Kafka does
+not answer; afterwards, deadlines from the outage's start on come due later by its length
+plus the grace, earlier ones at their own time, and after the memory every deadline is
+due at its own time again."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from workers.outages import OutageClock, Pause
+
+GRACE = 10_000
+MEMORY = 900_000
+
+
+def clock_after_outage(answered: int, down_at: int, back: int) -> OutageClock:
+    """Kafka answered at `answered`, did not at `down_at`, answered again at `back`."""
+    clock = OutageClock(GRACE, MEMORY)
+    clock.answered(answered)
+    clock.unanswered(down_at)
+    clock.answered(back)
+    return clock
+
+
+def test_without_an_outage_every_passed_deadline_is_due() -> None:
+    clock = OutageClock(GRACE, MEMORY)
+    assert clock.answered(1_000) is None
+    assert clock.cutoff(5_000) == 5_000
+    assert clock.due_at(4_000, 5_000) == 4_000
+
+
+def test_while_kafka_does_not_answer_nothing_is_due() -> None:
+    clock = OutageClock(GRACE, MEMORY)
+    clock.answered(1_000)
+    clock.unanswered(2_000)
+    assert clock.down
+    assert clock.cutoff(2_000) is None
+    assert clock.cutoff(60_000) is None
+
+
+def test_the_outage_counts_from_the_last_answer_and_pushes_later_deadlines() -> None:
+    clock = OutageClock(GRACE, MEMORY)
+    clock.answered(1_000)
+    clock.unanswered(2_000)
+    clock.unanswered(3_000)  # still down: the start stays the last answer
+    pause = clock.answered(31_000)
+    assert pause == Pause(since_ms=1_000, by_ms=30_000 + GRACE, until_ms=31_000 + MEMORY)
+    assert not clock.down
+    # A deadline from before the outage fires at once; one inside it only once the lost
+    # time and the grace have passed.
+    assert clock.cutoff(31_000) == 999
+    assert clock.due_at(500, 31_000) == 500
+    assert clock.due_at(20_000, 31_000) == 20_000 + 30_000 + GRACE
+    assert clock.cutoff(60_000) == 60_000 - 30_000 - GRACE
+
+
+def test_a_process_that_never_saw_kafka_answer_counts_from_its_first_probe() -> None:
+    clock = OutageClock(GRACE, MEMORY)
+    clock.unanswered(7_000)
+    assert clock.answered(9_000) == Pause(7_000, 2_000 + GRACE, 9_000 + MEMORY)
+
+
+def test_after_the_memory_deadlines_are_due_at_their_own_time() -> None:
+    clock = clock_after_outage(1_000, 2_000, 11_000)
+    until = 11_000 + MEMORY
+    assert clock.cutoff(until - 1) == until - 1 - 10_000 - GRACE
+    assert clock.cutoff(until) == until
+    assert clock.pause is None
+    assert clock.due_at(until - 5, until) == until - 5
+
+
+def test_a_second_outage_within_the_memory_adds_its_length() -> None:
+    clock = clock_after_outage(1_000, 2_000, 11_000)  # lost 10 s
+    clock.unanswered(20_000)
+    assert clock.cutoff(21_000) is None
+    pause = clock.answered(26_000)  # lost 6 s more, counted from the answer at 11 s
+    assert pause == Pause(1_000, 10_000 + GRACE + 15_000, 26_000 + MEMORY)
+
+
+def test_a_second_outage_after_the_memory_is_a_pause_of_its_own() -> None:
+    clock = clock_after_outage(1_000, 2_000, 11_000)
+    later = 11_000 + MEMORY + 1
+    clock.answered(later)
+    clock.unanswered(later + 1)
+    assert clock.answered(later + 4_000) == Pause(later, 4_000 + GRACE, later + 4_000 + MEMORY)
+
+
+times = st.integers(min_value=0, max_value=10**7)
+
+
+@given(times, st.integers(0, 10**6), st.integers(0, 10**6), times, times)
+def test_a_deadline_is_due_exactly_when_due_at_has_passed(
+    answered: int, down_for: int, back_after: int, deadline: int, later: int
+) -> None:
+    back = answered + down_for + back_after
+    clock = clock_after_outage(answered, answered + down_for, back)
+    now = back + later
+    cutoff = clock.cutoff(now)
+    assert cutoff is not None
+    assert cutoff <= now
+    assert (deadline <= cutoff) == (clock.due_at(deadline, now) <= now)
+    # Never earlier than its own time, never later than its time plus the pause.
+    assert deadline <= clock.due_at(deadline, now) <= deadline + down_for + back_after + GRACE
