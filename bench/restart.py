@@ -102,6 +102,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fleet-processes", type=int, default=1)
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--timeout-s", type=float, default=900)
+    parser.add_argument(
+        "--keep-logs", type=Path, default=None, help="copy the services' logs here at the end"
+    )
     return parser.parse_args(argv)
 
 
@@ -182,6 +185,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 broker_counts = _connect_counts(part.current.metrics())
         finally:
             part.stop()
+            if args.keep_logs is not None:
+                shutil.copytree(Path(tmp) / "stack", args.keep_logs, dirs_exist_ok=True)
     result = figures(args, outcome, started)
     if args.part == "broker":
         result["restarted_broker_connects"] = broker_counts

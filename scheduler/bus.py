@@ -48,13 +48,26 @@ COMMIT_FAILURES = metrics.counter(
 SEND_TIMEOUT_S = 30.0
 SEND_RETRY = Backoff(0.2, 2.0)  # patient sends: Kafka is tried again at least every 2 s
 BATCH_RETRY = Backoff(0.1, 5.0)  # a batch while Redis or Kafka is away
-# Group timings: a member survives ~45 s of CPU starvation before the group drops it, and
-# the poll interval bound only matters if the loop itself stalls (it polls while busy).
+# Group timings. The session is also how long a member that lost its membership (Kafka
+# away for longer than the session) leaves a ghost behind: it rejoins under a new member
+# id once Kafka is back, and the group's rebalance waits for the old id to time out. So
+# it is short on librdkafka, whose heartbeats run on its own threads, never stalled by a
+# busy event loop; kafka-python heartbeats from a Python thread, which a starved process
+# runs late: there a member survives ~45 s of CPU starvation before the group drops it.
+# The poll interval bound only matters if the loop itself stalls (it polls while busy).
 GROUP_CONFIG: dict[str, Any] = {
-    "session_timeout_ms": 45_000,
+    "session_timeout_ms": 10_000,
     "heartbeat_interval_ms": 3_000,
     "max_poll_interval_ms": 300_000,
 }
+KAFKA_PYTHON_SESSION_MS = 45_000
+
+
+def group_timings(settings: CommonSettings) -> dict[str, Any]:
+    """The group timings for the client the settings name."""
+    if settings.kafka_client == "kafka-python":
+        return {**GROUP_CONFIG, "session_timeout_ms": KAFKA_PYTHON_SESSION_MS}
+    return GROUP_CONFIG
 
 
 class _NotTakenError(Exception):
@@ -215,7 +228,7 @@ class Consumer:
     ) -> None:
         self._settings, self._topics, self._group = settings, topics, group_id
         self._handler, self._name, self._poll_ms = handler, name, poll_ms
-        self._group_config = GROUP_CONFIG if group_config is None else group_config
+        self._group_config = group_config or group_timings(settings)
         self._member = AsyncConsumer(name, group=group_id)  # unready until built
 
     async def run(self, stop: asyncio.Event) -> None:
