@@ -30,7 +30,8 @@ from workers.store import Store
 log = logging.getLogger(__name__)
 MIN_WAIT_MS = 10
 PROBE_EVERY_MS = 1000  # how often Kafka is asked whether it answers, while it does
-PROBE_TIMEOUT_S = 1.0  # no answer within this: Kafka is down; asked again at once
+PROBE_TIMEOUT_S = 1.0  # no answer within this: Kafka is down
+DOWN_WAIT_MS = 250  # between probes while Kafka is down (a probe may answer at once)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +139,7 @@ class Sweeper:
             return self.idle_ms
         due_by = self._due_by()
         if due_by is None:
-            return 0  # Kafka does not answer: fire nothing, ask again (the probe waited)
+            return DOWN_WAIT_MS  # Kafka does not answer: fire nothing, ask again soon
         now = now_ms()
         popped = self.store.pop_due_many(partitions, now, due_by, self.batch, self.lease_ms)
         due = [(p, ids) for p, (ids, _) in zip(partitions, popped, strict=True) if ids]
@@ -162,7 +163,10 @@ class Sweeper:
             answers = self.producer.reachable(self.inbox_topic, PROBE_TIMEOUT_S)
             now = self._probed_ms = now_ms()
             self._note(answers, now)
-        return self.outages.cutoff(now)
+        cutoff = self.outages.cutoff(now)
+        pause = self.outages.pause  # None once forgotten (cutoff checks)
+        telemetry.DEADLINE_PAUSE_SECONDS.set(pause.by_ms / 1000 if pause is not None else 0)
+        return cutoff
 
     def _note(self, answers: bool, now: int) -> None:
         was_down = self.outages.down
@@ -175,7 +179,6 @@ class Sweeper:
         pause = self.outages.answered(now)
         telemetry.KAFKA_DOWN.set(0)
         if pause is not None:
-            telemetry.DEADLINE_PAUSE_SECONDS.set(pause.by_ms / 1000)
             log.warning(
                 "Kafka answers again: deadlines from the outage on come due later",
                 extra={"since_ms": pause.since_ms, "pushed_by_s": pause.by_ms / 1000},

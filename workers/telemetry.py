@@ -23,7 +23,9 @@ KAFKA_DOWN = metrics.gauge(
     "worker", "kafka_down", "1 while the sweeper's probe of Kafka goes unanswered"
 )
 DEADLINE_PAUSE_SECONDS = metrics.gauge(
-    "worker", "deadline_pause_seconds", "How much later the last Kafka outage made deadlines"
+    "worker",
+    "deadline_pause_seconds",
+    "How much later a remembered Kafka outage makes deadlines (0: none)",
 )
 OWNED = metrics.gauge("worker", "partitions_owned", "Inbox partitions this process owns")
 RESENDS = metrics.counter(
