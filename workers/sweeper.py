@@ -30,7 +30,7 @@ from workers.store import Store
 log = logging.getLogger(__name__)
 MIN_WAIT_MS = 10
 PROBE_EVERY_MS = 1000  # how often Kafka is asked whether it answers, while it does
-PROBE_TIMEOUT_S = 1.0  # no answer within this: Kafka is down
+PROBE_TIMEOUT_S = 2.0  # no answer within this: Kafka is down (a loaded Kafka answers in ms)
 DOWN_WAIT_MS = 250  # between probes while Kafka is down (a probe may answer at once)
 
 
