@@ -5,6 +5,7 @@ import java.util.TreeMap;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.LongAdder;
+import java.util.function.BooleanSupplier;
 import java.util.function.IntSupplier;
 
 /**
@@ -20,6 +21,7 @@ final class BrokerMetrics {
     private final LongAdder presenceFailures = new LongAdder();
     private final LongAdder presenceDropped = new LongAdder();
     private volatile IntSupplier presenceHeld = () -> 0;
+    private volatile BooleanSupplier presenceReleasing = () -> false;
     private final Map<String, LongAdder> revocations = new ConcurrentHashMap<>();
     private final LongAdder revocationDisconnects = new LongAdder();
     private final AtomicLong revocationsSubscribed = new AtomicLong();
@@ -59,6 +61,11 @@ final class BrokerMetrics {
     /** The presence events held now, read at every render. */
     void presenceHeldGauge(IntSupplier held) {
         presenceHeld = held;
+    }
+
+    /** Whether a release of held presence events is under way, read at every render. */
+    void presenceReleasingGauge(BooleanSupplier releasing) {
+        presenceReleasing = releasing;
     }
 
     /** action: Revocation.ACTIONS, "other" or "malformed" (bounded). */
@@ -104,6 +111,10 @@ final class BrokerMetrics {
                 .append("# HELP ota_broker_presence_held Presence events held while no platform client subscribes.\n")
                 .append("# TYPE ota_broker_presence_held gauge\n")
                 .append("ota_broker_presence_held ").append(presenceHeld.getAsInt()).append('\n')
+                .append("# HELP ota_broker_presence_releasing 1 while held presence events are being released.\n")
+                .append("# TYPE ota_broker_presence_releasing gauge\n")
+                .append("ota_broker_presence_releasing ").append(presenceReleasing.getAsBoolean() ? 1 : 0)
+                .append('\n')
                 .append("# HELP ota_broker_presence_dropped_total Held presence events dropped at the bound.\n")
                 .append("# TYPE ota_broker_presence_dropped_total counter\n")
                 .append("ota_broker_presence_dropped_total ").append(presenceDropped.sum()).append('\n');

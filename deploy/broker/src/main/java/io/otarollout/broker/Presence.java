@@ -32,6 +32,7 @@ final class Presence {
         this.hold = hold;
         this.releaser = releaser;
         metrics.presenceHeldGauge(hold::heldNow);
+        metrics.presenceReleasingGauge(hold::releasingNow);
     }
 
     /** Completes once HiveMQ took the event or failed to (logged), or the event is held;

@@ -96,4 +96,9 @@ final class PresenceHold {
         return held.size();
     }
 
+    /** Whether a release is under way: events offered now queue behind it, marked held. */
+    synchronized boolean releasingNow() {
+        return releasing;
+    }
+
 }

@@ -1,6 +1,7 @@
 package io.otarollout.broker;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
@@ -56,6 +57,20 @@ class PresenceHoldTest {
         assertEquals(Offer.HELD, hold.offer(event("d2", false)));
         assertEquals(List.of(event("d2", true), event("d2", false)), drain(hold, 1));
         assertEquals(Offer.PUBLISH, hold.offer(event("d2", true)));
+    }
+
+    @Test
+    void aReleaseIsUnderWayFromTheSubscribeUntilABatchComesBackEmpty() {
+        PresenceHold hold = new PresenceHold(10);
+        assertFalse(hold.releasingNow());
+        hold.offer(event("d1", true));
+        assertFalse(hold.releasingNow());
+        assertTrue(hold.subscribed("gw").isPresent());
+        assertTrue(hold.releasingNow());
+        assertEquals(List.of(event("d1", true)), hold.nextBatch(5));
+        assertTrue(hold.releasingNow()); // nothing held, but its batch may still be going out
+        assertEquals(List.of(), hold.nextBatch(5));
+        assertFalse(hold.releasingNow());
     }
 
     @Test
