@@ -39,7 +39,7 @@ from tests.integration.broker.broker_support import (
     restart_same_ports,
     start_broker,
 )
-from tests.integration.broker.rawmqtt import CONNACK, RawClient, connect_packet
+from tests.integration.broker.rawmqtt import CONNACK, RawClient, connect_as_device, connect_packet
 from tests.integration.gateway.conftest import KafkaReader, Stack, running_gateway
 
 AUTH_KEY = "test-crash-key"
@@ -81,13 +81,14 @@ class Fleet:
 
     async def connect(self, broker: BrokerProcess, device_id: str, secret: str) -> RawClient:
         hour = iotda_hour()
-        client = await RawClient.open("127.0.0.1", broker.plain_port)
-        code = await client.connect(
-            f"{device_id}_0_0_{hour}", device_id, iotda_password(secret, hour)
+        code, client = await connect_as_device(
+            lambda: RawClient.open("127.0.0.1", broker.plain_port),
+            f"{device_id}_0_0_{hour}",
+            device_id,
+            iotda_password(secret, hour),
         )
-        if code != ACCEPTED:
-            client.abort()  # left open, its socket's warning would fail a later test
         assert code == ACCEPTED
+        assert client is not None
         return client
 
 

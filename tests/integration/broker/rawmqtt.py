@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import struct
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK, DISCONNECT = 1, 2, 3, 4, 8, 9, 14
@@ -166,6 +167,35 @@ class RawClient:
     def abort(self) -> None:
         """Drops the socket with no DISCONNECT, as a device losing power would."""
         self.writer.transport.abort()
+
+
+# What a device does on "server unavailable" (the broker could not check its credentials
+# in time: a loaded control plane or store): connect again after a pause.
+UNAVAILABLE_ATTEMPTS = 5
+UNAVAILABLE_PAUSE_S = 1.0
+
+
+async def connect_as_device(
+    open_client: Callable[[], Awaitable[RawClient]],
+    client_id: str,
+    username: str | None,
+    password: str | None,
+) -> tuple[int, RawClient | None]:
+    """CONNECT on a fresh connection, again after SERVER_UNAVAILABLE as a device would
+    (up to UNAVAILABLE_ATTEMPTS): the last return code, and the client when accepted
+    (a refused one is dropped, never left open)."""
+    code = SERVER_UNAVAILABLE
+    for attempt in range(UNAVAILABLE_ATTEMPTS):
+        if attempt:
+            await asyncio.sleep(UNAVAILABLE_PAUSE_S)
+        client = await open_client()
+        code = await client.connect(client_id, username, password)
+        if code == ACCEPTED:
+            return code, client
+        client.abort()
+        if code != SERVER_UNAVAILABLE:
+            break
+    return code, None
 
 
 async def connack(port: int, client_id: str, user: str | None, password: str | None) -> int:

@@ -28,7 +28,13 @@ from tests.x509_kit import Issued, issue, make_ca, write_device
 
 from .broker_support import BrokerProcess, start_broker
 from .conftest import AUTH_TIMEOUT_MS, _checked_lib
-from .rawmqtt import ACCEPTED, BAD_USER_NAME_OR_PASSWORD, NOT_AUTHORIZED, RawClient
+from .rawmqtt import (
+    ACCEPTED,
+    BAD_USER_NAME_OR_PASSWORD,
+    NOT_AUTHORIZED,
+    RawClient,
+    connect_as_device,
+)
 
 CA_REFRESH_S = 1
 
@@ -97,14 +103,14 @@ async def tls_connect(
     A handshake the broker refuses is -1."""
     client_id = credentials_for(device_id, "unused-secret", now_ms()).client_id
     try:
-        client = await RawClient.open("127.0.0.1", broker.tls_port, context)
-        code = await client.connect(client_id, device_id, None)
+        return await connect_as_device(
+            lambda: RawClient.open("127.0.0.1", broker.tls_port, context),
+            client_id,
+            device_id,
+            None,
+        )
     except (ssl.SSLError, ConnectionError):
         return -1, None
-    if code != ACCEPTED:
-        client.abort()
-        return code, None
-    return code, client
 
 
 async def test_a_certificate_device_connects_without_a_password_and_gets_its_command(
