@@ -173,6 +173,7 @@ async def rollout_across_restart(
     kill_after_share: float,
     outage_s: float,
     timeout_s: float,
+    kill_on: str = "finished",
     package_kib: int = 64,
     fleet_processes: int = 1,
     sample_s: float = 0.25,
@@ -214,7 +215,15 @@ async def rollout_across_restart(
                 policy["rate_per_min"] = rate_per_min
             task_id = await create_task(api, package_id, list_id, policy, "restart")
             await _follow(
-                api, part, task_id, run, size, kill_after_share, outage_s, timeout_s, sample_s
+                api,
+                part,
+                task_id,
+                run,
+                size,
+                (kill_on, kill_after_share),
+                outage_s,
+                timeout_s,
+                sample_s,
             )
             await asyncio.to_thread(inbox.wait_for, set(ids), 60)  # missing ones are counted
         finally:
@@ -264,11 +273,16 @@ async def _follow(
     task_id: str,
     run: RestartRun,
     size: int,
-    kill_after_share: float,
+    kill_at: tuple[str, float],
     outage_s: float,
     timeout_s: float,
     sample_s: float,
 ) -> None:
+    """Samples the task until it finished; kills the part once `kill_at` = (count, share)
+    of the fleet is reached: "finished" devices, or "released" ones (the scheduler's
+    cursor, which a rate limit paces: finishes can come in bursts on a loaded machine,
+    all of them between two samples)."""
+    kill_on, kill_share = kill_at
     start = time.monotonic()
     restart: asyncio.Task[float] | None = None
     while time.monotonic() - start < timeout_s:
@@ -280,7 +294,8 @@ async def _follow(
             run.task = answer.json()
             finished = int(run.task["progress"]["finished"])
             run.samples.append((time.monotonic(), finished))
-            if not run.killed_at and finished >= size * kill_after_share:
+            reached = finished if kill_on == "finished" else int(run.task["runtime"]["released"])
+            if not run.killed_at and reached >= size * kill_share:
                 part.kill()
                 run.killed_at = time.monotonic()
                 restart = asyncio.ensure_future(_restart_later(part, outage_s))
