@@ -41,6 +41,9 @@ _POLL_S = 0.05  # the delivery thread's longest wait: close() is noticed within 
 # How often the delivery thread re-reads the partition counts of the topics asked about:
 # a topic may gain partitions, and `partitions_for` must not wait on the network.
 _PARTITIONS_REFRESH_S = 10.0
+# Each refresh's wait for Kafka: short, since deliveries (and close) wait behind it, and
+# while Kafka is down every refresh waits out its timeout.
+_REFRESH_TIMEOUT_S = 1.0
 _QUEUE_FULL_WAIT_S = 0.05  # a full librdkafka queue: serve deliveries this long, try again
 
 
@@ -328,10 +331,12 @@ class ConfluentProducer:
             except Exception:  # a report that could not be handled must not end the thread
                 log.exception("kafka delivery report failed")
             if time.monotonic() - refreshed > _PARTITIONS_REFRESH_S:
-                refreshed = time.monotonic()
                 for topic in list(self._partitions):
+                    if self._closed.is_set():
+                        break
                     with contextlib.suppress(KafkaClientError):
-                        self._read_partitions(topic)
+                        self._read_partitions(topic, timeout_s=_REFRESH_TIMEOUT_S)
+                refreshed = time.monotonic()  # from the end: while Kafka is down, waits never chain
 
     def send(
         self,
@@ -392,9 +397,9 @@ class ConfluentProducer:
             return False
         return True
 
-    def _read_partitions(self, topic: str) -> set[int] | None:
+    def _read_partitions(self, topic: str, timeout_s: float = 10.0) -> set[int] | None:
         try:
-            metadata = self.client.list_topics(topic, timeout=10)
+            metadata = self.client.list_topics(topic, timeout=timeout_s)
         except Exception as exc:
             raise from_confluent(exc) from exc
         found = metadata.topics.get(topic)
