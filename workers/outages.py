@@ -58,7 +58,7 @@ class OutageClock:
             return None
         self.down_since_ms = None
         lost = max(0, now_ms - since)
-        kept = self._remembered(now_ms)
+        kept = self.pause_at(now_ms)
         if kept is not None:  # a second outage within the memory of the first
             self.pause = Pause(kept.since_ms, kept.by_ms + lost, now_ms + self.memory_ms)
         else:
@@ -70,19 +70,20 @@ class OutageClock:
         Kafka is down: nothing fires."""
         if self.down:
             return None
-        pause = self._remembered(now_ms)
+        pause = self.pause_at(now_ms)
         if pause is None:
             return now_ms
         return min(now_ms, max(pause.since_ms - 1, now_ms - pause.by_ms))
 
     def due_at(self, deadline_ms: int, now_ms: int) -> int:
         """When `deadline_ms` comes due: later by the pause when the pause covers it."""
-        pause = self._remembered(now_ms)
+        pause = self.pause_at(now_ms)
         if pause is None or deadline_ms < pause.since_ms:
             return deadline_ms
         return min(deadline_ms + pause.by_ms, max(deadline_ms, pause.until_ms))
 
-    def _remembered(self, now_ms: int) -> Pause | None:
+    def pause_at(self, now_ms: int) -> Pause | None:
+        """The pause still remembered at `now_ms` (forgotten once past its memory)."""
         pause = self.pause
         if pause is not None and now_ms >= pause.until_ms:
             self.pause = pause = None

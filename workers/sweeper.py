@@ -114,7 +114,7 @@ class Sweeper:
         )
         self.batch, self.idle_ms, self.lease_ms = batch, idle_ms, lease_ms
         self.outages = outages
-        self._probed_ms: int | None = None
+        self.probed_ms: int | None = None  # when Kafka was last asked whether it answers
         self.stopping = threading.Event()
         self._fired: list[_Fired] = []
         # Called before every sweep; the service sets a liveness beat (ota/health.py).
@@ -159,16 +159,14 @@ class Sweeper:
         most once a `PROBE_EVERY_MS` while it does, every pass while it does not); None
         while it does not."""
         now = now_ms()
-        if self.outages.down or self._probed_ms is None or now - self._probed_ms >= PROBE_EVERY_MS:
+        if self.outages.down or self.probed_ms is None or now - self.probed_ms >= PROBE_EVERY_MS:
             answers = self.producer.reachable(self.inbox_topic, PROBE_TIMEOUT_S)
-            now = self._probed_ms = now_ms()
+            now = self.probed_ms = now_ms()
             self._note(answers, now)
-        cutoff = self.outages.cutoff(now)
-        pause = self.outages.pause  # None once forgotten (cutoff checks)
-        telemetry.DEADLINE_PAUSE_SECONDS.set(pause.by_ms / 1000 if pause is not None else 0)
-        return cutoff
+        return self.outages.cutoff(now)
 
     def _note(self, answers: bool, now: int) -> None:
+        """Tell the clock what the probe found; log and count the outage's edges."""
         was_down = self.outages.down
         if not answers:
             self.outages.unanswered(now)
@@ -178,6 +176,8 @@ class Sweeper:
             return
         pause = self.outages.answered(now)
         telemetry.KAFKA_DOWN.set(0)
+        kept = self.outages.pause_at(now)
+        telemetry.DEADLINE_PAUSE_SECONDS.set(kept.by_ms / 1000 if kept is not None else 0)
         if pause is not None:
             log.warning(
                 "Kafka answers again: deadlines from the outage on come due later",

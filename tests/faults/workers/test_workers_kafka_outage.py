@@ -9,7 +9,6 @@ ends SUCCEEDED on the device's answer, with no failure and no timeout.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -31,11 +30,16 @@ from workerkit import (
 )
 
 from ota.records import TimeoutRecord
+from ota.redis_clients import make_redis
 from ota.settings import Topics
 from tests.kafka_kit import PrivateKafka, running_kafka
+from tests.waiting import wait_until
+from workers.settings import WorkerSettings
+from workers.store import Store
 
 VERSION_S = 4  # the version window: it ends while Kafka is down
 GRACE_MS = 8_000  # what the worker adds to the outage before held deadlines fire
+INBOX_PARTITIONS = 2
 
 
 @pytest.fixture
@@ -64,7 +68,7 @@ def _topics(bootstrap: str) -> Topics:
     try:
         admin.create_topics(
             [
-                NewTopic(topics.inbox, 2, 1),
+                NewTopic(topics.inbox, INBOX_PARTITIONS, 1),
                 *(NewTopic(t, 1, 1) for t in (topics.commands, topics.job_events)),
                 NewTopic(topics.dead_letters, 1, 1),
             ],
@@ -73,6 +77,19 @@ def _topics(bootstrap: str) -> Topics:
     finally:
         admin.close()
     return topics
+
+
+def _stored_deadline(settings: WorkerSettings, device: str) -> int:
+    """The device's deadline as the workers stored it (epoch ms)."""
+    store = Store(make_redis(settings.common))
+    try:
+        scores = [
+            store.client.zscore(store.keys(p).deadlines, device) for p in range(INBOX_PARTITIONS)
+        ]
+    finally:
+        store.client.close()
+    [deadline] = [int(score) for score in scores if score is not None]
+    return deadline
 
 
 def _whole_topic(bootstrap: str, topic: str) -> list[object]:
@@ -112,11 +129,14 @@ def test_a_deadline_passed_while_kafka_was_down_waits_for_the_devices_answer(
         events = Reader(settings.common.kafka_bootstrap, settings.common.topics.job_events)
         events.wait(lambda rs: reached(rs, device, "QUERYING_VERSION"))
         events.close()
-        asked_at = time.monotonic()
+        deadline_ms = _stored_deadline(settings, device)
         kafka_node.kill()
-        # Down until the version window has passed, and a sweep after that.
-        time.sleep(max(0.0, asked_at + VERSION_S + 2 - time.monotonic()))
-        assert worker.sweeper.outages.down
+        # Down until the sweeper, finding Kafka silent, has probed past the job's deadline.
+        wait_until(
+            lambda: worker.sweeper.outages.down and (worker.sweeper.probed_ms or 0) > deadline_ms,
+            VERSION_S + 30,
+            "the sweeper probing a silent Kafka past the deadline",
+        )
         kafka_node.start()
         inbox = Inbox(settings)
         inbox.version(device, TARGET)  # the device's answer, held up by the outage

@@ -10,7 +10,6 @@ import http.client
 import shutil
 import socket
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,14 +88,6 @@ def write_package(cache_dir: Path, data: bytes) -> Package:
     target.mkdir(parents=True, exist_ok=True)
     (target / sha).write_bytes(data)
     return Package(sha, data)
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.02)
 
 
 def get(

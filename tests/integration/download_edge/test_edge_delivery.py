@@ -29,8 +29,9 @@ from ota.kafka_clients import make_producer
 from ota.kafka_producer import RecordProducer
 from ota.redis_clients import make_redis
 from ota.settings import CommonSettings, Topics
+from tests.waiting import wait_until
 
-from .edge_support import EdgeFactory, Package, RunningEdge, wait_until, write_package
+from .edge_support import EdgeFactory, Package, RunningEdge, write_package
 
 EDGE_TEST_DB = 12
 PACKAGE_MIB = 24  # far more than the loopback's socket buffers hold on both sides

@@ -6,7 +6,9 @@ import hashlib
 import socket
 from collections.abc import Callable
 
-from .edge_support import EdgeFactory, Package, RunningEdge, get, wait_until
+from tests.waiting import wait_until
+
+from .edge_support import EdgeFactory, Package, RunningEdge, get
 
 
 def read_all(sock: socket.socket) -> bytes:

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ops.demo_env import free_port
+from tests.waiting import wait_until
 
-from .edge_support import Package, require_tool, wait_until
+from .edge_support import Package, require_tool
 
 
 def _answers(port: int) -> bool:
