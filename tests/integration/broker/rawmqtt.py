@@ -14,6 +14,8 @@ import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from ota.backoff import Backoff, retry
+
 CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE, SUBACK, DISCONNECT = 1, 2, 3, 4, 8, 9, 14
 # MQTT 3.1.1 CONNACK return codes
 ACCEPTED, SERVER_UNAVAILABLE, BAD_USER_NAME_OR_PASSWORD, NOT_AUTHORIZED = 0, 3, 4, 5
@@ -171,8 +173,11 @@ class RawClient:
 
 # What a device does on "server unavailable" (the broker could not check its credentials
 # in time: a loaded control plane or store): connect again after a pause.
-UNAVAILABLE_ATTEMPTS = 5
-UNAVAILABLE_PAUSE_S = 1.0
+DEVICE_RECONNECT = Backoff(0.5, 2.0, attempts=4)
+
+
+class _UnavailableError(Exception):
+    """CONNACK 3 on one attempt."""
 
 
 async def connect_as_device(
@@ -182,20 +187,25 @@ async def connect_as_device(
     password: str | None,
 ) -> tuple[int, RawClient | None]:
     """CONNECT on a fresh connection, again after SERVER_UNAVAILABLE as a device would
-    (up to UNAVAILABLE_ATTEMPTS): the last return code, and the client when accepted
-    (a refused one is dropped, never left open)."""
-    code = SERVER_UNAVAILABLE
-    for attempt in range(UNAVAILABLE_ATTEMPTS):
-        if attempt:
-            await asyncio.sleep(UNAVAILABLE_PAUSE_S)
+    (DEVICE_RECONNECT): the last return code, and the client when accepted (a refused
+    one is dropped, never left open)."""
+
+    async def attempt() -> tuple[int, RawClient | None]:
         client = await open_client()
         code = await client.connect(client_id, username, password)
         if code == ACCEPTED:
             return code, client
         client.abort()
-        if code != SERVER_UNAVAILABLE:
-            break
-    return code, None
+        if code == SERVER_UNAVAILABLE:
+            raise _UnavailableError
+        return code, None
+
+    try:
+        return await retry(
+            "tests.device_connect", attempt, on=_UnavailableError, policy=DEVICE_RECONNECT
+        )
+    except _UnavailableError:
+        return SERVER_UNAVAILABLE, None
 
 
 async def connack(port: int, client_id: str, user: str | None, password: str | None) -> int:
