@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import httpx
 from kafka.structs import TopicPartition
@@ -162,6 +162,10 @@ def held_up_report(run: RestartRun) -> str:
     return "\n".join(lines)
 
 
+# What `kill_after_share` counts: finished devices, or released ones (see _follow).
+KillOn = Literal["finished", "released"]
+
+
 async def rollout_across_restart(
     part: Restartable,
     plan: StackPlan,
@@ -173,7 +177,7 @@ async def rollout_across_restart(
     kill_after_share: float,
     outage_s: float,
     timeout_s: float,
-    kill_on: str = "finished",
+    kill_on: KillOn = "finished",
     package_kib: int = 64,
     fleet_processes: int = 1,
     sample_s: float = 0.25,
@@ -273,7 +277,7 @@ async def _follow(
     task_id: str,
     run: RestartRun,
     size: int,
-    kill_at: tuple[str, float],
+    kill_at: tuple[KillOn, float],
     outage_s: float,
     timeout_s: float,
     sample_s: float,
