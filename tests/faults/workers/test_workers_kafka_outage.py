@@ -146,6 +146,8 @@ def test_a_deadline_passed_while_kafka_was_down_waits_for_the_devices_answer(
             lambda rs: reached(rs, device, "SUCCEEDED") or reached(rs, device, "FAILED"), 120
         )
         events.close()
+        # The job may end before the sweeper's next probe finds Kafka answering again.
+        wait_until(lambda: not worker.sweeper.outages.down, 30, "the sweeper finding Kafka back")
         held = worker.sweeper.outages.pause
         written = _whole_topic(settings.common.kafka_bootstrap, settings.common.topics.inbox)
     finally:
