@@ -32,12 +32,17 @@ CHUNK = 500
 
 # Device reports and presence changes in log order, each only forward in record time.
 # KEYS[1] all-devices zset, KEYS[2] online set, KEYS[3] and KEYS[4] the known firmware and
-# software versions (the overview's census reads them instead of scanning the keyspace)
+# software versions (the overview's census reads them instead of scanning the keyspace),
+# KEYS[5] the open continuous tasks whose filter names versions or presence.
 # ARGV[1] version index prefix, ARGV[2] the software task type, ARGV[3] a JSON array of
 # [device hash, device id, at_ms, fw ('' unchanged), sw ('' unchanged), online ('1'/'0'/''),
-# progress version ('' none: the version of whatever the device's current job upgrades)]
+# progress version ('' none: the version of whatever the device's current job upgrades)].
+# Returns the devices whose version or presence changed, while KEYS[5] is not empty (else
+# nobody asks, and nothing is collected).
 _OBSERVE = """
 local known = {fw = KEYS[3], sw = KEYS[4]}
+local watched = redis.call('SCARD', KEYS[5]) > 0
+local moved = {}
 local function observe(dev, id, at, fw, sw, online, progress)
   redis.call('ZADD', KEYS[1], 0, id)
   local seen = tonumber(redis.call('HGET', dev, 'seen_ms') or '0')
@@ -46,6 +51,7 @@ local function observe(dev, id, at, fw, sw, online, progress)
   if progress ~= '' then
     if redis.call('HGET', dev, 'task_type') == ARGV[2] then sw = progress else fw = progress end
   end
+  local changed = false
   local versions = {fw = fw, sw = sw}
   for _, kind in ipairs({'fw', 'sw'}) do
     local v = versions[kind]
@@ -54,21 +60,23 @@ local function observe(dev, id, at, fw, sw, online, progress)
       if old ~= v then
         if old then redis.call('SREM', ARGV[1] .. kind .. ':' .. old, id) end
         redis.call('SADD', known[kind], v)
+        changed = true
       end
       redis.call('HSET', dev, kind, v)
       redis.call('SADD', ARGV[1] .. kind .. ':' .. v, id)
     end
   end
-  if online == '1' then
-    redis.call('HSET', dev, 'online', '1'); redis.call('SADD', KEYS[2], id)
-  elseif online == '0' then
-    redis.call('HSET', dev, 'online', '0'); redis.call('SREM', KEYS[2], id)
+  if online ~= '' then
+    if redis.call('HGET', dev, 'online') ~= online then changed = true end
+    redis.call('HSET', dev, 'online', online)
+    if online == '1' then redis.call('SADD', KEYS[2], id) else redis.call('SREM', KEYS[2], id) end
   end
+  if changed and watched then moved[#moved + 1] = id end
 end
 for _, r in ipairs(cjson.decode(ARGV[3])) do
   observe(r[1], r[2], r[3], r[4], r[5], r[6], r[7])
 end
-return 1
+return moved
 """
 
 # Job events in log order: each becomes the device's current job (if newer) and goes on
@@ -211,6 +219,9 @@ class DeviceFilter:
 # Told (device ids, every group they entered or left) after devices' groups or tags
 # changed in Redis: continuous tasks re-check those devices (scheduler/joins.py).
 LabelsChanged = Callable[[Sequence[str], Sequence[str]], Awaitable[object]]
+# Told the device ids whose version or presence changed, while an open continuous task's
+# filter names either (scheduler/joins.py).
+FactsChanged = Callable[[Sequence[str]], Awaitable[object]]
 
 
 class Registry:
@@ -221,9 +232,10 @@ class Registry:
         topics: Topics,
         timeline_cap: int,
         on_labels: LabelsChanged | None = None,
+        on_facts: FactsChanged | None = None,
     ) -> None:
         self._r, self._producer, self._topics, self._cap = r, producer, topics, timeline_cap
-        self._on_labels = on_labels
+        self._on_labels, self._on_facts = on_labels, on_facts
         self._observe = r.register_script(_OBSERVE)
         self._job = r.register_script(_JOB)
         self._show = r.register_script(_SHOW)
@@ -231,7 +243,9 @@ class Registry:
     # ------------------------------------------------------------ fed by the logs
 
     async def observe(self, records: Sequence[DeviceEventRecord | PresenceRecord]) -> None:
-        """Apply a batch of inbox records in log order, `CHUNK` per script call."""
+        """Apply a batch of inbox records in log order, `CHUNK` per script call; then tell
+        `on_facts` the devices whose version or presence changed."""
+        moved: set[str] = set()
         for start in range(0, len(records), CHUNK):
             batch = orjson.dumps(
                 [
@@ -239,15 +253,19 @@ class Registry:
                     for r in records[start : start + CHUNK]
                 ]
             )
-            await self._observe(
+            changed = await self._observe(
                 keys=[
                     keys.DEVICES,
                     keys.ONLINE,
                     keys.known_versions("fw"),
                     keys.known_versions("sw"),
+                    keys.CONTINUOUS_FACTS,
                 ],
                 args=[keys.P + "ver:", TaskType.SOFTWARE.value, batch],
             )
+            moved.update(device.decode() for device in changed)
+        if moved and self._on_facts is not None:
+            await self._on_facts(sorted(moved))
 
     async def job_events(
         self,

@@ -1,11 +1,14 @@
 """Continuous tasks in Redis: who follows which group, and devices joining and leaving.
 
 An open continuous task is listed under each group it targets (`keys.continuous_group`)
-and, when it has a filter, in `keys.CONTINUOUS_FILTER`. The registry calls `changed`
-after it changed devices' groups or tags: each device goes into the re-check set of
-every task following one of the groups touched, and of every task with a filter
-(`keys.task_joins`, scored by a change number). That is work in proportion to the
-change and the number of open continuous tasks, never to a group's size.
+and, when it has a filter, in `keys.CONTINUOUS_FILTER` (and in `keys.CONTINUOUS_FACTS`
+when the filter names versions or presence). The registry calls `changed` after it
+changed devices' groups or tags: each device goes into the re-check set of every task
+following one of the groups touched, and of every task with a filter
+(`keys.task_joins`, scored by a change number); it calls `facts_changed` with the
+devices whose version or presence changed, queued for the tasks whose filter names
+them. That is work in proportion to the change and the number of open continuous
+tasks, never to a group's size.
 
 The reconciler, holding the task's lease, calls `follow` on each pass: it keeps the
 task listed while it is open (so a lost index entry comes back from the task document
@@ -84,6 +87,8 @@ class Joins:
             pipe.sadd(keys.continuous_group(group), tid)
         if target.filter is not None:
             pipe.sadd(keys.CONTINUOUS_FILTER, tid)
+        if target.watches_facts:
+            pipe.sadd(keys.CONTINUOUS_FACTS, tid)
         await pipe.execute()
 
     async def close(self, tid: str, target: Followed) -> None:
@@ -92,6 +97,7 @@ class Joins:
         for group in target.groups:
             pipe.srem(keys.continuous_group(group), tid)
         pipe.srem(keys.CONTINUOUS_FILTER, tid)
+        pipe.srem(keys.CONTINUOUS_FACTS, tid)
         pipe.delete(keys.task_joins(tid))
         await pipe.execute()
 
@@ -107,11 +113,25 @@ class Joins:
         pipe.smembers(keys.CONTINUOUS_FILTER)
         for group in set(groups):
             pipe.smembers(keys.continuous_group(group))
-        pipe.incr(keys.CONTINUOUS_SEQ)
-        *followers, seq = await pipe.execute()
-        tasks = sorted({t.decode() for members in followers for t in members})
+        followers = await pipe.execute()
+        return await self._queue(device_ids, {t.decode() for members in followers for t in members})
+
+    async def facts_changed(self, device_ids: Sequence[str]) -> int:
+        """Devices whose version or presence changed: queue them for each open continuous
+        task whose filter names versions or presence. Returns the number of tasks told."""
+        if not device_ids:
+            return 0
+        tasks = {t.decode() for t in await self._r.smembers(keys.CONTINUOUS_FACTS)}
+        return await self._queue(device_ids, tasks)
+
+    async def _queue(self, device_ids: Sequence[str], task_ids: set[str]) -> int:
+        """Put the devices into each task's re-check set under a new change number."""
+        if not task_ids:
+            return 0
+        seq = await self._r.incr(keys.CONTINUOUS_SEQ)
+        tasks = sorted(task_ids)
         for start in range(0, len(device_ids), _CHUNK):
-            part = dict.fromkeys(device_ids[start : start + _CHUNK], seq)
+            part: dict[str | bytes, int] = dict.fromkeys(device_ids[start : start + _CHUNK], seq)
             pipe = self._r.pipeline(transaction=False)
             for tid in tasks:
                 pipe.zadd(keys.task_joins(tid), part)

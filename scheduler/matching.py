@@ -40,6 +40,14 @@ class Followed:
         return frozenset((*self.groups, *inside))
 
     @property
+    def watches_facts(self) -> bool:
+        """Whether a change of a device's version or presence can change its match."""
+        flt = self.filter
+        return flt is not None and bool(
+            flt.fw_versions or flt.sw_versions or flt.online is not None
+        )
+
+    @property
     def tag_names(self) -> frozenset[str]:
         return frozenset(self.filter.tags) if self.filter is not None else frozenset()
 

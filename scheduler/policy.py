@@ -164,13 +164,17 @@ def parse_policy(data: Any, now_ms: int | None) -> TaskPolicy:
         success=success,
         continuous=continuous,
         end_ms=end_ms,
-        **_rollback(p, success, abort),
+        # Checked at creation only (a stored policy is read as it was accepted).
+        **_rollback(p, success, abort, open_ended=now_ms is not None and continuous and not end_ms),
     )
 
 
-def _rollback(p: Obj, success: SuccessMode, abort: tuple[AbortRule, ...]) -> dict[str, Any]:
+def _rollback(
+    p: Obj, success: SuccessMode, abort: tuple[AbortRule, ...], *, open_ended: bool
+) -> dict[str, Any]:
     """The rollback fields; whether the package exists and fits is the task's check
-    (scheduler.rollback_plan), as it needs the store."""
+    (scheduler.rollback_plan), as it needs the store. `open_ended`: a continuous task
+    without an end, which finishes only when cancelled."""
     spec = field("rollback_package_id")
     assert spec.max_len is not None
     package: str | None = p.text("rollback_package_id", None, max_len=spec.max_len)
@@ -204,6 +208,14 @@ def _rollback(p: Obj, success: SuccessMode, abort: tuple[AbortRule, ...]) -> dic
                 code="conflicting_fields",
                 field=f"policy.{name}",
             )
+    if on_failed and open_ended:
+        raise ValidationError(
+            "policy.rollback_on_failed_confirmation needs policy.end_time_ms on a continuous"
+            " task: failed confirmations are rolled back when the task finishes, and an open"
+            " task without an end finishes only when cancelled (roll back by hand instead)",
+            code="conflicting_fields",
+            field="policy.rollback_on_failed_confirmation",
+        )
     return {
         "rollback_package_id": package,
         "rollback_on_abort": on_abort,

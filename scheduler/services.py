@@ -104,7 +104,12 @@ class Services:
         )
         joins = Joins(r)
         registry = Registry(
-            r, producer, common.topics, settings.timeline_cap, on_labels=joins.changed
+            r,
+            producer,
+            common.topics,
+            settings.timeline_cap,
+            on_labels=joins.changed,
+            on_facts=joins.facts_changed,
         )
         state = TaskState(r)
         notifier = Notifier(r, producer, common.topics)

@@ -1,6 +1,6 @@
 """Continuous tasks through the live scheduler on the real Kafka and Redis: devices that join
-a followed group (or come to match a followed filter through their tags) after the task was
-created are released at the task's pace; a device that leaves before its release is removed
+a followed group (or come to match a followed filter through their tags, their reported
+version or their presence) after the task was created are released at the task's pace; a device that leaves before its release is removed
 and never released; the task stays Processing while open and finishes once its end passes;
 bad combinations are refused; the CLI and the OpenAPI document carry the fields."""
 
@@ -145,6 +145,54 @@ async def test_a_device_whose_tags_come_to_match_the_filter_joins(harness: Harne
     response = await harness.client.patch(f"/v1/devices/{device}", json={"tags": [tag]})
     assert response.status_code == 200, response.text
     assert await released_ids(harness, tid, 1) == [device]
+
+
+async def test_a_device_whose_reported_version_comes_to_match_the_filter_joins(
+    harness: Harness,
+) -> None:
+    package = await harness.upload(b"continuous-version")
+    source = f"src-{uuid.uuid4().hex[:6]}"
+    early, late = names("cv", 2)
+    harness.report(early, fw=source)
+    harness.report(late, fw="older")
+    await harness.wait_device(late, fw_version="older")
+    tid = await continuous_task(harness, package["id"], {"filter": {"fw_versions": [source]}})
+    assert await released_ids(harness, tid, 1) == [early]
+    harness.report(late, fw=source)  # e.g. upgraded to the source version by another task
+    assert await released_ids(harness, tid, 2) == [early, late]
+    task = await harness.task(tid)
+    assert (task["continuous"]["joined"], task["progress"]["total"]) == (1, 2)
+
+
+async def test_a_device_coming_online_joins_and_one_going_offline_before_release_is_removed(
+    harness: Harness,
+) -> None:
+    package = await harness.upload(b"continuous-online")
+    tag = names("field", 1)[0]
+    first, joiner = names("co", 2)
+    for device in (first, joiner):
+        response = await harness.client.patch(f"/v1/devices/{device}", json={"tags": [tag]})
+        assert response.status_code == 200, response.text
+    harness.presence(first, True)
+    harness.presence(joiner, False)
+    await harness.wait_device(joiner, online=False)
+    # One device in flight at a time: the joiner waits, pending, behind the first.
+    tid = await continuous_task(
+        harness, package["id"], {"filter": {"tags": [tag], "online": True}}, max_in_flight=1
+    )
+    assert await released_ids(harness, tid, 1) == [first]
+    harness.presence(joiner, True)
+
+    async def counted(joined: int, removed: int) -> dict[str, Any] | None:
+        task = await harness.task(tid)
+        shown = (task["continuous"]["joined"], task["continuous"]["removed"])
+        return task if shown == (joined, removed) else None
+
+    await eventually(lambda: counted(1, 0), "the device coming online to join")
+    harness.presence(joiner, False)
+    task = await eventually(lambda: counted(1, 1), "the device going offline to be removed")
+    assert task["progress"]["total"] == 1
+    assert "PENDING" not in task["counts"]["states"]
 
 
 async def test_the_task_finishes_once_its_end_passes(

@@ -61,6 +61,27 @@ def test_an_end_without_continuous_is_refused() -> None:
     assert (caught.value.code, caught.value.field) == ("conflicting_fields", "policy.end_time_ms")
 
 
+def test_rolling_back_failed_confirmations_of_a_task_without_an_end_is_refused() -> None:
+    rollback = {
+        "success": "confirmed",
+        "rollback_package_id": "pkg-old",
+        "rollback_on_failed_confirmation": True,
+    }
+    with pytest.raises(ValidationError) as caught:
+        parse_policy({"continuous": True, **rollback}, NOW)
+    assert (caught.value.code, caught.value.field) == (
+        "conflicting_fields",
+        "policy.rollback_on_failed_confirmation",
+    )
+    assert "end_time_ms" in caught.value.message
+    ended = parse_policy({"continuous": True, "end_time_ms": NOW + HOUR_MS, **rollback}, NOW)
+    assert ended.rollback_on_failed_confirmation
+    assert parse_policy(rollback, NOW).rollback_on_failed_confirmation  # not continuous
+    # A stored policy is read as it was accepted.
+    stored = policy_json(replace(ended, end_ms=None))
+    assert parse_policy(stored, None).rollback_on_failed_confirmation
+
+
 @pytest.mark.parametrize(
     ("policy", "why"),
     [
@@ -178,6 +199,17 @@ def test_followed_reads_the_task_documents_targets() -> None:
     assert target.group_names == frozenset({"lobby", "hall"})
     assert target.tag_names == frozenset({"eu"})
     assert followed({"groups": ["a"], "filter": None}).filter is None
+
+
+def test_only_a_filter_naming_versions_or_presence_watches_those_facts() -> None:
+    def watches(targets: dict[str, object]) -> bool:
+        return followed(targets).watches_facts
+
+    assert not watches({"groups": ["a"]})
+    assert not watches({"filter": {"tags": ["eu"], "groups": ["hall"]}})
+    assert watches({"filter": {"fw_versions": ["1.0"]}})
+    assert watches({"filter": {"sw_versions": ["2.0"], "tags": ["eu"]}})
+    assert watches({"filter": {"online": False}})
 
 
 _names = st.frozensets(st.sampled_from(["a", "b", "c"]))
