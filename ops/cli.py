@@ -136,7 +136,7 @@ def packages_upload(api: Api, args: argparse.Namespace, out: TextIO) -> int:
 
 def packages_list(api: Api, args: argparse.Namespace, out: TextIO) -> int:
     page = api.call("GET", "/v1/packages", params={"limit": args.limit})
-    cols = ["id", "type", "version", "product", "size", "allowed_sources", "signed"]
+    cols = ["id", "type", "version", "product", "size", "allowed_sources", "signed", "key_id"]
     _emit(args, out, page, lambda: render.table(page["items"], cols))
     return 0
 

@@ -1,6 +1,7 @@
 """A signed package's signature and key id travel with the task's job starts, so the
 workers can put them in the upgrade command; with two keys configured (a rotation), a
-package signed with either is accepted and names the key that verified it."""
+package signed with either is accepted and names the key that verified it, which
+`ota packages list` shows."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from ota.package_signing import key_id
 from tests.integration.scheduler.conftest import StartHarness
+from tests.integration.scheduler.test_sched_cli import ota
 
 
 async def test_job_starts_carry_the_signature_and_the_verifying_key(
@@ -51,6 +53,11 @@ async def test_job_starts_carry_the_signature_and_the_verifying_key(
         signed[name] = package
     unsigned = await h.upload(b"unsigned fw")
     assert (unsigned["signature"], unsigned["key_id"]) == ("", "")
+    # What a rotation's last step reads: which key verified each package.
+    code, out, err = await ota(h, "packages", "list")
+    assert code == 0, err
+    assert out.splitlines()[0].split()[-2:] == ["SIGNED", "KEY_ID"]
+    assert {key_id(old.public_key()), key_id(new.public_key())} <= set(out.split())
 
     device = f"sig-{uuid.uuid4().hex[:6]}"
     await h.create_task(signed["new"]["id"], [device])
