@@ -387,6 +387,8 @@ class DeviceAgent:
                         # would leave that publish waiting for a PUBACK that never comes.
                         await self._sent()
                         await self._go_offline(self.behaviour.offline_mid_download_s)
+                    elif self.behaviour.pause_mid_download_s:
+                        await asyncio.sleep(self.behaviour.pause_mid_download_s)
                 except TokenExpired as error:
                     self.outcome.expired_tokens += 1
                     if not await self._fresh_url_after(job, sent, event, current):

@@ -54,6 +54,8 @@ class Behaviour:
     install_s: float = 0.0  # how long "installing" takes
     drop_download_at: int | None = None  # cut the download after this many bytes, then resume
     offline_mid_download_s: float = 0.0  # with drop_download_at: also leave MQTT this long
+    # With drop_download_at: stay connected but fetch nothing this long before resuming.
+    pause_mid_download_s: float = 0.0
     # Report the download started (progress 0) and never fetch a byte: a download that
     # never finishes whatever the machine's speed (a download cut mid-way may still be
     # counted whole by the edge over TLS).

@@ -4,7 +4,9 @@ LIFETIME_S (OTA_TOKEN_LIFETIME_S); a reference device fetches part of
 the package, leaves MQTT for longer than that, and comes back: the edge refuses its old
 token with 410, the platform sends the command again with a fresh URL (the reconnect, or
 the progress report the refusal makes the device send), and the device finishes the
-download from the byte it had (Range), not from 0. The job succeeds."""
+download from the byte it had (Range), not from 0. The job succeeds. A device that stays
+connected but idle past the token's life gets its fresh URL from that progress report
+alone."""
 
 from __future__ import annotations
 
@@ -88,3 +90,29 @@ async def test_a_token_that_expires_mid_download_is_renewed_and_the_download_res
     assert {e["to"] for e in fresh} <= {"COMMAND_SENT", "DOWNLOADING", "DOWNLOADED"}
     states = rollout.timeline_states("away")
     assert states.index("DOWNLOADING") < states.index("DOWNLOADED") < states.index("SUCCEEDED")
+
+
+async def test_a_connected_device_whose_token_expired_gets_a_fresh_url_from_its_progress_report(
+    short_tokens: E2E,
+) -> None:
+    idle = Behaviour(drop_download_at=CUT, pause_mid_download_s=AWAY_S)
+    rollout = await run_rollout(
+        short_tokens,
+        [("idle", idle)],
+        package=os.urandom(PACKAGE_BYTES),
+        policy={},
+        timeout_s=90,
+    )
+    assert rollout.task["status"] == "Success", (rollout.device("idle"), rollout.timeline("idle"))
+    device_id = rollout.ids["idle"]
+    agent = rollout.agents[device_id]
+    assert rollout.outcomes[device_id] == "succeeded"
+    assert agent.expired_tokens >= 1
+    assert agent.resumed_from
+    assert agent.resumed_from[-1] == CUT
+    assert agent.upgrade_commands == 1
+    # No reconnect: the device's report that its token was refused brought the fresh URL.
+    renewals = [e for e in rollout.timeline("idle") if e["detail"].get("note") == "token_renewed"]
+    assert renewals, rollout.timeline("idle")
+    assert {e["detail"].get("by") for e in renewals} == {"progress"}
+    assert not [e for e in rollout.timeline("idle") if e["detail"].get("note") == "command_resent"]
