@@ -26,7 +26,7 @@ SHELL_SCRIPTS := deploy/local/up deploy/local/down deploy/local/status deploy/lo
 # files here as they become clean (the whole of tests/ has several conftest.py modules).
 MYPY_EXTRA := deploy/local deploy/topics.py deploy/sbom.py deploy/check_manifests.py deploy/helm/validate.py \
 	deploy/check_module_size.py deploy/check_bandit.py deploy/osv.py deploy/check_advisories.py \
-	bench/clients.py tests/conftest.py tests/integration/test_stack.py
+	bench/clients.py bench/gateway_bench.py tests/conftest.py tests/integration/test_stack.py
 # The worker tests (and bench) in a run of their own: their conftests would clash with
 # tests/conftest.py as top-level modules, so modules are named from the repo root, and
 # their shared kit (workerkit) is imported by name.

@@ -9,17 +9,19 @@ downlink: M command records are produced first; the gateway starts with a fresh 
   group and the time until a wildcard subscriber on the down topics received all M
   commands is measured (each published QoS 1 and committed after the PUBACK).
 
-raw: kafka-python alone producing M such records with the gateway's producer settings,
-  until all are acknowledged: the Kafka-side ceiling, for a ratio.
+raw: the gateway's Kafka client alone producing M such records with the gateway's producer
+  settings, until all are acknowledged: the Kafka-side ceiling, for a ratio.
 
 peer: the uplink measurement with a bare gmqtt subscriber (ack after an empty handler, no
   Kafka) draining the same queued session: the MQTT-side ceiling, for a ratio.
 
 uplink --replicas N: N gateway processes split the devices by slot (each receives every
-  message, forwards its own devices' and acknowledges the rest at once).
+  message, forwards its own devices' and acknowledges the rest at once); with
+  --split shared they take turns on one MQTT 5 shared subscription instead (each message
+  reaches one of them; brokers that deliver `$share` on `$` topics, such as HiveMQ).
 
 Usage: python bench/gateway_bench.py uplink|downlink|peer|raw [--messages M] [--devices D] [--runs R]
-       [--replicas N]
+       [--replicas N] [--split slot|shared]
 """
 
 from __future__ import annotations
@@ -150,7 +152,9 @@ async def _publish_all(settings: CommonSettings, messages: int, devices: int) ->
     await link.close()
 
 
-def uplink_run(settings: CommonSettings, messages: int, devices: int, replicas: int = 1) -> float:
+def uplink_run(
+    settings: CommonSettings, messages: int, devices: int, replicas: int = 1, split: str = "slot"
+) -> float:
     tag = uuid.uuid4().hex[:8]
     prefix = f"bench-{tag}."
     topics = Topics.with_prefix(prefix)
@@ -164,6 +168,8 @@ def uplink_run(settings: CommonSettings, messages: int, devices: int, replicas: 
             "OTA_GATEWAY_CLIENT_ID": f"ota-gw-bench-{tag}-{index}",
             "OTA_GATEWAY_REPLICAS": str(replicas),
             "OTA_GATEWAY_INDEX": str(index),
+            "OTA_GATEWAY_SPLIT": split,
+            "OTA_GATEWAY_SHARE_GROUP": f"ota-gw-bench-{tag}",
         }
         for index in range(replicas)
     ]
@@ -174,7 +180,9 @@ def uplink_run(settings: CommonSettings, messages: int, devices: int, replicas: 
         for gateway in gateways:
             _stop(gateway)  # the broker now queues for each gateway's session
         asyncio.run(_publish_all(settings, messages, devices))
-        expected = messages + devices
+        # One uplink-inferred presence record per device from each replica that saw it: a
+        # shared subscription spreads each device's messages over every replica.
+        expected = messages + devices * (replicas if split == "shared" else 1)
         profile = replicas == 1
         gateways = [_start_gateway(env, profile=profile) for env in envs]
         started = min(_wait_started(gateway) for gateway in gateways)
@@ -307,8 +315,9 @@ def peer_run(settings: CommonSettings, messages: int, devices: int) -> float:
 
 
 def raw_run(settings: CommonSettings, messages: int, devices: int) -> float:
-    """kafka-python alone producing the gateway's records (same producer settings, keys and
-    sizes) from one thread, waiting for every acknowledgement: the Kafka-side ceiling."""
+    """The gateway's Kafka client (OTA_KAFKA_CLIENT) alone producing the gateway's records
+    (same producer settings, keys and sizes) from one thread, waiting for every
+    acknowledgement: the Kafka-side ceiling."""
     tag = uuid.uuid4().hex[:8]
     topics = Topics.with_prefix(f"bench-{tag}.")
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
@@ -336,7 +345,7 @@ def raw_run(settings: CommonSettings, messages: int, devices: int) -> float:
         futures = [producer.send(topics.inbox, key=key, value=value) for key, value in records]
         producer.flush()
         elapsed = time.monotonic() - started
-        assert all(future.succeeded() for future in futures)
+        assert all(future.is_done and not future.failed() for future in futures)
         return messages / elapsed
     finally:
         producer.close()
@@ -351,13 +360,14 @@ def main() -> int:
     parser.add_argument("--devices", type=int, default=1_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--split", choices=["slot", "shared"], default="slot")
     args = parser.parse_args()
     settings = CommonSettings.from_env()
     run = {"downlink": downlink_run, "peer": peer_run, "raw": raw_run}.get(args.direction)
     rates = []
     for n in range(args.runs):
         if args.direction == "uplink":
-            rate = uplink_run(settings, args.messages, args.devices, args.replicas)
+            rate = uplink_run(settings, args.messages, args.devices, args.replicas, args.split)
         else:
             assert run is not None
             rate = run(settings, args.messages, args.devices)
@@ -366,7 +376,12 @@ def main() -> int:
     name = {"peer": "peer.mqtt_drain", "raw": "peer.kafka_produce"}.get(
         args.direction, f"gateway.{args.direction}"
     )
-    print(f"{name}_per_s = {statistics.median(rates):.0f} msgs/s (median of {args.runs})")
+    if args.direction == "uplink" and args.replicas > 1:
+        suffix = "" if args.split == "shared" else "_slot"
+        name = f"{name}_per_s_{args.replicas}rep{suffix}"
+    else:
+        name = f"{name}_per_s"
+    print(f"{name} = {statistics.median(rates):.0f} msgs/s (median of {args.runs})")
     return 0
 
 
