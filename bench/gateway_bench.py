@@ -19,9 +19,11 @@ uplink --replicas N: N gateway processes split the devices by slot (each receive
   message, forwards its own devices' and acknowledges the rest at once); with
   --split shared they take turns on one MQTT 5 shared subscription instead (each message
   reaches one of them; brokers that deliver `$share` on `$` topics, such as HiveMQ).
+uplink --live: the gateways stay connected and the messages are published to them as they
+  run (timed from the first publish), instead of draining a queued session.
 
 Usage: python bench/gateway_bench.py uplink|downlink|peer|raw [--messages M] [--devices D] [--runs R]
-       [--replicas N] [--split slot|shared]
+       [--replicas N] [--split slot|shared] [--live]
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from kafka.admin import KafkaAdminClient, NewTopic
 from ota.kafka_clients import make_producer
 from ota.mqtt import LinkConfig, MqttLink
 from ota.protocol import up_topic
-from ota.records import CommandRecord, DeviceEventRecord, encode
+from ota.records import CommandRecord, DeviceEventRecord, decode, encode
 from ota.settings import CommonSettings, Topics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -117,6 +119,19 @@ def _end_total(consumer: KafkaConsumer, topic: str, partitions: int) -> int:
     return sum(consumer.end_offsets(tps).values())
 
 
+class _EventCount:
+    """Device events read so far from a consumer's assigned partitions (presence records
+    left out), for a run whose presence records cannot be counted in advance."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def __call__(self, consumer: KafkaConsumer, _topic: str, _partitions: int) -> int:
+        for records in consumer.poll(timeout_ms=50).values():
+            self.seen += sum(isinstance(decode(r.value), DeviceEventRecord) for r in records)
+        return self.seen
+
+
 async def _publish_all(settings: CommonSettings, messages: int, devices: int) -> None:
     link = MqttLink(
         LinkConfig(
@@ -153,7 +168,12 @@ async def _publish_all(settings: CommonSettings, messages: int, devices: int) ->
 
 
 def uplink_run(
-    settings: CommonSettings, messages: int, devices: int, replicas: int = 1, split: str = "slot"
+    settings: CommonSettings,
+    messages: int,
+    devices: int,
+    replicas: int = 1,
+    split: str = "slot",
+    live: bool = False,
 ) -> float:
     tag = uuid.uuid4().hex[:8]
     prefix = f"bench-{tag}."
@@ -173,22 +193,32 @@ def uplink_run(
         }
         for index in range(replicas)
     ]
+    # The events and one uplink-inferred presence record per device. A shared subscription
+    # spreads a device's messages over replicas that each infer its presence, so there the
+    # events are counted one by one instead.
+    expected = messages + devices
+    arrived = _EventCount() if split == "shared" else _end_total
+    profile = replicas == 1 and not live
     try:
         gateways = [_start_gateway(env) for env in envs]
-        for gateway in gateways:
-            _wait_started(gateway)
-        for gateway in gateways:
-            _stop(gateway)  # the broker now queues for each gateway's session
-        asyncio.run(_publish_all(settings, messages, devices))
-        # One uplink-inferred presence record per device from each replica that saw it: a
-        # shared subscription spreads each device's messages over every replica.
-        expected = messages + devices * (replicas if split == "shared" else 1)
-        profile = replicas == 1
-        gateways = [_start_gateway(env, profile=profile) for env in envs]
         started = min(_wait_started(gateway) for gateway in gateways)
+        if not live:
+            for gateway in gateways:
+                _stop(gateway)  # the broker now queues for each gateway's session
+            asyncio.run(_publish_all(settings, messages, devices))
+            gateways = [_start_gateway(env, profile=profile) for env in envs]
+            started = min(_wait_started(gateway) for gateway in gateways)
         cpu = [_cpu_s(gateway) for gateway in gateways]
+        if live:  # timed from the first publish: the publisher shares the cores
+            started = time.monotonic()
+            asyncio.run(_publish_all(settings, messages, devices))
         deadline = started + 600
-        while _end_total(consumer, topics.inbox, 12) < expected:
+        if split == "shared":
+            expected = messages
+            inbox = [TopicPartition(topics.inbox, p) for p in range(12)]
+            consumer.assign(inbox)
+            consumer.seek_to_beginning(*inbox)  # the run's own topic: every record counts
+        while arrived(consumer, topics.inbox, 12) < expected:
             if time.monotonic() > deadline:
                 raise RuntimeError("records did not all arrive")
             time.sleep(0.05)
@@ -361,13 +391,16 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--split", choices=["slot", "shared"], default="slot")
+    parser.add_argument("--live", action="store_true")
     args = parser.parse_args()
     settings = CommonSettings.from_env()
     run = {"downlink": downlink_run, "peer": peer_run, "raw": raw_run}.get(args.direction)
     rates = []
     for n in range(args.runs):
         if args.direction == "uplink":
-            rate = uplink_run(settings, args.messages, args.devices, args.replicas, args.split)
+            rate = uplink_run(
+                settings, args.messages, args.devices, args.replicas, args.split, args.live
+            )
         else:
             assert run is not None
             rate = run(settings, args.messages, args.devices)
@@ -381,6 +414,8 @@ def main() -> int:
         name = f"{name}_per_s_{args.replicas}rep{suffix}"
     else:
         name = f"{name}_per_s"
+    if args.direction == "uplink" and args.live:
+        name += "_live"
     print(f"{name} = {statistics.median(rates):.0f} msgs/s (median of {args.runs})")
     return 0
 

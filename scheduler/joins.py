@@ -113,23 +113,27 @@ class Joins:
         pipe.smembers(keys.CONTINUOUS_FILTER)
         for group in set(groups):
             pipe.smembers(keys.continuous_group(group))
-        followers = await pipe.execute()
-        return await self._queue(device_ids, {t.decode() for members in followers for t in members})
+        pipe.incr(keys.CONTINUOUS_SEQ)
+        *followers, seq = await pipe.execute()
+        return await self._queue(device_ids, followers, seq)
 
     async def facts_changed(self, device_ids: Sequence[str]) -> int:
         """Devices whose version or presence changed: queue them for each open continuous
         task whose filter names versions or presence. Returns the number of tasks told."""
         if not device_ids:
             return 0
-        tasks = {t.decode() for t in await self._r.smembers(keys.CONTINUOUS_FACTS)}
-        return await self._queue(device_ids, tasks)
+        pipe = self._r.pipeline(transaction=False)
+        pipe.smembers(keys.CONTINUOUS_FACTS)
+        pipe.incr(keys.CONTINUOUS_SEQ)
+        followers, seq = await pipe.execute()
+        return await self._queue(device_ids, [followers], seq)
 
-    async def _queue(self, device_ids: Sequence[str], task_ids: set[str]) -> int:
-        """Put the devices into each task's re-check set under a new change number."""
-        if not task_ids:
-            return 0
-        seq = await self._r.incr(keys.CONTINUOUS_SEQ)
-        tasks = sorted(task_ids)
+    async def _queue(
+        self, device_ids: Sequence[str], followers: Sequence[set[bytes]], seq: int
+    ) -> int:
+        """Put the devices into the re-check set of every task in `followers` under change
+        number `seq` (one round trip per chunk)."""
+        tasks = sorted({t.decode() for members in followers for t in members})
         for start in range(0, len(device_ids), _CHUNK):
             part: dict[str | bytes, int] = dict.fromkeys(device_ids[start : start + _CHUNK], seq)
             pipe = self._r.pipeline(transaction=False)
