@@ -115,11 +115,12 @@ def dry_run(did: str, part: str) -> str:
 
 
 # Continuous tasks (scheduler/joins.py): which open tasks follow a group or a filter, and
-# per task the devices whose labels changed since its last look, scored by change number.
+# per task the devices whose labels (or, for a filter naming them, versions or presence)
+# changed since its last look, scored by change number.
 CONTINUOUS_FILTER = P + "cont:filter"  # set of open continuous task ids with a filter
 # the subset whose filter names versions or presence: re-checked when those change
 CONTINUOUS_FACTS = P + "cont:facts"
-CONTINUOUS_SEQ = P + "cont:seq"  # counter: the change number of a label change
+CONTINUOUS_SEQ = P + "cont:seq"  # counter: the change number of a label or fact change
 
 
 def continuous_group(name: str) -> str:

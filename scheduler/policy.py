@@ -165,7 +165,9 @@ def parse_policy(data: Any, now_ms: int | None) -> TaskPolicy:
         continuous=continuous,
         end_ms=end_ms,
         # Checked at creation only (a stored policy is read as it was accepted).
-        **_rollback(p, success, abort, open_ended=now_ms is not None and continuous and not end_ms),
+        **_rollback(
+            p, success, abort, open_ended=now_ms is not None and continuous and end_ms is None
+        ),
     )
 
 
