@@ -155,6 +155,9 @@ async def test_a_device_whose_reported_version_comes_to_match_the_filter_joins(
     early, late = names("cv", 2)
     harness.report(early, fw=source)
     harness.report(late, fw="older")
+    # Both applied before the task exists (their partitions may differ): early is taken
+    # at creation, not as a joiner.
+    await harness.wait_device(early, fw_version=source)
     await harness.wait_device(late, fw_version="older")
     tid = await continuous_task(harness, package["id"], {"filter": {"fw_versions": [source]}})
     assert await released_ids(harness, tid, 1) == [early]
@@ -175,6 +178,7 @@ async def test_a_device_coming_online_joins_and_one_going_offline_before_release
         assert response.status_code == 200, response.text
     harness.presence(first, True)
     harness.presence(joiner, False)
+    await harness.wait_device(first, online=True)  # taken at creation, not as a joiner
     await harness.wait_device(joiner, online=False)
     # One device in flight at a time: the joiner waits, pending, behind the first.
     tid = await continuous_task(
