@@ -1,8 +1,9 @@
 """Continuous tasks through the live scheduler on the real Kafka and Redis: devices that join
 a followed group (or come to match a followed filter through their tags, their reported
-version or their presence) after the task was created are released at the task's pace; a device that leaves before its release is removed
-and never released; the task stays Processing while open and finishes once its end passes;
-bad combinations are refused; the CLI and the OpenAPI document carry the fields."""
+version or their presence) after the task was created are released at the task's pace; a
+device that leaves before its release is removed and never released; the task stays
+Processing while open and finishes once its end passes; bad combinations are refused; the
+CLI and the OpenAPI document carry the fields."""
 
 from __future__ import annotations
 
