@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from e2e_support import E2E, e2e_stack, run_rollout
+from e2e_support import E2E, Rollout, e2e_stack, run_rollout
 
 from devices.behaviour import Behaviour
 from ops.demo_env import redis_url_with_db
@@ -54,41 +54,49 @@ def short_tokens(
         yield stack
 
 
-async def test_a_token_that_expires_mid_download_is_renewed_and_the_download_resumed(
-    short_tokens: E2E,
-) -> None:
-    away = Behaviour(drop_download_at=CUT, offline_mid_download_s=AWAY_S)
+async def _resumed_after_expiry(stack: E2E, behaviour: Behaviour) -> Rollout:
+    """One device with `behaviour` (a scripted cut at CUT, then idle past its token's
+    life) through a task, asserting what every way of getting the fresh URL shares: the
+    job succeeded, the old token was refused, and the download went on from where it had
+    stopped under the same command."""
     rollout = await run_rollout(
-        short_tokens,
-        [("away", away)],
+        stack,
+        [("device", behaviour)],
         package=os.urandom(PACKAGE_BYTES),
         policy={},
         timeout_s=90,
     )
     # On failure: the job's row and timeline say which step went wrong.
-    assert rollout.task["status"] == "Success", (rollout.device("away"), rollout.timeline("away"))
-    assert rollout.device("away")["state"] == "SUCCEEDED"
-    device_id = rollout.ids["away"]
+    assert rollout.task["status"] == "Success", (
+        rollout.device("device"),
+        rollout.timeline("device"),
+    )
+    assert rollout.device("device")["state"] == "SUCCEEDED"
+    device_id = rollout.ids["device"]
     agent = rollout.agents[device_id]
     assert rollout.outcomes[device_id] == "succeeded"
-    # The old token was refused once the device was back, and the download went on from
-    # where it had stopped with the fresh one: every continuation starts past byte 0.
+    # Every continuation starts past byte 0, the last one where the cut left it.
     assert agent.expired_tokens >= 1
     assert agent.resumed_from
     assert agent.resumed_from[-1] == CUT
     assert all(start > 0 for start in agent.resumed_from)
     assert agent.upgrade_commands == 1  # the fresh URL came as a repeat, not a new command
+    return rollout
+
+
+async def test_a_token_that_expires_mid_download_is_renewed_and_the_download_resumed(
+    short_tokens: E2E,
+) -> None:
+    away = Behaviour(drop_download_at=CUT, offline_mid_download_s=AWAY_S)
+    rollout = await _resumed_after_expiry(short_tokens, away)
+    timeline = rollout.timeline("device")
     # The job's timeline shows the fresh URL going out while it waited for the download
     # (in DOWNLOADED too: the edge may have sent the last byte into a connection the device
     # cut at CUT, and only the device's progress report says it still lacks the rest).
-    fresh = [
-        e
-        for e in rollout.timeline("away")
-        if e["detail"].get("note") in ("command_resent", "token_renewed")
-    ]
+    fresh = [e for e in timeline if e["detail"].get("note") in ("command_resent", "token_renewed")]
     assert fresh
     assert {e["to"] for e in fresh} <= {"COMMAND_SENT", "DOWNLOADING", "DOWNLOADED"}
-    states = rollout.timeline_states("away")
+    states = rollout.timeline_states("device")
     assert states.index("DOWNLOADING") < states.index("DOWNLOADED") < states.index("SUCCEEDED")
 
 
@@ -96,23 +104,9 @@ async def test_a_connected_device_whose_token_expired_gets_a_fresh_url_from_its_
     short_tokens: E2E,
 ) -> None:
     idle = Behaviour(drop_download_at=CUT, pause_mid_download_s=AWAY_S)
-    rollout = await run_rollout(
-        short_tokens,
-        [("idle", idle)],
-        package=os.urandom(PACKAGE_BYTES),
-        policy={},
-        timeout_s=90,
-    )
-    assert rollout.task["status"] == "Success", (rollout.device("idle"), rollout.timeline("idle"))
-    device_id = rollout.ids["idle"]
-    agent = rollout.agents[device_id]
-    assert rollout.outcomes[device_id] == "succeeded"
-    assert agent.expired_tokens >= 1
-    assert agent.resumed_from
-    assert agent.resumed_from[-1] == CUT
-    assert agent.upgrade_commands == 1
+    timeline = (await _resumed_after_expiry(short_tokens, idle)).timeline("device")
     # No reconnect: the device's report that its token was refused brought the fresh URL.
-    renewals = [e for e in rollout.timeline("idle") if e["detail"].get("note") == "token_renewed"]
-    assert renewals, rollout.timeline("idle")
+    renewals = [e for e in timeline if e["detail"].get("note") == "token_renewed"]
+    assert renewals, timeline
     assert {e["detail"].get("by") for e in renewals} == {"progress"}
-    assert not [e for e in rollout.timeline("idle") if e["detail"].get("note") == "command_resent"]
+    assert not [e for e in timeline if e["detail"].get("note") == "command_resent"]
