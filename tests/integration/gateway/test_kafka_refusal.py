@@ -1,6 +1,11 @@
 """A record Kafka refuses for good is dead-lettered with the reason and acknowledged; the
 messages around it flow on. The test's own inbox topic gets a small max.message.bytes, so
-Kafka answers a large (but valid) uplink's record with MessageSizeTooLarge."""
+Kafka answers a large (but valid) uplink's record with MessageSizeTooLarge.
+
+The test's gateway shares the broker with whatever else runs on the machine (the local
+stack, a benchmark's fleet): it runs as one slot of many and its devices are chosen in that
+slot, so other devices' uplinks are acknowledged, not forwarded into the small inbox where
+their batches would be refused too and queue the test's reports behind their recovery."""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from kafka.admin._configs import ConfigResource, ConfigResourceType
 from kafka.errors import MessageSizeTooLargeError
 
 from gateway.inbound import Inbound
+from gateway.slots import slot_of
 from ota.protocol import up_topic
 from ota.records import DeadLetterRecord, DeviceEventRecord, encode
 from tests.integration.gateway.conftest import (
@@ -29,6 +35,15 @@ from tests.integration.gateway.conftest import (
 
 LIMIT = 1000  # bytes per record batch on the inbox topic
 PROBE_TIMEOUT_S = 30.0
+SLOTS = 1024  # the test's gateway forwards the devices of one slot in 1,024
+OWN_SLOT = {"OTA_GATEWAY_REPLICAS": str(SLOTS), "OTA_GATEWAY_INDEX": "0"}
+
+
+def _own_device(prefix: str) -> str:
+    """A new device id in the test gateway's slot."""
+    while slot_of(device_id := new_device(prefix), SLOTS) != 0:
+        pass
+    return device_id
 
 
 def _limit_inbox(stack: Stack) -> None:
@@ -92,27 +107,30 @@ async def test_record_too_large_for_kafka_is_dead_lettered_and_acknowledged(
 ) -> None:
     _limit_inbox(stack)
     inbox, letters = readers(stack.topics.inbox), readers(stack.topics.dead_letters)
-    device_id = new_device("big")
+    device_id = _own_device("big")
     big = _report("big", "x" * 2000)  # valid (<= 2048 chars), too large for Kafka
-    async with running_gateway(stack, OTA_GATEWAY_PRESENCE_SOURCE="none"):
+    async with running_gateway(stack, OTA_GATEWAY_PRESENCE_SOURCE="none", **OWN_SLOT):
         device = devices(device_id)
         await device.connect()
         device.publish(up_topic(device_id), _report("before"))
         await inbox.wait_for(lambda rs: _event_ids(rs, device_id) == ["before"])
         device.publish(up_topic(device_id), big)
-        dead = await letters.wait_for(lambda rs: len(rs) == 1)
+        dead = await letters.wait_for(lambda rs: _letters_of(rs, device_id) != [])
         device.publish(up_topic(device_id), _report("after"))
         records = await inbox.wait_for(lambda rs: "after" in _event_ids(rs, device_id))
         await device.close()
     assert _event_ids(records, device_id) == ["before", "after"]
-    letter = dead[0]
-    assert isinstance(letter, DeadLetterRecord)
+    [letter] = _letters_of(dead, device_id)
     assert letter.reason == "kafka_refused"
     # kafka-python names it MessageSizeTooLargeError, librdkafka MSG_SIZE_TOO_LARGE.
     assert any(name in letter.message for name in ("MessageSizeTooLarge", "MSG_SIZE_TOO_LARGE"))
     assert letter.origin == up_topic(device_id)
     assert letter.key == device_id
     assert letter.raw_b64 == DeadLetterRecord.raw_bytes(big)
+
+
+def _letters_of(records: list[Any], device_id: str) -> list[DeadLetterRecord]:
+    return [r for r in records if isinstance(r, DeadLetterRecord) and r.key == device_id]
 
 
 class _BrokenIsolation(Inbound):
@@ -129,12 +147,12 @@ async def test_a_failing_uplink_recovery_stops_the_gateway(
     process), never leaves it up with intake paused and nothing saying so."""
     _limit_inbox(stack)
     with pytest.raises(RuntimeError, match="isolation defect"):
-        await _send_too_large_until_stopped(stack, devices(new_device("broken")))
+        await _send_too_large_until_stopped(stack, devices(_own_device("broken")))
 
 
 async def _send_too_large_until_stopped(stack: Stack, device: Device) -> None:
     async with running_gateway(
-        stack, inbound_type=_BrokenIsolation, OTA_GATEWAY_PRESENCE_SOURCE="none"
+        stack, inbound_type=_BrokenIsolation, OTA_GATEWAY_PRESENCE_SOURCE="none", **OWN_SLOT
     ) as stop:
         await device.connect()
         device.publish(up_topic(device.device_id), _report("big", "x" * 2000))
