@@ -40,6 +40,7 @@ from scheduler import keys, taskstate, timeline
 from scheduler.bus import Out, Producer
 from scheduler.devices import Registry
 from scheduler.notify import Notifier, device_result_event
+from scheduler.taskdoc import load_task
 from scheduler.taskstate import TaskState, Transition
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ class JobEventHandler:
                 return ""  # a task of another scheduler deployment, or deleted
             if len(self._types) >= _TYPE_CACHE_MAX:
                 self._types.clear()
-            self._types[tid] = orjson.loads(raw)["type"]
+            self._types[tid] = load_task(raw)["type"]
         return self._types[tid]
 
     async def __call__(self, records: Sequence[Any]) -> None:

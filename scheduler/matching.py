@@ -10,9 +10,9 @@ part: any of them).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from scheduler.devices import DeviceFilter
+from scheduler.taskdoc import TaskTargets
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ class Followed:
         return frozenset(self.filter.tags) if self.filter is not None else frozenset()
 
 
-def followed(targets: dict[str, Any]) -> Followed:
+def followed(targets: TaskTargets) -> Followed:
     """The followed targets from a task document's `targets`."""
     flt = targets.get("filter")
     return Followed(

@@ -20,10 +20,11 @@ from ota.records import JobEventRecord, new_id
 from ota.settings import Topics
 from scheduler import keys
 from scheduler.bus import Out, Producer
+from scheduler.taskdoc import TaskDoc
 from scheduler.taskstate import NOTIFY_STREAM_MAXLEN
 
 
-def task_status_event(task: dict[str, Any], previous: str | None) -> dict[str, Any]:
+def task_status_event(task: TaskDoc, previous: str | None) -> dict[str, Any]:
     return {
         "v": 1,
         "kind": "task_status",

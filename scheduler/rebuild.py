@@ -22,6 +22,7 @@ from ota.kafka_clients import make_consumer
 from ota.kafka_consumer import read_to_end
 from ota.settings import CommonSettings
 from scheduler import keys
+from scheduler.taskdoc import load_task
 
 log = logging.getLogger(__name__)
 POLL_MS = 500
@@ -73,9 +74,9 @@ async def restore(r: redis.asyncio.Redis[bytes], settings: CommonSettings) -> di
     for tid, raw in latest[topics.tasks].items():
         if raw is None or await r.exists(keys.task(tid)):
             continue
-        doc = orjson.loads(raw)
+        task = load_task(raw)
         await r.set(keys.task(tid), raw)
-        await r.zadd(keys.TASKS, {tid: doc["created_ms"]})
+        await r.zadd(keys.TASKS, {tid: task["created_ms"]})
         restored["tasks"] += 1
     for key, raw in latest[topics.devices].items():
         if key.startswith("group:"):

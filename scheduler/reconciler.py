@@ -41,6 +41,7 @@ from scheduler.rollbacks import REQUESTED as ROLLBACK_REQUESTED
 from scheduler.rollbacks import Rollbacks
 from scheduler.settings import SchedulerSettings
 from scheduler.startrecords import StartEncoder
+from scheduler.taskdoc import TaskDoc
 from scheduler.tasks import Tasks
 from scheduler.taskstate import PENDING, RELEASED, TaskState, causes, split_entry, tally
 from scheduler.taskstatus import FINISHED, TaskStatus
@@ -65,12 +66,14 @@ def start_record_id(task_id: str, device_id: str, attempt: int) -> str:
     return uuid.uuid5(_RECORD_NS, f"{task_id}/{device_id}/{attempt}").hex
 
 
-def job_spec(doc: dict[str, Any], policy: TaskPolicy) -> JobSpec:
+def job_spec(doc: TaskDoc, policy: TaskPolicy) -> JobSpec:
     pkg = doc["package"]
+    # Unpacked, so that a field older documents lack takes the PackageRef default.
+    ref: dict[str, Any] = {**pkg, "allowed_sources": tuple(pkg["allowed_sources"])}
     return JobSpec(
         task_id=doc["id"],
         task_type=TaskType(doc["type"]),
-        package=PackageRef(**{**pkg, "allowed_sources": tuple(pkg["allowed_sources"])}),
+        package=PackageRef(**ref),
         windows=policy.windows,
         retry_count=policy.retry_count,
         retry_interval_s=policy.retry_interval_min * 60,
@@ -214,7 +217,7 @@ class Reconciler:
     async def _follow(
         self,
         tid: str,
-        doc: dict[str, Any],
+        doc: TaskDoc,
         policy: TaskPolicy,
         lease: str,
         status: TaskStatus,
@@ -242,7 +245,7 @@ class Reconciler:
     async def _release(
         self,
         tid: str,
-        doc: dict[str, Any],
+        doc: TaskDoc,
         policy: TaskPolicy,
         lease: str,
         cursor: int,
@@ -303,7 +306,7 @@ class Reconciler:
             await sending  # produced but not recorded: the next holder releases it again
 
     async def _stop(
-        self, tid: str, doc: dict[str, Any], lease: str, rt: dict[str, str], idle: bool
+        self, tid: str, doc: TaskDoc, lease: str, rt: dict[str, str], idle: bool
     ) -> bool:
         if rt.get("cancel_done") != "1":
             states = [RELEASED, *(s.value for s in ACTIVE_JOB_STATES)]
@@ -339,7 +342,7 @@ class Reconciler:
             await self._finish(tid, doc)
         return False
 
-    async def _finish(self, tid: str, doc: dict[str, Any]) -> None:
+    async def _finish(self, tid: str, doc: TaskDoc) -> None:
         if parse_policy(doc["policy"], None).continuous:
             await self._joins.close(tid, followed(doc["targets"]))
         await self._r.srem(keys.package_users(doc["package_id"]), tid)

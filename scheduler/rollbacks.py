@@ -32,6 +32,7 @@ from scheduler.bus import Producer
 from scheduler.errors import Conflict, NotFound, SchedulerError
 from scheduler.policy import parse_policy
 from scheduler.rollback_plan import RollbackOf, rollback_policy, rolled_back_by_cause
+from scheduler.taskdoc import TaskDoc
 from scheduler.tasks import CHUNK, LIST_TTL_S, Tasks
 from scheduler.taskstate import split_entry
 from scheduler.taskstatus import ACTIVE as RUNNING
@@ -105,7 +106,7 @@ class Rollbacks:
             )
         return await self._answer(tid, created=True)
 
-    async def on_finish(self, tid: str, doc: dict[str, Any]) -> None:
+    async def on_finish(self, tid: str, doc: TaskDoc) -> None:
         """The reconciler's wrap-up of a finished task: start its rollback if one was
         asked for (operator, abort) or failed confirmations call for one."""
         requested, claimed = await self._r.hmget(keys.task_runtime(tid), [REQUESTED, CLAIM])
@@ -192,7 +193,7 @@ class Rollbacks:
                         out.append(device)
         return sorted(out)
 
-    async def _linked(self, tid: str, doc: dict[str, Any]) -> dict[str, Any] | None:
+    async def _linked(self, tid: str, doc: TaskDoc) -> dict[str, Any] | None:
         rid = (
             doc.get("rollback_task_id")
             or (await self._r.hget(keys.task_runtime(tid), CLAIM) or b"").decode()
@@ -211,4 +212,4 @@ class Rollbacks:
 
     async def _link(self, tid: str, rid: str) -> None:
         """Record the rollback on the task's document and publish the document."""
-        await self._tasks.update(tid, lambda doc: doc.update(rollback_task_id=rid))
+        await self._tasks.update(tid, lambda doc: doc.update({"rollback_task_id": rid}))

@@ -1,18 +1,20 @@
 """A task's targets as the API takes them: device ids, groups, a filter, an uploaded list.
 
-Pure parsing here (`parse_targets`); the task service resolves the parts against the
-registry. Parts combine as a union; the resolved set must not be empty.
+Pure parsing here (`parse_targets`) and the task document's form of them (`targets_json`);
+the task service resolves the parts against the registry. Parts combine as a union; the
+resolved set must not be empty.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, cast
 
 from ota.protocol import ProtocolError, check_device_id
 from scheduler.devices import NAME, DeviceFilter
 from scheduler.errors import ValidationError
 from scheduler.fields import Obj
+from scheduler.taskdoc import TaskFilter, TaskTargets
 
 MAX_IDS = 30_000  # IoTDA's per-request limit; larger sets come as an uploaded list
 MAX_LIST_IDS = 1_000_000
@@ -89,6 +91,17 @@ def parse_targets(data: Any) -> Targets:
             field="targets",
         )
     return Targets(ids, groups, flt, list_id)
+
+
+def targets_json(targets: Targets) -> TaskTargets:
+    """The targets as the task document keeps them: how many ids were listed, not the ids
+    (the task's device list has them); `matching.followed` reads the groups and filter."""
+    return {
+        "device_ids": len(targets.device_ids),
+        "groups": list(targets.groups),
+        "filter": None if targets.filter is None else cast(TaskFilter, asdict(targets.filter)),
+        "list_id": targets.list_id,
+    }
 
 
 def check_followable(targets: Targets) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import asdict, replace
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis.asyncio
@@ -43,7 +43,8 @@ from scheduler.rollback_plan import (
     rollback_sources,
     unknown_rollback_package,
 )
-from scheduler.targets import MAX_LIST_IDS, Targets, check_followable, parse_targets
+from scheduler.targets import MAX_LIST_IDS, Targets, check_followable, parse_targets, targets_json
+from scheduler.taskdoc import TaskDoc, TaskPackage, load_task
 from scheduler.taskstate import (
     PENDING,
     RELEASED,
@@ -207,19 +208,14 @@ class Tasks:
         if kept is not None:
             lasting = {"dry_run_id": kept["id"], "expires_in_s": kept["expires_in_s"]}
             return {"dry_run": True, **preview, **lasting, "lists": kept["lists"]}, False
-        doc = {
+        doc: TaskDoc = {
             "id": tid,
             "name": name,
             "type": task_type.value,
             "package_id": pid,
-            "package": asdict(package.ref()),
+            "package": cast(TaskPackage, asdict(package.ref())),
             "policy": policy_json(policy),
-            "targets": {
-                "device_ids": len(targets.device_ids),
-                "groups": list(targets.groups),
-                "filter": None if targets.filter is None else asdict(targets.filter),
-                "list_id": targets.list_id,
-            },
+            "targets": targets_json(targets),
             "devices": len(devices),
             "preview": preview,
             "status": TaskStatus.INITIALIZING.value,
@@ -290,17 +286,16 @@ class Tasks:
 
     # ------------------------------------------------------------ documents
 
-    async def _save(self, doc: dict[str, Any]) -> None:
+    async def _save(self, doc: TaskDoc) -> None:
         raw = orjson.dumps(doc)
         await self._producer.send([Out(self._topics.tasks, doc["id"], raw)])
         await self._r.set(keys.task(doc["id"]), raw)
 
-    async def doc(self, tid: str) -> dict[str, Any]:
+    async def doc(self, tid: str) -> TaskDoc:
         raw = await self._r.get(keys.task(tid))
         if raw is None:
             raise NotFound(f"task {tid!r} does not exist", code="unknown_task")
-        doc: dict[str, Any] = orjson.loads(raw)
-        return doc
+        return load_task(raw)
 
     async def transition(
         self,
@@ -309,11 +304,11 @@ class Tasks:
         to: TaskStatus,
         reason: str,
         runtime: Mapping[str | bytes, bytes | float | int | str] | None = None,
-    ) -> dict[str, Any]:
+    ) -> TaskDoc:
         """Change a task's status if it is in `allowed`; publish and notify the change."""
         previous = ""
 
-        def change(doc: dict[str, Any]) -> None:
+        def change(doc: TaskDoc) -> None:
             nonlocal previous
             current = TaskStatus(doc["status"])
             if current not in allowed:
@@ -323,7 +318,7 @@ class Tasks:
                     code="bad_task_status",
                 )
             previous = doc["status"]
-            doc.update(status=to.value, reason=reason)
+            doc.update({"status": to.value, "reason": reason})
 
         doc = await self.update(tid, change, runtime)
         if previous != to.value:
@@ -333,9 +328,9 @@ class Tasks:
     async def update(
         self,
         tid: str,
-        change: Callable[[dict[str, Any]], None],
+        change: Callable[[TaskDoc], None],
         runtime: Mapping[str | bytes, bytes | float | int | str] | None = None,
-    ) -> dict[str, Any]:
+    ) -> TaskDoc:
         """Apply `change` to a task's document as a check-and-set (again on a concurrent
         write; `change` may raise to refuse), with `runtime` fields in the same
         transaction; publish the new document."""
@@ -347,7 +342,7 @@ class Tasks:
                     raw = await pipe.get(key)
                     if raw is None:
                         raise NotFound(f"task {tid!r} does not exist", code="unknown_task")
-                    doc: dict[str, Any] = orjson.loads(raw)
+                    doc = load_task(raw)
                     change(doc)
                     doc["updated_ms"] = now_ms()
                     pipe.multi()
@@ -371,7 +366,9 @@ class Tasks:
         raw_doc, raw_counts, raw_runtime = await pipe.execute()
         if raw_doc is None:
             raise NotFound(f"task {tid!r} does not exist", code="unknown_task")
-        doc: dict[str, Any] = orjson.loads(raw_doc)
+        # The view: a copy of the document with the counts, progress and runtime added
+        # below; an API answer, not a TaskDoc.
+        doc: dict[str, Any] = {**load_task(raw_doc)}
         counts = {k.decode(): int(v) for k, v in raw_counts.items()}
         runtime = {k.decode(): v.decode() for k, v in raw_runtime.items()}
         total = tally(counts)
@@ -426,7 +423,7 @@ class Tasks:
 
     async def page(
         self, *, status: str | None, offset: int, limit: int
-    ) -> tuple[list[dict[str, Any]], int | None]:
+    ) -> tuple[list[TaskDoc], int | None]:
         if status is not None:
             try:
                 TaskStatus(status)
@@ -434,7 +431,7 @@ class Tasks:
                 raise ValidationError(
                     f"status={status!r} is not a task status", code="bad_value", field="status"
                 ) from None
-        items: list[dict[str, Any]] = []
+        items: list[TaskDoc] = []
         position = offset
         while len(items) < limit:
             ids = await self._r.zrevrange(keys.TASKS, position, position + 4 * limit - 1)
@@ -445,7 +442,7 @@ class Tasks:
                 position += 1
                 if raw is None:
                     continue
-                doc = orjson.loads(raw)
+                doc = load_task(raw)
                 if status is None or doc["status"] == status:
                     items.append(doc)
                     if len(items) == limit:

@@ -7,7 +7,6 @@ import time
 from collections import Counter
 from typing import Any
 
-import orjson
 import redis.asyncio
 from starlette.requests import Request
 from starlette.responses import Response
@@ -16,6 +15,7 @@ from scheduler import keys
 from scheduler.console import charts
 from scheduler.console.web import Ctx, page
 from scheduler.deadletters import DeadLetterCounts
+from scheduler.taskdoc import load_task
 
 VERSIONS_TTL_S = 10.0  # a census costs one SCARD per known version: reuse it a while
 TOP_VERSIONS = 12
@@ -67,7 +67,7 @@ async def _recent_causes(ctx: Ctx) -> list[dict[str, Any]]:
     ids = await r.zrevrange(keys.TASKS, 0, RECENT_TASKS - 1)
     docs = await r.mget([keys.task(i.decode()) for i in ids]) if ids else []
     since = int(time.time() * 1000) - DAY_MS
-    recent = [d["id"] for raw in docs if raw and (d := orjson.loads(raw))["updated_ms"] >= since]
+    recent = [d["id"] for raw in docs if raw and (d := load_task(raw))["updated_ms"] >= since]
     total: Counter[int] = Counter()
     messages: dict[int, str] = {}
     for tid in recent:
