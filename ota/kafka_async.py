@@ -2,15 +2,16 @@
 driven from the event loop without blocking it.
 
 Two ways to send: `produce(topic, key, value, on_done)` for a hot path (the gateway's
-uplinks: a plain callback, nothing allocated per record) and `send(...)`, an awaitable
-delivery result (a future settled once Kafka acknowledged the record or gave up on it).
+uplinks and the scheduler's releases: a plain callback, no future and no delivery
+object per record) and `send(...)`, an awaitable delivery result (a future settled once
+Kafka acknowledged the record or gave up on it).
 
 A send only appends to a batch; the client's own thread delivers batches (linger and
-batch size decide when, never a flush per message) and settles each record's delivery
-on that thread. Completions are queued under a lock and handed to the event loop in one
-`call_soon_threadsafe` per burst (one wake-up for a whole produced batch, not one per
-record), and run there as plain callbacks: `produce` makes no asyncio future or task
-per record, which matters at tens of thousands of records a second.
+batch size decide when, never a flush per message) and reports each record on that
+thread. Completions are queued on a deque (no lock per record) and handed to the event
+loop in one `call_soon_threadsafe` per burst (one wake-up for a whole produced batch, not
+one per record), and run there as plain callbacks, which matters at tens of thousands of
+records a second.
 
 An idempotent producer turns some non-retriable produce errors into a fatal state in
 which it fails all later records too; `renew` replaces it with a fresh producer.
@@ -36,9 +37,9 @@ librdkafka partitions in C, so records go to it without one.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
-import threading
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -76,8 +77,9 @@ class AsyncProducer:
         self._create = create  # blocking: runs on a worker thread
         self._backoff = backoff
         self._renew_operation = renew_operation  # ota_retries_total's label for renewals
-        self._lock = threading.Lock()
-        self._done: list[tuple[OnDone, BaseException | None]] = []
+        # Completions from the client's thread; deque appends and pops are atomic, so
+        # neither side takes a lock per record.
+        self._done: collections.deque[tuple[OnDone, BaseException | None]] = collections.deque()
         self._scheduled = False
         self._partitions: dict[str, list[int]] = {}
         self._keys: dict[tuple[str, bytes], int] = {}
@@ -96,13 +98,9 @@ class AsyncProducer:
                 self._loop.call_soon(self._release)
         try:
             partition = None if self._producer.partitions_keys else self._partition(topic, key)
-            pending = self._producer.send(topic, value=value, key=key, partition=partition)
+            self._producer.produce(topic, value, key, partition, partial(self._complete, on_done))
         except KafkaClientError as exc:  # no metadata in time, closed, bad topic
             self._complete(on_done, exc)
-            return
-        complete = partial(self._complete, on_done)  # one partial for both outcomes
-        pending.add_callback(complete)
-        pending.add_errback(complete)
 
     def _release(self) -> None:
         if self._wakeups is not None:
@@ -172,20 +170,21 @@ class AsyncProducer:
     def _complete(self, on_done: OnDone, result: Any) -> None:
         # Runs on the producer's thread, or inline when the record failed at once.
         error = translate(result) if isinstance(result, BaseException) else None
-        with self._lock:
-            self._done.append((on_done, error))
-            if self._scheduled:
-                return
-            self._scheduled = True
+        self._done.append((on_done, error))
+        if self._scheduled:
+            return  # the drain to come pops this completion: it clears the flag first
+        self._scheduled = True
         # A closed loop raises RuntimeError: nobody waits for these completions any more.
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._drain)
 
     def _drain(self) -> None:
-        with self._lock:
-            done, self._done = self._done, []
-            self._scheduled = False
-        for on_done, error in done:
+        # The flag is cleared before popping: a completion appended meanwhile is either
+        # popped here or schedules a drain of its own (at worst one drain finds nothing).
+        self._scheduled = False
+        done = self._done
+        while done:
+            on_done, error = done.popleft()
             on_done(error)
 
     async def renew(self) -> None:

@@ -76,6 +76,17 @@ class RecordProducer(Protocol):
         key: bytes | None = None,
         partition: int | None = None,
     ) -> Delivery: ...
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        partition: int | None,
+        on_done: Callable[[Any], object],
+    ) -> None:
+        """`send` without a Delivery, for hot paths: `on_done` gets the record's metadata
+        or its exception once, on the client's thread. Raises as `send` does."""
+
     def flush(self, timeout: float | None = None) -> None: ...
     def close(self, timeout: float | None = None) -> None: ...
     def partitions_for(self, topic: str) -> set[int] | None: ...
@@ -188,6 +199,18 @@ class KafkaPythonProducer:
         except (KafkaError, ValueError) as exc:  # no metadata in time, closed, bad topic
             raise translate(exc) from exc
         return delivery
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        partition: int | None,
+        on_done: Callable[[Any], object],
+    ) -> None:
+        delivery = self.send(topic, value, key, partition)
+        delivery.add_callback(on_done)
+        delivery.add_errback(on_done)
 
     def flush(self, timeout: float | None = None) -> None:
         try:
@@ -346,16 +369,40 @@ class ConfluentProducer:
         partition: int | None = None,
     ) -> Delivery:
         delivery = ConfluentDelivery()
+        self._produce(topic, value, key, partition, delivery.report)
+        return delivery
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        partition: int | None,
+        on_done: Callable[[Any], object],
+    ) -> None:
+        # No ConfluentDelivery (a lock and two lists) per record: the report goes to
+        # `on_done` directly.
+        def report(error: Any, message: Any) -> None:
+            _call(on_done, message if error is None else from_confluent(error))
+
+        self._produce(topic, value, key, partition, report)
+
+    def _produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        partition: int | None,
+        report: Callable[[Any, Any], None],
+    ) -> None:
         waited = 0.0
         while True:
             try:
                 if partition is None:
-                    self.client.produce(topic, value, key, on_delivery=delivery.report)
+                    self.client.produce(topic, value, key, on_delivery=report)
                 else:
-                    self.client.produce(
-                        topic, value, key, partition=partition, on_delivery=delivery.report
-                    )
-                return delivery
+                    self.client.produce(topic, value, key, partition=partition, on_delivery=report)
+                return
             except BufferError as exc:  # librdkafka's queue is full: Kafka away or slow
                 if waited >= self._queue_full_timeout_s:
                     raise KafkaClientError(

@@ -5,6 +5,9 @@ from the gateway and from the other services share a partition."""
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -12,6 +15,7 @@ from hypothesis import strategies as st
 from kafka.partitioner.default import DefaultPartitioner
 
 from ota.kafka_async import AsyncProducer
+from ota.kafka_errors import KafkaClientError
 
 
 class _Cluster:
@@ -73,31 +77,25 @@ def test_keys_map_anew_when_the_topic_gains_partitions() -> None:
         loop.close()
 
 
-class _Recorded:
-    """A delivery that never settles: only the partition handed over matters here."""
-
-    def add_callback(self, _fn: object) -> _Recorded:
-        return self
-
-    def add_errback(self, _fn: object) -> _Recorded:
-        return self
-
-
 class _RecordingProducer(_Producer):
+    """Keeps each record's partition and completion; settles nothing by itself."""
+
     def __init__(self, partitions: int, partitions_keys: bool) -> None:
         super().__init__(partitions)
         self.partitions_keys = partitions_keys
         self.sent: list[int | None] = []
+        self.completions: list[Callable[[Any], object]] = []
 
-    def send(
+    def produce(
         self,
         topic: str,
         value: bytes | None,
-        key: bytes | None = None,
-        partition: int | None = None,
-    ) -> _Recorded:
+        key: bytes | None,
+        partition: int | None,
+        on_done: Callable[[Any], object],
+    ) -> None:
         self.sent.append(partition)
-        return _Recorded()
+        self.completions.append(on_done)
 
     def wakeups(self) -> _NoWakeups:
         return _NoWakeups()
@@ -123,3 +121,34 @@ def test_a_keyed_record_carries_a_partition_only_for_a_client_that_does_not_comp
         assert partitions_keys or expected is not None
     finally:
         loop.close()
+
+
+async def test_answers_from_the_client_thread_reach_the_loop_each_once_in_order() -> None:
+    """The client's thread settles records while the loop drains earlier answers: every
+    answer runs once, on the loop, in the order the client gave them."""
+    loop = asyncio.get_running_loop()
+    producer = _RecordingProducer(12, partitions_keys=True)
+    bridge = AsyncProducer(producer, loop)  # type: ignore[arg-type]
+    records = 20_000
+    seen: list[tuple[int, str | None]] = []
+    all_in = asyncio.Event()
+
+    def on_done(index: int, error: BaseException | None) -> None:
+        assert threading.current_thread() is threading.main_thread()
+        seen.append((index, None if error is None else type(error).__name__))
+        if len(seen) == records:
+            all_in.set()
+
+    for index in range(records):
+        bridge.produce("t", b"dev", b"v", lambda error, index=index: on_done(index, error))
+
+    def settle() -> None:  # as the client's delivery thread does
+        for index, complete in enumerate(producer.completions):
+            complete(KafkaClientError("refused", retriable=True) if index % 7 == 0 else None)
+
+    client = threading.Thread(target=settle)
+    client.start()
+    await asyncio.wait_for(all_in.wait(), 30)
+    client.join()
+    await asyncio.sleep(0)  # a late drain would find nothing: nothing runs twice
+    assert seen == [(n, "KafkaClientError" if n % 7 == 0 else None) for n in range(records)]
