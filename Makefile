@@ -55,6 +55,7 @@ down:
 
 lint: venv
 	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 	.venv/bin/mypy $(MYPY_EXTRA)
 	MYPYPATH=tests/integration/workers .venv/bin/mypy --explicit-package-bases $(MYPY_WORKERS)

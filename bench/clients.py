@@ -118,9 +118,7 @@ def kafka_produce(stack: Stack, topic: str, idempotent: bool) -> Callable[[int],
         try:
             started = time.perf_counter()
             for i in range(count):
-                future = producer.send(
-                    topic, key=device_keys[i % DEVICES], value=values[i % 1000]
-                )
+                future = producer.send(topic, key=device_keys[i % DEVICES], value=values[i % 1000])
                 future.add_errback(failures.append)
             producer.flush()
             elapsed = time.perf_counter() - started
@@ -280,8 +278,12 @@ def mqtt_figures(stack: Stack, messages: int, runs: int, window: int = 500) -> l
 
 # --- report -----------------------------------------------------------------------------
 
-HEADLINES = ("kafka.produce_per_s", "kafka.consume_per_s", "redis.evalsha_per_s",
-             "mqtt.publish_per_s")
+HEADLINES = (
+    "kafka.produce_per_s",
+    "kafka.consume_per_s",
+    "redis.evalsha_per_s",
+    "mqtt.publish_per_s",
+)
 
 
 def machine() -> str:
@@ -313,25 +315,25 @@ def software(stack: Stack) -> str:
     )
 
 
-def render(
-    figures: list[Figure], command: str, stack: Stack, started: datetime, note: str
-) -> str:
+def render(figures: list[Figure], command: str, stack: Stack, started: datetime, note: str) -> str:
     table = ["| figure | what | median | runs |", "|---|---|---:|---|"]
     for f in figures:
         runs = ", ".join(f"{r:,.0f}" for r in f.runs)
         table.append(f"| `{f.name}` | {f.what} | {f.median:,.0f} {f.unit} | {runs} |")
-    return "\n".join([
-        f"### {started:%Y-%m-%d %H:%M} UTC",
-        "",
-        f"- Machine: {machine()}",
-        f"- Software: {software(stack)}",
-        f"- Command: `{command}`",
-        f"- {len(figures[0].runs)} measured runs per figure after one warm-up run; median quoted.",
-        "",
-        *table,
-        "",
-        *([note, ""] if note else []),
-    ])
+    return "\n".join(
+        [
+            f"### {started:%Y-%m-%d %H:%M} UTC",
+            "",
+            f"- Machine: {machine()}",
+            f"- Software: {software(stack)}",
+            f"- Command: `{command}`",
+            f"- {len(figures[0].runs)} measured runs per figure after one warm-up run; median quoted.",
+            "",
+            *table,
+            "",
+            *([note, ""] if note else []),
+        ]
+    )
 
 
 def headline_block(figures: list[Figure]) -> str:
@@ -353,9 +355,13 @@ it is built on, so each service's figures are read as a fraction of these. Writt
 def update_results(path: Path, run: str, figures: list[Figure]) -> None:
     """Puts `run` at the top of the Raw clients section and moves the previous latest run
     (without its headline lines) to the section's history. Other sections are untouched."""
-    text = path.read_text() if path.exists() else (
-        "# Benchmark results\n\nFigures measured on the project's own machines. Each section\n"
-        "names its command, machine and date; older figures stay as history.\n\n"
+    text = (
+        path.read_text()
+        if path.exists()
+        else (
+            "# Benchmark results\n\nFigures measured on the project's own machines. Each section\n"
+            "names its command, machine and date; older figures stay as history.\n\n"
+        )
     )
     previous = ""
     if LATEST in text and END in text:

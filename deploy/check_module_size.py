@@ -48,7 +48,9 @@ def too_long(root: Path, max_lines: int) -> list[tuple[Path, int]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("root", nargs="?", type=Path, default=Path(__file__).resolve().parent.parent)
+    parser.add_argument(
+        "root", nargs="?", type=Path, default=Path(__file__).resolve().parent.parent
+    )
     parser.add_argument("--max-lines", type=int, default=MAX_LINES)
     args = parser.parse_args(argv)
     if args.max_lines < 1:
