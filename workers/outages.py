@@ -14,6 +14,12 @@ returned; after that, deadlines fire at their own time again (jobs armed after t
 outage were never owed the extension). A second outage within that memory adds its
 length to the pause.
 
+Every sweeper process probes Kafka itself, but one started after the outage (a worker
+restarted meanwhile, or a new replica taking partitions) saw none of it: the pause is
+shared through Redis (`encode_pause`), and a clock adopts a pause another process
+remembers, joined with its own (the earliest start, the longest push, the latest end), so
+the deadlines an outage held stay held whichever process sweeps them.
+
 Rules of this module: no I/O, no clock; callers pass the time.
 """
 
@@ -29,6 +35,19 @@ class Pause:
     since_ms: int
     by_ms: int
     until_ms: int
+
+
+def encode_pause(pause: Pause) -> bytes:
+    return f"{pause.since_ms},{pause.by_ms},{pause.until_ms}".encode()
+
+
+def decode_pause(raw: bytes) -> Pause | None:
+    """A shared pause; None for anything that is not three non-negative integers."""
+    parts = raw.split(b",")
+    if len(parts) != 3 or not all(part.isdigit() for part in parts):
+        return None
+    since, by, until = (int(part) for part in parts)
+    return Pause(since, by, until)
 
 
 class OutageClock:
@@ -64,6 +83,26 @@ class OutageClock:
         else:
             self.pause = Pause(since, lost + self.grace_ms, now_ms + self.memory_ms)
         return self.pause
+
+    def adopt(self, shared: Pause, now_ms: int) -> Pause | None:
+        """Join a pause another process remembers with this clock's own; the joined
+        pause when that changed it, else None (already known, or past its memory)."""
+        if now_ms >= shared.until_ms:
+            return None
+        own = self.pause_at(now_ms)
+        joined = (
+            shared
+            if own is None
+            else Pause(
+                min(own.since_ms, shared.since_ms),
+                max(own.by_ms, shared.by_ms),
+                max(own.until_ms, shared.until_ms),
+            )
+        )
+        if joined == own:
+            return None
+        self.pause = joined
+        return joined
 
     def cutoff(self, now_ms: int) -> int | None:
         """The latest deadline due now (every deadline at or before it fires); None while

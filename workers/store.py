@@ -13,6 +13,10 @@ Keys (all under `ota:{p<partition>}:`, one Redis Cluster slot per partition):
   fired          zset    device_id -> lease expiry: deadlines popped by the sweeper whose
                          timeout records are not yet acknowledged by Kafka
 
+and one key for every partition, `ota:deadline-pause` (string, workers.outages'
+`encode_pause`, expiring when the pause's memory ends): the last Kafka outage a sweeper
+saw, for the sweepers that did not.
+
 The state, the deadlines and the offset change only through APPLY, which compares the
 partition's offset with the one the batch was computed from: a second owner (a worker
 that lost the partition in a rebalance) or a redelivered batch then writes nothing.
@@ -38,8 +42,10 @@ from ota.redis_clients import partition_tag
 from ota.redis_scripts import ScriptRunner, Step, call, command
 from workers.batch import DeviceWrite, Output, SpecWrite
 from workers.codec import StateCorruptError, cached_spec, stored_digests, unpack_spec
+from workers.outages import Pause, decode_pause, encode_pause
 
 NO_OFFSET = -1
+PAUSE_KEY = "ota:deadline-pause"
 _HEAD = struct.Struct(">BII")  # outbox record: target topic, key length, value length
 
 # KEYS[1] offset, KEYS[2] deadlines, KEYS[3] outbox, then the n device keys written, then
@@ -251,6 +257,16 @@ class Store:
     def clear_outbox(self, partition: int, offsets: Sequence[int]) -> None:
         if offsets:
             self.client.hdel(self.keys(partition).outbox, *[str(o) for o in offsets])
+
+    def share_pause(self, pause: Pause) -> None:
+        """Tell the other sweepers (and those started later) of a Kafka outage's pause."""
+        self.client.set(PAUSE_KEY, encode_pause(pause), pxat=pause.until_ms)
+
+    def shared_pause(self) -> Pause | None:
+        """The pause a sweeper shared and whose memory has not ended (None: none, or not
+        readable)."""
+        raw = self.client.get(PAUSE_KEY)
+        return None if raw is None else decode_pause(raw)
 
     def pending_outbox(self, partition: int) -> list[tuple[int, list[Output]]]:
         """Batches written but maybe not produced, oldest first."""

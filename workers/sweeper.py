@@ -176,13 +176,22 @@ class Sweeper:
             return
         pause = self.outages.answered(now)
         telemetry.KAFKA_DOWN.set(0)
-        kept = self.outages.pause_at(now)
-        telemetry.DEADLINE_PAUSE_SECONDS.set(kept.by_ms / 1000 if kept is not None else 0)
         if pause is not None:
+            self.store.share_pause(pause)
             log.warning(
                 "Kafka answers again: deadlines from the outage on come due later",
                 extra={"since_ms": pause.since_ms, "pushed_by_s": pause.by_ms / 1000},
             )
+        else:
+            shared = self.store.shared_pause()
+            adopted = None if shared is None else self.outages.adopt(shared, now)
+            if adopted is not None:
+                log.warning(
+                    "a Kafka outage another worker saw: deadlines from it on come due later",
+                    extra={"since_ms": adopted.since_ms, "pushed_by_s": adopted.by_ms / 1000},
+                )
+        kept = self.outages.pause_at(now)
+        telemetry.DEADLINE_PAUSE_SECONDS.set(kept.by_ms / 1000 if kept is not None else 0)
 
     def _fire(
         self,

@@ -5,10 +5,11 @@ due at its own time again."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from workers.outages import OutageClock, Pause
+from workers.outages import OutageClock, Pause, decode_pause, encode_pause
 
 GRACE = 10_000
 MEMORY = 900_000
@@ -102,3 +103,67 @@ def test_a_deadline_is_due_exactly_when_due_at_has_passed(
     assert (deadline <= cutoff) == (clock.due_at(deadline, now) <= now)
     # Never earlier than its own time, never later than its time plus the pause.
     assert deadline <= clock.due_at(deadline, now) <= deadline + down_for + back_after + GRACE
+
+
+# A pause another sweeper shared (through Redis: workers.store).
+
+
+def test_a_clock_that_saw_no_outage_adopts_a_shared_pause_and_holds_its_deadlines() -> None:
+    shared = Pause(since_ms=1_000, by_ms=30_000, until_ms=1_000 + MEMORY)
+    clock = OutageClock(GRACE, MEMORY)
+    clock.answered(40_000)  # started after the outage: it never saw Kafka down
+    assert clock.cutoff(40_000) == 40_000
+    assert clock.adopt(shared, 40_000) == shared
+    assert clock.cutoff(40_000) == 10_000  # the outage's deadlines are held, as there
+    assert clock.due_at(5_000, 40_000) == 35_000
+    assert clock.adopt(shared, 41_000) is None  # known already: nothing changes
+
+
+def test_a_shared_pause_past_its_memory_is_not_adopted() -> None:
+    clock = OutageClock(GRACE, MEMORY)
+    assert clock.adopt(Pause(1_000, 30_000, 50_000), 50_000) is None
+    assert clock.pause is None
+    assert clock.cutoff(50_000) == 50_000
+
+
+def test_a_shared_pause_joins_the_clocks_own() -> None:
+    clock = clock_after_outage(5_000, 6_000, 20_000)  # its own: since 5 s, by 15 s + grace
+    own = clock.pause
+    assert own == Pause(5_000, 15_000 + GRACE, 20_000 + MEMORY)
+    joined = clock.adopt(Pause(3_000, 12_000, 30_000 + MEMORY), 31_000)
+    assert joined == Pause(3_000, 15_000 + GRACE, 30_000 + MEMORY)
+    # A shorter pause from a process that saw less adds nothing.
+    assert clock.adopt(Pause(4_000, 1_000, 25_000), 31_000) is None
+
+
+pauses = st.builds(Pause, times, st.integers(0, 10**6), times)
+
+
+@given(pauses, pauses, times)
+def test_adopting_never_fires_a_deadline_either_pause_holds(
+    own: Pause, shared: Pause, now: int
+) -> None:
+    clock = OutageClock(GRACE, MEMORY)
+    clock.pause = own
+    before = clock.cutoff(now)
+    clock.adopt(shared, now)
+    after = clock.cutoff(now)
+    assert before is not None
+    assert after is not None
+    assert after <= before  # never more due than before
+    if now < shared.until_ms:
+        alone = OutageClock(GRACE, MEMORY)
+        alone.pause = shared
+        held_by_shared = alone.cutoff(now)
+        assert held_by_shared is not None
+        assert after <= held_by_shared
+
+
+@given(pauses)
+def test_a_pause_reads_back_as_shared(pause: Pause) -> None:
+    assert decode_pause(encode_pause(pause)) == pause
+
+
+@pytest.mark.parametrize("raw", [b"", b"1,2", b"1,2,3,4", b"a,2,3", b"-1,2,3", b"1, 2,3"])
+def test_a_shared_pause_that_is_not_three_numbers_is_ignored(raw: bytes) -> None:
+    assert decode_pause(raw) is None
