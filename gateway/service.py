@@ -28,6 +28,10 @@ from ota.runtime import Runtime, Service
 log = logging.getLogger(__name__)
 
 BACKOFF = Backoff(0.2, 10.0)
+# The broker is every device's path to the platform: once it is back after a restart, the
+# gateway reconnects within 2 s (an attempt every 2 s at most against a dead broker is
+# nothing to it), not up to 10 s later while the devices' uplinks find no subscriber.
+BROKER_BACKOFF = Backoff(0.2, 2.0)
 
 
 def _new_producer(settings: GatewaySettings) -> RecordProducer:
@@ -77,7 +81,7 @@ def _link_config(settings: GatewaySettings) -> LinkConfig:
         receive_maximum=min(settings.uplink_in_flight, 65535),
         ack_after_handler=True,
         max_publishes_in_flight=settings.downlink_in_flight,
-        backoff=BACKOFF,
+        backoff=BROKER_BACKOFF,
         refusals_raise=True,  # a refused command is dead-lettered, not counted as published
         tls=settings.platform_tls_context(),
     )
