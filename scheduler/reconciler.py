@@ -36,7 +36,7 @@ from scheduler.errors import Conflict, NotFound
 from scheduler.joins import DRAIN_LIMIT, Joins
 from scheduler.matching import followed
 from scheduler.pacing import MAX_BATCH, PaceInput, decide
-from scheduler.policy import TaskPolicy, parse_policy
+from scheduler.policy import StoredPolicies, TaskPolicy, parse_policy
 from scheduler.rollbacks import REQUESTED as ROLLBACK_REQUESTED
 from scheduler.rollbacks import Rollbacks
 from scheduler.settings import SchedulerSettings
@@ -102,6 +102,7 @@ class Reconciler:
         self._interval = settings.reconcile_interval_s
         self._ttl_ms = int(settings.lease_ttl_s * 1000)
         self._joins = Joins(r)
+        self._policies = StoredPolicies()
         self._rollbacks = Rollbacks(r, tasks, producer, topics, wake)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -155,7 +156,7 @@ class Reconciler:
             for k, v in (await self._r.hgetall(keys.task_runtime(tid))).items()
         }
         status = TaskStatus(doc["status"])
-        policy = parse_policy(doc["policy"], None)
+        policy = self._policies.of(tid, doc["policy"])
         more_joins = False
         if policy.continuous:
             more_joins = await self._follow(tid, doc, policy, lease, status, rt)

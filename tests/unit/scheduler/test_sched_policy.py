@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -14,6 +15,7 @@ from scheduler.errors import ValidationError
 from scheduler.policy import (
     MAX_IN_FLIGHT,
     MAX_SCHEDULE_AHEAD_MS,
+    StoredPolicies,
     TaskPolicy,
     parse_policy,
     policy_json,
@@ -171,3 +173,24 @@ def test_round_trip(
         data["max_in_flight"] = in_flight
     policy = parse_policy(data, NOW)
     assert parse_policy(policy_json(policy), None) == policy
+
+
+def test_a_stored_policy_is_parsed_once_until_it_changes() -> None:
+    stored = policy_json(parse_policy({"rate_per_min": 600, "retry_count": 2}, None))
+    policies = StoredPolicies()
+    first = policies.of("t1", stored)
+    assert first == parse_policy(stored, None)
+    assert policies.of("t1", orjson.loads(orjson.dumps(stored))) is first  # equal: reused
+    changed = {**stored, "rate_per_min": 60}
+    assert policies.of("t1", changed).rate_per_min == 60  # a changed policy: parsed again
+    assert policies.of("t2", stored) is not first  # another task: its own
+
+
+def test_stored_policies_start_again_past_their_size() -> None:
+    stored = policy_json(parse_policy({}, None))
+    policies = StoredPolicies(size=2)
+    kept = policies.of("t1", stored)
+    policies.of("t2", stored)
+    policies.of("t3", stored)  # full: starts again
+    assert policies.of("t1", stored) is not kept
+    assert policies.of("t1", stored) == kept
