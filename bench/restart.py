@@ -103,6 +103,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--timeout-s", type=float, default=900)
     parser.add_argument(
+        "--broker-auth-timeout-ms",
+        type=int,
+        default=None,
+        help="the private broker's OTA_BROKER_AUTH_TIMEOUT_MS (its default if not given)",
+    )
+    parser.add_argument(
         "--keep-logs", type=Path, default=None, help="copy the services' logs here at the end"
     )
     return parser.parse_args(argv)
@@ -135,6 +141,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 heap=BROKER_HEAP,
                 OTA_BROKER_AUTH_MODE="redis",
                 OTA_BROKER_REDIS_URL=credentials,  # where the API writes the fleet's secrets
+                **(
+                    {}
+                    if args.broker_auth_timeout_ms is None
+                    else {"OTA_BROKER_AUTH_TIMEOUT_MS": str(args.broker_auth_timeout_ms)}
+                ),
             )
             kafka, redis_url, redis_db = shared_kafka, base_redis, REDIS_DB
         part.start()
