@@ -195,9 +195,10 @@ def uplink_run(
     ]
     # The events and one uplink-inferred presence record per device. A shared subscription
     # spreads a device's messages over replicas that each infer its presence, so there the
-    # events are counted one by one instead.
-    expected = messages + devices
-    arrived = _EventCount() if split == "shared" else _end_total
+    # events alone are counted, one by one.
+    shared = split == "shared"
+    expected = messages if shared else messages + devices
+    arrived = _EventCount() if shared else _end_total
     profile = replicas == 1 and not live
     try:
         gateways = [_start_gateway(env) for env in envs]
@@ -213,8 +214,7 @@ def uplink_run(
             started = time.monotonic()
             asyncio.run(_publish_all(settings, messages, devices))
         deadline = started + 600
-        if split == "shared":
-            expected = messages
+        if shared:
             inbox = [TopicPartition(topics.inbox, p) for p in range(12)]
             consumer.assign(inbox)
             consumer.seek_to_beginning(*inbox)  # the run's own topic: every record counts

@@ -36,7 +36,7 @@ from scheduler.errors import Conflict, NotFound
 from scheduler.joins import DRAIN_LIMIT, Joins
 from scheduler.matching import followed
 from scheduler.pacing import MAX_BATCH, PaceInput, decide
-from scheduler.policy import StoredPolicies, TaskPolicy, parse_policy
+from scheduler.policy import StoredPolicies, TaskPolicy
 from scheduler.rollbacks import REQUESTED as ROLLBACK_REQUESTED
 from scheduler.rollbacks import Rollbacks
 from scheduler.settings import SchedulerSettings
@@ -344,7 +344,7 @@ class Reconciler:
         return False
 
     async def _finish(self, tid: str, doc: TaskDoc) -> None:
-        if parse_policy(doc["policy"], None).continuous:
+        if self._policies.of(tid, doc["policy"]).continuous:
             await self._joins.close(tid, followed(doc["targets"]))
         await self._r.srem(keys.package_users(doc["package_id"]), tid)
         await self._r.delete(keys.lease(tid))

@@ -150,5 +150,9 @@ async def test_answers_from_the_client_thread_reach_the_loop_each_once_in_order(
     client.start()
     await asyncio.wait_for(all_in.wait(), 30)
     client.join()
-    await asyncio.sleep(0)  # a late drain would find nothing: nothing runs twice
+    # Every drain the client scheduled is queued on the loop before this marker: once it
+    # runs, a late drain has run too, and it must have found nothing to run twice.
+    drained = asyncio.Event()
+    loop.call_soon_threadsafe(drained.set)
+    await asyncio.wait_for(drained.wait(), 30)
     assert seen == [(n, "KafkaClientError" if n % 7 == 0 else None) for n in range(records)]
