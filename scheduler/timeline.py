@@ -3,10 +3,27 @@
 Pure: no I/O. An entry is a job event in a compact form: a JSON array in a fixed field
 order, the states as their persisted codes (`ota.jobstates.STATE_CODES`; a name without
 a code as it is), trailing empty fields left off, without what can be derived when it is
-read (the cause's message). The array keeps an entry under half the bytes of the API's object,
-and a timeline of a few entries is most of a finished device's memory. The same event
-always gives the same bytes (a replayed event must find its entry again). Entries
-stored as objects, or as arrays with state names, before this form are read as well.
+read (the cause's message, and most often the task id). A timeline of a few entries is
+most of a finished device's memory.
+
+The task id is the same in most of a device's entries, so an entry leaves it out when the
+entry below it (the next older one) is of the same task: the short form
+`[id, at_ms, attempt, job_version, from, to, detail, cause]`; the full form puts the task
+id first, `[task_id, id, at_ms, ...]`. A short entry's task is the task of the nearest
+older full one; the oldest entry kept is always full (trimming to the cap turns a short
+one that became the oldest into its full form). Only a task id of letters, digits and
+`_ . : -` is ever left out (its JSON is the id in quotes, which the Redis script splices
+in); an event of any other task is stored full. The same event always gives the same
+bytes in each form, and a replayed event is looked for in both (`forms`). The event id
+is kept: the workers form it from the inbox record that caused the event
+(`w<partition>-<offset>-<index>`, workers/effects.py), which nothing else in the entry
+tells.
+
+Entries stored before this form are read as well: objects as the API shows them, and
+arrays `[id, at_ms, task_id, attempt, job_version, from, to, cause, detail]` with the
+states as codes or names. The forms differ in their first fields' types: the full form's
+second field is a string (the event id), the older array's third (the task id), the
+short form's are numbers.
 
 Redis holds each device's newest entries only (`OTA_TIMELINE_CAP`); the full history
 stays in the job-events topic, one partition per device. The device hash remembers the
@@ -17,7 +34,8 @@ answers them as `history`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -26,9 +44,15 @@ from ota.catalog import FailureCause
 from ota.jobstates import STATE_CODES
 from ota.records import JobEventRecord
 
-# The stored array's fields, in order; a trailing None cause or empty detail is left off.
+# The API's fields of an entry, in the order it shows them.
 FIELDS = ("id", "at_ms", "task_id", "attempt", "job_version", "from", "to", "cause", "detail")
-_REQUIRED = 7  # id .. to: an array shorter than this is not an entry
+# The short form's fields; a trailing None cause, then an empty detail, are left off.
+SHORT = ("id", "at_ms", "attempt", "job_version", "from", "to", "detail", "cause")
+_SHORT_REQUIRED = 6  # id .. to
+_OLDER_REQUIRED = 7  # the older array: id .. to
+# A task id whose JSON is itself in quotes: the only kind an entry leaves out (the Redis
+# script's pattern `[%w_.:%-]` is the same set).
+PLAIN_TASK = re.compile(r"[A-Za-z0-9_.:\-]+")
 
 _CODES = {state.value: code for state, code in STATE_CODES.items()}
 _NAMES = {code: name for name, code in _CODES.items()}
@@ -39,43 +63,88 @@ _BEFORE_RESULT = {"DOWNLOADING": "0.6666", "DOWNLOADED": "0.3333"}
 
 
 class BadEntryError(ValueError):
-    """A stored timeline entry that is neither the array nor the object form."""
+    """A stored timeline entry of no known form, or a short one with no task below it."""
 
 
-def encode(event: JobEventRecord) -> bytes:
-    """A job event as stored on the device's timeline; the same event, the same bytes."""
+def forms(event: JobEventRecord) -> tuple[bytes, bytes]:
+    """(full, short): the event's entry with and without its task id; the same event, the
+    same bytes. `short` is `full` when the task id is not plain (it is never left out)."""
     values: list[Any] = [
         event.id,
         event.at_ms,
-        event.task_id,
         event.attempt,
         event.job_version,
         _CODES.get(event.from_state, event.from_state),
         _CODES.get(event.to_state, event.to_state),
-        event.cause,
         dict(event.detail),
+        event.cause,
     ]
-    while len(values) > _REQUIRED and values[-1] in (None, {}):
+    if values[-1] is None:
         values.pop()
-    return orjson.dumps(values)
+        if not values[-1]:
+            values.pop()
+    short = orjson.dumps(values)
+    full = b"[" + orjson.dumps(event.task_id) + b"," + short[1:]
+    return full, (short if PLAIN_TASK.fullmatch(event.task_id) else full)
 
 
-def decode(raw: bytes) -> dict[str, Any]:
-    """A stored entry as the API shows it (`cause_message` derived from the cause)."""
+def encode(event: JobEventRecord) -> bytes:
+    """The event's full entry (the task id in it), as an entry with no older entry of its
+    task below it is stored; the same event, the same bytes."""
+    return forms(event)[0]
+
+
+def decode(raw: bytes, task_id: str | None = None) -> dict[str, Any]:
+    """A stored entry as the API shows it (`cause_message` derived from the cause);
+    `task_id`: the task of the entry below it, which a short entry is of."""
+    return _read(raw, task_id)[0]
+
+
+def decode_all(entries: Sequence[bytes]) -> list[dict[str, Any]]:
+    """A timeline, newest first, as the API shows it: each short entry of the task of the
+    nearest older entry that names one."""
+    shown: list[dict[str, Any]] = []
+    task_id: str | None = None
+    for raw in reversed(entries):
+        entry, task_id = _read(raw, task_id)
+        shown.append(entry)
+    shown.reverse()
+    return shown
+
+
+def _read(raw: bytes, below: str | None) -> tuple[dict[str, Any], str | None]:
+    """The entry as the API shows it, and its task id (for the entry above it)."""
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadEntryError(f"timeline entry is not JSON: {raw[:60]!r}") from exc
     if isinstance(value, dict):  # the object form: stored as the API shows it
-        return value
-    if not isinstance(value, list) or not _REQUIRED <= len(value) <= len(FIELDS):
+        task = value.get("task_id")
+        return value, task if isinstance(task, str) else below
+    if not isinstance(value, list) or len(value) < _SHORT_REQUIRED:
         raise BadEntryError(f"timeline entry has no known form: {raw[:60]!r}")
     entry: dict[str, Any] = dict.fromkeys(FIELDS)
-    entry.update(zip(FIELDS, value, strict=False))
+    if isinstance(value[1], str):  # the full form: [task_id, id, at_ms, ...]
+        if len(value) > len(SHORT) + 1:
+            raise BadEntryError(f"timeline entry has no known form: {raw[:60]!r}")
+        entry.update(zip(SHORT, value[1:], strict=False))
+        entry["task_id"] = value[0]
+    elif isinstance(value[2], str):  # the older array: [id, at_ms, task_id, ...]
+        if not _OLDER_REQUIRED <= len(value) <= len(FIELDS):
+            raise BadEntryError(f"timeline entry has no known form: {raw[:60]!r}")
+        entry.update(zip(FIELDS, value, strict=False))
+    else:  # the short form: the task of the entry below
+        if len(value) > len(SHORT):
+            raise BadEntryError(f"timeline entry has no known form: {raw[:60]!r}")
+        if below is None:
+            raise BadEntryError(f"short timeline entry with no task below it: {raw[:60]!r}")
+        entry.update(zip(SHORT, value, strict=False))
+        entry["task_id"] = below
     entry["from"], entry["to"] = _name(entry["from"], raw), _name(entry["to"], raw)
     entry["detail"] = entry["detail"] or {}
     entry["cause_message"] = cause_message(entry["cause"])
-    return {key: entry[key] for key in (*FIELDS[:8], "cause_message", "detail")}
+    shown = {key: entry[key] for key in (*FIELDS[:8], "cause_message", "detail")}
+    return shown, entry["task_id"]
 
 
 def _name(state: Any, raw: bytes) -> str:

@@ -69,7 +69,7 @@ async def test_registry_batches_keep_log_order_and_store_a_replay_once(
     await registry.job_events(batch)
     await registry.job_events(batch)  # redelivered
     stored = await aredis.lrange(keys.timeline(device), 0, -1)  # newest first
-    assert [timeline.decode(e)["to"] for e in stored] == [
+    assert [e["to"] for e in timeline.decode_all(stored)] == [
         "SUCCEEDED",
         "DOWNLOADING",
         "COMMAND_SENT",
@@ -142,7 +142,7 @@ async def test_a_result_reaches_the_notification_stream_once_however_often_appli
 
 @pytest.mark.parametrize("timeline_cap", [3])
 async def test_the_timeline_keeps_the_newest_entries_and_says_where_the_rest_are(
-    registry: Registry,
+    registry: Registry, aredis: redis.asyncio.Redis[bytes]
 ) -> None:
     """Only the cap's newest entries stay in Redis; the device shows how many were trimmed
     and the log position of its first job event, where the full history is read. A
@@ -167,8 +167,14 @@ async def test_the_timeline_keeps_the_newest_entries_and_says_where_the_rest_are
         "trimmed": 3,
     }
     assert shown["current_job"]["state"] == "SUCCEEDED"
-    await registry.job_events([(e, "") for e in events[4:]], positions[4:])  # redelivered
+    assert {e["task_id"] for e in shown["timeline"]} == {tid}
+    # The entries above leave the task out; the oldest kept one, trimmed to, names it.
+    stored = await aredis.lrange(keys.timeline(device), 0, -1)
+    forms = [timeline.forms(e) for e in events[-1:-4:-1]]
+    assert stored == [forms[0][1], forms[1][1], forms[2][0]]
+    await registry.job_events([(e, "") for e in events[3:]], positions[3:])  # redelivered
     assert (await registry.show(device))["history"] == shown["history"]
+    assert await aredis.lrange(keys.timeline(device), 0, -1) == stored
 
 
 async def test_positions_must_match_the_events(registry: Registry) -> None:
@@ -258,3 +264,38 @@ async def test_a_late_fact_finds_a_result_stored_with_state_names(
     await registry.job_events([(late, "")])
     shown = await registry.show(device)
     assert [e["to"] for e in shown["timeline"]] == ["FAILED", "DOWNLOADING", "COMMAND_SENT"]
+    assert shown["timeline"][1] == timeline.decode(timeline.encode(late))
+    # Between two entries of its task, the fact leaves the task out.
+    assert (await aredis.lindex(keys.timeline(device), 1)) == timeline.forms(late)[1]
+
+
+@pytest.mark.parametrize("timeline_cap", [4])
+async def test_entries_name_their_task_where_the_task_changes(
+    registry: Registry, aredis: redis.asyncio.Redis[bytes]
+) -> None:
+    """Entries of two tasks in turn (a queued task's notes between the active one's
+    moves): each entry whose older neighbour is of another task names its own, and the
+    device shows every entry with its task, before and after trimming."""
+    device = f"dev-{uuid.uuid4().hex[:8]}"
+    a, b = f"t-a-{uuid.uuid4().hex[:6]}", f"t-b-{uuid.uuid4().hex[:6]}"
+    steps = [
+        JobEventRecord(device, a, 1, 1, "QUEUED", "COMMAND_SENT", at_ms=10),
+        JobEventRecord(device, a, 1, 2, "COMMAND_SENT", "DOWNLOADING", at_ms=11),
+        JobEventRecord(device, b, 1, 1, "QUEUED", "QUEUED", detail={"note": "queued"}, at_ms=12),
+        JobEventRecord(device, a, 1, 3, "DOWNLOADING", "SUCCEEDED", at_ms=13),
+        JobEventRecord(device, b, 1, 2, "QUEUED", "COMMAND_SENT", at_ms=14),
+        JobEventRecord(device, b, 1, 3, "COMMAND_SENT", "FAILED", 28, at_ms=15),
+    ]
+    await registry.job_events([(e, "") for e in steps[:4]])
+    shown = (await registry.show(device))["timeline"]
+    assert shown == [timeline.decode(timeline.encode(e)) for e in reversed(steps[:4])]
+    full = [timeline.forms(e)[0] for e in steps]
+    short = [timeline.forms(e)[1] for e in steps]
+    stored = await aredis.lrange(keys.timeline(device), 0, -1)
+    assert stored == [full[3], full[2], short[1], full[0]]
+    await registry.job_events([(e, "") for e in steps[4:]])
+    await registry.job_events([(e, "") for e in steps])  # redelivered: nothing changes
+    shown = (await registry.show(device))["timeline"]
+    assert shown == [timeline.decode(timeline.encode(e)) for e in reversed(steps[2:])]
+    stored = await aredis.lrange(keys.timeline(device), 0, -1)
+    assert stored == [short[5], full[4], full[3], full[2]]

@@ -1,6 +1,7 @@
-"""Timeline entries in their stored form: read back as the API's object, the same event
-giving the same bytes, entries stored before as objects still read, and where a
-device's full history is."""
+"""Timeline entries in their stored form: read back as the API's object (a short entry
+with the task of the entry below it), the same event giving the same bytes, entries
+stored in the forms before (objects, arrays with state names or codes) still read, and
+where a device's full history is."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ DETAIL = st.dictionaries(
 )
 
 
-def api_object(event: JobEventRecord) -> dict[str, object]:
+def api_object(event: JobEventRecord, known_causes: bool = True) -> dict[str, object]:
     """What GET /v1/devices/<id> showed for an entry before the compact form."""
     return {
         "id": event.id,
@@ -31,7 +32,13 @@ def api_object(event: JobEventRecord) -> dict[str, object]:
         "from": event.from_state,
         "to": event.to_state,
         "cause": event.cause,
-        "cause_message": None if event.cause is None else FailureCause(event.cause).message,
+        "cause_message": (
+            timeline.cause_message(event.cause)
+            if not known_causes
+            else None
+            if event.cause is None
+            else FailureCause(event.cause).message
+        ),
         "detail": dict(event.detail),
     }
 
@@ -51,13 +58,68 @@ def test_an_entry_reads_back_as_the_api_showed_it(
     assert timeline.decode(stored) == api_object(event)
     assert list(timeline.decode(stored)) == list(api_object(event))  # the same key order
     assert timeline.encode(event) == stored  # a replay finds its entry again
+    full, short = timeline.forms(event)
+    assert (full, short) == timeline.forms(event)
+    assert timeline.decode(short, "t1") == api_object(event)
+    assert list(timeline.decode(short, "t1")) == list(api_object(event))
 
 
-def test_the_stored_form_is_under_half_the_api_object() -> None:
+IDS = st.one_of(
+    st.builds("w{}-{}-{}".format, st.integers(0, 95), st.integers(0, 2**40), st.integers(0, 9)),
+    st.uuids().map(lambda u: u.hex),
+    st.text(max_size=20),
+)
+TASKS = st.one_of(st.uuids().map(lambda u: u.hex), st.sampled_from(["t-1", "a.b:c_d"]), st.text())
+EVENTS = st.builds(
+    JobEventRecord,
+    device_id=st.just("d1"),
+    task_id=TASKS,
+    attempt=st.integers(0, 2**31),
+    job_version=st.integers(0, 2**31),
+    from_state=STATES | st.text(max_size=10),
+    to_state=STATES | st.text(max_size=10),
+    cause=st.one_of(st.none(), st.integers(0, 2**31)),
+    detail=DETAIL,
+    id=IDS,
+    at_ms=st.integers(-(2**53), 2**53),
+)
+
+
+def stored_timeline(events: list[JobEventRecord]) -> list[bytes]:
+    """The entries as the Redis script stores events pushed in this order, newest first:
+    short when the entry below is of the same task."""
+    entries: list[bytes] = []
+    below: str | None = None
+    for event in events:
+        full, short = timeline.forms(event)
+        entries.insert(0, short if event.task_id == below else full)
+        below = event.task_id
+    return entries
+
+
+@given(st.lists(EVENTS, max_size=12), st.integers(1, 12))
+def test_a_timeline_reads_back_as_the_api_showed_it(events: list[JobEventRecord], cap: int) -> None:
+    """Arbitrary events (any ids, tasks, states, causes, details, stamps), kept whole or
+    trimmed to the cap with the oldest kept entry in its full form: each reads back as the
+    API's object before the compact forms."""
+    stored = stored_timeline(events)
+    expected = [api_object(e, known_causes=False) for e in reversed(events)]
+    assert timeline.decode_all(stored) == expected
+    kept = stored[:cap]
+    if kept:
+        kept[-1] = timeline.encode(events[len(events) - len(kept)])
+    assert timeline.decode_all(kept) == expected[:cap]
+    for event, entry in zip(reversed(events), stored, strict=True):
+        assert entry in timeline.forms(event)  # a replay finds its entry in either form
+
+
+def test_the_stored_forms_are_a_fraction_of_the_api_object() -> None:
     event = JobEventRecord("dev-1", "a" * 32, 1, 3, "COMMAND_SENT", "DOWNLOADING", at_ms=10**12)
-    stored = timeline.encode(event)
-    assert len(stored) < 0.45 * len(orjson.dumps(api_object(event)))
-    assert stored.endswith(b",1,3,3,4]")  # states as their codes; no cause, no detail
+    full, short = timeline.forms(event)
+    assert len(full) < 0.45 * len(orjson.dumps(api_object(event)))
+    assert len(short) < 0.3 * len(orjson.dumps(api_object(event)))
+    assert full.endswith(b",1,3,3,4]")  # states as their codes; no cause, no detail
+    assert short == b'["%s",1000000000000,1,3,3,4]' % event.id.encode()
 
 
 def test_a_state_without_a_code_is_kept_by_name() -> None:
@@ -70,6 +132,49 @@ def test_an_entry_with_state_names_is_read() -> None:
     event = JobEventRecord("d1", "t1", 1, 2, "UPDATING", "FAILED", 28, {"by": "edge"}, at_ms=5)
     named = orjson.dumps([event.id, 5, "t1", 1, 2, "UPDATING", "FAILED", 28, {"by": "edge"}])
     assert timeline.decode(named) == api_object(event)
+
+
+def test_an_entry_of_the_array_form_before_is_read() -> None:
+    """[id, at_ms, task_id, attempt, job_version, from, to, cause, detail], states as codes."""
+    event = JobEventRecord("d1", "t1", 1, 2, "UPDATING", "FAILED", 28, {"by": "edge"}, at_ms=5)
+    coded = orjson.dumps([event.id, 5, "t1", 1, 2, 6, 10, 28, {"by": "edge"}])
+    assert timeline.decode(coded) == api_object(event)
+    plain = JobEventRecord("d1", "t1", 1, 2, "COMMAND_SENT", "DOWNLOADING", at_ms=5)
+    assert timeline.decode(orjson.dumps([plain.id, 5, "t1", 1, 2, 3, 4])) == api_object(plain)
+
+
+def test_short_entries_above_entries_of_the_forms_before_take_their_task() -> None:
+    sent = JobEventRecord("d1", "t-old", 1, 1, "QUEUED", "COMMAND_SENT", at_ms=5)
+    done = JobEventRecord("d1", "t-old", 1, 2, "COMMAND_SENT", "SUCCEEDED", at_ms=6)
+    short = timeline.forms(done)[1]
+    for older in (
+        orjson.dumps(api_object(sent)),
+        orjson.dumps([sent.id, 5, "t-old", 1, 1, "QUEUED", "COMMAND_SENT"]),
+        orjson.dumps([sent.id, 5, "t-old", 1, 1, 0, 3]),
+    ):
+        assert timeline.decode_all([short, older]) == [api_object(done), api_object(sent)]
+
+
+def test_the_short_form_leaves_out_only_a_plain_task_id() -> None:
+    event = JobEventRecord("d1", "5f3a9c2e8b7d4e1fa0c36b9d2e4f7a81", 1, 2, "QUEUED", "QUEUED")
+    full, short = timeline.forms(event)
+    assert full == b'["5f3a9c2e8b7d4e1fa0c36b9d2e4f7a81",' + short[1:]
+    assert b"5f3a9c2e" not in short
+    for odd in ('t "1"', "t/1", "t\\1", "t\u00e9", ""):
+        full, short = timeline.forms(JobEventRecord("d1", odd, 1, 2, "QUEUED", "QUEUED"))
+        assert short == full
+
+
+def test_a_cause_without_a_detail_keeps_the_empty_detail() -> None:
+    event = JobEventRecord("d1", "t1", 1, 2, "UPDATING", "FAILED", 28, id="w1-2-0", at_ms=5)
+    assert timeline.forms(event)[1] == b'["w1-2-0",5,1,2,6,10,{},28]'
+    assert timeline.decode(timeline.forms(event)[1], "t1") == api_object(event)
+
+
+def test_a_short_entry_with_no_task_below_is_refused() -> None:
+    event = JobEventRecord("d1", "t1", 1, 2, "QUEUED", "QUEUED", at_ms=5)
+    with pytest.raises(timeline.BadEntryError, match="no task below"):
+        timeline.decode_all([timeline.forms(event)[1]])
 
 
 def test_an_entry_stored_as_an_object_is_read_as_it_is() -> None:
@@ -86,6 +191,8 @@ def test_an_entry_stored_as_an_object_is_read_as_it_is() -> None:
         b"[" + b"1," * 9 + b"1]",
         b'["i", 5, "t", 1, 1, 3, 99]',  # no state has code 99
         b'["i", 5, "t", 1, 1, 3, true]',
+        b'["t", "i", 5, 1, 1, 3, 4, {}, 1, 2]',  # the full form, a field too many
+        b'["i", 5, 1, 1, 3, 99]',  # the short form, no state 99
     ],
 )
 def test_an_entry_of_no_known_form_is_refused(raw: bytes) -> None:
