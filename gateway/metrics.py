@@ -36,6 +36,9 @@ PRESENCE = counter(
     SERVICE, "presence_events_total", "Presence records written", ("source", "state")
 )
 CONNECTED = gauge(SERVICE, "connected", "1 while the link is up", ("link",))
+BROKER_OUTAGES = counter(
+    SERVICE, "broker_outages_total", "Times the link to the device broker dropped and came back"
+)
 IN_FLIGHT = gauge(SERVICE, "in_flight", "Messages being handled", ("direction",))
 PAUSED = gauge(
     SERVICE, "uplink_paused", "1 while the gateway stopped reading uplinks (backpressure)"

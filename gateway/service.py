@@ -4,25 +4,34 @@ Start-up: Kafka producer (retried with backoff until a broker answers), then the
 link (stable client id, persistent session, PUBACK after the handler), then the
 downlink consumer. Shutdown (stop event): stop reading MQTT, wait (bounded) for the
 uplinks being handled to be acknowledged, drain in-flight downlink publishes and commit,
-flush and close the producer, disconnect.
+flush and close the producer, disconnect. While running, a drop of the broker link that
+the gateway did not ask for is recorded once the link is back (gateway.broker_outages).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+
+import redis
 
 from gateway import metrics
+from gateway.broker_outages import BrokerOutages
 from gateway.inbound import Inbound
 from gateway.outbound import Outbound
 from gateway.presence import SOURCES
 from gateway.settings import UPLINK_FILTER, GatewaySettings
+from ota import broker_outage
 from ota.backoff import Backoff, StoppedError, retry
+from ota.broker_outage import BrokerOutage
+from ota.clock import now_ms
 from ota.kafka_async import AsyncProducer
 from ota.kafka_clients import STATIC_MEMBER_ID, make_consumer, make_producer
 from ota.kafka_errors import KafkaClientError
 from ota.kafka_producer import RecordProducer
 from ota.mqtt import LinkConfig, MqttLink
+from ota.redis_clients import make_redis
 from ota.runtime import Runtime, Service
 
 log = logging.getLogger(__name__)
@@ -87,6 +96,20 @@ def _link_config(settings: GatewaySettings) -> LinkConfig:
     )
 
 
+def _outage_recorder(settings: GatewaySettings) -> Callable[[BrokerOutage], None]:
+    """Writes a broker outage where the workers' sweepers read it (ota.broker_outage);
+    the Redis client is made on the first outage, the only time it is needed."""
+    clients: list[redis.Redis[bytes]] = []
+
+    def record(outage: BrokerOutage) -> None:
+        if not clients:
+            clients.append(make_redis(settings.common))
+        expires = outage.expires_at_ms(now_ms())
+        clients[0].set(broker_outage.KEY, broker_outage.encode(outage), pxat=expires)
+
+    return record
+
+
 async def main(settings: GatewaySettings, rt: Runtime) -> None:
     await run(settings, rt)
 
@@ -138,11 +161,17 @@ async def run(
         pause_reading=lambda: link_box[0].pause_reading(),
         resume_reading=lambda: link_box[0].resume_reading(),
     )
+    outages = BrokerOutages(_outage_recorder(settings), stop)
+
+    def link_changed(up: bool) -> None:
+        metrics.CONNECTED.labels("mqtt").set(1 if up else 0)
+        outages.link_changed(up)
+
     link = MqttLink(
         _link_config(settings),
         subscriptions,
         on_message_acked=inbound.receive,
-        on_state=lambda up: metrics.CONNECTED.labels("mqtt").set(1 if up else 0),
+        on_state=link_changed,
     )
     link_box.append(link)
     rt.spawn(inbound.recovery(stop), "uplink-recovery")
@@ -187,6 +216,7 @@ async def run(
             ready.set()
         await stop.wait()
     finally:
+        outages.close()
         await _shutdown(settings, link, inbound, outbound, producer, downlink)
 
 

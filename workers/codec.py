@@ -9,7 +9,7 @@ BLAKE2b over the packed spec: content-addressed, so two attempts or devices with
 different specs never share one entry). Layout (append-only; never reorder or renumber):
 
   device = [online, fw_version, sw_version, job | null, [job...] (queue),
-            [[task, attempt]...] (done), connection | null]
+            [[task, attempt]...] (done), connection | null, connected_ms]
   job    = [spec digest, attempt, state code, version, deadline_ms | null, tries,
             cause | null, command_ms, command_id, stage code | null, download_pct | null,
             token_expires_s]
@@ -53,7 +53,7 @@ _CACHE_MAX = 4096
 # Values a job or device array may leave off at its end (in field order).
 # tries, cause, command_ms, command_id, stage, download_pct, token_expires_s
 _JOB_DEFAULTS: tuple[Any, ...] = (0, None, 0, "", None, None, 0)
-_DEVICE_DEFAULTS: tuple[Any, ...] = ([], [], None)  # queue, done, connection
+_DEVICE_DEFAULTS: tuple[Any, ...] = ([], [], None, 0)  # queue, done, connection, connected_ms
 
 
 class StateCorruptError(ValueError):
@@ -141,6 +141,7 @@ def pack(device: Device) -> bytes:
         [_pack_job(job) for job in device.queue],
         [list(entry) for entry in device.done],
         device.connection,
+        device.connected_ms,
     ]
     return orjson.dumps(_trim(data, _DEVICE_DEFAULTS))
 
@@ -214,6 +215,7 @@ def unpack(raw: bytes, specs: Mapping[str, JobSpec]) -> Device:
         queue = rest[0] if rest else []
         done = rest[1] if len(rest) > 1 else []
         connection = rest[2] if len(rest) > 2 else None
+        connected_ms = rest[3] if len(rest) > 3 else 0
         return Device(
             online=online,
             fw_version=fw,
@@ -222,6 +224,7 @@ def unpack(raw: bytes, specs: Mapping[str, JobSpec]) -> Device:
             queue=tuple(_unpack_job(q, specs) for q in queue),
             done=tuple((task, attempt) for task, attempt in done),
             connection=connection,
+            connected_ms=int(connected_ms),
         )
     except (orjson.JSONDecodeError, ValueError, TypeError, KeyError) as exc:
         raise StateCorruptError(f"stored device state is unreadable: {exc!r}") from None

@@ -55,8 +55,10 @@ def step(
 ) -> Outcome:
     """Apply one event at platform time `now_ms`; `ref` names the record (effect ids);
     upgrade commands sent now carry tokens living `token_lifetime_s`."""
-    observed = _observe(device, event)
-    ctx = Ctx(now_ms, ref, observed, _reconnected(device, event), [], token_lifetime_s)
+    reconnected = _reconnected(device, event)
+    came_online = reconnected or (event.kind.uplink and device.online is not True)
+    observed = _observe(device, event, now_ms if came_online else None)
+    ctx = Ctx(now_ms, ref, observed, reconnected, [], token_lifetime_s)
     if event.kind is Kind.START:
         result = _start(ctx, observed, event)
     elif event.kind is Kind.CANCEL:
@@ -83,8 +85,10 @@ def _reconnected(device: Device, ev: Event) -> bool:
     return ev.connection is not None and known is not None and ev.connection != known
 
 
-def _observe(device: Device, ev: Event) -> Device:
-    """Presence and versions, which every event updates before the job sees it."""
+def _observe(device: Device, ev: Event, connected_ms: int | None) -> Device:
+    """Presence and versions, which every event updates before the job sees it;
+    `connected_ms` is set when the event says the device came online (a reconnect, or
+    traffic from a device thought offline)."""
     if ev.kind is Kind.OFFLINE:
         if device.online is False and device.connection is None:
             return device
@@ -103,9 +107,17 @@ def _observe(device: Device, ev: Event) -> Device:
             and fw == device.fw_version
             and sw == device.sw_version
             and connection == device.connection
+            and connected_ms is None
         ):
             return device
-        return replace(device, online=True, fw_version=fw, sw_version=sw, connection=connection)
+        return replace(
+            device,
+            online=True,
+            fw_version=fw,
+            sw_version=sw,
+            connection=connection,
+            connected_ms=device.connected_ms if connected_ms is None else connected_ms,
+        )
     return device
 
 

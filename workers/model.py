@@ -55,6 +55,10 @@ class Device:
     # The connection the device is online with, as the last broker online notice named it
     # (None: offline, or never named); another one announced means it reconnected.
     connection: str | None = None
+    # When the device was last seen coming online (platform ms of the notice or report
+    # that said so; 0: not known): a connection from before a broker outage is one the
+    # outage took (workers.broker_hold).
+    connected_ms: int = 0
 
     @property
     def active(self) -> bool:

@@ -45,6 +45,7 @@ def build(settings: WorkerSettings, client_id: str = "ota-worker") -> tuple[Work
         idle_ms=settings.sweep_idle_ms,
         lease_ms=settings.sweep_lease_ms,
         outages=OutageClock(settings.outage_grace_ms, settings.outage_memory_ms),
+        broker_hold_ms=settings.broker_hold_ms,
     )
     return worker, sweeper
 

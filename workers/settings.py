@@ -5,9 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ota.broker_outage import KEY_LIFE_MS
 from ota.dev_secrets import refuse_development_secrets
 from ota.kafka_clients import STATIC_MEMBER_ID
 from ota.settings import CommonSettings, Env, SettingsError
+
+# A hold the gateway's record of the outage outlives (it expires KEY_LIFE_MS after it).
+BROKER_HOLD_MAX_MS = KEY_LIFE_MS // 3
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,9 @@ class WorkerSettings:
     # this grace (held-up reports reach the log first), for `outage_memory_ms` after it.
     outage_grace_ms: int = 10_000
     outage_memory_ms: int = 900_000
+    # After a device broker outage: how long, from the broker's return, deadlines of
+    # devices it disconnected are held while they reconnect (0: not held).
+    broker_hold_ms: int = 600_000
     drain_timeout_s: float = 10.0
     # How soon the group notices a killed worker; long enough that a CPU-starved but live
     # worker keeps its partitions.
@@ -64,6 +71,9 @@ class WorkerSettings:
             sweep_lease_ms=env.integer("WORKER_SWEEP_LEASE_MS", 30_000, min_value=100),
             outage_grace_ms=env.integer("WORKER_OUTAGE_GRACE_MS", 10_000, min_value=0),
             outage_memory_ms=env.integer("WORKER_OUTAGE_MEMORY_MS", 900_000, min_value=0),
+            broker_hold_ms=env.integer(
+                "WORKER_BROKER_HOLD_MS", 600_000, min_value=0, max_value=BROKER_HOLD_MAX_MS
+            ),
             drain_timeout_s=env.number("WORKER_DRAIN_TIMEOUT_S", 10.0, min_value=0.1),
             session_timeout_ms=env.integer(
                 "WORKER_SESSION_TIMEOUT_MS", 30_000, min_value=1000, max_value=300_000

@@ -15,7 +15,8 @@ Keys (all under `ota:{p<partition>}:`, one Redis Cluster slot per partition):
 
 and one key for every partition, `ota:deadline-pause` (string, workers.outages'
 `encode_pause`, expiring when the pause's memory ends): the last Kafka outage a sweeper
-saw, for the sweepers that did not.
+saw, for the sweepers that did not; and `ota:broker-outage` (ota.broker_outage), the last
+device broker outage a gateway saw, which the sweepers read.
 
 The state, the deadlines and the offset change only through APPLY, which compares the
 partition's offset with the one the batch was computed from: a second owner (a worker
@@ -37,6 +38,8 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
+from ota import broker_outage
+from ota.broker_outage import BrokerOutage
 from ota.records import JobSpec
 from ota.redis_clients import partition_tag
 from ota.redis_scripts import ScriptRunner, Step, call, command
@@ -267,6 +270,12 @@ class Store:
         readable)."""
         raw = self.client.get(PAUSE_KEY)
         return None if raw is None else decode_pause(raw)
+
+    def broker_outage(self) -> BrokerOutage | None:
+        """The last device broker outage a gateway recorded (None: none remembered, or not
+        readable)."""
+        raw = self.client.get(broker_outage.KEY)
+        return None if raw is None else broker_outage.decode(raw)
 
     def pending_outbox(self, partition: int) -> list[tuple[int, list[Output]]]:
         """Batches written but maybe not produced, oldest first."""

@@ -9,7 +9,9 @@ leases to run out and fire again; the worker ignores the duplicate by the job ve
 While Kafka does not answer (a probe of it, at most once a second, before popping), nothing
 fires, and after it answers again the deadlines the outage overlapped come due later by
 its length plus a grace (workers.outages): the reports and commands held up in the
-producers reach the log before a timeout could overtake them.
+producers reach the log before a timeout could overtake them. After a device broker
+outage (a gateway's record of it, read on every pass), the deadlines of devices whose
+connection the outage took are held until they are back (workers.broker_hold).
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from ota.broker_outage import BrokerOutage
 from ota.clock import now_ms
 from ota.kafka_producer import Delivery, RecordProducer
 from ota.records import JobSpec, TimeoutRecord, encode
 from workers import telemetry
+from workers.broker_hold import BrokerHold
 from workers.codec import StateCorruptError, unpack
 from workers.outages import OutageClock
 from workers.store import Store
@@ -37,18 +41,24 @@ DOWN_WAIT_MS = 250  # between probes while Kafka is down (a probe may answer at 
 @dataclass(frozen=True, slots=True)
 class Due:
     """A device's timeouts to write now, each with its deadline, and whether one of its
-    deadlines has passed but is held back by a Kafka outage's pause (its lease is kept:
-    it fires once due)."""
+    deadlines has passed but is held back by a Kafka outage's pause or a broker outage's
+    hold (its lease is kept: it fires once due), and whether by the latter."""
 
     timeouts: list[tuple[TimeoutRecord, int]]
     held: bool = False
+    held_by_broker: bool = False
 
 
 def due_timeouts(
-    device_id: str, raw: bytes | None, specs: Mapping[str, JobSpec], now: int, due_by: int
+    device_id: str,
+    raw: bytes | None,
+    specs: Mapping[str, JobSpec],
+    now: int,
+    due_by: int,
+    hold: BrokerHold | None = None,
 ) -> Due:
     """The timeout records (stamped `now`) for a device's jobs whose deadline is at or
-    before `due_by`."""
+    before `due_by` and, with a broker outage's `hold`, due by it at `now`."""
     if raw is None:
         return Due([])
     try:
@@ -60,21 +70,24 @@ def due_timeouts(
         for job in (device.job, *device.queue)
         if job is not None and job.deadline_ms is not None
     ]
-    timeouts = [
-        (
-            TimeoutRecord(
-                device_id=device_id,
-                task_id=job.task_id,
-                job_version=job.version,
-                id=f"timeout-{device_id}-{job.task_id}-{job.version}",
-                at_ms=now,
-            ),
-            deadline,
+    timeouts: list[tuple[TimeoutRecord, int]] = []
+    broker_held = False
+    for job, deadline in deadlines:
+        if deadline > due_by:
+            continue
+        if hold is not None and hold.due_at(deadline, device) > now:
+            broker_held = True
+            continue
+        record = TimeoutRecord(
+            device_id=device_id,
+            task_id=job.task_id,
+            job_version=job.version,
+            id=f"timeout-{device_id}-{job.task_id}-{job.version}",
+            at_ms=now,
         )
-        for job, deadline in deadlines
-        if deadline <= due_by
-    ]
-    return Due(timeouts, any(due_by < deadline <= now for _, deadline in deadlines))
+        timeouts.append((record, deadline))
+    paused = any(due_by < deadline <= now for _, deadline in deadlines)
+    return Due(timeouts, paused or broker_held, broker_held)
 
 
 @dataclass
@@ -105,6 +118,7 @@ class Sweeper:
         idle_ms: int,
         lease_ms: int,
         outages: OutageClock,
+        broker_hold_ms: int,
     ) -> None:
         self.store, self.producer, self.inbox_topic, self.owned = (
             store,
@@ -114,6 +128,8 @@ class Sweeper:
         )
         self.batch, self.idle_ms, self.lease_ms = batch, idle_ms, lease_ms
         self.outages = outages
+        self.broker_hold_ms = broker_hold_ms
+        self.hold: BrokerHold | None = None  # the last broker outage, while it moves deadlines
         self.probed_ms: int | None = None  # when Kafka was last asked whether it answers
         self.stopping = threading.Event()
         self._fired: list[_Fired] = []
@@ -163,7 +179,27 @@ class Sweeper:
             answers = self.producer.reachable(self.inbox_topic, PROBE_TIMEOUT_S)
             now = self.probed_ms = now_ms()
             self._note(answers, now)
+        # Read on every pass (a GET): a deadline due just after a crash must see it.
+        self._hold(self.store.broker_outage(), now)
         return self.outages.cutoff(now)
+
+    def _hold(self, outage: BrokerOutage | None, now: int) -> None:
+        """Adopt the last broker outage a gateway recorded, while it moves deadlines."""
+        hold = None
+        if outage is not None and self.broker_hold_ms > 0:
+            if outage.until_ms is None:  # still down: held as if it came back now
+                outage = BrokerOutage(outage.since_ms, now)
+            candidate = BrokerHold(outage, self.broker_hold_ms, self.outages.grace_ms)
+            hold = candidate if candidate.remembered(now) else None
+        if hold is not None and (
+            self.hold is None or self.hold.outage.since_ms != hold.outage.since_ms
+        ):
+            log.warning(
+                "a device broker outage: deadlines of devices it disconnected are held until"
+                " they are back",
+                extra={"since_ms": hold.outage.since_ms, "until_ms": hold.outage.until_ms},
+            )
+        self.hold = hold
 
     def _note(self, answers: bool, now: int) -> None:
         """Tell the clock what the probe found; log and count the outage's edges."""
@@ -205,9 +241,11 @@ class Sweeper:
         futures = []
         leased = []  # leases dropped once Kafka has the timeouts; a held one stays
         for device_id, raw in zip(device_ids, values, strict=True):
-            due = due_timeouts(device_id, raw, specs, now, due_by)
+            due = due_timeouts(device_id, raw, specs, now, due_by, self.hold)
             if not due.held:
                 leased.append(device_id)
+            if due.held_by_broker:
+                telemetry.BROKER_HELD.inc()
             for record, deadline_ms in due.timeouts:
                 futures.append(
                     self.producer.send(

@@ -27,6 +27,11 @@ DEADLINE_PAUSE_SECONDS = metrics.gauge(
     "deadline_pause_seconds",
     "How much later a remembered Kafka outage makes deadlines (0: none)",
 )
+BROKER_HELD = metrics.counter(
+    "worker",
+    "deadlines_held_broker_total",
+    "Due deadlines held because a device broker outage took the device's connection",
+)
 OWNED = metrics.gauge("worker", "partitions_owned", "Inbox partitions this process owns")
 RESENDS = metrics.counter(
     "worker", "resent_records_total", "Records sent again after the producer gave up on them"

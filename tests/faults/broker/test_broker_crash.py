@@ -2,9 +2,10 @@
 no offline, its devices reconnect, and the version query lost with the old connection
 reaches the device again, whether the device reconnects after the gateway subscribed again
 or before (its notice then held by the broker until the gateway subscribes); a device whose
-result was lost in the crash is asked its version on reconnect and its job succeeds. A
-private broker, gateway and worker on the real Kafka and Redis (database 15); the stack's
-broker is never touched."""
+result was lost in the crash is asked its version on reconnect and its job succeeds, also
+when the crash kept it away until its window ran out (the gateway records the outage and
+the sweeper holds the deadline until the device is back). A private broker, gateway and
+worker on the real Kafka and Redis (database 15); the stack's broker is never touched."""
 
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ from typing import Any
 
 import pytest
 from kafka.admin import KafkaAdminClient, NewTopic
-from workerkit import TARGET, Inbox, ThreadWorker, make_settings, worker_redis
+from workerkit import SHORT, TARGET, Inbox, ThreadWorker, make_settings, worker_redis
 
 from ota.clock import now_ms
+from ota.metrics import REGISTRY
 from ota.protocol import encode_envelope, up_topic, uplink_event
 from ota.records import DownloadPhase, JobEventRecord, PresenceRecord
 from ota.reports import VersionReport
@@ -41,6 +43,7 @@ from tests.integration.broker.broker_support import (
 )
 from tests.integration.broker.rawmqtt import CONNACK, RawClient, connect_as_device, connect_packet
 from tests.integration.gateway.conftest import KafkaReader, Stack, running_gateway
+from tests.waiting import until
 
 AUTH_KEY = "test-crash-key"
 SCRATCH_DB = 15
@@ -206,6 +209,7 @@ async def crash_rig(
             "OTA_GATEWAY_CLIENT_ID": f"ota-gw-crash-{uuid.uuid4().hex[:6]}",
             "OTA_GATEWAY_CONSUMER_GROUP": f"ota-gw-crash-{uuid.uuid4().hex[:6]}",
             "OTA_GATEWAY_METRICS_PORT": "0",
+            "OTA_REDIS_URL": url,  # where it records a broker outage for the sweeper
         },
     )
     rig = Rig(
@@ -299,6 +303,41 @@ async def test_a_result_lost_in_a_broker_crash_is_found_by_the_reconnect_query(
         assert seen[-2:] == ["reconnect_query", "SUCCEEDED"]
         assert "FAILED" not in seen
         assert "WAITING_RETRY" not in seen
+
+
+async def test_a_device_the_crash_keeps_away_past_its_window_is_held_until_it_is_back(
+    lib: Path, topics: Topics, kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    """A device in DOWNLOADED with a 10 s update window (long enough to still run when the
+    broker is killed) stays away after the crash until that window has run out: the gateway recorded the outage, so the sweeper holds the
+    deadline instead of firing it; once the device is back, its reconnect query and the
+    target version end the job with no timeout, failure or retry."""
+    async with crash_rig(lib, topics, kafka_bootstrap, redis_url, tmp_path) as rig:
+        device_id, secret = rig.fleet.add()
+        device = await rig.connect(device_id, secret)
+        await rig.inbox_reader.wait_for(lambda rs: len(online_notices(rs, device_id)) >= 1)
+        rig.inbox.start(device_id, "task-held", windows=replace(SHORT, update_start_s=10))
+        asked = await version_query(device)
+        await answer_version(device, device_id, "1.0", asked)
+        await next_command(device)
+        rig.inbox.download(device_id, DownloadPhase.FINISHED)
+        await rig.job_events(device_id, lambda r: r.to_state == "DOWNLOADED")
+        held_before = held_deadlines()
+
+        rig.crash_and_restart()
+        await rig.gateway_subscribed_again()
+        await until(lambda: held_deadlines() > held_before, 60, "the deadline held")
+        again = await rig.connect(device_id, secret)
+        query = await version_query(again)
+        await answer_version(again, device_id, TARGET, query)
+        seen = await rig.job_events(device_id, lambda r: r.to_state == "SUCCEEDED")
+        assert seen[-2:] == ["reconnect_query", "SUCCEEDED"]
+        assert not {"VERIFYING", "FAILED", "WAITING_RETRY"} & set(seen)
+
+
+def held_deadlines() -> float:
+    """Deadlines the sweepers of this process held for a broker outage."""
+    return REGISTRY.get_sample_value("ota_worker_deadlines_held_broker_total") or 0.0
 
 
 async def next_command(client: RawClient) -> dict[str, Any]:
