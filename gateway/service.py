@@ -5,7 +5,7 @@ link (stable client id, persistent session, PUBACK after the handler), then the
 downlink consumer. Shutdown (stop event): stop reading MQTT, wait (bounded) for the
 uplinks being handled to be acknowledged, drain in-flight downlink publishes and commit,
 flush and close the producer, disconnect. While running, a drop of the broker link that
-the gateway did not ask for is recorded once the link is back (gateway.broker_outages).
+the gateway did not ask for is recorded as a broker outage (gateway.broker_outages).
 """
 
 from __future__ import annotations
