@@ -12,20 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-
-import redis
 
 from gateway import metrics
-from gateway.broker_outages import BrokerOutages
+from gateway.broker_outages import BrokerOutages, RedisOutageStore
 from gateway.inbound import Inbound
 from gateway.outbound import Outbound
 from gateway.presence import SOURCES
 from gateway.settings import UPLINK_FILTER, GatewaySettings
-from ota import broker_outage
 from ota.backoff import Backoff, StoppedError, retry
-from ota.broker_outage import BrokerOutage
-from ota.clock import now_ms
 from ota.kafka_async import AsyncProducer
 from ota.kafka_clients import STATIC_MEMBER_ID, make_consumer, make_producer
 from ota.kafka_errors import KafkaClientError
@@ -96,20 +90,6 @@ def _link_config(settings: GatewaySettings) -> LinkConfig:
     )
 
 
-def _outage_recorder(settings: GatewaySettings) -> Callable[[BrokerOutage], None]:
-    """Writes a broker outage where the workers' sweepers read it (ota.broker_outage);
-    the Redis client is made on the first outage, the only time it is needed."""
-    clients: list[redis.Redis[bytes]] = []
-
-    def record(outage: BrokerOutage) -> None:
-        if not clients:
-            clients.append(make_redis(settings.common))
-        expires = outage.expires_at_ms(now_ms())
-        clients[0].set(broker_outage.KEY, broker_outage.encode(outage), pxat=expires)
-
-    return record
-
-
 async def main(settings: GatewaySettings, rt: Runtime) -> None:
     await run(settings, rt)
 
@@ -161,11 +141,11 @@ async def run(
         pause_reading=lambda: link_box[0].pause_reading(),
         resume_reading=lambda: link_box[0].resume_reading(),
     )
-    outages = BrokerOutages(_outage_recorder(settings), stop)
+    outages = BrokerOutages(RedisOutageStore(lambda: make_redis(settings.common)), stop)
 
     def link_changed(up: bool) -> None:
         metrics.CONNECTED.labels("mqtt").set(1 if up else 0)
-        outages.link_changed(up)
+        outages.link_changed(up, session_kept=up and link_box[0].session_present)
 
     link = MqttLink(
         _link_config(settings),

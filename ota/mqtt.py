@@ -188,6 +188,7 @@ class MqttLink:
         self._storage = AckStorage()
         self.connected = asyncio.Event()
         self.subscribed = asyncio.Event()  # set once the broker acknowledged the subscriptions
+        self.session_present = False  # as the last CONNACK said
         self._subacks_due = 0
         self._slots = asyncio.Semaphore(config.max_publishes_in_flight)
         self._pubacks: list[bytes] = []
@@ -290,8 +291,9 @@ class MqttLink:
 
         packets._handle_puback_packet = on_puback
 
-    def _connected(self, _client: Client, _flags: int, _rc: int, _props: Any) -> None:
+    def _connected(self, _client: Client, flags: int, _rc: int, _props: Any) -> None:
         self.client.reconnect_attempts = 0
+        self.session_present = bool(flags & 1)  # CONNACK: the broker kept our session
         if self._subscriptions:
             self.client.subscriptions.clear()  # gmqtt appends on every subscribe call
             step = max(1, self.config.subscribe_batch)

@@ -1,7 +1,8 @@
 """The gateway records a broker outage as soon as its link drops without being asked to,
 as ongoing (written again while it lasts), and its end once the link is back: from the
 first drop to the return; not the first connect, not a drop while stopping; a Redis that
-does not answer the end is asked again."""
+does not answer the end is asked again; a broker that kept the gateway's session did not
+restart, and the ongoing record is withdrawn."""
 
 from __future__ import annotations
 
@@ -14,22 +15,28 @@ from ota.broker_outage import BrokerOutage
 
 
 class Recorder:
-    """Records what the gateway writes (`written` yields each as it comes); `failures`:
-    how many writes fail first."""
+    """An outage store that remembers what the gateway wrote (`written` yields each as it
+    comes, withdrawals as ("withdrawn", outage)); `failures`: how many writes fail first."""
 
     def __init__(self, failures: int = 0) -> None:
         self.failures = failures
         self.calls = 0
-        self.written: asyncio.Queue[BrokerOutage] = asyncio.Queue()
+        self.written: asyncio.Queue[object] = asyncio.Queue()
         self.loop = asyncio.get_running_loop()
 
-    def __call__(self, outage: BrokerOutage) -> None:  # runs on a worker thread
+    def _put(self, item: object) -> None:  # runs on a worker thread
         self.calls += 1
         if self.calls <= self.failures:
             raise redis.ConnectionError("no Redis here")
-        self.loop.call_soon_threadsafe(self.written.put_nowait, outage)
+        self.loop.call_soon_threadsafe(self.written.put_nowait, item)
 
-    async def next(self) -> BrokerOutage:
+    def record(self, outage: BrokerOutage) -> None:
+        self._put(outage)
+
+    def withdraw(self, outage: BrokerOutage) -> None:
+        self._put(("withdrawn", outage))
+
+    async def next(self) -> object:
         return await asyncio.wait_for(self.written.get(), 30)
 
 
@@ -46,9 +53,11 @@ async def test_an_outage_is_recorded_as_ongoing_then_with_its_end() -> None:
     assert await recorder.next() == BrokerOutage(since)  # written again while it lasts
     outages.link_changed(True)
     end = await recorder.next()
-    while end.until_ms is None:  # an ongoing write already under way
+    while end == BrokerOutage(since):  # an ongoing write already under way
         end = await recorder.next()
+    assert isinstance(end, BrokerOutage)
     assert end.since_ms == since
+    assert end.until_ms is not None
     assert end.until_ms >= since
     assert outages.down_since_ms is None
 
@@ -73,8 +82,24 @@ async def test_an_end_redis_refuses_at_first_is_written_again() -> None:
     recorder = Recorder()
     outages = BrokerOutages(recorder, asyncio.Event(), refresh_s=60)
     outages.link_changed(False)
-    assert (await recorder.next()).until_ms is None
+    since = outages.down_since_ms
+    assert since is not None
+    assert await recorder.next() == BrokerOutage(since)
     recorder.failures = recorder.calls + 2  # the end fails twice, then is written
     outages.link_changed(True)
-    assert (await recorder.next()).until_ms is not None
+    end = await recorder.next()
+    assert isinstance(end, BrokerOutage)
+    assert end.until_ms is not None
     assert recorder.calls == 4
+
+
+async def test_a_broker_that_kept_the_session_did_not_restart_and_the_record_is_withdrawn() -> None:
+    recorder = Recorder()
+    outages = BrokerOutages(recorder, asyncio.Event(), refresh_s=60)
+    outages.link_changed(False)
+    since = outages.down_since_ms
+    assert since is not None
+    assert await recorder.next() == BrokerOutage(since)
+    outages.link_changed(True, session_kept=True)
+    assert await recorder.next() == ("withdrawn", BrokerOutage(since))
+    assert recorder.written.empty()
