@@ -109,9 +109,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the private broker's OTA_BROKER_AUTH_TIMEOUT_MS (its default if not given)",
     )
     parser.add_argument(
+        "--broker-connect-rate",
+        type=int,
+        default=None,
+        help="the private broker's OTA_BROKER_CONNECT_RATE_PER_S (its default if not given)",
+    )
+    parser.add_argument(
         "--keep-logs", type=Path, default=None, help="copy the services' logs here at the end"
     )
     return parser.parse_args(argv)
+
+
+def _broker_settings(args: argparse.Namespace) -> dict[str, str]:
+    """The private broker's settings the options name (the others at their defaults)."""
+    named = {
+        "OTA_BROKER_AUTH_TIMEOUT_MS": args.broker_auth_timeout_ms,
+        "OTA_BROKER_CONNECT_RATE_PER_S": args.broker_connect_rate,
+    }
+    return {name: str(value) for name, value in named.items() if value is not None}
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -141,11 +156,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 heap=BROKER_HEAP,
                 OTA_BROKER_AUTH_MODE="redis",
                 OTA_BROKER_REDIS_URL=credentials,  # where the API writes the fleet's secrets
-                **(
-                    {}
-                    if args.broker_auth_timeout_ms is None
-                    else {"OTA_BROKER_AUTH_TIMEOUT_MS": str(args.broker_auth_timeout_ms)}
-                ),
+                **_broker_settings(args),
             )
             kafka, redis_url, redis_db = shared_kafka, base_redis, REDIS_DB
         part.start()
