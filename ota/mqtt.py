@@ -20,7 +20,10 @@ redelivers on the new one, whose packet ids differ.
 
 gmqtt reconnects by itself after a lost connection, waiting `reconnect_delay` before
 every attempt; the link sets that delay from its backoff policy before each attempt, so
-it grows (with jitter) through a long broker outage and resets once connected.
+it grows (with jitter) through a long broker outage and resets once connected. It also
+tries again after a CONNACK that refuses for now (`NOT_NOW`: server unavailable or busy,
+a quota or rate exceeded, as a broker under a reconnect storm answers), also on the first
+connect, which then waits for that instead of failing.
 
 `pause_reading`/`resume_reading` stop and restart reading the socket, so a consumer of
 messages that cannot keep up makes TCP (and then the broker) hold the messages.
@@ -38,6 +41,7 @@ from typing import Any, cast
 
 from gmqtt import Client, Message, Subscription
 from gmqtt.mqtt.constants import MQTTv50
+from gmqtt.mqtt.handler import MQTTConnectError
 from gmqtt.storage import PersistentStorage
 
 from ota.backoff import Backoff, StoppedError, count_retry, retry
@@ -48,6 +52,10 @@ MessageHandler = Callable[[str, bytes, int], Awaitable[int]]
 Ack = Callable[[int], None]
 AckedHandler = Callable[[str, bytes, int, Ack], None]
 REFUSED = 0x80  # MQTT 5 reason codes from here up are failures
+# CONNACK refusals that say "not now" rather than "never": MQTT 3.1.1 server unavailable;
+# MQTT 5 server unavailable, server busy, quota exceeded, connection rate exceeded. Device
+# SDKs try again after them; so does gmqtt, by itself, and `connect` waits for that.
+NOT_NOW = frozenset({0x03, 0x88, 0x89, 0x97, 0x9F})
 _TRANSPORT_METHODS = ("write", "is_closing", "pause_reading", "resume_reading")
 
 
@@ -344,6 +352,28 @@ class MqttLink:
             )
         except StoppedError as exc:
             raise ConnectionAbortedError("stopped while connecting") from exc
+        except MQTTConnectError as exc:
+            if getattr(exc, "_code", None) not in NOT_NOW:
+                raise
+            # gmqtt is already trying again, with the link's backoff: wait for it.
+            log.info(
+                "the broker refused the connect for now; trying again",
+                extra={"client_id": self.config.client_id, "refusal": str(exc)},
+            )
+            await self._until_connected(stop)
+
+    async def _until_connected(self, stop: asyncio.Event | None) -> None:
+        """Wait for a reconnect gmqtt makes by itself (ConnectionAbortedError on `stop`)."""
+        waits = {asyncio.ensure_future(self.connected.wait())}
+        if stop is not None:
+            waits.add(asyncio.ensure_future(stop.wait()))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        if not self.connected.is_set():
+            raise ConnectionAbortedError("stopped while connecting")
 
     async def publish_acked(self, topic: str, payload: bytes, qos: int = 1) -> None:
         """Publish and wait for the broker's PUBACK (QoS 1); raises SessionLostError when the
