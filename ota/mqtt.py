@@ -23,7 +23,8 @@ every attempt; the link sets that delay from its backoff policy before each atte
 it grows (with jitter) through a long broker outage and resets once connected. It also
 tries again after a CONNACK that refuses for now (`NOT_NOW`: server unavailable or busy,
 a quota or rate exceeded, as a broker under a reconnect storm answers), also on the first
-connect, which then waits for that instead of failing.
+connect, which then waits for that instead of failing (unless the link's policy gives up
+after some attempts: then the refusal is raised).
 
 `pause_reading`/`resume_reading` stop and restart reading the socket, so a consumer of
 messages that cannot keep up makes TCP (and then the broker) hold the messages.
@@ -353,7 +354,12 @@ class MqttLink:
         except StoppedError as exc:
             raise ConnectionAbortedError("stopped while connecting") from exc
         except MQTTConnectError as exc:
-            if getattr(exc, "_code", None) not in NOT_NOW:
+            # A link whose policy gives up fails at once, as before: gmqtt's retries would
+            # stop without a sign to wait for.
+            if (
+                getattr(exc, "_code", None) not in NOT_NOW
+                or self.config.backoff.attempts is not None
+            ):
                 raise
             # gmqtt is already trying again, with the link's backoff: wait for it.
             log.info(
