@@ -78,13 +78,19 @@ async def test_a_drop_while_stopping_is_not_an_outage() -> None:
     assert outages.down_since_ms is None
 
 
-async def test_an_end_redis_refuses_at_first_is_written_again() -> None:
+async def down_and_recorded() -> tuple[Recorder, BrokerOutages, int]:
+    """An outage under way whose ongoing record was written (refreshed only after 60 s)."""
     recorder = Recorder()
     outages = BrokerOutages(recorder, asyncio.Event(), refresh_s=60)
     outages.link_changed(False)
     since = outages.down_since_ms
     assert since is not None
     assert await recorder.next() == BrokerOutage(since)
+    return recorder, outages, since
+
+
+async def test_an_end_redis_refuses_at_first_is_written_again() -> None:
+    recorder, outages, _ = await down_and_recorded()
     recorder.failures = recorder.calls + 2  # the end fails twice, then is written
     outages.link_changed(True)
     end = await recorder.next()
@@ -94,12 +100,7 @@ async def test_an_end_redis_refuses_at_first_is_written_again() -> None:
 
 
 async def test_a_broker_that_kept_the_session_did_not_restart_and_the_record_is_withdrawn() -> None:
-    recorder = Recorder()
-    outages = BrokerOutages(recorder, asyncio.Event(), refresh_s=60)
-    outages.link_changed(False)
-    since = outages.down_since_ms
-    assert since is not None
-    assert await recorder.next() == BrokerOutage(since)
+    recorder, outages, since = await down_and_recorded()
     outages.link_changed(True, session_kept=True)
     assert await recorder.next() == ("withdrawn", BrokerOutage(since))
     assert recorder.written.empty()
