@@ -30,31 +30,33 @@ from workers.model import Device
 
 @dataclass(frozen=True, slots=True)
 class BrokerHold:
-    """How the sweeper treats deadlines after `outage`."""
+    """How the sweeper treats deadlines after a broker outage from `since_ms` to
+    `until_ms`."""
 
-    outage: BrokerOutage
+    since_ms: int
+    until_ms: int
     hold_ms: int
     grace_ms: int
+
+    @classmethod
+    def after(cls, outage: BrokerOutage, now_ms: int, hold_ms: int, grace_ms: int) -> BrokerHold:
+        """The hold `outage` makes at `now_ms`: one still under way counts as ending now."""
+        until = now_ms if outage.until_ms is None else outage.until_ms
+        return cls(outage.since_ms, until, hold_ms, grace_ms)
 
     @property
     def back_by_ms(self) -> int:
         """A device away longer than this was not held back by the outage."""
         return self.until_ms + self.hold_ms
 
-    @property
-    def until_ms(self) -> int:
-        """The outage's end (an ongoing one is passed with the time it was read)."""
-        return self.outage.until_ms if self.outage.until_ms is not None else self.outage.since_ms
-
     def remembered(self, now_ms: int) -> bool:
         """Whether the outage still moves deadlines at `now_ms`: until every device held
         could have come back and had its window's extension."""
-        outage = self.outage
-        return now_ms < self.back_by_ms + (self.back_by_ms - outage.since_ms) + self.grace_ms
+        return now_ms < self.back_by_ms + (self.back_by_ms - self.since_ms) + self.grace_ms
 
     def due_at(self, deadline_ms: int, device: Device) -> int:
         """When `deadline_ms`, one of `device`'s, comes due."""
-        since = self.outage.since_ms
+        since = self.since_ms
         if deadline_ms < since or device.online is not True:
             return deadline_ms
         if device.connected_ms < since:  # the outage took its connection: not back yet

@@ -10,7 +10,7 @@ While Kafka does not answer (a probe of it, at most once a second, before poppin
 fires, and after it answers again the deadlines the outage overlapped come due later by
 its length plus a grace (workers.outages): the reports and commands held up in the
 producers reach the log before a timeout could overtake them. After a device broker
-outage (a gateway's record of it, read on every pass), the deadlines of devices whose
+outage (a gateway's record of it, read whenever deadlines are due), the deadlines of devices whose
 connection the outage took are held until they are back (workers.broker_hold).
 """
 
@@ -21,7 +21,6 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from ota.broker_outage import BrokerOutage
 from ota.clock import now_ms
 from ota.kafka_producer import Delivery, RecordProducer
 from ota.records import JobSpec, TimeoutRecord, encode
@@ -129,7 +128,7 @@ class Sweeper:
         self.batch, self.idle_ms, self.lease_ms = batch, idle_ms, lease_ms
         self.outages = outages
         self.broker_hold_ms = broker_hold_ms
-        self.hold: BrokerHold | None = None  # the last broker outage, while it moves deadlines
+        self.held_since_ms: int | None = None  # the broker outage last logged as holding
         self.probed_ms: int | None = None  # when Kafka was last asked whether it answers
         self.stopping = threading.Event()
         self._fired: list[_Fired] = []
@@ -161,8 +160,9 @@ class Sweeper:
         due = [(p, ids) for p, (ids, _) in zip(partitions, popped, strict=True) if ids]
         if due:
             values = self.store.states_many(due)
+            hold = self._hold(now)
             for (partition, device_ids), states in zip(due, values, strict=True):
-                self._fire(partition, device_ids, states, now, due_by)
+                self._fire(partition, device_ids, states, now, due_by, hold)
         if any(len(ids) == self.batch for ids, _ in popped):
             return 0  # more is due: go on at once
         nexts = [self.outages.due_at(first, now) for _, first in popped if first is not None]
@@ -179,27 +179,27 @@ class Sweeper:
             answers = self.producer.reachable(self.inbox_topic, PROBE_TIMEOUT_S)
             now = self.probed_ms = now_ms()
             self._note(answers, now)
-        # Read on every pass (a GET): a deadline due just after a crash must see it.
-        self._hold(self.store.broker_outage(), now)
         return self.outages.cutoff(now)
 
-    def _hold(self, outage: BrokerOutage | None, now: int) -> None:
-        """Adopt the last broker outage a gateway recorded, while it moves deadlines."""
-        hold = None
-        if outage is not None and self.broker_hold_ms > 0:
-            if outage.until_ms is None:  # still down: held as if it came back now
-                outage = BrokerOutage(outage.since_ms, now)
-            candidate = BrokerHold(outage, self.broker_hold_ms, self.outages.grace_ms)
-            hold = candidate if candidate.remembered(now) else None
-        if hold is not None and (
-            self.hold is None or self.hold.outage.since_ms != hold.outage.since_ms
-        ):
+    def _hold(self, now: int) -> BrokerHold | None:
+        """The hold of the last broker outage a gateway recorded, while it moves deadlines;
+        read when deadlines are due (a GET), so one due just after a crash sees it."""
+        outage = self.store.broker_outage() if self.broker_hold_ms > 0 else None
+        if outage is None:
+            self.held_since_ms = None
+            return None
+        hold = BrokerHold.after(outage, now, self.broker_hold_ms, self.outages.grace_ms)
+        if not hold.remembered(now):
+            self.held_since_ms = None
+            return None
+        if hold.since_ms != self.held_since_ms:
             log.warning(
                 "a device broker outage: deadlines of devices it disconnected are held until"
                 " they are back",
-                extra={"since_ms": hold.outage.since_ms, "until_ms": hold.outage.until_ms},
+                extra={"since_ms": outage.since_ms, "until_ms": outage.until_ms},
             )
-        self.hold = hold
+        self.held_since_ms = hold.since_ms
+        return hold
 
     def _note(self, answers: bool, now: int) -> None:
         """Tell the clock what the probe found; log and count the outage's edges."""
@@ -236,12 +236,13 @@ class Sweeper:
         values: list[bytes | None],
         now: int,
         due_by: int,
+        hold: BrokerHold | None,
     ) -> None:
         specs = self.store.specs(partition, values)
         futures = []
         leased = []  # leases dropped once Kafka has the timeouts; a held one stays
         for device_id, raw in zip(device_ids, values, strict=True):
-            due = due_timeouts(device_id, raw, specs, now, due_by, self.hold)
+            due = due_timeouts(device_id, raw, specs, now, due_by, hold)
             if not due.held:
                 leased.append(device_id)
             if due.held_by_broker:

@@ -24,7 +24,7 @@ from .helpers import DL_FINISHED, DL_STARTED, Runner, progress, start, version
 SINCE, UNTIL = 100_000, 112_000  # the gateway's link was down 12 s
 HOLD, GRACE = 600_000, 10_000
 OUTAGE = BrokerOutage(SINCE, UNTIL)
-RULE = BrokerHold(OUTAGE, HOLD, GRACE)
+RULE = BrokerHold.after(OUTAGE, UNTIL + 1, HOLD, GRACE)
 
 
 def device(connected_ms: int, online: bool | None = True) -> Device:
@@ -87,6 +87,10 @@ def test_a_disconnected_device_is_held_at_least_until_the_hold_ends(
 def test_an_outage_reads_back_as_stored(a: int, b: int, ended: bool) -> None:
     outage = BrokerOutage(min(a, b), max(a, b) if ended else None)
     assert broker_outage.decode(broker_outage.encode(outage)) == outage
+
+
+def test_an_outage_under_way_is_held_as_if_it_ended_at_the_reading() -> None:
+    assert BrokerHold.after(BrokerOutage(SINCE), UNTIL, HOLD, GRACE) == RULE
 
 
 def test_an_ongoing_record_lives_briefly_and_an_ended_one_past_any_hold() -> None:
