@@ -105,9 +105,14 @@ def device_screen(device: Mapping[str, Any]) -> list[str]:
                 f"  {e.get('from')} -> {e.get('to')}{cause}"
             )
     history = device.get("history") or {}
+    older = []
     if history.get("trimmed"):
+        older.append(f"{history['trimmed']} older entries")
+    if history.get("expired"):
+        older.append("entries past their retention")
+    if older:
         lines.append(
-            f"  ... {history['trimmed']} older entries: {history.get('topic')} partition "
+            f"  ... {' and '.join(older)}: {history.get('topic')} partition "
             f"{history.get('partition')}, the device's records from offset "
             f"{history.get('first_offset')}"
         )

@@ -98,14 +98,19 @@ return moved
 # into the list when next written.
 # Only the newest `cap` entries stay: the hash counts those trimmed (`tl_cut`) and keeps the
 # log position of the device's first job event (`tl_log`, scheduler/timeline.py), where
-# the full history is read.
-# KEYS[1] all-devices zset. ARGV[1] timeline cap, ARGV[2] a JSON array of [device hash,
-# timeline list, device id, at_ms, task id, attempt, job_version, state, cause, task type,
-# full entry, placement ('' | 'close' | a fraction below the closing entry), log
-# position ('' unknown), short entry ('' when the task id is never left out)], all strings
-# (one argument is far cheaper to send than fourteen per event)
+# the full history is read. The timeline expires `retention` ms after its newest entry's
+# stamp (0: never), so a finished device costs its hash only; an event finding the
+# timeline gone after earlier ones marks the hash (`tl_expired`). The expiry comes from
+# the stamps, never the clock, so a replay sets the same one.
+# KEYS[1] all-devices zset. ARGV[1] timeline cap, ARGV[3] timeline retention (ms), ARGV[2]
+# a JSON array of [device hash, timeline list, device id, at_ms, task id, attempt,
+# job_version, state, cause, task type, full entry, placement ('' | 'close' | a fraction
+# below the closing entry), log position ('' unknown), short entry ('' when the task id is
+# never left out)], all strings (one argument is far cheaper to send than fourteen per
+# event)
 _JOB = """
 local cap = tonumber(ARGV[1])
+local retention = tonumber(ARGV[3])
 $STATE_TABLES
 -- an entry's task id, try (task|attempt|version), from and to states (codes, or names in
 -- older entries) and detail; `older` is the task of the entry below it, which a short
@@ -194,6 +199,9 @@ end
 local function job(dev, tl, id, at_ms, task, attempt, version, state, cause, kind, full,
                    place, position, short)
   redis.call('ZADD', KEYS[1], 0, id)
+  if redis.call('EXISTS', tl) == 0 and redis.call('HEXISTS', dev, 'tl_log') == 1 then
+    redis.call('HSET', dev, 'tl_expired', '1')
+  end
   if position ~= '' then redis.call('HSETNX', dev, 'tl_log', position) end
   if redis.call('TYPE', tl).ok == 'zset' then
     local old = redis.call('ZREVRANGE', tl, 0, -1)
@@ -223,6 +231,10 @@ local function job(dev, tl, id, at_ms, task, attempt, version, state, cause, kin
       if t ~= nil then redis.call('LSET', tl, cap - 1, '["' .. t .. '",' .. string.sub(last, 2)) end
     end
     if place == 'close' then redis.call('HSET', dev, 'tl_close', this) end
+    if retention == 0 then redis.call('PERSIST', tl)
+    elseif redis.call('PEXPIRETIME', tl) < at + retention then
+      redis.call('PEXPIREAT', tl, at + retention)  -- in the past: beyond retention, gone now
+    end
   end
   local a, v = tonumber(attempt), tonumber(version)
   if redis.call('HGET', dev, 'task') == task then
@@ -293,10 +305,12 @@ class Registry:
         producer: Producer,
         topics: Topics,
         timeline_cap: int,
+        timeline_retention_ms: int,
         on_labels: LabelsChanged | None = None,
         on_facts: FactsChanged | None = None,
     ) -> None:
         self._r, self._producer, self._topics, self._cap = r, producer, topics, timeline_cap
+        self._retention_ms = timeline_retention_ms
         self._on_labels, self._on_facts = on_labels, on_facts
         self._observe = r.register_script(_OBSERVE)
         self._job = r.register_script(_JOB)
@@ -348,7 +362,7 @@ class Registry:
                     )
                 ]
             )
-            await self._job(keys=[keys.DEVICES], args=[self._cap, batch])
+            await self._job(keys=[keys.DEVICES], args=[self._cap, batch, self._retention_ms])
 
     # ------------------------------------------------------------ queries
 
@@ -362,7 +376,7 @@ class Registry:
         view = await self._summaries([device_id], [raw])
         view[0]["timeline"] = timeline.decode_all(entries)
         fields = {k.decode(): v.decode() for k, v in raw.items()}
-        view[0]["history"] = timeline.history(fields, self._topics.job_events)
+        view[0]["history"] = timeline.history(fields, self._topics.job_events, len(entries))
         return view[0]
 
     async def _summaries(

@@ -108,6 +108,7 @@ class Services:
             producer,
             common.topics,
             settings.timeline_cap,
+            settings.timeline_retention_ms,
             on_labels=joins.changed,
             on_facts=joins.facts_changed,
         )

@@ -109,6 +109,9 @@ class SchedulerSettings:
     reconcile_interval_s: float
     lease_ttl_s: float
     timeline_cap: int
+    # How long a device's timeline stays in Redis after its newest entry (0: until trimmed
+    # by the cap); the device hash keeps the last job, the log keeps every entry.
+    timeline_retention_ms: int
     webhook_attempts: int
     webhook_backoff_s: float
     webhook_timeout_s: float
@@ -150,6 +153,10 @@ class SchedulerSettings:
             ),
             lease_ttl_s=env.number("LEASE_TTL_S", 15.0, min_value=1, max_value=600),
             timeline_cap=env.integer("TIMELINE_CAP", 32, min_value=1, max_value=10_000),
+            timeline_retention_ms=1000
+            * env.integer(
+                "TIMELINE_RETENTION_S", 604_800, min_value=0, max_value=10 * 365 * 86_400
+            ),
             webhook_attempts=env.integer("WEBHOOK_ATTEMPTS", 8, min_value=1, max_value=50),
             webhook_backoff_s=env.number("WEBHOOK_BACKOFF_S", 1.0, min_value=0.01, max_value=600),
             webhook_timeout_s=env.number("WEBHOOK_TIMEOUT_S", 10.0, min_value=0.1, max_value=120),

@@ -25,10 +25,11 @@ states as codes or names. The forms differ in their first fields' types: the ful
 second field is a string (the event id), the older array's third (the task id), the
 short form's are numbers.
 
-Redis holds each device's newest entries only (`OTA_TIMELINE_CAP`); the full history
-stays in the job-events topic, one partition per device. The device hash remembers the
-log position of the first job event applied for the device (`tl_log`,
-"<partition>/<offset>") and how many entries were trimmed (`tl_cut`), and the API
+Redis holds each device's newest entries only (`OTA_TIMELINE_CAP`), and only for
+`OTA_TIMELINE_RETENTION_S` after the newest; the full history stays in the job-events
+topic, one partition per device. The device hash remembers the log position of the first
+job event applied for the device (`tl_log`, "<partition>/<offset>"), how many entries
+were trimmed (`tl_cut`) and whether older ones expired (`tl_expired`), and the API
 answers them as `history`.
 """
 
@@ -180,10 +181,11 @@ def log_position(partition: int | None, offset: int | None) -> str:
     return f"{partition}/{offset}"
 
 
-def history(fields: Mapping[str, str], topic: str) -> dict[str, Any] | None:
+def history(fields: Mapping[str, str], topic: str, held: int) -> dict[str, Any] | None:
     """Where the device's full history is: the job-events topic, the device's partition
-    and the offset of its first event, with how many entries Redis no longer holds;
-    None before any job event with a known position was applied."""
+    and the offset of its first event, how many entries the cap trimmed and whether older
+    entries expired (`held`: the entries Redis holds now; none after a job event means
+    they all expired); None before any job event with a known position was applied."""
     partition, sep, offset = fields.get("tl_log", "").partition("/")
     if not sep or not partition.isdigit() or not offset.isdigit():
         return None
@@ -192,6 +194,7 @@ def history(fields: Mapping[str, str], topic: str) -> dict[str, Any] | None:
         "partition": int(partition),
         "first_offset": int(offset),
         "trimmed": int(fields.get("tl_cut", "0") or "0"),
+        "expired": held == 0 or fields.get("tl_expired") == "1",
     }
 
 

@@ -78,17 +78,23 @@ def timeline_cap() -> int:
 
 
 @pytest.fixture
+def timeline_retention_ms() -> int:
+    return 0  # timelines never expire: tests stamp events long ago (a test parametrizes it)
+
+
+@pytest.fixture
 async def registry(
     aredis: redis.asyncio.Redis[bytes],
     kafka_bootstrap: str,
     redis_url: str,
     tmp_path: Path,
     timeline_cap: int,
+    timeline_retention_ms: int,
 ) -> AsyncIterator[Registry]:
     topics = Topics.with_prefix(f"t-{uuid.uuid4().hex[:8]}.")  # nothing is produced here
     producer = Producer(make_settings(kafka_bootstrap, redis_url, tmp_path, topics).common)
     try:
-        yield Registry(aredis, producer, topics, timeline_cap=timeline_cap)
+        yield Registry(aredis, producer, topics, timeline_cap, timeline_retention_ms)
     finally:
         await producer.close()
 

@@ -11,6 +11,7 @@ import pytest
 import redis
 import redis.asyncio
 
+from ota.clock import now_ms
 from ota.records import DeviceEventRecord, JobEventRecord, PresenceRecord, TaskType
 from scheduler import keys, taskstate, timeline
 from scheduler.devices import Registry
@@ -165,6 +166,7 @@ async def test_the_timeline_keeps_the_newest_entries_and_says_where_the_rest_are
         "partition": 4,
         "first_offset": 100,
         "trimmed": 3,
+        "expired": False,
     }
     assert shown["current_job"]["state"] == "SUCCEEDED"
     assert {e["task_id"] for e in shown["timeline"]} == {tid}
@@ -175,6 +177,39 @@ async def test_the_timeline_keeps_the_newest_entries_and_says_where_the_rest_are
     await registry.job_events([(e, "") for e in events[3:]], positions[3:])  # redelivered
     assert (await registry.show(device))["history"] == shown["history"]
     assert await aredis.lrange(keys.timeline(device), 0, -1) == stored
+
+
+@pytest.mark.parametrize("timeline_retention_ms", [60_000])
+async def test_a_timeline_expires_its_retention_after_its_newest_entry(
+    registry: Registry, aredis: redis.asyncio.Redis[bytes]
+) -> None:
+    """The timeline lives until the newest entry's stamp plus the retention (a replayed
+    older event does not shorten it); one past its retention is gone at once while the
+    device keeps its last job, and the history then says older entries expired."""
+    now, tid = now_ms(), f"t-{uuid.uuid4().hex[:8]}"
+    recent, old = f"dev-{uuid.uuid4().hex[:8]}", f"dev-{uuid.uuid4().hex[:8]}"
+
+    def job(device: str, version: int, state: str, at_ms: int) -> JobEventRecord:
+        return JobEventRecord(device, tid, 1, version, "QUEUED", state, at_ms=at_ms)
+
+    first, newest = job(recent, 1, "COMMAND_SENT", now - 5000), job(recent, 2, "UPDATING", now)
+    await registry.job_events([(first, ""), (newest, "")], ["2/10", "2/11"])
+    await registry.job_events([(first, "")], ["2/10"])  # redelivered: older than the newest
+    assert await aredis.pexpiretime(keys.timeline(recent)) == now + 60_000
+    assert (await registry.show(recent))["history"]["expired"] is False
+
+    await registry.job_events([(job(old, 1, "SUCCEEDED", now - 61_000), "")], ["2/12"])
+    assert not await aredis.exists(keys.timeline(old))
+    shown = await registry.show(old)
+    assert shown["timeline"] == []
+    assert shown["history"]["expired"] is True
+    assert shown["current_job"]["state"] == "SUCCEEDED"
+    # A later job starts a new timeline; the history still says older entries expired.
+    later = JobEventRecord(old, "t-next", 1, 1, "PENDING", "QUEUED", at_ms=now)
+    await registry.job_events([(later, "")], ["2/13"])
+    shown = await registry.show(old)
+    assert [e["task_id"] for e in shown["timeline"]] == ["t-next"]
+    assert shown["history"]["expired"] is True
 
 
 async def test_positions_must_match_the_events(registry: Registry) -> None:

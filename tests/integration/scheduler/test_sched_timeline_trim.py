@@ -1,9 +1,10 @@
-"""A scheduler keeping few timeline entries per device (OTA_TIMELINE_CAP): the device's
-API answer and console page show the newest entries and where the older ones are in the
-job-events log."""
+"""A scheduler keeping few timeline entries per device (OTA_TIMELINE_CAP), or keeping them
+a short time (OTA_TIMELINE_RETENTION_S): the device's API answer and console page show
+what Redis holds and where the older entries are in the job-events log."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -47,4 +48,40 @@ async def test_a_trimmed_timeline_says_where_the_rest_is(start_harness: StartHar
         f"{len(STEPS) - 2} older entries are in the log only: {harness.topics.job_events}, "
         f"partition {history['partition']}, the device's records from offset "
         f"{history['first_offset']}."
+    ) in page.text
+
+
+async def test_an_expired_timeline_keeps_the_last_job_and_says_where_it_is(
+    start_harness: StartHarness,
+) -> None:
+    harness = await start_harness(OTA_TIMELINE_RETENTION_S="60")
+    device = f"expired-{uuid.uuid4().hex[:6]}"
+    package = await harness.upload(b"expired timeline")
+    tid = await harness.create_task(package["id"], [device])
+    await harness.wait_releases(1)
+    long_ago = int(time.time() * 1000) - 120_000  # past the retention already
+    for version, state in enumerate(STEPS, start=1):
+        harness.job_event(device, tid, state, job_version=version, at_ms=long_ago + version)
+
+    async def expired() -> dict[str, Any] | None:
+        shown: dict[str, Any] = (await harness.client.get(f"/v1/devices/{device}")).json()
+        job = shown.get("current_job") or {}
+        return shown if job.get("state") == "DOWNLOADED" else None
+
+    shown = await eventually(expired, "the device's last job applied")
+    assert shown["timeline"] == []
+    assert shown["history"]["expired"] is True
+    first = logged_at(harness, shown["history"]["partition"], shown["history"]["first_offset"])
+    assert first.key == device.encode()
+
+    browser, _ = await log_in(harness, READ_KEY)
+    try:
+        page = await browser.get(f"/console/devices/{device}")
+    finally:
+        await browser.aclose()
+    assert page.status_code == 200, page.text
+    assert "No job has touched this device yet." not in page.text
+    assert (
+        f"Entries past the timeline's retention are in the log only: "
+        f"{harness.topics.job_events}, partition {shown['history']['partition']}"
     ) in page.text

@@ -207,23 +207,32 @@ def test_an_unknown_cause_is_named_so() -> None:
 
 def test_history_says_where_the_log_holds_the_device() -> None:
     fields = {"tl_log": "7/123456", "tl_cut": "12"}
-    assert timeline.history(fields, "ota.job-events") == {
+    assert timeline.history(fields, "ota.job-events", 32) == {
         "topic": "ota.job-events",
         "partition": 7,
         "first_offset": 123456,
         "trimmed": 12,
+        "expired": False,
     }
-    assert timeline.history({"tl_log": "0/0"}, "x") == {
+    assert timeline.history({"tl_log": "0/0"}, "x", 1) == {
         "topic": "x",
         "partition": 0,
         "first_offset": 0,
         "trimmed": 0,
+        "expired": False,
     }
+
+
+def test_history_says_when_older_entries_expired() -> None:
+    # none held: the whole timeline expired; some held but marked: older ones did
+    assert timeline.history({"tl_log": "1/2"}, "t", 0)["expired"] is True  # type: ignore[index]
+    marked = {"tl_log": "1/2", "tl_expired": "1"}
+    assert timeline.history(marked, "t", 3)["expired"] is True  # type: ignore[index]
 
 
 @pytest.mark.parametrize("value", ["", "7", "7/", "/5", "a/5", "7/-1"])
 def test_no_history_without_a_known_position(value: str) -> None:
-    assert timeline.history({"tl_log": value}, "t") is None
+    assert timeline.history({"tl_log": value}, "t", 0) is None
 
 
 def test_log_positions() -> None:
