@@ -46,6 +46,7 @@ class Topics:
     devices: str = "ota.devices"
     audit: str = "ota.audit"
     api_keys: str = "ota.api-keys"
+    webhooks: str = "ota.webhooks"
 
     @classmethod
     def with_prefix(cls, prefix: str) -> Topics:

@@ -24,6 +24,7 @@ from scheduler.consumers import InboxHandler, JobEventHandler
 from scheduler.deadletters import DeadLetterCounts
 from scheduler.rebuild import restore
 from scheduler.reconciler import Reconciler
+from scheduler.secretbox import WEBHOOK_SECRETS, SecretBox
 from scheduler.services import Services
 from scheduler.settings import SchedulerSettings
 from scheduler.webhooks import Dispatcher
@@ -107,7 +108,9 @@ async def serve(settings: SchedulerSettings, rt: Runtime) -> None:
         timeout_s=settings.webhook_timeout_s,
     )
     await dispatcher.ensure_group()
-    await restore(services.redis, settings.common)
+    await restore(
+        services.redis, settings.common, SecretBox(settings.credential_keys, WEBHOOK_SECRETS)
+    )
     rt.started()
 
     log.info(

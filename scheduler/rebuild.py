@@ -1,10 +1,14 @@
 """Restore the control-plane catalog from its compacted topics into Redis at start-up.
 
 Packages (`ota.packages`), task documents (`ota.tasks`), groups and tags
-(`ota.devices`) and stored API keys (`ota.api-keys`) are recorded in Kafka first; when
-Redis was lost or replaced, this puts back whatever Redis lacks. It only adds what is
-missing, so every replica may run it on every start. A task's device list and runtime live in Redis only: a restored task shows
-its document and last status, not its per-device progress (see docs/scheduler.md).
+(`ota.devices`), stored API keys (`ota.api-keys`) and webhooks (`ota.webhooks`, their
+secrets sealed: scheduler/webhook_record.py) are recorded in Kafka first; when Redis was
+lost or replaced, this puts back whatever Redis lacks. It only adds what is missing, so
+every replica may run it on every start. A webhook whose record cannot be opened (its
+sealing key left OTA_CREDENTIAL_KEYS, or the record was altered) is logged and skipped.
+A task's device list and runtime live in Redis only: a restored task shows its document
+and last status, not its per-device progress; a webhook's delivery log and the
+notification stream are not restored either (see docs/scheduler.md).
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from ota.kafka_clients import make_consumer
 from ota.kafka_consumer import read_to_end
 from ota.settings import CommonSettings
 from scheduler import keys
+from scheduler.secretbox import SecretBox
 from scheduler.taskdoc import load_task
+from scheduler.webhook_record import UnreadableRecord, open_record
 
 log = logging.getLogger(__name__)
 POLL_MS = 500
@@ -50,13 +56,16 @@ def read_latest(
     return latest
 
 
-async def restore(r: redis.asyncio.Redis[bytes], settings: CommonSettings) -> dict[str, int]:
+async def restore(
+    r: redis.asyncio.Redis[bytes], settings: CommonSettings, webhook_box: SecretBox
+) -> dict[str, int]:
+    """Put back what Redis lacks; `webhook_box` opens the webhooks' sealed secrets."""
     topics = settings.topics
     latest = await asyncio.get_running_loop().run_in_executor(
         None,
         read_latest,
         settings,
-        (topics.packages, topics.tasks, topics.devices, topics.api_keys),
+        (topics.packages, topics.tasks, topics.devices, topics.api_keys, topics.webhooks),
     )
     restored = {"packages": 0, "tasks": 0, "groups": 0, "labels": 0, "api_keys": 0}
     for pid, raw in latest[topics.packages].items():
@@ -98,6 +107,23 @@ async def restore(r: redis.asyncio.Redis[bytes], settings: CommonSettings) -> di
     for kid, raw in latest[topics.api_keys].items():
         if raw is not None:  # a tombstone: revoked
             restored["api_keys"] += await r.hsetnx(keys.API_KEYS, kid, raw)
+    restored["webhooks"] = await _restore_webhooks(r, latest[topics.webhooks], webhook_box)
     if any(restored.values()):
         log.warning("restored the catalog from Kafka", extra=restored)
+    return restored
+
+
+async def _restore_webhooks(
+    r: redis.asyncio.Redis[bytes], latest: dict[str, bytes | None], box: SecretBox
+) -> int:
+    restored = 0
+    for hid, raw in latest.items():
+        if raw is None or await r.hexists(keys.WEBHOOKS, hid):  # a tombstone: deleted
+            continue
+        try:
+            hook = open_record(box, hid, raw)
+        except UnreadableRecord as exc:
+            log.error("webhook not restored", extra={"webhook": hid, "reason": str(exc)})
+            continue
+        restored += await r.hsetnx(keys.WEBHOOKS, hid, orjson.dumps(hook))
     return restored

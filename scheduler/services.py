@@ -31,7 +31,7 @@ from scheduler.notify import Notifier
 from scheduler.object_blobs import ObjectBlobStore
 from scheduler.packages import Packages
 from scheduler.rollbacks import Rollbacks
-from scheduler.secretbox import SecretBox
+from scheduler.secretbox import WEBHOOK_SECRETS, SecretBox
 from scheduler.settings import SchedulerSettings
 from scheduler.shared_budget import SharedFailureBudget
 from scheduler.signing import load_public_keys
@@ -139,7 +139,12 @@ class Services:
             state,
             notifier,
             tasks,
-            Webhooks(r),
+            Webhooks(
+                r,
+                producer,
+                common.topics.webhooks,
+                SecretBox(settings.credential_keys, WEBHOOK_SECRETS),
+            ),
             wake,
             credentials,
             on_revoked,

@@ -1,5 +1,12 @@
 """Webhooks: registration, and at-least-once delivery of notifications with a log.
 
+A registration is recorded in Kafka first, then in Redis: every create, rotation,
+retirement of a previous secret and deletion writes the webhook's whole record, its
+secrets sealed (scheduler/webhook_record.py), or a tombstone, to the compacted webhooks
+topic, then the Redis hash `keys.WEBHOOKS` that deliveries read; scheduler/rebuild.py
+restores the hash from the topic after Redis is lost. The delivery log and the
+notification stream are Redis only.
+
 Each notification in the Redis stream is delivered to every matching webhook as an
 HTTP POST of its JSON body, signed in the Standard Webhooks scheme over the message id,
 the attempt's timestamp and the body (scheduler/webhook_signing.py), with the webhook's
@@ -34,9 +41,12 @@ from ota import metrics
 from ota.backoff import Backoff, StoppedError, retry
 from ota.clock import now_ms
 from ota.records import new_id
-from scheduler import keys, webhook_signing
+from scheduler import keys, webhook_record, webhook_signing
+from scheduler.bus import Out, Producer
 from scheduler.errors import Conflict, NotFound, ValidationError
 from scheduler.fields import Obj
+from scheduler.secretbox import SecretBox
+from scheduler.webhook_record import SECRET_FIELDS
 
 log = logging.getLogger(__name__)
 GROUP = "webhooks"
@@ -49,9 +59,6 @@ TRIM_EVERY_S = 5.0  # how often a replica drops delivered entries from the strea
 DELIVERIES = metrics.counter(
     "scheduler", "webhook_attempts_total", "Webhook attempts", ("outcome",)
 )
-
-
-SECRET_FIELDS = ("secret", "previous_secret")
 
 
 def message_id(event: dict[str, Any], hook: dict[str, Any]) -> str:
@@ -121,13 +128,19 @@ def public(hook: dict[str, Any]) -> dict[str, Any]:
 
 
 class Webhooks:
-    def __init__(self, r: redis.asyncio.Redis[bytes]) -> None:
-        self._r = r
+    def __init__(
+        self, r: redis.asyncio.Redis[bytes], producer: Producer, topic: str, box: SecretBox
+    ) -> None:
+        self._r, self._producer, self._topic, self._box = r, producer, topic, box
 
-    async def create(self, body: Any) -> dict[str, Any]:
-        hook = {"id": new_id(), **parse_webhook(body), "created_ms": now_ms()}
+    async def _save(self, hook: dict[str, Any]) -> dict[str, Any]:
+        record = webhook_record.seal(self._box, hook)
+        await self._producer.send([Out(self._topic, hook["id"], record)])  # the record first
         await self._r.hset(keys.WEBHOOKS, hook["id"], orjson.dumps(hook))
         return public(hook)
+
+    async def create(self, body: Any) -> dict[str, Any]:
+        return await self._save({"id": new_id(), **parse_webhook(body), "created_ms": now_ms()})
 
     async def all(self) -> list[dict[str, Any]]:
         raw = await self._r.hgetall(keys.WEBHOOKS)
@@ -156,19 +169,18 @@ class Webhooks:
                 "the new secret equals the current one", code="same_secret", field="secret"
             )
         hook.update(previous_secret=hook["secret"], secret=secret, rotated_ms=now_ms())
-        await self._r.hset(keys.WEBHOOKS, hid, orjson.dumps(hook))
-        return public(hook)
+        return await self._save(hook)
 
     async def retire_previous(self, hid: str) -> dict[str, Any]:
         """Ends a rotation: deliveries are signed with the new secret only."""
         hook = await self._get(hid)
         hook.pop("previous_secret", None)
-        await self._r.hset(keys.WEBHOOKS, hid, orjson.dumps(hook))
-        return public(hook)
+        return await self._save(hook)
 
     async def delete(self, hid: str) -> None:
-        if not await self._r.hdel(keys.WEBHOOKS, hid):
-            raise NotFound(f"webhook {hid!r} does not exist", code="unknown_webhook")
+        await self._get(hid)  # an unknown id writes no tombstone
+        await self._producer.send([Out(self._topic, hid, None)])  # tombstone, then the view
+        await self._r.hdel(keys.WEBHOOKS, hid)
 
     async def deliveries(self, hid: str, limit: int) -> list[dict[str, Any]]:
         if not await self._r.hexists(keys.WEBHOOKS, hid):

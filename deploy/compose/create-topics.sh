@@ -34,5 +34,6 @@ create ota.tasks cleanup.policy=compact
 create ota.devices cleanup.policy=compact
 create ota.audit cleanup.policy=delete retention.ms=31536000000
 create ota.api-keys cleanup.policy=compact
+create ota.webhooks cleanup.policy=compact
 # END topics
 "$topics" --bootstrap-server "$bootstrap" --list

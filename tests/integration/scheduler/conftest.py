@@ -1,6 +1,7 @@
 """Fixtures of the scheduler's integration tests: a live scheduler per test (see sched_harness),
 and for tests of the scheduler's Redis code without one: `aredis`, an asyncio client on the
-scheduler's flushed db, and `registry`, the device registry on it (its producer unused)."""
+scheduler's flushed db, `registry`, the device registry on it (its producer unused), and
+`webhooks`, the webhook registrations on it (recorded on a topic of their own)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ import redis.asyncio
 from ota.settings import Topics
 from scheduler.bus import Producer
 from scheduler.devices import Registry
+from scheduler.secretbox import DEV_CREDENTIAL_KEYS, WEBHOOK_SECRETS, CredentialKeys, SecretBox
+from scheduler.webhooks import Webhooks
 from tests.integration.scheduler.sched_harness import REDIS_DB, Harness, db_url, make_settings
 
 
@@ -95,6 +98,23 @@ async def registry(
     producer = Producer(make_settings(kafka_bootstrap, redis_url, tmp_path, topics).common)
     try:
         yield Registry(aredis, producer, topics, timeline_cap, timeline_retention_ms)
+    finally:
+        await producer.close()
+
+
+@pytest.fixture
+async def webhooks(
+    aredis: redis.asyncio.Redis[bytes],
+    kafka_bootstrap: str,
+    redis_url: str,
+    tmp_path: Path,
+    topic_factory: Any,
+) -> AsyncIterator[Webhooks]:
+    topics = Topics(webhooks=topic_factory("sched-webhooks"))
+    producer = Producer(make_settings(kafka_bootstrap, redis_url, tmp_path, topics).common)
+    box = SecretBox(CredentialKeys.parse(DEV_CREDENTIAL_KEYS), WEBHOOK_SECRETS)
+    try:
+        yield Webhooks(aredis, producer, topics.webhooks, box)
     finally:
         await producer.close()
 

@@ -27,14 +27,13 @@ async def fresh_stream(aredis: redis.asyncio.Redis[bytes]) -> AsyncIterator[None
 
 
 async def test_entries_read_and_never_acknowledged_are_delivered_at_once(
-    aredis: redis.asyncio.Redis[bytes], fresh_stream: None
+    aredis: redis.asyncio.Redis[bytes], webhooks: Webhooks, fresh_stream: None
 ) -> None:
     inbox = WebhookInbox()
     inbox.start()
-    hooks = Webhooks(aredis)
-    await hooks.create({"url": inbox.url, "secret": SECRET, "events": ["device_result"]})
+    await webhooks.create({"url": inbox.url, "secret": SECRET, "events": ["device_result"]})
     dispatcher = Dispatcher(
-        aredis, hooks, consumer=CONSUMER, attempts=3, backoff_s=0.1, timeout_s=5
+        aredis, webhooks, consumer=CONSUMER, attempts=3, backoff_s=0.1, timeout_s=5
     )
     await dispatcher.ensure_group()
     devices = {f"backlog-{i}" for i in range(3)}

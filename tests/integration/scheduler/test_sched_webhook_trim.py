@@ -31,10 +31,10 @@ async def present(r: redis.asyncio.Redis[bytes], eid: bytes) -> bool:
 
 
 async def test_delivered_notifications_are_trimmed(
-    aredis: redis.asyncio.Redis[bytes], fresh_stream: None
+    aredis: redis.asyncio.Redis[bytes], webhooks: Webhooks, fresh_stream: None
 ) -> None:
     dispatcher = Dispatcher(
-        aredis, Webhooks(aredis), consumer="trim-test", attempts=1, backoff_s=0.1, timeout_s=5
+        aredis, webhooks, consumer="trim-test", attempts=1, backoff_s=0.1, timeout_s=5
     )
     await dispatcher.ensure_group()
     await aredis.xgroup_create(keys.NOTIFY_STREAM, OTHER, id="0")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -12,6 +13,7 @@ from ota.settings import SettingsError
 from scheduler.secretbox import (
     DEV_CREDENTIAL_KEYS,
     NONCE_BYTES,
+    WEBHOOK_SECRETS,
     CredentialKeys,
     SecretBox,
     Tampered,
@@ -41,6 +43,20 @@ def test_round_trip(device_id: str, secret: str) -> None:
     box = SecretBox(BOTH)
     kid, sealed = box.seal(device_id, secret)
     assert box.open(device_id, kid, sealed) == secret
+
+
+def test_device_boxes_keep_the_format_the_broker_opens() -> None:
+    # The associated data deploy/broker's SecretBox.java checks: prefix, key id, device id.
+    nonce = bytes(NONCE_BYTES)
+    _, sealed = SecretBox(BOTH).seal("dev-1", "secret", nonce)
+    aad = b"ota-device-secret-v1|k1|dev-1"
+    assert AESGCM(base64.b64decode(K1)).decrypt(nonce, sealed[NONCE_BYTES:], aad) == b"secret"
+
+
+def test_a_box_of_one_purpose_does_not_open_as_another() -> None:
+    kid, sealed = SecretBox(BOTH).seal("dev-1", "secret")
+    with pytest.raises(Tampered, match="webhook 'dev-1'"):
+        SecretBox(BOTH, WEBHOOK_SECRETS).open("dev-1", kid, sealed)
 
 
 def test_the_secret_is_not_stored_in_clear() -> None:

@@ -1,0 +1,125 @@
+"""Losing Redis: webhooks come back from their compacted topic with both secrets of a
+rotation, a deleted one does not, no secret is in Kafka in clear, and a record that does
+not open is skipped with its webhook id logged, not fatal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import orjson
+import pytest
+import redis
+import redis.asyncio
+from kafka import TopicPartition
+
+from ota.kafka_clients import make_consumer
+from ota.kafka_consumer import read_to_end
+from scheduler import keys
+from scheduler.rebuild import restore
+from scheduler.secretbox import WEBHOOK_SECRETS, SecretBox
+from scheduler.webhook_signing import verify
+from tests.integration.scheduler.conftest import StartHarness
+from tests.integration.scheduler.sched_harness import Harness
+from tests.integration.scheduler.test_sched_notifications import Receiver
+
+FIRST = "first-webhook-secret-0123"
+SECOND = "rotated-webhook-secret-4567"
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    r = Receiver(script=[])
+    server = await asyncio.start_server(r.handle, "127.0.0.1", 0)
+    r.port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield r
+
+
+async def _create(harness: Harness, url: str) -> str:
+    made = await harness.client.post("/v1/webhooks", json={"url": url, "secret": FIRST})
+    assert made.status_code == 201, made.text
+    hid: str = made.json()["id"]
+    return hid
+
+
+def _records(harness: Harness) -> list[tuple[str, bytes | None]]:
+    """Every record on the webhooks topic, in order."""
+    topic = harness.topics.webhooks
+    consumer = make_consumer(harness.settings.common, group_id=None, client_id="test-webhooks")
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        return [
+            (r.key.decode(), r.value)
+            for _, batch in read_to_end(consumer, parts, poll_ms=500)
+            for r in batch
+            if r.key is not None
+        ]
+    finally:
+        consumer.close()
+
+
+async def test_webhooks_come_back_from_kafka_when_redis_is_lost(
+    start_harness: StartHarness, sched_redis: redis.Redis[bytes], receiver: Receiver
+) -> None:
+    url = f"http://127.0.0.1:{receiver.port}/ota"
+    first = await start_harness()
+    kept = await _create(first, url)
+    rotated = await first.client.post(f"/v1/webhooks/{kept}/secret", json={"secret": SECOND})
+    assert rotated.status_code == 200, rotated.text
+    gone = await _create(first, url)
+    assert (await first.client.delete(f"/v1/webhooks/{gone}")).status_code == 204
+    before = (await first.client.get("/v1/webhooks")).json()["items"]
+    records = await asyncio.to_thread(_records, first)
+    await first.stop()
+    assert [(k, v is None) for k, v in records] == [
+        (kept, False),
+        (kept, False),
+        (gone, False),
+        (gone, True),
+    ]
+    assert not any(s.encode() in (v or b"") for s in (FIRST, SECOND) for _, v in records)
+
+    sched_redis.flushdb()
+    assert not sched_redis.exists(keys.WEBHOOKS)
+    second = await start_harness(OTA_SCHEDULER_PORT=str(first.settings.http_port))
+    after = (await second.client.get("/v1/webhooks")).json()["items"]
+    assert after == before
+    assert [(h["id"], h["rotating"]) for h in after] == [(kept, True)]
+    answer = await second.client.post(f"/v1/webhooks/{kept}/test")
+    assert answer.json()["ok"] is True, answer.text
+    headers, body, _ = receiver.received[-1]
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    now_s = int(time.time())
+    assert verify([FIRST], headers, body, now_s) == verify([SECOND], headers, body, now_s)
+    assert (await second.client.get(f"/v1/webhooks/{gone}/deliveries")).status_code == 404
+
+
+async def test_a_record_that_does_not_open_is_skipped_and_logged(
+    harness: Harness,
+    aredis: redis.asyncio.Redis[bytes],
+    receiver: Receiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    good = await _create(harness, f"http://127.0.0.1:{receiver.port}/ota")
+    forged = "f" * 32
+    # The good webhook's sealed secret copied into another webhook's record.
+    _, raw = (await asyncio.to_thread(_records, harness))[-1]
+    assert raw is not None
+    harness.produce_raw(
+        harness.topics.webhooks, forged, orjson.dumps({**orjson.loads(raw), "id": forged})
+    )
+    await aredis.delete(keys.WEBHOOKS)
+
+    box = SecretBox(harness.settings.credential_keys, WEBHOOK_SECRETS)
+    with caplog.at_level(logging.ERROR, logger="scheduler.rebuild"):
+        restored = await restore(aredis, harness.settings.common, box)
+    assert restored["webhooks"] == 1
+    assert set(await aredis.hkeys(keys.WEBHOOKS)) == {good.encode()}
+    [logged] = [r for r in caplog.records if r.getMessage() == "webhook not restored"]
+    assert logged.__dict__["webhook"] == forged  # the log's `extra` fields
+    assert "does not open" in logged.__dict__["reason"]
+    again = await restore(aredis, harness.settings.common, box)  # only what Redis lacks
+    assert again["webhooks"] == 0
