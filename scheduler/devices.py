@@ -1,11 +1,10 @@
 """The device registry: what devices reported (versions, presence, last seen), their
 current job and timeline, and the groups and tags operators set.
 
-Fed by the inbox (versions, presence) and job events (current job, timeline), both
-applied idempotently: versions and presence move only forward in record time, and a
-timeline entry is keyed by its event id so a replayed event is stored once. Operator
-groups and tags go to the compacted `ota.devices` topic (key = device id, or
-`group:<name>` for a group) before Redis.
+Fed by the inbox (versions, presence) and job events (current job, timeline), both applied
+idempotently: versions and presence move only forward in record time, and a timeline entry is
+keyed by its event id so a replayed event is stored once. Operator groups and tags go to the
+compacted `ota.devices` topic (key = device id, or `group:<name>` for a group) before Redis.
 """
 
 from __future__ import annotations
@@ -93,21 +92,18 @@ return moved
 # placed just below that result's entry, the device having downloaded before it reported;
 # several such facts in the order of their fractions (DOWNLOADING below DOWNLOADED). The
 # device hash remembers the last closing entry's try (`tl_close` = task|attempt|version).
-# A list in Redis's compact encoding costs about its entries' bytes, a sorted set of
-# entries this long three times more; a timeline stored as a sorted set before is turned
-# into the list when next written.
+# A timeline stored as a sorted set before (three times the bytes) becomes a list when
+# next written.
 # Only the newest `cap` entries stay: the hash counts those trimmed (`tl_cut`) and keeps the
 # log position of the device's first job event (`tl_log`, scheduler/timeline.py), where
-# the full history is read. The timeline expires `retention` ms after its newest entry's
-# stamp (0: never), so a finished device costs its hash only; an event finding the
-# timeline gone after earlier ones marks the hash (`tl_expired`). The expiry comes from
-# the stamps, never the clock, so a replay sets the same one.
-# KEYS[1] all-devices zset. ARGV[1] timeline cap, ARGV[3] timeline retention (ms), ARGV[2]
-# a JSON array of [device hash, timeline list, device id, at_ms, task id, attempt,
-# job_version, state, cause, task type, full entry, placement ('' | 'close' | a fraction
-# below the closing entry), log position ('' unknown), short entry ('' when the task id is
-# never left out)], all strings (one argument is far cheaper to send than fourteen per
-# event)
+# the full history is read. The timeline expires `retention` ms after its newest stamp
+# (0: never; from stamps, so a replay sets the same expiry); an event finding it gone
+# after earlier ones marks the hash (`tl_expired`). KEYS[1] all-devices zset. ARGV[1]
+# timeline cap, ARGV[3] retention (ms), ARGV[2] a JSON array of [device hash, timeline,
+# device id, at_ms, task id, attempt, job_version, state, cause, task type, full entry,
+# placement ('' | 'close' | a fraction below the closing entry), log position ('' unknown),
+# short entry ('' when the task id is never left out)], all strings (one argument is far
+# cheaper to send than fourteen per event)
 _JOB = """
 local cap = tonumber(ARGV[1])
 local retention = tonumber(ARGV[3])
