@@ -24,7 +24,6 @@ from scheduler.consumers import InboxHandler, JobEventHandler
 from scheduler.deadletters import DeadLetterCounts
 from scheduler.rebuild import restore
 from scheduler.reconciler import Reconciler
-from scheduler.secretbox import WEBHOOK_SECRETS, SecretBox
 from scheduler.services import Services
 from scheduler.settings import SchedulerSettings
 from scheduler.webhooks import Dispatcher
@@ -108,9 +107,7 @@ async def serve(settings: SchedulerSettings, rt: Runtime) -> None:
         timeout_s=settings.webhook_timeout_s,
     )
     await dispatcher.ensure_group()
-    await restore(
-        services.redis, settings.common, SecretBox(settings.credential_keys, WEBHOOK_SECRETS)
-    )
+    await restore(services.redis, settings.common, services.webhooks)
     rt.started()
 
     log.info(

@@ -4,8 +4,9 @@ Packages (`ota.packages`), task documents (`ota.tasks`), groups and tags
 (`ota.devices`), stored API keys (`ota.api-keys`) and webhooks (`ota.webhooks`, their
 secrets sealed: scheduler/webhook_record.py) are recorded in Kafka first; when Redis was
 lost or replaced, this puts back whatever Redis lacks. It only adds what is missing, so
-every replica may run it on every start. A webhook whose record cannot be opened (its
-sealing key left OTA_CREDENTIAL_KEYS, or the record was altered) is logged and skipped.
+every replica may run it on every start. Webhooks are made to agree both ways
+(`Webhooks.restore`: a record that cannot be opened is logged and skipped, a tombstone
+finishes its delete, a registration the topic lacks is recorded).
 A task's device list and runtime live in Redis only: a restored task shows its document
 and last status, not its per-device progress; a webhook's delivery log and the
 notification stream are not restored either (see docs/scheduler.md).
@@ -26,9 +27,8 @@ from ota.kafka_clients import make_consumer
 from ota.kafka_consumer import read_to_end
 from ota.settings import CommonSettings
 from scheduler import keys
-from scheduler.secretbox import SecretBox
 from scheduler.taskdoc import load_task
-from scheduler.webhook_record import UnreadableRecord, open_record
+from scheduler.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
 POLL_MS = 500
@@ -57,9 +57,9 @@ def read_latest(
 
 
 async def restore(
-    r: redis.asyncio.Redis[bytes], settings: CommonSettings, webhook_box: SecretBox
+    r: redis.asyncio.Redis[bytes], settings: CommonSettings, webhooks: Webhooks
 ) -> dict[str, int]:
-    """Put back what Redis lacks; `webhook_box` opens the webhooks' sealed secrets."""
+    """Put back what Redis lacks (for webhooks, `Webhooks.restore`)."""
     topics = settings.topics
     latest = await asyncio.get_running_loop().run_in_executor(
         None,
@@ -107,23 +107,7 @@ async def restore(
     for kid, raw in latest[topics.api_keys].items():
         if raw is not None:  # a tombstone: revoked
             restored["api_keys"] += await r.hsetnx(keys.API_KEYS, kid, raw)
-    restored["webhooks"] = await _restore_webhooks(r, latest[topics.webhooks], webhook_box)
+    restored |= await webhooks.restore(latest[topics.webhooks])
     if any(restored.values()):
         log.warning("restored the catalog from Kafka", extra=restored)
-    return restored
-
-
-async def _restore_webhooks(
-    r: redis.asyncio.Redis[bytes], latest: dict[str, bytes | None], box: SecretBox
-) -> int:
-    restored = 0
-    for hid, raw in latest.items():
-        if raw is None or await r.hexists(keys.WEBHOOKS, hid):  # a tombstone: deleted
-            continue
-        try:
-            hook = open_record(box, hid, raw)
-        except UnreadableRecord as exc:
-            log.error("webhook not restored", extra={"webhook": hid, "reason": str(exc)})
-            continue
-        restored += await r.hsetnx(keys.WEBHOOKS, hid, orjson.dumps(hook))
     return restored

@@ -28,7 +28,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -141,6 +141,33 @@ class Webhooks:
 
     async def create(self, body: Any) -> dict[str, Any]:
         return await self._save({"id": new_id(), **parse_webhook(body), "created_ms": now_ms()})
+
+    async def restore(self, latest: Mapping[str, bytes | None]) -> dict[str, int]:
+        """Redis and the topic made to agree at start-up, `latest` the topic's last record
+        per webhook: a registration Redis lacks is put back, a tombstone finishes a delete
+        that stopped before Redis, and a registration the topic never had (made before
+        webhooks were recorded in Kafka) is recorded. A record that does not open is
+        logged with its webhook id and skipped."""
+        done = {"webhooks": 0, "webhooks_deleted": 0, "webhooks_recorded": 0}
+        held = {k.decode(): v for k, v in (await self._r.hgetall(keys.WEBHOOKS)).items()}
+        for hid, raw in latest.items():
+            if raw is None:
+                done["webhooks_deleted"] += int(hid in held)
+                await self._r.hdel(keys.WEBHOOKS, hid)
+                continue
+            if hid in held:
+                continue
+            try:
+                hook = webhook_record.open_record(self._box, hid, raw)
+            except webhook_record.UnreadableRecord as exc:
+                log.error("webhook not restored", extra={"webhook": hid, "reason": str(exc)})
+                continue
+            done["webhooks"] += await self._r.hsetnx(keys.WEBHOOKS, hid, orjson.dumps(hook))
+        for hid in held.keys() - latest.keys():
+            record = webhook_record.seal(self._box, orjson.loads(held[hid]))
+            await self._producer.send([Out(self._topic, hid, record)])
+            done["webhooks_recorded"] += 1
+        return done
 
     async def all(self) -> list[dict[str, Any]]:
         raw = await self._r.hgetall(keys.WEBHOOKS)

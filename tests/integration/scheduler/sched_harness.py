@@ -170,7 +170,7 @@ class Harness:
 
         return await eventually(matches, f"device {device} to show {expected}")
 
-    def produce_raw(self, topic: str, key: str, value: bytes) -> None:
+    def produce_raw(self, topic: str, key: str, value: bytes | None) -> None:
         self._producer.send(topic, key=key.encode(), value=value)
         self._producer.flush()
 

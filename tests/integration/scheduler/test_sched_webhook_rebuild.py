@@ -18,9 +18,12 @@ from kafka import TopicPartition
 from ota.kafka_clients import make_consumer
 from ota.kafka_consumer import read_to_end
 from scheduler import keys
+from scheduler.bus import Producer
 from scheduler.rebuild import restore
 from scheduler.secretbox import WEBHOOK_SECRETS, SecretBox
+from scheduler.webhook_record import open_record
 from scheduler.webhook_signing import verify
+from scheduler.webhooks import Webhooks
 from tests.integration.scheduler.conftest import StartHarness
 from tests.integration.scheduler.sched_harness import Harness
 from tests.integration.scheduler.test_sched_notifications import Receiver
@@ -97,9 +100,21 @@ async def test_webhooks_come_back_from_kafka_when_redis_is_lost(
     assert (await second.client.get(f"/v1/webhooks/{gone}/deliveries")).status_code == 404
 
 
+@pytest.fixture
+async def webhooks(harness: Harness, aredis: redis.asyncio.Redis[bytes]) -> AsyncIterator[Webhooks]:
+    """The registrations on the harness's topic, as a starting scheduler restores them."""
+    producer = Producer(harness.settings.common)
+    box = SecretBox(harness.settings.credential_keys, WEBHOOK_SECRETS)
+    try:
+        yield Webhooks(aredis, producer, harness.topics.webhooks, box)
+    finally:
+        await producer.close()
+
+
 async def test_a_record_that_does_not_open_is_skipped_and_logged(
     harness: Harness,
     aredis: redis.asyncio.Redis[bytes],
+    webhooks: Webhooks,
     receiver: Receiver,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -113,13 +128,31 @@ async def test_a_record_that_does_not_open_is_skipped_and_logged(
     )
     await aredis.delete(keys.WEBHOOKS)
 
-    box = SecretBox(harness.settings.credential_keys, WEBHOOK_SECRETS)
-    with caplog.at_level(logging.ERROR, logger="scheduler.rebuild"):
-        restored = await restore(aredis, harness.settings.common, box)
+    with caplog.at_level(logging.ERROR, logger="scheduler.webhooks"):
+        restored = await restore(aredis, harness.settings.common, webhooks)
     assert restored["webhooks"] == 1
     assert set(await aredis.hkeys(keys.WEBHOOKS)) == {good.encode()}
     [logged] = [r for r in caplog.records if r.getMessage() == "webhook not restored"]
     assert logged.__dict__["webhook"] == forged  # the log's `extra` fields
     assert "does not open" in logged.__dict__["reason"]
-    again = await restore(aredis, harness.settings.common, box)  # only what Redis lacks
-    assert again["webhooks"] == 0
+    again = await restore(aredis, harness.settings.common, webhooks)  # only what Redis lacks
+    assert again["webhooks"] == again["webhooks_recorded"] == 0
+
+
+async def test_start_up_records_old_webhooks_and_finishes_deletes(
+    harness: Harness, aredis: redis.asyncio.Redis[bytes], webhooks: Webhooks
+) -> None:
+    """A registration only Redis holds (made before webhooks were recorded) is recorded on
+    the topic; a tombstone whose delete never reached Redis removes it there."""
+    old = {"id": "0" * 32, "url": "http://127.0.0.1:9/old", "secret": FIRST, "created_ms": 1}
+    await aredis.hset(keys.WEBHOOKS, old["id"], orjson.dumps(old))
+    deleted = await _create(harness, "http://127.0.0.1:9/deleted")
+    harness.produce_raw(harness.topics.webhooks, deleted, None)  # its Redis delete lost
+    restored = await restore(aredis, harness.settings.common, webhooks)
+    assert (restored["webhooks_recorded"], restored["webhooks_deleted"]) == (1, 1)
+    assert set(await aredis.hkeys(keys.WEBHOOKS)) == {old["id"].encode()}
+    [(key, raw)] = [r for r in await asyncio.to_thread(_records, harness) if r[0] == old["id"]]
+    assert raw is not None
+    assert FIRST.encode() not in raw
+    box = SecretBox(harness.settings.credential_keys, WEBHOOK_SECRETS)
+    assert open_record(box, key, raw) == old
