@@ -164,7 +164,11 @@ class Webhooks:
                 continue
             done["webhooks"] += await self._r.hsetnx(keys.WEBHOOKS, hid, orjson.dumps(hook))
         for hid in held.keys() - latest.keys():
-            record = webhook_record.seal(self._box, orjson.loads(held[hid]))
+            try:
+                record = webhook_record.seal(self._box, orjson.loads(held[hid]))
+            except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
+                log.error("webhook not recorded", extra={"webhook": hid, "reason": repr(exc)})
+                continue
             await self._producer.send([Out(self._topic, hid, record)])
             done["webhooks_recorded"] += 1
         return done

@@ -140,17 +140,24 @@ async def test_a_record_that_does_not_open_is_skipped_and_logged(
 
 
 async def test_start_up_records_old_webhooks_and_finishes_deletes(
-    harness: Harness, aredis: redis.asyncio.Redis[bytes], webhooks: Webhooks
+    harness: Harness,
+    aredis: redis.asyncio.Redis[bytes],
+    webhooks: Webhooks,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A registration only Redis holds (made before webhooks were recorded) is recorded on
-    the topic; a tombstone whose delete never reached Redis removes it there."""
+    the topic, one Redis holds unreadable is logged and left; a tombstone whose delete
+    never reached Redis removes it there."""
     old = {"id": "0" * 32, "url": "http://127.0.0.1:9/old", "secret": FIRST, "created_ms": 1}
-    await aredis.hset(keys.WEBHOOKS, old["id"], orjson.dumps(old))
+    await aredis.hset(keys.WEBHOOKS, mapping={old["id"]: orjson.dumps(old), "b" * 32: b"{"})
     deleted = await _create(harness, "http://127.0.0.1:9/deleted")
     harness.produce_raw(harness.topics.webhooks, deleted, None)  # its Redis delete lost
-    restored = await restore(aredis, harness.settings.common, webhooks)
+    with caplog.at_level(logging.ERROR, logger="scheduler.webhooks"):
+        restored = await restore(aredis, harness.settings.common, webhooks)
     assert (restored["webhooks_recorded"], restored["webhooks_deleted"]) == (1, 1)
-    assert set(await aredis.hkeys(keys.WEBHOOKS)) == {old["id"].encode()}
+    assert set(await aredis.hkeys(keys.WEBHOOKS)) == {old["id"].encode(), b"b" * 32}
+    [logged] = [r for r in caplog.records if r.getMessage() == "webhook not recorded"]
+    assert logged.__dict__["webhook"] == "b" * 32
     [(key, raw)] = [r for r in await asyncio.to_thread(_records, harness) if r[0] == old["id"]]
     assert raw is not None
     assert FIRST.encode() not in raw
