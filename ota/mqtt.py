@@ -80,6 +80,7 @@ class AckStorage(PersistentStorage):  # type: ignore[misc]
         self._waiters: dict[int, asyncio.Future[None]] = {}
         self._refused: dict[int, int] = {}
         self.last_mid = 0
+        self.ids: Any = None  # the client's packet id allocator (gmqtt's IdGenerator)
 
     def push_message(self, mid: int, raw_package: bytes) -> None:
         super().push_message(mid, raw_package)
@@ -106,7 +107,13 @@ class AckStorage(PersistentStorage):  # type: ignore[misc]
             future.set_exception(PublishRefusedError(reason))
 
     def clear(self) -> None:
+        """A new session (CONNACK without one): nothing is in flight any more."""
         super().clear()
+        if self.ids is not None:
+            # gmqtt drops the stored packets but keeps their ids taken: every broker restart
+            # would leak the window in flight until the allocator (capped by the broker's
+            # Receive Maximum) has no id left and every publish raises OverflowError.
+            self.ids._used_ids.clear()
         self._refused.clear()
         waiters, self._waiters = self._waiters, {}
         for future in waiters.values():
@@ -217,6 +224,7 @@ class MqttLink:
             persistent_storage=self._storage,
             **properties,
         )
+        self._storage.ids = client._package_handler.id_generator
         if self.config.username is not None:
             client.set_auth_credentials(self.config.username, self.config.password)
         client.on_connect = self._connected

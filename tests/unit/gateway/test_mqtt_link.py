@@ -1,5 +1,6 @@
 """ota.mqtt's additions to gmqtt, without a broker: reconnect delays from the backoff
-policy that grow through an outage, and PUBACK failure reason codes reaching the waiter."""
+policy that grow through an outage, PUBACK failure reason codes reaching the waiter, and
+packet ids freed by a new session."""
 
 from __future__ import annotations
 
@@ -151,3 +152,21 @@ async def test_a_publish_between_connections_raises_session_lost() -> None:
     link.connected.set()  # stale: the connection object is already gone (never made here)
     with pytest.raises(SessionLostError, match="connection is gone"):
         await link.publish_acked("t/down", b"{}")
+
+
+async def test_a_new_session_frees_the_packet_ids_left_in_flight() -> None:
+    """A CONNACK without a session drops what was in flight (its waiters fail, as a session
+    lost): its packet ids are free again, so broker restarts with publishes in flight do not
+    use up the ids the broker's Receive Maximum allows."""
+    link = _link(Backoff(0.2, 1.0))
+    ids = link.client._package_handler.id_generator
+    ids._max = 10  # as a broker's CONNACK Receive Maximum of 10 sets it
+    for _restart in range(3):
+        waiters = [_stored(link, ids.next_id()) for _ in range(9)]  # every id in flight
+        with pytest.raises(OverflowError):
+            ids.next_id()
+        link.client._clear_resend_qos_queue()  # what gmqtt does on a CONNACK without session
+        for waiter in waiters:
+            with pytest.raises(SessionLostError):
+                await waiter
+    assert ids.next_id() > 0
