@@ -152,8 +152,8 @@ class Webhooks:
         held = {k.decode(): v for k, v in (await self._r.hgetall(keys.WEBHOOKS)).items()}
         for hid, raw in latest.items():
             if raw is None:
-                done["webhooks_deleted"] += int(hid in held)
-                await self._r.hdel(keys.WEBHOOKS, hid)
+                if hid in held:  # a tombstone seen before is not deleted again each start
+                    done["webhooks_deleted"] += await self._r.hdel(keys.WEBHOOKS, hid)
                 continue
             if hid in held:
                 continue
@@ -163,14 +163,17 @@ class Webhooks:
                 log.error("webhook not restored", extra={"webhook": hid, "reason": str(exc)})
                 continue
             done["webhooks"] += await self._r.hsetnx(keys.WEBHOOKS, hid, orjson.dumps(hook))
+        unrecorded = []
         for hid in held.keys() - latest.keys():
             try:
                 record = webhook_record.seal(self._box, orjson.loads(held[hid]))
             except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
                 log.error("webhook not recorded", extra={"webhook": hid, "reason": repr(exc)})
                 continue
-            await self._producer.send([Out(self._topic, hid, record)])
-            done["webhooks_recorded"] += 1
+            unrecorded.append(Out(self._topic, hid, record))
+        if unrecorded:
+            await self._producer.send(unrecorded)
+        done["webhooks_recorded"] = len(unrecorded)
         return done
 
     async def all(self) -> list[dict[str, Any]]:
