@@ -7,6 +7,7 @@
     ├── Forbidden             403 the key lacks the scope
     ├── NotFound              404
     ├── Conflict              409 the resource's state forbids the operation
+    ├── Gone                  410 what was asked for passed its retention (the resource stays)
     ├── PayloadTooLarge       413
     └── Unavailable           503 a backing store failed; nothing was changed, retry later
 
@@ -62,6 +63,11 @@ class NotFound(SchedulerError):  # noqa: N818 - HTTP status names read best
 class Conflict(SchedulerError):  # noqa: N818 - HTTP status names read best
     status = 409
     code = "conflict"
+
+
+class Gone(SchedulerError):  # noqa: N818 - HTTP status names read best
+    status = 410
+    code = "gone"
 
 
 class PayloadTooLarge(SchedulerError):  # noqa: N818 - HTTP status names read best

@@ -101,6 +101,7 @@ class Reconciler:
         self._owner = settings.instance_id
         self._interval = settings.reconcile_interval_s
         self._ttl_ms = int(settings.lease_ttl_s * 1000)
+        self._devices_retention_ms = settings.task_devices_retention_ms
         self._joins = Joins(r)
         self._policies = StoredPolicies()
         self._rollbacks = Rollbacks(r, tasks, producer, topics, wake)
@@ -350,6 +351,9 @@ class Reconciler:
         await self._r.delete(keys.lease(tid))
         # Before leaving the active set, so that a start cut short by Redis is tried again.
         await self._rollbacks.on_finish(tid, doc)
+        if self._devices_retention_ms:
+            # Before leaving the active set: a retry (which keeps them) waits for that.
+            await self._state.expire_devices(tid, now_ms() + self._devices_retention_ms)
         # Last: leaving the active set is what lets a retry start (Tasks.retry),
         # which adds the task to its package's users again.
         await self._r.srem(keys.ACTIVE_TASKS, tid)

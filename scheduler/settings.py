@@ -112,6 +112,9 @@ class SchedulerSettings:
     # How long a device's timeline stays in Redis after its newest entry (0: until trimmed
     # by the cap); the device hash keeps the last job, the log keeps every entry.
     timeline_retention_ms: int
+    # How long a finished task keeps its per-device states and state indexes (0: as long
+    # as the task); its document, counts and waves stay either way.
+    task_devices_retention_ms: int
     webhook_attempts: int
     webhook_backoff_s: float
     webhook_timeout_s: float
@@ -156,6 +159,10 @@ class SchedulerSettings:
             timeline_retention_ms=1000
             * env.integer(
                 "TIMELINE_RETENTION_S", 604_800, min_value=0, max_value=10 * 365 * 86_400
+            ),
+            task_devices_retention_ms=1000
+            * env.integer(
+                "TASK_DEVICES_RETENTION_S", 2_592_000, min_value=0, max_value=10 * 365 * 86_400
             ),
             webhook_attempts=env.integer("WEBHOOK_ATTEMPTS", 8, min_value=1, max_value=50),
             webhook_backoff_s=env.number("WEBHOOK_BACKOFF_S", 1.0, min_value=0.01, max_value=600),

@@ -29,7 +29,7 @@ from scheduler import keys
 from scheduler.bus import Out, Producer
 from scheduler.devices import Registry
 from scheduler.dryrun import DryRuns
-from scheduler.errors import BadRequest, Conflict, NotFound, ValidationError
+from scheduler.errors import BadRequest, Conflict, Gone, NotFound, ValidationError
 from scheduler.fields import Obj
 from scheduler.joins import Joins
 from scheduler.matching import Followed
@@ -44,6 +44,7 @@ from scheduler.rollback_plan import (
     unknown_rollback_package,
 )
 from scheduler.targets import MAX_LIST_IDS, Targets, check_followable, parse_targets, targets_json
+from scheduler.task_retention import refuse_if_expired
 from scheduler.taskdoc import TaskDoc, TaskPackage, load_task
 from scheduler.taskstate import (
     PENDING,
@@ -406,10 +407,13 @@ class Tasks:
             "percent": round(100.0 * total.finished / total.total, 2) if total.total else 100.0,
         }
         doc["waves"] = waves
+        expires = runtime.get("devices_expire_ms")
         doc["runtime"] = {
             "released": int(runtime.get("cursor", "0")),
             "current_wave": int(runtime.get("wave", "0")) + 1,
             "hold": runtime.get("hold", ""),
+            # a finished task's per-device states go then (null: kept)
+            "devices_expire_ms": None if expires is None else int(expires),
         }
         if policy.continuous:
             status = TaskStatus(doc["status"])
@@ -462,6 +466,8 @@ class Tasks:
             )
             ids.extend(p.decode() for p in part)
         ids = sorted(ids)[:limit]
+        if not ids:
+            await refuse_if_expired(self._r, tid, Gone)
         entries = await self._r.hmget(keys.task_devices(tid), ids) if ids else []
         items = []
         for device, raw in zip(ids, entries, strict=True):
@@ -545,8 +551,9 @@ class Tasks:
             raise Conflict(f"package {pid!r} of task {tid} was deleted", code="unknown_package")
         waves = len(parse_policy(doc["policy"], None).waves)
         retried = await self._state.retry(tid, waves)
-        if retried == 0:
+        if retried <= 0:  # none, or the states expired
             await self._r.srem(keys.package_users(pid), tid)
+            await refuse_if_expired(self._r, tid, Conflict)
             raise Conflict(
                 f"task {tid} has no Fail, FailWaitRetry or Stopped devices", code="nothing_to_retry"
             )

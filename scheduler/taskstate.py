@@ -112,9 +112,14 @@ local function apply(device, a1, v1, state, cause, note)
   if note ~= '' then redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'body', note) end
   return 2
 end
+-- A finished task's states expire (expire_devices): an index a late event starts
+-- expires with them.
+local expire_at = redis.call('PEXPIRETIME', KEYS[1])
 local out = {}
 for _, e in ipairs(cjson.decode(ARGV[2])) do
-  out[#out + 1] = apply(e[1], tonumber(e[2]), tonumber(e[3]), e[4], e[5], e[6])
+  local result = apply(e[1], tonumber(e[2]), tonumber(e[3]), e[4], e[5], e[6])
+  if expire_at > 0 and result > 0 then redis.call('PEXPIREAT', ARGV[1] .. e[4], expire_at) end
+  out[#out + 1] = result
 end
 return out
 """
@@ -164,13 +169,16 @@ return #ids
 )
 
 # Put Fail, FailWaitRetry and Stopped devices back to PENDING and append them to the list.
-# KEYS: devs, counts, list, runtime. ARGV: index prefix, retry wave, states to retry...
-# Returns how many devices will be retried.
+# KEYS: devs, counts, list, runtime, joins. ARGV: index prefix, retry wave, how many
+# states to retry, those states, then every state (whose indexes a retry keeps).
+# Returns how many devices will be retried, -1 when the per-device states expired.
 _RETRY = (
     _COMMON
     + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local last = 3 + tonumber(ARGV[3])
 local n = 0
-for i = 3, #ARGV do
+for i = 4, last do
   local ids = redis.call('ZRANGE', ARGV[1] .. ARGV[i], 0, -1)
   for _, d in ipairs(ids) do
     local old = redis.call('HGET', KEYS[1], d)
@@ -182,10 +190,24 @@ for i = 3, #ARGV do
 end
 if n > 0 then
   redis.call('HSET', KEYS[4], 'wave', ARGV[2], 'hold', '', 'stopping', '0', 'cancel_done', '0')
+  -- running again: its states stay until it finishes again
+  redis.call('HDEL', KEYS[4], 'devices_expire_ms')
+  redis.call('PERSIST', KEYS[1])
+  redis.call('PERSIST', KEYS[3])
+  redis.call('PERSIST', KEYS[5])
+  for i = last + 1, #ARGV do redis.call('PERSIST', ARGV[1] .. ARGV[i]) end
 end
 return n
 """
 )
+
+# A finished task's per-device states go at ARGV[1] (ms); its runtime hash (KEYS[1]) says
+# when. KEYS: runtime, then devs, list, joins and every state index.
+_EXPIRE = """
+redis.call('HSET', KEYS[1], 'devices_expire_ms', ARGV[1])
+for i = 2, #KEYS do redis.call('PEXPIREAT', KEYS[i], ARGV[1]) end
+return 1
+"""
 
 # KEYS: lease, fence counter. ARGV: owner, ttl ms. Returns the lease value or nil.
 _LEASE = """
@@ -247,6 +269,7 @@ class TaskState:
         self._release = r.register_script(_RELEASE)
         self._cancel = r.register_script(_CANCEL_PENDING)
         self._retry = r.register_script(_RETRY)
+        self._expire = r.register_script(_EXPIRE)
         self._lease = r.register_script(_LEASE)
         self._unlease = r.register_script(_UNLEASE)
 
@@ -308,6 +331,8 @@ class TaskState:
         return int(result)
 
     async def retry(self, tid: str, wave: int) -> int:
+        """Put the task's failed and stopped devices back to PENDING; how many, or -1
+        when its per-device states are gone (scheduler/task_retention.py)."""
         states = (JobState.FAILED, JobState.WAITING_RETRY, JobState.CANCELLED)
         result = await self._retry(
             keys=[
@@ -315,10 +340,18 @@ class TaskState:
                 keys.task_counts(tid),
                 keys.task_list(tid),
                 keys.task_runtime(tid),
+                keys.task_joins(tid),
             ],
-            args=[index_prefix(tid), wave, *(s.value for s in states)],
+            args=[index_prefix(tid), wave, len(states), *(s.value for s in states), *STATES],
         )
         return int(result)
+
+    async def expire_devices(self, tid: str, at_ms: int) -> None:
+        """Let a finished task's per-device states, list and indexes expire at `at_ms`
+        (a retry keeps them again); its document, counts and runtime stay."""
+        per_device = [keys.task_devices(tid), keys.task_list(tid), keys.task_joins(tid)]
+        indexes = [keys.task_state_index(tid, s) for s in STATES]
+        await self._expire(keys=[keys.task_runtime(tid), *per_device, *indexes], args=[at_ms])
 
     async def counts(self, tid: str) -> dict[str, int]:
         raw = await self._r.hgetall(keys.task_counts(tid))

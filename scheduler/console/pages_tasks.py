@@ -21,7 +21,7 @@ from scheduler.api import routes as api
 from scheduler.console import charts, live
 from scheduler.console.taskform import TIMEOUTS, task_body
 from scheduler.console.web import Console, Ctx, action, note_created, page, see
-from scheduler.errors import NotFound, SchedulerError
+from scheduler.errors import Gone, NotFound, SchedulerError
 from scheduler.taskstate import PENDING, RELEASED, STATES
 from scheduler.taskstatus import TaskStatus
 
@@ -125,9 +125,13 @@ async def task(request: Request, ctx: Ctx) -> Response:
     status = request.query_params.get("devices") or None
     if status is not None and status not in DEVICE_FILTERS:
         status = None
-    rows, cursor = await ctx.services.tasks.devices(
-        tid, status=status, after=request.query_params.get("cursor", ""), limit=DEVICE_PAGE
-    )
+    try:
+        rows, cursor = await ctx.services.tasks.devices(
+            tid, status=status, after=request.query_params.get("cursor", ""), limit=DEVICE_PAGE
+        )
+        devices_gone = ""
+    except Gone as exc:
+        rows, cursor, devices_gone = [], None, exc.message
     q = request.query_params
     done = {
         k: q[k]
@@ -140,6 +144,7 @@ async def task(request: Request, ctx: Ctx) -> Response:
         task=view,
         chart=charts.rate([], "devices finished per minute"),
         rows=rows,
+        devices_gone=devices_gone,
         next_cursor=cursor,
         device_status=status or "",
         device_filters=DEVICE_FILTERS,
