@@ -54,7 +54,12 @@ from rollout_report import (  # noqa: E402
 
 from ops.demo_env import Ports, StackPlan, redis_url_with_db  # noqa: E402
 from ops.demo_stack import Stack  # noqa: E402
-from ops.fleet_group import FleetGroup, default_fleet_processes, register_fleet  # noqa: E402
+from ops.fleet_group import (  # noqa: E402
+    FleetGroup,
+    default_fleet_processes,
+    forget_fleet,
+    register_fleet,
+)
 from ops.rollout_api import create_task, upload_package, upload_targets  # noqa: E402
 from ops.supervisor import parse_scale  # noqa: E402
 
@@ -366,6 +371,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await fleet.stop()
         stack.stop()
         r.flushdb(asynchronous=True)  # millions of keys: freed in the background
+        forget_fleet(stack.env, ids)
         stack.delete_topics()
     return result
 

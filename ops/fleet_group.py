@@ -4,7 +4,8 @@ or more `python -m ops.demo_fleet` child processes, seen as one fleet.
 `FleetGroup` splits the fleet into contiguous index slices (`slices`), one process each,
 and merges their ready and report lines (`devices.report.merge`); `register_fleet` and
 `registrar` register the fleet's derived secrets through the API's bulk import so the
-broker lets the devices in. The fleet's target list and task: `ops.rollout_api`.
+broker lets the devices in, and `forget_fleet` removes them after a run. The fleet's
+target list and task: `ops.rollout_api`.
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ import asyncio
 import contextlib
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
+import redis
 
 from devices.fleet import fleet_credentials
 from devices.report import merge
 from ops.demo_env import StackPlan
 from ops.demo_stack import StackError
+from scheduler.credentials import record_key
 
 # From this many devices a fleet is simulated by two processes (two cores) by default.
 SPLIT_FLEET_AT = 5_000
@@ -168,6 +171,24 @@ async def register_fleet(plan: StackPlan, device_ids: list[str]) -> str:
     if not summary or "aborted" in summary[-1]:
         raise StackError(f"registering the fleet failed: {response.text[-500:]}")
     return summary[-1].lstrip("# ")
+
+
+def forget_fleet(env: Mapping[str, str], device_ids: Sequence[str]) -> int:
+    """Removes the credentials `register_fleet` stored for a finished run's devices; how
+    many. The store is the broker's, shared by every stack on it (not the run's own Redis
+    db, which a run flushes), so each run's fleet would otherwise stay in it for good."""
+    client: redis.Redis[bytes] = redis.Redis.from_url(env["OTA_CREDENTIALS_REDIS_URL"])
+    removed = 0
+    try:
+        for at in range(0, len(device_ids), FORGET_CHUNK):
+            part = device_ids[at : at + FORGET_CHUNK]
+            removed += int(client.unlink(*(record_key(d) for d in part)))
+    finally:
+        client.close()
+    return removed
+
+
+FORGET_CHUNK = 10_000
 
 
 def registrar(plan: StackPlan) -> Callable[[list[str]], Awaitable[str]]:

@@ -24,7 +24,7 @@ import httpx
 from kafka.structs import TopicPartition
 
 from ops.demo_env import StackPlan
-from ops.fleet_group import FleetGroup, register_fleet
+from ops.fleet_group import FleetGroup, forget_fleet, register_fleet
 from ops.rollout_api import create_task, upload_package, upload_targets
 from ota.kafka_clients import make_consumer
 from ota.kafka_consumer import read_to_end
@@ -233,6 +233,7 @@ async def rollout_across_restart(
         finally:
             await fleet.stop()
             inbox.stop()
+            forget_fleet(env, ids)
     run.webhooks = inbox.repeats()
     run.webhook_missing = len(set(ids) - inbox.device_results())
     job_events, commands = (plan.topic_prefix + t for t in ("ota.job-events", "ota.commands"))
