@@ -14,6 +14,7 @@ ONLINE = P + "online"  # set of online device ids
 GROUPS = P + "groups"  # set of group names
 TASKS = P + "tasks"  # zset id -> created_ms
 ACTIVE_TASKS = P + "active"  # set of task ids the reconciler paces
+LOST_TASKS = P + "lost"  # set of running task ids restored without their runtime, to stop
 WEBHOOKS = P + "hooks"  # hash id -> JSON
 API_KEYS = P + "apikeys"  # hash id -> JSON of a stored API key (its SHA-256, never the key)
 NOTIFY_STREAM = P + "notify"  # stream of notifications for webhook delivery

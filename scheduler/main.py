@@ -22,7 +22,7 @@ from scheduler.api.app import build_app
 from scheduler.bus import Consumer
 from scheduler.consumers import InboxHandler, JobEventHandler
 from scheduler.deadletters import DeadLetterCounts
-from scheduler.rebuild import restore
+from scheduler.rebuild import restore, stop_lost
 from scheduler.reconciler import Reconciler
 from scheduler.services import Services
 from scheduler.settings import SchedulerSettings
@@ -108,6 +108,7 @@ async def serve(settings: SchedulerSettings, rt: Runtime) -> None:
     )
     await dispatcher.ensure_group()
     await restore(services.redis, settings.common, services.webhooks)
+    await stop_lost(services.redis, services.tasks)
     rt.started()
 
     log.info(

@@ -7,9 +7,12 @@ lost or replaced, this puts back whatever Redis lacks. It only adds what is miss
 every replica may run it on every start. Webhooks are made to agree both ways
 (`Webhooks.restore`: a record that cannot be opened is logged and skipped, a tombstone
 finishes its delete, a registration the topic lacks is recorded).
-A task's device list and runtime live in Redis only: a restored task shows its document
-and last status, not its per-device progress; a webhook's delivery log and the
-notification stream are not restored either (see docs/scheduler.md).
+A task's device list and runtime live in Redis only: a restored task shows its document,
+not its per-device progress, and one that was still running is stopped with `LOST_REASON`
+by `stop_lost` (it cannot go on without its release list; the change is published and
+notified like any other; `keys.LOST_TASKS` keeps the ones still to stop across a crash),
+its device list and retry answering `task_devices_lost`. A webhook's delivery log
+and the notification stream are not restored either (see docs/scheduler.md).
 """
 
 from __future__ import annotations
@@ -23,15 +26,20 @@ import orjson
 import redis.asyncio
 from kafka import TopicPartition
 
+from ota.clock import now_ms
 from ota.kafka_clients import make_consumer
 from ota.kafka_consumer import read_to_end
 from ota.settings import CommonSettings
 from scheduler import keys
+from scheduler.errors import Conflict, NotFound
 from scheduler.taskdoc import load_task
+from scheduler.tasks import Tasks
+from scheduler.taskstatus import FINISHED, TaskStatus
 from scheduler.webhooks import Webhooks
 
 log = logging.getLogger(__name__)
 POLL_MS = 500
+UNFINISHED = frozenset(TaskStatus) - FINISHED
 
 
 def read_latest(
@@ -56,10 +64,33 @@ def read_latest(
     return latest
 
 
+LOST_REASON = (
+    "stopped: Redis lost this task's runtime and per-device states, and its document came "
+    "back from Kafka; each device's jobs are in the job-events topic, and a new task for the "
+    "same targets upgrades the devices still to do (those on the target version succeed at once)"
+)
+
+
+async def stop_lost(r: redis.asyncio.Redis[bytes], tasks: Tasks) -> int:
+    """Stop the running tasks `restore` put back without their runtime; how many."""
+    stopped = 0
+    for raw in await r.smembers(keys.LOST_TASKS):
+        tid = raw.decode()
+        try:
+            await tasks.transition(tid, UNFINISHED, TaskStatus.STOPPED, LOST_REASON)
+            log.warning("task stopped: its runtime was lost with Redis", extra={"task_id": tid})
+            stopped += 1
+        except (Conflict, NotFound):
+            pass  # another replica's start stopped it first
+        await r.srem(keys.LOST_TASKS, tid)
+    return stopped
+
+
 async def restore(
     r: redis.asyncio.Redis[bytes], settings: CommonSettings, webhooks: Webhooks
 ) -> dict[str, int]:
-    """Put back what Redis lacks (for webhooks, `Webhooks.restore`)."""
+    """Put back what Redis lacks (for webhooks, `Webhooks.restore`); the running tasks
+    among the restored ones are left in `keys.LOST_TASKS` for `stop_lost`."""
     topics = settings.topics
     latest = await asyncio.get_running_loop().run_in_executor(
         None,
@@ -86,6 +117,9 @@ async def restore(
         task = load_task(raw)
         await r.set(keys.task(tid), raw)
         await r.zadd(keys.TASKS, {tid: task["created_ms"]})
+        await r.hset(keys.task_runtime(tid), "lost_ms", now_ms())
+        if TaskStatus(task["status"]) not in FINISHED:
+            await r.sadd(keys.LOST_TASKS, tid)
         restored["tasks"] += 1
     for key, raw in latest[topics.devices].items():
         if key.startswith("group:"):

@@ -32,7 +32,7 @@ from scheduler.bus import Producer
 from scheduler.errors import Conflict, NotFound, SchedulerError
 from scheduler.policy import parse_policy
 from scheduler.rollback_plan import RollbackOf, rollback_policy, rolled_back_by_cause
-from scheduler.task_retention import refuse_if_expired
+from scheduler.task_retention import refuse_if_gone
 from scheduler.taskdoc import TaskDoc
 from scheduler.tasks import CHUNK, LIST_TTL_S, Tasks
 from scheduler.taskstate import split_entry
@@ -129,7 +129,7 @@ class Rollbacks:
         doc = await self._tasks.doc(tid)
         policy = parse_policy(doc["policy"], None)
         assert policy.rollback_package_id is not None
-        await refuse_if_expired(self._r, tid, Conflict)
+        await refuse_if_gone(self._r, tid, Conflict)
         devices = await self._devices(tid, upgraded, policy.rollback_on_failed_confirmation)
         if not devices:
             return None

@@ -44,7 +44,7 @@ from scheduler.rollback_plan import (
     unknown_rollback_package,
 )
 from scheduler.targets import MAX_LIST_IDS, Targets, check_followable, parse_targets, targets_json
-from scheduler.task_retention import refuse_if_expired
+from scheduler.task_retention import refuse_if_gone
 from scheduler.taskdoc import TaskDoc, TaskPackage, load_task
 from scheduler.taskstate import (
     PENDING,
@@ -467,7 +467,7 @@ class Tasks:
             ids.extend(p.decode() for p in part)
         ids = sorted(ids)[:limit]
         if not ids:
-            await refuse_if_expired(self._r, tid, Gone)
+            await refuse_if_gone(self._r, tid, Gone)
         entries = await self._r.hmget(keys.task_devices(tid), ids) if ids else []
         items = []
         for device, raw in zip(ids, entries, strict=True):
@@ -553,7 +553,7 @@ class Tasks:
         retried = await self._state.retry(tid, waves)
         if retried <= 0:  # none, or the states expired
             await self._r.srem(keys.package_users(pid), tid)
-            await refuse_if_expired(self._r, tid, Conflict)
+            await refuse_if_gone(self._r, tid, Conflict)
             raise Conflict(
                 f"task {tid} has no Fail, FailWaitRetry or Stopped devices", code="nothing_to_retry"
             )

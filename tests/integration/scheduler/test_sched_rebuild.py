@@ -1,4 +1,5 @@
-"""Losing Redis: the catalog (packages, tasks, groups, tags) comes back from Kafka."""
+"""Losing Redis: the catalog (packages, tasks, groups, tags) comes back from Kafka; a task
+that was running comes back stopped, saying its runtime was lost."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import uuid
 
 import redis
 
+from scheduler import keys
+from scheduler.rebuild import LOST_REASON
 from tests.integration.scheduler.conftest import StartHarness
 
 
@@ -37,4 +40,18 @@ async def test_catalog_is_restored_after_redis_is_lost(
     tagged = (await second.client.get("/v1/devices", params={"tag": "beta"})).json()
     assert [d["device_id"] for d in tagged["items"]] == [device]
     task = (await second.client.get("/v1/tasks")).json()["items"]
-    assert [(t["id"], t["status"]) for t in task] == [(tid, "Waiting")]
+    assert [(t["id"], t["status"], t["reason"]) for t in task] == [(tid, "Stopped", LOST_REASON)]
+    assert not sched_redis.exists(keys.LOST_TASKS)
+    listed = await second.client.get(f"/v1/tasks/{tid}/devices")
+    assert listed.status_code == 410, listed.text
+    assert listed.json()["error"]["code"] == "task_devices_lost"
+    retried = await second.client.post(f"/v1/tasks/{tid}/retry")
+    assert retried.status_code == 409, retried.text
+    assert retried.json()["error"]["code"] == "task_devices_lost"
+    await second.stop()
+
+    # The stop was recorded on the tasks topic: a later loss restores it stopped.
+    sched_redis.flushdb()
+    third = await start_harness(OTA_SCHEDULER_PORT=str(first.settings.http_port))
+    again = (await third.client.get(f"/v1/tasks/{tid}")).json()
+    assert (again["status"], again["reason"]) == ("Stopped", LOST_REASON)
