@@ -100,6 +100,10 @@ def webhook_log(hid: str) -> str:
     return f"{P}hook:{hid}:log"  # capped list of delivery attempts
 
 
+def webhook_deleted(hid: str) -> str:
+    return f"{P}hook:{hid}:deleted"  # set for a while after a delete (scheduler/webhooks.py)
+
+
 TAGS = P + "tags"  # set of every tag name in use
 
 DEAD_LETTER_OFFSETS = P + "dl:applied"  # hash "<topic>/<partition>" -> last counted offset

@@ -4,7 +4,9 @@ A registration is recorded in Kafka first, then in Redis: every create, rotation
 retirement of a previous secret and deletion writes the webhook's whole record, its
 secrets sealed (scheduler/webhook_record.py), or a tombstone, to the compacted webhooks
 topic, then the Redis hash `keys.WEBHOOKS` that deliveries read; scheduler/rebuild.py
-restores the hash from the topic after Redis is lost. The delivery log and the
+restores the hash from the topic after Redis is lost. A delete also drops the delivery log
+and marks the id for `DELETED_MARK_S`, so that a replica's start-up that read the topic
+before the tombstone does not put the webhook back. The delivery log and the
 notification stream are Redis only.
 
 Each notification in the Redis stream is delivered to every matching webhook as an
@@ -56,6 +58,8 @@ MAX_BACKOFF_S = 300.0
 ROUND_RETRY = Backoff(0.2, 5.0)  # the dispatcher's rounds while Redis is away
 EVENT_KINDS = ("task_status", "device_result")
 TRIM_EVERY_S = 5.0  # how often a replica drops delivered entries from the stream
+# A deleted webhook's mark outlives any start-up's read of the topic (`restore`).
+DELETED_MARK_S = 3600
 DELIVERIES = metrics.counter(
     "scheduler", "webhook_attempts_total", "Webhook attempts", ("outcome",)
 )
@@ -155,7 +159,7 @@ class Webhooks:
                 if hid in held:  # a tombstone seen before is not deleted again each start
                     done["webhooks_deleted"] += await self._r.hdel(keys.WEBHOOKS, hid)
                 continue
-            if hid in held:
+            if hid in held or await self._r.exists(keys.webhook_deleted(hid)):
                 continue
             try:
                 hook = webhook_record.open_record(self._box, hid, raw)
@@ -214,7 +218,13 @@ class Webhooks:
     async def delete(self, hid: str) -> None:
         await self._get(hid)  # an unknown id writes no tombstone
         await self._producer.send([Out(self._topic, hid, None)])  # tombstone, then the view
-        await self._r.hdel(keys.WEBHOOKS, hid)
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hdel(keys.WEBHOOKS, hid)
+        pipe.delete(keys.webhook_log(hid))
+        # With the delete, atomically: a replica's start-up that read the topic before the
+        # tombstone must not put the webhook back (`restore`).
+        pipe.set(keys.webhook_deleted(hid), 1, ex=DELETED_MARK_S)
+        await pipe.execute()
 
     async def deliveries(self, hid: str, limit: int) -> list[dict[str, Any]]:
         if not await self._r.hexists(keys.WEBHOOKS, hid):

@@ -163,3 +163,22 @@ async def test_start_up_records_old_webhooks_and_finishes_deletes(
     assert FIRST.encode() not in raw
     box = SecretBox(harness.settings.credential_keys, WEBHOOK_SECRETS)
     assert open_record(box, key, raw) == old
+
+
+async def test_a_start_up_that_read_the_topic_before_a_delete_leaves_it_deleted(
+    harness: Harness, aredis: redis.asyncio.Redis[bytes], webhooks: Webhooks
+) -> None:
+    """Another replica starting while a webhook is deleted: its read of the topic still has
+    the registration, Redis no longer does; the delete's mark keeps it from coming back."""
+    hid = await _create(harness, "http://127.0.0.1:9/racing")
+    await aredis.rpush(keys.webhook_log(hid), b"{}")
+    read_before = {k: v for k, v in await asyncio.to_thread(_records, harness)}
+    assert read_before[hid] is not None
+    assert (await harness.client.delete(f"/v1/webhooks/{hid}")).status_code == 204
+    assert not await aredis.exists(keys.webhook_log(hid))  # the delivery log goes with it
+
+    restored = await webhooks.restore(read_before)
+    assert restored["webhooks"] == 0
+    assert not await aredis.hexists(keys.WEBHOOKS, hid)
+    listed = (await harness.client.get("/v1/webhooks")).json()["items"]
+    assert hid not in {h["id"] for h in listed}
