@@ -15,6 +15,7 @@ GROUPS = P + "groups"  # set of group names
 TASKS = P + "tasks"  # zset id -> created_ms
 ACTIVE_TASKS = P + "active"  # set of task ids the reconciler paces
 LOST_TASKS = P + "lost"  # set of running task ids restored without their runtime, to stop
+CREATING = P + "creating"  # hash task id -> "<start ms> <package id>" while being created
 WEBHOOKS = P + "hooks"  # hash id -> JSON
 API_KEYS = P + "apikeys"  # hash id -> JSON of a stored API key (its SHA-256, never the key)
 NOTIFY_STREAM = P + "notify"  # stream of notifications for webhook delivery

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -32,6 +33,7 @@ from ota.records import (
 from ota.settings import Topics
 from scheduler import keys
 from scheduler.bus import Out, Producer
+from scheduler.creations import stop_interrupted
 from scheduler.errors import Conflict, NotFound
 from scheduler.joins import DRAIN_LIMIT, Joins
 from scheduler.matching import followed
@@ -58,6 +60,7 @@ JOINS_TOTAL = metrics.counter(
 )
 PACE_ERRORS = metrics.counter("scheduler", "pace_errors_total", "Reconciler steps that failed")
 RECORD_SLICE = 1000
+CREATION_CHECK_S = 5.0  # how often a replica looks for creations cut short (creations.py)
 _RECORD_NS = uuid.UUID("5b0c3a52-8e7e-4a4f-9a0b-0f6d1f0c7a11")
 
 
@@ -102,6 +105,7 @@ class Reconciler:
         self._interval = settings.reconcile_interval_s
         self._ttl_ms = int(settings.lease_ttl_s * 1000)
         self._devices_retention_ms = settings.task_devices_retention_ms
+        self._next_creation_check = 0.0
         self._joins = Joins(r)
         self._policies = StoredPolicies()
         self._rollbacks = Rollbacks(r, tasks, producer, topics, wake)
@@ -129,6 +133,9 @@ class Reconciler:
 
     async def tick(self) -> bool:
         """One pass over the active tasks; True when some task has more to release now."""
+        if time.monotonic() >= self._next_creation_check:
+            self._next_creation_check = time.monotonic() + CREATION_CHECK_S
+            await stop_interrupted(self._r, self._tasks, now_ms())
         busy = False
         for raw in await self._r.smembers(keys.ACTIVE_TASKS):
             tid = raw.decode()

@@ -226,6 +226,7 @@ class Tasks:
         }
         if rollback is not None:
             doc["rollback_of"] = rollback.of
+        await self._r.hset(keys.CREATING, tid, f"{now} {pid}")  # until its status: creations.py
         await self._r.sadd(keys.package_users(pid), tid)
         if not await self._r.exists(keys.package(pid)):
             await self._r.srem(keys.package_users(pid), tid)
@@ -238,6 +239,7 @@ class Tasks:
         first = TaskStatus.WAITING if policy.schedule_ms is not None else TaskStatus.PROCESSING
         await self._r.sadd(keys.ACTIVE_TASKS, tid)
         doc = await self.transition(tid, {TaskStatus.INITIALIZING}, first, "")
+        await self._r.hdel(keys.CREATING, tid)
         self._wake.set()
         return await self.view(tid), True
 

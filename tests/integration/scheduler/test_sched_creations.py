@@ -1,0 +1,64 @@
+"""A task creation cut short (the replica died between saving the document and the first
+status), through a live scheduler on the real Kafka and Redis: the reconciler stops the
+task with a reason, wraps it up and releases its package; a creation that never saved a
+document only gives its package back; a creation still within its time is left alone."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import redis.asyncio
+
+from scheduler import keys
+from scheduler.creations import INTERRUPTED_REASON, STALE_MS
+from tests.integration.scheduler.sched_harness import Harness, eventually
+
+
+def long_ago() -> int:
+    return int(time.time() * 1000) - STALE_MS - 60_000
+
+
+async def test_a_task_left_initializing_is_stopped_and_its_package_released(
+    harness: Harness, aredis: redis.asyncio.Redis[bytes]
+) -> None:
+    package = await harness.upload(b"cut short")
+    later = int(time.time() * 1000) + 3_600_000
+    tid = await harness.create_task(package["id"], ["cut-1", "cut-2"], schedule_time_ms=later)
+    # What a replica dying right before the task's first status leaves behind.
+    doc = orjson.loads(await aredis.get(keys.task(tid)) or b"{}")
+    await aredis.set(keys.task(tid), orjson.dumps({**doc, "status": "Initializing"}))
+    await aredis.srem(keys.ACTIVE_TASKS, tid)
+    await aredis.hset(keys.CREATING, tid, f"{long_ago()} {package['id']}")
+
+    stopped = await harness.wait_status(tid, "Stopped")
+    assert stopped["reason"] == INTERRUPTED_REASON
+    assert not await aredis.hexists(keys.CREATING, tid)
+
+    async def released() -> bool:
+        deleted = await harness.client.delete(f"/v1/packages/{package['id']}")
+        return deleted.status_code == 204
+
+    await eventually(released, "the package to be released by the wrap-up")
+    assert not await aredis.sismember(keys.ACTIVE_TASKS, tid)
+    assert await aredis.pexpiretime(keys.task_devices(tid)) > 0  # type: ignore[attr-defined]
+
+
+async def test_a_creation_without_a_document_gives_its_package_back(
+    harness: Harness, aredis: redis.asyncio.Redis[bytes]
+) -> None:
+    package = await harness.upload(b"never saved")
+    ghost, fresh = "0" * 32, "1" * 32
+    await aredis.sadd(keys.package_users(package["id"]), ghost, fresh)
+    now = int(time.time() * 1000)
+    await aredis.hset(
+        keys.CREATING,
+        mapping={ghost: f"{long_ago()} {package['id']}", fresh: f"{now} {package['id']}"},
+    )
+
+    async def swept() -> bool:
+        return not await aredis.hexists(keys.CREATING, ghost)
+
+    await eventually(swept, "the cut-short creation to be swept")
+    assert await aredis.smembers(keys.package_users(package["id"])) == {fresh.encode()}
+    assert await aredis.hexists(keys.CREATING, fresh)  # the same pass left it alone
