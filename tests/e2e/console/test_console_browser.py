@@ -263,7 +263,15 @@ def test_a_failed_device_tells_its_cause(
     browser: Browser, console_stack: StackPlan, fleet: dict[str, list[str]]
 ) -> None:
     browser.login(console_stack.write_key)
-    browser.open(f"/console/tasks/{Run.task_id}?devices=Fail")
+    page = f"/console/tasks/{Run.task_id}?devices=Fail"
+
+    def wrapped_up(d: WebDriver) -> bool:
+        # The reconciler's wrap-up of the finished task sets when its device states go.
+        browser.open(page)
+        return bool(d.find_elements(By.ID, "devices-kept"))
+
+    browser.wait(wrapped_up, "the finished task's wrap-up")
+    assert browser.text("#devices-kept").startswith("Per-device states kept until 20")
     link = browser.find("#task-devices tbody a")
     assert link.text == fleet["failing"][0]
     link.click()
