@@ -40,14 +40,17 @@ async def stop_interrupted(r: redis.asyncio.Redis[bytes], tasks: Tasks, now_ms: 
         if int(started) > now_ms - STALE_MS:
             continue
         tid = raw_tid.decode()
+        # First: the reconciler wraps the task up once it is final, even if this replica
+        # stops before the end (a second look finds it stopped already).
+        await r.sadd(keys.ACTIVE_TASKS, tid)
         try:
             await tasks.transition(
                 tid, {TaskStatus.INITIALIZING}, TaskStatus.STOPPED, INTERRUPTED_REASON
             )
-            await r.sadd(keys.ACTIVE_TASKS, tid)  # for the reconciler's wrap-up
             log.warning("task stopped: its creation did not complete", extra={"task_id": tid})
             stopped += 1
         except NotFound:  # nothing was saved: only the package's mark to take back
+            await r.srem(keys.ACTIVE_TASKS, tid)
             await r.srem(keys.package_users(pid), tid)
         except Conflict:
             pass  # the creation completed after all

@@ -7,7 +7,7 @@
     ├── Forbidden             403 the key lacks the scope
     ├── NotFound              404
     ├── Conflict              409 the resource's state forbids the operation
-    ├── Gone                  410 what was asked for passed its retention (the resource stays)
+    ├── Gone                  410 what was asked for is no longer held (the resource stays)
     ├── PayloadTooLarge       413
     └── Unavailable           503 a backing store failed; nothing was changed, retry later
 

@@ -33,7 +33,11 @@ async def test_a_task_left_initializing_is_stopped_and_its_package_released(
 
     stopped = await harness.wait_status(tid, "Stopped")
     assert stopped["reason"] == INTERRUPTED_REASON
-    assert not await aredis.hexists(keys.CREATING, tid)
+
+    async def unlisted() -> bool:
+        return not await aredis.hexists(keys.CREATING, tid)
+
+    await eventually(unlisted, "the creation to be taken off the list")
 
     async def released() -> bool:
         deleted = await harness.client.delete(f"/v1/packages/{package['id']}")
