@@ -416,6 +416,29 @@ def _job(r: _Reader) -> JobSpec:
     )
 
 
+# Decoded job specs by their JSON: every job start of a task carries the same spec, so it
+# is read and checked once and then shared (it is immutable, so sharing changes nothing),
+# which also keeps the workers' spec cache (keyed by identity) hitting. Failures are never
+# cached: the same bytes raise the same error each time.
+_SPECS: dict[bytes, JobSpec] = {}
+_SPECS_MAX = 1024
+
+
+def _cached_job(r: _Reader) -> JobSpec:
+    job = r.child("job")
+    try:
+        key = orjson.dumps(job.data)
+    except orjson.JSONEncodeError:  # nesting orjson reads but will not write: no cache
+        return _job(job)
+    spec = _SPECS.get(key)
+    if spec is None:
+        spec = _job(job)
+        if len(_SPECS) >= _SPECS_MAX:
+            _SPECS.clear()
+        _SPECS[key] = spec
+    return spec
+
+
 def _device_event(r: _Reader) -> DeviceEventRecord:
     return DeviceEventRecord(
         event_type=r.get("event_type", str),
@@ -447,7 +470,7 @@ _DECODERS: dict[str, Callable[[_Reader], Any]] = {
         **_common(r),
     ),
     "job_start": lambda r: JobStartRecord(
-        job=_job(r.child("job")), attempt=r.non_negative("attempt", 1), **_common(r)
+        job=_cached_job(r), attempt=r.non_negative("attempt", 1), **_common(r)
     ),
     "job_cancel": lambda r: JobCancelRecord(task_id=r.get("task_id", str), **_common(r)),
     "download": lambda r: DownloadRecord(
