@@ -9,7 +9,7 @@ of the record being applied); only moves that both the device-level steps
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from ota.catalog import FailureCause
@@ -72,8 +72,7 @@ class Ctx:
         cause: FailureCause | None = None,
         **detail: Any,
     ) -> Job:
-        moved = replace(
-            job,
+        moved = job._replace(
             state=to,
             version=job.version + 1,
             deadline_ms=deadline_ms,

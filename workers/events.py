@@ -8,8 +8,8 @@ stable `reason` (the dead-letter reason); nothing else is raised.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from ota.fields import MAX_VERSION_CHARS, ProtocolError, Reason
 from ota.records import (
@@ -55,8 +55,10 @@ class Kind(Enum):
         return self in (Kind.VERSION, Kind.SDK_INFO, Kind.PROGRESS)
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
+    """One input of the machine (a named tuple, like `workers.model`'s values: one is built
+    per record)."""
+
     kind: Kind
     spec: JobSpec | None = None  # START
     attempt: int = 0  # START

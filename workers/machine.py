@@ -23,7 +23,7 @@ reaching a finished try is a `before_result` note (docs/workers.md, "Timeline or
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from ota.catalog import FailureCause
 from ota.jobstates import CANCELLABLE, JobState
@@ -40,8 +40,7 @@ __all__ = ["TRANSITIONS", "Outcome", "step"]
 S = JobState
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     device: Device
     effects: tuple[Effect, ...]
 
@@ -92,7 +91,7 @@ def _observe(device: Device, ev: Event, connected_ms: int | None) -> Device:
     if ev.kind is Kind.OFFLINE:
         if device.online is False and device.connection is None:
             return device
-        return replace(device, online=False, connection=None)
+        return device._replace(online=False, connection=None)
     if ev.kind is Kind.ONLINE or ev.kind.uplink:
         fw = ev.fw_version if ev.fw_version is not None else device.fw_version
         sw = ev.sw_version if ev.sw_version is not None else device.sw_version
@@ -110,8 +109,7 @@ def _observe(device: Device, ev: Event, connected_ms: int | None) -> Device:
             and connected_ms is None
         ):
             return device
-        return replace(
-            device,
+        return device._replace(
             online=True,
             fw_version=fw,
             sw_version=sw,
@@ -156,7 +154,7 @@ def _noted_before_result(ctx: Ctx, job: Job, ev: Event) -> bool:
 
 
 def _with_job(device: Device, job: Job) -> Device:
-    return device if job is device.job else replace(device, job=job)
+    return device if job is device.job else device._replace(job=job)
 
 
 def _start(ctx: Ctx, device: Device, ev: Event) -> Device:
@@ -168,9 +166,9 @@ def _start(ctx: Ctx, device: Device, ev: Event) -> Device:
     for queued in device.queue:
         if queued.task_id == spec.task_id:
             if attempt > queued.attempt:
-                renewed = replace(queued, spec=spec, attempt=attempt)
-                return replace(
-                    device, queue=tuple(renewed if q is queued else q for q in device.queue)
+                renewed = queued._replace(spec=spec, attempt=attempt)
+                return device._replace(
+                    queue=tuple(renewed if q is queued else q for q in device.queue)
                 )
             return device
     if any(task == spec.task_id and attempt <= done for task, done in device.done):
@@ -193,22 +191,22 @@ def _restart(ctx: Ctx, device: Device, current: Job, spec: JobSpec, attempt: int
         return device
     # The new attempt keeps counting versions so no timeout of the old one can match it.
     fresh = Job(spec, attempt, current.state, current.version)
-    return replace(device, job=begin(ctx, fresh))
+    return device._replace(job=begin(ctx, fresh))
 
 
 def _conflict(ctx: Ctx, device: Device, current: Job, fresh: Job) -> Device:
     if fresh.spec.on_conflict is ConflictPolicy.FAIL:
         ctx.move(fresh, S.FAILED, None, FailureCause.TASK_CONFLICT, active_task=current.task_id)
-        return replace(device, done=_remember(device.done, fresh))
-    queued = replace(fresh, deadline_ms=ctx.after(fresh.spec.windows.online_s))
+        return device._replace(done=_remember(device.done, fresh))
+    queued = fresh._replace(deadline_ms=ctx.after(fresh.spec.windows.online_s))
     ctx.note(queued, "queued", active_task=current.task_id)
-    return replace(device, queue=(*device.queue, queued))
+    return device._replace(queue=(*device.queue, queued))
 
 
 def _replace_current(ctx: Ctx, device: Device, fresh: Job) -> Device:
     done = device.done if device.job is None else _remember(device.done, device.job)
-    ctx.device = replace(device, done=done)
-    return replace(ctx.device, job=begin(ctx, fresh))
+    ctx.device = device._replace(done=done)
+    return ctx.device._replace(job=begin(ctx, fresh))
 
 
 def _remember(done: tuple[tuple[str, int], ...], job: Job) -> tuple[tuple[str, int], ...]:
@@ -220,14 +218,13 @@ def _cancel(ctx: Ctx, device: Device, ev: Event) -> Device:
     job = device.job
     if job is not None and job.task_id == ev.task_id and not job.state.terminal:
         if job.state in CANCELLABLE:
-            return replace(device, job=ctx.move(job, S.CANCELLED, None))
+            return device._replace(job=ctx.move(job, S.CANCELLED, None))
         ctx.note(job, "cancel_refused")
         return device
     for queued in device.queue:
         if queued.task_id == ev.task_id:
             ctx.move(queued, S.CANCELLED, None)
-            return replace(
-                device,
+            return device._replace(
                 queue=tuple(q for q in device.queue if q is not queued),
                 done=_remember(device.done, queued),
             )
@@ -244,8 +241,7 @@ def _timeout(ctx: Ctx, device: Device, ev: Event) -> Device:
     for queued in device.queue:
         if _due(queued, ev, ctx.now_ms):
             ctx.move(queued, S.FAILED, None, FailureCause.TASK_CONFLICT, waited="online_s")
-            return replace(
-                device,
+            return device._replace(
                 queue=tuple(q for q in device.queue if q is not queued),
                 done=_remember(device.done, queued),
             )
@@ -266,6 +262,6 @@ def _promote(ctx: Ctx, device: Device) -> Device:
     while device.queue and (device.job is None or device.job.state.terminal):
         head, rest = device.queue[0], device.queue[1:]
         done = device.done if device.job is None else _remember(device.done, device.job)
-        ctx.device = replace(device, queue=rest, done=done)
-        device = replace(ctx.device, job=begin(ctx, replace(head, deadline_ms=None)))
+        ctx.device = device._replace(queue=rest, done=done)
+        device = ctx.device._replace(job=begin(ctx, head._replace(deadline_ms=None)))
     return device

@@ -1,6 +1,11 @@
 """The per-device state a worker keeps: presence, known versions, the current job and
 the jobs queued behind it. Plain immutable values; no I/O (the codec is `workers.codec`).
 
+They are named tuples, not frozen dataclasses: every record the worker applies builds a
+few of each, and a tuple is built in C, several times faster than a frozen dataclass
+(which sets each field through `object.__setattr__`); `_replace` stands for
+`dataclasses.replace`.
+
 A device holds at most one job that is in flight (`job`, or the last finished one, kept
 so late reports can be noted against it), jobs waiting behind it (`queue`, conflict
 policy WAIT) and the (task, attempt) pairs of jobs it finished earlier (`done`, bounded),
@@ -9,7 +14,7 @@ so a re-sent job start for a finished job stays a no-op.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ota.catalog import FailureCause
 from ota.jobstates import JobState
@@ -18,8 +23,7 @@ from ota.records import JobSpec
 DONE_KEPT = 4  # finished (task, attempt) pairs remembered besides the current job
 
 
-@dataclass(frozen=True, slots=True)
-class Job:
+class Job(NamedTuple):
     spec: JobSpec
     attempt: int
     state: JobState
@@ -44,8 +48,7 @@ class Job:
         return self.spec.task_id
 
 
-@dataclass(frozen=True, slots=True)
-class Device:
+class Device(NamedTuple):
     online: bool | None = None  # None: never seen by this worker
     fw_version: str | None = None
     sw_version: str | None = None

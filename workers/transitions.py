@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from ota.catalog import RESULT_ALREADY_LATEST, RESULT_SUCCESS, FailureCause, cause_for_result_code
@@ -49,7 +48,7 @@ def _send_upgrade(ctx: Ctx, job: Job, command_id: str) -> Job:
     when that token expires."""
     expires_s = ctx.now_ms // 1000 + ctx.token_lifetime_s
     ctx.effects.append(SendUpgrade(command_id, job.spec, expires_s))
-    return replace(job, token_expires_s=expires_s)
+    return job._replace(token_expires_s=expires_s)
 
 
 def _token_running_out(ctx: Ctx, job: Job) -> bool:
@@ -61,8 +60,8 @@ def _token_running_out(ctx: Ctx, job: Job) -> bool:
 
 def _upgrade(ctx: Ctx, job: Job, reported: str | None) -> Job:
     command_id = ctx.next_id()
-    sent = replace(
-        _send_upgrade(ctx, job, command_id), command_ms=ctx.now_ms, command_id=command_id
+    sent = _send_upgrade(ctx, job, command_id)._replace(
+        command_ms=ctx.now_ms, command_id=command_id
     )
     return ctx.move(
         sent,
@@ -151,7 +150,7 @@ def _query_online(ctx: Ctx, job: Job, ev: Event) -> Job:
     query(ctx, job)
     windows = job.spec.windows
     window_s = windows.version_s if job.state is S.QUERYING_VERSION else windows.verify_s
-    requeried = replace(job, version=job.version + 1, deadline_ms=ctx.after(window_s))
+    requeried = job._replace(version=job.version + 1, deadline_ms=ctx.after(window_s))
     ctx.note(requeried, "query_resent")
     return requeried
 
@@ -254,7 +253,7 @@ def _in_progress(ctx: Ctx, job: Job, progress: int, description: str | None) -> 
     (workers.progress) moves the job on, a late download report is a timeline note."""
     windows = job.spec.windows
     if job.state in FETCHING:
-        marked = replace(job, download_pct=raised_mark(job.download_pct, progress))
+        marked = job._replace(download_pct=raised_mark(job.download_pct, progress))
         if job.state is S.DOWNLOADING:
             return _renew_token(ctx, marked, "progress")
         moved = ctx.move(
@@ -281,7 +280,7 @@ def _late_download_progress(ctx: Ctx, job: Job, progress: int) -> Job:
     rest with 410, which it reports), the upgrade goes again with a fresh token, as in
     DOWNLOADING."""
     ctx.note(job, "download_progress", progress=progress)
-    marked = replace(job, download_pct=raised_mark(job.download_pct, progress))
+    marked = job._replace(download_pct=raised_mark(job.download_pct, progress))
     return _renewed(ctx, marked, "progress") if _token_running_out(ctx, marked) else marked
 
 
@@ -313,7 +312,7 @@ def _verifying_download(ctx: Ctx, job: Job, ev: Event) -> Job:
         ctx.note(job, "other_package", package_sha256=ev.package_sha256)
         return job
     ctx.note(job, ev.kind.value, **download_detail(ev))
-    return replace(job, stage=furthest(job.stage, DOWNLOAD_STATES[ev.kind]))
+    return job._replace(stage=furthest(job.stage, DOWNLOAD_STATES[ev.kind]))
 
 
 def _verifying_progress(ctx: Ctx, job: Job, ev: Event) -> Job:
@@ -323,7 +322,7 @@ def _verifying_progress(ctx: Ctx, job: Job, ev: Event) -> Job:
             return job
         if is_download_progress(job.download_pct, ev.progress, ev.description):
             return _late_download_progress(ctx, job, ev.progress)
-        return replace(job, stage=S.UPDATING)
+        return job._replace(stage=S.UPDATING)
     return _progress(ctx, job, ev)
 
 
@@ -391,8 +390,8 @@ def _timeout_upgrading(cause: FailureCause) -> Handler:
 
 
 def _timeout_retry(ctx: Ctx, job: Job, ev: Event) -> Job:
-    fresh = replace(job, tries=job.tries + 1, command_id="", command_ms=0, stage=None)
-    return begin(ctx, replace(fresh, download_pct=None, token_expires_s=0))
+    fresh = job._replace(tries=job.tries + 1, command_id="", command_ms=0, stage=None)
+    return begin(ctx, fresh._replace(download_pct=None, token_expires_s=0))
 
 
 F = FailureCause

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from ota.jobstates import JobState
@@ -146,4 +145,4 @@ def commands(outcome: Outcome) -> list[Any]:
 
 
 def with_online(device: Device, online: bool | None) -> Device:
-    return replace(device, online=online)
+    return device._replace(online=online)

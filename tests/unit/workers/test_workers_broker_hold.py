@@ -5,8 +5,6 @@ The machine stamps when a device came online; the sweeper's decision uses both."
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -136,7 +134,7 @@ def test_traffic_stamps_a_device_thought_offline_and_not_one_thought_online() ->
 def test_the_stamp_survives_the_stored_form_and_old_states_read_as_unstamped() -> None:
     stamped = Device(online=True, connection="c1", connected_ms=123_456)
     assert unpack(pack(stamped), {}) == stamped
-    assert pack(replace(stamped, connected_ms=0)).endswith(b',"c1"]')  # left off: old form
+    assert pack(stamped._replace(connected_ms=0)).endswith(b',"c1"]')  # left off: old form
     assert unpack(b'[true,null,null,null,[],[],"c1"]', {}).connected_ms == 0
 
 
@@ -177,7 +175,7 @@ def test_the_sweeper_fires_once_a_device_back_used_its_extension() -> None:
     deadline = dev.deadline_ms
     assert deadline is not None
     back = UNTIL + 30_000
-    returned = replace(dev, connection="c2", connected_ms=back)
+    returned = dev._replace(connection="c2", connected_ms=back)
     extended = deadline + (back - SINCE) + GRACE
     assert sweep(returned, extended - 1, RULE) == (0, True, True)
     assert sweep(returned, extended, RULE) == (1, False, False)

@@ -5,8 +5,6 @@ version, and a version report of the target ends the job (its result was lost)."
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from ota.jobstates import JobState as S
@@ -94,7 +92,7 @@ def test_reconnect_after_the_command_resends_it_under_the_same_id_with_a_fresh_t
     assert notes(out) == ["command_resent"]
     # The job is the same try: same command, same time it went out, same deadline; it
     # keeps when the new token expires.
-    assert run.job == replace(first, token_expires_s=resent.token_expires_s)
+    assert run.job == first._replace(token_expires_s=resent.token_expires_s)
 
 
 def test_the_answer_to_the_first_command_counts_after_the_resend() -> None:
@@ -143,7 +141,7 @@ def test_reconnect_mid_download_after_the_token_ran_out_resends_with_a_fresh_one
     assert notes(out) == ["token_renewed"]
     [renewed] = events(out)
     assert renewed.detail["by"] == "reconnect"
-    assert run.job == replace(job, token_expires_s=resent.token_expires_s)
+    assert run.job == job._replace(token_expires_s=resent.token_expires_s)
 
 
 @pytest.mark.parametrize("state", [S.DOWNLOADING, S.DOWNLOADED, S.UPDATING])

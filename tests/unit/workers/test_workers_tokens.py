@@ -7,7 +7,6 @@ with a fresh token; nothing else about the job changes."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 
 import pytest
 
@@ -107,7 +106,7 @@ def test_a_reconnect_after_expiry_resends_with_a_token_minted_then(
     assert resent.id == sent.id
     assert resent.token_expires_s == run.now_ms // 1000 + LIFETIME_S
     assert notes(out) == [note]
-    assert run.job == replace(job, token_expires_s=resent.token_expires_s)
+    assert run.job == job._replace(token_expires_s=resent.token_expires_s)
 
 
 def test_a_reconnect_mid_download_with_a_lasting_token_only_asks_the_version() -> None:
@@ -129,7 +128,7 @@ def test_progress_while_the_token_is_good_sends_nothing() -> None:
     job = run.job
     out = run.later(RENEW_AT_S - 1)(progress(0, 40, desc="downloading"))
     assert commands(out) == []
-    assert run.job == replace(job, download_pct=40)
+    assert run.job == job._replace(download_pct=40)
 
 
 @pytest.mark.parametrize("after_s", [RENEW_AT_S, LIFETIME_S, LIFETIME_S * 5])
@@ -144,7 +143,7 @@ def test_progress_once_the_token_runs_out_renews_it_under_the_same_id(after_s: i
     assert notes(out) == ["token_renewed"]
     assert [e.detail["by"] for e in events(out)] == ["progress"]
     # Same try, state, version and deadline: only the token's expiry moved.
-    assert run.job == replace(job, download_pct=40, token_expires_s=renewed.token_expires_s)
+    assert run.job == job._replace(download_pct=40, token_expires_s=renewed.token_expires_s)
     # The fresh token is good for a while: the next report sends nothing.
     assert commands(run.later(1)(progress(0, 60, desc="downloading"))) == []
 
@@ -199,7 +198,7 @@ def test_download_progress_after_the_edge_sent_it_all_renews_an_expired_token() 
     assert renewed.token_expires_s == run.now_ms // 1000 + LIFETIME_S
     assert notes(out) == ["download_progress", "token_renewed"]
     assert run.state is S.DOWNLOADED
-    assert run.job == replace(job, download_pct=22, token_expires_s=renewed.token_expires_s)
+    assert run.job == job._replace(download_pct=22, token_expires_s=renewed.token_expires_s)
     # A reconnect in DOWNLOADED renews nothing: only the device's progress says it lacks bytes.
     run.later(LIFETIME_S * 2)(Event(Kind.OFFLINE))
     assert upgrades(run(Event(Kind.ONLINE, connection="c2"))) == []
@@ -207,7 +206,7 @@ def test_download_progress_after_the_edge_sent_it_all_renews_an_expired_token() 
 
 def test_a_state_stored_before_the_expiry_was_kept_counts_from_the_command() -> None:
     run, _ = downloading()
-    run.device = replace(run.device, job=replace(run.job, token_expires_s=0))
+    run.device = run.device._replace(job=run.job._replace(token_expires_s=0))
     assert commands(run.later(RENEW_AT_S - 1)(progress(0, 30))) == []
     [renewed] = upgrades(run.later(1)(progress(0, 40)))
     assert run.job.token_expires_s == renewed.token_expires_s
