@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ota.records import DeadLetterRecord, JobEventRecord, JobSpec, RecordError, decode_inbox, encode
 from ota.settings import CommonSettings
@@ -30,15 +31,15 @@ class InboxItem:
     timestamp_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class Output:
+# Outputs and device writes are named tuples, like the machine's values (workers.model):
+# the batch builds one or more per record.
+class Output(NamedTuple):
     topic: int  # COMMANDS, JOB_EVENTS or DEAD_LETTERS
     key: bytes
     value: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceWrite:
+class DeviceWrite(NamedTuple):
     device_id: str
     value: bytes
     expire_at_ms: int  # 0: keep for good (a job still needs the device)

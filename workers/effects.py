@@ -5,25 +5,24 @@ the effect (`<partition>-<offset>`) and `index` its place among that record's ef
 so a replay or a redelivery produces records with the same ids and consumers deduplicate.
 One exception: an upgrade sent again after a reconnect keeps the id of the first (the
 device's command id), so a device that has it recognises the repeat.
+
+Named tuples, like the machine's other values (`workers.model`): a few per record.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ota.records import JobSpec
 
 
-@dataclass(frozen=True, slots=True)
-class SendVersionQuery:
+class SendVersionQuery(NamedTuple):
     id: str
     task_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class SendUpgrade:
+class SendUpgrade(NamedTuple):
     """An upgrade command; the shell mints its token, valid until `token_expires_s`."""
 
     id: str
@@ -31,8 +30,7 @@ class SendUpgrade:
     token_expires_s: int
 
 
-@dataclass(frozen=True, slots=True)
-class EmitJobEvent:
+class EmitJobEvent(NamedTuple):
     """A transition, or a timeline note when `from_state == to_state`."""
 
     id: str
@@ -41,8 +39,8 @@ class EmitJobEvent:
     job_version: int
     from_state: str
     to_state: str
-    cause: int | None = None
-    detail: Mapping[str, Any] = field(default_factory=dict)
+    cause: int | None
+    detail: Mapping[str, Any]
 
 
 Effect = SendVersionQuery | SendUpgrade | EmitJobEvent
