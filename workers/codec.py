@@ -221,8 +221,10 @@ def unpack(raw: bytes, specs: Mapping[str, JobSpec]) -> Device:
             fw_version=fw,
             sw_version=sw,
             job=None if job is None else _unpack_job(job, specs),
-            queue=tuple(_unpack_job(q, specs) for q in queue),
-            done=tuple((task, attempt) for task, attempt in done),
+            # Most devices queue nothing and have finished nothing yet: skip building
+            # generators for them (anything but [] still goes the strict way).
+            queue=() if queue == [] else tuple(_unpack_job(q, specs) for q in queue),
+            done=() if done == [] else tuple((task, attempt) for task, attempt in done),
             connection=connection,
             connected_ms=int(connected_ms),
         )

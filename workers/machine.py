@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ota.catalog import FailureCause
-from ota.jobstates import CANCELLABLE, JobState
+from ota.jobstates import CANCELLABLE, TERMINAL, JobState
 from ota.records import ConflictPolicy, JobSpec
 from ota.settings import TOKEN_LIFETIME_S
 from workers.context import Ctx, begin, furthest
@@ -38,8 +38,8 @@ from workers.transitions import DOWNLOAD_STATES, NOTED_WHEN_FINISHED, TRANSITION
 __all__ = ["TRANSITIONS", "Outcome", "step"]
 
 S = JobState
-# Kinds are tested with `in UPLINK`, not the enum's property: a set lookup is several
-# times cheaper, and each record asks twice.
+# States are tested with `in TERMINAL` and kinds with `in UPLINK`, not the enums'
+# properties: a set lookup is several times cheaper, and each record asks several times.
 
 
 class Outcome(NamedTuple):
@@ -97,7 +97,7 @@ def _observe(device: Device, ev: Event, connected_ms: int | None) -> Device:
     if ev.kind is Kind.ONLINE or ev.kind in UPLINK:
         fw = ev.fw_version if ev.fw_version is not None else device.fw_version
         sw = ev.sw_version if ev.sw_version is not None else device.sw_version
-        if ev.kind is Kind.PROGRESS and device.job is not None and not device.job.state.terminal:
+        if ev.kind is Kind.PROGRESS and device.job is not None and device.job.state not in TERMINAL:
             if device.job.spec.task_type.version_field == "fw_version":
                 fw = ev.version
             else:
@@ -127,7 +127,7 @@ def _dispatch(ctx: Ctx, device: Device, ev: Event) -> Device:
         return device
     if ev.kind in DOWNLOAD_STATES and _noted_before_result(ctx, job, ev):
         return device
-    if job.state.terminal:
+    if job.state in TERMINAL:
         if ev.kind in NOTED_WHEN_FINISHED:
             ctx.note(job, "late_report", event=ev.kind.value, result_code=ev.result_code)
         return device
@@ -144,7 +144,7 @@ def _noted_before_result(ctx: Ctx, job: Job, ev: Event) -> bool:
     views keyed by (attempt, version) keep the result, the timeline places it before."""
     state = DOWNLOAD_STATES[ev.kind]
     if not (
-        (job.state.terminal or job.state is S.WAITING_RETRY)
+        (job.state in TERMINAL or job.state is S.WAITING_RETRY)
         and bool(job.command_id)
         and ev.package_sha256 == job.spec.package.sha256.lower()
         and furthest(job.stage, state) is not job.stage
@@ -176,7 +176,7 @@ def _start(ctx: Ctx, device: Device, ev: Event) -> Device:
     if any(task == spec.task_id and attempt <= done for task, done in device.done):
         return device
     fresh = Job(spec, attempt, S.QUEUED, 0)
-    if current is not None and not current.state.terminal:
+    if current is not None and current.state not in TERMINAL:
         return _conflict(ctx, device, current, fresh)
     return _replace_current(ctx, device, fresh)
 
@@ -188,7 +188,7 @@ def _restart(ctx: Ctx, device: Device, current: Job, spec: JobSpec, attempt: int
     if attempt < current.attempt:
         ctx.note(current, "stale_attempt", attempt_received=attempt)
         return device
-    if not current.state.terminal and current.state not in CANCELLABLE:
+    if current.state not in TERMINAL and current.state not in CANCELLABLE:
         ctx.note(current, "attempt_while_busy", attempt_received=attempt)
         return device
     # The new attempt keeps counting versions so no timeout of the old one can match it.
@@ -218,7 +218,7 @@ def _remember(done: tuple[tuple[str, int], ...], job: Job) -> tuple[tuple[str, i
 
 def _cancel(ctx: Ctx, device: Device, ev: Event) -> Device:
     job = device.job
-    if job is not None and job.task_id == ev.task_id and not job.state.terminal:
+    if job is not None and job.task_id == ev.task_id and job.state not in TERMINAL:
         if job.state in CANCELLABLE:
             return device._replace(job=ctx.move(job, S.CANCELLED, None))
         ctx.note(job, "cancel_refused")
@@ -261,7 +261,7 @@ def _due(job: Job, ev: Event, now_ms: int) -> bool:
 
 def _promote(ctx: Ctx, device: Device) -> Device:
     """Once the current job is finished, the first queued job starts."""
-    while device.queue and (device.job is None or device.job.state.terminal):
+    while device.queue and (device.job is None or device.job.state in TERMINAL):
         head, rest = device.queue[0], device.queue[1:]
         done = device.done if device.job is None else _remember(device.done, device.job)
         ctx.device = device._replace(queue=rest, done=done)

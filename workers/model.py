@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ota.catalog import FailureCause
-from ota.jobstates import JobState
+from ota.jobstates import TERMINAL, JobState
 from ota.records import JobSpec
 
 DONE_KEPT = 4  # finished (task, attempt) pairs remembered besides the current job
@@ -66,11 +66,14 @@ class Device(NamedTuple):
     @property
     def active(self) -> bool:
         """True while any job still needs this device (its key then never expires)."""
-        return bool(self.queue) or (self.job is not None and not self.job.state.terminal)
+        # A set lookup, not the enum's `terminal` property: asked a few times per record.
+        return bool(self.queue) or (self.job is not None and self.job.state not in TERMINAL)
 
     @property
     def deadline_ms(self) -> int | None:
         """The earliest deadline of the current and queued jobs: the device's sweeper entry."""
+        if not self.queue:  # the common case, asked once per device written
+            return None if self.job is None else self.job.deadline_ms
         due = [j.deadline_ms for j in (self.job, *self.queue) if j is not None]
         present = [d for d in due if d is not None]
         return min(present) if present else None
