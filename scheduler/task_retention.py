@@ -15,6 +15,7 @@ import datetime as dt
 
 import redis.asyncio
 
+from ota.clock import now_ms
 from scheduler import keys
 from scheduler.errors import SchedulerError
 
@@ -37,7 +38,7 @@ async def gone(r: redis.asyncio.Redis[bytes], tid: str) -> tuple[str, str] | Non
             f"from Kafka at {_utc(int(lost_ms))}); each device's jobs are in the job-events "
             "topic for that topic's retention"
         )
-    if expire_ms is not None:
+    if expire_ms is not None and int(expire_ms) <= now_ms():  # else it never had devices
         return EXPIRED, (
             f"task {tid}'s per-device states passed their retention at {_utc(int(expire_ms))} "
             "(OTA_TASK_DEVICES_RETENTION_S); its counts remain, and each device's jobs are in "

@@ -6,6 +6,7 @@ once they are gone the device list, a retry and a rollback are refused with
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -13,6 +14,7 @@ import redis.asyncio
 
 from ota.catalog import FailureCause
 from scheduler import keys
+from scheduler.task_retention import EXPIRED, LOST, gone
 from tests.integration.scheduler.conftest import StartHarness
 from tests.integration.scheduler.sched_harness import READ_KEY, Harness, eventually
 from tests.integration.scheduler.test_sched_console_audit import log_in
@@ -127,3 +129,20 @@ async def test_past_the_retention_the_counts_stay_and_the_devices_are_refused(
         await browser.aclose()
     assert page.status_code == 200, page.text
     assert "per-device states passed their retention" in page.text
+
+
+async def test_a_task_that_never_had_devices_is_not_said_to_have_lost_them(
+    aredis: redis.asyncio.Redis[bytes],
+) -> None:
+    """A continuous task that finished with no device has no per-device keys before its
+    retention ends: nothing is gone. Once past it, or after a lost Redis, it is."""
+    tid = uuid.uuid4().hex
+    later = int(time.time() * 1000) + 3_600_000
+    await aredis.hset(keys.task_runtime(tid), "devices_expire_ms", later)
+    assert await gone(aredis, tid) is None
+    await aredis.hset(keys.task_runtime(tid), "devices_expire_ms", later - 7_200_000)
+    assert (await gone(aredis, tid) or ("",))[0] == EXPIRED
+    await aredis.hset(keys.task_runtime(tid), "lost_ms", later)
+    assert (await gone(aredis, tid) or ("",))[0] == LOST
+    await aredis.hset(keys.task_devices(tid), "d-1", b"SUCCEEDED|1|3||0")
+    assert await gone(aredis, tid) is None  # held
