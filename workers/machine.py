@@ -38,8 +38,8 @@ from workers.transitions import DOWNLOAD_STATES, NOTED_WHEN_FINISHED, TRANSITION
 __all__ = ["TRANSITIONS", "Outcome", "step"]
 
 S = JobState
-# States are tested with `in TERMINAL` and kinds with `in UPLINK`, not the enums'
-# properties: a set lookup is several times cheaper, and each record asks several times.
+# States are tested with `in TERMINAL`, not `JobState.terminal`: a set lookup is several
+# times cheaper than an enum property, and each record asks several times.
 
 
 class Outcome(NamedTuple):
