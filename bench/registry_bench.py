@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -30,6 +29,7 @@ from typing import TypeVar
 import redis
 import redis.asyncio
 
+from ops.demo_env import free_port
 from ota.records import DeviceEventRecord, JobEventRecord, PresenceRecord
 from ota.settings import CommonSettings, Topics
 from scheduler import keys
@@ -44,13 +44,6 @@ STATES = ("QUEUED", "WAITING_ONLINE", "QUERYING_VERSION", "COMMAND_SENT", "DOWNL
 PARTS = ("observe", "job_events", "task_apply")
 
 OLD, NEW = "1.0.0", "2.0.0"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def journey(device: str, at_ms: int) -> Iterator[DeviceEventRecord | PresenceRecord]:

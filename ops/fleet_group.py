@@ -18,12 +18,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
-import redis
 
 from devices.fleet import fleet_credentials
 from devices.report import merge
 from ops.demo_env import StackPlan
 from ops.demo_stack import StackError
+from ota.redis_clients import make_redis
+from ota.settings import CommonSettings
 from scheduler.credentials import record_key
 
 # From this many devices a fleet is simulated by two processes (two cores) by default.
@@ -177,7 +178,8 @@ def forget_fleet(env: Mapping[str, str], device_ids: Sequence[str]) -> int:
     """Removes the credentials `register_fleet` stored for a finished run's devices; how
     many. The store is the broker's, shared by every stack on it (not the run's own Redis
     db, which a run flushes), so each run's fleet would otherwise stay in it for good."""
-    client: redis.Redis[bytes] = redis.Redis.from_url(env["OTA_CREDENTIALS_REDIS_URL"])
+    settings = CommonSettings.from_env(env)
+    client = make_redis(settings, env["OTA_CREDENTIALS_REDIS_URL"])
     removed = 0
     try:
         for at in range(0, len(device_ids), FORGET_CHUNK):
