@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from tests.integration.scheduler.sched_harness import WRITE_KEY, Harness
+from tests.integration.scheduler.sched_harness import READ_KEY, WRITE_KEY, Harness
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
@@ -31,6 +31,17 @@ async def log_in(harness: Harness, key: str) -> tuple[httpx.AsyncClient, str]:
     session_csrf = CSRF.search(page.text)
     assert session_csrf is not None, page.text
     return browser, session_csrf[1]
+
+
+async def console_page(harness: Harness, path: str) -> str:
+    """One console page, as an operator with read access sees it."""
+    browser, _ = await log_in(harness, READ_KEY)
+    try:
+        page = await browser.get(path)
+    finally:
+        await browser.aclose()
+    assert page.status_code == 200, page.text
+    return page.text
 
 
 async def audit_trail(harness: Harness) -> list[dict[str, Any]]:

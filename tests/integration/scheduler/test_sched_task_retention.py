@@ -16,8 +16,8 @@ from ota.catalog import FailureCause
 from scheduler import keys
 from scheduler.task_retention import EXPIRED, LOST, gone
 from tests.integration.scheduler.conftest import StartHarness
-from tests.integration.scheduler.sched_harness import READ_KEY, Harness, eventually
-from tests.integration.scheduler.test_sched_console_audit import log_in
+from tests.integration.scheduler.sched_harness import Harness, eventually
+from tests.integration.scheduler.test_sched_console_audit import console_page
 
 CAUSE = int(FailureCause.LOW_BATTERY)
 
@@ -122,13 +122,8 @@ async def test_past_the_retention_the_counts_stay_and_the_devices_are_refused(
     assert not await aredis.sismember(keys.package_users(package["id"]), tid)
     assert not await aredis.sismember(keys.ACTIVE_TASKS, tid)
 
-    browser, _ = await log_in(harness, READ_KEY)
-    try:
-        page = await browser.get(f"/console/tasks/{tid}")
-    finally:
-        await browser.aclose()
-    assert page.status_code == 200, page.text
-    assert "per-device states passed their retention" in page.text
+    page = await console_page(harness, f"/console/tasks/{tid}")
+    assert "per-device states passed their retention" in page
 
 
 async def test_a_task_that_never_had_devices_is_not_said_to_have_lost_them(

@@ -9,22 +9,11 @@ import uuid
 from typing import Any
 
 from tests.integration.scheduler.conftest import StartHarness
-from tests.integration.scheduler.sched_harness import READ_KEY, Harness, eventually
+from tests.integration.scheduler.sched_harness import eventually
 from tests.integration.scheduler.test_sched_api_devices import logged_at
-from tests.integration.scheduler.test_sched_console_audit import log_in
+from tests.integration.scheduler.test_sched_console_audit import console_page
 
 STEPS = ("WAITING_ONLINE", "QUERYING_VERSION", "COMMAND_SENT", "DOWNLOADING", "DOWNLOADED")
-
-
-async def device_page(harness: Harness, device: str) -> str:
-    """The device's console page, as an operator with read access sees it."""
-    browser, _ = await log_in(harness, READ_KEY)
-    try:
-        page = await browser.get(f"/console/devices/{device}")
-    finally:
-        await browser.aclose()
-    assert page.status_code == 200, page.text
-    return page.text
 
 
 async def test_a_trimmed_timeline_says_where_the_rest_is(start_harness: StartHarness) -> None:
@@ -49,7 +38,7 @@ async def test_a_trimmed_timeline_says_where_the_rest_is(start_harness: StartHar
     first = logged_at(harness, history["partition"], history["first_offset"])
     assert first.key == device.encode()
 
-    page = await device_page(harness, device)
+    page = await console_page(harness, f"/console/devices/{device}")
     assert (
         f"{len(STEPS) - 2} older entries are in the log only: {harness.topics.job_events}, "
         f"partition {history['partition']}, the device's records from offset "
@@ -80,7 +69,7 @@ async def test_an_expired_timeline_keeps_the_last_job_and_says_where_it_is(
     first = logged_at(harness, shown["history"]["partition"], shown["history"]["first_offset"])
     assert first.key == device.encode()
 
-    page = await device_page(harness, device)
+    page = await console_page(harness, f"/console/devices/{device}")
     assert "No job has touched this device yet." not in page
     assert (
         f"Entries past the timeline's retention are in the log only: "
