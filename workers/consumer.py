@@ -71,6 +71,11 @@ class _Sent:
     outputs: Sequence[Output] = ()
 
 
+class RedisFlushedError(RuntimeError):
+    """A partition this worker wrote has no state in Redis any more: Redis was emptied
+    under it. The worker stops; its restart rebuilds the partitions from the log."""
+
+
 class Worker:
     def __init__(
         self,
@@ -96,6 +101,7 @@ class Worker:
         self._to_commit: dict[TopicPartition, int] = {}
         self._quiet_until: dict[int, int] = {}
         self._unknown: set[TopicPartition] = set()
+        self._stateful: set[int] = set()  # owned partitions known to have state in Redis
         self._committed_at = 0.0
         self._wakeups = producer.wakeups()
         self._resends = 0  # consecutive resends of the oldest failed batch
@@ -121,6 +127,7 @@ class Worker:
                 self._unknown.add(tp)  # see _catch_up_quietly (no blocking calls here)
                 self.consumer.seek_to_beginning(tp)
             else:
+                self._stateful.add(tp.partition)
                 self.consumer.seek(tp, offset + 1)
             with self._owned_lock:
                 self._owned.add(tp.partition)
@@ -154,6 +161,7 @@ class Worker:
             for tp in revoked:
                 self._owned.discard(tp.partition)
                 self._unknown.discard(tp)
+                self._stateful.discard(tp.partition)
                 self._quiet_until.pop(tp.partition, None)
         telemetry.OWNED.set(len(self._owned))
 
@@ -203,6 +211,7 @@ class Worker:
         )
         plans: list[tuple[TopicPartition, Plan]] = []
         for (tp, items), snapshot in zip(parts, snapshots, strict=True):
+            self._check_state(tp.partition, snapshot.offset)
             fresh = [item for item in items if item.offset > snapshot.offset]
             telemetry.RECORDS.labels("redelivered").inc(len(items) - len(fresh))
             if not fresh:
@@ -236,13 +245,23 @@ class Worker:
                 applied(planned)
             else:
                 telemetry.CONFLICTS.inc()
+                self._check_state(tp.partition, self.store.offset(tp.partition))
                 result = apply_partition(self.store, self.settings, self.inbox, tp.partition, fresh)
+            self._stateful.add(tp.partition)
             if result is None:
                 self._sent.append(_Sent(tp, fresh[-1].offset, []))
             else:
                 self._send(tp, fresh[-1].offset, result.outputs)
                 transitions += result.transitions
         return transitions
+
+    def _check_state(self, partition: int, stored: int) -> None:
+        """Stop before applying anything into an emptied Redis (its offset gone)."""
+        if stored == NO_OFFSET and partition in self._stateful:
+            raise RedisFlushedError(
+                f"partition {partition}: its state is gone from Redis while this worker "
+                "owned it; stopping, so that a restart rebuilds it from the log"
+            )
 
     def _quiet(self, tp: TopicPartition, items: list[InboxItem]) -> list[InboxItem]:
         """Applies the records before the partition's quiet bound without producing;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import time
@@ -12,6 +13,7 @@ import redis
 from workerkit import TARGET, Inbox, Reader, ThreadWorker, reached, spawn_worker, transitions
 
 from ota.records import DownloadPhase, JobEventRecord, Windows
+from workers.consumer import RedisFlushedError
 from workers.rebuild import dump_partition, rebuild
 from workers.settings import WorkerSettings
 from workers.store import Store
@@ -167,3 +169,43 @@ def test_lost_redis_is_rebuilt_without_sending_history_again(
         ("QUERYING_VERSION", "COMMAND_SENT"),
         ("COMMAND_SENT", "DOWNLOADING"),
     ]
+
+
+def test_redis_emptied_under_a_running_worker_stops_it_and_a_restart_rebuilds(
+    wsettings: WorkerSettings, inbox: Inbox, wredis: redis.Redis[bytes]
+) -> None:
+    d = dev()
+    events = Reader(wsettings.common.kafka_bootstrap, wsettings.common.topics.job_events)
+    worker = ThreadWorker(wsettings)
+    try:
+        inbox.online(d)
+        inbox.start(d, "task-f")
+        inbox.version(d, "1.0")
+        events.wait(lambda rs: reached(rs, d, "COMMAND_SENT"))
+        store = Store(wredis)
+        before = {p: dump_partition(store, p) for p in PARTITIONS}
+        wredis.flushdb()  # emptied under the running worker
+        inbox.download(d, DownloadPhase.STARTED)
+        deadline = time.monotonic() + 60
+        while worker.threads[0].is_alive():
+            assert time.monotonic() < deadline, "the worker kept running on an emptied Redis"
+            time.sleep(0.05)
+    finally:
+        with contextlib.suppress(RedisFlushedError):
+            worker.stop()
+    assert isinstance(worker.error, RedisFlushedError)
+    assert not any(dump_partition(store, p)["devices"] for p in PARTITIONS)  # nothing applied
+    again = ThreadWorker(wsettings)  # the restart: rebuilt quietly, then the report applied
+    try:
+        got = events.wait(lambda rs: reached(rs, d, "DOWNLOADING"))
+        rebuilt = {p: dump_partition(store, p) for p in PARTITIONS}
+    finally:
+        again.stop()
+        events.close()
+    assert [(r.from_state, r.to_state) for r in got if isinstance(r, JobEventRecord)] == [
+        ("QUEUED", "QUERYING_VERSION"),
+        ("QUERYING_VERSION", "COMMAND_SENT"),
+        ("COMMAND_SENT", "DOWNLOADING"),
+    ]
+    assert sum(len(cast(dict[bytes, object], b["devices"])) for b in before.values()) == 1
+    assert sum(len(cast(dict[bytes, object], b["devices"])) for b in rebuilt.values()) == 1
