@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from kafka.errors import CommitFailedError
@@ -122,13 +122,17 @@ def read_to_end(
     *,
     poll_ms: int = 500,
     max_records: int | None = None,
+    until: Mapping[TopicPartition, int] | None = None,
 ) -> Iterator[tuple[TopicPartition, list[Record]]]:
     """Assigns `partitions` and yields their records, polled batch by polled batch, from
-    each one's first offset up to its end offset at the call (later records are left out)."""
+    each one's first offset up to its end offset at the call, or `until[tp]` if lower
+    (later records are left out)."""
     consumer.assign(partitions)
     consumer.seek_to_beginning(*partitions)
     # Asked before `position`: ConfluentConsumer answers an unread partition's from them.
     ends = consumer.end_offsets(partitions)
+    if until is not None:
+        ends = {tp: min(end, until.get(tp, end)) for tp, end in ends.items()}
     while any(consumer.position(tp) < end for tp, end in ends.items()):
         for tp, records in consumer.poll(timeout_ms=poll_ms, max_records=max_records).items():
             below = [r for r in records if r.offset < ends[tp]]

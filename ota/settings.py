@@ -43,6 +43,7 @@ class Topics:
     task_events: str = "ota.task-events"
     packages: str = "ota.packages"
     tasks: str = "ota.tasks"
+    task_devices: str = "ota.task-devices"
     devices: str = "ota.devices"
     audit: str = "ota.audit"
     api_keys: str = "ota.api-keys"

@@ -39,6 +39,7 @@ from ota.settings import Topics
 from scheduler import keys, taskstate, timeline
 from scheduler.bus import Out, Producer
 from scheduler.devices import Registry
+from scheduler.flush_mark import check_mark
 from scheduler.notify import Notifier, device_result_event
 from scheduler.taskdoc import load_task
 from scheduler.taskstate import TaskState, Transition
@@ -175,6 +176,8 @@ class JobEventHandler:
         return self._types[tid]
 
     async def __call__(self, records: Sequence[Any]) -> None:
+        # Not into an emptied Redis: the batch stays uncommitted for the rebuild's start.
+        await check_mark(self._r)
         parsed = parse_job_events(records)
         events: list[JobEventRecord] = parsed.items
         types = {tid: await self._task_type(tid) for tid in {e.task_id for e in events}}

@@ -15,6 +15,7 @@ GROUPS = P + "groups"  # set of group names
 TASKS = P + "tasks"  # zset id -> created_ms
 ACTIVE_TASKS = P + "active"  # set of task ids the reconciler paces
 LOST_TASKS = P + "lost"  # set of running task ids restored without their runtime, to stop
+RESTORED = P + "restored"  # set once a start restored what Redis lacked: gone means flushed
 CREATING = P + "creating"  # hash task id -> "<start ms> <package id>" while being created
 WEBHOOKS = P + "hooks"  # hash id -> JSON
 API_KEYS = P + "apikeys"  # hash id -> JSON of a stored API key (its SHA-256, never the key)
@@ -83,6 +84,10 @@ def task_counts(tid: str) -> str:
 
 def task_state_index(tid: str, state: str) -> str:
     return f"{P}task:{tid}:st:{state}"  # zset (score 0) of devices in one state
+
+
+def task_rebuild_lock(tid: str) -> str:
+    return f"{P}task:{tid}:rebuilding"  # the replica rebuilding the task's runtime, with a TTL
 
 
 def lease(tid: str) -> str:

@@ -70,7 +70,7 @@ async def serve(settings: SchedulerSettings, rt: Runtime) -> None:
     job_events = Consumer(
         settings.common,
         topics=[topics.job_events],
-        group_id=f"{settings.consumer_group}-jobs",
+        group_id=settings.jobs_group,
         handler=JobEventHandler(
             services.redis,
             services.state,
@@ -107,7 +107,7 @@ async def serve(settings: SchedulerSettings, rt: Runtime) -> None:
         timeout_s=settings.webhook_timeout_s,
     )
     await dispatcher.ensure_group()
-    await restore(services.redis, settings.common, services.webhooks)
+    await restore(services.redis, settings, services.webhooks)
     await stop_lost(services.redis, services.tasks)
     rt.started()
 

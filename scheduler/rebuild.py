@@ -7,12 +7,13 @@ lost or replaced, this puts back whatever Redis lacks. It only adds what is miss
 every replica may run it on every start. Webhooks are made to agree both ways
 (`Webhooks.restore`: a record that cannot be opened is logged and skipped, a tombstone
 finishes its delete, a registration the topic lacks is recorded).
-A task's device list and runtime live in Redis only: a restored task shows its document,
-not its per-device progress, and one that was still running is stopped with `LOST_REASON`
-by `stop_lost` (it cannot go on without its release list; the change is published and
-notified like any other; `keys.LOST_TASKS` keeps the ones still to stop across a crash),
-its device list and retry answering `task_devices_lost`. A webhook's delivery log
-and the notification stream are not restored either (see docs/scheduler.md).
+A running task's per-device states and runtime are rebuilt from its recorded device list
+and its job events (scheduler/task_rebuild.py); one that cannot be (see there) is stopped
+with `LOST_REASON` by `stop_lost` (the change is published and notified like any other;
+`keys.LOST_TASKS` keeps the ones still to stop across a crash), its device list and retry
+answering `task_devices_lost`, like a finished task's. A webhook's delivery log and the
+notification stream are not restored (see docs/scheduler.md). `keys.RESTORED`, set last,
+tells a running scheduler that Redis was emptied under it (scheduler/flush_mark.py).
 """
 
 from __future__ import annotations
@@ -32,7 +33,12 @@ from ota.kafka_consumer import read_to_end
 from ota.settings import CommonSettings
 from scheduler import keys
 from scheduler.errors import Conflict, NotFound
-from scheduler.taskdoc import load_task
+from scheduler.flush_mark import set_mark
+from scheduler.policy import parse_policy
+from scheduler.settings import SchedulerSettings
+from scheduler.task_lists import assemble
+from scheduler.task_rebuild import NEVER_MS, replay, resume
+from scheduler.taskdoc import TaskDoc, load_task
 from scheduler.tasks import Tasks
 from scheduler.taskstatus import FINISHED, TaskStatus
 from scheduler.webhooks import Webhooks
@@ -87,10 +93,12 @@ async def stop_lost(r: redis.asyncio.Redis[bytes], tasks: Tasks) -> int:
 
 
 async def restore(
-    r: redis.asyncio.Redis[bytes], settings: CommonSettings, webhooks: Webhooks
+    r: redis.asyncio.Redis[bytes], scheduler: SchedulerSettings, webhooks: Webhooks
 ) -> dict[str, int]:
-    """Put back what Redis lacks (for webhooks, `Webhooks.restore`); the running tasks
-    among the restored ones are left in `keys.LOST_TASKS` for `stop_lost`."""
+    """Put back what Redis lacks (for webhooks, `Webhooks.restore`; a running task's
+    runtime, scheduler/task_rebuild.py). The running tasks that cannot be rebuilt are left
+    in `keys.LOST_TASKS` for `stop_lost`. Marks Redis restored (`keys.RESTORED`) last."""
+    settings = scheduler.common
     topics = settings.topics
     latest = await asyncio.get_running_loop().run_in_executor(
         None,
@@ -111,16 +119,16 @@ async def restore(
         pipe.set(dedupe, pid, nx=True)
         await pipe.execute()
         restored["packages"] += 1
+    running: dict[str, bytes] = {}
     for tid, raw in latest[topics.tasks].items():
         if raw is None or await r.exists(keys.task(tid)):
             continue
-        task = load_task(raw)
-        await r.set(keys.task(tid), raw)
-        await r.zadd(keys.TASKS, {tid: task["created_ms"]})
-        await r.hset(keys.task_runtime(tid), "lost_ms", now_ms())
-        if TaskStatus(task["status"]) not in FINISHED:
-            await r.sadd(keys.LOST_TASKS, tid)
+        if TaskStatus(load_task(raw)["status"]) in FINISHED:
+            await _put_back_lost(r, tid, raw)
+        else:
+            running[tid] = raw
         restored["tasks"] += 1
+    restored["tasks_resumed"] = await _resume_running(r, scheduler, running)
     for key, raw in latest[topics.devices].items():
         if key.startswith("group:"):
             if raw is not None:
@@ -144,4 +152,54 @@ async def restore(
     restored |= await webhooks.restore(latest[topics.webhooks])
     if any(restored.values()):
         log.warning("restored the catalog from Kafka", extra=restored)
+    await set_mark(r)
     return restored
+
+
+async def _put_back_lost(r: redis.asyncio.Redis[bytes], tid: str, raw: bytes) -> None:
+    """A task's document without its runtime; a running one is listed to be stopped."""
+    pipe = r.pipeline(transaction=True)
+    pipe.hset(keys.task_runtime(tid), "lost_ms", now_ms())
+    if TaskStatus(load_task(raw)["status"]) not in FINISHED:
+        pipe.sadd(keys.LOST_TASKS, tid)
+    pipe.set(keys.task(tid), raw)  # last: a document in Redis is a task restored
+    pipe.zadd(keys.TASKS, {tid: load_task(raw)["created_ms"]})
+    await pipe.execute()
+
+
+def _rebuildable(doc: TaskDoc, lists: dict[str, list[str]]) -> bool:
+    """A continuous task's devices join in Redis only; another task's whole list is recorded."""
+    recorded = len(lists.get(doc["id"], ())) == doc["devices"]
+    return recorded and not parse_policy(doc["policy"], None).continuous
+
+
+async def _resume_running(
+    r: redis.asyncio.Redis[bytes], scheduler: SchedulerSettings, running: dict[str, bytes]
+) -> int:
+    """Rebuild the running tasks that can be (their recorded list is whole, their job
+    events all kept); put the others back to be stopped as lost. How many resumed."""
+    if not running:
+        return 0
+    loop = asyncio.get_running_loop()
+    settings = scheduler.common
+    topic = settings.topics.task_devices
+    recorded = await loop.run_in_executor(None, read_latest, settings, (topic,))
+    lists = assemble(recorded[topic])
+    whole = {tid for tid, raw in running.items() if _rebuildable(load_task(raw), lists)}
+    replayed = await loop.run_in_executor(None, replay, settings, scheduler.jobs_group, whole)
+    # Results applied shortly before the loss may not have reached the webhooks yet.
+    window = scheduler.rebuild_renotify_ms
+    renotify_from = replayed.last_at_ms - window if window else NEVER_MS
+    resumed = 0
+    for tid, raw in running.items():
+        doc = load_task(raw)
+        if tid not in whole or doc["created_ms"] < replayed.complete_from_ms:
+            await _put_back_lost(r, tid, raw)
+            continue
+        told = await resume(
+            r, scheduler.instance_id, raw, lists[tid], replayed.latest[tid], renotify_from
+        )
+        if told is not None:
+            resumed += 1
+            log.warning("task rebuilt from Kafka", extra={"task_id": tid, "renotified": told})
+    return resumed

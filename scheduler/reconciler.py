@@ -31,10 +31,11 @@ from ota.records import (
     encode,
 )
 from ota.settings import Topics
-from scheduler import keys
+from scheduler import keys, task_lists
 from scheduler.bus import Out, Producer
 from scheduler.creations import stop_interrupted
 from scheduler.errors import Conflict, NotFound
+from scheduler.flush_mark import check_mark
 from scheduler.joins import DRAIN_LIMIT, Joins
 from scheduler.matching import followed
 from scheduler.pacing import MAX_BATCH, PaceInput, decide
@@ -135,6 +136,7 @@ class Reconciler:
         """One pass over the active tasks; True when some task has more to release now."""
         if time.monotonic() >= self._next_creation_check:
             self._next_creation_check = time.monotonic() + CREATION_CHECK_S
+            await check_mark(self._r)
             await stop_interrupted(self._r, self._tasks, now_ms())
         busy = False
         for raw in await self._r.smembers(keys.ACTIVE_TASKS):
@@ -354,6 +356,8 @@ class Reconciler:
     async def _finish(self, tid: str, doc: TaskDoc) -> None:
         if self._policies.of(tid, doc["policy"]).continuous:
             await self._joins.close(tid, followed(doc["targets"]))
+        # A finished task is not rebuilt after a lost Redis (scheduler/task_rebuild.py).
+        await task_lists.forget(self._producer, self._topics, tid, doc["devices"])
         await self._r.srem(keys.package_users(doc["package_id"]), tid)
         await self._r.delete(keys.lease(tid))
         # Before leaving the active set, so that a start cut short by Redis is tried again.

@@ -115,6 +115,9 @@ class SchedulerSettings:
     # How long a finished task keeps its per-device states and state indexes (0: as long
     # as the task); its document, counts and waves stay either way.
     task_devices_retention_ms: int
+    # A running task rebuilt after Redis was lost sends the device results applied within
+    # this long before the loss to the webhooks again (scheduler/task_rebuild.py).
+    rebuild_renotify_ms: int
     webhook_attempts: int
     webhook_backoff_s: float
     webhook_timeout_s: float
@@ -132,6 +135,11 @@ class SchedulerSettings:
     # (scheduler/audit_budget.py, scheduler/shared_budget.py).
     audit_failures_burst: int = 100
     audit_failures_per_min: float = 60.0
+
+    @property
+    def jobs_group(self) -> str:
+        """The consumer group that applies job events to tasks."""
+        return f"{self.consumer_group}-jobs"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SchedulerSettings:
@@ -164,6 +172,8 @@ class SchedulerSettings:
             * env.integer(
                 "TASK_DEVICES_RETENTION_S", 2_592_000, min_value=0, max_value=10 * 365 * 86_400
             ),
+            rebuild_renotify_ms=1000
+            * env.integer("REBUILD_RENOTIFY_S", 900, min_value=0, max_value=7 * 86_400),
             webhook_attempts=env.integer("WEBHOOK_ATTEMPTS", 8, min_value=1, max_value=50),
             webhook_backoff_s=env.number("WEBHOOK_BACKOFF_S", 1.0, min_value=0.01, max_value=600),
             webhook_timeout_s=env.number("WEBHOOK_TIMEOUT_S", 10.0, min_value=0.1, max_value=120),

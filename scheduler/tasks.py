@@ -25,7 +25,7 @@ from ota.jobstates import CANCELLABLE, DeviceStatus, JobState
 from ota.protocol import ProtocolError, check_device_id
 from ota.records import TaskType, new_id
 from ota.settings import Topics
-from scheduler import keys
+from scheduler import keys, task_lists
 from scheduler.bus import Out, Producer
 from scheduler.devices import Registry
 from scheduler.dryrun import DryRuns
@@ -52,7 +52,6 @@ from scheduler.taskstate import (
     STATES,
     TaskState,
     causes,
-    pending_entry,
     split_entry,
     tally,
 )
@@ -234,7 +233,8 @@ class Tasks:
                 await self._joins.close(tid, follows)
             raise ValidationError(f"package {pid!r} was just deleted", code="unknown_package")
         await self._save(doc)
-        await self._materialise(tid, devices)
+        await task_lists.record(self._producer, self._topics, tid, devices)
+        await task_lists.materialise(self._r, tid, devices)
         await self._r.zadd(keys.TASKS, {tid: now})
         first = TaskStatus.WAITING if policy.schedule_ms is not None else TaskStatus.PROCESSING
         await self._r.sadd(keys.ACTIVE_TASKS, tid)
@@ -270,22 +270,6 @@ class Tasks:
                 "targets resolve to no devices", code="empty_targets", field="targets"
             )
         return list(ordered)
-
-    async def _materialise(self, tid: str, devices: list[str]) -> None:
-        entry = pending_entry()
-        pending_index = keys.task_state_index(tid, PENDING)
-        for start in range(0, len(devices), CHUNK):
-            part = devices[start : start + CHUNK]
-            pipe = self._r.pipeline(transaction=False)
-            pipe.rpush(keys.task_list(tid), *part)
-            pipe.hset(keys.task_devices(tid), mapping=dict.fromkeys(part, entry))
-            pipe.zadd(pending_index, dict.fromkeys(part, 0))
-            await pipe.execute()
-        await self._r.hset(keys.task_counts(tid), f"s:{PENDING}", len(devices))
-        await self._r.hset(
-            keys.task_runtime(tid),
-            mapping={"cursor": 0, "wave": 0, "hold": "", "stopping": 0, "cancel_done": 0},
-        )
 
     # ------------------------------------------------------------ documents
 
@@ -409,13 +393,15 @@ class Tasks:
             "percent": round(100.0 * total.finished / total.total, 2) if total.total else 100.0,
         }
         doc["waves"] = waves
-        expires = runtime.get("devices_expire_ms")
+        expires, rebuilt = runtime.get("devices_expire_ms"), runtime.get("rebuilt_ms")
         doc["runtime"] = {
             "released": int(runtime.get("cursor", "0")),
             "current_wave": int(runtime.get("wave", "0")) + 1,
             "hold": runtime.get("hold", ""),
             # a finished task's per-device states go then (null: kept)
             "devices_expire_ms": None if expires is None else int(expires),
+            # when a start rebuilt it from Kafka after Redis was lost (null: never)
+            "rebuilt_ms": None if rebuilt is None else int(rebuilt),
         }
         if policy.continuous:
             status = TaskStatus(doc["status"])

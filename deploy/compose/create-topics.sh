@@ -31,6 +31,7 @@ create ota.dead-letters cleanup.policy=delete retention.ms=604800000
 create ota.task-events cleanup.policy=delete retention.ms=604800000
 create ota.packages cleanup.policy=compact
 create ota.tasks cleanup.policy=compact
+create ota.task-devices cleanup.policy=compact
 create ota.devices cleanup.policy=compact
 create ota.audit cleanup.policy=delete retention.ms=31536000000
 create ota.api-keys cleanup.policy=compact

@@ -99,6 +99,17 @@ class Harness:
             await asyncio.wait_for(self._task, 30)
             self._task = None
 
+    async def wait_failed(self, timeout_s: float = 30.0) -> BaseException:
+        """Wait for the scheduler to stop by itself; what it failed with."""
+        assert self._task is not None
+        task, self._task = self._task, None
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(asyncio.shield(task), timeout_s)
+        assert task.done(), "the scheduler is still running"
+        failure = task.exception()
+        assert failure is not None, "the scheduler stopped without a failure"
+        return failure
+
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.stop()

@@ -1,16 +1,130 @@
-"""Losing Redis: the catalog (packages, tasks, groups, tags) comes back from Kafka; a task
-that was running comes back stopped, saying its runtime was lost."""
+"""Losing Redis: the catalog (packages, tasks, groups, tags) comes back from Kafka; a
+running task is rebuilt from its recorded device list and its job events and goes on
+with exact counts, releasing no device twice; one that cannot be rebuilt comes back
+stopped, saying its runtime was lost."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
+from typing import Any
 
 import redis
 
+from ota.catalog import FailureCause
 from scheduler import keys
-from scheduler.rebuild import LOST_REASON
+from scheduler.flush_mark import RedisFlushedError
+from scheduler.rebuild import LOST_REASON, read_latest
+from scheduler.task_lists import chunk_key
+from tests.faults.webhook_inbox import SECRET, WebhookInbox, WebhookRepeats
 from tests.integration.scheduler.conftest import StartHarness
+from tests.integration.scheduler.sched_harness import Harness, eventually
+
+
+async def device_states(harness: Harness, tid: str) -> dict[str, tuple[str, int, int | None]]:
+    listed = (await harness.client.get(f"/v1/tasks/{tid}/devices", params={"limit": 100})).json()
+    return {d["device_id"]: (d["state"], d["attempt"], d["wave"]) for d in listed["items"]}
+
+
+async def test_a_running_task_is_rebuilt_and_goes_on_with_exact_counts(
+    start_harness: StartHarness, sched_redis: redis.Redis[bytes]
+) -> None:
+    first = await start_harness()
+    hooks = WebhookInbox()
+    hooks.start()
+    hook = {"url": hooks.url, "secret": SECRET, "events": ["device_result"]}
+    assert (await first.client.post("/v1/webhooks", json=hook)).status_code == 201
+    d = [f"resume-{uuid.uuid4().hex[:6]}-{i}" for i in range(8)]
+    package = await first.upload(b"rebuilt from kafka")
+    tid = await first.create_task(
+        package["id"], d, waves=[{"count": 3, "success_threshold_pct": 60}]
+    )
+    await first.wait_releases(3)
+    first.job_event(d[0], tid, "SUCCEEDED", job_version=4)
+    first.job_event(d[1], tid, "SUCCEEDED", job_version=4)
+    first.job_event(d[2], tid, "FAILED", job_version=3, cause=int(FailureCause.LOW_BATTERY))
+    await first.wait_releases(8)  # wave 1 passed (2 of 3): the rest is released
+    first.job_event(d[3], tid, "DOWNLOADING", job_version=2)
+    first.job_event(d[4], tid, "QUERYING_VERSION", job_version=1)
+    first.job_event(d[4], tid, "SUCCEEDED", job_version=5)
+    first.job_event(d[5], tid, "COMMAND_SENT", job_version=3)
+    first.job_event(d[5], tid, "QUERYING_VERSION", job_version=2)  # late: changes nothing
+    # d[6] and d[7] were released; their workers have not answered yet.
+
+    async def applied() -> dict[str, Any] | None:
+        task = await first.task(tid)
+        return (
+            task
+            if task["progress"]["succeeded"] == 3 and task["progress"]["in_flight"] == 4
+            else None
+        )
+
+    before = await eventually(applied, "the events to be applied")
+    states_before = await device_states(first, tid)
+    first_starts = {r.device_id: r.id for r in await first.releases() if r.job.task_id == tid}
+    finished = {d[0], d[1], d[2], d[4]}
+    assert await asyncio.to_thread(hooks.wait_for, finished, 30), hooks.device_results()
+    await first.stop()
+
+    sched_redis.flushdb()
+    second = await start_harness(
+        OTA_SCHEDULER_PORT=str(first.settings.http_port),
+        OTA_SCHEDULER_GROUP=first.settings.consumer_group,  # its offsets say what was applied
+    )
+
+    # The results of the last minutes go to the webhooks again, under the same ids.
+    async def told_again() -> bool:
+        return hooks.repeats() == WebhookRepeats(same_id=len(finished), new_id=0)
+
+    await eventually(told_again, "the results to be told again")
+    rebuilt = await second.task(tid)
+    assert rebuilt["status"] == "Processing"
+    assert rebuilt["runtime"]["rebuilt_ms"] is not None
+    assert before["runtime"]["rebuilt_ms"] is None
+    # The two devices with no event are released again, under the same record ids.
+    starts = await second.wait_releases(10)
+    again = [(r.device_id, r.id) for r in starts if r.job.task_id == tid]
+    assert sorted(again) == sorted([*first_starts.items(), *((x, first_starts[x]) for x in d[6:])])
+
+    async def same_states() -> bool:
+        return await device_states(second, tid) == states_before
+
+    await eventually(same_states, "the rebuilt states to equal the ones before")
+    after = await second.task(tid)
+    for field in ("progress", "waves", "failure_causes"):
+        assert after[field] == before[field], field
+    assert states_before[d[5]] == ("COMMAND_SENT", 1, 2)
+    assert states_before[d[2]] == ("FAILED", 1, 1)
+
+    for x in (d[3], d[5], d[6], d[7]):
+        second.job_event(x, tid, "SUCCEEDED", job_version=9)
+    done = await second.wait_status(tid, "PartialSuccess")
+    assert done["progress"] == {**done["progress"], "succeeded": 7, "failed": 1, "in_flight": 0}
+    # A finished task's list is tombstoned: the topic keeps only running tasks' lists.
+    topic = second.topics.task_devices
+
+    async def forgotten() -> bool:
+        latest = (await asyncio.to_thread(read_latest, second.settings.common, [topic]))[topic]
+        return latest.get(chunk_key(tid, 0), b"") is None
+
+    await eventually(forgotten, "the finished task's list to be tombstoned")
+    assert hooks.device_results() == set(d)
+    hooks.stop()
+
+
+async def test_a_scheduler_stops_when_redis_is_emptied_under_it(
+    start_harness: StartHarness, sched_redis: redis.Redis[bytes]
+) -> None:
+    first = await start_harness()
+    package = await first.upload(b"flushed under it")
+    tid = await first.create_task(package["id"], [f"flushed-{uuid.uuid4().hex[:6]}"])
+    await first.wait_releases(1)
+    sched_redis.flushdb()
+    assert isinstance(await first.wait_failed(), RedisFlushedError)
+    second = await start_harness(OTA_SCHEDULER_PORT=str(first.settings.http_port))
+    assert (await second.task(tid))["status"] == "Processing"
+    assert sched_redis.sismember(keys.ACTIVE_TASKS, tid)
 
 
 async def test_catalog_is_restored_after_redis_is_lost(
@@ -26,6 +140,8 @@ async def test_catalog_is_restored_after_redis_is_lost(
     assert (await first.client.delete("/v1/groups/gone")).status_code == 204
     later = int(time.time() * 1000) + 3_600_000
     tid = await first.create_task(package["id"], [device], schedule_time_ms=later)
+    # Without its recorded device list, the task cannot be rebuilt.
+    first.produce_raw(first.topics.task_devices, chunk_key(tid, 0), None)
     await first.stop()
 
     sched_redis.flushdb()

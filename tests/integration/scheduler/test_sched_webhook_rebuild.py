@@ -129,13 +129,13 @@ async def test_a_record_that_does_not_open_is_skipped_and_logged(
     await aredis.delete(keys.WEBHOOKS)
 
     with caplog.at_level(logging.ERROR, logger="scheduler.webhooks"):
-        restored = await restore(aredis, harness.settings.common, webhooks)
+        restored = await restore(aredis, harness.settings, webhooks)
     assert restored["webhooks"] == 1
     assert set(await aredis.hkeys(keys.WEBHOOKS)) == {good.encode()}
     [logged] = [r for r in caplog.records if r.getMessage() == "webhook not restored"]
     assert logged.__dict__["webhook"] == forged  # the log's `extra` fields
     assert "does not open" in logged.__dict__["reason"]
-    again = await restore(aredis, harness.settings.common, webhooks)  # only what Redis lacks
+    again = await restore(aredis, harness.settings, webhooks)  # only what Redis lacks
     assert again["webhooks"] == again["webhooks_recorded"] == 0
 
 
@@ -153,7 +153,7 @@ async def test_start_up_records_old_webhooks_and_finishes_deletes(
     deleted = await _create(harness, "http://127.0.0.1:9/deleted")
     harness.produce_raw(harness.topics.webhooks, deleted, None)  # its Redis delete lost
     with caplog.at_level(logging.ERROR, logger="scheduler.webhooks"):
-        restored = await restore(aredis, harness.settings.common, webhooks)
+        restored = await restore(aredis, harness.settings, webhooks)
     assert (restored["webhooks_recorded"], restored["webhooks_deleted"]) == (1, 1)
     assert set(await aredis.hkeys(keys.WEBHOOKS)) == {old["id"].encode(), b"b" * 32}
     [logged] = [r for r in caplog.records if r.getMessage() == "webhook not recorded"]

@@ -1,0 +1,233 @@
+"""Rebuild a running task's per-device states, counts and runtime after Redis was lost.
+
+Both inputs are in Kafka: the device list recorded at creation (scheduler/task_lists.py)
+and the task's job events (`ota.job-events`). Each device takes its newest event
+(attempt, then job version: the rule `TaskState.apply` follows), in the wave its place in
+the list was released in (a release never crosses a wave's end), and the counts are
+summed from the entries, so they agree with them exactly as the scripts keep them.
+The cursor stops at the first device with no event: the release skips the devices after
+it that have one, and releases those without one again under the same record id (a
+worker ignores a start it already has), so no device is started twice. Nothing is
+notified: what the events said was told when they were first applied.
+
+Not rebuilt exactly, and so stopped as lost instead (scheduler/rebuild.py): a task with
+no complete recorded list (a continuous task, whose devices join in Redis; one created
+before the list was recorded; one whose list was tombstoned at its finish and then
+retried), and one whose job events may be gone: a partition of the topic whose first
+remaining record is newer than the task, after older ones were deleted.
+A paused task comes back paused by the operator: resuming it judges its current wave
+again, so an approval or an override already given may be asked for again. A retry's
+devices not yet released when Redis was lost keep the failure they had.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+
+import orjson
+import redis.asyncio
+from kafka import TopicPartition
+
+from ota.clock import now_ms
+from ota.jobstates import JobState
+from ota.kafka_clients import make_consumer
+from ota.kafka_consumer import read_to_end
+from ota.records import JobEventRecord
+from ota.settings import CommonSettings
+from scheduler import keys
+from scheduler.consumers import parse_job_events
+from scheduler.notify import device_result_event
+from scheduler.pacing import Hold
+from scheduler.policy import parse_policy
+from scheduler.task_lists import WRITE_CHUNK, lay_out
+from scheduler.taskdoc import TaskDoc
+from scheduler.taskstate import FINISHED_BUCKETS, NOTIFY_STREAM_MAXLEN, PENDING, bucket
+from scheduler.taskstatus import TaskStatus
+from scheduler.waves import wave_ends
+
+POLL_MS = 500
+NEVER_MS = 2**62  # a partition emptied by retention: no task can tell what it lost
+LOCK_MS = 60_000  # one replica rebuilds a task; another waits, or takes over a crashed one
+LOCK_POLL_S = 0.5
+_FAILED = JobState.FAILED.value
+
+
+@dataclass(frozen=True, slots=True)
+class Latest:
+    """A device's newest job event in a task."""
+
+    attempt: int
+    job_version: int
+    state: str
+    cause: int | None
+    at_ms: int = 0
+
+    def newer_than(self, other: Latest) -> bool:
+        return (self.attempt, self.job_version) > (other.attempt, other.job_version)
+
+
+@dataclass(frozen=True, slots=True)
+class Rebuilt:
+    entries: dict[str, str]  # devices with an event; the others are pending
+    counts: dict[str, int]
+    cursor: int
+    wave: int
+
+
+def rebuild(devices: Sequence[str], latest: Mapping[str, Latest], ends: Sequence[int]) -> Rebuilt:
+    """The task's entries and counts from its list and its devices' newest events;
+    `ends` as the reconciler computes them (scheduler.waves.wave_ends)."""
+    entries: dict[str, str] = {}
+    counts: Counter[str] = Counter()
+    cursor: int | None = None
+    for place, device in enumerate(devices):
+        got = latest.get(device)
+        if got is None:
+            counts[f"s:{PENDING}"] += 1
+            if cursor is None:
+                cursor = place
+            continue
+        wave = bisect_right(ends, place)
+        cause = "" if got.cause is None else str(got.cause)
+        entries[device] = f"{got.state}|{got.attempt}|{got.job_version}|{cause}|{wave}"
+        counts[f"s:{got.state}"] += 1
+        if got.state == _FAILED and cause:
+            counts[f"c:{cause}"] += 1
+        counts[f"w{wave}:{bucket(got.state)}"] += 1
+    at = len(devices) if cursor is None else cursor
+    return Rebuilt(entries, dict(counts), at, bisect_right(ends, at - 1) if at else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Replayed:
+    latest: dict[str, dict[str, Latest]]  # task id -> device -> newest event
+    complete_from_ms: int  # a task created before this may have lost events (0: none lost)
+    last_at_ms: int  # the newest event's time: about when the events stopped being applied
+
+
+def replay(settings: CommonSettings, group_id: str, tids: Collection[str]) -> Replayed:
+    """Read `ota.job-events` from its start up to the offsets the scheduler's job-event
+    consumer group (`group_id`) committed, keeping each device's newest event in the tasks
+    `tids` (a blocking call: run it in an executor). The group applies the events after
+    those, with their notifications, once the scheduler runs."""
+    topic = settings.topics.job_events
+    needles = [b'"task_id":"%s"' % t.encode() for t in tids]
+    latest: dict[str, dict[str, Latest]] = {t: {} for t in tids}
+    complete_from = last_at = 0
+    consumer = make_consumer(settings, group_id=group_id, client_id="ota-scheduler-task-rebuild")
+    try:
+        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not parts or not needles:
+            return Replayed(latest, 0, 0)
+        ends = {tp: consumer.committed(tp) or 0 for tp in parts}  # never joins the group
+        first: dict[TopicPartition, tuple[int, int]] = {}
+        for tp, records in read_to_end(consumer, parts, poll_ms=POLL_MS, until=ends):
+            first.setdefault(tp, (records[0].offset, records[0].timestamp))
+            wanted = [r for r in records if any(n in (r.value or b"") for n in needles)]
+            for event in parse_job_events(wanted).items:
+                seen = latest.get(event.task_id)
+                if seen is None:
+                    continue
+                got = Latest(
+                    event.attempt, event.job_version, event.to_state, event.cause, event.at_ms
+                )
+                last_at = max(last_at, event.at_ms)
+                old = seen.get(event.device_id)
+                if old is None or got.newer_than(old):
+                    seen[event.device_id] = got
+        for tp, end in ends.items():
+            offset, stamp = first.get(tp, (end, 0))
+            if offset > 0:  # records were deleted, none newer than the first one kept
+                complete_from = max(complete_from, stamp if tp in first else NEVER_MS)
+    finally:
+        consumer.close()
+    return Replayed(latest, complete_from, last_at)
+
+
+def results_since(tid: str, latest: Mapping[str, Latest], since_ms: int) -> list[bytes]:
+    """The device-result notifications of the devices whose newest event ended their job
+    at or after `since_ms`, as the apply script adds them to the webhooks' stream."""
+    notes = []
+    for device, got in latest.items():
+        if got.at_ms < since_ms or bucket(got.state) not in FINISHED_BUCKETS:
+            continue
+        event = JobEventRecord(
+            device_id=device,
+            task_id=tid,
+            attempt=got.attempt,
+            job_version=got.job_version,
+            from_state=got.state,
+            to_state=got.state,
+            cause=got.cause,
+            at_ms=got.at_ms,
+        )
+        status = JobState(got.state).device_status.value
+        notes.append(orjson.dumps(device_result_event(event, status)))
+    return notes
+
+
+async def resume(
+    r: redis.asyncio.Redis[bytes],
+    owner: str,
+    raw: bytes,
+    devices: Sequence[str],
+    latest: Mapping[str, Latest],
+    renotify_from_ms: int,
+) -> int | None:
+    """Lay a running task's rebuilt state out in Redis, then put its document back and
+    list it for the reconciler, in one transaction (the document is what says a task is
+    restored), with the device results from `renotify_from_ms` on added to the webhooks'
+    stream again (same ids: receivers deduplicate). How many results were added; None
+    when another replica restored the task meanwhile."""
+    doc: TaskDoc = orjson.loads(raw)
+    tid = doc["id"]
+    lock = keys.task_rebuild_lock(tid)
+    while not await r.set(lock, owner, nx=True, px=LOCK_MS):
+        if await r.exists(keys.task(tid)):
+            return None
+        await asyncio.sleep(LOCK_POLL_S)
+    try:
+        if await r.exists(keys.task(tid)):
+            return None
+        ends = wave_ends(doc["devices"], parse_policy(doc["policy"], None).waves)
+        ends[-1] = max(ends[-1], len(devices))
+        built = rebuild(devices, latest, ends)
+        await lay_out(r, tid, devices, built.entries)
+        paused = TaskStatus(doc["status"]) is TaskStatus.PAUSED
+        runtime = {
+            "cursor": built.cursor,
+            "wave": built.wave,
+            "hold": Hold.MANUAL if paused else Hold.NONE,
+            "stopping": 0,
+            "cancel_done": 0,
+            "rebuilt_ms": now_ms(),
+        }
+        pipe = r.pipeline(transaction=True)
+        pipe.delete(keys.task_counts(tid), keys.task_runtime(tid))
+        if built.counts:
+            pipe.hset(keys.task_counts(tid), mapping=built.counts)  # type: ignore[arg-type]
+        pipe.hset(keys.task_runtime(tid), mapping=runtime)  # type: ignore[arg-type]
+        pipe.set(keys.task(tid), raw)
+        pipe.zadd(keys.TASKS, {tid: doc["created_ms"]})
+        pipe.sadd(keys.package_users(doc["package_id"]), tid)
+        pipe.sadd(keys.ACTIVE_TASKS, tid)
+        # Before the document: a start cut short in between tells them again (same ids).
+        notes = results_since(tid, latest, renotify_from_ms)
+        for at in range(0, len(notes), WRITE_CHUNK):
+            stream = r.pipeline(transaction=False)
+            for note in notes[at : at + WRITE_CHUNK]:
+                stream.xadd(
+                    keys.NOTIFY_STREAM,
+                    {"body": note},
+                    maxlen=NOTIFY_STREAM_MAXLEN,
+                    approximate=True,
+                )
+            await stream.execute()
+        await pipe.execute()
+    finally:
+        await r.delete(lock)
+    return len(notes)

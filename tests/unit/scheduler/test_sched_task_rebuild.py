@@ -1,0 +1,128 @@
+"""Rebuilding a task's states from its list and its devices' newest job events, and
+reassembling recorded lists (scheduler/task_rebuild.py, scheduler/task_lists.py)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import orjson
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ota.records import JobEventRecord
+from scheduler.notify import device_result_event
+from scheduler.task_lists import CHUNK_IDS, assemble, chunk_key, chunks
+from scheduler.task_rebuild import Latest, rebuild, results_since
+from scheduler.taskstate import bucket
+
+STATE_NAMES = ("QUEUED", "DOWNLOADING", "SUCCEEDED", "FAILED", "CANCELLED", "WAITING_RETRY")
+
+
+def test_entries_waves_counts_and_cursor() -> None:
+    devices = ["a", "b", "c", "d", "e", "f"]
+    latest = {
+        "a": Latest(1, 4, "SUCCEEDED", None),
+        "b": Latest(1, 3, "FAILED", 7),
+        "c": Latest(2, 1, "DOWNLOADING", None),
+        "e": Latest(1, 2, "QUEUED", None),  # released with d, whose first event is not in yet
+    }
+    built = rebuild(devices, latest, ends=[2, 6])
+    assert built.entries == {
+        "a": "SUCCEEDED|1|4||0",
+        "b": "FAILED|1|3|7|0",
+        "c": "DOWNLOADING|2|1||1",
+        "e": "QUEUED|1|2||1",
+    }
+    assert built.counts == {
+        "s:SUCCEEDED": 1,
+        "s:FAILED": 1,
+        "c:7": 1,
+        "w0:succeeded": 1,
+        "w0:failed": 1,
+        "s:DOWNLOADING": 1,
+        "s:QUEUED": 1,
+        "w1:active": 2,
+        "s:PENDING": 2,
+    }
+    assert (built.cursor, built.wave) == (3, 1)  # d is released again; e is skipped
+
+
+def test_a_task_not_started_and_one_fully_released() -> None:
+    assert rebuild(["a", "b"], {}, ends=[1, 2]).cursor == 0
+    assert rebuild(["a", "b"], {}, ends=[1, 2]).wave == 0
+    done = {d: Latest(1, 1, "SUCCEEDED", None) for d in ("a", "b")}
+    built = rebuild(["a", "b"], done, ends=[1, 2])
+    assert (built.cursor, built.wave) == (2, 1)
+    # A wave fully released stays the current one, so the pacer judges it.
+    assert rebuild(["a", "b"], {"a": done["a"]}, ends=[1, 2]).wave == 0
+
+
+def test_newer_than_orders_by_attempt_then_job_version() -> None:
+    assert Latest(2, 1, "QUEUED", None).newer_than(Latest(1, 9, "FAILED", 3))
+    assert Latest(1, 5, "SUCCEEDED", None).newer_than(Latest(1, 4, "DOWNLOADING", None))
+    assert not Latest(1, 4, "SUCCEEDED", None).newer_than(Latest(1, 4, "DOWNLOADING", None))
+
+
+@given(
+    states=st.lists(
+        st.one_of(st.none(), st.tuples(st.sampled_from(STATE_NAMES), st.integers(1, 3))),
+        max_size=40,
+    ),
+    cuts=st.lists(st.integers(0, 40), max_size=3),
+)
+def test_counts_always_agree_with_the_entries(
+    states: list[tuple[str, int] | None], cuts: list[int]
+) -> None:
+    devices = [f"d{i}" for i in range(len(states))]
+    latest = {
+        d: Latest(1, 1, s[0], s[1] if s[0] == "FAILED" else None)
+        for d, s in zip(devices, states, strict=True)
+        if s is not None
+    }
+    ends = [min(c, len(devices)) for c in sorted(cuts)] + [len(devices)]
+    built = rebuild(devices, latest, ends)
+    expected: Counter[str] = Counter()
+    for device in devices:
+        if device not in built.entries:
+            expected["s:PENDING"] += 1
+            continue
+        state, _, _, cause, wave = built.entries[device].split("|")
+        expected[f"s:{state}"] += 1
+        expected[f"w{wave}:{bucket(state)}"] += 1
+        if cause:
+            expected[f"c:{cause}"] += 1
+    assert built.counts == dict(expected)
+    assert all(d in built.entries for d in devices[: built.cursor])
+    assert built.cursor == len(devices) or devices[built.cursor] not in built.entries
+
+
+def test_assemble_joins_whole_lists_and_leaves_out_broken_ones() -> None:
+    ids = [f"dev-{i}" for i in range(CHUNK_IDS + 5)]
+    latest: dict[str, bytes | None] = {
+        chunk_key("t1", 0): orjson.dumps(ids[:CHUNK_IDS]),
+        chunk_key("t1", 1): orjson.dumps(ids[CHUNK_IDS:]),
+        chunk_key("t2", 1): orjson.dumps(["x"]),  # its first chunk never came
+        chunk_key("t3", 0): None,  # finished: tombstoned
+    }
+    assert chunks(len(ids)) == 2
+    assert assemble(latest) == {"t1": ids}
+
+
+def test_results_since_tells_the_recent_finished_devices_as_the_apply_did() -> None:
+    latest = {
+        "old": Latest(1, 4, "SUCCEEDED", None, at_ms=1_000),
+        "new": Latest(1, 4, "FAILED", 22, at_ms=5_000),
+        "busy": Latest(1, 2, "DOWNLOADING", None, at_ms=6_000),
+    }
+    notes = [orjson.loads(n) for n in results_since("t", latest, 2_000)]
+    event = JobEventRecord(
+        device_id="new",
+        task_id="t",
+        attempt=1,
+        job_version=4,
+        from_state="DOWNLOADING",
+        to_state="FAILED",
+        cause=22,
+        at_ms=5_000,
+    )
+    assert notes == [device_result_event(event, "Fail")]
