@@ -5,6 +5,8 @@
     .venv/bin/python bench/restart.py --part redis --size 10000 --outage-s 2
     .venv/bin/python bench/restart.py --part broker --size 10000 --outage-s 2
     .venv/bin/python bench/restart.py --part kafka-leader --size 2000
+    .venv/bin/python bench/restart.py --part redis-flush --size 100000 --mode multiplexed \
+        --mux-connections 8 --fleet-processes 2 --rate-per-min 30000 --kill-at 0.3
 
 The part is a private one (the shared ones serve everyone on the machine), on free ports
 with its own data directory: Kafka a one-node KRaft broker from the jars deploy/local/up
@@ -41,6 +43,13 @@ kafka, redis or broker:
 - `..._repeated_transitions`: job-event transitions in the log twice (the scheduler
   applies each once);
 - the whole task's devices/s and wall time.
+
+With `--part redis-flush` the services' private Redis is not killed but emptied (FLUSHALL)
+and answers throughout: the scheduler and the workers stop when they find their state
+gone, the supervisor starts them again, and they rebuild from Kafka (docs/scheduler.md,
+"Known limits"). Its figures are `faults.flushall_*`; `faults.flushall_rebuild_s` counts
+from the flush to the task's progress running at half its rate before it again (the
+rebuilt scheduler releasing and the rebuilt workers applying).
 
 For `kafka-leader` the figures are `faults.kafka_leader_kill_*`, and `resume_s` counts from
 the kill (there is no restart): the whole pause a device sees, of which `failover_s` is
@@ -82,24 +91,34 @@ from tests.kafka_cluster_kit import (  # noqa: E402
     cluster_root,
 )
 from tests.kafka_kit import PrivateKafka  # noqa: E402
-from tests.redis_kit import AOF_EVERYSEC, PrivateRedis  # noqa: E402
+from tests.redis_kit import AOF_EVERYSEC, FlushedRedis, PrivateRedis  # noqa: E402
 from tests.stack_kit import running_stack  # noqa: E402
 
 OUT = REPO / "bench" / "out"
 REDIS_DB = 5
+NAMES = {"kafka-leader": "faults.kafka_leader_kill", "redis-flush": "faults.flushall"}
 BROKER_HEAP = "1g"  # the stack's broker may grow to 768m; 10,000 sessions need room
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="rollout across a Kafka, Redis or broker restart")
     parser.add_argument(
-        "--part", choices=("kafka", "redis", "broker", "kafka-leader"), default="kafka"
+        "--part",
+        choices=("kafka", "redis", "redis-flush", "broker", "kafka-leader"),
+        default="kafka",
     )
     parser.add_argument("--size", type=int, default=2000)
     parser.add_argument("--outage-s", type=float, default=12.0, help="the part dead this long")
     parser.add_argument("--kill-at", type=float, default=0.2, help="share finished at the kill")
     parser.add_argument("--rate-per-min", type=int, default=None, help="release rate (none)")
     parser.add_argument("--fleet-processes", type=int, default=1)
+    parser.add_argument(
+        "--mode",
+        choices=("connections", "multiplexed"),
+        default="connections",
+        help="the fleet: a connection per device, or devices multiplexed over a few links",
+    )
+    parser.add_argument("--mux-connections", type=int, default=4)
     parser.add_argument("--partitions", type=int, default=12)
     parser.add_argument("--timeout-s", type=float, default=900)
     parser.add_argument(
@@ -136,7 +155,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     broker_counts: dict[str, float] = {}
     credentials = os.environ.get("OTA_CREDENTIALS_REDIS_URL") or redis_url_with_db(base_redis, 1)
     with tempfile.TemporaryDirectory(prefix=f"{args.part}-restart-") as tmp:
-        part: PrivateKafka | PrivateRedis | RestartableBroker | KafkaCluster
+        part: PrivateKafka | PrivateRedis | FlushedRedis | RestartableBroker | KafkaCluster
         extra: dict[str, str] = {}
         on_cluster = args.part == "kafka-leader"
         if on_cluster:
@@ -145,9 +164,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         elif args.part == "kafka":
             part = PrivateKafka(Path(tmp) / "kafka", partitions=args.partitions)
             kafka, redis_url, redis_db = part.bootstrap, base_redis, REDIS_DB
-        elif args.part == "redis":
-            part = PrivateRedis(Path(tmp) / "redis", extra=AOF_EVERYSEC)
-            kafka, redis_url, redis_db = shared_kafka, part.url(), 0
+        elif args.part in ("redis", "redis-flush"):
+            node = PrivateRedis(Path(tmp) / "redis", extra=AOF_EVERYSEC)
+            part = node if args.part == "redis" else FlushedRedis(node)
+            node.start()
+            kafka, redis_url, redis_db = shared_kafka, node.url(), 0
             extra = {"OTA_CREDENTIALS_REDIS_URL": credentials}
         else:
             part = RestartableBroker(
@@ -159,7 +180,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 **_broker_settings(args),
             )
             kafka, redis_url, redis_db = shared_kafka, base_redis, REDIS_DB
-        part.start()
+        if not isinstance(part, PrivateRedis | FlushedRedis):
+            part.start()
         if isinstance(part, RestartableBroker):
             broker = part.current
             mqtt = {
@@ -184,7 +206,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 replicas=REPLICAS if on_cluster else 1,
                 min_insync_replicas=MIN_INSYNC_REPLICAS if on_cluster else None,
             ) as stack:
-                fault: PrivateKafka | PrivateRedis | RestartableBroker | InboxLeaderKill
+                fault: (
+                    PrivateKafka | PrivateRedis | FlushedRedis | RestartableBroker | InboxLeaderKill
+                )
                 if isinstance(part, KafkaCluster):
                     fault = InboxLeaderKill(part, stack.plan.topic_prefix + "ota.inbox")
                 else:
@@ -198,9 +222,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     size=args.size,
                     rate_per_min=args.rate_per_min,
                     kill_after_share=args.kill_at,
-                    outage_s=0.0 if isinstance(fault, InboxLeaderKill) else args.outage_s,
+                    outage_s=0.0
+                    if isinstance(fault, InboxLeaderKill | FlushedRedis)
+                    else args.outage_s,
                     timeout_s=args.timeout_s,
                     fleet_processes=args.fleet_processes,
+                    fleet_mode=args.mode,
+                    mux_connections=args.mux_connections,
                     timelines_of=5,
                 )
             if isinstance(part, RestartableBroker):
@@ -251,9 +279,8 @@ def figures(args: argparse.Namespace, outcome: RestartRun, started: float) -> di
     at_kill = max((n for t, n in outcome.samples if t <= outcome.killed_at), default=0)
     if not outcome.killed_at or at_kill >= args.size:
         raise SystemExit("the rollout finished before the kill: use a larger --size")
-    name = (
-        "faults.kafka_leader_kill" if args.part == "kafka-leader" else f"faults.{args.part}_restart"
-    )
+    name = NAMES.get(args.part, f"faults.{args.part}_restart")
+    resume_name = "faults.flushall_rebuild_s" if args.part == "redis-flush" else f"{name}_resume_s"
     return {
         "part": args.part,
         "size": args.size,
@@ -262,7 +289,7 @@ def figures(args: argparse.Namespace, outcome: RestartRun, started: float) -> di
         "succeeded": outcome.succeeded,
         "dead_s": round(outcome.answered_at - outcome.killed_at, 1),
         "rate_before_kill": round(outcome.rate_before_kill(), 1),
-        f"{name}_resume_s": None if resume is None else round(resume, 1),
+        resume_name: None if resume is None else round(resume, 1),
         f"{name}_timeouts": len(outcome.held_up),
         f"{name}_duplicate_commands": outcome.repeats.commands_new_id,
         f"{name}_repeated_commands_same_id": outcome.repeats.commands_same_id,

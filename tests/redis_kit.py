@@ -22,6 +22,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import redis
+
 from ops.demo_env import free_port
 from tests.conftest import missing
 
@@ -109,6 +111,27 @@ class PrivateRedis:
             self.process.terminate()
             self.process.wait(timeout=10)
             self.process = None
+
+
+class FlushedRedis:
+    """A fault run's part whose "kill" empties a running server (FLUSHALL) and whose
+    "start" is at once: the server answers throughout."""
+
+    def __init__(self, node: PrivateRedis) -> None:
+        self.node = node
+
+    def kill(self) -> None:
+        client = redis.Redis.from_url(self.node.url())
+        try:
+            client.flushall()
+        finally:
+            client.close()
+
+    def start(self) -> float:
+        return time.monotonic()
+
+    def stop(self) -> None:
+        self.node.stop()
 
 
 @contextmanager

@@ -180,6 +180,8 @@ async def rollout_across_restart(
     kill_on: KillOn = "finished",
     package_kib: int = 64,
     fleet_processes: int = 1,
+    fleet_mode: Literal["connections", "multiplexed"] = "connections",
+    mux_connections: int = 4,
     sample_s: float = 0.25,
     timelines_of: int = 0,
 ) -> RestartRun:
@@ -192,7 +194,8 @@ async def rollout_across_restart(
         size=size,
         processes=fleet_processes,
         prefix=prefix,
-        mode="connections",
+        mode=fleet_mode,
+        mux_connections=mux_connections,
         mix="none",
     )
     inbox = WebhookInbox()
