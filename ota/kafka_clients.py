@@ -28,7 +28,7 @@ import uuid
 from functools import partial
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import MemberToRemove
 from kafka.errors import KafkaError
 
@@ -164,6 +164,12 @@ class GroupConsumer(KafkaConsumer):  # type: ignore[misc]
             if coordinator.coordinator_id is not None and coordinator.stable():
                 self._membership()
         return records
+
+    def assign_at(self, starts: dict[TopicPartition, int]) -> None:
+        """Take these partitions by hand, each read from its offset."""
+        self.assign(list(starts))
+        for tp, offset in starts.items():
+            self.seek(tp, offset)
 
     def close(self, autocommit: bool = True, timeout_ms: int | None = None) -> None:
         """Closing leaves the group, for a static member (group_instance_id) too.

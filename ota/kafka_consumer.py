@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from kafka.errors import CommitFailedError
-from kafka.structs import OffsetAndMetadata, TopicPartition
+from kafka.structs import OffsetAndMetadata, OffsetAndTimestamp, TopicPartition
 
 from ota.health import HEALTH, Beat
 from ota.kafka_errors import (
@@ -93,8 +93,12 @@ class RecordConsumer(Protocol):
     def paused(self) -> set[TopicPartition]: ...
     def assignment(self) -> set[TopicPartition]: ...
     def assign(self, partitions: list[TopicPartition]) -> None: ...
+    def assign_at(self, starts: dict[TopicPartition, int]) -> None: ...
     def partitions_for_topic(self, topic: str) -> set[int] | None: ...
     def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]: ...
+    def offsets_for_times(
+        self, timestamps: dict[TopicPartition, int]
+    ) -> dict[TopicPartition, OffsetAndTimestamp | None]: ...
     def position(self, partition: TopicPartition) -> int: ...
     def close(self) -> None: ...
 
@@ -122,13 +126,22 @@ def read_to_end(
     *,
     poll_ms: int = 500,
     max_records: int | None = None,
+    since_ms: int | None = None,
     until: Mapping[TopicPartition, int] | None = None,
 ) -> Iterator[tuple[TopicPartition, list[Record]]]:
     """Assigns `partitions` and yields their records, polled batch by polled batch, from
-    each one's first offset up to its end offset at the call, or `until[tp]` if lower
-    (later records are left out)."""
-    consumer.assign(partitions)
-    consumer.seek_to_beginning(*partitions)
+    each one's first offset (or its first record stamped at or after `since_ms`) up to its
+    end offset at the call, or `until[tp]` if lower (later records are left out)."""
+    if since_ms is None:
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+    else:
+        found = consumer.offsets_for_times(dict.fromkeys(partitions, since_ms))
+        starts = consumer.end_offsets(partitions)  # where no record is that late: none read
+        for tp, at in found.items():
+            if at is not None:
+                starts[tp] = at.offset
+        consumer.assign_at(starts)
     # Asked before `position`: ConfluentConsumer answers an unread partition's from them.
     ends = consumer.end_offsets(partitions)
     if until is not None:
@@ -364,6 +377,13 @@ class ConfluentConsumer:
         self._manual = dict.fromkeys(partitions, OFFSET_STORED)
         self._call(self.client.assign, [_ctp(tp) for tp in partitions])
 
+    def assign_at(self, starts: dict[TopicPartition, int]) -> None:
+        """Take these partitions by hand, each read from its offset, in one assignment
+        (librdkafka may keep fetching from an assignment's first offsets when a second
+        one follows at once)."""
+        self._manual = dict(starts)
+        self._call(self.client.assign, [_ctp(tp, at) for tp, at in starts.items()])
+
     def partitions_for_topic(self, topic: str) -> set[int] | None:
         metadata = self._call(self.client.list_topics, topic, timeout=_METADATA_TIMEOUT_S)
         found = metadata.topics.get(topic)
@@ -380,6 +400,24 @@ class ConfluentConsumer:
             self._marks[tp] = (lows[tp], highs[tp])
         return highs
 
+    def offsets_for_times(
+        self, timestamps: dict[TopicPartition, int]
+    ) -> dict[TopicPartition, OffsetAndTimestamp | None]:
+        """kafka-python's answer: each partition's first offset stamped at or after its
+        time, None where no record is that late (the timestamp, which librdkafka does not
+        give, is -1)."""
+        found = self._call(
+            self.client.offsets_for_times,
+            [_ctp(tp, at) for tp, at in timestamps.items()],
+            timeout=_METADATA_TIMEOUT_S,
+        )
+        return {
+            TopicPartition(p.topic, p.partition): (
+                OffsetAndTimestamp(int(p.offset), -1, -1) if p.offset >= 0 else None
+            )
+            for p in found
+        }
+
     def _offsets_at(self, partitions: list[TopicPartition], at: int) -> dict[TopicPartition, int]:
         # Kafka's ListOffsets reads the timestamps -2 and -1 as the first and the end offset.
         found = self._call(
@@ -395,6 +433,8 @@ class ConfluentConsumer:
             return int(found.offset)
         start = (self._manual or {}).get(partition)
         known = self._marks.get(partition)  # asking the broker costs about 0.5 s
+        if start is not None and start >= 0:
+            return start  # sought to an offset, nothing read from it yet
         low, high = known if known is not None else self._watermarks(partition)
         return high if start == OFFSET_END else low
 

@@ -186,7 +186,10 @@ async def _resume_running(
     recorded = await loop.run_in_executor(None, read_latest, settings, (topic,))
     lists = assemble(recorded[topic])
     whole = {tid for tid, raw in running.items() if _rebuildable(load_task(raw), lists)}
-    replayed = await loop.run_in_executor(None, replay, settings, scheduler.jobs_group, whole)
+    oldest = min((load_task(running[tid])["created_ms"] for tid in whole), default=0)
+    replayed = await loop.run_in_executor(
+        None, replay, settings, scheduler.jobs_group, whole, oldest
+    )
     # Results applied shortly before the loss may not have reached the webhooks yet.
     window = scheduler.rebuild_renotify_ms
     renotify_from = replayed.last_at_ms - window if window else NEVER_MS

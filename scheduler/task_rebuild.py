@@ -35,7 +35,7 @@ from kafka import TopicPartition
 from ota.clock import now_ms
 from ota.jobstates import JobState
 from ota.kafka_clients import make_consumer
-from ota.kafka_consumer import read_to_end
+from ota.kafka_consumer import RecordConsumer, read_to_end
 from ota.records import JobEventRecord
 from ota.settings import CommonSettings
 from scheduler import keys
@@ -50,6 +50,7 @@ from scheduler.taskstatus import TaskStatus
 from scheduler.waves import wave_ends
 
 POLL_MS = 500
+CLOCK_SLACK_MS = 300_000  # record times are the workers' clocks, a task's the scheduler's
 NEVER_MS = 2**62  # a partition emptied by retention: no task can tell what it lost
 LOCK_MS = 60_000  # one replica rebuilds a task; another waits, or takes over a crashed one
 LOCK_POLL_S = 0.5
@@ -109,11 +110,15 @@ class Replayed:
     last_at_ms: int  # the newest event's time: about when the events stopped being applied
 
 
-def replay(settings: CommonSettings, group_id: str, tids: Collection[str]) -> Replayed:
-    """Read `ota.job-events` from its start up to the offsets the scheduler's job-event
-    consumer group (`group_id`) committed, keeping each device's newest event in the tasks
-    `tids` (a blocking call: run it in an executor). The group applies the events after
-    those, with their notifications, once the scheduler runs."""
+def replay(
+    settings: CommonSettings, group_id: str, tids: Collection[str], since_ms: int
+) -> Replayed:
+    """Read `ota.job-events` up to the offsets the scheduler's job-event consumer group
+    (`group_id`) committed, keeping each device's newest event in the tasks `tids`
+    (created at `since_ms` or later; a blocking call: run it in an executor). The group
+    applies the events after those, with their notifications, once the scheduler runs.
+    The read starts at `since_ms` (less `CLOCK_SLACK_MS`) when every partition still holds
+    all it got from then on, else at the topic's start."""
     topic = settings.topics.job_events
     needles = [b'"task_id":"%s"' % t.encode() for t in tids]
     latest: dict[str, dict[str, Latest]] = {t: {} for t in tids}
@@ -124,8 +129,13 @@ def replay(settings: CommonSettings, group_id: str, tids: Collection[str]) -> Re
         if not parts or not needles:
             return Replayed(latest, 0, 0)
         ends = {tp: consumer.committed(tp) or 0 for tp in parts}  # never joins the group
+        # From the beginning when retention took records that late: judged below.
+        start: int | None = since_ms - CLOCK_SLACK_MS
+        if not kept_since(consumer, parts, since_ms - CLOCK_SLACK_MS):
+            start = None
         first: dict[TopicPartition, tuple[int, int]] = {}
-        for tp, records in read_to_end(consumer, parts, poll_ms=POLL_MS, until=ends):
+        read = read_to_end(consumer, parts, poll_ms=POLL_MS, since_ms=start, until=ends)
+        for tp, records in read:
             first.setdefault(tp, (records[0].offset, records[0].timestamp))
             wanted = [r for r in records if any(n in (r.value or b"") for n in needles)]
             for event in parse_job_events(wanted).items:
@@ -141,11 +151,28 @@ def replay(settings: CommonSettings, group_id: str, tids: Collection[str]) -> Re
                     seen[event.device_id] = got
         for tp, end in ends.items():
             offset, stamp = first.get(tp, (end, 0))
-            if offset > 0:  # records were deleted, none newer than the first one kept
+            if start is None and offset > 0:  # records were deleted, none newer than it
                 complete_from = max(complete_from, stamp if tp in first else NEVER_MS)
     finally:
         consumer.close()
     return Replayed(latest, complete_from, last_at)
+
+
+def kept_since(consumer: RecordConsumer, parts: list[TopicPartition], since_ms: int) -> bool:
+    """Whether every partition still holds every record stamped `since_ms` or later.
+    Retention deletes the oldest records first, so a partition that lost some still does
+    when a record older than `since_ms` is left in it."""
+    firsts = consumer.offsets_for_times(dict.fromkeys(parts, 0))
+    froms = consumer.offsets_for_times(dict.fromkeys(parts, since_ms))
+    ends = consumer.end_offsets(parts)
+    for tp in parts:
+        first, at = firsts.get(tp), froms.get(tp)
+        low = ends[tp] if first is None else first.offset
+        if low == 0:
+            continue  # nothing deleted
+        if first is None or (at is not None and at.offset == low):
+            return False  # emptied, or its oldest record kept is already that late
+    return True
 
 
 def results_since(tid: str, latest: Mapping[str, Latest], since_ms: int) -> list[bytes]:

@@ -301,3 +301,13 @@ def test_reading_to_the_end_stops_at_the_end_offsets_of_the_call() -> None:
         for tp, records in read_to_end(partitions, list(partitions.ends))  # type: ignore[arg-type]
     ]
     assert read == [(0, [0, 1]), (1, [0]), (0, [2])]  # not 3 and 4, written later
+
+
+def test_reading_until_given_offsets_stops_at_the_lower_of_them_and_the_end() -> None:
+    partitions = Partitions()
+    until = {TopicPartition("t", 0): 1, TopicPartition("t", 1): 7}
+    read = [
+        (tp.partition, [r.offset for r in records])
+        for tp, records in read_to_end(partitions, list(partitions.ends), until=until)  # type: ignore[arg-type]
+    ]
+    assert read == [(0, [0]), (1, [0])]

@@ -6,13 +6,15 @@ from __future__ import annotations
 from collections import Counter
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from kafka.structs import OffsetAndTimestamp, TopicPartition
 
 from ota.records import JobEventRecord
 from scheduler.notify import device_result_event
 from scheduler.task_lists import CHUNK_IDS, assemble, chunk_key, chunks
-from scheduler.task_rebuild import Latest, rebuild, results_since
+from scheduler.task_rebuild import Latest, kept_since, rebuild, results_since
 from scheduler.taskstate import bucket
 
 STATE_NAMES = ("QUEUED", "DOWNLOADING", "SUCCEEDED", "FAILED", "CANCELLED", "WAITING_RETRY")
@@ -126,3 +128,41 @@ def test_results_since_tells_the_recent_finished_devices_as_the_apply_did() -> N
         at_ms=5_000,
     )
     assert notes == [device_result_event(event, "Fail")]
+
+
+class Kept:
+    """A topic's partitions as `kept_since` asks about them: (first offset kept or None
+    when emptied, offset of the first record at or after the time or None, end offset)."""
+
+    def __init__(self, parts: dict[int, tuple[int | None, int | None, int]]) -> None:
+        self.parts = {TopicPartition("t", p): v for p, v in parts.items()}
+
+    def offsets_for_times(
+        self, timestamps: dict[TopicPartition, int]
+    ) -> dict[TopicPartition, OffsetAndTimestamp | None]:
+        column = 0 if set(timestamps.values()) == {0} else 1
+        return {
+            tp: None if (at := self.parts[tp][column]) is None else OffsetAndTimestamp(at, -1, -1)
+            for tp in timestamps
+        }
+
+    def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: self.parts[tp][2] for tp in partitions}
+
+
+@pytest.mark.parametrize(
+    ("parts", "kept"),
+    [
+        ({0: (0, 5, 9), 1: (0, None, 3)}, True),  # nothing deleted
+        ({0: (4, 6, 9)}, True),  # deleted, but a record older than the time is left
+        ({0: (4, None, 9)}, True),  # every record left is older than the time
+        ({0: (4, 4, 9)}, False),  # the oldest record left is already that late
+        ({0: (None, None, 9)}, False),  # emptied by retention
+        ({0: (None, None, 0)}, True),  # never written
+    ],
+)
+def test_kept_since_says_whether_retention_took_records_that_late(
+    parts: dict[int, tuple[int | None, int | None, int]], kept: bool
+) -> None:
+    fake = Kept(parts)
+    assert kept_since(fake, list(fake.parts), 1_000) is kept  # type: ignore[arg-type]
