@@ -22,6 +22,10 @@ from workers.model import Device, Job
 S = JobState
 # The post-command stages in order (`Job.stage` holds the furthest one a try reached).
 STAGES = (S.COMMAND_SENT, S.DOWNLOADING, S.DOWNLOADED, S.UPDATING)
+# The names and codes job events carry, looked up: an enum's `.value` is a descriptor call
+# several times dearer than a dict lookup, and every event reads two or three.
+_STATE_NAMES = {state: state.value for state in JobState}
+_CAUSE_CODES = {cause: cause.value for cause in FailureCause}
 
 
 @dataclass(slots=True)
@@ -54,12 +58,12 @@ class Ctx:
         self.effects.append(
             EmitJobEvent(
                 self.next_id(),
-                job.task_id,
+                job.spec.task_id,
                 job.attempt,
                 job.version,
-                source.value,
-                to.value,
-                None if cause is None else cause.value,
+                _STATE_NAMES[source],
+                _STATE_NAMES[to],
+                None if cause is None else _CAUSE_CODES[cause],
                 dict(detail),
             )
         )
@@ -72,14 +76,25 @@ class Ctx:
         cause: FailureCause | None = None,
         **detail: Any,
     ) -> Job:
-        moved = job._replace(
-            state=to,
-            version=job.version + 1,
-            deadline_ms=deadline_ms,
-            cause=cause,
-            stage=furthest(job.stage, to),
+        # `job._replace(state=to, version=..., deadline_ms=..., cause=..., stage=...)`, built
+        # positionally: `_replace` pops every field from a keyword dict and costs about
+        # twice as much, and nearly every transition is a move.
+        spec, attempt, state, version, _, tries, _, sent_ms, sent_id, stage, pct, expires = job
+        moved = Job(
+            spec,
+            attempt,
+            to,
+            version + 1,
+            deadline_ms,
+            tries,
+            cause,
+            sent_ms,
+            sent_id,
+            furthest(stage, to),
+            pct,
+            expires,
         )
-        self.emit(moved, job.state, to, cause, detail)
+        self.emit(moved, state, to, cause, detail)
         return moved
 
     def note(self, job: Job, note: str, **detail: Any) -> None:

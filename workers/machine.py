@@ -111,12 +111,17 @@ def _observe(device: Device, ev: Event, connected_ms: int | None) -> Device:
             and connected_ms is None
         ):
             return device
-        return device._replace(
-            online=True,
-            fw_version=fw,
-            sw_version=sw,
-            connection=connection,
-            connected_ms=device.connected_ms if connected_ms is None else connected_ms,
+        # `device._replace(online=True, fw_version=fw, ...)`, built positionally in field
+        # order: about half the cost of `_replace`, and most uplink records get here.
+        return Device(
+            True,
+            fw,
+            sw,
+            device.job,
+            device.queue,
+            device.done,
+            connection,
+            device.connected_ms if connected_ms is None else connected_ms,
         )
     return device
 
@@ -156,7 +161,11 @@ def _noted_before_result(ctx: Ctx, job: Job, ev: Event) -> bool:
 
 
 def _with_job(device: Device, job: Job) -> Device:
-    return device if job is device.job else device._replace(job=job)
+    if job is device.job:
+        return device
+    # `device._replace(job=job)`, positionally (see `_observe`): nearly every transition.
+    online, fw, sw, _, queue, done, connection, connected_ms = device
+    return Device(online, fw, sw, job, queue, done, connection, connected_ms)
 
 
 def _start(ctx: Ctx, device: Device, ev: Event) -> Device:
