@@ -10,6 +10,7 @@ tombstones its records (`forget`): the topic holds only the lists of running tas
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 import orjson
@@ -20,7 +21,9 @@ from scheduler import keys
 from scheduler.bus import Out, Producer
 from scheduler.taskstate import PENDING, STATES, pending_entry
 
-# Ids per record: 2,000 ids of at most 128 characters stay well under Kafka's 1 MB.
+log = logging.getLogger(__name__)
+# Ids per record: 2,000 ids of at most 128 characters (ota.protocol) stay well under
+# Kafka's 1 MB.
 CHUNK_IDS = 2_000
 WRITE_CHUNK = 5_000  # devices per Redis pipeline
 
@@ -53,18 +56,35 @@ async def forget(producer: Producer, topics: Topics, tid: str, count: int) -> No
 
 def assemble(latest: Mapping[str, bytes | None]) -> dict[str, list[str]]:
     """Each task's list from the topic's latest records (key -> value, None a tombstone).
-    A task whose chunks are not numbered 0..n-1 (a creation cut short) is left out."""
+    A task whose chunks are not numbered 0..n-1 (a creation cut short) or hold anything but
+    a JSON list of ids is left out (and so stopped as lost, not rebuilt wrongly)."""
     parts: dict[str, dict[int, list[str]]] = {}
+    broken: set[str] = set()
     for key, raw in latest.items():
         tid, _, index = key.rpartition("/")
         if raw is None or not tid or not index.isdigit():
             continue
-        parts.setdefault(tid, {})[int(index)] = orjson.loads(raw)
+        ids = _ids(raw)
+        if ids is None:
+            log.warning("a task's device list record does not read", extra={"key": key})
+            broken.add(tid)
+            continue
+        parts.setdefault(tid, {})[int(index)] = ids
     lists: dict[str, list[str]] = {}
     for tid, numbered in parts.items():
-        if sorted(numbered) == list(range(len(numbered))):
+        if tid not in broken and sorted(numbered) == list(range(len(numbered))):
             lists[tid] = [d for i in range(len(numbered)) for d in numbered[i]]
     return lists
+
+
+def _ids(raw: bytes) -> list[str] | None:
+    try:
+        ids = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(ids, list) or not all(isinstance(d, str) for d in ids):
+        return None
+    return ids
 
 
 async def lay_out(

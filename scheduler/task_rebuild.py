@@ -7,8 +7,11 @@ the list was released in (a release never crosses a wave's end), and the counts 
 summed from the entries, so they agree with them exactly as the scripts keep them.
 The cursor stops at the first device with no event: the release skips the devices after
 it that have one, and releases those without one again under the same record id (a
-worker ignores a start it already has), so no device is started twice. Nothing is
-notified: what the events said was told when they were first applied.
+worker ignores a start it already has), so no device is started twice. The events read
+are those the job-event group had applied (its committed offsets); it applies the later
+ones itself, with their notifications. Of the ones read, only the device results of the
+last `OTA_REBUILD_RENOTIFY_S` are told again (`results_since`): their webhook deliveries
+may have been pending in the stream Redis lost.
 
 Not rebuilt exactly, and so stopped as lost instead (scheduler/rebuild.py): a task with
 no complete recorded list (a continuous task, whose devices join in Redis; one created

@@ -105,6 +105,9 @@ def test_assemble_joins_whole_lists_and_leaves_out_broken_ones() -> None:
         chunk_key("t1", 1): orjson.dumps(ids[CHUNK_IDS:]),
         chunk_key("t2", 1): orjson.dumps(["x"]),  # its first chunk never came
         chunk_key("t3", 0): None,  # finished: tombstoned
+        chunk_key("t4", 0): b"[1, 2]",  # not ids: left out, and the task with it
+        chunk_key("t4", 1): orjson.dumps(["y"]),
+        chunk_key("t5", 0): b"not json",
     }
     assert chunks(len(ids)) == 2
     assert assemble(latest) == {"t1": ids}
