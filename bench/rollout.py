@@ -4,6 +4,7 @@
     .venv/bin/python bench/rollout.py --size 100000 --mode multiplexed --package-kib 64 \
         --fleet-processes 2
     .venv/bin/python bench/rollout.py --size 10000 --scale workers=2,gateway=2 --edge-processes 2
+    .venv/bin/python bench/rollout.py --size 10000 --redis-cluster
 
 Each run starts its own stack under `ota up` (own topic prefix, Redis db 9, free ports),
 a well-behaved fleet in its own process, uploads the package and creates one task with
@@ -17,7 +18,11 @@ records: devices completed per second (whole task and steady middle 80%), time t
 finish, p50/p99 per device, CPU seconds per service, Redis memory (`redis.bytes_per_device`:
 every key's MEMORY USAGE `--settle-s` after the task finished, split per key family, and
 what stays once the keys with a TTL expired), Kafka bytes, and a py-spy profile of the
-busiest service. Outputs go to bench/rollout/<label>.{json,png,svg}.
+busiest service. With `--redis-cluster` the workers and the edge use a private
+three-master Redis Cluster (tests/redis_cluster_kit.py, no persistence) and the
+scheduler the local Redis (`OTA_SCHEDULER_REDIS_URL`): the cluster's CPU is counted as
+`redis-cluster`, its memory above the empty cluster's as `redis_cluster`, and the Redis
+families are then the scheduler's alone. Outputs go to bench/rollout/<label>.{json,png,svg}.
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import types
 import uuid
 from pathlib import Path
 from typing import Any
@@ -39,6 +46,11 @@ import redis
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(Path(__file__).resolve().parent)]
+# A third-party wheel installs a `tests` package into site-packages; the repository's
+# tests (the private Redis Cluster's kit lives there) must win.
+_tests = types.ModuleType("tests")
+_tests.__path__ = [str(REPO / "tests")]
+sys.modules["tests"] = _tests
 
 from redis_families import bytes_by_family, per_device  # noqa: E402
 from rollout_report import (  # noqa: E402
@@ -62,6 +74,7 @@ from ops.fleet_group import (  # noqa: E402
 )
 from ops.rollout_api import create_task, upload_package, upload_targets  # noqa: E402
 from ops.supervisor import parse_scale  # noqa: E402
+from tests.redis_cluster_kit import PrivateRedisCluster  # noqa: E402
 
 OUT = REPO / "bench" / "rollout"
 REDIS_DB = 9
@@ -119,6 +132,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         default=REPO / ".state" / "kafka" / "data",
         help="the broker's log directory (for the run's Kafka bytes)",
+    )
+    parser.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="the workers and the edge on a private three-master Redis Cluster (the"
+        " scheduler keeps the local Redis: OTA_SCHEDULER_REDIS_URL)",
     )
     parser.add_argument("--out", type=Path, default=OUT, help="where results go")
     parser.add_argument(
@@ -258,6 +277,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     r = redis.Redis.from_url(redis_url_with_db(base_redis, REDIS_DB))
     r.flushdb()
     extra = {"OTA_EDGE_PROCESSES": str(args.edge_processes), "OTA_LOG_LEVEL": "WARNING"}
+    cluster, cluster_empty = None, (0, 0)
+    if args.redis_cluster:
+        cluster = PrivateRedisCluster(REPO / ".state" / f"bench-{run_id}-cluster")
+        cluster.start()
+        cluster_empty = cluster_memory(cluster)
+        extra["OTA_REDIS_URL"] = cluster.url
+        extra["OTA_SCHEDULER_REDIS_URL"] = redis_url_with_db(base_redis, REDIS_DB)
     plan = StackPlan(
         state_dir=REPO / ".state" / f"bench-{run_id}",
         name=f"bench-{run_id}",
@@ -295,6 +321,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         pids = service_pids(stack)
         pids["fleet"] = fleet.pids()
         pids.update(infra_pids())
+        if cluster is not None:
+            pids["redis-cluster"] = [p.pid for p in cluster.processes]
         async with httpx.AsyncClient(base_url=plan.api_url, headers=headers, timeout=120) as api:
             package_id = await upload_package(api, package, "bench.bin")
             list_id = await upload_targets(api, ids)
@@ -356,6 +384,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         result["redis.bytes_per_device"] = memory["bytes_per_device"]
         result["redis_families"] = memory
         print(json.dumps({"redis_families": memory}, indent=2), flush=True)
+        if cluster is not None:  # the families above are the scheduler's alone then
+            used, keys = (
+                a - b for a, b in zip(cluster_memory(cluster), cluster_empty, strict=True)
+            )
+            result["redis_cluster"] = {
+                "used_memory_mb": round(used / 2**20, 1),
+                "keys": keys,
+                "bytes_per_device": used // args.size,  # above the empty cluster's
+            }
         result["kafka_bytes"] = kafka_bytes(args.kafka_data, plan.topic_prefix)
         result["latency_s"] = job_latencies(stack.env, plan.topic_prefix + "ota.job-events")
         for kill in killed:
@@ -373,7 +410,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         r.flushdb(asynchronous=True)  # millions of keys: freed in the background
         forget_fleet(stack.env, ids)
         stack.delete_topics()
+        if cluster is not None:
+            cluster.stop()
+            shutil.rmtree(cluster.directory, ignore_errors=True)
     return result
+
+
+def cluster_memory(cluster: PrivateRedisCluster) -> tuple[int, int]:
+    """The memory (bytes) and keys of every master together."""
+    used, keys = 0, 0
+    for port in cluster.ports:
+        node = redis.Redis(host="127.0.0.1", port=port)
+        try:
+            used += int(node.info("memory")["used_memory"])
+            keys += int(node.dbsize())
+        finally:
+            node.close()
+    return used, keys
 
 
 def _interrupt(_signum: int, _frame: object) -> None:

@@ -135,14 +135,19 @@ def standalone_settings() -> SchedulerSettings:
     """The settings from the environment, refusing a Redis Cluster: the registry's and
     the tasks' scripts still take keys of many slots (docs/deploy.md, Redis Cluster)."""
     settings = SchedulerSettings.from_env()
-    for variable, url in (
-        ("REDIS_URL", settings.common.redis_url),
-        ("CREDENTIALS_REDIS_URL", settings.credentials_redis_url),
+    for variable, url, hint in (
+        (
+            "REDIS_URL",
+            settings.common.redis_url,
+            f" ({PREFIX}SCHEDULER_REDIS_URL gives it one while the workers and the edge "
+            f"keep the cluster in {PREFIX}REDIS_URL)",
+        ),
+        ("CREDENTIALS_REDIS_URL", settings.credentials_redis_url, ""),
     ):
         if is_cluster_url(url):
             raise SettingsError(
                 f"{PREFIX}{variable}: the scheduler does not run on Redis Cluster yet; "
-                "give it a standalone redis:// or rediss:// URL"
+                f"give it a standalone redis:// or rediss:// URL{hint}"
             )
     return settings
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -147,6 +148,10 @@ class SchedulerSettings:
         key_path = env.text("PACKAGE_PUBLIC_KEY", "")
         cred_keys, cred_dev = credential_keys(env)
         common = CommonSettings.from_env(environ)
+        own_redis = env.text("SCHEDULER_REDIS_URL", "")
+        if own_redis:  # the workers and the edge may use a Redis Cluster; this must not
+            checked = common.redis_security.check_url("SCHEDULER_REDIS_URL", own_redis)
+            common = dataclasses.replace(common, redis_url=checked)
         api_keys_spec = env.secret("API_KEYS", DEV_API_KEYS)
         settings = cls(
             common=common,

@@ -50,8 +50,24 @@ def test_a_tls_cluster_url_gets_the_tls_arguments(tmp_path: Path) -> None:
         security.check_url("REDIS_URL", "redis+cluster://redis.internal:7001")
 
 
-@pytest.mark.parametrize("variable", ["OTA_REDIS_URL", "OTA_CREDENTIALS_REDIS_URL"])
+@pytest.mark.parametrize(
+    "variable", ["OTA_REDIS_URL", "OTA_SCHEDULER_REDIS_URL", "OTA_CREDENTIALS_REDIS_URL"]
+)
 def test_the_scheduler_refuses_a_cluster(variable: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(variable, "redis+cluster://127.0.0.1:7001")
     with pytest.raises(SettingsError, match="does not run on Redis Cluster yet"):
+        standalone_settings()
+
+
+def test_the_scheduler_takes_its_own_redis_beside_the_services_cluster(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTA_REDIS_URL", "redis+cluster://127.0.0.1:7001")
+    monkeypatch.setenv("OTA_SCHEDULER_REDIS_URL", "redis://127.0.0.1:6379/3")
+    monkeypatch.delenv("OTA_CREDENTIALS_REDIS_URL", raising=False)
+    settings = standalone_settings()
+    assert settings.common.redis_url == "redis://127.0.0.1:6379/3"
+    assert settings.credentials_redis_url == "redis://127.0.0.1:6379/3"  # it defaults to it
+    monkeypatch.setenv("OTA_SCHEDULER_REDIS_URL", "http://127.0.0.1:6379")
+    with pytest.raises(SettingsError, match="OTA_SCHEDULER_REDIS_URL must start with redis://"):
         standalone_settings()
