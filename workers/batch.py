@@ -104,37 +104,38 @@ def apply_batch(
     floors: dict[str, int] = {}
     shared: dict[str, SpecRef] = {}
     for item in items:
-        origin = f"{topic}/{partition}/{item.offset}"
         try:
             record = decode_inbox(item.value or b"")
             if item.key is None or item.key != record.device_id.encode():
                 raise RecordError("key_mismatch", "record key is not the record's device_id")
             event = event_from_record(record)
         except (RecordError, InvalidEventError) as exc:
-            _dead_letter(result, item, origin, exc.reason, exc.message)
+            _dead_letter(result, item, _origin(topic, partition, item), exc.reason, exc.message)
             continue
         device_id = record.device_id
         entry = touched.get(device_id)
         if entry is None:
-            loaded = _load(result, item, origin, stored.get(device_id), specs)
+            loaded = _load(result, item, topic, partition, stored.get(device_id), specs)
             entry = _Touched(loaded, False, 0, spec_refs(loaded), loaded.active)
             touched[device_id] = entry
         now_ms = record.at_ms or item.timestamp_ms
         outcome = step(
             entry.device, event, now_ms, f"w{partition}-{item.offset}", settings.token_lifetime_s
         )
-        # A timeout always rewrites the device's deadline: the sweeper popped it.
-        if outcome.device != entry.device or event.kind is Kind.TIMEOUT:
+        # A timeout always rewrites the device's deadline: the sweeper popped it. (The
+        # identity test first: an unchanged device comes back as the same object.)
+        device = outcome.device
+        if (device is not entry.device and device != entry.device) or event.kind is Kind.TIMEOUT:
             # Expiry counts from the last record that changed the state, so it does not
             # depend on how records were grouped into batches (a rebuild groups them anew).
             entry.changed = True
             entry.last_ms = now_ms
-            if not outcome.device.active:
+            if not device.active:
                 # Per record, not per batch: a rebuild batches differently, same floors.
-                for digest, ref in spec_refs(outcome.device).items():
+                for digest, ref in spec_refs(device).items():
                     floors[digest] = max(floors.get(digest, 0), now_ms + retention_ms)
                     shared[digest] = ref
-        entry.device = outcome.device
+        entry.device = device
         for effect in outcome.effects:
             out = to_record(settings, device_id, effect, now_ms)
             if isinstance(out, JobEventRecord):
@@ -145,32 +146,44 @@ def apply_batch(
                 result.outputs.append(Output(COMMANDS, item.key, encode(out)))
     counts: dict[str, int] = {}
     for device_id, entry in touched.items():
-        if entry.changed:
-            device = entry.device
-            result.writes.append(
-                DeviceWrite(
-                    device_id,
-                    pack(device),
-                    0 if device.active else entry.last_ms + retention_ms,
-                    device.deadline_ms,
-                )
+        if not entry.changed:
+            continue
+        device = entry.device
+        active = device.active
+        result.writes.append(
+            DeviceWrite(
+                device_id,
+                pack(device),
+                0 if active else entry.last_ms + retention_ms,
+                device.deadline_ms,
             )
-            after = spec_refs(device)
-            for refs, sign, active in (
-                (entry.before, -1, entry.was_active),
-                (after, 1, device.active),
-            ):
-                shared.update(refs)
-                for digest in refs:
-                    counts[digest] = counts.get(digest, 0) + (sign if active else 0)
+        )
+        # The stored state's specs lose this device's reference and the new state's gain
+        # it (an inactive state holds none); in this order, which `result.specs` keeps.
+        _count(counts, shared, entry.before, -1 if entry.was_active else 0)
+        _count(counts, shared, spec_refs(device), 1 if active else 0)
     result.specs = [SpecWrite(ref, counts.get(d, 0), floors.get(d, 0)) for d, ref in shared.items()]
     return result
+
+
+def _count(
+    counts: dict[str, int], shared: dict[str, SpecRef], refs: dict[str, SpecRef], change: int
+) -> None:
+    shared.update(refs)
+    for digest in refs:
+        counts[digest] = counts.get(digest, 0) + change
+
+
+def _origin(topic: str, partition: int, item: InboxItem) -> str:
+    """Where a record came from, for its dead letter (built only for those)."""
+    return f"{topic}/{partition}/{item.offset}"
 
 
 def _load(
     result: BatchResult,
     item: InboxItem,
-    origin: str,
+    topic: str,
+    partition: int,
     raw: bytes | None,
     specs: dict[str, JobSpec],
 ) -> Device:
@@ -180,7 +193,7 @@ def _load(
         return unpack(raw, specs)
     except StateCorruptError as exc:
         # The record still applies, to a fresh state; `rebuild` restores the lost one.
-        _dead_letter(result, item, origin, "state_corrupt", str(exc))
+        _dead_letter(result, item, _origin(topic, partition, item), "state_corrupt", str(exc))
         return Device()
 
 

@@ -115,6 +115,12 @@ def jobs_of(device: Device) -> tuple[Job, ...]:
 
 def spec_refs(device: Device) -> dict[str, SpecRef]:
     """The specs a device's stored form refers to, by digest."""
+    job = device.job
+    if not device.queue:  # nearly every device: no tuple of jobs to build and walk
+        if job is None:
+            return {}
+        ref = spec_ref(job.spec)
+        return {ref.digest: ref}
     refs: dict[str, SpecRef] = {}
     for job in jobs_of(device):
         ref = spec_ref(job.spec)
