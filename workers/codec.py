@@ -144,8 +144,10 @@ def pack(device: Device) -> bytes:
         device.fw_version,
         device.sw_version,
         None if device.job is None else _pack_job(device.job),
-        [_pack_job(job) for job in device.queue],
-        [list(entry) for entry in device.done],
+        # Most devices queue nothing and have finished nothing yet: no comprehension (a
+        # function call of its own before Python 3.12) for them.
+        [_pack_job(job) for job in device.queue] if device.queue else [],
+        [list(entry) for entry in device.done] if device.done else [],
         device.connection,
         device.connected_ms,
     ]

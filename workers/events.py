@@ -49,6 +49,13 @@ class Kind(Enum):
     DOWNLOAD_FINISHED = "download_finished"
     TIMEOUT = "timeout"
 
+    # Identity hashing, in C: `Enum.__hash__` is a Python function (hash of the name), and
+    # each record hashes its kind four or five times (the sets below, the transition
+    # table). Members are singletons compared by identity, so equal kinds hash alike; and
+    # the sets of kinds are only ever asked for membership, never walked, so no order can
+    # depend on it (a name's hash varied between processes anyway).
+    __hash__ = object.__hash__
+
 
 # Messages from the device itself: proof that it is online. A set, not an enum property:
 # the machine asks twice per record, and a set lookup is several times cheaper.
