@@ -3,11 +3,39 @@ from the record's time, so a replay mints the same token) and job events."""
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 from ota import tokens
 from ota.protocol import PARA_KEY_ID, PARA_SIGNATURE, DownlinkType
 from ota.records import CommandRecord, JobEventRecord, TaskType
 from ota.settings import CommonSettings
 from workers.effects import Effect, EmitJobEvent, SendUpgrade, SendVersionQuery
+
+# The records are built with positional arguments: a dataclass's __init__ matches keywords
+# by name, which costs half as much again (0.8 us of 2.3 for a job event), and every
+# transition builds one. So their field order is checked here, once: a reordered record
+# stops the worker at import instead of swapping two of its strings.
+_ORDER = {
+    JobEventRecord: (
+        "device_id",
+        "task_id",
+        "attempt",
+        "job_version",
+        "from_state",
+        "to_state",
+        "cause",
+        "detail",
+        "id",
+        "at_ms",
+    ),
+    CommandRecord: ("device_id", "event_type", "paras", "task_id", "id", "at_ms"),
+}
+for _record, _names in _ORDER.items():
+    if tuple(f.name for f in fields(_record)) != _names:
+        raise ImportError(f"{_record.__name__}'s fields are not in the order outputs.py builds")
+
+
+_VERSION_QUERY = DownlinkType.VERSION_QUERY.value
 
 
 def to_record(
@@ -15,26 +43,19 @@ def to_record(
 ) -> CommandRecord | JobEventRecord:
     if isinstance(effect, EmitJobEvent):
         return JobEventRecord(
-            device_id=device_id,
-            task_id=effect.task_id,
-            attempt=effect.attempt,
-            job_version=effect.job_version,
-            from_state=effect.from_state,
-            to_state=effect.to_state,
-            cause=effect.cause,
-            detail=effect.detail,
-            id=effect.id,
-            at_ms=at_ms,
+            device_id,
+            effect.task_id,
+            effect.attempt,
+            effect.job_version,
+            effect.from_state,
+            effect.to_state,
+            effect.cause,
+            effect.detail,
+            effect.id,
+            at_ms,
         )
     if isinstance(effect, SendVersionQuery):
-        return CommandRecord(
-            device_id=device_id,
-            event_type=DownlinkType.VERSION_QUERY.value,
-            paras={},
-            task_id=effect.task_id,
-            id=effect.id,
-            at_ms=at_ms,
-        )
+        return CommandRecord(device_id, _VERSION_QUERY, {}, effect.task_id, effect.id, at_ms)
     return _upgrade(settings, device_id, effect, at_ms)
 
 
@@ -76,11 +97,4 @@ def _upgrade(
     if package.signature:
         paras[PARA_SIGNATURE] = package.signature
         paras[PARA_KEY_ID] = package.key_id
-    return CommandRecord(
-        device_id=device_id,
-        event_type=kind.value,
-        paras=paras,
-        task_id=spec.task_id,
-        id=effect.id,
-        at_ms=at_ms,
-    )
+    return CommandRecord(device_id, kind.value, paras, spec.task_id, effect.id, at_ms)
