@@ -68,7 +68,9 @@ def step(
         result = _timeout(ctx, observed, event)
     else:
         result = _dispatch(ctx, observed, event)
-    return Outcome(_promote(ctx, result), tuple(ctx.effects))
+    # Only a device with queued jobs can promote one (skips a call for nearly every record).
+    promoted = _promote(ctx, result) if result.queue else result
+    return Outcome(promoted, tuple(ctx.effects))
 
 
 def _reconnected(device: Device, ev: Event) -> bool:
@@ -182,7 +184,8 @@ def _start(ctx: Ctx, device: Device, ev: Event) -> Device:
                     queue=tuple(renewed if q is queued else q for q in device.queue)
                 )
             return device
-    if any(task == spec.task_id and attempt <= done for task, done in device.done):
+    # (A device that finished nothing yet builds no generator: most job starts.)
+    if device.done and any(task == spec.task_id and attempt <= done for task, done in device.done):
         return device
     fresh = Job(spec, attempt, S.QUEUED, 0)
     if current is not None and current.state not in TERMINAL:
@@ -215,9 +218,12 @@ def _conflict(ctx: Ctx, device: Device, current: Job, fresh: Job) -> Device:
 
 
 def _replace_current(ctx: Ctx, device: Device, fresh: Job) -> Device:
-    done = device.done if device.job is None else _remember(device.done, device.job)
-    ctx.device = device._replace(done=done)
-    return ctx.device._replace(job=begin(ctx, fresh))
+    # A device without a job (its first) has nothing to remember: no copy of it to build.
+    if device.job is not None:
+        ctx.device = device._replace(done=_remember(device.done, device.job))
+    else:
+        ctx.device = device
+    return _with_job(ctx.device, begin(ctx, fresh))
 
 
 def _remember(done: tuple[tuple[str, int], ...], job: Job) -> tuple[tuple[str, int], ...]:
