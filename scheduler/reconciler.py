@@ -19,6 +19,7 @@ import uuid
 from typing import Any
 
 import redis.asyncio
+from kafka.errors import KafkaError
 
 from ota import metrics
 from ota.clock import now_ms
@@ -61,6 +62,9 @@ JOINS_TOTAL = metrics.counter(
 )
 PACE_ERRORS = metrics.counter("scheduler", "pace_errors_total", "Reconciler steps that failed")
 RECORD_SLICE = 1000
+# What a step may fail with while Redis or Kafka is away, or when Kafka refuses a record
+# for good (too large, not authorised): counted and logged, never the end of the service.
+STEP_ERRORS = (redis.RedisError, KafkaError)
 CREATION_CHECK_S = 5.0  # how often a replica looks for creations cut short (creations.py)
 _RECORD_NS = uuid.UUID("5b0c3a52-8e7e-4a4f-9a0b-0f6d1f0c7a11")
 
@@ -117,7 +121,7 @@ class Reconciler:
                 self._wake.clear()
                 try:
                     busy = await self.tick()
-                except redis.RedisError:
+                except STEP_ERRORS:
                     PACE_ERRORS.inc()
                     log.exception("reconciler pass failed; retrying")
                     busy = False
@@ -147,7 +151,7 @@ class Reconciler:
                 log.info(
                     "task changed under the reconciler", extra={"task_id": tid, "why": str(exc)}
                 )
-            except redis.RedisError:
+            except STEP_ERRORS:  # the next pass tries again; the other tasks go on
                 PACE_ERRORS.inc()
                 log.exception("reconciler step failed", extra={"task_id": tid})
         return busy

@@ -2,8 +2,8 @@
 
 The task document's system of record is the compacted topic `ota.tasks` (key = task
 id); Redis holds the working copy, its device list, per-device states and counts
-(`taskstate`). Status changes go through `transition`, an optimistic check-and-set on
-the document, then to Kafka and to the notifier. Releasing devices is the
+(`taskstate`). Status changes go through `transition`: the new document to Kafka, then
+an optimistic check-and-set in Redis, then the notifier. Releasing devices is the
 reconciler's job; the API only changes what the reconciler reads.
 """
 
@@ -320,7 +320,8 @@ class Tasks:
     ) -> TaskDoc:
         """Apply `change` to a task's document as a check-and-set (again on a concurrent
         write; `change` may raise to refuse), with `runtime` fields in the same
-        transaction; publish the new document."""
+        transaction. The new document is published first: a change Kafka does not take
+        is not made (the topic is the documents' system of record)."""
         key = keys.task(tid)
         async with self._r.pipeline(transaction=True) as pipe:
             while True:
@@ -332,6 +333,7 @@ class Tasks:
                     doc = load_task(raw)
                     change(doc)
                     doc["updated_ms"] = now_ms()
+                    await self._producer.send([Out(self._topics.tasks, tid, orjson.dumps(doc))])
                     pipe.multi()
                     pipe.set(key, orjson.dumps(doc))
                     if runtime:
@@ -339,8 +341,7 @@ class Tasks:
                     await pipe.execute()
                     break
                 except WatchError:
-                    continue
-        await self._producer.send([Out(self._topics.tasks, tid, orjson.dumps(doc))])
+                    continue  # published too; the document that wins is published after it
         return doc
 
     # ------------------------------------------------------------ reads

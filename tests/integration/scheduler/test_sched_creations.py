@@ -1,7 +1,8 @@
 """A task creation cut short (the replica died between saving the document and the first
 status), through a live scheduler on the real Kafka and Redis: the reconciler stops the
 task with a reason, wraps it up and releases its package; a creation that never saved a
-document only gives its package back; a creation still within its time is left alone."""
+document only gives its package back; a creation still within its time is left alone.
+And a step Kafka refuses for good is counted, and the other tasks are paced on."""
 
 from __future__ import annotations
 
@@ -66,3 +67,24 @@ async def test_a_creation_without_a_document_gives_its_package_back(
     await eventually(swept, "the cut-short creation to be swept")
     assert await aredis.smembers(keys.package_users(package["id"])) == {fresh.encode()}
     assert await aredis.hexists(keys.CREATING, fresh)  # the same pass left it alone
+
+
+async def test_a_step_kafka_refuses_is_counted_and_the_other_tasks_go_on(
+    harness: Harness, aredis: redis.asyncio.Redis[bytes]
+) -> None:
+    package = await harness.upload(b"refused step")
+    later = int(time.time() * 1000) + 3_600_000
+    stuck = await harness.create_task(package["id"], ["refused-1"], schedule_time_ms=later)
+    # Its start publishes the document, which Kafka refuses for good: over 1 MB.
+    doc = orjson.loads(await aredis.get(keys.task(stuck)) or b"{}")
+    doc["name"] = "x" * 1_500_000
+    doc["policy"]["schedule_time_ms"] = int(time.time() * 1000) - 1000
+    await aredis.set(keys.task(stuck), orjson.dumps(doc))
+    going = await harness.create_task(package["id"], ["refused-2"])
+    released = await harness.wait_releases(1)
+    assert [r.job.task_id for r in released] == [going]
+    assert (await harness.anon.get("/healthz")).status_code == 200
+    assert (await harness.task(stuck))["status"] == "Waiting"
+    metrics = (await harness.client.get("/metrics")).text
+    [errors] = [m for m in metrics.splitlines() if m.startswith("ota_scheduler_pace_errors_total")]
+    assert float(errors.split()[-1]) >= 1
