@@ -133,6 +133,14 @@ def test_rebuild_reproduces_state_after_timeouts_retries_and_crashes(
             assert after[p][key] == value, (p, key)
 
 
+def to_command_sent(inbox: Inbox, events: Reader, device: str, task: str) -> None:
+    """A device online, its job started and its version reported: the command is out."""
+    inbox.online(device)
+    inbox.start(device, task)
+    inbox.version(device, "1.0")
+    events.wait(lambda rs: reached(rs, device, "COMMAND_SENT"))
+
+
 def test_lost_redis_is_rebuilt_without_sending_history_again(
     wsettings: WorkerSettings, inbox: Inbox, wredis: redis.Redis[bytes]
 ) -> None:
@@ -141,10 +149,7 @@ def test_lost_redis_is_rebuilt_without_sending_history_again(
     commands = Reader(wsettings.common.kafka_bootstrap, wsettings.common.topics.commands)
     worker = ThreadWorker(wsettings)
     try:
-        inbox.online(d)
-        inbox.start(d, "task-l")
-        inbox.version(d, "1.0")
-        events.wait(lambda rs: reached(rs, d, "COMMAND_SENT"))
+        to_command_sent(inbox, events, d, "task-l")
     finally:
         worker.stop()  # commits the group's offsets
     store = Store(wredis)
@@ -178,18 +183,13 @@ def test_redis_emptied_under_a_running_worker_stops_it_and_a_restart_rebuilds(
     events = Reader(wsettings.common.kafka_bootstrap, wsettings.common.topics.job_events)
     worker = ThreadWorker(wsettings)
     try:
-        inbox.online(d)
-        inbox.start(d, "task-f")
-        inbox.version(d, "1.0")
-        events.wait(lambda rs: reached(rs, d, "COMMAND_SENT"))
+        to_command_sent(inbox, events, d, "task-f")
         store = Store(wredis)
         before = {p: dump_partition(store, p) for p in PARTITIONS}
         wredis.flushdb()  # emptied under the running worker
         inbox.download(d, DownloadPhase.STARTED)
-        deadline = time.monotonic() + 60
-        while worker.threads[0].is_alive():
-            assert time.monotonic() < deadline, "the worker kept running on an emptied Redis"
-            time.sleep(0.05)
+        worker.threads[0].join(60)  # its consumer loop ends with the failure
+        assert not worker.threads[0].is_alive(), "the worker kept running on an emptied Redis"
     finally:
         with contextlib.suppress(RedisFlushedError):
             worker.stop()
