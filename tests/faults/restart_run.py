@@ -33,6 +33,7 @@ from ota.records import (
     DeviceEventRecord,
     DownloadRecord,
     JobEventRecord,
+    JobStartRecord,
     PresenceRecord,
     TimeoutRecord,
     decode,
@@ -375,6 +376,16 @@ def command_repeats(bootstrap: str, topic: str) -> tuple[int, int]:
             ids[record.id] += 1
             kinds.setdefault((record.device_id, record.event_type), set()).add(record.id)
     return sum(n - 1 for n in ids.values()), sum(len(v) - 1 for v in kinds.values())
+
+
+def start_ids(bootstrap: str, topic: str) -> dict[str, set[str]]:
+    """Each device's job start record ids in the inbox `topic`: one per device when none
+    was released twice."""
+    ids: dict[str, set[str]] = {}
+    for record in _read_all(bootstrap, topic):
+        if isinstance(record, JobStartRecord):
+            ids.setdefault(record.device_id, set()).add(record.id)
+    return ids
 
 
 def timelines(

@@ -15,86 +15,38 @@ result must reach the webhook.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-from kafka.structs import TopicPartition
 
-from ops.demo_env import redis_url_with_db
-from ota.kafka_clients import make_consumer
-from ota.kafka_consumer import read_to_end
-from ota.records import JobStartRecord, decode_inbox
-from ota.settings import CommonSettings
-from tests.faults.restart_run import assert_paused_not_lost, rollout_across_restart
-from tests.redis_kit import AOF_EVERYSEC, FlushedRedis, PrivateRedis, running_redis
-from tests.stack_kit import running_stack
+from ops.demo_stack import Stack
+from tests.faults.restart_run import assert_paused_not_lost, rollout_across_restart, start_ids
+from tests.redis_kit import FlushedRedis, PrivateRedis
 
 FLEET = 120
 RATE_PER_MIN = 1200  # 20 devices/s: the release takes 6 s, devices are at every stage
 
 
-@pytest.fixture
-def redis_node(tmp_path: Path) -> Iterator[PrivateRedis]:
-    with running_redis(tmp_path / "redis", extra=AOF_EVERYSEC) as node:
-        yield node
-
-
-def start_ids(kafka_bootstrap: str, inbox: str) -> dict[str, set[str]]:
-    """Each device's job start record ids, read back from the inbox."""
-    consumer = make_consumer(
-        CommonSettings.from_env({"OTA_KAFKA_BOOTSTRAP": kafka_bootstrap}), group_id=None
-    )
-    ids: dict[str, set[str]] = defaultdict(set)
-    try:
-        parts = [TopicPartition(inbox, p) for p in consumer.partitions_for_topic(inbox) or ()]
-        for _, records in read_to_end(consumer, parts):
-            for record in records:
-                if b'"kind":"job_start"' in (record.value or b""):
-                    start = decode_inbox(record.value or b"")
-                    assert isinstance(start, JobStartRecord)
-                    ids[start.device_id].add(start.id)
-    finally:
-        consumer.close()
-    return ids
-
-
 @pytest.mark.timeout(400)
 async def test_redis_emptied_mid_rollout_is_rebuilt_and_the_rollout_ends_exact(
-    redis_node: PrivateRedis,
-    kafka_bootstrap: str,
-    redis_url: str,
-    mqtt_env: dict[str, str],
-    tmp_path: Path,
+    redis_node: PrivateRedis, redis_stack: Stack, kafka_bootstrap: str
 ) -> None:
-    credentials = {"OTA_CREDENTIALS_REDIS_URL": redis_url_with_db(redis_url, 1)}
-    with running_stack(
-        "redis-flushall",
+    run = await rollout_across_restart(
+        FlushedRedis(redis_node),
+        redis_stack.plan,
+        redis_stack.env,
         kafka_bootstrap=kafka_bootstrap,
-        redis_url=redis_node.url(),
-        redis_db=0,
-        state_dir=tmp_path / "stack",
-        extra={**mqtt_env, **credentials, "OTA_LOG_LEVEL": "INFO"},
-    ) as stack:
-        run = await rollout_across_restart(
-            FlushedRedis(redis_node),
-            stack.plan,
-            stack.env,
-            kafka_bootstrap=kafka_bootstrap,
-            size=FLEET,
-            rate_per_min=RATE_PER_MIN,
-            kill_on="released",
-            kill_after_share=0.5,
-            outage_s=0.0,
-            timeout_s=240,
-        )
-        logs = stack.plan.log_dir
-        stopped = {
-            name: "RedisFlushedError" in (logs / f"{name}.log").read_text(errors="replace")
-            for name in ("scheduler", "workers")
-        }
-        starts = start_ids(kafka_bootstrap, stack.plan.topic_prefix + "ota.inbox")
+        size=FLEET,
+        rate_per_min=RATE_PER_MIN,
+        kill_on="released",
+        kill_after_share=0.5,
+        outage_s=0.0,
+        timeout_s=240,
+    )
+    logs = redis_stack.plan.log_dir
+    stopped = {
+        name: "RedisFlushedError" in (logs / f"{name}.log").read_text(errors="replace")
+        for name in ("scheduler", "workers")
+    }
+    starts = start_ids(kafka_bootstrap, redis_stack.plan.topic_prefix + "ota.inbox")
     assert_paused_not_lost(run, FLEET, "Redis")
     assert stopped == {"scheduler": True, "workers": True}, "a service ran on over the flush"
     assert len(starts) == FLEET

@@ -14,54 +14,31 @@ device results go out again with the same notification ids (receivers deduplicat
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
-from ops.demo_env import redis_url_with_db
+from ops.demo_stack import Stack
 from tests.faults.restart_run import assert_paused_not_lost, rollout_across_restart
-from tests.redis_kit import AOF_EVERYSEC, PrivateRedis, running_redis
-from tests.stack_kit import running_stack
+from tests.redis_kit import PrivateRedis
 
 FLEET = 120
 RATE_PER_MIN = 1200  # 20 devices/s: the release takes 6 s, devices are at every stage
 OUTAGE_S = 2.0
 
 
-@pytest.fixture
-def redis_node(tmp_path: Path) -> Iterator[PrivateRedis]:
-    with running_redis(tmp_path / "redis", extra=AOF_EVERYSEC) as node:
-        yield node
-
-
 @pytest.mark.timeout(400)
 async def test_a_redis_restart_mid_rollout_loses_nothing_and_repeats_nothing_devices_act_on(
-    redis_node: PrivateRedis,
-    kafka_bootstrap: str,
-    redis_url: str,
-    mqtt_env: dict[str, str],
-    tmp_path: Path,
+    redis_node: PrivateRedis, redis_stack: Stack, kafka_bootstrap: str
 ) -> None:
-    credentials = {"OTA_CREDENTIALS_REDIS_URL": redis_url_with_db(redis_url, 1)}
-    with running_stack(
-        "redis-restart",
+    run = await rollout_across_restart(
+        redis_node,
+        redis_stack.plan,
+        redis_stack.env,
         kafka_bootstrap=kafka_bootstrap,
-        redis_url=redis_node.url(),
-        redis_db=0,
-        state_dir=tmp_path / "stack",
-        extra={**mqtt_env, **credentials, "OTA_LOG_LEVEL": "INFO"},
-    ) as stack:
-        run = await rollout_across_restart(
-            redis_node,
-            stack.plan,
-            stack.env,
-            kafka_bootstrap=kafka_bootstrap,
-            size=FLEET,
-            rate_per_min=RATE_PER_MIN,
-            kill_on="released",  # steady at the release rate; finishes may come in bursts
-            kill_after_share=0.5,
-            outage_s=OUTAGE_S,
-            timeout_s=240,
-        )
+        size=FLEET,
+        rate_per_min=RATE_PER_MIN,
+        kill_on="released",  # steady at the release rate; finishes may come in bursts
+        kill_after_share=0.5,
+        outage_s=OUTAGE_S,
+        timeout_s=240,
+    )
     assert_paused_not_lost(run, FLEET, "Redis")
