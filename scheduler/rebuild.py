@@ -119,14 +119,15 @@ async def restore(
         pipe.set(dedupe, pid, nx=True)
         await pipe.execute()
         restored["packages"] += 1
-    running: dict[str, bytes] = {}
+    running: dict[str, tuple[bytes, TaskDoc]] = {}
     for tid, raw in latest[topics.tasks].items():
         if raw is None or await r.exists(keys.task(tid)):
             continue
-        if TaskStatus(load_task(raw)["status"]) in FINISHED:
-            await _put_back_lost(r, tid, raw)
+        task = load_task(raw)
+        if TaskStatus(task["status"]) in FINISHED:
+            await _put_back_lost(r, raw, task)
         else:
-            running[tid] = raw
+            running[tid] = (raw, task)
         restored["tasks"] += 1
     restored["tasks_resumed"] = await _resume_running(r, scheduler, running)
     for key, raw in latest[topics.devices].items():
@@ -156,14 +157,16 @@ async def restore(
     return restored
 
 
-async def _put_back_lost(r: redis.asyncio.Redis[bytes], tid: str, raw: bytes) -> None:
-    """A task's document without its runtime; a running one is listed to be stopped."""
+async def _put_back_lost(r: redis.asyncio.Redis[bytes], raw: bytes, task: TaskDoc) -> None:
+    """A task's document (`raw`, read as `task`) without its runtime; a running one is
+    listed to be stopped."""
+    tid = task["id"]
     pipe = r.pipeline(transaction=True)
     pipe.hset(keys.task_runtime(tid), "lost_ms", now_ms())
-    if TaskStatus(load_task(raw)["status"]) not in FINISHED:
+    if TaskStatus(task["status"]) not in FINISHED:
         pipe.sadd(keys.LOST_TASKS, tid)
     pipe.set(keys.task(tid), raw)  # last: a document in Redis is a task restored
-    pipe.zadd(keys.TASKS, {tid: load_task(raw)["created_ms"]})
+    pipe.zadd(keys.TASKS, {tid: task["created_ms"]})
     await pipe.execute()
 
 
@@ -174,7 +177,9 @@ def _rebuildable(doc: TaskDoc, lists: dict[str, list[str]]) -> bool:
 
 
 async def _resume_running(
-    r: redis.asyncio.Redis[bytes], scheduler: SchedulerSettings, running: dict[str, bytes]
+    r: redis.asyncio.Redis[bytes],
+    scheduler: SchedulerSettings,
+    running: dict[str, tuple[bytes, TaskDoc]],
 ) -> int:
     """Rebuild the running tasks that can be (their recorded list is whole, their job
     events all kept); put the others back to be stopped as lost. How many resumed."""
@@ -185,8 +190,8 @@ async def _resume_running(
     topic = settings.topics.task_devices
     recorded = await loop.run_in_executor(None, read_latest, settings, (topic,))
     lists = assemble(recorded[topic])
-    whole = {tid for tid, raw in running.items() if _rebuildable(load_task(raw), lists)}
-    oldest = min((load_task(running[tid])["created_ms"] for tid in whole), default=0)
+    whole = {tid for tid, (_, task) in running.items() if _rebuildable(task, lists)}
+    oldest = min((running[tid][1]["created_ms"] for tid in whole), default=0)
     replayed = await loop.run_in_executor(
         None, replay, settings, scheduler.jobs_group, whole, oldest
     )
@@ -194,13 +199,12 @@ async def _resume_running(
     window = scheduler.rebuild_renotify_ms
     renotify_from = replayed.last_at_ms - window if window else NEVER_MS
     resumed = 0
-    for tid, raw in running.items():
-        doc = load_task(raw)
-        if tid not in whole or doc["created_ms"] < replayed.complete_from_ms:
-            await _put_back_lost(r, tid, raw)
+    for tid, (raw, task) in running.items():
+        if tid not in whole or task["created_ms"] < replayed.complete_from_ms:
+            await _put_back_lost(r, raw, task)
             continue
         told = await resume(
-            r, scheduler.instance_id, raw, lists[tid], replayed.latest[tid], renotify_from
+            r, scheduler.instance_id, raw, task, lists[tid], replayed.latest[tid], renotify_from
         )
         if told is not None:
             resumed += 1

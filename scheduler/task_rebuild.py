@@ -204,16 +204,16 @@ async def resume(
     r: redis.asyncio.Redis[bytes],
     owner: str,
     raw: bytes,
+    doc: TaskDoc,
     devices: Sequence[str],
     latest: Mapping[str, Latest],
     renotify_from_ms: int,
 ) -> int | None:
-    """Lay a running task's rebuilt state out in Redis, then put its document back and
-    list it for the reconciler, in one transaction (the document is what says a task is
-    restored), with the device results from `renotify_from_ms` on added to the webhooks'
-    stream again (same ids: receivers deduplicate). How many results were added; None
-    when another replica restored the task meanwhile."""
-    doc: TaskDoc = orjson.loads(raw)
+    """Lay a running task's rebuilt state out in Redis, then put its document (`raw`, read
+    as `doc`) back and list it for the reconciler, in one transaction (the document is
+    what says a task is restored), with the device results from `renotify_from_ms` on
+    added to the webhooks' stream again (same ids: receivers deduplicate). How many
+    results were added; None when another replica restored the task meanwhile."""
     tid = doc["id"]
     lock = keys.task_rebuild_lock(tid)
     while not await r.set(lock, owner, nx=True, px=LOCK_MS):
