@@ -132,18 +132,15 @@ def read_to_end(
     """Assigns `partitions` and yields their records, polled batch by polled batch, from
     each one's first offset (or its first record stamped at or after `since_ms`) up to its
     end offset at the call, or `until[tp]` if lower (later records are left out)."""
+    # Asked before `position`: ConfluentConsumer answers an unread partition's from them.
+    ends = consumer.end_offsets(partitions)
     if since_ms is None:
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
     else:
         found = consumer.offsets_for_times(dict.fromkeys(partitions, since_ms))
-        starts = consumer.end_offsets(partitions)  # where no record is that late: none read
-        for tp, at in found.items():
-            if at is not None:
-                starts[tp] = at.offset
-        consumer.assign_at(starts)
-    # Asked before `position`: ConfluentConsumer answers an unread partition's from them.
-    ends = consumer.end_offsets(partitions)
+        # A partition with no record that late starts at its end: nothing read.
+        consumer.assign_at({tp: ends[tp] if at is None else at.offset for tp, at in found.items()})
     if until is not None:
         ends = {tp: min(end, until.get(tp, end)) for tp, end in ends.items()}
     while any(consumer.position(tp) < end for tp, end in ends.items()):
