@@ -48,6 +48,7 @@ class Topics:
     audit: str = "ota.audit"
     api_keys: str = "ota.api-keys"
     webhooks: str = "ota.webhooks"
+    credentials: str = "ota.credentials"
 
     @classmethod
     def with_prefix(cls, prefix: str) -> Topics:

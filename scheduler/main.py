@@ -122,6 +122,7 @@ async def serve(settings: SchedulerSettings, rt: Runtime) -> None:
         rt.spawn(dead_letters.run(rt.stop), "dead-letters")
         rt.spawn(reconciler.run(rt.stop), "reconciler")
         rt.spawn(dispatcher.run(rt.stop), "webhooks")
+        rt.spawn(services.credential_log.run(rt.stop), "credentials")
         await rt.stop.wait()
         await rt.join(stop_timeout_s(settings))
     finally:

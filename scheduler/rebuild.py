@@ -14,6 +14,7 @@ with `LOST_REASON` by `stop_lost` (the change is published and notified like any
 answering `task_devices_lost`, like a finished task's. A webhook's delivery log and the
 notification stream are not restored (see docs/scheduler.md). `keys.RESTORED`, set last,
 tells a running scheduler that Redis was emptied under it (scheduler/flush_mark.py).
+Device credentials, in a store of their own, are put back by scheduler/credential_log.py.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from scheduler.apikeys import ApiKeys
 from scheduler.audit import AuditLog, audit_topic_exists
 from scheduler.blobs import Blobs, BlobStore
 from scheduler.bus import Producer
+from scheduler.credential_log import CredentialLog
 from scheduler.credentials import (
     Credentials,
     RevokeHook,
@@ -56,6 +57,7 @@ class Services:
     webhooks: Webhooks
     wake: asyncio.Event
     credentials: Credentials
+    credential_log: CredentialLog  # the credentials topic: records changes, restores the store
     # Awaited with (device id, "rotated" | "disabled" | "deleted") after Redis has the
     # change: counted, and announced on the channel the device broker listens to, which
     # disconnects the device's live sessions.
@@ -128,7 +130,10 @@ class Services:
                 cred_url, **common.redis_security.client_kwargs(cred_url)
             )
         on_revoked: list[RevokeHook] = [count_revocation, announce_revocation(cred_r)]
-        credentials = Credentials(cred_r, SecretBox(settings.credential_keys), on_revoked)
+        credential_log = CredentialLog(cred_r, producer, common)
+        credentials = Credentials(
+            cred_r, SecretBox(settings.credential_keys), on_revoked, credential_log.publish
+        )
         return cls(
             settings,
             r,
@@ -147,6 +152,7 @@ class Services:
             ),
             wake,
             credentials,
+            credential_log,
             on_revoked,
             cred_r,
             AuditLog(

@@ -36,5 +36,6 @@ create ota.devices cleanup.policy=compact
 create ota.audit cleanup.policy=delete retention.ms=31536000000
 create ota.api-keys cleanup.policy=compact
 create ota.webhooks cleanup.policy=compact
+create ota.credentials cleanup.policy=compact
 # END topics
 "$topics" --bootstrap-server "$bootstrap" --list

@@ -2,8 +2,8 @@
 from Kafka and the rollout completes with exact counts.
 
 The suite runs its own redis-server for the four services (device credentials stay in the
-shared Redis, which the device broker reads: they are not in Kafka, by design, and a
-FLUSHALL of their store would refuse every device's next connection). A fleet of
+shared Redis, which the shared device broker reads; putting an emptied credential store
+back from Kafka is tested in tests/integration/scheduler/test_sched_credential_log.py). A fleet of
 simulated devices is upgraded at a fixed release rate with a webhook registered for
 device results; once half is released, Redis is emptied. The scheduler and the workers
 find their state gone and stop; the supervisor starts them again, and they rebuild: the

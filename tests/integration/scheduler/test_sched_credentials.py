@@ -81,7 +81,7 @@ async def test_register_show_and_every_auth_reason(
     assert shown == body
     # At rest: sealed, the secret nowhere in Redis.
     stored = sched_redis.hgetall(record_key(d))
-    assert set(stored) == {b"kid", b"box", b"on", b"created_ms"}
+    assert set(stored) == {b"kid", b"box", b"on", b"created_ms", b"seq"}  # seq: credential_log
     assert SECRET.encode() not in b"".join(stored.values())
 
     now = now_ms()
