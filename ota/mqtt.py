@@ -15,7 +15,8 @@ gmqtt frees the id.
 `on_message_acked` is the fast inbound path: a plain function called with the message
 and an `ack(reason_code)` to call once the message is safely handled (PUBACK for QoS 1;
 no-op for QoS 0), without a task per message; the PUBACKs of one loop pass go out in one
-socket write. An ack for a connection that has since dropped is not sent: the broker
+socket write. A QoS 1 PUBLISH without MQTT 5 properties (what the broker sends the uplink)
+is read by the link straight from the packet; gmqtt reads every other. An ack for a connection that has since dropped is not sent: the broker
 redelivers on the new one, whose packet ids differ.
 
 gmqtt reconnects by itself after a lost connection, waiting `reconnect_delay` before
@@ -266,6 +267,46 @@ class MqttLink:
 
         packets._handle_qos_1_publish_packet = on_qos1
         client.on_message = on_qos0  # QoS 0 (and 2, which this link never subscribes with)
+        packets._handle_publish_packet = self._plain_publishes(client, handler)
+
+    def _plain_publishes(
+        self, client: Client, handler: AckedHandler
+    ) -> Callable[[int, bytes], None]:
+        # The uplink's PUBLISH packets are all alike: QoS 1, a topic, a packet id, no MQTT 5
+        # properties. Those go to the handler straight from the packet; gmqtt's own reading
+        # (three struct formats built per packet, a properties dict, a debug line) takes
+        # every other packet, and any that is not exactly that shape.
+        packets = client._package_handler
+        general = packets._handle_publish_packet
+        debug = packets._logger.isEnabledFor
+
+        def on_publish(cmd: int, raw: bytes) -> None:
+            # fixed header 0x3_ with QoS 1 (bits 1-2), any dup and retain flags; MQTT 5
+            if (
+                cmd & 0x06 == 0x02
+                and len(raw) > 5
+                and packets._connection_state.protocol_version >= MQTTv50
+                and not debug(logging.DEBUG)
+            ):
+                end = 2 + (raw[0] << 8 | raw[1])  # after the topic (not empty)
+                # the packet id (2 bytes), then the properties' length: 0, in one byte
+                if end > 2 and len(raw) > end + 2 and raw[end + 2] == 0:
+                    try:
+                        topic = raw[2:end].decode()
+                    except UnicodeDecodeError:
+                        pass  # gmqtt logs it and hands on the bytes
+                    else:
+                        mid = raw[end] << 8 | raw[end + 1]
+                        connection = client._connection
+
+                        def ack(reason_code: int) -> None:
+                            self._puback(connection, mid, reason_code)
+
+                        handler(topic, raw[end + 3 :], 1, ack)
+                        return
+            general(cmd, raw)
+
+        return on_publish
 
     def _puback(self, connection: Any, mid: int, reason_code: int) -> None:
         # PUBACKs are written together once per loop pass: one write, not one per message.

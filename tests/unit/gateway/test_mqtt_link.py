@@ -5,6 +5,7 @@ packet ids freed by a new session."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 import uvloop
@@ -170,3 +171,53 @@ async def test_a_new_session_frees_the_packet_ids_left_in_flight() -> None:
             with pytest.raises(SessionLostError):
                 await waiter
     assert ids.next_id() > 0
+
+
+def _publish(topic: bytes, mid: int | None, payload: bytes, props: bytes = b"\x00") -> bytes:
+    """The variable header and payload of a PUBLISH (MQTT 5): topic, packet id (QoS > 0),
+    properties."""
+    packet_id = b"" if mid is None else mid.to_bytes(2, "big")
+    return len(topic).to_bytes(2, "big") + topic + packet_id + props + payload
+
+
+async def test_the_acked_handler_gets_every_publish_shape_and_acks_qos_1() -> None:
+    """Plain QoS 1 publishes (no properties) take the link's own reading; the rest go
+    through gmqtt's. The handler sees the same in both cases."""
+    got: list[tuple[str | bytes, bytes, int, Callable[[int], None]]] = []
+    link = MqttLink(
+        LinkConfig(host="127.0.0.1", port=1, client_id="t", ack_after_handler=True),
+        on_message_acked=lambda topic, payload, qos, ack: got.append((topic, payload, qos, ack)),
+    )
+    connection = _Connection()
+    link.client._connection = connection
+    packets = link.client._package_handler
+    general: list[bytes] = []
+    parse = packets._parse_properties
+
+    def parse_properties(packet: bytes) -> object:
+        general.append(packet)
+        return parse(packet)
+
+    packets._parse_properties = parse_properties
+    up = "$oc/devices/d-1/sys/events/up"
+    packets._handle_packet(0x32, _publish(up.encode(), 0x1234, b'{"services":[]}'))
+    packets._handle_packet(0x3A, _publish(b"t/dup", 2, b""))  # dup flag, empty payload
+    assert general == []  # both read by the link itself
+    alias = b"\x03\x23\x00\x01"  # properties: a topic alias (gmqtt's reading)
+    packets._handle_packet(0x32, _publish(b"t/alias", 7, b"x", alias))
+    packets._handle_packet(0x30, _publish(b"t/qos0", None, b"y"))
+    packets._handle_packet(0x32, _publish(b"t/\xff", 9, b"z"))  # not UTF-8: gmqtt's
+    assert len(general) == 3
+    assert [(t, p, q) for t, p, q, _ in got] == [
+        (up, b'{"services":[]}', 1),
+        ("t/dup", b"", 1),
+        ("t/alias", b"x", 1),
+        ("t/qos0", b"y", 0),
+        (b"t/\xff", b"z", 1),  # as gmqtt hands it on
+    ]
+    for *_, ack in got:
+        ack(0)
+    await asyncio.sleep(0)
+    assert connection._transport.writes == [
+        b"\x40\x02\x12\x34" + b"\x40\x02\x00\x02" + b"\x40\x02\x00\x07" + b"\x40\x02\x00\x09"
+    ]
