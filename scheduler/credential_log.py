@@ -20,6 +20,10 @@ puts back every record the store lacks (not one deleted within the last hour, wh
 `deleted_key` remembers), raises `SEQ` above the restored records', lists for sending every
 record the topic lacks (registered before the topic existed), then sets the mark. Until
 it has run, a device whose record is gone is refused by the broker as unknown.
+
+Device CAs are on the same topic, keyed `ca/<fingerprint>` (scheduler/device_cas.py
+records them itself, before the store changes); `restore` puts back those the store lacks
+and records those the topic lacks.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import cast
 
 import orjson
 import redis.asyncio
+from cryptography import x509
 from kafka.errors import KafkaError
 from redis.exceptions import RedisError
 
@@ -40,6 +45,7 @@ from ota.settings import CommonSettings
 from scheduler import keys
 from scheduler.bus import Out, Producer
 from scheduler.credentials import PENDING, SEQ, deleted_key, record_key
+from scheduler.device_cas import DEVICE_CAS, TOPIC_PREFIX, fingerprint
 from scheduler.rebuild import read_latest
 
 log = logging.getLogger(__name__)
@@ -149,6 +155,10 @@ class CredentialLog:
                 return
             todo = changed
 
+    async def record_ca(self, key: str, pem: bytes | None) -> None:
+        """A device CA's record (scheduler/device_cas.py), sent before the store changes."""
+        await self._producer.send([Out(self._topic, key, pem)])
+
     async def drain(self) -> int:
         """Restore the store if it lost its mark, then send every pending device; how many
         were sent."""
@@ -184,8 +194,12 @@ class CredentialLog:
         done = {"credentials": 0, "credentials_unreadable": 0, "credentials_recorded": 0}
         batch: list[tuple[str, list[str]]] = []
         top = 0
+        cas: dict[str, bytes] = {}
         for device_id, raw in latest.items():
             if raw is None:
+                continue
+            if device_id.startswith(TOPIC_PREFIX):
+                cas[device_id[len(TOPIC_PREFIX) :]] = raw
                 continue
             try:
                 record = decode(device_id, raw)
@@ -201,6 +215,7 @@ class CredentialLog:
         if batch:
             done["credentials"] += await self._put(batch, top)
         done["credentials_recorded"] = await self._list_unrecorded(latest)
+        done |= await self._restore_cas(cas)
         await self._r.set(MARK, now_ms())
         if any(done.values()):
             log.warning("restored device credentials from Kafka", extra=done)
@@ -225,6 +240,28 @@ class CredentialLog:
         if unrecorded:
             listed += await self._r.sadd(PENDING, *unrecorded)
         return listed
+
+    async def _restore_cas(self, on_topic: Mapping[str, bytes]) -> dict[str, int]:
+        """Device CAs: put back those the store lacks (not removed within the hour), record
+        those the topic lacks."""
+        done = {"device_cas": 0, "device_cas_unreadable": 0, "device_cas_recorded": 0}
+        held = {k.decode(): v for k, v in (await self._r.hgetall(DEVICE_CAS)).items()}
+        for print_, pem in on_topic.items():
+            if print_ in held or await self._r.exists(deleted_key(TOPIC_PREFIX + print_)):
+                continue
+            try:
+                readable = fingerprint(x509.load_pem_x509_certificate(pem)) == print_
+            except ValueError:
+                readable = False
+            if not readable:
+                log.error("device CA not restored: not its certificate", extra={"ca": print_})
+                done["device_cas_unreadable"] += 1
+                continue
+            done["device_cas"] += await self._r.hsetnx(DEVICE_CAS, print_, pem)
+        for print_ in held.keys() - on_topic.keys():
+            await self.record_ca(TOPIC_PREFIX + print_, held[print_])
+            done["device_cas_recorded"] += 1
+        return done
 
     async def _read(self, device_ids: Sequence[str]) -> dict[str, Record]:
         pipe = self._r.pipeline(transaction=False)

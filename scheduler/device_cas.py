@@ -10,12 +10,19 @@ A CA is accepted when it is exactly one X.509 certificate, may sign (basic const
 cA true) and is valid now. Its private key never comes here. Removing a CA refuses new
 connections with its certificates from the broker's next refresh; devices already connected
 stay until they reconnect (disable or delete them to disconnect them now).
+
+Each CA is recorded on the credentials topic beside the device records, key `ca/<fingerprint>`
+(a device id never holds `/`), value the PEM, a removal a tombstone, and put back from it
+into an emptied store (scheduler/credential_log.py). The record goes first: a CA the store
+has is always on the topic, and a removal's tombstone is there before the CA leaves the
+store (which remembers the removal for an hour, so a restore beside it does not undo it).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio
@@ -23,6 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from scheduler import keys
+from scheduler.credentials import DELETED_TTL_S, deleted_key
 from scheduler.errors import Conflict, NotFound, ValidationError
 
 log = logging.getLogger(__name__)
@@ -30,6 +38,10 @@ log = logging.getLogger(__name__)
 DEVICE_CAS = f"{keys.P}device-cas"
 MAX_PEM_BYTES = 64 * 1024
 MAX_CAS = 100  # a fleet has a few; the broker reads them all on every refresh
+TOPIC_PREFIX = "ca/"  # a CA's key on the credentials topic: `ca/<fingerprint>`
+# Records a CA on the credentials topic: (topic key, PEM or None for a removal); raises
+# KafkaError when Kafka does not take it (the change is then not made).
+Recorder = Callable[[str, bytes | None], Awaitable[None]]
 
 
 def parse_ca(pem: bytes, now: dt.datetime) -> x509.Certificate:
@@ -90,8 +102,9 @@ def check_fingerprint(value: str) -> str:
 
 
 class DeviceCas:
-    def __init__(self, r: redis.asyncio.Redis[bytes]) -> None:
-        self._r = r
+    def __init__(self, r: redis.asyncio.Redis[bytes], recorder: Recorder | None = None) -> None:
+        """`recorder`: None for tools and tests writing a store that no topic records."""
+        self._r, self._recorder = r, recorder
 
     async def add(self, pem: bytes) -> dict[str, Any]:
         cert = parse_ca(pem, dt.datetime.now(dt.UTC))
@@ -99,6 +112,10 @@ class DeviceCas:
         if await self._r.hlen(DEVICE_CAS) >= MAX_CAS:
             raise Conflict(f"at most {MAX_CAS} device CAs", code="too_many_cas")
         stored = cert.public_bytes(serialization.Encoding.PEM)
+        if await self._r.hexists(DEVICE_CAS, print_):
+            raise Conflict(f"device CA {print_} is already registered", code="ca_exists")
+        if self._recorder is not None:
+            await self._recorder(TOPIC_PREFIX + print_, stored)
         if not await self._r.hsetnx(DEVICE_CAS, print_, stored):
             raise Conflict(f"device CA {print_} is already registered", code="ca_exists")
         log.info("device CA %s registered (%s)", print_, cert.subject.rfc4514_string())
@@ -112,6 +129,14 @@ class DeviceCas:
         return out
 
     async def delete(self, print_: str) -> None:
-        if not await self._r.hdel(DEVICE_CAS, check_fingerprint(print_)):
+        print_ = check_fingerprint(print_)
+        if not await self._r.hexists(DEVICE_CAS, print_):
+            raise NotFound(f"no device CA {print_}", code="unknown_ca")
+        if self._recorder is not None:
+            await self._recorder(TOPIC_PREFIX + print_, None)
+        pipe = self._r.pipeline(transaction=True)
+        pipe.set(deleted_key(TOPIC_PREFIX + print_), "1", ex=DELETED_TTL_S)
+        pipe.hdel(DEVICE_CAS, print_)
+        if not (await pipe.execute())[1]:
             raise NotFound(f"no device CA {print_}", code="unknown_ca")
         log.info("device CA %s removed", print_)

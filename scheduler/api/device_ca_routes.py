@@ -27,7 +27,8 @@ from scheduler.settings import Scope as KeyScope
 
 def _cas(request: Request) -> DeviceCas:
     # The credential store: the broker reads the CAs beside the device records.
-    return DeviceCas(svc(request).credentials_redis)
+    services = svc(request)
+    return DeviceCas(services.credentials_redis, services.credential_log.record_ca)
 
 
 async def _pem(request: Request) -> bytes:

@@ -1,7 +1,8 @@
 """Device credentials recorded on their topic and put back from it, on the real Kafka and
 Redis: every change recorded as the store holds it, an emptied store restored (after a
 restart and under a running scheduler), records made before the topic recorded, deleted
-and unreadable records left out, and concurrent changes converging on the store."""
+and unreadable records left out, concurrent changes converging on the store, and device
+CAs recorded and put back beside them."""
 
 from __future__ import annotations
 
@@ -21,12 +22,15 @@ from ota.device_auth import credentials_for
 from scheduler.bus import Out, Producer
 from scheduler.credential_log import MARK, CredentialLog
 from scheduler.credentials import PENDING, Credentials, deleted_key, record_key
+from scheduler.device_cas import DEVICE_CAS
 from scheduler.rebuild import read_latest
 from scheduler.secretbox import DEV_CREDENTIAL_KEYS, CredentialKeys, SecretBox
 from tests.integration.scheduler.conftest import StartHarness
 from tests.integration.scheduler.sched_harness import API_KEYS, Harness, eventually
+from tests.x509_kit import make_ca
 
 BROKER_KEY = "test-broker-key-0123"
+PEM = {"Content-Type": "text/plain"}
 SECRET = "given-secret_0123"
 
 
@@ -251,3 +255,26 @@ async def test_a_change_during_the_send_is_sent_again(
         await inner.close()
     assert orjson.loads((await on_topic(h))[d] or b"null") == stored(sched_redis, d)
     assert not sched_redis.sismember(PENDING, d)
+
+
+async def test_device_cas_are_recorded_and_put_back(
+    start_harness: StartHarness, sched_redis: redis.Redis[bytes]
+) -> None:
+    first = await start(start_harness)
+    kept, removed, older = (make_ca(f"log CA {uuid.uuid4().hex[:6]} {n}") for n in range(3))
+    for ca in (kept, removed):
+        added = await first.admin.post("/v1/device-cas", content=ca.pem(), headers=PEM)
+        assert added.status_code == 201, added.text
+    assert (await first.admin.delete(f"/v1/device-cas/{removed.fingerprint()}")).status_code == 204
+    topic = await on_topic(first)
+    assert topic[f"ca/{kept.fingerprint()}"] == sched_redis.hget(DEVICE_CAS, kept.fingerprint())
+    assert topic[f"ca/{removed.fingerprint()}"] is None
+    await first.stop()
+
+    sched_redis.flushdb()
+    sched_redis.hset(DEVICE_CAS, older.fingerprint(), older.pem())  # added before the topic
+    second = await start(start_harness, OTA_SCHEDULER_PORT=str(first.settings.http_port))
+    await restored(sched_redis)
+    held = sched_redis.hgetall(DEVICE_CAS)
+    assert set(held) == {kept.fingerprint().encode(), older.fingerprint().encode()}
+    assert (await on_topic(second))[f"ca/{older.fingerprint()}"] == older.pem().encode()
