@@ -41,6 +41,7 @@ from kafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from ota.clock import now_ms
+from ota.metrics import gauge
 from ota.settings import CommonSettings
 from scheduler import keys
 from scheduler.bus import Out, Producer
@@ -58,6 +59,13 @@ ROUNDS = 3  # sends of a device whose record keeps changing, before the drain ta
 RECORD_FIELDS = frozenset({"kid", "box", "on", "auth", "created_ms", "rotated_ms", "seq"})
 
 Record = dict[str, str]
+
+UNRECORDED = gauge(
+    "scheduler",
+    "credentials_unrecorded",
+    "Device credential changes in force in the store, not yet on the credentials topic "
+    "(a store lost meanwhile would come back without them)",
+)
 
 # Leave `PENDING` for each device whose record still has the `seq` sent ('' = still none).
 # No KEYS (one device each, prefix in ARGV[1], as credentials.py's import names them);
@@ -172,6 +180,7 @@ class CredentialLog:
             left = await self._r.smismember(PENDING, batch)  # type: ignore[no-untyped-call]
             if all(left):
                 break  # none sent: Kafka is failing, or they keep changing; next round
+        UNRECORDED.set(await self._r.scard(PENDING))
         return sent
 
     async def run(self, stop: asyncio.Event) -> None:
