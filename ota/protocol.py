@@ -117,8 +117,18 @@ def down_topic(device_id: str) -> str:
     return f"$oc/devices/{device_id}/sys/events/down"
 
 
+_TOPIC_HEAD = "$oc/devices/"
+_TOPIC_TAILS = {"up": "/sys/events/up", "down": "/sys/events/down"}
+
+
 def device_id_from_topic(topic: str, direction: str = "up") -> str:
     """The device id in `$oc/devices/<id>/sys/events/<direction>`."""
+    tail = _TOPIC_TAILS.get(direction)
+    if tail is not None and topic.startswith(_TOPIC_HEAD) and topic.endswith(tail):
+        # The usual case without splitting: the id is what lies between, with no `/`.
+        device_id = topic[len(_TOPIC_HEAD) : len(topic) - len(tail)]
+        if len(topic) >= len(_TOPIC_HEAD) + len(tail) and "/" not in device_id:
+            return check_device_id(device_id)
     parts = topic.split("/")
     if (
         len(parts) != 6
@@ -229,7 +239,7 @@ def parse_uplink(topic: str, payload: bytes, *, known_children: Container[str] =
     events = []
     ignored = []
     for index, raw in enumerate(_services(document)):
-        where = f"services[{index}]"
+        where = _WHERE[index]  # at most MAX_EVENTS: names made once, not per message
         if not isinstance(raw, dict):
             raise ProtocolError(
                 Reason.WRONG_TYPE, f"{where} must be an object, got {json_kind(raw)}"
@@ -239,22 +249,22 @@ def parse_uplink(topic: str, payload: bytes, *, known_children: Container[str] =
         if (service_id, event_type) in IGNORED_UPLINK:
             ignored.append((service_id, event_type))
             continue
-        try:
-            kind = UplinkType(event_type)
-        except ValueError:
+        # A dict look-up by the text (UplinkType's values), not the enum's call.
+        kind = _UPLINK_KINDS.get(event_type)
+        if kind is None:
             raise ProtocolError(
                 Reason.UNKNOWN_EVENT,
                 f"{where}.event_type {event_type[:100]!r} is not a device event",
-            ) from None
+            )
         if _UPLINK_SERVICE[kind] != service_id:
             raise ProtocolError(
                 Reason.UNKNOWN_EVENT,
                 f"{where}: {event_type} belongs to service {_UPLINK_SERVICE[kind]}, not {service_id[:100]!r}",
             )
-        report = decode_report(kind, object_field(raw, "paras", where), f"{where}.paras")
+        report = decode_report(kind, object_field(raw, "paras", where), _WHERE_PARAS[index])
         events.append(
             Event(
-                event_type=kind.value,
+                event_type=event_type,  # kind's value
                 paras=report.paras(),
                 event_id=optional_str(raw, "event_id", where, MAX_VERSION_CHARS),
                 event_time_ms=parse_event_time(raw.get("event_time")),
@@ -262,6 +272,11 @@ def parse_uplink(topic: str, payload: bytes, *, known_children: Container[str] =
             )
         )
     return Message(device_id, tuple(events), tuple(ignored))
+
+
+_WHERE = tuple(f"services[{index}]" for index in range(MAX_EVENTS))
+_WHERE_PARAS = tuple(f"{where}.paras" for where in _WHERE)
+_UPLINK_KINDS: dict[str, UplinkType] = {kind.value: kind for kind in UplinkType}
 
 
 def _resolve_object_device(

@@ -288,6 +288,26 @@ def encode(record: AnyRecord) -> bytes:
     return b'{"v":%d,"kind":"%s",' % (FORMAT_VERSION, record.kind.encode()) + body[1:]
 
 
+def encode_device_event(record: DeviceEventRecord) -> bytes:
+    """`encode(record)` for the gateway's hot path, the same bytes: the record's fields as
+    a dict in their order, without orjson calling back for the dataclass."""
+    return orjson.dumps(
+        {
+            "v": FORMAT_VERSION,
+            "kind": "device_event",
+            "device_id": record.device_id,
+            "event_type": record.event_type,
+            "paras": record.paras,
+            "device_event_id": record.device_event_id,
+            "device_time_ms": record.device_time_ms,
+            "id": record.id,
+            "at_ms": record.at_ms,
+        },
+        option=orjson.OPT_PASSTHROUGH_DATACLASS,
+        default=_plain,
+    )
+
+
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}  # per dataclass: `fields()` is slow per call
 
 

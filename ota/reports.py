@@ -106,13 +106,18 @@ Report = VersionReport | SdkInfoReport | ProgressReport
 
 def decode_report(event_type: str, paras: Mapping[str, Any], where: str = "paras") -> Report:
     """The report of type `event_type` in `paras`; `where` names paras in error messages."""
-    try:
-        kind = UplinkType(event_type)
-    except ValueError:
-        raise ProtocolError(
-            Reason.UNKNOWN_EVENT, f"event type {event_type[:100]!r} is not a device report"
-        ) from None
-    return _DECODERS[kind](paras, where)
+    # By the type's text (a member, a StrEnum, hashes and compares as its text): the
+    # enum's call cost about as much as reading the report.
+    decoder = _BY_TEXT.get(event_type) if isinstance(event_type, str) else None
+    if decoder is None:
+        try:
+            kind = UplinkType(event_type)
+        except ValueError:
+            raise ProtocolError(
+                Reason.UNKNOWN_EVENT, f"event type {event_type[:100]!r} is not a device report"
+            ) from None
+        decoder = _DECODERS[kind]
+    return decoder(paras, where)
 
 
 def _version_report(paras: Mapping[str, Any], where: str) -> VersionReport:
@@ -159,6 +164,7 @@ _DECODERS: dict[UplinkType, Callable[[Mapping[str, Any], str], Report]] = {
     UplinkType.UPGRADE_PROGRESS_REPORT: _progress_report,
     UplinkType.SDK_INFO_REPORT: _sdk_info_report,
 }
+_BY_TEXT = {kind.value: decoder for kind, decoder in _DECODERS.items()}
 
 
 def _present(*pairs: tuple[str, Any]) -> dict[str, Any]:

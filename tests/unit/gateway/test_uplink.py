@@ -1,14 +1,26 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Callable, Mapping
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from gateway.uplink import MAX_RAW_BYTES, dead_letter, translate
-from ota.protocol import ProtocolError, Reason, up_topic
-from ota.records import DeviceEventRecord
+from gateway.uplink import MAX_RAW_BYTES, dead_letter, record_id, translate
+from ota.protocol import (
+    Event,
+    ProtocolError,
+    Reason,
+    UplinkType,
+    check_device_id,
+    device_id_from_topic,
+    up_topic,
+)
+from ota.records import DeviceEventRecord, encode, encode_device_event
+from ota.reports import decode_report
 
 TOPIC = up_topic("devA")
 
@@ -114,3 +126,107 @@ def test_dead_letter_of_a_huge_payload_keeps_its_head() -> None:
     assert letter.reason == "payload_too_large"
     assert len(base64.b64decode(letter.raw_b64)) == MAX_RAW_BYTES
     assert "cut to the first" in letter.message
+
+
+def _split_device_id(topic: str, direction: str) -> str:
+    """device_id_from_topic as it was before its fast path: the reference it must match."""
+    parts = topic.split("/")
+    if (
+        len(parts) != 6
+        or parts[0] != "$oc"
+        or parts[1] != "devices"
+        or parts[3:] != ["sys", "events", direction]
+    ):
+        raise ProtocolError(
+            Reason.BAD_TOPIC, f"topic {topic[:200]!r} is not an OTA {direction} topic"
+        )
+    return check_device_id(parts[2])
+
+
+def _outcome(read: Callable[[str, str], str], topic: str, direction: str) -> tuple[str, str]:
+    try:
+        return ("device", read(topic, direction))
+    except ProtocolError as error:
+        return (error.reason.value, error.message)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            ["$oc", "devices", "sys", "events", "up", "down", "", "d-1", "bad id", "x" * 129, "a/b"]
+        ),
+        max_size=8,
+    ),
+    st.sampled_from(["up", "down"]),
+)
+def test_topic_device_ids_read_as_the_split_reading_does(parts: list[str], direction: str) -> None:
+    topic = "/".join(parts)
+    assert _outcome(device_id_from_topic, topic, direction) == _outcome(
+        _split_device_id, topic, direction
+    )
+
+
+@pytest.mark.parametrize(
+    "topic",
+    [
+        up_topic("dev:A@1.b_c-d"),
+        "$oc/devices/d-1/sys/events/down",
+        "$oc/devices//sys/events/up",
+        "$oc/devices/sys/events/up",
+        "$oc/devices/sys/events/up/sys/events/up",
+        "$oc/devices/a/b/sys/events/up",
+        "$oc/devices/bad id/sys/events/up",
+        "$oc/devices/" + "x" * 128 + "/sys/events/up",
+        "$oc/devices/" + "x" * 129 + "/sys/events/up",
+        "$oc/devices/d/sys/events/up/",
+        "/$oc/devices/d/sys/events/up",
+        "$oc/devices/d\n/sys/events/up",
+    ],
+)
+def test_these_topics_read_as_the_split_reading_does(topic: str) -> None:
+    for direction in ("up", "down"):
+        assert _outcome(device_id_from_topic, topic, direction) == _outcome(
+            _split_device_id, topic, direction
+        )
+
+
+def _incremental_id(device_id: str, index: int, event: Event) -> str:
+    """record_id as it was computed before (one update per part): ids must not change."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (device_id, event.event_id or "", event.event_type, str(index)):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    digest.update(orjson.dumps(event.paras, option=orjson.OPT_SORT_KEYS))
+    return digest.hexdigest()
+
+
+def test_record_ids_are_those_of_before() -> None:
+    events = [
+        Event("upgrade_progress_report", {"version": "1.0", "result_code": 0}, "cmd-1"),
+        Event("version_report", {"fw_version": "2.\u00e9"}, "\u00e9v\u00e9nement-7"),
+        Event("sdk_info_report", {}, ""),
+    ]
+    for index, event in enumerate(events):
+        assert record_id("dev:A@1", index, event) == _incremental_id("dev:A@1", index, event)
+
+
+def test_reports_decode_by_their_type_text_or_member() -> None:
+    paras = {"result_code": 0, "version": "1.0", "progress": 5}
+    by_text = decode_report("upgrade_progress_report", paras)
+    assert decode_report(UplinkType.UPGRADE_PROGRESS_REPORT, paras) == by_text
+    assert by_text.paras() == paras
+    for unknown in ("reboot", "UPGRADE_PROGRESS_REPORT", ""):
+        with pytest.raises(ProtocolError) as caught:
+            decode_report(unknown, paras)
+        assert caught.value.reason is Reason.UNKNOWN_EVENT
+
+
+def test_events_encode_as_the_general_codec_does() -> None:
+    records = [
+        DeviceEventRecord("d", "version_report", {"fw_version": "1"}, None, None, "i", 0),
+        DeviceEventRecord("d\u00e9", "upgrade_progress_report", REPORT["paras"], "e", 7, "j", 9),  # type: ignore[arg-type]
+        *translate(TOPIC, _envelope(REPORT, REPORT), 1234).records,
+    ]
+    for record in records:
+        assert encode_device_event(record) == encode(record)
