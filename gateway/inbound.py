@@ -63,7 +63,13 @@ from ota.clock import now_ms
 from ota.kafka_async import AsyncProducer
 from ota.mqtt import Ack
 from ota.protocol import ProtocolError
-from ota.records import DeadLetterRecord, DeviceEventRecord, PresenceRecord, encode
+from ota.records import (
+    DeadLetterRecord,
+    DeviceEventRecord,
+    PresenceRecord,
+    encode,
+    encode_device_event,
+)
 
 OutRecord = DeviceEventRecord | PresenceRecord | DeadLetterRecord
 
@@ -139,8 +145,8 @@ class Inbound:
         self._backoff = backoff
         self._limit = settings.uplink_in_flight
         self._in_flight = 0
-        self._in_flight_gauge = metrics.IN_FLIGHT.labels("uplink")
-        self._in_flight_gauge.set(0)
+        # Read when scraped, not set twice per message.
+        metrics.IN_FLIGHT.labels("uplink").set_function(lambda: self._in_flight)
         self._paused = False
         self._seq = 0
         self._unanswered = 0  # records sent that Kafka has not answered yet
@@ -188,11 +194,11 @@ class Inbound:
             self._send(message)
 
     def _uplink_records(self, topic: str, payload: bytes, received: int) -> list[OutRecord]:
-        parts = topic.split("/", 3)
-        device = parts[2] if len(parts) > 2 else ""
-        if not self._owns_all and not self._split.owns(device):
-            self._count("foreign")
-            return []
+        if not self._owns_all:
+            parts = topic.split("/", 3)
+            if not self._split.owns(parts[2] if len(parts) > 2 else ""):
+                self._count("foreign")
+                return []
         try:
             uplink = translate(topic, payload, received)
         except ProtocolError as error:
@@ -210,6 +216,7 @@ class Inbound:
             records.append(event)
         for service_id, event_type in uplink.ignored:  # few pairs: the labels stay bounded
             metrics.SYSTEM_EVENTS.labels(service_id, event_type).inc()
+        device = uplink.device_id  # the topic's (parse_uplink knows no child devices here)
         if self._throttle.should_emit(device, received):
             records.append(
                 PresenceRecord(device_id=device, online=True, source="uplink", at_ms=received)
@@ -248,6 +255,8 @@ class Inbound:
         counter.inc()
 
     def _route(self, record: OutRecord) -> _Out:
+        if type(record) is DeviceEventRecord:  # most: encoded without orjson calling back
+            return _Out(self._inbox, record.device_id.encode(), encode_device_event(record), False)
         if isinstance(record, DeadLetterRecord):
             return _Out(self._dead_letters, record.source.encode(), encode(record), True)
         return _Out(self._inbox, record.device_id.encode(), encode(record), False)
@@ -413,7 +422,6 @@ class Inbound:
 
     def _enter(self) -> None:
         self._in_flight += 1
-        self._in_flight_gauge.set(self._in_flight)
         if self._in_flight == 1:
             self.idle.clear()
         if self._in_flight >= self._limit and not self._paused:
@@ -421,7 +429,6 @@ class Inbound:
 
     def _leave(self) -> None:
         self._in_flight -= 1
-        self._in_flight_gauge.set(self._in_flight)
         if self._paused and self._in_flight <= self._limit // 2:
             self._update_reading()
         if self._in_flight == 0:
