@@ -11,6 +11,7 @@ the gateway did not ask for is recorded as a broker outage (gateway.broker_outag
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 
 from gateway import metrics
@@ -35,6 +36,7 @@ BACKOFF = Backoff(0.2, 10.0)
 # gateway reconnects within 2 s (an attempt every 2 s at most against a dead broker is
 # nothing to it), not up to 10 s later while the devices' uplinks find no subscriber.
 BROKER_BACKOFF = Backoff(0.2, 2.0)
+GC_THRESHOLD = 50_000  # allocations between young-generation collections (default 700)
 
 
 def _new_producer(settings: GatewaySettings) -> RecordProducer:
@@ -91,7 +93,18 @@ def _link_config(settings: GatewaySettings) -> LinkConfig:
 
 
 async def main(settings: GatewaySettings, rt: Runtime) -> None:
+    _tune_gc()
     await run(settings, rt)
+
+
+def _tune_gc() -> None:
+    """Every uplink allocates a few dozen objects, and up to the in-flight bound of
+    messages live until Kafka answered, so they outlive young collections: with the
+    default thresholds the cycle collector ran every 700 allocations and kept rescanning
+    the long-lived heap, about a tenth of the gateway's CPU per message (bench/RESULTS.md,
+    issue 14). Collect rarely, and never scan what startup made (as the workers do)."""
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 20, 100)
 
 
 SERVICE = Service(
