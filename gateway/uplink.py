@@ -15,7 +15,8 @@ gateway itself failed to translate (reason `gateway_error`).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, fields
+from dataclasses import fields
+from typing import NamedTuple
 
 import orjson
 
@@ -61,10 +62,10 @@ def record_id(device_id: str, index: int, event: Event) -> str:
     return hashlib.blake2b(content, digest_size=16).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class Uplink:
+class Uplink(NamedTuple):
     """One uplink message translated: its inbox records, and the (service_id, event_type)
-    of the system events it carried that are accepted but not forwarded."""
+    of the system events it carried that are accepted but not forwarded. (A named tuple:
+    one per message, built for a third of a frozen dataclass's cost.)"""
 
     records: list[DeviceEventRecord]
     ignored: tuple[tuple[str, str], ...] = ()

@@ -151,11 +151,11 @@ def _sdk_info_report(paras: Mapping[str, Any], where: str) -> SdkInfoReport:
 
 
 def _progress_report(paras: Mapping[str, Any], where: str) -> ProgressReport:
-    return ProgressReport(
-        result_code=required_int(paras, "result_code", where, 0, MAX_RESULT_CODE),
-        version=required_str(paras, "version", where),
-        progress=optional_int(paras, "progress", where, 0, 100),
-        description=optional_str(paras, "description", where, MAX_TEXT_CHARS),
+    return ProgressReport(  # positional, in field order: the uplink's most frequent report
+        required_int(paras, "result_code", where, 0, MAX_RESULT_CODE),
+        required_str(paras, "version", where),
+        optional_int(paras, "progress", where, 0, 100),
+        optional_str(paras, "description", where, MAX_TEXT_CHARS),
     )
 
 
