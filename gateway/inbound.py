@@ -158,6 +158,7 @@ class Inbound:
         self._held: deque[_Message] = deque()
         self._answered = asyncio.Event()  # set when nothing is unanswered (during recovery)
         self._counters: dict[str, Counter] = {}
+        self._counts: dict[str, int] = {}  # messages_in_total of this loop pass, not yet added
         self.idle = asyncio.Event()
         self.idle.set()
         metrics.PAUSED.set(0)
@@ -249,10 +250,19 @@ class Inbound:
         ]
 
     def _count(self, kind: str) -> None:
-        counter = self._counters.get(kind)
-        if counter is None:
-            counter = self._counters[kind] = metrics.MESSAGES_IN.labels(kind)
-        counter.inc()
+        # Added to the counters once per loop pass (a counter's increment takes a lock).
+        counts = self._counts
+        if not counts:
+            asyncio.get_running_loop().call_soon(self._add_counts)
+        counts[kind] = counts.get(kind, 0) + 1
+
+    def _add_counts(self) -> None:
+        counts, self._counts = self._counts, {}
+        for kind, count in counts.items():
+            counter = self._counters.get(kind)
+            if counter is None:
+                counter = self._counters[kind] = metrics.MESSAGES_IN.labels(kind)
+            counter.inc(count)
 
     def _route(self, record: OutRecord) -> _Out:
         if type(record) is DeviceEventRecord:  # most: encoded without orjson calling back
@@ -280,7 +290,9 @@ class Inbound:
     ) -> None:
         self._unanswered -= 1
         if error is None:
-            self._acknowledged(message)
+            message.left -= 1  # as _acknowledged, inline: once per record
+            if message.left == 0:
+                self._delivered(message)
         else:
             self._failed(message, index)
             if not kafka_errors.worth_retrying(error):
