@@ -22,8 +22,15 @@ def redis_node(tmp_path: Path) -> Iterator[PrivateRedis]:
 
 
 @pytest.fixture
+def services_redis() -> dict[str, str]:
+    """Settings that move services off `redis_node` (a test module overrides it)."""
+    return {}
+
+
+@pytest.fixture
 def redis_stack(
     redis_node: PrivateRedis,
+    services_redis: dict[str, str],
     kafka_bootstrap: str,
     redis_url: str,
     mqtt_env: dict[str, str],
@@ -36,6 +43,6 @@ def redis_stack(
         redis_url=redis_node.url(),
         redis_db=0,
         state_dir=tmp_path / "stack",
-        extra={**mqtt_env, **credentials, "OTA_LOG_LEVEL": "INFO"},
+        extra={**mqtt_env, **credentials, **services_redis, "OTA_LOG_LEVEL": "INFO"},
     ) as stack:
         yield stack

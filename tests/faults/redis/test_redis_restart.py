@@ -17,11 +17,10 @@ from __future__ import annotations
 import pytest
 
 from ops.demo_stack import Stack
-from tests.faults.restart_run import assert_paused_not_lost, rollout_across_restart
+from tests.faults.redis.half_released import FLEET, rollout_killed_half_released
+from tests.faults.restart_run import assert_paused_not_lost
 from tests.redis_kit import PrivateRedis
 
-FLEET = 120
-RATE_PER_MIN = 1200  # 20 devices/s: the release takes 6 s, devices are at every stage
 OUTAGE_S = 2.0
 
 
@@ -29,16 +28,7 @@ OUTAGE_S = 2.0
 async def test_a_redis_restart_mid_rollout_loses_nothing_and_repeats_nothing_devices_act_on(
     redis_node: PrivateRedis, redis_stack: Stack, kafka_bootstrap: str
 ) -> None:
-    run = await rollout_across_restart(
-        redis_node,
-        redis_stack.plan,
-        redis_stack.env,
-        kafka_bootstrap=kafka_bootstrap,
-        size=FLEET,
-        rate_per_min=RATE_PER_MIN,
-        kill_on="released",  # steady at the release rate; finishes may come in bursts
-        kill_after_share=0.5,
-        outage_s=OUTAGE_S,
-        timeout_s=240,
+    run = await rollout_killed_half_released(
+        redis_node, redis_stack, kafka_bootstrap, outage_s=OUTAGE_S
     )
     assert_paused_not_lost(run, FLEET, "Redis")
