@@ -18,12 +18,14 @@ import uvicorn
 from ota.env import PREFIX, SettingsError
 from ota.redis_clients import is_cluster_url
 from ota.runtime import Runtime, Service
+from scheduler import keys
 from scheduler.api.app import build_app
 from scheduler.bus import Consumer
 from scheduler.consumers import InboxHandler, JobEventHandler
 from scheduler.deadletters import DeadLetterCounts
 from scheduler.rebuild import restore, stop_lost
 from scheduler.reconciler import Reconciler
+from scheduler.registry_replay import replay_registry
 from scheduler.services import Services
 from scheduler.settings import SchedulerSettings
 from scheduler.webhooks import Dispatcher
@@ -63,7 +65,7 @@ async def serve(settings: SchedulerSettings, rt: Runtime) -> None:
     inbox = Consumer(
         settings.common,
         topics=[topics.inbox],
-        group_id=f"{settings.consumer_group}-registry",
+        group_id=settings.registry_group,
         handler=InboxHandler(services.registry, services.producer, topics),
         name="registry",
     )
@@ -107,6 +109,7 @@ async def serve(settings: SchedulerSettings, rt: Runtime) -> None:
         timeout_s=settings.webhook_timeout_s,
     )
     await dispatcher.ensure_group()
+    emptied = not await services.redis.exists(keys.RESTORED)  # or never restored yet
     await restore(services.redis, settings, services.webhooks)
     await stop_lost(services.redis, services.tasks)
     rt.started()
@@ -123,6 +126,11 @@ async def serve(settings: SchedulerSettings, rt: Runtime) -> None:
         rt.spawn(reconciler.run(rt.stop), "reconciler")
         rt.spawn(dispatcher.run(rt.stop), "webhooks")
         rt.spawn(services.credential_log.run(rt.stop), "credentials")
+        if emptied:
+            replay = replay_registry(
+                settings.common, settings.registry_group, services.registry, rt.stop
+            )
+            rt.spawn(replay, "registry-replay")
         await rt.stop.wait()
         await rt.join(stop_timeout_s(settings))
     finally:

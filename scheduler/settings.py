@@ -138,6 +138,11 @@ class SchedulerSettings:
     audit_failures_per_min: float = 60.0
 
     @property
+    def registry_group(self) -> str:
+        """The consumer group that applies the inbox to the device registry."""
+        return f"{self.consumer_group}-registry"
+
+    @property
     def jobs_group(self) -> str:
         """The consumer group that applies job events to tasks."""
         return f"{self.consumer_group}-jobs"

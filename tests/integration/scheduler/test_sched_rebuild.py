@@ -171,3 +171,31 @@ async def test_catalog_is_restored_after_redis_is_lost(
     third = await start_harness(OTA_SCHEDULER_PORT=str(first.settings.http_port))
     again = (await third.client.get(f"/v1/tasks/{tid}")).json()
     assert (again["status"], again["reason"]) == ("Stopped", LOST_REASON)
+
+
+async def test_the_registry_is_refilled_from_the_inbox_after_redis_is_lost(
+    start_harness: StartHarness, sched_redis: redis.Redis[bytes]
+) -> None:
+    first = await start_harness()
+    a, b = (f"registry-{uuid.uuid4().hex[:6]}" for _ in range(2))
+    first.report(a, fw="1.0", sw="s1")
+    first.presence(a, True)
+    first.report(b, fw="2.0")
+    first.report(b, fw="2.1")  # newer: the replay must not undo it with 2.0
+    first.presence(b, True)
+    first.presence(b, False)
+    await first.wait_device(a, fw_version="1.0", sw_version="s1", online=True)
+    await first.wait_device(b, fw_version="2.1", online=False)
+    await first.stop()  # the registry group commits each batch it applied
+
+    sched_redis.flushdb()
+    # The same groups: the registry group goes on from its committed offsets, so only the
+    # replay can bring the devices back (none of them reports again).
+    second = await start_harness(
+        OTA_SCHEDULER_GROUP=first.settings.consumer_group,
+        OTA_SCHEDULER_PORT=str(first.settings.http_port),
+    )
+    await second.wait_device(a, fw_version="1.0", sw_version="s1", online=True)
+    await second.wait_device(b, fw_version="2.1", online=False)
+    online = (await second.client.get("/v1/devices", params={"online": "true"})).json()
+    assert a in [d["device_id"] for d in online["items"]]
