@@ -6,6 +6,7 @@ an API key the benchmark writes with. `running_scheduler()` is the whole life of
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import subprocess
@@ -22,19 +23,10 @@ import redis
 from kafka.admin import KafkaAdminClient, NewTopic
 
 from ops.demo_env import free_port
+from ota.settings import Topics
 
 KEY = "bench-write-key-0123"
-TOPICS = (
-    "inbox",
-    "commands",
-    "job-events",
-    "dead-letters",
-    "task-events",
-    "packages",
-    "tasks",
-    "devices",
-    "audit",
-)
+TOPICS = tuple(getattr(Topics(), f.name) for f in dataclasses.fields(Topics))  # all of them
 
 
 class Scheduler:
@@ -58,7 +50,7 @@ class Scheduler:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def topics(self) -> list[str]:
-        return [self.prefix + "ota." + t for t in TOPICS]
+        return [self.prefix + t for t in TOPICS]
 
     def start(self) -> None:
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, client_id="bench")

@@ -78,10 +78,10 @@ async def replay_registry(
         items = parse_inbox(records).items
         asyncio.run_coroutine_threadsafe(registry.observe(items), loop).result(APPLY_TIMEOUT_S)
 
-    log.warning("Redis was emptied: refilling the device registry from the inbox")
     try:
         read = await loop.run_in_executor(None, read_inbox, settings, group_id, apply, stop.is_set)
-        log.warning("device registry refilled from the inbox", extra={"records": read})
+        if read:  # none on a first start: the group has committed nothing yet
+            log.warning("device registry refilled from the inbox", extra={"records": read})
     except (KafkaError, RedisError, TimeoutError) as exc:
         log.error(
             "device registry replay cut short; devices are known again as they report",
