@@ -101,7 +101,7 @@ def _tune_gc() -> None:
     """Every uplink allocates a few dozen objects, and up to the in-flight bound of
     messages live until Kafka answered, so they outlive young collections: with the
     default thresholds the cycle collector ran every 700 allocations and kept rescanning
-    the long-lived heap, about a tenth of the gateway's CPU per message (bench/RESULTS.md,
+    the long-lived heap, about a fifth of the gateway's CPU per message (bench/RESULTS.md,
     issue 14). Collect rarely, and never scan what startup made (as the workers do)."""
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, 20, 100)
