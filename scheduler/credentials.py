@@ -8,10 +8,10 @@ and `box`; `verify` and the broker's redis mode read it, docs/broker.md "Certifi
 once, when it is set (generated, or given by the caller), and never logged or shown again.
 
 Revocations (rotate, disable, delete, a change of `auth`) call every hook in `on_revoked`
-with the device id and what happened, after Redis has the change. This is the seam through which the broker
-will disconnect the device's live session; today the one hook counts revocations
-(`ota_scheduler_credentials_revoked_total{action}`). A hook is awaited in the request that
-revoked: it must bound its own time and retries.
+with the device id and what happened, after Redis has the change. This is the seam through
+which the broker will disconnect the device's live session; today the one hook counts
+revocations (`ota_scheduler_credentials_revoked_total{action}`). A hook is awaited in the
+request that revoked: it must bound its own time and retries.
 
 Every change is also recorded on the compacted topic `ota.credentials`, the records as
 they stand (secrets sealed), from which an emptied store is put back
