@@ -16,8 +16,9 @@ gmqtt frees the id.
 and an `ack(reason_code)` to call once the message is safely handled (PUBACK for QoS 1;
 no-op for QoS 0), without a task per message; the PUBACKs of one loop pass go out in one
 socket write. A QoS 1 PUBLISH without MQTT 5 properties (what the broker sends the uplink)
-is read by the link straight from the packet; gmqtt reads every other. An ack for a connection that has since dropped is not sent: the broker
-redelivers on the new one, whose packet ids differ.
+is read by the link straight from the packet; gmqtt reads every other. An ack for a
+connection that has since dropped is not sent: the broker redelivers on the new one, whose
+packet ids differ.
 
 gmqtt reconnects by itself after a lost connection, waiting `reconnect_delay` before
 every attempt; the link sets that delay from its backoff policy before each attempt, so
