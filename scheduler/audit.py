@@ -26,7 +26,7 @@ through `record_failure`, within one budget (scheduler/audit_budget.py) shared b
 replica through Redis (scheduler/shared_budget.py): a flood of them writes at most that,
 and one `unrecorded_failures` record counts the rest.
 
-The topic is checked once at start-up (`audit_topic_exists`): a send to a missing topic
+The topic is checked once at start-up (`scheduler.bus.topic_exists`): a send to a missing topic
 would hold the scheduler's one producer thread for kafka-python's max_block_ms on every
 write request. Without it, records go to Redis only (logged at start, counted per record)
 until the topic is created (deploy/topics.toml) and the scheduler restarted.
@@ -48,9 +48,7 @@ from starlette.responses import Response
 
 from ota import metrics
 from ota.clock import now_ms
-from ota.kafka_clients import make_admin
 from ota.records import new_id
-from ota.settings import CommonSettings
 from scheduler.bus import Out, Producer
 from scheduler.errors import ValidationError
 from scheduler.shared_budget import SharedFailureBudget
@@ -178,21 +176,6 @@ def unrecorded(count: int, at_ms: int) -> dict[str, Any]:
         forwarded_for=None,
         at_ms=at_ms,
     )
-
-
-def audit_topic_exists(common: CommonSettings, timeout_ms: int = 5000) -> bool:
-    """False only when Kafka answers and has no audit topic; Kafka away counts as present
-    (the services wait Kafka out, and the topic is part of every deployment's set)."""
-    try:
-        admin = make_admin(common, request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms)
-    except KafkaError:
-        return True
-    try:
-        return common.topics.audit in admin.list_topics()
-    except KafkaError:
-        return True
-    finally:
-        admin.close()
 
 
 class AuditLog:

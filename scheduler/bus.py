@@ -36,7 +36,7 @@ from ota import metrics
 from ota.backoff import Backoff, StoppedError, retry
 from ota.kafka_async import AsyncProducer
 from ota.kafka_async_consumer import AsyncConsumer
-from ota.kafka_clients import make_consumer, make_producer
+from ota.kafka_clients import make_admin, make_consumer, make_producer
 from ota.kafka_errors import KafkaClientError, worth_retrying
 from ota.settings import CommonSettings
 
@@ -275,3 +275,18 @@ class Consumer:
         except StoppedError:
             return False  # uncommitted: the next owner of the partitions applies it
         return True
+
+
+def topic_exists(common: CommonSettings, topic: str, timeout_ms: int = 5000) -> bool:
+    """False only when Kafka answers and has no such topic; Kafka away counts as present
+    (the services wait Kafka out, and the topic is part of every deployment's set)."""
+    try:
+        admin = make_admin(common, request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms)
+    except KafkaError:
+        return True
+    try:
+        return topic in admin.list_topics()
+    except KafkaError:
+        return True
+    finally:
+        admin.close()

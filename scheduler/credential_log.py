@@ -134,8 +134,13 @@ class CredentialLog:
         r: redis.asyncio.Redis[bytes],
         producer: Producer,
         settings: CommonSettings,
+        *,
+        recording: bool = True,
     ) -> None:
+        """`recording` False: the topic does not exist (checked at start); changes stay
+        listed, unsent, for a scheduler started once it does, and nothing is restored."""
         self._r, self._producer, self._settings = r, producer, settings
+        self._recording = recording
         self._topic = settings.topics.credentials
         self._settle = r.register_script(_SETTLE)
         self._put_back = r.register_script(_PUT_BACK)
@@ -143,6 +148,8 @@ class CredentialLog:
     async def publish(self, device_ids: Sequence[str]) -> None:
         """Send the devices' records as the store holds them (see the module's text). Kafka
         failing is logged, not raised: the devices stay in `PENDING` for `drain`."""
+        if not self._recording:
+            return
         todo = list(dict.fromkeys(device_ids))
         for _ in range(ROUNDS):
             sent = await self._read(todo)
@@ -170,6 +177,9 @@ class CredentialLog:
     async def drain(self) -> int:
         """Restore the store if it lost its mark, then send every pending device; how many
         were sent."""
+        if not self._recording:
+            UNRECORDED.set(await self._r.scard(PENDING))
+            return 0
         if not await self._r.exists(MARK):
             await self.restore()
         sent = 0

@@ -4,7 +4,6 @@ key), the operation, its target and outcome, in Kafka's audit topic and GET /v1/
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import io
 import uuid
@@ -17,7 +16,8 @@ from kafka import TopicPartition
 
 from ops.cli import main as ota_cli
 from ota.kafka_clients import make_consumer
-from scheduler.audit import UNRECORDED_ACTION, audit_topic_exists
+from scheduler.audit import UNRECORDED_ACTION
+from scheduler.bus import topic_exists
 from scheduler.shared_budget import DEBT_KEY
 from tests.integration.scheduler.conftest import StartHarness
 from tests.integration.scheduler.sched_harness import READ_KEY, WRITE_KEY, Harness
@@ -139,9 +139,8 @@ async def test_the_cli_lists_the_audit_trail(harness: Harness) -> None:
 
 async def test_the_audit_topic_is_checked_at_start(harness: Harness) -> None:
     common = harness.settings.common
-    assert audit_topic_exists(common)
-    missing_topic = dataclasses.replace(common.topics, audit=f"test.no-audit.{uuid.uuid4().hex}")
-    assert not audit_topic_exists(dataclasses.replace(common, topics=missing_topic))
+    assert topic_exists(common, common.topics.audit)
+    assert not topic_exists(common, f"test.no-audit.{uuid.uuid4().hex}")
 
 
 async def test_a_flood_of_unknown_keys_writes_at_most_the_audit_budget(

@@ -7,8 +7,10 @@ CAs recorded and put back beside them."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -19,6 +21,7 @@ import redis.asyncio
 
 from ota.clock import now_ms
 from ota.device_auth import credentials_for
+from ota.settings import Topics
 from scheduler.bus import Out, Producer
 from scheduler.credential_log import MARK, CredentialLog
 from scheduler.credentials import PENDING, Credentials, deleted_key, record_key
@@ -26,7 +29,7 @@ from scheduler.device_cas import DEVICE_CAS
 from scheduler.rebuild import read_latest
 from scheduler.secretbox import DEV_CREDENTIAL_KEYS, CredentialKeys, SecretBox
 from tests.integration.scheduler.conftest import StartHarness
-from tests.integration.scheduler.sched_harness import API_KEYS, Harness, eventually
+from tests.integration.scheduler.sched_harness import API_KEYS, Harness, eventually, make_settings
 from tests.x509_kit import make_ca
 
 BROKER_KEY = "test-broker-key-0123"
@@ -278,3 +281,29 @@ async def test_device_cas_are_recorded_and_put_back(
     held = sched_redis.hgetall(DEVICE_CAS)
     assert set(held) == {kept.fingerprint().encode(), older.fingerprint().encode()}
     assert (await on_topic(second))[f"ca/{older.fingerprint()}"] == older.pem().encode()
+
+
+async def test_without_the_topic_changes_wait_listed_and_it_is_logged(
+    kafka_bootstrap: str,
+    redis_url: str,
+    tmp_path: Path,
+    sched_topics: Topics,
+    sched_redis: redis.Redis[bytes],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    missing = dataclasses.replace(sched_topics, credentials=f"test.no-creds.{uuid.uuid4().hex}")
+    env = {"OTA_API_KEYS": f"{API_KEYS},{BROKER_KEY}:broker"}
+    h = Harness(make_settings(kafka_bootstrap, redis_url, tmp_path, missing, **env))
+    await h.start()
+    try:
+        d = device()
+        assert (await h.admin.post(path(d), json={"secret": SECRET})).status_code == 201
+        assert await reason(h, d, SECRET) == "ok"  # in force, though unrecorded
+        assert sched_redis.sismember(PENDING, d)  # for a scheduler started with the topic
+        assert not sched_redis.exists(MARK)  # nothing to restore from
+    finally:
+        await h.close()
+    assert any(
+        "credentials topic" in r.getMessage() and "does not exist" in r.getMessage()
+        for r in caplog.records
+    )
