@@ -13,10 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-import redis.asyncio
+from redis.asyncio.client import Pipeline
 
-from ota.clock import now_ms
-from ota.records import JobEventRecord, new_id
+from ota.records import JobEventRecord
 from ota.settings import Topics
 from scheduler import keys
 from scheduler.bus import Out, Producer
@@ -25,11 +24,15 @@ from scheduler.taskstate import NOTIFY_STREAM_MAXLEN
 
 
 def task_status_event(task: TaskDoc, previous: str | None) -> dict[str, Any]:
+    """The notification of a task's status change, made from the new document: its id
+    comes from the task, both statuses and the document's `updated_ms`, so the same change
+    is always told under the same id."""
+    key = f"{task['id']}|{previous}|{task['status']}|{task['updated_ms']}"
     return {
         "v": 1,
         "kind": "task_status",
-        "id": new_id(),
-        "at_ms": now_ms(),
+        "id": hashlib.sha256(key.encode()).hexdigest()[:32],
+        "at_ms": task["updated_ms"],
         "task_id": task["id"],
         "status": task["status"],
         "previous": previous,
@@ -56,29 +59,21 @@ def device_result_event(event: JobEventRecord, device_status: str) -> dict[str, 
     }
 
 
+def add_to_stream(pipe: Pipeline[bytes], body: bytes) -> None:
+    """Queue a notification's body on the webhooks' stream in `pipe`, the transaction or
+    pipeline that makes the change it tells of."""
+    pipe.xadd(keys.NOTIFY_STREAM, {"body": body}, maxlen=NOTIFY_STREAM_MAXLEN, approximate=True)
+
+
 class Notifier:
-    def __init__(self, r: redis.asyncio.Redis[bytes], producer: Producer, topics: Topics) -> None:
-        self._r, self._producer, self._topics = r, producer, topics
+    def __init__(self, producer: Producer, topics: Topics) -> None:
+        self._producer, self._topics = producer, topics
 
-    async def emit(self, events: Sequence[dict[str, Any]]) -> None:
-        """Tell applications: the task-events topic and the webhooks' stream."""
-        if not events:
-            return
-        bodies = await self.publish(events)
-        pipe = self._r.pipeline(transaction=False)
-        for body in bodies:
-            pipe.xadd(
-                keys.NOTIFY_STREAM, {"body": body}, maxlen=NOTIFY_STREAM_MAXLEN, approximate=True
-            )
-        await pipe.execute()
-
-    async def publish(self, events: Sequence[dict[str, Any]]) -> list[bytes]:
-        """The task-events topic only (for notifications the stream already holds); the
-        encoded bodies."""
-        bodies = [orjson.dumps(e) for e in events]
-        if bodies:
+    async def publish(self, events: Sequence[dict[str, Any]], *, patient: bool = False) -> None:
+        """The task-events topic's copy of notifications the webhooks' stream already
+        holds (written with the change they tell of); `patient`: see `Producer.send`."""
+        if events:
             await self._producer.send(
-                Out(self._topics.task_events, e["task_id"], body)
-                for e, body in zip(events, bodies, strict=True)
+                (Out(self._topics.task_events, e["task_id"], orjson.dumps(e)) for e in events),
+                patient=patient,
             )
-        return bodies

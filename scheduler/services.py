@@ -115,7 +115,7 @@ class Services:
             on_facts=joins.facts_changed,
         )
         state = TaskState(r)
-        notifier = Notifier(r, producer, common.topics)
+        notifier = Notifier(producer, common.topics)
         wake = asyncio.Event()
         tasks = Tasks(r, producer, common.topics, packages, registry, state, notifier, wake)
         if settings.credential_dev_key:

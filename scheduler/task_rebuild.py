@@ -43,12 +43,12 @@ from ota.records import JobEventRecord
 from ota.settings import CommonSettings
 from scheduler import keys
 from scheduler.consumers import parse_job_events
-from scheduler.notify import device_result_event
+from scheduler.notify import add_to_stream, device_result_event
 from scheduler.pacing import Hold
 from scheduler.policy import parse_policy
 from scheduler.task_lists import WRITE_CHUNK, lay_out
 from scheduler.taskdoc import TaskDoc
-from scheduler.taskstate import FINISHED_BUCKETS, NOTIFY_STREAM_MAXLEN, PENDING, bucket
+from scheduler.taskstate import FINISHED_BUCKETS, PENDING, bucket
 from scheduler.taskstatus import TaskStatus
 from scheduler.waves import wave_ends
 
@@ -250,12 +250,7 @@ async def resume(
         for at in range(0, len(notes), WRITE_CHUNK):
             stream = r.pipeline(transaction=False)
             for note in notes[at : at + WRITE_CHUNK]:
-                stream.xadd(
-                    keys.NOTIFY_STREAM,
-                    {"body": note},
-                    maxlen=NOTIFY_STREAM_MAXLEN,
-                    approximate=True,
-                )
+                add_to_stream(stream, note)
             await stream.execute()
         await pipe.execute()
     finally:

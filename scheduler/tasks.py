@@ -3,7 +3,8 @@
 The task document's system of record is the compacted topic `ota.tasks` (key = task
 id); Redis holds the working copy, its device list, per-device states and counts
 (`taskstate`). Status changes go through `transition`: the new document to Kafka, then
-an optimistic check-and-set in Redis, then the notifier. Releasing devices is the
+an optimistic check-and-set in Redis that also enters the change's notification in the
+webhooks' stream, then its copy on the task-events topic. Releasing devices is the
 reconciler's job; the API only changes what the reconciler reads.
 """
 
@@ -33,7 +34,7 @@ from scheduler.errors import BadRequest, Conflict, Gone, NotFound, ValidationErr
 from scheduler.fields import Obj
 from scheduler.joins import Joins
 from scheduler.matching import Followed
-from scheduler.notify import Notifier, task_status_event
+from scheduler.notify import Notifier, add_to_stream, task_status_event
 from scheduler.pacing import Hold
 from scheduler.packages import Packages
 from scheduler.policy import parse_policy, policy_json
@@ -307,22 +308,27 @@ class Tasks:
             previous = doc["status"]
             doc.update({"status": to.value, "reason": reason})
 
-        doc = await self.update(tid, change, runtime)
-        if previous != to.value:
-            await self._notifier.emit([task_status_event(doc, previous)])
-        return doc
+        def told(doc: TaskDoc) -> dict[str, Any] | None:
+            return task_status_event(doc, previous) if previous != to.value else None
+
+        return await self.update(tid, change, runtime, told)
 
     async def update(
         self,
         tid: str,
         change: Callable[[TaskDoc], None],
         runtime: Mapping[str | bytes, bytes | float | int | str] | None = None,
+        told: Callable[[TaskDoc], dict[str, Any] | None] | None = None,
     ) -> TaskDoc:
         """Apply `change` to a task's document as a check-and-set (again on a concurrent
         write; `change` may raise to refuse), with `runtime` fields in the same
         transaction. The new document is published first: a change Kafka does not take
-        is not made (the topic is the documents' system of record)."""
+        is not made (the topic is the documents' system of record). `told` makes the
+        change's notification from the new document (None: none): its webhooks' stream
+        entry goes in the same transaction, so no crash loses it, and its task-events
+        copy is sent after, patiently."""
         key = keys.task(tid)
+        note: dict[str, Any] | None = None
         async with self._r.pipeline(transaction=True) as pipe:
             while True:
                 try:
@@ -333,15 +339,20 @@ class Tasks:
                     doc = load_task(raw)
                     change(doc)
                     doc["updated_ms"] = now_ms()
+                    note = told(doc) if told is not None else None
                     await self._producer.send([Out(self._topics.tasks, tid, orjson.dumps(doc))])
                     pipe.multi()
                     pipe.set(key, orjson.dumps(doc))
                     if runtime:
                         pipe.hset(keys.task_runtime(tid), mapping={**runtime})
+                    if note is not None:
+                        add_to_stream(pipe, orjson.dumps(note))
                     await pipe.execute()
                     break
                 except WatchError:
                     continue  # published too; the document that wins is published after it
+        if note is not None:
+            await self._notifier.publish([note], patient=True)
         return doc
 
     # ------------------------------------------------------------ reads

@@ -12,9 +12,11 @@ from unittest.mock import ANY
 
 import orjson
 import pytest
+import redis
 from kafka import TopicPartition
 
 from ota.kafka_clients import make_consumer
+from scheduler import keys
 from scheduler.webhook_signing import TOLERANCE_S, WebhookVerificationError, verify
 from tests.integration.scheduler.sched_harness import Harness, eventually
 
@@ -166,7 +168,7 @@ async def test_a_rotated_secret_signs_beside_the_old_one_until_retired(
 
 
 async def test_task_events_topic_carries_status_changes_and_device_results(
-    harness: Harness,
+    harness: Harness, sched_redis: redis.Redis[bytes]
 ) -> None:
     run = uuid.uuid4().hex[:6]
     devices = [f"te-{run}-{i}" for i in range(2)]
@@ -197,6 +199,12 @@ async def test_task_events_topic_carries_status_changes_and_device_results(
     assert [e["status"] for e in events if e["kind"] == "task_status"] == [
         "Processing",
         "PartialSuccess",
+    ]
+    # Each status change entered the webhooks' stream with the change itself: the same
+    # notification there as on the topic, byte for byte.
+    stream = [fields[b"body"] for _, fields in sched_redis.xrange(keys.NOTIFY_STREAM)]
+    assert [b for b in stream if orjson.loads(b)["kind"] == "task_status"] == [
+        orjson.dumps(e) for e in events if e["kind"] == "task_status"
     ]
     results = [e for e in events if e["kind"] == "device_result"]
     distinct: dict[str, set[bytes]] = {}
