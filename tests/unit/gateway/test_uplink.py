@@ -15,7 +15,7 @@ from ota.protocol import (
     ProtocolError,
     Reason,
     UplinkType,
-    check_device_id,
+    _split_device_id,
     device_id_from_topic,
     up_topic,
 )
@@ -126,21 +126,6 @@ def test_dead_letter_of_a_huge_payload_keeps_its_head() -> None:
     assert letter.reason == "payload_too_large"
     assert len(base64.b64decode(letter.raw_b64)) == MAX_RAW_BYTES
     assert "cut to the first" in letter.message
-
-
-def _split_device_id(topic: str, direction: str) -> str:
-    """device_id_from_topic as it was before its fast path: the reference it must match."""
-    parts = topic.split("/")
-    if (
-        len(parts) != 6
-        or parts[0] != "$oc"
-        or parts[1] != "devices"
-        or parts[3:] != ["sys", "events", direction]
-    ):
-        raise ProtocolError(
-            Reason.BAD_TOPIC, f"topic {topic[:200]!r} is not an OTA {direction} topic"
-        )
-    return check_device_id(parts[2])
 
 
 def _outcome(read: Callable[[str, str], str], topic: str, direction: str) -> tuple[str, str]:
