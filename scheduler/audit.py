@@ -26,7 +26,7 @@ through `record_failure`, within one budget (scheduler/audit_budget.py) shared b
 replica through Redis (scheduler/shared_budget.py): a flood of them writes at most that,
 and one `unrecorded_failures` record counts the rest.
 
-The topic is checked once at start-up (`scheduler.bus.topic_exists`): a send to a missing topic
+The topic is checked once at start-up (`scheduler.bus.absent_topics`): a send to a missing topic
 would hold the scheduler's one producer thread for kafka-python's max_block_ms on every
 write request. Without it, records go to Redis only (logged at start, counted per record)
 until the topic is created (deploy/topics.toml) and the scheduler restarted.

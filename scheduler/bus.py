@@ -277,16 +277,18 @@ class Consumer:
         return True
 
 
-def topic_exists(common: CommonSettings, topic: str, timeout_ms: int = 5000) -> bool:
-    """False only when Kafka answers and has no such topic; Kafka away counts as present
-    (the services wait Kafka out, and the topic is part of every deployment's set)."""
+def absent_topics(
+    common: CommonSettings, topics: Iterable[str], timeout_ms: int = 5000
+) -> set[str]:
+    """Those of `topics` Kafka answers it does not have, in one request; Kafka away counts
+    them as present (the services wait Kafka out, and each is in every deployment's set)."""
     try:
         admin = make_admin(common, request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms)
     except KafkaError:
-        return True
+        return set()
     try:
-        return topic in admin.list_topics()
+        return set(topics) - set(admin.list_topics())
     except KafkaError:
-        return True
+        return set()
     finally:
         admin.close()

@@ -142,6 +142,13 @@ class CredentialLog:
         self._r, self._producer, self._settings = r, producer, settings
         self._recording = recording
         self._topic = settings.topics.credentials
+        if not recording:
+            log.error(
+                "the credentials topic does not exist: credential changes wait unrecorded and "
+                "an emptied credential store cannot be put back; create it "
+                "(deploy/topics.toml) and restart the scheduler",
+                extra={"topic": self._topic},
+            )
         self._settle = r.register_script(_SETTLE)
         self._put_back = r.register_script(_PUT_BACK)
 

@@ -18,7 +18,7 @@ from ota.object_store import ObjectStore
 from scheduler.apikeys import ApiKeys
 from scheduler.audit import AuditLog
 from scheduler.blobs import Blobs, BlobStore
-from scheduler.bus import Producer, topic_exists
+from scheduler.bus import Producer, absent_topics
 from scheduler.credential_log import CredentialLog
 from scheduler.credentials import (
     Credentials,
@@ -130,14 +130,8 @@ class Services:
                 cred_url, **common.redis_security.client_kwargs(cred_url)
             )
         on_revoked: list[RevokeHook] = [count_revocation, announce_revocation(cred_r)]
-        recording = topic_exists(common, common.topics.credentials)
-        if not recording:
-            log.error(
-                "the credentials topic %s does not exist: credential changes wait unrecorded "
-                "and an emptied credential store cannot be put back; create it "
-                "(deploy/topics.toml) and restart the scheduler",
-                common.topics.credentials,
-            )
+        absent = absent_topics(common, (common.topics.audit, common.topics.credentials))
+        recording = common.topics.credentials not in absent
         credential_log = CredentialLog(cred_r, producer, common, recording=recording)
         credentials = Credentials(
             cred_r, SecretBox(settings.credential_keys), on_revoked, credential_log.publish
@@ -167,7 +161,7 @@ class Services:
                 r,
                 producer,
                 common.topics.audit,
-                to_kafka=topic_exists(common, common.topics.audit),
+                to_kafka=common.topics.audit not in absent,
                 budget=SharedFailureBudget(
                     r, settings.audit_failures_burst, settings.audit_failures_per_min
                 ),

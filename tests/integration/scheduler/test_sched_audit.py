@@ -17,7 +17,7 @@ from kafka import TopicPartition
 from ops.cli import main as ota_cli
 from ota.kafka_clients import make_consumer
 from scheduler.audit import UNRECORDED_ACTION
-from scheduler.bus import topic_exists
+from scheduler.bus import absent_topics
 from scheduler.shared_budget import DEBT_KEY
 from tests.integration.scheduler.conftest import StartHarness
 from tests.integration.scheduler.sched_harness import READ_KEY, WRITE_KEY, Harness
@@ -139,8 +139,8 @@ async def test_the_cli_lists_the_audit_trail(harness: Harness) -> None:
 
 async def test_the_audit_topic_is_checked_at_start(harness: Harness) -> None:
     common = harness.settings.common
-    assert topic_exists(common, common.topics.audit)
-    assert not topic_exists(common, f"test.no-audit.{uuid.uuid4().hex}")
+    missing = f"test.no-audit.{uuid.uuid4().hex}"
+    assert absent_topics(common, (common.topics.audit, missing)) == {missing}
 
 
 async def test_a_flood_of_unknown_keys_writes_at_most_the_audit_budget(
