@@ -217,7 +217,7 @@ async def test_the_acked_handler_gets_every_publish_shape_and_acks_qos_1() -> No
     ]
     for *_, ack in got:
         ack(0)
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # one loop pass: the PUBACKs' flush is scheduled with call_soon
     assert connection._transport.writes == [
         b"\x40\x02\x12\x34" + b"\x40\x02\x00\x02" + b"\x40\x02\x00\x07" + b"\x40\x02\x00\x09"
     ]
