@@ -49,12 +49,13 @@ from starlette.responses import Response
 from ota import metrics
 from ota.clock import now_ms
 from ota.records import new_id
+from scheduler import keys
 from scheduler.bus import Out, Producer
 from scheduler.errors import ValidationError
 from scheduler.shared_budget import SharedFailureBudget
 
 log = logging.getLogger(__name__)
-STREAM = "ota:sched:audit"  # stream of audit records, newest last, capped at STREAM_CAP
+STREAM = keys.AUDIT_STREAM  # capped at STREAM_CAP
 STREAM_CAP = 100_000
 RESULT_ID_MAX_BYTES = 64 * 1024  # response bodies parsed for the id of what was created
 FAILURES = metrics.counter(

@@ -43,15 +43,14 @@ from redis.exceptions import RedisError
 from ota.clock import now_ms
 from ota.metrics import gauge
 from ota.settings import CommonSettings
-from scheduler import keys
 from scheduler.bus import Out, Producer
-from scheduler.credentials import PENDING, SEQ, deleted_key, record_key
+from scheduler.credentials import PENDING, SEQ, STORE_P, deleted_key, record_key
 from scheduler.device_cas import DEVICE_CAS, TOPIC_PREFIX, fingerprint
 from scheduler.rebuild import read_latest
 
 log = logging.getLogger(__name__)
 
-MARK = f"{keys.P}cred-restored"  # set by `restore`: gone means the store was emptied
+MARK = f"{STORE_P}cred-restored"  # set by `restore`: gone means the store was emptied
 DRAIN_S = 5.0
 BATCH = 1000  # devices per send and per put-back script call
 ROUNDS = 3  # sends of a device whose record keeps changing, before the drain takes it

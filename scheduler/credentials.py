@@ -37,7 +37,6 @@ from ota.clock import now_ms
 from ota.device_auth import Decision, PresentedCertificate, Reason
 from ota.metrics import counter
 from ota.protocol import ProtocolError, check_device_id
-from scheduler import keys
 from scheduler.errors import Conflict, NotFound, SchedulerError, ValidationError
 from scheduler.secretbox import SecretBox, SecretBoxError
 
@@ -68,8 +67,14 @@ async def count_revocation(device_id: str, action: str) -> None:
     REVOKED.labels(action).inc()
 
 
+# The credential store's keys, apart from the scheduler's (scheduler/keys.py): the device
+# broker reads them under this prefix (OTA_BROKER_CREDENTIAL_PREFIX and its neighbours),
+# on a standalone Redis.
+STORE_P = "ota:sched:"
+
+
 # The device broker listens here and disconnects the device's live sessions (docs/broker.md).
-REVOKED_CHANNEL = f"{keys.P}cred-revoked"
+REVOKED_CHANNEL = f"{STORE_P}cred-revoked"
 
 
 def announce_revocation(r: redis.asyncio.Redis[bytes]) -> RevokeHook:
@@ -83,21 +88,20 @@ def announce_revocation(r: redis.asyncio.Redis[bytes]) -> RevokeHook:
 
 
 def record_key(device_id: str) -> str:
-    # Beside the registry's keys (scheduler/keys.py): not hash-tagged, like all of them.
-    return f"{keys.P}cred:{device_id}"
+    return f"{STORE_P}cred:{device_id}"
 
 
 # The record of every change on the credentials topic (scheduler/credential_log.py): each
 # change stamps its record with the next `SEQ` and lists the device in `PENDING`, in the
 # same script, until the record as it stands is on the topic. A deletion leaves
 # `deleted_key` for `DELETED_TTL_S`, so a restore running beside it does not put it back.
-SEQ = f"{keys.P}cred-seq"
-PENDING = f"{keys.P}cred-pending"
+SEQ = f"{STORE_P}cred-seq"
+PENDING = f"{STORE_P}cred-pending"
 DELETED_TTL_S = 3600
 
 
 def deleted_key(device_id: str) -> str:
-    return f"{keys.P}cred-deleted:{device_id}"
+    return f"{STORE_P}cred-deleted:{device_id}"
 
 
 # Every change script ends with `changed(record)`: KEYS[2] `SEQ`, KEYS[3] `PENDING`, and

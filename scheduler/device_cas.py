@@ -29,13 +29,12 @@ import redis.asyncio
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from scheduler import keys
-from scheduler.credentials import DELETED_TTL_S, deleted_key
+from scheduler.credentials import DELETED_TTL_S, STORE_P, deleted_key
 from scheduler.errors import Conflict, NotFound, ValidationError
 
 log = logging.getLogger(__name__)
 
-DEVICE_CAS = f"{keys.P}device-cas"
+DEVICE_CAS = f"{STORE_P}device-cas"
 MAX_PEM_BYTES = 64 * 1024
 MAX_CAS = 100  # a fleet has a few; the broker reads them all on every refresh
 TOPIC_PREFIX = "ca/"  # a CA's key on the credentials topic: `ca/<fingerprint>`

@@ -1,12 +1,17 @@
-"""Redis key names of the scheduler (all under `ota:sched:`), in one place.
+"""Redis key names of the scheduler (all under `ota:{sched}:`), in one place.
 
 Packages, devices and tasks are materialised views of the compacted topics and the
 inbox/job-event logs; per-task runtime (cursor, counts, lease) lives next to them.
+
+Every key shares the hash tag `{sched}`, so on a Redis Cluster the scheduler's state is
+on one slot: every script and transaction may take any of its keys, as on a standalone
+Redis (the cluster gives it failover, not more cores; docs/deploy.md, "Redis Cluster").
+The device credential store is apart (scheduler/credentials.py, `STORE_P`).
 """
 
 from __future__ import annotations
 
-P = "ota:sched:"
+P = "ota:{sched}:"
 
 PACKAGES = P + "pkgs"  # zset id -> created_ms
 DEVICES = P + "devs"  # zset of every known device id (score 0: lexical paging)
@@ -111,6 +116,11 @@ def webhook_deleted(hid: str) -> str:
 
 
 TAGS = P + "tags"  # set of every tag name in use
+AUDIT_STREAM = P + "audit"  # stream of audit records, newest last (scheduler/audit.py)
+AUDIT_DEBT = P + "audit-budget:debt"  # the shared audit budget (scheduler/shared_budget.py)
+AUDIT_UNTOLD = P + "audit-budget:untold"
+LOGIN_DEBT = P + "login-debt:"  # + digest of an address (scheduler/console/login_throttle.py)
+LAYOUT = P + "layout"  # the key layout's version, set once the start moved older keys
 
 DEAD_LETTER_OFFSETS = P + "dl:applied"  # hash "<topic>/<partition>" -> last counted offset
 
@@ -120,9 +130,7 @@ def dead_letter_hour(hour: int) -> str:
 
 
 def dry_run(did: str, part: str) -> str:
-    # part: summary (hash) or a list (targeted, skipped, conflict); one hash tag per dry
-    # run keeps its keys on one Redis Cluster slot.
-    return f"{P}dry:{{{did}}}:{part}"
+    return f"{P}dry:{did}:{part}"  # part: summary (hash) or a list (targeted, skipped, conflict)
 
 
 # Continuous tasks (scheduler/joins.py): which open tasks follow a group or a filter, and

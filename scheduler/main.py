@@ -23,6 +23,7 @@ from scheduler.api.app import build_app
 from scheduler.bus import Consumer
 from scheduler.consumers import InboxHandler, JobEventHandler
 from scheduler.deadletters import DeadLetterCounts
+from scheduler.key_layout import move_old_keys
 from scheduler.rebuild import restore, stop_lost
 from scheduler.reconciler import Reconciler
 from scheduler.registry_replay import replay_registry
@@ -48,6 +49,7 @@ class _Server(uvicorn.Server):
 async def serve(settings: SchedulerSettings, rt: Runtime) -> None:
     """Serve until `rt.stop` is set; raises the failure of a loop that failed."""
     services = Services.build(settings)
+    await move_old_keys(services.redis)
     topics = settings.common.topics
     server = _Server(
         uvicorn.Config(
@@ -140,31 +142,24 @@ async def serve(settings: SchedulerSettings, rt: Runtime) -> None:
     rt.raise_failure()
 
 
-def standalone_settings() -> SchedulerSettings:
-    """The settings from the environment, refusing a Redis Cluster: the registry's and
-    the tasks' scripts still take keys of many slots (docs/deploy.md, Redis Cluster)."""
+def settings_from_env() -> SchedulerSettings:
+    """The settings from the environment, refusing a credential store on Redis Cluster:
+    the device broker reads it with a standalone client (docs/deploy.md, Redis Cluster)."""
     settings = SchedulerSettings.from_env()
-    for variable, url, hint in (
-        (
-            "REDIS_URL",
-            settings.common.redis_url,
-            f" ({PREFIX}SCHEDULER_REDIS_URL gives it one while the workers and the edge "
-            f"keep the cluster in {PREFIX}REDIS_URL)",
-        ),
-        ("CREDENTIALS_REDIS_URL", settings.credentials_redis_url, ""),
-    ):
-        if is_cluster_url(url):
-            raise SettingsError(
-                f"{PREFIX}{variable}: the scheduler does not run on Redis Cluster yet; "
-                f"give it a standalone redis:// or rediss:// URL{hint}"
-            )
+    if is_cluster_url(settings.credentials_redis_url):
+        raise SettingsError(
+            f"{PREFIX}CREDENTIALS_REDIS_URL: the device credential store must be a "
+            "standalone Redis (redis:// or rediss://), which the device broker reads too; "
+            f"it defaults to the scheduler's Redis, so set it when {PREFIX}SCHEDULER_REDIS_URL "
+            f"or {PREFIX}REDIS_URL names a Redis Cluster"
+        )
     return settings
 
 
 SERVICE = Service(
     prog="scheduler",
     name="scheduler",
-    load=standalone_settings,
+    load=settings_from_env,
     common=lambda s: s.common,
     metrics_port=lambda s: 0,  # /metrics is served on the API port
     stop_timeout_s=stop_timeout_s,

@@ -8,13 +8,9 @@ from dataclasses import dataclass
 
 import redis.asyncio
 from redis.asyncio import Redis as AsyncRedis
-from redis.asyncio.connection import Connection
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ota.object_store import ObjectStore
+from ota.redis_clients import make_async_redis
 from scheduler.apikeys import ApiKeys
 from scheduler.audit import AuditLog
 from scheduler.blobs import Blobs, BlobStore
@@ -69,23 +65,7 @@ class Services:
     @classmethod
     def build(cls, settings: SchedulerSettings) -> Services:
         common = settings.common
-        # A dropped connection (Redis restart, failover, a killed client) is retried
-        # on a fresh one instead of failing the request or the reconciler step.
-        # Gathers (webhook batches, consumers) may want more connections than redis-py's
-        # default pool of 100, which raises past it; this pool makes them wait instead.
-        pool: redis.asyncio.BlockingConnectionPool[Connection] = (
-            redis.asyncio.BlockingConnectionPool.from_url(
-                common.redis_url,
-                max_connections=256,
-                timeout=30,
-                health_check_interval=30,
-                retry=Retry(ExponentialBackoff(cap=1.0, base=0.02), retries=5),
-                retry_on_error=[RedisConnectionError, RedisTimeoutError],
-                **common.redis_security.client_kwargs(common.redis_url),
-            )
-        )
-        # from_pool: closing the client closes the pool (stubs predate it).
-        r: redis.asyncio.Redis[bytes] = redis.asyncio.Redis.from_pool(pool)  # type: ignore[attr-defined]
+        r = make_async_redis(common, common.redis_url)
         producer = Producer(common)
         blobs: Blobs = (
             BlobStore(settings.package_dir)
@@ -125,10 +105,7 @@ class Services:
             )
         cred_r = r
         if settings.credentials_redis_url != common.redis_url:
-            cred_url = settings.credentials_redis_url
-            cred_r = redis.asyncio.Redis.from_url(
-                cred_url, **common.redis_security.client_kwargs(cred_url)
-            )
+            cred_r = make_async_redis(common, settings.credentials_redis_url)
         on_revoked: list[RevokeHook] = [count_revocation, announce_revocation(cred_r)]
         absent = absent_topics(common, (common.topics.audit, common.topics.credentials))
         recording = common.topics.credentials not in absent
@@ -179,6 +156,5 @@ class Services:
         self.blobs.close()
         await self.producer.close()
         await self.redis.aclose()  # type: ignore[attr-defined]  # stubs predate aclose
-        await self.redis.connection_pool.disconnect()  # a pool passed in is not closed by aclose
         if self.credentials_redis is not self.redis:
             await self.credentials_redis.aclose()  # type: ignore[attr-defined]  # stubs predate aclose

@@ -2,10 +2,10 @@
 for every scheduler replica: kept in the scheduler's Redis and spent by one Lua script per
 failure, so N replicas behind a load balancer record no more than one would.
 
-Keys (the script's two on one cluster slot):
-- `ota:sched:{audit-budget}:debt`: the bucket, as a key whose time to live is its debt
+Keys (scheduler/keys.py):
+- `ota:{sched}:audit-budget:debt`: the bucket, as a key whose time to live is its debt
   (scheduler/debt_bucket.py); it expires when the bucket is full again;
-- `ota:sched:{audit-budget}:untold`: failures counted and not yet recorded, one integer.
+- `ota:{sched}:audit-budget:untold`: failures counted and not yet recorded, one integer.
   No time to live: it holds failures still to be told, and is deleted when they are.
 
 When Redis does not answer, the replica falls back on its own `FailureBudget`: records
@@ -25,12 +25,13 @@ import redis.asyncio
 from redis.exceptions import RedisError
 
 from ota import metrics
+from scheduler import keys
 from scheduler.audit_budget import FailureBudget, Recording, recording
 from scheduler.debt_bucket import TAKE_LUA, Rate
 
 log = logging.getLogger(__name__)
-DEBT_KEY = "ota:sched:{audit-budget}:debt"
-UNTOLD_KEY = "ota:sched:{audit-budget}:untold"
+DEBT_KEY = keys.AUDIT_DEBT
+UNTOLD_KEY = keys.AUDIT_UNTOLD
 FALLBACKS = metrics.counter(
     "scheduler",
     "shared_budget_fallbacks_total",

@@ -2,7 +2,7 @@
 one for every scheduler replica: each address's bucket is kept in the scheduler's Redis, so
 behind a load balancer an address gets its `burst` failed logins in all, not per replica.
 
-Each address is one key, `ota:sched:login-debt:<digest of the address>`, whose time to live
+Each address is one key, `ota:{sched}:login-debt:<digest of the address>`, whose time to live
 is the address's debt (scheduler/debt_bucket.py): reading it (PTTL) says whether the address
 may try, and a failed login adds to it in one Lua script, only while the address has a
 try left. So a key lives at most burst x 60/per_min s (100 s by default) after the
@@ -29,11 +29,12 @@ import time
 import redis.asyncio
 from redis.exceptions import RedisError
 
+from scheduler import keys
 from scheduler.console.login_guard import LoginGuard, LoginLimits
 from scheduler.debt_bucket import TAKE_LUA
 from scheduler.shared_budget import Fallback
 
-KEY_PREFIX = "ota:sched:login-debt:"
+KEY_PREFIX = keys.LOGIN_DEBT
 
 # KEYS[1]: the address's debt; ARGV[1]: step_ms; ARGV[2]: spare_ms. Takes the address's
 # try if it has one left (TAKE_LUA).

@@ -18,12 +18,14 @@ import pytest
 import redis
 import redis.asyncio
 
-from ota.settings import Topics
+from ota.redis_clients import make_async_redis, make_redis
+from ota.settings import CommonSettings, Topics
 from scheduler.bus import Producer
 from scheduler.devices import Registry
 from scheduler.secretbox import DEV_CREDENTIAL_KEYS, WEBHOOK_SECRETS, CredentialKeys, SecretBox
 from scheduler.webhooks import Webhooks
 from tests.integration.scheduler.sched_harness import REDIS_DB, Harness, db_url, make_settings
+from tests.redis_cluster_kit import PrivateRedisCluster
 
 
 @pytest.fixture
@@ -40,9 +42,25 @@ LOCK_WAIT_S = 240.0
 
 
 @pytest.fixture
-def sched_redis(redis_url: str) -> Iterator[redis.Redis[bytes]]:
-    """Redis db 11, flushed, held for this test only: concurrent runs of this suite on the
-    same machine (a developer and CI) take turns per test instead of flushing each other."""
+def sched_redis_url(request: pytest.FixtureRequest, redis_url: str) -> str:
+    """The scheduler's Redis: this suite's db of the stack's Redis, or with the parameter
+    "cluster" (`pytest.mark.parametrize("sched_redis_url", ..., indirect=True)`) the
+    session's private Redis Cluster, the credential store staying on the db."""
+    if getattr(request, "param", "standalone") == "cluster":
+        cluster: PrivateRedisCluster = request.getfixturevalue("redis_cluster")
+        return cluster.url
+    return db_url(redis_url)
+
+
+ON_BOTH = pytest.mark.parametrize("sched_redis_url", ["standalone", "cluster"], indirect=True)
+
+
+@pytest.fixture
+def sched_redis(redis_url: str, sched_redis_url: str) -> Iterator[redis.Redis[bytes]]:
+    """The scheduler's Redis, flushed, held for this test only: concurrent runs of this
+    suite on the same machine (a developer and CI) take turns per test instead of flushing
+    each other. On a cluster, FLUSHDB empties every master; the credential store on db 11
+    is flushed too."""
     with LOCK_PATH.open("a") as lock:
         deadline = time.monotonic() + LOCK_WAIT_S
         while True:
@@ -53,22 +71,26 @@ def sched_redis(redis_url: str) -> Iterator[redis.Redis[bytes]]:
                 if time.monotonic() > deadline:
                     pytest.fail(f"another run held {LOCK_PATH} for {LOCK_WAIT_S:.0f}s")
                 time.sleep(0.2)
-        client = redis.Redis.from_url(db_url(redis_url))
-        assert client.connection_pool.connection_kwargs["db"] == REDIS_DB
-        client.flushdb()
+        stores = [redis.Redis.from_url(db_url(redis_url))]
+        assert stores[0].connection_pool.connection_kwargs["db"] == REDIS_DB
+        if sched_redis_url != db_url(redis_url):
+            stores.insert(0, make_redis(CommonSettings.from_env({}), sched_redis_url))
+        for store in stores:
+            store.flushdb()
         try:
-            yield client
+            yield stores[0]
         finally:
-            client.flushdb()
-            client.close()
+            for store in stores:
+                store.flushdb()
+                store.close()
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture
 async def aredis(
-    redis_url: str, sched_redis: redis.Redis[bytes]
+    sched_redis_url: str, sched_redis: redis.Redis[bytes]
 ) -> AsyncIterator[redis.asyncio.Redis[bytes]]:
-    client: redis.asyncio.Redis[bytes] = redis.asyncio.Redis.from_url(db_url(redis_url))
+    client = make_async_redis(CommonSettings.from_env({}), sched_redis_url)
     try:
         yield client
     finally:
@@ -125,9 +147,10 @@ async def harness(
     redis_url: str,
     tmp_path: Path,
     sched_topics: Topics,
+    sched_redis_url: str,
     sched_redis: redis.Redis[bytes],
 ) -> AsyncIterator[Harness]:
-    h = Harness(make_settings(kafka_bootstrap, redis_url, tmp_path, sched_topics))
+    h = Harness(make_settings(kafka_bootstrap, redis_url, tmp_path, sched_topics, sched_redis_url))
     await h.start()
     try:
         yield h
@@ -144,13 +167,17 @@ async def start_harness(
     redis_url: str,
     tmp_path: Path,
     sched_topics: Topics,
+    sched_redis_url: str,
     sched_redis: redis.Redis[bytes],
 ) -> AsyncIterator[StartHarness]:
     """Start a scheduler with extra OTA_ environment settings (for limits, keys, restarts)."""
     started: list[Harness] = []
 
     async def start(**env: str) -> Harness:
-        h = Harness(make_settings(kafka_bootstrap, redis_url, tmp_path, sched_topics, **env))
+        settings = make_settings(
+            kafka_bootstrap, redis_url, tmp_path, sched_topics, sched_redis_url, **env
+        )
+        h = Harness(settings)
         started.append(h)
         await h.start()
         return h

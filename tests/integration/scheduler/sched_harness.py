@@ -255,12 +255,20 @@ def db_url(redis_url: str) -> str:
 
 
 def make_settings(
-    kafka_bootstrap: str, redis_url: str, tmp_path: Path, topics: Topics, **env: str
+    kafka_bootstrap: str,
+    redis_url: str,
+    tmp_path: Path,
+    topics: Topics,
+    sched_url: str | None = None,
+    **env: str,
 ) -> SchedulerSettings:
+    """`redis_url` is the stack's standalone Redis; `sched_url` the scheduler's own when it
+    is not this suite's db there (a Redis Cluster: the credential store stays on the db)."""
     url = db_url(redis_url)
     environ = {
         "OTA_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "OTA_REDIS_URL": url,
+        "OTA_REDIS_URL": sched_url or url,
+        "OTA_CREDENTIALS_REDIS_URL": url,
         "OTA_API_KEYS": API_KEYS,
         "OTA_PACKAGE_DIR": str(tmp_path / "packages"),
         "OTA_SCHEDULER_PORT": str(free_port()),

@@ -10,7 +10,10 @@ from kafka import TopicPartition
 
 from ota.kafka_clients import make_consumer
 from ota.records import JobEventRecord, decode
+from tests.integration.scheduler.conftest import ON_BOTH
 from tests.integration.scheduler.sched_harness import Harness, eventually
+
+pytestmark = ON_BOTH  # on a standalone Redis and on a Redis Cluster
 
 
 def ids(prefix: str, n: int) -> list[str]:

@@ -12,7 +12,7 @@ import httpx
 import redis
 
 from ops.cli import main as ota_cli
-from tests.integration.scheduler.conftest import StartHarness
+from tests.integration.scheduler.conftest import ON_BOTH, StartHarness
 from tests.integration.scheduler.sched_harness import (
     ADMIN_KEY,
     API_KEYS,
@@ -21,6 +21,8 @@ from tests.integration.scheduler.sched_harness import (
     Harness,
 )
 from tests.integration.scheduler.test_sched_console_audit import CSRF
+
+pytestmark = ON_BOTH  # on a standalone Redis and on a Redis Cluster
 
 KEYS = API_KEYS
 HOOK = {"url": "http://127.0.0.1:9/hook", "secret": "s" * 16}

@@ -11,8 +11,10 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from tests.integration.scheduler.conftest import StartHarness
+from tests.integration.scheduler.conftest import ON_BOTH, StartHarness
 from tests.integration.scheduler.sched_harness import READ_KEY, Harness
+
+pytestmark = ON_BOTH  # on a standalone Redis and on a Redis Cluster
 
 FW = {"type": "firmware", "version": "2.0", "file_name": "fw.bin"}
 

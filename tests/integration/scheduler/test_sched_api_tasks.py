@@ -8,7 +8,10 @@ from typing import Any
 
 import pytest
 
+from tests.integration.scheduler.conftest import ON_BOTH
 from tests.integration.scheduler.sched_harness import Harness, eventually
+
+pytestmark = ON_BOTH  # on a standalone Redis and on a Redis Cluster
 
 
 def ids(prefix: str, n: int) -> list[str]:

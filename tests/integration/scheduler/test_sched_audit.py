@@ -19,12 +19,14 @@ from ota.kafka_clients import make_consumer
 from scheduler.audit import UNRECORDED_ACTION
 from scheduler.bus import absent_topics
 from scheduler.shared_budget import DEBT_KEY
-from tests.integration.scheduler.conftest import StartHarness
+from tests.integration.scheduler.conftest import ON_BOTH, StartHarness
 from tests.integration.scheduler.sched_harness import READ_KEY, WRITE_KEY, Harness
 from tests.integration.scheduler.test_sched_console_login_audit import (
     every_failure_told,
     unrecorded,
 )
+
+pytestmark = ON_BOTH  # on a standalone Redis and on a Redis Cluster
 
 
 def fingerprint(key: str) -> str:

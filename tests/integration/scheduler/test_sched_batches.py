@@ -16,6 +16,9 @@ from ota.records import DeviceEventRecord, JobEventRecord, PresenceRecord, TaskT
 from scheduler import keys, taskstate, timeline
 from scheduler.devices import Registry
 from scheduler.taskstate import TaskState, Transition
+from tests.integration.scheduler.conftest import ON_BOTH
+
+pytestmark = ON_BOTH  # on a standalone Redis and on a Redis Cluster
 
 
 async def test_a_batch_counts_each_transition_once_even_when_redelivered(

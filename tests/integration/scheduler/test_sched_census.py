@@ -13,6 +13,9 @@ from ota.records import DeviceEventRecord
 from scheduler import keys
 from scheduler.console.pages_overview import census
 from scheduler.devices import Registry
+from tests.integration.scheduler.conftest import ON_BOTH
+
+pytestmark = ON_BOTH  # on a standalone Redis and on a Redis Cluster
 
 
 async def test_the_version_census_counts_devices_from_the_index_of_known_versions(

@@ -15,8 +15,11 @@ from typing import Any
 import redis
 
 from scheduler import keys
+from tests.integration.scheduler.conftest import ON_BOTH
 from tests.integration.scheduler.sched_harness import Harness, eventually
 from tests.integration.scheduler.test_sched_cli import ota
+
+pytestmark = ON_BOTH  # on a standalone Redis and on a Redis Cluster
 
 
 def names(prefix: str, n: int) -> list[str]:

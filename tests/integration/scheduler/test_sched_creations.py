@@ -13,7 +13,10 @@ import redis.asyncio
 
 from scheduler import keys
 from scheduler.creations import INTERRUPTED_REASON, STALE_MS
+from tests.integration.scheduler.conftest import ON_BOTH
 from tests.integration.scheduler.sched_harness import Harness, eventually
+
+pytestmark = ON_BOTH  # on a standalone Redis and on a Redis Cluster
 
 
 def long_ago() -> int:

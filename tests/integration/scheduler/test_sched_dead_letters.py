@@ -14,6 +14,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from ota.records import DeadLetterRecord, encode
 from scheduler import keys
 from scheduler.deadletters import HOUR_MS, DeadLetterCounts, read
+from tests.integration.scheduler.conftest import ON_BOTH
 from tests.integration.scheduler.sched_harness import Harness, eventually
 
 
@@ -39,6 +40,7 @@ def consumed(offset: int, value: bytes, stamp_ms: int, partition: int = 0) -> Co
     )
 
 
+@ON_BOTH
 async def test_a_batch_applied_again_is_not_counted_twice(
     aredis: redis.asyncio.Redis[bytes],
 ) -> None:
@@ -70,6 +72,7 @@ def test_a_label_cannot_forge_the_separator() -> None:
     assert read(consumed(8, b"[1]", -1), 5 * HOUR_MS).field == "unknown|not_a_dead_letter"
 
 
+@ON_BOTH
 async def test_the_scheduler_counts_what_every_service_dead_lettered(
     harness: Harness, aredis: redis.asyncio.Redis[bytes]
 ) -> None:

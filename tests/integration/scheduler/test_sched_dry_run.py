@@ -11,7 +11,10 @@ from typing import Any
 import orjson
 
 from ops import cli
+from tests.integration.scheduler.conftest import ON_BOTH
 from tests.integration.scheduler.sched_harness import READ_KEY, WRITE_KEY, Harness, eventually
+
+pytestmark = ON_BOTH  # on a standalone Redis and on a Redis Cluster
 
 
 async def _busy(harness: Harness, device: str, task_id: str) -> None:

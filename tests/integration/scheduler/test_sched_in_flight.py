@@ -7,7 +7,10 @@ import uuid
 from typing import Any
 
 from scheduler.policy import MAX_IN_FLIGHT
+from tests.integration.scheduler.conftest import ON_BOTH
 from tests.integration.scheduler.sched_harness import Harness, eventually
+
+pytestmark = ON_BOTH  # on a standalone Redis and on a Redis Cluster
 
 CAP = 3
 

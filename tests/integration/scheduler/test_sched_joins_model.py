@@ -15,6 +15,9 @@ from scheduler import keys
 from scheduler.joins import Joins
 from scheduler.matching import Followed
 from scheduler.taskstate import PENDING, TaskState, pending_entry
+from tests.integration.scheduler.conftest import ON_BOTH
+
+pytestmark = ON_BOTH  # on a standalone Redis and on a Redis Cluster
 
 GROUP = "model-group"
 TARGET = Followed(groups=(GROUP,))

@@ -18,7 +18,10 @@ from kafka import TopicPartition
 from ota.kafka_clients import make_consumer
 from scheduler import keys
 from scheduler.webhook_signing import TOLERANCE_S, WebhookVerificationError, verify
+from tests.integration.scheduler.conftest import ON_BOTH
 from tests.integration.scheduler.sched_harness import Harness, eventually
+
+pytestmark = ON_BOTH  # on a standalone Redis and on a Redis Cluster
 
 SECRET = "webhook-secret-0123456789"
 

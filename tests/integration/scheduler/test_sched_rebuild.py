@@ -18,8 +18,10 @@ from scheduler.flush_mark import RedisFlushedError
 from scheduler.rebuild import LOST_REASON, read_latest
 from scheduler.task_lists import chunk_key
 from tests.faults.webhook_inbox import SECRET, WebhookInbox, WebhookRepeats
-from tests.integration.scheduler.conftest import StartHarness
+from tests.integration.scheduler.conftest import ON_BOTH, StartHarness
 from tests.integration.scheduler.sched_harness import Harness, eventually
+
+pytestmark = ON_BOTH  # on a standalone Redis and on a Redis Cluster
 
 
 async def device_states(harness: Harness, tid: str) -> dict[str, tuple[str, int, int | None]]:

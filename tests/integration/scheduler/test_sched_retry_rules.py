@@ -11,8 +11,11 @@ from typing import Any
 import pytest
 
 from ota.records import RetryRule
+from tests.integration.scheduler.conftest import ON_BOTH
 from tests.integration.scheduler.sched_harness import Harness
 from tests.integration.scheduler.test_sched_cli import ota
+
+pytestmark = ON_BOTH  # on a standalone Redis and on a Redis Cluster
 
 RULES = {
     "offline": {"count": 5, "interval_min": 10, "factor": 2, "max_interval_min": 120},

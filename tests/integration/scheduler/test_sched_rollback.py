@@ -10,9 +10,12 @@ import uuid
 from typing import Any
 
 from ota.catalog import FailureCause
+from tests.integration.scheduler.conftest import ON_BOTH
 from tests.integration.scheduler.sched_harness import READ_KEY, WRITE_KEY, Harness, eventually
 from tests.integration.scheduler.test_sched_cli import ota
 from tests.integration.scheduler.test_sched_console_audit import log_in
+
+pytestmark = ON_BOTH  # on a standalone Redis and on a Redis Cluster
 
 
 def ids(prefix: str, n: int) -> list[str]:

@@ -11,8 +11,10 @@ import redis.asyncio
 
 from ota.catalog import FailureCause
 from scheduler import keys
-from tests.integration.scheduler.conftest import StartHarness
+from tests.integration.scheduler.conftest import ON_BOTH, StartHarness
 from tests.integration.scheduler.sched_harness import Harness, eventually
+
+pytestmark = ON_BOTH  # on a standalone Redis and on a Redis Cluster
 
 
 def ids(prefix: str, n: int) -> list[str]:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import uuid
 
+from tests.integration.scheduler.conftest import ON_BOTH
 from tests.integration.scheduler.sched_harness import Harness
+
+pytestmark = ON_BOTH  # on a standalone Redis and on a Redis Cluster
 
 
 def devs(n: int) -> list[str]:

@@ -15,9 +15,11 @@ import redis.asyncio
 from ota.catalog import FailureCause
 from scheduler import keys
 from scheduler.task_retention import EXPIRED, LOST, gone
-from tests.integration.scheduler.conftest import StartHarness
+from tests.integration.scheduler.conftest import ON_BOTH, StartHarness
 from tests.integration.scheduler.sched_harness import Harness, eventually
 from tests.integration.scheduler.test_sched_console_audit import console_page
+
+pytestmark = ON_BOTH  # on a standalone Redis and on a Redis Cluster
 
 CAUSE = int(FailureCause.LOW_BATTERY)
 

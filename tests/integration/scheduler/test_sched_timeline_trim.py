@@ -8,10 +8,12 @@ import time
 import uuid
 from typing import Any
 
-from tests.integration.scheduler.conftest import StartHarness
+from tests.integration.scheduler.conftest import ON_BOTH, StartHarness
 from tests.integration.scheduler.sched_harness import eventually
 from tests.integration.scheduler.test_sched_api_devices import logged_at
 from tests.integration.scheduler.test_sched_console_audit import console_page
+
+pytestmark = ON_BOTH  # on a standalone Redis and on a Redis Cluster
 
 STEPS = ("WAITING_ONLINE", "QUERYING_VERSION", "COMMAND_SENT", "DOWNLOADING", "DOWNLOADED")
 

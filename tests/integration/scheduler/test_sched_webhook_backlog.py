@@ -15,6 +15,9 @@ import redis.asyncio
 from scheduler import keys
 from scheduler.webhooks import GROUP, Dispatcher, Webhooks
 from tests.faults.webhook_inbox import SECRET, WebhookInbox
+from tests.integration.scheduler.conftest import ON_BOTH
+
+pytestmark = ON_BOTH  # on a standalone Redis and on a Redis Cluster
 
 CONSUMER = "sched-backlog-test"
 

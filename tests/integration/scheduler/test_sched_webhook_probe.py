@@ -13,8 +13,11 @@ import orjson
 import pytest
 
 from scheduler.webhook_signing import verify
+from tests.integration.scheduler.conftest import ON_BOTH
 from tests.integration.scheduler.sched_harness import READ_KEY, Harness
 from tests.integration.scheduler.test_sched_notifications import Receiver
+
+pytestmark = ON_BOTH  # on a standalone Redis and on a Redis Cluster
 
 SECRET = "probe-secret-0123456789"
 

@@ -10,7 +10,7 @@ from ota.client_security import RedisSecurity
 from ota.env import SettingsError
 from ota.redis_clients import is_cluster_url
 from ota.settings import CommonSettings
-from scheduler.main import standalone_settings
+from scheduler.main import settings_from_env
 
 
 @pytest.mark.parametrize(
@@ -50,13 +50,22 @@ def test_a_tls_cluster_url_gets_the_tls_arguments(tmp_path: Path) -> None:
         security.check_url("REDIS_URL", "redis+cluster://redis.internal:7001")
 
 
-@pytest.mark.parametrize(
-    "variable", ["OTA_REDIS_URL", "OTA_SCHEDULER_REDIS_URL", "OTA_CREDENTIALS_REDIS_URL"]
-)
-def test_the_scheduler_refuses_a_cluster(variable: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("variable", ["OTA_REDIS_URL", "OTA_SCHEDULER_REDIS_URL"])
+def test_the_scheduler_runs_on_a_cluster_with_a_standalone_credential_store(
+    variable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OTA_SCHEDULER_REDIS_URL", raising=False)
+    monkeypatch.delenv("OTA_CREDENTIALS_REDIS_URL", raising=False)
     monkeypatch.setenv(variable, "redis+cluster://127.0.0.1:7001")
-    with pytest.raises(SettingsError, match="does not run on Redis Cluster yet"):
-        standalone_settings()
+    with pytest.raises(SettingsError, match="OTA_CREDENTIALS_REDIS_URL: the device credential"):
+        settings_from_env()  # the store defaults to the scheduler's Redis: the cluster
+    monkeypatch.setenv("OTA_CREDENTIALS_REDIS_URL", "redis://127.0.0.1:6379/1")
+    settings = settings_from_env()
+    assert settings.common.redis_url == "redis+cluster://127.0.0.1:7001"
+    assert settings.credentials_redis_url == "redis://127.0.0.1:6379/1"
+    monkeypatch.setenv("OTA_CREDENTIALS_REDIS_URL", "redis+cluster://127.0.0.1:7001")
+    with pytest.raises(SettingsError, match="must be a standalone Redis"):
+        settings_from_env()
 
 
 def test_the_scheduler_takes_its_own_redis_beside_the_services_cluster(
@@ -65,9 +74,9 @@ def test_the_scheduler_takes_its_own_redis_beside_the_services_cluster(
     monkeypatch.setenv("OTA_REDIS_URL", "redis+cluster://127.0.0.1:7001")
     monkeypatch.setenv("OTA_SCHEDULER_REDIS_URL", "redis://127.0.0.1:6379/3")
     monkeypatch.delenv("OTA_CREDENTIALS_REDIS_URL", raising=False)
-    settings = standalone_settings()
+    settings = settings_from_env()
     assert settings.common.redis_url == "redis://127.0.0.1:6379/3"
     assert settings.credentials_redis_url == "redis://127.0.0.1:6379/3"  # it defaults to it
     monkeypatch.setenv("OTA_SCHEDULER_REDIS_URL", "http://127.0.0.1:6379")
     with pytest.raises(SettingsError, match="OTA_SCHEDULER_REDIS_URL must start with redis://"):
-        standalone_settings()
+        settings_from_env()
