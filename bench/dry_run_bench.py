@@ -35,6 +35,7 @@ import redis
 from scheduler_process import KEY, Scheduler, machine_line, running_scheduler
 
 from ops.rollout_api import upload_package, upload_targets
+from scheduler import keys
 
 REDIS_DB = 11
 LOCK = Path(tempfile.gettempdir()) / f"ota-scheduler-tests-db{REDIS_DB}.lock"
@@ -46,7 +47,7 @@ def seed(redis_url: str, ids: list[str]) -> None:
     for start in range(0, len(ids), SEED_CHUNK):
         pipe = r.pipeline(transaction=False)
         for i in range(start, min(start + SEED_CHUNK, len(ids))):
-            key = f"ota:sched:dev:{ids[i]}"
+            key = keys.device(ids[i])
             if i % 10 == 3:
                 continue  # never reported
             fw = "2.0" if i % 10 == 0 else ("0.9" if i % 10 == 1 else "1.0")

@@ -1,7 +1,8 @@
 """Where a Redis database's bytes go: MEMORY USAGE of every key, summed per key family.
 
-A family is a key with its identifiers (device, task, job, package ids, hash tags)
-replaced by `*`, so `ota:sched:dev:bench-00042:tl` counts under `ota:sched:dev:*:tl`.
+A family is a key with its identifiers (device, task, job, package ids, numbered hash
+tags) replaced by `*`, so `ota:{sched}:dev:bench-00042:tl` counts under
+`ota:{sched}:dev:*:tl` and `ota:{p7}:d:bench-00042` under `ota:*:d:*`.
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-# A segment naming one thing rather than a kind of thing: it has a digit, is long, or is a
-# Redis Cluster hash tag.
-_IDENTIFIER = re.compile(r"^(\{.*\}|.*\d.*|.{17,})$")
+# A segment naming one thing rather than a kind of thing: it has a digit (a partition's
+# or shard's hash tag too) or is long.
+_IDENTIFIER = re.compile(r"^(.*\d.*|.{17,})$")
 
 
 def family(key: str) -> str:

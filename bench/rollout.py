@@ -18,11 +18,10 @@ records: devices completed per second (whole task and steady middle 80%), time t
 finish, p50/p99 per device, CPU seconds per service, Redis memory (`redis.bytes_per_device`:
 every key's MEMORY USAGE `--settle-s` after the task finished, split per key family, and
 what stays once the keys with a TTL expired), Kafka bytes, and a py-spy profile of the
-busiest service. With `--redis-cluster` the workers and the edge use a private
-three-master Redis Cluster (tests/redis_cluster_kit.py, no persistence) and the
-scheduler the local Redis (`OTA_SCHEDULER_REDIS_URL`): the cluster's CPU is counted as
-`redis-cluster`, its memory above the empty cluster's as `redis_cluster`, and the Redis
-families are then the scheduler's alone. Outputs go to bench/rollout/<label>.{json,png,svg}.
+busiest service. With `--redis-cluster` every service uses a private three-master Redis
+Cluster (tests/redis_cluster_kit.py, no persistence), the device credentials staying on
+the local Redis: the cluster's CPU is counted as `redis-cluster`, its memory above the
+empty cluster's as `redis_cluster`, and the Redis families are measured on the cluster. Outputs go to bench/rollout/<label>.{json,png,svg}.
 """
 
 from __future__ import annotations
@@ -74,6 +73,8 @@ from ops.fleet_group import (  # noqa: E402
 )
 from ops.rollout_api import create_task, upload_package, upload_targets  # noqa: E402
 from ops.supervisor import parse_scale  # noqa: E402
+from ota.redis_clients import make_redis  # noqa: E402
+from ota.settings import CommonSettings  # noqa: E402
 from tests.redis_cluster_kit import PrivateRedisCluster  # noqa: E402
 
 OUT = REPO / "bench" / "rollout"
@@ -136,8 +137,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--redis-cluster",
         action="store_true",
-        help="the workers and the edge on a private three-master Redis Cluster (the"
-        " scheduler keeps the local Redis: OTA_SCHEDULER_REDIS_URL)",
+        help="every service on a private three-master Redis Cluster (the device"
+        " credentials stay on the local Redis)",
     )
     parser.add_argument("--out", type=Path, default=OUT, help="where results go")
     parser.add_argument(
@@ -283,7 +284,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         cluster.start()
         cluster_empty = cluster_memory(cluster)
         extra["OTA_REDIS_URL"] = cluster.url
-        extra["OTA_SCHEDULER_REDIS_URL"] = redis_url_with_db(base_redis, REDIS_DB)
     plan = StackPlan(
         state_dir=REPO / ".state" / f"bench-{run_id}",
         name=f"bench-{run_id}",
@@ -380,11 +380,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         result["redis_db_keys"] = int(r.dbsize())
         result["redis_db_bytes"] = redis_bytes(r)
         # Every key measured (not sampled), split per key family: redis.bytes_per_device.
-        memory = per_device(bytes_by_family(r), args.size)
+        measured = r if cluster is None else make_redis(CommonSettings.from_env({}), cluster.url)
+        memory = per_device(bytes_by_family(measured), args.size)
         result["redis.bytes_per_device"] = memory["bytes_per_device"]
         result["redis_families"] = memory
         print(json.dumps({"redis_families": memory}, indent=2), flush=True)
-        if cluster is not None:  # the families above are the scheduler's alone then
+        if cluster is not None:
             used, keys = (
                 a - b for a, b in zip(cluster_memory(cluster), cluster_empty, strict=True)
             )

@@ -45,6 +45,7 @@ from ota.records import (
     PresenceRecord,
     encode,
 )
+from scheduler import keys
 
 REDIS_DB = 11
 LOCK = Path(tempfile.gettempdir()) / f"ota-scheduler-tests-db{REDIS_DB}.lock"
@@ -126,8 +127,7 @@ async def ingest(
     assert sched.proc is not None
     _, _, tid = await create_and_release(api, package_id, n)
     ids = [
-        d.decode()
-        for d in redis.Redis.from_url(sched.redis_url).lrange(f"ota:sched:task:{tid}:list", 0, -1)
+        d.decode() for d in redis.Redis.from_url(sched.redis_url).lrange(keys.task_list(tid), 0, -1)
     ]
     producer = KafkaProducer(bootstrap_servers=sched.bootstrap, linger_ms=5, acks="all")
     slice_n = max(1, int(rate / 20))  # one slice every 50 ms

@@ -1,14 +1,14 @@
 """Every master of the services' Redis Cluster killed mid-rollout, each replaced by its
 replica: the rollout completes with exact counts.
 
-The workers, the gateway and the download edge run on a private three-master cluster with
-a replica each (tests/redis_cluster_kit.py, no persistence), the scheduler on a private
-standalone Redis (`OTA_SCHEDULER_REDIS_URL`: its scripts still span slots), device
-credentials in the shared Redis the device broker reads. Once half the fleet is released,
+The workers, the gateway, the download edge and the scheduler run on a private
+three-master cluster with a replica each (tests/redis_cluster_kit.py, no persistence),
+device credentials in the shared Redis the device broker reads. Once half the fleet is released,
 each master is killed with SIGKILL in turn and its replica promoted after the node
 timeout. A write the master acknowledged and had not yet passed to its replica is lost
 with it: the workers find their Redis calls failing, stop, are started again by their
-supervisor, and replay from the offsets the promoted replicas hold. Every device must
+supervisor, and replay from the offsets the promoted replicas hold; the scheduler's
+calls are retried on the promoted master, or the scheduler stops and is started again. Every device must
 succeed at its first try, no command or device result may go out twice under a new id,
 one job start record id per device, and every device result must reach the webhook.
 """
@@ -29,7 +29,6 @@ from tests.faults.redis.half_released import (
 )
 from tests.faults.restart_run import assert_paused_not_lost
 from tests.redis_cluster_kit import PrivateRedisCluster, running_cluster
-from tests.redis_kit import PrivateRedis
 
 
 class KilledMasters:
@@ -54,9 +53,8 @@ def cluster(tmp_path: Path) -> Iterator[PrivateRedisCluster]:
 
 
 @pytest.fixture
-def services_redis(cluster: PrivateRedisCluster, redis_node: PrivateRedis) -> dict[str, str]:
-    # The stack's own Redis (flushed at its start and end) stays the scheduler's.
-    return {"OTA_REDIS_URL": cluster.url, "OTA_SCHEDULER_REDIS_URL": redis_node.url()}
+def services_redis(cluster: PrivateRedisCluster) -> dict[str, str]:
+    return {"OTA_REDIS_URL": cluster.url}
 
 
 @pytest.mark.timeout(400)
