@@ -101,6 +101,33 @@ class Joins:
         pipe.delete(keys.task_joins(tid))
         await pipe.execute()
 
+    async def requeue(self, tid: str, target: Followed) -> int:
+        """After the task was rebuilt from Kafka (scheduler/rebuild.py): list it again and
+        queue every device that may match it now, its groups' members (every known device
+        when it has a filter), so the devices that had joined and were not released yet
+        join again and new members join. Devices whose version or presence comes back
+        later are queued as it does (`facts_changed`). How many were queued."""
+        await self.open(tid, target)
+        followers = [{tid.encode()}]
+        seq = await self._r.incr(keys.CONTINUOUS_SEQ)
+        queued = 0
+        if target.filter is None:
+            for group in target.groups:
+                members = [
+                    m.decode() async for m in self._r.sscan_iter(keys.group(group), count=_CHUNK)
+                ]
+                queued += len(members)
+                await self._queue(members, followers, seq)
+            return queued
+        part: list[str] = []
+        async for device, _ in self._r.zscan_iter(keys.DEVICES, count=_CHUNK):
+            part.append(device.decode())
+            if len(part) >= _CHUNK:
+                await self._queue(part, followers, seq)
+                queued, part = queued + len(part), []
+        await self._queue(part, followers, seq)
+        return queued + len(part)
+
     # ------------------------------------------------------------ the registry's side
 
     async def changed(self, device_ids: Sequence[str], groups: Sequence[str]) -> int:

@@ -8,7 +8,9 @@ every replica may run it on every start. Webhooks are made to agree both ways
 (`Webhooks.restore`: a record that cannot be opened is logged and skipped, a tombstone
 finishes its delete, a registration the topic lacks is recorded).
 A running task's per-device states and runtime are rebuilt from its recorded device list
-and its job events (scheduler/task_rebuild.py); one that cannot be (see there) is stopped
+and its job events (scheduler/task_rebuild.py), a continuous one's also from the devices
+that joined it, and it takes its current members in again; one that cannot be (see
+there) is stopped
 with `LOST_REASON` by `stop_lost` (the change is published and notified like any other;
 `keys.LOST_TASKS` keeps the ones still to stop across a crash), its device list and retry
 answering `task_devices_lost`, like a finished task's. A webhook's delivery log and the
@@ -35,10 +37,12 @@ from ota.settings import CommonSettings
 from scheduler import keys
 from scheduler.errors import Conflict, NotFound
 from scheduler.flush_mark import set_mark
+from scheduler.joins import Joins
+from scheduler.matching import followed
 from scheduler.policy import parse_policy
 from scheduler.settings import SchedulerSettings
 from scheduler.task_lists import assemble
-from scheduler.task_rebuild import NEVER_MS, replay, resume
+from scheduler.task_rebuild import NEVER_MS, Latest, replay, resume
 from scheduler.taskdoc import TaskDoc, load_task
 from scheduler.tasks import Tasks
 from scheduler.taskstatus import FINISHED, TaskStatus
@@ -130,7 +134,8 @@ async def restore(
         else:
             running[tid] = (raw, task)
         restored["tasks"] += 1
-    restored["tasks_resumed"] = await _resume_running(r, scheduler, running)
+    resumed = await _resume_running(r, scheduler, running)
+    restored["tasks_resumed"] = len(resumed)
     for key, raw in latest[topics.devices].items():
         if key.startswith("group:"):
             if raw is not None:
@@ -148,6 +153,9 @@ async def restore(
             pipe.sadd(keys.TAGS, tag)
         added = await pipe.execute()
         restored["labels"] += int(any(added[1:]))
+    # After the groups and tags: a rebuilt continuous task takes its current members in.
+    for tid in resumed:
+        await _follow_again(r, running[tid][1])
     for kid, raw in latest[topics.api_keys].items():
         if raw is not None:  # a tombstone: revoked
             restored["api_keys"] += await r.hsetnx(keys.API_KEYS, kid, raw)
@@ -172,20 +180,38 @@ async def _put_back_lost(r: redis.asyncio.Redis[bytes], raw: bytes, task: TaskDo
 
 
 def _rebuildable(doc: TaskDoc, lists: dict[str, list[str]]) -> bool:
-    """A continuous task's devices join in Redis only; another task's whole list is recorded."""
-    recorded = len(lists.get(doc["id"], ())) == doc["devices"]
-    return recorded and not parse_policy(doc["policy"], None).continuous
+    """Whether the list the task was created with is recorded whole."""
+    return len(lists.get(doc["id"], ())) == doc["devices"]
+
+
+def _joined(listed: list[str], latest: dict[str, Latest]) -> list[str]:
+    """A continuous task's devices that joined after its creation and were released (they
+    have job events), oldest event first, as the release list had them after the others."""
+    known = set(listed)
+    return sorted((d for d in latest if d not in known), key=lambda d: (latest[d].at_ms, d))
+
+
+async def _follow_again(r: redis.asyncio.Redis[bytes], doc: TaskDoc) -> None:
+    """A rebuilt open continuous task queues its current candidates (`Joins.requeue`)."""
+    if parse_policy(doc["policy"], None).open_at(now_ms()):
+        queued = await Joins(r).requeue(doc["id"], followed(doc["targets"]))
+        log.warning(
+            "continuous task re-checks its devices", extra={"task_id": doc["id"], "queued": queued}
+        )
 
 
 async def _resume_running(
     r: redis.asyncio.Redis[bytes],
     scheduler: SchedulerSettings,
     running: dict[str, tuple[bytes, TaskDoc]],
-) -> int:
+) -> list[str]:
     """Rebuild the running tasks that can be (their recorded list is whole, their job
-    events all kept); put the others back to be stopped as lost. How many resumed."""
+    events all kept); put the others back to be stopped as lost. The ones resumed.
+    A continuous task's list is the recorded one, then the devices that joined later and
+    have job events; the ones that joined and were not released yet join again when
+    `_follow_again` queues them."""
     if not running:
-        return 0
+        return []
     loop = asyncio.get_running_loop()
     settings = scheduler.common
     topic = settings.topics.task_devices
@@ -199,15 +225,26 @@ async def _resume_running(
     # Results applied shortly before the loss may not have reached the webhooks yet.
     window = scheduler.rebuild_renotify_ms
     renotify_from = replayed.last_at_ms - window if window else NEVER_MS
-    resumed = 0
+    resumed: list[str] = []
     for tid, (raw, task) in running.items():
         if tid not in whole or task["created_ms"] < replayed.complete_from_ms:
             await _put_back_lost(r, raw, task)
             continue
+        listed = lists.get(tid, [])
+        joined = []
+        if parse_policy(task["policy"], None).continuous:
+            joined = _joined(listed, replayed.latest[tid])
         told = await resume(
-            r, scheduler.instance_id, raw, task, lists[tid], replayed.latest[tid], renotify_from
+            r,
+            scheduler.instance_id,
+            raw,
+            task,
+            [*listed, *joined],
+            replayed.latest[tid],
+            renotify_from,
+            joined=len(joined),
         )
         if told is not None:
-            resumed += 1
+            resumed.append(tid)
             log.warning("task rebuilt from Kafka", extra={"task_id": tid, "renotified": told})
     return resumed

@@ -13,11 +13,16 @@ ones itself, with their notifications. Of the ones read, only the device results
 last `OTA_REBUILD_RENOTIFY_S` are told again (`results_since`): their webhook deliveries
 may have been pending in the stream Redis lost.
 
+A continuous task's list is the recorded one, then the devices that joined it later and
+were released (they have job events); scheduler/rebuild.py then has it take in its
+current members again, so the devices that had joined and were not released yet join
+again (its "removed" count starts again from 0).
+
 Not rebuilt exactly, and so stopped as lost instead (scheduler/rebuild.py): a task with
-no complete recorded list (a continuous task, whose devices join in Redis; one created
-before the list was recorded; one whose list was tombstoned at its finish and then
-retried), and one whose job events may be gone: a partition of the topic whose first
-remaining record is newer than the task, after older ones were deleted.
+no complete recorded list (one created before the list was recorded; one whose list was
+tombstoned at its finish and then retried), and one whose job events may be gone: a
+partition of the topic whose first remaining record is newer than the task, after older
+ones were deleted.
 A paused task comes back paused by the operator: resuming it judges its current wave
 again, so an approval or an override already given may be asked for again. A retry's
 devices not yet released when Redis was lost keep the failure they had.
@@ -208,11 +213,14 @@ async def resume(
     devices: Sequence[str],
     latest: Mapping[str, Latest],
     renotify_from_ms: int,
+    *,
+    joined: int = 0,
 ) -> int | None:
     """Lay a running task's rebuilt state out in Redis, then put its document (`raw`, read
     as `doc`) back and list it for the reconciler, in one transaction (the document is
     what says a task is restored), with the device results from `renotify_from_ms` on
-    added to the webhooks' stream again (same ids: receivers deduplicate). How many
+    added to the webhooks' stream again (same ids: receivers deduplicate). `joined`: how
+    many of `devices` joined a continuous task after its creation (its count). How many
     results were added; None when another replica restored the task meanwhile."""
     tid = doc["id"]
     lock = keys.task_rebuild_lock(tid)
@@ -226,6 +234,7 @@ async def resume(
         ends = wave_ends(doc["devices"], parse_policy(doc["policy"], None).waves)
         ends[-1] = max(ends[-1], len(devices))
         built = rebuild(devices, latest, ends)
+        counts = built.counts | ({"joined": joined} if joined else {})
         await lay_out(r, tid, devices, built.entries)
         paused = TaskStatus(doc["status"]) is TaskStatus.PAUSED
         runtime = {
@@ -238,8 +247,8 @@ async def resume(
         }
         pipe = r.pipeline(transaction=True)
         pipe.delete(keys.task_counts(tid), keys.task_runtime(tid))
-        if built.counts:
-            pipe.hset(keys.task_counts(tid), mapping=built.counts)  # type: ignore[arg-type]
+        if counts:
+            pipe.hset(keys.task_counts(tid), mapping=counts)  # type: ignore[arg-type]
         pipe.hset(keys.task_runtime(tid), mapping=runtime)  # type: ignore[arg-type]
         pipe.set(keys.task(tid), raw)
         pipe.zadd(keys.TASKS, {tid: doc["created_ms"]})

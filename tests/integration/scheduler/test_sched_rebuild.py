@@ -201,3 +201,81 @@ async def test_the_registry_is_refilled_from_the_inbox_after_redis_is_lost(
     await second.wait_device(b, fw_version="2.1", online=False)
     online = (await second.client.get("/v1/devices", params={"online": "true"})).json()
     assert a in [d["device_id"] for d in online["items"]]
+
+
+async def test_a_continuous_task_is_rebuilt_and_its_members_join_again(
+    start_harness: StartHarness, sched_redis: redis.Redis[bytes]
+) -> None:
+    first = await start_harness()
+    run = uuid.uuid4().hex[:6]
+    a, b, c, e = (f"cont-{run}-{x}" for x in "abce")
+    group = f"cont-{run}"
+    assert (await first.client.post("/v1/groups", json={"name": group})).status_code == 201
+
+    async def add(harness: Harness, device: str) -> None:
+        answer = await harness.client.post(f"/v1/groups/{group}/devices", json={"add": [device]})
+        assert answer.status_code == 200, answer.text
+
+    await add(first, a)
+    package = await first.upload(b"continuous, rebuilt")
+    answer = await first.client.post(
+        "/v1/tasks",
+        json={
+            "type": "firmware",
+            "package_id": package["id"],
+            "targets": {"groups": [group]},
+            "policy": {"continuous": True, "max_in_flight": 1},
+        },
+    )
+    assert answer.status_code == 201, answer.text
+    tid = answer.json()["id"]
+    await first.wait_releases(1)
+    await add(first, b)  # joins, pending behind a
+    first.job_event(a, tid, "SUCCEEDED", job_version=4)
+    await first.wait_releases(2)  # b released once a finished
+    first.job_event(b, tid, "DOWNLOADING", job_version=2)
+    await add(first, c)  # joins, pending behind b: never released before the loss
+
+    async def settled() -> dict[str, Any] | None:
+        task = await first.task(tid)
+        states = task["counts"]["states"]
+        seen = (states.get("SUCCEEDED"), states.get("DOWNLOADING"), states.get("PENDING"))
+        return task if seen == (1, 1, 1) and task["continuous"]["joined"] == 2 else None
+
+    await eventually(settled, "a succeeded, b downloading, c pending")
+    await first.stop()
+
+    sched_redis.flushdb()
+    second = await start_harness(
+        OTA_SCHEDULER_PORT=str(first.settings.http_port),
+        OTA_SCHEDULER_GROUP=first.settings.consumer_group,  # its offsets say what was applied
+    )
+    rebuilt = await second.task(tid)
+    assert rebuilt["status"] == "Processing"
+    assert rebuilt["runtime"]["rebuilt_ms"] is not None
+
+    async def rejoined() -> dict[str, tuple[str, int, int | None]] | None:
+        states = await device_states(second, tid)
+        return states if set(states) == {a, b, c} else None
+
+    states = await eventually(rejoined, "c to join again, behind b")
+    assert states[a][0] == "SUCCEEDED"
+    assert states[b][0] == "DOWNLOADING"
+    assert states[c][0] == "PENDING"
+    await add(second, e)  # a member after the loss joins too
+    second.job_event(b, tid, "SUCCEEDED", job_version=5)
+    await second.wait_releases(3)
+    second.job_event(c, tid, "SUCCEEDED", job_version=4)
+    await second.wait_releases(4)
+    second.job_event(e, tid, "SUCCEEDED", job_version=4)
+
+    async def all_done() -> dict[str, Any] | None:
+        task = await second.task(tid)
+        return task if task["progress"]["succeeded"] == 4 else None
+
+    task = await eventually(all_done, "every member to succeed")
+    assert task["status"] == "Processing"  # open
+    assert task["progress"]["total"] == 4
+    assert task["continuous"]["joined"] == 3  # b before the loss, c and e after
+    starts = [(r.device_id, r.id) for r in await second.releases() if r.job.task_id == tid]
+    assert sorted(d for d, _ in starts) == sorted([a, b, c, e])  # none released twice
