@@ -119,11 +119,15 @@ affinity:
 An env entry .env with the device credential store's URL: redis.credentials (url or
 Secret), else the services' Redis (redis.url or redis.existingSecret). The scheduler
 (OTA_CREDENTIALS_REDIS_URL) and the broker (OTA_BROKER_REDIS_URL) get it from here alike.
+A Redis Cluster is refused for it (a URL in a Secret is checked by the scheduler at start).
 */}}
 {{- define "ota.credentialsRedisEnv" -}}
 {{- $r := .root.Values.redis -}}
 {{- $secret := $r.credentials.existingSecret -}}
 {{- if and (not $secret.name) (not $r.credentials.url) -}}{{- $secret = $r.existingSecret -}}{{- end -}}
+{{- if and (not $secret.name) (contains "+cluster://" (default $r.url $r.credentials.url)) -}}
+{{- fail "the device credential store must be a standalone Redis (the broker reads it with a standalone client): redis.url names a Redis Cluster, so set redis.credentials.url (or redis.credentials.existingSecret) to a standalone one" -}}
+{{- end -}}
 - name: {{ .env }}
 {{- if $secret.name }}
   valueFrom:
