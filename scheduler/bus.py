@@ -231,7 +231,17 @@ class Consumer:
         self._group_config = group_config or group_timings(settings)
         self._member = AsyncConsumer(name, group=group_id)  # unready until built
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+        """Consume until `stop`; with `ready`, join the group only once it is set."""
+        if ready is not None:
+            waits = [asyncio.ensure_future(event.wait()) for event in (ready, stop)]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
+            if stop.is_set():
+                return
         await self._member.start(
             lambda: make_consumer(
                 self._settings,

@@ -9,6 +9,7 @@ the others the same way and the process exits 1.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Generator
@@ -112,6 +113,9 @@ async def serve(settings: SchedulerSettings, rt: Runtime) -> None:
     )
     await dispatcher.ensure_group()
     emptied = not await services.redis.exists(keys.RESTORED)  # or never restored yet
+    jobs_ready = asyncio.Event()  # set once the registry has the job events back
+    if not emptied:
+        jobs_ready.set()
     await restore(services.redis, settings, services.webhooks)
     await stop_lost(services.redis, services.tasks)
     rt.started()
@@ -123,14 +127,19 @@ async def serve(settings: SchedulerSettings, rt: Runtime) -> None:
         rt.on_stop(lambda: setattr(server, "should_exit", True))
         rt.spawn(server.serve(), "http")
         rt.spawn(inbox.run(rt.stop), "registry")
-        rt.spawn(job_events.run(rt.stop), "jobs")
+        rt.spawn(job_events.run(rt.stop, jobs_ready), "jobs")
         rt.spawn(dead_letters.run(rt.stop), "dead-letters")
         rt.spawn(reconciler.run(rt.stop), "reconciler")
         rt.spawn(dispatcher.run(rt.stop), "webhooks")
         rt.spawn(services.credential_log.run(rt.stop), "credentials")
         if emptied:
             replay = replay_registry(
-                settings.common, settings.registry_group, services.registry, rt.stop
+                settings.common,
+                (settings.registry_group, settings.jobs_group),
+                services.redis,
+                services.registry,
+                jobs_ready,
+                rt.stop,
             )
             rt.spawn(replay, "registry-replay")
         await rt.stop.wait()

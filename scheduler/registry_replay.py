@@ -1,15 +1,21 @@
-"""The device registry refilled from the inbox after Redis was emptied.
+"""The device registry refilled from the log after Redis was emptied.
 
-The registry's consumer group goes on from its committed offsets, so after a loss the
-registry would know a device's version and presence only once the device reported again.
-A start that finds Redis emptied (no `keys.RESTORED` mark) therefore reads `ota.inbox` from
-its first retained record up to the offsets the group had committed, in the background,
-and applies what it holds through `Registry.observe`: versions, presence and last seen
-move only forward in record time, so these older records never undo the newer ones the
-group applies beside them. Undecodable records are skipped (the group dead-lettered them
-when it first read them).
+The registry's consumer groups go on from their committed offsets, so after a loss the
+registry would know a device's version and presence only once the device reported again,
+and its current job and timeline only at its next job event. A start that finds Redis
+emptied (no `keys.RESTORED` mark) therefore reads, in the background, each log from its
+first retained record up to the offsets its group had committed:
 
-What the inbox no longer holds cannot come back this way: a device that last reported, or
+- `ota.job-events` first, through `Registry.job_events`: each device's current job and
+  timeline (entries older than `OTA_TIMELINE_RETENTION_S` expire as they would have). A
+  timeline takes an entry as the newest one, so the job-event group waits for this part
+  (`jobs_ready`) before it applies anything: task progress resumes once it is done;
+- then `ota.inbox`, through `Registry.observe`: versions, presence and last seen move
+  only forward in record time, so these older records never undo the newer ones the
+  registry group applies beside them.
+
+Undecodable records are skipped (the groups dead-lettered them when they first read them).
+What the logs no longer hold cannot come back this way: a device that last reported, or
 connected, before the inbox's retention (7 days) is known again at its next report.
 """
 
@@ -17,18 +23,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import redis.asyncio
 from kafka import TopicPartition
 from kafka.errors import KafkaError
 from redis.exceptions import RedisError
 
 from ota.kafka_clients import make_consumer
 from ota.kafka_consumer import read_to_end
+from ota.records import JobEventRecord
 from ota.settings import CommonSettings
-from scheduler.consumers import parse_inbox
+from scheduler import keys
+from scheduler.consumers import parse_inbox, parse_job_events
 from scheduler.devices import Registry
+from scheduler.taskdoc import load_task
 
 log = logging.getLogger(__name__)
 POLL_MS = 500
@@ -36,16 +46,16 @@ MAX_RECORDS = 2_000  # records per batch applied (one poll)
 APPLY_TIMEOUT_S = 60.0
 
 
-def read_inbox(
+def read_log(
     settings: CommonSettings,
+    topic: str,
     group_id: str,
     apply: Callable[[list[Any]], None],
     stopped: Callable[[], bool],
 ) -> int:
-    """Hand `apply` the inbox, batch by batch, from each partition's start up to `group_id`'s
-    committed offset (a partition it never committed is left to the group); blocking, run
-    it in an executor. How many records were read."""
-    topic = settings.topics.inbox
+    """Hand `apply` the topic, batch by batch, from each partition's start up to
+    `group_id`'s committed offset (a partition it never committed is left to the group);
+    blocking, run it in an executor. How many records were read."""
     consumer = make_consumer(settings, group_id=group_id, client_id="ota-scheduler-registry-replay")
     read = 0
     try:
@@ -67,24 +77,66 @@ def read_inbox(
 
 
 async def replay_registry(
-    settings: CommonSettings, group_id: str, registry: Registry, stop: asyncio.Event
+    settings: CommonSettings,
+    groups: tuple[str, str],
+    r: redis.asyncio.Redis[bytes],
+    registry: Registry,
+    jobs_ready: asyncio.Event,
+    stop: asyncio.Event,
 ) -> None:
-    """Refill the registry from the inbox (see the module's text), then wait for `stop`
-    (a supervised task: ending early would stop the service). A failure is logged: the
-    group's own reading goes on either way."""
+    """Refill the registry from the job events, then set `jobs_ready`, then from the
+    inbox (see the module's text); then wait for `stop` (a supervised task: ending early
+    would stop the service). `groups`: the registry's and the job events' consumer
+    groups. A failure is logged, and `jobs_ready` set all the same: the groups' own
+    reading goes on either way."""
+    registry_group, jobs_group = groups
     loop = asyncio.get_running_loop()
 
-    def apply(records: list[Any]) -> None:
-        items = parse_inbox(records).items
-        asyncio.run_coroutine_threadsafe(registry.observe(items), loop).result(APPLY_TIMEOUT_S)
+    def run(coroutine: Any) -> None:
+        asyncio.run_coroutine_threadsafe(coroutine, loop).result(APPLY_TIMEOUT_S)
 
-    try:
-        read = await loop.run_in_executor(None, read_inbox, settings, group_id, apply, stop.is_set)
-        if read:  # none on a first start: the group has committed nothing yet
-            log.warning("device registry refilled from the inbox", extra={"records": read})
-    except (KafkaError, RedisError, TimeoutError) as exc:
-        log.error(
-            "device registry replay cut short; devices are known again as they report",
-            extra={"error": repr(exc)},
-        )
+    def jobs(records: list[Any]) -> None:
+        parsed = parse_job_events(records)
+        run(_record_jobs(r, registry, parsed.items, parsed.positions))
+
+    def inbox(records: list[Any]) -> None:
+        run(registry.observe(parse_inbox(records).items))
+
+    parts = (
+        (settings.topics.job_events, jobs_group, jobs, "jobs and timelines", jobs_ready),
+        (settings.topics.inbox, registry_group, inbox, "versions and presence", None),
+    )
+    for topic, group, apply, what, done in parts:
+        try:
+            read = await loop.run_in_executor(
+                None, read_log, settings, topic, group, apply, stop.is_set
+            )
+            if read:  # none on a first start: the group has committed nothing yet
+                log.warning(
+                    "device registry refilled from %s", topic, extra={"records": read, "what": what}
+                )
+        except (KafkaError, RedisError, TimeoutError) as exc:
+            log.error(
+                "device registry replay of %s cut short; devices' %s come back as they change",
+                topic,
+                what,
+                extra={"error": repr(exc)},
+            )
+        finally:
+            if done is not None:
+                done.set()
     await stop.wait()
+
+
+async def _record_jobs(
+    r: redis.asyncio.Redis[bytes],
+    registry: Registry,
+    events: Sequence[JobEventRecord],
+    positions: Sequence[str],
+) -> None:
+    """The events with their tasks' types (restored from `ota.tasks` before this runs; a
+    task unknown here has none, as when the group applies its events)."""
+    tids = sorted({e.task_id for e in events})
+    raws = await r.mget([keys.task(t) for t in tids]) if tids else []
+    types = {t: load_task(raw)["type"] if raw else "" for t, raw in zip(tids, raws, strict=True)}
+    await registry.job_events([(e, types[e.task_id]) for e in events], positions)

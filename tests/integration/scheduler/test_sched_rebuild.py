@@ -203,6 +203,55 @@ async def test_the_registry_is_refilled_from_the_inbox_after_redis_is_lost(
     assert a in [d["device_id"] for d in online["items"]]
 
 
+async def job_state(harness: Harness, device: str, tid: str, state: str) -> dict[str, Any]:
+    async def shown() -> dict[str, Any] | None:
+        body: dict[str, Any] = (await harness.client.get(f"/v1/devices/{device}")).json()
+        job = body.get("current_job") or {}
+        return body if (job.get("task_id"), job.get("state")) == (tid, state) else None
+
+    return await eventually(shown, f"{device}'s job to be {state}")
+
+
+async def test_devices_get_their_jobs_and_timelines_back_after_redis_is_lost(
+    start_harness: StartHarness, sched_redis: redis.Redis[bytes]
+) -> None:
+    first = await start_harness()
+    a, b = (f"timeline-{uuid.uuid4().hex[:6]}" for _ in range(2))
+    package = await first.upload(b"timelines come back")
+    tid = await first.create_task(package["id"], [a, b])
+    await first.wait_releases(2)
+    first.report(a, fw="1.0")
+    first.job_event(a, tid, "QUERYING_VERSION", job_version=1)
+    first.job_event(a, tid, "DOWNLOADING", from_state="QUERYING_VERSION", job_version=2)
+    first.job_event(a, tid, "SUCCEEDED", from_state="UPDATING", job_version=5)
+    first.job_event(b, tid, "QUERYING_VERSION", job_version=1)
+    first.job_event(b, tid, "DOWNLOADING", from_state="QUERYING_VERSION", job_version=2)
+    await first.wait_device(a, fw_version="1.0")
+    shown_a = await job_state(first, a, tid, "SUCCEEDED")
+    shown_b = await job_state(first, b, tid, "DOWNLOADING")
+    assert [e["to"] for e in shown_a["timeline"]] == [
+        "SUCCEEDED",
+        "DOWNLOADING",
+        "QUERYING_VERSION",
+    ]
+    assert [e["to"] for e in shown_b["timeline"]] == ["DOWNLOADING", "QUERYING_VERSION"]
+    await first.stop()  # both groups commit each batch they applied
+    # Past the committed offsets: the group applies it once the replay is done, on top.
+    first.job_event(b, tid, "SUCCEEDED", from_state="UPDATING", job_version=5)
+
+    sched_redis.flushdb()
+    # The same groups: they go on from their committed offsets, so only the replay can
+    # bring the jobs and timelines back (no device sends anything again).
+    second = await start_harness(
+        OTA_SCHEDULER_GROUP=first.settings.consumer_group,
+        OTA_SCHEDULER_PORT=str(first.settings.http_port),
+    )
+    await second.wait_device(a, **shown_a)  # the whole view, timeline and history
+    after_b = await job_state(second, b, tid, "SUCCEEDED")
+    assert after_b["timeline"][1:] == shown_b["timeline"]
+    assert after_b["timeline"][0]["to"] == "SUCCEEDED"
+
+
 async def test_a_continuous_task_is_rebuilt_and_its_members_join_again(
     start_harness: StartHarness, sched_redis: redis.Redis[bytes]
 ) -> None:
