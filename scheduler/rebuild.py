@@ -14,7 +14,9 @@ there) is stopped
 with `LOST_REASON` by `stop_lost` (the change is published and notified like any other;
 `keys.LOST_TASKS` keeps the ones still to stop across a crash), its device list and retry
 answering `task_devices_lost`, like a finished task's. A webhook's delivery log and the
-notification stream are not restored (see docs/scheduler.md). `keys.RESTORED`, set last,
+notification stream are not restored (see docs/scheduler.md), but after Redis was emptied
+the last notifications on `ota.task-events` go to the stream again
+(scheduler/renotify.py). `keys.RESTORED`, set last,
 tells a running scheduler that Redis was emptied under it (scheduler/flush_mark.py).
 Device credentials, in a store of their own, are put back by scheduler/credential_log.py.
 """
@@ -40,6 +42,7 @@ from scheduler.flush_mark import set_mark
 from scheduler.joins import Joins
 from scheduler.matching import followed
 from scheduler.policy import parse_policy
+from scheduler.renotify import renotify_recent
 from scheduler.settings import SchedulerSettings
 from scheduler.task_lists import assemble
 from scheduler.task_rebuild import NEVER_MS, Latest, replay, resume
@@ -105,6 +108,7 @@ async def restore(
     in `keys.LOST_TASKS` for `stop_lost`. Marks Redis restored (`keys.RESTORED`) last."""
     settings = scheduler.common
     topics = settings.topics
+    emptied = not await r.exists(keys.RESTORED)  # set last, below
     latest = await asyncio.get_running_loop().run_in_executor(
         None,
         read_latest,
@@ -160,6 +164,9 @@ async def restore(
         if raw is not None:  # a tombstone: revoked
             restored["api_keys"] += await r.hsetnx(keys.API_KEYS, kid, raw)
     restored |= await webhooks.restore(latest[topics.webhooks])
+    if emptied:
+        window = scheduler.rebuild_renotify_ms
+        restored["renotified"] = await renotify_recent(r, settings, window, resumed)
     if any(restored.values()):
         log.warning("restored the catalog from Kafka", extra=restored)
     await set_mark(r)

@@ -270,6 +270,9 @@ class Dispatcher:
         self._backlog = True
         self._gate = asyncio.Semaphore(64)
         self._trimmed_at = time.monotonic()
+        # Set by `run`: a stop ends a delivery's retry wait, its entry left unacknowledged
+        # for the next round (another replica's claim, or this one's backlog at its start).
+        self._stop = asyncio.Event()
 
     async def ensure_group(self) -> None:
         try:
@@ -279,6 +282,7 @@ class Dispatcher:
                 raise
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
         await self.ensure_group()
         async with httpx.AsyncClient(timeout=self._timeout) as client:
             while not stop.is_set():
@@ -409,6 +413,7 @@ class Dispatcher:
                 deliver_once,
                 on=_DeliveryFailedError,
                 policy=self._policy,
+                stop=self._stop,
                 context={"webhook": hook["id"], "event_id": event.get("id")},
             )
         except _DeliveryFailedError:

@@ -26,8 +26,8 @@ class WebhookRepeats:
 
 
 class WebhookInbox:
-    def __init__(self) -> None:
-        self.port = free_port()
+    def __init__(self, port: int | None = None) -> None:
+        self.port = free_port() if port is None else port  # a port: one stopped before
         self.bodies: list[dict[str, Any]] = []
         self._told: set[str] = set()  # devices a device result was delivered for
         self._lock = threading.Lock()

@@ -17,8 +17,10 @@ from kafka import TopicPartition
 
 from ota.kafka_clients import make_consumer
 from scheduler import keys
+from scheduler.renotify import read_since
 from scheduler.webhook_signing import TOLERANCE_S, WebhookVerificationError, verify
-from tests.integration.scheduler.conftest import ON_BOTH
+from tests.faults.webhook_inbox import WebhookInbox
+from tests.integration.scheduler.conftest import ON_BOTH, StartHarness
 from tests.integration.scheduler.sched_harness import Harness, eventually
 
 pytestmark = ON_BOTH  # on a standalone Redis and on a Redis Cluster
@@ -219,3 +221,42 @@ async def test_task_events_topic_carries_status_changes_and_device_results(
         (str(e["device_id"]), str(e["status"]), e["cause"], e["at_ms"])
         for e in (orjson.loads(next(iter(bodies))) for bodies in distinct.values())
     ) == [(devices[0], "Success", None, ANY), (devices[1], "Fail", 28, failed.at_ms)]
+
+
+async def test_status_notifications_pending_when_redis_is_emptied_are_told_after(
+    start_harness: StartHarness, sched_redis: redis.Redis[bytes]
+) -> None:
+    first = await start_harness(OTA_WEBHOOK_ATTEMPTS="50", OTA_WEBHOOK_BACKOFF_S="1")
+    hooks = WebhookInbox()
+    hooks.start()
+    hook = {"url": hooks.url, "secret": SECRET, "events": ["task_status"]}
+    assert (await first.client.post("/v1/webhooks", json=hook)).status_code == 201
+    hooks.stop()  # refused from now on: every delivery is retried, later and later
+    package = await first.upload(b"told after the loss")
+    tid = await first.create_task(package["id"], [f"told-{uuid.uuid4().hex[:6]}"])
+    await first.wait_releases(1)
+
+    async def on_topic() -> set[str] | None:
+        values = await asyncio.to_thread(read_since, first.settings.common, 0)
+        notes = [orjson.loads(v) for v in values]
+        ids = {n["id"] for n in notes if n["kind"] == "task_status" and n["task_id"] == tid}
+        return ids or None
+
+    told = await eventually(on_topic, "the task's status notifications on the topic")
+    await first.stop()  # undelivered: they were only in the stream Redis loses
+
+    sched_redis.flushdb()
+    hooks = WebhookInbox(hooks.port)
+    hooks.start()
+    await start_harness(
+        OTA_SCHEDULER_PORT=str(first.settings.http_port),
+        OTA_SCHEDULER_GROUP=first.settings.consumer_group,
+    )
+
+    async def delivered() -> bool:
+        return told <= {b["id"] for b in hooks.bodies if b.get("kind") == "task_status"}
+
+    try:
+        await eventually(delivered, "the status notifications to reach the webhook")
+    finally:
+        hooks.stop()
