@@ -50,6 +50,7 @@ def new_name(old: bytes) -> bytes | None:
 
 
 async def move_old_keys(r: redis.asyncio.Redis[bytes]) -> None:
+    """Move what the old layout left (see the module's text); nothing once marked done."""
     if await r.get(keys.LAYOUT) == VERSION:
         return
     moved = taken = 0

@@ -8,16 +8,15 @@ every replica may run it on every start. Webhooks are made to agree both ways
 (`Webhooks.restore`: a record that cannot be opened is logged and skipped, a tombstone
 finishes its delete, a registration the topic lacks is recorded).
 A running task's per-device states and runtime are rebuilt from its recorded device list
-and its job events (scheduler/task_rebuild.py), a continuous one's also from the devices
-that joined it, and it takes its current members in again; one that cannot be (see
-there) is stopped
-with `LOST_REASON` by `stop_lost` (the change is published and notified like any other;
-`keys.LOST_TASKS` keeps the ones still to stop across a crash), its device list and retry
-answering `task_devices_lost`, like a finished task's. A webhook's delivery log and the
-notification stream are not restored (see docs/scheduler.md), but after Redis was emptied
-the last notifications on `ota.task-events` go to the stream again
-(scheduler/renotify.py). `keys.RESTORED`, set last,
-tells a running scheduler that Redis was emptied under it (scheduler/flush_mark.py).
+and its job events (scheduler/task_rebuild.py); a continuous one's list also takes the
+devices that joined it, and it takes its current members in again. One that cannot be
+rebuilt (see there) is stopped with `LOST_REASON` by `stop_lost` (the change is published
+and notified like any other; `keys.LOST_TASKS` keeps the ones still to stop across a
+crash), its device list and retry answering `task_devices_lost`, like a finished task's.
+A webhook's delivery log is not restored; after Redis was emptied the last notifications
+on `ota.task-events` go to the webhooks' stream again (scheduler/renotify.py).
+`keys.RESTORED`, set last, tells a running scheduler that Redis was emptied under it
+(scheduler/flush_mark.py).
 Device credentials, in a store of their own, are put back by scheduler/credential_log.py.
 """
 
