@@ -100,7 +100,9 @@ class Producer:
         """Send and wait until Kafka acknowledged every record. Raises KafkaError when
         Kafka did not take them within `SEND_TIMEOUT_S`, unless `patient`: then the
         records Kafka did not take are sent again (in order, with backoff) until it does;
-        a record Kafka refuses for good (too large, not authorised) raises at once."""
+        a record Kafka refuses for good (too large, not authorised) raises at once. A
+        delivery that timed out may have been written all the same: sent again, it is on
+        the topic twice, which its consumers tolerate (every record carries its id)."""
         batch = list(records)
         if not batch:
             return

@@ -189,7 +189,13 @@ async def test_a_patient_send_resends_in_order_what_kafka_did_not_take(
     finally:
         await producer.close()
     seen = await asyncio.to_thread(_read_back, kafka_back.bootstrap, topic, 1 + len(values))
-    assert [v for _, v in seen] == [b"0", *values]
+    got = [v for _, v in seen]
+    # Every record once, in order. A delivery that timed out while the restarted broker
+    # was slow may have been written all the same: sent again, it is there twice (the
+    # consumers deduplicate by record id), the second copy in order too.
+    assert list(dict.fromkeys(got)) == [b"0", *values]
+    again = got[1 + len(values) :]
+    assert again == sorted(again, key=int), again
 
 
 @pytest.mark.timeout(300)
