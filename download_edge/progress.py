@@ -5,7 +5,7 @@ queue; a thread of its own merges them every `flush_ms`, applies each (device, p
 batch to Redis with one Lua script, and produces the `DownloadRecord`s the script asks
 for to the inbox (keyed by device, idempotent producer). Keeping the delivered intervals
 in Redis (`ota:edge:{dl<shard>}:<package>:<device>`) means a download resumed on another
-edge replica still finishes. Kafka or Redis being slow or down never blocks a request: notes
+edge replica still finishes; a finished one's hash is deleted once Kafka has its records. Kafka or Redis being slow or down never blocks a request: notes
 wait in the queue (bounded; overflow is counted and dropped).
 
 Nothing is lost between the Redis update and the produce: the script that decides a
@@ -154,10 +154,14 @@ return {started, finished, sent, took}
 
 # KEYS[1]: the hash; KEYS[2]: the outbox. ARGV[1]: the field (ps/pf); ARGV[2]: its time.
 # Clears the field if it still holds that record, and the outbox entry once none is left.
+# A finished download whose records Kafka has all taken is forgotten: the worker has its
+# finished record, and a device fetching the package again starts a new cycle either way
+# (the hash was about 216 bytes of every finished device's Redis memory for its whole TTL).
 ACK_SCRIPT = """
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
 if redis.call('HEXISTS', KEYS[1], 'ps') == 0 and redis.call('HEXISTS', KEYS[1], 'pf') == 0 then
   redis.call('ZREM', KEYS[2], KEYS[1])
+  if redis.call('HGET', KEYS[1], 'fin') == '1' then redis.call('DEL', KEYS[1]) end
 end
 return 1
 """

@@ -2,7 +2,9 @@
 disconnects is recorded with at most what reached it, over TLS and plain TCP, and its
 download still finishes when it resumes where its copy ends.
 
-Real sockets, the real Redis (db 12, the edge's test db) and Kafka.
+Real sockets and the real Redis (db 12, the edge's test db). The download records go to a
+sink that never acknowledges them, so a finished download's hash stays to be read (the
+edge deletes it once Kafka has taken its records: test_edge_events.py).
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import socket
 import ssl
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -25,10 +26,8 @@ from devices.download import Download, fetch
 from devices.http import HttpClient
 from download_edge.delivery import TLS_UNSEEN_BYTES
 from download_edge.progress import hash_key
-from ota.kafka_clients import make_producer
-from ota.kafka_producer import RecordProducer
 from ota.redis_clients import make_redis
-from ota.settings import CommonSettings, Topics
+from ota.settings import CommonSettings
 from tests.waiting import wait_until
 
 from .edge_support import EdgeFactory, Package, RunningEdge, write_package
@@ -48,17 +47,14 @@ def store(redis_url: str) -> Iterator[redis.Redis[bytes]]:
     client.close()
 
 
-@pytest.fixture
-def sink(
-    common: CommonSettings, kafka_bootstrap: str, topic_factory: Callable[..., str]
-) -> Iterator[tuple[CommonSettings, RecordProducer]]:
-    inbox = topic_factory("edge-delivery", partitions=1)
-    settings = replace(
-        common, kafka_bootstrap=kafka_bootstrap, topics=replace(Topics(), inbox=inbox)
-    )
-    producer = make_producer(settings, client_id="edge-delivery-test", max_block_ms=10_000)
-    yield settings, producer
-    producer.close(timeout=10)
+class UnacknowledgedSink:
+    """Takes download records and never acknowledges them."""
+
+    def send(self, topic: str, *, key: bytes, value: bytes) -> None:
+        return None
+
+    def flush(self, timeout: float | None = None) -> None:
+        return None
 
 
 @pytest.fixture
@@ -76,12 +72,11 @@ def running(
     request: pytest.FixtureRequest,
     edge_factory: EdgeFactory,
     store: redis.Redis[bytes],
-    sink: tuple[CommonSettings, RecordProducer],
+    common: CommonSettings,
     ca: trustme.CA,
     tmp_path: Path,
     big: Package,
 ) -> RunningEdge:
-    settings, producer = sink
     tls = {}
     if request.param == "tls":
         cert = ca.issue_cert("127.0.0.1")
@@ -90,7 +85,12 @@ def running(
         cert.private_key_pem.write_to_path(str(key_file))
         tls = {"tls_cert": cert_file, "tls_key": key_file}
     return edge_factory(
-        store=store, sink=producer, events=True, common=settings, progress_flush_ms=20, **tls
+        store=store,
+        sink=UnacknowledgedSink(),
+        events=True,
+        common=common,
+        progress_flush_ms=20,
+        **tls,
     )
 
 

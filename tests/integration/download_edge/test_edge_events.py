@@ -214,7 +214,27 @@ def test_download_again_after_finishing_is_a_new_cycle(
     fetch(edge, package, token, None)
     phases = [r.phase for r in records(kafka_settings, 4, device)]
     assert phases == [DownloadPhase.STARTED, DownloadPhase.FINISHED] * 2
-    assert store.ttl(hash_key(device, package.sha256)) > 0
+
+
+def test_a_finished_download_is_forgotten_once_kafka_has_its_records(
+    store: redis.Redis[bytes], sink: RecordProducer, kafka_settings: CommonSettings
+) -> None:
+    device, sha = f"dev-{uuid.uuid4().hex[:8]}", "bc" * 32
+    recorder = ProgressRecorder(store, sink, kafka_settings.topics.inbox, flush_ms=20, ttl_s=600)
+    recorder.note(device, sha, 100, 0, 100)
+    recorder.flush_once()
+    assert store.hget(hash_key(device, sha), "fin") == b"1"  # kept while its records are owed
+    sink.flush(timeout=10)
+    recorder.flush_once()  # takes in Kafka's acknowledgements
+    assert store.exists(hash_key(device, sha)) == 0
+    assert store.zcard(outbox_key(shard_of(device))) == 0
+    recorder.note(device, sha, 100, 60, 100)  # fetched again from the middle: a new cycle
+    recorder.flush_once()
+    sink.flush(timeout=10)
+    recorder.flush_once()
+    phases = [r.phase for r in records(kafka_settings, 3, device)]
+    assert phases == [DownloadPhase.STARTED, DownloadPhase.FINISHED, DownloadPhase.STARTED]
+    assert store.hget(hash_key(device, sha), "iv") == b"60:100"  # unfinished: kept
 
 
 class DiedBeforeProducing:
@@ -267,7 +287,7 @@ def test_acknowledged_records_leave_the_outbox(
     sink.flush(timeout=10)
     recorder.flush_once()
     assert store.zcard(outbox_key(shard_of(device))) == 0
-    assert store.hmget(hash_key(device, sha), ["ps", "pf"]) == [None, None]
+    assert store.exists(hash_key(device, sha)) == 0  # finished and acknowledged: forgotten
     assert len(records(kafka_settings, 2, device)) == 2
 
 
