@@ -19,6 +19,13 @@ is kept: the workers form it from the inbox record that caused the event
 (`w<partition>-<offset>-<index>`, workers/effects.py), which nothing else in the entry
 tells.
 
+A try that succeeded is folded into one entry as it closes, its summary: the result's
+full entry (detail and cause padded in) followed by the try's earlier entries as steps,
+`[job_version, from, to, ms before the result]` and the cause when there is one (a retry's),
+oldest first. The API shows the steps as entries again, without their event ids and
+details (those are in the log, `GET /v1/devices/{id}/history`). A summary is
+the only entry whose JSON ends in `]]`.
+
 Entries stored before this form are read as well: objects as the API shows them, and
 arrays `[id, at_ms, task_id, attempt, job_version, from, to, cause, detail]` with the
 states as codes or names. The forms differ in their first fields' types: the full form's
@@ -51,6 +58,8 @@ FIELDS = ("id", "at_ms", "task_id", "attempt", "job_version", "from", "to", "cau
 SHORT = ("id", "at_ms", "attempt", "job_version", "from", "to", "detail", "cause")
 _SHORT_REQUIRED = 6  # id .. to
 _OLDER_REQUIRED = 7  # the older array: id .. to
+# A summary's step: job_version, from, to, ms before the result, then the cause if any.
+_STEP_FIELDS = (4, 5)
 # A task id whose JSON is itself in quotes: the only kind an entry leaves out (the Redis
 # script's pattern `[%w_.:%-]` is the same set).
 PLAIN_TASK = re.compile(r"[A-Za-z0-9_.:\-]+")
@@ -97,35 +106,40 @@ def encode(event: JobEventRecord) -> bytes:
 
 def decode(raw: bytes, task_id: str | None = None) -> dict[str, Any]:
     """A stored entry as the API shows it (`cause_message` derived from the cause);
-    `task_id`: the task of the entry below it, which a short entry is of."""
-    return _read(raw, task_id)[0]
+    `task_id`: the task of the entry below it, which a short entry is of. A summary is
+    shown as its result."""
+    return _read(raw, task_id)[0][0]
 
 
 def decode_all(entries: Sequence[bytes]) -> list[dict[str, Any]]:
     """A timeline, newest first, as the API shows it: each short entry of the task of the
-    nearest older entry that names one."""
+    nearest older entry that names one, each summary as its result and its steps."""
     shown: list[dict[str, Any]] = []
     task_id: str | None = None
     for raw in reversed(entries):
-        entry, task_id = _read(raw, task_id)
-        shown.append(entry)
+        read, task_id = _read(raw, task_id)
+        shown.extend(reversed(read))
     shown.reverse()
     return shown
 
 
-def _read(raw: bytes, below: str | None) -> tuple[dict[str, Any], str | None]:
-    """The entry as the API shows it, and its task id (for the entry above it)."""
+def _read(raw: bytes, below: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    """The entries as the API shows them, newest first (more than one for a summary), and
+    the task id (for the entry above)."""
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadEntryError(f"timeline entry is not JSON: {raw[:60]!r}") from exc
     if isinstance(value, dict):  # the object form: stored as the API shows it
         task = value.get("task_id")
-        return value, task if isinstance(task, str) else below
+        return [value], task if isinstance(task, str) else below
     if not isinstance(value, list) or len(value) < _SHORT_REQUIRED:
         raise BadEntryError(f"timeline entry has no known form: {raw[:60]!r}")
     entry: dict[str, Any] = dict.fromkeys(FIELDS)
+    steps: list[Any] = []
     if isinstance(value[1], str):  # the full form: [task_id, id, at_ms, ...]
+        if len(value) == len(SHORT) + 2 and raw.endswith(b"]]"):  # a summary
+            steps = value.pop()
         if len(value) > len(SHORT) + 1:
             raise BadEntryError(f"timeline entry has no known form: {raw[:60]!r}")
         entry.update(zip(SHORT, value[1:], strict=False))
@@ -145,7 +159,36 @@ def _read(raw: bytes, below: str | None) -> tuple[dict[str, Any], str | None]:
     entry["detail"] = entry["detail"] or {}
     entry["cause_message"] = cause_message(entry["cause"])
     shown = {key: entry[key] for key in (*FIELDS[:8], "cause_message", "detail")}
-    return shown, entry["task_id"]
+    return [shown, *_steps(steps, shown, raw)], entry["task_id"]
+
+
+def _steps(steps: list[Any], result: dict[str, Any], raw: bytes) -> list[dict[str, Any]]:
+    """A summary's steps as entries, newest first, of the result's task and attempt."""
+    shown = []
+    for step in reversed(steps):
+        if not (isinstance(step, list) and len(step) in _STEP_FIELDS):
+            raise BadEntryError(f"timeline summary has a step of no known form: {raw[:60]!r}")
+        version, from_state, to_state, before, *why = step
+        cause = why[0] if why else None
+        if type(before) is not int or type(result["at_ms"]) is not int:
+            raise BadEntryError(f"timeline summary has a step without a time: {raw[:60]!r}")
+        if cause is not None and type(cause) is not int:
+            raise BadEntryError(f"timeline summary has a step with a bad cause: {raw[:60]!r}")
+        shown.append(
+            {
+                "id": None,
+                "at_ms": result["at_ms"] - before,
+                "task_id": result["task_id"],
+                "attempt": result["attempt"],
+                "job_version": version,
+                "from": _name(from_state, raw),
+                "to": _name(to_state, raw),
+                "cause": cause,
+                "cause_message": cause_message(cause),
+                "detail": {},
+            }
+        )
+    return shown
 
 
 def _name(state: Any, raw: bytes) -> str:

@@ -23,6 +23,10 @@ from scheduler import keys, timeline
 # placed just below that result's entry, the device having downloaded before it reported;
 # several such facts in the order of their fractions (DOWNLOADING below DOWNLOADED). The
 # device hash remembers the last closing entry's try (`tl_close` = task|attempt|version).
+# A try that succeeds is folded into one entry as it closes, its summary (the result with
+# the earlier entries' states and times, scheduler/timeline.py): a finished device's
+# timeline is most of its memory. An event of a folded try is taken as stored (a replay,
+# or a download fact after the result: the log has it).
 # A timeline stored as a sorted set before (three times the bytes) becomes a list when
 # next written.
 # Only the newest `cap` entries stay: the hash counts those trimmed (`tl_cut`) and keeps the
@@ -40,23 +44,39 @@ local cap = tonumber(ARGV[1])
 local retention = tonumber(ARGV[3])
 $STATE_TABLES
 -- an entry's task id, try (task|attempt|version), from and to states (codes, or names in
--- older entries) and detail; `older` is the task of the entry below it, which a short
--- entry is of. Forms: [task, id, at, attempt, version, from, to, detail, cause] (full),
--- [id, at, attempt, ...] (short), [id, at, task, attempt, version, from, to, cause,
--- detail] (older), or an object
+-- older entries), detail, attempt, job version, stamp and cause; `older` is the task of the entry
+-- below it, which a short entry is of. Forms: [task, id, at, attempt, version, from, to,
+-- detail, cause] (full; a succeeded try's summary adds its steps), [id, at, attempt, ...]
+-- (short), [id, at, task, attempt, version, from, to, cause, detail] (older), or an object
 local function read(raw, older)
   local e = cjson.decode(raw)
-  local task, a, v, from, to, detail
+  local task, a, v, from, to, detail, at, cause
   if e[1] == nil then
     task, a, v, from, to, detail = e.task_id, e.attempt, e.job_version, e['from'], e.to, e.detail
+    at, cause = e.at_ms, e.cause
   elseif type(e[2]) == 'string' then
-    task, a, v, from, to, detail = e[1], e[4], e[5], e[6], e[7], e[8]
+    task, a, v, from, to, detail, at, cause = e[1], e[4], e[5], e[6], e[7], e[8], e[3], e[9]
   elseif type(e[3]) == 'string' then
-    task, a, v, from, to, detail = e[3], e[4], e[5], e[6], e[7], e[9]
+    task, a, v, from, to, detail, at, cause = e[3], e[4], e[5], e[6], e[7], e[9], e[2], e[8]
   else
-    task, a, v, from, to, detail = older, e[3], e[4], e[5], e[6], e[7]
+    task, a, v, from, to, detail, at, cause = older, e[3], e[4], e[5], e[6], e[7], e[2], e[8]
   end
-  return task, tostring(task) .. '|' .. tostring(a) .. '|' .. tostring(v), from, to, detail
+  local try = tostring(task) .. '|' .. tostring(a) .. '|' .. tostring(v)
+  return task, try, from, to, detail, a, v, at, cause
+end
+-- the (task|attempt) a succeeded try's summary is of; nil for any other entry (only a
+-- summary ends in ']]': its steps, an array, come last)
+local function summary_of(raw)
+  if string.sub(raw, -2) ~= ']]' then return nil end
+  local e = cjson.decode(raw)
+  if type(e[2]) ~= 'string' or type(e[10]) ~= 'table' then return nil end
+  return tostring(e[1]) .. '|' .. tostring(e[4])
+end
+-- a value as JSON: a state's code or older name, a job version
+local function js(x)
+  if type(x) == 'string' then return '"' .. x .. '"' end
+  if type(x) ~= 'number' then return 'null' end
+  return tostring(x)
 end
 -- the task an entry names; nil for a short entry (told by its start without decoding it
 -- when its event id is plain)
@@ -123,6 +143,32 @@ local function under_result(tl, full, short, task, this, f)
   else redis.call('RPUSH', tl, full) end
   return true
 end
+-- folds a succeeded try into one entry: its closing entry (at the head; `full`, its full
+-- form) with the try's earlier entries as steps [job_version, from, to, ms before the
+-- result, cause (only when there is one)], oldest first. Their event ids and details stay
+-- in the log. False when the try has no earlier entry here (nothing to fold).
+local function summarise(tl, full, task, attempt, at)
+  local items = redis.call('LRANGE', tl, 0, -1)
+  local tasks, t = {}, nil
+  for i = #items, 1, -1 do
+    t = named(items[i]) or t
+    tasks[i] = t
+  end
+  local steps, k = {}, 2
+  while items[k] and tasks[k] == task and summary_of(items[k]) == nil do
+    local _, _, from, to, _, a, v, stamp, why = read(items[k], tasks[k + 1])
+    if tostring(a) ~= attempt or type(stamp) ~= 'number' then break end
+    local step = js(v) .. ',' .. js(from) .. ',' .. js(to) .. ',' .. js(at - stamp)
+    if type(why) == 'number' then step = step .. ',' .. js(why) end
+    table.insert(steps, 1, '[' .. step .. ']')
+    k = k + 1
+  end
+  if k == 2 then return false end
+  local pad = ({[7] = ',{},null', [8] = ',null', [9] = ''})[#cjson.decode(full)]
+  redis.call('LTRIM', tl, k - 1, -1)
+  redis.call('LPUSH', tl, string.sub(full, 1, -2) .. pad .. ',[' .. table.concat(steps, ',') .. ']]')
+  return true
+end
 local function job(dev, tl, id, at_ms, task, attempt, version, state, cause, kind, full,
                    place, position, short)
   redis.call('ZADD', KEYS[1], 0, id)
@@ -139,14 +185,23 @@ local function job(dev, tl, id, at_ms, task, attempt, version, state, cause, kin
   if short == '' then short = full end
   local at = tonumber(at_ms)
   local this = task .. '|' .. attempt .. '|' .. version
-  if not redis.call('LPOS', tl, short) and (short == full or not redis.call('LPOS', tl, full)) then
-    local placed = false
+  local stored = redis.call('LPOS', tl, short) or (short ~= full and redis.call('LPOS', tl, full))
+  if not stored then
+    for _, raw in ipairs(redis.call('LRANGE', tl, 0, -1)) do
+      if summary_of(raw) == task .. '|' .. attempt then stored = true; break end  -- folded
+    end
+  end
+  if not stored then
+    local placed, folded = false, false
     if place ~= '' and place ~= 'close' and redis.call('HGET', dev, 'tl_close') == this then
       placed = under_result(tl, full, short, task, this, tonumber(place))
     end
     if not placed then
       if short ~= full and head_task(tl) == task then redis.call('LPUSH', tl, short)
       else redis.call('LPUSH', tl, full) end
+      if place == 'close' and state == 'SUCCEEDED' then
+        folded = summarise(tl, full, task, attempt, at)
+      end
     end
     local n = redis.call('LLEN', tl)
     if n > cap then
@@ -157,7 +212,8 @@ local function job(dev, tl, id, at_ms, task, attempt, version, state, cause, kin
       redis.call('HINCRBY', dev, 'tl_cut', n - cap)
       if t ~= nil then redis.call('LSET', tl, cap - 1, '["' .. t .. '",' .. string.sub(last, 2)) end
     end
-    if place == 'close' then redis.call('HSET', dev, 'tl_close', this) end
+    if folded then redis.call('HDEL', dev, 'tl_close')  -- nothing goes below a summary
+    elseif place == 'close' then redis.call('HSET', dev, 'tl_close', this) end
     if retention == 0 then redis.call('PERSIST', tl)
     elseif redis.call('PEXPIRETIME', tl) < at + retention then
       redis.call('PEXPIREAT', tl, at + retention)  -- in the past: beyond retention, gone now

@@ -18,7 +18,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from scheduler import audit
-from scheduler.api import credential_routes, device_ca_routes, dry_run_routes, key_routes
+from scheduler.api import (
+    credential_routes,
+    device_ca_routes,
+    dry_run_routes,
+    history_routes,
+    key_routes,
+)
 from scheduler.api import routes as h
 from scheduler.api.spec import Endpoint, Handler, Param, openapi
 from scheduler.apikeys import ApiKeys, Principal
@@ -376,6 +382,7 @@ def endpoints() -> list[Endpoint]:
         *credential_routes.endpoints(),
         *device_ca_routes.endpoints(),
         *dry_run_routes.endpoints(),
+        *history_routes.endpoints(),
         *key_routes.endpoints(),
     ]
 

@@ -36,6 +36,7 @@ from tests.stack_kit import running_stack
 
 T = TypeVar("T")
 FINISHED = ("Success", "Fail", "PartialSuccess", "Stopped")
+CLOSING = ("SUCCEEDED", "FAILED", "CANCELLED", "WAITING_RETRY")  # job states that end a try
 WEBHOOK_SECRET = "e2e-webhook-secret-0123"
 
 
@@ -158,6 +159,7 @@ class Rollout:
     task: dict[str, Any]
     devices: dict[str, dict[str, Any]]  # task device rows by device id
     views: dict[str, dict[str, Any]]  # /v1/devices/<id> (with the timeline) by device id
+    histories: dict[str, list[dict[str, Any]]]  # /v1/devices/<id>/history by device id
     notifications: list[dict[str, Any]]
     outcomes: dict[str, str]  # the simulator's own view, by device id
     ids: dict[str, str] = field(default_factory=dict)  # scenario -> device id
@@ -167,12 +169,23 @@ class Rollout:
         return self.devices[self.ids[scenario]]
 
     def timeline(self, scenario: str) -> list[dict[str, Any]]:
-        """This task's entries, oldest first, in the order the API gives them (the order
-        the job saw them; never re-sorted by the stamps of different services' clocks)."""
-        entries = [
-            e for e in self.views[self.ids[scenario]]["timeline"] if e["task_id"] == self.task["id"]
-        ]
-        return entries[::-1]  # the API lists the newest first
+        """This task's job events, oldest first, with their ids and details, as the
+        history endpoint reads them back from the log (Redis folds a succeeded try), in the
+        order the job saw them: a download fact that reached the log after its try's
+        result (`before_result`) goes before that result, as on the device's timeline;
+        never re-sorted by the stamps of different services' clocks."""
+        entries: list[dict[str, Any]] = []
+        for entry in self.histories[self.ids[scenario]]:
+            if entry["task_id"] != self.task["id"]:
+                continue
+            if entry["detail"].get("before_result"):
+                closing = [
+                    i for i, e in enumerate(entries) if e["to"] in CLOSING and e["to"] != e["from"]
+                ]
+                entries.insert(closing[-1] if closing else len(entries), entry)
+            else:
+                entries.append(entry)
+        return entries
 
     def timeline_states(self, scenario: str) -> list[str]:
         """The job states the device went through for this task, oldest first."""
@@ -277,16 +290,32 @@ async def _run(
     notifications = await eventually(final_notice, "the webhook notifications", 30)
     rows = (await api.get(f"/v1/tasks/{tid}/devices", params={"limit": 1000})).json()
     views = {d: (await api.get(f"/v1/devices/{d}")).json() for d in ids.values()}
+    histories = {d: await history(api, d) for d in ids.values()}
     outcomes = {d: outcome_of(agent) for d, agent in fleet.agents.items()}
     return Rollout(
         task=task,
         devices={row["device_id"]: row for row in rows["items"]},
         views=views,
+        histories=histories,
         notifications=notifications,
         outcomes=outcomes,
         ids=ids,
         agents={d: agent.outcome for d, agent in fleet.agents.items()},
     )
+
+
+async def history(api: httpx.AsyncClient, device_id: str) -> list[dict[str, Any]]:
+    """Every job event of the device, oldest first, read back from the log page by page."""
+    entries: list[dict[str, Any]] = []
+    params: dict[str, str] = {"limit": "1000"}
+    while True:
+        answer = await api.get(f"/v1/devices/{device_id}/history", params=params)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        entries += body["items"]
+        if body["next_cursor"] is None:
+            return entries
+        params["cursor"] = body["next_cursor"]
 
 
 @contextmanager

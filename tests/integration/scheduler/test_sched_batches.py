@@ -5,6 +5,8 @@ applied again (redelivery after a crash before the commit) changes nothing."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
+from itertools import pairwise
 
 import orjson
 import pytest
@@ -152,7 +154,7 @@ async def test_the_timeline_keeps_the_newest_entries_and_says_where_the_rest_are
     and the log position of its first job event, where the full history is read. A
     redelivered batch trims nothing more and keeps the first position."""
     device, tid = f"dev-{uuid.uuid4().hex[:8]}", f"t-{uuid.uuid4().hex[:8]}"
-    states = ("QUEUED", "COMMAND_SENT", "DOWNLOADING", "DOWNLOADED", "UPDATING", "SUCCEEDED")
+    states = ("QUEUED", "COMMAND_SENT", "DOWNLOADING", "DOWNLOADED", "UPDATING", "FAILED")
     events = [
         JobEventRecord(device, tid, 1, v, before, after, at_ms=1000 + v)
         for v, (before, after) in enumerate(zip(("PENDING", *states), states, strict=False))
@@ -161,7 +163,7 @@ async def test_the_timeline_keeps_the_newest_entries_and_says_where_the_rest_are
     await registry.job_events([(e, "") for e in events[:4]], positions[:4])
     await registry.job_events([(e, "") for e in events[4:]], positions[4:])
     shown = await registry.show(device)
-    assert [e["to"] for e in shown["timeline"]] == ["SUCCEEDED", "UPDATING", "DOWNLOADED"]
+    assert [e["to"] for e in shown["timeline"]] == ["FAILED", "UPDATING", "DOWNLOADED"]
     assert shown["timeline"][0] == timeline.decode(timeline.encode(events[-1]))
     assert shown["history"]["topic"].endswith("ota.job-events")  # the registry's prefixed one
     assert shown["history"] | {"topic": ""} == {
@@ -171,7 +173,7 @@ async def test_the_timeline_keeps_the_newest_entries_and_says_where_the_rest_are
         "trimmed": 3,
         "expired": False,
     }
-    assert shown["current_job"]["state"] == "SUCCEEDED"
+    assert shown["current_job"]["state"] == "FAILED"
     assert {e["task_id"] for e in shown["timeline"]} == {tid}
     # The entries above leave the task out; the oldest kept one, trimmed to, names it.
     stored = await aredis.lrange(keys.timeline(device), 0, -1)
@@ -180,6 +182,47 @@ async def test_the_timeline_keeps_the_newest_entries_and_says_where_the_rest_are
     await registry.job_events([(e, "") for e in events[3:]], positions[3:])  # redelivered
     assert (await registry.show(device))["history"] == shown["history"]
     assert await aredis.lrange(keys.timeline(device), 0, -1) == stored
+
+
+async def test_a_succeeded_try_is_folded_into_its_result(
+    registry: Registry, aredis: redis.asyncio.Redis[bytes]
+) -> None:
+    """A try that succeeds becomes one entry: its result with the earlier entries of the
+    same task and attempt as steps (an earlier attempt and another task's entries stay
+    whole). Its events again, or a download fact after the result, change nothing."""
+    device, tid = f"dev-{uuid.uuid4().hex[:8]}", f"t-{uuid.uuid4().hex[:8]}"
+
+    def job(task: str, attempt: int, v: int, before: str, after: str) -> JobEventRecord:
+        return JobEventRecord(device, task, attempt, v, before, after, at_ms=1000 + 10 * v)
+
+    other = job("t-other", 1, 1, "QUEUED", "FAILED")
+    failed = [job(tid, 1, 2, "QUEUED", "COMMAND_SENT"), job(tid, 1, 3, "COMMAND_SENT", "FAILED")]
+    moves = ("QUEUED", "COMMAND_SENT", "DOWNLOADING", "DOWNLOADED", "UPDATING", "SUCCEEDED")
+    second = [job(tid, 2, 3 + v, a, b) for v, (a, b) in enumerate(pairwise(moves), 1)]
+    events = [other, *failed, *second]
+    await registry.job_events([(e, "") for e in events])
+    stored = await aredis.lrange(keys.timeline(device), 0, -1)
+    assert len(stored) == 4  # the summary, the failed attempt's two, the other task's one
+    assert stored[0].endswith(b"]]")  # a summary
+    assert stored[0].startswith(b'["' + tid.encode())
+    shown = await registry.show(device)
+    whole = [timeline.decode(timeline.encode(e)) for e in reversed(events)]
+    assert (
+        shown["timeline"]
+        == [whole[0]] + [e | {"id": None, "detail": {}} for e in whole[1:5]] + whole[5:]
+    )
+    assert shown["current_job"]["state"] == "SUCCEEDED"
+    assert await aredis.hget(keys.device(device), "tl_close") is None
+    unfolded = sum(len(timeline.forms(e)[1]) for e in second)
+    assert len(stored[0]) < 0.6 * unfolded
+
+    late = replace(job(tid, 2, 9, "SUCCEEDED", "DOWNLOADED"), detail={"before_result": True})
+    await registry.job_events([(e, "") for e in [*events, late]])  # redelivered, and late
+    assert await aredis.lrange(keys.timeline(device), 0, -1) == stored
+    # The next try of the same task goes on top of the summary, its task left out.
+    retried = job(tid, 3, 20, "QUEUED", "COMMAND_SENT")
+    await registry.job_events([(retried, "")])
+    assert await aredis.lindex(keys.timeline(device), 0) == timeline.forms(retried)[1]
 
 
 @pytest.mark.parametrize("timeline_retention_ms", [60_000])

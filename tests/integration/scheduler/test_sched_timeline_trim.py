@@ -77,3 +77,46 @@ async def test_an_expired_timeline_keeps_the_last_job_and_says_where_it_is(
         f"Entries past the timeline's retention are in the log only: "
         f"{harness.topics.job_events}, partition {shown['history']['partition']}"
     ) in page
+
+
+async def test_the_full_history_reads_back_from_the_log(start_harness: StartHarness) -> None:
+    """A succeeded try folded in Redis and trimmed by the cap: the history endpoint reads
+    every job event of the device back from the log, ids included, oldest first, page by
+    page; an unknown device is refused."""
+    harness = await start_harness(OTA_TIMELINE_CAP="2")
+    device = f"hist-{uuid.uuid4().hex[:6]}"
+    package = await harness.upload(b"history from the log")
+    tid = await harness.create_task(package["id"], [device])
+    await harness.wait_releases(1)
+    sent = [
+        harness.job_event(device, tid, state, job_version=version)
+        for version, state in enumerate((*STEPS, "SUCCEEDED"), start=1)
+    ]
+
+    async def succeeded() -> dict[str, Any] | None:
+        shown: dict[str, Any] = (await harness.client.get(f"/v1/devices/{device}")).json()
+        return shown if (shown.get("current_job") or {}).get("state") == "SUCCEEDED" else None
+
+    shown = await eventually(succeeded, "the device's success applied")
+    assert shown["timeline"][0]["id"] == sent[-1].id
+    assert all(entry["id"] is None for entry in shown["timeline"][1:])  # folded steps
+
+    read: list[dict[str, Any]] = []
+    cursor: str | None = None
+    pages = 0
+    while pages == 0 or cursor is not None:
+        params = {"limit": "4"} | ({"cursor": cursor} if cursor else {})
+        answer = await harness.client.get(f"/v1/devices/{device}/history", params=params)
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        read += body["items"]
+        cursor, pages = body["next_cursor"], pages + 1
+    assert pages >= 2
+    assert [e["id"] for e in read] == [e.id for e in sent]
+    assert [e["to"] for e in read] == [e.to_state for e in sent]
+    offsets = [e["offset"] for e in read]
+    assert offsets == sorted(offsets)
+    assert offsets[0] == shown["history"]["first_offset"]
+
+    unknown = await harness.client.get(f"/v1/devices/nobody-{uuid.uuid4().hex[:6]}/history")
+    assert unknown.status_code == 404

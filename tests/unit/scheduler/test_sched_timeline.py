@@ -122,6 +122,60 @@ def test_the_stored_forms_are_a_fraction_of_the_api_object() -> None:
     assert short == b'["%s",1000000000000,1,3,3,4]' % event.id.encode()
 
 
+def folded(result: JobEventRecord, earlier: list[JobEventRecord]) -> bytes:
+    """A succeeded try's summary as the Redis script folds it: the result's full entry,
+    detail and cause padded in, then the earlier entries' steps, oldest first, a step's
+    cause last when it has one."""
+    full = orjson.loads(timeline.encode(result))
+    full += [{}, None][len(full) - 7 :]
+    codes = {e.to_state: code for e in earlier for code in [orjson.loads(timeline.encode(e))[6]]}
+    codes |= {e.from_state: orjson.loads(timeline.encode(e))[5] for e in earlier}
+    steps = [
+        [e.job_version, codes[e.from_state], codes[e.to_state], result.at_ms - e.at_ms]
+        + ([] if e.cause is None else [e.cause])
+        for e in earlier
+    ]
+    return orjson.dumps([*full, steps])
+
+
+def test_a_summary_reads_back_as_its_result_and_steps() -> None:
+    """A folded try shows its result as it was, then each earlier step with its states,
+    version and time; the steps' event ids and details are left in the log."""
+    moves = [("QUEUED", "COMMAND_SENT"), ("COMMAND_SENT", "WAITING_RETRY"), ("UPDATING", "X")]
+    earlier = [
+        JobEventRecord("d1", "t1", 2, v, a, b, cause, {"n": v}, at_ms=1000 + 10 * v)
+        for v, (a, b), cause in zip(range(1, 4), moves, [None, 22, None], strict=True)
+    ]
+    result = JobEventRecord(
+        "d1", "t1", 2, 4, "UPDATING", "SUCCEEDED", detail={"version": "2.0"}, at_ms=1100
+    )
+    raw = folded(result, earlier)
+    assert raw.endswith(b"]]")
+    shown = timeline.decode_all([raw, timeline.encode(earlier[0])])
+    assert shown[0] == api_object(result)
+    steps = [api_object(e) | {"id": None, "detail": {}} for e in reversed(earlier)]
+    assert shown[1:4] == steps
+    assert shown[4] == api_object(earlier[0])
+    assert timeline.decode(raw) == api_object(result)
+    assert len(raw) < 0.6 * sum(len(timeline.encode(e)) for e in [result, *earlier])
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        b"[[1,3,4]]",
+        b'[[1,3,4,"x"]]',
+        b"[[1,3,99,5]]",
+        b"[5]",
+        b'[[1,3,4,5,"x"]]',
+        b"[[1,3,4,5,6,7]]",
+    ],
+)
+def test_a_summary_with_a_step_of_no_known_form_is_refused(steps: bytes) -> None:
+    with pytest.raises(timeline.BadEntryError):
+        timeline.decode(b'["t", "i", 5, 1, 1, 3, 4, {}, null, ' + steps + b"]")
+
+
 def test_a_state_without_a_code_is_kept_by_name() -> None:
     event = JobEventRecord("d1", "t1", 1, 1, "PENDING", "QUEUED", at_ms=5)
     assert timeline.encode(event).endswith(b',"PENDING",0]')
