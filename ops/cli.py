@@ -4,6 +4,7 @@
     ota packages list
     ota devices list [--fw-version V] [--group G] [--tag T] [--online|--offline]
     ota devices show DEVICE
+    ota devices history DEVICE [--limit N] [--cursor C]
     ota devices credentials register|rotate|disable|enable|delete|show DEVICE
     ota devices credentials import FILE [--output REPORT.csv]
     ota tasks create --type firmware --package ID (--devices a,b | --devices-file F |
@@ -176,6 +177,31 @@ def devices_list(api: Api, args: argparse.Namespace, out: TextIO) -> int:
 def devices_show(api: Api, args: argparse.Namespace, out: TextIO) -> int:
     device = api.call("GET", f"/v1/devices/{args.device_id}")
     _emit(args, out, device, lambda: "\n".join(render.device_screen(device)))
+    return 0
+
+
+def devices_history(api: Api, args: argparse.Namespace, out: TextIO) -> int:
+    params: list[tuple[str, str | int]] = [("limit", args.limit)]
+    if args.cursor:
+        params.append(("cursor", args.cursor))
+    page = api.call("GET", f"/v1/devices/{args.device_id}/history", params=params)
+    rows = [
+        {
+            **e,
+            "at": render.when(e.get("at_ms")),
+            "task": str(e.get("task_id"))[:12],
+            "move": f"{e.get('from')} -> {e.get('to')}",
+            "cause": e.get("cause_message") or "",
+        }
+        for e in page["items"]
+    ]
+    cols = ["offset", "at", "task", "attempt", "move", "cause", "detail"]
+
+    def human() -> str:
+        more = f"\nmore: --cursor {page['next_cursor']}" if page.get("next_cursor") else ""
+        return render.table(rows, cols) + more
+
+    _emit(args, out, page, human)
     return 0
 
 
@@ -403,6 +429,11 @@ def parser() -> argparse.ArgumentParser:
     ds = dv.add_parser("show", help="a device with its current job and timeline")
     ds.add_argument("device_id")
     ds.set_defaults(run=devices_show)
+    dh = dv.add_parser("history", help="a device's job events read back from the log")
+    dh.add_argument("device_id")
+    dh.add_argument("--limit", type=int, default=100)
+    dh.add_argument("--cursor")
+    dh.set_defaults(run=devices_history)
     # Imported here: ops.cli_credentials builds on this module's Api and CliError.
     from ops import cli_credentials
 

@@ -114,6 +114,6 @@ def device_screen(device: Mapping[str, Any]) -> list[str]:
         lines.append(
             f"  ... {' and '.join(older)}: {history.get('topic')} partition "
             f"{history.get('partition')}, the device's records from offset "
-            f"{history.get('first_offset')}"
+            f"{history.get('first_offset')} (ota devices history {device.get('device_id')})"
         )
     return lines

@@ -103,6 +103,12 @@ async def test_cli_end_to_end(harness: Harness, tmp_path: Path) -> None:
     code, out, _ = await ota(harness, "devices", "show", devices[1])
     assert "timeline (newest first):" in out
     assert "Low battery" in out
+    code, out, _ = await ota(harness, "devices", "history", devices[1])  # from the log
+    assert code == 0
+    header = ["OFFSET", "AT", "TASK", "ATTEMPT", "MOVE", "CAUSE", "DETAIL"]
+    assert out.splitlines()[0].split() == header
+    assert "QUEUED -> FAILED" in out
+    assert "Low battery" in out
 
 
 async def test_cli_errors_are_clear(harness: Harness, tmp_path: Path) -> None:

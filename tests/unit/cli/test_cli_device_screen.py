@@ -1,4 +1,5 @@
-"""`ota devices show`: a trimmed or expired timeline says where its older entries are."""
+"""`ota devices show`: a trimmed or expired timeline says where its older entries are, and
+which command reads them."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ def test_a_trimmed_timeline_points_at_the_log() -> None:
     lines = render.device_screen(device(history))
     assert lines[-1] == (
         "  ... 7 older entries: ota.job-events partition 3, the device's records from offset 901"
+        " (ota devices history d1)"
     )
 
 
@@ -25,7 +27,7 @@ def test_an_expired_timeline_points_at_the_log() -> None:
     history = {"topic": "t", "partition": 1, "first_offset": 5, "trimmed": 2, "expired": True}
     assert render.device_screen(device(history))[-1] == (
         "  ... 2 older entries and entries past their retention: t partition 1,"
-        " the device's records from offset 5"
+        " the device's records from offset 5 (ota devices history d1)"
     )
 
 
