@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,6 +150,28 @@ class InboxHandler:
         _count("inbox", ok=len(parsed.items), skipped=parsed.skipped, dead=len(parsed.dead))
 
 
+class TaskTypes:
+    """Each task's type, '' for a task Redis does not hold (another deployment's, or
+    deleted): the tasks not seen yet read with one MGET. A task's type never changes, so
+    it is kept, for up to `_TYPE_CACHE_MAX` tasks."""
+
+    def __init__(self, r: redis.asyncio.Redis[bytes]) -> None:
+        self._r = r
+        self._known: dict[str, str] = {}
+
+    async def of(self, tids: Iterable[str]) -> dict[str, str]:
+        wanted = set(tids)
+        missing = sorted(wanted - self._known.keys())
+        if missing:
+            raws = await self._r.mget([keys.task(tid) for tid in missing])
+            if len(self._known) + len(missing) > _TYPE_CACHE_MAX:
+                self._known.clear()
+            for tid, raw in zip(missing, raws, strict=True):
+                if raw is not None:
+                    self._known[tid] = load_task(raw)["type"]
+        return {tid: self._known.get(tid, "") for tid in wanted}
+
+
 class JobEventHandler:
     def __init__(
         self,
@@ -163,24 +185,14 @@ class JobEventHandler:
     ) -> None:
         self._r, self._state, self._registry = r, state, registry
         self._notifier, self._producer, self._topics, self._wake = notifier, producer, topics, wake
-        self._types: dict[str, str] = {}
-
-    async def _task_type(self, tid: str) -> str:
-        if tid not in self._types:
-            raw = await self._r.get(keys.task(tid))
-            if raw is None:
-                return ""  # a task of another scheduler deployment, or deleted
-            if len(self._types) >= _TYPE_CACHE_MAX:
-                self._types.clear()
-            self._types[tid] = load_task(raw)["type"]
-        return self._types[tid]
+        self._types = TaskTypes(r)
 
     async def __call__(self, records: Sequence[Any]) -> None:
         # Not into an emptied Redis: the batch stays uncommitted for the rebuild's start.
         await check_mark(self._r)
         parsed = parse_job_events(records)
         events: list[JobEventRecord] = parsed.items
-        types = {tid: await self._task_type(tid) for tid in {e.task_id for e in events}}
+        types = await self._types.of(e.task_id for e in events)
         results = [0] * len(events)
         # A device result's notification, for each event that would end a job: the apply
         # script adds it to the webhooks' stream with the state change itself.

@@ -14,6 +14,8 @@ first retained record up to the offsets its group had committed:
   only forward in record time, so these older records never undo the newer ones the
   registry group applies beside them.
 
+A thread reads each log and hands the loop one batch at a time, reading the next while
+Redis applies it (batches stay in log order: a batch waits for the one before it).
 Undecodable records are skipped (the groups dead-lettered them when they first read them).
 What the logs no longer hold cannot come back this way: a device that last reported, or
 connected, before the inbox's retention (7 days) is known again at its next report.
@@ -22,8 +24,10 @@ connected, before the inbox's retention (7 days) is known again at its next repo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from typing import Any
 
 import redis.asyncio
@@ -35,10 +39,8 @@ from ota.kafka_clients import make_consumer
 from ota.kafka_consumer import read_to_end
 from ota.records import JobEventRecord
 from ota.settings import CommonSettings
-from scheduler import keys
-from scheduler.consumers import parse_inbox, parse_job_events
+from scheduler.consumers import TaskTypes, parse_inbox, parse_job_events
 from scheduler.devices import Registry
-from scheduler.taskdoc import load_task
 
 log = logging.getLogger(__name__)
 POLL_MS = 500
@@ -91,13 +93,19 @@ async def replay_registry(
     reading goes on either way."""
     registry_group, jobs_group = groups
     loop = asyncio.get_running_loop()
+    types = TaskTypes(r)
+    applying: list[Future[None]] = []  # the batch the loop applies while the next is read
 
     def run(coroutine: Any) -> None:
-        asyncio.run_coroutine_threadsafe(coroutine, loop).result(APPLY_TIMEOUT_S)
+        """Hand the batch to the loop, once the one before it is applied (in log order);
+        the reading thread goes on to the next batch meanwhile."""
+        if applying:
+            applying.pop().result(APPLY_TIMEOUT_S)
+        applying.append(asyncio.run_coroutine_threadsafe(coroutine, loop))
 
     def jobs(records: list[Any]) -> None:
         parsed = parse_job_events(records)
-        run(_record_jobs(r, registry, parsed.items, parsed.positions))
+        run(_record_jobs(types, registry, parsed.items, parsed.positions))
 
     def inbox(records: list[Any]) -> None:
         run(registry.observe(parse_inbox(records).items))
@@ -111,6 +119,8 @@ async def replay_registry(
             read = await loop.run_in_executor(
                 None, read_log, settings, topic, group, apply, stop.is_set
             )
+            if applying:
+                await asyncio.wait_for(asyncio.wrap_future(applying.pop()), APPLY_TIMEOUT_S)
             if read:  # none on a first start: the group has committed nothing yet
                 log.warning(
                     "device registry refilled from %s", topic, extra={"records": read, "what": what}
@@ -123,20 +133,22 @@ async def replay_registry(
                 extra={"error": repr(exc)},
             )
         finally:
+            for cut in applying:  # the read failed: its last batch still ends before `done`
+                with contextlib.suppress(RedisError, TimeoutError):
+                    await asyncio.wait_for(asyncio.wrap_future(cut), APPLY_TIMEOUT_S)
+            applying.clear()
             if done is not None:
                 done.set()
     await stop.wait()
 
 
 async def _record_jobs(
-    r: redis.asyncio.Redis[bytes],
+    types: TaskTypes,
     registry: Registry,
     events: Sequence[JobEventRecord],
     positions: Sequence[str],
 ) -> None:
     """The events with their tasks' types (restored from `ota.tasks` before this runs; a
     task unknown here has none, as when the group applies its events)."""
-    tids = sorted({e.task_id for e in events})
-    raws = await r.mget([keys.task(t) for t in tids]) if tids else []
-    types = {t: load_task(raw)["type"] if raw else "" for t, raw in zip(tids, raws, strict=True)}
-    await registry.job_events([(e, types[e.task_id]) for e in events], positions)
+    of = await types.of(e.task_id for e in events)
+    await registry.job_events([(e, of[e.task_id]) for e in events], positions)
