@@ -199,6 +199,7 @@ async def test_a_succeeded_try_is_folded_into_its_result(
     failed = [job(tid, 1, 2, "QUEUED", "COMMAND_SENT"), job(tid, 1, 3, "COMMAND_SENT", "FAILED")]
     moves = ("QUEUED", "COMMAND_SENT", "DOWNLOADING", "DOWNLOADED", "UPDATING", "SUCCEEDED")
     second = [job(tid, 2, 3 + v, a, b) for v, (a, b) in enumerate(pairwise(moves), 1)]
+    second[2] = replace(second[2], cause=22)  # a step's cause is kept
     events = [other, *failed, *second]
     await registry.job_events([(e, "") for e in events])
     stored = await aredis.lrange(keys.timeline(device), 0, -1)
