@@ -117,14 +117,19 @@ local function fraction(raw, older)
   if type(detail) == 'table' and detail.before_result == true then return below[to] or 0.5 end
   return nil
 end
--- puts a before-result fact below the closing entry of try `this`; false when that is gone
-local function under_result(tl, full, short, task, this, f)
+-- the timeline's entries, newest first, and the task each is of
+local function entries_with_tasks(tl)
   local items = redis.call('LRANGE', tl, 0, -1)
   local tasks, t = {}, nil
   for i = #items, 1, -1 do
     t = named(items[i]) or t
     tasks[i] = t
   end
+  return items, tasks
+end
+-- puts a before-result fact below the closing entry of try `this`; false when that is gone
+local function under_result(tl, full, short, task, this, f)
+  local items, tasks = entries_with_tasks(tl)
   local k = nil
   for i, raw in ipairs(items) do
     local _, try, from, to = read(raw, tasks[i + 1])
@@ -148,12 +153,7 @@ end
 -- result, cause (only when there is one)], oldest first. Their event ids and details stay
 -- in the log. False when the try has no earlier entry here (nothing to fold).
 local function summarise(tl, full, task, attempt, at)
-  local items = redis.call('LRANGE', tl, 0, -1)
-  local tasks, t = {}, nil
-  for i = #items, 1, -1 do
-    t = named(items[i]) or t
-    tasks[i] = t
-  end
+  local items, tasks = entries_with_tasks(tl)
   local steps, k = {}, 2
   while items[k] and tasks[k] == task and summary_of(items[k]) == nil do
     local _, _, from, to, _, a, v, stamp, why = read(items[k], tasks[k + 1])
