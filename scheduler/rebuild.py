@@ -185,11 +185,6 @@ async def _put_back_lost(r: redis.asyncio.Redis[bytes], raw: bytes, task: TaskDo
     await pipe.execute()
 
 
-def _rebuildable(doc: TaskDoc, lists: dict[str, list[str]]) -> bool:
-    """Whether the list the task was created with is recorded whole."""
-    return len(lists.get(doc["id"], ())) == doc["devices"]
-
-
 def _joined(listed: list[str], latest: dict[str, Latest]) -> list[str]:
     """A continuous task's devices that joined after its creation and were released (they
     have job events), oldest event first, as the release list had them after the others."""
@@ -223,7 +218,11 @@ async def _resume_running(
     topic = settings.topics.task_devices
     recorded = await loop.run_in_executor(None, read_latest, settings, (topic,))
     lists = assemble(recorded[topic])
-    whole = {tid for tid, (_, task) in running.items() if _rebuildable(task, lists)}
+    whole = {
+        tid
+        for tid, (_, task) in running.items()
+        if tid in lists and lists[tid].whole(task["devices"])
+    }
     oldest = min((running[tid][1]["created_ms"] for tid in whole), default=0)
     replayed = await loop.run_in_executor(
         None, replay, settings, scheduler.jobs_group, whole, oldest
@@ -236,7 +235,7 @@ async def _resume_running(
         if tid not in whole or task["created_ms"] < replayed.complete_from_ms:
             await _put_back_lost(r, raw, task)
             continue
-        listed = lists.get(tid, [])
+        listed = lists[tid].ids
         joined = []
         if parse_policy(task["policy"], None).continuous:
             joined = _joined(listed, replayed.latest[tid])
@@ -249,6 +248,7 @@ async def _resume_running(
             replayed.latest[tid],
             renotify_from,
             joined=len(joined),
+            retried=lists[tid].retried,
         )
         if told is not None:
             resumed.append(tid)

@@ -274,6 +274,7 @@ class Reconciler:
         starts = StartEncoder(job_spec(doc, policy))
         now = now_ms()
         slices: list[list[Out]] = []
+        chosen: set[str] = set()  # a retried device is listed twice (task_lists.py)
         for start in range(0, len(ids), RECORD_SLICE):
             out = []
             for device, raw in zip(
@@ -284,8 +285,9 @@ class Reconciler:
                 if raw is None:
                     continue
                 state, attempt, *_ = split_entry(raw)
-                if state != PENDING:
+                if state != PENDING or device in chosen:
                     continue
+                chosen.add(device)
                 record_id = start_record_id(tid, device, attempt + 1)
                 out.append(
                     Out(
@@ -360,8 +362,10 @@ class Reconciler:
     async def _finish(self, tid: str, doc: TaskDoc) -> None:
         if self._policies.of(tid, doc["policy"]).continuous:
             await self._joins.close(tid, followed(doc["targets"]))
-        # A finished task is not rebuilt after a lost Redis (scheduler/task_rebuild.py).
-        await task_lists.forget(self._producer, self._topics, tid, doc["devices"])
+        # A finished task is not rebuilt after a lost Redis (scheduler/task_rebuild.py); a
+        # retry recorded its longer list (task_lists.record_retry).
+        listed = max(doc["devices"], await self._r.llen(keys.task_list(tid)))
+        await task_lists.forget(self._producer, self._topics, tid, listed)
         await self._r.srem(keys.package_users(doc["package_id"]), tid)
         await self._r.delete(keys.lease(tid))
         # Before leaving the active set, so that a start cut short by Redis is tried again.

@@ -6,12 +6,19 @@ Redis holds it with each device's state (`taskstate`), and the compacted topic
 record) for as long as the task runs, so that a running task can be rebuilt after
 Redis is lost (scheduler/task_rebuild.py). The reconciler's wrap-up of a finished task
 tombstones its records (`forget`): the topic holds only the lists of running tasks.
+
+A retry appends the task's failed and stopped devices to its list, so it records the
+whole list again first (`record_retry`): each record is then `{"of": <the list's
+length>, "ids": [...]}`, a device of the retry's wave as `[id, attempt]`, an attempt
+below the one that wave releases it at (the one it failed at): by it the rebuild tells
+whether the retry had released the device again.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import orjson
 import redis.asyncio
@@ -19,7 +26,7 @@ import redis.asyncio
 from ota.settings import Topics
 from scheduler import keys
 from scheduler.bus import Out, Producer
-from scheduler.taskstate import PENDING, STATES, pending_entry
+from scheduler.taskstate import PENDING, RETRIED, STATES, pending_entry, split_entry
 
 log = logging.getLogger(__name__)
 # Ids per record: 2,000 ids of at most 128 characters (ota.protocol) stay well under
@@ -47,44 +54,139 @@ async def record(producer: Producer, topics: Topics, tid: str, devices: Sequence
 
 
 async def forget(producer: Producer, topics: Topics, tid: str, count: int) -> None:
-    """Tombstone the task's list records (`count`: the devices it was created with)."""
+    """Tombstone the task's list records (`count`: the longest list it recorded)."""
     await producer.send(
         (Out(topics.task_devices, chunk_key(tid, i), None) for i in range(chunks(count))),
         patient=True,
     )
 
 
-def assemble(latest: Mapping[str, bytes | None]) -> dict[str, list[str]]:
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """A task's list as the topic holds it."""
+
+    ids: list[str]  # in release order, a retried device again at its retry's place
+    length: int | None = None  # the length a retry recorded (None: the task's creation's)
+    # the devices of a retry's wave -> an attempt below the one it releases them at
+    retried: dict[str, int] = field(default_factory=dict)
+
+    def whole(self, created_with: int) -> bool:
+        return len(self.ids) == (created_with if self.length is None else self.length)
+
+
+async def record_retry(
+    r: redis.asyncio.Redis[bytes], producer: Producer, topics: Topics, tid: str, wave: int
+) -> int:
+    """Record on `ota.task-devices`, in place of the earlier records, the whole list a
+    retry of the task in `wave` makes (`retry_items`); how many devices it retries (0:
+    none, and nothing recorded). Raises KafkaError when Kafka did not take it."""
+    items, retried = await retry_items(r, tid, wave)
+    if retried:
+        await producer.send(
+            Out(
+                topics.task_devices,
+                chunk_key(tid, i),
+                orjson.dumps({"of": len(items), "ids": items[at : at + CHUNK_IDS]}),
+            )
+            for i, at in enumerate(range(0, len(items), CHUNK_IDS))
+        )
+    return retried
+
+
+async def retry_items(
+    r: redis.asyncio.Redis[bytes], tid: str, wave: int
+) -> tuple[list[str | list[str | int]], int]:
+    """The list a retry in `wave` makes, and how many devices it retries: the task's list,
+    then its devices in the `RETRIED` states, in the order the retry script appends them
+    (state by state, each index in id order). A device of the retry's wave is
+    `[id, attempt]`: one retried now with the attempt it failed at, one an earlier retry
+    released with an attempt below the one it has (the rebuild puts it in that wave)."""
+    listed: list[str | list[str | int]] = []
+    while part := await r.lrange(keys.task_list(tid), len(listed), len(listed) + WRITE_CHUNK - 1):
+        entries = await r.hmget(keys.task_devices(tid), part)
+        for device, entry in zip(part, entries, strict=True):
+            _, attempt, _, _, in_wave = split_entry(entry or pending_entry().encode())
+            released = in_wave == wave and attempt > 0
+            listed.append([device.decode(), attempt - 1] if released else device.decode())
+    again: list[str | list[str | int]] = []
+    for state in RETRIED:
+        members = await r.zrange(keys.task_state_index(tid, state), 0, -1)
+        for at in range(0, len(members), WRITE_CHUNK):
+            part = members[at : at + WRITE_CHUNK]
+            entries = await r.hmget(keys.task_devices(tid), part)
+            again.extend(
+                [device.decode(), split_entry(entry)[1]]
+                for device, entry in zip(part, entries, strict=True)
+                if entry is not None
+            )
+    return [*listed, *again], len(again)
+
+
+def assemble(latest: Mapping[str, bytes | None]) -> dict[str, Recorded]:
     """Each task's list from the topic's latest records (key -> value, None a tombstone).
-    A task whose chunks are not numbered 0..n-1 (a creation cut short) or hold anything but
-    a JSON list of ids is left out (and so stopped as lost, not rebuilt wrongly)."""
-    parts: dict[str, dict[int, list[str]]] = {}
+    A task whose chunks are not numbered 0..n-1 (a creation cut short), are not all of one
+    form and length (a retry's recording cut short), or hold anything but lists of ids is
+    left out (and so stopped as lost, not rebuilt wrongly)."""
+    parts: dict[str, dict[int, _Chunk]] = {}
     broken: set[str] = set()
     for key, raw in latest.items():
         tid, _, index = key.rpartition("/")
         if raw is None or not tid or not index.isdigit():
             continue
-        ids = _ids(raw)
-        if ids is None:
+        chunk = _chunk(raw)
+        if chunk is None:
             log.warning("a task's device list record does not read", extra={"key": key})
             broken.add(tid)
             continue
-        parts.setdefault(tid, {})[int(index)] = ids
-    lists: dict[str, list[str]] = {}
+        parts.setdefault(tid, {})[int(index)] = chunk
+    lists: dict[str, Recorded] = {}
     for tid, numbered in parts.items():
-        if tid not in broken and sorted(numbered) == list(range(len(numbered))):
-            lists[tid] = [d for i in range(len(numbered)) for d in numbered[i]]
+        lengths = {chunk.of for chunk in numbered.values()}
+        if tid in broken or sorted(numbered) != list(range(len(numbered))) or len(lengths) > 1:
+            continue
+        ordered = [numbered[i] for i in range(len(numbered))]
+        retried = {d: a for chunk in ordered for d, a in chunk.retried.items()}
+        ids = [d for chunk in ordered for d in chunk.ids]
+        lists[tid] = Recorded(ids, lengths.pop(), retried)
     return lists
 
 
-def _ids(raw: bytes) -> list[str] | None:
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    ids: list[str]
+    of: int | None  # a retry's record: the whole list's length
+    retried: dict[str, int]
+
+
+def _chunk(raw: bytes) -> _Chunk | None:
     try:
-        ids = orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(ids, list) or not all(isinstance(d, str) for d in ids):
+    if isinstance(value, list):
+        return _Chunk(value, None, {}) if all(isinstance(d, str) for d in value) else None
+    if not isinstance(value, dict) or set(value) != {"of", "ids"}:
         return None
-    return ids
+    of, items = value["of"], value["ids"]
+    if type(of) is not int or not isinstance(items, list):
+        return None
+    ids: list[str] = []
+    retried: dict[str, int] = {}
+    for item in items:
+        if isinstance(item, str):
+            ids.append(item)
+        elif (
+            isinstance(item, list)
+            and len(item) == 2
+            and isinstance(item[0], str)
+            and type(item[1]) is int
+            and item[1] >= 0
+        ):
+            ids.append(item[0])
+            retried[item[0]] = item[1]
+        else:
+            return None
+    return _Chunk(ids, of, retried)
 
 
 async def lay_out(

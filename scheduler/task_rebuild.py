@@ -1,13 +1,15 @@
 """Rebuild a running task's per-device states, counts and runtime after Redis was lost.
 
-Both inputs are in Kafka: the device list recorded at creation (scheduler/task_lists.py)
-and the task's job events (`ota.job-events`). Each device takes its newest event
+Both inputs are in Kafka: the device list recorded at creation or by the task's last
+retry (scheduler/task_lists.py) and the task's job events (`ota.job-events`). Each device takes its newest event
 (attempt, then job version: the rule `TaskState.apply` follows), in the wave its place in
 the list was released in (a release never crosses a wave's end), and the counts are
 summed from the entries, so they agree with them exactly as the scripts keep them.
-The cursor stops at the first device with no event: the release skips the devices after
-it that have one, and releases those without one again under the same record id (a
-worker ignores a start it already has), so no device is started twice. The events read
+A retried task lists its retried devices twice; they take one entry each, in the retry's
+wave (the last), pending again while their newest event is of the attempt they failed
+at. The cursor stops at the first device still pending: the release skips the devices
+after it that are not, and releases the others again under the same record id (a worker
+ignores a start it already has), so no device is started twice. The events read
 are those the job-event group had applied (its committed offsets); it applies the later
 ones itself, with their notifications. Of the ones read, only the device results of the
 last `OTA_REBUILD_RENOTIFY_S` are told again (`results_since`): their webhook deliveries
@@ -19,13 +21,12 @@ current members again, so the devices that had joined and were not released yet 
 again (its "removed" count starts again from 0).
 
 Not rebuilt exactly, and so stopped as lost instead (scheduler/rebuild.py): a task with
-no complete recorded list (one created before the list was recorded; one whose list was
-tombstoned at its finish and then retried), and one whose job events may be gone: a
+no complete recorded list (one created before the list was recorded; a creation or a
+retry whose recording was cut short), and one whose job events may be gone: a
 partition of the topic whose first remaining record is newer than the task, after older
 ones were deleted.
 A paused task comes back paused by the operator: resuming it judges its current wave
-again, so an approval or an override already given may be asked for again. A retry's
-devices not yet released when Redis was lost keep the failure they had.
+again, so an approval or an override already given may be asked for again.
 """
 
 from __future__ import annotations
@@ -87,20 +88,36 @@ class Rebuilt:
     wave: int
 
 
-def rebuild(devices: Sequence[str], latest: Mapping[str, Latest], ends: Sequence[int]) -> Rebuilt:
+def rebuild(
+    devices: Sequence[str],
+    latest: Mapping[str, Latest],
+    ends: Sequence[int],
+    retried: Mapping[str, int] | None = None,
+) -> Rebuilt:
     """The task's entries and counts from its list and its devices' newest events;
-    `ends` as the reconciler computes them (scheduler.waves.wave_ends)."""
+    `ends` as the reconciler computes them (scheduler.waves.wave_ends); `retried`: the
+    devices of a retry's wave (the last), each with an attempt below the one that wave
+    releases it at (scheduler/task_lists.py `retry_items`)."""
+    again = retried or {}
+    last_wave = len(ends) - 1  # a retry's: its devices are released in it
     entries: dict[str, str] = {}
     counts: Counter[str] = Counter()
     cursor: int | None = None
+    seen: set[str] = set()
     for place, device in enumerate(devices):
-        got = latest.get(device)
-        if got is None:
-            counts[f"s:{PENDING}"] += 1
-            if cursor is None:
-                cursor = place
+        if device in seen:  # a retried device's second place: one entry per device
             continue
-        wave = bisect_right(ends, place)
+        seen.add(device)
+        got, below = latest.get(device), again.get(device)
+        if got is None or (below is not None and got.attempt <= below):
+            # not released (again) yet: pending, as the release or the retry left it
+            if below is not None:
+                version = 0 if got is None else got.job_version
+                entries[device] = f"{PENDING}|{below}|{version}||-1"
+            counts[f"s:{PENDING}"] += 1
+            cursor = place if cursor is None else cursor
+            continue
+        wave = last_wave if below is not None else bisect_right(ends, place)
         cause = "" if got.cause is None else str(got.cause)
         entries[device] = f"{got.state}|{got.attempt}|{got.job_version}|{cause}|{wave}"
         counts[f"s:{got.state}"] += 1
@@ -108,6 +125,8 @@ def rebuild(devices: Sequence[str], latest: Mapping[str, Latest], ends: Sequence
             counts[f"c:{cause}"] += 1
         counts[f"w{wave}:{bucket(got.state)}"] += 1
     at = len(devices) if cursor is None else cursor
+    if again:
+        return Rebuilt(entries, dict(counts), at, last_wave)
     return Rebuilt(entries, dict(counts), at, bisect_right(ends, at - 1) if at else 0)
 
 
@@ -215,13 +234,15 @@ async def resume(
     renotify_from_ms: int,
     *,
     joined: int = 0,
+    retried: Mapping[str, int] | None = None,
 ) -> int | None:
     """Lay a running task's rebuilt state out in Redis, then put its document (`raw`, read
     as `doc`) back and list it for the reconciler, in one transaction (the document is
     what says a task is restored), with the device results from `renotify_from_ms` on
     added to the webhooks' stream again (same ids: receivers deduplicate). `joined`: how
-    many of `devices` joined a continuous task after its creation (its count). How many
-    results were added; None when another replica restored the task meanwhile."""
+    many of `devices` joined a continuous task after its creation (its count); `retried`:
+    a retry's devices, as `rebuild` takes them. How many results were added; None
+    when another replica restored the task meanwhile."""
     tid = doc["id"]
     lock = keys.task_rebuild_lock(tid)
     while not await r.set(lock, owner, nx=True, px=LOCK_MS):
@@ -233,7 +254,7 @@ async def resume(
             return None
         ends = wave_ends(doc["devices"], parse_policy(doc["policy"], None).waves)
         ends[-1] = max(ends[-1], len(devices))
-        built = rebuild(devices, latest, ends)
+        built = rebuild(devices, latest, ends, retried)
         counts = built.counts | ({"joined": joined} if joined else {})
         await lay_out(r, tid, devices, built.entries)
         paused = TaskStatus(doc["status"]) is TaskStatus.PAUSED

@@ -17,9 +17,9 @@ from typing import Any, cast
 
 import orjson
 import redis.asyncio
+from kafka.errors import KafkaError
 from redis.exceptions import WatchError
 
-from ota.catalog import FailureCause
 from ota.clock import now_ms
 from ota.jobstates import ACTIVE as ACTIVE_JOB_STATES
 from ota.jobstates import CANCELLABLE, DeviceStatus, JobState
@@ -57,6 +57,7 @@ from scheduler.taskstate import (
     tally,
 )
 from scheduler.taskstatus import FINISHED, TaskStatus
+from scheduler.timeline import cause_message
 from scheduler.waves import wave_ends
 
 CHUNK = 5000
@@ -391,7 +392,7 @@ class Tasks:
             )
         doc["counts"] = {"states": states, "statuses": statuses}
         doc["failure_causes"] = [
-            {"code": code, "message": _cause_text(code), "count": n}
+            {"code": code, "message": cause_message(code), "count": n}
             for code, n in sorted(causes(counts).items(), key=lambda kv: -kv[1])
         ]
         doc["progress"] = {
@@ -481,7 +482,7 @@ class Tasks:
                     "status": device_status(state).value,
                     "attempt": attempt,
                     "cause": cause,
-                    "cause_message": None if cause is None else _cause_text(cause),
+                    "cause_message": cause_message(cause),
                     "wave": wave + 1 if wave >= 0 else None,
                 }
             )
@@ -550,7 +551,12 @@ class Tasks:
             await self._r.srem(keys.package_users(pid), tid)
             raise Conflict(f"package {pid!r} of task {tid} was deleted", code="unknown_package")
         waves = len(parse_policy(doc["policy"], None).waves)
-        retried = await self._state.retry(tid, waves)
+        try:  # first: a rebuild after a lost Redis needs the list the retry makes
+            some = await task_lists.record_retry(self._r, self._producer, self._topics, tid, waves)
+        except KafkaError:
+            await self._r.srem(keys.package_users(pid), tid)
+            raise
+        retried = await self._state.retry(tid, waves) if some else 0
         if retried <= 0:  # none, or the states expired
             await self._r.srem(keys.package_users(pid), tid)
             await refuse_if_gone(self._r, tid, Conflict)
@@ -589,10 +595,3 @@ def _list_line(raw: bytes, line_no: int) -> str:
         message = exc.message if isinstance(exc, ProtocolError) else "not UTF-8"
         raise BadRequest(f"line {line_no}: {message}", code="bad_device_id") from None
     return device
-
-
-def _cause_text(code: int) -> str:
-    try:
-        return FailureCause(code).message
-    except ValueError:
-        return f"unknown cause {code}"

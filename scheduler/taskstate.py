@@ -33,6 +33,8 @@ APPLY_CHUNK = 500
 PENDING = "PENDING"
 RELEASED = "RELEASED"  # produced to the inbox, no job event yet (IoTDA: Waiting)
 STATES = (PENDING, RELEASED, *(s.value for s in JobState))
+# The states a retry of a finished task puts back to PENDING, in the order it appends them.
+RETRIED = tuple(s.value for s in (JobState.FAILED, JobState.WAITING_RETRY, JobState.CANCELLED))
 
 _BUCKET = {
     PENDING: "pending",
@@ -333,7 +335,6 @@ class TaskState:
     async def retry(self, tid: str, wave: int) -> int:
         """Put the task's failed and stopped devices back to PENDING; how many, or -1
         when its per-device states are gone (scheduler/task_retention.py)."""
-        states = (JobState.FAILED, JobState.WAITING_RETRY, JobState.CANCELLED)
         result = await self._retry(
             keys=[
                 keys.task_devices(tid),
@@ -342,7 +343,7 @@ class TaskState:
                 keys.task_runtime(tid),
                 keys.task_joins(tid),
             ],
-            args=[index_prefix(tid), wave, len(states), *(s.value for s in states), *STATES],
+            args=[index_prefix(tid), wave, len(RETRIED), *RETRIED, *STATES],
         )
         return int(result)
 

@@ -13,6 +13,7 @@ from typing import Any
 import redis
 
 from ota.catalog import FailureCause
+from ota.records import JobStartRecord
 from scheduler import keys
 from scheduler.flush_mark import RedisFlushedError
 from scheduler.rebuild import LOST_REASON, read_latest
@@ -331,3 +332,74 @@ async def test_a_continuous_task_is_rebuilt_and_its_members_join_again(
     assert task["continuous"]["joined"] == 3  # b before the loss, c and e after
     starts = [(r.device_id, r.id) for r in await second.releases() if r.job.task_id == tid]
     assert sorted(d for d, _ in starts) == sorted([a, b, c, e])  # none released twice
+
+
+async def task_releases(harness: Harness, tid: str, count: int) -> list[JobStartRecord]:
+    """The task's releases, once there are at least `count` (the inbox is shared)."""
+
+    async def enough() -> list[JobStartRecord] | None:
+        got = [r for r in await harness.releases() if r.job.task_id == tid]
+        return got if len(got) >= count else None
+
+    return await eventually(enough, f"{count} releases of task {tid}")
+
+
+async def test_a_task_retried_after_it_finished_is_rebuilt(
+    start_harness: StartHarness, sched_redis: redis.Redis[bytes]
+) -> None:
+    first = await start_harness()
+    run = uuid.uuid4().hex[:6]
+    d = [f"retried-{run}-{i}" for i in range(4)]
+    package = await first.upload(b"retried, then rebuilt")
+    tid = await first.create_task(
+        package["id"], d, waves=[{"count": 2, "success_threshold_pct": 50}]
+    )
+    await task_releases(first, tid, 2)
+    first.job_event(d[0], tid, "SUCCEEDED", job_version=4)
+    first.job_event(d[1], tid, "FAILED", job_version=3, cause=int(FailureCause.LOW_BATTERY))
+    await task_releases(first, tid, 4)
+    first.job_event(d[2], tid, "FAILED", job_version=2, cause=int(FailureCause.LOW_BATTERY))
+    first.job_event(d[3], tid, "SUCCEEDED", job_version=4)
+    await first.wait_status(tid, "PartialSuccess")
+    retried = await first.client.post(f"/v1/tasks/{tid}/retry")
+    assert retried.status_code == 200, retried.text
+    assert retried.json()["retried"] == 2
+    starts = {(r.device_id, r.attempt): r.id for r in await task_releases(first, tid, 6)}
+    assert {key for key in starts if key[1] == 2} == {(d[1], 2), (d[2], 2)}
+    first.job_event(d[1], tid, "SUCCEEDED", attempt=2, job_version=4)
+    # d[2]'s retry was released; its worker has not answered yet.
+
+    async def applied() -> dict[str, Any] | None:
+        task = await first.task(tid)
+        return task if task["progress"]["succeeded"] == 3 else None
+
+    before = await eventually(applied, "d[1]'s second attempt to succeed")
+    states_before = await device_states(first, tid)
+    assert states_before[d[2]][:2] == ("RELEASED", 2)
+    await first.stop()
+
+    sched_redis.flushdb()
+    second = await start_harness(
+        OTA_SCHEDULER_PORT=str(first.settings.http_port),
+        OTA_SCHEDULER_GROUP=first.settings.consumer_group,  # its offsets say what was applied
+    )
+    rebuilt = await second.task(tid)
+    assert rebuilt["status"] == "Processing"
+    assert rebuilt["runtime"]["rebuilt_ms"] is not None
+    # d[2], with no event of its retry, is released again under the same record id.
+    again = [(r.device_id, r.attempt, r.id) for r in await task_releases(second, tid, 7)]
+    assert sorted(again) == sorted(
+        [*((x, attempt, i) for (x, attempt), i in starts.items()), (d[2], 2, starts[(d[2], 2)])]
+    )
+
+    async def same_states() -> bool:
+        return await device_states(second, tid) == states_before
+
+    await eventually(same_states, "the rebuilt states to equal the ones before")
+    after = await second.task(tid)
+    for field in ("progress", "waves", "failure_causes"):
+        assert after[field] == before[field], field
+    second.job_event(d[2], tid, "SUCCEEDED", attempt=2, job_version=4)
+    done = await second.wait_status(tid, "Success")
+    assert done["progress"]["succeeded"] == 4
+    assert len(await task_releases(second, tid, 7)) == 7  # none released again after that

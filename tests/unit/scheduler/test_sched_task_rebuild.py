@@ -13,7 +13,7 @@ from kafka.structs import OffsetAndTimestamp, TopicPartition
 
 from ota.records import JobEventRecord
 from scheduler.notify import device_result_event
-from scheduler.task_lists import CHUNK_IDS, assemble, chunk_key, chunks
+from scheduler.task_lists import CHUNK_IDS, Recorded, assemble, chunk_key, chunks
 from scheduler.task_rebuild import Latest, kept_since, rebuild, results_since
 from scheduler.taskstate import bucket
 
@@ -110,7 +110,71 @@ def test_assemble_joins_whole_lists_and_leaves_out_broken_ones() -> None:
         chunk_key("t5", 0): b"not json",
     }
     assert chunks(len(ids)) == 2
-    assert assemble(latest) == {"t1": ids}
+    assert assemble(latest) == {"t1": Recorded(ids)}
+    assert assemble(latest)["t1"].whole(len(ids))
+    assert not assemble(latest)["t1"].whole(len(ids) + 1)
+
+
+def retry_record(of: int, ids: list[object]) -> bytes:
+    return orjson.dumps({"of": of, "ids": ids})
+
+
+def test_assemble_reads_a_retrys_list_and_its_retried_devices() -> None:
+    items: list[object] = [f"dev-{i}" for i in range(CHUNK_IDS)] + [["dev-3", 1], ["dev-7", 0]]
+    latest: dict[str, bytes | None] = {
+        chunk_key("t1", 0): retry_record(len(items), items[:CHUNK_IDS]),
+        chunk_key("t1", 1): retry_record(len(items), items[CHUNK_IDS:]),
+        # cut short: its second record is still the list of the retry before
+        chunk_key("t2", 0): retry_record(3, ["a", "b", ["a", 2]]),
+        chunk_key("t2", 1): retry_record(2, ["c", ["c", 1]]),
+        # one record of the creation's form, one of a retry's
+        chunk_key("t3", 0): orjson.dumps(["a"]),
+        chunk_key("t3", 1): retry_record(2, [["a", 1]]),
+        chunk_key("t4", 0): retry_record(1, [["a", -1]]),  # no attempt is below 0
+        chunk_key("t5", 0): retry_record(1, [["a", 1, 2]]),
+        chunk_key("t6", 0): orjson.dumps({"of": 1, "ids": ["a"], "more": 1}),
+    }
+    recorded = assemble(latest)
+    assert list(recorded) == ["t1"]
+    assert recorded["t1"].ids == [f"dev-{i}" for i in range(CHUNK_IDS)] + ["dev-3", "dev-7"]
+    assert recorded["t1"].retried == {"dev-3": 1, "dev-7": 0}
+    assert recorded["t1"].whole(created_with=3)  # the retry's length counts, not the creation's
+    short = assemble({chunk_key("t1", 0): retry_record(len(items), items[:CHUNK_IDS])})
+    assert not short["t1"].whole(created_with=CHUNK_IDS)
+
+
+def test_a_retried_task_releases_only_the_devices_its_retry_has_not_yet() -> None:
+    # Created with e, a, b, c, d in waves ending at 2 and 4 (the retry's wave is 2). An
+    # earlier retry released e, which succeeded at attempt 3; a succeeded; b failed at
+    # attempt 1 and this retry released it again; c failed at 1 and is not released again
+    # yet; d was stopped before its release.
+    devices = ["e", "a", "b", "c", "d", "b", "c", "d"]
+    latest = {
+        "e": Latest(3, 5, "SUCCEEDED", None),
+        "a": Latest(1, 4, "SUCCEEDED", None),
+        "b": Latest(2, 1, "QUEUED", None),
+        "c": Latest(1, 3, "FAILED", 7),
+    }
+    retried = {"e": 2, "b": 1, "c": 1, "d": 0}
+    built = rebuild(devices, latest, ends=[2, 4, 8], retried=retried)
+    assert built.entries == {
+        "e": "SUCCEEDED|3|5||2",
+        "a": "SUCCEEDED|1|4||0",
+        "b": "QUEUED|2|1||2",
+        "c": "PENDING|1|3||-1",  # as the retry left it
+        "d": "PENDING|0|0||-1",
+    }
+    assert built.counts == {
+        "s:SUCCEEDED": 2,
+        "w0:succeeded": 1,
+        "w2:succeeded": 1,
+        "s:QUEUED": 1,
+        "w2:active": 1,
+        "s:PENDING": 2,
+    }
+    # From c's first place, in the retry's wave: the release passes over the devices that
+    # are not pending, and releases c and d once each.
+    assert (built.cursor, built.wave) == (3, 2)
 
 
 def test_results_since_tells_the_recent_finished_devices_as_the_apply_did() -> None:
