@@ -267,7 +267,10 @@ async def test_a_query_lost_in_a_broker_crash_is_sent_again_on_reconnect(
             again = await rig.connect(device_id, secret)
         resent = await version_query(again)
         seen = await rig.job_events(device_id, lambda r: r.detail.get("note") == "query_resent")
-        notices = online_notices(rig.inbox_reader.snapshot(), device_id)
+        # The worker resent the query on the second notice, so it is in the inbox; the
+        # reader may not have read it yet.
+        read = await rig.inbox_reader.wait_for(lambda rs: len(online_notices(rs, device_id)) >= 2)
+        notices = online_notices(read, device_id)
         assert len(notices) == 2
         assert notices[0].connection != notices[1].connection
         assert resent["services"][0]["event_id"]

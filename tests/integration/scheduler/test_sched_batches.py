@@ -224,6 +224,13 @@ async def test_a_succeeded_try_is_folded_into_its_result(
     retried = job(tid, 3, 20, "QUEUED", "COMMAND_SENT")
     await registry.job_events([(retried, "")])
     assert await aredis.lindex(keys.timeline(device), 0) == timeline.forms(retried)[1]
+    # The folded try's events again, behind a later try of its task and then behind
+    # another task's, still change nothing.
+    for newer in ([], [JobEventRecord(device, "t-next", 1, 1, "PENDING", "QUEUED", at_ms=9000)]):
+        await registry.job_events([(e, "") for e in newer])
+        now_stored = await aredis.lrange(keys.timeline(device), 0, -1)
+        await registry.job_events([(e, "") for e in [*second, late]])
+        assert await aredis.lrange(keys.timeline(device), 0, -1) == now_stored
 
 
 @pytest.mark.parametrize("timeline_retention_ms", [60_000])

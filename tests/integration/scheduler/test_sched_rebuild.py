@@ -13,7 +13,6 @@ from typing import Any
 import redis
 
 from ota.catalog import FailureCause
-from ota.records import JobStartRecord
 from scheduler import keys
 from scheduler.flush_mark import RedisFlushedError
 from scheduler.rebuild import LOST_REASON, read_latest
@@ -334,16 +333,6 @@ async def test_a_continuous_task_is_rebuilt_and_its_members_join_again(
     assert sorted(d for d, _ in starts) == sorted([a, b, c, e])  # none released twice
 
 
-async def task_releases(harness: Harness, tid: str, count: int) -> list[JobStartRecord]:
-    """The task's releases, once there are at least `count` (the inbox is shared)."""
-
-    async def enough() -> list[JobStartRecord] | None:
-        got = [r for r in await harness.releases() if r.job.task_id == tid]
-        return got if len(got) >= count else None
-
-    return await eventually(enough, f"{count} releases of task {tid}")
-
-
 async def test_a_task_retried_after_it_finished_is_rebuilt(
     start_harness: StartHarness, sched_redis: redis.Redis[bytes]
 ) -> None:
@@ -354,17 +343,17 @@ async def test_a_task_retried_after_it_finished_is_rebuilt(
     tid = await first.create_task(
         package["id"], d, waves=[{"count": 2, "success_threshold_pct": 50}]
     )
-    await task_releases(first, tid, 2)
+    await first.wait_releases(2)
     first.job_event(d[0], tid, "SUCCEEDED", job_version=4)
     first.job_event(d[1], tid, "FAILED", job_version=3, cause=int(FailureCause.LOW_BATTERY))
-    await task_releases(first, tid, 4)
+    await first.wait_releases(4)
     first.job_event(d[2], tid, "FAILED", job_version=2, cause=int(FailureCause.LOW_BATTERY))
     first.job_event(d[3], tid, "SUCCEEDED", job_version=4)
     await first.wait_status(tid, "PartialSuccess")
     retried = await first.client.post(f"/v1/tasks/{tid}/retry")
     assert retried.status_code == 200, retried.text
     assert retried.json()["retried"] == 2
-    starts = {(r.device_id, r.attempt): r.id for r in await task_releases(first, tid, 6)}
+    starts = {(r.device_id, r.attempt): r.id for r in await first.wait_releases(6)}
     assert {key for key in starts if key[1] == 2} == {(d[1], 2), (d[2], 2)}
     first.job_event(d[1], tid, "SUCCEEDED", attempt=2, job_version=4)
     # d[2]'s retry was released; its worker has not answered yet.
@@ -387,7 +376,7 @@ async def test_a_task_retried_after_it_finished_is_rebuilt(
     assert rebuilt["status"] == "Processing"
     assert rebuilt["runtime"]["rebuilt_ms"] is not None
     # d[2], with no event of its retry, is released again under the same record id.
-    again = [(r.device_id, r.attempt, r.id) for r in await task_releases(second, tid, 7)]
+    again = [(r.device_id, r.attempt, r.id) for r in await second.wait_releases(7)]
     assert sorted(again) == sorted(
         [*((x, attempt, i) for (x, attempt), i in starts.items()), (d[2], 2, starts[(d[2], 2)])]
     )
@@ -402,4 +391,4 @@ async def test_a_task_retried_after_it_finished_is_rebuilt(
     second.job_event(d[2], tid, "SUCCEEDED", attempt=2, job_version=4)
     done = await second.wait_status(tid, "Success")
     assert done["progress"]["succeeded"] == 4
-    assert len(await task_releases(second, tid, 7)) == 7  # none released again after that
+    assert len(await second.wait_releases(7)) == 7  # none released again after that
