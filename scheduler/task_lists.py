@@ -122,6 +122,13 @@ async def retry_items(
     return [*listed, *again], len(again)
 
 
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    ids: list[str]
+    of: int | None  # a retry's record: the whole list's length
+    retried: dict[str, int]
+
+
 def assemble(latest: Mapping[str, bytes | None]) -> dict[str, Recorded]:
     """Each task's list from the topic's latest records (key -> value, None a tombstone).
     A task whose chunks are not numbered 0..n-1 (a creation cut short), are not all of one
@@ -149,13 +156,6 @@ def assemble(latest: Mapping[str, bytes | None]) -> dict[str, Recorded]:
         ids = [d for chunk in ordered for d in chunk.ids]
         lists[tid] = Recorded(ids, lengths.pop(), retried)
     return lists
-
-
-@dataclass(frozen=True, slots=True)
-class _Chunk:
-    ids: list[str]
-    of: int | None  # a retry's record: the whole list's length
-    retried: dict[str, int]
 
 
 def _chunk(raw: bytes) -> _Chunk | None:

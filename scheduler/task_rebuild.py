@@ -1,10 +1,11 @@
 """Rebuild a running task's per-device states, counts and runtime after Redis was lost.
 
 Both inputs are in Kafka: the device list recorded at creation or by the task's last
-retry (scheduler/task_lists.py) and the task's job events (`ota.job-events`). Each device takes its newest event
-(attempt, then job version: the rule `TaskState.apply` follows), in the wave its place in
-the list was released in (a release never crosses a wave's end), and the counts are
-summed from the entries, so they agree with them exactly as the scripts keep them.
+retry (scheduler/task_lists.py) and the task's job events (`ota.job-events`). Each
+device takes its newest event (attempt, then job version: the rule `TaskState.apply`
+follows), in the wave its place in the list was released in (a release never crosses a
+wave's end), and the counts are summed from the entries, so they agree with them exactly
+as the scripts keep them.
 A retried task lists its retried devices twice; they take one entry each, in the retry's
 wave (the last), pending again while their newest event is of the attempt they failed
 at. The cursor stops at the first device still pending: the release skips the devices
