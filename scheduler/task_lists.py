@@ -98,27 +98,26 @@ async def retry_items(
 ) -> tuple[list[str | list[str | int]], int]:
     """The list a retry in `wave` makes, and how many devices it retries: the task's list,
     then its devices in the `RETRIED` states, in the order the retry script appends them
-    (state by state, each index in id order). A device of the retry's wave is
+    (state by state, each index in id order; the states are read with the list, which
+    holds every device of the task). A device of the retry's wave is
     `[id, attempt]`: one retried now with the attempt it failed at, one an earlier retry
     released with an attempt below the one it has (the rebuild puts it in that wave)."""
     listed: list[str | list[str | int]] = []
+    failed: dict[str, dict[bytes, int]] = {state: {} for state in RETRIED}  # id -> attempt
     while part := await r.lrange(keys.task_list(tid), len(listed), len(listed) + WRITE_CHUNK - 1):
         entries = await r.hmget(keys.task_devices(tid), part)
         for device, entry in zip(part, entries, strict=True):
-            _, attempt, _, _, in_wave = split_entry(entry or pending_entry().encode())
+            state, attempt, _, _, in_wave = split_entry(entry or pending_entry().encode())
+            if state in failed:
+                failed[state][device] = attempt
             released = in_wave == wave and attempt > 0
             listed.append([device.decode(), attempt - 1] if released else device.decode())
-    again: list[str | list[str | int]] = []
-    for state in RETRIED:
-        members = await r.zrange(keys.task_state_index(tid, state), 0, -1)
-        for at in range(0, len(members), WRITE_CHUNK):
-            part = members[at : at + WRITE_CHUNK]
-            entries = await r.hmget(keys.task_devices(tid), part)
-            again.extend(
-                [device.decode(), split_entry(entry)[1]]
-                for device, entry in zip(part, entries, strict=True)
-                if entry is not None
-            )
+    # Each state's index is in id order (score 0), as the script reads it.
+    again: list[str | list[str | int]] = [
+        [device.decode(), failed[state][device]]
+        for state in RETRIED
+        for device in sorted(failed[state])
+    ]
     return [*listed, *again], len(again)
 
 

@@ -29,6 +29,22 @@ async def device_states(harness: Harness, tid: str) -> dict[str, tuple[str, int,
     return {d["device_id"]: (d["state"], d["attempt"], d["wave"]) for d in listed["items"]}
 
 
+async def rebuilt_after_a_flush(
+    start: StartHarness, first: Harness, sched_redis: redis.Redis[bytes], tid: str
+) -> Harness:
+    """Empty Redis, start a scheduler in `first`'s place and consumer groups (their offsets
+    say what was applied) and check that it rebuilt the running task `tid`."""
+    sched_redis.flushdb()
+    second = await start(
+        OTA_SCHEDULER_PORT=str(first.settings.http_port),
+        OTA_SCHEDULER_GROUP=first.settings.consumer_group,
+    )
+    rebuilt = await second.task(tid)
+    assert rebuilt["status"] == "Processing"
+    assert rebuilt["runtime"]["rebuilt_ms"] is not None
+    return second
+
+
 async def test_a_running_task_is_rebuilt_and_goes_on_with_exact_counts(
     start_harness: StartHarness, sched_redis: redis.Redis[bytes]
 ) -> None:
@@ -69,21 +85,14 @@ async def test_a_running_task_is_rebuilt_and_goes_on_with_exact_counts(
     assert await asyncio.to_thread(hooks.wait_for, finished, 30), hooks.device_results()
     await first.stop()
 
-    sched_redis.flushdb()
-    second = await start_harness(
-        OTA_SCHEDULER_PORT=str(first.settings.http_port),
-        OTA_SCHEDULER_GROUP=first.settings.consumer_group,  # its offsets say what was applied
-    )
+    second = await rebuilt_after_a_flush(start_harness, first, sched_redis, tid)
+    assert before["runtime"]["rebuilt_ms"] is None
 
     # The results of the last minutes go to the webhooks again, under the same ids.
     async def told_again() -> bool:
         return hooks.repeats() == WebhookRepeats(same_id=len(finished), new_id=0)
 
     await eventually(told_again, "the results to be told again")
-    rebuilt = await second.task(tid)
-    assert rebuilt["status"] == "Processing"
-    assert rebuilt["runtime"]["rebuilt_ms"] is not None
-    assert before["runtime"]["rebuilt_ms"] is None
     # The two devices with no event are released again, under the same record ids.
     starts = await second.wait_releases(10)
     again = [(r.device_id, r.id) for r in starts if r.job.task_id == tid]
@@ -297,14 +306,7 @@ async def test_a_continuous_task_is_rebuilt_and_its_members_join_again(
     await eventually(settled, "a succeeded, b downloading, c pending")
     await first.stop()
 
-    sched_redis.flushdb()
-    second = await start_harness(
-        OTA_SCHEDULER_PORT=str(first.settings.http_port),
-        OTA_SCHEDULER_GROUP=first.settings.consumer_group,  # its offsets say what was applied
-    )
-    rebuilt = await second.task(tid)
-    assert rebuilt["status"] == "Processing"
-    assert rebuilt["runtime"]["rebuilt_ms"] is not None
+    second = await rebuilt_after_a_flush(start_harness, first, sched_redis, tid)
 
     async def rejoined() -> dict[str, tuple[str, int, int | None]] | None:
         states = await device_states(second, tid)
@@ -367,14 +369,7 @@ async def test_a_task_retried_after_it_finished_is_rebuilt(
     assert states_before[d[2]][:2] == ("RELEASED", 2)
     await first.stop()
 
-    sched_redis.flushdb()
-    second = await start_harness(
-        OTA_SCHEDULER_PORT=str(first.settings.http_port),
-        OTA_SCHEDULER_GROUP=first.settings.consumer_group,  # its offsets say what was applied
-    )
-    rebuilt = await second.task(tid)
-    assert rebuilt["status"] == "Processing"
-    assert rebuilt["runtime"]["rebuilt_ms"] is not None
+    second = await rebuilt_after_a_flush(start_harness, first, sched_redis, tid)
     # d[2], with no event of its retry, is released again under the same record id.
     again = [(r.device_id, r.attempt, r.id) for r in await second.wait_releases(7)]
     assert sorted(again) == sorted(
